@@ -1,0 +1,5 @@
+//! `tandem-cli`: the headless Tandem client.
+
+fn main() {
+    println!("tandem-cli");
+}

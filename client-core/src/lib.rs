@@ -1,0 +1,1 @@
+//! The Tandem SIP user agent: accounts, registration, calls.

@@ -1,0 +1,1 @@
+//! The Tandem lab server: registrar, authenticating proxy, storage and call records.

@@ -1,0 +1,5 @@
+//! `tandem-lab`: the Tandem lab server.
+
+fn main() {
+    println!("tandem-lab");
+}

@@ -1,0 +1,1 @@
+//! The Tandem mobile app shell (the Tauri shell arrives with the apps issue).

@@ -1,0 +1,4 @@
+//! Sans-IO SIP protocol engines shared by the Tandem client and lab server.
+//!
+//! Nothing in this crate touches a socket, a clock or a random source by itself:
+//! time and randomness are passed in, output is polled.

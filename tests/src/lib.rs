@@ -1,0 +1,1 @@
+//! Shared helpers for Tandem's integration and interop tests: free ports, peer processes, cleanup.
