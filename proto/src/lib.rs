@@ -2,3 +2,12 @@
 //!
 //! Nothing in this crate touches a socket, a clock or a random source by itself:
 //! time and randomness are passed in, output is polled.
+
+pub mod auth;
+pub mod dialog;
+pub mod flow;
+pub mod msg;
+pub mod sdp;
+pub mod transaction;
+
+pub use flow::{Flow, Transport};

@@ -1,0 +1,1 @@
+//! SIP digest authentication (RFC 7616, RFC 8760).
