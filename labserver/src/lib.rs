@@ -1,1 +1,11 @@
 //! The Tandem lab server: registrar, authenticating proxy, storage and call records.
+
+pub mod ca;
+pub mod config;
+pub mod store;
+
+pub mod authn;
+pub mod location;
+pub mod proxy;
+pub mod registrar;
+pub mod server;

@@ -1,0 +1,1 @@
+//! Digest authentication of requests against the user store.

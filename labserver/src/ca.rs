@@ -1,0 +1,1 @@
+//! The lab certificate authority and the server certificate it issues.

@@ -1,0 +1,1 @@
+//! Lab server configuration (`lab.toml`), every setting with a default.

@@ -1,0 +1,1 @@
+//! The authenticating, record-routing, forking stateful proxy.

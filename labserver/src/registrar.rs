@@ -1,0 +1,1 @@
+//! The registrar (RFC 3261 §10).

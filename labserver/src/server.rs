@@ -1,0 +1,1 @@
+//! Wiring: endpoint, registrar, proxy and store into one running lab server.

@@ -1,0 +1,1 @@
+//! Persistent storage: users (HA1 only), registrations, call records; SQLite or PostgreSQL.
