@@ -1,5 +1,147 @@
-//! `cargo xtask`: run the lab server, run the tests, run the benchmarks.
+//! `cargo xtask`: installs system packages, builds, runs the lab server, the test suite and the benchmarks.
+//!
+//! Commands: `test` (what CI runs), `run` (the lab server in the foreground), `lab -- ARGS` (any `tandem-lab`
+//! command), `bench sip` (SIPp load against Kamailio and against the lab server, as a ratio).
 
-fn main() {
-    println!("xtask");
+mod cmd;
+mod packages;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{Step, cargo, target_dir};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test            install missing system packages, then fmt --check, clippy -D warnings, build, test (what CI runs)
+  run [ARGS..]    build the lab server (release) and run `tandem-lab serve ARGS..` in the foreground
+  lab [--] ARGS.. build the lab server (release) and run `tandem-lab ARGS..`
+  bench sip       SIPp REGISTER/INVITE load against Kamailio and the lab server; prints the clean rates and ratios";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let (command, rest) = match args.split_first() {
+        Some((c, rest)) => (c.as_str(), rest),
+        None => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+    };
+    match command {
+        "test" => test(rest),
+        "run" => run(rest),
+        "lab" => lab(strip_separator(rest)),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n{USAGE}"),
+    }
+}
+
+fn strip_separator(args: &[String]) -> &[String] {
+    match args.first() {
+        Some(first) if first == "--" => &args[1..],
+        _ => args,
+    }
+}
+
+/// `cargo xtask test`: what CI runs.
+fn test(extra: &[String]) -> Result<()> {
+    let started = Instant::now();
+    packages::ensure(packages::TEST_PACKAGES)?;
+    let bin_dir = target_dir()?.join("debug");
+    let mut test_args = vec!["test", "--workspace"];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    test_args.extend(extra.iter().copied());
+    let steps: Vec<Step> = vec![
+        Step::new("fmt", cargo(&["fmt", "--all", "--", "--check"])),
+        Step::new(
+            "clippy",
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ),
+        Step::new("build", cargo(&["build", "--workspace", "--bins"])),
+        Step::new("test", {
+            let mut c = cargo(&test_args);
+            c.env("TANDEM_BIN_DIR", &bin_dir);
+            c
+        }),
+    ];
+    let mut done = Vec::new();
+    for mut step in steps {
+        let t = Instant::now();
+        let result = step.run();
+        done.push(format!("{} {:.0}s", step.name, t.elapsed().as_secs_f64()));
+        if let Err(e) = result {
+            println!(
+                "xtask test: FAILED at {} after {:.0}s ({})",
+                step.name,
+                started.elapsed().as_secs_f64(),
+                done.join(", ")
+            );
+            return Err(e);
+        }
+    }
+    println!(
+        "xtask test: OK in {:.0}s ({})",
+        started.elapsed().as_secs_f64(),
+        done.join(", ")
+    );
+    Ok(())
+}
+
+/// Builds `tandem-lab` in release mode and returns its path.
+fn build_lab() -> Result<std::path::PathBuf> {
+    packages::ensure(packages::RUN_PACKAGES)?;
+    Step::new(
+        "build tandem-lab",
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "tandem-labserver",
+            "--bin",
+            "tandem-lab",
+        ]),
+    )
+    .run()?;
+    let bin = target_dir()?.join("release").join("tandem-lab");
+    if !bin.is_file() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+/// `cargo xtask run`: the lab server in the foreground.
+fn run(extra: &[String]) -> Result<()> {
+    let bin = build_lab()?;
+    let mut args = vec!["serve".to_string()];
+    args.extend(strip_separator(extra).iter().cloned());
+    cmd::exec(&bin, &args).context("running tandem-lab serve")
+}
+
+/// `cargo xtask lab -- ARGS`: any `tandem-lab` command.
+fn lab(args: &[String]) -> Result<()> {
+    let bin = build_lab()?;
+    cmd::exec(&bin, args).context("running tandem-lab")
 }
