@@ -509,11 +509,8 @@ fn params_equivalent(a: &Params, b: &Params) -> bool {
     };
     for (name, value) in a {
         match scan::find_param(b, name) {
-            Some(other) => {
-                if norm(value.as_deref()) != norm(other) {
-                    return false;
-                }
-            }
+            Some(other) if norm(value.as_deref()) != norm(other) => return false,
+            Some(_) => {}
             None if STRICT_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(name)) => return false,
             None => {}
         }
