@@ -1,1 +1,1063 @@
-//! SDP (RFC 4566/8866) and offer/answer (RFC 3264).
+//! SDP (RFC 8866, formerly RFC 4566) and the offer/answer model (RFC 3264).
+//!
+//! [`SessionDescription::parse`] keeps everything it does not interpret
+//! (unknown attributes verbatim, `i=`/`u=`/`e=`/`p=`/`r=`/`z=`/`k=` lines) so
+//! that printing gives the same description back. [`audio_offer`],
+//! [`negotiate_answer`] and [`negotiated_from_answer`] implement the RTP
+//! audio part of offer/answer.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use thiserror::Error;
+
+/// Errors from parsing SDP or negotiating media.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SdpError {
+    /// The description does not start with `v=0`.
+    #[error("SDP must start with v=0")]
+    BadVersion,
+    /// A mandatory line is absent.
+    #[error("missing mandatory SDP line {0}=")]
+    MissingLine(char),
+    /// A line could not be parsed.
+    #[error("invalid SDP line {line}: {reason}")]
+    InvalidLine {
+        /// 1-based line number.
+        line: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// No offered stream could be accepted (a UAS answers 488).
+    #[error("no offered media stream has a codec in common")]
+    NoAcceptableMedia,
+    /// Fewer local ports were supplied than streams were accepted.
+    #[error("{needed} media streams accepted but only {given} ports supplied")]
+    NotEnoughPorts {
+        /// Accepted streams so far.
+        needed: usize,
+        /// Ports supplied.
+        given: usize,
+    },
+    /// The answer's m-lines do not correspond to the offer's (RFC 3264 §6).
+    #[error("answer has {answer} m-lines, offer has {offer}")]
+    MediaCountMismatch {
+        /// m-lines in the offer.
+        offer: usize,
+        /// m-lines in the answer.
+        answer: usize,
+    },
+    /// An answer m-line differs in media type from the offer, accepts a stream the
+    /// offer rejected, or accepts it with no codec that was offered.
+    #[error("answer m-line {index} does not match the offer")]
+    MediaMismatch {
+        /// 0-based m-line index.
+        index: usize,
+    },
+}
+
+/// The `o=` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// User name, `-` when none.
+    pub username: String,
+    /// Session id.
+    pub session_id: u64,
+    /// Session version, incremented on each new offer/answer.
+    pub session_version: u64,
+    /// Network type (`IN`).
+    pub net_type: String,
+    /// Address type (`IP4`, `IP6`).
+    pub addr_type: String,
+    /// Unicast address or host name of the originator.
+    pub address: String,
+}
+
+/// A `c=` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// Network type (`IN`).
+    pub net_type: String,
+    /// Address type (`IP4`, `IP6`).
+    pub addr_type: String,
+    /// Connection address, possibly with `/ttl` or `/count` suffixes.
+    pub address: String,
+}
+
+impl Connection {
+    /// An `IN IP4`/`IN IP6` connection for `ip`.
+    pub fn from_ip(ip: IpAddr) -> Self {
+        Connection {
+            net_type: "IN".to_owned(),
+            addr_type: if ip.is_ipv6() { "IP6" } else { "IP4" }.to_owned(),
+            address: ip.to_string(),
+        }
+    }
+
+    /// The address as an IP, if it is a literal (suffixes such as `/127` ignored).
+    pub fn ip(&self) -> Option<IpAddr> {
+        let base = self.address.split('/').next().unwrap_or_default();
+        base.parse().ok()
+    }
+}
+
+/// An `a=` line: `a=name` or `a=name:value` (value kept verbatim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    /// Attribute name.
+    pub name: String,
+    /// Value after the first `:`, if any.
+    pub value: Option<String>,
+}
+
+impl Attribute {
+    /// A property attribute without value (`a=sendrecv`).
+    pub fn flag(name: &str) -> Self {
+        Attribute {
+            name: name.to_owned(),
+            value: None,
+        }
+    }
+
+    /// A value attribute (`a=ptime:20`).
+    pub fn new(name: &str, value: impl Into<String>) -> Self {
+        Attribute {
+            name: name.to_owned(),
+            value: Some(value.into()),
+        }
+    }
+}
+
+/// An `m=` section with its lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    /// Media type (`audio`, `video`, `application`, ...).
+    pub media: String,
+    /// Transport port; 0 means the stream is rejected/disabled.
+    pub port: u16,
+    /// Number of ports (`m=video 49170/2 ...`).
+    pub num_ports: Option<u16>,
+    /// Transport protocol (`RTP/AVP`, `RTP/SAVP`, `UDP/TLS/RTP/SAVPF`, ...).
+    pub protocol: String,
+    /// Media formats (RTP payload types for RTP), in preference order.
+    pub formats: Vec<String>,
+    /// Media-level `c=`.
+    pub connection: Option<Connection>,
+    /// `b=` lines (`AS:64`, `TIAS:64000`), verbatim.
+    pub bandwidths: Vec<String>,
+    /// `a=` lines in order.
+    pub attributes: Vec<Attribute>,
+    /// Other lines (`i=`, `k=`, unknown types) as (type, value), in order.
+    pub other_fields: Vec<(char, String)>,
+}
+
+/// An `a=rtpmap` entry (or the static mapping of a well-known payload type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpMap {
+    /// RTP payload type number.
+    pub payload_type: u8,
+    /// Encoding name as written (`PCMU`, `opus`, `telephone-event`).
+    pub encoding: String,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Channel count, when given.
+    pub channels: Option<u8>,
+}
+
+impl RtpMap {
+    /// Whether this maps the same codec as `name`/`clock_rate`/`channels` (name case-insensitive, channels default 1).
+    pub fn matches(&self, name: &str, clock_rate: u32, channels: u8) -> bool {
+        self.encoding.eq_ignore_ascii_case(name)
+            && self.clock_rate == clock_rate
+            && self.channels.unwrap_or(1) == channels
+    }
+
+    /// Whether this is the RFC 4733 `telephone-event` format.
+    pub fn is_telephone_event(&self) -> bool {
+        self.encoding.eq_ignore_ascii_case("telephone-event")
+    }
+}
+
+impl fmt::Display for RtpMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}/{}",
+            self.payload_type, self.encoding, self.clock_rate
+        )?;
+        if let Some(ch) = self.channels {
+            write!(f, "/{ch}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Media direction (RFC 3264 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Direction {
+    /// Send and receive (the default).
+    #[default]
+    SendRecv,
+    /// Send only (e.g. putting the peer on hold).
+    SendOnly,
+    /// Receive only.
+    RecvOnly,
+    /// Neither.
+    Inactive,
+}
+
+impl Direction {
+    /// The attribute name (`sendrecv`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// Parses an attribute name into a direction.
+    pub fn from_attribute(name: &str) -> Option<Self> {
+        match name {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+
+    /// Builds a direction from send/receive flags.
+    pub fn from_flags(send: bool, recv: bool) -> Self {
+        match (send, recv) {
+            (true, true) => Direction::SendRecv,
+            (true, false) => Direction::SendOnly,
+            (false, true) => Direction::RecvOnly,
+            (false, false) => Direction::Inactive,
+        }
+    }
+
+    /// Whether media is sent.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    /// Whether media is received.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The direction seen from the other side (sendonly <-> recvonly).
+    pub fn reverse(self) -> Self {
+        Direction::from_flags(self.receives(), self.sends())
+    }
+
+    /// Both constraints at once: sends only if both send, receives only if both receive.
+    pub fn intersect(self, other: Direction) -> Self {
+        Direction::from_flags(
+            self.sends() && other.sends(),
+            self.receives() && other.receives(),
+        )
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A whole session description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    /// The `o=` line.
+    pub origin: Origin,
+    /// The `s=` line (`-` when there is no name).
+    pub session_name: String,
+    /// Session-level `c=`.
+    pub connection: Option<Connection>,
+    /// Session-level `b=` lines, verbatim.
+    pub bandwidths: Vec<String>,
+    /// `t=` lines (start, stop); `0 0` for an unbounded session.
+    pub times: Vec<(u64, u64)>,
+    /// Session-level `a=` lines.
+    pub attributes: Vec<Attribute>,
+    /// The `m=` sections in order.
+    pub media: Vec<MediaDescription>,
+    /// Other session-level lines (`i=`, `u=`, `e=`, `p=`, `r=`, `z=`, `k=`, unknown types) as (type, value).
+    pub other_fields: Vec<(char, String)>,
+}
+
+/// Static RTP payload types (RFC 3551 §6) known without `a=rtpmap`.
+const STATIC_PAYLOAD_TYPES: &[(u8, &str, u32, Option<u8>)] = &[
+    (0, "PCMU", 8000, None),
+    (3, "GSM", 8000, None),
+    (4, "G723", 8000, None),
+    (5, "DVI4", 8000, None),
+    (6, "DVI4", 16000, None),
+    (7, "LPC", 8000, None),
+    (8, "PCMA", 8000, None),
+    (9, "G722", 8000, None),
+    (10, "L16", 44100, Some(2)),
+    (11, "L16", 44100, None),
+    (12, "QCELP", 8000, None),
+    (13, "CN", 8000, None),
+    (14, "MPA", 90000, None),
+    (15, "G728", 8000, None),
+    (16, "DVI4", 11025, None),
+    (17, "DVI4", 22050, None),
+    (18, "G729", 8000, None),
+    (25, "CelB", 90000, None),
+    (26, "JPEG", 90000, None),
+    (28, "nv", 90000, None),
+    (31, "H261", 90000, None),
+    (32, "MPV", 90000, None),
+    (33, "MP2T", 90000, None),
+    (34, "H263", 90000, None),
+];
+
+fn static_rtpmap(pt: u8) -> Option<RtpMap> {
+    STATIC_PAYLOAD_TYPES.iter().find(|(p, ..)| *p == pt).map(
+        |&(payload_type, enc, clock_rate, channels)| RtpMap {
+            payload_type,
+            encoding: enc.to_owned(),
+            clock_rate,
+            channels,
+        },
+    )
+}
+
+fn parse_rtpmap_value(value: &str) -> Option<RtpMap> {
+    let (pt, rest) = value.trim().split_once(' ')?;
+    let payload_type: u8 = pt.parse().ok()?;
+    if payload_type > 127 {
+        return None;
+    }
+    let mut parts = rest.trim().split('/');
+    let encoding = parts.next()?.trim();
+    if encoding.is_empty() {
+        return None;
+    }
+    let clock_rate: u32 = parts.next()?.trim().parse().ok()?;
+    let channels = match parts.next() {
+        Some(c) => Some(c.trim().parse::<u8>().ok()?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(RtpMap {
+        payload_type,
+        encoding: encoding.to_owned(),
+        clock_rate,
+        channels,
+    })
+}
+
+impl MediaDescription {
+    /// The RTP payload mappings of this stream, in `m=` format order.
+    ///
+    /// Static payload types are known without `a=rtpmap`; dynamic ones without
+    /// a (valid) `a=rtpmap` and non-numeric formats are left out.
+    pub fn rtpmaps(&self) -> Vec<RtpMap> {
+        self.formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok())
+            .filter_map(|pt| {
+                self.attributes
+                    .iter()
+                    .filter(|a| a.name.eq_ignore_ascii_case("rtpmap"))
+                    .filter_map(|a| a.value.as_deref().and_then(parse_rtpmap_value))
+                    .find(|m| m.payload_type == pt)
+                    .or_else(|| static_rtpmap(pt))
+            })
+            .collect()
+    }
+
+    /// The direction attribute of this stream (`sendrecv` when none is present).
+    ///
+    /// Use [`SessionDescription::media_direction`] to also honour a session-level attribute.
+    pub fn direction(&self) -> Direction {
+        self.explicit_direction().unwrap_or_default()
+    }
+
+    fn explicit_direction(&self) -> Option<Direction> {
+        self.attributes
+            .iter()
+            .filter(|a| a.value.is_none())
+            .find_map(|a| Direction::from_attribute(&a.name))
+    }
+
+    /// The `a=fmtp` parameters for payload type `pt`.
+    pub fn fmtp(&self, pt: u8) -> Option<&str> {
+        self.attributes
+            .iter()
+            .filter(|a| a.name.eq_ignore_ascii_case("fmtp"))
+            .filter_map(|a| a.value.as_deref())
+            .find_map(|v| {
+                let (p, params) = v.split_once(' ')?;
+                (p.trim().parse::<u8>().ok()? == pt).then_some(params.trim())
+            })
+    }
+
+    /// The value of the first attribute called `name`.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.value.as_deref())
+    }
+
+    /// Whether an attribute called `name` is present.
+    pub fn has_attribute(&self, name: &str) -> bool {
+        self.attributes.iter().any(|a| a.name == name)
+    }
+}
+
+impl SessionDescription {
+    /// Parses an SDP body (CRLF or LF line endings).
+    pub fn parse(s: &str) -> Result<Self, SdpError> {
+        let mut lines = s
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .enumerate()
+            .map(|(i, l)| (i + 1, l))
+            .filter(|(_, l)| !l.is_empty());
+        let Some((first_no, first)) = lines.next() else {
+            return Err(SdpError::BadVersion);
+        };
+        let (t, v) = split_line(first_no, first)?;
+        if t != 'v' || v.trim() != "0" {
+            return Err(SdpError::BadVersion);
+        }
+        let mut origin = None;
+        let mut session_name = None;
+        let mut connection = None;
+        let mut bandwidths = Vec::new();
+        let mut times = Vec::new();
+        let mut attributes = Vec::new();
+        let mut other_fields = Vec::new();
+        let mut media: Vec<MediaDescription> = Vec::new();
+        for (no, line) in lines {
+            let (t, value) = split_line(no, line)?;
+            if t == 'm' {
+                media.push(parse_media(no, value)?);
+                continue;
+            }
+            if let Some(m) = media.last_mut() {
+                match t {
+                    'c' => {
+                        if m.connection.is_some() {
+                            return Err(invalid(no, "more than one c= in a media section"));
+                        }
+                        m.connection = Some(parse_connection(no, value)?);
+                    }
+                    'b' => m.bandwidths.push(value.to_owned()),
+                    'a' => m.attributes.push(parse_attribute(value)),
+                    'v' | 'o' | 's' | 't' | 'r' | 'z' | 'u' | 'e' | 'p' => {
+                        return Err(invalid(no, "session-level line inside a media section"));
+                    }
+                    other => m.other_fields.push((other, value.to_owned())),
+                }
+                continue;
+            }
+            match t {
+                'o' => {
+                    if origin.is_some() {
+                        return Err(invalid(no, "more than one o="));
+                    }
+                    origin = Some(parse_origin(no, value)?);
+                }
+                's' => {
+                    if session_name.is_some() {
+                        return Err(invalid(no, "more than one s="));
+                    }
+                    session_name = Some(value.to_owned());
+                }
+                'c' => {
+                    if connection.is_some() {
+                        return Err(invalid(no, "more than one session-level c="));
+                    }
+                    connection = Some(parse_connection(no, value)?);
+                }
+                'b' => bandwidths.push(value.to_owned()),
+                't' => times.push(parse_time(no, value)?),
+                'a' => attributes.push(parse_attribute(value)),
+                'v' => return Err(invalid(no, "repeated v=")),
+                other => other_fields.push((other, value.to_owned())),
+            }
+        }
+        Ok(SessionDescription {
+            origin: origin.ok_or(SdpError::MissingLine('o'))?,
+            session_name: session_name.ok_or(SdpError::MissingLine('s'))?,
+            connection,
+            bandwidths,
+            times,
+            attributes,
+            media,
+            other_fields,
+        })
+    }
+
+    /// The effective direction of m-line `index`: its own attribute, else the
+    /// session-level one, else `sendrecv`.
+    pub fn media_direction(&self, index: usize) -> Direction {
+        self.media
+            .get(index)
+            .and_then(MediaDescription::explicit_direction)
+            .or_else(|| {
+                self.attributes
+                    .iter()
+                    .filter(|a| a.value.is_none())
+                    .find_map(|a| Direction::from_attribute(&a.name))
+            })
+            .unwrap_or_default()
+    }
+
+    /// The connection that applies to m-line `index` (media-level, else session-level).
+    pub fn media_connection(&self, index: usize) -> Option<&Connection> {
+        self.media
+            .get(index)
+            .and_then(|m| m.connection.as_ref())
+            .or(self.connection.as_ref())
+    }
+
+    /// Where to send RTP for m-line `index`: `None` if the stream is rejected
+    /// (port 0), has no usable address, or uses the RFC 2543 hold address 0.0.0.0 / `::`.
+    pub fn media_remote_addr(&self, index: usize) -> Option<SocketAddr> {
+        let m = self.media.get(index)?;
+        if m.port == 0 {
+            return None;
+        }
+        let ip = self.media_connection(index)?.ip()?;
+        if ip.is_unspecified() {
+            return None;
+        }
+        Some(SocketAddr::new(ip, m.port))
+    }
+}
+
+fn invalid(line: usize, reason: &'static str) -> SdpError {
+    SdpError::InvalidLine { line, reason }
+}
+
+fn split_line(no: usize, line: &str) -> Result<(char, &str), SdpError> {
+    let mut chars = line.chars();
+    let t = chars.next().ok_or_else(|| invalid(no, "empty line"))?;
+    if !t.is_ascii_lowercase() {
+        return Err(invalid(no, "type must be a lowercase letter"));
+    }
+    let rest = chars.as_str();
+    let value = rest
+        .strip_prefix('=')
+        .ok_or_else(|| invalid(no, "expected '=' after the type letter"))?;
+    Ok((t, value))
+}
+
+fn parse_origin(no: usize, value: &str) -> Result<Origin, SdpError> {
+    let f: Vec<&str> = value.split_ascii_whitespace().collect();
+    let [username, id, version, net_type, addr_type, address] = f.as_slice() else {
+        return Err(invalid(no, "o= needs six fields"));
+    };
+    Ok(Origin {
+        username: (*username).to_owned(),
+        session_id: id
+            .parse()
+            .map_err(|_| invalid(no, "o= session id is not a number"))?,
+        session_version: version
+            .parse()
+            .map_err(|_| invalid(no, "o= session version is not a number"))?,
+        net_type: (*net_type).to_owned(),
+        addr_type: (*addr_type).to_owned(),
+        address: (*address).to_owned(),
+    })
+}
+
+fn parse_connection(no: usize, value: &str) -> Result<Connection, SdpError> {
+    let f: Vec<&str> = value.split_ascii_whitespace().collect();
+    let [net_type, addr_type, address] = f.as_slice() else {
+        return Err(invalid(no, "c= needs three fields"));
+    };
+    Ok(Connection {
+        net_type: (*net_type).to_owned(),
+        addr_type: (*addr_type).to_owned(),
+        address: (*address).to_owned(),
+    })
+}
+
+fn parse_time(no: usize, value: &str) -> Result<(u64, u64), SdpError> {
+    let f: Vec<&str> = value.split_ascii_whitespace().collect();
+    let [start, stop] = f.as_slice() else {
+        return Err(invalid(no, "t= needs two fields"));
+    };
+    let start = start
+        .parse()
+        .map_err(|_| invalid(no, "t= start is not a number"))?;
+    let stop = stop
+        .parse()
+        .map_err(|_| invalid(no, "t= stop is not a number"))?;
+    Ok((start, stop))
+}
+
+fn parse_attribute(value: &str) -> Attribute {
+    match value.split_once(':') {
+        Some((name, v)) => Attribute {
+            name: name.to_owned(),
+            value: Some(v.to_owned()),
+        },
+        None => Attribute {
+            name: value.to_owned(),
+            value: None,
+        },
+    }
+}
+
+fn parse_media(no: usize, value: &str) -> Result<MediaDescription, SdpError> {
+    let mut f = value.split_ascii_whitespace();
+    let media = f
+        .next()
+        .ok_or_else(|| invalid(no, "m= without media type"))?;
+    let port_field = f.next().ok_or_else(|| invalid(no, "m= without port"))?;
+    let protocol = f.next().ok_or_else(|| invalid(no, "m= without protocol"))?;
+    let (port, num_ports) = match port_field.split_once('/') {
+        Some((p, n)) => (
+            p.parse()
+                .map_err(|_| invalid(no, "m= port is not a number"))?,
+            Some(
+                n.parse()
+                    .map_err(|_| invalid(no, "m= port count is not a number"))?,
+            ),
+        ),
+        None => (
+            port_field
+                .parse()
+                .map_err(|_| invalid(no, "m= port is not a number"))?,
+            None,
+        ),
+    };
+    Ok(MediaDescription {
+        media: media.to_owned(),
+        port,
+        num_ports,
+        protocol: protocol.to_owned(),
+        formats: f.map(str::to_owned).collect(),
+        connection: None,
+        bandwidths: Vec::new(),
+        attributes: Vec::new(),
+        other_fields: Vec::new(),
+    })
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} {} {}",
+            self.username,
+            self.session_id,
+            self.session_version,
+            self.net_type,
+            self.addr_type,
+            self.address
+        )
+    }
+}
+
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.net_type, self.addr_type, self.address)
+    }
+}
+
+impl fmt::Display for Attribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}:{v}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+impl fmt::Display for MediaDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m={} {}", self.media, self.port)?;
+        if let Some(n) = self.num_ports {
+            write!(f, "/{n}")?;
+        }
+        write!(f, " {}", self.protocol)?;
+        for fmt_ in &self.formats {
+            write!(f, " {fmt_}")?;
+        }
+        f.write_str("\r\n")?;
+        for (t, v) in self.other_fields.iter().filter(|(t, _)| *t == 'i') {
+            write!(f, "{t}={v}\r\n")?;
+        }
+        if let Some(c) = &self.connection {
+            write!(f, "c={c}\r\n")?;
+        }
+        for b in &self.bandwidths {
+            write!(f, "b={b}\r\n")?;
+        }
+        for (t, v) in self.other_fields.iter().filter(|(t, _)| *t != 'i') {
+            write!(f, "{t}={v}\r\n")?;
+        }
+        for a in &self.attributes {
+            write!(f, "a={a}\r\n")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for SessionDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v=0\r\no={}\r\ns={}\r\n", self.origin, self.session_name)?;
+        let before_c = |t: char| matches!(t, 'i' | 'u' | 'e' | 'p');
+        for (t, v) in self.other_fields.iter().filter(|(t, _)| before_c(*t)) {
+            write!(f, "{t}={v}\r\n")?;
+        }
+        if let Some(c) = &self.connection {
+            write!(f, "c={c}\r\n")?;
+        }
+        for b in &self.bandwidths {
+            write!(f, "b={b}\r\n")?;
+        }
+        if self.times.is_empty() {
+            f.write_str("t=0 0\r\n")?;
+        }
+        for (start, stop) in &self.times {
+            write!(f, "t={start} {stop}\r\n")?;
+        }
+        for (t, v) in self.other_fields.iter().filter(|(t, _)| !before_c(*t)) {
+            write!(f, "{t}={v}\r\n")?;
+        }
+        for a in &self.attributes {
+            write!(f, "a={a}\r\n")?;
+        }
+        for m in &self.media {
+            write!(f, "{m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A codec we can send and receive, for building offers and answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codec {
+    /// Encoding name (`PCMU`, `opus`, `telephone-event`).
+    pub name: String,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Channels (1 for mono).
+    pub channels: u8,
+    /// Our `a=fmtp` parameters, if any.
+    pub fmtp: Option<String>,
+    /// The payload type we use in our own offers.
+    pub payload_type: u8,
+}
+
+impl Codec {
+    /// A codec description.
+    pub fn new(name: &str, clock_rate: u32, channels: u8, payload_type: u8) -> Self {
+        Codec {
+            name: name.to_owned(),
+            clock_rate,
+            channels,
+            fmtp: None,
+            payload_type,
+        }
+    }
+
+    /// The same codec with `a=fmtp` parameters.
+    pub fn with_fmtp(mut self, fmtp: &str) -> Self {
+        self.fmtp = Some(fmtp.to_owned());
+        self
+    }
+
+    /// Whether this is the RFC 4733 `telephone-event` pseudo-codec.
+    pub fn is_telephone_event(&self) -> bool {
+        self.name.eq_ignore_ascii_case("telephone-event")
+    }
+
+    fn rtpmap_with_pt(&self, payload_type: u8) -> RtpMap {
+        RtpMap {
+            payload_type,
+            encoding: self.name.clone(),
+            clock_rate: self.clock_rate,
+            channels: (self.channels != 1).then_some(self.channels),
+        }
+    }
+
+    fn fmtp_value(&self) -> Option<String> {
+        match &self.fmtp {
+            Some(f) => Some(f.clone()),
+            None if self.is_telephone_event() => Some("0-16".to_owned()),
+            None => None,
+        }
+    }
+
+    fn matches(&self, map: &RtpMap) -> bool {
+        map.matches(&self.name, self.clock_rate, self.channels)
+    }
+}
+
+/// The outcome of offer/answer for one accepted m-line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiatedMedia {
+    /// Index of the m-line in the offer/answer.
+    pub index: usize,
+    /// Where to send RTP (`None` when the peer gave no usable address, e.g. 0.0.0.0 hold).
+    pub remote_addr: Option<SocketAddr>,
+    /// Agreed codecs, in preference order, with the payload types to use.
+    pub codecs: Vec<RtpMap>,
+    /// Payload type of `telephone-event`, if agreed.
+    pub telephone_event: Option<u8>,
+    /// Our direction for this stream (from our point of view).
+    pub direction: Direction,
+}
+
+fn origin_for(session_id: u64, address: IpAddr) -> Origin {
+    let c = Connection::from_ip(address);
+    Origin {
+        username: "-".to_owned(),
+        session_id,
+        session_version: session_id,
+        net_type: c.net_type,
+        addr_type: c.addr_type,
+        address: c.address,
+    }
+}
+
+fn push_codec_attributes(m: &mut MediaDescription, codec: &Codec, pt: u8) {
+    m.attributes.push(Attribute::new(
+        "rtpmap",
+        codec.rtpmap_with_pt(pt).to_string(),
+    ));
+    if let Some(fmtp) = codec.fmtp_value() {
+        m.attributes
+            .push(Attribute::new("fmtp", format!("{pt} {fmtp}")));
+    }
+}
+
+/// An offer with one `RTP/AVP` audio stream (RFC 3264 §5) listing `codecs` in order,
+/// with `a=ptime:20` and the given direction. A `telephone-event` codec without
+/// fmtp gets `0-16`.
+pub fn audio_offer(
+    session_id: u64,
+    address: IpAddr,
+    rtp_port: u16,
+    codecs: &[Codec],
+    direction: Direction,
+) -> SessionDescription {
+    let mut m = MediaDescription {
+        media: "audio".to_owned(),
+        port: rtp_port,
+        num_ports: None,
+        protocol: "RTP/AVP".to_owned(),
+        formats: codecs.iter().map(|c| c.payload_type.to_string()).collect(),
+        connection: None,
+        bandwidths: Vec::new(),
+        attributes: Vec::new(),
+        other_fields: Vec::new(),
+    };
+    for codec in codecs {
+        push_codec_attributes(&mut m, codec, codec.payload_type);
+    }
+    m.attributes.push(Attribute::new("ptime", "20"));
+    m.attributes.push(Attribute::flag(direction.as_str()));
+    SessionDescription {
+        origin: origin_for(session_id, address),
+        session_name: "-".to_owned(),
+        connection: Some(Connection::from_ip(address)),
+        bandwidths: Vec::new(),
+        times: vec![(0, 0)],
+        attributes: Vec::new(),
+        media: vec![m],
+        other_fields: Vec::new(),
+    }
+}
+
+fn is_plain_rtp(protocol: &str) -> bool {
+    protocol.eq_ignore_ascii_case("RTP/AVP") || protocol.eq_ignore_ascii_case("RTP/AVPF")
+}
+
+/// Picks `telephone-event` matching the primary codec's clock rate, else any offered one we support.
+fn pick_telephone_event<'a>(
+    offered: &'a [RtpMap],
+    supported: &'a [Codec],
+    primary_rate: u32,
+) -> Option<(&'a Codec, &'a RtpMap)> {
+    let candidates: Vec<(&Codec, &RtpMap)> = offered
+        .iter()
+        .filter(|m| m.is_telephone_event())
+        .filter_map(|m| {
+            supported
+                .iter()
+                .find(|c| c.is_telephone_event() && c.clock_rate == m.clock_rate)
+                .map(|c| (c, m))
+        })
+        .collect();
+    candidates
+        .iter()
+        .find(|(_, m)| m.clock_rate == primary_rate)
+        .or_else(|| candidates.first())
+        .copied()
+}
+
+/// Answers `offer` (RFC 3264 §6): the same m-lines in the same order; streams
+/// without a common codec (or not plain RTP/AVP(F)) rejected with port 0;
+/// payload types numbered as the offerer did, in the offer's order; the
+/// direction is the complement of the offered one. `ports[k]` is our RTP port
+/// for the k-th accepted stream. Fails when nothing can be accepted.
+pub fn negotiate_answer(
+    offer: &SessionDescription,
+    supported: &[Codec],
+    session_id: u64,
+    address: IpAddr,
+    ports: &[u16],
+) -> Result<(SessionDescription, Vec<NegotiatedMedia>), SdpError> {
+    let mut answer_media = Vec::with_capacity(offer.media.len());
+    let mut negotiated = Vec::new();
+    for (index, offered) in offer.media.iter().enumerate() {
+        let offered_maps = offered.rtpmaps();
+        let chosen: Vec<(&Codec, &RtpMap)> = offered_maps
+            .iter()
+            .filter(|m| !m.is_telephone_event())
+            .filter_map(|m| {
+                supported
+                    .iter()
+                    .find(|c| !c.is_telephone_event() && c.matches(m))
+                    .map(|c| (c, m))
+            })
+            .collect();
+        let acceptable = offered.port != 0 && is_plain_rtp(&offered.protocol) && !chosen.is_empty();
+        if !acceptable {
+            answer_media.push(MediaDescription {
+                media: offered.media.clone(),
+                port: 0,
+                num_ports: None,
+                protocol: offered.protocol.clone(),
+                formats: offered.formats.clone(),
+                connection: None,
+                bandwidths: Vec::new(),
+                attributes: Vec::new(),
+                other_fields: Vec::new(),
+            });
+            continue;
+        }
+        let port = *ports
+            .get(negotiated.len())
+            .ok_or(SdpError::NotEnoughPorts {
+                needed: negotiated.len() + 1,
+                given: ports.len(),
+            })?;
+        let primary_rate = chosen.first().map_or(8000, |(_, m)| m.clock_rate);
+        let te = pick_telephone_event(&offered_maps, supported, primary_rate);
+        let direction = offer.media_direction(index).reverse();
+        let mut m = MediaDescription {
+            media: offered.media.clone(),
+            port,
+            num_ports: None,
+            protocol: offered.protocol.clone(),
+            formats: Vec::new(),
+            connection: None,
+            bandwidths: Vec::new(),
+            attributes: Vec::new(),
+            other_fields: Vec::new(),
+        };
+        let mut codecs = Vec::with_capacity(chosen.len());
+        for (codec, map) in &chosen {
+            m.formats.push(map.payload_type.to_string());
+            push_codec_attributes(&mut m, codec, map.payload_type);
+            codecs.push((*map).clone());
+        }
+        if let Some((codec, map)) = te {
+            m.formats.push(map.payload_type.to_string());
+            push_codec_attributes(&mut m, codec, map.payload_type);
+        }
+        let ptime = offered.attribute("ptime").unwrap_or("20").to_owned();
+        m.attributes.push(Attribute::new("ptime", ptime));
+        m.attributes.push(Attribute::flag(direction.as_str()));
+        negotiated.push(NegotiatedMedia {
+            index,
+            remote_addr: offer.media_remote_addr(index),
+            codecs,
+            telephone_event: te.map(|(_, map)| map.payload_type),
+            direction,
+        });
+        answer_media.push(m);
+    }
+    if negotiated.is_empty() {
+        return Err(SdpError::NoAcceptableMedia);
+    }
+    let answer = SessionDescription {
+        origin: origin_for(session_id, address),
+        session_name: "-".to_owned(),
+        connection: Some(Connection::from_ip(address)),
+        bandwidths: Vec::new(),
+        times: vec![(0, 0)],
+        attributes: Vec::new(),
+        media: answer_media,
+        other_fields: Vec::new(),
+    };
+    Ok((answer, negotiated))
+}
+
+/// The offerer's view of a completed exchange: for each stream the answer
+/// accepted, the codecs of the answer that were offered (with the answer's
+/// payload types, which are what we send with), the remote address and our
+/// direction (what we offered, limited by what the answerer agreed to).
+pub fn negotiated_from_answer(
+    offer: &SessionDescription,
+    answer: &SessionDescription,
+) -> Result<Vec<NegotiatedMedia>, SdpError> {
+    if offer.media.len() != answer.media.len() {
+        return Err(SdpError::MediaCountMismatch {
+            offer: offer.media.len(),
+            answer: answer.media.len(),
+        });
+    }
+    let mut out = Vec::new();
+    for (index, (o, a)) in offer.media.iter().zip(&answer.media).enumerate() {
+        if !o.media.eq_ignore_ascii_case(&a.media) {
+            return Err(SdpError::MediaMismatch { index });
+        }
+        if a.port == 0 {
+            continue;
+        }
+        if o.port == 0 {
+            return Err(SdpError::MediaMismatch { index });
+        }
+        let offered = o.rtpmaps();
+        let answered = a.rtpmaps();
+        let was_offered = |m: &RtpMap| {
+            offered
+                .iter()
+                .any(|x| x.matches(&m.encoding, m.clock_rate, m.channels.unwrap_or(1)))
+        };
+        let codecs: Vec<RtpMap> = answered
+            .iter()
+            .filter(|m| !m.is_telephone_event() && was_offered(m))
+            .cloned()
+            .collect();
+        if codecs.is_empty() {
+            return Err(SdpError::MediaMismatch { index });
+        }
+        let telephone_event = answered
+            .iter()
+            .find(|m| m.is_telephone_event() && was_offered(m))
+            .map(|m| m.payload_type);
+        let direction = offer
+            .media_direction(index)
+            .intersect(answer.media_direction(index).reverse());
+        out.push(NegotiatedMedia {
+            index,
+            remote_addr: answer.media_remote_addr(index),
+            codecs,
+            telephone_event,
+            direction,
+        });
+    }
+    Ok(out)
+}
