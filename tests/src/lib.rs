@@ -1,1 +1,26 @@
 //! Shared helpers for Tandem's integration and interop tests: free ports, peer processes, cleanup.
+//!
+//! Every peer runs as a child process in its own process group, with stdout/stderr captured to files in the test's
+//! temporary directory; dropping its guard stops the whole group, and a failing test prints the tails of the logs.
+
+pub mod baresip;
+pub mod cli;
+pub mod error;
+pub mod kamailio;
+pub mod lab;
+pub mod paths;
+pub mod ports;
+pub mod process;
+pub mod sip;
+pub mod sipp;
+
+pub use baresip::{Baresip, BaresipOptions};
+pub use cli::{CliAccount, CliOutput};
+pub use error::{HarnessError, Result};
+pub use kamailio::{Kamailio, KamailioOptions};
+pub use lab::{LabOptions, LabServer};
+pub use paths::{TestDir, bin_path, peers_dir};
+pub use ports::{free_port, free_port_block};
+pub use process::ChildGuard;
+pub use sip::Transport;
+pub use sipp::{Sipp, SippResult, SippUas};

@@ -1,0 +1,333 @@
+//! Launching baresip headless (tone source, ALSA null sink) and driving it over `ctrl_tcp` (JSON netstrings).
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::error::{HarnessError, IoContext, Result};
+use crate::paths::{render, write};
+use crate::ports::free_port_block;
+use crate::process::ChildGuard;
+use crate::sip::Transport;
+
+/// The largest netstring we accept from baresip.
+const MAX_NETSTRING: usize = 1 << 20;
+
+/// How to configure a baresip instance.
+#[derive(Debug, Clone)]
+pub struct BaresipOptions {
+    /// The account's AoR user.
+    pub user: String,
+    /// The AoR domain.
+    pub domain: String,
+    /// Digest password (none: no auth).
+    pub password: Option<String>,
+    /// Outbound proxy / registrar address (none: no registration).
+    pub registrar: Option<SocketAddr>,
+    /// Transport to the registrar.
+    pub transport: Transport,
+    /// Auto-answer incoming calls.
+    pub auto_answer: bool,
+}
+
+impl BaresipOptions {
+    /// An account `user@domain` registering at `registrar` over UDP.
+    pub fn new(user: &str, domain: &str, password: &str, registrar: SocketAddr) -> Self {
+        BaresipOptions {
+            user: user.into(),
+            domain: domain.into(),
+            password: Some(password.into()),
+            registrar: Some(registrar),
+            transport: Transport::Udp,
+            auto_answer: false,
+        }
+    }
+}
+
+/// Reads one netstring (`LEN:DATA,`) from `r`.
+fn read_netstring(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = 0usize;
+    let mut digits = 0;
+    let mut byte = [0u8; 1];
+    loop {
+        r.read_exact(&mut byte)?;
+        match byte[0] {
+            b'0'..=b'9' if digits < 8 => {
+                len = len * 10 + usize::from(byte[0] - b'0');
+                digits += 1;
+            }
+            b':' if digits > 0 => break,
+            other => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad netstring length byte {other:#x}"),
+                ));
+            }
+        }
+    }
+    if len > MAX_NETSTRING {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "netstring too long",
+        ));
+    }
+    let mut data = vec![0u8; len];
+    r.read_exact(&mut data)?;
+    r.read_exact(&mut byte)?;
+    if byte[0] != b',' {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "netstring without trailing comma",
+        ));
+    }
+    Ok(data)
+}
+
+/// Frames `data` as a netstring.
+fn netstring(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{}:", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.push(b',');
+    out
+}
+
+/// A running baresip, stopped on drop.
+pub struct Baresip {
+    child: ChildGuard,
+    ctrl: TcpStream,
+    messages: Receiver<Value>,
+    events: Vec<Value>,
+    sip_addr: SocketAddr,
+    next_token: u64,
+}
+
+impl Baresip {
+    /// Renders `tests/peers/baresip-config.in` into `<dir>/<user>-baresip/` with free ports, writes the account,
+    /// starts baresip and connects to its `ctrl_tcp`.
+    pub fn start(opts: BaresipOptions, dir: &Path) -> Result<Self> {
+        let conf = dir.join(format!("{}-baresip", opts.user));
+        std::fs::create_dir_all(&conf).ctx(|| format!("creating {}", conf.display()))?;
+        // SIP port P (UDP/TCP) and P+1 (baresip's TLS listener), then ctrl_tcp, then an RTP range.
+        let sip_port = free_port_block(2);
+        let ctrl_port = free_port_block(1);
+        let rtp = free_port_block(8);
+        let sip_addr = SocketAddr::from(([127, 0, 0, 1], sip_port));
+        let ctrl_addr = SocketAddr::from(([127, 0, 0, 1], ctrl_port));
+        write(
+            &conf.join("config"),
+            render(
+                "baresip-config.in",
+                &[
+                    ("SIP_LISTEN", sip_addr.to_string()),
+                    ("CTRL_LISTEN", ctrl_addr.to_string()),
+                    ("RTP_PORTS", format!("{rtp}-{}", rtp + 7)),
+                ],
+            )?,
+        )?;
+        let mut account = format!("<sip:{}@{}>", opts.user, opts.domain);
+        if let Some(pw) = &opts.password {
+            account.push_str(&format!(";auth_pass={pw}"));
+        }
+        match opts.registrar {
+            Some(reg) => account.push_str(&format!(
+                ";outbound=\"sip:{reg};transport={}\";regint=600",
+                opts.transport
+            )),
+            None => account.push_str(";regint=0"),
+        }
+        if opts.auto_answer {
+            account.push_str(";answermode=auto");
+        }
+        write(&conf.join("accounts"), format!("{account}\n"))?;
+        write(&conf.join("contacts"), "")?;
+        let mut cmd = Command::new("baresip");
+        cmd.arg("-f").arg(&conf).arg("-v");
+        let mut child = ChildGuard::spawn(&format!("baresip-{}", opts.user), cmd, dir)?;
+        let start = Instant::now();
+        let ctrl = loop {
+            match TcpStream::connect_timeout(&ctrl_addr, Duration::from_millis(200)) {
+                Ok(s) => break s,
+                Err(e) => {
+                    if !child.is_running() || start.elapsed() > Duration::from_secs(10) {
+                        eprintln!("{}", child.tails());
+                        return Err(e)
+                            .ctx(|| format!("connecting to baresip ctrl_tcp {ctrl_addr}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        let reader = ctrl
+            .try_clone()
+            .ctx(|| "cloning the ctrl_tcp stream".into())?;
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(reader);
+            while let Ok(data) = read_netstring(&mut r) {
+                if let Ok(v) = serde_json::from_slice::<Value>(&data)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Baresip {
+            child,
+            ctrl,
+            messages: rx,
+            events: Vec::new(),
+            sip_addr,
+            next_token: 1,
+        })
+    }
+
+    /// baresip's SIP address.
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip_addr
+    }
+
+    /// Sends a command (e.g. `dial`, `sip:alice@127.0.0.1`) and waits for its response; returns the response's
+    /// `data` (fails when `ok` is false).
+    pub fn command(&mut self, command: &str, params: &str, timeout: Duration) -> Result<String> {
+        let token = self.next_token.to_string();
+        self.next_token += 1;
+        let msg = serde_json::json!({ "command": command, "params": params, "token": token });
+        self.ctrl
+            .write_all(&netstring(msg.to_string().as_bytes()))
+            .ctx(|| "writing to baresip ctrl_tcp".into())?;
+        let start = Instant::now();
+        loop {
+            let v =
+                self.next_message(start, timeout, &format!("baresip's response to {command}"))?;
+            if v.get("response").and_then(Value::as_bool) == Some(true)
+                && v.get("token").and_then(Value::as_str) == Some(token.as_str())
+            {
+                let data = v
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if v.get("ok").and_then(Value::as_bool) == Some(true) {
+                    return Ok(data);
+                }
+                return Err(HarnessError::Protocol {
+                    what: "baresip".into(),
+                    detail: format!("{command} {params} failed: {data}"),
+                });
+            }
+            if v.get("event").and_then(Value::as_bool) == Some(true) {
+                self.events.push(v);
+            }
+        }
+    }
+
+    fn next_message(&mut self, start: Instant, timeout: Duration, what: &str) -> Result<Value> {
+        let left = timeout.saturating_sub(start.elapsed());
+        match self.messages.recv_timeout(left) {
+            Ok(v) => Ok(v),
+            Err(RecvTimeoutError::Timeout) => Err(HarnessError::Timeout {
+                what: what.to_string(),
+                waited: timeout,
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(HarnessError::Protocol {
+                what: "baresip".into(),
+                detail: format!("ctrl_tcp closed while waiting for {what}"),
+            }),
+        }
+    }
+
+    /// Waits for an event (`{"event":true,"type":…}`) matching `pred`, including events already received, and
+    /// returns it (consumed, so the next wait needs a new event).
+    pub fn wait_event(
+        &mut self,
+        pred: impl Fn(&Value) -> bool,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
+        if let Some(i) = self.events.iter().position(&pred) {
+            return Ok(self.events.remove(i));
+        }
+        let start = Instant::now();
+        loop {
+            let v = self.next_message(start, timeout, &format!("baresip event {what}"))?;
+            if v.get("event").and_then(Value::as_bool) == Some(true) {
+                if pred(&v) {
+                    return Ok(v);
+                }
+                self.events.push(v);
+            }
+        }
+    }
+
+    /// Waits for an event of type `ty` (e.g. `REGISTER_OK`, `CALL_ESTABLISHED`, `CALL_CLOSED`).
+    pub fn wait_event_type(&mut self, ty: &str, timeout: Duration) -> Result<Value> {
+        self.wait_event(
+            |v| v.get("type").and_then(Value::as_str) == Some(ty),
+            ty,
+            timeout,
+        )
+    }
+
+    /// Waits until the account is registered: a `REGISTER_OK` event, or `reginfo` reporting `OK` (the event may
+    /// have fired before the ctrl_tcp connection was up).
+    pub fn wait_registered(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let is_ok = |v: &Value| v.get("type").and_then(Value::as_str) == Some("REGISTER_OK");
+            let info = self.command("reginfo", "", timeout)?;
+            if info.lines().any(|l| l.contains("sip:") && l.contains("OK")) {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(HarnessError::Timeout {
+                    what: format!("baresip to register (reginfo: {info:?})"),
+                    waited: timeout,
+                });
+            }
+            if self
+                .wait_event(is_ok, "REGISTER_OK", Duration::from_millis(200))
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The events received so far and not consumed by a wait.
+    pub fn pending_events(&self) -> &[Value] {
+        &self.events
+    }
+
+    /// Whether baresip is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_running()
+    }
+
+    /// Its process guard (logs).
+    pub fn process(&mut self) -> &mut ChildGuard {
+        &mut self.child
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netstrings_round_trip() {
+        let framed = netstring(br#"{"a":1}"#);
+        assert_eq!(framed, br#"7:{"a":1},"#.to_vec());
+        let mut two = framed.clone();
+        two.extend_from_slice(b"2:hi,");
+        let mut r = &two[..];
+        assert_eq!(read_netstring(&mut r).unwrap(), br#"{"a":1}"#.to_vec());
+        assert_eq!(read_netstring(&mut r).unwrap(), b"hi".to_vec());
+        assert!(read_netstring(&mut &b"x:,"[..]).is_err());
+        assert!(read_netstring(&mut &b"3:abc;"[..]).is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! Launching `tandem-lab serve` on free loopback ports with a temporary data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::error::{HarnessError, IoContext, Result};
+use crate::paths::{bin_path, write};
+use crate::ports::free_port;
+use crate::process::{ChildGuard, Stream};
+use crate::sip::Transport;
+
+/// How long `serve` may take to print its `ready` line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to configure a lab server for a test.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// The lab's SIP domain (default `127.0.0.1`, so SIPp's `[remote_ip]` AoRs are local).
+    pub domain: String,
+    /// Users to create before starting: (name, password).
+    pub users: Vec<(String, String)>,
+    /// `[registrar] third_party`: users allowed to register any AoR of the domain.
+    pub third_party: Vec<String>,
+    /// `[auth] trusted`: source networks whose requests are not challenged.
+    pub trusted: Vec<String>,
+    /// Also listen on TLS.
+    pub tls: bool,
+    /// Extra TOML appended to the config verbatim (must only add tables not written above).
+    pub extra_toml: String,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            domain: "127.0.0.1".into(),
+            users: Vec::new(),
+            third_party: Vec::new(),
+            trusted: Vec::new(),
+            tls: true,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+impl LabOptions {
+    /// Adds a user with a password.
+    pub fn user(mut self, name: &str, password: &str) -> Self {
+        self.users.push((name.into(), password.into()));
+        self
+    }
+}
+
+/// A running `tandem-lab serve`, stopped on drop.
+pub struct LabServer {
+    opts: LabOptions,
+    config: PathBuf,
+    data_dir: PathBuf,
+    log_dir: PathBuf,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    tls: Option<SocketAddr>,
+    child: Option<ChildGuard>,
+}
+
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+impl LabServer {
+    /// Writes `<dir>/lab.toml` (free ports, data in `<dir>/data`, no demo users), creates the users with
+    /// `tandem-lab user add`, starts `serve` and waits for its `ready` line.
+    pub fn start(opts: LabOptions, dir: &Path) -> Result<Self> {
+        // Fail early and clearly when the binary is not built.
+        bin_path("tandem-lab")?;
+        let data_dir = dir.join("lab-data");
+        std::fs::create_dir_all(&data_dir).ctx(|| format!("creating {}", data_dir.display()))?;
+        let udp: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let tcp: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let tls = opts
+            .tls
+            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let mut toml = format!(
+            "domain = {domain:?}\ndata_dir = {data:?}\ndemo_users = false\n\n[listen]\nudp = [\"{udp}\"]\ntcp = [\"{tcp}\"]\n",
+            domain = opts.domain,
+            data = data_dir.display().to_string(),
+        );
+        if let Some(tls) = tls {
+            toml.push_str(&format!("tls = [\"{tls}\"]\n"));
+        }
+        toml.push_str(&format!(
+            "\n[registrar]\nthird_party = {}\n\n[auth]\ntrusted = {}\n",
+            toml_list(&opts.third_party),
+            toml_list(&opts.trusted)
+        ));
+        toml.push_str(&opts.extra_toml);
+        let config = dir.join("lab.toml");
+        write(&config, toml)?;
+        let mut lab = LabServer {
+            opts,
+            config,
+            data_dir,
+            log_dir: dir.to_path_buf(),
+            udp,
+            tcp,
+            tls,
+            child: None,
+        };
+        for (name, password) in lab.opts.users.clone() {
+            lab.admin(&[
+                "user",
+                "add",
+                &name,
+                "--password",
+                &password,
+                "--domain",
+                &lab.opts.domain.clone(),
+            ])?;
+        }
+        lab.launch()?;
+        Ok(lab)
+    }
+
+    /// Runs an admin command (`tandem-lab --config lab.toml ARGS`) to completion and returns its stdout.
+    pub fn admin(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(bin_path("tandem-lab")?)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .ctx(|| format!("running tandem-lab {}", args.join(" ")))?;
+        if !out.status.success() {
+            return Err(HarnessError::Tool {
+                what: format!("tandem-lab {}", args.join(" ")),
+                detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let mut cmd = Command::new(bin_path("tandem-lab")?);
+        cmd.arg("--config").arg(&self.config).arg("serve");
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        let mut child = ChildGuard::spawn("tandem-lab", cmd, &self.log_dir)?;
+        let ready = child.wait_for_line(Stream::Stdout, "ready ", READY_TIMEOUT);
+        let ready = match ready {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("{}", child.tails());
+                return Err(e);
+            }
+        };
+        // Trust the addresses the server reports (they must be the ones we asked for).
+        for word in ready.split_whitespace() {
+            if let Some((key, value)) = word.split_once('=')
+                && let Ok(addr) = value.parse::<SocketAddr>()
+            {
+                match key {
+                    "udp" => self.udp = addr,
+                    "tcp" => self.tcp = addr,
+                    "tls" => self.tls = Some(addr),
+                    _ => {}
+                }
+            }
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the server and starts it again with the same config and data directory (same ports).
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.stop();
+        }
+        self.launch()
+    }
+
+    /// The listener address for `transport` (`None` for TLS when not enabled).
+    pub fn addr(&self, transport: Transport) -> Option<SocketAddr> {
+        match transport {
+            Transport::Udp => Some(self.udp),
+            Transport::Tcp => Some(self.tcp),
+            Transport::Tls => self.tls,
+        }
+    }
+
+    /// The UDP listener.
+    pub fn udp(&self) -> SocketAddr {
+        self.udp
+    }
+
+    /// The TCP listener.
+    pub fn tcp(&self) -> SocketAddr {
+        self.tcp
+    }
+
+    /// The lab's domain.
+    pub fn domain(&self) -> &str {
+        &self.opts.domain
+    }
+
+    /// The data directory (kept across restarts).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(ChildGuard::is_running)
+    }
+
+    /// The server's process guard (logs, signals).
+    pub fn process(&mut self) -> Option<&mut ChildGuard> {
+        self.child.as_mut()
+    }
+}
