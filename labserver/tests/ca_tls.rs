@@ -1,5 +1,7 @@
 //! The lab CA: files on disk, reload, re-issue, and real TLS 1.3 handshakes over loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
