@@ -1,0 +1,206 @@
+//! The RFC 3261 §17 timers of one transaction, kept in a fixed table keyed by an enum,
+//! plus the layer-wide deadline index that `poll_timeout` reads.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::TxId;
+
+/// One of the transaction timers of RFC 3261 §17 (Table 4) and RFC 6026.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum TxTimer {
+    /// INVITE client: request retransmission (UDP only).
+    A,
+    /// INVITE client: transaction timeout.
+    B,
+    /// INVITE client: wait time for response retransmissions in Completed.
+    D,
+    /// Non-INVITE client: request retransmission (UDP only).
+    E,
+    /// Non-INVITE client: transaction timeout.
+    F,
+    /// INVITE server: final response retransmission (UDP only).
+    G,
+    /// INVITE server: wait time for the ACK.
+    H,
+    /// INVITE server: wait time for ACK retransmissions in Confirmed.
+    I,
+    /// Non-INVITE server: wait time for request retransmissions in Completed.
+    J,
+    /// Non-INVITE client: wait time for response retransmissions in Completed.
+    K,
+    /// INVITE server (RFC 6026): wait time for 2xx retransmissions in Accepted.
+    L,
+    /// INVITE client (RFC 6026): wait time for 2xx retransmissions in Accepted.
+    M,
+    /// INVITE server: send `100 Trying` if the TU has not answered yet (§17.2.1).
+    Trying,
+}
+
+impl TxTimer {
+    /// How many timers there are (the size of a [`TimerTable`]).
+    const COUNT: usize = 13;
+
+    fn slot(self) -> usize {
+        match self {
+            TxTimer::A => 0,
+            TxTimer::B => 1,
+            TxTimer::D => 2,
+            TxTimer::E => 3,
+            TxTimer::F => 4,
+            TxTimer::G => 5,
+            TxTimer::H => 6,
+            TxTimer::I => 7,
+            TxTimer::J => 8,
+            TxTimer::K => 9,
+            TxTimer::L => 10,
+            TxTimer::M => 11,
+            TxTimer::Trying => 12,
+        }
+    }
+}
+
+/// All pending deadlines of all transactions, ordered by time.
+///
+/// Every entry mirrors exactly one armed slot of some [`TimerTable`]; tables keep the
+/// index in sync when timers are set, stopped or fire.
+#[derive(Debug, Default)]
+pub(crate) struct TimerIndex {
+    deadlines: BTreeSet<(Instant, TxId, TxTimer)>,
+}
+
+impl TimerIndex {
+    /// The earliest pending deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _, _)| *at)
+    }
+
+    /// Removes and returns the earliest timer due at or before `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TxId, TxTimer)> {
+        let &(at, tx, timer) = self.deadlines.first()?;
+        if at > now {
+            return None;
+        }
+        self.deadlines.pop_first();
+        Some((tx, timer))
+    }
+
+    /// The number of armed timers (for tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.deadlines.len()
+    }
+}
+
+/// The timers of one transaction: a deadline per [`TxTimer`], or none.
+#[derive(Debug)]
+pub(crate) struct TimerTable {
+    tx: TxId,
+    slots: [Option<Instant>; TxTimer::COUNT],
+}
+
+impl TimerTable {
+    /// An empty table for transaction `tx`.
+    pub(crate) fn new(tx: TxId) -> Self {
+        Self {
+            tx,
+            slots: [None; TxTimer::COUNT],
+        }
+    }
+
+    /// The deadline of `timer`, if armed.
+    #[cfg(test)]
+    pub(crate) fn get(&self, timer: TxTimer) -> Option<Instant> {
+        self.slots[timer.slot()]
+    }
+
+    /// Arms `timer` to fire at `at`, replacing any earlier deadline.
+    pub(crate) fn set(&mut self, index: &mut TimerIndex, timer: TxTimer, at: Instant) {
+        self.stop(index, timer);
+        self.slots[timer.slot()] = Some(at);
+        index.deadlines.insert((at, self.tx, timer));
+    }
+
+    /// Disarms `timer`.
+    pub(crate) fn stop(&mut self, index: &mut TimerIndex, timer: TxTimer) {
+        if let Some(at) = self.slots[timer.slot()].take() {
+            index.deadlines.remove(&(at, self.tx, timer));
+        }
+    }
+
+    /// Disarms every timer.
+    pub(crate) fn stop_all(&mut self, index: &mut TimerIndex) {
+        for (slot, deadline) in self.slots.iter_mut().enumerate() {
+            if let Some(at) = deadline.take() {
+                let timer = ALL[slot];
+                index.deadlines.remove(&(at, self.tx, timer));
+            }
+        }
+    }
+
+    /// Records that `timer` fired (the index entry was already popped).
+    pub(crate) fn fired(&mut self, timer: TxTimer) {
+        self.slots[timer.slot()] = None;
+    }
+}
+
+/// Every timer, in slot order.
+const ALL: [TxTimer; TxTimer::COUNT] = [
+    TxTimer::A,
+    TxTimer::B,
+    TxTimer::D,
+    TxTimer::E,
+    TxTimer::F,
+    TxTimer::G,
+    TxTimer::H,
+    TxTimer::I,
+    TxTimer::J,
+    TxTimer::K,
+    TxTimer::L,
+    TxTimer::M,
+    TxTimer::Trying,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn slots_match_all_order() {
+        for (i, t) in ALL.iter().enumerate() {
+            assert_eq!(t.slot(), i);
+        }
+    }
+
+    #[test]
+    fn index_tracks_table() {
+        let now = Instant::now();
+        let mut index = TimerIndex::default();
+        let mut a = TimerTable::new(TxId(1));
+        let mut b = TimerTable::new(TxId(2));
+        a.set(&mut index, TxTimer::E, now + Duration::from_millis(500));
+        a.set(&mut index, TxTimer::F, now + Duration::from_secs(32));
+        b.set(&mut index, TxTimer::G, now + Duration::from_millis(100));
+        assert_eq!(index.next(), Some(now + Duration::from_millis(100)));
+        // Re-arming replaces the old deadline instead of adding one.
+        b.set(&mut index, TxTimer::G, now + Duration::from_millis(900));
+        assert_eq!(index.len(), 3);
+        assert_eq!(index.next(), Some(now + Duration::from_millis(500)));
+        assert_eq!(index.pop_due(now), None);
+        assert_eq!(
+            index.pop_due(now + Duration::from_secs(1)),
+            Some((TxId(1), TxTimer::E))
+        );
+        a.fired(TxTimer::E);
+        assert_eq!(a.get(TxTimer::E), None);
+        assert_eq!(
+            index.pop_due(now + Duration::from_secs(1)),
+            Some((TxId(2), TxTimer::G))
+        );
+        b.fired(TxTimer::G);
+        a.stop_all(&mut index);
+        assert_eq!(index.len(), 0);
+        assert_eq!(index.next(), None);
+    }
+}
