@@ -1,4 +1,5 @@
 //! Dialogs (RFC 3261 §12): creation on both sides, in-dialog requests, routing, CSeq rules.
+#![allow(clippy::unwrap_used)] // test helpers: a failure here is a test failure
 
 use bytes::Bytes;
 use tandem_proto::dialog::{Dialog, DialogError, DialogState};
