@@ -13,7 +13,10 @@ use super::key::{ClientKey, MAGIC_COOKIE, ServerKey, response_flow, stamp_via};
 use super::server::{AckDisposition, ServerTx};
 use super::timer::TimerIndex;
 use super::{SentBy, Transmit, TxConfig, TxError, TxEvent, TxId};
-use crate::msg::{HeaderName, Message, Method, Request, Response, error_response};
+use crate::msg::{
+    HeaderName, Message, Method, Request, Response, check_request_uri_scheme, error_response,
+    validate_request, validate_response,
+};
 use crate::{Flow, Transport};
 
 /// The output queues and the timer index, shared by all transactions.
@@ -151,11 +154,25 @@ impl TransactionLayer {
                 .push_front(HeaderName::Via, stamped.to_string());
         }
         let reply = response_flow(&stamped, Some(flow)).unwrap_or(flow);
-        let Some(key) = key else {
-            if request.method != Method::Ack {
-                self.reply_stateless(&request, 400, reply);
+        // Semantic checks (RFC 3261 §8.2, RFC 4475): a bad request gets a stateless 400
+        // (416 for an unsupported URI scheme) and creates no state; a bad ACK is dropped.
+        let checked = validate_request(&request).and_then(|()| check_request_uri_scheme(&request));
+        let key = match (key, checked) {
+            (Some(key), Ok(())) => key,
+            (_, Err(err)) => {
+                if request.method != Method::Ack
+                    && let Some(data) = error_response(&request.to_bytes(), &err)
+                {
+                    self.out.transmits.push_back(Transmit { flow: reply, data });
+                }
+                return;
             }
-            return;
+            (None, Ok(())) => {
+                if request.method != Method::Ack {
+                    self.reply_stateless(&request, 400, reply);
+                }
+                return;
+            }
         };
 
         if request.method == Method::Ack {
@@ -221,7 +238,7 @@ impl TransactionLayer {
     }
 
     fn on_response(&mut self, now: Instant, response: Response, flow: Flow) {
-        if !(100..=699).contains(&response.status) {
+        if !(100..=699).contains(&response.status) || validate_response(&response).is_err() {
             return;
         }
         let Ok(via) = response.headers.top_via() else {

@@ -855,6 +855,53 @@ fn malformed_request_gets_400_or_is_dropped() {
     }
     assert!(layer.poll_event().is_none());
     assert!(layer.is_empty());
+    // The CSeq method differs from the request method (RFC 4475 mismatch01): 400.
+    let mismatch = "OPTIONS sip:bob@192.0.2.100 SIP/2.0\r\n\
+                    Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKmm;rport\r\n\
+                    From: <sip:alice@example.com>;tag=f1\r\n\
+                    To: <sip:bob@example.com>\r\n\
+                    Call-ID: mm\r\n\
+                    CSeq: 1 INVITE\r\n\
+                    Content-Length: 0\r\n\r\n";
+    layer.handle_receive(now, Bytes::from(mismatch), src);
+    let out = transmits(&mut layer);
+    assert_eq!(out.len(), 1);
+    match &out[0].1 {
+        Message::Response(r) => assert_eq!(r.status, 400),
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    assert!(layer.poll_event().is_none());
+    assert!(layer.is_empty());
+    // An unsupported Request-URI scheme is answered with 416.
+    let scheme = mismatch
+        .replace("OPTIONS sip:bob@192.0.2.100", "OPTIONS http://example.com/")
+        .replace("1 INVITE", "1 OPTIONS");
+    layer.handle_receive(now, Bytes::from(scheme), src);
+    match &transmits(&mut layer)[..] {
+        [(_, Message::Response(r))] => assert_eq!(r.status, 416),
+        other => panic!("expected a 416, got {other:?}"),
+    }
+    assert!(layer.is_empty());
+    // The same request built by hand (so it reaches the layer parsed): the semantic
+    // check answers 400, carrying the Via stamped with received/rport.
+    let mut built = request(Method::Options, "mm2", 1);
+    built.headers.set(HeaderName::CSeq, "1 INVITE");
+    built.headers.push_front(
+        HeaderName::Via,
+        "SIP/2.0/UDP client.example.com:5060;branch=z9hG4bKmm2;rport",
+    );
+    layer.handle_message(now, Message::Request(built), src);
+    match &transmits(&mut layer)[..] {
+        [(flow, Message::Response(r))] => {
+            assert_eq!(*flow, src);
+            assert_eq!(r.status, 400);
+            let via = r.headers.top_via().unwrap();
+            assert_eq!(via.rport(), Some(Some(5060)));
+            assert_eq!(via.received(), Some("192.0.2.1"));
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    assert!(layer.is_empty());
     // Garbage: nothing to answer.
     layer.handle_receive(now, Bytes::from_static(b"\x00\x01garbage\r\n\r\n"), src);
     assert!(layer.poll_transmit().is_none());
