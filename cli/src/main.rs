@@ -1,5 +1,74 @@
-//! `tandem-cli`: the headless Tandem client.
+//! `tandem-cli`: the headless Tandem client (register, call, answer, options).
+//!
+//! Events go to stdout, one line each (`event key=value ...`); diagnostics go to stderr.
+//! Exit codes: 0 success, 1 refused by the peer, 2 usage, 3 authentication failed,
+//! 4 timeout or network error, 5 interrupted.
+
+mod args;
+mod commands;
+mod output;
+mod profile;
+mod settings;
+mod tls;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::output::Exit;
 
 fn main() {
-    println!("tandem-cli");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { Exit::Usage.code() } else { 0 });
+        }
+    };
+    let account = match profile::merge(cli.account.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("tandem-cli: {e:#}");
+            std::process::exit(Exit::Usage.code());
+        }
+    };
+    init_logging(account.verbose);
+    let need_user = !matches!(cli.command, Command::Options { .. });
+    let settings = match settings::build(&account, need_user) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tandem-cli: {e:#}");
+            std::process::exit(Exit::Usage.code());
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tandem-cli: cannot start the async runtime: {e}");
+            std::process::exit(Exit::Network.code());
+        }
+    };
+    let exit = runtime.block_on(commands::run(settings, cli.command));
+    // Background tasks (timers of finished transactions) must not delay the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    std::process::exit(exit.code());
+}
+
+/// Diagnostics to stderr: `RUST_LOG` if set, else warnings (SIP traffic with `-v`).
+fn init_logging(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose {
+        "debug,hickory_proto=info,hickory_resolver=info,rustls=info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose)
+        .try_init();
 }

@@ -1,1 +1,33 @@
 //! The Tandem SIP user agent: accounts, registration, calls.
+//!
+//! A [`UserAgent`] runs over one `tandem_net::Endpoint`. It registers accounts
+//! ([`UserAgent::register`], refreshed in the background until
+//! [`Registration::unregister`]), places calls ([`UserAgent::call`]), hands incoming
+//! calls to the application as [`UaEvent::IncomingCall`], answers OPTIONS, and sends
+//! OPTIONS ([`UserAgent::options`]). Tags, Call-IDs, branches and cnonces come from a
+//! seeded RNG ([`UaConfig::seed`]) so that test runs are reproducible.
+
+mod account;
+mod call;
+mod config;
+mod error;
+mod media;
+mod registration;
+mod request;
+mod ua;
+
+pub use account::{Account, DEFAULT_EXPIRES, parse_proxy, parse_uri};
+pub use call::{Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall};
+pub use config::UaConfig;
+pub use error::{Result, UaError};
+pub use media::{MediaInfo, supported_codecs};
+pub use registration::{RegEvent, RegisterOptions, Registration};
+pub use ua::{UaEvent, UaEvents, UserAgent};
+
+/// Re-exports of the protocol and network types that appear in this crate's API.
+pub mod types {
+    pub use tandem_net::DnsConfig;
+    pub use tandem_proto::msg::{Request, Response, Uri};
+    pub use tandem_proto::transaction::TxConfig;
+    pub use tandem_proto::{Flow, Transport};
+}

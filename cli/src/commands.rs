@@ -1,0 +1,508 @@
+//! The four commands: register, call, answer, options.
+
+use std::time::Duration;
+
+use tandem_client_core::{
+    Account, Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall, RegEvent,
+    RegisterOptions, Registration, UaError, UaEvent, UaEvents, UserAgent, parse_uri,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep, sleep_until};
+
+use crate::args::Command;
+use crate::output::{Event, Exit, emit_failure};
+use crate::settings::Settings;
+
+/// Runs one command to completion and returns the process exit code.
+pub async fn run(settings: Settings, command: Command) -> Exit {
+    let Settings { account, ua, .. } = settings;
+    let (agent, events) = match UserAgent::new(ua).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("tandem-cli: {e}");
+            return Exit::for_error(&e);
+        }
+    };
+    let exit = match command {
+        Command::Register {
+            duration,
+            keep,
+            contact,
+        } => register(&agent, &account, duration, keep, contact).await,
+        Command::Call {
+            uri,
+            duration,
+            timeout,
+            register,
+        } => call(&agent, &account, &uri, duration, timeout, register).await,
+        Command::Answer {
+            count,
+            duration,
+            ring,
+            reject,
+            no_register,
+        } => {
+            let opts = AnswerOptions {
+                count,
+                duration: duration.map(Duration::from_secs),
+                ring: Duration::from_secs(ring),
+                reject,
+                register: !no_register,
+            };
+            answer(&agent, events, &account, opts).await
+        }
+        Command::Options { uri } => options(&agent, &account, &uri).await,
+    };
+    agent.shutdown().await;
+    exit
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn emit_registered(reg: &Registration, expires: u32) {
+    Event::new("registered")
+        .kv("aor", reg.aor())
+        .kv("expires", expires)
+        .kv("contact", format!("<{}>", reg.contact()))
+        .emit();
+}
+
+/// Registers; on failure prints `failed` and returns the exit code.
+async fn do_register(
+    agent: &UserAgent,
+    account: &Account,
+    contact: Option<String>,
+) -> Result<Registration, Exit> {
+    let contact = match contact.as_deref().map(parse_uri).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tandem-cli: --contact: {e}");
+            return Err(Exit::Usage);
+        }
+    };
+    let options = RegisterOptions {
+        contact,
+        ..RegisterOptions::default()
+    };
+    match agent.register_with(account, options).await {
+        Ok(reg) => {
+            emit_registered(&reg, reg.expires());
+            Ok(reg)
+        }
+        Err(e) => {
+            eprintln!("tandem-cli: registration failed: {e}");
+            emit_failure(&e);
+            Err(Exit::for_error(&e))
+        }
+    }
+}
+
+/// Un-registers and prints `unregistered`; returns the exit code for a failure.
+async fn do_unregister(reg: Registration) -> Option<Exit> {
+    let aor = reg.aor().clone();
+    match reg.unregister().await {
+        Ok(()) => {
+            Event::new("unregistered").kv("aor", aor).emit();
+            None
+        }
+        Err(e) => {
+            eprintln!("tandem-cli: un-registration failed: {e}");
+            emit_failure(&e);
+            Some(Exit::for_error(&e))
+        }
+    }
+}
+
+/// Reports refresh outcomes of a registration while `until` runs.
+async fn next_reg_event(reg: &mut Option<Registration>) -> Option<RegEvent> {
+    match reg {
+        Some(r) => r.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn report_reg_event(reg: &Option<Registration>, event: Option<RegEvent>) {
+    match (reg, event) {
+        (Some(r), Some(RegEvent::Refreshed { expires })) => emit_registered(r, expires),
+        (_, Some(RegEvent::RefreshFailed(e))) => {
+            eprintln!("tandem-cli: registration refresh failed (will retry): {e}");
+        }
+        _ => {}
+    }
+}
+
+async fn register(
+    agent: &UserAgent,
+    account: &Account,
+    duration: u64,
+    keep: bool,
+    contact: Option<String>,
+) -> Exit {
+    let reg = match do_register(agent, account, contact).await {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let mut reg = Some(reg);
+    let until = sleep(Duration::from_secs(duration));
+    tokio::pin!(until);
+    let mut exit = Exit::Success;
+    loop {
+        tokio::select! {
+            _ = &mut until => break,
+            _ = interrupted() => {
+                exit = Exit::Interrupted;
+                break;
+            }
+            ev = next_reg_event(&mut reg) => report_reg_event(&reg, ev),
+        }
+    }
+    let Some(reg) = reg else { return exit };
+    if keep {
+        reg.keep();
+        return exit;
+    }
+    match do_unregister(reg).await {
+        Some(code) if exit == Exit::Success => code,
+        _ => exit,
+    }
+}
+
+async fn call(
+    agent: &UserAgent,
+    account: &Account,
+    uri: &str,
+    duration: u64,
+    timeout: u64,
+    register: bool,
+) -> Exit {
+    let target = match account.target_uri(uri) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tandem-cli: {e}");
+            return Exit::Usage;
+        }
+    };
+    let mut reg = None;
+    if register {
+        match do_register(agent, account, None).await {
+            Ok(r) => reg = Some(r),
+            Err(code) => return code,
+        }
+    }
+    let options = CallOptions {
+        timeout: Some(Duration::from_secs(timeout)),
+    };
+    let mut exit = match agent.call(account, target, options).await {
+        Ok(call) => run_call(call, Duration::from_secs(duration), &mut reg).await,
+        Err(e) => {
+            eprintln!("tandem-cli: call failed: {e}");
+            emit_failure(&e);
+            Exit::for_error(&e)
+        }
+    };
+    if let Some(r) = reg
+        && let Some(code) = do_unregister(r).await
+        && exit == Exit::Success
+    {
+        exit = code;
+    }
+    exit
+}
+
+/// Follows an outgoing call to its end; prints its events.
+async fn run_call(mut call: Call, hold: Duration, reg: &mut Option<Registration>) -> Exit {
+    let mut hangup_at: Option<Instant> = None;
+    let mut interrupted_by_signal = false;
+    let mut hung_up = false;
+    loop {
+        tokio::select! {
+            ev = call.next_event() => match ev {
+                Some(CallEvent::Trying) => Event::new("trying").emit(),
+                Some(CallEvent::Ringing { status, .. }) => {
+                    Event::new("ringing").kv("status", status).emit();
+                }
+                Some(CallEvent::Answered { status }) => {
+                    Event::new("answered").kv("status", status).emit();
+                    hangup_at = Some(Instant::now() + hold);
+                }
+                Some(CallEvent::Ended { by, reason }) => {
+                    emit_ended(by, reason);
+                    return if interrupted_by_signal {
+                        Exit::Interrupted
+                    } else {
+                        exit_for_end(by, reason)
+                    };
+                }
+                Some(CallEvent::Failed(e)) => {
+                    eprintln!("tandem-cli: call failed: {e}");
+                    emit_failure(&e);
+                    return if interrupted_by_signal { Exit::Interrupted } else { Exit::for_error(&e) };
+                }
+                Some(_) => {}
+                None => return if interrupted_by_signal { Exit::Interrupted } else { Exit::Network },
+            },
+            _ = sleep_until_opt(hangup_at), if !hung_up => {
+                hung_up = true;
+                call.hangup();
+            }
+            _ = interrupted(), if !interrupted_by_signal => {
+                interrupted_by_signal = true;
+                hung_up = true;
+                call.hangup();
+            }
+            ev = next_reg_event(reg) => report_reg_event(reg, ev),
+        }
+    }
+}
+
+fn emit_ended(by: EndedBy, reason: EndReason) {
+    Event::new("ended")
+        .kv("by", by)
+        .kv("reason", reason)
+        .emit();
+}
+
+/// The exit code of a call that ended after being set up (or cancelled).
+fn exit_for_end(by: EndedBy, reason: EndReason) -> Exit {
+    match (by, reason) {
+        (_, EndReason::Error) => Exit::Network,
+        (EndedBy::Local, EndReason::Timeout) => Exit::Network,
+        _ => Exit::Success,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Options of the answer command.
+#[derive(Debug, Clone)]
+struct AnswerOptions {
+    count: Option<u64>,
+    duration: Option<Duration>,
+    ring: Duration,
+    reject: Option<u16>,
+    register: bool,
+}
+
+async fn answer(
+    agent: &UserAgent,
+    mut events: UaEvents,
+    account: &Account,
+    opts: AnswerOptions,
+) -> Exit {
+    let mut reg = None;
+    if opts.register {
+        match do_register(agent, account, None).await {
+            Ok(r) => reg = Some(r),
+            Err(code) => return code,
+        }
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+    let mut active = 0u64;
+    let mut finished = 0u64;
+    let mut accepting = true;
+    let mut exit = Exit::Success;
+    loop {
+        if opts.count.is_some_and(|n| finished >= n) && active == 0 {
+            break;
+        }
+        tokio::select! {
+            ev = events.next(), if accepting => match ev {
+                Some(UaEvent::IncomingCall(incoming)) => {
+                    Event::new("incoming")
+                        .kv("from", incoming.from().map(|u| u.to_string()).unwrap_or_default())
+                        .kv("call-id", incoming.call_id())
+                        .emit();
+                    let started = finished + active;
+                    if opts.count.is_some_and(|n| started >= n) {
+                        // Already handling the last call we were asked for.
+                        let _ = incoming.reject(486);
+                        continue;
+                    }
+                    active += 1;
+                    let opts = opts.clone();
+                    let done = done_tx.clone();
+                    let stop = stop_rx.clone();
+                    tokio::spawn(async move {
+                        handle_incoming(incoming, &opts, stop).await;
+                        let _ = done.send(());
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    eprintln!("tandem-cli: the user agent stopped");
+                    exit = Exit::Network;
+                    break;
+                }
+            },
+            Some(()) = done_rx.recv() => {
+                active = active.saturating_sub(1);
+                finished += 1;
+            }
+            _ = interrupted() => {
+                exit = if opts.count.is_none() { Exit::Success } else { Exit::Interrupted };
+                accepting = false;
+                break;
+            }
+            ev = next_reg_event(&mut reg) => report_reg_event(&reg, ev),
+        }
+    }
+    // Hang up what is still running, and wait (bounded) for those calls to end.
+    let _ = stop_tx.send(true);
+    let wait_until = Instant::now() + Duration::from_secs(10);
+    while active > 0 {
+        tokio::select! {
+            Some(()) = done_rx.recv() => active -= 1,
+            _ = sleep_until(wait_until) => break,
+        }
+    }
+    if let Some(r) = reg
+        && let Some(code) = do_unregister(r).await
+        && exit == Exit::Success
+    {
+        exit = code;
+    }
+    exit
+}
+
+/// Rings, answers (or rejects) one incoming call and follows it to its end.
+async fn handle_incoming(mut incoming: IncomingCall, opts: &AnswerOptions, mut stop: watch::Receiver<bool>) {
+    if let Some(code) = opts.reject {
+        match incoming.reject(code) {
+            Ok(()) => Event::new("rejected").kv("status", code).emit(),
+            Err(_) => emit_ended(EndedBy::Remote, EndReason::Cancel),
+        }
+        return;
+    }
+    if incoming.ring().is_ok() {
+        Event::new("ringing").kv("status", 180).emit();
+    }
+    let ring_until = sleep(opts.ring);
+    tokio::pin!(ring_until);
+    tokio::select! {
+        _ = &mut ring_until => {}
+        _ = incoming.cancelled() => {
+            emit_ended(EndedBy::Remote, EndReason::Cancel);
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => {
+            let _ = incoming.reject(480);
+            Event::new("rejected").kv("status", 480).emit();
+            return;
+        }
+    }
+    let mut call = match incoming.accept().await {
+        Ok(c) => c,
+        Err(UaError::Cancelled) => {
+            emit_ended(EndedBy::Remote, EndReason::Cancel);
+            return;
+        }
+        Err(e) => {
+            eprintln!("tandem-cli: cannot answer: {e}");
+            emit_failure(&e);
+            return;
+        }
+    };
+    let mut hangup_at = None;
+    let mut hung_up = false;
+    loop {
+        tokio::select! {
+            ev = call.next_event() => match ev {
+                Some(CallEvent::Answered { status }) => {
+                    Event::new("answered").kv("status", status).emit();
+                    hangup_at = opts.duration.map(|d| Instant::now() + d);
+                }
+                Some(CallEvent::Ended { by, reason }) => {
+                    emit_ended(by, reason);
+                    return;
+                }
+                Some(CallEvent::Failed(e)) => {
+                    emit_failure(&e);
+                    return;
+                }
+                Some(_) => {}
+                None => return,
+            },
+            _ = sleep_until_opt(hangup_at), if !hung_up => {
+                hung_up = true;
+                call.hangup();
+            }
+            _ = stop.wait_for(|s| *s), if !hung_up => {
+                hung_up = true;
+                call.hangup();
+            }
+        }
+    }
+}
+
+async fn options(agent: &UserAgent, account: &Account, uri: &str) -> Exit {
+    let target = if account.domain.is_empty() {
+        let text = if uri.contains(':') && (uri.starts_with("sip") || uri.starts_with("tel")) {
+            uri.to_string()
+        } else {
+            format!("sip:{uri}")
+        };
+        parse_uri(&text)
+    } else {
+        account.target_uri(uri)
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tandem-cli: {e}");
+            return Exit::Usage;
+        }
+    };
+    let result = if account.user.is_empty() {
+        agent.options(target).await
+    } else {
+        agent.options_as(account, target).await
+    };
+    match result {
+        Ok(r) => {
+            Event::new("options")
+                .kv("status", r.status)
+                .kv("reason", &r.reason)
+                .emit();
+            if (200..300).contains(&r.status) {
+                Exit::Success
+            } else {
+                Exit::Refused
+            }
+        }
+        Err(e) => {
+            eprintln!("tandem-cli: OPTIONS failed: {e}");
+            emit_failure(&e);
+            Exit::for_error(&e)
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Turning the merged account options into a client-core account and UA configuration.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::{Context, Result, bail};
+use tandem_client_core::types::{Transport, Uri};
+use tandem_client_core::{Account, DEFAULT_EXPIRES, UaConfig, parse_proxy};
+use tandem_proto::msg::Host;
+
+use crate::args::AccountArgs;
+
+/// Everything the commands need: the account (possibly without user) and the UA config.
+#[derive(Debug)]
+pub struct Settings {
+    /// The account; `user`/`domain` may be empty for `options`.
+    pub account: Account,
+    /// The user agent's configuration.
+    pub ua: UaConfig,
+    /// `-v`: log SIP traffic.
+    pub verbose: bool,
+}
+
+/// Builds the settings; `need_user`: the command needs an AoR (all but `options`).
+pub fn build(args: &AccountArgs, need_user: bool) -> Result<Settings> {
+    let transport: Transport = match &args.transport {
+        Some(t) => t.parse().with_context(|| format!("--transport {t}"))?,
+        None => Transport::Udp,
+    };
+    let user = args.user.clone().unwrap_or_default();
+    let domain = args.domain.clone().unwrap_or_default();
+    if need_user && user.is_empty() {
+        bail!("--user is required for this command");
+    }
+    if need_user && domain.is_empty() {
+        bail!("--domain is required for this command");
+    }
+    if user.contains(['@', ':', ' ', '<', '>']) {
+        bail!("--user must be a plain user part, not {user:?}");
+    }
+    let proxy = match &args.proxy {
+        Some(p) => Some(parse_proxy(p).with_context(|| format!("--proxy {p}"))?),
+        None => None,
+    };
+    let mut account = Account::new(user, domain);
+    account.auth_user = args.auth_user.clone().filter(|s| !s.is_empty());
+    account.password = args.password.clone();
+    account.display_name = args.display_name.clone().filter(|s| !s.is_empty());
+    account.proxy = proxy;
+    account.transport = transport;
+    account.expires = args.expires.unwrap_or(DEFAULT_EXPIRES);
+    if need_user {
+        account.aor().context("invalid --user/--domain")?;
+    }
+
+    let tls_client = if transport == Transport::Tls || args.ca_file.is_some() {
+        Some(crate::tls::client_config(args.ca_file.as_deref())?)
+    } else {
+        None
+    };
+    let route_hint = account
+        .proxy
+        .as_ref()
+        .and_then(ip_of)
+        .or_else(|| account.registrar_uri().ok().as_ref().and_then(ip_of));
+    let ua = UaConfig {
+        listen: args
+            .listen
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+        transport,
+        route_hint,
+        tls_client,
+        seed: rand::random(),
+        ..UaConfig::default()
+    };
+    Ok(Settings {
+        account,
+        ua,
+        verbose: args.verbose,
+    })
+}
+
+/// The IP of a URI whose host is an IP literal.
+fn ip_of(uri: &Uri) -> Option<IpAddr> {
+    match &uri.host {
+        Host::V4(a) => Some(IpAddr::V4(*a)),
+        Host::V6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> AccountArgs {
+        AccountArgs {
+            user: Some("alice".into()),
+            domain: Some("127.0.0.1".into()),
+            ..AccountArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = build(&args(), true).unwrap();
+        assert_eq!(s.account.transport, Transport::Udp);
+        assert_eq!(s.account.expires, 3600);
+        assert_eq!(s.ua.route_hint, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert!(s.ua.listen.ip().is_unspecified());
+        assert_eq!(s.account.aor().unwrap().to_string(), "sip:alice@127.0.0.1");
+    }
+
+    #[test]
+    fn proxy_and_transport() {
+        let mut a = args();
+        a.proxy = Some("127.0.0.2:5070".into());
+        a.transport = Some("TCP".into());
+        let s = build(&a, true).unwrap();
+        assert_eq!(s.account.transport, Transport::Tcp);
+        let proxy = s.account.proxy.clone().unwrap();
+        assert_eq!(proxy.port, Some(5070));
+        assert_eq!(s.ua.route_hint, Some("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn usage_errors() {
+        let mut a = args();
+        a.user = None;
+        assert!(build(&a, true).is_err());
+        assert!(build(&a, false).is_ok());
+        let mut a = args();
+        a.transport = Some("sctp".into());
+        assert!(build(&a, true).is_err());
+        let mut a = args();
+        a.user = Some("bob@x".into());
+        assert!(build(&a, true).is_err());
+    }
+}

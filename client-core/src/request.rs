@@ -1,0 +1,255 @@
+//! Sending requests and answering digest challenges (RFC 3261 §22, RFC 7616, RFC 8760).
+
+use std::sync::Arc;
+
+use tandem_net::{NetError, Target, TxOutcome};
+use tandem_proto::auth::{AuthError, Challenge, Credentials, DigestClient};
+use tandem_proto::msg::{HeaderName, Request, Response, Uri};
+
+use crate::account::Account;
+use crate::error::{Result, UaError};
+use crate::ua::Shared;
+
+/// How many challenges one request may get answered before we give up (loops, stale storms).
+const MAX_CHALLENGES: u32 = 6;
+
+/// Which header a set of credentials goes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthHeader {
+    /// `Authorization` (answering a 401 `WWW-Authenticate`).
+    Www,
+    /// `Proxy-Authorization` (answering a 407 `Proxy-Authenticate`).
+    Proxy,
+}
+
+/// Digest state of one account for one request stream (a registration, a call).
+#[derive(Debug, Clone)]
+pub(crate) struct AuthSession {
+    digest: Option<DigestClient>,
+    creds: Vec<(AuthHeader, Credentials)>,
+}
+
+impl AuthSession {
+    /// A session answering challenges with the account's credentials (none without password).
+    pub fn for_account(account: &Account) -> Self {
+        AuthSession {
+            digest: account
+                .password
+                .as_deref()
+                .map(|p| DigestClient::new(account.auth_username(), p)),
+            creds: Vec::new(),
+        }
+    }
+
+    /// A session that cannot answer challenges (no credentials).
+    pub fn none() -> Self {
+        AuthSession {
+            digest: None,
+            creds: Vec::new(),
+        }
+    }
+
+    /// Replaces the request's Authorization/Proxy-Authorization headers with our credentials.
+    pub fn apply(&self, request: &mut Request) {
+        request.headers.remove(&HeaderName::Authorization);
+        request.headers.remove(&HeaderName::ProxyAuthorization);
+        for (kind, creds) in &self.creds {
+            let name = match kind {
+                AuthHeader::Www => HeaderName::Authorization,
+                AuthHeader::Proxy => HeaderName::ProxyAuthorization,
+            };
+            request.headers.push(name, creds.to_string());
+        }
+    }
+
+    /// Refreshes the stored credentials for a new request (next nonce count, same nonce):
+    /// pre-emptive authentication of refreshes, so they need no extra round trip.
+    pub fn preempt(&mut self, shared: &Shared, method: &str, uri: &str) {
+        let Some(digest) = self.digest.as_mut() else {
+            return;
+        };
+        let mut refreshed = Vec::with_capacity(self.creds.len());
+        for (kind, old) in &self.creds {
+            let cnonce = shared.token(16);
+            if let Some(c) = digest.preemptive(&old.realm, method, uri, &cnonce) {
+                refreshed.push((*kind, c));
+            }
+        }
+        self.creds = refreshed;
+    }
+
+    /// Forgets stored credentials (e.g. for a request to another target).
+    pub fn clear(&mut self) {
+        self.creds.clear();
+    }
+
+    /// Answers the challenges of a 401/407 for the request `method uri`.
+    pub fn on_challenge(
+        &mut self,
+        shared: &Shared,
+        response: &Response,
+        method: &str,
+        uri: &str,
+    ) -> Result<()> {
+        let (kind, header) = if response.status == 407 {
+            (AuthHeader::Proxy, HeaderName::ProxyAuthenticate)
+        } else {
+            (AuthHeader::Www, HeaderName::WwwAuthenticate)
+        };
+        let challenges: Vec<Challenge> = response
+            .headers
+            .get_all(&header)
+            .filter_map(|v| {
+                let text = String::from_utf8_lossy(v);
+                match Challenge::parse(&text) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::debug!(error = %e, challenge = %text, "skipping a challenge");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let realm = challenges.first().map(|c| c.realm.clone());
+        let Some(digest) = self.digest.as_mut() else {
+            tracing::warn!("challenged ({}) but no password is configured", response.status);
+            return Err(UaError::AuthFailed { realm });
+        };
+        if challenges.is_empty() {
+            return Err(UaError::Protocol(format!(
+                "{} without a usable digest challenge",
+                response.status
+            )));
+        }
+        let cnonce = shared.token(16);
+        let answered = digest
+            .authorize_all(&challenges, method, uri, &cnonce, b"")
+            .map_err(|e| match e {
+                AuthError::CredentialsRejected { realm } => UaError::AuthFailed { realm: Some(realm) },
+                AuthError::NoSupportedChallenge => UaError::Protocol(format!(
+                    "{} offers no digest challenge we support",
+                    response.status
+                )),
+                other => UaError::Protocol(format!("cannot answer the challenge: {other}")),
+            })?;
+        for creds in answered {
+            self.creds.retain(|(_, c)| c.realm != creds.realm);
+            self.creds.push((kind, creds));
+        }
+        Ok(())
+    }
+
+    /// Tells the digest client our credentials were accepted (a non-401/407 final response).
+    pub fn accepted(&mut self) {
+        if let Some(d) = self.digest.as_mut() {
+            d.accepted();
+        }
+    }
+}
+
+/// Maps a network error to a user-agent error.
+pub(crate) fn net_error(e: NetError) -> UaError {
+    match e {
+        NetError::Closed => UaError::Closed,
+        other => UaError::Network(other.to_string()),
+    }
+}
+
+/// Increments the request's CSeq number (same method); returns the new number.
+pub(crate) fn bump_cseq(request: &mut Request) -> Result<u32> {
+    let cseq = request
+        .headers
+        .cseq()
+        .map_err(|e| UaError::Protocol(format!("bad CSeq in our own request: {e}")))?;
+    let next = cseq.seq.wrapping_add(1).max(1);
+    request
+        .headers
+        .set(HeaderName::CSeq, format!("{next} {}", cseq.method));
+    Ok(next)
+}
+
+/// `"Display" <uri>` (or `<uri>`), quoting and escaping the display name.
+pub(crate) fn name_addr_header(display: Option<&str>, uri: &Uri) -> String {
+    match display.filter(|d| !d.is_empty()) {
+        Some(d) => {
+            let escaped: String = d
+                .chars()
+                .filter(|c| *c != '\r' && *c != '\n')
+                .flat_map(|c| match c {
+                    '"' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("\"{escaped}\" <{uri}>")
+        }
+        None => format!("<{uri}>"),
+    }
+}
+
+/// Adds our tag to a response's To header (RFC 3261 §8.2.6.2).
+pub(crate) fn add_to_tag(response: &mut Response, tag: &str) {
+    if let Ok(mut to) = response.headers.to() {
+        if to.tag().is_none() {
+            to.set_tag(tag);
+            response.headers.set(HeaderName::To, to.to_string());
+        }
+    }
+}
+
+/// Sends a non-INVITE request and waits for its final response, answering 401/407
+/// with `auth` (new CSeq each time). A 401/407 without `auth` fails with `AuthFailed`.
+pub(crate) async fn send_non_invite(
+    shared: &Arc<Shared>,
+    mut request: Request,
+    target: Target,
+    mut auth: Option<&mut AuthSession>,
+) -> Result<Response> {
+    let method = request.method.to_string();
+    let uri = request.uri.to_string();
+    let mut challenges = 0;
+    loop {
+        if let Some(a) = auth.as_deref() {
+            a.apply(&mut request);
+        }
+        let response = final_response(shared, request.clone(), target.clone()).await?;
+        if response.status == 401 || response.status == 407 {
+            challenges += 1;
+            let Some(a) = auth.as_deref_mut() else {
+                return Err(UaError::AuthFailed { realm: None });
+            };
+            if challenges > MAX_CHALLENGES {
+                return Err(UaError::AuthFailed { realm: None });
+            }
+            a.on_challenge(shared, &response, &method, &uri)?;
+            bump_cseq(&mut request)?;
+            continue;
+        }
+        if let Some(a) = auth.as_deref_mut() {
+            a.accepted();
+        }
+        return Ok(response);
+    }
+}
+
+/// Runs one client transaction to its final response.
+async fn final_response(shared: &Arc<Shared>, request: Request, target: Target) -> Result<Response> {
+    let mut tx = shared
+        .endpoint
+        .request(request, target)
+        .await
+        .map_err(net_error)?;
+    loop {
+        match tx.next().await {
+            Some(TxOutcome::Provisional(_)) => continue,
+            Some(TxOutcome::Final(r)) => return Ok(r),
+            Some(TxOutcome::Timeout) => return Err(UaError::Timeout),
+            Some(TxOutcome::TransportError(e)) => return Err(UaError::Network(e)),
+            Some(_) => continue,
+            None => {
+                return Err(UaError::Network(
+                    "the transaction ended without a final response".into(),
+                ));
+            }
+        }
+    }
+}

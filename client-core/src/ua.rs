@@ -1,0 +1,519 @@
+//! The user agent: one network endpoint, a dispatcher task routing incoming requests to
+//! dialogs, and the entry points for registration, calls and OPTIONS.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tandem_net::{Endpoint, EndpointConfig, Incoming, IncomingEvent, Target};
+use tandem_proto::msg::{HeaderName, Method, Request, Response, Uri};
+use tandem_proto::transaction::TxId;
+use tandem_proto::{Flow, Transport};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::account::Account;
+use crate::call::{Call, CallOptions, IncomingCall, IncState};
+use crate::config::{UaConfig, local_ip_toward};
+use crate::error::{Result, UaError};
+use crate::registration::{RegisterOptions, Registration};
+use crate::request::{self, AuthSession};
+
+/// Methods we accept (the `Allow` header).
+pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+/// Body types we accept (the `Accept` header).
+pub(crate) const ACCEPT: &str = "application/sdp";
+/// Extensions we support (the `Supported` header); none beyond RFC 3261.
+pub(crate) const SUPPORTED: &str = "";
+/// Capacity of the [`UaEvents`] queue; further incoming calls are refused while it is full.
+const EVENT_QUEUE: usize = 64;
+
+/// Something that happened at the user agent outside any call it placed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UaEvent {
+    /// A new incoming INVITE: `ring()`, `accept()` or `reject()` it (dropping it answers 480).
+    IncomingCall(IncomingCall),
+}
+
+/// The stream of [`UaEvent`]s of one user agent.
+#[derive(Debug)]
+pub struct UaEvents {
+    rx: mpsc::Receiver<UaEvent>,
+}
+
+impl UaEvents {
+    /// The next event; `None` once the user agent has shut down.
+    pub async fn next(&mut self) -> Option<UaEvent> {
+        self.rx.recv().await
+    }
+}
+
+/// Identifies a dialog (or a call being set up) on our side: Call-ID and our tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct DialogKey {
+    pub call_id: String,
+    pub local_tag: String,
+}
+
+/// Input routed by the dispatcher to the task owning a dialog.
+#[derive(Debug)]
+pub(crate) enum DialogInput {
+    /// An in-dialog request in a server transaction.
+    Request { tx: TxId, request: Request },
+    /// An ACK for a 2xx we sent.
+    Ack { request: Request },
+    /// A response no client transaction matched (a late 2xx to our INVITE).
+    StrayResponse { response: Response },
+}
+
+/// An incoming INVITE not yet answered with a final response (for CANCEL).
+#[derive(Debug)]
+pub(crate) struct PendingInvite {
+    pub request: Request,
+    pub local_tag: String,
+    pub state: Arc<watch::Sender<IncState>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    pub dialogs: HashMap<DialogKey, mpsc::UnboundedSender<DialogInput>>,
+    pub pending_invites: HashMap<TxId, PendingInvite>,
+}
+
+/// State shared by the user agent, its dispatcher, registrations and calls.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub endpoint: Endpoint,
+    pub config: UaConfig,
+    pub transport: Transport,
+    pub local_ip: IpAddr,
+    rng: Mutex<StdRng>,
+    routes: Mutex<Routes>,
+}
+
+impl Shared {
+    fn rng(&self) -> MutexGuard<'_, StdRng> {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn routes(&self) -> MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A random token of `len` lowercase alphanumerics from the seeded RNG.
+    pub fn token(&self, len: usize) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = self.rng();
+        (0..len)
+            .map(|_| {
+                let i = rng.random_range(0..ALPHABET.len());
+                char::from(ALPHABET.get(i).copied().unwrap_or(b'x'))
+            })
+            .collect()
+    }
+
+    /// A fresh From/To tag.
+    pub fn tag(&self) -> String {
+        self.token(12)
+    }
+
+    /// A fresh Call-ID (`random@our-host`).
+    pub fn call_id(&self) -> String {
+        format!("{}@{}", self.token(20), self.host())
+    }
+
+    /// A fresh RFC 3261 branch for requests we send outside a transaction (ACK for 2xx).
+    pub fn branch(&self) -> String {
+        format!("z9hG4bK{}", self.token(16))
+    }
+
+    /// A random 32-bit number (SDP session ids, initial CSeq).
+    pub fn random_u32(&self) -> u32 {
+        self.rng().random()
+    }
+
+    /// Our host for Call-IDs, Via and SDP: the public host or the local IP.
+    pub fn host(&self) -> String {
+        match &self.config.public_host {
+            Some(h) => h.clone(),
+            None => match self.local_ip {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            },
+        }
+    }
+
+    /// The Via sent-by (`host:port`) for requests we send over `transport` ourselves.
+    pub fn sent_by(&self, transport: Transport) -> String {
+        let port = self
+            .endpoint
+            .local_addr(transport)
+            .or_else(|| self.endpoint.local_addrs().first().map(|(_, a)| *a))
+            .map_or(transport.default_port(), |a| a.port());
+        format!("{}:{port}", self.host())
+    }
+
+    /// Our contact URI over the UA's transport, with a user part.
+    pub fn contact_uri(&self, user: Option<&str>) -> Uri {
+        self.endpoint.contact_uri(self.transport, user)
+    }
+
+    /// Routes in-dialog input for `key` to `tx` until [`Shared::remove_dialog`].
+    pub fn add_dialog(&self, key: DialogKey, tx: mpsc::UnboundedSender<DialogInput>) {
+        self.routes().dialogs.insert(key, tx);
+    }
+
+    /// Stops routing input for `key`.
+    pub fn remove_dialog(&self, key: &DialogKey) {
+        self.routes().dialogs.remove(key);
+    }
+
+    /// Sends an in-dialog (or out-of-dialog) request and waits for its final response,
+    /// answering digest challenges with `auth` when given.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: Request,
+        target: Target,
+        auth: Option<&mut AuthSession>,
+    ) -> Result<Response> {
+        request::send_non_invite(self, request, target, auth).await
+    }
+}
+
+/// A SIP user agent over one network endpoint; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UserAgent {
+    shared: Arc<Shared>,
+    dispatcher: Arc<JoinHandle<()>>,
+}
+
+impl UserAgent {
+    /// Binds the endpoint per `config` and starts the dispatcher.
+    pub async fn new(config: UaConfig) -> Result<(UserAgent, UaEvents)> {
+        let transport = config.transport;
+        let local_ip = if config.listen.ip().is_unspecified() {
+            local_ip_toward(config.route_hint)
+        } else {
+            config.listen.ip()
+        };
+        let public_host = config.public_host.clone().or_else(|| {
+            config.listen.ip().is_unspecified().then(|| match local_ip {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            })
+        });
+        let mut tx = config.tx.clone();
+        let mut seed_rng = StdRng::seed_from_u64(config.seed);
+        tx.seed = seed_rng.random();
+        if tx.user_agent.is_none() {
+            tx.user_agent = Some(config.user_agent.clone());
+        }
+        let mut ep = EndpointConfig {
+            tls_client: config.tls_client.clone(),
+            public_host: public_host.clone(),
+            tx,
+            dns: config.dns.clone(),
+            keepalive: config.keepalive,
+            ..EndpointConfig::default()
+        };
+        match transport {
+            Transport::Udp => ep.udp.push(config.listen),
+            Transport::Tcp => ep.tcp.push(config.listen),
+            // We have no server certificate: incoming requests reuse our TLS connection.
+            // A UDP socket on the listen address gives Contact/Via a local address.
+            Transport::Tls => ep.udp.push(config.listen),
+        }
+        let (endpoint, incoming) = Endpoint::bind(ep)
+            .await
+            .map_err(|e| UaError::Network(format!("cannot bind {}: {e}", config.listen)))?;
+        let mut config = config;
+        config.public_host = public_host;
+        let shared = Arc::new(Shared {
+            endpoint,
+            config,
+            transport,
+            local_ip,
+            rng: Mutex::new(seed_rng),
+            routes: Mutex::new(Routes::default()),
+        });
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let dispatcher = tokio::spawn(dispatch(shared.clone(), incoming, events_tx));
+        Ok((
+            UserAgent {
+                shared,
+                dispatcher: Arc::new(dispatcher),
+            },
+            UaEvents { rx: events_rx },
+        ))
+    }
+
+    /// The transport of this user agent.
+    pub fn transport(&self) -> Transport {
+        self.shared.transport
+    }
+
+    /// The bound SIP listener address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.shared
+            .endpoint
+            .local_addr(self.shared.transport)
+            .or_else(|| self.shared.endpoint.local_addrs().first().map(|(_, a)| *a))
+    }
+
+    /// The local IP used for Contact, Via and media.
+    pub fn local_ip(&self) -> IpAddr {
+        self.shared.local_ip
+    }
+
+    /// Our contact URI for `user` (what [`UserAgent::register`] registers).
+    pub fn contact_uri(&self, user: Option<&str>) -> Uri {
+        self.shared.contact_uri(user)
+    }
+
+    /// The underlying network endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.shared.endpoint
+    }
+
+    /// Registers our contact for `account` and keeps it refreshed (RFC 3261 §10.2).
+    pub async fn register(&self, account: &Account) -> Result<Registration> {
+        Registration::start(self.shared.clone(), account.clone(), RegisterOptions::default())
+            .await
+    }
+
+    /// Registers with options (e.g. a foreign contact) and keeps it refreshed.
+    pub async fn register_with(
+        &self,
+        account: &Account,
+        options: RegisterOptions,
+    ) -> Result<Registration> {
+        Registration::start(self.shared.clone(), account.clone(), options).await
+    }
+
+    /// Places a call from `account` to `target`; returns once the INVITE is sent.
+    pub async fn call(&self, account: &Account, target: Uri, options: CallOptions) -> Result<Call> {
+        Call::place(self.shared.clone(), account.clone(), target, options).await
+    }
+
+    /// Sends OPTIONS to `target` (directly, RFC 3263) and returns its final response.
+    pub async fn options(&self, target: Uri) -> Result<Response> {
+        self.options_inner(None, target).await
+    }
+
+    /// Sends OPTIONS to `target` as `account` (through its proxy, answering challenges).
+    pub async fn options_as(&self, account: &Account, target: Uri) -> Result<Response> {
+        self.options_inner(Some(account), target).await
+    }
+
+    async fn options_inner(&self, account: Option<&Account>, target: Uri) -> Result<Response> {
+        let shared = &self.shared;
+        let from = match account {
+            Some(a) => request::name_addr_header(a.display_name.as_deref(), &a.aor()?),
+            None => format!("<sip:anonymous@{}>", shared.host()),
+        };
+        let mut req = Request::new(Method::Options, target.clone());
+        let h = &mut req.headers;
+        h.push(HeaderName::MaxForwards, "70");
+        h.push(HeaderName::To, format!("<{target}>"));
+        h.push(HeaderName::From, format!("{from};tag={}", shared.tag()));
+        h.push(HeaderName::CallId, shared.call_id());
+        h.push(HeaderName::CSeq, format!("{} OPTIONS", 1));
+        h.push(
+            HeaderName::Contact,
+            format!("<{}>", shared.contact_uri(account.map(|a| a.user.as_str()))),
+        );
+        h.push(HeaderName::Accept, ACCEPT);
+        h.push(HeaderName::UserAgent, shared.config.user_agent.clone());
+        let hop = match account {
+            Some(a) => a.next_hop(&target),
+            None => {
+                let mut hop = target.clone();
+                hop.user = None;
+                hop.password = None;
+                crate::account::with_transport(&mut hop, shared.transport);
+                hop
+            }
+        };
+        let mut auth = account.map(AuthSession::for_account);
+        shared.send(req, Target::Uri(hop), auth.as_mut()).await
+    }
+
+    /// Stops the dispatcher and closes the endpoint. Hang up calls and unregister first.
+    pub async fn shutdown(&self) {
+        self.dispatcher.abort();
+        self.shared.endpoint.shutdown().await;
+    }
+}
+
+/// Routes every incoming event to its dialog, answers what needs no dialog.
+async fn dispatch(shared: Arc<Shared>, mut incoming: Incoming, events: mpsc::Sender<UaEvent>) {
+    while let Some(event) = incoming.next().await {
+        match event {
+            IncomingEvent::Request { tx, request, flow } => {
+                on_request(&shared, &events, tx, request, flow);
+            }
+            IncomingEvent::Ack { request, .. } => {
+                if let Some(key) = key_for_request(&request) {
+                    let sender = shared.routes().dialogs.get(&key).cloned();
+                    match sender {
+                        Some(s) => {
+                            let _ = s.send(DialogInput::Ack { request });
+                        }
+                        None => tracing::debug!(call_id = %key.call_id, "ACK for no dialog"),
+                    }
+                }
+            }
+            IncomingEvent::Cancel {
+                tx,
+                invite_tx,
+                request,
+                ..
+            } => on_cancel(&shared, tx, invite_tx, &request),
+            IncomingEvent::StrayResponse { response, .. } => {
+                let key = response.headers.call_id().ok().and_then(|call_id| {
+                    let from = response.headers.from().ok()?;
+                    Some(DialogKey {
+                        call_id: call_id.to_string(),
+                        local_tag: from.tag()?.to_string(),
+                    })
+                });
+                let sender = key.and_then(|k| shared.routes().dialogs.get(&k).cloned());
+                match sender {
+                    Some(s) => {
+                        let _ = s.send(DialogInput::StrayResponse { response });
+                    }
+                    None => tracing::debug!(status = response.status, "stray response dropped"),
+                }
+            }
+            IncomingEvent::Timeout { tx } => {
+                if let Some(p) = shared.routes().pending_invites.remove(&tx) {
+                    p.state.send_replace(IncState::Failed);
+                }
+                tracing::debug!(%tx, "server INVITE transaction timed out without ACK");
+            }
+            _ => {}
+        }
+    }
+    tracing::debug!("endpoint closed; dispatcher stops");
+}
+
+/// The dialog key of an in-dialog request (Call-ID and our tag, which is its To tag).
+fn key_for_request(request: &Request) -> Option<DialogKey> {
+    let call_id = request.headers.call_id().ok()?.to_string();
+    let to = request.headers.to().ok()?;
+    Some(DialogKey {
+        call_id,
+        local_tag: to.tag()?.to_string(),
+    })
+}
+
+fn on_request(
+    shared: &Arc<Shared>,
+    events: &mpsc::Sender<UaEvent>,
+    tx: TxId,
+    request: Request,
+    flow: Flow,
+) {
+    let has_to_tag = request
+        .headers
+        .to()
+        .ok()
+        .is_some_and(|to| to.tag().is_some());
+    if has_to_tag {
+        let key = key_for_request(&request);
+        let sender = key.and_then(|k| shared.routes().dialogs.get(&k).cloned());
+        let undelivered = match sender {
+            Some(s) => match s.send(DialogInput::Request { tx, request }) {
+                Ok(()) => None,
+                Err(mpsc::error::SendError(DialogInput::Request { request, .. })) => Some(request),
+                Err(_) => None,
+            },
+            None => Some(request),
+        };
+        if let Some(request) = undelivered {
+            // RFC 3261 §12.2.2: a request for a dialog we do not know.
+            if request.method == Method::Options {
+                shared.endpoint.respond(tx, options_response(shared, &request));
+            } else {
+                let mut r = Response::for_request(&request, 481);
+                r.reason = "Call/Transaction Does Not Exist".into();
+                shared.endpoint.respond(tx, r);
+            }
+        }
+        return;
+    }
+    match request.method {
+        Method::Invite => {
+            let call = IncomingCall::new(shared.clone(), tx, request, flow);
+            if let Err(e) = events.try_send(UaEvent::IncomingCall(call)) {
+                // Dropping the call answers it (480 Temporarily Unavailable).
+                tracing::warn!("incoming call refused: nobody takes UA events ({e})");
+            }
+        }
+        Method::Options => shared.endpoint.respond(tx, options_response(shared, &request)),
+        Method::Bye | Method::Update | Method::Info | Method::Prack => {
+            let mut r = Response::for_request(&request, 481);
+            r.reason = "Call/Transaction Does Not Exist".into();
+            shared.endpoint.respond(tx, r);
+        }
+        Method::Extension(_) => {
+            let mut r = Response::for_request(&request, 501);
+            r.reason = "Not Implemented".into();
+            r.headers.push(HeaderName::Allow, ALLOW);
+            shared.endpoint.respond(tx, r);
+        }
+        _ => {
+            let mut r = Response::for_request(&request, 405);
+            r.reason = "Method Not Allowed".into();
+            r.headers.push(HeaderName::Allow, ALLOW);
+            shared.endpoint.respond(tx, r);
+        }
+    }
+}
+
+/// The 200 to an OPTIONS: our capabilities.
+pub(crate) fn options_response(shared: &Shared, request: &Request) -> Response {
+    let mut r = Response::for_request(request, 200);
+    r.reason = "OK".into();
+    if request.headers.to().ok().is_some_and(|t| t.tag().is_none()) {
+        request::add_to_tag(&mut r, &shared.tag());
+    }
+    r.headers.push(HeaderName::Allow, ALLOW);
+    r.headers.push(HeaderName::Accept, ACCEPT);
+    if !SUPPORTED.is_empty() {
+        r.headers.push(HeaderName::Supported, SUPPORTED);
+    }
+    r.headers.push(HeaderName::Contact, format!("<{}>", shared.contact_uri(None)));
+    r.headers.push(HeaderName::Server, shared.config.user_agent.clone());
+    r
+}
+
+fn on_cancel(shared: &Arc<Shared>, tx: TxId, invite_tx: Option<TxId>, cancel: &Request) {
+    let pending = invite_tx.and_then(|id| shared.routes().pending_invites.remove(&id).map(|p| (id, p)));
+    let Some((invite_tx, pending)) = pending else {
+        let mut r = Response::for_request(cancel, 481);
+        r.reason = "Call/Transaction Does Not Exist".into();
+        shared.endpoint.respond(tx, r);
+        return;
+    };
+    let mut ok = Response::for_request(cancel, 200);
+    ok.reason = "OK".into();
+    shared.endpoint.respond(tx, ok);
+    let cancelled = pending.state.send_if_modified(|s| {
+        if *s == IncState::Pending {
+            *s = IncState::Cancelled;
+            true
+        } else {
+            false
+        }
+    });
+    if cancelled {
+        let mut r = Response::for_request(&pending.request, 487);
+        r.reason = "Request Terminated".into();
+        request::add_to_tag(&mut r, &pending.local_tag);
+        shared.endpoint.respond(invite_tx, r);
+    }
+}
