@@ -200,10 +200,17 @@ impl Store {
         let in_memory = filename.as_os_str() == ":memory:" || filename.as_os_str().is_empty();
         if !in_memory && let Some(parent) = filename.parent().filter(|p| !p.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
-                path: parent.to_path_buf(),
-                source,
-            })?;
+            // The database holds credentials (HA1s): a new directory is owner-only.
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(parent)
+                .map_err(|source| StoreError::CreateDir {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
         }
         let options = options
             .create_if_missing(true)
