@@ -321,7 +321,13 @@ impl fmt::Display for Credentials {
             write_quoted(f, opaque)?;
         }
         if let Some(qop) = &self.qop {
-            write!(f, ", qop={qop}")?;
+            // qop is a token (RFC 7616 §3.4); anything else is quoted so it survives a round trip.
+            if !qop.is_empty() && qop.chars().all(is_token_char) {
+                write!(f, ", qop={qop}")?;
+            } else {
+                f.write_str(", qop=")?;
+                write_quoted(f, qop)?;
+            }
         }
         if let Some(nc) = self.nc {
             write!(f, ", nc={nc:08x}")?;
@@ -995,9 +1001,11 @@ fn decode_ext_value(v: &str) -> Result<String, AuthError> {
     String::from_utf8(out).map_err(|_| bad())
 }
 
+/// Writes a quoted-string; control characters (which a quoted-string cannot
+/// hold, and which could split a header) are left out.
 fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     f.write_str("\"")?;
-    for c in s.chars() {
+    for c in s.chars().filter(|&c| c == '\t' || !c.is_control()) {
         if c == '"' || c == '\\' {
             f.write_str("\\")?;
         }
