@@ -1,1 +1,386 @@
 //! The location service: bindings per address-of-record, cached in memory, persisted in the store.
+//!
+//! Every lookup and update is served from memory. Changes are recorded in a dirty set keyed by
+//! (AoR, contact) — so at most one pending write per binding, which bounds the backlog by the number
+//! of bindings — and a background writer task drains that set into the store. The REGISTER path
+//! therefore never waits on the database; [`Location::flush`] writes everything pending (used on
+//! shutdown).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::store::{Binding, Store, StoreError};
+
+/// How often expired bindings are swept from memory and purged from the store.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// Upper bound on binding writes handled in one writer round before yielding.
+const WRITE_BATCH: usize = 512;
+
+/// Errors of the location service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocationError {
+    /// The backing store failed.
+    #[error("location store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A pending write for one (AoR, contact) pair.
+#[derive(Debug, Clone)]
+enum Pending {
+    Save(Box<Binding>),
+    Delete,
+}
+
+#[derive(Default)]
+struct State {
+    /// AoR → bindings (unsorted).
+    bindings: HashMap<String, Vec<Binding>>,
+    /// Contact URI (as stored) → AoR, for routing in-dialog requests to registered flows.
+    by_contact: HashMap<String, String>,
+    /// Writes not yet in the store.
+    dirty: HashMap<(String, String), Pending>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+    store: Store,
+    closed: AtomicBool,
+    /// Serialises writers so that pending writes reach the store in order.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+/// The in-memory location service with write-behind persistence.
+#[derive(Clone)]
+pub struct Location {
+    shared: Arc<Shared>,
+}
+
+/// The background tasks of a [`Location`]; stop them with [`LocationTasks::stop`].
+pub struct LocationTasks {
+    writer: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
+impl LocationTasks {
+    /// Aborts the writer and sweeper tasks (call [`Location::flush`] first).
+    pub fn stop(self) {
+        self.writer.abort();
+        self.sweeper.abort();
+    }
+}
+
+impl Location {
+    /// Loads all unexpired bindings from `store` into a new location service (no background tasks yet).
+    pub async fn load(store: Store, now_unix: i64) -> Result<Location, LocationError> {
+        let rows = store.load_bindings(now_unix).await?;
+        let mut state = State::default();
+        for b in rows {
+            if b.expires_at <= now_unix {
+                continue;
+            }
+            state.by_contact.insert(b.contact.clone(), b.aor.clone());
+            state.bindings.entry(b.aor.clone()).or_default().push(b);
+        }
+        Ok(Location {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                wake: Notify::new(),
+                store,
+                closed: AtomicBool::new(false),
+                write_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Starts the write-behind task and the expiry sweeper (needs a tokio runtime).
+    pub fn spawn_tasks(&self) -> LocationTasks {
+        let writer = {
+            let this = self.clone();
+            tokio::spawn(async move { this.writer_loop().await })
+        };
+        let sweeper = {
+            let this = self.clone();
+            tokio::spawn(async move { this.sweeper_loop().await })
+        };
+        LocationTasks { writer, sweeper }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // breaks invariants we rely on, so a poisoned lock is still usable.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The unexpired bindings of `aor`, highest q first (no q counts as 1.0), then most recent first.
+    pub fn lookup(&self, aor: &str, now_unix: i64) -> Vec<Binding> {
+        let state = self.lock();
+        let mut out: Vec<Binding> = state
+            .bindings
+            .get(aor)
+            .map(|v| {
+                v.iter()
+                    .filter(|b| b.expires_at > now_unix)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        drop(state);
+        sort_by_preference(&mut out);
+        out
+    }
+
+    /// The unexpired binding registered with exactly this contact URI string, if any.
+    pub fn find_contact(&self, contact: &str, now_unix: i64) -> Option<Binding> {
+        let state = self.lock();
+        let aor = state.by_contact.get(contact)?;
+        state
+            .bindings
+            .get(aor)?
+            .iter()
+            .find(|b| b.contact == contact && b.expires_at > now_unix)
+            .cloned()
+    }
+
+    /// Number of AoRs with at least one binding held in memory.
+    pub fn aor_count(&self) -> usize {
+        self.lock().bindings.len()
+    }
+
+    /// Atomically updates the bindings of `aor`: `f` edits a copy of the unexpired bindings and the
+    /// copy replaces them only if `f` returns `Ok`; the changes are then queued for the store.
+    pub fn update<T, E>(
+        &self,
+        aor: &str,
+        now_unix: i64,
+        f: impl FnOnce(&mut Vec<Binding>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut state = self.lock();
+        let old: Vec<Binding> = state
+            .bindings
+            .get(aor)
+            .map(|v| {
+                v.iter()
+                    .filter(|b| b.expires_at > now_unix)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut new = old.clone();
+        let result = f(&mut new)?;
+        let state = &mut *state;
+        // Removed (or re-keyed) bindings.
+        for b in &old {
+            if !new.iter().any(|n| n.contact == b.contact) {
+                state.by_contact.remove(&b.contact);
+                state
+                    .dirty
+                    .insert((aor.to_string(), b.contact.clone()), Pending::Delete);
+            }
+        }
+        // New or changed bindings.
+        for n in &new {
+            let changed = match old.iter().find(|b| b.contact == n.contact) {
+                Some(b) => !same_binding(b, n),
+                None => true,
+            };
+            if changed {
+                state.by_contact.insert(n.contact.clone(), aor.to_string());
+                state.dirty.insert(
+                    (aor.to_string(), n.contact.clone()),
+                    Pending::Save(Box::new(n.clone())),
+                );
+            }
+        }
+        if new.is_empty() {
+            state.bindings.remove(aor);
+        } else {
+            state.bindings.insert(aor.to_string(), new);
+        }
+        let wake = !state.dirty.is_empty();
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        Ok(result)
+    }
+
+    /// Removes expired bindings from memory (the store purges its own copy); returns how many.
+    pub fn sweep(&self, now_unix: i64) -> usize {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut removed = 0;
+        let by_contact = &mut state.by_contact;
+        state.bindings.retain(|_, v| {
+            v.retain(|b| {
+                let keep = b.expires_at > now_unix;
+                if !keep {
+                    by_contact.remove(&b.contact);
+                    removed += 1;
+                }
+                keep
+            });
+            !v.is_empty()
+        });
+        removed
+    }
+
+    /// Number of binding writes not yet in the store.
+    pub fn pending_writes(&self) -> usize {
+        self.lock().dirty.len()
+    }
+
+    /// Writes every pending change to the store now.
+    pub async fn flush(&self) -> Result<(), LocationError> {
+        loop {
+            let _guard = self.shared.write_lock.lock().await;
+            let batch = self.take_batch(usize::MAX);
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if let Err((e, rest)) = self.write_batch(batch).await {
+                self.requeue(rest);
+                return Err(e);
+            }
+        }
+    }
+
+    /// Flushes pending writes and marks the service closed (the writer task exits).
+    pub async fn close(&self) -> Result<(), LocationError> {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+        self.flush().await
+    }
+
+    fn take_batch(&self, max: usize) -> Vec<((String, String), Pending)> {
+        let mut state = self.lock();
+        if state.dirty.len() <= max {
+            return state.dirty.drain().collect();
+        }
+        let keys: Vec<(String, String)> = state.dirty.keys().take(max).cloned().collect();
+        keys.into_iter()
+            .filter_map(|k| state.dirty.remove(&k).map(|p| (k, p)))
+            .collect()
+    }
+
+    /// Puts failed writes back unless a newer change for the same binding arrived meanwhile.
+    fn requeue(&self, rest: Vec<((String, String), Pending)>) {
+        let mut state = self.lock();
+        for (k, p) in rest {
+            state.dirty.entry(k).or_insert(p);
+        }
+    }
+
+    /// Writes a batch in order; on failure returns the error and the writes not done.
+    async fn write_batch(
+        &self,
+        batch: Vec<((String, String), Pending)>,
+    ) -> Result<(), (LocationError, Vec<((String, String), Pending)>)> {
+        let store = &self.shared.store;
+        let mut iter = batch.into_iter();
+        while let Some(((aor, contact), pending)) = iter.next() {
+            let res = match &pending {
+                Pending::Save(b) => store.save_binding(b).await,
+                Pending::Delete => store.delete_binding(&aor, &contact).await,
+            };
+            if let Err(e) = res {
+                let mut rest = vec![((aor, contact), pending)];
+                rest.extend(iter);
+                return Err((LocationError::Store(e), rest));
+            }
+        }
+        Ok(())
+    }
+
+    async fn writer_loop(self) {
+        loop {
+            if self.lock().dirty.is_empty() {
+                if self.shared.closed.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.shared.wake.notified().await;
+                continue;
+            }
+            let failed = {
+                let _guard = self.shared.write_lock.lock().await;
+                let batch = self.take_batch(WRITE_BATCH);
+                match self.write_batch(batch).await {
+                    Ok(()) => false,
+                    Err((e, rest)) => {
+                        tracing::warn!(error = %e, pending = rest.len(), "binding write failed, will retry");
+                        self.requeue(rest);
+                        true
+                    }
+                }
+            };
+            if failed {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    async fn sweeper_loop(self) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = unix_now();
+            let removed = self.sweep(now);
+            if removed > 0 {
+                tracing::debug!(removed, "expired bindings swept");
+            }
+            if let Err(e) = self.shared.store.purge_expired(now).await {
+                tracing::warn!(error = %e, "purging expired bindings failed");
+            }
+        }
+    }
+}
+
+/// Sorts bindings by preference: highest q first (absent q = 1.0), then the latest expiry first.
+pub fn sort_by_preference(bindings: &mut [Binding]) {
+    bindings.sort_by(|a, b| {
+        let qa = a.q.unwrap_or(1.0);
+        let qb = b.q.unwrap_or(1.0);
+        qb.total_cmp(&qa).then(b.expires_at.cmp(&a.expires_at))
+    });
+}
+
+fn same_binding(a: &Binding, b: &Binding) -> bool {
+    a.aor == b.aor
+        && a.contact == b.contact
+        && a.expires_at == b.expires_at
+        && a.q == b.q
+        && a.call_id == b.call_id
+        && a.cseq == b.cseq
+        && a.flow == b.flow
+        && a.user_agent == b.user_agent
+        && a.instance == b.instance
+        && a.reg_id == b.reg_id
+}
+
+/// The current time in whole seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

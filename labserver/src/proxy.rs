@@ -1,1 +1,1050 @@
 //! The authenticating, record-routing, forking stateful proxy.
+//!
+//! RFC 3261 §16: request validation happens in the server dispatcher; here are Route
+//! preprocessing (§16.4), authentication and authorization of out-of-dialog requests,
+//! target determination through the [`Location`] service (§16.5), forwarding with parallel
+//! forking (§16.6), response selection and forwarding (§16.7), CANCEL handling (§16.10), the
+//! INVITE timeout, stateless forwarding of ACKs for 2xx and stray 2xx retransmissions, loop
+//! detection keys and call detail records.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tandem_net::{ClientTx, Endpoint, Target, TxOutcome};
+use tandem_proto::msg::{HeaderName, Message, Method, Request, Response, Scheme, Uri};
+use tandem_proto::transaction::TxId;
+use tandem_proto::{Flow, Transport};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::authn::{AuthRole, Authenticator, Identity};
+use crate::location::{Location, unix_now, unix_now_ms};
+use crate::registrar::{LocalDomains, ensure_to_tag, is_sip_scheme, reply};
+use crate::store::{Binding, Cdr, Store};
+
+/// How long to wait for the downstream 487s after the caller's CANCEL before answering 487 ourselves.
+const CANCEL_GRACE: Duration = Duration::from_secs(4);
+/// Capacity of the CDR write queue; writes beyond it are dropped with a warning.
+const CDR_QUEUE: usize = 4096;
+/// Maximum number of answered calls whose CDR waits for the BYE.
+const MAX_LIVE_CDRS: usize = 100_000;
+/// Loop-detection entries kept per generation.
+const LOOP_GENERATION: usize = 32_768;
+
+/// Proxy policy settings (from `[proxy]` and `[limits]`).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Time an INVITE may go without a final response before the branches are cancelled.
+    pub invite_timeout: Duration,
+    /// Insert Record-Route in dialog-creating requests.
+    pub record_route: bool,
+    /// Maximum parallel branches per request.
+    pub max_forks: usize,
+    /// Maximum INVITE transactions the proxy keeps call state for at once.
+    pub max_calls: usize,
+}
+
+/// One place a request is forwarded to.
+#[derive(Debug, Clone)]
+struct BranchTarget {
+    /// The Request-URI of the branch.
+    uri: Uri,
+    /// Where to send it.
+    target: Target,
+    /// The transport we expect the branch to leave on (for Record-Route).
+    transport: Transport,
+    /// A local user's binding (errors map to 480 rather than 503).
+    local: bool,
+    /// Replace the Request-URI with `uri` (retargeting) or keep it (routing by Route).
+    retarget: bool,
+}
+
+enum BranchEvent {
+    Provisional(Response),
+    Final(usize, Response),
+    Done,
+}
+
+/// What a call (INVITE server transaction) is told from outside.
+struct CallEntry {
+    cancel: watch::Sender<bool>,
+}
+
+/// Per-call accounting for CDRs.
+#[derive(Debug, Clone)]
+struct CallInfo {
+    call_id: String,
+    caller: String,
+    callee: String,
+    start_at: i64,
+}
+
+/// The stateful proxy.
+pub struct Proxy {
+    settings: ProxySettings,
+    endpoint: Endpoint,
+    location: Location,
+    authn: Arc<Authenticator>,
+    locals: Arc<LocalDomains>,
+    calls: Mutex<HashMap<TxId, CallEntry>>,
+    loops: LoopGuard,
+    cdrs: CdrLog,
+}
+
+impl Proxy {
+    /// A proxy forwarding through `endpoint`, with CDRs written to `store`.
+    pub fn new(
+        settings: ProxySettings,
+        endpoint: Endpoint,
+        location: Location,
+        authn: Arc<Authenticator>,
+        locals: Arc<LocalDomains>,
+        store: Store,
+    ) -> Proxy {
+        Proxy {
+            settings,
+            endpoint,
+            location,
+            authn,
+            locals,
+            calls: Mutex::new(HashMap::new()),
+            loops: LoopGuard::default(),
+            cdrs: CdrLog::new(store),
+        }
+    }
+
+    /// Waits until every call record produced so far is written to the store.
+    pub async fn flush_cdrs(&self) {
+        self.cdrs.flush().await;
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<TxId, CallEntry>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when `request` carries a Via we inserted with a loop key equal to the request's
+    /// current one: it was forwarded by us before and came back unchanged (RFC 3261 §16.3 step 4).
+    pub fn is_loop(&self, request: &Request) -> bool {
+        let Ok(vias) = request.headers.vias() else {
+            return false;
+        };
+        let mut key = None;
+        for via in vias {
+            let ours = self.locals.is_local_host(&via.host)
+                && self
+                    .endpoint
+                    .local_addrs()
+                    .iter()
+                    .any(|(_, a)| Some(a.port()) == via.port.or(Some(5060)));
+            if !ours {
+                continue;
+            }
+            let Some(branch) = via.branch() else {
+                continue;
+            };
+            if let Some(stored) = self.loops.get(branch) {
+                let k = *key.get_or_insert_with(|| loop_key(request));
+                if stored == k {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Takes a request (not ACK/CANCEL) from the server transaction `tx` and proxies it in a new task.
+    pub fn dispatch(self: &Arc<Self>, tx: TxId, request: Request, flow: Flow) {
+        let mut cancel_rx = None;
+        if request.method == Method::Invite {
+            let mut calls = self.calls();
+            if calls.len() >= self.settings.max_calls {
+                drop(calls);
+                let mut r = reply(&request, 503, "Service Unavailable");
+                r.headers.push(HeaderName::RetryAfter, "5");
+                self.endpoint.respond(tx, r);
+                return;
+            }
+            let (cancel, rx) = watch::channel(false);
+            calls.insert(tx, CallEntry { cancel });
+            cancel_rx = Some(rx);
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let cancel = cancel_rx.unwrap_or_else(|| watch::channel(false).1);
+            this.process(tx, request, flow, cancel).await;
+            this.calls().remove(&tx);
+        });
+    }
+
+    /// Handles a CANCEL: answers it and cancels the branches of the INVITE it matches.
+    pub fn handle_cancel(&self, tx: TxId, invite_tx: Option<TxId>, request: &Request) {
+        let Some(invite_tx) = invite_tx else {
+            self.endpoint
+                .respond(tx, reply(request, 481, "Call/Transaction Does Not Exist"));
+            return;
+        };
+        self.endpoint.respond(tx, reply(request, 200, "OK"));
+        let calls = self.calls();
+        if let Some(entry) = calls.get(&invite_tx) {
+            let _ = entry.cancel.send(true);
+        }
+    }
+
+    /// Forwards an ACK for a 2xx statelessly along its Route set (loose routing).
+    pub async fn handle_ack(&self, mut request: Request, flow: Flow) {
+        let popped = self.preprocess_routes(&mut request);
+        if !popped && !self.is_registered_contact(&request.uri) {
+            tracing::debug!(uri = %request.uri, "ACK not routed through us: dropped");
+            return;
+        }
+        if !decrement_max_forwards(&mut request) {
+            return;
+        }
+        let Some(hop) = self.next_hop(&request) else {
+            return;
+        };
+        let flow_out = match hop.target {
+            Target::Flow(f) => f,
+            Target::Uri(uri) => match self.endpoint.resolve(&uri).await {
+                Ok(flows) => match flows.first() {
+                    Some(f) => *f,
+                    None => return,
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "ACK next hop did not resolve");
+                    return;
+                }
+            },
+        };
+        let branch = format!("z9hG4bK{:016x}", hash_of(&(loop_key(&request), flow)));
+        let sent_by = self.sent_by(flow_out.transport);
+        request.headers.push_front(
+            HeaderName::Via,
+            format!(
+                "SIP/2.0/{} {};branch={}",
+                flow_out.transport.via_token(),
+                sent_by,
+                branch
+            ),
+        );
+        self.endpoint
+            .send_stateless(Message::Request(request), flow_out);
+    }
+
+    /// Forwards a stray response (a 2xx retransmission after the client transaction ended)
+    /// statelessly to the next Via, if the top Via is ours.
+    pub fn handle_stray_response(&self, mut response: Response) {
+        let Ok(vias) = response.headers.vias() else {
+            return;
+        };
+        let Some(top) = vias.first() else {
+            return;
+        };
+        if !self.locals.is_local_host(&top.host) || vias.len() < 2 {
+            return;
+        }
+        let is_2xx_invite = (200..300).contains(&response.status)
+            && response
+                .headers
+                .cseq()
+                .is_ok_and(|c| c.method == Method::Invite);
+        if !is_2xx_invite {
+            return;
+        }
+        strip_top_via(&mut response);
+        self.endpoint.respond_stateless(response);
+    }
+
+    fn sent_by(&self, transport: Transport) -> String {
+        let uri = self.endpoint.contact_uri(transport, None);
+        uri.host_port()
+    }
+
+    fn record_route_uri(&self, transport: Transport) -> String {
+        let mut uri = self.endpoint.contact_uri(transport, None);
+        uri.user = None;
+        uri.set_param("transport", Some(transport.uri_param()));
+        uri.set_param("lr", None);
+        format!("<{uri}>")
+    }
+
+    fn is_registered_contact(&self, uri: &Uri) -> bool {
+        self.location
+            .find_contact(&uri.to_string(), unix_now())
+            .is_some()
+    }
+
+    /// §16.4: strict-router fix-up and removal of our own Route values; true if one was ours.
+    fn preprocess_routes(&self, request: &mut Request) -> bool {
+        let Ok(mut routes) = request.headers.routes() else {
+            return false;
+        };
+        let mut changed = false;
+        if self.locals.is_us(&request.uri) && request.uri.user.is_none() && !routes.is_empty() {
+            // The previous hop was a strict router: the last Route is the real Request-URI.
+            if let Some(last) = routes.pop() {
+                request.uri = last.uri;
+                changed = true;
+            }
+        }
+        let mut popped = false;
+        while routes.first().is_some_and(|r| self.locals.is_us(&r.uri)) {
+            routes.remove(0);
+            popped = true;
+            changed = true;
+        }
+        if changed {
+            request.headers.remove(&HeaderName::Route);
+            for r in &routes {
+                request.headers.push(HeaderName::Route, r.to_string());
+            }
+        }
+        popped
+    }
+
+    /// Where a request that is routed (not retargeted) goes: the top Route, else the Request-URI.
+    fn next_hop(&self, request: &Request) -> Option<BranchTarget> {
+        let routes = request.headers.routes().unwrap_or_default();
+        let uri = match routes.first() {
+            Some(r) => r.uri.clone(),
+            None => request.uri.clone(),
+        };
+        if !is_sip_scheme(&uri) {
+            return None;
+        }
+        let (target, transport) = self.target_for_uri(&uri, None);
+        Some(BranchTarget {
+            uri: request.uri.clone(),
+            target,
+            transport,
+            local: false,
+            retarget: false,
+        })
+    }
+
+    /// The send target for a URI: a registered stream flow when one is known, else the URI.
+    fn target_for_uri(&self, uri: &Uri, binding: Option<&Binding>) -> (Target, Transport) {
+        let found;
+        let binding = match binding {
+            Some(b) => Some(b),
+            None => {
+                found = self.location.find_contact(&uri.to_string(), unix_now());
+                found.as_ref()
+            }
+        };
+        if let Some(flow) = binding.and_then(|b| b.flow.as_deref()).and_then(parse_flow)
+            && flow.transport.is_reliable()
+        {
+            return (Target::Flow(flow), flow.transport);
+        }
+        (Target::Uri(uri.clone()), uri_transport(uri))
+    }
+
+    async fn process(
+        self: &Arc<Self>,
+        tx: TxId,
+        mut request: Request,
+        flow: Flow,
+        cancel: watch::Receiver<bool>,
+    ) {
+        let original = request.clone();
+        let popped = self.preprocess_routes(&mut request);
+        let in_dialog = request
+            .headers
+            .to()
+            .is_ok_and(|to| to.tag().is_some_and(|t| !t.is_empty()));
+
+        if in_dialog && (popped || self.is_registered_contact(&request.uri)) {
+            // Loose-routed in-dialog request (or one addressed to a registered contact):
+            // forwarded without authentication.
+            if !decrement_max_forwards(&mut request) {
+                self.endpoint
+                    .respond(tx, reply(&original, 483, "Too Many Hops"));
+                return;
+            }
+            if request.method == Method::Bye
+                && let Ok(call_id) = request.headers.call_id()
+            {
+                self.cdrs.ended(call_id);
+            }
+            let Some(hop) = self.next_hop(&request) else {
+                self.endpoint
+                    .respond(tx, reply(&original, 416, "Unsupported URI Scheme"));
+                return;
+            };
+            self.forward(tx, &original, request, flow, vec![hop], cancel, None)
+                .await;
+            return;
+        }
+
+        // Out-of-dialog (or not routed through us): authenticate.
+        let identity = match self
+            .authn
+            .authenticate(&request, AuthRole::Proxy, flow.remote.ip())
+            .await
+        {
+            Ok(id) => id,
+            Err(challenge) => {
+                self.endpoint.respond(tx, *challenge);
+                return;
+            }
+        };
+        if let Identity::User(user) = &identity {
+            let from_ok = request.headers.from().is_ok_and(|from| {
+                from.uri.user.as_deref() == Some(user.as_str())
+                    && self.locals.is_local_host(&from.uri.host)
+            });
+            if !from_ok {
+                self.endpoint
+                    .respond(tx, reply(&original, 403, "From Does Not Match Credentials"));
+                return;
+            }
+        }
+        self.authn.strip_credentials(&mut request);
+
+        if !decrement_max_forwards(&mut request) {
+            self.endpoint
+                .respond(tx, reply(&original, 483, "Too Many Hops"));
+            return;
+        }
+
+        let call = if request.method == Method::Invite && !in_dialog {
+            request.headers.call_id().ok().map(|cid| CallInfo {
+                call_id: cid.to_string(),
+                caller: request
+                    .headers
+                    .from()
+                    .ok()
+                    .map(|f| self.aor_of(&f.uri))
+                    .unwrap_or_default(),
+                callee: self.aor_of(&request.uri),
+                start_at: unix_now_ms(),
+            })
+        } else {
+            None
+        };
+
+        let targets = match self.determine_targets(&request, &identity).await {
+            Ok(t) => t,
+            Err((status, reason)) => {
+                if let Some(call) = &call {
+                    self.cdrs
+                        .finished(call, None, Some(status), cause_for(status, false));
+                }
+                self.endpoint.respond(tx, reply(&original, status, reason));
+                return;
+            }
+        };
+        self.forward(tx, &original, request, flow, targets, cancel, call)
+            .await;
+    }
+
+    /// The canonical AoR text of a URI: `sip:user@domain` (local domains canonicalised).
+    fn aor_of(&self, uri: &Uri) -> String {
+        self.locals.canonical_aor(uri).unwrap_or_else(|| uri.aor())
+    }
+
+    /// §16.5: the branches for an out-of-dialog request, or the error status to answer.
+    async fn determine_targets(
+        &self,
+        request: &Request,
+        identity: &Identity,
+    ) -> Result<Vec<BranchTarget>, (u16, &'static str)> {
+        let uri = &request.uri;
+        if !is_sip_scheme(uri) {
+            return Err((416, "Unsupported URI Scheme"));
+        }
+        let now = unix_now();
+        // Explicit Route set left after our own: follow it.
+        if request
+            .headers
+            .routes()
+            .map(|r| !r.is_empty())
+            .unwrap_or(false)
+        {
+            return self
+                .next_hop(request)
+                .map(|h| vec![h])
+                .ok_or((416, "Unsupported URI Scheme"));
+        }
+        // A registered contact (e.g. a request to a GRUU-like contact): straight there.
+        if let Some(b) = self.location.find_contact(&uri.to_string(), now) {
+            let (target, transport) = self.target_for_uri(uri, Some(&b));
+            return Ok(vec![BranchTarget {
+                uri: uri.clone(),
+                target,
+                transport,
+                local: true,
+                retarget: false,
+            }]);
+        }
+        if self.is_our_domain(uri) {
+            let Some(aor) = self.locals.canonical_aor(uri) else {
+                return Err((404, "Not Found"));
+            };
+            let bindings = self.location.lookup(&aor, now);
+            if bindings.is_empty() {
+                let user = uri.user.clone().unwrap_or_default();
+                return match self.authn.user_exists(&user).await {
+                    Ok(true) => Err((480, "Temporarily Unavailable")),
+                    Ok(false) => Err((404, "Not Found")),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "user lookup failed");
+                        Err((500, "Server Internal Error"))
+                    }
+                };
+            }
+            let mut out = Vec::new();
+            for b in bindings.iter().take(self.settings.max_forks.max(1)) {
+                let Ok(contact) = Uri::parse(&b.contact) else {
+                    continue;
+                };
+                let (target, transport) = self.target_for_uri(&contact, Some(b));
+                out.push(BranchTarget {
+                    uri: contact,
+                    target,
+                    transport,
+                    local: true,
+                    retarget: true,
+                });
+            }
+            if out.is_empty() {
+                return Err((480, "Temporarily Unavailable"));
+            }
+            return Ok(out);
+        }
+        // A foreign domain: never an open relay.
+        match identity {
+            Identity::User(_) | Identity::Trusted => Ok(vec![BranchTarget {
+                uri: uri.clone(),
+                target: Target::Uri(uri.clone()),
+                transport: uri_transport(uri),
+                local: false,
+                retarget: false,
+            }]),
+        }
+    }
+
+    /// True when a Request-URI names a user of ours: a local host and no port or one of ours (a
+    /// local IP with another port is some UA's contact on this machine).
+    fn is_our_domain(&self, uri: &Uri) -> bool {
+        if !self.locals.is_local_host(&uri.host) {
+            return false;
+        }
+        match uri.port {
+            None => true,
+            Some(p) => self
+                .endpoint
+                .local_addrs()
+                .iter()
+                .any(|(_, a)| a.port() == p),
+        }
+    }
+
+    /// Builds one outgoing request per target, sends them, and relays responses (§16.6, §16.7).
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        tx: TxId,
+        original: &Request,
+        request: Request,
+        in_flow: Flow,
+        targets: Vec<BranchTarget>,
+        mut cancel: watch::Receiver<bool>,
+        call: Option<CallInfo>,
+    ) {
+        let is_invite = request.method == Method::Invite;
+        let dialog_creating = matches!(
+            request.method,
+            Method::Invite | Method::Subscribe | Method::Refer
+        ) && original.headers.to().is_ok_and(|t| t.tag().is_none());
+        let key = loop_key(original);
+        let (ev_tx, mut ev_rx) = mpsc::channel::<BranchEvent>(64);
+        let (cancel_branches, branch_cancel_rx) = watch::channel(false);
+        let mut finals: Vec<Option<Response>> = vec![None; targets.len()];
+        let mut live = 0usize;
+
+        if *cancel.borrow() {
+            self.endpoint
+                .respond(tx, reply(original, 487, "Request Terminated"));
+            if let Some(call) = &call {
+                self.cdrs
+                    .finished(call, None, Some(487), "cancelled".into());
+            }
+            return;
+        }
+
+        for (i, t) in targets.iter().enumerate() {
+            let mut branch = request.clone();
+            if t.retarget {
+                branch.uri = t.uri.clone();
+            }
+            if dialog_creating && self.settings.record_route {
+                // RFC 5658: two Record-Routes when the two sides use different transports.
+                branch.headers.push_front(
+                    HeaderName::RecordRoute,
+                    self.record_route_uri(in_flow.transport),
+                );
+                if t.transport != in_flow.transport {
+                    branch
+                        .headers
+                        .push_front(HeaderName::RecordRoute, self.record_route_uri(t.transport));
+                }
+            }
+            match self.endpoint.request(branch, t.target.clone()).await {
+                Ok(ctx) => {
+                    if let Some(b) = ctx
+                        .request()
+                        .headers
+                        .top_via()
+                        .ok()
+                        .and_then(|v| v.branch().map(str::to_string))
+                    {
+                        self.loops.insert(b, key);
+                    }
+                    live += 1;
+                    tokio::spawn(run_branch(
+                        i,
+                        ctx,
+                        self.endpoint.clone(),
+                        branch_cancel_rx.clone(),
+                        ev_tx.clone(),
+                        t.local,
+                    ));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, target = %t.uri, "branch could not be sent");
+                    let status = if t.local { 480 } else { 503 };
+                    if let Some(slot) = finals.get_mut(i) {
+                        *slot = Some(Response::for_request(original, status));
+                    }
+                }
+            }
+        }
+        drop(ev_tx);
+
+        let deadline = tokio::time::Instant::now() + self.settings.invite_timeout;
+        let mut cancel_deadline: Option<tokio::time::Instant> = None;
+        let mut final_sent: Option<u16> = None;
+        let mut provisional_seen = false;
+        let mut caller_cancelled = false;
+        let mut timed_out = false;
+
+        loop {
+            if final_sent.is_none() && finals.iter().all(Option::is_some) {
+                let best = best_response(&finals, original);
+                let status = best.status;
+                self.endpoint.respond(tx, best);
+                final_sent = Some(status);
+                if let Some(call) = &call {
+                    self.cdrs.finished(
+                        call,
+                        None,
+                        Some(status),
+                        cause_for(status, caller_cancelled),
+                    );
+                }
+            }
+            if live == 0 {
+                break;
+            }
+            tokio::select! {
+                ev = ev_rx.recv() => match ev {
+                    None => break,
+                    Some(BranchEvent::Done) => live = live.saturating_sub(1),
+                    Some(BranchEvent::Provisional(mut r)) => {
+                        if r.status > 100 && final_sent.is_none() {
+                            provisional_seen = true;
+                            strip_top_via(&mut r);
+                            self.endpoint.respond(tx, r);
+                        }
+                    }
+                    Some(BranchEvent::Final(i, mut r)) => {
+                        let first = finals.get(i).is_some_and(Option::is_none);
+                        strip_top_via(&mut r);
+                        if (200..300).contains(&r.status) {
+                            match final_sent {
+                                None | Some(200..=299) => self.endpoint.respond(tx, r.clone()),
+                                Some(_) => self.endpoint.respond_stateless(r.clone()),
+                            }
+                            if final_sent.is_none() {
+                                final_sent = Some(r.status);
+                                if let Some(call) = &call {
+                                    self.cdrs.answered(call, r.status);
+                                }
+                            }
+                            if is_invite {
+                                let _ = cancel_branches.send(true);
+                            }
+                            if first && let Some(slot) = finals.get_mut(i) {
+                                *slot = Some(r);
+                            }
+                        } else if first {
+                            if is_invite && r.status >= 600 {
+                                let _ = cancel_branches.send(true);
+                            }
+                            if let Some(slot) = finals.get_mut(i) {
+                                *slot = Some(r);
+                            }
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline), if is_invite && final_sent.is_none() && !timed_out => {
+                    timed_out = true;
+                    let _ = cancel_branches.send(true);
+                    let (status, reason) = if provisional_seen {
+                        (480, "Temporarily Unavailable")
+                    } else {
+                        (408, "Request Timeout")
+                    };
+                    self.endpoint.respond(tx, reply(original, status, reason));
+                    final_sent = Some(status);
+                    if let Some(call) = &call {
+                        self.cdrs.finished(call, None, Some(status), "no-answer".into());
+                    }
+                }
+                changed = cancel.changed(), if !caller_cancelled && final_sent.is_none() => {
+                    if changed.is_err() || *cancel.borrow() {
+                        caller_cancelled = true;
+                        let _ = cancel_branches.send(true);
+                        cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+                    }
+                }
+                _ = sleep_until_opt(cancel_deadline), if final_sent.is_none() && cancel_deadline.is_some() => {
+                    self.endpoint.respond(tx, reply(original, 487, "Request Terminated"));
+                    final_sent = Some(487);
+                    if let Some(call) = &call {
+                        self.cdrs.finished(call, None, Some(487), "cancelled".into());
+                    }
+                }
+            }
+        }
+        if final_sent.is_none() {
+            // Every branch ended without a final response (should not happen): answer anyway.
+            let best = best_response(&finals, original);
+            let status = best.status;
+            self.endpoint.respond(tx, best);
+            if let Some(call) = &call {
+                self.cdrs.finished(
+                    call,
+                    None,
+                    Some(status),
+                    cause_for(status, caller_cancelled),
+                );
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Drives one client transaction: reports its responses and cancels it when told to.
+async fn run_branch(
+    index: usize,
+    mut ctx: ClientTx,
+    endpoint: Endpoint,
+    mut cancel: watch::Receiver<bool>,
+    events: mpsc::Sender<BranchEvent>,
+    local: bool,
+) {
+    let is_invite = ctx.request().method == Method::Invite;
+    let mut cancelled = false;
+    let mut final_seen = false;
+    loop {
+        tokio::select! {
+            outcome = ctx.next() => {
+                let Some(outcome) = outcome else { break };
+                let ev = match outcome {
+                    TxOutcome::Provisional(r) => BranchEvent::Provisional(r),
+                    TxOutcome::Final(r) => {
+                        final_seen = true;
+                        BranchEvent::Final(index, r)
+                    }
+                    TxOutcome::Timeout => {
+                        final_seen = true;
+                        BranchEvent::Final(index, Response::for_request(ctx.request(), 408))
+                    }
+                    TxOutcome::TransportError(e) => {
+                        tracing::debug!(error = %e, "branch transport error");
+                        final_seen = true;
+                        let status = if local { 480 } else { 503 };
+                        BranchEvent::Final(index, Response::for_request(ctx.request(), status))
+                    }
+                    _ => continue,
+                };
+                if events.send(ev).await.is_err() {
+                    break;
+                }
+            }
+            changed = cancel.changed(), if !cancelled => {
+                if changed.is_err() {
+                    cancelled = true;
+                    continue;
+                }
+                if *cancel.borrow() {
+                    cancelled = true;
+                    if is_invite && !final_seen {
+                        endpoint.cancel(ctx.id());
+                    }
+                }
+            }
+        }
+    }
+    let _ = events.send(BranchEvent::Done).await;
+}
+
+/// §16.7 step 6: the response to send upstream when no 2xx arrived.
+fn best_response(finals: &[Option<Response>], original: &Request) -> Response {
+    let all: Vec<&Response> = finals.iter().flatten().collect();
+    let chosen = all
+        .iter()
+        .find(|r| r.status >= 600)
+        .or_else(|| {
+            all.iter()
+                .min_by_key(|r| (r.status / 100, rank_in_class(r.status)))
+        })
+        .copied();
+    let Some(chosen) = chosen else {
+        return reply(original, 408, "Request Timeout");
+    };
+    let mut best = chosen.clone();
+    if best.status == 503 {
+        // Never pass a 503 upstream for a downstream overload (§16.7 step 6).
+        let mut r = reply(original, 500, "Server Internal Error");
+        r.headers = best.headers.clone();
+        r.status = 500;
+        r.reason = "Server Internal Error".to_string();
+        r.headers.remove(&HeaderName::RetryAfter);
+        best = r;
+    }
+    if best.status == 401 || best.status == 407 {
+        // Merge every challenge from every 401/407 branch.
+        for other in &all {
+            if std::ptr::eq(*other, chosen) || !(other.status == 401 || other.status == 407) {
+                continue;
+            }
+            for name in [HeaderName::WwwAuthenticate, HeaderName::ProxyAuthenticate] {
+                for v in other.headers.get_all(&name) {
+                    if let Ok(text) = std::str::from_utf8(v) {
+                        best.headers.push(name.clone(), text.to_string());
+                    }
+                }
+            }
+        }
+    }
+    ensure_to_tag(&mut best);
+    best
+}
+
+/// Preference inside a response class: 401/407 (credentials can fix them), 415/420/484 next.
+fn rank_in_class(status: u16) -> u8 {
+    match status {
+        401 | 407 => 0,
+        415 | 420 | 484 => 1,
+        408 => 9,
+        _ => 5,
+    }
+}
+
+/// The CDR cause for a final status.
+fn cause_for(status: u16, caller_cancelled: bool) -> String {
+    match status {
+        200..=299 => "answered".into(),
+        486 | 600 => "busy".into(),
+        487 if caller_cancelled => "cancelled".into(),
+        408 => "no-answer".into(),
+        s => format!("failed:{s}"),
+    }
+}
+
+/// Decrements Max-Forwards (inserting 70 when absent); false when it was already 0.
+fn decrement_max_forwards(request: &mut Request) -> bool {
+    let mf = request.headers.max_forwards().ok().flatten().unwrap_or(70);
+    if mf == 0 {
+        return false;
+    }
+    request
+        .headers
+        .set(HeaderName::MaxForwards, (mf - 1).to_string());
+    true
+}
+
+/// Removes the topmost Via value of a response (ours), keeping the rest in order.
+pub fn strip_top_via(response: &mut Response) {
+    response.headers.remove_first(&HeaderName::Via);
+}
+
+/// The transport a URI asks for (`;transport=`, `sips:` → TLS), UDP by default.
+fn uri_transport(uri: &Uri) -> Transport {
+    if uri.scheme == Scheme::Sips {
+        return Transport::Tls;
+    }
+    uri.transport_param().unwrap_or(Transport::Udp)
+}
+
+/// Parses a flow string as stored in bindings (`tcp:1.2.3.4:5062`, `udp:[::1]:5060`).
+pub fn parse_flow(text: &str) -> Option<Flow> {
+    let (transport, addr) = text.split_once(':')?;
+    Some(Flow::new(transport.parse().ok()?, addr.parse().ok()?))
+}
+
+/// The loop-detection key of a request (RFC 3261 §16.6 step 8, minus the Via).
+fn loop_key(request: &Request) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    request.uri.to_string().hash(&mut h);
+    if let Ok(from) = request.headers.from() {
+        from.tag().unwrap_or("").hash(&mut h);
+    }
+    if let Ok(to) = request.headers.to() {
+        to.tag().unwrap_or("").hash(&mut h);
+    }
+    request.headers.call_id().unwrap_or("").hash(&mut h);
+    if let Ok(cseq) = request.headers.cseq() {
+        cseq.seq.hash(&mut h);
+    }
+    for name in [HeaderName::ProxyRequire, HeaderName::ProxyAuthorization] {
+        for v in request.headers.get_all(&name) {
+            v.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+fn hash_of<T: Hash>(value: &T) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// Branch → loop key of requests we forwarded, in two bounded generations.
+#[derive(Default)]
+struct LoopGuard {
+    inner: Mutex<(HashMap<String, u64>, HashMap<String, u64>)>,
+}
+
+impl LoopGuard {
+    fn insert(&self, branch: String, key: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0.len() >= LOOP_GENERATION {
+            let cur = std::mem::take(&mut g.0);
+            g.1 = cur;
+        }
+        g.0.insert(branch, key);
+    }
+
+    fn get(&self, branch: &str) -> Option<u64> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.get(branch).or_else(|| g.1.get(branch)).copied()
+    }
+}
+
+enum CdrMsg {
+    Write(Box<Cdr>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Asynchronous CDR writer: answered calls wait in memory for their BYE.
+struct CdrLog {
+    queue: mpsc::Sender<CdrMsg>,
+    live: Mutex<HashMap<String, Cdr>>,
+    dropped: AtomicBool,
+}
+
+impl CdrLog {
+    fn new(store: Store) -> CdrLog {
+        let (queue, mut rx) = mpsc::channel::<CdrMsg>(CDR_QUEUE);
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    CdrMsg::Write(cdr) => {
+                        if let Err(e) = store.insert_cdr(&cdr).await {
+                            tracing::warn!(error = %e, call_id = %cdr.call_id, "CDR write failed");
+                        }
+                    }
+                    CdrMsg::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        CdrLog {
+            queue,
+            live: Mutex::new(HashMap::new()),
+            dropped: AtomicBool::new(false),
+        }
+    }
+
+    fn write(&self, cdr: Cdr) {
+        if self.queue.try_send(CdrMsg::Write(Box::new(cdr))).is_err()
+            && !self.dropped.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!("CDR queue full: records dropped");
+        }
+    }
+
+    /// Waits until every CDR queued so far is in the store.
+    async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(CdrMsg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    fn answered(&self, call: &CallInfo, status: u16) {
+        let cdr = Cdr {
+            call_id: call.call_id.clone(),
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+            start_at: call.start_at,
+            answer_at: Some(unix_now_ms()),
+            end_at: None,
+            cause: "answered".into(),
+            status: Some(status),
+        };
+        {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            if live.len() < MAX_LIVE_CDRS {
+                live.insert(cdr.call_id.clone(), cdr.clone());
+            }
+        }
+        self.write(cdr);
+    }
+
+    fn finished(
+        &self,
+        call: &CallInfo,
+        answer_at: Option<i64>,
+        status: Option<u16>,
+        cause: String,
+    ) {
+        self.write(Cdr {
+            call_id: call.call_id.clone(),
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+            start_at: call.start_at,
+            answer_at,
+            end_at: Some(unix_now_ms()),
+            cause,
+            status,
+        });
+    }
+
+    fn ended(&self, call_id: &str) {
+        let cdr = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call_id);
+        if let Some(mut cdr) = cdr {
+            cdr.end_at = Some(unix_now_ms());
+            self.write(cdr);
+        }
+    }
+}

@@ -1,1 +1,328 @@
 //! Wiring: endpoint, registrar, proxy and store into one running lab server.
+//!
+//! [`LabServer::start`] binds a [`tandem_net::Endpoint`] on the configured listeners, loads the
+//! location service from the store and runs the dispatcher: REGISTER → registrar, OPTIONS for the
+//! server itself → 200, everything else → proxy, after the checks every element makes first
+//! (Max-Forwards 483, loops 482, unsupported Require/Proxy-Require 420). [`run`] is the `serve`
+//! command: it prints the `ready …` line and serves until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_net::{Endpoint, EndpointConfig, IncomingEvent, NetError};
+use tandem_proto::msg::{HeaderName, Method, Request};
+use tandem_proto::transaction::{TxConfig, TxId};
+use tandem_proto::{Flow, Transport};
+use tokio::task::JoinHandle;
+
+use crate::authn::{Authenticator, AuthnError, AuthnSettings};
+use crate::ca::{CaError, LabCa};
+use crate::config::LabConfig;
+use crate::location::{Location, LocationError, LocationTasks, unix_now};
+use crate::proxy::{Proxy, ProxySettings};
+use crate::registrar::{LocalDomains, Registrar, RegistrarSettings, reply};
+use crate::store::Store;
+
+/// The methods the lab server handles or proxies, for `Allow`.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK, PUBLISH";
+
+/// Errors starting or stopping the lab server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Binding the listeners or running the endpoint failed.
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+    /// The TLS configuration could not be built from the lab CA.
+    #[error("TLS: {0}")]
+    Ca(#[from] CaError),
+    /// Loading or flushing registrations failed.
+    #[error("location service: {0}")]
+    Location(#[from] LocationError),
+    /// The authentication settings are invalid.
+    #[error("authentication: {0}")]
+    Authn(#[from] AuthnError),
+}
+
+/// Everything the dispatcher needs.
+struct Core {
+    endpoint: Endpoint,
+    registrar: Registrar,
+    proxy: Arc<Proxy>,
+    locals: Arc<LocalDomains>,
+}
+
+/// A running lab server (in-process handle; used by `serve` and by tests).
+pub struct LabServer {
+    endpoint: Endpoint,
+    location: Location,
+    location_tasks: Option<LocationTasks>,
+    dispatcher: Option<JoinHandle<()>>,
+    proxy: Arc<Proxy>,
+    store: Store,
+}
+
+impl LabServer {
+    /// Binds the listeners of `config` and starts serving.
+    pub async fn start(
+        config: LabConfig,
+        store: Store,
+        ca: LabCa,
+    ) -> Result<LabServer, ServerError> {
+        let tls_server = if config.listen.tls.is_empty() {
+            None
+        } else {
+            Some(ca.server_config()?)
+        };
+        let tls_client = ca.client_config().ok();
+        let endpoint_config = EndpointConfig {
+            udp: config.listen.udp.clone(),
+            tcp: config.listen.tcp.clone(),
+            tls: config.listen.tls.clone(),
+            tls_server,
+            tls_client,
+            public_host: config.public_host.clone(),
+            tx: TxConfig {
+                max_transactions: config.limits.max_transactions,
+                seed: rand::random(),
+                user_agent: Some(format!("Tandem-Lab/{}", env!("CARGO_PKG_VERSION"))),
+                ..TxConfig::default()
+            },
+            ..EndpointConfig::default()
+        };
+
+        let location = Location::load(store.clone(), unix_now()).await?;
+        let authn = Arc::new(Authenticator::new(
+            AuthnSettings {
+                realm: config.realm().to_string(),
+                domain: config.domain.clone(),
+                algorithms: config.auth.algorithms.clone(),
+                nonce_lifetime: Duration::from_secs(config.auth.nonce_lifetime_secs.max(1)),
+                trusted: config.auth.trusted.clone(),
+            },
+            store.clone(),
+        )?);
+
+        let (endpoint, mut incoming) = Endpoint::bind(endpoint_config).await?;
+        let listeners: Vec<SocketAddr> = endpoint.local_addrs().iter().map(|(_, a)| *a).collect();
+        let locals = Arc::new(LocalDomains::new(
+            &config.domain,
+            &config.local_domains(),
+            &listeners,
+        ));
+        let registrar = Registrar::new(
+            RegistrarSettings {
+                min_expires: config.registrar.min_expires,
+                max_expires: config.registrar.max_expires,
+                default_expires: config.registrar.default_expires,
+                max_contacts: config.registrar.max_contacts,
+                third_party: config.registrar.third_party.clone(),
+            },
+            location.clone(),
+            Arc::clone(&authn),
+            Arc::clone(&locals),
+        );
+        let proxy = Arc::new(Proxy::new(
+            ProxySettings {
+                invite_timeout: Duration::from_secs(config.proxy.invite_timeout_secs.max(1)),
+                record_route: config.proxy.record_route,
+                max_forks: config.proxy.max_forks.max(1),
+                max_calls: config.limits.max_transactions.max(1),
+            },
+            endpoint.clone(),
+            location.clone(),
+            Arc::clone(&authn),
+            Arc::clone(&locals),
+            store.clone(),
+        ));
+        let location_tasks = location.spawn_tasks();
+        let core = Arc::new(Core {
+            endpoint: endpoint.clone(),
+            registrar,
+            proxy: Arc::clone(&proxy),
+            locals,
+        });
+        let dispatcher = tokio::spawn(async move {
+            while let Some(event) = incoming.next().await {
+                core.dispatch(event);
+            }
+        });
+        Ok(LabServer {
+            endpoint,
+            location,
+            location_tasks: Some(location_tasks),
+            dispatcher: Some(dispatcher),
+            proxy,
+            store,
+        })
+    }
+
+    /// The address of the first listener of `transport`, if any.
+    pub fn local_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.endpoint.local_addr(transport)
+    }
+
+    /// Every listener address with its transport.
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.endpoint.local_addrs()
+    }
+
+    /// The `ready udp=IP:PORT tcp=IP:PORT tls=IP:PORT` line (one key per listener).
+    pub fn ready_line(&self) -> String {
+        let mut line = String::from("ready");
+        for transport in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            for (t, addr) in self.endpoint.local_addrs() {
+                if t == transport {
+                    line.push_str(&format!(" {}={}", transport.uri_param(), addr));
+                }
+            }
+        }
+        line
+    }
+
+    /// The store this server persists to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stops serving: the dispatcher stops, pending registrations and CDRs are written to the
+    /// store, and the listeners and connections are closed.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(d) = self.dispatcher.take() {
+            d.abort();
+        }
+        let flushed = self.location.close().await;
+        if let Some(t) = self.location_tasks.take() {
+            t.stop();
+        }
+        self.proxy.flush_cdrs().await;
+        self.endpoint.shutdown().await;
+        flushed?;
+        Ok(())
+    }
+}
+
+impl Drop for LabServer {
+    fn drop(&mut self) {
+        if let Some(d) = self.dispatcher.take() {
+            d.abort();
+        }
+        if let Some(t) = self.location_tasks.take() {
+            t.stop();
+        }
+    }
+}
+
+impl Core {
+    fn dispatch(self: &Arc<Self>, event: IncomingEvent) {
+        match event {
+            IncomingEvent::Request { tx, request, flow } => self.on_request(tx, request, flow),
+            IncomingEvent::Ack { request, flow } => {
+                let proxy = Arc::clone(&self.proxy);
+                tokio::spawn(async move { proxy.handle_ack(request, flow).await });
+            }
+            IncomingEvent::Cancel {
+                tx,
+                invite_tx,
+                request,
+                ..
+            } => self.proxy.handle_cancel(tx, invite_tx, &request),
+            IncomingEvent::StrayResponse { response, .. } => {
+                self.proxy.handle_stray_response(response)
+            }
+            IncomingEvent::Timeout { tx } => {
+                tracing::debug!(?tx, "no ACK for a final response");
+            }
+            _ => {}
+        }
+    }
+
+    /// True for an OPTIONS addressed to the server itself (no user part, one of our hosts).
+    fn is_options_for_us(&self, request: &Request) -> bool {
+        request.method == Method::Options
+            && request.uri.user.is_none()
+            && self.locals.is_local_host(&request.uri.host)
+    }
+
+    fn on_request(self: &Arc<Self>, tx: TxId, request: Request, flow: Flow) {
+        let for_us = request.method == Method::Register || self.is_options_for_us(&request);
+        // RFC 3261 §16.3 step 3 (an OPTIONS for us may still be answered).
+        if request.headers.max_forwards().ok().flatten() == Some(0)
+            && !self.is_options_for_us(&request)
+        {
+            self.endpoint
+                .respond(tx, reply(&request, 483, "Too Many Hops"));
+            return;
+        }
+        // §16.3 step 4.
+        if !for_us && self.proxy.is_loop(&request) {
+            self.endpoint
+                .respond(tx, reply(&request, 482, "Loop Detected"));
+            return;
+        }
+        // §16.3 step 5 (Proxy-Require), §8.2.2.3 (Require for requests we answer ourselves).
+        let mut unsupported = request.headers.values(&HeaderName::ProxyRequire);
+        if for_us {
+            unsupported.extend(request.headers.values(&HeaderName::Require));
+        }
+        unsupported.retain(|t| !t.trim().is_empty());
+        if !unsupported.is_empty() {
+            let mut r = reply(&request, 420, "Bad Extension");
+            r.headers
+                .push(HeaderName::Unsupported, unsupported.join(", "));
+            self.endpoint.respond(tx, r);
+            return;
+        }
+        if request.method == Method::Register {
+            let core = Arc::clone(self);
+            tokio::spawn(async move {
+                let response = core.registrar.handle(&request, flow).await;
+                core.endpoint.respond(tx, response);
+            });
+            return;
+        }
+        if self.is_options_for_us(&request) {
+            let mut r = reply(&request, 200, "OK");
+            r.headers.push(HeaderName::Allow, ALLOW);
+            r.headers.push(HeaderName::Accept, "application/sdp");
+            r.headers.push(HeaderName::Supported, "");
+            self.endpoint.respond(tx, r);
+            return;
+        }
+        self.proxy.dispatch(tx, request, flow);
+    }
+}
+
+/// Runs the lab server until SIGINT or SIGTERM: prints the `ready …` line on stdout once
+/// listening, then shuts down cleanly (registrations and CDRs flushed to the store).
+pub async fn run(config: LabConfig, store: Store, ca: LabCa) -> anyhow::Result<()> {
+    let server = LabServer::start(config, store, ca).await?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", server.ready_line())?;
+        out.flush()?;
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await?;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
