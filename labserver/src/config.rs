@@ -106,7 +106,8 @@ pub struct RegistrarConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// The digest realm; `None` means the domain.
+    /// The digest realm; `None` means the domain. Stored HA1s are computed with it: after
+    /// changing it, set the users' passwords again (`tandem-lab user add NAME --password P`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
     /// How long an issued nonce stays valid, in seconds; default 300.

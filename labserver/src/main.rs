@@ -230,7 +230,9 @@ async fn create_demo_users(
             continue;
         }
         let password = random_password();
-        store.add_user(name, &config.domain, &password).await?;
+        store
+            .add_user_in_realm(name, &config.domain, config.realm(), &password)
+            .await?;
         created.push((name.to_owned(), password));
     }
     store.set_meta(DEMO_USERS_META_KEY, "1").await?;
@@ -360,7 +362,13 @@ async fn user(config: &LabConfig, cmd: UserCommand) -> Result<(), Failure> {
             domain,
         } => {
             let domain = domain.map_or_else(|| config.domain.clone(), |d| d.to_ascii_lowercase());
-            user_add(&store, &name, &domain, password).await
+            // Users of the served domain get HA1s for the realm the server challenges with.
+            let realm = if domain == config.domain {
+                config.realm().to_owned()
+            } else {
+                domain.clone()
+            };
+            user_add(&store, &name, &domain, &realm, password).await
         }
         UserCommand::Del { name, domain } => {
             let domain = domain.map_or_else(|| config.domain.clone(), |d| d.to_ascii_lowercase());
@@ -399,6 +407,7 @@ async fn user_add(
     store: &Store,
     name: &str,
     domain: &str,
+    realm: &str,
     password: Option<String>,
 ) -> Result<(), Failure> {
     let existed = store
@@ -415,7 +424,7 @@ async fn user_add(
         None => (random_password(), true),
     };
     store
-        .add_user(name, domain, &password)
+        .add_user_in_realm(name, domain, realm, &password)
         .await
         .map_err(|e| match e {
             tandem_labserver::store::StoreError::InvalidInput { .. } => Failure::Usage(e.into()),

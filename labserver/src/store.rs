@@ -260,10 +260,29 @@ impl Store {
         domain: &str,
         password: &str,
     ) -> Result<(), StoreError> {
+        self.add_user_in_realm(username, domain, domain, password)
+            .await
+    }
+
+    /// Like [`Store::add_user`], with the HA1s computed for a digest realm other than the
+    /// domain (for a server configured with `auth.realm`).
+    pub async fn add_user_in_realm(
+        &self,
+        username: &str,
+        domain: &str,
+        realm: &str,
+        password: &str,
+    ) -> Result<(), StoreError> {
         check_name("username", username)?;
         check_name("domain", domain)?;
-        let ha1_md5 = auth::ha1(Algorithm::Md5, username, domain, password);
-        let ha1_sha256 = auth::ha1(Algorithm::Sha256, username, domain, password);
+        if realm.is_empty() || realm.contains('"') {
+            return Err(StoreError::InvalidInput {
+                field: "realm",
+                reason: "must be non-empty and contain no double quote",
+            });
+        }
+        let ha1_md5 = auth::ha1(Algorithm::Md5, username, realm, password);
+        let ha1_sha256 = auth::ha1(Algorithm::Sha256, username, realm, password);
         let now = unix_now();
         const SQL: &str = "INSERT INTO users (username, domain, ha1_md5, ha1_sha256, created_at) \
              VALUES ($1, $2, $3, $4, $5) \

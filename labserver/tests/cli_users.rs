@@ -124,8 +124,8 @@ fn usage_errors_exit_2() {
     assert!(stdout(&out).contains("user"));
 }
 
-#[test]
-fn config_errors_exit_2_and_print_config_round_trips() {
+#[tokio::test]
+async fn config_errors_exit_2_and_print_config_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let bad = dir.path().join("bad.toml");
@@ -142,7 +142,7 @@ fn config_errors_exit_2_and_print_config_round_trips() {
     let good = dir.path().join("lab.toml");
     std::fs::write(
         &good,
-        "domain = \"Lab.Example\"\n[registrar]\nmax_contacts = 3\n[auth]\ntrusted = [\"10.0.0.0/8\"]\n",
+        "domain = \"Lab.Example\"\n[registrar]\nmax_contacts = 3\n[auth]\nrealm = \"Lab Realm\"\ntrusted = [\"10.0.0.0/8\"]\n",
     )
     .unwrap();
     let out = lab(
@@ -171,6 +171,16 @@ fn config_errors_exit_2_and_print_config_round_trips() {
         ],
     );
     assert_eq!(stdout(&out), "added dave@lab.example\n");
+    // ... and its HA1s are computed for the configured realm.
+    let store = Store::open_in(&data).await.unwrap();
+    assert_eq!(
+        store
+            .ha1("dave", "lab.example", Algorithm::Md5)
+            .await
+            .unwrap(),
+        Some(auth::ha1(Algorithm::Md5, "dave", "Lab Realm", "pw"))
+    );
+    store.close().await;
 }
 
 #[tokio::test]

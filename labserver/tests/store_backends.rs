@@ -137,6 +137,31 @@ async fn exercise(store: &Store) {
         Some(ALICE_CHANGED_SHA256)
     );
 
+    // A realm other than the domain.
+    store
+        .add_user_in_realm("alice", "other.lab", "Other Realm", "x")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .ha1("alice", "other.lab", Algorithm::Sha256)
+            .await
+            .unwrap(),
+        Some(tandem_proto::auth::ha1(
+            Algorithm::Sha256,
+            "alice",
+            "Other Realm",
+            "x"
+        ))
+    );
+    assert_eq!(store.list_users().await.unwrap().len(), 3);
+    assert!(matches!(
+        store
+            .add_user_in_realm("alice", "other.lab", "bad\"realm", "x")
+            .await,
+        Err(StoreError::InvalidInput { field: "realm", .. })
+    ));
+
     assert!(store.delete_user("alice", "other.lab").await.unwrap());
     assert!(!store.delete_user("alice", "other.lab").await.unwrap());
     assert_eq!(store.list_users().await.unwrap().len(), 2);
