@@ -665,6 +665,16 @@ pub fn validate_request(req: &Request) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// RFC 3261 §8.2.2.1, RFC 4475 §3.3.2/§3.3.3: a Request-URI scheme other than sip, sips or tel
+/// is answered with 416. Returns [`ParseError::UnsupportedScheme`] (for [`error_response`]) then.
+pub fn check_request_uri_scheme(req: &Request) -> Result<(), ParseError> {
+    if req.uri.scheme.is_supported() {
+        Ok(())
+    } else {
+        Err(ParseError::UnsupportedScheme(req.uri.scheme.to_string()))
+    }
+}
+
 /// Semantic checks of a response: mandatory headers present and well formed (Via, From, To,
 /// Call-ID, CSeq), single-valued headers not repeated.
 pub fn validate_response(resp: &Response) -> Result<(), ParseError> {
@@ -756,8 +766,13 @@ pub fn error_response(data: &[u8], err: &ParseError) -> Option<Bytes> {
     if vias.is_empty() || cseq.is_empty() {
         return None;
     }
-    // Only answer when the top Via is usable to route the response back.
-    headers.top_via().ok()?;
+    // Only answer when the sent-by of the top Via is usable to route the response back: any SIP
+    // version (a request with an unsupported version still gets its 505), broken parameters
+    // ignored (RFC 4475 badinv01 still gets its 400).
+    let top = headers.get_str(&HeaderName::Via)?;
+    let first = scan::split_top_level(top, b',').into_iter().next()?;
+    let sent_by = first.split(';').next().unwrap_or(first);
+    super::via::Via::parse_any_version(sent_by).ok()?;
     if std::str::from_utf8(&cseq).is_ok_and(|s| s.trim_end().ends_with(" ACK")) {
         return None;
     }

@@ -20,7 +20,7 @@ pub use framer::{Frame, StreamFramer};
 pub use header::{Header, HeaderName, Headers};
 pub use message::{
     MAX_HEADERS, MAX_LINE_LEN, MAX_MESSAGE_LEN, Message, ParseLimits, Request, Response,
-    error_response, reason_phrase, validate_request, validate_response,
+    check_request_uri_scheme, error_response, reason_phrase, validate_request, validate_response,
 };
 pub use method::Method;
 pub use name_addr::{ContactValue, NameAddr};

@@ -36,8 +36,19 @@ impl Via {
         }
     }
 
-    /// Parses one Via value (`sent-protocol LWS sent-by *( SEMI via-params )`).
+    /// Parses one Via value (`sent-protocol LWS sent-by *( SEMI via-params )`); the protocol
+    /// must be `SIP/2.0`.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
+        Self::parse_impl(s, false)
+    }
+
+    /// Like [`Via::parse`] but accepting any protocol name and version (used to answer a
+    /// request with an unsupported version with 505).
+    pub(crate) fn parse_any_version(s: &str) -> Result<Self, ParseError> {
+        Self::parse_impl(s, true)
+    }
+
+    fn parse_impl(s: &str, any_version: bool) -> Result<Self, ParseError> {
         let s = scan::skip_ws(s);
         let (name, rest) = scan::take_token(s);
         let rest = scan::skip_ws(rest)
@@ -48,7 +59,10 @@ impl Via {
             .strip_prefix('/')
             .ok_or_else(|| via_err("expected '/' after protocol version"))?;
         let (transport, rest) = scan::take_token(scan::skip_ws(rest));
-        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+        if name.is_empty() || version.is_empty() {
+            return Err(via_err("missing protocol name or version"));
+        }
+        if !any_version && (!name.eq_ignore_ascii_case("SIP") || version != "2.0") {
             return Err(via_err(format!("unsupported protocol {name}/{version}")));
         }
         if transport.is_empty() {
