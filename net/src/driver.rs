@@ -1,0 +1,557 @@
+//! The driver task: one `select!` over sockets, connections, the transaction timer and
+//! commands, with a complete drain of the transaction layer's output after every branch.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rustls_pki_types::ServerName;
+use tandem_proto::msg::{Message, Request, Response};
+use tandem_proto::transaction::{SentBy, TransactionLayer, Transmit, TxEvent, TxId};
+use tandem_proto::{Flow, Transport};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::endpoint::{IncomingEvent, Shared, TxOutcome};
+use crate::resolve::SipResolver;
+use crate::transport::{self, ConnId, ConnOptions, NetInput, Outgoing};
+use crate::{EndpointConfig, NetError};
+
+/// How many incoming events may wait for the TU before new ones are dropped.
+const INCOMING_QUEUE: usize = 4096;
+/// How many network inputs may wait for the driver.
+const NET_QUEUE: usize = 1024;
+/// Bound on remembered TLS server names for flows not connected yet.
+const MAX_SERVER_NAMES: usize = 4096;
+
+/// A request the driver has started: its id, the request as sent, and its outcome stream.
+#[derive(Debug)]
+pub(crate) struct RequestStarted {
+    pub tx: TxId,
+    pub request: Request,
+    pub events: mpsc::UnboundedReceiver<TxOutcome>,
+}
+
+/// What [`Endpoint`](crate::Endpoint) handles ask the driver to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Request {
+        request: Request,
+        flow: Flow,
+        server_name: Option<String>,
+        reply: oneshot::Sender<Result<RequestStarted, NetError>>,
+    },
+    Respond {
+        tx: TxId,
+        response: Response,
+    },
+    RespondStateless {
+        response: Response,
+    },
+    SendStateless {
+        message: Message,
+        flow: Flow,
+    },
+    Cancel {
+        tx: TxId,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// One open (or opening) stream connection.
+struct Conn {
+    id: ConnId,
+    queue: mpsc::Sender<Bytes>,
+}
+
+/// The driver: sockets, connections and channels around one `TransactionLayer`.
+pub(crate) struct Driver {
+    layer: TransactionLayer,
+    udp: Vec<Arc<UdpSocket>>,
+    conns: HashMap<(Transport, SocketAddr), Conn>,
+    clients: HashMap<TxId, mpsc::UnboundedSender<TxOutcome>>,
+    incoming: mpsc::Sender<IncomingEvent>,
+    connector: TlsConnector,
+    server_names: HashMap<SocketAddr, String>,
+    options: ConnOptions,
+    max_connections: usize,
+    net_tx: mpsc::Sender<NetInput>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The local IP the system would use to reach the Internet (no packet is sent), or loopback.
+pub(crate) fn primary_ip(v6: bool) -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let (bind, to): (SocketAddr, SocketAddr) = if v6 {
+            (
+                (Ipv6Addr::UNSPECIFIED, 0).into(),
+                "[2001:db8::1]:9".parse().map_err(std::io::Error::other)?,
+            )
+        } else {
+            (
+                (Ipv4Addr::UNSPECIFIED, 0).into(),
+                "192.0.2.1:9".parse().map_err(std::io::Error::other)?,
+            )
+        };
+        let s = std::net::UdpSocket::bind(bind)?;
+        s.connect(to)?;
+        Ok(s.local_addr()?.ip())
+    };
+    match probe() {
+        Ok(ip) if !ip.is_unspecified() => ip,
+        _ if v6 => Ipv6Addr::LOCALHOST.into(),
+        _ => Ipv4Addr::LOCALHOST.into(),
+    }
+}
+
+/// The host to advertise for a listener bound to `addr`.
+fn advertised_host(public: &Option<String>, addr: SocketAddr) -> String {
+    match public {
+        Some(h) => h.clone(),
+        None if addr.ip().is_unspecified() => primary_ip(addr.is_ipv6()).to_string(),
+        None => addr.ip().to_string(),
+    }
+}
+
+impl Driver {
+    /// Binds everything, spawns the driver task and returns the shared handle state.
+    pub(crate) async fn start(
+        config: EndpointConfig,
+    ) -> Result<(Shared, mpsc::Receiver<IncomingEvent>), NetError> {
+        if !config.tls.is_empty() && config.tls_server.is_none() {
+            return Err(NetError::Config(
+                "TLS listeners need a tls_server configuration".into(),
+            ));
+        }
+        let client_config = match &config.tls_client {
+            Some(c) => Arc::clone(c),
+            None => crate::config::default_tls_client()?,
+        };
+        let options = ConnOptions {
+            keepalive: config.keepalive,
+            idle_timeout: config.idle_timeout,
+        };
+        let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
+
+        let mut local = Vec::new();
+        let mut tasks = Vec::new();
+        let mut udp = Vec::new();
+        for addr in &config.udp {
+            let socket = Arc::new(transport::bind_udp(*addr)?);
+            local.push((Transport::Udp, socket.local_addr()?));
+            tasks.push(tokio::spawn(transport::udp_reader(
+                Arc::clone(&socket),
+                net_tx.clone(),
+            )));
+            udp.push(socket);
+        }
+        let mut listeners = Vec::new();
+        for addr in &config.tcp {
+            let l = transport::bind_tcp(*addr)?;
+            local.push((Transport::Tcp, l.local_addr()?));
+            listeners.push((l, Transport::Tcp));
+        }
+        for addr in &config.tls {
+            let l = transport::bind_tcp(*addr)?;
+            local.push((Transport::Tls, l.local_addr()?));
+            listeners.push((l, Transport::Tls));
+        }
+        let acceptor = config.tls_server.clone().map(TlsAcceptor::from);
+        for (l, t) in listeners {
+            let tls = if t == Transport::Tls {
+                acceptor.clone()
+            } else {
+                None
+            };
+            tasks.push(tokio::spawn(transport::accept_loop(
+                l,
+                t,
+                tls,
+                options,
+                net_tx.clone(),
+            )));
+        }
+
+        let mut layer = TransactionLayer::new(config.tx.clone());
+        for transport in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            if let Some(sent_by) = sent_by_for(&local, transport, &config.public_host) {
+                tracing::debug!(%transport, %sent_by, "Via sent-by");
+                layer.set_sent_by(transport, sent_by);
+            }
+        }
+
+        let mut transports = vec![Transport::Tcp, Transport::Tls];
+        if !udp.is_empty() {
+            transports.insert(0, Transport::Udp);
+        }
+        let resolver = SipResolver::new(config.dns, &transports, config.tx.seed)?;
+        let contact_host = match (&config.public_host, local.first()) {
+            (Some(h), _) => h.clone(),
+            (None, Some((_, a))) => advertised_host(&None, *a),
+            (None, None) => primary_ip(false).to_string(),
+        };
+
+        let driver = Driver {
+            layer,
+            udp,
+            conns: HashMap::new(),
+            clients: HashMap::new(),
+            incoming: in_tx,
+            connector: TlsConnector::from(client_config),
+            server_names: HashMap::new(),
+            options,
+            max_connections: config.max_connections,
+            net_tx,
+            tasks,
+        };
+        tokio::spawn(driver.run(net_rx, cmd_rx));
+        tracing::debug!(?local, "endpoint bound");
+        Ok((
+            Shared {
+                commands: cmd_tx,
+                local,
+                contact_host,
+                public_host: config.public_host,
+                resolver,
+            },
+            in_rx,
+        ))
+    }
+
+    async fn run(
+        mut self,
+        mut net_rx: mpsc::Receiver<NetInput>,
+        mut cmd_rx: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let mut shutdown_reply = None;
+        loop {
+            let deadline = self.layer.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                input = net_rx.recv() => match input {
+                    Some(input) => self.on_net(input),
+                    None => break,
+                },
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(Command::Shutdown { reply }) => {
+                        shutdown_reply = Some(reply);
+                        break;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                () = sleep => self.layer.handle_timeout(std::time::Instant::now()),
+            }
+            self.drain();
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        // Dropping the queues ends every connection task.
+        self.conns.clear();
+        self.clients.clear();
+        tracing::debug!("endpoint stopped");
+        if let Some(reply) = shutdown_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    fn on_net(&mut self, input: NetInput) {
+        let now = std::time::Instant::now();
+        match input {
+            NetInput::Datagram { data, flow } => {
+                transport::log_message("recv", &flow, &data);
+                self.layer.handle_receive(now, data, flow);
+            }
+            NetInput::Message { conn, flow, data } => {
+                tracing::trace!(%flow, conn, "message on connection");
+                transport::log_message("recv", &flow, &data);
+                self.layer.handle_receive(now, data, flow);
+            }
+            NetInput::Accepted { conn, flow, queue } => {
+                if self.conns.len() >= self.max_connections {
+                    tracing::warn!(%flow, max = self.max_connections, "too many connections, refusing");
+                    return;
+                }
+                self.conns
+                    .insert((flow.transport, flow.remote), Conn { id: conn, queue });
+            }
+            NetInput::Closed { conn, flow, error } => {
+                let key = (flow.transport, flow.remote);
+                if self.conns.get(&key).is_some_and(|c| c.id == conn) {
+                    self.conns.remove(&key);
+                }
+                tracing::debug!(%flow, conn, ?error, "connection closed");
+                if error.is_some() {
+                    self.layer.transport_error(now, flow);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = std::time::Instant::now();
+        match cmd {
+            Command::Request {
+                request,
+                flow,
+                server_name,
+                reply,
+            } => {
+                if let (Transport::Tls, Some(name)) = (flow.transport, server_name) {
+                    if self.server_names.len() >= MAX_SERVER_NAMES {
+                        self.server_names.clear();
+                    }
+                    self.server_names.insert(flow.remote, name);
+                }
+                let result = match self.layer.send_request(now, request, flow) {
+                    Ok(tx) => {
+                        let (events_tx, events) = mpsc::unbounded_channel();
+                        self.clients.insert(tx, events_tx);
+                        match self.layer.client_request(tx) {
+                            Some(request) => Ok(RequestStarted {
+                                tx,
+                                request: request.clone(),
+                                events,
+                            }),
+                            None => Err(NetError::Tx(format!("{tx} vanished"))),
+                        }
+                    }
+                    Err(e) => Err(NetError::Tx(e.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Respond { tx, response } => {
+                if let Err(e) = self.layer.send_response(now, tx, response) {
+                    tracing::warn!(%tx, error = %e, "response not sent");
+                }
+            }
+            Command::RespondStateless { response } => {
+                self.layer.send_stateless_response(response);
+            }
+            Command::SendStateless { message, flow } => {
+                self.layer.send_stateless(message, flow);
+            }
+            Command::Cancel { tx } => match self.layer.cancel(now, tx) {
+                Ok(cancel_tx) => tracing::debug!(%tx, %cancel_tx, "CANCEL sent"),
+                Err(e) => tracing::debug!(%tx, error = %e, "CANCEL not sent"),
+            },
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    /// Drains the layer's transmits and events until both are empty.
+    fn drain(&mut self) {
+        loop {
+            let mut progress = false;
+            while let Some(t) = self.layer.poll_transmit() {
+                progress = true;
+                self.transmit(t);
+            }
+            while let Some(ev) = self.layer.poll_event() {
+                progress = true;
+                self.event(ev);
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    fn transmit(&mut self, t: Transmit) {
+        let Transmit { flow, data } = t;
+        transport::log_message("send", &flow, &data);
+        let result = match flow.transport {
+            Transport::Udp => self.send_udp(flow.remote, &data),
+            Transport::Tcp | Transport::Tls => self.send_stream(flow, data),
+        };
+        if let Err(e) = result {
+            tracing::debug!(%flow, error = %e, "send failed");
+            self.layer.transport_error(std::time::Instant::now(), flow);
+        }
+    }
+
+    fn send_udp(&self, to: SocketAddr, data: &[u8]) -> Result<(), String> {
+        if data.len() > transport::MAX_DATAGRAM {
+            return Err(format!("{} bytes is too large for UDP", data.len()));
+        }
+        let socket = self
+            .udp
+            .iter()
+            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv6() == to.is_ipv6()))
+            .ok_or_else(|| format!("no UDP socket for {to}"))?;
+        match socket.try_send_to(data, to) {
+            Ok(_) => Ok(()),
+            // The socket buffer is full: a lost datagram, which retransmission covers.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tracing::debug!(%to, "UDP send buffer full, datagram dropped");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn send_stream(&mut self, flow: Flow, data: Bytes) -> Result<(), String> {
+        let key = (flow.transport, flow.remote);
+        if let Some(conn) = self.conns.get(&key) {
+            match conn.queue.try_send(data) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err("connection send queue is full".into());
+                }
+                Err(mpsc::error::TrySendError::Closed(d)) => {
+                    // The connection just ended: open a new one below.
+                    self.conns.remove(&key);
+                    return self.connect_and_send(flow, d);
+                }
+            }
+        }
+        self.connect_and_send(flow, data)
+    }
+
+    fn connect_and_send(&mut self, flow: Flow, data: Bytes) -> Result<(), String> {
+        if self.conns.len() >= self.max_connections {
+            return Err(format!(
+                "connection limit ({}) reached",
+                self.max_connections
+            ));
+        }
+        let tls = match flow.transport {
+            Transport::Tls => {
+                let name = match self.server_names.remove(&flow.remote) {
+                    Some(n) => ServerName::try_from(n.trim_end_matches('.').to_string())
+                        .map_err(|e| format!("TLS server name: {e}"))?,
+                    None => ServerName::IpAddress(flow.remote.ip().into()),
+                };
+                Some((self.connector.clone(), name))
+            }
+            _ => None,
+        };
+        let (queue, queue_rx) = mpsc::channel(64);
+        queue
+            .try_send(data)
+            .map_err(|_| "new connection queue refused data".to_string())?;
+        let id = transport::new_conn_id();
+        tracing::debug!(%flow, conn = id, "connecting");
+        transport::spawn_outgoing(
+            Outgoing { flow, tls },
+            id,
+            queue_rx,
+            self.options,
+            self.net_tx.clone(),
+        );
+        self.conns
+            .insert((flow.transport, flow.remote), Conn { id, queue });
+        Ok(())
+    }
+
+    fn event(&mut self, ev: TxEvent) {
+        match ev {
+            TxEvent::Response { tx, response } => {
+                let outcome = if response.status < 200 {
+                    TxOutcome::Provisional(response)
+                } else {
+                    TxOutcome::Final(response)
+                };
+                self.deliver_client(tx, outcome);
+            }
+            TxEvent::Timeout { tx } => {
+                if self.clients.contains_key(&tx) {
+                    self.deliver_client(tx, TxOutcome::Timeout);
+                } else {
+                    self.deliver_incoming(IncomingEvent::Timeout { tx });
+                }
+            }
+            TxEvent::TransportError { tx } => {
+                if self.clients.contains_key(&tx) {
+                    self.deliver_client(tx, TxOutcome::TransportError("flow failed".into()));
+                } else {
+                    tracing::debug!(%tx, "server transaction lost its flow");
+                }
+            }
+            TxEvent::Terminated { tx } => {
+                self.clients.remove(&tx);
+            }
+            TxEvent::Request { tx, request, flow } => {
+                self.deliver_incoming(IncomingEvent::Request { tx, request, flow });
+            }
+            TxEvent::Ack { request, flow } => {
+                self.deliver_incoming(IncomingEvent::Ack { request, flow });
+            }
+            TxEvent::Cancel {
+                tx,
+                invite_tx,
+                request,
+                flow,
+            } => {
+                self.deliver_incoming(IncomingEvent::Cancel {
+                    tx,
+                    invite_tx,
+                    request,
+                    flow,
+                });
+            }
+            TxEvent::StrayResponse { response, flow } => {
+                self.deliver_incoming(IncomingEvent::StrayResponse { response, flow });
+            }
+            other => tracing::debug!(event = ?other, "unhandled transaction event"),
+        }
+    }
+
+    fn deliver_client(&mut self, tx: TxId, outcome: TxOutcome) {
+        if let Some(ch) = self.clients.get(&tx) {
+            if ch.send(outcome).is_err() {
+                // The ClientTx was dropped: nobody listens any more.
+                self.clients.remove(&tx);
+            }
+        } else {
+            tracing::debug!(%tx, ?outcome, "outcome for a transaction nobody awaits");
+        }
+    }
+
+    fn deliver_incoming(&self, ev: IncomingEvent) {
+        match self.incoming.try_send(ev) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(ev)) => {
+                tracing::warn!(event = ?ev, "incoming queue full, event dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// The Via sent-by for `transport`: the public host or the listener's IP, with the listener's
+/// port; a stream transport without a listener borrows the first listener's host and port.
+fn sent_by_for(
+    local: &[(Transport, SocketAddr)],
+    transport: Transport,
+    public_host: &Option<String>,
+) -> Option<SentBy> {
+    let own = local.iter().find(|(t, _)| *t == transport).map(|(_, a)| *a);
+    let first = local.first().map(|(_, a)| *a);
+    let port_source = own
+        .or_else(|| {
+            local
+                .iter()
+                .find(|(t, _)| *t == Transport::Udp)
+                .map(|(_, a)| *a)
+        })
+        .or(first)?;
+    let host_source = own.or(first)?;
+    Some(SentBy::new(
+        advertised_host(public_host, host_source),
+        port_source.port(),
+    ))
+}
