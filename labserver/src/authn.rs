@@ -259,6 +259,7 @@ impl Authenticator {
                 .headers
                 .push(role.challenge_header(), challenge.to_string());
         }
+        crate::registrar::ensure_to_tag(&mut response);
         response
     }
 
