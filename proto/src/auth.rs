@@ -205,6 +205,62 @@ impl Challenge {
     }
 }
 
+/// Every usable digest challenge in a set of `WWW-Authenticate` or
+/// `Proxy-Authenticate` header values, in order.
+///
+/// A value may hold several comma-separated challenges (RFC 7235 §4.1).
+/// Other schemes (`Basic`, `Bearer`, ...), malformed challenges and challenges
+/// with an algorithm we do not support are skipped, as RFC 8760 §2.4 requires.
+pub fn parse_challenges<'a>(header_values: impl IntoIterator<Item = &'a str>) -> Vec<Challenge> {
+    header_values
+        .into_iter()
+        .flat_map(split_challenges)
+        .filter_map(|piece| Challenge::parse(piece).ok())
+        .collect()
+}
+
+/// Splits a header value into its challenges: a new challenge starts after a
+/// top-level comma when the next token is not followed by `=` (it is a scheme).
+fn split_challenges(value: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in value.char_indices() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_quotes = true,
+            ',' => {
+                let rest = value.get(i + 1..).unwrap_or_default().trim_start();
+                let token_len = rest
+                    .find(|ch: char| !is_token_char(ch))
+                    .unwrap_or(rest.len());
+                let after = rest.get(token_len..).unwrap_or_default().trim_start();
+                if token_len > 0 && !after.starts_with('=') {
+                    pieces.push(value.get(start..i).unwrap_or_default());
+                    start = i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    pieces.push(value.get(start..).unwrap_or_default());
+    pieces
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 impl fmt::Display for Challenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Digest realm=")?;

@@ -727,3 +727,26 @@ fn parser_never_panics_on_garbage() {
     assert_eq!(ok.realm, "ü");
     assert_eq!(ok.nonce, "ñ");
 }
+
+#[test]
+fn several_challenges_in_headers() {
+    use tandem_proto::auth::parse_challenges;
+    let values = [
+        r#"Digest realm="lab.example", nonce="n1", algorithm=SHA-256, qop="auth,auth-int", Digest realm="lab.example", nonce="n2", algorithm=MD5, qop="auth""#,
+        r#"Basic realm="x", Bearer abc==, Digest realm="b, \"c\"", nonce="n3""#,
+        r#"Digest realm="lab.example", nonce="n4", algorithm=SHA-512-256"#,
+        "Digest realm=",
+    ];
+    let all = parse_challenges(values);
+    let nonces: Vec<&str> = all.iter().map(|c| c.nonce.as_str()).collect();
+    assert_eq!(nonces, vec!["n1", "n2", "n3"]);
+    assert_eq!(all[0].algorithm, Algorithm::Sha256);
+    assert_eq!(all[0].qop, vec!["auth", "auth-int"]);
+    assert_eq!(all[2].realm, "b, \"c\"");
+    let mut client = DigestClient::new("alice", "pw");
+    let creds = client
+        .authorize(&all, "REGISTER", "sip:lab.example", "c")
+        .unwrap();
+    assert_eq!(creds.algorithm, Algorithm::Sha256);
+    assert!(parse_challenges(["Basic realm=\"x\""]).is_empty());
+}

@@ -3,7 +3,9 @@
 use proptest::option;
 use proptest::prelude::*;
 use std::time::Duration;
-use tandem_proto::auth::{Algorithm, Challenge, Credentials, NonceIssuer, NonceStatus};
+use tandem_proto::auth::{
+    Algorithm, Challenge, Credentials, NonceIssuer, NonceStatus, parse_challenges,
+};
 
 fn algorithm() -> impl Strategy<Value = Algorithm> {
     prop_oneof![
@@ -87,6 +89,12 @@ proptest! {
         let printed = ch.to_string();
         let parsed = Challenge::parse(&printed).unwrap();
         prop_assert_eq!(parsed, ch);
+    }
+
+    #[test]
+    fn joined_challenges_split_back(chs in prop::collection::vec(challenge(), 1..4)) {
+        let joined = chs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        prop_assert_eq!(parse_challenges([joined.as_str()]), chs);
     }
 
     #[test]
