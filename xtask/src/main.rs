@@ -3,6 +3,7 @@
 //! Commands: `test` (what CI runs), `run` (the lab server in the foreground), `lab -- ARGS` (any `tandem-lab`
 //! command), `bench sip` (SIPp load against Kamailio and against the lab server, as a ratio).
 
+mod bench;
 mod cmd;
 mod packages;
 
@@ -44,6 +45,10 @@ fn dispatch(args: &[String]) -> Result<()> {
         "test" => test(rest),
         "run" => run(rest),
         "lab" => lab(strip_separator(rest)),
+        "bench" => match rest.first().map(String::as_str) {
+            Some("sip") => bench::sip(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench sip"),
+        },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
