@@ -2,7 +2,7 @@
 //! queues the output.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -51,8 +51,15 @@ pub struct TransactionLayer {
 }
 
 impl TransactionLayer {
-    /// A layer with no transactions.
-    pub fn new(config: TxConfig) -> Self {
+    /// A layer with no transactions. Timer values are clamped to at most one hour (so
+    /// deadline arithmetic cannot overflow), T1 to at least 1 ms and T2 to at least T1
+    /// (so retransmission intervals are never zero).
+    pub fn new(mut config: TxConfig) -> Self {
+        const MAX_TIMER: Duration = Duration::from_secs(3600);
+        config.t1 = config.t1.clamp(Duration::from_millis(1), MAX_TIMER);
+        config.t2 = config.t2.clamp(config.t1, MAX_TIMER);
+        config.t4 = config.t4.min(MAX_TIMER);
+        config.timer_100 = config.timer_100.min(MAX_TIMER);
         Self {
             rng: StdRng::seed_from_u64(config.seed),
             cfg: config,

@@ -7,22 +7,26 @@ use std::time::Instant;
 use super::TxId;
 
 /// One of the transaction timers of RFC 3261 §17 (Table 4) and RFC 6026.
+///
+/// The declaration order is the firing order of timers due at the same instant: the
+/// transaction timeouts (B, F, H) first, so that no retransmission is sent at the very
+/// moment a transaction gives up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum TxTimer {
-    /// INVITE client: request retransmission (UDP only).
-    A,
     /// INVITE client: transaction timeout.
     B,
+    /// Non-INVITE client: transaction timeout.
+    F,
+    /// INVITE server: wait time for the ACK.
+    H,
+    /// INVITE client: request retransmission (UDP only).
+    A,
     /// INVITE client: wait time for response retransmissions in Completed.
     D,
     /// Non-INVITE client: request retransmission (UDP only).
     E,
-    /// Non-INVITE client: transaction timeout.
-    F,
     /// INVITE server: final response retransmission (UDP only).
     G,
-    /// INVITE server: wait time for the ACK.
-    H,
     /// INVITE server: wait time for ACK retransmissions in Confirmed.
     I,
     /// Non-INVITE server: wait time for request retransmissions in Completed.

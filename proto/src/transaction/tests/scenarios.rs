@@ -1112,3 +1112,38 @@ fn response_status_and_unknown_tx_are_checked() {
         Err(TxError::UnknownTransaction(TxId(4242)))
     );
 }
+
+#[test]
+fn degenerate_timer_values_are_clamped() {
+    let mut layer = TransactionLayer::new(TxConfig {
+        t1: Duration::ZERO,
+        t2: Duration::ZERO,
+        t4: Duration::MAX,
+        timer_100: Duration::MAX,
+        ..TxConfig::default()
+    });
+    assert_eq!(layer.config().t1, MS);
+    assert_eq!(layer.config().t2, MS);
+    layer.set_sent_by(Transport::Udp, SentBy::new("192.0.2.100", 5060));
+    let now = Instant::now();
+    let tx = layer
+        .send_request(
+            now,
+            request(Method::Options, "zero", 1),
+            udp("192.0.2.1:5060"),
+        )
+        .unwrap();
+    // Timer E every 1 ms, Timer F at 64 ms: a finite run, no busy loop.
+    let mut t = now;
+    while let Some(next) = layer.poll_timeout() {
+        assert!(next > t);
+        t = next;
+        layer.handle_timeout(t);
+    }
+    assert_eq!(t - now, 64 * MS);
+    assert_eq!(std::iter::from_fn(|| layer.poll_transmit()).count(), 64);
+    assert!(
+        std::iter::from_fn(|| layer.poll_event())
+            .any(|e| matches!(e, TxEvent::Timeout { tx: x } if x == tx))
+    );
+}
