@@ -20,6 +20,13 @@ pub fn cargo<S: AsRef<OsStr>>(args: &[S]) -> Command {
     c
 }
 
+/// A plain command run from the workspace root.
+pub fn command(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args).current_dir(workspace_root());
+    c
+}
+
 /// A named command whose output streams to the terminal.
 pub struct Step {
     /// Short name printed in the summary.

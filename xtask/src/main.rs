@@ -68,6 +68,7 @@ fn strip_separator(args: &[String]) -> &[String] {
 fn test(extra: &[String]) -> Result<()> {
     let started = Instant::now();
     packages::ensure(packages::TEST_PACKAGES)?;
+    ensure_components()?;
     let bin_dir = target_dir()?.join("debug");
     let mut test_args = vec!["test", "--workspace"];
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
@@ -113,6 +114,26 @@ fn test(extra: &[String]) -> Result<()> {
         done.join(", ")
     );
     Ok(())
+}
+
+/// Makes sure rustfmt and clippy are installed (a minimal rustup profile has neither).
+fn ensure_components() -> Result<()> {
+    let have = |args: &[&str]| {
+        cargo(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if have(&["fmt", "--version"]) && have(&["clippy", "--version"]) {
+        return Ok(());
+    }
+    println!("xtask: installing rustfmt and clippy with rustup");
+    Step::new(
+        "rustup component add",
+        cmd::command("rustup", &["component", "add", "rustfmt", "clippy"]),
+    )
+    .run()
 }
 
 /// Builds `tandem-lab` in release mode and returns its path.
