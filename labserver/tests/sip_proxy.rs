@@ -1,5 +1,7 @@
 //! Proxy behaviour against an in-process lab: authentication, forking, CANCEL, timeouts, CDRs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod sip_util;
 
 use std::net::SocketAddr;

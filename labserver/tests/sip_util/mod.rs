@@ -29,13 +29,15 @@ pub struct Lab {
 
 /// The default test configuration: loopback UDP+TCP on free ports, no TLS.
 pub fn test_config(dir: &std::path::Path) -> LabConfig {
-    let mut config = LabConfig::default();
-    config.domain = DOMAIN.to_string();
-    config.data_dir = dir.to_path_buf();
-    config.listen.udp = vec!["127.0.0.1:0".parse().unwrap()];
-    config.listen.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+    let mut config = LabConfig {
+        domain: DOMAIN.to_string(),
+        data_dir: dir.to_path_buf(),
+        demo_users: false,
+        ..LabConfig::default()
+    };
+    config.listen.udp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.listen.tcp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
     config.listen.tls = vec![];
-    config.demo_users = false;
     config
 }
 
