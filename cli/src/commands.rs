@@ -15,7 +15,7 @@ use crate::settings::Settings;
 
 /// Runs one command to completion and returns the process exit code.
 pub async fn run(settings: Settings, command: Command) -> Exit {
-    let Settings { account, ua, .. } = settings;
+    let Settings { account, ua } = settings;
     let (agent, events) = match UserAgent::new(ua).await {
         Ok(x) => x,
         Err(e) => {
@@ -280,10 +280,7 @@ async fn run_call(mut call: Call, hold: Duration, reg: &mut Option<Registration>
 }
 
 fn emit_ended(by: EndedBy, reason: EndReason) {
-    Event::new("ended")
-        .kv("by", by)
-        .kv("reason", reason)
-        .emit();
+    Event::new("ended").kv("by", by).kv("reason", reason).emit();
 }
 
 /// The exit code of a call that ended after being set up (or cancelled).
@@ -329,14 +326,13 @@ async fn answer(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
     let mut active = 0u64;
     let mut finished = 0u64;
-    let mut accepting = true;
     let mut exit = Exit::Success;
     loop {
         if opts.count.is_some_and(|n| finished >= n) && active == 0 {
             break;
         }
         tokio::select! {
-            ev = events.next(), if accepting => match ev {
+            ev = events.next() => match ev {
                 Some(UaEvent::IncomingCall(incoming)) => {
                     Event::new("incoming")
                         .kv("from", incoming.from().map(|u| u.to_string()).unwrap_or_default())
@@ -370,7 +366,6 @@ async fn answer(
             }
             _ = interrupted() => {
                 exit = if opts.count.is_none() { Exit::Success } else { Exit::Interrupted };
-                accepting = false;
                 break;
             }
             ev = next_reg_event(&mut reg) => report_reg_event(&reg, ev),
@@ -395,7 +390,11 @@ async fn answer(
 }
 
 /// Rings, answers (or rejects) one incoming call and follows it to its end.
-async fn handle_incoming(mut incoming: IncomingCall, opts: &AnswerOptions, mut stop: watch::Receiver<bool>) {
+async fn handle_incoming(
+    mut incoming: IncomingCall,
+    opts: &AnswerOptions,
+    mut stop: watch::Receiver<bool>,
+) {
     if let Some(code) = opts.reject {
         match incoming.reject(code) {
             Ok(()) => Event::new("rejected").kv("status", code).emit(),

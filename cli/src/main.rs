@@ -21,7 +21,11 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            std::process::exit(if e.use_stderr() { Exit::Usage.code() } else { 0 });
+            std::process::exit(if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            });
         }
     };
     let account = match profile::merge(cli.account.clone()) {

@@ -90,7 +90,7 @@ impl Event {
     pub fn emit(self) {
         let mut out = std::io::stdout().lock();
         // A closed stdout (the reader went away) is not a reason to abort the SIP work.
-        let _ = writeln!(out, "{}", self.line);
+        let _ = writeln!(out, "{}", self.as_str());
         let _ = out.flush();
     }
 }
@@ -98,14 +98,16 @@ impl Event {
 /// Prints `failed ...` for an error, with the status and reason of a rejection.
 pub fn emit_failure(err: &UaError) {
     let ev = match err {
-        UaError::Rejected { status, reason } => {
-            Event::new("failed").kv("status", status).kv("reason", reason)
-        }
+        UaError::Rejected { status, reason } => Event::new("failed")
+            .kv("status", status)
+            .kv("reason", reason),
         UaError::AuthFailed { .. } => Event::new("failed")
             .kv("reason", "auth-failed")
             .kv("error", err),
         UaError::Timeout => Event::new("failed").kv("reason", "timeout"),
-        other => Event::new("failed").kv("reason", "error").kv("error", other),
+        other => Event::new("failed")
+            .kv("reason", "error")
+            .kv("error", other),
     };
     ev.emit();
 }
@@ -131,8 +133,14 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(Exit::for_error(&UaError::rejected(486, "Busy Here")).code(), 1);
-        assert_eq!(Exit::for_error(&UaError::AuthFailed { realm: None }).code(), 3);
+        assert_eq!(
+            Exit::for_error(&UaError::rejected(486, "Busy Here")).code(),
+            1
+        );
+        assert_eq!(
+            Exit::for_error(&UaError::AuthFailed { realm: None }).code(),
+            3
+        );
         assert_eq!(Exit::for_error(&UaError::Timeout).code(), 4);
         assert_eq!(Exit::for_error(&UaError::Network("x".into())).code(), 4);
         assert_eq!(Exit::Interrupted.code(), 5);

@@ -44,8 +44,8 @@ impl Profile {
     pub fn load(path: &Path) -> Result<Profile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read profile {}", path.display()))?;
-        let mut profile: Profile = toml::from_str(&text)
-            .with_context(|| format!("invalid profile {}", path.display()))?;
+        let mut profile: Profile =
+            toml::from_str(&text).with_context(|| format!("invalid profile {}", path.display()))?;
         if let Some(ca) = &profile.ca_file
             && ca.is_relative()
             && let Some(dir) = path.parent()

@@ -16,8 +16,6 @@ pub struct Settings {
     pub account: Account,
     /// The user agent's configuration.
     pub ua: UaConfig,
-    /// `-v`: log SIP traffic.
-    pub verbose: bool,
 }
 
 /// Builds the settings; `need_user`: the command needs an AoR (all but `options`).
@@ -72,11 +70,7 @@ pub fn build(args: &AccountArgs, need_user: bool) -> Result<Settings> {
         seed: rand::random(),
         ..UaConfig::default()
     };
-    Ok(Settings {
-        account,
-        ua,
-        verbose: args.verbose,
-    })
+    Ok(Settings { account, ua })
 }
 
 /// The IP of a URI whose host is an IP literal.

@@ -129,4 +129,3 @@ pub(crate) fn with_transport(uri: &mut Uri, transport: Transport) {
     }
     uri.set_param("transport", Some(transport.uri_param()));
 }
-

@@ -350,12 +350,7 @@ impl IncomingCall {
     }
 
     fn local_contact(&self) -> Uri {
-        let user = self
-            .request
-            .uri
-            .user
-            .as_deref()
-            .filter(|u| !u.is_empty());
+        let user = self.request.uri.user.as_deref().filter(|u| !u.is_empty());
         self.shared.contact_uri(user)
     }
 
@@ -394,7 +389,7 @@ impl IncomingCall {
             return Err(UaError::Cancelled);
         }
         let mut r = Response::for_request(&self.request, status);
-        r.reason = reason_phrase(status).into();
+        r.reason = tandem_proto::msg::reason_phrase(status).into();
         add_to_tag(&mut r, &self.local_tag);
         self.shared.endpoint.respond(self.tx, r);
         Ok(())
@@ -411,8 +406,12 @@ impl IncomingCall {
         let session_id = u64::from(shared.random_u32());
         let has_offer = !self.request.body.is_empty();
         let (remote_sdp, local_sdp, negotiated) = if has_offer {
-            match media::answer(&self.request.body, session_id, shared.local_ip, local_rtp.port())
-            {
+            match media::answer(
+                &self.request.body,
+                session_id,
+                shared.local_ip,
+                local_rtp.port(),
+            ) {
                 Ok((offer, answer, negotiated)) => (Some(offer), answer, negotiated),
                 Err(e) => {
                     tracing::warn!(error = %e, "rejecting an INVITE with an unusable offer");
@@ -504,28 +503,6 @@ impl Drop for IncomingCall {
     }
 }
 
-/// The standard reason phrase of the status codes we send.
-pub(crate) fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        180 => "Ringing",
-        200 => "OK",
-        403 => "Forbidden",
-        404 => "Not Found",
-        480 => "Temporarily Unavailable",
-        481 => "Call/Transaction Does Not Exist",
-        486 => "Busy Here",
-        487 => "Request Terminated",
-        488 => "Not Acceptable Here",
-        500 => "Server Internal Error",
-        503 => "Service Unavailable",
-        603 => "Decline",
-        300..=399 => "Redirected",
-        400..=499 => "Request Failure",
-        500..=599 => "Server Failure",
-        _ => "Global Failure",
-    }
-}
-
 /// Copies Record-Route from a request into our response (RFC 3261 §12.1.1).
 fn copy_record_route(request: &Request, response: &mut Response) {
     let values: Vec<Bytes> = request
@@ -569,13 +546,16 @@ struct CallTask {
 /// How the INVITE phase of an outgoing call ended.
 enum Setup {
     /// A 2xx: the dialog, the ACK we sent (for re-ACKs), the still running transaction.
-    Established {
-        dialog: Dialog,
-        ack: Ack,
-        tx: ClientTx,
-    },
+    Established(Box<Established>),
     /// It ended with this event.
     Over(CallEvent),
+}
+
+/// A call set up by a 2xx.
+struct Established {
+    dialog: Dialog,
+    ack: Ack,
+    tx: ClientTx,
 }
 
 /// An ACK for a 2xx we sent, kept to answer retransmissions of that 2xx.
@@ -597,7 +577,8 @@ impl CallTask {
 
     async fn run_uac(mut self, invite: Request, hop: Target, options: CallOptions) {
         match self.invite_phase(invite, hop, options).await {
-            Setup::Established { dialog, ack, tx } => {
+            Setup::Established(est) => {
+                let Established { dialog, ack, tx } = *est;
                 self.emit(CallEvent::Answered { status: 200 });
                 self.dialog_phase(dialog, Some((tx, ack))).await;
             }
@@ -606,7 +587,12 @@ impl CallTask {
         self.shared.remove_dialog(&self.key);
     }
 
-    async fn invite_phase(&mut self, mut invite: Request, hop: Target, options: CallOptions) -> Setup {
+    async fn invite_phase(
+        &mut self,
+        mut invite: Request,
+        hop: Target,
+        options: CallOptions,
+    ) -> Setup {
         let no_answer_deadline = options.timeout.map(|t| Instant::now() + t);
         let t1 = self.shared.config.tx.t1;
         let mut challenges = 0;
@@ -614,7 +600,12 @@ impl CallTask {
         let uri = invite.uri.to_string();
         'attempt: loop {
             self.auth.apply(&mut invite);
-            let mut tx = match self.shared.endpoint.request(invite.clone(), hop.clone()).await {
+            let mut tx = match self
+                .shared
+                .endpoint
+                .request(invite.clone(), hop.clone())
+                .await
+            {
                 Ok(tx) => tx,
                 Err(e) => return Setup::Over(CallEvent::Failed(net_error(e))),
             };
@@ -642,7 +633,7 @@ impl CallTask {
                                         self.bye(&mut dialog).await;
                                         return Setup::Over(CallEvent::Ended { by: EndedBy::Local, reason });
                                     }
-                                    return Setup::Established { dialog, ack, tx };
+                                    return Setup::Established(Box::new(Established { dialog, ack, tx }));
                                 }
                                 Err(e) => return Setup::Over(CallEvent::Failed(e)),
                             }
@@ -781,8 +772,14 @@ impl CallTask {
         bye.headers
             .push(HeaderName::UserAgent, self.shared.config.user_agent.clone());
         let hop = request_next_hop(&bye, self.shared.transport);
-        let limit = self.shared.config.shutdown_timeout.max(self.shared.config.tx.t1 * 64);
-        let send = self.shared.send(bye, Target::Uri(hop), Some(&mut self.auth));
+        let limit = self
+            .shared
+            .config
+            .shutdown_timeout
+            .max(self.shared.config.tx.t1 * 64);
+        let send = self
+            .shared
+            .send(bye, Target::Uri(hop), Some(&mut self.auth));
         match tokio::time::timeout(limit, send).await {
             Ok(Ok(r)) => tracing::debug!(status = r.status, "BYE answered"),
             Ok(Err(e)) => tracing::warn!(error = %e, "BYE failed"),
@@ -1038,4 +1035,3 @@ async fn sleep_until_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-

@@ -187,7 +187,10 @@ async fn refresh_loop(
             Ok(granted) => {
                 retry = FIRST_RETRY;
                 next = Instant::now() + refresh_delay(granted);
-                if events.send(RegEvent::Refreshed { expires: granted }).is_err() {
+                if events
+                    .send(RegEvent::Refreshed { expires: granted })
+                    .is_err()
+                {
                     tracing::trace!("registration events no longer read");
                 }
             }

@@ -112,7 +112,10 @@ impl AuthSession {
             .collect();
         let realm = challenges.first().map(|c| c.realm.clone());
         let Some(digest) = self.digest.as_mut() else {
-            tracing::warn!("challenged ({}) but no password is configured", response.status);
+            tracing::warn!(
+                "challenged ({}) but no password is configured",
+                response.status
+            );
             return Err(UaError::AuthFailed { realm });
         };
         if challenges.is_empty() {
@@ -125,7 +128,9 @@ impl AuthSession {
         let answered = digest
             .authorize_all(&challenges, method, uri, &cnonce, b"")
             .map_err(|e| match e {
-                AuthError::CredentialsRejected { realm } => UaError::AuthFailed { realm: Some(realm) },
+                AuthError::CredentialsRejected { realm } => {
+                    UaError::AuthFailed { realm: Some(realm) }
+                }
                 AuthError::NoSupportedChallenge => UaError::Protocol(format!(
                     "{} offers no digest challenge we support",
                     response.status
@@ -188,11 +193,11 @@ pub(crate) fn name_addr_header(display: Option<&str>, uri: &Uri) -> String {
 
 /// Adds our tag to a response's To header (RFC 3261 §8.2.6.2).
 pub(crate) fn add_to_tag(response: &mut Response, tag: &str) {
-    if let Ok(mut to) = response.headers.to() {
-        if to.tag().is_none() {
-            to.set_tag(tag);
-            response.headers.set(HeaderName::To, to.to_string());
-        }
+    if let Ok(mut to) = response.headers.to()
+        && to.tag().is_none()
+    {
+        to.set_tag(tag);
+        response.headers.set(HeaderName::To, to.to_string());
     }
 }
 
@@ -232,7 +237,11 @@ pub(crate) async fn send_non_invite(
 }
 
 /// Runs one client transaction to its final response.
-async fn final_response(shared: &Arc<Shared>, request: Request, target: Target) -> Result<Response> {
+async fn final_response(
+    shared: &Arc<Shared>,
+    request: Request,
+    target: Target,
+) -> Result<Response> {
     let mut tx = shared
         .endpoint
         .request(request, target)

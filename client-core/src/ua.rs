@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::account::Account;
-use crate::call::{Call, CallOptions, IncomingCall, IncState};
+use crate::call::{Call, CallOptions, IncState, IncomingCall};
 use crate::config::{UaConfig, local_ip_toward};
 use crate::error::{Result, UaError};
 use crate::registration::{RegisterOptions, Registration};
@@ -215,7 +215,7 @@ impl UserAgent {
             tls_client: config.tls_client.clone(),
             public_host: public_host.clone(),
             tx,
-            dns: config.dns.clone(),
+            dns: config.dns,
             keepalive: config.keepalive,
             ..EndpointConfig::default()
         };
@@ -280,8 +280,12 @@ impl UserAgent {
 
     /// Registers our contact for `account` and keeps it refreshed (RFC 3261 §10.2).
     pub async fn register(&self, account: &Account) -> Result<Registration> {
-        Registration::start(self.shared.clone(), account.clone(), RegisterOptions::default())
-            .await
+        Registration::start(
+            self.shared.clone(),
+            account.clone(),
+            RegisterOptions::default(),
+        )
+        .await
     }
 
     /// Registers with options (e.g. a foreign contact) and keeps it refreshed.
@@ -436,7 +440,9 @@ fn on_request(
         if let Some(request) = undelivered {
             // RFC 3261 §12.2.2: a request for a dialog we do not know.
             if request.method == Method::Options {
-                shared.endpoint.respond(tx, options_response(shared, &request));
+                shared
+                    .endpoint
+                    .respond(tx, options_response(shared, &request));
             } else {
                 let mut r = Response::for_request(&request, 481);
                 r.reason = "Call/Transaction Does Not Exist".into();
@@ -453,7 +459,9 @@ fn on_request(
                 tracing::warn!("incoming call refused: nobody takes UA events ({e})");
             }
         }
-        Method::Options => shared.endpoint.respond(tx, options_response(shared, &request)),
+        Method::Options => shared
+            .endpoint
+            .respond(tx, options_response(shared, &request)),
         Method::Bye | Method::Update | Method::Info | Method::Prack => {
             let mut r = Response::for_request(&request, 481);
             r.reason = "Call/Transaction Does Not Exist".into();
@@ -486,13 +494,18 @@ pub(crate) fn options_response(shared: &Shared, request: &Request) -> Response {
     if !SUPPORTED.is_empty() {
         r.headers.push(HeaderName::Supported, SUPPORTED);
     }
-    r.headers.push(HeaderName::Contact, format!("<{}>", shared.contact_uri(None)));
-    r.headers.push(HeaderName::Server, shared.config.user_agent.clone());
+    r.headers.push(
+        HeaderName::Contact,
+        format!("<{}>", shared.contact_uri(None)),
+    );
+    r.headers
+        .push(HeaderName::Server, shared.config.user_agent.clone());
     r
 }
 
 fn on_cancel(shared: &Arc<Shared>, tx: TxId, invite_tx: Option<TxId>, cancel: &Request) {
-    let pending = invite_tx.and_then(|id| shared.routes().pending_invites.remove(&id).map(|p| (id, p)));
+    let pending =
+        invite_tx.and_then(|id| shared.routes().pending_invites.remove(&id).map(|p| (id, p)));
     let Some((invite_tx, pending)) = pending else {
         let mut r = Response::for_request(cancel, 481);
         r.reason = "Call/Transaction Does Not Exist".into();

@@ -1,5 +1,7 @@
 //! Registration against the in-test registrar over loopback UDP and TCP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod peer;
 
 use std::time::Duration;
@@ -263,7 +265,10 @@ async fn options_gets_200() {
     let (ua, _events) = ua(Transport::Udp).await;
     let resp = ua.options(peer.uri(None)).await.unwrap();
     assert_eq!(resp.status, 200);
-    assert!(matches!(peer.next_event(5).await, PeerEvent::Options { .. }));
+    assert!(matches!(
+        peer.next_event(5).await,
+        PeerEvent::Options { .. }
+    ));
     ua.shutdown().await;
 }
 

@@ -1,7 +1,7 @@
 //! A tiny SIP peer for the UA tests, built directly on `tandem_net::Endpoint`: a digest
 //! registrar storing one binding per AoR, a UAS answering INVITEs, and a UAC to call the UA.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -140,7 +140,10 @@ impl Peer {
             config: Arc::new(config),
             state: state.clone(),
             events: ev_tx,
-            issuer: Arc::new(Mutex::new(NonceIssuer::new([9u8; 32], Duration::from_secs(300)))),
+            issuer: Arc::new(Mutex::new(NonceIssuer::new(
+                [9u8; 32],
+                Duration::from_secs(300),
+            ))),
         };
         let task = tokio::spawn(async move {
             while let Some(ev) = incoming.next().await {
@@ -217,13 +220,19 @@ impl Peer {
         let mut req = Request::new(Method::Invite, target.clone());
         let h = &mut req.headers;
         h.push(HeaderName::MaxForwards, "70");
-        h.push(HeaderName::From, format!("<sip:bob@{}>;tag={from_tag}", self.addr));
+        h.push(
+            HeaderName::From,
+            format!("<sip:bob@{}>;tag={from_tag}", self.addr),
+        );
         h.push(HeaderName::To, format!("<{target}>"));
         h.push(HeaderName::CallId, call_id.clone());
         h.push(HeaderName::CSeq, "1 INVITE");
         h.push(
             HeaderName::Contact,
-            format!("<{}>", self.endpoint.contact_uri(self.transport, Some("bob"))),
+            format!(
+                "<{}>",
+                self.endpoint.contact_uri(self.transport, Some("bob"))
+            ),
         );
         h.push(HeaderName::ContentType, "application/sdp");
         let offer = sdp::audio_offer(
@@ -266,13 +275,19 @@ impl Peer {
         let mut req = Request::new(Method::Invite, target.clone());
         let h = &mut req.headers;
         h.push(HeaderName::MaxForwards, "70");
-        h.push(HeaderName::From, format!("<sip:bob@{}>;tag={}", self.addr, rand_token()));
+        h.push(
+            HeaderName::From,
+            format!("<sip:bob@{}>;tag={}", self.addr, rand_token()),
+        );
         h.push(HeaderName::To, format!("<{target}>"));
         h.push(HeaderName::CallId, format!("peer-cancel-{}", rand_token()));
         h.push(HeaderName::CSeq, "1 INVITE");
         h.push(
             HeaderName::Contact,
-            format!("<{}>", self.endpoint.contact_uri(self.transport, Some("bob"))),
+            format!(
+                "<{}>",
+                self.endpoint.contact_uri(self.transport, Some("bob"))
+            ),
         );
         let mut tx = self
             .endpoint
@@ -384,7 +399,12 @@ pub async fn final_status(endpoint: &Endpoint, req: Request, target: Target) -> 
     }
 }
 
-async fn send_bye_as_uas(endpoint: &Endpoint, invite: &Request, tag: &str, transport: Transport) -> u16 {
+async fn send_bye_as_uas(
+    endpoint: &Endpoint,
+    invite: &Request,
+    tag: &str,
+    transport: Transport,
+) -> u16 {
     let mut target = remote_target(invite).unwrap();
     if target.transport_param().is_none() {
         target.set_param("transport", Some(transport.uri_param()));
@@ -392,7 +412,10 @@ async fn send_bye_as_uas(endpoint: &Endpoint, invite: &Request, tag: &str, trans
     let mut bye = Request::new(Method::Bye, target.clone());
     let h = &mut bye.headers;
     h.push(HeaderName::MaxForwards, "70");
-    h.push(HeaderName::From, format!("{};tag={tag}", header(invite, HeaderName::To)));
+    h.push(
+        HeaderName::From,
+        format!("{};tag={tag}", header(invite, HeaderName::To)),
+    );
     h.push(HeaderName::To, header(invite, HeaderName::From));
     h.push(HeaderName::CallId, header(invite, HeaderName::CallId));
     h.push(HeaderName::CSeq, "1 BYE");
@@ -408,10 +431,19 @@ struct Ctx {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
-fn respond(endpoint: &Endpoint, tx: TxId, req: &Request, status: u16, tag: Option<&str>) -> Response {
+fn respond(
+    endpoint: &Endpoint,
+    tx: TxId,
+    req: &Request,
+    status: u16,
+    tag: Option<&str>,
+) -> Response {
     let mut r = Response::for_request(req, status);
     if let Some(tag) = tag {
         let mut to = r.headers.to().unwrap();
@@ -482,7 +514,11 @@ impl Ctx {
                     verify(&c, &method, &ha1(c.algorithm, &c.username, &c.realm, pass))
                 });
             if good {
-                let status = self.issuer.lock().unwrap().check(&c.nonce, c.nc, now_unix());
+                let status = self
+                    .issuer
+                    .lock()
+                    .unwrap()
+                    .check(&c.nonce, c.nc, now_unix());
                 let force_stale = {
                     let mut st = self.state.lock().unwrap();
                     let f = self.config.stale_once && !st.stale_sent;
@@ -508,14 +544,22 @@ impl Ctx {
 
     fn register(&self, tx: TxId, req: Request) {
         if let Err(status) = self.authenticate(tx, &req) {
-            let _ = self.events.send(PeerEvent::Register { request: req, status });
+            let _ = self.events.send(PeerEvent::Register {
+                request: req,
+                status,
+            });
             return;
         }
         let aor = req.headers.to().unwrap().uri.aor();
-        let contact = req.headers.contacts().unwrap().into_iter().find_map(|c| match c {
-            ContactValue::Addr(a) => Some(a),
-            _ => None,
-        });
+        let contact = req
+            .headers
+            .contacts()
+            .unwrap()
+            .into_iter()
+            .find_map(|c| match c {
+                ContactValue::Addr(a) => Some(a),
+                _ => None,
+            });
         let expires = contact
             .as_ref()
             .and_then(|c| c.expires())
@@ -528,7 +572,10 @@ impl Ctx {
             let mut r = Response::for_request(&req, 423);
             r.headers.push(HeaderName::MinExpires, min.to_string());
             self.endpoint.respond(tx, r);
-            let _ = self.events.send(PeerEvent::Register { request: req, status: 423 });
+            let _ = self.events.send(PeerEvent::Register {
+                request: req,
+                status: 423,
+            });
             return;
         }
         let mut r = Response::for_request(&req, 200);
@@ -541,14 +588,19 @@ impl Ctx {
                 (Some(c), e) => {
                     let granted = e.min(self.config.max_expires);
                     st.bindings.insert(aor.clone(), (c.uri.clone(), granted));
-                    r.headers
-                        .push(HeaderName::Contact, format!("<{}>;expires={granted}", c.uri));
+                    r.headers.push(
+                        HeaderName::Contact,
+                        format!("<{}>;expires={granted}", c.uri),
+                    );
                 }
                 (None, _) => {}
             }
         }
         self.endpoint.respond(tx, r);
-        let _ = self.events.send(PeerEvent::Register { request: req, status: 200 });
+        let _ = self.events.send(PeerEvent::Register {
+            request: req,
+            status: 200,
+        });
     }
 
     fn invite(&self, tx: TxId, req: Request, _flow: Flow) {
@@ -556,11 +608,17 @@ impl Ctx {
             let _ = self.events.send(PeerEvent::Invite { request: req });
             return;
         }
-        let _ = self.events.send(PeerEvent::Invite { request: req.clone() });
+        let _ = self.events.send(PeerEvent::Invite {
+            request: req.clone(),
+        });
         let endpoint = self.endpoint.clone();
         let config = self.config.clone();
         let state = self.state.clone();
-        state.lock().unwrap().pending_invites.insert(tx, req.clone());
+        state
+            .lock()
+            .unwrap()
+            .pending_invites
+            .insert(tx, req.clone());
         let tag = "peer-uas".to_string();
         tokio::spawn(async move {
             respond(&endpoint, tx, &req, 180, Some(&tag));
@@ -571,13 +629,18 @@ impl Ctx {
             }
             match config.uas {
                 UasMode::RingForever => {
-                    state.lock().unwrap().pending_invites.insert(tx, req.clone());
+                    state
+                        .lock()
+                        .unwrap()
+                        .pending_invites
+                        .insert(tx, req.clone());
                 }
                 UasMode::Reject(code) => {
                     respond(&endpoint, tx, &req, code, Some(&tag));
                 }
                 UasMode::Answer => {
-                    let offer = SessionDescription::parse(std::str::from_utf8(&req.body).unwrap()).unwrap();
+                    let offer =
+                        SessionDescription::parse(std::str::from_utf8(&req.body).unwrap()).unwrap();
                     let (answer, _) = sdp::negotiate_answer(
                         &offer,
                         &[Codec::new("PCMU", 8000, 1, 0)],
@@ -590,7 +653,13 @@ impl Ctx {
                     let mut to = ok.headers.to().unwrap();
                     to.set_tag(&tag);
                     ok.headers.set(HeaderName::To, to.to_string());
-                    let transport = req.headers.top_via().unwrap().transport.parse().unwrap_or(Transport::Udp);
+                    let transport = req
+                        .headers
+                        .top_via()
+                        .unwrap()
+                        .transport
+                        .parse()
+                        .unwrap_or(Transport::Udp);
                     ok.headers.push(
                         HeaderName::Contact,
                         format!("<{}>", endpoint.contact_uri(transport, Some("uas"))),

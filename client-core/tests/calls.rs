@@ -1,0 +1,465 @@
+//! Calls between the UA and the in-test peer over loopback UDP and TCP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod peer;
+
+use std::time::Duration;
+
+use peer::{Peer, PeerConfig, PeerEvent, UasMode, fast_tx, final_status};
+use tandem_client_core::types::{DnsConfig, Transport};
+use tandem_client_core::{
+    Account, Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall, UaConfig, UaError,
+    UaEvent, UaEvents, UserAgent,
+};
+use tandem_net::Target;
+use tandem_proto::auth::Algorithm;
+use tandem_proto::msg::{HeaderName, Method, Request};
+use tandem_proto::sdp::SessionDescription;
+use tokio::time::timeout;
+
+async fn ua(transport: Transport) -> (UserAgent, UaEvents) {
+    let config = UaConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        transport,
+        dns: DnsConfig::Disabled,
+        tx: fast_tx(),
+        seed: 1234,
+        ..UaConfig::default()
+    };
+    UserAgent::new(config).await.unwrap()
+}
+
+fn account(peer: &Peer) -> Account {
+    let mut a = Account::new("alice", "tandem.test");
+    a.password = Some("secret".into());
+    a.proxy = Some(peer.uri(None));
+    a.transport = peer.transport;
+    a
+}
+
+fn no_auth() -> PeerConfig {
+    PeerConfig {
+        algorithms: vec![],
+        ..PeerConfig::default()
+    }
+}
+
+async fn next(call: &mut Call) -> CallEvent {
+    timeout(Duration::from_secs(10), call.next_event())
+        .await
+        .expect("timed out waiting for a call event")
+        .expect("call events ended")
+}
+
+/// Events until `Answered` (or a final event), skipping Trying/Ringing but recording them.
+async fn until_settled(call: &mut Call) -> (Vec<CallEvent>, CallEvent) {
+    let mut seen = Vec::new();
+    loop {
+        let ev = next(call).await;
+        match ev {
+            CallEvent::Trying | CallEvent::Ringing { .. } => seen.push(ev),
+            other => return (seen, other),
+        }
+    }
+}
+
+async fn outgoing_call(transport: Transport, peer_config: PeerConfig, local_hangup: bool) {
+    let mut peer = Peer::start(transport, peer_config).await;
+    let (ua, _events) = ua(transport).await;
+    let mut call = ua
+        .call(
+            &account(&peer),
+            peer.uri(Some("bob")),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (seen, settled) = until_settled(&mut call).await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, CallEvent::Ringing { status: 180, .. })),
+        "{seen:?}"
+    );
+    assert_eq!(settled, CallEvent::Answered { status: 200 });
+
+    // The INVITE carried a real offer: our bound RTP port, PCMU/PCMA/telephone-event.
+    let invite = match peer
+        .wait_for(5, |e| matches!(e, PeerEvent::Invite { .. }))
+        .await
+    {
+        PeerEvent::Invite { request } => request,
+        _ => unreachable!(),
+    };
+    let offer = SessionDescription::parse(std::str::from_utf8(&invite.body).unwrap()).unwrap();
+    let media = call.media();
+    assert_eq!(offer.media[0].port, media.local_rtp.port());
+    assert_eq!(call.rtp_socket().local_addr().unwrap(), media.local_rtp);
+    assert_eq!(offer.media[0].formats, vec!["0", "8", "101"]);
+    assert_eq!(media.negotiated.len(), 1);
+    assert_eq!(
+        media.negotiated[0].remote_addr,
+        Some("127.0.0.1:41000".parse().unwrap())
+    );
+    peer.wait_for(5, |e| matches!(e, PeerEvent::Ack { .. }))
+        .await;
+
+    if local_hangup {
+        call.hangup();
+        assert_eq!(
+            next(&mut call).await,
+            CallEvent::Ended {
+                by: EndedBy::Local,
+                reason: EndReason::Bye
+            }
+        );
+        match peer
+            .wait_for(5, |e| matches!(e, PeerEvent::Bye { .. }))
+            .await
+        {
+            PeerEvent::Bye { request } => {
+                assert_eq!(
+                    request.headers.call_id().unwrap(),
+                    invite.headers.call_id().unwrap()
+                );
+                assert_eq!(request.headers.to().unwrap().tag(), Some("peer-uas"));
+            }
+            _ => unreachable!(),
+        }
+    } else {
+        assert_eq!(
+            next(&mut call).await,
+            CallEvent::Ended {
+                by: EndedBy::Remote,
+                reason: EndReason::Bye
+            }
+        );
+    }
+    assert!(call.next_event().await.is_none());
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn call_and_local_bye_udp() {
+    outgoing_call(Transport::Udp, no_auth(), true).await;
+}
+
+#[tokio::test]
+async fn call_and_local_bye_tcp() {
+    outgoing_call(Transport::Tcp, no_auth(), true).await;
+}
+
+#[tokio::test]
+async fn call_with_digest_and_remote_bye_udp() {
+    let config = PeerConfig {
+        algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+        bye_after: Some(Duration::from_millis(300)),
+        ..PeerConfig::default()
+    };
+    outgoing_call(Transport::Udp, config, false).await;
+}
+
+#[tokio::test]
+async fn call_remote_bye_tcp() {
+    let config = PeerConfig {
+        bye_after: Some(Duration::from_millis(300)),
+        ..no_auth()
+    };
+    outgoing_call(Transport::Tcp, config, false).await;
+}
+
+#[tokio::test]
+async fn invite_auth_uses_new_cseq_same_call_id() {
+    let mut peer = Peer::start(Transport::Udp, PeerConfig::default()).await;
+    let (ua, _events) = ua(Transport::Udp).await;
+    let mut call = ua
+        .call(
+            &account(&peer),
+            peer.uri(Some("bob")),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (_, settled) = until_settled(&mut call).await;
+    assert_eq!(settled, CallEvent::Answered { status: 200 });
+    let mut invites = Vec::new();
+    for _ in 0..2 {
+        if let PeerEvent::Invite { request } = peer
+            .wait_for(5, |e| matches!(e, PeerEvent::Invite { .. }))
+            .await
+        {
+            invites.push(request);
+        }
+    }
+    let (a, b) = (&invites[0], &invites[1]);
+    assert_eq!(a.headers.call_id().unwrap(), b.headers.call_id().unwrap());
+    assert_eq!(
+        a.headers.from().unwrap().tag(),
+        b.headers.from().unwrap().tag()
+    );
+    assert_eq!(
+        a.headers.cseq().unwrap().seq + 1,
+        b.headers.cseq().unwrap().seq
+    );
+    assert!(a.headers.get(&HeaderName::Authorization).is_none());
+    assert!(b.headers.get(&HeaderName::Authorization).is_some());
+    call.hangup();
+    assert!(matches!(next(&mut call).await, CallEvent::Ended { .. }));
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn call_rejected_with_busy() {
+    let peer = Peer::start(
+        Transport::Udp,
+        PeerConfig {
+            uas: UasMode::Reject(486),
+            ..no_auth()
+        },
+    )
+    .await;
+    let (ua, _events) = ua(Transport::Udp).await;
+    let mut call = ua
+        .call(
+            &account(&peer),
+            peer.uri(Some("bob")),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (_, settled) = until_settled(&mut call).await;
+    match settled {
+        CallEvent::Failed(UaError::Rejected { status, reason }) => {
+            assert_eq!(status, 486);
+            assert_eq!(reason, "Busy Here");
+        }
+        other => panic!("{other:?}"),
+    }
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn invite_with_wrong_password_is_auth_failed() {
+    let peer = Peer::start(Transport::Udp, PeerConfig::default()).await;
+    let (ua, _events) = ua(Transport::Udp).await;
+    let mut acct = account(&peer);
+    acct.password = Some("nope".into());
+    let mut call = ua
+        .call(&acct, peer.uri(Some("bob")), CallOptions::default())
+        .await
+        .unwrap();
+    let (_, settled) = until_settled(&mut call).await;
+    assert!(
+        matches!(settled, CallEvent::Failed(UaError::AuthFailed { .. })),
+        "{settled:?}"
+    );
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_answer_timeout_cancels() {
+    let mut peer = Peer::start(
+        Transport::Udp,
+        PeerConfig {
+            uas: UasMode::RingForever,
+            ..no_auth()
+        },
+    )
+    .await;
+    let (ua, _events) = ua(Transport::Udp).await;
+    let options = CallOptions {
+        timeout: Some(Duration::from_millis(600)),
+    };
+    let mut call = ua
+        .call(&account(&peer), peer.uri(Some("bob")), options)
+        .await
+        .unwrap();
+    let (_, settled) = until_settled(&mut call).await;
+    assert_eq!(
+        settled,
+        CallEvent::Ended {
+            by: EndedBy::Local,
+            reason: EndReason::Timeout
+        }
+    );
+    peer.wait_for(5, |e| matches!(e, PeerEvent::Cancel { .. }))
+        .await;
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn hangup_before_answer_cancels_tcp() {
+    let mut peer = Peer::start(
+        Transport::Tcp,
+        PeerConfig {
+            uas: UasMode::RingForever,
+            ..no_auth()
+        },
+    )
+    .await;
+    let (ua, _events) = ua(Transport::Tcp).await;
+    let mut call = ua
+        .call(
+            &account(&peer),
+            peer.uri(Some("bob")),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    loop {
+        if let CallEvent::Ringing { .. } = next(&mut call).await {
+            break;
+        }
+    }
+    call.hangup();
+    assert_eq!(
+        next(&mut call).await,
+        CallEvent::Ended {
+            by: EndedBy::Local,
+            reason: EndReason::Cancel
+        }
+    );
+    peer.wait_for(5, |e| matches!(e, PeerEvent::Cancel { .. }))
+        .await;
+    ua.shutdown().await;
+}
+
+async fn incoming(events: &mut UaEvents) -> IncomingCall {
+    match timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("no incoming call")
+        .expect("UA stopped")
+    {
+        UaEvent::IncomingCall(c) => c,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn incoming_call(transport: Transport, ua_hangs_up: bool) {
+    let mut peer = Peer::start(transport, no_auth()).await;
+    let (ua, mut events) = ua(transport).await;
+    let target = ua.contact_uri(Some("alice"));
+    let caller = peer.call(&target);
+    let answerer = async {
+        let inc = incoming(&mut events).await;
+        assert!(inc.from().unwrap().to_string().starts_with("sip:bob@"));
+        inc.ring().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        inc.accept().await.unwrap()
+    };
+    let (pcall, mut call) = tokio::join!(caller, answerer);
+    assert_eq!(pcall.final_response.status, 200);
+    assert!(pcall.provisional.contains(&180), "{:?}", pcall.provisional);
+    let answer =
+        SessionDescription::parse(std::str::from_utf8(&pcall.final_response.body).unwrap())
+            .unwrap();
+    assert_eq!(answer.media[0].port, call.media().local_rtp.port());
+    assert_eq!(answer.media[0].formats, vec!["0"]);
+    assert_eq!(next(&mut call).await, CallEvent::Answered { status: 200 });
+
+    if ua_hangs_up {
+        call.hangup();
+        assert_eq!(
+            next(&mut call).await,
+            CallEvent::Ended {
+                by: EndedBy::Local,
+                reason: EndReason::Bye
+            }
+        );
+        peer.wait_for(5, |e| matches!(e, PeerEvent::Bye { .. }))
+            .await;
+    } else {
+        assert_eq!(peer.bye_as_uac(&pcall).await, 200);
+        assert_eq!(
+            next(&mut call).await,
+            CallEvent::Ended {
+                by: EndedBy::Remote,
+                reason: EndReason::Bye
+            }
+        );
+        // A second BYE for the ended dialog: 481.
+        assert_eq!(peer.bye_as_uac(&pcall).await, 481);
+    }
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn incoming_call_answered_caller_hangs_up_udp() {
+    incoming_call(Transport::Udp, false).await;
+}
+
+#[tokio::test]
+async fn incoming_call_answered_callee_hangs_up_tcp() {
+    incoming_call(Transport::Tcp, true).await;
+}
+
+#[tokio::test]
+async fn incoming_call_answered_caller_hangs_up_tcp() {
+    incoming_call(Transport::Tcp, false).await;
+}
+
+#[tokio::test]
+async fn incoming_call_cancelled_by_caller() {
+    let peer = Peer::start(Transport::Udp, no_auth()).await;
+    let (ua, mut events) = ua(Transport::Udp).await;
+    let target = ua.contact_uri(Some("alice"));
+    let caller = peer.call_and_cancel(&target, Duration::from_millis(50));
+    let answerer = async {
+        let mut inc = incoming(&mut events).await;
+        inc.ring().unwrap();
+        timeout(Duration::from_secs(5), inc.cancelled())
+            .await
+            .expect("CANCEL not seen");
+        assert!(inc.is_cancelled());
+        assert!(matches!(inc.accept().await, Err(UaError::Cancelled)));
+    };
+    let (status, ()) = tokio::join!(caller, answerer);
+    assert_eq!(status, 487);
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn incoming_call_rejected() {
+    let peer = Peer::start(Transport::Udp, no_auth()).await;
+    let (ua, mut events) = ua(Transport::Udp).await;
+    let target = ua.contact_uri(Some("alice"));
+    let answerer = async {
+        let inc = incoming(&mut events).await;
+        inc.reject(603).unwrap();
+    };
+    let (pcall, ()) = tokio::join!(peer.call(&target), answerer);
+    assert_eq!(pcall.final_response.status, 603);
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_dialog_gets_481_and_options_200() {
+    let peer = Peer::start(Transport::Udp, no_auth()).await;
+    let (ua, _events) = ua(Transport::Udp).await;
+    let target = ua.contact_uri(Some("alice"));
+    let mut bye = Request::new(Method::Bye, target.clone());
+    bye.headers.push(HeaderName::MaxForwards, "70");
+    bye.headers
+        .push(HeaderName::From, format!("<sip:bob@{}>;tag=x1", peer.addr));
+    bye.headers
+        .push(HeaderName::To, format!("<{target}>;tag=nosuchtag"));
+    bye.headers.push(HeaderName::CallId, "no-such-call");
+    bye.headers.push(HeaderName::CSeq, "7 BYE");
+    assert_eq!(
+        final_status(&peer.endpoint, bye, Target::Uri(target.clone())).await,
+        481
+    );
+
+    let mut opt = Request::new(Method::Options, target.clone());
+    opt.headers.push(HeaderName::MaxForwards, "70");
+    opt.headers
+        .push(HeaderName::From, format!("<sip:bob@{}>;tag=x2", peer.addr));
+    opt.headers.push(HeaderName::To, format!("<{target}>"));
+    opt.headers.push(HeaderName::CallId, "options-probe");
+    opt.headers.push(HeaderName::CSeq, "1 OPTIONS");
+    assert_eq!(
+        final_status(&peer.endpoint, opt, Target::Uri(target)).await,
+        200
+    );
+    ua.shutdown().await;
+}
