@@ -320,37 +320,9 @@ fn print_banner(config: &LabConfig, ca: &LabCa, demo: &[(String, String)]) -> an
     Ok(())
 }
 
-/// Hands over to the SIP service.
-///
-/// Placeholder until `tandem_labserver::server::run(config, store, ca)` is committed: it
-/// keeps the store and CA open and waits for SIGINT/SIGTERM without serving SIP.
+/// Hands over to the SIP service: serves until SIGINT/SIGTERM (prints the `ready …` line).
 async fn run_server(config: LabConfig, store: Store, ca: LabCa) -> anyhow::Result<()> {
-    tracing::warn!(
-        domain = %config.domain,
-        ca = %ca.ca_pem_path().display(),
-        "this build has no SIP service wired in yet; waiting for SIGINT/SIGTERM"
-    );
-    wait_for_signal().await?;
-    store.close().await;
-    Ok(())
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    tandem_labserver::server::run(config, store, ca).await
 }
 
 async fn user(config: &LabConfig, cmd: UserCommand) -> Result<(), Failure> {

@@ -1,9 +1,11 @@
 //! The `tandem-lab` command line: user and CDR commands, configuration printing, exit codes,
-//! and a first and second `serve` start (demo users, lab CA) against a temporary data dir.
+//! and a first and second `serve` start (demo users, lab CA, the `ready` line, an OPTIONS
+//! answer and a TLS handshake) against a temporary data dir.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -258,8 +260,8 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Starts `tandem-lab serve` on free ports and collects its stdout until the banner's
-/// last line; returns the server (still running) and the lines.
+/// Starts `tandem-lab serve` on free ports and collects its stdout up to the `ready …`
+/// line; returns the server (still running) and the lines.
 fn start_serve(data: &Path, config: &Path) -> (ChildGuard, Vec<String>) {
     let mut child = Command::new(BIN)
         .arg("--config")
@@ -289,7 +291,7 @@ fn start_serve(data: &Path, config: &Path) -> (ChildGuard, Vec<String>) {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("no banner from tandem-lab ({e}); got {lines:#?}"));
-        let done = line.contains("as a trusted root certificate");
+        let done = line.starts_with("ready ");
         lines.push(line);
         if done {
             break;
@@ -310,6 +312,9 @@ async fn serve_creates_demo_users_and_ca_once() {
     .unwrap();
 
     let (mut server, lines) = start_serve(&data, &config);
+    let ready = ready_addrs(lines.last().unwrap());
+    options_over_udp(ready.udp).await;
+    tls_handshake(ready.tls, &data.join("ca.pem")).await;
     let status = server.stop();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 
@@ -352,4 +357,81 @@ async fn serve_creates_demo_users_and_ca_once() {
     );
     assert_eq!(std::fs::read_to_string(&ca_path).unwrap(), ca_pem);
     assert_eq!(stored_ha1(&data, "carol", "tandem.lab").await, None);
+}
+
+/// The listener addresses from a `ready udp=… tcp=… tls=…` line.
+struct Ready {
+    udp: SocketAddr,
+    tls: SocketAddr,
+}
+
+fn ready_addrs(line: &str) -> Ready {
+    let get = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} in {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    let ready = Ready {
+        udp: get("udp="),
+        tls: get("tls="),
+    };
+    assert_ne!(ready.udp.port(), 0);
+    assert_ne!(ready.tls.port(), 0);
+    ready
+}
+
+/// The running binary answers an OPTIONS on its UDP port.
+async fn options_over_udp(server: SocketAddr) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = socket.local_addr().unwrap();
+    let request = format!(
+        "OPTIONS sip:tandem.lab SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-cli-test-1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@tandem.lab>;tag=cli1\r\n\
+         To: <sip:tandem.lab>\r\n\
+         Call-ID: cli-test-options@{local}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    socket.send_to(request.as_bytes(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("an answer to OPTIONS")
+        .unwrap();
+    assert_eq!(from, server);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("SIP/2.0 "), "{text}");
+    assert!(text.contains("cli-test-options@"), "{text}");
+}
+
+/// The running binary's TLS port presents the server certificate of the printed lab CA.
+async fn tls_handshake(server: SocketAddr, ca_pem: &Path) {
+    // Trust exactly the CA file the banner printed, as a softphone would.
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca_pem).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("tandem.lab").unwrap();
+    let tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .expect("TLS handshake in time")
+        .expect("the lab CA verifies the server");
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
 }
