@@ -290,11 +290,17 @@ impl Driver {
             }
             NetInput::Closed { conn, flow, error } => {
                 let key = (flow.transport, flow.remote);
-                if self.conns.get(&key).is_some_and(|c| c.id == conn) {
-                    self.conns.remove(&key);
-                }
+                let current = match self.conns.get(&key) {
+                    Some(c) if c.id == conn => {
+                        self.conns.remove(&key);
+                        true
+                    }
+                    Some(_) => false,
+                    None => true,
+                };
                 tracing::debug!(%flow, conn, ?error, "connection closed");
-                if error.is_some() {
+                // A stale connection's failure must not fail transactions on its successor.
+                if error.is_some() && current {
                     self.layer.transport_error(now, flow);
                 }
             }

@@ -141,6 +141,7 @@ pub(crate) async fn udp_reader(socket: Arc<UdpSocket>, net: mpsc::Sender<NetInpu
                 if net.is_closed() {
                     return;
                 }
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -330,9 +331,11 @@ where
         base,
     ));
 
-    let mut ping_timer = options
-        .keepalive
-        .map(|k| tokio::time::interval_at(base + k, k));
+    let mut ping_timer = options.keepalive.map(|k| {
+        let mut t = tokio::time::interval_at(base + k, k);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     let mut pong_deadline: Option<Instant> = None;
     let idle = options.idle_timeout;
 
