@@ -6,7 +6,7 @@ mod sip_util;
 
 use std::net::SocketAddr;
 
-use sip_util::{DOMAIN, Lab, Ua, answer, eventually, rand_token};
+use sip_util::{DOMAIN, Lab, Ua, answer, callee_request, eventually, rand_token};
 use tandem_proto::msg::{HeaderName, Message, Method, Request, Response};
 
 /// Sends `response` from `ua` to the proxy that sent the request.
@@ -281,4 +281,48 @@ async fn message_is_forwarded_to_a_registered_user() {
     );
     reply(&bob, proxy, answer(&msg, 200, "bm", &bob.contact())).await;
     assert_eq!(alice.response().await.status, 200);
+}
+
+#[tokio::test]
+async fn tcp_callee_is_reached_over_its_registration_connection() {
+    let lab = Lab::start(|_| {}).await;
+    let mut bob = Ua::new_tcp("bob", "bobpw", lab.tcp).await;
+    bob.register_self().await;
+    let mut alice = lab.ua("alice").await;
+    let invite = alice.call(&format!("sip:bob@{DOMAIN}")).await;
+
+    let (inv_b, proxy) = bob.request(5.0).await;
+    assert_eq!(inv_b.method, Method::Invite);
+    let rr = inv_b.headers.values(&HeaderName::RecordRoute);
+    assert_eq!(
+        rr.len(),
+        2,
+        "double Record-Route for UDP in, TCP out: {rr:?}"
+    );
+    assert!(rr[0].contains("transport=tcp"), "{rr:?}");
+    assert!(rr[1].contains("transport=udp"), "{rr:?}");
+
+    reply(&bob, proxy, answer(&inv_b, 200, "bt", &bob.contact())).await;
+    let ok = alice.response_for(Method::Invite).await;
+    assert_eq!(ok.status, 200);
+    let ack = alice.in_dialog(Method::Ack, &invite, &ok);
+    alice.send(&Message::Request(ack)).await;
+    let (ack_b, _) = bob.request(5.0).await;
+    assert_eq!(ack_b.method, Method::Ack);
+
+    // The callee hangs up: its BYE follows the Record-Route back to the UDP caller.
+    let bye = callee_request(&bob, Method::Bye, &inv_b, "bt", 1);
+    bob.send(&Message::Request(bye)).await;
+    let (bye_a, from) = alice.request(5.0).await;
+    assert_eq!(bye_a.method, Method::Bye);
+    assert!(bye_a.headers.get(&HeaderName::Route).is_none());
+    alice
+        .send_to(
+            &Message::Response(answer(&bye_a, 200, "x", &alice.contact())),
+            from,
+        )
+        .await;
+    assert_eq!(bob.response_for(Method::Bye).await.status, 200);
+    let cdr = wait_cdr(&lab, &alice.call_id, |c| c.end_at.is_some()).await;
+    assert_eq!(cdr.cause, "answered");
 }

@@ -12,8 +12,9 @@ use tandem_labserver::server::LabServer;
 use tandem_labserver::store::Store;
 use tandem_proto::Transport;
 use tandem_proto::auth::{Algorithm, Challenge, DigestClient};
-use tandem_proto::msg::{HeaderName, Message, Method, Request, Response};
-use tokio::net::UdpSocket;
+use tandem_proto::msg::{Frame, HeaderName, Message, Method, Request, Response, StreamFramer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 
 /// The lab domain used by every test.
 pub const DOMAIN: &str = "tandem.lab";
@@ -24,6 +25,7 @@ pub struct Lab {
     pub store: Store,
     pub dir: tempfile::TempDir,
     pub udp: SocketAddr,
+    pub tcp: SocketAddr,
     pub config: LabConfig,
 }
 
@@ -55,7 +57,8 @@ impl Lab {
             server: None,
             store,
             dir,
-            udp: "127.0.0.1:9".parse().unwrap(),
+            udp: SocketAddr::from(([127, 0, 0, 1], 9)),
+            tcp: SocketAddr::from(([127, 0, 0, 1], 9)),
             config,
         };
         lab.boot().await;
@@ -69,6 +72,7 @@ impl Lab {
             .await
             .unwrap();
         self.udp = server.local_addr(Transport::Udp).unwrap();
+        self.tcp = server.local_addr(Transport::Tcp).unwrap();
         self.server = Some(server);
     }
 
@@ -85,9 +89,16 @@ impl Lab {
     }
 }
 
-/// A hand-written UDP user agent.
+/// A TCP connection with its SIP stream framer.
+pub struct TcpConn {
+    stream: TcpStream,
+    framer: StreamFramer,
+}
+
+/// A hand-written user agent over UDP (or one TCP connection).
 pub struct Ua {
     pub sock: UdpSocket,
+    pub tcp: Option<tokio::sync::Mutex<TcpConn>>,
     pub addr: SocketAddr,
     pub server: SocketAddr,
     pub user: String,
@@ -107,6 +118,7 @@ impl Ua {
         let addr = sock.local_addr().unwrap();
         Ua {
             sock,
+            tcp: None,
             addr,
             server,
             user: user.to_string(),
@@ -117,40 +129,81 @@ impl Ua {
         }
     }
 
+    /// A UA that talks to `server` over one TCP connection (its contact is the connection's
+    /// local address, where nothing listens: requests must come back over the connection).
+    pub async fn new_tcp(user: &str, password: &str, server: SocketAddr) -> Ua {
+        let mut ua = Ua::new(user, password, server).await;
+        let stream = TcpStream::connect(server).await.unwrap();
+        ua.addr = stream.local_addr().unwrap();
+        ua.tcp = Some(tokio::sync::Mutex::new(TcpConn {
+            stream,
+            framer: StreamFramer::new(65_536),
+        }));
+        ua
+    }
+
     /// This UA's own contact URI.
     pub fn contact(&self) -> String {
-        format!("sip:{}@{}", self.user, self.addr)
+        if self.tcp.is_some() {
+            format!("sip:{}@{};transport=tcp", self.user, self.addr)
+        } else {
+            format!("sip:{}@{}", self.user, self.addr)
+        }
     }
 
     pub fn via(&self) -> String {
+        let t = if self.tcp.is_some() { "TCP" } else { "UDP" };
         format!(
-            "SIP/2.0/UDP {};branch=z9hG4bK{};rport",
+            "SIP/2.0/{t} {};branch=z9hG4bK{};rport",
             self.addr,
             rand_token()
         )
     }
 
+    async fn send_bytes(&self, data: &[u8], to: SocketAddr) {
+        match &self.tcp {
+            Some(conn) => conn.lock().await.stream.write_all(data).await.unwrap(),
+            None => {
+                self.sock.send_to(data, to).await.unwrap();
+            }
+        }
+    }
+
     pub async fn send_text(&self, text: &str) {
-        self.sock
-            .send_to(text.as_bytes(), self.server)
-            .await
-            .unwrap();
+        self.send_bytes(text.as_bytes(), self.server).await;
     }
 
     pub async fn send(&self, msg: &Message) {
-        self.sock
-            .send_to(&msg.to_bytes(), self.server)
-            .await
-            .unwrap();
+        self.send_bytes(&msg.to_bytes(), self.server).await;
     }
 
     pub async fn send_to(&self, msg: &Message, to: SocketAddr) {
-        self.sock.send_to(&msg.to_bytes(), to).await.unwrap();
+        self.send_bytes(&msg.to_bytes(), to).await;
     }
 
     /// The next message within `secs`, or None.
     pub async fn recv_within(&self, secs: f64) -> Option<(Message, SocketAddr)> {
         let mut buf = vec![0u8; 65_535];
+        if let Some(conn) = &self.tcp {
+            let mut conn = conn.lock().await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+            loop {
+                match conn.framer.next() {
+                    Some(Ok(Frame::Message(data))) => {
+                        return Some((Message::parse(data).unwrap(), self.server));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => panic!("framing: {e}"),
+                    None => {}
+                }
+                let n = match tokio::time::timeout_at(deadline, conn.stream.read(&mut buf)).await {
+                    Ok(Ok(0)) | Err(_) => return None,
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => panic!("tcp read: {e}"),
+                };
+                conn.framer.push(&buf[..n]);
+            }
+        }
         loop {
             let r =
                 tokio::time::timeout(Duration::from_secs_f64(secs), self.sock.recv_from(&mut buf))
@@ -390,6 +443,41 @@ impl Ua {
         }
         req
     }
+}
+
+/// An in-dialog request from the callee side (we answered `invite` with `to_tag`): Route set
+/// from the Record-Route of the INVITE in order, target the caller's Contact.
+pub fn callee_request(
+    ua: &Ua,
+    method: Method,
+    invite: &Request,
+    to_tag: &str,
+    seq: u32,
+) -> Request {
+    let target = match invite.headers.contacts().unwrap().first() {
+        Some(tandem_proto::msg::ContactValue::Addr(na)) => na.uri.clone(),
+        _ => panic!("INVITE without Contact"),
+    };
+    let mut req = Request::new(method.clone(), target);
+    req.headers.push(HeaderName::Via, ua.via());
+    req.headers.push(HeaderName::MaxForwards, "70");
+    let mut to = invite.headers.to().unwrap();
+    to.set_tag(to_tag);
+    req.headers.push(HeaderName::From, to.to_string());
+    req.headers.push(
+        HeaderName::To,
+        invite.headers.get(&HeaderName::From).unwrap().clone(),
+    );
+    req.headers.push(
+        HeaderName::CallId,
+        invite.headers.call_id().unwrap().to_string(),
+    );
+    req.headers
+        .push(HeaderName::CSeq, format!("{seq} {}", method.as_str()));
+    for r in invite.headers.values(&HeaderName::RecordRoute) {
+        req.headers.push(HeaderName::Route, r);
+    }
+    req
 }
 
 /// A response to `request` from a UAS: copies the dialog headers, adds a To tag and Contact.
