@@ -461,6 +461,7 @@ impl LabConfig {
     }
 
     /// Whether `host` (a domain, or an IP address with or without brackets) is local.
+    /// Lists the network interfaces on every call: on hot paths, keep [`LabConfig::local_domains`].
     pub fn is_local_domain(&self, host: &str) -> bool {
         let host = host
             .trim()
