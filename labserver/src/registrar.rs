@@ -199,20 +199,13 @@ impl Registrar {
             return reply(request, 404, "Not Found");
         };
         let aor_user = to.uri.user.clone().unwrap_or_default();
-        // Step 4: authorization.
+        // Step 4: authorization. A user registers its own AoR; users listed in
+        // `registrar.third_party` (and trusted sources) may register any AoR of a local domain.
         if let Identity::User(user) = &identity
             && user != &aor_user
             && !self.settings.third_party.iter().any(|t| t == user)
         {
             return reply(request, 403, "Not Allowed To Register This AoR");
-        }
-        match self.authn.user_exists(&aor_user).await {
-            Ok(true) => {}
-            Ok(false) => return reply(request, 404, "Not Found"),
-            Err(e) => {
-                tracing::warn!(error = %e, "user lookup failed");
-                return reply(request, 500, "Server Internal Error");
-            }
         }
         let Ok(call_id) = request.headers.call_id().map(str::to_string) else {
             return reply(request, 400, "Missing Call-ID");
