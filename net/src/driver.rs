@@ -76,7 +76,8 @@ pub(crate) struct Driver {
     conns: HashMap<(Transport, SocketAddr), Conn>,
     clients: HashMap<TxId, mpsc::UnboundedSender<TxOutcome>>,
     incoming: mpsc::Sender<IncomingEvent>,
-    connector: TlsConnector,
+    /// The TLS client side; built from the system roots on first use when not configured.
+    connector: Option<TlsConnector>,
     server_names: HashMap<SocketAddr, String>,
     options: ConnOptions,
     max_connections: usize,
@@ -128,10 +129,6 @@ impl Driver {
                 "TLS listeners need a tls_server configuration".into(),
             ));
         }
-        let client_config = match &config.tls_client {
-            Some(c) => Arc::clone(c),
-            None => crate::config::default_tls_client()?,
-        };
         let options = ConnOptions {
             keepalive: config.keepalive,
             idle_timeout: config.idle_timeout,
@@ -204,7 +201,7 @@ impl Driver {
             conns: HashMap::new(),
             clients: HashMap::new(),
             incoming: in_tx,
-            connector: TlsConnector::from(client_config),
+            connector: config.tls_client.clone().map(TlsConnector::from),
             server_names: HashMap::new(),
             options,
             max_connections: config.max_connections,
@@ -441,7 +438,7 @@ impl Driver {
                         .map_err(|e| format!("TLS server name: {e}"))?,
                     None => ServerName::IpAddress(flow.remote.ip().into()),
                 };
-                Some((self.connector.clone(), name))
+                Some((self.tls_connector()?, name))
             }
             _ => None,
         };
@@ -461,6 +458,16 @@ impl Driver {
         self.conns
             .insert((flow.transport, flow.remote), Conn { id, queue });
         Ok(())
+    }
+
+    fn tls_connector(&mut self) -> Result<TlsConnector, String> {
+        if let Some(c) = &self.connector {
+            return Ok(c.clone());
+        }
+        let config = crate::config::default_tls_client().map_err(|e| e.to_string())?;
+        let connector = TlsConnector::from(config);
+        self.connector = Some(connector.clone());
+        Ok(connector)
     }
 
     fn event(&mut self, ev: TxEvent) {
@@ -560,4 +567,43 @@ fn sent_by_for(
         advertised_host(public_host, host_source),
         port_source.port(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn sent_by_uses_own_listener_else_udp_port() {
+        let local = vec![
+            (Transport::Udp, addr("192.0.2.10:5060")),
+            (Transport::Tls, addr("192.0.2.11:5061")),
+        ];
+        assert_eq!(
+            sent_by_for(&local, Transport::Tls, &None),
+            Some(SentBy::new("192.0.2.11", 5061))
+        );
+        // No TCP listener: the first listener's host and the UDP port.
+        assert_eq!(
+            sent_by_for(&local, Transport::Tcp, &None),
+            Some(SentBy::new("192.0.2.10", 5060))
+        );
+        assert_eq!(
+            sent_by_for(&local, Transport::Udp, &Some("sip.example.org".into())),
+            Some(SentBy::new("sip.example.org", 5060))
+        );
+        assert_eq!(sent_by_for(&[], Transport::Udp, &None), None);
+    }
+
+    #[test]
+    fn unspecified_bind_advertises_a_real_address() {
+        let host = advertised_host(&None, addr("0.0.0.0:5060"));
+        let ip: IpAddr = host.parse().unwrap();
+        assert!(!ip.is_unspecified());
+        assert_eq!(advertised_host(&None, addr("[::1]:5060")), "::1");
+    }
 }

@@ -451,3 +451,26 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_line_of_messages() {
+        assert_eq!(
+            start_line(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n"),
+            "OPTIONS sip:a@b SIP/2.0"
+        );
+        assert_eq!(start_line(b"\xff\xfe\r\n"), "<4 bytes>");
+        assert_eq!(start_line(b""), "");
+    }
+
+    #[test]
+    fn mapped_addresses_become_ipv4() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:5060".parse().unwrap();
+        assert_eq!(canonical(mapped), "192.0.2.1:5060".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+    }
+}
