@@ -5,6 +5,8 @@
 //! the table says what RFC 4475 expects of every file, then per-message checks look at the
 //! values that make each message interesting.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
 use std::net::Ipv4Addr;
 
 use bytes::Bytes;

@@ -2,6 +2,8 @@
 //!
 //! The messages live in `tests/data/rfc5118/*.dat` (written by `generate.py` from the RFC text).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;

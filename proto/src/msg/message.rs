@@ -710,9 +710,15 @@ fn is_sip_date(s: &str) -> bool {
         && *zone == "GMT"
 }
 
-/// One header found by the lenient scan used for error responses.
+/// The header lines of data that failed to parse, found by a lenient scan (for error responses).
 fn lenient_headers(data: &[u8]) -> Option<Headers> {
-    let limits = ParseLimits::default();
+    // The input is already in memory and only ranges are recorded, so the only cap needed here
+    // is on the number of lines (an over-long line must still allow answering with 400).
+    let limits = ParseLimits {
+        max_headers: 4 * MAX_HEADERS,
+        max_line_len: usize::MAX,
+        max_message_len: usize::MAX,
+    };
     let sk = split_message(data, &limits).ok()?;
     let data = Bytes::copy_from_slice(data);
     let mut headers = Headers::new();
