@@ -24,6 +24,8 @@ use crate::{EndpointConfig, NetError};
 const INCOMING_QUEUE: usize = 4096;
 /// How many network inputs may wait for the driver.
 const NET_QUEUE: usize = 1024;
+/// How long shutdown waits for connections to close.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bound on remembered TLS server names for flows not connected yet.
 const MAX_SERVER_NAMES: usize = 4096;
 
@@ -253,12 +255,26 @@ impl Driver {
             }
             self.drain();
         }
-        for t in &self.tasks {
+        // Listeners and UDP readers: their sockets are closed once the tasks are gone.
+        for t in self.tasks.drain(..) {
             t.abort();
+            let _ = t.await;
         }
-        // Dropping the queues ends every connection task.
+        // Dropping the queues ends every connection task; wait (briefly) for them to close.
+        let mut open: std::collections::HashSet<ConnId> =
+            self.conns.values().map(|c| c.id).collect();
         self.conns.clear();
         self.clients.clear();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while !open.is_empty() {
+            match tokio::time::timeout_at(deadline, net_rx.recv()).await {
+                Ok(Some(NetInput::Closed { conn, .. })) => {
+                    open.remove(&conn);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
         tracing::debug!("endpoint stopped");
         if let Some(reply) = shutdown_reply {
             let _ = reply.send(());

@@ -440,3 +440,29 @@ impl ParseUri for String {
         tandem_proto::msg::Uri::parse(self).unwrap()
     }
 }
+
+#[tokio::test]
+async fn shutdown_releases_the_ports() {
+    let mut c = config();
+    c.udp = vec![any("127.0.0.1")];
+    c.tcp = vec![any("127.0.0.1")];
+    let (server, server_in) = Endpoint::bind(c).await.unwrap();
+    let _srv = serve_200(server.clone(), server_in);
+    // An open connection too.
+    let tcp = server.local_addr(Transport::Tcp).unwrap();
+    let mut s = TcpStream::connect(tcp).await.unwrap();
+    s.write_all(raw_options("sd", "sd-call").as_bytes())
+        .await
+        .unwrap();
+    read_until_count(&mut s, b"SIP/2.0 200", 1).await;
+    let udp = server.local_addr(Transport::Udp).unwrap();
+    server.shutdown().await;
+    std::net::UdpSocket::bind(udp).expect("UDP port still taken after shutdown");
+    std::net::TcpListener::bind(tcp).expect("TCP port still taken after shutdown");
+    // The connection was closed by the shutdown.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("connection still open after shutdown");
+    assert!(matches!(n, Ok(0) | Err(_)));
+}
