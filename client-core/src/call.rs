@@ -360,7 +360,6 @@ impl IncomingCall {
             return Err(UaError::Cancelled);
         }
         self.shared
-            .endpoint
             .respond(self.tx, self.provisional(180, "Ringing"));
         Ok(())
     }
@@ -391,7 +390,7 @@ impl IncomingCall {
         let mut r = Response::for_request(&self.request, status);
         r.reason = tandem_proto::msg::reason_phrase(status).into();
         add_to_tag(&mut r, &self.local_tag);
-        self.shared.endpoint.respond(self.tx, r);
+        self.shared.respond(self.tx, r);
         Ok(())
     }
 
@@ -462,7 +461,7 @@ impl IncomingCall {
             shared.remove_dialog(&key);
             return Err(UaError::Cancelled);
         }
-        shared.endpoint.respond(self.tx, ok.clone());
+        shared.respond(self.tx, ok.clone());
 
         let media = Arc::new(Mutex::new(MediaInfo {
             local_rtp,
@@ -609,14 +608,17 @@ impl CallTask {
                 Ok(tx) => tx,
                 Err(e) => return Setup::Over(CallEvent::Failed(net_error(e))),
             };
-            if let Some((_, _)) = cancel {
+            crate::ua::log_out(&Message::Request(tx.request().clone()), tx.flow());
+            if cancel.is_some() {
                 self.shared.endpoint.cancel(tx.id());
             }
             loop {
                 let deadline = no_answer_deadline.filter(|_| cancel.is_none());
                 let give_up = cancel.map(|(_, at)| at);
                 tokio::select! {
-                    outcome = tx.next() => match outcome {
+                    outcome = tx.next() => {
+                        crate::request::log_outcome(&outcome, tx.flow());
+                        match outcome {
                         Some(TxOutcome::Provisional(r)) => {
                             if r.status == 100 {
                                 self.emit(CallEvent::Trying);
@@ -678,7 +680,7 @@ impl CallTask {
                                 "the INVITE transaction ended without a final response".into(),
                             )));
                         }
-                    },
+                    }},
                     _ = sleep_until_opt(deadline) => {
                         tracing::info!("no answer in time: cancelling");
                         self.shared.endpoint.cancel(tx.id());
@@ -745,7 +747,7 @@ impl CallTask {
         );
         ack.headers.set(HeaderName::MaxForwards, "70");
         let message = Message::Request(ack);
-        self.shared.endpoint.send_stateless(message.clone(), flow);
+        self.shared.send_stateless(message.clone(), flow);
         Ok(Ack {
             remote_tag,
             message,
@@ -804,7 +806,7 @@ impl CallTask {
         loop {
             tokio::select! {
                 _ = sleep_until(next) => {
-                    self.shared.endpoint.respond(tx, ok.clone());
+                    self.shared.respond(tx, ok.clone());
                     interval = (interval * 2).min(t2);
                     next = Instant::now() + interval;
                 }
@@ -945,10 +947,10 @@ impl CallTask {
             let mut r = Response::for_request(&request, 500);
             r.reason = "Server Internal Error".into();
             r.headers.push(HeaderName::RetryAfter, "1");
-            self.shared.endpoint.respond(tx, r);
+            self.shared.respond(tx, r);
             return false;
         }
-        let endpoint = self.shared.endpoint.clone();
+        let endpoint = self.shared.clone();
         match request.method {
             Method::Bye => {
                 let mut r = Response::for_request(&request, 200);

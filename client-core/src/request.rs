@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tandem_net::{NetError, Target, TxOutcome};
 use tandem_proto::auth::{AuthError, Challenge, Credentials, DigestClient};
-use tandem_proto::msg::{HeaderName, Request, Response, Uri};
+use tandem_proto::msg::{HeaderName, Message, Request, Response, Uri};
 
 use crate::account::Account;
 use crate::error::{Result, UaError};
@@ -236,6 +236,20 @@ pub(crate) async fn send_non_invite(
     }
 }
 
+/// Logs a response a client transaction delivered.
+pub(crate) fn log_outcome(outcome: &Option<TxOutcome>, flow: Option<tandem_proto::Flow>) {
+    match outcome {
+        Some(TxOutcome::Provisional(r)) | Some(TxOutcome::Final(r)) => {
+            crate::ua::log_in(&Message::Response(r.clone()), flow);
+        }
+        Some(TxOutcome::Timeout) => tracing::debug!(target: "tandem::sip", "transaction timed out"),
+        Some(TxOutcome::TransportError(e)) => {
+            tracing::debug!(target: "tandem::sip", error = %e, "transport error");
+        }
+        _ => {}
+    }
+}
+
 /// Runs one client transaction to its final response.
 async fn final_response(
     shared: &Arc<Shared>,
@@ -247,8 +261,11 @@ async fn final_response(
         .request(request, target)
         .await
         .map_err(net_error)?;
+    crate::ua::log_out(&Message::Request(tx.request().clone()), tx.flow());
     loop {
-        match tx.next().await {
+        let outcome = tx.next().await;
+        log_outcome(&outcome, tx.flow());
+        match outcome {
             Some(TxOutcome::Provisional(_)) => continue,
             Some(TxOutcome::Final(r)) => return Ok(r),
             Some(TxOutcome::Timeout) => return Err(UaError::Timeout),

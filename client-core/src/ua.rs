@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tandem_net::{Endpoint, EndpointConfig, Incoming, IncomingEvent, Target};
-use tandem_proto::msg::{HeaderName, Method, Request, Response, Uri};
+use tandem_proto::msg::{HeaderName, Message, Method, Request, Response, Uri};
 use tandem_proto::transaction::TxId;
 use tandem_proto::{Flow, Transport};
 use tokio::sync::{mpsc, watch};
@@ -159,6 +159,18 @@ impl Shared {
     /// Our contact URI over the UA's transport, with a user part.
     pub fn contact_uri(&self, user: Option<&str>) -> Uri {
         self.endpoint.contact_uri(self.transport, user)
+    }
+
+    /// Sends a response in server transaction `tx` (logged with `-v`).
+    pub fn respond(&self, tx: TxId, response: Response) {
+        log_out(&Message::Response(response.clone()), None);
+        self.endpoint.respond(tx, response);
+    }
+
+    /// Sends a message outside any transaction (the ACK for a 2xx), logged with `-v`.
+    pub fn send_stateless(&self, message: Message, flow: Flow) {
+        log_out(&message, Some(flow));
+        self.endpoint.send_stateless(message, flow);
     }
 
     /// Routes in-dialog input for `key` to `tx` until [`Shared::remove_dialog`].
@@ -352,9 +364,38 @@ impl UserAgent {
     }
 }
 
+/// Logs a SIP message we send (target `tandem::sip`, debug level: what `-v` shows).
+pub(crate) fn log_out(message: &Message, flow: Option<Flow>) {
+    if tracing::enabled!(target: "tandem::sip", tracing::Level::DEBUG) {
+        let text = message.to_bytes();
+        let to = flow.map_or_else(|| "its transaction".to_string(), |f| f.to_string());
+        tracing::debug!(target: "tandem::sip", "--> to {to}\n{}", String::from_utf8_lossy(&text));
+    }
+}
+
+/// Logs a SIP message we received (target `tandem::sip`, debug level).
+pub(crate) fn log_in(message: &Message, flow: Option<Flow>) {
+    if tracing::enabled!(target: "tandem::sip", tracing::Level::DEBUG) {
+        let text = message.to_bytes();
+        let from = flow.map_or_else(|| "its transaction".to_string(), |f| f.to_string());
+        tracing::debug!(target: "tandem::sip", "<-- from {from}\n{}", String::from_utf8_lossy(&text));
+    }
+}
+
 /// Routes every incoming event to its dialog, answers what needs no dialog.
 async fn dispatch(shared: Arc<Shared>, mut incoming: Incoming, events: mpsc::Sender<UaEvent>) {
     while let Some(event) = incoming.next().await {
+        match &event {
+            IncomingEvent::Request { request, flow, .. }
+            | IncomingEvent::Ack { request, flow }
+            | IncomingEvent::Cancel { request, flow, .. } => {
+                log_in(&Message::Request(request.clone()), Some(*flow));
+            }
+            IncomingEvent::StrayResponse { response, flow } => {
+                log_in(&Message::Response(response.clone()), Some(*flow));
+            }
+            _ => {}
+        }
         match event {
             IncomingEvent::Request { tx, request, flow } => {
                 on_request(&shared, &events, tx, request, flow);
@@ -446,7 +487,7 @@ fn on_request(
             } else {
                 let mut r = Response::for_request(&request, 481);
                 r.reason = "Call/Transaction Does Not Exist".into();
-                shared.endpoint.respond(tx, r);
+                shared.respond(tx, r);
             }
         }
         return;
@@ -465,19 +506,19 @@ fn on_request(
         Method::Bye | Method::Update | Method::Info | Method::Prack => {
             let mut r = Response::for_request(&request, 481);
             r.reason = "Call/Transaction Does Not Exist".into();
-            shared.endpoint.respond(tx, r);
+            shared.respond(tx, r);
         }
         Method::Extension(_) => {
             let mut r = Response::for_request(&request, 501);
             r.reason = "Not Implemented".into();
             r.headers.push(HeaderName::Allow, ALLOW);
-            shared.endpoint.respond(tx, r);
+            shared.respond(tx, r);
         }
         _ => {
             let mut r = Response::for_request(&request, 405);
             r.reason = "Method Not Allowed".into();
             r.headers.push(HeaderName::Allow, ALLOW);
-            shared.endpoint.respond(tx, r);
+            shared.respond(tx, r);
         }
     }
 }
@@ -509,12 +550,12 @@ fn on_cancel(shared: &Arc<Shared>, tx: TxId, invite_tx: Option<TxId>, cancel: &R
     let Some((invite_tx, pending)) = pending else {
         let mut r = Response::for_request(cancel, 481);
         r.reason = "Call/Transaction Does Not Exist".into();
-        shared.endpoint.respond(tx, r);
+        shared.respond(tx, r);
         return;
     };
     let mut ok = Response::for_request(cancel, 200);
     ok.reason = "OK".into();
-    shared.endpoint.respond(tx, ok);
+    shared.respond(tx, ok);
     let cancelled = pending.state.send_if_modified(|s| {
         if *s == IncState::Pending {
             *s = IncState::Cancelled;
@@ -527,6 +568,6 @@ fn on_cancel(shared: &Arc<Shared>, tx: TxId, invite_tx: Option<TxId>, cancel: &R
         let mut r = Response::for_request(&pending.request, 487);
         r.reason = "Request Terminated".into();
         request::add_to_tag(&mut r, &pending.local_tag);
-        shared.endpoint.respond(invite_tx, r);
+        shared.respond(invite_tx, r);
     }
 }

@@ -1,0 +1,400 @@
+//! `tandem-cli` end to end: two CLI processes calling each other over loopback, exit codes,
+//! profiles and usage errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tandem-cli");
+
+/// Kills the child on drop (also when a test fails).
+struct Guard {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Guard {
+    fn spawn(args: &[&str]) -> Guard {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Guard {
+            child: Some(child),
+            lines: rx,
+        }
+    }
+
+    /// Waits for a line whose first word is `event`; returns all lines read so far.
+    fn wait_event(&self, event: &str, secs: u64) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(secs))
+                .unwrap_or_else(|_| panic!("no {event} line"));
+            if line.split_whitespace().next() == Some(event) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        Command::new("kill").args([sig, &pid]).status().unwrap();
+    }
+
+    fn wait_code(&mut self, secs: u64) -> i32 {
+        let mut child = self.child.take().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().expect("killed by a signal");
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tandem-cli did not exit in time");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn events(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn call_answer_and_bye() {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut answerer = Guard::spawn(&[
+        "--user",
+        "alice",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        &listen,
+        "answer",
+        "--no-register",
+        "--count",
+        "1",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let target = format!("sip:alice@127.0.0.1:{port}");
+    let out = run(&[
+        "--user",
+        "bob",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        "127.0.0.1:0",
+        "call",
+        &target,
+        "--duration",
+        "1",
+    ]);
+    let ev = events(&out);
+    assert_eq!(out.status.code(), Some(0), "{ev:?}");
+    assert!(ev.contains(&"ringing status=180".to_string()), "{ev:?}");
+    assert!(ev.contains(&"answered status=200".to_string()), "{ev:?}");
+    assert_eq!(ev.last().unwrap(), "ended by=local reason=bye");
+
+    let incoming = answerer.wait_event("incoming", 5);
+    assert!(
+        incoming.starts_with("incoming from=sip:bob@127.0.0.1 call-id="),
+        "{incoming}"
+    );
+    answerer.wait_event("answered", 5);
+    assert_eq!(
+        answerer.wait_event("ended", 5),
+        "ended by=remote reason=bye"
+    );
+    assert_eq!(answerer.wait_code(10), 0);
+}
+
+#[test]
+fn callee_hangs_up_first_over_tcp() {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut answerer = Guard::spawn(&[
+        "--user",
+        "alice",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        &listen,
+        "--transport",
+        "tcp",
+        "answer",
+        "--no-register",
+        "--count",
+        "1",
+        "--duration",
+        "1",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let target = format!("sip:alice@127.0.0.1:{port};transport=tcp");
+    let out = run(&[
+        "--user",
+        "bob",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        "127.0.0.1:0",
+        "--transport",
+        "tcp",
+        "call",
+        &target,
+        "--duration",
+        "20",
+    ]);
+    let ev = events(&out);
+    assert_eq!(out.status.code(), Some(0), "{ev:?}");
+    assert_eq!(ev.last().unwrap(), "ended by=remote reason=bye");
+    assert_eq!(answerer.wait_event("ended", 5), "ended by=local reason=bye");
+    assert_eq!(answerer.wait_code(10), 0);
+}
+
+#[test]
+fn rejected_call_exits_1() {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _answerer = Guard::spawn(&[
+        "--user",
+        "alice",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        &listen,
+        "answer",
+        "--no-register",
+        "--reject",
+        "486",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let target = format!("sip:alice@127.0.0.1:{port}");
+    let out = run(&[
+        "--user",
+        "bob",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        "127.0.0.1:0",
+        "call",
+        &target,
+    ]);
+    let ev = events(&out);
+    assert_eq!(out.status.code(), Some(1), "{ev:?}");
+    assert_eq!(ev.last().unwrap(), "failed status=486 reason=\"Busy Here\"");
+}
+
+#[test]
+fn unanswered_call_is_cancelled_and_exits_4() {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let answerer = Guard::spawn(&[
+        "--user",
+        "alice",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        &listen,
+        "answer",
+        "--no-register",
+        "--ring",
+        "30",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let target = format!("sip:alice@127.0.0.1:{port}");
+    let out = run(&[
+        "--user",
+        "bob",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        "127.0.0.1:0",
+        "call",
+        &target,
+        "--timeout",
+        "1",
+    ]);
+    let ev = events(&out);
+    assert_eq!(out.status.code(), Some(4), "{ev:?}");
+    assert_eq!(ev.last().unwrap(), "ended by=local reason=timeout");
+    assert_eq!(
+        answerer.wait_event("ended", 5),
+        "ended by=remote reason=cancel"
+    );
+}
+
+#[test]
+fn sigterm_hangs_up_and_exits_5() {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut answerer = Guard::spawn(&[
+        "--user",
+        "alice",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        &listen,
+        "answer",
+        "--no-register",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let target = format!("sip:alice@127.0.0.1:{port}");
+    let mut caller = Guard::spawn(&[
+        "--user",
+        "bob",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        "127.0.0.1:0",
+        "call",
+        &target,
+        "--duration",
+        "60",
+    ]);
+    caller.wait_event("answered", 5);
+    caller.signal("-TERM");
+    assert_eq!(caller.wait_event("ended", 5), "ended by=local reason=bye");
+    assert_eq!(caller.wait_code(10), 5);
+    assert_eq!(
+        answerer.wait_event("ended", 5),
+        "ended by=remote reason=bye"
+    );
+    // Answer mode without --count: SIGINT is the normal way to stop, exit 0.
+    answerer.signal("-INT");
+    assert_eq!(answerer.wait_code(10), 0);
+}
+
+#[test]
+fn options_to_a_cli() {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _answerer = Guard::spawn(&[
+        "--user",
+        "alice",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        &listen,
+        "answer",
+        "--no-register",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "options",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        events(&out),
+        vec!["options status=200 reason=OK".to_string()]
+    );
+}
+
+#[test]
+fn profile_supplies_account_options() {
+    let port = free_udp_port();
+    let mut profile = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    writeln!(
+        profile,
+        "user = \"alice\"\ndomain = \"127.0.0.1\"\nlisten = \"127.0.0.1:{port}\"\ntransport = \"udp\""
+    )
+    .unwrap();
+    let path = profile.path().to_str().unwrap().to_string();
+    let mut answerer = Guard::spawn(&[
+        "--profile",
+        &path,
+        "answer",
+        "--no-register",
+        "--count",
+        "1",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(&[
+        "--user",
+        "bob",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        "127.0.0.1:0",
+        "call",
+        &format!("alice@127.0.0.1:{port}"),
+        "--duration",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", events(&out));
+    answerer.wait_event("ended", 5);
+    assert_eq!(answerer.wait_code(10), 0);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&["register"]).status.code(), Some(2));
+    assert_eq!(run(&["--user", "a", "register"]).status.code(), Some(2));
+    assert_eq!(
+        run(&[
+            "--user",
+            "a",
+            "--domain",
+            "x",
+            "--transport",
+            "sctp",
+            "register"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["--profile", "/nonexistent.toml", "register"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
