@@ -169,6 +169,67 @@ async fn call_remote_bye_tcp() {
 }
 
 #[tokio::test]
+async fn register_and_call_over_tls() {
+    let (mut peer, tls) = Peer::start_tls(PeerConfig::default()).await;
+    let config = UaConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        transport: Transport::Tls,
+        dns: DnsConfig::Disabled,
+        tx: fast_tx(),
+        tls_client: Some(tls),
+        seed: 99,
+        ..UaConfig::default()
+    };
+    let (ua, _events) = UserAgent::new(config).await.unwrap();
+    let acct = account(&peer);
+    let reg = ua.register(&acct).await.unwrap();
+    let (bound, _) = peer.binding("sip:alice@tandem.test").unwrap();
+    assert_eq!(bound.transport_param(), Some(Transport::Tls));
+
+    let mut call = ua
+        .call(&acct, peer.uri(Some("bob")), CallOptions::default())
+        .await
+        .unwrap();
+    let (_, settled) = until_settled(&mut call).await;
+    assert_eq!(settled, CallEvent::Answered { status: 200 });
+    peer.wait_for(5, |e| matches!(e, PeerEvent::Ack { .. })).await;
+    call.hangup();
+    assert_eq!(
+        next(&mut call).await,
+        CallEvent::Ended {
+            by: EndedBy::Local,
+            reason: EndReason::Bye
+        }
+    );
+    peer.wait_for(5, |e| matches!(e, PeerEvent::Bye { .. })).await;
+    reg.unregister().await.unwrap();
+    assert!(peer.binding("sip:alice@tandem.test").is_none());
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_with_an_untrusted_certificate_fails() {
+    let (peer, _trusted) = Peer::start_tls(PeerConfig::default()).await;
+    let (_, other) = Peer::start_tls(PeerConfig::default()).await;
+    let config = UaConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        transport: Transport::Tls,
+        dns: DnsConfig::Disabled,
+        tx: fast_tx(),
+        tls_client: Some(other),
+        seed: 98,
+        ..UaConfig::default()
+    };
+    let (ua, _events) = UserAgent::new(config).await.unwrap();
+    let err = ua.register(&account(&peer)).await.unwrap_err();
+    assert!(
+        matches!(err, UaError::Network(_) | UaError::Timeout),
+        "{err:?}"
+    );
+    ua.shutdown().await;
+}
+
+#[tokio::test]
 async fn invite_auth_uses_new_cseq_same_call_id() {
     let mut peer = Peer::start(Transport::Udp, PeerConfig::default()).await;
     let (ua, _events) = ua(Transport::Udp).await;

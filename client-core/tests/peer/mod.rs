@@ -118,18 +118,53 @@ impl Drop for Peer {
 }
 
 impl Peer {
-    /// Starts a peer on 127.0.0.1 (free port) over `transport`.
+    /// Starts a peer on 127.0.0.1 (free port) over UDP or TCP.
     pub async fn start(transport: Transport, config: PeerConfig) -> Peer {
+        assert_ne!(transport, Transport::Tls, "use Peer::start_tls");
+        Self::start_inner(transport, config, None).await
+    }
+
+    /// Starts a TLS peer with a fresh self-signed certificate for 127.0.0.1; returns it and
+    /// a client configuration trusting that certificate.
+    pub async fn start_tls(config: PeerConfig) -> (Peer, Arc<rustls::ClientConfig>) {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert: CertificateDer<'static> = ck.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let peer = Self::start_inner(Transport::Tls, config, Some(Arc::new(server))).await;
+        (peer, Arc::new(client))
+    }
+
+    async fn start_inner(
+        transport: Transport,
+        config: PeerConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Peer {
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut ep = EndpointConfig {
             tx: fast_tx(),
             dns: DnsConfig::Disabled,
+            tls_server: tls,
             ..EndpointConfig::default()
         };
         match transport {
             Transport::Udp => ep.udp.push(listen),
             Transport::Tcp => ep.tcp.push(listen),
-            Transport::Tls => panic!("the test peer has no TLS"),
+            Transport::Tls => ep.tls.push(listen),
         }
         let (endpoint, mut incoming) = Endpoint::bind(ep).await.unwrap();
         let addr = endpoint.local_addr(transport).unwrap();
