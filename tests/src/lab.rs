@@ -87,8 +87,10 @@ impl LabServer {
             domain = opts.domain,
             data = data_dir.display().to_string(),
         );
-        if let Some(tls) = tls {
-            toml.push_str(&format!("tls = [\"{tls}\"]\n"));
+        match tls {
+            Some(tls) => toml.push_str(&format!("tls = [\"{tls}\"]\n")),
+            // An explicit empty list: no TLS listener (rather than the default port).
+            None => toml.push_str("tls = []\n"),
         }
         toml.push_str(&format!(
             "\n[registrar]\nthird_party = {}\n\n[auth]\ntrusted = {}\n",
@@ -208,6 +210,11 @@ impl LabServer {
     /// The data directory (kept across restarts).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The lab CA certificate (`<data dir>/ca.pem`, as `serve` reports it), for `--ca-file`.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.data_dir.join("ca.pem")
     }
 
     /// The config file.

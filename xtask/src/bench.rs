@@ -59,12 +59,18 @@ impl Drop for Guard {
             return;
         }
         let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let kill = |signal: &str| {
+            let _ = Command::new("kill")
+                .args([signal, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        kill("-TERM");
         let deadline = Instant::now() + Duration::from_secs(3);
         while self.running() && Instant::now() < deadline {
             sleep(Duration::from_millis(20));
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        kill("-KILL");
         let _ = self.child.wait();
     }
 }
@@ -364,9 +370,11 @@ fn start_lab(bin: &Path, dir: &Path, name: &str, trusted: bool) -> Result<(Guard
     fs::create_dir_all(&data)?;
     let trusted = if trusted { "[\"127.0.0.1/32\"]" } else { "[]" };
     let cfg = format!(
-        "domain = \"127.0.0.1\"\ndata_dir = {data:?}\ndemo_users = false\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\n\n\
+        "domain = \"127.0.0.1\"\ndata_dir = {data:?}\ndemo_users = false\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{tcp}\"]\ntls = [\"127.0.0.1:{tls}\"]\n\n\
          [registrar]\nthird_party = [\"labuser\"]\n\n[auth]\ntrusted = {trusted}\n",
-        data = data.display().to_string()
+        data = data.display().to_string(),
+        tcp = free_port()?,
+        tls = free_port()?,
     );
     let cfg_path = dir.join(format!("{name}.toml"));
     fs::write(&cfg_path, cfg)?;
