@@ -24,6 +24,8 @@ use crate::{EndpointConfig, NetError};
 const INCOMING_QUEUE: usize = 4096;
 /// How many network inputs may wait for the driver.
 const NET_QUEUE: usize = 1024;
+/// Bound on remembered UDP peer-to-socket associations.
+const MAX_UDP_PEERS: usize = 16384;
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bound on remembered TLS server names for flows not connected yet.
@@ -75,6 +77,8 @@ struct Conn {
 pub(crate) struct Driver {
     layer: TransactionLayer,
     udp: Vec<Arc<UdpSocket>>,
+    /// Which UDP socket each peer last reached us on: replies leave from the same address.
+    udp_peers: HashMap<SocketAddr, usize>,
     conns: HashMap<(Transport, SocketAddr), Conn>,
     clients: HashMap<TxId, mpsc::UnboundedSender<TxOutcome>>,
     incoming: mpsc::Sender<IncomingEvent>,
@@ -147,6 +151,7 @@ impl Driver {
             local.push((Transport::Udp, socket.local_addr()?));
             tasks.push(tokio::spawn(transport::udp_reader(
                 Arc::clone(&socket),
+                udp.len(),
                 net_tx.clone(),
             )));
             udp.push(socket);
@@ -200,6 +205,7 @@ impl Driver {
         let driver = Driver {
             layer,
             udp,
+            udp_peers: HashMap::new(),
             conns: HashMap::new(),
             clients: HashMap::new(),
             incoming: in_tx,
@@ -284,8 +290,12 @@ impl Driver {
     fn on_net(&mut self, input: NetInput) {
         let now = std::time::Instant::now();
         match input {
-            NetInput::Datagram { data, flow } => {
+            NetInput::Datagram { data, flow, socket } => {
                 transport::log_message("recv", &flow, &data);
+                if self.udp_peers.len() >= MAX_UDP_PEERS {
+                    self.udp_peers.clear();
+                }
+                self.udp_peers.insert(flow.remote, socket);
                 self.layer.handle_receive(now, data, flow);
             }
             NetInput::Message { conn, flow, data } => {
@@ -407,9 +417,10 @@ impl Driver {
             return Err(format!("{} bytes is too large for UDP", data.len()));
         }
         let socket = self
-            .udp
-            .iter()
-            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv6() == to.is_ipv6()))
+            .udp_peers
+            .get(&to)
+            .and_then(|i| self.udp.get(*i))
+            .or_else(|| self.pick_udp_socket(to))
             .ok_or_else(|| format!("no UDP socket for {to}"))?;
         match socket.try_send_to(data, to) {
             Ok(_) => Ok(()),
@@ -420,6 +431,23 @@ impl Driver {
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// A UDP socket of `to`'s family: bound to loopback for a loopback destination, else
+    /// preferably not; the first of the family when nothing fits better.
+    fn pick_udp_socket(&self, to: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        let family: Vec<(&Arc<UdpSocket>, SocketAddr)> = self
+            .udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok().map(|a| (s, a)))
+            .filter(|(_, a)| a.is_ipv6() == to.is_ipv6())
+            .collect();
+        let loopback = to.ip().is_loopback();
+        family
+            .iter()
+            .find(|(_, a)| a.ip().is_loopback() == loopback)
+            .or_else(|| family.first())
+            .map(|(s, _)| *s)
     }
 
     fn send_stream(&mut self, flow: Flow, data: Bytes) -> Result<(), String> {

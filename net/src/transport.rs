@@ -46,7 +46,12 @@ fn next_conn_id() -> ConnId {
 #[derive(Debug)]
 pub(crate) enum NetInput {
     /// A UDP datagram arrived.
-    Datagram { data: Bytes, flow: Flow },
+    Datagram {
+        data: Bytes,
+        flow: Flow,
+        /// Index of the receiving UDP socket in the driver's list.
+        socket: usize,
+    },
     /// A complete SIP message arrived on a stream connection.
     Message {
         conn: ConnId,
@@ -121,7 +126,7 @@ pub(crate) fn log_message(direction: &str, flow: &Flow, data: &[u8]) {
 }
 
 /// Receives datagrams from `socket` forever, forwarding each to the driver.
-pub(crate) async fn udp_reader(socket: Arc<UdpSocket>, net: mpsc::Sender<NetInput>) {
+pub(crate) async fn udp_reader(socket: Arc<UdpSocket>, index: usize, net: mpsc::Sender<NetInput>) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
         match socket.recv_from(&mut buf).await {
@@ -131,7 +136,12 @@ pub(crate) async fn udp_reader(socket: Arc<UdpSocket>, net: mpsc::Sender<NetInpu
                 }
                 let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
                 let flow = Flow::new(Transport::Udp, canonical(remote));
-                if net.send(NetInput::Datagram { data, flow }).await.is_err() {
+                let input = NetInput::Datagram {
+                    data,
+                    flow,
+                    socket: index,
+                };
+                if net.send(input).await.is_err() {
                     return;
                 }
             }

@@ -466,3 +466,34 @@ async fn shutdown_releases_the_ports() {
         .expect("connection still open after shutdown");
     assert!(matches!(n, Ok(0) | Err(_)));
 }
+
+#[tokio::test]
+async fn udp_replies_leave_from_the_socket_the_request_reached() {
+    let mut c = config();
+    c.udp = vec![any("127.0.0.1"), any("127.0.0.1")];
+    let (server, server_in) = Endpoint::bind(c).await.unwrap();
+    let _srv = serve_200(server.clone(), server_in);
+    let second = server
+        .local_addrs()
+        .into_iter()
+        .filter(|(t, _)| *t == Transport::Udp)
+        .nth(1)
+        .unwrap()
+        .1;
+
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = raw.local_addr().unwrap().port();
+    let req = raw_options("second", "second-call").replace(
+        "SIP/2.0/TCP 127.0.0.1:9",
+        &format!("SIP/2.0/UDP 127.0.0.1:{port}"),
+    );
+    raw.send_to(req.as_bytes(), second).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), raw.recv_from(&mut buf))
+        .await
+        .expect("no response")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"SIP/2.0 200"));
+    assert_eq!(from, second);
+    server.shutdown().await;
+}
