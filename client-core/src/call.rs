@@ -925,9 +925,7 @@ impl CallTask {
             .and_then(|t| t.tag().map(str::to_string))
             .unwrap_or_default();
         if tag == ack.remote_tag {
-            self.shared
-                .endpoint
-                .send_stateless(ack.message.clone(), ack.flow);
+            self.shared.send_stateless(ack.message.clone(), ack.flow);
             return;
         }
         // RFC 3261 §13.2.2.4: another fork answered too: ACK it and end that dialog.

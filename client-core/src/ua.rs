@@ -467,6 +467,10 @@ fn on_request(
         .to()
         .ok()
         .is_some_and(|to| to.tag().is_some());
+    if let Some(r) = precheck(&request) {
+        shared.respond(tx, r);
+        return;
+    }
     if has_to_tag {
         let key = key_for_request(&request);
         let sender = key.and_then(|k| shared.routes().dialogs.get(&k).cloned());
@@ -481,9 +485,7 @@ fn on_request(
         if let Some(request) = undelivered {
             // RFC 3261 §12.2.2: a request for a dialog we do not know.
             if request.method == Method::Options {
-                shared
-                    .endpoint
-                    .respond(tx, options_response(shared, &request));
+                shared.respond(tx, options_response(shared, &request));
             } else {
                 let mut r = Response::for_request(&request, 481);
                 r.reason = "Call/Transaction Does Not Exist".into();
@@ -500,9 +502,7 @@ fn on_request(
                 tracing::warn!("incoming call refused: nobody takes UA events ({e})");
             }
         }
-        Method::Options => shared
-            .endpoint
-            .respond(tx, options_response(shared, &request)),
+        Method::Options => shared.respond(tx, options_response(shared, &request)),
         Method::Bye | Method::Update | Method::Info | Method::Prack => {
             let mut r = Response::for_request(&request, 481);
             r.reason = "Call/Transaction Does Not Exist".into();
@@ -521,6 +521,31 @@ fn on_request(
             shared.respond(tx, r);
         }
     }
+}
+
+/// RFC 3261 §8.2.2.3 and §8.2.3: requests needing extensions we lack (420) or carrying a
+/// body we cannot read (415) are refused before any dialog processing.
+fn precheck(request: &Request) -> Option<Response> {
+    let required = request.headers.values(&HeaderName::Require);
+    if !required.is_empty() && !matches!(request.method, Method::Ack | Method::Cancel) {
+        let mut r = Response::for_request(request, 420);
+        r.reason = "Bad Extension".into();
+        r.headers.push(HeaderName::Unsupported, required.join(", "));
+        return Some(r);
+    }
+    let sdp = request.headers.content_type().is_none_or(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case(ACCEPT))
+    });
+    let carries_session = matches!(request.method, Method::Invite | Method::Update);
+    if carries_session && !request.body.is_empty() && !sdp {
+        let mut r = Response::for_request(request, 415);
+        r.reason = "Unsupported Media Type".into();
+        r.headers.push(HeaderName::Accept, ACCEPT);
+        return Some(r);
+    }
+    None
 }
 
 /// The 200 to an OPTIONS: our capabilities.

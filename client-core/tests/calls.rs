@@ -192,7 +192,8 @@ async fn register_and_call_over_tls() {
         .unwrap();
     let (_, settled) = until_settled(&mut call).await;
     assert_eq!(settled, CallEvent::Answered { status: 200 });
-    peer.wait_for(5, |e| matches!(e, PeerEvent::Ack { .. })).await;
+    peer.wait_for(5, |e| matches!(e, PeerEvent::Ack { .. }))
+        .await;
     call.hangup();
     assert_eq!(
         next(&mut call).await,
@@ -201,7 +202,8 @@ async fn register_and_call_over_tls() {
             reason: EndReason::Bye
         }
     );
-    peer.wait_for(5, |e| matches!(e, PeerEvent::Bye { .. })).await;
+    peer.wait_for(5, |e| matches!(e, PeerEvent::Bye { .. }))
+        .await;
     reg.unregister().await.unwrap();
     assert!(peer.binding("sip:alice@tandem.test").is_none());
     ua.shutdown().await;
@@ -521,6 +523,49 @@ async fn unknown_dialog_gets_481_and_options_200() {
     assert_eq!(
         final_status(&peer.endpoint, opt, Target::Uri(target)).await,
         200
+    );
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsupported_extension_and_media_type_are_refused() {
+    let peer = Peer::start(Transport::Udp, no_auth()).await;
+    let (ua, mut events) = ua(Transport::Udp).await;
+    let target = ua.contact_uri(Some("alice"));
+    let invite = |extra: &[(HeaderName, &str)], body: &'static str| {
+        let mut r = Request::new(Method::Invite, target.clone());
+        r.headers.push(HeaderName::MaxForwards, "70");
+        r.headers.push(
+            HeaderName::From,
+            format!("<sip:bob@{}>;tag=t{}", peer.addr, extra.len()),
+        );
+        r.headers.push(HeaderName::To, format!("<{target}>"));
+        r.headers.push(
+            HeaderName::CallId,
+            format!("ext-{}-{}", extra.len(), body.len()),
+        );
+        r.headers.push(HeaderName::CSeq, "1 INVITE");
+        for (name, value) in extra {
+            r.headers.push(name.clone(), value.to_string());
+        }
+        r.body = bytes::Bytes::from_static(body.as_bytes());
+        r
+    };
+    let req = invite(&[(HeaderName::Require, "100rel")], "");
+    assert_eq!(
+        final_status(&peer.endpoint, req, Target::Uri(target.clone())).await,
+        420
+    );
+    let req = invite(&[(HeaderName::ContentType, "text/plain")], "hello");
+    assert_eq!(
+        final_status(&peer.endpoint, req, Target::Uri(target.clone())).await,
+        415
+    );
+    // Neither reached the application.
+    assert!(
+        timeout(Duration::from_millis(200), events.next())
+            .await
+            .is_err()
     );
     ua.shutdown().await;
 }
