@@ -285,3 +285,33 @@ async fn tls_server_name_comes_from_the_uri_host() {
     ep.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn failover_after_refused_connection() {
+    let closed_port = {
+        let l = std::net::TcpListener::bind(any(LOCAL)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut c = config();
+    c.tcp = vec![any(LOCAL)];
+    let (server, server_in) = Endpoint::bind(c).await.unwrap();
+    let _srv = serve_200(server.clone(), server_in);
+    let live_port = server.local_addr(Transport::Tcp).unwrap().port();
+
+    let mut z = Zone::default();
+    z.naptr("tcp.test.", 10, 10, "SIP+D2T", "_sip._tcp.tcp.test.");
+    z.srv("_sip._tcp.tcp.test.", 10, 0, closed_port, "h.tcp.test.");
+    z.srv("_sip._tcp.tcp.test.", 20, 0, live_port, "h.tcp.test.");
+    z.addr("h.tcp.test.", ip());
+    let dns = TestDns::start(z).await;
+    let (ep, _in) = client(&dns).await;
+    let mut tx = ep
+        .request(options("sip:tcp.test"), Target::Uri(uri("sip:tcp.test")))
+        .await
+        .unwrap();
+    assert_eq!(tx.flow(), Some(flow(Transport::Tcp, closed_port)));
+    assert_eq!(status(&final_outcome(&mut tx).await), 200);
+    assert_eq!(tx.flow(), Some(flow(Transport::Tcp, live_port)));
+    ep.shutdown().await;
+    server.shutdown().await;
+}
