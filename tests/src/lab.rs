@@ -25,6 +25,8 @@ pub struct LabOptions {
     pub third_party: Vec<String>,
     /// `[auth] trusted`: source networks whose requests are not challenged.
     pub trusted: Vec<String>,
+    /// `[auth] algorithms` (empty: the server's default); SIPp 3.6.1 answers MD5 challenges only.
+    pub auth_algorithms: Vec<String>,
     /// Also listen on TLS.
     pub tls: bool,
     /// Extra TOML appended to the config verbatim (must only add tables not written above).
@@ -38,6 +40,7 @@ impl Default for LabOptions {
             users: Vec::new(),
             third_party: Vec::new(),
             trusted: Vec::new(),
+            auth_algorithms: Vec::new(),
             tls: true,
             extra_toml: String::new(),
         }
@@ -97,6 +100,12 @@ impl LabServer {
             toml_list(&opts.third_party),
             toml_list(&opts.trusted)
         ));
+        if !opts.auth_algorithms.is_empty() {
+            toml.push_str(&format!(
+                "algorithms = {}\n",
+                toml_list(&opts.auth_algorithms)
+            ));
+        }
         toml.push_str(&opts.extra_toml);
         let config = dir.join("lab.toml");
         write(&config, toml)?;

@@ -50,10 +50,19 @@ pub struct RawResponse {
 impl RawResponse {
     /// The value of the first header named `name` (case-insensitive, long form only).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.text.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
+        self.headers(name).into_iter().next()
+    }
+
+    /// The values of every header named `name` (case-insensitive, long form only).
+    pub fn headers(&self, name: &str) -> Vec<&str> {
+        self.text
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let (n, v) = line.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+            .collect()
     }
 }
 
@@ -369,13 +378,20 @@ pub fn register_contact(reg: &Registration, timeout: Duration) -> Result<RawResp
     } else {
         ("Proxy-Authenticate", "Proxy-Authorization")
     };
-    let challenge = first
-        .header(challenge_header)
+    // We answer MD5 only: pick the challenge whose algorithm is MD5 (or unspecified, which means MD5).
+    let params = first
+        .headers(challenge_header)
+        .into_iter()
+        .map(challenge_params)
+        .find(|p| {
+            p.iter()
+                .find(|(n, _)| n == "algorithm")
+                .is_none_or(|(_, v)| v.eq_ignore_ascii_case("MD5"))
+        })
         .ok_or_else(|| HarnessError::Protocol {
             what: reg.registrar.to_string(),
-            detail: format!("{} without {challenge_header}", first.status),
+            detail: format!("{} without an MD5 {challenge_header}", first.status),
         })?;
-    let params = challenge_params(challenge);
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let realm = get("realm").unwrap_or("");
     let nonce = get("nonce").unwrap_or("");

@@ -10,6 +10,8 @@ fn register_load(transport: Transport) {
     let mut lab = ok(LabServer::start(
         LabOptions {
             third_party: vec!["labuser".into()],
+            // SIPp 3.6.1 answers MD5 challenges only.
+            auth_algorithms: vec!["MD5".into()],
             ..LabOptions::default().user("labuser", "secret")
         },
         dir.path(),
