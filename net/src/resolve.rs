@@ -60,7 +60,8 @@ pub struct ResolveTarget {
 
 /// An RFC 3263 resolver over hickory, with a seeded RNG for SRV weight selection.
 pub struct SipResolver {
-    dns: Option<TokioResolver>,
+    /// The DNS resolver, or why there is none.
+    dns: Result<TokioResolver, String>,
     transports: Vec<Transport>,
     rng: Mutex<StdRng>,
 }
@@ -68,7 +69,7 @@ pub struct SipResolver {
 impl std::fmt::Debug for SipResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SipResolver")
-            .field("dns", &self.dns.is_some())
+            .field("dns", &self.dns.as_ref().err())
             .field("transports", &self.transports)
             .finish()
     }
@@ -88,16 +89,15 @@ impl SipResolver {
     /// with SRV weighted choices drawn from an RNG seeded with `seed`.
     pub fn new(dns: DnsConfig, transports: &[Transport], seed: u64) -> Result<Self, NetError> {
         let dns = match dns {
-            DnsConfig::Disabled => None,
-            DnsConfig::System => {
-                let builder = TokioResolver::builder_tokio()
-                    .map_err(|e| NetError::Resolve(format!("system DNS configuration: {e}")))?;
-                Some(
-                    builder
-                        .build()
-                        .map_err(|e| NetError::Resolve(format!("DNS resolver: {e}")))?,
-                )
-            }
+            DnsConfig::Disabled => Err("DNS is disabled".to_string()),
+            DnsConfig::System => match TokioResolver::builder_tokio() {
+                Ok(builder) => builder.build().map_err(|e| format!("DNS resolver: {e}")),
+                // No usable resolv.conf: IP literals still work, names fail with this reason.
+                Err(e) => {
+                    tracing::warn!(error = %e, "no system DNS configuration");
+                    Err(format!("no system DNS configuration: {e}"))
+                }
+            },
             DnsConfig::Nameserver(addr) => {
                 let mut udp = ConnectionConfig::udp();
                 udp.port = addr.port();
@@ -112,11 +112,9 @@ impl SipResolver {
                 opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
                 opts.attempts = 1;
                 opts.timeout = std::time::Duration::from_secs(2);
-                Some(
-                    builder
-                        .build()
-                        .map_err(|e| NetError::Resolve(format!("DNS resolver: {e}")))?,
-                )
+                Ok(builder
+                    .build()
+                    .map_err(|e| NetError::Resolve(format!("DNS resolver: {e}")))?)
             }
         };
         Ok(Self {
@@ -191,7 +189,7 @@ impl SipResolver {
         let dns = self
             .dns
             .as_ref()
-            .ok_or_else(|| NetError::Resolve(format!("{name}: DNS is disabled")))?;
+            .map_err(|why| NetError::Resolve(format!("{name}: {why}")))?;
         let fqdn = if name.ends_with('.') {
             name.to_string()
         } else {
