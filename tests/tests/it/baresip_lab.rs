@@ -9,9 +9,13 @@ use crate::common::{assert_event, assert_exit, ok, secs};
 
 fn lab(dir: &TestDir) -> LabServer {
     ok(LabServer::start(
-        LabOptions::default()
-            .user("alice", "alicepw")
-            .user("bob", "bobpw"),
+        LabOptions {
+            // baresip 1.0 (libre) knows only MD5 digest.
+            auth_algorithms: vec!["MD5".into()],
+            ..LabOptions::default()
+                .user("alice", "alicepw")
+                .user("bob", "bobpw")
+        },
         dir.path(),
     ))
 }
