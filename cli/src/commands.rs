@@ -481,7 +481,7 @@ async fn options(agent: &UserAgent, account: &Account, uri: &str) -> Exit {
             return Exit::Usage;
         }
     };
-    let result = if account.user.is_empty() {
+    let result = if account.user.is_empty() && account.proxy.is_none() {
         agent.options(target).await
     } else {
         agent.options_as(account, target).await

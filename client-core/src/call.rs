@@ -627,6 +627,7 @@ impl CallTask {
                             }
                         }
                         Some(TxOutcome::Final(r)) if (200..300).contains(&r.status) => {
+                            self.auth.accepted();
                             let sent = tx.request().clone();
                             match self.establish(&sent, &r).await {
                                 Ok((mut dialog, ack)) => {
@@ -774,6 +775,9 @@ impl CallTask {
         bye.headers
             .push(HeaderName::UserAgent, self.shared.config.user_agent.clone());
         let hop = request_next_hop(&bye, self.shared.transport);
+        // Credentials from the INVITE are for its method and URI: recompute them for the BYE.
+        let uri = bye.uri.to_string();
+        self.auth.preempt(&self.shared, "BYE", &uri);
         let limit = self
             .shared
             .config

@@ -319,14 +319,16 @@ impl UserAgent {
         self.options_inner(None, target).await
     }
 
-    /// Sends OPTIONS to `target` as `account` (through its proxy, answering challenges).
+    /// Sends OPTIONS to `target` as `account` (through its proxy, answering challenges); an
+    /// account without user sends as `anonymous`.
     pub async fn options_as(&self, account: &Account, target: Uri) -> Result<Response> {
         self.options_inner(Some(account), target).await
     }
 
     async fn options_inner(&self, account: Option<&Account>, target: Uri) -> Result<Response> {
         let shared = &self.shared;
-        let from = match account {
+        let account = account.filter(|a| !a.user.is_empty() || a.proxy.is_some());
+        let from = match account.filter(|a| !a.user.is_empty()) {
             Some(a) => request::name_addr_header(a.display_name.as_deref(), &a.aor()?),
             None => format!("<sip:anonymous@{}>", shared.host()),
         };
@@ -339,7 +341,10 @@ impl UserAgent {
         h.push(HeaderName::CSeq, format!("{} OPTIONS", 1));
         h.push(
             HeaderName::Contact,
-            format!("<{}>", shared.contact_uri(account.map(|a| a.user.as_str()))),
+            format!(
+                "<{}>",
+                shared.contact_uri(account.map(|a| a.user.as_str()).filter(|u| !u.is_empty()))
+            ),
         );
         h.push(HeaderName::Accept, ACCEPT);
         h.push(HeaderName::UserAgent, shared.config.user_agent.clone());
@@ -496,6 +501,13 @@ fn on_request(
     }
     match request.method {
         Method::Invite => {
+            if is_merged(shared, &request) {
+                // RFC 3261 §8.2.2.2: the same INVITE reached us twice (forking): 482.
+                let mut r = Response::for_request(&request, 482);
+                r.reason = "Loop Detected".into();
+                shared.respond(tx, r);
+                return;
+            }
             let call = IncomingCall::new(shared.clone(), tx, request, flow);
             if let Err(e) = events.try_send(UaEvent::IncomingCall(call)) {
                 // Dropping the call answers it (480 Temporarily Unavailable).
@@ -521,6 +533,25 @@ fn on_request(
             shared.respond(tx, r);
         }
     }
+}
+
+/// Whether an INVITE without To tag has the From tag, Call-ID and CSeq of one we are
+/// already handling in another transaction (a merged request).
+fn is_merged(shared: &Shared, request: &Request) -> bool {
+    let (Ok(call_id), Ok(from), Ok(cseq)) = (
+        request.headers.call_id(),
+        request.headers.from(),
+        request.headers.cseq(),
+    ) else {
+        return false;
+    };
+    let from_tag = from.tag();
+    shared.routes().pending_invites.values().any(|p| {
+        let h = &p.request.headers;
+        h.call_id().is_ok_and(|c| c == call_id)
+            && h.from().is_ok_and(|f| f.tag() == from_tag)
+            && h.cseq().is_ok_and(|c| c.seq == cseq.seq)
+    })
 }
 
 /// RFC 3261 §8.2.2.3 and §8.2.3: requests needing extensions we lack (420) or carrying a

@@ -569,3 +569,44 @@ async fn unsupported_extension_and_media_type_are_refused() {
     );
     ua.shutdown().await;
 }
+
+#[tokio::test]
+async fn merged_invite_gets_482() {
+    let peer = Peer::start(Transport::Udp, no_auth()).await;
+    let (ua, mut events) = ua(Transport::Udp).await;
+    let target = ua.contact_uri(Some("alice"));
+    let mut r = Request::new(Method::Invite, target.clone());
+    r.headers.push(HeaderName::MaxForwards, "70");
+    r.headers.push(
+        HeaderName::From,
+        format!("<sip:bob@{}>;tag=fork1", peer.addr),
+    );
+    r.headers.push(HeaderName::To, format!("<{target}>"));
+    r.headers.push(HeaderName::CallId, "forked-call");
+    r.headers.push(HeaderName::CSeq, "1 INVITE");
+    // The first copy reaches the application and stays unanswered.
+    let mut first = peer
+        .endpoint
+        .request(r.clone(), Target::Uri(target.clone()))
+        .await
+        .unwrap();
+    let inc = incoming(&mut events).await;
+    inc.ring().unwrap();
+    // The second copy (another branch, as after a forking proxy) is a merged request.
+    assert_eq!(
+        final_status(&peer.endpoint, r, Target::Uri(target)).await,
+        482
+    );
+    inc.reject(486).unwrap();
+    loop {
+        match first.next().await {
+            Some(tandem_net::TxOutcome::Final(resp)) => {
+                assert_eq!(resp.status, 486);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("no final response"),
+        }
+    }
+    ua.shutdown().await;
+}
