@@ -27,6 +27,10 @@ pub struct StreamFramer {
     buf: BytesMut,
     max_message: usize,
     failed: Option<FramingError>,
+    /// How many leading bytes of `buf` were already searched for the end of the headers.
+    scanned: usize,
+    /// The total length of the message at the front of `buf`, once its headers are complete.
+    pending: Option<usize>,
 }
 
 impl StreamFramer {
@@ -36,6 +40,8 @@ impl StreamFramer {
             buf: BytesMut::new(),
             max_message,
             failed: None,
+            scanned: 0,
+            pending: None,
         }
     }
 
@@ -59,12 +65,14 @@ impl StreamFramer {
         }
         if self.buf.starts_with(b"\r\n\r\n") {
             let _ = self.buf.split_to(4);
+            self.scanned = 0;
             return Some(Ok(Frame::KeepAlive));
         }
         if self.buf.starts_with(b"\r\n") {
             // A lone CRLF is a pong; a CRLF followed by more CR/LF may be the start of a ping.
             if self.buf.len() == 2 || (self.buf[2] != b'\r' && self.buf[2] != b'\n') {
                 let _ = self.buf.split_to(2);
+                self.scanned = 0;
                 return Some(Ok(Frame::Pong));
             }
             if self.buf.len() == 3 {
@@ -72,52 +80,80 @@ impl StreamFramer {
             }
             // "\r\n\r" + something other than "\n": drop the CRLF as a pong.
             let _ = self.buf.split_to(2);
+            self.scanned = 0;
             return Some(Ok(Frame::Pong));
         }
-        let head_end = match find_subslice(&self.buf, b"\r\n\r\n") {
-            Some(i) => i + 4,
+        let total = match self.pending {
+            Some(total) => total,
             None => {
-                if self.buf.len() > self.max_message {
+                // Resume the search where the last one stopped (minus a partial terminator), so
+                // that a message arriving in small pieces is scanned once, not quadratically.
+                let from = self.scanned.saturating_sub(3);
+                let head_end = match find_head_end(&self.buf[from..]) {
+                    Some(i) => from + i,
+                    None => {
+                        self.scanned = self.buf.len();
+                        if self.buf.len() > self.max_message {
+                            return Some(Err(
+                                self.fail(FramingError::HeadersTooLarge(self.max_message))
+                            ));
+                        }
+                        return None;
+                    }
+                };
+                if head_end > self.max_message {
                     return Some(Err(
                         self.fail(FramingError::HeadersTooLarge(self.max_message))
                     ));
                 }
-                return None;
-            }
-        };
-        if head_end > self.max_message {
-            return Some(Err(
-                self.fail(FramingError::HeadersTooLarge(self.max_message))
-            ));
-        }
-        let length = match content_length(&self.buf[..head_end]) {
-            Ok(Some(n)) => n,
-            Ok(None) => return Some(Err(self.fail(FramingError::MissingContentLength))),
-            Err(e) => return Some(Err(self.fail(e))),
-        };
-        let total = match head_end.checked_add(length) {
-            Some(t) if t <= self.max_message => t,
-            _ => {
-                return Some(Err(
-                    self.fail(FramingError::BodyTooLarge(head_end.saturating_add(length)))
-                ));
+                let length = match content_length(&self.buf[..head_end]) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => return Some(Err(self.fail(FramingError::MissingContentLength))),
+                    Err(e) => return Some(Err(self.fail(e))),
+                };
+                match head_end.checked_add(length) {
+                    Some(t) if t <= self.max_message => {
+                        self.pending = Some(t);
+                        t
+                    }
+                    _ => {
+                        return Some(Err(
+                            self.fail(FramingError::BodyTooLarge(head_end.saturating_add(length)))
+                        ));
+                    }
+                }
             }
         };
         if self.buf.len() < total {
             return None;
         }
+        self.pending = None;
+        self.scanned = 0;
         Some(Ok(Frame::Message(self.buf.split_to(total).freeze())))
     }
 
     fn fail(&mut self, e: FramingError) -> FramingError {
         self.failed = Some(e.clone());
         self.buf.clear();
+        self.scanned = 0;
+        self.pending = None;
         e
     }
 }
 
-fn find_subslice(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// The end (exclusive) of the header section: after the first empty line, CRLF or bare LF.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(nl) = buf[i..].iter().position(|&c| c == b'\n') {
+        let at = i + nl;
+        match buf.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return Some(at + 3),
+            _ => {}
+        }
+        i = at + 1;
+    }
+    None
 }
 
 /// Finds the Content-Length (or `l`) header in a header block; folded lines are joined.
@@ -198,6 +234,26 @@ mod tests {
             assert_eq!(msgs[0], &Frame::Message(Bytes::from_static(MSG)));
             assert_eq!(f.buffered(), 0);
         }
+    }
+
+    #[test]
+    fn bare_lf_and_byte_by_byte() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\nl: 2\nVia: SIP/2.0/TCP h\n\nok";
+        let mut f = StreamFramer::new(4096);
+        let mut out = Vec::new();
+        for b in msg.iter().chain(MSG.iter()) {
+            f.push(&[*b]);
+            while let Some(item) = f.next() {
+                out.push(item.unwrap());
+            }
+        }
+        assert_eq!(
+            out,
+            vec![
+                Frame::Message(Bytes::from_static(msg)),
+                Frame::Message(Bytes::from_static(MSG))
+            ]
+        );
     }
 
     #[test]

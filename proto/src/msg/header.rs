@@ -471,6 +471,11 @@ impl Headers {
         Via::parse(first)
     }
 
+    /// The topmost Via value (same as [`Headers::top_via`]).
+    pub fn via(&self) -> Result<Via, ParseError> {
+        self.top_via()
+    }
+
     /// The From value.
     pub fn from(&self) -> Result<NameAddr, ParseError> {
         NameAddr::parse(self.first_str(&HeaderName::From, "From")?)

@@ -227,6 +227,12 @@ fn split_message(data: &[u8], limits: &ParseLimits) -> Result<Skeleton, ParseErr
             terminated = true;
             break;
         }
+        // A CR is only allowed as part of a line end.
+        if data[s..e].contains(&b'\r') {
+            return Err(ParseError::HeaderLine(
+                "bare CR inside a header line".into(),
+            ));
+        }
         if scan::is_wsp(data[s]) {
             // A continuation line (header folding).
             let last = headers.last_mut().ok_or_else(|| {
@@ -484,7 +490,7 @@ fn write_rest(out: &mut BytesMut, headers: &Headers, body: &Bytes) {
         }
         out.put_slice(h.name.as_str().as_bytes());
         out.put_slice(b": ");
-        out.put_slice(&h.value);
+        put_line_safe(out, &h.value);
         out.put_slice(b"\r\n");
     }
     if !wrote_length {
@@ -492,6 +498,20 @@ fn write_rest(out: &mut BytesMut, headers: &Headers, body: &Bytes) {
     }
     out.put_slice(b"\r\n");
     out.put_slice(body);
+}
+
+/// Writes a header value or reason phrase; a CR or LF (which would end the line and let a value
+/// inject headers) is written as a space.
+fn put_line_safe(out: &mut BytesMut, value: &[u8]) {
+    if value.iter().any(|&c| c == b'\r' || c == b'\n') {
+        out.extend(
+            value
+                .iter()
+                .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+        );
+    } else {
+        out.put_slice(value);
+    }
 }
 
 fn headers_len(headers: &Headers) -> usize {
@@ -585,7 +605,7 @@ impl Response {
             self.reason.len() + 16 + headers_len(&self.headers) + self.body.len(),
         );
         out.put_slice(format!("SIP/2.0 {} ", self.status).as_bytes());
-        out.put_slice(self.reason.as_bytes());
+        put_line_safe(&mut out, self.reason.as_bytes());
         out.put_slice(b"\r\n");
         write_rest(&mut out, &self.headers, &self.body);
         out.freeze()
@@ -662,6 +682,9 @@ pub fn validate_request(req: &Request) -> Result<(), ParseError> {
     if req.headers.contains(&HeaderName::Contact) {
         req.headers.contacts()?;
     }
+    // Proxies route on these: they must be usable.
+    req.headers.routes()?;
+    req.headers.record_routes()?;
     Ok(())
 }
 
@@ -884,6 +907,18 @@ v=0\n";
         assert_eq!(
             parsed.headers.call_id().unwrap(),
             "a84b4c76e66710@pc33.atlanta.example.com"
+        );
+    }
+
+    #[test]
+    fn printing_cannot_inject_lines() {
+        let mut r = Response::new(200);
+        r.reason = "OK\r\nX-Evil: 1".into();
+        r.headers.push(HeaderName::Subject, "hi\r\nX-Evil: 2");
+        let b = r.to_bytes();
+        assert_eq!(
+            &b[..],
+            b"SIP/2.0 200 OK  X-Evil: 1\r\nSubject: hi  X-Evil: 2\r\nContent-Length: 0\r\n\r\n"
         );
     }
 
