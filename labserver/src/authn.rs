@@ -146,9 +146,32 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, AuthnError> {
     }
 }
 
+/// Store meta key of the persisted nonce secret.
+const NONCE_SECRET_KEY: &str = "nonce_secret";
+
+/// The nonce secret kept in the store (created on first use), so that nonces issued before a
+/// restart stay valid; a fresh random one if the store cannot keep it.
+pub async fn nonce_secret(store: &Store) -> [u8; 32] {
+    if let Ok(Some(hex_text)) = store.get_meta(NONCE_SECRET_KEY).await {
+        let mut secret = [0u8; 32];
+        if hex::decode_to_slice(hex_text.trim(), &mut secret).is_ok() {
+            return secret;
+        }
+    }
+    let secret: [u8; 32] = rand::random();
+    if let Err(e) = store.set_meta(NONCE_SECRET_KEY, &hex::encode(secret)).await {
+        tracing::warn!(error = %e, "cannot persist the nonce secret; nonces end with this run");
+    }
+    secret
+}
+
 impl Authenticator {
-    /// Builds an authenticator with a fresh random nonce secret.
-    pub fn new(settings: AuthnSettings, store: Store) -> Result<Authenticator, AuthnError> {
+    /// Builds an authenticator whose nonces are keyed by `secret` (see [`nonce_secret`]).
+    pub fn new(
+        settings: AuthnSettings,
+        secret: [u8; 32],
+        store: Store,
+    ) -> Result<Authenticator, AuthnError> {
         let algorithms = settings
             .algorithms
             .iter()
@@ -158,7 +181,6 @@ impl Authenticator {
             return Err(AuthnError::NoAlgorithm);
         }
         let trusted = settings.trusted;
-        let secret: [u8; 32] = rand::random();
         Ok(Authenticator {
             realm: settings.realm,
             domain: settings.domain,

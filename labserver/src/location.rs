@@ -384,3 +384,107 @@ pub fn unix_now_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn binding(aor: &str, contact: &str, expires_at: i64, q: Option<f32>) -> Binding {
+        Binding {
+            aor: aor.to_string(),
+            contact: contact.to_string(),
+            expires_at,
+            q,
+            call_id: "c1".to_string(),
+            cseq: 1,
+            flow: Some("udp:127.0.0.1:5070".to_string()),
+            user_agent: None,
+            instance: None,
+            reg_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn updates_are_atomic_ordered_and_written_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in(dir.path()).await.unwrap();
+        let now = 1_000_000;
+        let loc = Location::load(store.clone(), now).await.unwrap();
+        let aor = "sip:alice@tandem.lab";
+        loc.update(aor, now, |b| {
+            b.push(binding(aor, "sip:a@192.0.2.1", now + 100, Some(0.1)));
+            b.push(binding(aor, "sip:a@192.0.2.2", now + 100, None));
+            b.push(binding(aor, "sip:a@192.0.2.3", now + 200, Some(0.5)));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        let got: Vec<String> = loc
+            .lookup(aor, now)
+            .into_iter()
+            .map(|b| b.contact)
+            .collect();
+        assert_eq!(
+            got,
+            ["sip:a@192.0.2.2", "sip:a@192.0.2.3", "sip:a@192.0.2.1"]
+        );
+        assert!(loc.find_contact("sip:a@192.0.2.3", now).is_some());
+        // A failing update changes nothing.
+        let r = loc.update(aor, now, |b| {
+            b.clear();
+            Err::<(), u16>(500)
+        });
+        assert_eq!(r, Err(500));
+        assert_eq!(loc.lookup(aor, now).len(), 3);
+        // Nothing reached the store yet (no writer task): flush writes it.
+        assert_eq!(loc.pending_writes(), 3);
+        loc.flush().await.unwrap();
+        assert_eq!(loc.pending_writes(), 0);
+        assert_eq!(store.load_bindings(now).await.unwrap().len(), 3);
+        // Removal is written through too; expired bindings disappear from lookups.
+        loc.update(aor, now, |b| {
+            b.retain(|x| x.contact != "sip:a@192.0.2.1");
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        loc.flush().await.unwrap();
+        assert_eq!(store.load_bindings(now).await.unwrap().len(), 2);
+        assert_eq!(loc.lookup(aor, now + 150).len(), 1);
+        assert_eq!(loc.sweep(now + 150), 1);
+        assert!(loc.find_contact("sip:a@192.0.2.2", now + 150).is_none());
+        // A new service over the same store sees what was written.
+        let again = Location::load(store, now).await.unwrap();
+        assert_eq!(again.lookup(aor, now).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn writer_task_drains_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in(dir.path()).await.unwrap();
+        let now = unix_now();
+        let loc = Location::load(store.clone(), now).await.unwrap();
+        let tasks = loc.spawn_tasks();
+        for i in 0..50 {
+            let aor = format!("sip:u{i}@tandem.lab");
+            loc.update(&aor, now, |b| {
+                b.push(binding(
+                    &aor,
+                    &format!("sip:u{i}@192.0.2.9"),
+                    now + 600,
+                    None,
+                ));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        }
+        for _ in 0..100 {
+            if loc.pending_writes() == 0 && store.load_bindings(now).await.unwrap().len() == 50 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.load_bindings(now).await.unwrap().len(), 50);
+        loc.close().await.unwrap();
+        tasks.stop();
+    }
+}

@@ -53,6 +53,8 @@ struct BranchTarget {
     uri: Uri,
     /// Where to send it.
     target: Target,
+    /// Where to try next if `target` fails at the transport level before any response.
+    fallback: Option<Target>,
     /// The transport we expect the branch to leave on (for Record-Route).
     transport: Transport,
     /// A local user's binding (errors map to 480 rather than 503).
@@ -314,18 +316,29 @@ impl Proxy {
         if !is_sip_scheme(&uri) {
             return None;
         }
-        let (target, transport) = self.target_for_uri(&uri, None);
+        let (target, fallback, transport) = self.targets_for_uri(&uri, None);
         Some(BranchTarget {
             uri: request.uri.clone(),
             target,
+            fallback,
             transport,
             local: false,
             retarget: false,
         })
     }
 
-    /// The send target for a URI: a registered stream flow when one is known, else the URI.
-    fn target_for_uri(&self, uri: &Uri, binding: Option<&Binding>) -> (Target, Transport) {
+    /// The send targets for a URI: the registered stream flow and the contact itself, in the
+    /// order to try them, with the transport we expect to use.
+    ///
+    /// The flow comes first when the contact is the flow's own address, asks for it (`;ob`,
+    /// RFC 5626 reg-id) or is a TLS contact (clients rarely listen for TLS); otherwise the
+    /// contact comes first (a third-party contact registered over someone else's connection)
+    /// and the flow is the fallback.
+    fn targets_for_uri(
+        &self,
+        uri: &Uri,
+        binding: Option<&Binding>,
+    ) -> (Target, Option<Target>, Transport) {
         let found;
         let binding = match binding {
             Some(b) => Some(b),
@@ -334,12 +347,24 @@ impl Proxy {
                 found.as_ref()
             }
         };
-        if let Some(flow) = binding.and_then(|b| b.flow.as_deref()).and_then(parse_flow)
-            && flow.transport.is_reliable()
-        {
-            return (Target::Flow(flow), flow.transport);
+        let by_uri = Target::Uri(uri.clone());
+        let Some((flow, b)) = binding
+            .and_then(|b| b.flow.as_deref().and_then(parse_flow).map(|f| (f, b)))
+            .filter(|(f, _)| f.transport.is_reliable())
+        else {
+            return (by_uri, None, uri_transport(uri));
+        };
+        let contact_is_flow = uri.port == Some(flow.remote.port())
+            && uri.host == tandem_proto::msg::Host::from(flow.remote.ip());
+        let prefer_flow = contact_is_flow
+            || uri.has_param("ob")
+            || b.reg_id.is_some()
+            || uri_transport(uri) == Transport::Tls;
+        if prefer_flow {
+            (Target::Flow(flow), Some(by_uri), flow.transport)
+        } else {
+            (by_uri, Some(Target::Flow(flow)), uri_transport(uri))
         }
-        (Target::Uri(uri.clone()), uri_transport(uri))
     }
 
     async fn process(
@@ -471,10 +496,11 @@ impl Proxy {
         }
         // A registered contact (e.g. a request to a GRUU-like contact): straight there.
         if let Some(b) = self.location.find_contact(&uri.to_string(), now) {
-            let (target, transport) = self.target_for_uri(uri, Some(&b));
+            let (target, fallback, transport) = self.targets_for_uri(uri, Some(&b));
             return Ok(vec![BranchTarget {
                 uri: uri.clone(),
                 target,
+                fallback,
                 transport,
                 local: true,
                 retarget: false,
@@ -501,10 +527,11 @@ impl Proxy {
                 let Ok(contact) = Uri::parse(&b.contact) else {
                     continue;
                 };
-                let (target, transport) = self.target_for_uri(&contact, Some(b));
+                let (target, fallback, transport) = self.targets_for_uri(&contact, Some(b));
                 out.push(BranchTarget {
                     uri: contact,
                     target,
+                    fallback,
                     transport,
                     local: true,
                     retarget: true,
@@ -520,6 +547,7 @@ impl Proxy {
             Identity::User(_) | Identity::Trusted => Ok(vec![BranchTarget {
                 uri: uri.clone(),
                 target: Target::Uri(uri.clone()),
+                fallback: None,
                 transport: uri_transport(uri),
                 local: false,
                 retarget: false,
@@ -593,8 +621,24 @@ impl Proxy {
                         .push_front(HeaderName::RecordRoute, self.record_route_uri(t.transport));
                 }
             }
-            match self.endpoint.request(branch, t.target.clone()).await {
-                Ok(ctx) => {
+            let sent = match (
+                self.endpoint
+                    .request(branch.clone(), t.target.clone())
+                    .await,
+                &t.fallback,
+            ) {
+                (Ok(ctx), fallback) => Ok((ctx, fallback.clone().map(|f| (branch, f)))),
+                (Err(e), Some(fallback)) => {
+                    tracing::debug!(error = %e, target = %t.uri, "first target failed, trying the fallback");
+                    self.endpoint
+                        .request(branch, fallback.clone())
+                        .await
+                        .map(|ctx| (ctx, None))
+                }
+                (Err(e), None) => Err(e),
+            };
+            match sent {
+                Ok((ctx, fallback)) => {
                     if let Some(b) = ctx
                         .request()
                         .headers
@@ -612,6 +656,7 @@ impl Proxy {
                         branch_cancel_rx.clone(),
                         ev_tx.clone(),
                         t.local,
+                        fallback,
                     ));
                 }
                 Err(e) => {
@@ -631,8 +676,15 @@ impl Proxy {
         let mut provisional_seen = false;
         let mut caller_cancelled = false;
         let mut timed_out = false;
+        let mut released = false;
 
         loop {
+            if final_sent.is_some() && !released {
+                // A CANCEL can no longer change anything: free the call slot now rather than
+                // when the last branch ends (answered INVITE branches live on for 2xx retransmissions).
+                self.calls().remove(&tx);
+                released = true;
+            }
             if final_sent.is_none() && finals.iter().all(Option::is_some) {
                 let best = best_response(&finals, original);
                 let status = best.status;
@@ -753,23 +805,45 @@ async fn run_branch(
     mut cancel: watch::Receiver<bool>,
     events: mpsc::Sender<BranchEvent>,
     local: bool,
+    mut fallback: Option<(Request, Target)>,
 ) {
     let is_invite = ctx.request().method == Method::Invite;
     let mut cancelled = false;
     let mut final_seen = false;
+    let mut responded = false;
     loop {
         tokio::select! {
             outcome = ctx.next() => {
                 let Some(outcome) = outcome else { break };
                 let ev = match outcome {
-                    TxOutcome::Provisional(r) => BranchEvent::Provisional(r),
+                    TxOutcome::Provisional(r) => {
+                        responded = true;
+                        BranchEvent::Provisional(r)
+                    }
                     TxOutcome::Final(r) => {
+                        responded = true;
                         final_seen = true;
                         BranchEvent::Final(index, r)
                     }
                     TxOutcome::Timeout => {
                         final_seen = true;
                         BranchEvent::Final(index, Response::for_request(ctx.request(), 408))
+                    }
+                    TxOutcome::TransportError(e) if !responded && !cancelled && fallback.is_some() => {
+                        tracing::debug!(error = %e, "branch transport error, trying the fallback target");
+                        let Some((request, target)) = fallback.take() else { continue };
+                        match endpoint.request(request, target).await {
+                            Ok(next) => {
+                                ctx = next;
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "fallback target failed too");
+                                final_seen = true;
+                                let status = if local { 480 } else { 503 };
+                                BranchEvent::Final(index, Response::for_request(ctx.request(), status))
+                            }
+                        }
                     }
                     TxOutcome::TransportError(e) => {
                         tracing::debug!(error = %e, "branch transport error");
@@ -1046,5 +1120,96 @@ impl CdrLog {
             cdr.end_at = Some(unix_now_ms());
             self.write(cdr);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn invite() -> Request {
+        let text = "INVITE sip:bob@tandem.lab SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc\r\nMax-Forwards: 70\r\nFrom: <sip:alice@tandem.lab>;tag=1\r\nTo: <sip:bob@tandem.lab>\r\nCall-ID: x@y\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        Request::parse(bytes::Bytes::from(text)).unwrap()
+    }
+
+    fn resp(status: u16) -> Option<Response> {
+        Some(Response::for_request(&invite(), status))
+    }
+
+    #[test]
+    fn best_response_rules() {
+        let req = invite();
+        assert_eq!(
+            best_response(&[resp(486), resp(603), resp(404)], &req).status,
+            603
+        );
+        assert_eq!(
+            best_response(&[resp(486), resp(302), resp(500)], &req).status,
+            302
+        );
+        assert_eq!(best_response(&[resp(480), resp(408)], &req).status, 480);
+        assert_eq!(best_response(&[resp(503)], &req).status, 500);
+        assert_eq!(best_response(&[], &req).status, 408);
+
+        let mut a = Response::for_request(&req, 407);
+        a.headers.push(
+            HeaderName::ProxyAuthenticate,
+            "Digest realm=\"a\", nonce=\"1\"",
+        );
+        let mut b = Response::for_request(&req, 401);
+        b.headers.push(
+            HeaderName::WwwAuthenticate,
+            "Digest realm=\"b\", nonce=\"2\"",
+        );
+        let best = best_response(&[Some(a), Some(b), resp(486)], &req);
+        assert!(best.status == 401 || best.status == 407);
+        assert_eq!(best.headers.count(&HeaderName::ProxyAuthenticate), 1);
+        assert_eq!(best.headers.count(&HeaderName::WwwAuthenticate), 1);
+        assert!(best.headers.to().unwrap().tag().is_some());
+    }
+
+    #[test]
+    fn causes() {
+        assert_eq!(cause_for(200, false), "answered");
+        assert_eq!(cause_for(486, false), "busy");
+        assert_eq!(cause_for(487, true), "cancelled");
+        assert_eq!(cause_for(487, false), "failed:487");
+        assert_eq!(cause_for(408, false), "no-answer");
+        assert_eq!(cause_for(480, false), "failed:480");
+    }
+
+    #[test]
+    fn flows_and_max_forwards() {
+        let f = parse_flow("tcp:127.0.0.1:5062").unwrap();
+        assert_eq!(f.transport, Transport::Tcp);
+        assert_eq!(f.remote.port(), 5062);
+        assert_eq!(
+            parse_flow("udp:[::1]:5060").unwrap().remote,
+            "[::1]:5060".parse().unwrap()
+        );
+        assert!(parse_flow("nonsense").is_none());
+        let mut req = invite();
+        assert!(decrement_max_forwards(&mut req));
+        assert_eq!(req.headers.max_forwards().unwrap(), Some(69));
+        req.headers.set(HeaderName::MaxForwards, "0");
+        assert!(!decrement_max_forwards(&mut req));
+    }
+
+    #[test]
+    fn loop_keys_ignore_vias_but_not_the_target() {
+        let a = invite();
+        let mut b = invite();
+        b.headers.push_front(
+            HeaderName::Via,
+            "SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKzzz",
+        );
+        assert_eq!(loop_key(&a), loop_key(&b));
+        b.uri = Uri::parse("sip:bob@192.0.2.7").unwrap();
+        assert_ne!(loop_key(&a), loop_key(&b));
+        let guard = LoopGuard::default();
+        guard.insert("z9hG4bK1".into(), 7);
+        assert_eq!(guard.get("z9hG4bK1"), Some(7));
+        assert_eq!(guard.get("z9hG4bK2"), None);
     }
 }

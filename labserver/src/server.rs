@@ -16,7 +16,7 @@ use tandem_proto::transaction::{TxConfig, TxId};
 use tandem_proto::{Flow, Transport};
 use tokio::task::JoinHandle;
 
-use crate::authn::{Authenticator, AuthnError, AuthnSettings};
+use crate::authn::{Authenticator, AuthnError, AuthnSettings, nonce_secret};
 use crate::ca::{CaError, LabCa};
 use crate::config::LabConfig;
 use crate::location::{Location, LocationError, LocationTasks, unix_now};
@@ -101,6 +101,7 @@ impl LabServer {
                 nonce_lifetime: Duration::from_secs(config.auth.nonce_lifetime_secs.max(1)),
                 trusted: config.auth.trusted.clone(),
             },
+            nonce_secret(&store).await,
             store.clone(),
         )?);
 

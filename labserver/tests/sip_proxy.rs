@@ -326,3 +326,31 @@ async fn tcp_callee_is_reached_over_its_registration_connection() {
     let cdr = wait_cdr(&lab, &alice.call_id, |c| c.end_at.is_some()).await;
     assert_eq!(cdr.cause, "answered");
 }
+
+#[tokio::test]
+async fn third_party_contact_is_not_sent_over_the_registering_connection() {
+    let lab = Lab::start(|c| c.registrar.third_party = vec!["labuser".to_string()]).await;
+    let uas = lab.ua("bob").await;
+    let mut registrar_client = Ua::new_tcp("labuser", "labuserpw", lab.tcp).await;
+    let req = registrar_client.register_request(
+        Some("bob"),
+        &[format!("<{}>", uas.contact())],
+        Some(600),
+    );
+    registrar_client.send(&Message::Request(req.clone())).await;
+    let ch = registrar_client.response().await;
+    let req = registrar_client.authorize(&req, &ch, None);
+    registrar_client.send(&Message::Request(req)).await;
+    assert_eq!(registrar_client.response().await.status, 200);
+
+    let mut alice = lab.ua("alice").await;
+    alice.call(&format!("sip:bob@{DOMAIN}")).await;
+    let (inv, proxy) = uas.request(5.0).await;
+    assert_eq!(inv.method, Method::Invite);
+    assert!(
+        registrar_client.recv_within(0.3).await.is_none(),
+        "nothing goes to the registering client's connection"
+    );
+    reply(&uas, proxy, answer(&inv, 486, "u", &uas.contact())).await;
+    assert_eq!(alice.response_for(Method::Invite).await.status, 486);
+}
