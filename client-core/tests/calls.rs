@@ -610,3 +610,91 @@ async fn merged_invite_gets_482() {
     }
     ua.shutdown().await;
 }
+
+#[tokio::test]
+async fn uas_retransmits_2xx_until_ack_then_gives_up_with_bye() {
+    let mut peer = Peer::start(Transport::Udp, no_auth()).await;
+    let (ua, mut events) = ua(Transport::Udp).await;
+    let target = ua.contact_uri(Some("alice"));
+    let mut r = Request::new(Method::Invite, target.clone());
+    r.headers.push(HeaderName::MaxForwards, "70");
+    r.headers.push(
+        HeaderName::From,
+        format!("<sip:bob@{}>;tag=noack", peer.addr),
+    );
+    r.headers.push(HeaderName::To, format!("<{target}>"));
+    r.headers.push(HeaderName::CallId, "no-ack-call");
+    r.headers.push(HeaderName::CSeq, "1 INVITE");
+    r.headers.push(
+        HeaderName::Contact,
+        format!(
+            "<{}>",
+            peer.endpoint.contact_uri(Transport::Udp, Some("bob"))
+        ),
+    );
+    let mut tx = peer.endpoint.request(r, Target::Uri(target)).await.unwrap();
+    let mut call = incoming(&mut events).await.accept().await.unwrap();
+    // Never ACK: count the 2xx copies (the first and its retransmissions).
+    let mut copies = 0;
+    let counting = async {
+        while let Some(outcome) = tx.next().await {
+            if let tandem_net::TxOutcome::Final(resp) = outcome {
+                assert_eq!(resp.status, 200);
+                copies += 1;
+            }
+        }
+    };
+    let _ = timeout(Duration::from_secs(3), counting).await;
+    assert!(copies >= 3, "only {copies} copies of the 2xx");
+    // After 64*T1 without ACK the UA ends the session with a BYE.
+    assert_eq!(
+        timeout(Duration::from_secs(10), call.next_event())
+            .await
+            .unwrap(),
+        Some(CallEvent::Ended {
+            by: EndedBy::Local,
+            reason: EndReason::Timeout
+        })
+    );
+    peer.wait_for(5, |e| matches!(e, PeerEvent::Bye { .. }))
+        .await;
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn uac_re_acks_retransmitted_2xx() {
+    let mut peer = Peer::start(
+        Transport::Udp,
+        PeerConfig {
+            retransmit_ok: 3,
+            ..no_auth()
+        },
+    )
+    .await;
+    let (ua, _events) = ua(Transport::Udp).await;
+    let mut call = ua
+        .call(
+            &account(&peer),
+            peer.uri(Some("bob")),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (_, settled) = until_settled(&mut call).await;
+    assert_eq!(settled, CallEvent::Answered { status: 200 });
+    let mut acks = Vec::new();
+    for _ in 0..4 {
+        if let PeerEvent::Ack { request } = peer
+            .wait_for(5, |e| matches!(e, PeerEvent::Ack { .. }))
+            .await
+        {
+            acks.push(request);
+        }
+    }
+    // The same ACK each time (same branch: it is a retransmission of one request).
+    let branch = |r: &Request| r.headers.top_via().unwrap().branch().unwrap().to_string();
+    assert!(acks.iter().all(|a| branch(a) == branch(&acks[0])));
+    call.hangup();
+    assert!(matches!(next(&mut call).await, CallEvent::Ended { .. }));
+    ua.shutdown().await;
+}

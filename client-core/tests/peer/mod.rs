@@ -57,6 +57,8 @@ pub struct PeerConfig {
     pub ring: Duration,
     /// Send a BYE this long after the ACK (the callee hangs up).
     pub bye_after: Option<Duration>,
+    /// Re-send the 2xx this many times (100 ms apart), as if our ACKs were lost.
+    pub retransmit_ok: u32,
 }
 
 impl Default for PeerConfig {
@@ -71,6 +73,7 @@ impl Default for PeerConfig {
             uas: UasMode::Answer,
             ring: Duration::from_millis(50),
             bye_after: None,
+            retransmit_ok: 0,
         }
     }
 }
@@ -701,7 +704,11 @@ impl Ctx {
                     );
                     ok.headers.push(HeaderName::ContentType, "application/sdp");
                     ok.body = Bytes::from(answer.to_string());
-                    endpoint.respond(tx, ok);
+                    endpoint.respond(tx, ok.clone());
+                    for _ in 0..config.retransmit_ok {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        endpoint.respond(tx, ok.clone());
+                    }
                     let call_id = req.headers.call_id().unwrap().to_string();
                     state
                         .lock()
