@@ -261,6 +261,20 @@ proptest! {
         while let Some(Ok(_)) = f.next() {}
     }
 
+    /// Random text lines (any Unicode) in message shape never panic.
+    #[test]
+    fn random_text_never_panics(
+        start in prop_oneof![Just(""), Just("SIP/"), Just("INVITE sip:"), Just("SIP/2.0 ")],
+        lines in prop::collection::vec("\\PC{0,40}", 0..12),
+        body in "\\PC{0,20}",
+    ) {
+        let text = format!("{start}{}\r\n\r\n{body}", lines.join("\r\n"));
+        let data = Bytes::from(text);
+        if let Err(e) = Message::parse(data.clone()) {
+            let _ = error_response(&data, &e);
+        }
+    }
+
     /// Mutated valid messages (flipped bytes, truncation, inserted separators) never panic.
     #[test]
     fn mutations_never_panic(g in generated(), edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {

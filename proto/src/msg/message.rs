@@ -309,18 +309,21 @@ fn header_value(data: &Bytes, pieces: &[(usize, usize)]) -> Bytes {
 
 /// Checks `SIP/x.y`; returns Ok for SIP/2.0, a Version error for another well-formed version.
 fn check_version(v: &str) -> Result<(), ParseError> {
-    let well_formed = v.len() > 4
-        && v[..4].eq_ignore_ascii_case("SIP/")
-        && v[4..]
-            .split_once('.')
-            .is_some_and(|(a, b)| scan::all_digits(a) && scan::all_digits(b));
+    let numbers = v
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("SIP/"))
+        .and_then(|_| v.get(4..));
+    let well_formed = numbers.is_some_and(|n| {
+        n.split_once('.')
+            .is_some_and(|(a, b)| scan::all_digits(a) && scan::all_digits(b))
+    });
     if !well_formed {
         return Err(ParseError::StartLine(format!(
             "invalid version {:?}",
             v.chars().take(40).collect::<String>()
         )));
     }
-    if &v[4..] == "2.0" {
+    if numbers == Some("2.0") {
         Ok(())
     } else {
         Err(ParseError::Version(v.chars().take(40).collect()))
@@ -390,7 +393,9 @@ impl Message {
         let body = body_of(&data, &headers, sk.body_start)?;
         let line = std::str::from_utf8(&data[sk.start.0..sk.start.1])
             .map_err(|_| ParseError::Utf8("start line"))?;
-        let is_response = line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/");
+        let is_response = line
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"));
         if is_response {
             let mut parts = line.splitn(3, ' ');
             let version = parts.next().unwrap_or("");
@@ -920,6 +925,19 @@ v=0\n";
             &b[..],
             b"SIP/2.0 200 OK  X-Evil: 1\r\nSubject: hi  X-Evil: 2\r\nContent-Length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn multibyte_start_lines_do_not_panic() {
+        for line in [
+            "SIP\u{e9}2.0 200 OK",
+            "INVITE sip:a@b SIP\u{e9}.0",
+            "INVITE sip:a@b S\u{e9}",
+            "\u{e9}",
+        ] {
+            let data = format!("{line}\r\nVia: SIP/2.0/UDP h\r\n\r\n");
+            assert!(Message::parse(Bytes::from(data)).is_err(), "{line}");
+        }
     }
 
     #[test]
