@@ -488,14 +488,12 @@ impl Headers {
             .map_err(|e| ParseError::header("To", e.to_string()))
     }
 
-    /// The Call-ID value (`word ["@" word]`).
+    /// The Call-ID value. RFC 3261 says `word ["@" word]`; deployed stacks also use other
+    /// visible characters (base64 `=`), so any non-empty run of visible characters is accepted.
     pub fn call_id(&self) -> Result<&str, ParseError> {
         let s = self.first_str(&HeaderName::CallId, "Call-ID")?;
-        if s.is_empty()
-            || !s.bytes().all(is_word_char)
-            || s.bytes().filter(|&c| c == b'@').count() > 1
-        {
-            return Err(ParseError::header("Call-ID", "not a word[@word]"));
+        if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ParseError::header("Call-ID", "empty or holds whitespace"));
         }
         Ok(s)
     }
@@ -555,37 +553,6 @@ impl Headers {
     pub fn content_type(&self) -> Option<&str> {
         self.get_str(&HeaderName::ContentType)
     }
-}
-
-/// RFC 3261 `word` characters (Call-ID).
-fn is_word_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'.'
-                | b'!'
-                | b'%'
-                | b'*'
-                | b'_'
-                | b'+'
-                | b'`'
-                | b'\''
-                | b'~'
-                | b'('
-                | b')'
-                | b'<'
-                | b'>'
-                | b':'
-                | b'\\'
-                | b'"'
-                | b'/'
-                | b'['
-                | b']'
-                | b'?'
-                | b'{'
-                | b'}'
-                | b'@'
-        )
 }
 
 fn trim_bytes(b: Bytes) -> Bytes {

@@ -656,7 +656,6 @@ fn check_common(headers: &Headers) -> Result<(), ParseError> {
     {
         return Err(ParseError::OutOfRange("Max-Forwards"));
     }
-    headers.expires()?;
     if let Some(date) = headers.get(&HeaderName::Date) {
         let ok = std::str::from_utf8(date).is_ok_and(is_sip_date);
         if !ok {

@@ -67,21 +67,29 @@ impl Host {
     }
 }
 
-/// RFC 3261 `hostname`, relaxed to also allow `_` (seen in deployed DNS names).
+/// RFC 3261 `hostname`: dot-separated labels of letters, digits and inner hyphens (relaxed to also
+/// allow `_`, seen in deployed DNS names), an optional trailing dot, and a last label that starts
+/// with a letter (so a malformed dotted quad like `192.0.2.300` is not a host name).
 fn is_hostname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.split('.').enumerate().all(|(i, label)| {
-            // A trailing dot (fully qualified name) leaves an empty last label.
-            (label.is_empty() && i > 0 && s.ends_with('.') && !s.ends_with(".."))
-                || (!label.is_empty()
-                    && label
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-'))
-        })
-        && s.bytes().any(|c| c != b'.')
+    let name = s.strip_suffix('.').unwrap_or(s);
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let labels_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    });
+    let top_ok = name
+        .rsplit('.')
+        .next()
+        .and_then(|top| top.bytes().next())
+        .is_some_and(|c| c.is_ascii_alphabetic());
+    labels_ok && top_ok
 }
 
 impl PartialEq for Host {
@@ -623,6 +631,14 @@ mod tests {
         assert!(Uri::parse("sip:user@[2001:db8::10").is_err());
         assert!(Uri::parse("sip:[2001:db8:::192.0.2.1]").is_err());
         assert!(Uri::parse("sip:[2001:db8::192.0.2.1]").is_ok());
+        assert!(Host::parse("192.0.2.300").is_err());
+        assert!(Host::parse("a..b").is_err());
+        assert!(Host::parse("-a.example").is_err());
+        assert_eq!(
+            Host::parse("Example.COM.").unwrap(),
+            Host::Domain("example.com.".into())
+        );
+        assert!(Host::parse("_sip._udp.example.com").is_ok());
     }
 
     #[test]
