@@ -16,6 +16,13 @@ use crate::settings::Settings;
 /// Runs one command to completion and returns the process exit code.
 pub async fn run(settings: Settings, command: Command) -> Exit {
     let Settings { account, ua } = settings;
+    let intr = match Interrupt::install() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("tandem-cli: cannot install signal handlers: {e}");
+            return Exit::Network;
+        }
+    };
     let (agent, events) = match UserAgent::new(ua).await {
         Ok(x) => x,
         Err(e) => {
@@ -28,13 +35,13 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
             duration,
             keep,
             contact,
-        } => register(&agent, &account, duration, keep, contact).await,
+        } => register(&agent, &account, duration, keep, contact, intr).await,
         Command::Call {
             uri,
             duration,
             timeout,
             register,
-        } => call(&agent, &account, &uri, duration, timeout, register).await,
+        } => call(&agent, &account, &uri, duration, timeout, register, intr).await,
         Command::Answer {
             count,
             duration,
@@ -49,37 +56,57 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
                 reject,
                 register: !no_register,
             };
-            answer(&agent, events, &account, opts).await
+            answer(&agent, events, &account, opts, intr).await
         }
-        Command::Options { uri } => options(&agent, &account, &uri).await,
+        Command::Options { uri } => {
+            let mut intr = intr;
+            tokio::select! {
+                exit = options(&agent, &account, &uri) => exit,
+                _ = intr.wait() => Exit::Interrupted,
+            }
+        }
     };
     agent.shutdown().await;
     exit
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
+/// SIGINT/SIGTERM, listened to from the start of the run so that none is lost.
+#[derive(Debug, Clone)]
+pub struct Interrupt {
+    rx: watch::Receiver<bool>,
+}
+
+impl Interrupt {
+    /// Installs the signal handlers (inside the runtime) and starts watching.
+    pub fn install() -> std::io::Result<Interrupt> {
+        let (tx, rx) = watch::channel(false);
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut int = signal(SignalKind::interrupt())?;
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::spawn(async move {
                 tokio::select! {
                     _ = int.recv() => {}
                     _ = term.recv() => {}
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+                let _ = tx.send(true);
+            });
         }
+        #[cfg(not(unix))]
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = tx.send(true);
+            }
+        });
+        Ok(Interrupt { rx })
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves once a signal arrived (at once if one already did).
+    pub async fn wait(&mut self) {
+        if self.rx.wait_for(|v| *v).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -161,10 +188,14 @@ async fn register(
     duration: u64,
     keep: bool,
     contact: Option<String>,
+    mut intr: Interrupt,
 ) -> Exit {
-    let reg = match do_register(agent, account, contact).await {
-        Ok(r) => r,
-        Err(code) => return code,
+    let reg = tokio::select! {
+        r = do_register(agent, account, contact) => match r {
+            Ok(r) => r,
+            Err(code) => return code,
+        },
+        _ = intr.wait() => return Exit::Interrupted,
     };
     let mut reg = Some(reg);
     let until = sleep(Duration::from_secs(duration));
@@ -173,7 +204,7 @@ async fn register(
     loop {
         tokio::select! {
             _ = &mut until => break,
-            _ = interrupted() => {
+            _ = intr.wait() => {
                 exit = Exit::Interrupted;
                 break;
             }
@@ -198,6 +229,7 @@ async fn call(
     duration: u64,
     timeout: u64,
     register: bool,
+    mut intr: Interrupt,
 ) -> Exit {
     let target = match account.target_uri(uri) {
         Ok(t) => t,
@@ -208,16 +240,19 @@ async fn call(
     };
     let mut reg = None;
     if register {
-        match do_register(agent, account, None).await {
-            Ok(r) => reg = Some(r),
-            Err(code) => return code,
+        tokio::select! {
+            r = do_register(agent, account, None) => match r {
+                Ok(r) => reg = Some(r),
+                Err(code) => return code,
+            },
+            _ = intr.wait() => return Exit::Interrupted,
         }
     }
     let options = CallOptions {
         timeout: Some(Duration::from_secs(timeout)),
     };
     let mut exit = match agent.call(account, target, options).await {
-        Ok(call) => run_call(call, Duration::from_secs(duration), &mut reg).await,
+        Ok(call) => run_call(call, Duration::from_secs(duration), &mut reg, &mut intr).await,
         Err(e) => {
             eprintln!("tandem-cli: call failed: {e}");
             emit_failure(&e);
@@ -234,7 +269,12 @@ async fn call(
 }
 
 /// Follows an outgoing call to its end; prints its events.
-async fn run_call(mut call: Call, hold: Duration, reg: &mut Option<Registration>) -> Exit {
+async fn run_call(
+    mut call: Call,
+    hold: Duration,
+    reg: &mut Option<Registration>,
+    intr: &mut Interrupt,
+) -> Exit {
     let mut hangup_at: Option<Instant> = None;
     let mut interrupted_by_signal = false;
     let mut hung_up = false;
@@ -269,7 +309,7 @@ async fn run_call(mut call: Call, hold: Duration, reg: &mut Option<Registration>
                 hung_up = true;
                 call.hangup();
             }
-            _ = interrupted(), if !interrupted_by_signal => {
+            _ = intr.wait(), if !interrupted_by_signal => {
                 interrupted_by_signal = true;
                 hung_up = true;
                 call.hangup();
@@ -314,12 +354,21 @@ async fn answer(
     mut events: UaEvents,
     account: &Account,
     opts: AnswerOptions,
+    mut intr: Interrupt,
 ) -> Exit {
+    let interrupted_exit = if opts.count.is_none() {
+        Exit::Success
+    } else {
+        Exit::Interrupted
+    };
     let mut reg = None;
     if opts.register {
-        match do_register(agent, account, None).await {
-            Ok(r) => reg = Some(r),
-            Err(code) => return code,
+        tokio::select! {
+            r = do_register(agent, account, None) => match r {
+                Ok(r) => reg = Some(r),
+                Err(code) => return code,
+            },
+            _ = intr.wait() => return interrupted_exit,
         }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -364,8 +413,8 @@ async fn answer(
                 active = active.saturating_sub(1);
                 finished += 1;
             }
-            _ = interrupted() => {
-                exit = if opts.count.is_none() { Exit::Success } else { Exit::Interrupted };
+            _ = intr.wait() => {
+                exit = interrupted_exit;
                 break;
             }
             ev = next_reg_event(&mut reg) => report_reg_event(&reg, ev),
