@@ -940,6 +940,33 @@ v=0\n";
     }
 
     #[test]
+    fn error_response_drops_what_must_not_be_answered() {
+        let err = ParseError::header("To", "bad");
+        let ack = INVITE
+            .replace("INVITE sip:", "ACK sip:")
+            .replace("314159 INVITE", "314159 ACK");
+        assert_eq!(error_response(ack.as_bytes(), &err), None);
+        let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 INVITE\r\n\r\n";
+        assert_eq!(error_response(resp.as_bytes(), &err), None);
+        let no_via = INVITE.replace(
+            "Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds\r\n",
+            "",
+        );
+        assert_eq!(error_response(no_via.as_bytes(), &err), None);
+        assert_eq!(error_response(b"", &ParseError::Empty), None);
+        assert_eq!(error_response(b"\r\n\r\n", &ParseError::Empty), None);
+        // A request that already has a To tag keeps it.
+        let tagged = INVITE.replace(
+            "To: Bob <sip:bob@biloxi.example.com>",
+            "To: <sip:b@c>;tag=x1",
+        );
+        let r = error_response(tagged.as_bytes(), &err).unwrap();
+        let r = Response::parse(r).unwrap();
+        assert_eq!(r.headers.to().unwrap().tag(), Some("x1"));
+        assert_eq!(r.reason, "Invalid To Header");
+    }
+
+    #[test]
     fn dates() {
         assert!(is_sip_date("Sat, 13 Nov 2010 23:29:00 GMT"));
         assert!(!is_sip_date("Fri, 01 Jan 2010 16:00:00 EST"));
