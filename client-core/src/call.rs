@@ -619,69 +619,70 @@ impl CallTask {
                     outcome = tx.next() => {
                         crate::request::log_outcome(&outcome, tx.flow());
                         match outcome {
-                        Some(TxOutcome::Provisional(r)) => {
-                            if r.status == 100 {
-                                self.emit(CallEvent::Trying);
-                            } else {
-                                self.emit(CallEvent::Ringing { status: r.status, reason: r.reason.clone() });
-                            }
-                        }
-                        Some(TxOutcome::Final(r)) if (200..300).contains(&r.status) => {
-                            self.auth.accepted();
-                            let sent = tx.request().clone();
-                            match self.establish(&sent, &r).await {
-                                Ok((mut dialog, ack)) => {
-                                    if let Some((reason, _)) = cancel {
-                                        // The 2xx crossed our CANCEL: ACK it, then BYE.
-                                        self.bye(&mut dialog).await;
-                                        return Setup::Over(CallEvent::Ended { by: EndedBy::Local, reason });
-                                    }
-                                    return Setup::Established(Box::new(Established { dialog, ack, tx }));
+                            Some(TxOutcome::Provisional(r)) => {
+                                if r.status == 100 {
+                                    self.emit(CallEvent::Trying);
+                                } else {
+                                    self.emit(CallEvent::Ringing { status: r.status, reason: r.reason.clone() });
                                 }
-                                Err(e) => return Setup::Over(CallEvent::Failed(e)),
+                            }
+                            Some(TxOutcome::Final(r)) if (200..300).contains(&r.status) => {
+                                self.auth.accepted();
+                                let sent = tx.request().clone();
+                                match self.establish(&sent, &r).await {
+                                    Ok((mut dialog, ack)) => {
+                                        if let Some((reason, _)) = cancel {
+                                            // The 2xx crossed our CANCEL: ACK it, then BYE.
+                                            self.bye(&mut dialog).await;
+                                            return Setup::Over(CallEvent::Ended { by: EndedBy::Local, reason });
+                                        }
+                                        return Setup::Established(Box::new(Established { dialog, ack, tx }));
+                                    }
+                                    Err(e) => return Setup::Over(CallEvent::Failed(e)),
+                                }
+                            }
+                            Some(TxOutcome::Final(r)) if (r.status == 401 || r.status == 407) && cancel.is_none() => {
+                                challenges += 1;
+                                if challenges > MAX_INVITE_CHALLENGES {
+                                    return Setup::Over(CallEvent::Failed(UaError::AuthFailed { realm: None }));
+                                }
+                                if let Err(e) = self.auth.on_challenge(&self.shared, &r, "INVITE", &uri) {
+                                    return Setup::Over(CallEvent::Failed(e));
+                                }
+                                if let Err(e) = bump_cseq(&mut invite) {
+                                    return Setup::Over(CallEvent::Failed(e));
+                                }
+                                continue 'attempt;
+                            }
+                            Some(TxOutcome::Final(r)) => {
+                                if let Some((reason, _)) = cancel {
+                                    return Setup::Over(CallEvent::Ended { by: EndedBy::Local, reason });
+                                }
+                                self.auth.accepted();
+                                let err = if r.status == 401 || r.status == 407 {
+                                    UaError::AuthFailed { realm: None }
+                                } else {
+                                    UaError::rejected(r.status, r.reason.clone())
+                                };
+                                return Setup::Over(CallEvent::Failed(err));
+                            }
+                            Some(TxOutcome::Timeout) => {
+                                return Setup::Over(match cancel {
+                                    Some((reason, _)) => CallEvent::Ended { by: EndedBy::Local, reason },
+                                    None => CallEvent::Failed(UaError::Timeout),
+                                });
+                            }
+                            Some(TxOutcome::TransportError(e)) => {
+                                return Setup::Over(CallEvent::Failed(UaError::Network(e)));
+                            }
+                            Some(_) => {}
+                            None => {
+                                return Setup::Over(CallEvent::Failed(UaError::Network(
+                                    "the INVITE transaction ended without a final response".into(),
+                                )));
                             }
                         }
-                        Some(TxOutcome::Final(r)) if (r.status == 401 || r.status == 407) && cancel.is_none() => {
-                            challenges += 1;
-                            if challenges > MAX_INVITE_CHALLENGES {
-                                return Setup::Over(CallEvent::Failed(UaError::AuthFailed { realm: None }));
-                            }
-                            if let Err(e) = self.auth.on_challenge(&self.shared, &r, "INVITE", &uri) {
-                                return Setup::Over(CallEvent::Failed(e));
-                            }
-                            if let Err(e) = bump_cseq(&mut invite) {
-                                return Setup::Over(CallEvent::Failed(e));
-                            }
-                            continue 'attempt;
-                        }
-                        Some(TxOutcome::Final(r)) => {
-                            if let Some((reason, _)) = cancel {
-                                return Setup::Over(CallEvent::Ended { by: EndedBy::Local, reason });
-                            }
-                            self.auth.accepted();
-                            let err = if r.status == 401 || r.status == 407 {
-                                UaError::AuthFailed { realm: None }
-                            } else {
-                                UaError::rejected(r.status, r.reason.clone())
-                            };
-                            return Setup::Over(CallEvent::Failed(err));
-                        }
-                        Some(TxOutcome::Timeout) => {
-                            return Setup::Over(match cancel {
-                                Some((reason, _)) => CallEvent::Ended { by: EndedBy::Local, reason },
-                                None => CallEvent::Failed(UaError::Timeout),
-                            });
-                        }
-                        Some(TxOutcome::TransportError(e)) => {
-                            return Setup::Over(CallEvent::Failed(UaError::Network(e)));
-                        }
-                        Some(_) => {}
-                        None => {
-                            return Setup::Over(CallEvent::Failed(UaError::Network(
-                                "the INVITE transaction ended without a final response".into(),
-                            )));
-                        }
-                    }},
+                    }
                     _ = sleep_until_opt(deadline) => {
                         tracing::info!("no answer in time: cancelling");
                         self.shared.endpoint.cancel(tx.id());
