@@ -354,3 +354,36 @@ async fn third_party_contact_is_not_sent_over_the_registering_connection() {
     reply(&uas, proxy, answer(&inv, 486, "u", &uas.contact())).await;
     assert_eq!(alice.response_for(Method::Invite).await.status, 486);
 }
+
+#[tokio::test]
+async fn a_6xx_cancels_the_other_branches_and_wins() {
+    let lab = Lab::start(|_| {}).await;
+    let mut bob1 = lab.ua("bob").await;
+    let mut bob2 = lab.ua("bob").await;
+    bob1.register_self().await;
+    bob2.register_self().await;
+    let mut alice = lab.ua("alice").await;
+    let inv = alice.call(&format!("sip:bob@{DOMAIN}")).await;
+    let (inv1, proxy1) = bob1.request(5.0).await;
+    let (inv2, proxy2) = bob2.request(5.0).await;
+    reply(&bob2, proxy2, answer(&inv2, 180, "b2", &bob2.contact())).await;
+    reply(&bob1, proxy1, answer(&inv1, 603, "b1", &bob1.contact())).await;
+    let (cancel, from) = loop {
+        let (r, f) = bob2.request(5.0).await;
+        if r.method == Method::Cancel {
+            break (r, f);
+        }
+    };
+    reply(&bob2, from, answer(&cancel, 200, "b2", &bob2.contact())).await;
+    reply(&bob2, proxy2, answer(&inv2, 487, "b2", &bob2.contact())).await;
+    let r = loop {
+        let r = alice.response_for(Method::Invite).await;
+        if r.status >= 200 {
+            break r;
+        }
+    };
+    assert_eq!(r.status, 603);
+    alice.ack_non_2xx(&inv, &r).await;
+    let cdr = wait_cdr(&lab, &alice.call_id, |_| true).await;
+    assert_eq!(cdr.cause, "failed:603");
+}

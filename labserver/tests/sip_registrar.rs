@@ -305,3 +305,37 @@ async fn options_for_the_server_and_max_forwards_zero() {
         Some("com.example.nope")
     );
 }
+
+#[tokio::test]
+async fn expired_nonce_is_challenged_with_stale_true() {
+    let lab = Lab::start(|c| c.auth.nonce_lifetime_secs = 1).await;
+    let mut ua = lab.ua("alice").await;
+    let contact = format!("<{}>", ua.contact());
+    let req = ua.register_request(None, std::slice::from_ref(&contact), Some(600));
+    ua.send(&Message::Request(req.clone())).await;
+    let challenge = ua.response().await;
+    assert_eq!(challenge.status, 401);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let late = ua.authorize(&req, &challenge, None);
+    ua.send(&Message::Request(late)).await;
+    let r = ua.response().await;
+    assert_eq!(r.status, 401);
+    let again = r.headers.get_str(&HeaderName::WwwAuthenticate).unwrap();
+    assert!(again.contains("stale=true"), "{again}");
+    // The fresh nonce works.
+    let fresh = ua.authorize(&req, &r, None);
+    ua.send(&Message::Request(fresh)).await;
+    assert_eq!(ua.response().await.status, 200);
+}
+
+#[tokio::test]
+async fn trusted_sources_are_not_challenged() {
+    let lab = Lab::start(|c| c.auth.trusted = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let mut ua = lab.ua("bob").await;
+    let contact = format!("<{}>", ua.contact());
+    let req = ua.register_request(None, std::slice::from_ref(&contact), Some(600));
+    ua.send(&Message::Request(req)).await;
+    let r = ua.response().await;
+    assert_eq!(r.status, 200);
+    assert_eq!(contacts_of(&r).len(), 1);
+}
