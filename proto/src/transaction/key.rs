@@ -137,8 +137,8 @@ fn host_ip(host: &Host) -> Option<IpAddr> {
     }
 }
 
-/// Adds `received` and `rport` to the top Via of a request that arrived over UDP from
-/// `source` (RFC 3261 §18.2.1, RFC 3581 §4). Returns whether the Via changed.
+/// Adds `received` and `rport` to the top Via of a request that arrived (over any
+/// transport) from `source` (RFC 3261 §18.2.1, RFC 3581 §4). Returns whether the Via changed.
 pub(crate) fn stamp_via(via: &mut Via, source: SocketAddr) -> bool {
     let mut changed = false;
     let rport_requested = via.rport().is_some();

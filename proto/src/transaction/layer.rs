@@ -153,8 +153,10 @@ impl TransactionLayer {
             return;
         };
         let key = ServerKey::of(&request, &via);
+        // §18.2.1 and RFC 3581 §4 hold for every transport: over a stream the stamped
+        // `received`/`rport` name the connection, so stateless responses can reuse it.
         let mut stamped = via.clone();
-        if flow.transport == Transport::Udp && stamp_via(&mut stamped, flow.remote) {
+        if stamp_via(&mut stamped, flow.remote) {
             request.headers.remove_first(&HeaderName::Via);
             request
                 .headers

@@ -814,7 +814,8 @@ fn received_and_rport_are_added_and_responses_follow_them() {
     layer.send_response(now, tx, response(&req, 200)).unwrap();
     assert_eq!(transmits(&mut layer).remove(0).0, udp("192.0.2.7:5060"));
 
-    // Over TCP nothing is added and the answer goes back on the connection.
+    // Over TCP too (§18.2.1 "over any transport", RFC 3581 §4) received and rport are
+    // added, and the answer goes back on the connection.
     let tcp = Flow::new(Transport::Tcp, "198.51.100.3:50123".parse().unwrap());
     layer.handle_receive(
         now,
@@ -827,7 +828,9 @@ fn received_and_rport_are_added_and_responses_follow_them() {
         tcp,
     );
     let (tx, req) = take_request(&mut layer);
-    assert_eq!(req.headers.top_via().unwrap().received(), None);
+    let via = req.headers.top_via().unwrap();
+    assert_eq!(via.received(), Some("198.51.100.3"));
+    assert_eq!(via.rport(), Some(Some(50123)));
     layer.send_response(now, tx, response(&req, 200)).unwrap();
     assert_eq!(transmits(&mut layer).remove(0).0, tcp);
 }
