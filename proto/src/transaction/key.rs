@@ -156,16 +156,25 @@ pub(crate) fn stamp_via(via: &mut Via, source: SocketAddr) -> bool {
 }
 
 /// Where responses for a request with top Via `via` go (RFC 3261 §18.2.2, RFC 3581 §4):
-/// over a stream, back on `arrival` (the connection it came on); over UDP, to the
-/// `received` address (else the sent-by IP) and the `rport` port (else the sent-by port).
-/// `arrival` is `None` for stateless routing: then the transport comes from the Via and
-/// a domain name without `received` cannot be routed (`None`).
+/// over a stream, back on `arrival` (the connection it came on); over UDP, to an IP
+/// `maddr` with the sent-by port (a `maddr` naming a host cannot be resolved here and is
+/// ignored), else to the `received` address (else the sent-by IP) and the `rport` port
+/// (else the sent-by port). `arrival` is `None` for stateless routing: then the transport
+/// comes from the Via and a domain name without `received` cannot be routed (`None`).
 pub(crate) fn response_flow(via: &Via, arrival: Option<Flow>) -> Option<Flow> {
     let transport = match arrival {
         Some(flow) if flow.transport.is_reliable() => return Some(flow),
         Some(flow) => flow.transport,
         None => via.transport.parse::<Transport>().ok()?,
     };
+    let sent_by_port = via.port.unwrap_or_else(|| transport.default_port());
+    if let Some(maddr) = via
+        .param("maddr")
+        .flatten()
+        .and_then(|m| m.trim_start_matches('[').trim_end_matches(']').parse().ok())
+    {
+        return Some(Flow::new(transport, SocketAddr::new(maddr, sent_by_port)));
+    }
     let ip = via
         .received()
         .and_then(|r| r.trim_start_matches('[').trim_end_matches(']').parse().ok())
@@ -173,7 +182,7 @@ pub(crate) fn response_flow(via: &Via, arrival: Option<Flow>) -> Option<Flow> {
         .or_else(|| arrival.map(|f| f.remote.ip()))?;
     let port = match via.rport() {
         Some(Some(port)) => port,
-        _ => via.port.unwrap_or_else(|| transport.default_port()),
+        _ => sent_by_port,
     };
     Some(Flow::new(transport, SocketAddr::new(ip, port)))
 }
