@@ -263,6 +263,12 @@ impl TransactionLayer {
             .copied();
         match matched.and_then(|id| self.clients.get_mut(&id).map(|tx| (id, tx))) {
             Some((id, tx)) => {
+                // §8.1.3.3: a response with more Vias than our request had (one, for a
+                // UAC) was not meant for us: drop it.
+                let sent = tx.request.headers.vias().map_or(1, |v| v.len());
+                if response.headers.vias().map_or(true, |v| v.len() > sent) {
+                    return;
+                }
                 tx.on_response(now, &self.cfg, &mut self.out, response);
                 self.after_client(now, id);
             }
