@@ -7,7 +7,16 @@ use clap::{Args, Parser, Subcommand};
 
 /// `tandem-cli`: register, call, answer and probe with OPTIONS from the command line.
 #[derive(Debug, Parser)]
-#[command(name = "tandem-cli", version, about, long_about = None)]
+#[command(
+    name = "tandem-cli",
+    version,
+    about,
+    long_about = None,
+    after_help = "Events go to stdout, one line each: `event key=value ...` (registered, unregistered, \
+trying, ringing, answered, ended, incoming, rejected, failed, options). Diagnostics go to stderr.\n\
+Exit codes: 0 success, 1 refused by the peer (3xx-6xx), 2 usage/config error, 3 authentication \
+failed, 4 timeout or network error, 5 interrupted (SIGINT/SIGTERM)."
+)]
 pub struct Cli {
     /// Account and transport options (each may also come from `--profile`).
     #[command(flatten)]
