@@ -387,3 +387,21 @@ async fn a_6xx_cancels_the_other_branches_and_wins() {
     let cdr = wait_cdr(&lab, &alice.call_id, |_| true).await;
     assert_eq!(cdr.cause, "failed:603");
 }
+
+#[tokio::test]
+async fn tls_callee_gets_the_call_over_its_tls_connection() {
+    let lab =
+        Lab::start(|c| c.listen.tls = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))]).await;
+    let tls = lab.tls.expect("TLS listener");
+    let mut bob = Ua::new_tls("bob", "bobpw", tls, lab.tls_client.clone().unwrap()).await;
+    bob.register_self().await;
+    let mut alice = lab.ua("alice").await;
+    alice.call(&format!("sip:bob@{DOMAIN}")).await;
+    let (inv, proxy) = bob.request(5.0).await;
+    assert_eq!(inv.method, Method::Invite);
+    let rr = inv.headers.values(&HeaderName::RecordRoute);
+    assert_eq!(rr.len(), 2, "{rr:?}");
+    assert!(rr[0].contains("transport=tls"), "{rr:?}");
+    reply(&bob, proxy, answer(&inv, 486, "bt", &bob.contact())).await;
+    assert_eq!(alice.response_for(Method::Invite).await.status, 486);
+}

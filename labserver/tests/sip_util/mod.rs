@@ -26,6 +26,8 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub config: LabConfig,
 }
 
@@ -59,6 +61,8 @@ impl Lab {
             dir,
             udp: SocketAddr::from(([127, 0, 0, 1], 9)),
             tcp: SocketAddr::from(([127, 0, 0, 1], 9)),
+            tls: None,
+            tls_client: None,
             config,
         };
         lab.boot().await;
@@ -68,11 +72,13 @@ impl Lab {
     /// (Re)starts the server on the same store.
     pub async fn boot(&mut self) {
         let ca = LabCa::load_or_create(self.dir.path(), &[DOMAIN.to_string()]).unwrap();
+        self.tls_client = Some(ca.client_config().unwrap());
         let server = LabServer::start(self.config.clone(), self.store.clone(), ca)
             .await
             .unwrap();
         self.udp = server.local_addr(Transport::Udp).unwrap();
         self.tcp = server.local_addr(Transport::Tcp).unwrap();
+        self.tls = server.local_addr(Transport::Tls);
         self.server = Some(server);
     }
 
@@ -89,9 +95,13 @@ impl Lab {
     }
 }
 
-/// A TCP connection with its SIP stream framer.
+/// A byte stream a UA can talk SIP over (TCP or TLS).
+pub trait SipStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> SipStream for T {}
+
+/// A TCP or TLS connection with its SIP stream framer.
 pub struct TcpConn {
-    stream: TcpStream,
+    stream: Box<dyn SipStream>,
     framer: StreamFramer,
 }
 
@@ -99,6 +109,8 @@ pub struct TcpConn {
 pub struct Ua {
     pub sock: UdpSocket,
     pub tcp: Option<tokio::sync::Mutex<TcpConn>>,
+    /// `tcp` or `tls` when talking over a stream.
+    pub stream_kind: Option<&'static str>,
     pub addr: SocketAddr,
     pub server: SocketAddr,
     pub user: String,
@@ -119,6 +131,7 @@ impl Ua {
         Ua {
             sock,
             tcp: None,
+            stream_kind: None,
             addr,
             server,
             user: user.to_string(),
@@ -136,23 +149,53 @@ impl Ua {
         let stream = TcpStream::connect(server).await.unwrap();
         ua.addr = stream.local_addr().unwrap();
         ua.tcp = Some(tokio::sync::Mutex::new(TcpConn {
-            stream,
+            stream: Box::new(stream),
             framer: StreamFramer::new(65_536),
         }));
+        ua.stream_kind = Some("tcp");
         ua
+    }
+
+    /// A UA that talks to `server` over one TLS connection, trusting `tls`'s roots.
+    pub async fn new_tls(
+        user: &str,
+        password: &str,
+        server: SocketAddr,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Ua {
+        let mut ua = Ua::new(user, password, server).await;
+        let tcp = TcpStream::connect(server).await.unwrap();
+        ua.addr = tcp.local_addr().unwrap();
+        let name = rustls_pki_types::ServerName::try_from(DOMAIN.to_string()).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        ua.tcp = Some(tokio::sync::Mutex::new(TcpConn {
+            stream: Box::new(stream),
+            framer: StreamFramer::new(65_536),
+        }));
+        ua.stream_kind = Some("tls");
+        ua
+    }
+
+    fn stream_transport(&self) -> Option<&'static str> {
+        self.stream_kind
     }
 
     /// This UA's own contact URI.
     pub fn contact(&self) -> String {
-        if self.tcp.is_some() {
-            format!("sip:{}@{};transport=tcp", self.user, self.addr)
-        } else {
-            format!("sip:{}@{}", self.user, self.addr)
+        match self.stream_transport() {
+            Some(t) => format!("sip:{}@{};transport={t}", self.user, self.addr),
+            None => format!("sip:{}@{}", self.user, self.addr),
         }
     }
 
     pub fn via(&self) -> String {
-        let t = if self.tcp.is_some() { "TCP" } else { "UDP" };
+        let t = self
+            .stream_transport()
+            .unwrap_or("udp")
+            .to_ascii_uppercase();
         format!(
             "SIP/2.0/{t} {};branch=z9hG4bK{};rport",
             self.addr,
