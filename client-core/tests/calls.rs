@@ -698,3 +698,93 @@ async fn uac_re_acks_retransmitted_2xx() {
     assert!(matches!(next(&mut call).await, CallEvent::Ended { .. }));
     ua.shutdown().await;
 }
+
+#[tokio::test]
+async fn uac_follows_record_route_for_ack_and_bye() {
+    let mut peer = Peer::start(
+        Transport::Udp,
+        PeerConfig {
+            record_route: true,
+            ..no_auth()
+        },
+    )
+    .await;
+    let (ua, _events) = ua(Transport::Udp).await;
+    let mut call = ua
+        .call(
+            &account(&peer),
+            peer.uri(Some("bob")),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (_, settled) = until_settled(&mut call).await;
+    assert_eq!(settled, CallEvent::Answered { status: 200 });
+    let ack = match peer
+        .wait_for(5, |e| matches!(e, PeerEvent::Ack { .. }))
+        .await
+    {
+        PeerEvent::Ack { request } => request,
+        _ => unreachable!(),
+    };
+    // Request-URI: the remote target (dead port); Route: the recorded route.
+    assert_eq!(ack.uri.port, Some(peer::DEAD_PORT));
+    assert_eq!(ack.headers.routes().unwrap().len(), 1);
+    call.hangup();
+    assert_eq!(
+        next(&mut call).await,
+        CallEvent::Ended {
+            by: EndedBy::Local,
+            reason: EndReason::Bye
+        }
+    );
+    match peer
+        .wait_for(5, |e| matches!(e, PeerEvent::Bye { .. }))
+        .await
+    {
+        PeerEvent::Bye { request } => {
+            assert_eq!(request.uri.port, Some(peer::DEAD_PORT));
+            assert_eq!(request.headers.routes().unwrap().len(), 1);
+        }
+        _ => unreachable!(),
+    }
+    ua.shutdown().await;
+}
+
+#[tokio::test]
+async fn uas_follows_record_route_for_bye() {
+    let mut peer = Peer::start(Transport::Tcp, no_auth()).await;
+    let (ua, mut events) = ua(Transport::Tcp).await;
+    let target = ua.contact_uri(Some("alice"));
+    let answerer = async {
+        let inc = incoming(&mut events).await;
+        inc.accept().await.unwrap()
+    };
+    let (pcall, mut call) = tokio::join!(peer.call_via(&target, true), answerer);
+    assert_eq!(pcall.final_response.status, 200);
+    // The UA copied the Record-Route into its 2xx.
+    assert_eq!(
+        pcall.final_response.headers.record_routes().unwrap().len(),
+        1
+    );
+    assert_eq!(next(&mut call).await, CallEvent::Answered { status: 200 });
+    call.hangup();
+    assert_eq!(
+        next(&mut call).await,
+        CallEvent::Ended {
+            by: EndedBy::Local,
+            reason: EndReason::Bye
+        }
+    );
+    match peer
+        .wait_for(5, |e| matches!(e, PeerEvent::Bye { .. }))
+        .await
+    {
+        PeerEvent::Bye { request } => {
+            assert_eq!(request.uri.port, Some(peer::DEAD_PORT));
+            assert_eq!(request.headers.routes().unwrap().len(), 1);
+        }
+        _ => unreachable!(),
+    }
+    ua.shutdown().await;
+}

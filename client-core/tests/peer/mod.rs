@@ -19,6 +19,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+/// A port nothing listens on (the discard port): Contacts there are unreachable, so only
+/// requests that follow the route set reach the peer.
+pub const DEAD_PORT: u16 = 9;
+
 /// Short transaction timers so timeouts in tests take seconds, not half a minute.
 pub fn fast_tx() -> TxConfig {
     TxConfig {
@@ -57,6 +61,8 @@ pub struct PeerConfig {
     pub ring: Duration,
     /// Send a BYE this long after the ACK (the callee hangs up).
     pub bye_after: Option<Duration>,
+    /// Put a Record-Route to this peer in the 2xx and a Contact on a dead port.
+    pub record_route: bool,
     /// Re-send the 2xx this many times (100 ms apart), as if our ACKs were lost.
     pub retransmit_ok: u32,
 }
@@ -74,6 +80,7 @@ impl Default for PeerConfig {
             ring: Duration::from_millis(50),
             bye_after: None,
             retransmit_ok: 0,
+            record_route: false,
         }
     }
 }
@@ -253,6 +260,12 @@ impl Peer {
     /// Calls `target` (the UA's contact) with an SDP offer; returns the call once a final
     /// response arrived (the 2xx is ACKed).
     pub async fn call(&self, target: &Uri) -> PeerCall {
+        self.call_via(target, false).await
+    }
+
+    /// Like [`Peer::call`]; with `record_route`, the INVITE carries a Record-Route to this peer
+    /// and a Contact on a dead port, so that the UA's in-dialog requests must follow the route.
+    pub async fn call_via(&self, target: &Uri, record_route: bool) -> PeerCall {
         let call_id = format!("peer-call-{}", rand_token());
         let from_tag = rand_token();
         let mut req = Request::new(Method::Invite, target.clone());
@@ -265,13 +278,25 @@ impl Peer {
         h.push(HeaderName::To, format!("<{target}>"));
         h.push(HeaderName::CallId, call_id.clone());
         h.push(HeaderName::CSeq, "1 INVITE");
-        h.push(
-            HeaderName::Contact,
-            format!(
-                "<{}>",
-                self.endpoint.contact_uri(self.transport, Some("bob"))
-            ),
-        );
+        if record_route {
+            h.push(HeaderName::RecordRoute, format!("<{};lr>", self.uri(None)));
+            h.push(
+                HeaderName::Contact,
+                format!(
+                    "<sip:bob@127.0.0.1:{};transport={}>",
+                    DEAD_PORT,
+                    self.transport.uri_param()
+                ),
+            );
+        } else {
+            h.push(
+                HeaderName::Contact,
+                format!(
+                    "<{}>",
+                    self.endpoint.contact_uri(self.transport, Some("bob"))
+                ),
+            );
+        }
         h.push(HeaderName::ContentType, "application/sdp");
         let offer = sdp::audio_offer(
             1,
@@ -698,10 +723,23 @@ impl Ctx {
                         .transport
                         .parse()
                         .unwrap_or(Transport::Udp);
-                    ok.headers.push(
-                        HeaderName::Contact,
-                        format!("<{}>", endpoint.contact_uri(transport, Some("uas"))),
-                    );
+                    if config.record_route {
+                        let own = endpoint.contact_uri(transport, None);
+                        ok.headers
+                            .push(HeaderName::RecordRoute, format!("<{own};lr>"));
+                        ok.headers.push(
+                            HeaderName::Contact,
+                            format!(
+                                "<sip:uas@127.0.0.1:{DEAD_PORT};transport={}>",
+                                transport.uri_param()
+                            ),
+                        );
+                    } else {
+                        ok.headers.push(
+                            HeaderName::Contact,
+                            format!("<{}>", endpoint.contact_uri(transport, Some("uas"))),
+                        );
+                    }
                     ok.headers.push(HeaderName::ContentType, "application/sdp");
                     ok.body = Bytes::from(answer.to_string());
                     endpoint.respond(tx, ok.clone());
