@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rustls_pki_types::ServerName;
-use tandem_proto::msg::{Message, Request, Response};
+use tandem_proto::msg::{HeaderName, Message, Request, Response};
 use tandem_proto::transaction::{SentBy, TransactionLayer, Transmit, TxEvent, TxId};
 use tandem_proto::{Flow, Transport};
 use tokio::net::UdpSocket;
@@ -578,13 +578,36 @@ impl Driver {
         }
     }
 
-    fn deliver_incoming(&self, ev: IncomingEvent) {
-        match self.incoming.try_send(ev) {
-            Ok(()) => {}
+    /// Queues `ev` for the TU. A request or CANCEL that cannot be queued (the TU is not
+    /// keeping up, or gone) is answered with 503 here: its server transaction would
+    /// otherwise wait forever for a response nobody will send.
+    fn deliver_incoming(&mut self, ev: IncomingEvent) {
+        let ev = match self.incoming.try_send(ev) {
+            Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(ev)) => {
                 tracing::warn!(event = ?ev, "incoming queue full, event dropped");
+                ev
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(ev)) => ev,
+        };
+        let (tx, request) = match ev {
+            IncomingEvent::Request { tx, request, .. }
+            | IncomingEvent::Cancel { tx, request, .. } => (tx, request),
+            _ => return,
+        };
+        let mut response = Response::for_request(&request, 503);
+        response.headers.push(HeaderName::RetryAfter, "5");
+        if let Ok(mut to) = response.headers.to()
+            && to.tag().is_none()
+        {
+            to.set_tag(&format!("{:016x}", rand::random::<u64>()));
+            response.headers.set(HeaderName::To, to.to_string());
+        }
+        if let Err(e) = self
+            .layer
+            .send_response(std::time::Instant::now(), tx, response)
+        {
+            tracing::debug!(%tx, error = %e, "503 for an undelivered request not sent");
         }
     }
 }
