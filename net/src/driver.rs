@@ -291,6 +291,14 @@ impl Driver {
         let now = std::time::Instant::now();
         match input {
             NetInput::Datagram { data, flow, socket } => {
+                // CRLF (or NUL) keep-alives some peers send over UDP: nothing to answer.
+                if data
+                    .iter()
+                    .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+                {
+                    tracing::trace!(%flow, len = data.len(), "UDP keep-alive ignored");
+                    return;
+                }
                 transport::log_message("recv", &flow, &data);
                 if self.udp_peers.len() >= MAX_UDP_PEERS {
                     self.udp_peers.clear();
