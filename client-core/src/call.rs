@@ -584,6 +584,19 @@ impl CallTask {
             Setup::Over(event) => self.emit(event),
         }
         self.shared.remove_dialog(&self.key);
+        self.refuse_queued();
+    }
+
+    /// Answers in-dialog requests that arrived while the call was ending: 481.
+    fn refuse_queued(&mut self) {
+        self.inputs.close();
+        while let Ok(input) = self.inputs.try_recv() {
+            if let DialogInput::Request { tx, request } = input {
+                let mut r = Response::for_request(&request, 481);
+                r.reason = "Call/Transaction Does Not Exist".into();
+                self.shared.respond(tx, r);
+            }
+        }
     }
 
     async fn invite_phase(
@@ -796,6 +809,21 @@ impl CallTask {
 
     async fn run_uas(
         mut self,
+        dialog: Dialog,
+        tx: TxId,
+        ok: Response,
+        invite_cseq: u32,
+        answer_in_ack: bool,
+    ) {
+        self.uas_phases(dialog, tx, ok, invite_cseq, answer_in_ack)
+            .await;
+        self.shared.remove_dialog(&self.key);
+        self.refuse_queued();
+    }
+
+    /// Retransmits our 2xx until the ACK (RFC 3261 §13.3.1.4), then runs the dialog.
+    async fn uas_phases(
+        &mut self,
         mut dialog: Dialog,
         tx: TxId,
         ok: Response,
@@ -820,7 +848,6 @@ impl CallTask {
                     tracing::warn!("no ACK for our 2xx: ending the call");
                     self.bye(&mut dialog).await;
                     self.emit(CallEvent::Ended { by: EndedBy::Local, reason: EndReason::Timeout });
-                    self.shared.remove_dialog(&self.key);
                     return;
                 }
                 cmd = self.cmds.recv(), if !hangup => {
@@ -841,7 +868,6 @@ impl CallTask {
                     Some(DialogInput::Request { tx, request, .. }) => {
                         if self.in_dialog_request(&mut dialog, tx, request) {
                             self.emit(CallEvent::Ended { by: EndedBy::Remote, reason: EndReason::Bye });
-                            self.shared.remove_dialog(&self.key);
                             return;
                         }
                     }
@@ -860,7 +886,6 @@ impl CallTask {
         } else {
             self.dialog_phase(dialog, None).await;
         }
-        self.shared.remove_dialog(&self.key);
     }
 
     fn take_ack_answer(&self, ack: &Request) {
