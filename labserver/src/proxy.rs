@@ -717,15 +717,18 @@ impl Proxy {
                         let first = finals.get(i).is_some_and(Option::is_none);
                         strip_top_via(&mut r);
                         if (200..300).contains(&r.status) {
+                            // Record the answer before the 2xx leaves, so that a BYE racing
+                            // right behind the ACK finds the call.
+                            let answered_now = final_sent.is_none();
+                            if answered_now && let Some(call) = &call {
+                                self.cdrs.answered(call, r.status);
+                            }
                             match final_sent {
                                 None | Some(200..=299) => self.endpoint.respond(tx, r.clone()),
                                 Some(_) => self.endpoint.respond_stateless(r.clone()),
                             }
-                            if final_sent.is_none() {
+                            if answered_now {
                                 final_sent = Some(r.status);
-                                if let Some(call) = &call {
-                                    self.cdrs.answered(call, r.status);
-                                }
                             }
                             if is_invite {
                                 let _ = cancel_branches.send(true);
