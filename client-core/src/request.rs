@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tandem_net::{NetError, Target, TxOutcome};
-use tandem_proto::auth::{AuthError, Challenge, Credentials, DigestClient};
+use tandem_proto::auth::{AuthError, Credentials, DigestClient, parse_challenges};
 use tandem_proto::msg::{HeaderName, Message, Request, Response, Uri};
 
 use crate::account::Account;
@@ -96,20 +96,12 @@ impl AuthSession {
         } else {
             (AuthHeader::Www, HeaderName::WwwAuthenticate)
         };
-        let challenges: Vec<Challenge> = response
+        let values: Vec<String> = response
             .headers
             .get_all(&header)
-            .filter_map(|v| {
-                let text = String::from_utf8_lossy(v);
-                match Challenge::parse(&text) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::debug!(error = %e, challenge = %text, "skipping a challenge");
-                        None
-                    }
-                }
-            })
+            .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect();
+        let challenges = parse_challenges(values.iter().map(String::as_str));
         let realm = challenges.first().map(|c| c.realm.clone());
         let Some(digest) = self.digest.as_mut() else {
             tracing::warn!(

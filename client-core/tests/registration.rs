@@ -110,6 +110,27 @@ async fn register_sha256_over_udp() {
 }
 
 #[tokio::test]
+async fn comma_joined_challenges_pick_the_first_supported() {
+    let mut peer = Peer::start(
+        Transport::Udp,
+        PeerConfig {
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            joined_challenges: true,
+            ..PeerConfig::default()
+        },
+    )
+    .await;
+    let (ua, _events) = ua(Transport::Udp).await;
+    let reg = ua.register(&account(&peer, Some("secret"))).await.unwrap();
+    assert_eq!(register_status(&peer.next_event(5).await).0, 401);
+    let (status, _, _, creds) = register_status(&peer.next_event(5).await);
+    assert_eq!(status, 200);
+    assert_eq!(creds.unwrap().algorithm, Algorithm::Sha256);
+    reg.unregister().await.unwrap();
+    ua.shutdown().await;
+}
+
+#[tokio::test]
 async fn stale_nonce_is_retried_silently() {
     let mut peer = Peer::start(
         Transport::Udp,

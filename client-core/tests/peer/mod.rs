@@ -61,6 +61,8 @@ pub struct PeerConfig {
     pub ring: Duration,
     /// Send a BYE this long after the ACK (the callee hangs up).
     pub bye_after: Option<Duration>,
+    /// Send all challenges comma-joined in one WWW-Authenticate header.
+    pub joined_challenges: bool,
     /// Put a Record-Route to this peer in the 2xx and a Contact on a dead port.
     pub record_route: bool,
     /// Re-send the 2xx this many times (100 ms apart), as if our ACKs were lost.
@@ -81,6 +83,7 @@ impl Default for PeerConfig {
             bye_after: None,
             retransmit_ok: 0,
             record_route: false,
+            joined_challenges: false,
         }
     }
 }
@@ -597,9 +600,23 @@ impl Ctx {
         }
         let mut r = Response::for_request(req, 401);
         let issuer = self.issuer.lock().unwrap();
-        for alg in &self.config.algorithms {
-            let ch = issuer.challenge(&self.config.realm, *alg, now_unix(), rand::random(), stale);
-            r.headers.push(HeaderName::WwwAuthenticate, ch.to_string());
+        let challenges: Vec<String> = self
+            .config
+            .algorithms
+            .iter()
+            .map(|alg| {
+                issuer
+                    .challenge(&self.config.realm, *alg, now_unix(), rand::random(), stale)
+                    .to_string()
+            })
+            .collect();
+        if self.config.joined_challenges {
+            r.headers
+                .push(HeaderName::WwwAuthenticate, challenges.join(", "));
+        } else {
+            for c in challenges {
+                r.headers.push(HeaderName::WwwAuthenticate, c);
+            }
         }
         self.endpoint.respond(tx, r);
         Err(401)
