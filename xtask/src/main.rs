@@ -70,7 +70,7 @@ fn test(extra: &[String]) -> Result<()> {
     packages::ensure(packages::TEST_PACKAGES)?;
     ensure_components()?;
     let bin_dir = target_dir()?.join("debug");
-    let mut test_args = vec!["test", "--workspace"];
+    let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     test_args.extend(extra.iter().copied());
     let steps: Vec<Step> = vec![
