@@ -443,11 +443,6 @@ pub fn http_date(unix_secs: i64) -> String {
     )
 }
 
-/// Parses a `NameAddr` header value; a helper shared by the proxy.
-pub fn parse_name_addr(text: &str) -> Option<NameAddr> {
-    NameAddr::parse(text).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
