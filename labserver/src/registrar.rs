@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use tandem_proto::msg::{ContactValue, HeaderName, Host, NameAddr, Request, Response, Scheme, Uri};
+use tandem_proto::msg::{ContactValue, HeaderName, Host, Request, Response, Scheme, Uri};
 use tandem_proto::{Flow, Transport};
 
 use crate::authn::{AuthRole, Authenticator, Identity};
