@@ -554,9 +554,18 @@ fn is_merged(shared: &Shared, request: &Request) -> bool {
     })
 }
 
-/// RFC 3261 §8.2.2.3 and §8.2.3: requests needing extensions we lack (420) or carrying a
+/// RFC 3261 §8.2.2.1, §8.2.2.3 and §8.2.3: requests with a Request-URI scheme we do not
+/// know (416), needing extensions we lack (420) or carrying a
 /// body we cannot read (415) are refused before any dialog processing.
 fn precheck(request: &Request) -> Option<Response> {
+    if let Err(e) = tandem_proto::msg::check_request_uri_scheme(request)
+        && request.method != Method::Ack
+    {
+        let mut r = Response::for_request(request, 416);
+        r.reason = "Unsupported URI Scheme".into();
+        tracing::debug!(error = %e, "refusing a request");
+        return Some(r);
+    }
     let required = request.headers.values(&HeaderName::Require);
     if !required.is_empty() && !matches!(request.method, Method::Ack | Method::Cancel) {
         let mut r = Response::for_request(request, 420);

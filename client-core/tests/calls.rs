@@ -561,7 +561,13 @@ async fn unsupported_extension_and_media_type_are_refused() {
         final_status(&peer.endpoint, req, Target::Uri(target.clone())).await,
         415
     );
-    // Neither reached the application.
+    let mut odd = invite(&[], "");
+    odd.uri = tandem_proto::msg::Uri::parse("urn:service:sos").unwrap();
+    assert_eq!(
+        final_status(&peer.endpoint, odd, Target::Uri(target.clone())).await,
+        416
+    );
+    // None reached the application.
     assert!(
         timeout(Duration::from_millis(200), events.next())
             .await
