@@ -363,6 +363,8 @@ impl Registrar {
                 .param("reg-id")
                 .flatten()
                 .and_then(|v| v.trim().parse::<u32>().ok());
+            // The same contact listed twice: the last one counts.
+            out.retain(|c: &NewContact| !c.uri.equivalent(&na.uri));
             out.push(NewContact {
                 key: na.uri.to_string(),
                 uri: na.uri.clone(),

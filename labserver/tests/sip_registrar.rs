@@ -146,6 +146,18 @@ async fn several_contacts_with_q_values() {
     assert_eq!(listed[1].2, Some(0.9));
     assert_eq!(listed[2].2, Some(0.2));
     assert!(listed[2].1.unwrap() > 300);
+    // The same contact twice in one request counts once.
+    let r = ua
+        .register(
+            &[
+                "<sip:alice@192.0.2.9:5060>".to_string(),
+                "<sip:alice@192.0.2.9:5060>;expires=0".to_string(),
+            ],
+            Some(600),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(contacts_of(&r).len(), 3);
     // Removing one contact with expires=0 keeps the others.
     let r = ua
         .register(&["<sip:alice@192.0.2.3:5060>;expires=0".to_string()], None)
