@@ -298,6 +298,8 @@ impl Core {
 /// Runs the lab server until SIGINT or SIGTERM: prints the `ready …` line on stdout once
 /// listening, then shuts down cleanly (registrations and CDRs flushed to the store).
 pub async fn run(config: LabConfig, store: Store, ca: LabCa) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM right after the ready line must still shut down cleanly.
+    let signals = Signals::install()?;
     let server = LabServer::start(config, store, ca).await?;
     {
         use std::io::Write;
@@ -305,25 +307,47 @@ pub async fn run(config: LabConfig, store: Store, ca: LabCa) -> anyhow::Result<(
         writeln!(out, "{}", server.ready_line())?;
         out.flush()?;
     }
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down");
     server.shutdown().await?;
     Ok(())
 }
 
+/// SIGINT/SIGTERM (Ctrl-C elsewhere), installed before the server announces itself.
 #[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
