@@ -677,6 +677,7 @@ impl Proxy {
         let mut caller_cancelled = false;
         let mut timed_out = false;
         let mut released = false;
+        let mut cancel_closed = false;
 
         loop {
             if final_sent.is_some() && !released {
@@ -760,8 +761,11 @@ impl Proxy {
                         self.cdrs.finished(call, None, Some(status), "no-answer".into());
                     }
                 }
-                changed = cancel.changed(), if !caller_cancelled && final_sent.is_none() => {
-                    if changed.is_err() || *cancel.borrow() {
+                changed = cancel.changed(), if !caller_cancelled && !cancel_closed && final_sent.is_none() => {
+                    if changed.is_err() {
+                        // No CANCEL can come any more (non-INVITE, or the call slot is gone).
+                        cancel_closed = true;
+                    } else if *cancel.borrow() {
                         caller_cancelled = true;
                         let _ = cancel_branches.send(true);
                         cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);

@@ -279,6 +279,8 @@ async fn message_is_forwarded_to_a_registered_user() {
         msg.headers.get(&HeaderName::RecordRoute).is_none(),
         "MESSAGE creates no dialog"
     );
+    // A slow answer still gets through (no CANCEL grace timer for non-INVITE).
+    tokio::time::sleep(std::time::Duration::from_millis(4300)).await;
     reply(&bob, proxy, answer(&msg, 200, "bm", &bob.contact())).await;
     assert_eq!(alice.response().await.status, 200);
 }
@@ -404,4 +406,29 @@ async fn tls_callee_gets_the_call_over_its_tls_connection() {
     assert!(rr[0].contains("transport=tls"), "{rr:?}");
     reply(&bob, proxy, answer(&inv, 486, "bt", &bob.contact())).await;
     assert_eq!(alice.response_for(Method::Invite).await.status, 486);
+}
+
+#[tokio::test]
+async fn a_request_that_comes_back_unchanged_is_a_loop() {
+    let lab = Lab::start(|c| c.auth.trusted = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let alice = lab.ua("alice").await;
+    // A broken next hop that sends every request straight back to the proxy.
+    let bouncer = lab.ua("bouncer").await;
+    let text = format!(
+        "MESSAGE sip:x@{} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=1\r\nTo: <sip:x@{}>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+        bouncer.addr,
+        alice.via(),
+        bouncer.addr,
+        rand_token()
+    );
+    alice.send_text(&text).await;
+    let (fwd, proxy) = bouncer.request(5.0).await;
+    assert_eq!(fwd.headers.vias().unwrap().len(), 2);
+    bouncer.send_to(&Message::Request(fwd), proxy).await;
+    // The proxy answers its own looped copy with 482; the bouncer relays that back too.
+    let looped = bouncer.response().await;
+    assert_eq!(looped.status, 482);
+    bouncer.send_to(&Message::Response(looped), proxy).await;
+    let r = alice.response().await;
+    assert_eq!(r.status, 482);
 }
