@@ -42,6 +42,8 @@ pub fn test_config(dir: &std::path::Path) -> LabConfig {
     config.listen.udp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
     config.listen.tcp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
     config.listen.tls = vec![];
+    // Offer both algorithms (RFC 8760 order) so the tests cover SHA-256 as well as MD5.
+    config.auth.algorithms = vec!["SHA-256".to_string(), "MD5".to_string()];
     config
 }
 
