@@ -85,11 +85,6 @@ pub const TEST_PACKAGES: &[Need] = &[
         "postgresql",
     ),
     (Probe::Bin("ip"), "iproute2"),
-    (Probe::Bin("iptables"), "iptables"),
-    (Probe::Bin("dnsmasq"), "dnsmasq-base"),
-    (Probe::Bin("tshark"), "tshark"),
-    (Probe::Bin("sngrep"), "sngrep"),
-    (Probe::Bin("sox"), "sox"),
 ];
 
 /// What `cargo xtask run` / `lab` need beyond the Rust toolchain.
