@@ -231,7 +231,14 @@ const KNOWN: [(&str, HeaderName); 33] = [
 
 impl PartialEq for HeaderName {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str().eq_ignore_ascii_case(other.as_str())
+        match (self, other) {
+            // Two known names are equal exactly when they are the same variant; only an
+            // `Other` (which may spell a known name) needs the case-insensitive compare.
+            (HeaderName::Other(_), _) | (_, HeaderName::Other(_)) => {
+                self.as_str().eq_ignore_ascii_case(other.as_str())
+            }
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
     }
 }
 
