@@ -41,25 +41,29 @@ pub(crate) enum ServerKey {
         /// The request method, ACK replaced by INVITE.
         method: Method,
     },
-    /// RFC 2543 fallback for a branch without the magic cookie: Request-URI, To tag,
-    /// From tag, Call-ID, CSeq number and method, and the whole top Via. An ACK is keyed
-    /// with method ACK and the To tag of the final response the transaction sent.
-    Rfc2543 {
-        /// The Request-URI as printed.
-        uri: String,
-        /// The To tag.
-        to_tag: Option<String>,
-        /// The From tag.
-        from_tag: Option<String>,
-        /// The Call-ID.
-        call_id: String,
-        /// The CSeq number.
-        cseq: u32,
-        /// The method (INVITE for CANCEL's lookup of its INVITE; ACK for ACKs).
-        method: Method,
-        /// The top Via as printed.
-        via: String,
-    },
+    /// RFC 2543 fallback for a branch without the magic cookie (boxed: rare, and large).
+    Rfc2543(Box<Rfc2543Key>),
+}
+
+/// The RFC 2543 matching fields of a request (§17.2.3): Request-URI, To tag, From tag,
+/// Call-ID, CSeq number and method, and the whole top Via. An ACK is keyed with method
+/// ACK and the To tag of the final response the transaction sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Rfc2543Key {
+    /// The Request-URI as printed.
+    uri: String,
+    /// The To tag.
+    to_tag: Option<String>,
+    /// The From tag.
+    from_tag: Option<String>,
+    /// The Call-ID.
+    call_id: String,
+    /// The CSeq number.
+    cseq: u32,
+    /// The method (INVITE for CANCEL's lookup of its INVITE; ACK for ACKs).
+    method: Method,
+    /// The top Via as printed.
+    via: String,
 }
 
 impl ServerKey {
@@ -76,7 +80,7 @@ impl ServerKey {
                 sent_by: sent_by_key(via),
                 method,
             }),
-            _ => Some(ServerKey::Rfc2543 {
+            _ => Some(ServerKey::Rfc2543(Box::new(Rfc2543Key {
                 uri: request.uri.to_string(),
                 to_tag: request.headers.to().ok()?.tag().map(str::to_owned),
                 from_tag: request.headers.from().ok()?.tag().map(str::to_owned),
@@ -84,7 +88,7 @@ impl ServerKey {
                 cseq: request.headers.cseq().ok()?.seq,
                 method: request.method.clone(),
                 via: via.to_string(),
-            }),
+            }))),
         }
     }
 
@@ -92,9 +96,8 @@ impl ServerKey {
     pub(crate) fn with_method(&self, method: Method) -> ServerKey {
         let mut key = self.clone();
         match &mut key {
-            ServerKey::Rfc3261 { method: m, .. } | ServerKey::Rfc2543 { method: m, .. } => {
-                *m = method;
-            }
+            ServerKey::Rfc3261 { method: m, .. } => *m = method,
+            ServerKey::Rfc2543(k) => k.method = method,
         }
         key
     }
@@ -104,12 +107,11 @@ impl ServerKey {
     pub(crate) fn ack_key(&self, to_tag: Option<&str>) -> Option<ServerKey> {
         match self {
             ServerKey::Rfc3261 { .. } => None,
-            ServerKey::Rfc2543 { .. } => {
-                let mut key = self.with_method(Method::Ack);
-                if let ServerKey::Rfc2543 { to_tag: t, .. } = &mut key {
-                    *t = to_tag.map(str::to_owned);
-                }
-                Some(key)
+            ServerKey::Rfc2543(k) => {
+                let mut k = (**k).clone();
+                k.method = Method::Ack;
+                k.to_tag = to_tag.map(str::to_owned);
+                Some(ServerKey::Rfc2543(Box::new(k)))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! queues the output.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,7 +47,7 @@ pub struct TransactionLayer {
     clients: HashMap<TxId, ClientTx>,
     servers: HashMap<TxId, ServerTx>,
     client_keys: HashMap<ClientKey, TxId>,
-    server_keys: HashMap<ServerKey, TxId>,
+    server_keys: HashMap<Arc<ServerKey>, TxId>,
     out: Out,
 }
 
@@ -100,9 +101,10 @@ impl TransactionLayer {
         self.clients.get(&tx).map(|c| &c.request)
     }
 
-    /// The request that created a server transaction.
+    /// The request that created a server transaction, until it sends its final
+    /// response (afterwards only what absorbs retransmissions is kept).
     pub fn server_request(&self, tx: TxId) -> Option<&Request> {
-        self.servers.get(&tx).map(|s| &s.request)
+        self.servers.get(&tx).and_then(|s| s.request.as_deref())
     }
 
     /// The flow a transaction uses (client: where it sends; server: where it answers).
@@ -210,7 +212,8 @@ impl TransactionLayer {
         } else {
             None
         };
-        let mut tx = ServerTx::new(id, request.clone(), flow, reply, key.clone());
+        let key = Arc::new(key);
+        let mut tx = ServerTx::new(id, request.clone(), flow, reply, Arc::clone(&key));
         tx.start(now, &self.cfg, &mut self.out);
         self.servers.insert(id, tx);
         self.server_keys.insert(key, id);
@@ -317,8 +320,10 @@ impl TransactionLayer {
                 tx.on_timer(now, &self.cfg, &mut self.out, timer);
                 self.after_client(now, id);
             } else if let Some(tx) = self.servers.get_mut(&id) {
-                if tx.on_timer(now, &self.cfg, &mut self.out, timer) {
-                    let trying = trying_for(&tx.request).to_bytes();
+                if tx.on_timer(now, &self.cfg, &mut self.out, timer)
+                    && let Some(request) = &tx.request
+                {
+                    let trying = trying_for(request).to_bytes();
                     tx.send_trying(&mut self.out, trying);
                 }
                 self.reap_server(id);
@@ -406,11 +411,13 @@ impl TransactionLayer {
             // RFC 2543 peers' ACKs are matched by the To tag of our final response.
             let to_tag = response.headers.to().ok();
             let to_tag = to_tag.as_ref().and_then(|to| to.tag());
-            if let Some(ack_key) = server.keys.first().and_then(|k| k.ack_key(to_tag))
-                && !server.keys.contains(&ack_key)
+            if server.ack_key.is_none()
+                && let Some(ack_key) = server.key.ack_key(to_tag)
+                && ack_key != *server.key
             {
-                self.server_keys.insert(ack_key.clone(), tx);
-                server.keys.push(ack_key);
+                let ack_key = Arc::new(ack_key);
+                self.server_keys.insert(Arc::clone(&ack_key), tx);
+                server.ack_key = Some(ack_key);
             }
         }
         self.reap_server(tx);
@@ -561,9 +568,9 @@ impl TransactionLayer {
             return;
         }
         if let Some(tx) = self.servers.remove(&id) {
-            for key in &tx.keys {
-                if self.server_keys.get(key) == Some(&id) {
-                    self.server_keys.remove(key);
+            for key in std::iter::once(&tx.key).chain(&tx.ack_key) {
+                if self.server_keys.get(&**key) == Some(&id) {
+                    self.server_keys.remove(&**key);
                 }
             }
             self.out.events.push_back(TxEvent::Terminated { tx: id });

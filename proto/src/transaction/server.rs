@@ -1,6 +1,7 @@
 //! Server transactions: INVITE (RFC 3261 §17.2.1 with the RFC 6026 Accepted state)
 //! and non-INVITE (§17.2.2).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -43,16 +44,20 @@ pub(crate) enum AckDisposition {
 pub(crate) struct ServerTx {
     /// Its id.
     pub(crate) id: TxId,
-    /// The request that created it (top Via stamped with received/rport).
-    pub(crate) request: Request,
+    /// The request that created it (top Via stamped with received/rport), kept until
+    /// the final response: Completed, Confirmed and Accepted only need the key, the
+    /// flow and the encoded last response to absorb retransmissions.
+    pub(crate) request: Option<Box<Request>>,
     /// The flow the request arrived on.
     pub(crate) flow: Flow,
     /// Where responses go (§18.2.2).
     pub(crate) reply: Flow,
     /// Its state.
     pub(crate) state: ServerState,
-    /// The keys under which the layer indexes it.
-    pub(crate) keys: Vec<ServerKey>,
+    /// The key under which the layer indexes it (shared with the layer's index).
+    pub(crate) key: Arc<ServerKey>,
+    /// For an RFC 2543 INVITE: the extra key its ACK will match, once a final was sent.
+    pub(crate) ack_key: Option<Arc<ServerKey>>,
     invite: bool,
     timers: TimerTable,
     interval: Duration,
@@ -61,15 +66,22 @@ pub(crate) struct ServerTx {
 
 impl ServerTx {
     /// A server transaction for `request`, answering to `reply`.
-    pub(crate) fn new(id: TxId, request: Request, flow: Flow, reply: Flow, key: ServerKey) -> Self {
+    pub(crate) fn new(
+        id: TxId,
+        request: Request,
+        flow: Flow,
+        reply: Flow,
+        key: Arc<ServerKey>,
+    ) -> Self {
         let invite = request.method == Method::Invite;
         Self {
             id,
-            request,
+            request: Some(Box::new(request)),
             flow,
             reply,
             state: ServerState::Trying,
-            keys: vec![key],
+            key,
+            ack_key: None,
             invite,
             timers: TimerTable::new(id),
             interval: Duration::ZERO,
@@ -163,7 +175,11 @@ impl ServerTx {
         self.last_response = Some(data);
         if provisional {
             self.state = ServerState::Proceeding;
-        } else if self.invite {
+            return Ok(());
+        }
+        // Only the encoded final response is needed from now on.
+        self.request = None;
+        if self.invite {
             if status < 300 {
                 self.state = ServerState::Accepted;
                 self.timers
@@ -243,6 +259,7 @@ impl ServerTx {
     /// Ends the transaction (the layer removes it and reports `Terminated`).
     pub(crate) fn terminate(&mut self, out: &mut Out) {
         self.timers.stop_all(&mut out.timers);
+        self.request = None;
         self.state = ServerState::Terminated;
     }
 }

@@ -41,29 +41,6 @@ pub(crate) enum TxTimer {
     Trying,
 }
 
-impl TxTimer {
-    /// How many timers there are (the size of a [`TimerTable`]).
-    const COUNT: usize = 13;
-
-    fn slot(self) -> usize {
-        match self {
-            TxTimer::A => 0,
-            TxTimer::B => 1,
-            TxTimer::D => 2,
-            TxTimer::E => 3,
-            TxTimer::F => 4,
-            TxTimer::G => 5,
-            TxTimer::H => 6,
-            TxTimer::I => 7,
-            TxTimer::J => 8,
-            TxTimer::K => 9,
-            TxTimer::L => 10,
-            TxTimer::M => 11,
-            TxTimer::Trying => 12,
-        }
-    }
-}
-
 /// All pending deadlines of all transactions, ordered by time.
 ///
 /// Every entry mirrors exactly one armed slot of some [`TimerTable`]; tables keep the
@@ -96,11 +73,18 @@ impl TimerIndex {
     }
 }
 
-/// The timers of one transaction: a deadline per [`TxTimer`], or none.
+/// How many timers one transaction can have armed at once. The state machines never
+/// arm more than two (A+B, E+F, G+H); one spare slot keeps `set` total.
+const SLOTS: usize = 3;
+
+/// The timers of one transaction: up to [`SLOTS`] armed (timer, deadline) pairs.
+///
+/// A compact table instead of one slot per [`TxTimer`]: it is held by every live
+/// transaction, including the many that only wait in Completed for Timer J.
 #[derive(Debug)]
 pub(crate) struct TimerTable {
     tx: TxId,
-    slots: [Option<Instant>; TxTimer::COUNT],
+    slots: [Option<(TxTimer, Instant)>; SLOTS],
 }
 
 impl TimerTable {
@@ -108,35 +92,66 @@ impl TimerTable {
     pub(crate) fn new(tx: TxId) -> Self {
         Self {
             tx,
-            slots: [None; TxTimer::COUNT],
+            slots: [None; SLOTS],
         }
+    }
+
+    fn position(&self, timer: TxTimer) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.is_some_and(|(t, _)| t == timer))
     }
 
     /// The deadline of `timer`, if armed.
     #[cfg(test)]
     pub(crate) fn get(&self, timer: TxTimer) -> Option<Instant> {
-        self.slots[timer.slot()]
+        self.position(timer)
+            .and_then(|i| self.slots.get(i).copied().flatten())
+            .map(|(_, at)| at)
     }
 
     /// Arms `timer` to fire at `at`, replacing any earlier deadline.
     pub(crate) fn set(&mut self, index: &mut TimerIndex, timer: TxTimer, at: Instant) {
         self.stop(index, timer);
-        self.slots[timer.slot()] = Some(at);
-        index.deadlines.insert((at, self.tx, timer));
+        let free = match self.slots.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                // Unreachable with the RFC 3261 machines (at most two timers at once);
+                // if it ever happens, the latest deadline gives way so the index stays
+                // an exact mirror of the table.
+                debug_assert!(false, "more than {SLOTS} timers armed on {}", self.tx);
+                let (latest, _) = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.map(|(_, at)| (i, at)))
+                    .max_by_key(|&(_, at)| at)
+                    .unwrap_or((0, at));
+                if let Some(Some((t, old))) = self.slots.get_mut(latest).map(Option::take) {
+                    index.deadlines.remove(&(old, self.tx, t));
+                }
+                latest
+            }
+        };
+        if let Some(slot) = self.slots.get_mut(free) {
+            *slot = Some((timer, at));
+            index.deadlines.insert((at, self.tx, timer));
+        }
     }
 
     /// Disarms `timer`.
     pub(crate) fn stop(&mut self, index: &mut TimerIndex, timer: TxTimer) {
-        if let Some(at) = self.slots[timer.slot()].take() {
+        if let Some(i) = self.position(timer)
+            && let Some(Some((_, at))) = self.slots.get_mut(i).map(Option::take)
+        {
             index.deadlines.remove(&(at, self.tx, timer));
         }
     }
 
     /// Disarms every timer.
     pub(crate) fn stop_all(&mut self, index: &mut TimerIndex) {
-        for (slot, deadline) in self.slots.iter_mut().enumerate() {
-            if let Some(at) = deadline.take() {
-                let timer = ALL[slot];
+        for slot in &mut self.slots {
+            if let Some((timer, at)) = slot.take() {
                 index.deadlines.remove(&(at, self.tx, timer));
             }
         }
@@ -144,38 +159,18 @@ impl TimerTable {
 
     /// Records that `timer` fired (the index entry was already popped).
     pub(crate) fn fired(&mut self, timer: TxTimer) {
-        self.slots[timer.slot()] = None;
+        if let Some(i) = self.position(timer)
+            && let Some(slot) = self.slots.get_mut(i)
+        {
+            *slot = None;
+        }
     }
 }
-
-/// Every timer, in slot order.
-const ALL: [TxTimer; TxTimer::COUNT] = [
-    TxTimer::A,
-    TxTimer::B,
-    TxTimer::D,
-    TxTimer::E,
-    TxTimer::F,
-    TxTimer::G,
-    TxTimer::H,
-    TxTimer::I,
-    TxTimer::J,
-    TxTimer::K,
-    TxTimer::L,
-    TxTimer::M,
-    TxTimer::Trying,
-];
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn slots_match_all_order() {
-        for (i, t) in ALL.iter().enumerate() {
-            assert_eq!(t.slot(), i);
-        }
-    }
 
     #[test]
     fn index_tracks_table() {
