@@ -155,6 +155,17 @@ impl TransactionLayer {
             return;
         };
         let key = ServerKey::of(&request, &via);
+        // A retransmission (§17.2.3 match) only re-sends the last response: its request
+        // was validated when the transaction was created, so skip the stamping and the
+        // semantic checks, which cost more than everything else on this path.
+        if request.method != Method::Ack
+            && let Some(key) = &key
+            && let Some(&id) = self.server_keys.get(key)
+            && let Some(tx) = self.servers.get_mut(&id)
+        {
+            tx.on_retransmission(&mut self.out);
+            return;
+        }
         // §18.2.1 and RFC 3581 §4 hold for every transport: over a stream the stamped
         // `received`/`rport` name the connection, so stateless responses can reuse it.
         let mut stamped = via.clone();
@@ -188,13 +199,6 @@ impl TransactionLayer {
 
         if request.method == Method::Ack {
             self.on_ack(now, request, flow, &key);
-            return;
-        }
-
-        if let Some(&id) = self.server_keys.get(&key)
-            && let Some(tx) = self.servers.get_mut(&id)
-        {
-            tx.on_retransmission(&mut self.out);
             return;
         }
 
