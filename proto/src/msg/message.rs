@@ -1,5 +1,7 @@
 //! Requests, responses, the datagram parser and the printer (RFC 3261 §7, §18.3, §25).
 
+use std::fmt::Write as _;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::ParseError;
@@ -488,7 +490,7 @@ fn write_rest(out: &mut BytesMut, headers: &Headers, body: &Bytes) {
     for h in headers.iter() {
         if h.name == HeaderName::ContentLength {
             if !wrote_length {
-                out.put_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+                put_content_length(out, body.len());
                 wrote_length = true;
             }
             continue;
@@ -499,10 +501,18 @@ fn write_rest(out: &mut BytesMut, headers: &Headers, body: &Bytes) {
         out.put_slice(b"\r\n");
     }
     if !wrote_length {
-        out.put_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        put_content_length(out, body.len());
     }
     out.put_slice(b"\r\n");
     out.put_slice(body);
+}
+
+/// Writes the `Content-Length` line without an intermediate `String`.
+fn put_content_length(out: &mut BytesMut, len: usize) {
+    out.put_slice(b"Content-Length: ");
+    // Writing into a BytesMut cannot fail (it grows as needed).
+    let _ = write!(out, "{len}");
+    out.put_slice(b"\r\n");
 }
 
 /// Writes a header value or reason phrase; a CR or LF (which would end the line and let a value
@@ -609,7 +619,8 @@ impl Response {
         let mut out = BytesMut::with_capacity(
             self.reason.len() + 16 + headers_len(&self.headers) + self.body.len(),
         );
-        out.put_slice(format!("SIP/2.0 {} ", self.status).as_bytes());
+        // Writing into a BytesMut cannot fail (it grows as needed).
+        let _ = write!(out, "SIP/2.0 {} ", self.status);
         put_line_safe(&mut out, self.reason.as_bytes());
         out.put_slice(b"\r\n");
         write_rest(&mut out, &self.headers, &self.body);
