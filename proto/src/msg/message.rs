@@ -9,6 +9,7 @@ use super::header::{HeaderName, Headers};
 use super::method::Method;
 use super::scan;
 use super::uri::Uri;
+use super::via::CSeq;
 
 /// Default cap on the number of header lines in one message.
 pub const MAX_HEADERS: usize = 256;
@@ -638,15 +639,25 @@ const SINGLETONS: [(HeaderName, &str); 6] = [
     (HeaderName::ContentLength, "Content-Length"),
 ];
 
-fn check_common(headers: &Headers) -> Result<(), ParseError> {
-    for (name, label) in &SINGLETONS {
-        let n = headers.count(name);
-        if n > 1 {
+/// The checks shared by requests and responses; returns the parsed CSeq so a caller does not
+/// parse it again.
+fn check_common(headers: &Headers) -> Result<CSeq, ParseError> {
+    // One pass over the lines counts every singleton (and remembers its first value) instead of
+    // one pass per singleton.
+    let mut counts = [0usize; SINGLETONS.len()];
+    let mut firsts: [Option<&Bytes>; SINGLETONS.len()] = [None; SINGLETONS.len()];
+    for h in headers.iter() {
+        if let Some(i) = SINGLETONS.iter().position(|(name, _)| *name == h.name) {
+            counts[i] += 1;
+            firsts[i].get_or_insert(&h.value);
+        }
+    }
+    for (i, (_, label)) in SINGLETONS.iter().enumerate() {
+        if counts[i] > 1 {
             return Err(ParseError::DuplicateHeader(label));
         }
-        if n == 1
-            && let Some(s) = headers.get_str(name)
-            && scan::find_top_level(s, b',').is_some()
+        if let Some(v) = firsts[i]
+            && std::str::from_utf8(v).is_ok_and(|s| scan::find_top_level(s, b',').is_some())
         {
             return Err(ParseError::DuplicateHeader(label));
         }
@@ -673,7 +684,7 @@ fn check_common(headers: &Headers) -> Result<(), ParseError> {
             return Err(ParseError::header("Date", "not an RFC 1123 date in GMT"));
         }
     }
-    Ok(())
+    Ok(cseq)
 }
 
 /// Semantic checks of a request that parsed (RFC 3261 §8.2, RFC 4475 §3.1.2/§3.3): mandatory
@@ -681,8 +692,7 @@ fn check_common(headers: &Headers) -> Result<(), ParseError> {
 /// repeated, CSeq method equal to the request method, scalar fields in range, no headers in the
 /// Request-URI, a well-formed Date.
 pub fn validate_request(req: &Request) -> Result<(), ParseError> {
-    check_common(&req.headers)?;
-    let cseq = req.headers.cseq()?;
+    let cseq = check_common(&req.headers)?;
     if cseq.method != req.method {
         return Err(ParseError::CSeqMismatch {
             method: req.method.to_string(),
@@ -716,7 +726,7 @@ pub fn check_request_uri_scheme(req: &Request) -> Result<(), ParseError> {
 /// Semantic checks of a response: mandatory headers present and well formed (Via, From, To,
 /// Call-ID, CSeq), single-valued headers not repeated.
 pub fn validate_response(resp: &Response) -> Result<(), ParseError> {
-    check_common(&resp.headers)
+    check_common(&resp.headers).map(drop)
 }
 
 /// True for `Date` values of the form `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 3261 §20.17).

@@ -100,12 +100,18 @@ impl Via {
         let params = scan::parse_header_params(rest).map_err(via_err)?;
         for (name, value) in &params {
             let v = value.as_deref();
-            let ok = match name.to_ascii_lowercase().as_str() {
-                "branch" => v.is_some_and(scan::is_token),
-                "received" | "maddr" => v.is_some_and(|v| Host::parse_lenient(v).is_ok()),
-                "ttl" => v.is_some_and(|v| scan::parse_digits(v).is_some_and(|t| t <= 255)),
-                "rport" => v.is_none_or(|v| scan::parse_digits(v).is_some_and(|p| p <= 65535)),
-                _ => true,
+            // Names compare ASCII case-insensitively in place (no lower-cased copy).
+            let is = |known: &str| name.eq_ignore_ascii_case(known);
+            let ok = if is("branch") {
+                v.is_some_and(scan::is_token)
+            } else if is("received") || is("maddr") {
+                v.is_some_and(|v| Host::parse_lenient(v).is_ok())
+            } else if is("ttl") {
+                v.is_some_and(|v| scan::parse_digits(v).is_some_and(|t| t <= 255))
+            } else if is("rport") {
+                v.is_none_or(|v| scan::parse_digits(v).is_some_and(|p| p <= 65535))
+            } else {
+                true
             };
             if !ok {
                 return Err(via_err(format!("invalid {name} parameter")));
