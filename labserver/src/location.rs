@@ -19,8 +19,12 @@ use crate::store::{Binding, Store, StoreError};
 
 /// How often expired bindings are swept from memory and purged from the store.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-/// Upper bound on binding writes handled in one writer round before yielding.
-const WRITE_BATCH: usize = 512;
+/// Upper bound on binding writes in one store transaction.
+const WRITE_BATCH: usize = 1024;
+/// How long the writer lets changes accumulate before writing them (unless enough are pending).
+const FLUSH_INTERVAL: Duration = Duration::from_millis(150);
+/// Pending writes that start a write at once, without waiting for [`FLUSH_INTERVAL`].
+const FLUSH_THRESHOLD: usize = 256;
 
 /// Errors of the location service.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +54,10 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Signalled when the dirty set becomes non-empty.
     wake: Notify,
+    /// Signalled when the dirty set reaches [`FLUSH_THRESHOLD`] (or the service closes).
+    full: Notify,
     store: Store,
     closed: AtomicBool,
     /// Serialises writers so that pending writes reach the store in order.
@@ -93,6 +100,7 @@ impl Location {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 wake: Notify::new(),
+                full: Notify::new(),
                 store,
                 closed: AtomicBool::new(false),
                 write_lock: tokio::sync::Mutex::new(()),
@@ -165,8 +173,8 @@ impl Location {
         now_unix: i64,
         f: impl FnOnce(&mut Vec<Binding>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut state = self.lock();
-        let old: Vec<Binding> = state
+        let mut guard = self.lock();
+        let old: Vec<Binding> = guard
             .bindings
             .get(aor)
             .map(|v| {
@@ -178,7 +186,8 @@ impl Location {
             .unwrap_or_default();
         let mut new = old.clone();
         let result = f(&mut new)?;
-        let state = &mut *state;
+        let state = &mut *guard;
+        let was_clean = state.dirty.is_empty();
         // Removed (or re-keyed) bindings.
         for b in &old {
             if !new.iter().any(|n| n.contact == b.contact) {
@@ -207,9 +216,13 @@ impl Location {
         } else {
             state.bindings.insert(aor.to_string(), new);
         }
-        let wake = !state.dirty.is_empty();
-        if wake {
+        let pending = state.dirty.len();
+        drop(guard);
+        if was_clean && pending > 0 {
             self.shared.wake.notify_one();
+        }
+        if pending >= FLUSH_THRESHOLD {
+            self.shared.full.notify_one();
         }
         Ok(result)
     }
@@ -258,6 +271,7 @@ impl Location {
     pub async fn close(&self) -> Result<(), LocationError> {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
+        self.shared.full.notify_one();
         self.flush().await
     }
 
@@ -280,35 +294,57 @@ impl Location {
         }
     }
 
-    /// Writes a batch in order; on failure returns the error and the writes not done.
+    /// Writes a batch in one store transaction; on failure returns the error and the batch (none
+    /// of it was written).
     async fn write_batch(
         &self,
         batch: Vec<((String, String), Pending)>,
     ) -> Result<(), (LocationError, Vec<((String, String), Pending)>)> {
-        let store = &self.shared.store;
-        let mut iter = batch.into_iter();
-        while let Some(((aor, contact), pending)) = iter.next() {
-            let res = match &pending {
-                Pending::Save(b) => store.save_binding(b).await,
-                Pending::Delete => store.delete_binding(&aor, &contact).await,
-            };
-            if let Err(e) = res {
-                let mut rest = vec![((aor, contact), pending)];
-                rest.extend(iter);
-                return Err((LocationError::Store(e), rest));
+        let mut saves: Vec<Binding> = Vec::new();
+        let mut deletes: Vec<(String, String)> = Vec::new();
+        // The dirty set holds at most one pending write per key, so saves and deletes never
+        // overlap and their relative order does not matter.
+        let mut keys: Vec<(String, String)> = Vec::with_capacity(batch.len());
+        for (key, pending) in batch {
+            match pending {
+                Pending::Save(b) => {
+                    saves.push(*b);
+                    keys.push(key);
+                }
+                Pending::Delete => deletes.push(key),
             }
         }
-        Ok(())
+        match self.shared.store.write_bindings(&saves, &deletes).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let rest = keys
+                    .into_iter()
+                    .zip(saves)
+                    .map(|(k, b)| (k, Pending::Save(Box::new(b))))
+                    .chain(deletes.into_iter().map(|k| (k, Pending::Delete)))
+                    .collect();
+                Err((LocationError::Store(e), rest))
+            }
+        }
     }
 
     async fn writer_loop(self) {
         loop {
-            if self.lock().dirty.is_empty() {
-                if self.shared.closed.load(Ordering::SeqCst) {
+            let pending = self.lock().dirty.len();
+            let closed = self.shared.closed.load(Ordering::SeqCst);
+            if pending == 0 {
+                if closed {
                     return;
                 }
                 self.shared.wake.notified().await;
                 continue;
+            }
+            // Let changes accumulate so that one transaction carries many of them.
+            if pending < FLUSH_THRESHOLD && !closed {
+                tokio::select! {
+                    () = tokio::time::sleep(FLUSH_INTERVAL) => {}
+                    () = self.shared.full.notified() => {}
+                }
             }
             let failed = {
                 let _guard = self.shared.write_lock.lock().await;
@@ -324,8 +360,6 @@ impl Location {
             };
             if failed {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-            } else {
-                tokio::task::yield_now().await;
             }
         }
     }

@@ -426,6 +426,68 @@ impl Store {
         Ok(())
     }
 
+    /// Creates or replaces every binding in `bindings` in one transaction (multi-row statements);
+    /// when a (`aor`, `contact`) pair appears more than once, the last one wins. Either all are
+    /// written or, on error, none.
+    pub async fn save_bindings(&self, bindings: &[Binding]) -> Result<(), StoreError> {
+        self.write_bindings(bindings, &[]).await
+    }
+
+    /// Removes every (`aor`, `contact`) binding listed, in one transaction (missing ones are
+    /// ignored). Either all are removed or, on error, none.
+    pub async fn delete_bindings_batch(&self, keys: &[(String, String)]) -> Result<(), StoreError> {
+        self.write_bindings(&[], keys).await
+    }
+
+    /// Applies `saves` (as [`Store::save_bindings`]) and `deletes` (as
+    /// [`Store::delete_bindings_batch`]) in one transaction: deletes first, then saves, so a pair
+    /// in both ends up saved. Either everything is applied or, on error, nothing.
+    pub async fn write_bindings(
+        &self,
+        saves: &[Binding],
+        deletes: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        if saves.is_empty() && deletes.is_empty() {
+            return Ok(());
+        }
+        // ON CONFLICT DO UPDATE may not touch a row twice in one statement (PostgreSQL), so
+        // duplicates within the batch are dropped, keeping the last.
+        let saves = dedup_last(saves);
+        let now = unix_now();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(StoreError::Query)?;
+            for chunk in batch_chunks(deletes) {
+                let sql = delete_bindings_sql(chunk.len());
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (aor, contact) in chunk {
+                    query = query.bind(aor.as_str()).bind(contact.as_str());
+                }
+                query.execute(&mut *tx).await.map_err(StoreError::Query)?;
+            }
+            for chunk in batch_chunks(&saves) {
+                let sql = save_bindings_sql(chunk.len());
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for b in chunk {
+                    query = query
+                        .bind(b.aor.as_str())
+                        .bind(b.contact.as_str())
+                        .bind(b.expires_at)
+                        .bind(b.q.map(f64::from))
+                        .bind(b.call_id.as_str())
+                        .bind(i64::from(b.cseq))
+                        .bind(b.flow.as_deref())
+                        .bind(b.user_agent.as_deref())
+                        .bind(b.instance.as_deref())
+                        .bind(b.reg_id.map(i64::from))
+                        .bind(now);
+                }
+                query.execute(&mut *tx).await.map_err(StoreError::Query)?;
+            }
+            tx.commit().await.map_err(StoreError::Query)?;
+        });
+        Ok(())
+    }
+
     /// Removes every binding of an address-of-record (`Contact: *`).
     pub async fn delete_bindings(&self, aor: &str) -> Result<(), StoreError> {
         const SQL: &str = "DELETE FROM bindings WHERE aor = $1";
@@ -593,6 +655,91 @@ fn ha1_column(algorithm: Algorithm) -> Ha1Column {
     }
 }
 
+/// Most rows one multi-row binding statement carries (11 parameters each: far below the
+/// SQLite and PostgreSQL parameter limits).
+const MAX_BATCH_ROWS: usize = 128;
+
+/// Splits `items` into chunks of [`MAX_BATCH_ROWS`] and then power-of-two sizes, so that the
+/// statements built for them take at most eight shapes and stay in the prepared-statement cache.
+fn batch_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let n = if items.len() >= MAX_BATCH_ROWS {
+            MAX_BATCH_ROWS
+        } else {
+            // The largest power of two not above the length.
+            1 << (usize::BITS - 1 - items.len().leading_zeros())
+        };
+        let (head, tail) = items.split_at(n);
+        items = tail;
+        Some(head)
+    })
+}
+
+/// `INSERT … VALUES (…), (…) ON CONFLICT … DO UPDATE` for `rows` bindings.
+fn save_bindings_sql(rows: usize) -> String {
+    const COLUMNS: usize = 11;
+    let mut sql = String::with_capacity(400 + rows * 60);
+    sql.push_str(
+        "INSERT INTO bindings \
+         (aor, contact, expires_at, q, call_id, cseq, flow, user_agent, instance, reg_id, updated_at) \
+         VALUES ",
+    );
+    push_placeholder_rows(&mut sql, rows, COLUMNS);
+    sql.push_str(
+        " ON CONFLICT (aor, contact) DO UPDATE SET \
+         expires_at = excluded.expires_at, q = excluded.q, call_id = excluded.call_id, \
+         cseq = excluded.cseq, flow = excluded.flow, user_agent = excluded.user_agent, \
+         instance = excluded.instance, reg_id = excluded.reg_id, updated_at = excluded.updated_at",
+    );
+    sql
+}
+
+/// `DELETE … WHERE (aor, contact) IN (VALUES (…), …)` for `rows` keys.
+fn delete_bindings_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(64 + rows * 12);
+    sql.push_str("DELETE FROM bindings WHERE (aor, contact) IN (VALUES ");
+    push_placeholder_rows(&mut sql, rows, 2);
+    sql.push(')');
+    sql
+}
+
+/// Appends `($1, $2, …), ($k, …)`: `rows` tuples of `columns` numbered placeholders.
+fn push_placeholder_rows(sql: &mut String, rows: usize, columns: usize) {
+    use std::fmt::Write as _;
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            // Writing to a String cannot fail.
+            let _ = write!(sql, "${n}");
+        }
+        sql.push(')');
+    }
+}
+
+/// The bindings with each (`aor`, `contact`) pair kept once, at its last occurrence.
+fn dedup_last(bindings: &[Binding]) -> Vec<&Binding> {
+    let mut seen: std::collections::HashSet<(&str, &str)> =
+        std::collections::HashSet::with_capacity(bindings.len());
+    let mut out: Vec<&Binding> = bindings
+        .iter()
+        .rev()
+        .filter(|b| seen.insert((b.aor.as_str(), b.contact.as_str())))
+        .collect();
+    out.reverse();
+    out
+}
+
 fn check_name(field: &'static str, value: &str) -> Result<(), StoreError> {
     if value.is_empty() {
         return Err(StoreError::InvalidInput {
@@ -621,6 +768,7 @@ fn unix_now() -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -630,5 +778,78 @@ mod tests {
         assert!(check_name("username", "").is_err());
         assert!(check_name("username", "al ice").is_err());
         assert!(check_name("username", "al\nice").is_err());
+    }
+
+    fn binding(aor: &str, contact: &str, expires_at: i64) -> Binding {
+        Binding {
+            aor: aor.to_owned(),
+            contact: contact.to_owned(),
+            expires_at,
+            q: None,
+            call_id: "c".to_owned(),
+            cseq: 1,
+            flow: None,
+            user_agent: None,
+            instance: None,
+            reg_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in(dir.path()).await.unwrap();
+        let t = unix_now() + 600;
+        store
+            .save_bindings(&[binding("sip:a@x", "sip:a@192.0.2.1", t)])
+            .await
+            .unwrap();
+        let Pool::Sqlite(pool) = &store.pool else {
+            panic!("an SQLite store");
+        };
+        sqlx::query(
+            "CREATE TRIGGER reject_bad BEFORE INSERT ON bindings \
+             WHEN NEW.contact = 'sip:bad@192.0.2.9' BEGIN SELECT RAISE(ABORT, 'rejected'); END",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        // The delete and the first 200 saves precede the failing row: all are rolled back.
+        let mut saves: Vec<Binding> = (0..200)
+            .map(|i| binding(&format!("sip:u{i}@x"), "sip:u@192.0.2.2", t))
+            .collect();
+        saves.push(binding("sip:b@x", "sip:bad@192.0.2.9", t));
+        let deletes = [("sip:a@x".to_owned(), "sip:a@192.0.2.1".to_owned())];
+        assert!(store.write_bindings(&saves, &deletes).await.is_err());
+        let rows = store.load_bindings(0).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].aor, "sip:a@x");
+        store.close().await;
+    }
+
+    #[test]
+    fn batches_take_few_shapes() {
+        let items: Vec<u32> = (0..300).collect();
+        let sizes: Vec<usize> = batch_chunks(&items).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [128, 128, 32, 8, 4]);
+        let joined: Vec<u32> = batch_chunks(&items).flatten().copied().collect();
+        assert_eq!(joined, items);
+        assert_eq!(batch_chunks::<u32>(&[]).count(), 0);
+        assert_eq!(
+            batch_chunks(&[1]).map(<[i32]>::len).collect::<Vec<_>>(),
+            [1]
+        );
+    }
+
+    #[test]
+    fn placeholders_are_numbered_across_rows() {
+        assert_eq!(
+            delete_bindings_sql(2),
+            "DELETE FROM bindings WHERE (aor, contact) IN (VALUES ($1, $2), ($3, $4))"
+        );
+        let sql = save_bindings_sql(3);
+        assert!(
+            sql.contains("($23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33) ON CONFLICT")
+        );
     }
 }

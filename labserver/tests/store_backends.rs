@@ -300,6 +300,75 @@ async fn exercise(store: &Store) {
     );
 }
 
+/// The batch binding methods: multi-row saves (with duplicates and more rows than one statement
+/// holds), batch deletes, a combined write, and a failing batch that leaves nothing behind.
+/// Leaves no binding behind.
+async fn exercise_batches(store: &Store) {
+    let t = now();
+    let before = store.load_bindings(t).await.unwrap().len();
+    let aor = |i: usize| format!("sip:batch{i:04}@tandem.lab");
+    let contact = |i: usize| format!("sip:batch{i:04}@192.0.2.1:5070");
+    // 300 rows: two full statements and the power-of-two remainder shapes.
+    let mut many: Vec<Binding> = (0..300)
+        .map(|i| binding(&aor(i), &contact(i), t + 600))
+        .collect();
+    many[7].q = Some(0.5);
+    many[7].flow = Some("udp:192.0.2.1:5070".to_owned());
+    many[7].user_agent = Some("batch-ua".to_owned());
+    many[7].instance = Some("<urn:uuid:7>".to_owned());
+    many[7].reg_id = Some(2);
+    // A later duplicate of binding 3 wins.
+    let mut dup = binding(&aor(3), &contact(3), t + 900);
+    dup.cseq = 42;
+    many.push(dup);
+    store.save_bindings(&many).await.unwrap();
+    store.save_bindings(&[]).await.unwrap();
+    let loaded = store.load_bindings(t).await.unwrap();
+    let batch: Vec<&Binding> = loaded
+        .iter()
+        .filter(|b| b.aor.starts_with("sip:batch"))
+        .collect();
+    assert_eq!(batch.len(), 300);
+    let b3 = batch.iter().find(|b| b.aor == aor(3)).unwrap();
+    assert_eq!((b3.cseq, b3.expires_at), (42, t + 900));
+    let b7 = batch.iter().find(|b| b.aor == aor(7)).unwrap();
+    assert_eq!(**b7, many[7]);
+
+    // Refresh some, delete others, in one transaction.
+    let refreshed: Vec<Binding> = (0..10)
+        .map(|i| {
+            let mut b = binding(&aor(i), &contact(i), t + 1200);
+            b.cseq = 2;
+            b
+        })
+        .collect();
+    let gone: Vec<(String, String)> = (100..300)
+        .map(|i| (aor(i), contact(i)))
+        .chain([(aor(5000), contact(5000))])
+        .collect();
+    store.write_bindings(&refreshed, &gone).await.unwrap();
+    let loaded = store.load_bindings(t).await.unwrap();
+    let batch: Vec<&Binding> = loaded
+        .iter()
+        .filter(|b| b.aor.starts_with("sip:batch"))
+        .collect();
+    assert_eq!(batch.len(), 100);
+    assert!(
+        batch
+            .iter()
+            .filter(|b| b.aor < aor(10))
+            .all(|b| b.cseq == 2 && b.expires_at == t + 1200)
+    );
+
+    // Batch deletes (atomicity on failure is covered by the store's unit tests).
+    let keep: Vec<(String, String)> = (0..100).map(|i| (aor(i), contact(i))).collect();
+    store.delete_bindings_batch(&keep[..50]).await.unwrap();
+    let left = store.load_bindings(t).await.unwrap().len();
+    assert_eq!(left, before + 50);
+    store.delete_bindings_batch(&keep).await.unwrap();
+    assert_eq!(store.load_bindings(t).await.unwrap().len(), before);
+}
+
 /// What [`exercise`] left behind, seen through a newly opened store.
 async fn check_after_restart(store: &Store) {
     let t = now();
@@ -343,6 +412,7 @@ async fn sqlite_every_method_and_restart() {
     let store = Store::open_in(&data).await.unwrap();
     assert_eq!(store.backend(), Backend::Sqlite);
     exercise(&store).await;
+    exercise_batches(&store).await;
     assert!(data.join("lab.db").exists());
     assert!(
         data.join("lab.db-wal").exists(),
@@ -365,6 +435,7 @@ async fn sqlite_every_method_and_restart() {
 async fn sqlite_in_memory_url() {
     let store = Store::open("sqlite::memory:").await.unwrap();
     exercise(&store).await;
+    exercise_batches(&store).await;
     store.close().await;
 }
 
@@ -412,6 +483,7 @@ async fn postgres_every_method_and_restart() {
     let store = Store::open(&db.url).await.unwrap();
     assert_eq!(store.backend(), Backend::Postgres);
     exercise(&store).await;
+    exercise_batches(&store).await;
     store.close().await;
     let reopened = Store::open(&db.url).await.unwrap();
     check_after_restart(&reopened).await;
