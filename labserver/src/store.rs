@@ -454,10 +454,11 @@ impl Store {
         // duplicates within the batch are dropped, keeping the last.
         let saves = dedup_last(saves);
         let now = unix_now();
+        let style = Placeholders::for_backend(self.backend());
         with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(StoreError::Query)?;
             for chunk in batch_chunks(deletes) {
-                let sql = delete_bindings_sql(chunk.len());
+                let sql = delete_bindings_sql(chunk.len(), style);
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (aor, contact) in chunk {
                     query = query.bind(aor.as_str()).bind(contact.as_str());
@@ -465,7 +466,7 @@ impl Store {
                 query.execute(&mut *tx).await.map_err(StoreError::Query)?;
             }
             for chunk in batch_chunks(&saves) {
-                let sql = save_bindings_sql(chunk.len());
+                let sql = save_bindings_sql(chunk.len(), style);
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for b in chunk {
                     query = query
@@ -678,8 +679,27 @@ fn batch_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// How bind parameters are written in a generated statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placeholders {
+    /// `$1, $2, …` (PostgreSQL).
+    Numbered,
+    /// `?, ?, …` (SQLite: sqlx resolves each named or numbered parameter through
+    /// `sqlite3_bind_parameter_name`, a linear scan, which makes wide statements quadratic).
+    Anonymous,
+}
+
+impl Placeholders {
+    fn for_backend(backend: Backend) -> Placeholders {
+        match backend {
+            Backend::Sqlite => Placeholders::Anonymous,
+            Backend::Postgres => Placeholders::Numbered,
+        }
+    }
+}
+
 /// `INSERT … VALUES (…), (…) ON CONFLICT … DO UPDATE` for `rows` bindings.
-fn save_bindings_sql(rows: usize) -> String {
+fn save_bindings_sql(rows: usize, style: Placeholders) -> String {
     const COLUMNS: usize = 11;
     let mut sql = String::with_capacity(400 + rows * 60);
     sql.push_str(
@@ -687,7 +707,7 @@ fn save_bindings_sql(rows: usize) -> String {
          (aor, contact, expires_at, q, call_id, cseq, flow, user_agent, instance, reg_id, updated_at) \
          VALUES ",
     );
-    push_placeholder_rows(&mut sql, rows, COLUMNS);
+    push_placeholder_rows(&mut sql, rows, COLUMNS, style);
     sql.push_str(
         " ON CONFLICT (aor, contact) DO UPDATE SET \
          expires_at = excluded.expires_at, q = excluded.q, call_id = excluded.call_id, \
@@ -698,16 +718,16 @@ fn save_bindings_sql(rows: usize) -> String {
 }
 
 /// `DELETE … WHERE (aor, contact) IN (VALUES (…), …)` for `rows` keys.
-fn delete_bindings_sql(rows: usize) -> String {
+fn delete_bindings_sql(rows: usize, style: Placeholders) -> String {
     let mut sql = String::with_capacity(64 + rows * 12);
     sql.push_str("DELETE FROM bindings WHERE (aor, contact) IN (VALUES ");
-    push_placeholder_rows(&mut sql, rows, 2);
+    push_placeholder_rows(&mut sql, rows, 2, style);
     sql.push(')');
     sql
 }
 
-/// Appends `($1, $2, …), ($k, …)`: `rows` tuples of `columns` numbered placeholders.
-fn push_placeholder_rows(sql: &mut String, rows: usize, columns: usize) {
+/// Appends `($1, $2, …), ($k, …)` (or `(?, ?, …), …`): `rows` tuples of `columns` placeholders.
+fn push_placeholder_rows(sql: &mut String, rows: usize, columns: usize, style: Placeholders) {
     use std::fmt::Write as _;
     let mut n = 0;
     for r in 0..rows {
@@ -720,8 +740,13 @@ fn push_placeholder_rows(sql: &mut String, rows: usize, columns: usize) {
                 sql.push_str(", ");
             }
             n += 1;
-            // Writing to a String cannot fail.
-            let _ = write!(sql, "${n}");
+            match style {
+                // Writing to a String cannot fail.
+                Placeholders::Numbered => {
+                    let _ = write!(sql, "${n}");
+                }
+                Placeholders::Anonymous => sql.push('?'),
+            }
         }
         sql.push(')');
     }
@@ -844,10 +869,14 @@ mod tests {
     #[test]
     fn placeholders_are_numbered_across_rows() {
         assert_eq!(
-            delete_bindings_sql(2),
+            delete_bindings_sql(2, Placeholders::Numbered),
             "DELETE FROM bindings WHERE (aor, contact) IN (VALUES ($1, $2), ($3, $4))"
         );
-        let sql = save_bindings_sql(3);
+        assert_eq!(
+            delete_bindings_sql(2, Placeholders::Anonymous),
+            "DELETE FROM bindings WHERE (aor, contact) IN (VALUES (?, ?), (?, ?))"
+        );
+        let sql = save_bindings_sql(3, Placeholders::Numbered);
         assert!(
             sql.contains("($23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33) ON CONFLICT")
         );
