@@ -463,6 +463,60 @@ impl Headers {
         Ok(out)
     }
 
+    /// Checks every value of a list header with `check` without collecting the values; returns
+    /// how many there are. Same errors, in the same order, as the collecting accessors.
+    fn check_list(
+        &self,
+        name: &HeaderName,
+        check: impl Fn(&str) -> Result<(), ParseError>,
+    ) -> Result<usize, ParseError> {
+        let mut n = 0;
+        for v in self.get_all(name) {
+            for piece in scan::top_level(str_of(name, v)?, b',') {
+                check(piece)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Checks every Via value like [`Headers::vias`]; returns how many there are.
+    pub(crate) fn check_vias(&self) -> Result<usize, ParseError> {
+        self.check_list(&HeaderName::Via, Via::check)
+    }
+
+    /// Checks the From value like [`Headers::from`].
+    pub(crate) fn check_from(&self) -> Result<(), ParseError> {
+        NameAddr::check(self.first_str(&HeaderName::From, "From")?)
+            .map_err(|e| ParseError::header("From", e.to_string()))
+    }
+
+    /// Checks the To value like [`Headers::to`].
+    pub(crate) fn check_to(&self) -> Result<(), ParseError> {
+        NameAddr::check(self.first_str(&HeaderName::To, "To")?)
+            .map_err(|e| ParseError::header("To", e.to_string()))
+    }
+
+    /// Checks every Contact value like [`Headers::contacts`].
+    pub(crate) fn check_contacts(&self) -> Result<(), ParseError> {
+        self.check_list(&HeaderName::Contact, |s| {
+            ContactValue::check(s).map_err(|e| ParseError::header("Contact", e.to_string()))
+        })
+        .map(drop)
+    }
+
+    /// Checks every Route and then every Record-Route value like [`Headers::routes`] and
+    /// [`Headers::record_routes`].
+    pub(crate) fn check_routes(&self) -> Result<(), ParseError> {
+        self.check_list(&HeaderName::Route, |s| {
+            NameAddr::check(s).map_err(|e| ParseError::header("Route", e.to_string()))
+        })?;
+        self.check_list(&HeaderName::RecordRoute, |s| {
+            NameAddr::check(s).map_err(|e| ParseError::header("Record-Route", e.to_string()))
+        })
+        .map(drop)
+    }
+
     /// Every Via value, top first.
     pub fn vias(&self) -> Result<Vec<Via>, ParseError> {
         self.list(&HeaderName::Via, Via::parse)

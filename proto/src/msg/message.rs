@@ -662,12 +662,13 @@ fn check_common(headers: &Headers) -> Result<CSeq, ParseError> {
             return Err(ParseError::DuplicateHeader(label));
         }
     }
-    let vias = headers.vias()?;
-    if vias.is_empty() {
+    // The typed values are checked in place, without building them (the transaction layer and
+    // the TU parse the few they need).
+    if headers.check_vias()? == 0 {
         return Err(ParseError::MissingHeader("Via"));
     }
-    headers.from()?;
-    headers.to()?;
+    headers.check_from()?;
+    headers.check_to()?;
     headers.call_id()?;
     let cseq = headers.cseq()?;
     if cseq.seq >= 1 << 31 {
@@ -704,12 +705,9 @@ pub fn validate_request(req: &Request) -> Result<(), ParseError> {
             "headers are not allowed in a Request-URI".into(),
         ));
     }
-    if req.headers.contains(&HeaderName::Contact) {
-        req.headers.contacts()?;
-    }
+    req.headers.check_contacts()?;
     // Proxies route on these: they must be usable.
-    req.headers.routes()?;
-    req.headers.record_routes()?;
+    req.headers.check_routes()?;
     Ok(())
 }
 

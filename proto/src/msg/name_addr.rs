@@ -4,8 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::error::ParseError;
-use super::scan;
-use super::uri::Uri;
+use super::scan::{self, Params};
+use super::uri::{Uri, UriRef};
 
 /// A display name, a URI and header parameters (`"Bob" <sip:bob@b.example>;tag=1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,71 +30,33 @@ impl NameAddr {
 
     /// Parses `name-addr` or `addr-spec` followed by header parameters.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let s = s.trim_matches([' ', '\t']);
-        let bad = |what: String| ParseError::Uri(what);
-        let (display, rest) = if s.starts_with('"') {
-            let (_, display, rest) = scan::take_quoted(s).map_err(bad)?;
-            let rest = scan::skip_ws(rest);
-            if !rest.starts_with('<') {
-                return Err(ParseError::Uri(
-                    "quoted display name without <URI>".to_string(),
-                ));
-            }
-            (Some(display), rest)
-        } else if let Some(lt) = s.find('<') {
-            let name = s[..lt].trim_matches([' ', '\t']);
-            // display-name = *(token LWS): tokens separated by whitespace only.
-            let ok = name
-                .split([' ', '\t'])
-                .filter(|w| !w.is_empty())
-                .all(scan::is_token);
-            if !ok {
-                return Err(ParseError::Uri(format!(
-                    "invalid display name {:?}",
-                    name.chars().take(80).collect::<String>()
-                )));
-            }
-            let display = if name.is_empty() {
-                None
-            } else {
-                Some(
-                    name.split([' ', '\t'])
-                        .filter(|w| !w.is_empty())
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                )
-            };
-            (display, &s[lt..])
-        } else {
-            // addr-spec: the URI ends at the first ';' (all parameters belong to the header);
-            // a URI with '?', ',' or ';' must be written in name-addr form (§20).
-            let end = s.find([';', ' ', '\t']).unwrap_or(s.len());
-            let uri_str = &s[..end];
-            if uri_str.contains(['?', ',', '<', '>', '"']) {
-                return Err(ParseError::Uri(
-                    "addr-spec with reserved characters must be in <>".to_string(),
-                ));
-            }
-            let uri = Uri::parse(uri_str)?;
-            let params = scan::parse_header_params(&s[end..]).map_err(bad)?;
-            return Ok(NameAddr {
-                display: None,
-                uri,
-                params,
-            });
+        let mut uri_params = Params::new();
+        let mut params = Params::new();
+        let parts = NameAddrRef::parse(
+            s,
+            &mut |n, v| uri_params.push((n.to_string(), v.map(str::to_string))),
+            &mut |n, v| params.push((n.to_string(), v.map(str::to_string))),
+        )?;
+        let display = match parts.display {
+            DisplayRef::Absent => None,
+            DisplayRef::Quoted(raw) => Some(scan::take_quoted(raw).map_err(ParseError::Uri)?.1),
+            DisplayRef::Tokens(name) => Some(
+                name.split([' ', '\t'])
+                    .filter(|w| !w.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
         };
-        // rest starts with '<'
-        let inner = &rest[1..];
-        let gt = inner
-            .find('>')
-            .ok_or_else(|| ParseError::Uri("missing '>'".to_string()))?;
-        let uri = Uri::parse(&inner[..gt])?;
-        let params = scan::parse_header_params(&inner[gt + 1..]).map_err(bad)?;
         Ok(NameAddr {
             display,
-            uri,
+            uri: parts.uri.to_owned(uri_params)?,
             params,
         })
+    }
+
+    /// Checks `s` like [`NameAddr::parse`] (same rules, same errors) without building it.
+    pub(crate) fn check(s: &str) -> Result<(), ParseError> {
+        NameAddrRef::parse(s, &mut |_, _| {}, &mut |_, _| {}).map(drop)
     }
 
     /// The `tag` parameter.
@@ -145,6 +107,93 @@ impl NameAddr {
     }
 }
 
+/// The display name of a [`NameAddrRef`], as written.
+#[derive(Debug, Clone, Copy)]
+enum DisplayRef<'a> {
+    /// No display name.
+    Absent,
+    /// A quoted string, with its quotes, checked.
+    Quoted(&'a str),
+    /// Tokens separated by whitespace, checked and non-empty.
+    Tokens(&'a str),
+}
+
+/// A name-addr checked in place: its parts borrow the input.
+#[derive(Debug, Clone, Copy)]
+struct NameAddrRef<'a> {
+    display: DisplayRef<'a>,
+    uri: UriRef<'a>,
+}
+
+impl<'a> NameAddrRef<'a> {
+    /// Checks `name-addr` or `addr-spec` followed by header parameters (the rules and errors of
+    /// [`NameAddr::parse`]), handing the URI parameters to `uri_sink` and the header parameters
+    /// to `sink` as they are checked.
+    fn parse(
+        s: &'a str,
+        uri_sink: &mut dyn FnMut(&'a str, Option<&'a str>),
+        sink: &mut dyn FnMut(&'a str, Option<&'a str>),
+    ) -> Result<Self, ParseError> {
+        let s = s.trim_matches([' ', '\t']);
+        let bad = |what: String| ParseError::Uri(what);
+        let (display, rest) = if s.starts_with('"') {
+            let (raw, rest) = scan::skip_quoted(s).map_err(bad)?;
+            let rest = scan::skip_ws(rest);
+            if !rest.starts_with('<') {
+                return Err(ParseError::Uri(
+                    "quoted display name without <URI>".to_string(),
+                ));
+            }
+            (DisplayRef::Quoted(raw), rest)
+        } else if let Some(lt) = s.find('<') {
+            let name = s[..lt].trim_matches([' ', '\t']);
+            // display-name = *(token LWS): tokens separated by whitespace only.
+            let ok = name
+                .split([' ', '\t'])
+                .filter(|w| !w.is_empty())
+                .all(scan::is_token);
+            if !ok {
+                return Err(ParseError::Uri(format!(
+                    "invalid display name {:?}",
+                    name.chars().take(80).collect::<String>()
+                )));
+            }
+            let display = if name.is_empty() {
+                DisplayRef::Absent
+            } else {
+                DisplayRef::Tokens(name)
+            };
+            (display, &s[lt..])
+        } else {
+            // addr-spec: the URI ends at the first ';' (all parameters belong to the header);
+            // a URI with '?', ',' or ';' must be written in name-addr form (§20).
+            let end = s.find([';', ' ', '\t']).unwrap_or(s.len());
+            let uri_str = &s[..end];
+            if uri_str.contains(['?', ',', '<', '>', '"']) {
+                return Err(ParseError::Uri(
+                    "addr-spec with reserved characters must be in <>".to_string(),
+                ));
+            }
+            let uri = UriRef::parse_with(uri_str, uri_sink)?;
+            let params = &s[end..];
+            scan::for_each_header_param(params, &mut *sink).map_err(bad)?;
+            return Ok(NameAddrRef {
+                display: DisplayRef::Absent,
+                uri,
+            });
+        };
+        // rest starts with '<'
+        let inner = &rest[1..];
+        let gt = inner
+            .find('>')
+            .ok_or_else(|| ParseError::Uri("missing '>'".to_string()))?;
+        let uri = UriRef::parse_with(&inner[..gt], uri_sink)?;
+        let params = &inner[gt + 1..];
+        scan::for_each_header_param(params, &mut *sink).map_err(bad)?;
+        Ok(NameAddrRef { display, uri })
+    }
+}
+
 /// True when a display name can be written without quotes (tokens separated by single spaces).
 fn display_is_tokens(d: &str) -> bool {
     !d.is_empty() && d.split(' ').all(scan::is_token)
@@ -188,6 +237,15 @@ impl ContactValue {
             Ok(ContactValue::Star)
         } else {
             NameAddr::parse(s).map(ContactValue::Addr)
+        }
+    }
+
+    /// Checks one Contact value like [`ContactValue::parse`] (same errors) without building it.
+    pub(crate) fn check(s: &str) -> Result<(), ParseError> {
+        if s.trim_matches([' ', '\t']) == "*" {
+            Ok(())
+        } else {
+            NameAddr::check(s)
         }
     }
 }

@@ -81,42 +81,37 @@ pub(crate) fn quote(s: &str) -> String {
 /// Splits `s` on top-level `sep` characters: separators inside quoted strings or `<...>` do not
 /// count. Pieces are trimmed; empty pieces are dropped.
 pub(crate) fn split_top_level(s: &str, sep: u8) -> Vec<&str> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut in_quote = false;
-    let mut in_angle = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if in_quote {
-            if c == b'\\' {
-                i += 1;
-            } else if c == b'"' {
-                in_quote = false;
-            }
-        } else if c == b'"' {
-            in_quote = true;
-        } else if c == b'<' {
-            in_angle = true;
-        } else if c == b'>' {
-            in_angle = false;
-        } else if c == sep && !in_angle {
-            push_piece(&mut out, &s[start..i]);
-            start = i + 1;
-        }
-        i += 1;
-    }
-    if start <= s.len() {
-        push_piece(&mut out, &s[start..]);
-    }
-    out
+    top_level(s, sep).collect()
 }
 
-fn push_piece<'a>(out: &mut Vec<&'a str>, piece: &'a str) {
-    let piece = piece.trim_matches([' ', '\t']);
-    if !piece.is_empty() {
-        out.push(piece);
+/// The pieces of [`split_top_level`] one by one, without collecting them.
+pub(crate) fn top_level(s: &str, sep: u8) -> TopLevel<'_> {
+    TopLevel { rest: Some(s), sep }
+}
+
+/// Iterator over the trimmed, non-empty top-level pieces of a header value.
+pub(crate) struct TopLevel<'a> {
+    /// The text not yet split; `None` once the last piece was returned.
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for TopLevel<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let s = self.rest?;
+            let (piece, rest) = match find_top_level(s, self.sep) {
+                Some(i) => (&s[..i], Some(&s[i + 1..])),
+                None => (s, None),
+            };
+            self.rest = rest;
+            let piece = piece.trim_matches([' ', '\t']);
+            if !piece.is_empty() {
+                return Some(piece);
+            }
+        }
     }
 }
 
@@ -156,12 +151,25 @@ fn is_param_value_char(c: u8) -> bool {
 
 /// Parses `*( SEMI generic-param )` (header parameters, with optional whitespace around `;` and
 /// `=`). Quoted values are kept with their quotes.
-pub(crate) fn parse_header_params(mut s: &str) -> Result<Params, String> {
+#[cfg(test)]
+pub(crate) fn parse_header_params(s: &str) -> Result<Params, String> {
     let mut params = Params::new();
+    for_each_header_param(s, |name, value| {
+        params.push((name.to_string(), value.map(str::to_string)));
+    })?;
+    Ok(params)
+}
+
+/// Walks `*( SEMI generic-param )` like [`parse_header_params`] (same grammar, same errors),
+/// handing each parameter to `f` as borrowed text instead of building owned strings.
+pub(crate) fn for_each_header_param<'a>(
+    mut s: &'a str,
+    mut f: impl FnMut(&'a str, Option<&'a str>),
+) -> Result<(), String> {
     loop {
         s = skip_ws(s);
         if s.is_empty() {
-            return Ok(params);
+            return Ok(());
         }
         s = s
             .strip_prefix(';')
@@ -176,7 +184,7 @@ pub(crate) fn parse_header_params(mut s: &str) -> Result<Params, String> {
             s = skip_ws(rest);
             let value;
             if s.starts_with('"') {
-                let (raw, _, rest) = take_quoted(s)?;
+                let (raw, rest) = skip_quoted(s)?;
                 value = raw;
                 s = rest;
             } else {
@@ -188,11 +196,37 @@ pub(crate) fn parse_header_params(mut s: &str) -> Result<Params, String> {
                 value = v;
                 s = rest;
             }
-            params.push((name.to_string(), Some(value.to_string())));
+            f(name, Some(value));
         } else {
-            params.push((name.to_string(), None));
+            f(name, None);
         }
     }
+}
+
+/// Checks a quoted string at the start of `s` like [`take_quoted`] (same errors) without
+/// unescaping it: returns the raw text including the quotes and the rest of `s`.
+pub(crate) fn skip_quoted(s: &str) -> Result<(&str, &str), String> {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'"') {
+        return Err("expected a quoted string".to_string());
+    }
+    let mut i = 1;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => return Ok((&s[..i + 1], &s[i + 1..])),
+            // Skipping one byte after a backslash skips a whole escaped character: the
+            // continuation bytes of a multi-byte character are never a quote, a backslash, CR or LF.
+            b'\\' => match b.get(i + 1) {
+                Some(b'\r' | b'\n') | None => {
+                    return Err("bad escape in quoted string".to_string());
+                }
+                Some(_) => i += 2,
+            },
+            b'\r' | b'\n' => return Err("line break in quoted string".to_string()),
+            _ => i += 1,
+        }
+    }
+    Err("unterminated quoted string".to_string())
 }
 
 fn first_char(s: &str) -> char {

@@ -23,26 +23,7 @@ pub enum Host {
 impl Host {
     /// Parses a host: a domain name, a dotted IPv4 address or a bracketed IPv6 reference.
     pub fn parse(s: &str) -> Result<Host, ParseError> {
-        if let Some(inner) = s.strip_prefix('[') {
-            let inner = inner
-                .strip_suffix(']')
-                .ok_or_else(|| ParseError::Uri(format!("unterminated IPv6 reference {s:?}")))?;
-            return inner
-                .parse::<Ipv6Addr>()
-                .map(Host::V6)
-                .map_err(|_| ParseError::Uri(format!("invalid IPv6 address {inner:?}")));
-        }
-        if let Ok(v4) = s.parse::<Ipv4Addr>() {
-            return Ok(Host::V4(v4));
-        }
-        if is_hostname(s) {
-            Ok(Host::Domain(s.to_string()))
-        } else {
-            Err(ParseError::Uri(format!(
-                "invalid host {:?}",
-                s.chars().take(80).collect::<String>()
-            )))
-        }
+        host_ref(s).map(HostRef::to_owned)
     }
 
     /// Parses a host that may also be an IPv6 address without brackets (Via `received`/`maddr`).
@@ -64,6 +45,52 @@ impl Host {
             Host::Domain(d) => d.to_ascii_lowercase(),
             other => other.to_string(),
         }
+    }
+}
+
+/// A host checked in place: the domain name borrows the input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HostRef<'a> {
+    /// A domain name, as written.
+    Domain(&'a str),
+    /// An IPv4 address.
+    V4(Ipv4Addr),
+    /// An IPv6 address.
+    V6(Ipv6Addr),
+}
+
+impl HostRef<'_> {
+    /// The owned host.
+    pub(crate) fn to_owned(self) -> Host {
+        match self {
+            HostRef::Domain(d) => Host::Domain(d.to_string()),
+            HostRef::V4(a) => Host::V4(a),
+            HostRef::V6(a) => Host::V6(a),
+        }
+    }
+}
+
+/// Checks a host like [`Host::parse`] (same rules, same errors) without copying a domain name.
+pub(crate) fn host_ref(s: &str) -> Result<HostRef<'_>, ParseError> {
+    if let Some(inner) = s.strip_prefix('[') {
+        let inner = inner
+            .strip_suffix(']')
+            .ok_or_else(|| ParseError::Uri(format!("unterminated IPv6 reference {s:?}")))?;
+        return inner
+            .parse::<Ipv6Addr>()
+            .map(HostRef::V6)
+            .map_err(|_| ParseError::Uri(format!("invalid IPv6 address {inner:?}")));
+    }
+    if let Ok(v4) = s.parse::<Ipv4Addr>() {
+        return Ok(HostRef::V4(v4));
+    }
+    if is_hostname(s) {
+        Ok(HostRef::Domain(s))
+    } else {
+        Err(ParseError::Uri(format!(
+            "invalid host {:?}",
+            s.chars().take(80).collect::<String>()
+        )))
     }
 }
 
@@ -237,15 +264,51 @@ fn is_opaque_char(c: u8) -> bool {
     c.is_ascii_graphic() && !matches!(c, b'<' | b'>' | b'"')
 }
 
-impl Uri {
-    /// Parses a URI (no surrounding whitespace or angle brackets).
-    pub fn parse(s: &str) -> Result<Uri, ParseError> {
-        let bad = |what: &str| {
-            ParseError::Uri(format!(
-                "{what} in {:?}",
-                s.chars().take(120).collect::<String>()
-            ))
-        };
+/// A URI checked in place ([`Uri::parse`]'s rules and errors): its parts borrow the input;
+/// the parameter and header sections are kept as (already checked) text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UriRef<'a> {
+    /// The whole URI text (for error messages).
+    text: &'a str,
+    /// The scheme, or `None` for an unknown one.
+    scheme: Option<KnownScheme>,
+    /// The scheme as written.
+    scheme_str: &'a str,
+    /// The user part (the number for tel:, the opaque part for unknown schemes).
+    user: Option<&'a str>,
+    password: Option<&'a str>,
+    /// The host; `None` for tel: and unknown schemes.
+    host: Option<HostRef<'a>>,
+    port: Option<u16>,
+    /// `*( ";" pname [ "=" pvalue ] )`, checked.
+    params: &'a str,
+    /// The text after `?`, checked.
+    headers: Option<&'a str>,
+}
+
+/// The schemes [`UriRef`] understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KnownScheme {
+    Sip,
+    Sips,
+    Tel,
+}
+
+fn uri_err(s: &str, what: &str) -> ParseError {
+    ParseError::Uri(format!(
+        "{what} in {:?}",
+        s.chars().take(120).collect::<String>()
+    ))
+}
+
+impl<'a> UriRef<'a> {
+    /// Checks a URI like [`Uri::parse`] (same rules, same errors) without building owned parts,
+    /// handing each URI parameter to `sink` as it is checked.
+    pub(crate) fn parse_with(
+        s: &'a str,
+        sink: &mut dyn FnMut(&'a str, Option<&'a str>),
+    ) -> Result<UriRef<'a>, ParseError> {
+        let bad = |what: &str| uri_err(s, what);
         let colon = s.find(':').ok_or_else(|| bad("no scheme"))?;
         let (scheme_str, rest) = (&s[..colon], &s[colon + 1..]);
         let scheme_ok = scheme_str
@@ -258,28 +321,33 @@ impl Uri {
         if !scheme_ok {
             return Err(bad("invalid scheme"));
         }
+        let mut uri = UriRef {
+            text: s,
+            scheme: None,
+            scheme_str,
+            user: None,
+            password: None,
+            host: None,
+            port: None,
+            params: "",
+            headers: None,
+        };
         let scheme = if scheme_str.eq_ignore_ascii_case("sip") {
-            Scheme::Sip
+            KnownScheme::Sip
         } else if scheme_str.eq_ignore_ascii_case("sips") {
-            Scheme::Sips
+            KnownScheme::Sips
         } else if scheme_str.eq_ignore_ascii_case("tel") {
-            Scheme::Tel
+            KnownScheme::Tel
         } else {
             if rest.is_empty() || !rest.bytes().all(is_opaque_char) {
                 return Err(bad("invalid opaque part"));
             }
-            return Ok(Uri {
-                scheme: Scheme::Other(scheme_str.to_ascii_lowercase()),
-                user: Some(rest.to_string()),
-                password: None,
-                host: Host::Domain(String::new()),
-                port: None,
-                params: Vec::new(),
-                headers: Vec::new(),
-            });
+            uri.user = Some(rest);
+            return Ok(uri);
         };
+        uri.scheme = Some(scheme);
 
-        if scheme == Scheme::Tel {
+        if scheme == KnownScheme::Tel {
             let (number, params) = match rest.find(';') {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, ""),
@@ -287,19 +355,14 @@ impl Uri {
             if number.is_empty() || !number.bytes().all(is_tel_char) {
                 return Err(bad("invalid telephone number"));
             }
-            return Ok(Uri {
-                scheme,
-                user: Some(number.to_string()),
-                password: None,
-                host: Host::Domain(String::new()),
-                port: None,
-                params: parse_uri_params(params).map_err(|e| bad(&e))?,
-                headers: Vec::new(),
-            });
+            for_each_uri_param(params, &mut *sink).map_err(|e| bad(&e))?;
+            uri.user = Some(number);
+            uri.params = params;
+            return Ok(uri);
         }
 
         // userinfo: everything before the first '@' (user may hold ';' and '?').
-        let (user, password, rest) = match rest.find('@') {
+        let rest = match rest.find('@') {
             Some(at) => {
                 let userinfo = &rest[..at];
                 let (user, password) = match userinfo.find(':') {
@@ -314,13 +377,11 @@ impl Uri {
                 {
                     return Err(bad("invalid password"));
                 }
-                (
-                    Some(user.to_string()),
-                    password.map(str::to_string),
-                    &rest[at + 1..],
-                )
+                uri.user = Some(user);
+                uri.password = password;
+                &rest[at + 1..]
             }
-            None => (None, None, rest),
+            None => rest,
         };
 
         // hostport
@@ -331,47 +392,84 @@ impl Uri {
         } else {
             rest.find([':', ';', '?']).unwrap_or(rest.len())
         };
-        let host = Host::parse(&rest[..host_end]).map_err(|_| bad("invalid host"))?;
+        uri.host = Some(host_ref(&rest[..host_end]).map_err(|_| bad("invalid host"))?);
         let mut rest = &rest[host_end..];
-        let mut port = None;
         if let Some(r) = rest.strip_prefix(':') {
             let end = r.find([';', '?']).unwrap_or(r.len());
             let digits = &r[..end];
             let p = scan::parse_digits(digits)
                 .and_then(|p| u16::try_from(p).ok())
                 .ok_or_else(|| bad("invalid port"))?;
-            port = Some(p);
+            uri.port = Some(p);
             rest = &r[end..];
         }
         let (params_str, headers_str) = match rest.find('?') {
             Some(q) => (&rest[..q], Some(&rest[q + 1..])),
             None => (rest, None),
         };
-        let params = parse_uri_params(params_str).map_err(|e| bad(&e))?;
-        let mut headers = Vec::new();
+        for_each_uri_param(params_str, &mut *sink).map_err(|e| bad(&e))?;
+        uri.params = params_str;
         if let Some(h) = headers_str {
-            for pair in h.split('&') {
-                let (name, value) = pair
-                    .split_once('=')
-                    .ok_or_else(|| bad("URI header without '='"))?;
-                if name.is_empty()
-                    || !scan::check_escaped(name, is_hnv_char)
-                    || !scan::check_escaped(value, is_hnv_char)
-                {
-                    return Err(bad("invalid URI header"));
-                }
-                headers.push((name.to_string(), value.to_string()));
-            }
+            for_each_uri_header(h, |_, _| {}).map_err(bad)?;
         }
+        uri.headers = headers_str;
+        Ok(uri)
+    }
+
+    /// The owned URI, with the parameters collected by [`UriRef::parse_with`].
+    pub(crate) fn to_owned(self, params: Params) -> Result<Uri, ParseError> {
+        let bad = |what: &str| uri_err(self.text, what);
+        let mut headers = Vec::new();
+        if let Some(h) = self.headers {
+            for_each_uri_header(h, |n, v| headers.push((n.to_string(), v.to_string())))
+                .map_err(bad)?;
+        }
+        let scheme = match self.scheme {
+            Some(KnownScheme::Sip) => Scheme::Sip,
+            Some(KnownScheme::Sips) => Scheme::Sips,
+            Some(KnownScheme::Tel) => Scheme::Tel,
+            None => Scheme::Other(self.scheme_str.to_ascii_lowercase()),
+        };
         Ok(Uri {
             scheme,
-            user,
-            password,
-            host,
-            port,
+            user: self.user.map(str::to_string),
+            password: self.password.map(str::to_string),
+            host: self
+                .host
+                .map_or_else(|| Host::Domain(String::new()), HostRef::to_owned),
+            port: self.port,
             params,
             headers,
         })
+    }
+}
+
+/// Walks the `hname=hvalue` pairs after `?` in a URI, handing each to `f`.
+fn for_each_uri_header<'a>(
+    h: &'a str,
+    mut f: impl FnMut(&'a str, &'a str),
+) -> Result<(), &'static str> {
+    for pair in h.split('&') {
+        let (name, value) = pair.split_once('=').ok_or("URI header without '='")?;
+        if name.is_empty()
+            || !scan::check_escaped(name, is_hnv_char)
+            || !scan::check_escaped(value, is_hnv_char)
+        {
+            return Err("invalid URI header");
+        }
+        f(name, value);
+    }
+    Ok(())
+}
+
+impl Uri {
+    /// Parses a URI (no surrounding whitespace or angle brackets).
+    pub fn parse(s: &str) -> Result<Uri, ParseError> {
+        let mut params = Params::new();
+        let uri = UriRef::parse_with(s, &mut |n, v| {
+            params.push((n.to_string(), v.map(str::to_string)));
+        })?;
+        uri.to_owned(params)
     }
 
     /// A `sip:` URI from its parts, without parameters.
@@ -533,11 +631,14 @@ fn params_equivalent(a: &Params, b: &Params) -> bool {
     true
 }
 
-/// Parses `*( ";" pname [ "=" pvalue ] )` inside a URI (no whitespace allowed).
-fn parse_uri_params(s: &str) -> Result<Params, String> {
-    let mut params = Params::new();
+/// Walks `*( ";" pname [ "=" pvalue ] )` inside a URI (no whitespace allowed), handing each
+/// parameter to `f`.
+fn for_each_uri_param<'a>(
+    s: &'a str,
+    mut f: impl FnMut(&'a str, Option<&'a str>),
+) -> Result<(), String> {
     if s.is_empty() {
-        return Ok(params);
+        return Ok(());
     }
     let s = s
         .strip_prefix(';')
@@ -555,9 +656,9 @@ fn parse_uri_params(s: &str) -> Result<Params, String> {
         {
             return Err(format!("invalid value of URI parameter {name}"));
         }
-        params.push((name.to_string(), value.map(str::to_string)));
+        f(name, value);
     }
-    Ok(params)
+    Ok(())
 }
 
 impl fmt::Display for Uri {

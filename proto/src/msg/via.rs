@@ -1,12 +1,13 @@
 //! The Via header value (RFC 3261 §20.42, RFC 3581 rport, RFC 5118 IPv6) and CSeq (§20.16).
 
 use std::fmt;
+use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use super::error::ParseError;
 use super::method::Method;
 use super::scan;
-use super::uri::Host;
+use super::uri::{Host, HostRef, host_ref};
 
 /// One Via header value: `SIP/2.0/UDP host:port;branch=...;rport`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,80 +50,21 @@ impl Via {
     }
 
     fn parse_impl(s: &str, any_version: bool) -> Result<Self, ParseError> {
-        let s = scan::skip_ws(s);
-        let (name, rest) = scan::take_token(s);
-        let rest = scan::skip_ws(rest)
-            .strip_prefix('/')
-            .ok_or_else(|| via_err("expected '/' after protocol name"))?;
-        let (version, rest) = scan::take_token(scan::skip_ws(rest));
-        let rest = scan::skip_ws(rest)
-            .strip_prefix('/')
-            .ok_or_else(|| via_err("expected '/' after protocol version"))?;
-        let (transport, rest) = scan::take_token(scan::skip_ws(rest));
-        if name.is_empty() || version.is_empty() {
-            return Err(via_err("missing protocol name or version"));
-        }
-        if !any_version && (!name.eq_ignore_ascii_case("SIP") || version != "2.0") {
-            return Err(via_err(format!("unsupported protocol {name}/{version}")));
-        }
-        if transport.is_empty() {
-            return Err(via_err("missing transport"));
-        }
-        let after = scan::skip_ws(rest);
-        if after.len() == rest.len() {
-            return Err(via_err("expected whitespace before sent-by"));
-        }
-        let rest = after;
-        let host_end = if rest.starts_with('[') {
-            rest.find(']')
-                .map(|i| i + 1)
-                .ok_or_else(|| via_err("unterminated IPv6 reference"))?
-        } else {
-            rest.find([':', ';', ' ', '\t', ',']).unwrap_or(rest.len())
-        };
-        let host = Host::parse(&rest[..host_end]).map_err(|_| {
-            via_err(format!(
-                "invalid sent-by host {:?}",
-                rest[..host_end].chars().take(80).collect::<String>()
-            ))
+        let mut params = Vec::new();
+        let parts = ViaRef::parse(s, any_version, &mut |n, v| {
+            params.push((n.to_string(), v.map(str::to_string)));
         })?;
-        let mut rest = scan::skip_ws(&rest[host_end..]);
-        let mut port = None;
-        if let Some(r) = rest.strip_prefix(':') {
-            let r = scan::skip_ws(r);
-            let n = r.bytes().take_while(u8::is_ascii_digit).count();
-            let p = scan::parse_digits(&r[..n])
-                .and_then(|p| u16::try_from(p).ok())
-                .ok_or_else(|| via_err("invalid port"))?;
-            port = Some(p);
-            rest = &r[n..];
-        }
-        let params = scan::parse_header_params(rest).map_err(via_err)?;
-        for (name, value) in &params {
-            let v = value.as_deref();
-            // Names compare ASCII case-insensitively in place (no lower-cased copy).
-            let is = |known: &str| name.eq_ignore_ascii_case(known);
-            let ok = if is("branch") {
-                v.is_some_and(scan::is_token)
-            } else if is("received") || is("maddr") {
-                v.is_some_and(|v| Host::parse_lenient(v).is_ok())
-            } else if is("ttl") {
-                v.is_some_and(|v| scan::parse_digits(v).is_some_and(|t| t <= 255))
-            } else if is("rport") {
-                v.is_none_or(|v| scan::parse_digits(v).is_some_and(|p| p <= 65535))
-            } else {
-                true
-            };
-            if !ok {
-                return Err(via_err(format!("invalid {name} parameter")));
-            }
-        }
         Ok(Via {
-            transport: transport.to_ascii_uppercase(),
-            host,
-            port,
+            transport: parts.transport.to_ascii_uppercase(),
+            host: parts.host.to_owned(),
+            port: parts.port,
             params,
         })
+    }
+
+    /// Checks one Via value like [`Via::parse`] (same rules, same errors) without building it.
+    pub(crate) fn check(s: &str) -> Result<(), ParseError> {
+        ViaRef::parse(s, false, &mut |_, _| {}).map(drop)
     }
 
     /// A parameter by case-insensitive name: `Some(None)` for a parameter without value.
@@ -183,6 +125,110 @@ impl FromStr for Via {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Via::parse(s)
+    }
+}
+
+/// A Via value checked in place: its parts borrow the input.
+#[derive(Debug, Clone, Copy)]
+struct ViaRef<'a> {
+    /// The transport token as written.
+    transport: &'a str,
+    host: HostRef<'a>,
+    port: Option<u16>,
+}
+
+impl<'a> ViaRef<'a> {
+    /// Checks one Via value (the rules and errors of [`Via::parse`]), handing each parameter
+    /// to `sink` once the syntax of all of them is known to be valid.
+    fn parse(
+        s: &'a str,
+        any_version: bool,
+        sink: &mut dyn FnMut(&'a str, Option<&'a str>),
+    ) -> Result<Self, ParseError> {
+        let s = scan::skip_ws(s);
+        let (name, rest) = scan::take_token(s);
+        let rest = scan::skip_ws(rest)
+            .strip_prefix('/')
+            .ok_or_else(|| via_err("expected '/' after protocol name"))?;
+        let (version, rest) = scan::take_token(scan::skip_ws(rest));
+        let rest = scan::skip_ws(rest)
+            .strip_prefix('/')
+            .ok_or_else(|| via_err("expected '/' after protocol version"))?;
+        let (transport, rest) = scan::take_token(scan::skip_ws(rest));
+        if name.is_empty() || version.is_empty() {
+            return Err(via_err("missing protocol name or version"));
+        }
+        if !any_version && (!name.eq_ignore_ascii_case("SIP") || version != "2.0") {
+            return Err(via_err(format!("unsupported protocol {name}/{version}")));
+        }
+        if transport.is_empty() {
+            return Err(via_err("missing transport"));
+        }
+        let after = scan::skip_ws(rest);
+        if after.len() == rest.len() {
+            return Err(via_err("expected whitespace before sent-by"));
+        }
+        let rest = after;
+        let host_end = if rest.starts_with('[') {
+            rest.find(']')
+                .map(|i| i + 1)
+                .ok_or_else(|| via_err("unterminated IPv6 reference"))?
+        } else {
+            rest.find([':', ';', ' ', '\t', ',']).unwrap_or(rest.len())
+        };
+        let host = host_ref(&rest[..host_end]).map_err(|_| {
+            via_err(format!(
+                "invalid sent-by host {:?}",
+                rest[..host_end].chars().take(80).collect::<String>()
+            ))
+        })?;
+        let mut rest = scan::skip_ws(&rest[host_end..]);
+        let mut port = None;
+        if let Some(r) = rest.strip_prefix(':') {
+            let r = scan::skip_ws(r);
+            let n = r.bytes().take_while(u8::is_ascii_digit).count();
+            let p = scan::parse_digits(&r[..n])
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| via_err("invalid port"))?;
+            port = Some(p);
+            rest = &r[n..];
+        }
+        // Syntax of every parameter first, then the values of the known ones (so a syntax error
+        // is reported before a bad value, as when the parameters were collected first).
+        scan::for_each_header_param(rest, |_, _| {}).map_err(via_err)?;
+        let mut bad_param = None;
+        scan::for_each_header_param(rest, |name, v| {
+            if bad_param.is_some() {
+                return;
+            }
+            sink(name, v);
+            // Names compare ASCII case-insensitively in place (no lower-cased copy).
+            let is = |known: &str| name.eq_ignore_ascii_case(known);
+            let ok = if is("branch") {
+                v.is_some_and(scan::is_token)
+            } else if is("received") || is("maddr") {
+                // `Host::parse_lenient` without building the host.
+                v.is_some_and(|v| v.parse::<Ipv6Addr>().is_ok() || host_ref(v).is_ok())
+            } else if is("ttl") {
+                v.is_some_and(|v| scan::parse_digits(v).is_some_and(|t| t <= 255))
+            } else if is("rport") {
+                v.is_none_or(|v| scan::parse_digits(v).is_some_and(|p| p <= 65535))
+            } else {
+                true
+            };
+            if !ok {
+                bad_param = Some(name);
+            }
+        })
+        .map_err(via_err)?;
+        if let Some(name) = bad_param {
+            return Err(via_err(format!("invalid {name} parameter")));
+        }
+        Ok(ViaRef {
+            transport,
+            host,
+            port,
+        })
     }
 }
 
