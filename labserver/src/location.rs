@@ -44,10 +44,10 @@ enum Pending {
 
 #[derive(Default)]
 struct State {
-    /// AoR → bindings (unsorted).
-    bindings: HashMap<String, Vec<Binding>>,
+    /// AoR → bindings (unsorted, no spare capacity).
+    bindings: HashMap<Arc<str>, Vec<Binding>>,
     /// Contact URI (as stored) → AoR, for routing in-dialog requests to registered flows.
-    by_contact: HashMap<String, String>,
+    by_contact: HashMap<Box<str>, Arc<str>>,
     /// Writes not yet in the store.
     dirty: HashMap<(String, String), Pending>,
 }
@@ -93,8 +93,17 @@ impl Location {
             if b.expires_at <= now_unix {
                 continue;
             }
-            state.by_contact.insert(b.contact.clone(), b.aor.clone());
-            state.bindings.entry(b.aor.clone()).or_default().push(b);
+            let key: Arc<str> = state
+                .bindings
+                .get_key_value(b.aor.as_str())
+                .map_or_else(|| Arc::from(b.aor.as_str()), |(k, _)| Arc::clone(k));
+            state
+                .by_contact
+                .insert(b.contact.as_str().into(), Arc::clone(&key));
+            state.bindings.entry(key).or_default().push(b);
+        }
+        for v in state.bindings.values_mut() {
+            v.shrink_to_fit();
         }
         Ok(Location {
             shared: Arc::new(Shared {
@@ -154,7 +163,7 @@ impl Location {
         let aor = state.by_contact.get(contact)?;
         state
             .bindings
-            .get(aor)?
+            .get(&**aor)?
             .iter()
             .find(|b| b.contact == contact && b.expires_at > now_unix)
             .cloned()
@@ -174,24 +183,27 @@ impl Location {
         f: impl FnOnce(&mut Vec<Binding>) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut guard = self.lock();
-        let old: Vec<Binding> = guard
+        let state = &mut *guard;
+        let live = |b: &&Binding| b.expires_at > now_unix;
+        let mut new: Vec<Binding> = state
             .bindings
             .get(aor)
-            .map(|v| {
-                v.iter()
-                    .filter(|b| b.expires_at > now_unix)
-                    .cloned()
-                    .collect()
-            })
+            .map(|v| v.iter().filter(live).cloned().collect())
             .unwrap_or_default();
-        let mut new = old.clone();
         let result = f(&mut new)?;
-        let state = &mut *guard;
+        // Held for a long time: no spare capacity (a Vec grown by push reserves four).
+        new.shrink_to_fit();
         let was_clean = state.dirty.is_empty();
+        // One shared copy of the AoR serves as the key here and in `by_contact`.
+        let key: Arc<str> = state
+            .bindings
+            .get_key_value(aor)
+            .map_or_else(|| Arc::from(aor), |(k, _)| Arc::clone(k));
+        let old: &[Binding] = state.bindings.get(aor).map_or(&[], Vec::as_slice);
         // Removed (or re-keyed) bindings.
-        for b in &old {
+        for b in old.iter().filter(live) {
             if !new.iter().any(|n| n.contact == b.contact) {
-                state.by_contact.remove(&b.contact);
+                state.by_contact.remove(b.contact.as_str());
                 state
                     .dirty
                     .insert((aor.to_string(), b.contact.clone()), Pending::Delete);
@@ -199,12 +211,14 @@ impl Location {
         }
         // New or changed bindings.
         for n in &new {
-            let changed = match old.iter().find(|b| b.contact == n.contact) {
+            let changed = match old.iter().filter(live).find(|b| b.contact == n.contact) {
                 Some(b) => !same_binding(b, n),
                 None => true,
             };
             if changed {
-                state.by_contact.insert(n.contact.clone(), aor.to_string());
+                state
+                    .by_contact
+                    .insert(n.contact.as_str().into(), Arc::clone(&key));
                 state.dirty.insert(
                     (aor.to_string(), n.contact.clone()),
                     Pending::Save(Box::new(n.clone())),
@@ -214,7 +228,7 @@ impl Location {
         if new.is_empty() {
             state.bindings.remove(aor);
         } else {
-            state.bindings.insert(aor.to_string(), new);
+            state.bindings.insert(key, new);
         }
         let pending = state.dirty.len();
         drop(guard);
@@ -234,14 +248,18 @@ impl Location {
         let mut removed = 0;
         let by_contact = &mut state.by_contact;
         state.bindings.retain(|_, v| {
+            let before = v.len();
             v.retain(|b| {
                 let keep = b.expires_at > now_unix;
                 if !keep {
-                    by_contact.remove(&b.contact);
-                    removed += 1;
+                    by_contact.remove(b.contact.as_str());
                 }
                 keep
             });
+            if v.len() != before {
+                removed += before - v.len();
+                v.shrink_to_fit();
+            }
             !v.is_empty()
         });
         removed
@@ -489,6 +507,28 @@ mod tests {
         // A new service over the same store sees what was written.
         let again = Location::load(store, now).await.unwrap();
         assert_eq!(again.lookup(aor, now).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn bindings_are_held_without_spare_capacity_or_duplicate_aors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in(dir.path()).await.unwrap();
+        let now = 1_000_000;
+        let loc = Location::load(store, now).await.unwrap();
+        let aor = "sip:carol@tandem.lab";
+        for c in ["sip:c@192.0.2.1", "sip:c@192.0.2.2"] {
+            loc.update(aor, now, |b| {
+                b.push(binding(aor, c, now + 100, None));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        }
+        let state = loc.lock();
+        let (key, list) = state.bindings.get_key_value(aor).unwrap();
+        assert_eq!((list.len(), list.capacity()), (2, 2));
+        for b in list {
+            assert!(Arc::ptr_eq(key, &state.by_contact[b.contact.as_str()]));
+        }
     }
 
     #[tokio::test]
