@@ -213,46 +213,81 @@ impl Authenticator {
         if self.is_trusted(source) {
             return Ok(Identity::Trusted);
         }
-        let now = u64::try_from(unix_now()).unwrap_or(0);
-        let mut stale = false;
-        let header = role.credentials_header();
-        for raw in request.headers.get_all(&header) {
-            let Ok(text) = std::str::from_utf8(raw) else {
-                continue;
-            };
-            let Ok(creds) = Credentials::parse(text) else {
-                continue;
-            };
-            if creds.realm != self.realm {
-                continue;
-            }
-            let alg = creds.algorithm;
-            if !self
-                .algorithms
-                .iter()
-                .any(|a| algorithm_key(*a) == algorithm_key(alg))
-            {
-                continue;
-            }
-            let ha1 = match self.ha1(&creds.username, alg).await {
-                Ok(Some(h)) => h,
-                Ok(None) => continue,
+        let candidates = self.candidates(request, role);
+        let mut ha1s = Vec::with_capacity(candidates.len());
+        for creds in &candidates {
+            match self.ha1(&creds.username, creds.algorithm).await {
+                Ok(h) => ha1s.push(h),
                 Err(e) => {
                     tracing::warn!(error = %e, "HA1 lookup failed");
                     let mut r = Response::for_request(request, 500);
                     r.headers.push(HeaderName::RetryAfter, "5");
                     return Err(Box::new(r));
                 }
+            }
+        }
+        self.conclude(request, role, &candidates, ha1s)
+    }
+
+    /// Like [`Authenticator::authenticate`] without waiting: `None` when an HA1 it needs is not
+    /// in the in-memory cache (then call `authenticate`, which asks the store).
+    pub fn authenticate_cached(
+        &self,
+        request: &Request,
+        role: AuthRole,
+        source: IpAddr,
+    ) -> Option<Result<Identity, Box<Response>>> {
+        if self.is_trusted(source) {
+            return Some(Ok(Identity::Trusted));
+        }
+        let candidates = self.candidates(request, role);
+        let ha1s = candidates
+            .iter()
+            .map(|c| self.cached_ha1(&c.username, c.algorithm))
+            .collect::<Option<Vec<_>>>()?;
+        Some(self.conclude(request, role, &candidates, ha1s))
+    }
+
+    /// The credentials in `request` for our realm and one of our algorithms, in header order.
+    fn candidates(&self, request: &Request, role: AuthRole) -> Vec<Credentials> {
+        request
+            .headers
+            .get_all(&role.credentials_header())
+            .filter_map(|raw| std::str::from_utf8(raw).ok())
+            .filter_map(|text| Credentials::parse(text).ok())
+            .filter(|creds| {
+                creds.realm == self.realm
+                    && self
+                        .algorithms
+                        .iter()
+                        .any(|a| algorithm_key(*a) == algorithm_key(creds.algorithm))
+            })
+            .collect()
+    }
+
+    /// Checks each candidate against its HA1 (`None`: no such user); the first valid one with a
+    /// valid nonce wins, else a challenge. Nonces are consumed only here, after the digest matched.
+    fn conclude(
+        &self,
+        request: &Request,
+        role: AuthRole,
+        candidates: &[Credentials],
+        ha1s: Vec<Option<String>>,
+    ) -> Result<Identity, Box<Response>> {
+        let now = u64::try_from(unix_now()).unwrap_or(0);
+        let mut stale = false;
+        for (creds, ha1) in candidates.iter().zip(ha1s) {
+            let Some(ha1) = ha1 else {
+                continue;
             };
             if !tandem_proto::auth::verify_with_body(
-                &creds,
+                creds,
                 request.method.as_str(),
                 &ha1,
                 &request.body,
             ) {
                 continue;
             }
-            // The digest is right; only now may the nonce (and its count) be consumed.
             let status = self.issuer.lock().unwrap_or_else(|p| p.into_inner()).check(
                 &creds.nonce,
                 creds.nc,
@@ -311,22 +346,26 @@ impl Authenticator {
         Ok(self.ha1(user, alg).await?.is_some())
     }
 
+    /// The cached HA1 of `user` for `alg`: `Some(None)` for a cached "no such user", `None` when
+    /// nothing fresh is cached.
+    fn cached_ha1(&self, user: &str, alg: Algorithm) -> Option<Option<String>> {
+        let key = (user.to_string(), algorithm_key(alg));
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let e = cache.get(&key)?;
+        let ttl = if e.ha1.is_some() {
+            HA1_TTL
+        } else {
+            HA1_NEGATIVE_TTL
+        };
+        (e.at.elapsed() < ttl).then(|| e.ha1.clone())
+    }
+
     /// The HA1 of `user` for `alg`, cached for a short time.
     async fn ha1(&self, user: &str, alg: Algorithm) -> Result<Option<String>, AuthnError> {
-        let key = (user.to_string(), algorithm_key(alg));
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = cache.get(&key) {
-                let ttl = if e.ha1.is_some() {
-                    HA1_TTL
-                } else {
-                    HA1_NEGATIVE_TTL
-                };
-                if e.at.elapsed() < ttl {
-                    return Ok(e.ha1.clone());
-                }
-            }
+        if let Some(cached) = self.cached_ha1(user, alg) {
+            return Ok(cached);
         }
+        let key = (user.to_string(), algorithm_key(alg));
         let ha1 = self.store.ha1(user, &self.domain, alg).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= HA1_CACHE_MAX {

@@ -179,18 +179,39 @@ impl Registrar {
     /// Processes one REGISTER received on `flow` and returns the final response (RFC 3261 §10.3).
     pub async fn handle(&self, request: &Request, flow: Flow) -> Response {
         // Step 1: the Request-URI must name one of our domains.
-        if !is_sip_scheme(&request.uri) || !self.locals.is_local_host(&request.uri.host) {
-            return reply(request, 403, "Domain Not Served Here");
+        if let Some(r) = check_domain(request, &self.locals) {
+            return r;
         }
         // Step 3: authentication.
-        let identity = match self
+        match self
             .authn
             .authenticate(request, AuthRole::Registrar, flow.remote.ip())
             .await
         {
-            Ok(id) => id,
-            Err(challenge) => return *challenge,
-        };
+            Ok(identity) => self.authenticated(request, flow, &identity),
+            Err(challenge) => *challenge,
+        }
+    }
+
+    /// Like [`Registrar::handle`], without waiting: `None` when authentication needs the store
+    /// (an HA1 not in the cache); then call `handle`. Saves spawning a task for most REGISTERs.
+    pub fn handle_now(&self, request: &Request, flow: Flow) -> Option<Response> {
+        if let Some(r) = check_domain(request, &self.locals) {
+            return Some(r);
+        }
+        Some(
+            match self
+                .authn
+                .authenticate_cached(request, AuthRole::Registrar, flow.remote.ip())?
+            {
+                Ok(identity) => self.authenticated(request, flow, &identity),
+                Err(challenge) => *challenge,
+            },
+        )
+    }
+
+    /// Steps 4 to 8 of RFC 3261 §10.3 for a request from `identity`.
+    fn authenticated(&self, request: &Request, flow: Flow, identity: &Identity) -> Response {
         // Step 5: the address-of-record from To.
         let Ok(to) = request.headers.to() else {
             return reply(request, 400, "Missing or Bad To");
@@ -201,7 +222,7 @@ impl Registrar {
         let aor_user = to.uri.user.clone().unwrap_or_default();
         // Step 4: authorization. A user registers its own AoR; users listed in
         // `registrar.third_party` (and trusted sources) may register any AoR of a local domain.
-        if let Identity::User(user) = &identity
+        if let Identity::User(user) = identity
             && user != &aor_user
             && !self.settings.third_party.iter().any(|t| t == user)
         {
@@ -378,6 +399,12 @@ impl Registrar {
     }
 }
 
+/// Step 1 of RFC 3261 §10.3: a 403 unless the Request-URI names one of our domains.
+fn check_domain(request: &Request, locals: &LocalDomains) -> Option<Response> {
+    (!is_sip_scheme(&request.uri) || !locals.is_local_host(&request.uri.host))
+        .then(|| reply(request, 403, "Domain Not Served Here"))
+}
+
 enum EvalError {
     TooBrief,
     Bad(&'static str),
@@ -403,12 +430,19 @@ pub fn reply(request: &Request, status: u16, reason: &str) -> Response {
 
 /// Adds a random tag to the To header of a locally generated response when it has none.
 pub fn ensure_to_tag(response: &mut Response) {
-    if let Ok(mut to) = response.headers.to()
-        && to.tag().is_none()
-    {
-        to.set_tag(&format!("{:016x}", rand::random::<u64>()));
-        response.headers.set(HeaderName::To, to.to_string());
-    }
+    let has_no_tag = response.headers.to().is_ok_and(|to| to.tag().is_none());
+    let Some(raw) = response.headers.get(&HeaderName::To).filter(|_| has_no_tag) else {
+        return;
+    };
+    // Appending `;tag=` to the value as received is exact: a URI with parameters is always
+    // inside `<>` (RFC 3261 §20), so trailing parameters are header parameters. This avoids
+    // re-serialising the whole header.
+    let raw = raw.trim_ascii_end();
+    let mut value = Vec::with_capacity(raw.len() + 21);
+    value.extend_from_slice(raw);
+    value.extend_from_slice(b";tag=");
+    value.extend_from_slice(format!("{:016x}", rand::random::<u64>()).as_bytes());
+    response.headers.set(HeaderName::To, value);
 }
 
 /// An RFC 1123 date (`Sun, 06 Nov 1994 08:49:37 GMT`) for the `Date` header.
@@ -454,6 +488,28 @@ mod tests {
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(1_709_208_000), "Thu, 29 Feb 2024 12:00:00 GMT");
+    }
+
+    #[test]
+    fn to_tags_are_added_once() {
+        let raw = "REGISTER sip:tandem.lab SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
+                   Max-Forwards: 70\r\nFrom: <sip:a@tandem.lab>;tag=f\r\n\
+                   To: \"A\" <sip:a@tandem.lab;transport=udp>;x=1\r\nCall-ID: c\r\n\
+                   CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        let Ok(tandem_proto::msg::Message::Request(req)) =
+            tandem_proto::msg::Message::parse(bytes::Bytes::from(raw))
+        else {
+            panic!("a request");
+        };
+        let mut r = Response::for_request(&req, 200);
+        ensure_to_tag(&mut r);
+        let to = r.headers.to().unwrap();
+        let tag = to.tag().unwrap().to_string();
+        assert_eq!(tag.len(), 16);
+        assert_eq!(to.param("x").flatten(), Some("1"));
+        assert_eq!(to.uri.transport_param(), Some(Transport::Udp));
+        ensure_to_tag(&mut r);
+        assert_eq!(r.headers.to().unwrap().tag(), Some(tag.as_str()));
     }
 
     #[test]

@@ -276,6 +276,11 @@ impl Core {
             return;
         }
         if request.method == Method::Register {
+            // Usually answered at once (HA1 cached); a task only when the store must be asked.
+            if let Some(response) = self.registrar.handle_now(&request, flow) {
+                self.endpoint.respond(tx, response);
+                return;
+            }
             let core = Arc::clone(self);
             tokio::spawn(async move {
                 let response = core.registrar.handle(&request, flow).await;
