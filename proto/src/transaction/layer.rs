@@ -333,6 +333,32 @@ impl TransactionLayer {
                 self.reap_server(id);
             }
         }
+        self.shrink_tables();
+    }
+
+    /// The largest capacity among the transaction tables (tests of `shrink_tables`).
+    #[cfg(test)]
+    pub(crate) fn table_capacity(&self) -> usize {
+        self.clients
+            .capacity()
+            .max(self.servers.capacity())
+            .max(self.client_keys.capacity())
+            .max(self.server_keys.capacity())
+    }
+
+    /// Gives back table memory after a burst: a map is shrunk once it uses under a
+    /// quarter of its capacity (hysteresis, so steady load never reallocates).
+    fn shrink_tables(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+            const MIN_CAPACITY: usize = 1024;
+            if map.capacity() > MIN_CAPACITY && map.len() < map.capacity() / 4 {
+                map.shrink_to((map.len() * 2).max(MIN_CAPACITY));
+            }
+        }
+        shrink(&mut self.clients);
+        shrink(&mut self.servers);
+        shrink(&mut self.client_keys);
+        shrink(&mut self.server_keys);
     }
 
     // ----- TU commands -----

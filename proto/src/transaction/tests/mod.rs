@@ -351,3 +351,37 @@ pub(super) fn statuses(events: &[TxEvent]) -> Vec<u16> {
         })
         .collect()
 }
+
+/// After a burst of finished transactions expires, the tables give their memory back.
+#[test]
+fn tables_shrink_after_a_burst() {
+    let mut layer = TransactionLayer::new(TxConfig::default());
+    layer.set_sent_by(Transport::Udp, SentBy::new("10.0.0.2".to_owned(), 5070));
+    let flow = Flow::new(Transport::Udp, "10.0.0.1:5060".parse().unwrap());
+    let start = Instant::now();
+    for i in 0..20_000u32 {
+        let mut req = request(Method::Register, &format!("burst-{i}"), 1);
+        req.headers.push_front(
+            HeaderName::Via,
+            format!("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKburst{i}"),
+        );
+        layer.handle_message(start, Message::Request(req), flow);
+        let Some(TxEvent::Request { tx, request, .. }) = layer.poll_event() else {
+            panic!("request {i} was not passed up");
+        };
+        layer
+            .send_response(start, tx, response(&request, 200))
+            .unwrap();
+        while layer.poll_transmit().is_some() {}
+    }
+    let full = layer.table_capacity();
+    assert!(full >= 20_000);
+    layer.handle_timeout(start + Duration::from_secs(40));
+    while layer.poll_event().is_some() {}
+    assert!(layer.is_empty());
+    assert!(
+        layer.table_capacity() <= 2048,
+        "tables kept {} slots after the burst (were {full})",
+        layer.table_capacity()
+    );
+}
