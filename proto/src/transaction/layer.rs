@@ -2,6 +2,8 @@
 //! queues the output.
 
 use std::collections::{HashMap, VecDeque};
+
+use super::spread::SpreadMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,10 +46,10 @@ pub struct TransactionLayer {
     rng: StdRng,
     sent_by: HashMap<Transport, SentBy>,
     next_id: u64,
-    clients: HashMap<TxId, ClientTx>,
-    servers: HashMap<TxId, ServerTx>,
-    client_keys: HashMap<ClientKey, TxId>,
-    server_keys: HashMap<Arc<ServerKey>, TxId>,
+    clients: SpreadMap<TxId, ClientTx>,
+    servers: SpreadMap<TxId, ServerTx>,
+    client_keys: SpreadMap<ClientKey, TxId>,
+    server_keys: SpreadMap<Arc<ServerKey>, TxId>,
     out: Out,
 }
 
@@ -66,10 +68,10 @@ impl TransactionLayer {
             cfg: config,
             sent_by: HashMap::new(),
             next_id: 1,
-            clients: HashMap::new(),
-            servers: HashMap::new(),
-            client_keys: HashMap::new(),
-            server_keys: HashMap::new(),
+            clients: SpreadMap::new(),
+            servers: SpreadMap::new(),
+            client_keys: SpreadMap::new(),
+            server_keys: SpreadMap::new(),
             out: Out::default(),
         }
     }
@@ -346,19 +348,13 @@ impl TransactionLayer {
             .max(self.server_keys.capacity())
     }
 
-    /// Gives back table memory after a burst: a map is shrunk once it uses under a
+    /// Gives back table memory after a burst: a map starts shrinking once it uses under a
     /// quarter of its capacity (hysteresis, so steady load never reallocates).
     fn shrink_tables(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-            const MIN_CAPACITY: usize = 1024;
-            if map.capacity() > MIN_CAPACITY && map.len() < map.capacity() / 4 {
-                map.shrink_to((map.len() * 2).max(MIN_CAPACITY));
-            }
-        }
-        shrink(&mut self.clients);
-        shrink(&mut self.servers);
-        shrink(&mut self.client_keys);
-        shrink(&mut self.server_keys);
+        self.clients.maybe_shrink();
+        self.servers.maybe_shrink();
+        self.client_keys.maybe_shrink();
+        self.server_keys.maybe_shrink();
     }
 
     // ----- TU commands -----

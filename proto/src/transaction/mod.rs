@@ -15,6 +15,7 @@ mod client;
 mod key;
 mod layer;
 mod server;
+mod spread;
 mod timer;
 mod types;
 
