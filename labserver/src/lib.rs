@@ -9,3 +9,4 @@ pub mod location;
 pub mod proxy;
 pub mod registrar;
 pub mod server;
+mod spread;

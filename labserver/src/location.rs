@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::spread::SpreadMap;
 use crate::store::{Binding, Store, StoreError};
 
 /// How often expired bindings are swept from memory and purged from the store.
@@ -45,9 +46,9 @@ enum Pending {
 #[derive(Default)]
 struct State {
     /// AoR → bindings (unsorted, no spare capacity).
-    bindings: HashMap<Arc<str>, Vec<Binding>>,
+    bindings: SpreadMap<Arc<str>, Vec<Binding>>,
     /// Contact URI (as stored) → AoR, for routing in-dialog requests to registered flows.
-    by_contact: HashMap<Box<str>, Arc<str>>,
+    by_contact: SpreadMap<Box<str>, Arc<str>>,
     /// Writes not yet in the store.
     dirty: HashMap<(String, String), Pending>,
 }
@@ -88,23 +89,26 @@ impl Location {
     /// Loads all unexpired bindings from `store` into a new location service (no background tasks yet).
     pub async fn load(store: Store, now_unix: i64) -> Result<Location, LocationError> {
         let rows = store.load_bindings(now_unix).await?;
-        let mut state = State::default();
+        let mut bindings: HashMap<Arc<str>, Vec<Binding>> = HashMap::new();
+        let mut by_contact: HashMap<Box<str>, Arc<str>> = HashMap::new();
         for b in rows {
             if b.expires_at <= now_unix {
                 continue;
             }
-            let key: Arc<str> = state
-                .bindings
+            let key: Arc<str> = bindings
                 .get_key_value(b.aor.as_str())
                 .map_or_else(|| Arc::from(b.aor.as_str()), |(k, _)| Arc::clone(k));
-            state
-                .by_contact
-                .insert(b.contact.as_str().into(), Arc::clone(&key));
-            state.bindings.entry(key).or_default().push(b);
+            by_contact.insert(b.contact.as_str().into(), Arc::clone(&key));
+            bindings.entry(key).or_default().push(b);
         }
-        for v in state.bindings.values_mut() {
+        for v in bindings.values_mut() {
             v.shrink_to_fit();
         }
+        let state = State {
+            bindings: SpreadMap::from_map(bindings),
+            by_contact: SpreadMap::from_map(by_contact),
+            dirty: HashMap::new(),
+        };
         Ok(Location {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
@@ -262,6 +266,9 @@ impl Location {
             }
             !v.is_empty()
         });
+        // Memory back after a burst of registrations expired (moved over later updates).
+        state.bindings.maybe_shrink();
+        state.by_contact.maybe_shrink();
         removed
     }
 
@@ -527,7 +534,10 @@ mod tests {
         let (key, list) = state.bindings.get_key_value(aor).unwrap();
         assert_eq!((list.len(), list.capacity()), (2, 2));
         for b in list {
-            assert!(Arc::ptr_eq(key, &state.by_contact[b.contact.as_str()]));
+            assert!(Arc::ptr_eq(
+                key,
+                state.by_contact.get(b.contact.as_str()).unwrap()
+            ));
         }
     }
 
