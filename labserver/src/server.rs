@@ -24,9 +24,6 @@ use crate::proxy::{Proxy, ProxySettings};
 use crate::registrar::{LocalDomains, Registrar, RegistrarSettings, reply};
 use crate::store::Store;
 
-/// Events the dispatcher handles before it yields the thread to the other tasks.
-const DISPATCH_BATCH: usize = 16;
-
 /// The methods the lab server handles or proxies, for `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK, PUBLISH";
 
@@ -148,16 +145,8 @@ impl LabServer {
             locals,
         });
         let dispatcher = tokio::spawn(async move {
-            // Yield regularly: under load events are always ready, and the driver must get
-            // the thread back to send the answers instead of queueing them into a burst.
-            let mut since_yield = 0usize;
             while let Some(event) = incoming.next().await {
                 core.dispatch(event);
-                since_yield += 1;
-                if since_yield >= DISPATCH_BATCH {
-                    since_yield = 0;
-                    tokio::task::yield_now().await;
-                }
             }
         });
         Ok(LabServer {

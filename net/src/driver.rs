@@ -26,8 +26,6 @@ const INCOMING_QUEUE: usize = 4096;
 const NET_QUEUE: usize = 1024;
 /// Bound on remembered UDP peer-to-socket associations.
 const MAX_UDP_PEERS: usize = 16384;
-/// Driver loop iterations (inputs, commands or timer runs) between yields to other tasks.
-const FAIR_BATCH: usize = 16;
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bound on remembered TLS server names for flows not connected yet.
@@ -238,16 +236,7 @@ impl Driver {
         mut cmd_rx: mpsc::UnboundedReceiver<Command>,
     ) {
         let mut shutdown_reply = None;
-        let mut since_yield = 0usize;
         loop {
-            // Under load every branch is always ready: hand the thread to the other tasks
-            // (the TU that answers, the socket readers) regularly, so that responses leave
-            // steadily instead of in bursts after long runs of this loop.
-            since_yield += 1;
-            if since_yield >= FAIR_BATCH {
-                since_yield = 0;
-                tokio::task::yield_now().await;
-            }
             let deadline = self.layer.poll_timeout();
             let sleep = async {
                 match deadline {
