@@ -9,4 +9,3 @@ pub mod location;
 pub mod proxy;
 pub mod registrar;
 pub mod server;
-mod spread;

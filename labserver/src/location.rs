@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::spread::SpreadMap;
 use crate::store::{Binding, Store, StoreError};
+use tandem_proto::spread::SpreadMap;
 
 /// How often expired bindings are swept from memory and purged from the store.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);

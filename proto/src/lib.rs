@@ -8,6 +8,7 @@ pub mod dialog;
 pub mod flow;
 pub mod msg;
 pub mod sdp;
+pub mod spread;
 pub mod transaction;
 
 pub use flow::{Flow, Transport};

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::spread::SpreadMap;
+use crate::spread::SpreadMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

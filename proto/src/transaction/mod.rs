@@ -15,7 +15,6 @@ mod client;
 mod key;
 mod layer;
 mod server;
-mod spread;
 mod timer;
 mod types;
 

@@ -1,11 +1,10 @@
 //! A hash map that grows and shrinks incrementally.
 //!
 //! A plain `HashMap` rehashes every entry at once when it grows: with a few hundred
-//! thousand transactions that is tens of milliseconds in one call, during which the
-//! single driver task neither receives nor sends, so peers see a stall followed by a
-//! burst. [`SpreadMap`] instead moves to a new table of the target size and migrates a
-//! bounded number of entries from the previous table on every insert and remove, so
-//! no single operation pays for more than [`STEP`] moves.
+//! thousand transactions or bindings that is tens of milliseconds in one call, during
+//! which a single-threaded SIP core neither receives nor sends, so peers see a stall
+//! followed by a burst (and retransmit). `SpreadMap` keeps the previous table beside
+//! the new one and moves a bounded number of entries on every insert and remove.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -18,7 +17,7 @@ const MIN_CAPACITY: usize = 1024;
 
 /// A hash map whose resizes are spread over many operations (see the module docs).
 #[derive(Debug)]
-pub(crate) struct SpreadMap<K, V> {
+pub struct SpreadMap<K, V> {
     /// The current table: every insert goes here.
     new: HashMap<K, V>,
     /// The table being migrated into `new` (empty when no resize is under way).
@@ -36,23 +35,57 @@ impl<K, V> Default for SpreadMap<K, V> {
 
 impl<K: Hash + Eq, V> SpreadMap<K, V> {
     /// An empty map.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self::default()
     }
 
+    /// A map holding the entries of `map`.
+    pub fn from_map(map: HashMap<K, V>) -> Self {
+        Self {
+            new: map,
+            old: HashMap::new(),
+        }
+    }
+
+    /// The stored key equal to `key` and its value.
+    pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.new.get_key_value(key) {
+            Some(kv) => Some(kv),
+            None if self.old.is_empty() => None,
+            None => self.old.get_key_value(key),
+        }
+    }
+
+    /// Keeps only the entries for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        self.new.retain(&mut keep);
+        self.old.retain(&mut keep);
+        if self.old.is_empty() {
+            self.old = HashMap::new();
+        }
+    }
+
     /// Number of entries.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.new.len() + self.old.len()
     }
 
+    /// True when the map holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.new.is_empty() && self.old.is_empty()
+    }
+
     /// Slots allocated over both tables.
-    #[cfg(test)]
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.new.capacity() + self.old.capacity()
     }
 
     /// The value of `key`.
-    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&V>
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -65,7 +98,7 @@ impl<K: Hash + Eq, V> SpreadMap<K, V> {
     }
 
     /// Whether `key` has a value.
-    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -74,12 +107,12 @@ impl<K: Hash + Eq, V> SpreadMap<K, V> {
     }
 
     /// Every value, in no particular order.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+    pub fn values(&self) -> impl Iterator<Item = &V> {
         self.new.values().chain(self.old.values())
     }
 
     /// The value of `key`, mutable.
-    pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -92,7 +125,7 @@ impl<K: Hash + Eq, V> SpreadMap<K, V> {
     }
 
     /// Inserts `value` under `key`, returning the value it replaces.
-    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         self.step();
         let previous = if self.old.is_empty() {
             None
@@ -108,7 +141,7 @@ impl<K: Hash + Eq, V> SpreadMap<K, V> {
     }
 
     /// Removes `key`, returning its value.
-    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -136,7 +169,7 @@ impl<K: Hash + Eq, V> SpreadMap<K, V> {
 
     /// Starts giving memory back once under a quarter of the capacity is used (hysteresis,
     /// so steady load never reallocates); the entries move over the following operations.
-    pub(crate) fn maybe_shrink(&mut self) {
+    pub fn maybe_shrink(&mut self) {
         let capacity = self.new.capacity();
         if self.old.is_empty() && capacity > MIN_CAPACITY && self.new.len() < capacity / 4 {
             self.start_resize((self.new.len() * 2).max(MIN_CAPACITY));
@@ -218,6 +251,70 @@ mod tests {
     #[test]
     fn no_operation_migrates_more_than_a_step() {
         let mut m: SpreadMap<u64, u64> = SpreadMap::new();
+        let mut i = 0;
+        // Fill to just before a resize, then trigger it.
+        while m.new.len() < m.new.capacity() || m.new.capacity() < 10_000 {
+            m.insert(i, i);
+            i += 1;
+        }
+        let before = m.new.len();
+        m.insert(i, i);
+        assert_eq!(m.old.len(), before, "the resize moved nothing at once");
+        assert_eq!(m.new.len(), 1);
+        m.insert(i + 1, i + 1);
+        assert_eq!(m.old.len(), before - STEP);
+        for k in 0..=i + 1 {
+            assert_eq!(m.get(&k), Some(&k));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod location_use_tests {
+    use super::*;
+
+    #[test]
+    fn behaves_like_a_hash_map_through_growth_and_shrink() {
+        let mut m: SpreadMap<u64, u64> = SpreadMap::default();
+        let mut reference = HashMap::new();
+        for i in 0..50_000u64 {
+            assert_eq!(m.insert(i, i * 3), reference.insert(i, i * 3));
+            if i % 7 == 0 {
+                let k = i / 2;
+                assert_eq!(m.remove(&k), reference.remove(&k));
+            }
+            if i % 11 == 0 {
+                let k = i / 3;
+                assert_eq!(m.insert(k, 1), reference.insert(k, 1));
+            }
+            assert_eq!(m.len(), reference.len());
+        }
+        for (k, v) in &reference {
+            assert_eq!(m.get(k), Some(v));
+        }
+        assert_eq!(m.get_key_value(&49_999), reference.get_key_value(&49_999));
+        m.retain(|k, _| k % 5 != 0);
+        reference.retain(|k, _| k % 5 != 0);
+        assert_eq!(m.len(), reference.len());
+        assert_eq!(m.get(&100_000), None);
+        let keys: Vec<u64> = reference.keys().copied().collect();
+        for k in keys {
+            assert_eq!(m.remove(&k), reference.remove(&k));
+            m.maybe_shrink();
+        }
+        assert_eq!(m.len(), 0);
+        m.maybe_shrink();
+        assert!(
+            m.capacity() <= 2048,
+            "capacity {} after emptying",
+            m.capacity()
+        );
+    }
+
+    #[test]
+    fn no_operation_migrates_more_than_a_step() {
+        let mut m: SpreadMap<u64, u64> = SpreadMap::default();
         let mut i = 0;
         // Fill to just before a resize, then trigger it.
         while m.new.len() < m.new.capacity() || m.new.capacity() < 10_000 {
