@@ -267,68 +267,19 @@ mod tests {
             assert_eq!(m.get(&k), Some(&k));
         }
     }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod location_use_tests {
-    use super::*;
 
     #[test]
-    fn behaves_like_a_hash_map_through_growth_and_shrink() {
-        let mut m: SpreadMap<u64, u64> = SpreadMap::default();
-        let mut reference = HashMap::new();
-        for i in 0..50_000u64 {
-            assert_eq!(m.insert(i, i * 3), reference.insert(i, i * 3));
-            if i % 7 == 0 {
-                let k = i / 2;
-                assert_eq!(m.remove(&k), reference.remove(&k));
-            }
-            if i % 11 == 0 {
-                let k = i / 3;
-                assert_eq!(m.insert(k, 1), reference.insert(k, 1));
-            }
-            assert_eq!(m.len(), reference.len());
+    fn from_map_retain_and_key_lookup() {
+        let mut m: SpreadMap<String, u32> =
+            SpreadMap::from_map((0..5000u32).map(|i| (format!("k{i}"), i)).collect());
+        for i in 5000..20_000u32 {
+            m.insert(format!("k{i}"), i);
         }
-        for (k, v) in &reference {
-            assert_eq!(m.get(k), Some(v));
-        }
-        assert_eq!(m.get_key_value(&49_999), reference.get_key_value(&49_999));
-        m.retain(|k, _| k % 5 != 0);
-        reference.retain(|k, _| k % 5 != 0);
-        assert_eq!(m.len(), reference.len());
-        assert_eq!(m.get(&100_000), None);
-        let keys: Vec<u64> = reference.keys().copied().collect();
-        for k in keys {
-            assert_eq!(m.remove(&k), reference.remove(&k));
-            m.maybe_shrink();
-        }
-        assert_eq!(m.len(), 0);
-        m.maybe_shrink();
-        assert!(
-            m.capacity() <= 2048,
-            "capacity {} after emptying",
-            m.capacity()
-        );
-    }
-
-    #[test]
-    fn no_operation_migrates_more_than_a_step() {
-        let mut m: SpreadMap<u64, u64> = SpreadMap::default();
-        let mut i = 0;
-        // Fill to just before a resize, then trigger it.
-        while m.new.len() < m.new.capacity() || m.new.capacity() < 10_000 {
-            m.insert(i, i);
-            i += 1;
-        }
-        let before = m.new.len();
-        m.insert(i, i);
-        assert_eq!(m.old.len(), before, "the resize moved nothing at once");
-        assert_eq!(m.new.len(), 1);
-        m.insert(i + 1, i + 1);
-        assert_eq!(m.old.len(), before - STEP);
-        for k in 0..=i + 1 {
-            assert_eq!(m.get(&k), Some(&k));
-        }
+        m.retain(|_, v| *v % 2 == 0);
+        assert_eq!(m.len(), 10_000);
+        let (k, v) = m.get_key_value("k4").unwrap();
+        assert_eq!((k.as_str(), *v), ("k4", 4));
+        assert!(m.get_key_value("k5").is_none());
+        assert!(!m.is_empty());
     }
 }
