@@ -103,36 +103,54 @@ fn events(out: &Output) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn call_answer_and_bye() {
+/// Starts alice in answer mode (no registrar) on a free loopback port over `transport`,
+/// with `extra` answer options; returns her process and the URI that reaches her.
+fn answerer(transport: &str, extra: &[&str]) -> (Guard, String) {
     let port = free_udp_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut answerer = Guard::spawn(&[
+    let mut args = vec![
         "--user",
         "alice",
         "--domain",
         "127.0.0.1",
         "--listen",
         &listen,
+        "--transport",
+        transport,
         "answer",
         "--no-register",
-        "--count",
-        "1",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let guard = Guard::spawn(&args);
     std::thread::sleep(Duration::from_millis(300));
-    let target = format!("sip:alice@127.0.0.1:{port}");
-    let out = run(&[
+    let target = if transport == "udp" {
+        format!("sip:alice@127.0.0.1:{port}")
+    } else {
+        format!("sip:alice@127.0.0.1:{port};transport={transport}")
+    };
+    (guard, target)
+}
+
+/// bob's account options over `transport`, followed by `command`.
+fn as_bob<'a>(transport: &'a str, command: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "--user",
         "bob",
         "--domain",
         "127.0.0.1",
         "--listen",
         "127.0.0.1:0",
-        "call",
-        &target,
-        "--duration",
-        "1",
-    ]);
+        "--transport",
+        transport,
+    ];
+    args.extend_from_slice(command);
+    args
+}
+
+#[test]
+fn call_answer_and_bye() {
+    let (mut answerer, target) = answerer("udp", &["--count", "1"]);
+    let out = run(&as_bob("udp", &["call", &target, "--duration", "1"]));
     let ev = events(&out);
     assert_eq!(out.status.code(), Some(0), "{ev:?}");
     assert!(ev.contains(&"ringing status=180".to_string()), "{ev:?}");
@@ -154,40 +172,8 @@ fn call_answer_and_bye() {
 
 #[test]
 fn callee_hangs_up_first_over_tcp() {
-    let port = free_udp_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut answerer = Guard::spawn(&[
-        "--user",
-        "alice",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        &listen,
-        "--transport",
-        "tcp",
-        "answer",
-        "--no-register",
-        "--count",
-        "1",
-        "--duration",
-        "1",
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
-    let target = format!("sip:alice@127.0.0.1:{port};transport=tcp");
-    let out = run(&[
-        "--user",
-        "bob",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        "127.0.0.1:0",
-        "--transport",
-        "tcp",
-        "call",
-        &target,
-        "--duration",
-        "20",
-    ]);
+    let (mut answerer, target) = answerer("tcp", &["--count", "1", "--duration", "1"]);
+    let out = run(&as_bob("tcp", &["call", &target, "--duration", "20"]));
     let ev = events(&out);
     assert_eq!(out.status.code(), Some(0), "{ev:?}");
     assert_eq!(ev.last().unwrap(), "ended by=remote reason=bye");
@@ -197,32 +183,8 @@ fn callee_hangs_up_first_over_tcp() {
 
 #[test]
 fn rejected_call_exits_1() {
-    let port = free_udp_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _answerer = Guard::spawn(&[
-        "--user",
-        "alice",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        &listen,
-        "answer",
-        "--no-register",
-        "--reject",
-        "486",
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
-    let target = format!("sip:alice@127.0.0.1:{port}");
-    let out = run(&[
-        "--user",
-        "bob",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        "127.0.0.1:0",
-        "call",
-        &target,
-    ]);
+    let (_answerer, target) = answerer("udp", &["--reject", "486"]);
+    let out = run(&as_bob("udp", &["call", &target]));
     let ev = events(&out);
     assert_eq!(out.status.code(), Some(1), "{ev:?}");
     assert_eq!(ev.last().unwrap(), "failed status=486 reason=\"Busy Here\"");
@@ -230,34 +192,8 @@ fn rejected_call_exits_1() {
 
 #[test]
 fn unanswered_call_is_cancelled_and_exits_4() {
-    let port = free_udp_port();
-    let listen = format!("127.0.0.1:{port}");
-    let answerer = Guard::spawn(&[
-        "--user",
-        "alice",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        &listen,
-        "answer",
-        "--no-register",
-        "--ring",
-        "30",
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
-    let target = format!("sip:alice@127.0.0.1:{port}");
-    let out = run(&[
-        "--user",
-        "bob",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        "127.0.0.1:0",
-        "call",
-        &target,
-        "--timeout",
-        "1",
-    ]);
+    let (answerer, target) = answerer("udp", &["--ring", "30"]);
+    let out = run(&as_bob("udp", &["call", &target, "--timeout", "1"]));
     let ev = events(&out);
     assert_eq!(out.status.code(), Some(4), "{ev:?}");
     assert_eq!(ev.last().unwrap(), "ended by=local reason=timeout");
@@ -269,32 +205,8 @@ fn unanswered_call_is_cancelled_and_exits_4() {
 
 #[test]
 fn sigterm_hangs_up_and_exits_5() {
-    let port = free_udp_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut answerer = Guard::spawn(&[
-        "--user",
-        "alice",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        &listen,
-        "answer",
-        "--no-register",
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
-    let target = format!("sip:alice@127.0.0.1:{port}");
-    let mut caller = Guard::spawn(&[
-        "--user",
-        "bob",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        "127.0.0.1:0",
-        "call",
-        &target,
-        "--duration",
-        "60",
-    ]);
+    let (mut answerer, target) = answerer("udp", &[]);
+    let mut caller = Guard::spawn(&as_bob("udp", &["call", &target, "--duration", "60"]));
     caller.wait_event("answered", 5);
     caller.signal("-TERM");
     assert_eq!(caller.wait_event("ended", 5), "ended by=local reason=bye");
@@ -310,25 +222,9 @@ fn sigterm_hangs_up_and_exits_5() {
 
 #[test]
 fn options_to_a_cli() {
-    let port = free_udp_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _answerer = Guard::spawn(&[
-        "--user",
-        "alice",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        &listen,
-        "answer",
-        "--no-register",
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
-    let out = run(&[
-        "--listen",
-        "127.0.0.1:0",
-        "options",
-        &format!("127.0.0.1:{port}"),
-    ]);
+    let (_answerer, target) = answerer("udp", &[]);
+    let hostport = target.trim_start_matches("sip:alice@").to_string();
+    let out = run(&["--listen", "127.0.0.1:0", "options", &hostport]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         events(&out),
