@@ -1,0 +1,1 @@
+//! Module under construction (audio-calls issue).
