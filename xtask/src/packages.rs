@@ -85,6 +85,15 @@ pub const TEST_PACKAGES: &[Need] = &[
         "postgresql",
     ),
     (Probe::Bin("ip"), "iproute2"),
+    (Probe::Bin("nft"), "nftables"),
+    (Probe::Bin("linphonec"), "linphone-cli"),
+    (Probe::Bin("pulseaudio"), "pulseaudio"),
+    (Probe::Bin("pactl"), "pulseaudio-utils"),
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so"),
+        "libasound2-plugins",
+    ),
+    (Probe::Bin("sox"), "sox"),
 ];
 
 /// What `cargo xtask run` / `lab` need beyond the Rust toolchain.
