@@ -1,0 +1,369 @@
+//! The per-call SRTP state: one `rtc-srtp` context per direction.
+
+use rtc_shared::error::Error as RtcError;
+use rtc_srtp::context::Context;
+use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
+
+use super::{CryptoSuite, SdesCrypto, SrtpError};
+
+/// Replay window (packets) on the receiving side; libsrtp's default, wide enough for the
+/// reordering a jitter buffer tolerates.
+const REPLAY_WINDOW: usize = 128;
+
+/// Length of the SRTCP E flag + index word.
+const SRTCP_INDEX_LEN: usize = 4;
+
+/// HMAC-SHA1 tag length on SRTCP for both AES-CM suites.
+const SRTCP_HMAC_TAG_LEN: usize = 10;
+
+/// Counters of an [`SrtpContext`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SrtpCounters {
+    /// RTP packets protected.
+    pub rtp_protected: u64,
+    /// RTP packets that passed authentication.
+    pub rtp_unprotected: u64,
+    /// RTCP packets protected.
+    pub rtcp_protected: u64,
+    /// RTCP packets that passed authentication.
+    pub rtcp_unprotected: u64,
+    /// Packets dropped for a bad tag, a wrong MKI, an unencrypted SRTCP packet, or a replay.
+    pub auth_failures: u64,
+    /// Of `auth_failures`, the replays.
+    pub replays: u64,
+    /// Packets dropped because they could not be parsed at all.
+    pub malformed: u64,
+}
+
+/// One direction's keys and state.
+struct Direction {
+    ctx: Context,
+    suite: CryptoSuite,
+    /// The MKI bytes carried in each packet, if the keys were signalled with one.
+    mki: Option<Vec<u8>>,
+    /// Maximum number of packets (RTP and RTCP counted separately) under this master key.
+    lifetime: Option<u64>,
+}
+
+impl Direction {
+    fn new(
+        suite: CryptoSuite,
+        key: &[u8],
+        salt: &[u8],
+        mki: Option<(u32, u32)>,
+        lifetime: Option<u64>,
+        inbound: bool,
+    ) -> Result<Self, SrtpError> {
+        if key.len() != suite.key_len() || salt.len() != suite.salt_len() {
+            return Err(SrtpError::KeyLength {
+                suite,
+                expected: suite.key_salt_len(),
+                actual: key.len() + salt.len(),
+            });
+        }
+        if mki.is_some() && suite == CryptoSuite::AeadAes128Gcm {
+            return Err(SrtpError::Unsupported("MKI with AEAD_AES_128_GCM".into()));
+        }
+        let provider =
+            rtc_srtp::crypto::default_provider().map_err(|e| SrtpError::Crypto(e.to_string()))?;
+        let (rtp_opt, rtcp_opt) = if inbound {
+            (
+                Some(srtp_replay_protection(REPLAY_WINDOW)),
+                Some(srtcp_replay_protection(REPLAY_WINDOW)),
+            )
+        } else {
+            (None, None)
+        };
+        let ctx = Context::new(
+            key,
+            salt,
+            suite.profile(),
+            rtp_opt,
+            rtcp_opt,
+            provider.crypto(),
+        )
+        .map_err(|e| SrtpError::Crypto(e.to_string()))?;
+        Ok(Direction {
+            ctx,
+            suite,
+            mki: mki.map(|(value, len)| mki_bytes(value, len)),
+            lifetime,
+        })
+    }
+
+    fn check_lifetime(&self, used: u64) -> Result<(), SrtpError> {
+        match self.lifetime {
+            Some(limit) if used >= limit => Err(SrtpError::KeyLifetimeExpired(limit)),
+            _ => Ok(()),
+        }
+    }
+
+    fn rtp_tag_len(&self) -> usize {
+        match self.suite {
+            CryptoSuite::AesCm128HmacSha1_80 => 10,
+            CryptoSuite::AesCm128HmacSha1_32 => 4,
+            // The AEAD tag is part of the ciphertext; an MKI is never used with GCM.
+            CryptoSuite::AeadAes128Gcm => 0,
+        }
+    }
+
+    fn rtcp_tag_len(&self) -> usize {
+        match self.suite {
+            CryptoSuite::AesCm128HmacSha1_80 | CryptoSuite::AesCm128HmacSha1_32 => {
+                SRTCP_HMAC_TAG_LEN
+            }
+            CryptoSuite::AeadAes128Gcm => 0,
+        }
+    }
+
+    /// Inserts the MKI between the authenticated portion and the tag (RFC 3711 §3.1).
+    fn insert_mki(&self, mut packet: Vec<u8>, tag_len: usize) -> Vec<u8> {
+        if let Some(mki) = &self.mki {
+            let at = packet.len().saturating_sub(tag_len);
+            packet.splice(at..at, mki.iter().copied());
+        }
+        packet
+    }
+
+    /// Checks and removes the MKI in front of the tag; `None` when it is absent or wrong.
+    fn strip_mki(&self, packet: &[u8], tag_len: usize) -> Option<Vec<u8>> {
+        let Some(mki) = &self.mki else {
+            return Some(packet.to_vec());
+        };
+        let tag_start = packet.len().checked_sub(tag_len)?;
+        let mki_start = tag_start.checked_sub(mki.len())?;
+        if packet.get(mki_start..tag_start)? != mki.as_slice() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(packet.len() - mki.len());
+        out.extend_from_slice(packet.get(..mki_start)?);
+        out.extend_from_slice(packet.get(tag_start..)?);
+        Some(out)
+    }
+}
+
+/// The MKI value as `len` big-endian bytes.
+fn mki_bytes(value: u32, len: u32) -> Vec<u8> {
+    let len = len as usize;
+    let mut out = vec![0u8; len];
+    let be = value.to_be_bytes();
+    let n = len.min(4);
+    out[len - n..].copy_from_slice(&be[4 - n..]);
+    out
+}
+
+/// SRTP/SRTCP protection for one call: our keys protect what we send, the peer's keys
+/// unprotect what we receive (with replay protection).
+pub struct SrtpContext {
+    outbound: Direction,
+    inbound: Direction,
+    counters: SrtpCounters,
+}
+
+impl std::fmt::Debug for SrtpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpContext")
+            .field("outbound_suite", &self.outbound.suite)
+            .field("inbound_suite", &self.inbound.suite)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl SrtpContext {
+    /// Builds the context from the negotiated SDES lines: `local` is the line we sent (our
+    /// key, used to protect), `remote` the peer's (used to unprotect).
+    pub fn from_sdes(local: &SdesCrypto, remote: &SdesCrypto) -> Result<Self, SrtpError> {
+        local.check_supported()?;
+        remote.check_supported()?;
+        Ok(SrtpContext {
+            outbound: Direction::new(
+                local.suite,
+                local.master_key(),
+                local.master_salt(),
+                local.mki,
+                local.lifetime,
+                false,
+            )?,
+            inbound: Direction::new(
+                remote.suite,
+                remote.master_key(),
+                remote.master_salt(),
+                remote.mki,
+                remote.lifetime,
+                true,
+            )?,
+            counters: SrtpCounters::default(),
+        })
+    }
+
+    /// Builds the context from raw master keys and salts (as DTLS-SRTP exports them).
+    pub fn from_keys(
+        suite: CryptoSuite,
+        local_key: &[u8],
+        local_salt: &[u8],
+        remote_key: &[u8],
+        remote_salt: &[u8],
+    ) -> Result<Self, SrtpError> {
+        Ok(SrtpContext {
+            outbound: Direction::new(suite, local_key, local_salt, None, None, false)?,
+            inbound: Direction::new(suite, remote_key, remote_salt, None, None, true)?,
+            counters: SrtpCounters::default(),
+        })
+    }
+
+    /// The suite protecting what we send.
+    pub fn suite(&self) -> CryptoSuite {
+        self.outbound.suite
+    }
+
+    /// Encrypts and authenticates an RTP packet.
+    pub fn protect_rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        self.outbound.check_lifetime(self.counters.rtp_protected)?;
+        let out = self
+            .outbound
+            .ctx
+            .encrypt_rtp(packet)
+            .map_err(|e| map_protect_error(&e))?;
+        let tag_len = self.outbound.rtp_tag_len();
+        let out = self.outbound.insert_mki(out.to_vec(), tag_len);
+        self.counters.rtp_protected += 1;
+        Ok(out)
+    }
+
+    /// Verifies and decrypts an SRTP packet; failures are dropped and counted.
+    pub fn unprotect_rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        self.inbound.check_lifetime(self.counters.rtp_unprotected)?;
+        let tag_len = self.inbound.rtp_tag_len();
+        let Some(stripped) = self.inbound.strip_mki(packet, tag_len) else {
+            return Err(self.count(SrtpError::AuthFailed));
+        };
+        match self.inbound.ctx.decrypt_rtp(&stripped) {
+            Ok(plain) => {
+                self.counters.rtp_unprotected += 1;
+                Ok(plain.to_vec())
+            }
+            Err(e) => Err(self.count(map_unprotect_error(&e))),
+        }
+    }
+
+    /// Encrypts and authenticates a (compound) RTCP packet.
+    pub fn protect_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        self.outbound.check_lifetime(self.counters.rtcp_protected)?;
+        let out = self
+            .outbound
+            .ctx
+            .encrypt_rtcp(packet)
+            .map_err(|e| map_protect_error(&e))?;
+        let tag_len = self.outbound.rtcp_tag_len();
+        let out = self.outbound.insert_mki(out.to_vec(), tag_len);
+        self.counters.rtcp_protected += 1;
+        Ok(out)
+    }
+
+    /// Verifies and decrypts an SRTCP packet; failures are dropped and counted.
+    ///
+    /// SRTCP packets with the E flag clear (unencrypted SRTCP) are refused: we never negotiate
+    /// `UNENCRYPTED_SRTCP`, and `rtc-srtp` would pass such packets through unauthenticated.
+    pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        self.inbound
+            .check_lifetime(self.counters.rtcp_unprotected)?;
+        let tag_len = self.inbound.rtcp_tag_len();
+        let Some(stripped) = self.inbound.strip_mki(packet, tag_len) else {
+            return Err(self.count(SrtpError::AuthFailed));
+        };
+        let min_len = 8
+            + SRTCP_INDEX_LEN
+            + if self.inbound.suite == CryptoSuite::AeadAes128Gcm {
+                16
+            } else {
+                tag_len
+            };
+        if stripped.len() < min_len {
+            return Err(self.count(SrtpError::MalformedPacket(format!(
+                "SRTCP packet of {} bytes",
+                packet.len()
+            ))));
+        }
+        // The E flag is the top bit of the index word, which sits right before the HMAC tag
+        // (AES-CM) or ends the packet (GCM, RFC 7714 §9).
+        let e_flag_at = stripped.len() - tag_len - SRTCP_INDEX_LEN;
+        if stripped.get(e_flag_at).is_none_or(|b| b & 0x80 == 0) {
+            return Err(self.count(SrtpError::AuthFailed));
+        }
+        match self.inbound.ctx.decrypt_rtcp(&stripped) {
+            Ok(plain) => {
+                self.counters.rtcp_unprotected += 1;
+                Ok(plain.to_vec())
+            }
+            Err(e) => Err(self.count(map_unprotect_error(&e))),
+        }
+    }
+
+    /// Packets dropped for a bad authentication tag or a replay.
+    pub fn auth_failures(&self) -> u64 {
+        self.counters.auth_failures
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> SrtpCounters {
+        self.counters
+    }
+
+    fn count(&mut self, e: SrtpError) -> SrtpError {
+        match e {
+            SrtpError::AuthFailed => self.counters.auth_failures += 1,
+            SrtpError::Replay { .. } => {
+                self.counters.auth_failures += 1;
+                self.counters.replays += 1;
+            }
+            SrtpError::MalformedPacket(_) => self.counters.malformed += 1,
+            _ => {}
+        }
+        e
+    }
+}
+
+fn map_unprotect_error(e: &RtcError) -> SrtpError {
+    match e {
+        RtcError::RtpFailedToVerifyAuthTag
+        | RtcError::RtcpFailedToVerifyAuthTag
+        | RtcError::ErrFailedToVerifyAuthTag => SrtpError::AuthFailed,
+        RtcError::SrtpSsrcDuplicated(ssrc, seq) => SrtpError::Replay {
+            ssrc: *ssrc,
+            index: u64::from(*seq),
+        },
+        RtcError::SrtcpSsrcDuplicated(ssrc, index) => SrtpError::Replay {
+            ssrc: *ssrc,
+            index: *index as u64,
+        },
+        other => SrtpError::MalformedPacket(other.to_string()),
+    }
+}
+
+fn map_protect_error(e: &RtcError) -> SrtpError {
+    match e {
+        RtcError::ErrExceededMaxPackets => SrtpError::KeyLifetimeExpired(1 << 48),
+        RtcError::Crypto(s) => SrtpError::Crypto(s.clone()),
+        other => SrtpError::MalformedPacket(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn context_is_send() {
+        assert_send::<SrtpContext>();
+    }
+
+    #[test]
+    fn mki_bytes_are_big_endian_and_padded() {
+        assert_eq!(mki_bytes(1, 1), vec![1]);
+        assert_eq!(mki_bytes(0x0102, 4), vec![0, 0, 1, 2]);
+        assert_eq!(mki_bytes(0x01020304, 6), vec![0, 0, 1, 2, 3, 4]);
+    }
+}
