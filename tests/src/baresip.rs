@@ -1,8 +1,9 @@
-//! Launching baresip headless (tone source, ALSA null sink) and driving it over `ctrl_tcp` (JSON netstrings).
+//! Launching baresip headless (tone or WAV source, ALSA null sink, optional dumps of the received audio) and
+//! driving it over `ctrl_tcp` (JSON netstrings).
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -33,6 +34,24 @@ pub struct BaresipOptions {
     pub transport: Transport,
     /// Auto-answer incoming calls.
     pub auto_answer: bool,
+    /// What baresip sends as its microphone.
+    pub source: BaresipSource,
+    /// Dump the decoded received audio of each call to a WAV file (`sndfile` module; see [`Baresip::recordings`]).
+    pub record: bool,
+    /// The account's media encryption (`mediaenc`): `srtp` (SDES, optional), `srtp-mand` (SDES, mandatory),
+    /// `dtls_srtp`; none: plain RTP.
+    pub media_enc: Option<String>,
+    /// The account's codec list (`audio_codecs`), e.g. `opus/48000/2` or `PCMU/8000/1`; none: every codec loaded.
+    pub audio_codecs: Option<String>,
+}
+
+/// baresip's audio source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BaresipSource {
+    /// A sine tone of this frequency (`ausine`), 48 kHz stereo.
+    Sine(u32),
+    /// A 48 kHz mono 16-bit WAV file (`aufile`); silence after its end.
+    File(PathBuf),
 }
 
 impl BaresipOptions {
@@ -45,6 +64,10 @@ impl BaresipOptions {
             registrar: Some(registrar),
             transport: Transport::Udp,
             auto_answer: false,
+            source: BaresipSource::Sine(440),
+            record: false,
+            media_enc: None,
+            audio_codecs: None,
         }
     }
 }
@@ -104,6 +127,7 @@ pub struct Baresip {
     events: Vec<Value>,
     sip_addr: SocketAddr,
     next_token: u64,
+    snd_dir: PathBuf,
 }
 
 impl Baresip {
@@ -118,6 +142,26 @@ impl Baresip {
         let rtp = free_port_block(8);
         let sip_addr = SocketAddr::from(([127, 0, 0, 1], sip_port));
         let ctrl_addr = SocketAddr::from(([127, 0, 0, 1], ctrl_port));
+        let snd_dir = conf.join("recordings");
+        std::fs::create_dir_all(&snd_dir).ctx(|| format!("creating {}", snd_dir.display()))?;
+        let (source, channels) = match &opts.source {
+            BaresipSource::Sine(hz) => (format!("ausine,{hz}"), 2),
+            BaresipSource::File(path) => (format!("aufile,{}", path.display()), 1),
+        };
+        let mut modules = Vec::new();
+        if opts
+            .media_enc
+            .as_deref()
+            .is_some_and(|e| e.starts_with("srtp"))
+        {
+            modules.push("module\t\t\tsrtp.so");
+        }
+        if opts.media_enc.as_deref() == Some("dtls_srtp") {
+            modules.push("module\t\t\tdtls_srtp.so");
+        }
+        if opts.record {
+            modules.push("module\t\t\tsndfile.so");
+        }
         write(
             &conf.join("config"),
             render(
@@ -126,6 +170,10 @@ impl Baresip {
                     ("SIP_LISTEN", sip_addr.to_string()),
                     ("CTRL_LISTEN", ctrl_addr.to_string()),
                     ("RTP_PORTS", format!("{rtp}-{}", rtp + 7)),
+                    ("AUDIO_SOURCE", source),
+                    ("AUSRC_CHANNELS", channels.to_string()),
+                    ("SND_PATH", snd_dir.display().to_string()),
+                    ("EXTRA_MODULES", modules.join("\n")),
                 ],
             )?,
         )?;
@@ -142,6 +190,12 @@ impl Baresip {
         }
         if opts.auto_answer {
             account.push_str(";answermode=auto");
+        }
+        if let Some(enc) = &opts.media_enc {
+            account.push_str(&format!(";mediaenc={enc}"));
+        }
+        if let Some(codecs) = &opts.audio_codecs {
+            account.push_str(&format!(";audio_codecs={codecs}"));
         }
         write(&conf.join("accounts"), format!("{account}\n"))?;
         write(&conf.join("contacts"), "")?;
@@ -183,7 +237,52 @@ impl Baresip {
             events: Vec::new(),
             sip_addr,
             next_token: 1,
+            snd_dir,
         })
+    }
+
+    /// The WAV dumps of the decoded received audio (`dump-…-dec.wav`, one per call, oldest first); complete once
+    /// the call has closed.
+    pub fn recordings(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.snd_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("dump-") && n.ends_with("-dec.wav"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort_by_key(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.created().or_else(|_| m.modified()))
+                .ok()
+        });
+        files
+    }
+
+    /// Waits for `n` received DTMF digits (`CALL_DTMF_START` events) and returns them in order.
+    pub fn wait_dtmf(&mut self, n: usize, timeout: Duration) -> Result<String> {
+        let start = Instant::now();
+        let mut digits = String::new();
+        while digits.chars().count() < n {
+            let left = timeout.saturating_sub(start.elapsed());
+            let ev = self
+                .wait_event_type("CALL_DTMF_START", left)
+                .map_err(|e| match e {
+                    HarnessError::Timeout { .. } => HarnessError::Timeout {
+                        what: format!("{n} DTMF digits at baresip (got {digits:?})"),
+                        waited: timeout,
+                    },
+                    other => other,
+                })?;
+            let param = ev.get("param").and_then(Value::as_str).unwrap_or("");
+            digits.push_str(param.trim());
+        }
+        Ok(digits)
     }
 
     /// baresip's SIP address.

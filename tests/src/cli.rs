@@ -31,6 +31,12 @@ pub struct CliAccount {
     pub expires: Option<u32>,
     /// Log SIP traffic to stderr (`-v`).
     pub verbose: bool,
+    /// Local SIP address to bind (default `127.0.0.1:0`).
+    pub listen: Option<SocketAddr>,
+    /// Run inside this network namespace (`ip netns exec NAME tandem-cli …`).
+    pub netns: Option<String>,
+    /// Extra environment variables (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 impl CliAccount {
@@ -52,7 +58,38 @@ impl CliAccount {
             ca_file: None,
             expires: None,
             verbose: true,
+            listen: None,
+            netns: None,
+            env: Vec::new(),
         }
+    }
+
+    /// An account `user@domain` without registrar or password that binds `listen`, for direct calls
+    /// (`answer --no-register` on a known address, and calls to `sip:user@IP:PORT`).
+    pub fn direct(user: &str, listen: SocketAddr) -> Self {
+        CliAccount {
+            user: user.to_string(),
+            domain: listen.ip().to_string(),
+            password: None,
+            auth_user: None,
+            proxy: None,
+            transport: Transport::Udp,
+            ca_file: None,
+            expires: None,
+            verbose: true,
+            listen: Some(listen),
+            netns: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// The URI that reaches this account directly (`sip:user@listen`), when it binds a fixed address.
+    pub fn direct_uri(&self) -> Option<String> {
+        let listen = self.listen.filter(|l| l.port() != 0)?;
+        Some(match self.transport {
+            Transport::Udp => format!("sip:{}@{listen}", self.user),
+            t => format!("sip:{}@{listen};transport={t}", self.user),
+        })
     }
 
     /// The account options as command-line arguments (always binding to 127.0.0.1 on a free port).
@@ -65,7 +102,8 @@ impl CliAccount {
             "--transport".into(),
             self.transport.as_str().into(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            self.listen
+                .map_or_else(|| "127.0.0.1:0".to_string(), |l| l.to_string()),
         ];
         if let Some(p) = &self.password {
             a.extend(["--password".into(), p.clone()]);
@@ -90,14 +128,37 @@ impl CliAccount {
 
     /// A `tandem-cli` command with these account options followed by `command` (e.g. `["register", "--keep"]`).
     pub fn command(&self, command: &[&str]) -> Result<Command> {
-        let mut c = Command::new(bin_path("tandem-cli")?);
+        let bin = bin_path("tandem-cli")?;
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         c.args(self.args()).args(command);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         Ok(c)
     }
 
     /// Starts `tandem-cli <account> <command>` in the background (its events on stdout, see [`ChildGuard`]).
     pub fn spawn(&self, name: &str, command: &[&str], log_dir: &Path) -> Result<ChildGuard> {
         ChildGuard::spawn(name, self.command(command)?, log_dir)
+    }
+
+    /// Starts `tandem-cli <account> <command>` with a pipe to its stdin, for the control channel
+    /// (`hold`, `resume`, `dtmf 12#`, `mute`, `unmute`, `transfer URI`, `quality`, `hangup`; see
+    /// [`ChildGuard::send_line`]).
+    pub fn spawn_interactive(
+        &self,
+        name: &str,
+        command: &[&str],
+        log_dir: &Path,
+    ) -> Result<ChildGuard> {
+        ChildGuard::spawn_with_stdin(name, self.command(command)?, log_dir)
     }
 
     /// Runs `tandem-cli <account> <command>` to completion (killed after `timeout`).

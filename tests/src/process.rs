@@ -1,9 +1,10 @@
 //! `ChildGuard`: a peer process in its own process group, logs captured to files, stopped on drop.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{HarnessError, IoContext, Result};
@@ -17,6 +18,7 @@ const TAIL_LINES: usize = 40;
 pub struct ChildGuard {
     name: String,
     child: Child,
+    stdin: Option<ChildStdin>,
     stdout: PathBuf,
     stderr: PathBuf,
     status: Option<ExitStatus>,
@@ -57,7 +59,16 @@ fn send_signal(pgid: i32, signal: i32) {
 impl ChildGuard {
     /// Starts `command` in a new process group with stdin closed and stdout/stderr written to
     /// `<log_dir>/<name>.stdout` and `.stderr` (a counter is added when the name is taken).
-    pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Result<Self> {
+    pub fn spawn(name: &str, command: Command, log_dir: &Path) -> Result<Self> {
+        Self::spawn_inner(name, command, log_dir, false)
+    }
+
+    /// Like [`ChildGuard::spawn`], but with a pipe to the process's stdin (see [`ChildGuard::send_line`]).
+    pub fn spawn_with_stdin(name: &str, command: Command, log_dir: &Path) -> Result<Self> {
+        Self::spawn_inner(name, command, log_dir, true)
+    }
+
+    fn spawn_inner(name: &str, mut command: Command, log_dir: &Path, stdin: bool) -> Result<Self> {
         let mut stem = name.to_string();
         let mut n = 1;
         while log_dir.join(format!("{stem}.stdout")).exists() {
@@ -69,16 +80,18 @@ impl ChildGuard {
         let out = File::create(&stdout).ctx(|| format!("creating {}", stdout.display()))?;
         let err = File::create(&stderr).ctx(|| format!("creating {}", stderr.display()))?;
         command
-            .stdin(Stdio::null())
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        let child = command
+        let mut child = command
             .spawn()
             .ctx(|| format!("starting {name}: {command:?}"))?;
+        let stdin = child.stdin.take();
         Ok(ChildGuard {
             name: stem,
             child,
+            stdin,
             stdout,
             stderr,
             status: None,
@@ -93,6 +106,26 @@ impl ChildGuard {
     /// The process id (also its process group id).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Writes `line` and a newline to the process's stdin (started with [`ChildGuard::spawn_with_stdin`]).
+    pub fn send_line(&mut self, line: &str) -> Result<()> {
+        let name = self.name.clone();
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(HarnessError::Protocol {
+                what: name,
+                detail: "started without a stdin pipe".into(),
+            });
+        };
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .ctx(|| format!("writing {line:?} to the stdin of {name}"))
+    }
+
+    /// Closes the stdin pipe (the process reads end of file).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
     }
 
     /// The file stdout goes to.
@@ -295,6 +328,23 @@ mod tests {
         let status = g.stop().unwrap();
         assert!(!status.success());
         assert!(!g.is_running());
+    }
+
+    #[test]
+    fn stdin_lines_reach_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Command::new("sh");
+        c.args(["-c", "read a; echo got-$a; read b; echo got-$b"]);
+        let mut g = ChildGuard::spawn_with_stdin("reader", c, dir.path()).unwrap();
+        g.send_line("one").unwrap();
+        g.wait_for_line(Stream::Stdout, "got-one", Duration::from_secs(5))
+            .unwrap();
+        g.send_line("two").unwrap();
+        g.wait_for_line(Stream::Stdout, "got-two", Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(g.wait_exit(Duration::from_secs(5)).unwrap().code(), Some(0));
+        let mut plain = ChildGuard::spawn("plain", Command::new("true"), dir.path()).unwrap();
+        assert!(plain.send_line("x").is_err());
     }
 
     #[test]

@@ -245,6 +245,68 @@ pub fn wait_until_answers(to: SocketAddr, transport: Transport, timeout: Duratio
     }
 }
 
+/// Sends an INVITE for `request_uri` with `body` as its SDP (any bytes, e.g. a hostile SDP) over UDP to `to`, waits
+/// for the final response, and completes the transaction: an ACK for a non-2xx final, ACK and BYE for a 2xx.
+pub fn invite_udp(
+    to: SocketAddr,
+    request_uri: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<RawResponse> {
+    let call_id = random_token();
+    let branch = format!("z9hG4bK{call_id}");
+    let from_tag = format!("f{call_id}");
+    let invite = |local: SocketAddr| {
+        format!(
+            "INVITE {request_uri} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:hostile@127.0.0.1>;tag={from_tag}\r\n\
+             To: <{request_uri}>\r\n\
+             Call-ID: {call_id}@hostile\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:hostile@{local}>\r\n\
+             Content-Type: application/sdp\r\n\
+             Content-Length: {len}\r\n\r\n{body}",
+            len = body.len()
+        )
+    };
+    let response = udp_transaction(to, invite, timeout)?;
+    let to_header = response.header("To").unwrap_or(request_uri).to_string();
+    let via = response.header("Via").unwrap_or_default().to_string();
+    // The ACK of a non-2xx goes in the INVITE's transaction (same branch); a 2xx gets a new one, then a BYE.
+    let sock = UdpSocket::bind("127.0.0.1:0").ctx(|| "binding a UDP socket".into())?;
+    let local = sock.local_addr().ctx(|| "local address".into())?;
+    let ack_branch = if response.status >= 300 {
+        branch.clone()
+    } else {
+        format!("z9hG4bK{}a", random_token())
+    };
+    let sent_via = if response.status >= 300 && !via.is_empty() {
+        via
+    } else {
+        format!("SIP/2.0/UDP {local};branch={ack_branch};rport")
+    };
+    let ack = format!(
+        "ACK {request_uri} SIP/2.0\r\nVia: {sent_via}\r\nMax-Forwards: 70\r\n\
+         From: <sip:hostile@127.0.0.1>;tag={from_tag}\r\nTo: {to_header}\r\nCall-ID: {call_id}@hostile\r\n\
+         CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(ack.as_bytes(), to)
+        .ctx(|| format!("sending ACK to {to}"))?;
+    if (200..300).contains(&response.status) {
+        let bye = format!(
+            "BYE {request_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}b;rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:hostile@127.0.0.1>;tag={from_tag}\r\nTo: {to_header}\r\n\
+             Call-ID: {call_id}@hostile\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            random_token()
+        );
+        sock.send_to(bye.as_bytes(), to)
+            .ctx(|| format!("sending BYE to {to}"))?;
+    }
+    Ok(response)
+}
+
 /// Sends raw bytes in one UDP datagram.
 pub fn send_udp(to: SocketAddr, bytes: &[u8]) -> Result<()> {
     let sock = UdpSocket::bind("127.0.0.1:0").ctx(|| "binding a UDP socket".into())?;
