@@ -335,7 +335,7 @@ fn parse_errors() {
     }
     // Malformed rtpmap lines are ignored, not fatal.
     let sdp = SessionDescription::parse(
-        "v=0\no=- 1 1 IN IP4 a\ns=-\nt=0 0\nm=audio 1 RTP/AVP 96 97 0\na=rtpmap:96 opus\na=rtpmap:97 x/y\n",
+        "v=0\no=- 1 1 IN IP4 a\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\nm=audio 1 RTP/AVP 96 97 0\na=rtpmap:96 opus\na=rtpmap:97 x/y\n",
     )
     .unwrap();
     assert_eq!(sdp.media[0].rtpmaps().len(), 1);

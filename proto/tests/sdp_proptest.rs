@@ -85,6 +85,15 @@ fn session() -> impl Strategy<Value = SessionDescription> {
                 media,
                 info,
             )| {
+                // RFC 8866 §5.7: every active stream needs a c= somewhere.
+                let needs_c = media.iter().any(|m| m.port != 0 && m.connection.is_none());
+                let connection = connection.or_else(|| {
+                    needs_c.then(|| Connection {
+                        net_type: "IN".into(),
+                        addr_type: "IP4".into(),
+                        address: "192.0.2.1".into(),
+                    })
+                });
                 SessionDescription {
                     origin: Origin {
                         username,

@@ -2,16 +2,45 @@
 //!
 //! [`SessionDescription::parse`] keeps everything it does not interpret
 //! (unknown attributes verbatim, `i=`/`u=`/`e=`/`p=`/`r=`/`z=`/`k=` lines) so
-//! that printing gives the same description back. [`audio_offer`],
-//! [`negotiate_answer`] and [`negotiated_from_answer`] implement the RTP
-//! audio part of offer/answer.
+//! that printing gives the same description back. Hostile input is bounded by
+//! [`MAX_SDP_LEN`], [`MAX_LINE_LEN`], [`MAX_MEDIA`] and [`MAX_FORMATS`].
+//!
+//! The audio offer/answer lives in [`audio`] ([`build_offer`], [`answer_offer`],
+//! [`accept_answer`] giving a [`NegotiatedAudio`]); the older multi-stream
+//! helpers ([`audio_offer`], [`negotiate_answer`], [`negotiated_from_answer`])
+//! remain for existing callers.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use thiserror::Error;
 
+pub mod audio;
+mod codec;
+mod legacy;
+
+pub use audio::{
+    AnswerSecurity, MediaOffer, NegotiatedAudio, NegotiatedCodec, OfferChange, OfferedStream,
+    SecurityKind, TransportProfile, accept_answer, answer_offer, build_offer, classify_offer,
+    plain_only, setup_answer,
+};
+pub use codec::{Codec, default_audio_codecs};
+pub use legacy::{NegotiatedMedia, audio_offer, negotiate_answer, negotiated_from_answer};
+
+/// Largest SDP body accepted, in bytes.
+pub const MAX_SDP_LEN: usize = 64 * 1024;
+/// Longest single SDP line accepted, in bytes (without the line ending).
+pub const MAX_LINE_LEN: usize = 4 * 1024;
+/// Most `m=` lines accepted in one description.
+pub const MAX_MEDIA: usize = 32;
+/// Most formats (payload types) accepted on one `m=` line.
+pub const MAX_FORMATS: usize = 64;
+
 /// Errors from parsing SDP or negotiating media.
+///
+/// [`SdpError::status_code`] gives the SIP status to answer an offer with:
+/// 400 when the body could not be parsed (or broke a limit), 488 when it was
+/// understood but no stream could be accepted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SdpError {
@@ -28,6 +57,36 @@ pub enum SdpError {
         line: usize,
         /// What was wrong.
         reason: &'static str,
+    },
+    /// The body is not UTF-8.
+    #[error("SDP is not valid UTF-8")]
+    NotUtf8,
+    /// The body is larger than [`MAX_SDP_LEN`].
+    #[error("SDP of {len} bytes exceeds the {max} byte limit", max = MAX_SDP_LEN)]
+    TooLarge {
+        /// Body length in bytes.
+        len: usize,
+    },
+    /// A line is longer than [`MAX_LINE_LEN`].
+    #[error("SDP line {line} exceeds the {max} byte limit", max = MAX_LINE_LEN)]
+    LineTooLong {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// More than [`MAX_MEDIA`] `m=` lines.
+    #[error("more than {max} m= lines", max = MAX_MEDIA)]
+    TooManyMedia,
+    /// More than [`MAX_FORMATS`] formats on one `m=` line.
+    #[error("SDP line {line} has more than {max} formats", max = MAX_FORMATS)]
+    TooManyFormats {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// An active stream (port not 0) has no `c=` of its own and there is no session-level `c=`.
+    #[error("m-line {index} has no connection address (c=)")]
+    MissingConnection {
+        /// 0-based m-line index.
+        index: usize,
     },
     /// No offered stream could be accepted (a UAS answers 488).
     #[error("no offered media stream has a codec in common")]
@@ -55,6 +114,41 @@ pub enum SdpError {
         /// 0-based m-line index.
         index: usize,
     },
+    /// An answer accepted a stream in a way we cannot use (profile changed,
+    /// secure profile without keys, ...).
+    #[error("answer m-line {index} is unacceptable: {reason}")]
+    Unacceptable {
+        /// 0-based m-line index.
+        index: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The answer accepted no audio stream.
+    #[error("the answer accepted no audio stream")]
+    NoAudio,
+}
+
+impl SdpError {
+    /// The SIP status code to reject an offer with: 400 (unparsable) or 488 (not acceptable).
+    pub fn status_code(&self) -> u16 {
+        match self {
+            SdpError::BadVersion
+            | SdpError::MissingLine(_)
+            | SdpError::InvalidLine { .. }
+            | SdpError::NotUtf8
+            | SdpError::TooLarge { .. }
+            | SdpError::LineTooLong { .. }
+            | SdpError::TooManyMedia
+            | SdpError::TooManyFormats { .. }
+            | SdpError::MissingConnection { .. } => 400,
+            SdpError::NoAcceptableMedia
+            | SdpError::NotEnoughPorts { .. }
+            | SdpError::MediaCountMismatch { .. }
+            | SdpError::MediaMismatch { .. }
+            | SdpError::Unacceptable { .. }
+            | SdpError::NoAudio => 488,
+        }
+    }
 }
 
 /// The `o=` line.
@@ -254,6 +348,18 @@ impl Direction {
         Direction::from_flags(self.receives(), self.sends())
     }
 
+    /// The direction to offer when putting the peer on hold (RFC 6337 §5.3):
+    /// stop receiving, keep sending (music on hold) if we were sending.
+    pub fn hold(self) -> Self {
+        Direction::from_flags(self.sends(), false)
+    }
+
+    /// The direction to offer when taking the peer off hold: receive again,
+    /// keep our sending as it was.
+    pub fn resume(self) -> Self {
+        Direction::from_flags(self.sends(), true)
+    }
+
     /// Both constraints at once: sends only if both send, receives only if both receive.
     pub fn intersect(self, other: Direction) -> Self {
         Direction::from_flags(
@@ -418,7 +524,19 @@ impl MediaDescription {
 
 impl SessionDescription {
     /// Parses an SDP body (CRLF or LF line endings).
+    ///
+    /// Enforces the size limits, requires `v=`, `o=`, `s=` and `t=`, and a `c=`
+    /// (session or media level) for every stream whose port is not 0.
     pub fn parse(s: &str) -> Result<Self, SdpError> {
+        if s.len() > MAX_SDP_LEN {
+            return Err(SdpError::TooLarge { len: s.len() });
+        }
+        if let Some(no) = s
+            .split('\n')
+            .position(|l| l.strip_suffix('\r').unwrap_or(l).len() > MAX_LINE_LEN)
+        {
+            return Err(SdpError::LineTooLong { line: no + 1 });
+        }
         let mut lines = s
             .split('\n')
             .map(|l| l.strip_suffix('\r').unwrap_or(l))
@@ -443,6 +561,9 @@ impl SessionDescription {
         for (no, line) in lines {
             let (t, value) = split_line(no, line)?;
             if t == 'm' {
+                if media.len() >= MAX_MEDIA {
+                    return Err(SdpError::TooManyMedia);
+                }
                 media.push(parse_media(no, value)?);
                 continue;
             }
@@ -489,9 +610,21 @@ impl SessionDescription {
                 other => other_fields.push((other, value.to_owned())),
             }
         }
+        let origin = origin.ok_or(SdpError::MissingLine('o'))?;
+        let session_name = session_name.ok_or(SdpError::MissingLine('s'))?;
+        if times.is_empty() {
+            return Err(SdpError::MissingLine('t'));
+        }
+        if connection.is_none()
+            && let Some(index) = media
+                .iter()
+                .position(|m| m.port != 0 && m.connection.is_none())
+        {
+            return Err(SdpError::MissingConnection { index });
+        }
         Ok(SessionDescription {
-            origin: origin.ok_or(SdpError::MissingLine('o'))?,
-            session_name: session_name.ok_or(SdpError::MissingLine('s'))?,
+            origin,
+            session_name,
             connection,
             bandwidths,
             times,
@@ -499,6 +632,15 @@ impl SessionDescription {
             media,
             other_fields,
         })
+    }
+
+    /// Parses an SDP body from raw bytes (a SIP message body): size-checked, then UTF-8, then [`Self::parse`].
+    pub fn parse_bytes(body: &[u8]) -> Result<Self, SdpError> {
+        if body.len() > MAX_SDP_LEN {
+            return Err(SdpError::TooLarge { len: body.len() });
+        }
+        let text = std::str::from_utf8(body).map_err(|_| SdpError::NotUtf8)?;
+        Self::parse(text)
     }
 
     /// The effective direction of m-line `index`: its own attribute, else the
@@ -624,25 +766,32 @@ fn parse_media(no: usize, value: &str) -> Result<MediaDescription, SdpError> {
     let (port, num_ports) = match port_field.split_once('/') {
         Some((p, n)) => (
             p.parse()
-                .map_err(|_| invalid(no, "m= port is not a number"))?,
+                .map_err(|_| invalid(no, "m= port is not a number from 0 to 65535"))?,
             Some(
                 n.parse()
-                    .map_err(|_| invalid(no, "m= port count is not a number"))?,
+                    .map_err(|_| invalid(no, "m= port count is not a number from 0 to 65535"))?,
             ),
         ),
         None => (
             port_field
                 .parse()
-                .map_err(|_| invalid(no, "m= port is not a number"))?,
+                .map_err(|_| invalid(no, "m= port is not a number from 0 to 65535"))?,
             None,
         ),
     };
+    let mut formats = Vec::new();
+    for format in f {
+        if formats.len() >= MAX_FORMATS {
+            return Err(SdpError::TooManyFormats { line: no });
+        }
+        formats.push(format.to_owned());
+    }
     Ok(MediaDescription {
         media: media.to_owned(),
         port,
         num_ports,
         protocol: protocol.to_owned(),
-        formats: f.map(str::to_owned).collect(),
+        formats,
         connection: None,
         bandwidths: Vec::new(),
         attributes: Vec::new(),
@@ -740,324 +889,4 @@ impl fmt::Display for SessionDescription {
         }
         Ok(())
     }
-}
-
-/// A codec we can send and receive, for building offers and answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Codec {
-    /// Encoding name (`PCMU`, `opus`, `telephone-event`).
-    pub name: String,
-    /// RTP clock rate.
-    pub clock_rate: u32,
-    /// Channels (1 for mono).
-    pub channels: u8,
-    /// Our `a=fmtp` parameters, if any.
-    pub fmtp: Option<String>,
-    /// The payload type we use in our own offers.
-    pub payload_type: u8,
-}
-
-impl Codec {
-    /// A codec description.
-    pub fn new(name: &str, clock_rate: u32, channels: u8, payload_type: u8) -> Self {
-        Codec {
-            name: name.to_owned(),
-            clock_rate,
-            channels,
-            fmtp: None,
-            payload_type,
-        }
-    }
-
-    /// The same codec with `a=fmtp` parameters.
-    pub fn with_fmtp(mut self, fmtp: &str) -> Self {
-        self.fmtp = Some(fmtp.to_owned());
-        self
-    }
-
-    /// Whether this is the RFC 4733 `telephone-event` pseudo-codec.
-    pub fn is_telephone_event(&self) -> bool {
-        self.name.eq_ignore_ascii_case("telephone-event")
-    }
-
-    fn rtpmap_with_pt(&self, payload_type: u8) -> RtpMap {
-        RtpMap {
-            payload_type,
-            encoding: self.name.clone(),
-            clock_rate: self.clock_rate,
-            channels: (self.channels != 1).then_some(self.channels),
-        }
-    }
-
-    fn fmtp_value(&self) -> Option<String> {
-        match &self.fmtp {
-            Some(f) => Some(f.clone()),
-            None if self.is_telephone_event() => Some("0-16".to_owned()),
-            None => None,
-        }
-    }
-
-    fn matches(&self, map: &RtpMap) -> bool {
-        map.matches(&self.name, self.clock_rate, self.channels)
-    }
-}
-
-/// The outcome of offer/answer for one accepted m-line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NegotiatedMedia {
-    /// Index of the m-line in the offer/answer.
-    pub index: usize,
-    /// Where to send RTP (`None` when the peer gave no usable address, e.g. 0.0.0.0 hold).
-    pub remote_addr: Option<SocketAddr>,
-    /// Agreed codecs, in preference order, with the payload types to use.
-    pub codecs: Vec<RtpMap>,
-    /// Payload type of `telephone-event`, if agreed.
-    pub telephone_event: Option<u8>,
-    /// Our direction for this stream (from our point of view).
-    pub direction: Direction,
-}
-
-fn origin_for(session_id: u64, address: IpAddr) -> Origin {
-    let c = Connection::from_ip(address);
-    Origin {
-        username: "-".to_owned(),
-        session_id,
-        session_version: session_id,
-        net_type: c.net_type,
-        addr_type: c.addr_type,
-        address: c.address,
-    }
-}
-
-fn push_codec_attributes(m: &mut MediaDescription, codec: &Codec, pt: u8) {
-    m.attributes.push(Attribute::new(
-        "rtpmap",
-        codec.rtpmap_with_pt(pt).to_string(),
-    ));
-    if let Some(fmtp) = codec.fmtp_value() {
-        m.attributes
-            .push(Attribute::new("fmtp", format!("{pt} {fmtp}")));
-    }
-}
-
-/// An offer with one `RTP/AVP` audio stream (RFC 3264 §5) listing `codecs` in order,
-/// with `a=ptime:20` and the given direction. A `telephone-event` codec without
-/// fmtp gets `0-16`.
-pub fn audio_offer(
-    session_id: u64,
-    address: IpAddr,
-    rtp_port: u16,
-    codecs: &[Codec],
-    direction: Direction,
-) -> SessionDescription {
-    let mut m = MediaDescription {
-        media: "audio".to_owned(),
-        port: rtp_port,
-        num_ports: None,
-        protocol: "RTP/AVP".to_owned(),
-        formats: codecs.iter().map(|c| c.payload_type.to_string()).collect(),
-        connection: None,
-        bandwidths: Vec::new(),
-        attributes: Vec::new(),
-        other_fields: Vec::new(),
-    };
-    for codec in codecs {
-        push_codec_attributes(&mut m, codec, codec.payload_type);
-    }
-    m.attributes.push(Attribute::new("ptime", "20"));
-    m.attributes.push(Attribute::flag(direction.as_str()));
-    SessionDescription {
-        origin: origin_for(session_id, address),
-        session_name: "-".to_owned(),
-        connection: Some(Connection::from_ip(address)),
-        bandwidths: Vec::new(),
-        times: vec![(0, 0)],
-        attributes: Vec::new(),
-        media: vec![m],
-        other_fields: Vec::new(),
-    }
-}
-
-fn is_plain_rtp(protocol: &str) -> bool {
-    protocol.eq_ignore_ascii_case("RTP/AVP") || protocol.eq_ignore_ascii_case("RTP/AVPF")
-}
-
-/// Picks `telephone-event` matching the primary codec's clock rate, else any offered one we support.
-fn pick_telephone_event<'a>(
-    offered: &'a [RtpMap],
-    supported: &'a [Codec],
-    primary_rate: u32,
-) -> Option<(&'a Codec, &'a RtpMap)> {
-    let candidates: Vec<(&Codec, &RtpMap)> = offered
-        .iter()
-        .filter(|m| m.is_telephone_event())
-        .filter_map(|m| {
-            supported
-                .iter()
-                .find(|c| c.is_telephone_event() && c.clock_rate == m.clock_rate)
-                .map(|c| (c, m))
-        })
-        .collect();
-    candidates
-        .iter()
-        .find(|(_, m)| m.clock_rate == primary_rate)
-        .or_else(|| candidates.first())
-        .copied()
-}
-
-/// Answers `offer` (RFC 3264 §6): the same m-lines in the same order; streams
-/// without a common codec (or not plain RTP/AVP(F)) rejected with port 0;
-/// payload types numbered as the offerer did, in the offer's order; the
-/// direction is the complement of the offered one. `ports[k]` is our RTP port
-/// for the k-th accepted stream. Fails when nothing can be accepted.
-pub fn negotiate_answer(
-    offer: &SessionDescription,
-    supported: &[Codec],
-    session_id: u64,
-    address: IpAddr,
-    ports: &[u16],
-) -> Result<(SessionDescription, Vec<NegotiatedMedia>), SdpError> {
-    let mut answer_media = Vec::with_capacity(offer.media.len());
-    let mut negotiated = Vec::new();
-    for (index, offered) in offer.media.iter().enumerate() {
-        let offered_maps = offered.rtpmaps();
-        let chosen: Vec<(&Codec, &RtpMap)> = offered_maps
-            .iter()
-            .filter(|m| !m.is_telephone_event())
-            .filter_map(|m| {
-                supported
-                    .iter()
-                    .find(|c| !c.is_telephone_event() && c.matches(m))
-                    .map(|c| (c, m))
-            })
-            .collect();
-        let acceptable = offered.port != 0 && is_plain_rtp(&offered.protocol) && !chosen.is_empty();
-        if !acceptable {
-            answer_media.push(MediaDescription {
-                media: offered.media.clone(),
-                port: 0,
-                num_ports: None,
-                protocol: offered.protocol.clone(),
-                formats: offered.formats.clone(),
-                connection: None,
-                bandwidths: Vec::new(),
-                attributes: Vec::new(),
-                other_fields: Vec::new(),
-            });
-            continue;
-        }
-        let port = *ports
-            .get(negotiated.len())
-            .ok_or(SdpError::NotEnoughPorts {
-                needed: negotiated.len() + 1,
-                given: ports.len(),
-            })?;
-        let primary_rate = chosen.first().map_or(8000, |(_, m)| m.clock_rate);
-        let te = pick_telephone_event(&offered_maps, supported, primary_rate);
-        let direction = offer.media_direction(index).reverse();
-        let mut m = MediaDescription {
-            media: offered.media.clone(),
-            port,
-            num_ports: None,
-            protocol: offered.protocol.clone(),
-            formats: Vec::new(),
-            connection: None,
-            bandwidths: Vec::new(),
-            attributes: Vec::new(),
-            other_fields: Vec::new(),
-        };
-        let mut codecs = Vec::with_capacity(chosen.len());
-        for (codec, map) in &chosen {
-            m.formats.push(map.payload_type.to_string());
-            push_codec_attributes(&mut m, codec, map.payload_type);
-            codecs.push((*map).clone());
-        }
-        if let Some((codec, map)) = te {
-            m.formats.push(map.payload_type.to_string());
-            push_codec_attributes(&mut m, codec, map.payload_type);
-        }
-        let ptime = offered.attribute("ptime").unwrap_or("20").to_owned();
-        m.attributes.push(Attribute::new("ptime", ptime));
-        m.attributes.push(Attribute::flag(direction.as_str()));
-        negotiated.push(NegotiatedMedia {
-            index,
-            remote_addr: offer.media_remote_addr(index),
-            codecs,
-            telephone_event: te.map(|(_, map)| map.payload_type),
-            direction,
-        });
-        answer_media.push(m);
-    }
-    if negotiated.is_empty() {
-        return Err(SdpError::NoAcceptableMedia);
-    }
-    let answer = SessionDescription {
-        origin: origin_for(session_id, address),
-        session_name: "-".to_owned(),
-        connection: Some(Connection::from_ip(address)),
-        bandwidths: Vec::new(),
-        times: vec![(0, 0)],
-        attributes: Vec::new(),
-        media: answer_media,
-        other_fields: Vec::new(),
-    };
-    Ok((answer, negotiated))
-}
-
-/// The offerer's view of a completed exchange: for each stream the answer
-/// accepted, the codecs of the answer that were offered (with the answer's
-/// payload types, which are what we send with), the remote address and our
-/// direction (what we offered, limited by what the answerer agreed to).
-pub fn negotiated_from_answer(
-    offer: &SessionDescription,
-    answer: &SessionDescription,
-) -> Result<Vec<NegotiatedMedia>, SdpError> {
-    if offer.media.len() != answer.media.len() {
-        return Err(SdpError::MediaCountMismatch {
-            offer: offer.media.len(),
-            answer: answer.media.len(),
-        });
-    }
-    let mut out = Vec::new();
-    for (index, (o, a)) in offer.media.iter().zip(&answer.media).enumerate() {
-        if !o.media.eq_ignore_ascii_case(&a.media) {
-            return Err(SdpError::MediaMismatch { index });
-        }
-        if a.port == 0 {
-            continue;
-        }
-        if o.port == 0 {
-            return Err(SdpError::MediaMismatch { index });
-        }
-        let offered = o.rtpmaps();
-        let answered = a.rtpmaps();
-        let was_offered = |m: &RtpMap| {
-            offered
-                .iter()
-                .any(|x| x.matches(&m.encoding, m.clock_rate, m.channels.unwrap_or(1)))
-        };
-        let codecs: Vec<RtpMap> = answered
-            .iter()
-            .filter(|m| !m.is_telephone_event() && was_offered(m))
-            .cloned()
-            .collect();
-        if codecs.is_empty() {
-            return Err(SdpError::MediaMismatch { index });
-        }
-        let telephone_event = answered
-            .iter()
-            .find(|m| m.is_telephone_event() && was_offered(m))
-            .map(|m| m.payload_type);
-        let direction = offer
-            .media_direction(index)
-            .intersect(answer.media_direction(index).reverse());
-        out.push(NegotiatedMedia {
-            index,
-            remote_addr: answer.media_remote_addr(index),
-            codecs,
-            telephone_event,
-            direction,
-        });
-    }
-    Ok(out)
 }
