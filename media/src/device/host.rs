@@ -1,0 +1,610 @@
+//! Real audio devices through cpal. Each stream lives on a dedicated thread that owns it (cpal
+//! streams are not `Send` everywhere); samples cross through a mutex-protected [`LevelRing`], so
+//! [`CpalCapture`] and [`CpalPlayback`] are `Send` and never block the media clock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
+
+use super::ring::{LevelRing, RingStats};
+use super::{CaptureDevice, DEFAULT_RATE, DeviceError, DeviceInfo, PlaybackDevice};
+
+/// How long opening a stream may take before [`DeviceError::Timeout`].
+const OPEN_TIMEOUT: Duration = Duration::from_secs(6);
+/// Passed to cpal's stream builders.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Hard cap on queued audio between the callback and the media clock.
+const MAX_QUEUE: Duration = Duration::from_millis(400);
+/// Standing queue tolerated before drift trimming removes the excess.
+const SLACK: Duration = Duration::from_millis(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Input,
+    Output,
+}
+
+impl Dir {
+    fn label(self) -> &'static str {
+        match self {
+            Dir::Input => "input",
+            Dir::Output => "output",
+        }
+    }
+}
+
+/// State shared between the owner, the stream thread and cpal's callbacks.
+#[derive(Debug)]
+struct Shared {
+    ring: Mutex<LevelRing>,
+    failed: Mutex<Option<String>>,
+    has_failed: AtomicBool,
+}
+
+impl Shared {
+    fn ring(&self) -> MutexGuard<'_, LevelRing> {
+        // A panic in a callback cannot leave the ring inconsistent in a harmful way: keep going.
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail(&self, msg: String) {
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(msg);
+        }
+        self.has_failed.store(true, Ordering::Release);
+    }
+
+    fn check(&self) -> Result<(), DeviceError> {
+        if !self.has_failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        Err(DeviceError::StreamFailed(
+            f.clone().unwrap_or_else(|| "unknown error".to_owned()),
+        ))
+    }
+}
+
+/// What the stream thread reports once the stream plays.
+#[derive(Debug, Clone)]
+struct Opened {
+    rate: u32,
+    channels: u16,
+    name: String,
+    host: String,
+}
+
+/// The dedicated thread owning one cpal stream; dropping it stops and joins the thread.
+#[derive(Debug)]
+struct StreamThread {
+    stop: Option<mpsc::Sender<()>>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Drop for StreamThread {
+    fn drop(&mut self) {
+        // Closing the channel wakes the thread, which drops the stream and exits.
+        self.stop.take();
+        if let Some(j) = self.join.take()
+            && j.join().is_err()
+        {
+            tracing::warn!("audio stream thread panicked");
+        }
+    }
+}
+
+/// The host we use: PulseAudio when a server is reachable, else cpal's default host.
+fn preferred_host() -> Result<cpal::Host, DeviceError> {
+    if cpal::available_hosts().contains(&cpal::HostId::PulseAudio) {
+        match cpal::host_from_id(cpal::HostId::PulseAudio) {
+            Ok(h) => return Ok(h),
+            Err(e) => {
+                tracing::debug!(error = %e, "PulseAudio host unavailable, using the default host")
+            }
+        }
+    }
+    Ok(cpal::default_host())
+}
+
+fn device_id(d: &cpal::Device) -> Option<String> {
+    d.id().ok().map(|id| id.id().to_owned())
+}
+
+fn device_description(d: &cpal::Device) -> Option<String> {
+    d.description().ok().map(|desc| desc.name().to_owned())
+}
+
+fn find_device(
+    host: &cpal::Host,
+    dir: Dir,
+    name: Option<&str>,
+) -> Result<cpal::Device, DeviceError> {
+    let Some(name) = name else {
+        let d = match dir {
+            Dir::Input => host.default_input_device(),
+            Dir::Output => host.default_output_device(),
+        };
+        return d.ok_or(DeviceError::NoDefault(dir.label()));
+    };
+    let devices: Vec<cpal::Device> = match dir {
+        Dir::Input => host.input_devices().map(|d| d.collect()),
+        Dir::Output => host.output_devices().map(|d| d.collect()),
+    }
+    .map_err(|e| DeviceError::Backend(e.to_string()))?;
+    let lower = name.to_lowercase();
+    let by_id = devices
+        .iter()
+        .position(|d| device_id(d).as_deref() == Some(name));
+    let by_desc = || {
+        devices
+            .iter()
+            .position(|d| device_description(d).as_deref() == Some(name))
+    };
+    let by_part = || {
+        devices.iter().position(|d| {
+            device_id(d).is_some_and(|n| n.to_lowercase().contains(&lower))
+                || device_description(d).is_some_and(|n| n.to_lowercase().contains(&lower))
+        })
+    };
+    by_id
+        .or_else(by_desc)
+        .or_else(by_part)
+        .and_then(|i| devices.into_iter().nth(i))
+        .ok_or_else(|| DeviceError::NotFound {
+            name: name.to_owned(),
+            direction: dir.label(),
+        })
+}
+
+/// Sample formats in order of preference (all handled by [`build_stream`]).
+const FORMATS: [SampleFormat; 7] = [
+    SampleFormat::I16,
+    SampleFormat::F32,
+    SampleFormat::I32,
+    SampleFormat::F64,
+    SampleFormat::U16,
+    SampleFormat::U8,
+    SampleFormat::I8,
+];
+
+/// Picks a stream configuration: `want_rate` mono if offered, else `want_rate` with the fewest
+/// channels, else the device's default configuration (whose rate we then report).
+fn choose_config(
+    device: &cpal::Device,
+    dir: Dir,
+    want_rate: u32,
+) -> Result<(StreamConfig, SampleFormat), DeviceError> {
+    let ranges: Vec<cpal::SupportedStreamConfigRange> = match dir {
+        Dir::Input => device.supported_input_configs().map(|c| c.collect()),
+        Dir::Output => device.supported_output_configs().map(|c| c.collect()),
+    }
+    .unwrap_or_default();
+    let rank = |r: &cpal::SupportedStreamConfigRange| {
+        let fmt = FORMATS
+            .iter()
+            .position(|f| *f == r.sample_format())
+            .unwrap_or(usize::MAX);
+        (r.channels(), fmt)
+    };
+    let best = ranges
+        .iter()
+        .filter(|r| {
+            r.channels() > 0 && r.contains_rate(want_rate) && FORMATS.contains(&r.sample_format())
+        })
+        .min_by_key(|r| rank(r));
+    if let Some(r) = best {
+        return Ok((
+            StreamConfig {
+                channels: r.channels(),
+                sample_rate: want_rate,
+                buffer_size: cpal::BufferSize::Default,
+            },
+            r.sample_format(),
+        ));
+    }
+    let def = match dir {
+        Dir::Input => device.default_input_config(),
+        Dir::Output => device.default_output_config(),
+    }
+    .map_err(|e| DeviceError::Unsupported(e.to_string()))?;
+    if !FORMATS.contains(&def.sample_format()) || def.channels() == 0 {
+        return Err(DeviceError::Unsupported(format!(
+            "default configuration uses {} with {} channels",
+            def.sample_format(),
+            def.channels()
+        )));
+    }
+    Ok((
+        StreamConfig {
+            channels: def.channels(),
+            sample_rate: def.sample_rate(),
+            buffer_size: cpal::BufferSize::Default,
+        },
+        def.sample_format(),
+    ))
+}
+
+fn on_stream_error(shared: &Arc<Shared>) -> impl FnMut(cpal::Error) + Send + 'static {
+    let shared = Arc::clone(shared);
+    move |e: cpal::Error| match e.kind() {
+        cpal::ErrorKind::DeviceNotAvailable
+        | cpal::ErrorKind::StreamInvalidated
+        | cpal::ErrorKind::HostUnavailable
+        | cpal::ErrorKind::PermissionDenied => {
+            tracing::warn!(error = %e, "audio stream failed");
+            shared.fail(e.to_string());
+        }
+        _ => tracing::debug!(error = %e, "audio stream warning"),
+    }
+}
+
+fn build_input<T>(
+    device: &cpal::Device,
+    config: StreamConfig,
+    shared: &Arc<Shared>,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample + Send + 'static,
+    i16: FromSample<T>,
+{
+    let channels = usize::from(config.channels.max(1));
+    let ring_shared = Arc::clone(shared);
+    let mut mono: Vec<i16> = Vec::new();
+    device.build_input_stream::<T, _, _>(
+        config,
+        move |data: &[T], _info: &cpal::InputCallbackInfo| {
+            mono.clear();
+            mono.extend(data.chunks_exact(channels).map(|frame| {
+                let sum: i32 = frame.iter().map(|s| i32::from(i16::from_sample(*s))).sum();
+                (sum / channels as i32) as i16
+            }));
+            ring_shared.ring().push(&mono);
+        },
+        on_stream_error(shared),
+        Some(BUILD_TIMEOUT),
+    )
+}
+
+fn build_output<T>(
+    device: &cpal::Device,
+    config: StreamConfig,
+    shared: &Arc<Shared>,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample + FromSample<i16> + Send + 'static,
+{
+    let channels = usize::from(config.channels.max(1));
+    let ring_shared = Arc::clone(shared);
+    let mut mono: Vec<i16> = Vec::new();
+    device.build_output_stream::<T, _, _>(
+        config,
+        move |data: &mut [T], _info: &cpal::OutputCallbackInfo| {
+            mono.resize(data.len() / channels, 0);
+            ring_shared.ring().pop(&mut mono);
+            for (frame, s) in data.chunks_exact_mut(channels).zip(&mono) {
+                frame.fill(T::from_sample(*s));
+            }
+        },
+        on_stream_error(shared),
+        Some(BUILD_TIMEOUT),
+    )
+}
+
+fn build_stream(
+    device: &cpal::Device,
+    dir: Dir,
+    config: StreamConfig,
+    format: SampleFormat,
+    shared: &Arc<Shared>,
+) -> Result<cpal::Stream, DeviceError> {
+    macro_rules! by_dir {
+        ($t:ty) => {
+            match dir {
+                Dir::Input => build_input::<$t>(device, config, shared),
+                Dir::Output => build_output::<$t>(device, config, shared),
+            }
+        };
+    }
+    let r = match format {
+        SampleFormat::I16 => by_dir!(i16),
+        SampleFormat::F32 => by_dir!(f32),
+        SampleFormat::I32 => by_dir!(i32),
+        SampleFormat::F64 => by_dir!(f64),
+        SampleFormat::U16 => by_dir!(u16),
+        SampleFormat::U8 => by_dir!(u8),
+        SampleFormat::I8 => by_dir!(i8),
+        other => return Err(DeviceError::Unsupported(format!("sample format {other}"))),
+    };
+    r.map_err(|e| DeviceError::Backend(e.to_string()))
+}
+
+/// Body of the stream thread: open, report, then hold the stream until told to stop.
+fn run_stream(
+    dir: Dir,
+    name: Option<String>,
+    want_rate: u32,
+    shared: Arc<Shared>,
+    ready: mpsc::Sender<Result<Opened, DeviceError>>,
+    stop: mpsc::Receiver<()>,
+) {
+    let opened = (|| {
+        let host = preferred_host()?;
+        let device = find_device(&host, dir, name.as_deref())?;
+        let (config, format) = choose_config(&device, dir, want_rate)?;
+        // Size the ring for the rate actually used.
+        *shared.ring() = LevelRing::new(config.sample_rate, MAX_QUEUE, SLACK);
+        let stream = build_stream(&device, dir, config, format, &shared)?;
+        stream
+            .play()
+            .map_err(|e| DeviceError::Backend(e.to_string()))?;
+        let info = Opened {
+            rate: config.sample_rate,
+            channels: config.channels,
+            name: device_id(&device)
+                .or_else(|| device_description(&device))
+                .unwrap_or_default(),
+            host: host.id().name().to_owned(),
+        };
+        Ok((stream, info))
+    })();
+    match opened {
+        Ok((stream, info)) => {
+            tracing::debug!(
+                direction = dir.label(),
+                device = %info.name,
+                host = %info.host,
+                rate = info.rate,
+                channels = info.channels,
+                "audio stream open"
+            );
+            if ready.send(Ok(info)).is_err() {
+                return;
+            }
+            // Blocks until the owner drops the sender (or sends).
+            let _ = stop.recv();
+            if let Err(e) = stream.pause() {
+                tracing::debug!(error = %e, "pausing audio stream before close");
+            }
+            drop(stream);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+}
+
+/// Starts a stream thread and waits until the stream plays (or fails).
+fn open_stream(
+    dir: Dir,
+    name: Option<&str>,
+    want_rate: u32,
+) -> Result<(Arc<Shared>, StreamThread, Opened), DeviceError> {
+    let shared = Arc::new(Shared {
+        ring: Mutex::new(LevelRing::new(want_rate.max(1), MAX_QUEUE, SLACK)),
+        failed: Mutex::new(None),
+        has_failed: AtomicBool::new(false),
+    });
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let thread_shared = Arc::clone(&shared);
+    let name_owned = name.map(str::to_owned);
+    let join = std::thread::Builder::new()
+        .name(format!("audio-{}", dir.label()))
+        .spawn(move || run_stream(dir, name_owned, want_rate, thread_shared, ready_tx, stop_rx))
+        .map_err(|e| DeviceError::Backend(format!("cannot start audio thread: {e}")))?;
+    let thread = StreamThread {
+        stop: Some(stop_tx),
+        join: Some(join),
+    };
+    match ready_rx.recv_timeout(OPEN_TIMEOUT) {
+        Ok(Ok(info)) => Ok((shared, thread, info)),
+        Ok(Err(e)) => Err(e),
+        Err(RecvTimeoutError::Timeout) => {
+            // Do not join a thread stuck in the backend: detach it.
+            let mut thread = thread;
+            thread.stop.take();
+            thread.join.take();
+            Err(DeviceError::Timeout)
+        }
+        Err(RecvTimeoutError::Disconnected) => {
+            Err(DeviceError::Backend("audio thread exited".into()))
+        }
+    }
+}
+
+/// A real capture device (microphone, or a PulseAudio monitor source), mono at the rate it reports.
+#[derive(Debug)]
+pub struct CpalCapture {
+    shared: Arc<Shared>,
+    rate: u32,
+    channels: u16,
+    name: String,
+    host: String,
+    _thread: StreamThread,
+}
+
+impl CpalCapture {
+    /// Opens the named input device (id, description, or a unique part of either), or the default
+    /// one, preferring [`DEFAULT_RATE`].
+    pub fn open(name: Option<&str>) -> Result<Self, DeviceError> {
+        Self::open_with_rate(name, DEFAULT_RATE)
+    }
+
+    /// Like [`CpalCapture::open`], preferring `rate` (the device's own rate is used, and reported,
+    /// when it cannot run at `rate`).
+    pub fn open_with_rate(name: Option<&str>, rate: u32) -> Result<Self, DeviceError> {
+        let (shared, thread, info) = open_stream(Dir::Input, name, rate)?;
+        Ok(Self {
+            shared,
+            rate: info.rate,
+            channels: info.channels,
+            name: info.name,
+            host: info.host,
+            _thread: thread,
+        })
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The audio host in use.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Channels the device delivers (downmixed to mono here).
+    pub fn device_channels(&self) -> u16 {
+        self.channels
+    }
+
+    /// Samples queued between the device and the media clock.
+    pub fn queued(&self) -> usize {
+        self.shared.ring().len()
+    }
+
+    /// Drift and underrun corrections so far.
+    pub fn ring_stats(&self) -> RingStats {
+        self.shared.ring().stats()
+    }
+}
+
+impl CaptureDevice for CpalCapture {
+    fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    fn read_frame(&mut self, out: &mut [i16]) -> Result<bool, DeviceError> {
+        self.shared.check()?;
+        self.shared.ring().pop(out);
+        Ok(true)
+    }
+}
+
+/// A real playback device (speaker, or a PulseAudio sink), mono at the rate it reports.
+#[derive(Debug)]
+pub struct CpalPlayback {
+    shared: Arc<Shared>,
+    rate: u32,
+    channels: u16,
+    name: String,
+    host: String,
+    thread: Option<StreamThread>,
+}
+
+impl CpalPlayback {
+    /// Opens the named output device (id, description, or a unique part of either), or the
+    /// default one, preferring [`DEFAULT_RATE`].
+    pub fn open(name: Option<&str>) -> Result<Self, DeviceError> {
+        Self::open_with_rate(name, DEFAULT_RATE)
+    }
+
+    /// Like [`CpalPlayback::open`], preferring `rate`.
+    pub fn open_with_rate(name: Option<&str>, rate: u32) -> Result<Self, DeviceError> {
+        let (shared, thread, info) = open_stream(Dir::Output, name, rate)?;
+        Ok(Self {
+            shared,
+            rate: info.rate,
+            channels: info.channels,
+            name: info.name,
+            host: info.host,
+            thread: Some(thread),
+        })
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The audio host in use.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Channels the device plays (mono is copied to each).
+    pub fn device_channels(&self) -> u16 {
+        self.channels
+    }
+
+    /// Samples queued between the media clock and the device.
+    pub fn queued(&self) -> usize {
+        self.shared.ring().len()
+    }
+
+    /// Drift and underrun corrections so far.
+    pub fn ring_stats(&self) -> RingStats {
+        self.shared.ring().stats()
+    }
+}
+
+impl PlaybackDevice for CpalPlayback {
+    fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    fn write_frame(&mut self, pcm: &[i16]) -> Result<(), DeviceError> {
+        if self.thread.is_none() {
+            return Err(DeviceError::Finished);
+        }
+        self.shared.check()?;
+        self.shared.ring().push(pcm);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), DeviceError> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        // Let what is queued play out (bounded by the ring's cap), then close the stream.
+        let deadline = std::time::Instant::now() + MAX_QUEUE;
+        while !self.shared.ring().is_empty() && std::time::Instant::now() < deadline {
+            if self.shared.check().is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(thread);
+        Ok(())
+    }
+}
+
+/// Lists the preferred host's devices, or an error when the host cannot be queried.
+pub fn try_list_devices() -> Result<Vec<DeviceInfo>, DeviceError> {
+    let host = preferred_host()?;
+    let host_name = host.id().name().to_owned();
+    let default_in = host.default_input_device().as_ref().and_then(device_id);
+    let default_out = host.default_output_device().as_ref().and_then(device_id);
+    let devices = host
+        .devices()
+        .map_err(|e| DeviceError::Backend(e.to_string()))?;
+    Ok(devices
+        .map(|d| {
+            let id = device_id(&d);
+            let description = device_description(&d).unwrap_or_default();
+            DeviceInfo {
+                name: id.clone().unwrap_or_else(|| description.clone()),
+                description,
+                input: d.supports_input(),
+                output: d.supports_output(),
+                default: id.is_some() && (id == default_in || id == default_out),
+                host: host_name.clone(),
+            }
+        })
+        .collect())
+}
+
+/// Lists the audio devices of the preferred host (PulseAudio when reachable); empty on failure.
+pub fn list_devices() -> Vec<DeviceInfo> {
+    try_list_devices().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot list audio devices");
+        Vec::new()
+    })
+}
