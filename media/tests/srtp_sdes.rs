@@ -1,9 +1,13 @@
 //! SDES (RFC 4568) attribute handling, offer/answer and SRTP protection through `SrtpContext`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
 use tandem_media::srtp::{
     CryptoSuite, SdesCrypto, SrtpContext, SrtpError, SrtpPolicy, sdes_accept, sdes_answer,
     sdes_offer,
 };
+
+/// A predicate on the error a malformed attribute must give.
+type ErrorCheck = fn(&SrtpError) -> bool;
 
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -137,7 +141,7 @@ fn generated_keys_are_random() {
 #[test]
 fn malformed_attributes_give_clear_errors() {
     let key = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
-    let cases: Vec<(String, fn(&SrtpError) -> bool)> = vec![
+    let cases: Vec<(String, ErrorCheck)> = vec![
         (String::new(), |e| {
             matches!(e, SrtpError::MalformedCrypto(_))
         }),

@@ -9,14 +9,14 @@
 //!   hands back, and collect an [`SrtpContext`] when the handshake is done.
 
 mod context;
-// DTLS_MOD
+mod dtls;
 mod sdes;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use context::{SrtpContext, SrtpCounters};
-// DTLS_USE
+pub use dtls::{DtlsCertificate, DtlsRole, DtlsSrtp, SetupAttr};
 pub use sdes::{SdesCrypto, sdes_accept, sdes_answer, sdes_offer};
 
 use rtc_srtp::protection_profile::ProtectionProfile;

@@ -1,0 +1,316 @@
+//! DTLS-SRTP: two of our `DtlsSrtp` endpoints handshake on a virtual clock, datagrams pumped
+//! between them in memory.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
+use std::time::{Duration, Instant};
+
+use tandem_media::srtp::{
+    CryptoSuite, DtlsCertificate, DtlsRole, DtlsSrtp, SetupAttr, SrtpContext, SrtpError,
+};
+
+type Outcome = Option<Result<SrtpContext, SrtpError>>;
+
+/// Runs the two endpoints until both have a result or `max_steps` passes; `drop_first`
+/// datagrams from the client are lost. Returns both outcomes and the virtual time elapsed.
+fn pump(
+    client: &mut DtlsSrtp,
+    server: &mut DtlsSrtp,
+    start: Instant,
+    mut drop_first: usize,
+) -> (Outcome, Outcome, Duration) {
+    let mut now = start;
+    let (mut c_res, mut s_res) = (None, None);
+    for _ in 0..500 {
+        let mut moved = false;
+        while let Some(d) = client.poll_transmit() {
+            moved = true;
+            if drop_first > 0 {
+                drop_first -= 1;
+                continue;
+            }
+            server.handle_datagram(now, &d);
+        }
+        while let Some(d) = server.poll_transmit() {
+            moved = true;
+            client.handle_datagram(now, &d);
+        }
+        if c_res.is_none() {
+            c_res = client.poll_result();
+        }
+        if s_res.is_none() {
+            s_res = server.poll_result();
+        }
+        if c_res.is_some() && s_res.is_some() {
+            break;
+        }
+        if !moved {
+            // Nothing in flight: jump the virtual clock to the next timer.
+            let next = [client.poll_timeout(), server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = next else { break };
+            now = now.max(next);
+            client.handle_timeout(now);
+            server.handle_timeout(now);
+        }
+    }
+    (c_res, s_res, now - start)
+}
+
+fn endpoints(
+    client_expects: Option<String>,
+    server_expects: Option<String>,
+    now: Instant,
+) -> (DtlsSrtp, DtlsSrtp) {
+    let client_cert = DtlsCertificate::generate().unwrap();
+    let server_cert = DtlsCertificate::generate().unwrap();
+    let client = DtlsSrtp::new_at(
+        DtlsRole::Client,
+        client_cert.clone(),
+        client_expects.unwrap_or_else(|| server_cert.fingerprint()),
+        now,
+    )
+    .unwrap();
+    let server = DtlsSrtp::new_at(
+        DtlsRole::Server,
+        server_cert,
+        server_expects.unwrap_or_else(|| client_cert.fingerprint()),
+        now,
+    )
+    .unwrap();
+    (client, server)
+}
+
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0x60];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&1234u32.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(b"twenty bytes of opus");
+    p
+}
+
+fn check_media_flows(a: &mut SrtpContext, b: &mut SrtpContext) {
+    for seq in 0..5u16 {
+        let p = rtp(seq, 1);
+        assert_eq!(b.unprotect_rtp(&a.protect_rtp(&p).unwrap()).unwrap(), p);
+        let p = rtp(seq, 2);
+        assert_eq!(a.unprotect_rtp(&b.protect_rtp(&p).unwrap()).unwrap(), p);
+    }
+    let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+    assert_eq!(b.unprotect_rtcp(&a.protect_rtcp(&rr).unwrap()).unwrap(), rr);
+    assert_eq!(a.unprotect_rtcp(&b.protect_rtcp(&rr).unwrap()).unwrap(), rr);
+    assert_eq!(a.auth_failures() + b.auth_failures(), 0);
+}
+
+#[test]
+fn certificate_fingerprint_is_sha256_of_the_der() {
+    let cert = DtlsCertificate::generate().unwrap();
+    let fp = cert.fingerprint();
+    let hex = fp.strip_prefix("sha-256 ").unwrap();
+    let bytes: Vec<&str> = hex.split(':').collect();
+    assert_eq!(bytes.len(), 32);
+    assert!(bytes.iter().all(|b| {
+        b.len() == 2
+            && b.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+    }));
+    let other = DtlsCertificate::generate().unwrap();
+    assert_ne!(other.fingerprint(), fp);
+    // PEM round trip keeps the identity.
+    let again = DtlsCertificate::from_pem(&cert.to_pem().unwrap()).unwrap();
+    assert_eq!(again.fingerprint(), fp);
+    assert!(DtlsCertificate::from_pem("not pem").is_err());
+}
+
+#[test]
+fn handshake_exports_matching_srtp_keys() {
+    let start = Instant::now();
+    let (mut client, mut server) = endpoints(None, None, start);
+    assert_eq!(client.role(), DtlsRole::Client);
+    let (c, s, elapsed) = pump(&mut client, &mut server, start, 0);
+    let mut c = c.expect("client finished").unwrap();
+    let mut s = s.expect("server finished").unwrap();
+    // Our first preference is the AEAD profile.
+    assert_eq!(c.suite(), CryptoSuite::AeadAes128Gcm);
+    assert_eq!(s.suite(), CryptoSuite::AeadAes128Gcm);
+    assert!(
+        elapsed < Duration::from_millis(1),
+        "no retransmission needed"
+    );
+    assert!(client.is_finished() && server.is_finished());
+    check_media_flows(&mut c, &mut s);
+    // Results are handed out once.
+    assert!(client.poll_result().is_none());
+}
+
+#[test]
+fn handshake_survives_a_lost_first_flight() {
+    let start = Instant::now();
+    let (mut client, mut server) = endpoints(None, None, start);
+    let (c, s, elapsed) = pump(&mut client, &mut server, start, 1);
+    let mut c = c.unwrap().unwrap();
+    let mut s = s.unwrap().unwrap();
+    assert!(
+        elapsed > Duration::ZERO,
+        "the ClientHello had to be retransmitted"
+    );
+    check_media_flows(&mut c, &mut s);
+}
+
+#[test]
+fn server_rejects_a_client_whose_fingerprint_does_not_match() {
+    let start = Instant::now();
+    let stranger = DtlsCertificate::generate().unwrap().fingerprint();
+    let (mut client, mut server) = endpoints(None, Some(stranger.clone()), start);
+    let (c, s, _) = pump(&mut client, &mut server, start, 0);
+    match s {
+        Some(Err(SrtpError::FingerprintMismatch { expected, actual })) => {
+            assert_eq!(expected, stranger);
+            assert_ne!(actual, stranger);
+        }
+        other => panic!("server outcome {other:?}"),
+    }
+    // The client never gets keys: the server aborted with an alert, or it times out.
+    assert!(!matches!(c, Some(Ok(_))), "client outcome {c:?}");
+}
+
+#[test]
+fn client_rejects_a_server_whose_fingerprint_does_not_match() {
+    let start = Instant::now();
+    let stranger = DtlsCertificate::generate().unwrap().fingerprint();
+    let (mut client, mut server) = endpoints(Some(stranger), None, start);
+    let (c, s, _) = pump(&mut client, &mut server, start, 0);
+    assert!(
+        matches!(c, Some(Err(SrtpError::FingerprintMismatch { .. }))),
+        "client outcome {c:?}"
+    );
+    assert!(!matches!(s, Some(Ok(_))), "server outcome {s:?}");
+}
+
+#[test]
+fn unanswered_client_times_out() {
+    let start = Instant::now();
+    let cert = DtlsCertificate::generate().unwrap();
+    let peer = DtlsCertificate::generate().unwrap().fingerprint();
+    let mut client = DtlsSrtp::new_at(DtlsRole::Client, cert, peer, start).unwrap();
+    let mut now = start;
+    let mut sent = 0;
+    let mut result = None;
+    for _ in 0..200 {
+        while client.poll_transmit().is_some() {
+            sent += 1;
+        }
+        if let Some(r) = client.poll_result() {
+            result = Some(r);
+            break;
+        }
+        let Some(t) = client.poll_timeout() else {
+            break;
+        };
+        now = now.max(t);
+        client.handle_timeout(now);
+    }
+    assert!(sent > 1, "the ClientHello was retransmitted");
+    assert!(
+        matches!(result, Some(Err(SrtpError::DtlsTimeout))),
+        "{result:?} after {:?}",
+        now - start
+    );
+}
+
+#[test]
+fn garbage_is_ignored() {
+    let start = Instant::now();
+    let (mut client, mut server) = endpoints(None, None, start);
+    server.handle_datagram(start, &[0x80, 0, 1, 2]);
+    server.handle_datagram(start, &[]);
+    server.handle_datagram(start, &[0x16; 3]);
+    assert!(server.poll_result().is_none());
+    let (c, s, _) = pump(&mut client, &mut server, start, 0);
+    assert!(matches!(c, Some(Ok(_))));
+    assert!(matches!(s, Some(Ok(_))));
+}
+
+#[test]
+fn bad_fingerprint_attribute_is_an_error() {
+    let cert = DtlsCertificate::generate().unwrap();
+    for bad in [
+        "",
+        "sha-256",
+        "sha-1 AB:CD",
+        "sha-256 zz:yy",
+        "sha-256 AB:CD:EF",
+    ] {
+        assert!(
+            matches!(
+                DtlsSrtp::new(DtlsRole::Server, cert.clone(), bad.to_owned()),
+                Err(SrtpError::BadFingerprint(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn setup_roles() {
+    use SetupAttr::*;
+    assert_eq!("ACTPASS".parse::<SetupAttr>().unwrap(), ActPass);
+    assert!("sometimes".parse::<SetupAttr>().is_err());
+    assert_eq!(DtlsRole::offer_setup(), ActPass);
+    assert_eq!(DtlsRole::answer_setup(ActPass).unwrap(), Active);
+    assert_eq!(DtlsRole::answer_setup(Active).unwrap(), Passive);
+    assert_eq!(DtlsRole::answer_setup(Passive).unwrap(), Active);
+    assert!(DtlsRole::answer_setup(HoldConn).is_err());
+
+    // We offered actpass; the answer decides.
+    assert_eq!(
+        DtlsRole::from_setup(ActPass, Active, true).unwrap(),
+        DtlsRole::Server
+    );
+    assert_eq!(
+        DtlsRole::from_setup(ActPass, Passive, true).unwrap(),
+        DtlsRole::Client
+    );
+    // We answered.
+    assert_eq!(
+        DtlsRole::from_setup(ActPass, Active, false).unwrap(),
+        DtlsRole::Client
+    );
+    assert_eq!(
+        DtlsRole::from_setup(Active, Passive, false).unwrap(),
+        DtlsRole::Server
+    );
+    // The two sides always end up with opposite roles.
+    for (offer, answer) in [
+        (ActPass, Active),
+        (ActPass, Passive),
+        (Active, Passive),
+        (Passive, Active),
+    ] {
+        assert_eq!(
+            DtlsRole::from_setup(offer, answer, true).unwrap(),
+            DtlsRole::from_setup(offer, answer, false)
+                .unwrap()
+                .opposite()
+        );
+    }
+    for (offer, answer) in [
+        (Active, Active),
+        (Passive, Passive),
+        (ActPass, ActPass),
+        (HoldConn, Active),
+        (ActPass, HoldConn),
+    ] {
+        assert!(
+            matches!(
+                DtlsRole::from_setup(offer, answer, true),
+                Err(SrtpError::BadSetup(_))
+            ),
+            "{offer} / {answer}"
+        );
+    }
+    assert_eq!(DtlsRole::Client.setup_attr(), Active);
+    assert_eq!(DtlsRole::Server.setup_attr(), Passive);
+}
