@@ -10,29 +10,36 @@ use tandem_media::srtp::{
 
 type Outcome = Option<Result<SrtpContext, SrtpError>>;
 
-/// Runs the two endpoints until both have a result or `max_steps` passes; `drop_first`
-/// datagrams from the client are lost. Returns both outcomes and the virtual time elapsed.
-fn pump(
+/// Decides whether the n-th datagram (counted per direction) from the client (`true`) or
+/// the server (`false`) is lost.
+type LossFn<'a> = &'a mut dyn FnMut(bool, usize) -> bool;
+
+/// Runs the two endpoints until both have a result or nothing is left to do, losing the
+/// datagrams `lose` picks. Returns both outcomes and the virtual time elapsed.
+fn pump_lossy(
     client: &mut DtlsSrtp,
     server: &mut DtlsSrtp,
     start: Instant,
-    mut drop_first: usize,
+    lose: LossFn<'_>,
 ) -> (Outcome, Outcome, Duration) {
     let mut now = start;
     let (mut c_res, mut s_res) = (None, None);
-    for _ in 0..500 {
+    let (mut from_client, mut from_server) = (0, 0);
+    for _ in 0..1000 {
         let mut moved = false;
         while let Some(d) = client.poll_transmit() {
             moved = true;
-            if drop_first > 0 {
-                drop_first -= 1;
-                continue;
+            from_client += 1;
+            if !lose(true, from_client - 1) {
+                server.handle_datagram(now, &d);
             }
-            server.handle_datagram(now, &d);
         }
         while let Some(d) = server.poll_transmit() {
             moved = true;
-            client.handle_datagram(now, &d);
+            from_server += 1;
+            if !lose(false, from_server - 1) {
+                client.handle_datagram(now, &d);
+            }
         }
         if c_res.is_none() {
             c_res = client.poll_result();
@@ -56,6 +63,18 @@ fn pump(
         }
     }
     (c_res, s_res, now - start)
+}
+
+/// [`pump_lossy`] losing the client's first `drop_first` datagrams.
+fn pump(
+    client: &mut DtlsSrtp,
+    server: &mut DtlsSrtp,
+    start: Instant,
+    drop_first: usize,
+) -> (Outcome, Outcome, Duration) {
+    pump_lossy(client, server, start, &mut |from_client, n| {
+        from_client && n < drop_first
+    })
 }
 
 fn endpoints(
@@ -156,6 +175,60 @@ fn handshake_survives_a_lost_first_flight() {
         elapsed > Duration::ZERO,
         "the ClientHello had to be retransmitted"
     );
+    check_media_flows(&mut c, &mut s);
+}
+
+#[test]
+fn handshake_completes_under_loss_in_both_directions() {
+    // Deterministic loss patterns: every n-th datagram of one or both directions, a burst.
+    let patterns: Vec<(&str, Box<dyn FnMut(bool, usize) -> bool>)> = vec![
+        ("every 2nd from server", Box::new(|c, n| !c && n % 2 == 1)),
+        ("every 3rd both ways", Box::new(|_, n| n % 3 == 2)),
+        (
+            "client 2nd and 3rd",
+            Box::new(|c, n| c && (n == 1 || n == 2)),
+        ),
+    ];
+    for (name, mut lose) in patterns {
+        let start = Instant::now();
+        let (mut client, mut server) = endpoints(None, None, start);
+        let (c, s, elapsed) = pump_lossy(&mut client, &mut server, start, &mut *lose);
+        let mut c = c
+            .unwrap_or_else(|| panic!("{name}: client unfinished"))
+            .unwrap_or_else(|e| panic!("{name}: client {e}"));
+        let mut s = s
+            .unwrap_or_else(|| panic!("{name}: server unfinished"))
+            .unwrap_or_else(|e| panic!("{name}: server {e}"));
+        assert!(
+            elapsed < Duration::from_secs(60),
+            "{name}: took {elapsed:?}"
+        );
+        check_media_flows(&mut c, &mut s);
+    }
+}
+
+#[test]
+fn lost_final_flight_is_resent_by_the_finished_server() {
+    // Learn how many datagrams the server sends in a clean handshake...
+    let start = Instant::now();
+    let (mut client, mut server) = endpoints(None, None, start);
+    let mut server_total = 0;
+    let (c, s, _) = pump_lossy(&mut client, &mut server, start, &mut |c, _| {
+        if !c {
+            server_total += 1;
+        }
+        false
+    });
+    assert!(matches!((c, s), (Some(Ok(_)), Some(Ok(_)))));
+    // ...then lose the last one: the server has finished, the client has not, so the client
+    // retransmits its Finished flight and the server must answer it again.
+    let (mut client, mut server) = endpoints(None, None, start);
+    let (c, s, elapsed) = pump_lossy(&mut client, &mut server, start, &mut |c, n| {
+        !c && n == server_total - 1
+    });
+    let mut c = c.unwrap().unwrap();
+    let mut s = s.unwrap().unwrap();
+    assert!(elapsed > Duration::ZERO, "the client had to retransmit");
     check_media_flows(&mut c, &mut s);
 }
 

@@ -513,29 +513,62 @@ impl DtlsSrtp {
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => CryptoSuite::AeadAes128Gcm,
             _ => return Err(SrtpError::NoSrtpProfile),
         };
-        let (key_len, salt_len) = (suite.key_len(), suite.salt_len());
+        let len = 2 * (suite.key_len() + suite.salt_len());
         let material = state
-            .export_keying_material(EXPORTER_LABEL, &[], 2 * (key_len + salt_len))
+            .export_keying_material(EXPORTER_LABEL, &[], len)
             .map_err(|e| SrtpError::Dtls(format!("keying material export: {e}")))?;
-        let m = material.as_ref();
-        // RFC 5764 §4.2: client_write_key | server_write_key | client_write_salt | server_write_salt.
-        let part = |start: usize, len: usize| {
-            m.get(start..start + len)
-                .ok_or_else(|| SrtpError::Dtls("short keying material".into()))
-        };
-        let client_key = part(0, key_len)?;
-        let server_key = part(key_len, key_len)?;
-        let client_salt = part(2 * key_len, salt_len)?;
-        let server_salt = part(2 * key_len + salt_len, salt_len)?;
-        match self.role {
-            DtlsRole::Client => {
-                SrtpContext::from_keys(suite, client_key, client_salt, server_key, server_salt)
-            }
-            DtlsRole::Server => {
-                SrtpContext::from_keys(suite, server_key, server_salt, client_key, client_salt)
-            }
-        }
+        let keys = split_keying_material(suite, material.as_ref(), self.role)?;
+        SrtpContext::from_keys(
+            suite,
+            keys.local_key,
+            keys.local_salt,
+            keys.remote_key,
+            keys.remote_salt,
+        )
     }
+}
+
+/// Master keys and salts for both directions, borrowed from the exported keying material.
+#[derive(Debug, PartialEq, Eq)]
+struct SplitKeys<'a> {
+    local_key: &'a [u8],
+    local_salt: &'a [u8],
+    remote_key: &'a [u8],
+    remote_salt: &'a [u8],
+}
+
+/// Splits RFC 5764 §4.2 keying material, `client_write_key | server_write_key |
+/// client_write_salt | server_write_salt`, into our sending and the peer's sending keys.
+fn split_keying_material(
+    suite: CryptoSuite,
+    material: &[u8],
+    role: DtlsRole,
+) -> Result<SplitKeys<'_>, SrtpError> {
+    let (key_len, salt_len) = (suite.key_len(), suite.salt_len());
+    if material.len() != 2 * (key_len + salt_len) {
+        return Err(SrtpError::Dtls(format!(
+            "keying material of {} bytes, {suite} needs {}",
+            material.len(),
+            2 * (key_len + salt_len)
+        )));
+    }
+    let (client_key, rest) = material.split_at(key_len);
+    let (server_key, rest) = rest.split_at(key_len);
+    let (client_salt, server_salt) = rest.split_at(salt_len);
+    Ok(match role {
+        DtlsRole::Client => SplitKeys {
+            local_key: client_key,
+            local_salt: client_salt,
+            remote_key: server_key,
+            remote_salt: server_salt,
+        },
+        DtlsRole::Server => SplitKeys {
+            local_key: server_key,
+            local_salt: server_salt,
+            remote_key: client_key,
+            remote_salt: client_salt,
+        },
+    })
 }
 
 fn handshake_config(
@@ -590,6 +623,36 @@ fn handshake_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc_srtp::config::Config;
+
+    /// Our split agrees with rtc-srtp's own RFC 5764 splitter for both roles and every suite.
+    #[test]
+    fn keying_material_split_matches_rtc_srtp() {
+        for suite in CryptoSuite::ALL {
+            let len = 2 * (suite.key_len() + suite.salt_len());
+            let material: Vec<u8> = (0..len as u8).collect();
+            for role in [DtlsRole::Client, DtlsRole::Server] {
+                let ours = split_keying_material(suite, &material, role).unwrap();
+                let mut theirs = Config {
+                    profile: suite.profile(),
+                    ..Default::default()
+                };
+                theirs
+                    .set_session_keys_from_keying_material(&material, role == DtlsRole::Client)
+                    .unwrap();
+                assert_eq!(ours.local_key, theirs.keys.local_master_key.as_slice());
+                assert_eq!(ours.local_salt, theirs.keys.local_master_salt.as_slice());
+                assert_eq!(ours.remote_key, theirs.keys.remote_master_key.as_slice());
+                assert_eq!(ours.remote_salt, theirs.keys.remote_master_salt.as_slice());
+            }
+            // Client write key first, then server write key, then the two salts.
+            let client = split_keying_material(suite, &material, DtlsRole::Client).unwrap();
+            assert_eq!(client.local_key[0], 0);
+            assert_eq!(client.remote_key[0] as usize, suite.key_len());
+            assert_eq!(client.local_salt[0] as usize, 2 * suite.key_len());
+            assert!(split_keying_material(suite, &material[1..], DtlsRole::Client).is_err());
+        }
+    }
 
     #[test]
     fn fingerprint_parses_and_formats() {
