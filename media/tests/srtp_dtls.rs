@@ -300,10 +300,55 @@ fn garbage_is_ignored() {
     server.handle_datagram(start, &[0x80, 0, 1, 2]);
     server.handle_datagram(start, &[]);
     server.handle_datagram(start, &[0x16; 3]);
+    // A handshake record header whose length runs past the datagram.
+    let mut bogus = vec![0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00];
+    bogus.extend_from_slice(&[0u8; 20]);
+    server.handle_datagram(start, &bogus);
+    // A well-framed record of garbage.
+    let mut framed = vec![0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20];
+    framed.extend_from_slice(&[0xabu8; 20]);
+    server.handle_datagram(start, &framed);
     assert!(server.poll_result().is_none());
+    assert!(server.poll_timeout().is_some());
     let (c, s, _) = pump(&mut client, &mut server, start, 0);
-    assert!(matches!(c, Some(Ok(_))));
-    assert!(matches!(s, Some(Ok(_))));
+    assert!(matches!(c, Some(Ok(_))), "{c:?}");
+    assert!(matches!(s, Some(Ok(_))), "{s:?}");
+}
+
+#[test]
+fn a_stuck_handshake_ends_at_the_deadline() {
+    // A forged epoch-0 handshake record reaching the client before the ServerHello confuses
+    // rtc-dtls's handshake state; the deadline still guarantees an outcome.
+    let start = Instant::now();
+    let (mut client, mut server) = endpoints(None, None, start);
+    client.set_handshake_timeout(Duration::from_secs(5));
+    server.set_handshake_timeout(Duration::from_secs(5));
+    let mut framed = vec![0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20];
+    framed.extend_from_slice(&[0xabu8; 20]);
+    client.handle_datagram(start, &framed);
+    let (c, s, elapsed) = pump(&mut client, &mut server, start, 0);
+    assert!(c.is_some(), "the client has an outcome");
+    assert!(s.is_some(), "the server has an outcome");
+    assert!(elapsed <= Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[test]
+fn server_waiting_for_a_client_times_out() {
+    let start = Instant::now();
+    let cert = DtlsCertificate::generate().unwrap();
+    let peer = DtlsCertificate::generate().unwrap().fingerprint();
+    let mut server = DtlsSrtp::new_at(DtlsRole::Server, cert, peer, start).unwrap();
+    assert!(server.poll_transmit().is_none(), "a server speaks second");
+    let t = server.poll_timeout().unwrap();
+    assert_eq!(t, start + tandem_media::srtp::DEFAULT_HANDSHAKE_TIMEOUT);
+    server.handle_timeout(t - Duration::from_millis(1));
+    assert!(server.poll_result().is_none());
+    server.handle_timeout(t);
+    assert_eq!(
+        server.poll_result().unwrap().unwrap_err(),
+        SrtpError::DtlsTimeout
+    );
+    assert!(server.poll_timeout().is_none());
 }
 
 #[test]

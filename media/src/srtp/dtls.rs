@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rtc_dtls::config::{ClientAuthType, ConfigBuilder, HandshakeConfig, VerifyPeerCertificateFn};
@@ -26,6 +26,10 @@ const EXPORTER_LABEL: &str = "EXTRACTOR-dtls_srtp";
 /// talks to exactly one peer, so any two distinct addresses will do.
 const LOCAL_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1));
 const PEER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2));
+
+/// How long a handshake may take before [`DtlsSrtp`] gives up, unless the caller sets another
+/// limit with [`DtlsSrtp::set_handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Which side of the DTLS handshake we take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -316,6 +320,11 @@ pub struct DtlsSrtp {
     transmits: VecDeque<Vec<u8>>,
     result: Option<Result<SrtpContext, SrtpError>>,
     finished: bool,
+    started: Instant,
+    /// The whole handshake must be done by then. `rtc-dtls` can lose its retransmission timer
+    /// (a handshake datagram that does not complete a flight disarms it), so this bound is what
+    /// guarantees a result.
+    deadline: Instant,
 }
 
 impl fmt::Debug for DtlsSrtp {
@@ -368,9 +377,16 @@ impl DtlsSrtp {
             transmits: VecDeque::new(),
             result: None,
             finished: false,
+            started: now,
+            deadline: now + DEFAULT_HANDSHAKE_TIMEOUT,
         };
         me.collect_transmits();
         Ok(me)
+    }
+
+    /// Limits the handshake to `timeout` from when this association was created.
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.deadline = self.started + timeout;
     }
 
     /// Our role.
@@ -407,8 +423,11 @@ impl DtlsSrtp {
                 }
             }
             Err(e) => {
-                if self.finished {
-                    tracing::debug!(error = %e, "DTLS error after the handshake");
+                // A datagram whose record lengths do not add up is dropped like any other
+                // unparsable record (RFC 6347 §4.1.2.7); rtc-dtls drops bad records itself.
+                let malformed = matches!(e, rtc_shared::error::Error::ErrInvalidPacketLength);
+                if self.finished || malformed {
+                    tracing::debug!(error = %e, "DTLS datagram dropped");
                 } else {
                     let err = self.failure(e.to_string());
                     self.fail(err);
@@ -422,18 +441,26 @@ impl DtlsSrtp {
         self.transmits.pop_front()
     }
 
-    /// When [`DtlsSrtp::handle_timeout`] is next due (handshake retransmission).
+    /// When [`DtlsSrtp::handle_timeout`] is next due (a handshake retransmission or the
+    /// handshake deadline); `None` once the handshake has a result.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.finished {
             return None;
         }
-        self.endpoint.poll_timeout(&PEER_ADDR)
+        Some(match self.endpoint.poll_timeout(&PEER_ADDR) {
+            Some(t) => t.min(self.deadline),
+            None => self.deadline,
+        })
     }
 
     /// Retransmits the current flight when its timer has expired; gives up (an error result)
     /// when `rtc-dtls` has exhausted its retransmissions.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.finished {
+            return;
+        }
+        if now >= self.deadline {
+            self.fail(SrtpError::DtlsTimeout);
             return;
         }
         let res = self.endpoint.handle_timeout(PEER_ADDR, now);

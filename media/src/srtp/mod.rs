@@ -16,7 +16,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use context::{SrtpContext, SrtpCounters};
-pub use dtls::{DtlsCertificate, DtlsRole, DtlsSrtp, SetupAttr};
+pub use dtls::{DEFAULT_HANDSHAKE_TIMEOUT, DtlsCertificate, DtlsRole, DtlsSrtp, SetupAttr};
 pub use sdes::{SdesCrypto, sdes_accept, sdes_answer, sdes_offer};
 
 use rtc_srtp::protection_profile::ProtectionProfile;
