@@ -333,7 +333,7 @@ impl JitterBuffer {
                 let Some((&first, _)) = self.packets.first_key_value() else {
                     return JitterOutput::Buffering;
                 };
-                if self.current_delay(now_u, first) + f64::from(frame) / 2.0 < self.target {
+                if self.current_delay(now_u, first) < self.target {
                     return JitterOutput::Buffering;
                 }
                 self.pos = Some(first);
@@ -353,8 +353,11 @@ impl JitterBuffer {
         let cooled = self
             .last_adjust
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(200));
-        let slack = f64::from(frame).max(0.01 * self.clock());
-        if (avg > self.target + slack && cooled) || avg > max + slack {
+        // Hysteresis: an inserted frame lifts the delay from just under `target - frame/4`
+        // to under `target + frame`, which stays below the drop threshold.
+        let high = self.target + f64::from(frame) + 0.01 * self.clock();
+        let low = self.target - f64::from(frame) / 4.0;
+        if (avg > high && cooled) || avg > max + f64::from(frame) {
             if let Some((&k, _)) = self.packets.first_key_value()
                 && k <= pos
                 && self.packets.len() >= 2
@@ -368,7 +371,7 @@ impl JitterBuffer {
                 self.last_adjust = Some(now);
                 return self.pop(now, want_samples);
             }
-        } else if avg + slack < self.target && cooled && avg < max {
+        } else if avg < low && cooled && avg < max {
             self.stats.inserted += 1;
             self.delay_avg = Some(avg + f64::from(frame));
             self.last_adjust = Some(now);
