@@ -83,13 +83,15 @@ impl CliAccount {
         }
     }
 
-    /// The URI that reaches this account directly (`sip:user@listen`), when it binds a fixed address.
-    pub fn direct_uri(&self) -> Option<String> {
-        let listen = self.listen.filter(|l| l.port() != 0)?;
-        Some(match self.transport {
+    /// The URI that reaches this account directly (`sip:user@listen`; meaningful when it binds a fixed port).
+    pub fn direct_uri(&self) -> String {
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        match self.transport {
             Transport::Udp => format!("sip:{}@{listen}", self.user),
             t => format!("sip:{}@{listen};transport={t}", self.user),
-        })
+        }
     }
 
     /// The account options as command-line arguments (always binding to 127.0.0.1 on a free port).

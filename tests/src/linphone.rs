@@ -80,6 +80,38 @@ pub struct Linphone {
     child: ChildGuard,
     sip_addr: SocketAddr,
     user: String,
+    record: Option<PathBuf>,
+}
+
+/// Rewrites the RIFF and `data` chunk sizes of a WAV file to what the file really holds. linphonec 5.1 writes the
+/// whole file's length as the data size, so strict readers see a truncated file.
+pub fn repair_wav_sizes(path: &Path) -> Result<()> {
+    let mut bytes = std::fs::read(path).ctx(|| format!("reading {}", path.display()))?;
+    let len = bytes.len();
+    if len < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err(HarnessError::Protocol {
+            what: path.display().to_string(),
+            detail: "not a RIFF/WAVE file".into(),
+        });
+    }
+    let riff = u32::try_from(len - 8).unwrap_or(u32::MAX);
+    bytes[4..8].copy_from_slice(&riff.to_le_bytes());
+    let mut at = 12;
+    while at + 8 <= len {
+        let id = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+        let size = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        let body = at + 8;
+        if &id == b"data" {
+            let real = u32::try_from(len - body).unwrap_or(u32::MAX).min(size);
+            bytes[at + 4..at + 8].copy_from_slice(&real.to_le_bytes());
+            return write(path, bytes);
+        }
+        at = body + size as usize + (size as usize & 1);
+    }
+    Err(HarnessError::Protocol {
+        what: path.display().to_string(),
+        detail: "no data chunk".into(),
+    })
 }
 
 fn config(opts: &LinphoneOptions, sip_port: u16, rtp_port: u16, home: &Path) -> String {
@@ -148,6 +180,7 @@ impl Linphone {
             child,
             sip_addr: SocketAddr::from(([127, 0, 0, 1], sip_port)),
             user: opts.user.clone(),
+            record: opts.record.clone(),
         };
         lp.send("soundcard use files")?;
         lp.wait_for("Using wav files instead of soundcard", READY_TIMEOUT)?;
@@ -213,12 +246,16 @@ impl Linphone {
         self.send("terminate")
     }
 
-    /// Quits linphonec (finishing its record file) and waits for it to exit.
+    /// Quits linphonec (finishing its record file, whose sizes are then repaired, see [`repair_wav_sizes`]) and
+    /// waits for it to exit.
     pub fn quit(&mut self, timeout: Duration) -> Result<()> {
         self.send("quit")?;
         let status = self.child.wait_exit(timeout)?;
         if status.success() {
-            Ok(())
+            match &self.record {
+                Some(rec) if rec.is_file() => repair_wav_sizes(rec),
+                _ => Ok(()),
+            }
         } else {
             Err(HarnessError::Tool {
                 what: "linphonec".into(),
@@ -236,6 +273,24 @@ impl Linphone {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wav_sizes_are_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.wav");
+        let mut b = b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0".to_vec();
+        b.extend_from_slice(&[1, 0, 1, 0, 0x40, 0x1f, 0, 0, 0x80, 0x3e, 0, 0, 2, 0, 16, 0]);
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&1000u32.to_le_bytes());
+        b.extend_from_slice(&[0u8; 10]);
+        std::fs::write(&p, &b).unwrap();
+        repair_wav_sizes(&p).unwrap();
+        let fixed = std::fs::read(&p).unwrap();
+        assert_eq!(&fixed[4..8], &(fixed.len() as u32 - 8).to_le_bytes());
+        assert_eq!(&fixed[40..44], &10u32.to_le_bytes());
+        std::fs::write(&p, b"nope").unwrap();
+        assert!(repair_wav_sizes(&p).is_err());
+    }
 
     #[test]
     fn config_enables_only_the_chosen_codecs() {

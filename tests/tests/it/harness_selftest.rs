@@ -161,3 +161,85 @@ fn baresip_registers_and_calls_sipp_through_kamailio() {
     let u = uas.finish().unwrap();
     assert_eq!((u.successful, u.failed), (1, 0), "UAS: {u:?}");
 }
+
+#[test]
+fn baresip_plays_a_wav_file_and_records_what_it_hears() {
+    use crate::audio_common::{SNR_FLOOR_DB, assert_tone, tone_file};
+    let dir = TestDir::new("baresip-audio").unwrap();
+    let mut a_opts = BaresipOptions::new("alice", "127.0.0.1", "x", "127.0.0.1:9".parse().unwrap());
+    a_opts.registrar = None;
+    a_opts.source = tandem_tests::BaresipSource::File(tone_file(dir.path(), 440.0));
+    a_opts.record = true;
+    a_opts.audio_codecs = Some("PCMU/8000/1".into());
+    let mut b_opts = BaresipOptions::new("bob", "127.0.0.1", "x", "127.0.0.1:9".parse().unwrap());
+    b_opts.registrar = None;
+    b_opts.auto_answer = true;
+    b_opts.source = tandem_tests::BaresipSource::Sine(1250);
+    b_opts.record = true;
+    let mut a = Baresip::start(a_opts, dir.path()).unwrap();
+    let mut b = Baresip::start(b_opts, dir.path()).unwrap();
+    a.command("dial", &format!("sip:bob@{}", b.sip_addr()), SECS(5))
+        .unwrap();
+    a.wait_event_type("CALL_ESTABLISHED", SECS(10)).unwrap();
+    a.command("sndcode", "5", SECS(5)).unwrap();
+    assert_eq!(b.wait_dtmf(1, SECS(5)).unwrap(), "5");
+    std::thread::sleep(SECS(3));
+    a.command("hangup", "", SECS(5)).unwrap();
+    a.wait_event_type("CALL_CLOSED", SECS(10)).unwrap();
+    b.wait_event_type("CALL_CLOSED", SECS(10)).unwrap();
+    let b_heard = crate::audio_baresip::baresip_recording(&b, 1);
+    let a_heard = crate::audio_baresip::baresip_recording(&a, 1);
+    assert_tone(
+        &b_heard,
+        440.0,
+        SNR_FLOOR_DB,
+        SECS(2),
+        "bob hears alice's file",
+    );
+    assert_tone(
+        &a_heard,
+        1250.0,
+        SNR_FLOOR_DB,
+        SECS(2),
+        "alice hears bob's sine",
+    );
+}
+
+#[test]
+fn linphonec_calls_linphonec_with_wav_files() {
+    use crate::audio_common::{SNR_FLOOR_DB, assert_tone, tone_file};
+    use tandem_tests::{Linphone, LinphoneOptions};
+    let dir = TestDir::new("linphone-audio").unwrap();
+    let mut a = LinphoneOptions::new("lpa");
+    a.auto_answer = true;
+    a.play = Some(tone_file(dir.path(), 440.0));
+    a.record = Some(dir.path().join("a.wav"));
+    a.codecs = vec!["PCMU".into()];
+    let mut b = LinphoneOptions::new("lpb");
+    b.play = Some(tone_file(dir.path(), 1250.0));
+    b.record = Some(dir.path().join("b.wav"));
+    b.codecs = vec!["PCMU".into()];
+    let mut la = Linphone::start(a, dir.path()).unwrap();
+    let mut lb = Linphone::start(b, dir.path()).unwrap();
+    lb.call(&la.uri(), SECS(10)).unwrap();
+    std::thread::sleep(SECS(3));
+    lb.terminate().unwrap();
+    lb.wait_ended(SECS(10)).unwrap();
+    la.wait_ended(SECS(10)).unwrap();
+    la.quit(SECS(10)).unwrap();
+    lb.quit(SECS(10)).unwrap();
+    assert_tone(
+        &dir.path().join("a.wav"),
+        1250.0,
+        SNR_FLOOR_DB,
+        SECS(2),
+        "a hears b",
+    );
+    assert_tone(
+        &dir.path().join("b.wav"),
+        440.0,
+        SNR_FLOOR_DB,
+        SECS(2),
+        "b hears a",
+    );
+}

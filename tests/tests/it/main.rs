@@ -1,6 +1,16 @@
 //! The integration test binary: one module per scenario, each against real peer processes
 //! (Tandem's own binaries from `TANDEM_BIN_DIR`, see `cargo xtask test`).
 
+mod audio_baresip;
+mod audio_cli_cli;
+mod audio_common;
+mod audio_dtmf;
+mod audio_hold;
+mod audio_hostile;
+mod audio_linphone;
+mod audio_netem;
+mod audio_srtp_tag;
+mod audio_transfer;
 mod baresip_lab;
 mod common;
 mod harness_selftest;

@@ -1,0 +1,217 @@
+//! Tone calls between `tandem-cli` and baresip through the lab server and through Kamailio: baresip plays a WAV
+//! tone (`aufile`) and dumps what it decodes (`sndfile`), `tandem-cli` plays and records WAV files. Each codec
+//! (Opus, PCMU) and security (plain, SDES-SRTP mandatory) runs once per server, with the caller alternating.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tandem_tests::process::Stream;
+use tandem_tests::{
+    Baresip, BaresipOptions, BaresipSource, CliAccount, Kamailio, KamailioOptions, LabOptions,
+    LabServer, TestDir, Transport,
+};
+
+use crate::audio_common::{
+    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_media, assert_tone, tone_file,
+};
+use crate::common::{assert_exit, ok, secs};
+
+/// Which registrar/proxy sits between the two phones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// `tandem-lab`.
+    Lab,
+    /// Kamailio.
+    Kamailio,
+}
+
+/// A running registrar of either kind (kept alive for the test).
+pub enum Registrar {
+    /// The lab server.
+    Lab(LabServer),
+    /// Kamailio.
+    Kamailio(Kamailio),
+}
+
+impl Registrar {
+    /// Starts `server` with the users alice, bob and carol (passwords `<name>pw`).
+    pub fn start(server: Server, dir: &TestDir) -> Registrar {
+        let users = ["alice", "bob", "carol"];
+        match server {
+            Server::Lab => {
+                let mut opts = LabOptions {
+                    // baresip 1.0 (libre) knows only MD5 digest.
+                    auth_algorithms: vec!["MD5".into()],
+                    ..LabOptions::default()
+                };
+                for u in users {
+                    opts = opts.user(u, &format!("{u}pw"));
+                }
+                Registrar::Lab(ok(LabServer::start(opts, dir.path())))
+            }
+            Server::Kamailio => {
+                let mut opts = KamailioOptions::default();
+                for u in users {
+                    opts = opts.user(u, &format!("{u}pw"));
+                }
+                Registrar::Kamailio(ok(Kamailio::start(opts, dir.path())))
+            }
+        }
+    }
+
+    /// Its UDP address.
+    pub fn udp(&self) -> SocketAddr {
+        match self {
+            Registrar::Lab(l) => l.udp(),
+            Registrar::Kamailio(k) => k.addr(Transport::Udp),
+        }
+    }
+
+    /// Whether it still runs.
+    pub fn is_running(&mut self) -> bool {
+        match self {
+            Registrar::Lab(l) => l.is_running(),
+            Registrar::Kamailio(k) => k.is_running(),
+        }
+    }
+}
+
+/// baresip's `audio_codecs` value for one of our codec names.
+pub fn baresip_codec(codec: &str) -> &'static str {
+    match codec {
+        "opus" => "opus/48000/2",
+        "pcma" => "PCMA/8000/1",
+        _ => "PCMU/8000/1",
+    }
+}
+
+/// Waits (bounded) for baresip's decoded-audio dump of its `n`th call to appear, and returns it.
+pub fn baresip_recording(bob: &Baresip, n: usize) -> PathBuf {
+    for _ in 0..50 {
+        if let Some(p) = bob.recordings().get(n - 1) {
+            // sndfile finishes the header when the call's audio closes; give it a moment.
+            std::thread::sleep(Duration::from_millis(300));
+            return p.clone();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("baresip wrote no recording #{n}: {:?}", bob.recordings());
+}
+
+fn tone_call(server: Server, codec: &str, srtp: bool, cli_calls: bool) {
+    let dir = ok(TestDir::new(&format!(
+        "audio-baresip-{}-{codec}-{}",
+        if server == Server::Lab { "lab" } else { "kam" },
+        if srtp { "sdes" } else { "plain" }
+    )));
+    let mut registrar = Registrar::start(server, &dir);
+    let proxy = registrar.udp();
+    let cli_tone = tone_file(dir.path(), TONE_CALLER);
+    let baresip_tone = tone_file(dir.path(), TONE_CALLEE);
+    let cli_rec = dir.path().join("alice-heard.wav");
+
+    let mut opts = BaresipOptions::new("bob", "127.0.0.1", "bobpw", proxy);
+    opts.auto_answer = cli_calls;
+    opts.source = BaresipSource::File(baresip_tone);
+    opts.record = true;
+    opts.media_enc = srtp.then(|| "srtp-mand".to_string());
+    opts.audio_codecs = Some(baresip_codec(codec).to_string());
+    let mut bob = ok(Baresip::start(opts, dir.path()));
+    ok(bob.wait_registered(secs(10)));
+
+    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
+    let srtp_arg = if srtp { "mandatory" } else { "off" };
+    let tone_arg = cli_tone.display().to_string();
+    let rec_arg = cli_rec.display().to_string();
+    let media = [
+        "--play", &tone_arg, "--record", &rec_arg, "--codec", codec, "--srtp", srtp_arg,
+    ];
+    let cli_out = if cli_calls {
+        let mut args = vec![
+            "call",
+            "sip:bob@127.0.0.1",
+            "--duration",
+            "3",
+            "--timeout",
+            "10",
+        ];
+        args.extend_from_slice(&media);
+        let call = ok(alice.run("cli-call", &args, dir.path(), secs(30)));
+        assert_exit(&call, 0);
+        ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
+        call.stdout
+    } else {
+        let mut args = vec!["answer", "--count", "1"];
+        args.extend_from_slice(&media);
+        let mut answer = ok(alice.spawn("cli-answer", &args, dir.path()));
+        ok(answer.wait_for_line(Stream::Stdout, "registered", secs(10)));
+        ok(bob.command("dial", "sip:alice@127.0.0.1", secs(5)));
+        ok(bob.wait_event_type("CALL_ESTABLISHED", secs(10)));
+        std::thread::sleep(secs(3));
+        ok(bob.command("hangup", "", secs(5)));
+        ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
+        let status = ok(answer.wait_exit(secs(15)));
+        assert_eq!(status.code(), Some(0), "answer:\n{}", answer.tails());
+        answer.stdout()
+    };
+    let secure = if srtp { "sdes" } else { "no" };
+    assert_media(&cli_out, codec, secure, "tandem-cli");
+    assert_tone(
+        &cli_rec,
+        TONE_CALLEE,
+        SNR_FLOOR_DB,
+        secs(2),
+        "tandem-cli hears baresip",
+    );
+    let heard = baresip_recording(&bob, 1);
+    assert_tone(
+        &heard,
+        TONE_CALLER,
+        SNR_FLOOR_DB,
+        secs(2),
+        "baresip hears tandem-cli",
+    );
+    assert!(registrar.is_running());
+    assert!(bob.is_running());
+}
+
+#[test]
+fn baresip_lab_opus_plain_cli_calls() {
+    tone_call(Server::Lab, "opus", false, true);
+}
+
+#[test]
+fn baresip_lab_pcmu_plain_baresip_calls() {
+    tone_call(Server::Lab, "pcmu", false, false);
+}
+
+#[test]
+fn baresip_lab_opus_sdes_baresip_calls() {
+    tone_call(Server::Lab, "opus", true, false);
+}
+
+#[test]
+fn baresip_lab_pcmu_sdes_cli_calls() {
+    tone_call(Server::Lab, "pcmu", true, true);
+}
+
+#[test]
+fn baresip_kamailio_opus_plain_baresip_calls() {
+    tone_call(Server::Kamailio, "opus", false, false);
+}
+
+#[test]
+fn baresip_kamailio_pcmu_plain_cli_calls() {
+    tone_call(Server::Kamailio, "pcmu", false, true);
+}
+
+#[test]
+fn baresip_kamailio_opus_sdes_cli_calls() {
+    tone_call(Server::Kamailio, "opus", true, true);
+}
+
+#[test]
+fn baresip_kamailio_pcmu_sdes_baresip_calls() {
+    tone_call(Server::Kamailio, "pcmu", true, false);
+}
