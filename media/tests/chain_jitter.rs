@@ -1,0 +1,300 @@
+//! Jitter buffer behaviour on a virtual clock: ordering, duplicates, late packets, loss with
+//! FEC hints, DTX gaps, wrap-around, restarts, overflow and target adaptation.
+
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use tandem_media::jitter::{JitterBuffer, JitterConfig, JitterOutput, MissReason};
+
+const FRAME: u32 = 160; // 20 ms at 8 kHz
+
+fn cfg() -> JitterConfig {
+    JitterConfig {
+        clock_rate: 8000,
+        min_delay: Duration::from_millis(40),
+        max_delay: Duration::from_millis(300),
+        max_packets: 50,
+    }
+}
+
+fn payload(n: u16) -> Bytes {
+    Bytes::from(n.to_be_bytes().to_vec())
+}
+
+fn ms(base: Instant, m: u64) -> Instant {
+    base + Duration::from_millis(m)
+}
+
+/// Pops until playout starts, returning the first non-buffering output.
+fn first_output(jb: &mut JitterBuffer, base: Instant, from_ms: u64) -> (u64, JitterOutput) {
+    let mut t = from_ms;
+    loop {
+        let o = jb.pop(ms(base, t), FRAME);
+        if o != JitterOutput::Buffering {
+            return (t, o);
+        }
+        t += 10;
+        assert!(t < from_ms + 1000, "never started");
+    }
+}
+
+fn seq_of(o: &JitterOutput) -> Option<u16> {
+    match o {
+        JitterOutput::Packet { payload, .. } => Some(u16::from_be_bytes([payload[0], payload[1]])),
+        _ => None,
+    }
+}
+
+#[test]
+fn buffers_until_target_then_plays_in_order_despite_reordering() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    assert_eq!(jb.pop(base, FRAME), JitterOutput::Buffering);
+    // Packets 0..4 sent every 20 ms, arriving 0, 2, 1, 3, 4 (2 overtakes 1).
+    let order = [(0u16, 0u64), (2, 40), (1, 45), (3, 60), (4, 80)];
+    for (seq, at) in order {
+        jb.push(
+            ms(base, at),
+            seq,
+            1000 + u32::from(seq) * FRAME,
+            payload(seq),
+            FRAME,
+        );
+    }
+    assert!(!jb.is_playing());
+    let (_, first) = first_output(&mut jb, base, 0);
+    assert_eq!(seq_of(&first), Some(0));
+    let mut got = vec![0];
+    for i in 1..5u64 {
+        let o = jb.pop(ms(base, 100 + i * 20), FRAME);
+        got.push(seq_of(&o).unwrap());
+    }
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    let s = jb.stats();
+    assert_eq!((s.received, s.played, s.late, s.duplicates), (5, 5, 0, 0));
+}
+
+#[test]
+fn duplicates_and_late_packets_are_dropped_and_counted() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    for seq in 0..4u16 {
+        jb.push(
+            ms(base, u64::from(seq) * 20),
+            seq,
+            u32::from(seq) * FRAME,
+            payload(seq),
+            FRAME,
+        );
+    }
+    jb.push(ms(base, 65), 2, 2 * FRAME, payload(2), FRAME); // duplicate while buffered
+    let (t, o) = first_output(&mut jb, base, 60);
+    assert_eq!(seq_of(&o), Some(0));
+    jb.push(ms(base, t + 1), 0, 0, payload(0), FRAME); // duplicate after playing
+    let s = jb.stats();
+    assert_eq!(s.duplicates, 2);
+    // Packet 5 is missing when its turn comes (4 is lost too), then arrives late.
+    let mut t = t;
+    for _ in 0..3 {
+        t += 20;
+        assert!(seq_of(&jb.pop(ms(base, t), FRAME)).is_some());
+    }
+    t += 20;
+    let o = jb.pop(ms(base, t), FRAME);
+    assert!(
+        matches!(
+            o,
+            JitterOutput::Missing {
+                reason: MissReason::Underrun,
+                samples: FRAME,
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    jb.push(ms(base, t + 5), 4, 4 * FRAME, payload(4), FRAME);
+    assert_eq!(jb.stats().late, 1);
+    assert_eq!(jb.stats().concealed, 1);
+}
+
+#[test]
+fn a_lost_packet_is_reported_with_the_next_one_for_fec() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    for seq in [0u16, 1, 3, 4, 5] {
+        jb.push(
+            ms(base, u64::from(seq) * 20),
+            seq,
+            u32::from(seq) * FRAME,
+            payload(seq),
+            FRAME,
+        );
+    }
+    let (mut t, o) = first_output(&mut jb, base, 0);
+    assert_eq!(seq_of(&o), Some(0));
+    t += 20;
+    assert_eq!(seq_of(&jb.pop(ms(base, t), FRAME)), Some(1));
+    t += 20;
+    match jb.pop(ms(base, t), FRAME) {
+        JitterOutput::Missing {
+            samples,
+            next,
+            reason,
+        } => {
+            assert_eq!(samples, FRAME);
+            assert_eq!(reason, MissReason::Lost);
+            assert_eq!(next, Some(payload(3)));
+        }
+        o => panic!("expected a loss, got {o:?}"),
+    }
+    t += 20;
+    assert_eq!(seq_of(&jb.pop(ms(base, t), FRAME)), Some(3));
+}
+
+#[test]
+fn timestamp_gap_without_sequence_gap_is_silence() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    // DTX: seq 1 follows seq 0 but 3 frames later.
+    jb.push(base, 0, 0, payload(0), FRAME);
+    jb.push(ms(base, 80), 1, 4 * FRAME, payload(1), FRAME);
+    let (mut t, o) = first_output(&mut jb, base, 0);
+    assert_eq!(seq_of(&o), Some(0));
+    let mut reasons = Vec::new();
+    loop {
+        t += 20;
+        match jb.pop(ms(base, t), FRAME) {
+            JitterOutput::Missing { reason, next, .. } => {
+                assert!(next.is_none());
+                reasons.push(reason);
+            }
+            o => {
+                assert_eq!(seq_of(&o), Some(1));
+                break;
+            }
+        }
+    }
+    assert!(
+        !reasons.is_empty()
+            && reasons
+                .iter()
+                .all(|r| *r == MissReason::Silence || *r == MissReason::Inserted),
+        "{reasons:?}"
+    );
+    assert_eq!(jb.stats().concealed, 0);
+}
+
+#[test]
+fn timestamps_wrap_around() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    let start = u32::MAX - FRAME; // the third packet wraps
+    for i in 0..6u16 {
+        let ts = start.wrapping_add(u32::from(i) * FRAME);
+        jb.push(
+            ms(base, u64::from(i) * 20),
+            65534u16.wrapping_add(i),
+            ts,
+            payload(i),
+            FRAME,
+        );
+    }
+    let (mut t, o) = first_output(&mut jb, base, 0);
+    let mut got = vec![seq_of(&o).unwrap()];
+    for _ in 0..5 {
+        t += 20;
+        got.push(seq_of(&jb.pop(ms(base, t), FRAME)).unwrap());
+    }
+    assert_eq!(got, vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_timestamp_jump_restarts_the_stream() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    for i in 0..4u16 {
+        jb.push(
+            ms(base, u64::from(i) * 20),
+            i,
+            u32::from(i) * FRAME,
+            payload(i),
+            FRAME,
+        );
+    }
+    let (t, _) = first_output(&mut jb, base, 0);
+    // The sender restarts with unrelated timestamps.
+    for i in 0..4u16 {
+        jb.push(
+            ms(base, t + 1 + u64::from(i) * 20),
+            500 + i,
+            90_000_000 + u32::from(i) * FRAME,
+            payload(100 + i),
+            FRAME,
+        );
+    }
+    assert_eq!(jb.stats().resyncs, 1);
+    let (_, o) = first_output(&mut jb, base, t + 1);
+    assert_eq!(seq_of(&o), Some(100));
+}
+
+#[test]
+fn overflow_drops_the_oldest() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(JitterConfig {
+        max_packets: 5,
+        ..cfg()
+    });
+    for i in 0..8u16 {
+        jb.push(base, i, u32::from(i) * FRAME, payload(i), FRAME);
+    }
+    let s = jb.stats();
+    assert_eq!((s.buffered, s.dropped), (5, 3));
+    let (_, o) = first_output(&mut jb, base, 0);
+    assert_eq!(seq_of(&o), Some(3));
+}
+
+#[test]
+fn target_follows_measured_jitter() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    // Alternating 0 / 100 ms extra delay: the target must cover 100 ms.
+    for i in 0..100u16 {
+        let extra = if i % 2 == 0 { 0 } else { 100 };
+        jb.push(
+            ms(base, u64::from(i) * 20 + extra),
+            i,
+            u32::from(i) * FRAME,
+            payload(i),
+            FRAME,
+        );
+    }
+    let target = jb.target_delay();
+    assert!(
+        target >= Duration::from_millis(100) && target <= Duration::from_millis(120),
+        "{target:?}"
+    );
+    // Never beyond max_delay.
+    let mut jb = JitterBuffer::new(cfg());
+    for i in 0..100u16 {
+        let extra = if i % 2 == 0 { 0 } else { 900 };
+        jb.push(
+            ms(base, u64::from(i) * 20 + extra),
+            i,
+            u32::from(i) * FRAME,
+            payload(i),
+            FRAME,
+        );
+    }
+    assert_eq!(jb.target_delay(), Duration::from_millis(300));
+    // Calm network: stays at min_delay.
+    let mut jb = JitterBuffer::new(cfg());
+    for i in 0..100u16 {
+        jb.push(
+            ms(base, u64::from(i) * 20),
+            i,
+            u32::from(i) * FRAME,
+            payload(i),
+            FRAME,
+        );
+    }
+    assert_eq!(jb.target_delay(), Duration::from_millis(40));
+}
