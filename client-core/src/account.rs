@@ -1,5 +1,9 @@
 //! Accounts: an address-of-record with its credentials, proxy and transport.
 
+use std::fmt;
+use std::str::FromStr;
+
+use tandem_media::srtp::SrtpPolicy;
 use tandem_proto::Transport;
 use tandem_proto::msg::Uri;
 
@@ -27,10 +31,59 @@ pub struct Account {
     pub transport: Transport,
     /// The registration expiry to ask for, in seconds.
     pub expires: u32,
+    /// Media encryption policy: off, optional (best effort) or mandatory.
+    pub srtp: SrtpPolicy,
+    /// How SRTP keys are exchanged when `srtp` is not off: SDES `a=crypto` or DTLS-SRTP.
+    pub srtp_keying: SrtpKeying,
+    /// Codec preference, most preferred first (`opus`, `pcma`, `pcmu`, `g722`); empty: all
+    /// supported codecs in the default order. Codecs not listed are not offered.
+    pub codecs: Vec<String>,
+}
+
+/// How SRTP keys are exchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SrtpKeying {
+    /// SDES: keys in `a=crypto` lines (RFC 4568), RTP/SAVP (or RTP/AVP when optional).
+    #[default]
+    Sdes,
+    /// DTLS-SRTP (RFC 5763/5764): UDP/TLS/RTP/SAVP with `a=fingerprint` and `a=setup`.
+    Dtls,
+}
+
+impl SrtpKeying {
+    /// The lowercase name (`sdes`, `dtls`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SrtpKeying::Sdes => "sdes",
+            SrtpKeying::Dtls => "dtls",
+        }
+    }
+}
+
+impl fmt::Display for SrtpKeying {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SrtpKeying {
+    type Err = UaError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sdes" => Ok(SrtpKeying::Sdes),
+            "dtls" | "dtls-srtp" => Ok(SrtpKeying::Dtls),
+            other => Err(UaError::Config(format!(
+                "unknown SRTP keying {other:?} (expected sdes or dtls)"
+            ))),
+        }
+    }
 }
 
 impl Account {
-    /// An account for `user@domain` over UDP with no password, proxy or display name.
+    /// An account for `user@domain` over UDP with no password, proxy or display name, plain
+    /// RTP and all supported codecs.
     pub fn new(user: impl Into<String>, domain: impl Into<String>) -> Self {
         Account {
             user: user.into(),
@@ -41,6 +94,9 @@ impl Account {
             proxy: None,
             transport: Transport::Udp,
             expires: DEFAULT_EXPIRES,
+            srtp: SrtpPolicy::Off,
+            srtp_keying: SrtpKeying::Sdes,
+            codecs: Vec::new(),
         }
     }
 

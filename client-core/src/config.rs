@@ -35,6 +35,9 @@ pub struct UaConfig {
     pub keepalive: Option<Duration>,
     /// How long a BYE, CANCEL or un-REGISTER may take at shutdown before we give up on it.
     pub shutdown_timeout: Duration,
+    /// Offer new incoming calls while a call is up (call waiting); false: answer them
+    /// 486 Busy Here.
+    pub call_waiting: bool,
 }
 
 impl Default for UaConfig {
@@ -51,6 +54,7 @@ impl Default for UaConfig {
             user_agent: format!("Tandem/{}", env!("CARGO_PKG_VERSION")),
             keepalive: None,
             shutdown_timeout: Duration::from_secs(5),
+            call_waiting: true,
         }
     }
 }

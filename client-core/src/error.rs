@@ -35,9 +35,70 @@ pub enum UaError {
     /// The configuration or an argument is invalid (bad URI, missing user, …).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The media could not be set up or negotiated (unacceptable answer, SRTP policy, devices).
+    #[error("media error: {0}")]
+    Media(String),
     /// The user agent has been shut down.
     #[error("user agent closed")]
     Closed,
+}
+
+/// What a final rejection of a call means, for the user (busy, declined, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// 486 Busy Here or 600 Busy Everywhere.
+    Busy,
+    /// 603 Decline (or 607 Unwanted).
+    Declined,
+    /// 480 Temporarily Unavailable (not registered, do-not-disturb, unanswered at a proxy).
+    Unavailable,
+    /// 408 Request Timeout: nobody answered in time.
+    NoAnswer,
+    /// 487 Request Terminated: the call was cancelled.
+    Cancelled,
+    /// 404/604: no such user.
+    NotFound,
+    /// 488/606: no acceptable media (codecs, SRTP policy).
+    NotAcceptable,
+    /// Any other 3xx–6xx.
+    Other(u16),
+}
+
+impl Rejection {
+    /// Classifies a final status code.
+    pub fn from_status(status: u16) -> Rejection {
+        match status {
+            486 | 600 => Rejection::Busy,
+            603 | 607 => Rejection::Declined,
+            480 => Rejection::Unavailable,
+            408 => Rejection::NoAnswer,
+            487 => Rejection::Cancelled,
+            404 | 604 => Rejection::NotFound,
+            488 | 606 => Rejection::NotAcceptable,
+            other => Rejection::Other(other),
+        }
+    }
+
+    /// A short lowercase name (`busy`, `declined`, `unavailable`, `no-answer`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Busy => "busy",
+            Rejection::Declined => "declined",
+            Rejection::Unavailable => "unavailable",
+            Rejection::NoAnswer => "no-answer",
+            Rejection::Cancelled => "cancelled",
+            Rejection::NotFound => "not-found",
+            Rejection::NotAcceptable => "not-acceptable",
+            Rejection::Other(_) => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn realm_suffix(realm: &Option<String>) -> RealmSuffix<'_> {
@@ -62,6 +123,11 @@ impl UaError {
             UaError::Rejected { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    /// What a [`UaError::Rejected`] means (busy, declined, …); `None` for other errors.
+    pub fn rejection(&self) -> Option<Rejection> {
+        self.status().map(Rejection::from_status)
     }
 
     /// A rejection built from a final response's status and reason.

@@ -14,18 +14,23 @@ mod error;
 mod media;
 mod registration;
 mod request;
+mod transfer;
 mod ua;
 
-pub use account::{Account, DEFAULT_EXPIRES, parse_proxy, parse_uri};
-pub use call::{Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall};
+pub use account::{Account, DEFAULT_EXPIRES, SrtpKeying, parse_proxy, parse_uri};
+pub use call::{AnswerOptions, Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall};
 pub use config::UaConfig;
-pub use error::{Result, UaError};
-pub use media::{MediaInfo, supported_codecs};
+pub use error::{Rejection, Result, UaError};
+pub use media::{MediaInfo, MediaOptions, supported_codecs};
 pub use registration::{RegEvent, RegisterOptions, Registration};
+pub use transfer::ReplacesTarget;
 pub use ua::{UaEvent, UaEvents, UserAgent};
 
 /// Re-exports of the protocol and network types that appear in this crate's API.
 pub mod types {
+    pub use tandem_media::device::DeviceSpec;
+    pub use tandem_media::srtp::SrtpPolicy;
+    pub use tandem_media::stats::CallQuality;
     pub use tandem_net::DnsConfig;
     pub use tandem_proto::msg::{Request, Response, Uri};
     pub use tandem_proto::transaction::TxConfig;

@@ -1,24 +1,126 @@
-//! The media side of a call as far as signalling goes: a bound RTP socket and the SDP
-//! offer/answer (RFC 3264) with PCMU, PCMA and telephone-event.
+//! The media side of a call: the RTP/RTCP sockets, SDP offer/answer (RFC 3264) with the
+//! account's codec preferences and SRTP policy (SDES RFC 4568, DTLS-SRTP RFC 5763/5764),
+//! hold per RFC 6337, and the `tandem_media` session started once SDP is negotiated.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tandem_proto::sdp::{self, Codec, Direction, NegotiatedMedia, SessionDescription};
+use tandem_media::codec::CodecSpec;
+use tandem_media::device::{DeviceSpec, open_capture, open_playback};
+use tandem_media::session::{
+    MediaConfig, MediaEvent, MediaSecurity, MediaSession, MediaUpdate, SessionTuning,
+};
+use tandem_media::srtp::{
+    DtlsCertificate, DtlsRole, SdesCrypto, SrtpPolicy, sdes_accept, sdes_answer, sdes_offer,
+};
+use tandem_media::stats::CallQuality;
+use tandem_proto::sdp::{
+    self, AnswerSecurity, Codec, Direction, MediaOffer, NegotiatedAudio, OfferChange,
+    OfferedStream, SecurityKind, SessionDescription, TransportProfile,
+};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
+use crate::account::{Account, SrtpKeying};
 use crate::error::{Result, UaError};
 
-/// How many binds we try to get an even RTP port (RFC 3550 §11) before taking any port.
-const EVEN_PORT_TRIES: usize = 16;
+/// How many binds we try to get an even RTP port with a free odd port above it (RFC 3550 §11).
+const PORT_PAIR_TRIES: usize = 16;
+/// Default packetisation time.
+const DEFAULT_PTIME_MS: u32 = 20;
 
-/// The codecs we offer and accept, in order of preference.
+/// The codecs we can send and receive, in our default order of preference (Opus, PCMA, PCMU,
+/// G.722 when the media crate has it, then telephone-event at 48 kHz and 8 kHz).
 pub fn supported_codecs() -> Vec<Codec> {
-    vec![
-        Codec::new("PCMU", 8000, 1, 0),
-        Codec::new("PCMA", 8000, 1, 8),
-        Codec::new("telephone-event", 8000, 1, 101).with_fmtp("0-16"),
-    ]
+    sdp::default_audio_codecs()
+        .into_iter()
+        .filter(|c| c.is_telephone_event() || codec_spec(c).is_some())
+        .collect()
+}
+
+/// Our codec list for an account: its preference order (`opus`, `pcma`, `pcmu`, `g722`)
+/// restricting the supported codecs, then telephone-event.
+pub(crate) fn codecs_for(account: &Account) -> Result<Vec<Codec>> {
+    let all = supported_codecs();
+    if account.codecs.is_empty() {
+        return Ok(all);
+    }
+    let mut out = Vec::new();
+    for name in &account.codecs {
+        let name = name.trim();
+        let found = all
+            .iter()
+            .find(|c| !c.is_telephone_event() && c.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                UaError::Config(format!(
+                    "unknown or unsupported codec {name:?} (supported: {})",
+                    all.iter()
+                        .filter(|c| !c.is_telephone_event())
+                        .map(|c| c.name.to_ascii_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        if !out.contains(found) {
+            out.push(found.clone());
+        }
+    }
+    out.extend(all.into_iter().filter(Codec::is_telephone_event));
+    Ok(out)
+}
+
+fn codec_spec(c: &Codec) -> Option<CodecSpec> {
+    CodecSpec::from_rtpmap(
+        &c.name,
+        c.clock_rate,
+        c.channels,
+        c.payload_type,
+        c.fmtp.as_deref(),
+    )
+}
+
+fn negotiated_spec(c: &sdp::NegotiatedCodec) -> Option<CodecSpec> {
+    CodecSpec::from_rtpmap(
+        &c.name,
+        c.clock_rate,
+        c.channels,
+        c.payload_type,
+        c.fmtp.as_deref(),
+    )
+}
+
+/// Devices and timing of a call's media.
+#[derive(Debug, Clone)]
+pub struct MediaOptions {
+    /// Run a media session at all (false: signalling only, no RTP).
+    pub enabled: bool,
+    /// Where our audio comes from (default: silence).
+    pub capture: DeviceSpec,
+    /// Where the peer's audio goes (default: discarded).
+    pub playback: DeviceSpec,
+    /// Loop a WAV capture file instead of playing it once.
+    pub loop_capture: bool,
+    /// Report [`CallEvent::RtpTimeout`](crate::CallEvent::RtpTimeout) after this long without RTP.
+    pub rtp_timeout: Duration,
+    /// Interval of [`CallEvent::Quality`](crate::CallEvent::Quality) reports and RTCP.
+    pub report_interval: Duration,
+    /// Duration of each RFC 4733 / INFO DTMF digit.
+    pub dtmf_duration: Duration,
+}
+
+impl Default for MediaOptions {
+    fn default() -> Self {
+        MediaOptions {
+            enabled: true,
+            capture: DeviceSpec::Null,
+            playback: DeviceSpec::Null,
+            loop_capture: true,
+            rtp_timeout: Duration::from_secs(30),
+            report_interval: Duration::from_secs(5),
+            dtmf_duration: Duration::from_millis(100),
+        }
+    }
 }
 
 /// What a call's media looks like once negotiated.
@@ -26,73 +128,600 @@ pub fn supported_codecs() -> Vec<Codec> {
 pub struct MediaInfo {
     /// Our bound RTP address (the port is in our SDP).
     pub local_rtp: SocketAddr,
-    /// Our SDP (offer or answer).
+    /// Our last SDP (offer or answer).
     pub local_sdp: Option<SessionDescription>,
-    /// The peer's SDP (answer or offer), once received.
+    /// The peer's last SDP (answer or offer).
     pub remote_sdp: Option<SessionDescription>,
-    /// The negotiated streams (codec, payload type, remote RTP address).
-    pub negotiated: Vec<NegotiatedMedia>,
+    /// The negotiated audio stream (codecs, payload types, addresses, security).
+    pub negotiated: Option<NegotiatedAudio>,
 }
 
-/// Binds a UDP socket for RTP on `ip`, preferring an even port.
-pub(crate) async fn bind_rtp(ip: IpAddr) -> Result<Arc<UdpSocket>> {
-    let mut fallback = None;
-    for _ in 0..EVEN_PORT_TRIES {
-        let sock = UdpSocket::bind(SocketAddr::new(ip, 0))
-            .await
-            .map_err(|e| UaError::Network(format!("cannot bind an RTP socket on {ip}: {e}")))?;
-        let port = sock
-            .local_addr()
-            .map_err(|e| UaError::Network(format!("RTP socket address: {e}")))?
-            .port();
-        if port % 2 == 0 {
-            return Ok(Arc::new(sock));
-        }
-        fallback.get_or_insert(sock);
-    }
-    fallback
-        .map(Arc::new)
-        .ok_or_else(|| UaError::Network("cannot bind an RTP socket".into()))
+/// Why an SDP offer could not be answered: the status to send (400 or 488) and a reason.
+#[derive(Debug, Clone)]
+pub(crate) struct OfferRejected {
+    pub status: u16,
+    pub reason: String,
 }
 
-/// Our SDP offer for an audio call on `rtp`.
-pub(crate) fn offer(session_id: u64, ip: IpAddr, rtp_port: u16) -> SessionDescription {
-    sdp::audio_offer(
-        session_id,
-        ip,
-        rtp_port,
-        &supported_codecs(),
-        Direction::SendRecv,
-    )
+/// A change of the media session worth telling the application about.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MediaChange {
+    /// The session started (first time).
+    Started { codec: String, secure: bool },
+    /// The session was updated (re-INVITE, UPDATE, a later answer).
+    Updated,
+    /// Nothing to start (media disabled or no remote address yet).
+    None,
 }
 
-/// Our SDP answer to `offer_body`, and the negotiated streams.
-pub(crate) fn answer(
-    offer_body: &[u8],
-    session_id: u64,
+/// The media of one call: sockets, SDP state and the running session.
+pub(crate) struct CallMedia {
     ip: IpAddr,
-    rtp_port: u16,
-) -> Result<(SessionDescription, SessionDescription, Vec<NegotiatedMedia>)> {
-    let text = std::str::from_utf8(offer_body)
-        .map_err(|_| UaError::Protocol("the SDP offer is not UTF-8".into()))?;
-    let offer = SessionDescription::parse(text)
-        .map_err(|e| UaError::Protocol(format!("unusable SDP offer: {e}")))?;
-    let (answer, negotiated) =
-        sdp::negotiate_answer(&offer, &supported_codecs(), session_id, ip, &[rtp_port])
-            .map_err(|e| UaError::Protocol(format!("no common media: {e}")))?;
-    Ok((offer, answer, negotiated))
+    rtp: Arc<UdpSocket>,
+    rtcp: Option<Arc<UdpSocket>>,
+    rtcp_port: Option<u16>,
+    session_id: u64,
+    version: u64,
+    policy: SrtpPolicy,
+    keying: SrtpKeying,
+    codecs: Vec<Codec>,
+    pub opts: MediaOptions,
+    cname: String,
+    offered_crypto: Vec<SdesCrypto>,
+    cert: Option<DtlsCertificate>,
+    /// Our offer waiting for its answer.
+    pending_offer: Option<SessionDescription>,
+    local: Option<SessionDescription>,
+    remote: Option<SessionDescription>,
+    negotiated: Option<NegotiatedAudio>,
+    /// The SDES keys in use (local, remote).
+    keys: Option<(SdesCrypto, SdesCrypto)>,
+    /// Our DTLS role in use, with the peer fingerprint.
+    dtls: Option<(DtlsRole, String)>,
+    /// We want the call on hold.
+    pub local_hold: bool,
+    muted: bool,
+    session: Option<MediaSession>,
+    events: Option<mpsc::UnboundedReceiver<MediaEvent>>,
+    last_quality: CallQuality,
 }
 
-/// The peer's SDP answer `body` to our `offer`, and the negotiated streams.
-pub(crate) fn take_answer(
-    offer: &SessionDescription,
-    body: &[u8],
-) -> Result<(SessionDescription, Vec<NegotiatedMedia>)> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| UaError::Protocol("the SDP answer is not UTF-8".into()))?;
-    let answer = SessionDescription::parse(text)
-        .map_err(|e| UaError::Protocol(format!("unusable SDP answer: {e}")))?;
-    let negotiated = sdp::negotiated_from_answer(offer, &answer)
-        .map_err(|e| UaError::Protocol(format!("unusable SDP answer: {e}")))?;
-    Ok((answer, negotiated))
+impl std::fmt::Debug for CallMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallMedia")
+            .field("rtp", &self.rtp.local_addr().ok())
+            .field("policy", &self.policy)
+            .field("negotiated", &self.negotiated)
+            .field("local_hold", &self.local_hold)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallMedia {
+    /// Binds the sockets and prepares the SDP state for a call of `account`.
+    pub async fn new(
+        ip: IpAddr,
+        account: &Account,
+        opts: MediaOptions,
+        session_id: u64,
+        cname: String,
+    ) -> Result<CallMedia> {
+        let codecs = codecs_for(account)?;
+        let (rtp, rtcp) = bind_rtp_pair(ip).await?;
+        let rtp_port = local_port(&rtp)?;
+        let rtcp_port = match &rtcp {
+            Some(s) => {
+                let p = local_port(s)?;
+                (p != rtp_port.wrapping_add(1)).then_some(p)
+            }
+            None => None,
+        };
+        let secure = account.srtp != SrtpPolicy::Off;
+        let cert =
+            if secure && account.srtp_keying == SrtpKeying::Dtls {
+                Some(DtlsCertificate::generate().map_err(|e| {
+                    UaError::Media(format!("cannot create a DTLS certificate: {e}"))
+                })?)
+            } else {
+                None
+            };
+        let offered_crypto = if secure && account.srtp_keying == SrtpKeying::Sdes {
+            sdes_offer()
+        } else {
+            Vec::new()
+        };
+        Ok(CallMedia {
+            ip,
+            rtp,
+            rtcp,
+            rtcp_port,
+            session_id,
+            version: 0,
+            policy: account.srtp,
+            keying: account.srtp_keying,
+            codecs,
+            opts,
+            cname,
+            offered_crypto,
+            cert,
+            pending_offer: None,
+            local: None,
+            remote: None,
+            negotiated: None,
+            keys: None,
+            dtls: None,
+            local_hold: false,
+            muted: false,
+            session: None,
+            events: None,
+            last_quality: CallQuality::default(),
+        })
+    }
+
+    /// The RTP socket.
+    pub fn rtp_socket(&self) -> Arc<UdpSocket> {
+        self.rtp.clone()
+    }
+
+    /// A snapshot for [`Call::media`](crate::Call::media).
+    pub fn info(&self) -> MediaInfo {
+        MediaInfo {
+            local_rtp: self
+                .rtp
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::new(self.ip, 0)),
+            local_sdp: self.local.clone(),
+            remote_sdp: self.remote.clone(),
+            negotiated: self.negotiated.clone(),
+        }
+    }
+
+    /// The negotiated stream, if any.
+    pub fn negotiated(&self) -> Option<&NegotiatedAudio> {
+        self.negotiated.as_ref()
+    }
+
+    /// Whether the peer has put us on hold (it does not send to us).
+    pub fn remote_hold(&self) -> bool {
+        self.negotiated.as_ref().is_some_and(|n| n.remote_hold())
+    }
+
+    /// Whether RFC 4733 events can be sent to the peer.
+    pub fn peer_has_telephone_event(&self) -> bool {
+        self.session.is_some()
+            && self
+                .negotiated
+                .as_ref()
+                .is_some_and(|n| n.send_dtmf.is_some())
+    }
+
+    /// Whether an offer of ours waits for its answer.
+    pub fn offer_pending(&self) -> bool {
+        self.pending_offer.is_some()
+    }
+
+    fn local_offer(&self) -> MediaOffer {
+        let mut offer = MediaOffer::new(self.codecs.clone());
+        offer.ptime = Some(DEFAULT_PTIME_MS);
+        offer.rtcp_port = self.rtcp_port;
+        offer.direction = if self.local_hold {
+            Direction::SendRecv.hold()
+        } else {
+            Direction::SendRecv
+        };
+        offer
+    }
+
+    /// Builds a new offer (initial or re-offer: version + 1) and remembers it for the answer.
+    pub fn create_offer(&mut self) -> Result<SessionDescription> {
+        let mut offer = self.local_offer();
+        match (self.policy, self.keying) {
+            (SrtpPolicy::Off, _) => {}
+            (policy, SrtpKeying::Sdes) => {
+                offer.profile = if policy == SrtpPolicy::Mandatory {
+                    TransportProfile::RtpSavp
+                } else {
+                    TransportProfile::RtpAvp
+                };
+                offer.crypto = self
+                    .offered_crypto
+                    .iter()
+                    .map(SdesCrypto::to_attribute_value)
+                    .collect();
+            }
+            (_, SrtpKeying::Dtls) => {
+                let cert = self
+                    .cert
+                    .as_ref()
+                    .ok_or_else(|| UaError::Media("no DTLS certificate".into()))?;
+                offer.profile = TransportProfile::UdpTlsRtpSavp;
+                offer.fingerprint = Some(cert.fingerprint());
+                offer.setup = Some("actpass".into());
+            }
+        }
+        let port = local_port(&self.rtp)?;
+        let sdp = sdp::build_offer(self.session_id, self.next_version(), self.ip, port, &offer);
+        self.pending_offer = Some(sdp.clone());
+        self.local = Some(sdp.clone());
+        Ok(sdp)
+    }
+
+    fn next_version(&mut self) -> u64 {
+        if self.local.is_some() {
+            self.version += 1;
+        }
+        self.version
+    }
+
+    /// Forgets our pending offer (its transaction failed).
+    pub fn offer_failed(&mut self) {
+        self.pending_offer = None;
+    }
+
+    /// Takes the peer's answer to our pending offer. With `keep_offer` the offer stays
+    /// pending (an early answer in a provisional response; the 2xx repeats it).
+    pub fn take_answer(&mut self, body: &[u8], keep_offer: bool) -> Result<()> {
+        let offer = self
+            .pending_offer
+            .clone()
+            .ok_or_else(|| UaError::Protocol("an SDP answer without an offer".into()))?;
+        if !keep_offer {
+            self.pending_offer = None;
+        }
+        let answer = SessionDescription::parse_bytes(body)
+            .map_err(|e| UaError::Media(format!("unusable SDP answer: {e}")))?;
+        let neg = sdp::accept_answer(&offer, &answer)
+            .map_err(|e| UaError::Media(format!("unacceptable SDP answer: {e}")))?;
+        match neg.security {
+            SecurityKind::Plain => {
+                if self.policy == SrtpPolicy::Mandatory {
+                    return Err(UaError::Media(
+                        "SRTP is mandatory but the answer is plain RTP".into(),
+                    ));
+                }
+                self.keys = None;
+                self.dtls = None;
+            }
+            SecurityKind::Sdes => {
+                let remote = neg
+                    .crypto
+                    .first()
+                    .ok_or_else(|| UaError::Media("SRTP answer without a=crypto".into()))
+                    .and_then(|v| {
+                        SdesCrypto::parse(v)
+                            .map_err(|e| UaError::Media(format!("bad a=crypto in answer: {e}")))
+                    })?;
+                let (local, remote) = sdes_accept(&self.offered_crypto, &remote)
+                    .map_err(|e| UaError::Media(format!("unacceptable a=crypto answer: {e}")))?;
+                self.keys = Some((local, remote));
+                self.dtls = None;
+            }
+            SecurityKind::Dtls => {
+                let fp = neg
+                    .fingerprint
+                    .clone()
+                    .ok_or_else(|| UaError::Media("DTLS answer without a=fingerprint".into()))?;
+                // We offered actpass: an active peer makes us the DTLS server.
+                let role = match neg.setup.as_deref().map(str::trim) {
+                    Some(s) if s.eq_ignore_ascii_case("passive") => DtlsRole::Client,
+                    _ => DtlsRole::Server,
+                };
+                self.dtls = Some((role, fp));
+                self.keys = None;
+            }
+            #[allow(unreachable_patterns)]
+            _ => return Err(UaError::Media("unsupported media security".into())),
+        }
+        self.remote = Some(answer);
+        self.negotiated = Some(neg);
+        Ok(())
+    }
+
+    /// Answers the peer's offer (initial or re-offer) per our codecs, hold state and SRTP
+    /// policy; 400 for an unparsable offer, 488 for one we cannot accept.
+    pub fn answer_offer(
+        &mut self,
+        body: &[u8],
+    ) -> std::result::Result<SessionDescription, OfferRejected> {
+        let offer = SessionDescription::parse_bytes(body).map_err(|e| OfferRejected {
+            status: e.status_code(),
+            reason: format!("unusable SDP offer: {e}"),
+        })?;
+        if let (Some(prev), Some(local)) = (&self.remote, &self.local)
+            && self.pending_offer.is_none()
+            && sdp::classify_offer(prev, &offer) == OfferChange::Unchanged
+        {
+            // RFC 6337 §5.1: the same offer again (a session refresh): same answer.
+            return Ok(local.clone());
+        }
+        let policy = self.policy;
+        let cert_fp = self.cert.as_ref().map(DtlsCertificate::fingerprint);
+        let mut chosen_keys: Option<(SdesCrypto, SdesCrypto)> = None;
+        let mut chosen_dtls: Option<(DtlsRole, String)> = None;
+        let current_keys = self.keys.clone();
+        let chooser = |s: &OfferedStream<'_>| -> Option<AnswerSecurity> {
+            chosen_keys = None;
+            chosen_dtls = None;
+            if s.profile.is_dtls() {
+                if policy == SrtpPolicy::Off {
+                    return None;
+                }
+                let fp = s.fingerprint?;
+                let ours = cert_fp.clone()?;
+                let setup = sdp::setup_answer(s.setup);
+                let role = if setup == "active" {
+                    DtlsRole::Client
+                } else {
+                    DtlsRole::Server
+                };
+                chosen_dtls = Some((role, fp.to_string()));
+                return Some(AnswerSecurity::Dtls {
+                    fingerprint: ours,
+                    setup: setup.to_string(),
+                });
+            }
+            if policy != SrtpPolicy::Off && !s.crypto.is_empty() {
+                let offered = SdesCrypto::parse_all(&s.crypto);
+                // Keep our key when the peer re-offers the key we already accepted.
+                let kept = current_keys.as_ref().and_then(|(local, remote)| {
+                    offered
+                        .iter()
+                        .find(|c| c == &remote)
+                        .map(|r| (r.clone(), local.clone()))
+                });
+                if let Some((remote, local)) = kept.or_else(|| sdes_answer(&offered)) {
+                    let value = local.to_attribute_value();
+                    chosen_keys = Some((local, remote));
+                    return Some(AnswerSecurity::Sdes(value));
+                }
+            }
+            if s.profile.is_plain() && policy != SrtpPolicy::Mandatory {
+                return Some(AnswerSecurity::Plain);
+            }
+            None
+        };
+        let local = self.local_offer();
+        let port = local_port(&self.rtp).map_err(|e| OfferRejected {
+            status: 500,
+            reason: e.to_string(),
+        })?;
+        let version = self.next_version();
+        let (answer, neg) = sdp::answer_offer(
+            &offer,
+            &local,
+            self.session_id,
+            version,
+            self.ip,
+            port,
+            chooser,
+        )
+        .map_err(|e| OfferRejected {
+            status: e.status_code(),
+            reason: format!("unacceptable SDP offer: {e}"),
+        })?;
+        self.keys = chosen_keys;
+        self.dtls = chosen_dtls;
+        self.pending_offer = None;
+        self.remote = Some(offer);
+        self.local = Some(answer.clone());
+        self.negotiated = Some(neg);
+        Ok(answer)
+    }
+
+    fn security(&self) -> Result<MediaSecurity> {
+        let neg = self
+            .negotiated
+            .as_ref()
+            .ok_or_else(|| UaError::Media("no negotiated media".into()))?;
+        Ok(match neg.security {
+            SecurityKind::Sdes => {
+                let (local, remote) = self
+                    .keys
+                    .clone()
+                    .ok_or_else(|| UaError::Media("SRTP without keys".into()))?;
+                MediaSecurity::Sdes { local, remote }
+            }
+            SecurityKind::Dtls => {
+                let (role, remote_fingerprint) = self
+                    .dtls
+                    .clone()
+                    .ok_or_else(|| UaError::Media("DTLS without a fingerprint".into()))?;
+                let cert = self
+                    .cert
+                    .clone()
+                    .ok_or_else(|| UaError::Media("no DTLS certificate".into()))?;
+                MediaSecurity::Dtls {
+                    role,
+                    cert,
+                    remote_fingerprint,
+                }
+            }
+            _ => MediaSecurity::Plain,
+        })
+    }
+
+    /// Starts the media session on the negotiated SDP, or updates the running one.
+    pub fn apply(&mut self) -> Result<MediaChange> {
+        if !self.opts.enabled {
+            return Ok(MediaChange::None);
+        }
+        let Some(neg) = self.negotiated.clone() else {
+            return Ok(MediaChange::None);
+        };
+        let send_codec = negotiated_spec(&neg.send_codec).ok_or_else(|| {
+            UaError::Media(format!(
+                "negotiated codec {} is not supported by the media engine",
+                neg.send_codec.name
+            ))
+        })?;
+        let recv_codecs: Vec<CodecSpec> =
+            neg.recv_codecs.iter().filter_map(negotiated_spec).collect();
+        let ptime = Duration::from_millis(u64::from(match neg.ptime {
+            Some(p @ (10 | 20 | 30 | 40 | 60)) => p,
+            _ => DEFAULT_PTIME_MS,
+        }));
+        let security = self.security()?;
+        let secure = security.is_secure();
+        if let Some(session) = &self.session {
+            session.update(MediaUpdate {
+                remote_rtp: neg.remote_rtp,
+                remote_rtcp: neg.remote_rtcp,
+                rtcp_mux: Some(neg.rtcp_mux),
+                send_codec: Some(send_codec),
+                recv_codecs: Some(recv_codecs),
+                send_dtmf: Some(neg.send_dtmf),
+                recv_dtmf: Some(neg.recv_dtmf.clone()),
+                ptime: Some(ptime),
+                direction: Some(neg.direction),
+                security: Some(security),
+            });
+            return Ok(MediaChange::Updated);
+        }
+        let Some(remote_rtp) = neg.remote_rtp else {
+            // Held with c=0.0.0.0 from the start: nothing to send to yet.
+            return Ok(MediaChange::None);
+        };
+        let capture = open_capture(&self.opts.capture, self.opts.loop_capture)
+            .map_err(|e| UaError::Media(format!("capture device: {e}")))?;
+        let playback = open_playback(&self.opts.playback)
+            .map_err(|e| UaError::Media(format!("playback device: {e}")))?;
+        let codec = send_codec.name().to_string();
+        let mut config =
+            MediaConfig::new(self.rtp.clone(), remote_rtp, send_codec, capture, playback);
+        config.rtcp_socket = if neg.rtcp_mux {
+            None
+        } else {
+            self.rtcp.clone()
+        };
+        config.remote_rtcp = neg.remote_rtcp;
+        config.rtcp_mux = neg.rtcp_mux;
+        config.recv_codecs = recv_codecs;
+        config.send_dtmf = neg.send_dtmf;
+        config.recv_dtmf = neg.recv_dtmf.clone();
+        config.ptime = ptime;
+        config.direction = neg.direction;
+        config.security = security;
+        config.cname = self.cname.clone();
+        config.rtp_timeout = self.opts.rtp_timeout;
+        let tuning = SessionTuning::default()
+            .with_rtcp_interval(self.opts.report_interval)
+            .with_quality_interval(self.opts.report_interval);
+        let (session, events) = MediaSession::start_tuned(config, tuning)
+            .map_err(|e| UaError::Media(format!("cannot start the media session: {e}")))?;
+        if self.muted {
+            session.set_mute(true);
+        }
+        self.session = Some(session);
+        self.events = Some(events);
+        Ok(MediaChange::Started { codec, secure })
+    }
+
+    /// The next media event; pends forever without a session.
+    pub async fn next_event(&mut self) -> Option<MediaEvent> {
+        match self.events.as_mut() {
+            Some(rx) => {
+                let ev = rx.recv().await;
+                if ev.is_none() {
+                    self.events = None;
+                }
+                ev
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Mutes or unmutes (remembered for a session started later).
+    pub fn set_mute(&mut self, muted: bool) {
+        self.muted = muted;
+        if let Some(s) = &self.session {
+            s.set_mute(muted);
+        }
+    }
+
+    /// Queues RFC 4733 digits on the running session.
+    pub fn send_dtmf(&self, digits: &str) -> bool {
+        match &self.session {
+            Some(s) => {
+                s.send_dtmf(digits, self.opts.dtmf_duration);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Opens and switches to other devices (the specs are remembered for later sessions).
+    pub fn switch_devices(
+        &mut self,
+        capture: Option<DeviceSpec>,
+        playback: Option<DeviceSpec>,
+    ) -> Result<()> {
+        let cap = match &capture {
+            Some(spec) if self.session.is_some() => Some(
+                open_capture(spec, self.opts.loop_capture)
+                    .map_err(|e| UaError::Media(format!("capture device: {e}")))?,
+            ),
+            _ => None,
+        };
+        let play = match &playback {
+            Some(spec) if self.session.is_some() => Some(
+                open_playback(spec).map_err(|e| UaError::Media(format!("playback device: {e}")))?,
+            ),
+            _ => None,
+        };
+        if let Some(c) = capture {
+            self.opts.capture = c;
+        }
+        if let Some(p) = playback {
+            self.opts.playback = p;
+        }
+        if let Some(s) = &self.session
+            && (cap.is_some() || play.is_some())
+        {
+            s.switch_devices(cap, play);
+        }
+        Ok(())
+    }
+
+    /// A handle to read live quality from outside the call task.
+    pub fn control(&self) -> Option<tandem_media::session::MediaControl> {
+        self.session.as_ref().map(MediaSession::control)
+    }
+
+    /// Stops the session (RTCP BYE, playback finished); returns the final quality.
+    pub async fn stop(&mut self) -> Option<CallQuality> {
+        let session = self.session.take()?;
+        self.events = None;
+        let q = session.stop().await;
+        self.last_quality = q.clone();
+        Some(q)
+    }
+}
+
+fn local_port(sock: &UdpSocket) -> Result<u16> {
+    sock.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| UaError::Network(format!("RTP socket address: {e}")))
+}
+
+/// Binds RTP on an even port with RTCP on the next one when possible (RFC 3550 §11), else
+/// any two ports (the RTCP port then goes into `a=rtcp`, RFC 3605).
+pub(crate) async fn bind_rtp_pair(ip: IpAddr) -> Result<(Arc<UdpSocket>, Option<Arc<UdpSocket>>)> {
+    let bind = |port: u16| async move {
+        UdpSocket::bind(SocketAddr::new(ip, port))
+            .await
+            .map_err(|e| UaError::Network(format!("cannot bind an RTP socket on {ip}: {e}")))
+    };
+    for _ in 0..PORT_PAIR_TRIES {
+        let rtp = bind(0).await?;
+        let port = local_port(&rtp)?;
+        if port % 2 != 0 || port == u16::MAX {
+            continue;
+        }
+        if let Ok(rtcp) = bind(port + 1).await {
+            return Ok((Arc::new(rtp), Some(Arc::new(rtcp))));
+        }
+    }
+    let rtp = bind(0).await?;
+    let rtcp = bind(0).await.ok().map(Arc::new);
+    Ok((Arc::new(rtp), rtcp))
 }

@@ -41,14 +41,6 @@ impl AuthSession {
         }
     }
 
-    /// A session that cannot answer challenges (no credentials).
-    pub fn none() -> Self {
-        AuthSession {
-            digest: None,
-            creds: Vec::new(),
-        }
-    }
-
     /// Replaces the request's Authorization/Proxy-Authorization headers with our credentials.
     pub fn apply(&self, request: &mut Request) {
         request.headers.remove(&HeaderName::Authorization);

@@ -20,13 +20,14 @@ use crate::config::{UaConfig, local_ip_toward};
 use crate::error::{Result, UaError};
 use crate::registration::{RegisterOptions, Registration};
 use crate::request::{self, AuthSession};
+use crate::transfer::ReplacesTarget;
 
 /// Methods we accept (the `Allow` header).
-pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY";
 /// Body types we accept (the `Accept` header).
 pub(crate) const ACCEPT: &str = "application/sdp";
-/// Extensions we support (the `Supported` header); none beyond RFC 3261.
-pub(crate) const SUPPORTED: &str = "";
+/// Extensions we support (the `Supported` header): Replaces (RFC 3891).
+pub(crate) const SUPPORTED: &str = "replaces";
 /// Capacity of the [`UaEvents`] queue; further incoming calls are refused while it is full.
 const EVENT_QUEUE: usize = 64;
 
@@ -35,7 +36,24 @@ const EVENT_QUEUE: usize = 64;
 #[non_exhaustive]
 pub enum UaEvent {
     /// A new incoming INVITE: `ring()`, `accept()` or `reject()` it (dropping it answers 480).
+    /// It may arrive while other calls are up (call waiting).
     IncomingCall(IncomingCall),
+    /// The peer of call `transferred_call_id` asked us to transfer (REFER): this is the new
+    /// call to the transfer target, already placed; the old call ends once it is answered.
+    TransferCall {
+        /// The new call (its events: `Ringing`, `Answered`, …).
+        call: Call,
+        /// The Call-ID of the call that was transferred.
+        transferred_call_id: String,
+    },
+    /// An INVITE with Replaces (RFC 3891) took the place of call `replaced_call_id`: it was
+    /// accepted with that call's account and devices, and the old call ends (`Replaced`).
+    CallReplaced {
+        /// The new, accepted call.
+        call: Call,
+        /// The Call-ID of the call it replaces.
+        replaced_call_id: String,
+    },
 }
 
 /// The stream of [`UaEvent`]s of one user agent.
@@ -67,6 +85,11 @@ pub(crate) enum DialogInput {
     Ack { request: Request },
     /// A response no client transaction matched (a late 2xx to our INVITE).
     StrayResponse { response: Response },
+    /// An INVITE with Replaces naming this dialog.
+    Replace {
+        incoming: IncomingCall,
+        replaces: ReplacesTarget,
+    },
 }
 
 /// An incoming INVITE not yet answered with a final response (for CANCEL).
@@ -92,6 +115,7 @@ pub(crate) struct Shared {
     pub local_ip: IpAddr,
     rng: Mutex<StdRng>,
     routes: Mutex<Routes>,
+    ua_events: Mutex<Option<mpsc::Sender<UaEvent>>>,
 }
 
 impl Shared {
@@ -178,6 +202,21 @@ impl Shared {
         self.routes().dialogs.insert(key, tx);
     }
 
+    /// Queues a UA event; gives it back when nobody takes events (or the queue is full).
+    pub fn emit_ua(&self, event: UaEvent) -> std::result::Result<(), UaEvent> {
+        let sender = self
+            .ua_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match sender {
+            Some(s) => s.try_send(event).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => ev,
+            }),
+            None => Err(event),
+        }
+    }
+
     /// Stops routing input for `key`.
     pub fn remove_dialog(&self, key: &DialogKey) {
         self.routes().dialogs.remove(key);
@@ -250,8 +289,10 @@ impl UserAgent {
             local_ip,
             rng: Mutex::new(seed_rng),
             routes: Mutex::new(Routes::default()),
+            ua_events: Mutex::new(None),
         });
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        *shared.ua_events.lock().unwrap_or_else(|p| p.into_inner()) = Some(events_tx.clone());
         let dispatcher = tokio::spawn(dispatch(shared.clone(), incoming, events_tx));
         Ok((
             UserAgent {
@@ -311,7 +352,15 @@ impl UserAgent {
 
     /// Places a call from `account` to `target`; returns once the INVITE is sent.
     pub async fn call(&self, account: &Account, target: Uri, options: CallOptions) -> Result<Call> {
-        Call::place(self.shared.clone(), account.clone(), target, options).await
+        crate::call::place(
+            self.shared.clone(),
+            account.clone(),
+            target,
+            options,
+            Vec::new(),
+            None,
+        )
+        .await
     }
 
     /// Sends OPTIONS to `target` (directly, RFC 3263) and returns its final response.
@@ -364,6 +413,11 @@ impl UserAgent {
 
     /// Stops the dispatcher and closes the endpoint. Hang up calls and unregister first.
     pub async fn shutdown(&self) {
+        self.shared
+            .ua_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.dispatcher.abort();
         self.shared.endpoint.shutdown().await;
     }
@@ -508,6 +562,20 @@ fn on_request(
                 shared.respond(tx, r);
                 return;
             }
+            let replaces = request
+                .headers
+                .get_str(&HeaderName::Other("Replaces".into()))
+                .map(str::to_string);
+            if let Some(value) = replaces {
+                on_replaces(shared, tx, request, flow, &value);
+                return;
+            }
+            if !shared.config.call_waiting && !shared.routes().dialogs.is_empty() {
+                let mut r = Response::for_request(&request, 486);
+                r.reason = "Busy Here".into();
+                shared.respond(tx, r);
+                return;
+            }
             let call = IncomingCall::new(shared.clone(), tx, request, flow);
             if let Err(e) = events.try_send(UaEvent::IncomingCall(call)) {
                 // Dropping the call answers it (480 Temporarily Unavailable).
@@ -566,7 +634,16 @@ fn precheck(request: &Request) -> Option<Response> {
         tracing::debug!(error = %e, "refusing a request");
         return Some(r);
     }
-    let required = request.headers.values(&HeaderName::Require);
+    let required: Vec<String> = request
+        .headers
+        .values(&HeaderName::Require)
+        .into_iter()
+        .filter(|ext| {
+            !SUPPORTED
+                .split(',')
+                .any(|ours| ours.trim().eq_ignore_ascii_case(ext.trim()))
+        })
+        .collect();
     if !required.is_empty() && !matches!(request.method, Method::Ack | Method::Cancel) {
         let mut r = Response::for_request(request, 420);
         r.reason = "Bad Extension".into();
@@ -597,9 +674,7 @@ pub(crate) fn options_response(shared: &Shared, request: &Request) -> Response {
     }
     r.headers.push(HeaderName::Allow, ALLOW);
     r.headers.push(HeaderName::Accept, ACCEPT);
-    if !SUPPORTED.is_empty() {
-        r.headers.push(HeaderName::Supported, SUPPORTED);
-    }
+    r.headers.push(HeaderName::Supported, SUPPORTED);
     r.headers.push(
         HeaderName::Contact,
         format!("<{}>", shared.contact_uri(None)),
@@ -634,5 +709,33 @@ fn on_cancel(shared: &Arc<Shared>, tx: TxId, invite_tx: Option<TxId>, cancel: &R
         r.reason = "Request Terminated".into();
         request::add_to_tag(&mut r, &pending.local_tag);
         shared.respond(invite_tx, r);
+    }
+}
+
+/// An INVITE with Replaces (RFC 3891 §3): handed to the dialog it names, else 481 (400 for a
+/// malformed header).
+fn on_replaces(shared: &Arc<Shared>, tx: TxId, request: Request, flow: Flow, value: &str) {
+    let Some(replaces) = ReplacesTarget::parse(value) else {
+        let mut r = Response::for_request(&request, 400);
+        r.reason = "Bad Replaces Header".into();
+        shared.respond(tx, r);
+        return;
+    };
+    let key = DialogKey {
+        call_id: replaces.call_id.clone(),
+        local_tag: replaces.to_tag.clone(),
+    };
+    let sender = shared.routes().dialogs.get(&key).cloned();
+    let incoming = IncomingCall::new(shared.clone(), tx, request, flow);
+    let undelivered = match sender {
+        Some(s) => match s.send(DialogInput::Replace { incoming, replaces }) {
+            Ok(()) => None,
+            Err(mpsc::error::SendError(DialogInput::Replace { incoming, .. })) => Some(incoming),
+            Err(_) => None,
+        },
+        None => Some(incoming),
+    };
+    if let Some(incoming) = undelivered {
+        let _ = incoming.reject(481);
     }
 }
