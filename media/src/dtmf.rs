@@ -313,8 +313,20 @@ impl DtmfSender {
                     }
                     // span <= 0xFFFF here.
                     let duration = span as u16;
+                    if end_rel >= total && first {
+                        // Never open an event with an end packet: baresip reports only the
+                        // key release for one. Start it, then send the three end packets.
+                        let p = self.packet(event, false, duration, true, offset);
+                        self.state = SenderState::Ending {
+                            event,
+                            duration,
+                            offset: offset.saturating_add(frame),
+                            remaining: END_PACKET_COUNT,
+                        };
+                        return Some(p);
+                    }
                     if end_rel >= total {
-                        let p = self.packet(event, true, duration, first, offset);
+                        let p = self.packet(event, true, duration, false, offset);
                         self.state = SenderState::Ending {
                             event,
                             duration,

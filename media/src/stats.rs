@@ -145,7 +145,8 @@ pub struct ReceiverStats {
     /// Jitter in 1/16 timestamp units (the integer form of A.8).
     jitter_q4: u32,
     // Last SR received from the source.
-    last_sr: Option<(u32, Instant)>,
+    /// (sender SSRC, middle 32 bits of its NTP time, arrival) of the last SR.
+    last_sr: Option<(u32, u32, Instant)>,
     last_fraction: u8,
     last_arrival: Option<Instant>,
     rtt: RttEstimator,
@@ -212,7 +213,10 @@ impl ReceiverStats {
         self.last_transit = None;
         self.last_timestamp = None;
         self.jitter_q4 = 0;
-        self.last_sr = None;
+        // An SR that arrived before the source's first RTP packet still counts.
+        if self.last_sr.is_some_and(|(sr_ssrc, _, _)| sr_ssrc != ssrc) {
+            self.last_sr = None;
+        }
         self.last_fraction = 0;
     }
 
@@ -355,7 +359,7 @@ impl ReceiverStats {
     /// another SSRC than the tracked one are ignored once a source is known.
     pub fn on_sender_report(&mut self, sr: &SenderReport, now: Instant) {
         if self.ssrc.is_none_or(|s| s == sr.ssrc) {
-            self.last_sr = Some((ntp_middle32(sr.ntp_timestamp), now));
+            self.last_sr = Some((sr.ssrc, ntp_middle32(sr.ntp_timestamp), now));
         }
     }
 
@@ -439,7 +443,7 @@ impl ReceiverStats {
         };
         self.last_fraction = fraction;
         let (lsr, dlsr) = match self.last_sr {
-            Some((lsr, at)) => (
+            Some((_, lsr, at)) => (
                 lsr,
                 duration_to_ntp_short(now.saturating_duration_since(at)),
             ),

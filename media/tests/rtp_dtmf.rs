@@ -184,6 +184,36 @@ fn durations_are_clamped_and_partial_frames_end_exactly() {
 }
 
 #[test]
+fn an_event_never_starts_with_an_end_packet() {
+    // 40 ms at 48 kHz in 40 ms ticks: one tick covers the whole digit. The first packet is
+    // still a plain start (marker, no E bit), then the three end packets follow.
+    let mut s = DtmfSender::new(48_000);
+    s.start('4', Duration::from_millis(40)).unwrap();
+    let out = run(&mut s, 1920, 10);
+    let d: Vec<(bool, bool, u16, u32, bool)> = out
+        .iter()
+        .map(|(_, p)| {
+            (
+                p.marker,
+                p.event.end,
+                p.event.duration,
+                p.timestamp_offset,
+                p.end_of_event,
+            )
+        })
+        .collect();
+    assert_eq!(
+        d,
+        vec![
+            (true, false, 1920, 0, false),
+            (false, true, 1920, 1920, false),
+            (false, true, 1920, 3840, false),
+            (false, true, 1920, 5760, true),
+        ]
+    );
+}
+
+#[test]
 fn long_events_are_split_into_segments() {
     // 3 s at 48 kHz = 144000 units: segments of 65535, 65535 and 12930.
     let mut s = DtmfSender::new(48_000);

@@ -291,6 +291,24 @@ fn lsr_and_dlsr_come_from_the_last_sender_report() {
 }
 
 #[test]
+fn a_sender_report_before_the_first_rtp_packet_counts() {
+    let mut st = ReceiverStats::new();
+    let t0 = Instant::now();
+    let sr = |ssrc| SenderReport {
+        ssrc,
+        ntp_timestamp: 0x0000_1111_2222_0000,
+        ..SenderReport::default()
+    };
+    st.on_sender_report(&sr(5), t0);
+    feed(&mut st, t0, 5, &[1, 2]);
+    assert_eq!(st.report_block(t0).unwrap().lsr, 0x1111_2222);
+    // After an SSRC change the old source's SR no longer applies.
+    feed(&mut st, t0, 6, &[50, 51]);
+    assert_eq!(st.ssrc(), Some(6));
+    assert_eq!(st.report_block(t0).unwrap().lsr, 0);
+}
+
+#[test]
 fn rtt_from_the_rfc_3550_example() {
     // §6.4.1: A = 46864.500 s, LSR = 46853.125 s, DLSR = 5.250 s -> RTT 6.125 s.
     let block = ReportBlock {
