@@ -301,12 +301,12 @@ impl Peer {
             );
         }
         h.push(HeaderName::ContentType, "application/sdp");
-        let offer = sdp::audio_offer(
+        let offer = sdp::build_offer(
+            1,
             1,
             self.addr.ip(),
             40000,
-            &[Codec::new("PCMU", 8000, 1, 0)],
-            sdp::Direction::SendRecv,
+            &sdp::MediaOffer::new(vec![Codec::pcmu()]),
         );
         req.body = Bytes::from(offer.to_string());
         let mut tx = self
@@ -721,12 +721,14 @@ impl Ctx {
                 UasMode::Answer => {
                     let offer =
                         SessionDescription::parse(std::str::from_utf8(&req.body).unwrap()).unwrap();
-                    let (answer, _) = sdp::negotiate_answer(
+                    let (answer, _) = sdp::answer_offer(
                         &offer,
-                        &[Codec::new("PCMU", 8000, 1, 0)],
+                        &sdp::MediaOffer::new(vec![Codec::pcmu()]),
                         2,
+                        1,
                         "127.0.0.1".parse().unwrap(),
-                        &[41000],
+                        41000,
+                        sdp::plain_only,
                     )
                     .unwrap();
                     let mut ok = Response::for_request(&req, 200);
