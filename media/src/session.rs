@@ -1,1 +1,0 @@
-//! Module under construction (audio-calls issue).
