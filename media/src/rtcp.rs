@@ -453,6 +453,81 @@ pub fn build_compound(packets: &[RtcpPacket]) -> Vec<u8> {
     out
 }
 
+/// Inputs of the RTCP transmission interval computation (RFC 3550 §6.3.1, A.7).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IntervalParams {
+    /// Session members, ourselves included (2 in a point-to-point call).
+    pub members: u32,
+    /// Members that sent RTP since the last report, ourselves included.
+    pub senders: u32,
+    /// RTCP bandwidth in octets per second (5 % of the session bandwidth).
+    pub rtcp_bandwidth: f64,
+    /// True when we sent RTP since the last report.
+    pub we_sent: bool,
+    /// Average compound RTCP size in octets, UDP/IP overhead included.
+    pub avg_rtcp_size: f64,
+    /// True before our first report (the minimum is halved).
+    pub initial: bool,
+}
+
+impl IntervalParams {
+    /// A point-to-point call with a session bandwidth of `session_bps` bits per second.
+    pub fn two_party(session_bps: u32, we_sent: bool, initial: bool) -> IntervalParams {
+        IntervalParams {
+            members: 2,
+            senders: if we_sent { 2 } else { 1 },
+            rtcp_bandwidth: f64::from(session_bps) * 0.05 / 8.0,
+            we_sent,
+            avg_rtcp_size: 120.0,
+            initial,
+        }
+    }
+}
+
+/// The RTCP report interval (RFC 3550 §6.3.1 and A.7): the deterministic interval (at least
+/// 5 s, 2.5 s before the first report), scaled by `random` in `[0, 1)` to 0.5..1.5 times and
+/// divided by e − 3/2 to compensate for timer reconsideration. Pass `rand::random()` in
+/// production and a fixed value in tests.
+pub fn report_interval(p: &IntervalParams, random: f64) -> Duration {
+    const RTCP_MIN_TIME: f64 = 5.0;
+    const SENDER_FRACTION: f64 = 0.25;
+    const COMPENSATION: f64 = std::f64::consts::E - 1.5;
+    let min_time = if p.initial {
+        RTCP_MIN_TIME / 2.0
+    } else {
+        RTCP_MIN_TIME
+    };
+    let members = f64::from(p.members.max(1));
+    let senders = f64::from(p.senders.min(p.members));
+    let mut bandwidth = p.rtcp_bandwidth;
+    let mut n = members;
+    if senders <= members * SENDER_FRACTION {
+        if p.we_sent {
+            bandwidth *= SENDER_FRACTION;
+            n = senders.max(1.0);
+        } else {
+            bandwidth *= 1.0 - SENDER_FRACTION;
+            n = (members - senders).max(1.0);
+        }
+    }
+    let mut t = if bandwidth.is_finite() && bandwidth > 0.0 {
+        p.avg_rtcp_size.max(0.0) * n / bandwidth
+    } else {
+        min_time
+    };
+    if !t.is_finite() || t < min_time {
+        t = min_time;
+    }
+    let random = if random.is_finite() {
+        random.clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    let t = t * (random + 0.5) / COMPENSATION;
+    // Bounded above: a hostile or absurd bandwidth never stops reports for hours.
+    Duration::from_secs_f64(t.min(3600.0))
+}
+
 /// The 64-bit NTP timestamp (seconds since 1900 in the high word, binary fraction in the low
 /// word) of a system time; times before 1970 map to the Unix epoch.
 pub fn ntp_from_system_time(t: SystemTime) -> u64 {

@@ -74,63 +74,71 @@ fn be_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
+/// Parses the header; returns it with the payload's byte range (padding excluded).
+fn parse_header(data: &[u8]) -> Result<(RtpHeader, usize, usize), RtpError> {
+    if data.len() < RTP_HEADER_LEN {
+        return Err(RtpError::TooShort(data.len()));
+    }
+    let b0 = data[0];
+    let b1 = data[1];
+    let version = b0 >> 6;
+    if version != RTP_VERSION {
+        return Err(RtpError::BadVersion(version));
+    }
+    let padding = b0 & 0x20 != 0;
+    let extension = b0 & 0x10 != 0;
+    let cc = usize::from(b0 & 0x0f);
+    let mut offset = RTP_HEADER_LEN;
+    let mut csrc = Vec::with_capacity(cc);
+    for _ in 0..cc {
+        csrc.push(be_u32(data, offset).ok_or(RtpError::TruncatedCsrc)?);
+        offset += 4;
+    }
+    if extension {
+        // RFC 3550 §5.3.1: 16-bit profile id, 16-bit length in 32-bit words.
+        let words = be_u16(data, offset + 2).ok_or(RtpError::TruncatedExtension)?;
+        let end = offset + 4 + usize::from(words) * 4;
+        if end > data.len() {
+            return Err(RtpError::TruncatedExtension);
+        }
+        offset = end;
+    }
+    let mut end = data.len();
+    if padding {
+        let count = data[data.len() - 1];
+        if count == 0 || usize::from(count) > end - offset {
+            return Err(RtpError::BadPadding(count));
+        }
+        end -= usize::from(count);
+    }
+    let header = RtpHeader {
+        marker: b1 & 0x80 != 0,
+        payload_type: b1 & 0x7f,
+        sequence: u16::from_be_bytes([data[2], data[3]]),
+        timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+        ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
+        csrc,
+    };
+    Ok((header, offset, end))
+}
+
 impl RtpPacket {
     /// Parses one RTP packet: version 2 only; CSRCs read, the header extension skipped,
-    /// padding removed; every length checked.
+    /// padding removed; every length checked. The payload is copied out of `data`.
     pub fn parse(data: &[u8]) -> Result<RtpPacket, RtpError> {
-        if data.len() < RTP_HEADER_LEN {
-            return Err(RtpError::TooShort(data.len()));
-        }
-        let b0 = data[0];
-        let b1 = data[1];
-        let version = b0 >> 6;
-        if version != RTP_VERSION {
-            return Err(RtpError::BadVersion(version));
-        }
-        let padding = b0 & 0x20 != 0;
-        let extension = b0 & 0x10 != 0;
-        let cc = usize::from(b0 & 0x0f);
-        let marker = b1 & 0x80 != 0;
-        let payload_type = b1 & 0x7f;
-        let sequence = u16::from_be_bytes([data[2], data[3]]);
-        let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
-        let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-
-        let mut offset = RTP_HEADER_LEN;
-        let mut csrc = Vec::with_capacity(cc);
-        for _ in 0..cc {
-            let id = be_u32(data, offset).ok_or(RtpError::TruncatedCsrc)?;
-            csrc.push(id);
-            offset += 4;
-        }
-        if extension {
-            // RFC 3550 §5.3.1: 16-bit profile id, 16-bit length in 32-bit words.
-            let words = be_u16(data, offset + 2).ok_or(RtpError::TruncatedExtension)?;
-            let end = offset + 4 + usize::from(words) * 4;
-            if end > data.len() {
-                return Err(RtpError::TruncatedExtension);
-            }
-            offset = end;
-        }
-        let mut end = data.len();
-        if padding {
-            let count = data[data.len() - 1];
-            if count == 0 || usize::from(count) > end - offset {
-                return Err(RtpError::BadPadding(count));
-            }
-            end -= usize::from(count);
-        }
-        let payload = Bytes::copy_from_slice(&data[offset..end]);
+        let (header, start, end) = parse_header(data)?;
         Ok(RtpPacket {
-            header: RtpHeader {
-                marker,
-                payload_type,
-                sequence,
-                timestamp,
-                ssrc,
-                csrc,
-            },
-            payload,
+            header,
+            payload: Bytes::copy_from_slice(&data[start..end]),
+        })
+    }
+
+    /// Like [`RtpPacket::parse`], but the payload shares `data`'s buffer (no copy).
+    pub fn parse_bytes(data: Bytes) -> Result<RtpPacket, RtpError> {
+        let (header, start, end) = parse_header(&data)?;
+        Ok(RtpPacket {
+            header,
+            payload: data.slice(start..end),
         })
     }
 

@@ -27,6 +27,11 @@ fn parses_fixed_header_and_payload() {
     assert_eq!(&p.payload[..], &[0xFF, 0x7F, 0x00, 0x80]);
     assert_eq!(p.to_bytes(), PCMU.to_vec());
     assert_eq!(p.encoded_len(), PCMU.len());
+    // The zero-copy variant gives the same packet, its payload a slice of the input.
+    let input = Bytes::copy_from_slice(&PCMU);
+    let shared = RtpPacket::parse_bytes(input.clone()).unwrap();
+    assert_eq!(shared, p);
+    assert_eq!(shared.payload.as_ptr(), input[12..].as_ptr());
 }
 
 #[test]
@@ -215,7 +220,8 @@ fn header_strategy() -> impl Strategy<Value = RtpHeader> {
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = RtpPacket::parse(&data);
+        let parsed = RtpPacket::parse(&data);
+        prop_assert_eq!(&parsed, &RtpPacket::parse_bytes(Bytes::from(data.clone())));
         let _ = classify(&data);
         let _ = is_rtcp(&data);
     }

@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
 use tandem_media::rtcp::{
-    Bye, NTP_UNIX_OFFSET_SECS, ReceiverReport, ReportBlock, RtcpError, RtcpPacket, SDES_CNAME,
-    Sdes, SdesChunk, SdesItem, SenderReport, build_compound, duration_to_ntp_short,
-    ntp_from_system_time, ntp_middle32, ntp_short_to_duration, parse_compound,
+    Bye, IntervalParams, NTP_UNIX_OFFSET_SECS, ReceiverReport, ReportBlock, RtcpError, RtcpPacket,
+    SDES_CNAME, Sdes, SdesChunk, SdesItem, SenderReport, build_compound, duration_to_ntp_short,
+    ntp_from_system_time, ntp_middle32, ntp_short_to_duration, parse_compound, report_interval,
 };
 
 /// SR with one report block, SDES CNAME, BYE with a reason, then a generic NACK (RTPFB, 205)
@@ -356,4 +356,50 @@ fn cname_helper_builds_one_item() {
     let sdes = Sdes::cname(7, "alice@host");
     assert_eq!(sdes.chunks.len(), 1);
     assert_eq!(sdes.chunks[0].items[0].kind, SDES_CNAME);
+}
+
+#[test]
+fn report_interval_follows_rfc_3550_6_3() {
+    // Two parties at 64 kbit/s: the 5 s minimum dominates; randomised to [2.05, 6.16] s.
+    let p = IntervalParams::two_party(64_000, true, false);
+    let lo = report_interval(&p, 0.0).as_secs_f64();
+    let mid = report_interval(&p, 0.5).as_secs_f64();
+    let hi = report_interval(&p, 1.0).as_secs_f64();
+    let c = std::f64::consts::E - 1.5;
+    assert!((lo - 2.5 / c).abs() < 1e-6, "{lo}");
+    assert!((mid - 5.0 / c).abs() < 1e-6, "{mid}");
+    assert!((hi - 7.5 / c).abs() < 1e-6, "{hi}");
+    // Before the first report the minimum is halved.
+    let first = IntervalParams::two_party(64_000, false, true);
+    assert!((report_interval(&first, 0.5).as_secs_f64() - 2.5 / c).abs() < 1e-6);
+    // A large conference with little bandwidth: receivers share 75 % of it.
+    let big = IntervalParams {
+        members: 1000,
+        senders: 10,
+        rtcp_bandwidth: 1000.0,
+        we_sent: false,
+        avg_rtcp_size: 100.0,
+        initial: false,
+    };
+    let t = report_interval(&big, 0.5).as_secs_f64();
+    assert!((t - 100.0 * 990.0 / 750.0 / c).abs() < 1e-6, "{t}");
+    // Senders share 25 % among themselves.
+    let sender = IntervalParams {
+        we_sent: true,
+        ..big
+    };
+    let t = report_interval(&sender, 0.5).as_secs_f64();
+    assert!((t - 5.0 / c).abs() < 1e-6, "{t}"); // 100 * 10 / 250 = 4 s -> 5 s minimum
+    // Nonsense inputs stay bounded.
+    for bw in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-300] {
+        let p = IntervalParams {
+            rtcp_bandwidth: bw,
+            ..big
+        };
+        let t = report_interval(&p, f64::NAN);
+        assert!(
+            t >= Duration::from_secs(2) && t <= Duration::from_secs(3600),
+            "{bw}: {t:?}"
+        );
+    }
 }
