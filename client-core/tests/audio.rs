@@ -1,0 +1,623 @@
+//! Audio calls between two (or three) user agents on loopback: media sessions, SRTP policy,
+//! hold/resume, DTMF, transfers, call waiting, rejections, and hostile SDP from a raw socket.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod peer;
+
+use std::time::Duration;
+
+use peer::fast_tx;
+use tandem_client_core::types::{DeviceSpec, DnsConfig, SrtpPolicy, Transport, Uri};
+use tandem_client_core::{
+    Account, AnswerOptions, Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall,
+    MediaOptions, Rejection, SrtpKeying, UaConfig, UaError, UaEvent, UaEvents, UserAgent,
+};
+use tandem_proto::sdp::Direction;
+use tokio::time::timeout;
+
+struct Phone {
+    ua: UserAgent,
+    events: UaEvents,
+    account: Account,
+}
+
+impl Phone {
+    async fn new(user: &str, seed: u64) -> Phone {
+        Phone::with_config(user, seed, true).await
+    }
+
+    async fn with_config(user: &str, seed: u64, call_waiting: bool) -> Phone {
+        let config = UaConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            transport: Transport::Udp,
+            dns: DnsConfig::Disabled,
+            tx: fast_tx(),
+            seed,
+            call_waiting,
+            ..UaConfig::default()
+        };
+        let (ua, events) = UserAgent::new(config).await.unwrap();
+        let account = Account::new(user, "127.0.0.1");
+        Phone {
+            ua,
+            events,
+            account,
+        }
+    }
+
+    fn uri(&self) -> Uri {
+        self.ua.contact_uri(Some(&self.account.user))
+    }
+
+    async fn call(&self, to: &Phone, media: MediaOptions) -> Call {
+        let options = CallOptions {
+            media,
+            ..CallOptions::default()
+        };
+        self.ua
+            .call(&self.account, to.uri(), options)
+            .await
+            .unwrap()
+    }
+
+    async fn incoming(&mut self) -> IncomingCall {
+        loop {
+            match timeout(Duration::from_secs(10), self.events.next())
+                .await
+                .expect("no incoming call")
+                .expect("UA events ended")
+            {
+                UaEvent::IncomingCall(c) => return c,
+                other => panic!("unexpected UA event {other:?}"),
+            }
+        }
+    }
+
+    async fn ua_event(&mut self) -> UaEvent {
+        timeout(Duration::from_secs(10), self.events.next())
+            .await
+            .expect("no UA event")
+            .expect("UA events ended")
+    }
+
+    fn answer_options(&self, media: MediaOptions) -> AnswerOptions {
+        AnswerOptions {
+            account: Some(self.account.clone()),
+            media,
+        }
+    }
+}
+
+fn tone(hz: f32) -> MediaOptions {
+    MediaOptions {
+        capture: DeviceSpec::Tone(hz),
+        report_interval: Duration::from_millis(500),
+        ..MediaOptions::default()
+    }
+}
+
+/// Waits for the first event matching `pred`, returning it and what came before.
+async fn wait_for(
+    call: &mut Call,
+    pred: impl Fn(&CallEvent) -> bool,
+) -> (CallEvent, Vec<CallEvent>) {
+    let mut seen = Vec::new();
+    loop {
+        let ev = timeout(Duration::from_secs(15), call.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("timed out; events so far: {seen:?}"))
+            .unwrap_or_else(|| panic!("call events ended; events so far: {seen:?}"));
+        if pred(&ev) {
+            return (ev, seen);
+        }
+        seen.push(ev);
+    }
+}
+
+async fn answered(call: &mut Call) -> Vec<CallEvent> {
+    let (_, seen) = wait_for(call, |e| matches!(e, CallEvent::Answered { .. })).await;
+    seen
+}
+
+async fn ended(call: &mut Call) -> CallEvent {
+    wait_for(call, |e| {
+        matches!(e, CallEvent::Ended { .. } | CallEvent::Failed(_))
+    })
+    .await
+    .0
+}
+
+fn media_started(seen: &[CallEvent]) -> Option<(String, bool)> {
+    seen.iter().find_map(|e| match e {
+        CallEvent::MediaStarted { codec, secure, .. } => Some((codec.clone(), *secure)),
+        _ => None,
+    })
+}
+
+/// Sets up alice -> bob, both answered; returns (alice's call, bob's call).
+async fn connect(alice: &Phone, bob: &mut Phone, a: MediaOptions, b: MediaOptions) -> (Call, Call) {
+    let mut out = alice.call(bob, a).await;
+    let inc = bob.incoming().await;
+    let mut inn = inc.accept_with(bob.answer_options(b)).await.unwrap();
+    answered(&mut out).await;
+    answered(&mut inn).await;
+    (out, inn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tone_call_with_hold_resume_and_quality() {
+    let mut alice = Phone::new("alice", 11).await;
+    let mut bob = Phone::new("bob", 12).await;
+    alice.account.codecs = vec!["pcmu".into()];
+    let mut out = alice.call(&bob, tone(440.0)).await;
+    let inc = bob.incoming().await;
+    inc.ring().unwrap();
+    let mut inn = inc
+        .accept_with(bob.answer_options(tone(880.0)))
+        .await
+        .unwrap();
+    let seen_out = answered(&mut out).await;
+    let seen_in = answered(&mut inn).await;
+    assert!(
+        seen_out
+            .iter()
+            .any(|e| matches!(e, CallEvent::Ringing { status: 180, .. })),
+        "{seen_out:?}"
+    );
+    let (codec, secure) = media_started(&seen_out).expect("alice's media started");
+    assert!(codec.eq_ignore_ascii_case("pcmu"), "{codec}");
+    assert!(!secure);
+    assert!(media_started(&seen_in).is_some(), "{seen_in:?}");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let q = inn.quality();
+    assert!(q.packets_received > 20, "{q:?}");
+    assert!(out.quality().packets_sent > 20, "{:?}", out.quality());
+
+    alice.ua.contact_uri(None);
+    out.hold().await.unwrap();
+    wait_for(&mut out, |e| *e == CallEvent::Held).await;
+    wait_for(&mut inn, |e| *e == CallEvent::RemoteHold).await;
+    let held = out.media().negotiated.unwrap();
+    assert_eq!(held.direction, Direction::SendOnly);
+    assert_eq!(
+        inn.media().negotiated.unwrap().direction,
+        Direction::RecvOnly
+    );
+    // Holding twice is a no-op.
+    out.hold().await.unwrap();
+
+    out.resume().await.unwrap();
+    wait_for(&mut out, |e| *e == CallEvent::Resumed).await;
+    wait_for(&mut inn, |e| *e == CallEvent::RemoteResumed).await;
+    assert_eq!(
+        out.media().negotiated.unwrap().direction,
+        Direction::SendRecv
+    );
+
+    out.hangup();
+    assert_eq!(
+        ended(&mut out).await,
+        CallEvent::Ended {
+            by: EndedBy::Local,
+            reason: EndReason::Bye
+        }
+    );
+    assert_eq!(
+        ended(&mut inn).await,
+        CallEvent::Ended {
+            by: EndedBy::Remote,
+            reason: EndReason::Bye
+        }
+    );
+    assert!(inn.quality().packets_received > 20);
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}
+
+/// Places alice -> bob with the given policies; returns alice's outcome (Some(secure) when
+/// answered) and bob's accept result.
+async fn srtp_call(
+    a_policy: SrtpPolicy,
+    b_policy: SrtpPolicy,
+    keying: SrtpKeying,
+) -> (Result<bool, UaError>, bool) {
+    let mut alice = Phone::new("alice", 21).await;
+    let mut bob = Phone::new("bob", 22).await;
+    alice.account.srtp = a_policy;
+    alice.account.srtp_keying = keying;
+    bob.account.srtp = b_policy;
+    bob.account.srtp_keying = keying;
+    let mut out = alice.call(&bob, tone(440.0)).await;
+    let inc = bob.incoming().await;
+    let accepted = inc
+        .accept_with(bob.answer_options(MediaOptions::default()))
+        .await;
+    let result = match wait_for(&mut out, |e| {
+        matches!(e, CallEvent::Answered { .. } | CallEvent::Failed(_))
+    })
+    .await
+    {
+        (CallEvent::Answered { .. }, seen) => Ok(media_started(&seen).expect("media").1),
+        (CallEvent::Failed(e), _) => Err(e),
+        _ => unreachable!(),
+    };
+    let ok = accepted.is_ok();
+    drop(accepted);
+    drop(out);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+    (result, ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_policies_off_optional_mandatory() {
+    use SrtpPolicy::*;
+    // Mandatory meets optional: SRTP.
+    assert_eq!(
+        srtp_call(Mandatory, Optional, SrtpKeying::Sdes).await,
+        (Ok(true), true)
+    );
+    // Optional (RTP/AVP + a=crypto) meets optional: SRTP; meets off: plain.
+    assert_eq!(
+        srtp_call(Optional, Optional, SrtpKeying::Sdes).await,
+        (Ok(true), true)
+    );
+    assert_eq!(
+        srtp_call(Optional, Off, SrtpKeying::Sdes).await,
+        (Ok(false), true)
+    );
+    // Mandatory never falls back: RTP/SAVP to an off peer is refused with 488 ...
+    let (res, ok) = srtp_call(Mandatory, Off, SrtpKeying::Sdes).await;
+    assert!(!ok);
+    let err = res.unwrap_err();
+    assert_eq!(err.status(), Some(488), "{err:?}");
+    assert_eq!(err.rejection(), Some(Rejection::NotAcceptable));
+    // ... and a plain offer to a mandatory peer too.
+    let (res, ok) = srtp_call(Off, Mandatory, SrtpKeying::Sdes).await;
+    assert!(!ok);
+    assert_eq!(res.unwrap_err().status(), Some(488));
+    // DTLS-SRTP (UDP/TLS/RTP/SAVP).
+    assert_eq!(
+        srtp_call(Mandatory, Optional, SrtpKeying::Dtls).await,
+        (Ok(true), true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_rfc4733_and_sip_info_fallback() {
+    let alice = Phone::new("alice", 31).await;
+    let mut bob = Phone::new("bob", 32).await;
+    // RFC 4733 in the media.
+    let (out, mut inn) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
+    out.send_dtmf("12#").await.unwrap();
+    for d in ['1', '2', '#'] {
+        wait_for(&mut inn, |e| *e == CallEvent::Dtmf(d)).await;
+    }
+    assert!(out.send_dtmf("x").await.is_err());
+    drop(out);
+    ended(&mut inn).await;
+
+    // No media session on alice's side: no telephone-event to send on, so SIP INFO.
+    let no_media = MediaOptions {
+        enabled: false,
+        ..MediaOptions::default()
+    };
+    let (out, mut inn) = connect(&alice, &mut bob, no_media, tone(880.0)).await;
+    out.send_dtmf("5*").await.unwrap();
+    wait_for(&mut inn, |e| *e == CallEvent::Dtmf('5')).await;
+    wait_for(&mut inn, |e| *e == CallEvent::Dtmf('*')).await;
+    drop(out);
+    ended(&mut inn).await;
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blind_transfer_a_to_b_to_c() {
+    // Alice calls Bob; Bob transfers Alice to Carol.
+    let mut alice = Phone::new("alice", 41).await;
+    let mut bob = Phone::new("bob", 42).await;
+    let mut carol = Phone::new("carol", 43).await;
+    let (mut a_call, mut b_call) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
+    b_call.hold().await.unwrap();
+    b_call.transfer_blind(carol.uri()).await.unwrap();
+
+    let (ev, _) = wait_for(&mut a_call, |e| {
+        matches!(e, CallEvent::ReferRequested { .. })
+    })
+    .await;
+    match ev {
+        CallEvent::ReferRequested {
+            target,
+            referred_by,
+        } => {
+            assert_eq!(target, carol.uri());
+            assert!(referred_by.unwrap().contains("bob"));
+        }
+        _ => unreachable!(),
+    }
+    let mut new_call = match alice.ua_event().await {
+        UaEvent::TransferCall {
+            call,
+            transferred_call_id,
+        } => {
+            assert_eq!(transferred_call_id, a_call.call_id());
+            call
+        }
+        other => panic!("{other:?}"),
+    };
+    let inc = carol.incoming().await;
+    assert!(inc.referred_by().unwrap().contains("bob"));
+    inc.ring().unwrap();
+    let mut c_call = inc
+        .accept_with(carol.answer_options(tone(660.0)))
+        .await
+        .unwrap();
+    answered(&mut new_call).await;
+    answered(&mut c_call).await;
+
+    let (ev, seen) = wait_for(&mut b_call, |e| matches!(e, CallEvent::Transferred { .. })).await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, CallEvent::TransferProgress { status: 100, .. })),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(ev, CallEvent::Transferred { status: 200, .. }),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ended(&mut b_call).await,
+        CallEvent::Ended {
+            by: EndedBy::Local,
+            reason: EndReason::Transferred
+        }
+    );
+    let a_end = ended(&mut a_call).await;
+    assert!(
+        matches!(
+            a_end,
+            CallEvent::Ended {
+                reason: EndReason::Transferred,
+                ..
+            }
+        ),
+        "{a_end:?}"
+    );
+    // Alice and Carol talk.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(c_call.quality().packets_received > 5);
+    new_call.hangup();
+    ended(&mut c_call).await;
+    for p in [&alice, &bob, &carol] {
+        p.ua.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attended_transfer_with_replaces() {
+    // Alice talks to Bob and to Carol, then connects Bob with Carol.
+    let alice = Phone::new("alice", 51).await;
+    let mut bob = Phone::new("bob", 52).await;
+    let mut carol = Phone::new("carol", 53).await;
+    let (a_bob, mut b_call) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
+    let (mut a_carol, mut c_call) = connect(&alice, &mut carol, tone(440.0), tone(660.0)).await;
+    let mut a_bob = a_bob;
+    a_bob.transfer_attended(&a_carol).await.unwrap();
+
+    wait_for(&mut b_call, |e| {
+        matches!(e, CallEvent::ReferRequested { .. })
+    })
+    .await;
+    let mut b_new = match bob.ua_event().await {
+        UaEvent::TransferCall { call, .. } => call,
+        other => panic!("{other:?}"),
+    };
+    // Carol's UA accepts the INVITE with Replaces on its own.
+    let mut c_new = match carol.ua_event().await {
+        UaEvent::CallReplaced {
+            call,
+            replaced_call_id,
+        } => {
+            assert_eq!(replaced_call_id, c_call.call_id());
+            call
+        }
+        other => panic!("{other:?}"),
+    };
+    answered(&mut b_new).await;
+    answered(&mut c_new).await;
+    assert_eq!(
+        ended(&mut c_call).await,
+        CallEvent::Ended {
+            by: EndedBy::Remote,
+            reason: EndReason::Replaced
+        }
+    );
+    let (ev, _) = wait_for(&mut a_bob, |e| matches!(e, CallEvent::Transferred { .. })).await;
+    assert!(matches!(ev, CallEvent::Transferred { status: 200, .. }));
+    assert!(matches!(
+        ended(&mut a_bob).await,
+        CallEvent::Ended {
+            reason: EndReason::Transferred,
+            ..
+        }
+    ));
+    assert!(matches!(
+        ended(&mut a_carol).await,
+        CallEvent::Ended {
+            by: EndedBy::Remote,
+            ..
+        }
+    ));
+    assert!(matches!(
+        ended(&mut b_call).await,
+        CallEvent::Ended {
+            reason: EndReason::Transferred,
+            ..
+        }
+    ));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(c_new.quality().packets_received > 5);
+    b_new.hangup();
+    ended(&mut c_new).await;
+    for p in [&alice, &bob, &carol] {
+        p.ua.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinvite_glare_is_retried_until_both_holds_succeed() {
+    let alice = Phone::new("alice", 61).await;
+    let mut bob = Phone::new("bob", 62).await;
+    let (mut out, mut inn) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
+    let (a, b) = tokio::join!(
+        timeout(Duration::from_secs(15), out.hold()),
+        timeout(Duration::from_secs(15), inn.hold())
+    );
+    a.unwrap().unwrap();
+    b.unwrap().unwrap();
+    wait_for(&mut out, |e| *e == CallEvent::Held).await;
+    wait_for(&mut inn, |e| *e == CallEvent::Held).await;
+    // Both hold: whoever re-offered last sees inactive.
+    let da = out.media().negotiated.unwrap().direction;
+    let db = inn.media().negotiated.unwrap().direction;
+    assert_eq!((da, db), (Direction::Inactive, Direction::Inactive));
+    drop(out);
+    ended(&mut inn).await;
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_map_to_reasons() {
+    let alice = Phone::new("alice", 71).await;
+    let mut bob = Phone::new("bob", 72).await;
+    for (status, rejection) in [
+        (486, Rejection::Busy),
+        (603, Rejection::Declined),
+        (480, Rejection::Unavailable),
+        (600, Rejection::Busy),
+    ] {
+        let mut out = alice.call(&bob, MediaOptions::default()).await;
+        bob.incoming().await.reject(status).unwrap();
+        match ended(&mut out).await {
+            CallEvent::Failed(e) => {
+                assert_eq!(e.status(), Some(status));
+                assert_eq!(e.rejection(), Some(rejection));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_waiting_offers_a_second_call_or_answers_busy() {
+    let alice = Phone::new("alice", 81).await;
+    let carol = Phone::new("carol", 83).await;
+    let mut bob = Phone::new("bob", 82).await;
+    let (out, mut inn) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
+    let mut second = carol.call(&bob, MediaOptions::default()).await;
+    let waiting = bob.incoming().await;
+    assert!(waiting.from().unwrap().to_string().contains("carol"));
+    let mut second_in = waiting.accept().await.unwrap();
+    answered(&mut second).await;
+    answered(&mut second_in).await;
+    drop(second);
+    ended(&mut second_in).await;
+    drop(out);
+    ended(&mut inn).await;
+
+    // A busy phone (no call waiting) answers 486 while a call is up.
+    let mut busy_bob = Phone::with_config("bob", 84, false).await;
+    let (out, mut inn) = connect(&alice, &mut busy_bob, tone(440.0), tone(880.0)).await;
+    let mut refused = carol.call(&busy_bob, MediaOptions::default()).await;
+    match ended(&mut refused).await {
+        CallEvent::Failed(e) => assert_eq!(e.rejection(), Some(Rejection::Busy)),
+        other => panic!("{other:?}"),
+    }
+    drop(out);
+    ended(&mut inn).await;
+    for p in [&alice, &bob, &carol, &busy_bob] {
+        p.ua.shutdown().await;
+    }
+}
+
+/// Sends `invite` from a raw UDP socket and returns the final status.
+async fn raw_invite_status(to: std::net::SocketAddr, body: &str, branch: &str) -> u16 {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let msg = format!(
+        "INVITE sip:bob@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:evil@{me}>;tag=e1\r\nTo: <sip:bob@{to}>\r\n\
+         Call-ID: {branch}@evil\r\nCSeq: 1 INVITE\r\nContact: <sip:evil@{me}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.send_to(msg.as_bytes(), to).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, _) = timeout(Duration::from_secs(10), sock.recv_from(&mut buf))
+            .await
+            .expect("no response")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        if status >= 200 {
+            let ack = format!(
+                "ACK sip:bob@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:evil@{me}>;tag=e1\r\n{}\r\nCall-ID: {branch}@evil\r\n\
+                 CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+                text.lines()
+                    .find(|l| l.starts_with("To:"))
+                    .unwrap_or("To: <sip:bob@x>")
+            );
+            sock.send_to(ack.as_bytes(), to).await.unwrap();
+            return status;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sdp_offers_get_488_or_400() {
+    let mut bob = Phone::new("bob", 91).await;
+    let addr = bob.ua.local_addr().unwrap();
+    let head = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
+    let many: String = (0..500)
+        .map(|i| format!("m=audio {} RTP/AVP 0\r\n", 10000 + 2 * i))
+        .collect();
+    let cases: Vec<(String, &[u16])> = vec![
+        (format!("{head}{many}"), &[400, 488]),
+        (format!("{head}m=audio 99999 RTP/AVP 0\r\n"), &[400]),
+        (format!("{head}m=audio abc RTP/AVP 0\r\n"), &[400]),
+        ("v=0\r\nm=audio 4000 RTP/AVP 0\r\n".to_string(), &[400]),
+        (
+            format!("{head}m=audio 4000 RTP/AVP 97\r\na=rtpmap:97 nonsense/8000\r\n"),
+            &[488],
+        ),
+        (format!("{head}m=video 4000 RTP/AVP 96\r\n"), &[488]),
+    ];
+    for (i, (sdp, expected)) in cases.iter().enumerate() {
+        let branch = format!("hostile{i}");
+        let (status, ()) = tokio::join!(raw_invite_status(addr, sdp, &branch), async {
+            let inc = bob.incoming().await;
+            assert!(inc.accept().await.is_err());
+        });
+        assert!(expected.contains(&status), "case {i}: {status}");
+    }
+    // Still alive: a normal call works.
+    let alice = Phone::new("alice", 92).await;
+    let (out, mut inn) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
+    drop(out);
+    ended(&mut inn).await;
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}
