@@ -138,9 +138,34 @@ fn certificate_fingerprint_is_sha256_of_the_der() {
     let other = DtlsCertificate::generate().unwrap();
     assert_ne!(other.fingerprint(), fp);
     // PEM round trip keeps the identity.
-    let again = DtlsCertificate::from_pem(&cert.to_pem().unwrap()).unwrap();
+    let pem = cert.to_pem();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+    assert!(pem.contains("-----BEGIN CERTIFICATE-----\n"));
+    let again = DtlsCertificate::from_pem(&pem).unwrap();
     assert_eq!(again.fingerprint(), fp);
-    assert!(DtlsCertificate::from_pem("not pem").is_err());
+    assert_eq!(again.to_pem(), pem);
+    // The reloaded identity works in a handshake that checks the original fingerprint.
+    let start = Instant::now();
+    let peer = DtlsCertificate::generate().unwrap();
+    let mut client = DtlsSrtp::new_at(DtlsRole::Client, again, peer.fingerprint(), start).unwrap();
+    let mut server = DtlsSrtp::new_at(DtlsRole::Server, peer, fp, start).unwrap();
+    let (c, s, _) = pump(&mut client, &mut server, start, 0);
+    assert!(matches!((c, s), (Some(Ok(_)), Some(Ok(_)))));
+
+    for bad in [
+        "not pem",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        assert!(
+            matches!(
+                DtlsCertificate::from_pem(bad),
+                Err(SrtpError::Certificate(_))
+            ),
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rtc_dtls::config::{ClientAuthType, ConfigBuilder, HandshakeConfig, VerifyPeerCertificateFn};
-use rtc_dtls::crypto::Certificate;
+use rtc_dtls::crypto::{Certificate, CryptoPrivateKey};
 use rtc_dtls::crypto_provider::RTCCryptoProvider;
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -244,6 +244,8 @@ impl fmt::Display for Fingerprint {
 #[derive(Clone)]
 pub struct DtlsCertificate {
     cert: Certificate,
+    /// PKCS#8 DER of the private key, for [`DtlsCertificate::to_pem`].
+    key_der: Vec<u8>,
     fingerprint: String,
 }
 
@@ -259,47 +261,115 @@ fn provider() -> Result<Arc<dyn RTCCryptoProvider>, SrtpError> {
     rtc_dtls::crypto_provider::default_provider().map_err(|e| SrtpError::Crypto(e.to_string()))
 }
 
+fn cert_error(e: impl fmt::Display) -> SrtpError {
+    SrtpError::Certificate(e.to_string())
+}
+
 impl DtlsCertificate {
     /// Generates a fresh self-signed ECDSA P-256 certificate.
     pub fn generate() -> Result<Self, SrtpError> {
-        let provider = provider()?;
-        let cert = Certificate::generate_self_signed_with_alg(
-            vec!["tandem".to_owned()],
-            &rcgen::PKCS_ECDSA_P256_SHA256,
-            provider.crypto(),
-        )
-        .map_err(|e| SrtpError::Certificate(e.to_string()))?;
-        Self::from_certificate(cert)
+        let key_pair =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
+        let params =
+            rcgen::CertificateParams::new(vec!["tandem".to_owned()]).map_err(cert_error)?;
+        let cert = params.self_signed(&key_pair).map_err(cert_error)?;
+        Self::from_parts(cert.der().to_vec(), &key_pair)
     }
 
-    /// Loads a certificate and its PKCS#8 key from PEM (as written by [`DtlsCertificate::to_pem`]).
+    /// Loads a certificate and its PKCS#8 private key from PEM (`PRIVATE KEY` and
+    /// `CERTIFICATE` blocks in any order, as written by [`DtlsCertificate::to_pem`] or OpenSSL).
     pub fn from_pem(pem: &str) -> Result<Self, SrtpError> {
+        let blocks = pem_blocks(pem)?;
+        let key_der = blocks
+            .iter()
+            .find(|(tag, _)| tag == "PRIVATE KEY" || tag == "PRIVATE_KEY")
+            .map(|(_, der)| der.clone())
+            .ok_or_else(|| cert_error("no PKCS#8 PRIVATE KEY block"))?;
+        let cert_der = blocks
+            .iter()
+            .find(|(tag, _)| tag == "CERTIFICATE")
+            .map(|(_, der)| der.clone())
+            .ok_or_else(|| cert_error("no CERTIFICATE block"))?;
+        let key_pair = rcgen::KeyPair::try_from(key_der.as_slice()).map_err(cert_error)?;
+        Self::from_parts(cert_der, &key_pair)
+    }
+
+    /// The private key and the certificate as standard PEM, to keep one identity across runs.
+    pub fn to_pem(&self) -> String {
+        let mut out = pem_block("PRIVATE KEY", &self.key_der);
+        if let Some(der) = self.cert.certificate.first() {
+            out.push_str(&pem_block("CERTIFICATE", der.as_ref()));
+        }
+        out
+    }
+
+    fn from_parts(cert_der: Vec<u8>, key_pair: &rcgen::KeyPair) -> Result<Self, SrtpError> {
         let provider = provider()?;
-        let cert = Certificate::from_pem(pem, provider.crypto())
-            .map_err(|e| SrtpError::Certificate(e.to_string()))?;
-        Self::from_certificate(cert)
-    }
-
-    /// The certificate and key as PEM, to keep one identity across runs.
-    pub fn to_pem(&self) -> Result<String, SrtpError> {
-        self.cert
-            .serialize_pem()
-            .map_err(|e| SrtpError::Certificate(e.to_string()))
-    }
-
-    fn from_certificate(cert: Certificate) -> Result<Self, SrtpError> {
-        let der = cert
-            .certificate
-            .first()
-            .ok_or_else(|| SrtpError::Certificate("empty certificate chain".into()))?;
-        let fingerprint = Fingerprint::of(FingerprintHash::Sha256, der.as_ref()).to_string();
-        Ok(DtlsCertificate { cert, fingerprint })
+        let private_key =
+            CryptoPrivateKey::from_key_pair(key_pair, provider.crypto()).map_err(cert_error)?;
+        let fingerprint = Fingerprint::of(FingerprintHash::Sha256, &cert_der).to_string();
+        Ok(DtlsCertificate {
+            cert: Certificate {
+                certificate: vec![cert_der.into()],
+                private_key,
+            },
+            key_der: key_pair.serialize_der(),
+            fingerprint,
+        })
     }
 
     /// The `a=fingerprint` value: `sha-256 AB:CD:...` (RFC 8122).
     pub fn fingerprint(&self) -> String {
         self.fingerprint.clone()
     }
+}
+
+/// One PEM block with 64-column base64.
+fn pem_block(tag: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {tag}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {tag}-----\n"));
+    out
+}
+
+/// The (tag, DER) blocks of a PEM text.
+fn pem_blocks(pem: &str) -> Result<Vec<(String, Vec<u8>)>, SrtpError> {
+    use base64::Engine as _;
+    let mut blocks = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in pem.lines().map(str::trim) {
+        if let Some(tag) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            current = Some((tag.to_owned(), String::new()));
+        } else if let Some(tag) = line
+            .strip_prefix("-----END ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            let (open, body) = current
+                .take()
+                .ok_or_else(|| cert_error(format!("PEM END {tag} without BEGIN")))?;
+            if open != tag {
+                return Err(cert_error(format!("PEM BEGIN {open} ended by END {tag}")));
+            }
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(body.as_bytes())
+                .map_err(|e| cert_error(format!("PEM {tag}: {e}")))?;
+            blocks.push((open, der));
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+        }
+    }
+    if blocks.is_empty() {
+        return Err(cert_error("no PEM blocks"));
+    }
+    Ok(blocks)
 }
 
 /// What the peer-certificate callback saw, shared with the driver.
