@@ -457,3 +457,11 @@ fn setup_roles() {
     assert_eq!(DtlsRole::Client.setup_attr(), Active);
     assert_eq!(DtlsRole::Server.setup_attr(), Passive);
 }
+
+#[test]
+fn handshake_state_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<DtlsSrtp>();
+    assert_send::<DtlsCertificate>();
+    assert_send::<SrtpContext>();
+}

@@ -586,3 +586,46 @@ fn known_answer_aead_aes_128_gcm() {
         unhex(LIBSRTP_RTCP_PLAIN)
     );
 }
+
+proptest::proptest! {
+    /// Whatever arrives from the network, unprotecting it returns an error or a packet, never
+    /// panics, and never authenticates a forgery.
+    #[test]
+    fn arbitrary_input_is_rejected_without_panicking(
+        data in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        suite_index in 0usize..3,
+    ) {
+        let suite = CryptoSuite::ALL[suite_index];
+        let (_, mut bob) = pair(suite);
+        let mut rtp_like = data.clone();
+        if let Some(b) = rtp_like.first_mut() {
+            *b = 0x80 | (*b & 0x3f);
+        }
+        proptest::prop_assert!(bob.unprotect_rtp(&data).is_err());
+        proptest::prop_assert!(bob.unprotect_rtp(&rtp_like).is_err());
+        proptest::prop_assert!(bob.unprotect_rtcp(&data).is_err());
+        proptest::prop_assert!(bob.unprotect_rtcp(&rtp_like).is_err());
+    }
+
+    /// Any attribute text parses or fails cleanly, and what parses formats back to itself.
+    #[test]
+    fn arbitrary_crypto_attributes_parse_or_fail_cleanly(text in "\\PC{0,120}") {
+        if let Ok(c) = SdesCrypto::parse(&text) {
+            let again = SdesCrypto::parse(&c.to_attribute_value()).unwrap();
+            proptest::prop_assert_eq!(again, c);
+        }
+    }
+
+    /// Near-valid attributes: whatever parses formats back to the same attribute.
+    #[test]
+    fn near_valid_crypto_attributes_round_trip(
+        text in "[0-9]{1,3} (AES_CM_128_HMAC_SHA1_80|AES_CM_128_HMAC_SHA1_32|AEAD_AES_128_GCM) \
+                 inline:[A-Za-z0-9+/]{36,40}={0,2}(\\|2\\^[0-9]{1,2})?(\\|[0-9]{1,4}:[0-9]{1,3})?\
+                 ( (KDR=0|WSH=[0-9]{1,3}|-X))?"
+    ) {
+        if let Ok(c) = SdesCrypto::parse(&text) {
+            let again = SdesCrypto::parse(&c.to_attribute_value()).unwrap();
+            proptest::prop_assert_eq!(again, c);
+        }
+    }
+}
