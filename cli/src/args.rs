@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -13,9 +14,12 @@ use clap::{Args, Parser, Subcommand};
     about,
     long_about = None,
     after_help = "Events go to stdout, one line each: `event key=value ...` (registered, unregistered, \
-trying, ringing, answered, ended, incoming, rejected, failed, options). Diagnostics go to stderr.\n\
+trying, ringing, answered, media, dtmf, held, resumed, transferred, quality, ended, incoming, rejected, \
+failed, options). Diagnostics go to stderr.\n\
 Exit codes: 0 success, 1 refused by the peer (3xx-6xx), 2 usage/config error, 3 authentication \
-failed, 4 timeout or network error, 5 interrupted (SIGINT/SIGTERM)."
+failed, 4 timeout or network error, 5 interrupted (SIGINT/SIGTERM).\n\
+During a call, stdin takes one command a line: hold, resume, mute, unmute, dtmf DIGITS, transfer URI, \
+quality, hangup."
 )]
 pub struct Cli {
     /// Account and transport options (each may also come from `--profile`).
@@ -62,6 +66,12 @@ pub struct AccountArgs {
     /// Display name for From headers.
     #[arg(long = "display-name", global = true, value_name = "NAME")]
     pub display_name: Option<String>,
+    /// SRTP policy: off, optional (offer SDES, accept plain RTP) or mandatory (never plain RTP); default off.
+    #[arg(long, global = true, value_name = "off|optional|mandatory")]
+    pub srtp: Option<String>,
+    /// How SRTP keys are exchanged when --srtp is not off: sdes (a=crypto) or dtls (DTLS-SRTP); default sdes.
+    #[arg(long = "srtp-keying", global = true, value_name = "sdes|dtls")]
+    pub srtp_keying: Option<String>,
     /// Log SIP traffic to stderr.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -96,6 +106,9 @@ pub enum Command {
         /// Register before calling (and unregister at the end).
         #[arg(long)]
         register: bool,
+        /// Audio and scripted in-call actions.
+        #[command(flatten)]
+        media: MediaArgs,
     },
     /// Register, then auto-answer incoming calls.
     Answer {
@@ -114,11 +127,169 @@ pub enum Command {
         /// Do not register first.
         #[arg(long = "no-register")]
         no_register: bool,
+        /// Audio and scripted in-call actions.
+        #[command(flatten)]
+        media: MediaArgs,
     },
+    /// List the audio devices (capture and playback) and exit.
+    #[command(visible_alias = "list-devices")]
+    Devices,
     /// Send OPTIONS and print the status.
     Options {
         /// The URI to probe.
         #[arg(value_name = "URI")]
         uri: String,
     },
+}
+
+/// Audio options and scripted in-call actions of `call` and `answer`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MediaArgs {
+    /// Audio device for capture and playback: a device name, `default`, `null` (silence), `tone:HZ` or a
+    /// WAV path (default: null, i.e. no sound card).
+    #[arg(long, value_name = "NAME|default|null")]
+    pub device: Option<String>,
+    /// Send this WAV file instead of the capture device (looped unless --play-once).
+    #[arg(long, value_name = "FILE.wav")]
+    pub play: Option<PathBuf>,
+    /// Play the --play file once, then send silence.
+    #[arg(long = "play-once", requires = "play")]
+    pub play_once: bool,
+    /// Write the received audio to this WAV file instead of the playback device.
+    #[arg(long, value_name = "FILE.wav")]
+    pub record: Option<PathBuf>,
+    /// Send these DTMF digits (0-9, *, #, A-D) once the call is answered, after --dtmf-delay.
+    #[arg(long, value_name = "DIGITS", value_parser = parse_digits)]
+    pub dtmf: Option<String>,
+    /// Seconds to wait after the answer before sending --dtmf.
+    #[arg(long = "dtmf-delay", value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub dtmf_delay: Duration,
+    /// Codecs to offer and accept, in order of preference (comma-separated: opus, pcmu, pcma, g722).
+    #[arg(long, value_name = "opus|pcmu|pcma", value_delimiter = ',', value_parser = parse_codec)]
+    pub codec: Vec<String>,
+    /// Put the call on hold this many seconds after the answer.
+    #[arg(long = "hold-after", value_name = "SECS", value_parser = parse_secs)]
+    pub hold_after: Option<Duration>,
+    /// Resume a held call this many seconds after the answer (needs --hold-after, and must be later).
+    #[arg(long = "resume-after", value_name = "SECS", value_parser = parse_secs, requires = "hold_after")]
+    pub resume_after: Option<Duration>,
+    /// Blind-transfer the call (REFER) to this URI, --transfer-after seconds after the answer.
+    #[arg(long = "transfer-to", value_name = "URI")]
+    pub transfer_to: Option<String>,
+    /// Seconds after the answer before --transfer-to.
+    #[arg(long = "transfer-after", value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub transfer_after: Duration,
+}
+
+/// Parses a number of seconds (fractions allowed) into a duration.
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{text:?} is out of range (0 to 86400 seconds)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Checks a DTMF digit string: 0-9, *, #, A-D (case-insensitive), at most 64 digits.
+pub fn parse_digits(text: &str) -> Result<String, String> {
+    let digits: String = text.trim().to_ascii_uppercase();
+    if digits.is_empty() {
+        return Err("no DTMF digits given".into());
+    }
+    if digits.len() > 64 {
+        return Err("at most 64 DTMF digits at once".into());
+    }
+    if let Some(bad) = digits
+        .chars()
+        .find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
+    {
+        return Err(format!("{bad:?} is not a DTMF digit (0-9, *, #, A-D)"));
+    }
+    Ok(digits)
+}
+
+/// Checks a codec name (case-insensitive) and returns it in lower case.
+pub fn parse_codec(text: &str) -> Result<String, String> {
+    let name = text.trim().to_ascii_lowercase();
+    match name.as_str() {
+        "opus" | "pcmu" | "pcma" | "g722" => Ok(name),
+        _ => Err(format!("unknown codec {text:?} (opus, pcmu, pcma, g722)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_secs("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_secs("0").unwrap(), Duration::ZERO);
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("NaN").is_err());
+        assert!(parse_secs("1e9").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
+
+    #[test]
+    fn digits() {
+        assert_eq!(parse_digits("12#*ab").unwrap(), "12#*AB");
+        assert!(parse_digits("12x").is_err());
+        assert!(parse_digits("").is_err());
+        assert!(parse_digits(&"1".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn codecs() {
+        assert_eq!(parse_codec("OPUS").unwrap(), "opus");
+        assert!(parse_codec("gsm").is_err());
+    }
+
+    #[test]
+    fn media_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tandem-cli",
+            "--user",
+            "a",
+            "--srtp",
+            "mandatory",
+            "call",
+            "sip:b@x",
+            "--play",
+            "in.wav",
+            "--play-once",
+            "--record",
+            "out.wav",
+            "--dtmf",
+            "12#",
+            "--dtmf-delay",
+            "0.5",
+            "--codec",
+            "pcmu,opus",
+            "--hold-after",
+            "1",
+            "--resume-after",
+            "2",
+            "--transfer-to",
+            "sip:c@x",
+        ])
+        .unwrap();
+        assert_eq!(cli.account.srtp.as_deref(), Some("mandatory"));
+        let Command::Call { media, .. } = cli.command else {
+            panic!("not a call");
+        };
+        assert_eq!(media.play.as_deref(), Some(std::path::Path::new("in.wav")));
+        assert!(media.play_once);
+        assert_eq!(media.dtmf.as_deref(), Some("12#"));
+        assert_eq!(media.dtmf_delay, Duration::from_millis(500));
+        assert_eq!(media.codec, vec!["pcmu".to_string(), "opus".to_string()]);
+        assert_eq!(media.resume_after, Some(Duration::from_secs(2)));
+        assert_eq!(media.transfer_after, Duration::from_secs(1));
+        assert!(Cli::try_parse_from(["tandem-cli", "call", "x", "--play-once"]).is_err());
+        assert!(Cli::try_parse_from(["tandem-cli", "call", "x", "--resume-after", "2"]).is_err());
+        assert!(Cli::try_parse_from(["tandem-cli", "list-devices"]).is_ok());
+    }
 }

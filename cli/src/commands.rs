@@ -1,21 +1,36 @@
-//! The four commands: register, call, answer, options.
+//! The commands that run a user agent: register, call, answer, options.
 
 use std::time::Duration;
 
 use tandem_client_core::{
-    Account, Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall, RegEvent,
-    RegisterOptions, Registration, UaError, UaEvent, UaEvents, UserAgent, parse_uri,
+    Account, AnswerOptions as CoreAnswerOptions, CallOptions, EndReason, EndedBy, IncomingCall,
+    RegEvent, RegisterOptions, Registration, UaError, UaEvent, UaEvents, UserAgent, parse_uri,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::args::Command;
+use crate::control::{Control, spawn_stdin_reader};
+use crate::driver::{DriveContext, Outcome, drive};
 use crate::output::{Event, Exit, emit_failure};
+use crate::plan::{self, CallPlan};
 use crate::settings::Settings;
 
 /// Runs one command to completion and returns the process exit code.
 pub async fn run(settings: Settings, command: Command) -> Exit {
-    let Settings { account, ua } = settings;
+    let Settings { mut account, ua } = settings;
+    let plan = match &command {
+        Command::Call { media, .. } | Command::Answer { media, .. } => {
+            match plan::build(media, &mut account) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("tandem-cli: {e:#}");
+                    return Exit::Usage;
+                }
+            }
+        }
+        _ => CallPlan::plain(),
+    };
     let intr = match Interrupt::install() {
         Ok(i) => i,
         Err(e) => {
@@ -41,13 +56,20 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
             duration,
             timeout,
             register,
-        } => call(&agent, &account, &uri, duration, timeout, register, intr).await,
+            ..
+        } => {
+            call(
+                &agent, events, &account, &uri, duration, timeout, register, plan, intr,
+            )
+            .await
+        }
         Command::Answer {
             count,
             duration,
             ring,
             reject,
             no_register,
+            ..
         } => {
             let opts = AnswerOptions {
                 count,
@@ -55,6 +77,7 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
                 ring: Duration::from_secs(ring),
                 reject,
                 register: !no_register,
+                plan,
             };
             answer(&agent, events, &account, opts, intr).await
         }
@@ -65,6 +88,8 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
                 _ = intr.wait() => Exit::Interrupted,
             }
         }
+        // Handled in main before any user agent exists.
+        Command::Devices => Exit::Usage,
     };
     agent.shutdown().await;
     exit
@@ -222,13 +247,58 @@ async fn register(
     }
 }
 
+/// Where stdin commands go, and whether a run is stopping.
+struct Shared {
+    controls: broadcast::Sender<Control>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        Shared {
+            controls: spawn_stdin_reader(),
+            stop_tx,
+            stop_rx,
+        }
+    }
+
+    fn context<'a>(
+        &self,
+        account: &'a Account,
+        plan: &'a CallPlan,
+        hold_for: Option<Duration>,
+    ) -> DriveContext<'a> {
+        DriveContext {
+            account,
+            plan,
+            hold_for,
+            controls: Some(self.controls.subscribe()),
+            stop: self.stop_rx.clone(),
+        }
+    }
+}
+
+/// The exit code of a driven call.
+fn exit_for_outcome(outcome: &Outcome) -> Exit {
+    match outcome {
+        Outcome::Ended { by, reason } => exit_for_end(*by, *reason),
+        Outcome::Failed(e) => Exit::for_error(e),
+        Outcome::Lost => Exit::Network,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn call(
     agent: &UserAgent,
+    mut events: UaEvents,
     account: &Account,
     uri: &str,
     duration: u64,
     timeout: u64,
     register: bool,
+    plan: CallPlan,
     mut intr: Interrupt,
 ) -> Exit {
     let target = match account.target_uri(uri) {
@@ -250,9 +320,72 @@ async fn call(
     }
     let options = CallOptions {
         timeout: Some(Duration::from_secs(timeout)),
+        media: plan.media.clone(),
     };
+    let hold_for = Some(Duration::from_secs(duration));
+    let shared = Shared::new();
     let mut exit = match agent.call(account, target, options).await {
-        Ok(call) => run_call(call, Duration::from_secs(duration), &mut reg, &mut intr).await,
+        Ok(call) => {
+            let follow_up = plan.devices_only();
+            let first = drive(call, shared.context(account, &plan, hold_for));
+            tokio::pin!(first);
+            // The call, plus the calls a transfer or a replacement starts in its place.
+            let mut running = 1u32;
+            let mut interrupted = false;
+            let mut last = Outcome::Lost;
+            let mut followers = tokio::task::JoinSet::new();
+            let mut first_done = false;
+            while running > 0 {
+                tokio::select! {
+                    outcome = &mut first, if !first_done => {
+                        first_done = true;
+                        running -= 1;
+                        last = outcome;
+                    }
+                    Some(done) = followers.join_next() => {
+                        running -= 1;
+                        if let Ok(outcome) = done {
+                            last = outcome;
+                        }
+                    }
+                    ev = events.next() => match ev {
+                        Some(UaEvent::TransferCall { call, .. }) | Some(UaEvent::CallReplaced { call, .. }) => {
+                            running += 1;
+                            let account = account.clone();
+                            let plan = follow_up.clone();
+                            let controls = shared.controls.subscribe();
+                            let stop = shared.stop_rx.clone();
+                            followers.spawn(async move {
+                                let ctx = DriveContext {
+                                    account: &account,
+                                    plan: &plan,
+                                    hold_for,
+                                    controls: Some(controls),
+                                    stop,
+                                };
+                                drive(call, ctx).await
+                            });
+                        }
+                        Some(UaEvent::IncomingCall(incoming)) => {
+                            // A caller takes no second call.
+                            let _ = incoming.reject(486);
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = intr.wait(), if !interrupted => {
+                        interrupted = true;
+                        let _ = shared.stop_tx.send(true);
+                    }
+                    ev = next_reg_event(&mut reg) => report_reg_event(&reg, ev),
+                }
+            }
+            if interrupted {
+                Exit::Interrupted
+            } else {
+                exit_for_outcome(&last)
+            }
+        }
         Err(e) => {
             eprintln!("tandem-cli: call failed: {e}");
             emit_failure(&e);
@@ -268,57 +401,6 @@ async fn call(
     exit
 }
 
-/// Follows an outgoing call to its end; prints its events.
-async fn run_call(
-    mut call: Call,
-    hold: Duration,
-    reg: &mut Option<Registration>,
-    intr: &mut Interrupt,
-) -> Exit {
-    let mut hangup_at: Option<Instant> = None;
-    let mut interrupted_by_signal = false;
-    let mut hung_up = false;
-    loop {
-        tokio::select! {
-            ev = call.next_event() => match ev {
-                Some(CallEvent::Trying) => Event::new("trying").emit(),
-                Some(CallEvent::Ringing { status, .. }) => {
-                    Event::new("ringing").kv("status", status).emit();
-                }
-                Some(CallEvent::Answered { status }) => {
-                    Event::new("answered").kv("status", status).emit();
-                    hangup_at = Some(Instant::now() + hold);
-                }
-                Some(CallEvent::Ended { by, reason }) => {
-                    emit_ended(by, reason);
-                    return if interrupted_by_signal {
-                        Exit::Interrupted
-                    } else {
-                        exit_for_end(by, reason)
-                    };
-                }
-                Some(CallEvent::Failed(e)) => {
-                    eprintln!("tandem-cli: call failed: {e}");
-                    emit_failure(&e);
-                    return if interrupted_by_signal { Exit::Interrupted } else { Exit::for_error(&e) };
-                }
-                Some(_) => {}
-                None => return if interrupted_by_signal { Exit::Interrupted } else { Exit::Network },
-            },
-            _ = sleep_until_opt(hangup_at), if !hung_up => {
-                hung_up = true;
-                call.hangup();
-            }
-            _ = intr.wait(), if !interrupted_by_signal => {
-                interrupted_by_signal = true;
-                hung_up = true;
-                call.hangup();
-            }
-            ev = next_reg_event(reg) => report_reg_event(reg, ev),
-        }
-    }
-}
-
 fn emit_ended(by: EndedBy, reason: EndReason) {
     Event::new("ended").kv("by", by).kv("reason", reason).emit();
 }
@@ -327,15 +409,9 @@ fn emit_ended(by: EndedBy, reason: EndReason) {
 fn exit_for_end(by: EndedBy, reason: EndReason) -> Exit {
     match (by, reason) {
         (_, EndReason::Error) => Exit::Network,
+        (_, EndReason::MediaFailed) => Exit::Network,
         (EndedBy::Local, EndReason::Timeout) => Exit::Network,
         _ => Exit::Success,
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -347,6 +423,7 @@ struct AnswerOptions {
     ring: Duration,
     reject: Option<u16>,
     register: bool,
+    plan: CallPlan,
 }
 
 async fn answer(
@@ -371,10 +448,13 @@ async fn answer(
             _ = intr.wait() => return interrupted_exit,
         }
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+    let shared = Shared::new();
+    let follow_up = opts.plan.devices_only();
+    // Each finished call reports whether it counts for --count (a transfer's follow-up call does not).
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<bool>();
     let mut active = 0u64;
     let mut finished = 0u64;
+    let mut started = 0u64;
     let mut exit = Exit::Success;
     loop {
         if opts.count.is_some_and(|n| finished >= n) && active == 0 {
@@ -387,19 +467,43 @@ async fn answer(
                         .kv("from", incoming.from().map(|u| u.to_string()).unwrap_or_default())
                         .kv("call-id", incoming.call_id())
                         .emit();
-                    let started = finished + active;
                     if opts.count.is_some_and(|n| started >= n) {
                         // Already handling the last call we were asked for.
                         let _ = incoming.reject(486);
                         continue;
                     }
+                    started += 1;
                     active += 1;
                     let opts = opts.clone();
+                    let account = account.clone();
                     let done = done_tx.clone();
-                    let stop = stop_rx.clone();
+                    let controls = shared.controls.subscribe();
+                    let stop = shared.stop_rx.clone();
                     tokio::spawn(async move {
-                        handle_incoming(incoming, &opts, stop).await;
-                        let _ = done.send(());
+                        handle_incoming(incoming, &account, &opts, controls, stop).await;
+                        let _ = done.send(true);
+                    });
+                }
+                Some(UaEvent::TransferCall { call, .. }) | Some(UaEvent::CallReplaced { call, .. }) => {
+                    // A call placed (transfer) or accepted (Replaces) in place of one of ours: it keeps the run
+                    // going, but the call it replaces already counts for --count.
+                    active += 1;
+                    let account = account.clone();
+                    let plan = follow_up.clone();
+                    let done = done_tx.clone();
+                    let controls = shared.controls.subscribe();
+                    let stop = shared.stop_rx.clone();
+                    let hold_for = opts.duration;
+                    tokio::spawn(async move {
+                        let ctx = DriveContext {
+                            account: &account,
+                            plan: &plan,
+                            hold_for,
+                            controls: Some(controls),
+                            stop,
+                        };
+                        drive(call, ctx).await;
+                        let _ = done.send(false);
                     });
                 }
                 Some(_) => {}
@@ -409,9 +513,9 @@ async fn answer(
                     break;
                 }
             },
-            Some(()) = done_rx.recv() => {
+            Some(counts) = done_rx.recv() => {
                 active = active.saturating_sub(1);
-                finished += 1;
+                finished += u64::from(counts);
             }
             _ = intr.wait() => {
                 exit = interrupted_exit;
@@ -421,11 +525,11 @@ async fn answer(
         }
     }
     // Hang up what is still running, and wait (bounded) for those calls to end.
-    let _ = stop_tx.send(true);
+    let _ = shared.stop_tx.send(true);
     let wait_until = Instant::now() + Duration::from_secs(10);
     while active > 0 {
         tokio::select! {
-            Some(()) = done_rx.recv() => active -= 1,
+            Some(_) = done_rx.recv() => active -= 1,
             _ = sleep_until(wait_until) => break,
         }
     }
@@ -441,7 +545,9 @@ async fn answer(
 /// Rings, answers (or rejects) one incoming call and follows it to its end.
 async fn handle_incoming(
     mut incoming: IncomingCall,
+    account: &Account,
     opts: &AnswerOptions,
+    controls: broadcast::Receiver<Control>,
     mut stop: watch::Receiver<bool>,
 ) {
     if let Some(code) = opts.reject {
@@ -468,7 +574,11 @@ async fn handle_incoming(
             return;
         }
     }
-    let mut call = match incoming.accept().await {
+    let options = CoreAnswerOptions {
+        account: Some(account.clone()),
+        media: opts.plan.media.clone(),
+    };
+    let call = match incoming.accept_with(options).await {
         Ok(c) => c,
         Err(UaError::Cancelled) => {
             emit_ended(EndedBy::Remote, EndReason::Cancel);
@@ -480,36 +590,14 @@ async fn handle_incoming(
             return;
         }
     };
-    let mut hangup_at = None;
-    let mut hung_up = false;
-    loop {
-        tokio::select! {
-            ev = call.next_event() => match ev {
-                Some(CallEvent::Answered { status }) => {
-                    Event::new("answered").kv("status", status).emit();
-                    hangup_at = opts.duration.map(|d| Instant::now() + d);
-                }
-                Some(CallEvent::Ended { by, reason }) => {
-                    emit_ended(by, reason);
-                    return;
-                }
-                Some(CallEvent::Failed(e)) => {
-                    emit_failure(&e);
-                    return;
-                }
-                Some(_) => {}
-                None => return,
-            },
-            _ = sleep_until_opt(hangup_at), if !hung_up => {
-                hung_up = true;
-                call.hangup();
-            }
-            _ = stop.wait_for(|s| *s), if !hung_up => {
-                hung_up = true;
-                call.hangup();
-            }
-        }
-    }
+    let ctx = DriveContext {
+        account,
+        plan: &opts.plan,
+        hold_for: opts.duration,
+        controls: Some(controls),
+        stop,
+    };
+    drive(call, ctx).await;
 }
 
 async fn options(agent: &UserAgent, account: &Account, uri: &str) -> Exit {

@@ -1,4 +1,4 @@
-//! `tandem-cli`: the headless Tandem client (register, call, answer, options).
+//! `tandem-cli`: the headless Tandem client (register, call, answer, options, devices).
 //!
 //! Events go to stdout, one line each (`event key=value ...`); diagnostics go to stderr.
 //! Exit codes: 0 success, 1 refused by the peer, 2 usage, 3 authentication failed,
@@ -6,7 +6,11 @@
 
 mod args;
 mod commands;
+mod control;
+mod devices;
+mod driver;
 mod output;
+mod plan;
 mod profile;
 mod settings;
 mod tls;
@@ -28,6 +32,10 @@ fn main() {
             });
         }
     };
+    if matches!(cli.command, Command::Devices) {
+        init_logging(cli.account.verbose);
+        std::process::exit(devices::list().code());
+    }
     let account = match profile::merge(cli.account.clone()) {
         Ok(a) => a,
         Err(e) => {

@@ -37,6 +37,11 @@ pub struct Profile {
     pub display_name: Option<String>,
     /// Verbose logging.
     pub verbose: Option<bool>,
+    /// SRTP policy (off, optional, mandatory).
+    pub srtp: Option<String>,
+    /// SRTP keying (sdes, dtls).
+    #[serde(alias = "srtp_keying")]
+    pub srtp_keying: Option<String>,
 }
 
 impl Profile {
@@ -75,6 +80,8 @@ pub fn merge(mut args: AccountArgs) -> Result<AccountArgs> {
     fill(&mut args.listen, p.listen);
     fill(&mut args.expires, p.expires);
     fill(&mut args.display_name, p.display_name);
+    fill(&mut args.srtp, p.srtp);
+    fill(&mut args.srtp_keying, p.srtp_keying);
     if !args.verbose {
         args.verbose = p.verbose.unwrap_or(false);
     }

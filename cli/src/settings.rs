@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::{Context, Result, bail};
-use tandem_client_core::types::{Transport, Uri};
-use tandem_client_core::{Account, DEFAULT_EXPIRES, UaConfig, parse_proxy};
+use tandem_client_core::types::{SrtpPolicy, Transport, Uri};
+use tandem_client_core::{Account, DEFAULT_EXPIRES, SrtpKeying, UaConfig, parse_proxy};
 use tandem_proto::msg::Host;
 
 use crate::args::AccountArgs;
@@ -46,6 +46,16 @@ pub fn build(args: &AccountArgs, need_user: bool) -> Result<Settings> {
     account.proxy = proxy;
     account.transport = transport;
     account.expires = args.expires.unwrap_or(DEFAULT_EXPIRES);
+    if let Some(policy) = &args.srtp {
+        account.srtp = policy
+            .parse::<SrtpPolicy>()
+            .with_context(|| format!("--srtp {policy}"))?;
+    }
+    if let Some(keying) = &args.srtp_keying {
+        account.srtp_keying = keying
+            .parse::<SrtpKeying>()
+            .with_context(|| format!("--srtp-keying {keying}"))?;
+    }
     if need_user {
         account.aor().context("invalid --user/--domain")?;
     }
@@ -114,6 +124,23 @@ mod tests {
         let proxy = s.account.proxy.clone().unwrap();
         assert_eq!(proxy.port, Some(5070));
         assert_eq!(s.ua.route_hint, Some("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn srtp_policy_and_keying() {
+        let mut a = args();
+        a.srtp = Some("mandatory".into());
+        a.srtp_keying = Some("dtls".into());
+        let s = build(&a, true).unwrap();
+        assert_eq!(s.account.srtp, SrtpPolicy::Mandatory);
+        assert_eq!(s.account.srtp_keying, SrtpKeying::Dtls);
+        assert_eq!(build(&args(), true).unwrap().account.srtp, SrtpPolicy::Off);
+        let mut a = args();
+        a.srtp = Some("maybe".into());
+        assert!(build(&a, true).is_err());
+        let mut a = args();
+        a.srtp_keying = Some("zrtp".into());
+        assert!(build(&a, true).is_err());
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! What to do in a call besides talking: the media devices, and the scripted actions (DTMF, hold/resume, transfer)
+//! of `call` and `answer`, checked once from the command line.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tandem_client_core::types::Uri;
+use tandem_client_core::{Account, MediaOptions};
+use tandem_media::device::DeviceSpec;
+
+use crate::args::MediaArgs;
+
+/// The media devices and scripted actions of every call of one run.
+#[derive(Debug, Clone)]
+pub struct CallPlan {
+    /// Devices and looping for the media session.
+    pub media: MediaOptions,
+    /// Digits to send, and how long after the answer.
+    pub dtmf: Option<(String, Duration)>,
+    /// Hold this long after the answer.
+    pub hold_after: Option<Duration>,
+    /// Resume this long after the answer.
+    pub resume_after: Option<Duration>,
+    /// Blind-transfer to this target, this long after the answer.
+    pub transfer: Option<(Uri, Duration)>,
+}
+
+impl CallPlan {
+    /// A plan with no media options beyond the defaults and no scripted action.
+    pub fn plain() -> Self {
+        CallPlan {
+            media: MediaOptions::default(),
+            dtmf: None,
+            hold_after: None,
+            resume_after: None,
+            transfer: None,
+        }
+    }
+
+    /// The same devices without the scripted actions (for the follow-up call of a transfer or a replacement).
+    pub fn devices_only(&self) -> Self {
+        CallPlan {
+            media: self.media.clone(),
+            ..CallPlan::plain()
+        }
+    }
+}
+
+/// Parses a `--device` value.
+pub fn parse_device(text: &str) -> Result<DeviceSpec> {
+    DeviceSpec::from_str(text).with_context(|| format!("--device {text}"))
+}
+
+/// Builds the plan from the media flags; also applies `--codec` to the account.
+pub fn build(args: &MediaArgs, account: &mut Account) -> Result<CallPlan> {
+    let device = args.device.as_deref().map(parse_device).transpose()?;
+    let capture = match (&args.play, &device) {
+        (Some(path), _) => {
+            if !path.is_file() {
+                bail!("--play {}: no such file", path.display());
+            }
+            DeviceSpec::File(path.clone())
+        }
+        (None, Some(d)) => d.clone(),
+        (None, None) => DeviceSpec::Null,
+    };
+    let playback = match (&args.record, &device) {
+        (Some(path), _) => DeviceSpec::File(path.clone()),
+        (None, Some(d)) => d.clone(),
+        (None, None) => DeviceSpec::Null,
+    };
+    let media = MediaOptions {
+        capture,
+        playback,
+        loop_capture: !args.play_once,
+        ..MediaOptions::default()
+    };
+    if !args.codec.is_empty() {
+        account.codecs = args.codec.clone();
+    }
+    if let (Some(hold), Some(resume)) = (args.hold_after, args.resume_after)
+        && resume <= hold
+    {
+        bail!("--resume-after must be later than --hold-after");
+    }
+    let transfer = match &args.transfer_to {
+        Some(target) => Some((
+            account
+                .target_uri(target)
+                .with_context(|| format!("--transfer-to {target}"))?,
+            args.transfer_after,
+        )),
+        None => None,
+    };
+    Ok(CallPlan {
+        media,
+        dtmf: args.dtmf.clone().map(|d| (d, args.dtmf_delay)),
+        hold_after: args.hold_after,
+        resume_after: args.resume_after,
+        transfer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> MediaArgs {
+        MediaArgs {
+            dtmf_delay: Duration::from_secs(1),
+            transfer_after: Duration::from_secs(1),
+            ..MediaArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_null_devices() {
+        let mut account = Account::new("a", "127.0.0.1");
+        let plan = build(&args(), &mut account).unwrap();
+        assert_eq!(plan.media.capture, DeviceSpec::Null);
+        assert_eq!(plan.media.playback, DeviceSpec::Null);
+        assert!(plan.media.loop_capture);
+        assert!(plan.dtmf.is_none() && plan.transfer.is_none());
+    }
+
+    #[test]
+    fn play_record_device_codec_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = dir.path().join("in.wav");
+        std::fs::write(&wav, b"x").unwrap();
+        let mut a = args();
+        a.play = Some(wav.clone());
+        a.play_once = true;
+        a.device = Some("null".into());
+        a.codec = vec!["pcmu".into()];
+        a.transfer_to = Some("carol".into());
+        a.dtmf = Some("12#".into());
+        let mut account = Account::new("a", "tandem.lab");
+        let plan = build(&a, &mut account).unwrap();
+        assert_eq!(plan.media.capture, DeviceSpec::File(wav));
+        assert_eq!(plan.media.playback, DeviceSpec::Null);
+        assert!(!plan.media.loop_capture);
+        assert_eq!(account.codecs, vec!["pcmu".to_string()]);
+        let (target, after) = plan.transfer.unwrap();
+        assert_eq!(target.to_string(), "sip:carol@tandem.lab");
+        assert_eq!(after, Duration::from_secs(1));
+        assert_eq!(plan.dtmf.unwrap().0, "12#");
+    }
+
+    #[test]
+    fn bad_plans() {
+        let mut account = Account::new("a", "127.0.0.1");
+        let mut a = args();
+        a.play = Some("/nonexistent/tone.wav".into());
+        assert!(build(&a, &mut account).is_err());
+        let mut a = args();
+        a.hold_after = Some(Duration::from_secs(2));
+        a.resume_after = Some(Duration::from_secs(1));
+        assert!(build(&a, &mut account).is_err());
+    }
+}
