@@ -22,6 +22,56 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_QUEUE: Duration = Duration::from_millis(400);
 /// Standing queue tolerated before drift trimming removes the excess.
 const SLACK: Duration = Duration::from_millis(30);
+/// How a real device is opened.
+///
+/// A fixed callback period is always requested: without one PulseAudio picks its defaults (2 s
+/// capture fragments and a 2 s playback buffer), far too much latency for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpalOptions {
+    /// Preferred sample rate; the device's own rate is used (and reported) when it cannot run at it.
+    pub rate: u32,
+    /// Callback period of the stream. PulseAudio keeps two periods queued for playback.
+    pub period: Duration,
+    /// Hard cap on audio queued between the device callback and the media clock.
+    pub max_queue: Duration,
+}
+
+impl CpalOptions {
+    /// Defaults for capture: 48 kHz, 20 ms periods, 400 ms cap.
+    pub fn capture() -> Self {
+        Self {
+            rate: DEFAULT_RATE,
+            period: Duration::from_millis(20),
+            max_queue: MAX_QUEUE,
+        }
+    }
+
+    /// Defaults for playback: 48 kHz, 40 ms periods (80 ms in PulseAudio; 20 ms periods underran
+    /// on a loaded two-core machine), 400 ms cap.
+    pub fn playback() -> Self {
+        Self {
+            rate: DEFAULT_RATE,
+            period: Duration::from_millis(40),
+            max_queue: MAX_QUEUE,
+        }
+    }
+}
+
+/// The fixed buffer size for one period at `rate`, clamped to what the device supports
+/// (`Default` when it does not say).
+fn period_frames(
+    period: Duration,
+    rate: u32,
+    supported: &cpal::SupportedBufferSize,
+) -> cpal::BufferSize {
+    let want = (u64::from(rate) * period.as_millis() as u64 / 1000).max(1) as u32;
+    match supported {
+        cpal::SupportedBufferSize::Range { min, max } if min <= max => {
+            cpal::BufferSize::Fixed(want.clamp(*min, *max))
+        }
+        _ => cpal::BufferSize::Default,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dir {
@@ -178,8 +228,9 @@ const FORMATS: [SampleFormat; 7] = [
 fn choose_config(
     device: &cpal::Device,
     dir: Dir,
-    want_rate: u32,
+    opts: &CpalOptions,
 ) -> Result<(StreamConfig, SampleFormat), DeviceError> {
+    let want_rate = opts.rate;
     let ranges: Vec<cpal::SupportedStreamConfigRange> = match dir {
         Dir::Input => device.supported_input_configs().map(|c| c.collect()),
         Dir::Output => device.supported_output_configs().map(|c| c.collect()),
@@ -203,7 +254,7 @@ fn choose_config(
             StreamConfig {
                 channels: r.channels(),
                 sample_rate: want_rate,
-                buffer_size: cpal::BufferSize::Default,
+                buffer_size: period_frames(opts.period, opts.rate, r.buffer_size()),
             },
             r.sample_format(),
         ));
@@ -224,7 +275,7 @@ fn choose_config(
         StreamConfig {
             channels: def.channels(),
             sample_rate: def.sample_rate(),
-            buffer_size: cpal::BufferSize::Default,
+            buffer_size: period_frames(opts.period, def.sample_rate(), def.buffer_size()),
         },
         def.sample_format(),
     ))
@@ -328,7 +379,7 @@ fn build_stream(
 fn run_stream(
     dir: Dir,
     name: Option<String>,
-    want_rate: u32,
+    opts: CpalOptions,
     shared: Arc<Shared>,
     ready: mpsc::Sender<Result<Opened, DeviceError>>,
     stop: mpsc::Receiver<()>,
@@ -336,10 +387,20 @@ fn run_stream(
     let opened = (|| {
         let host = preferred_host()?;
         let device = find_device(&host, dir, name.as_deref())?;
-        let (config, format) = choose_config(&device, dir, want_rate)?;
+        let (config, format) = choose_config(&device, dir, &opts)?;
         // Size the ring for the rate actually used.
-        *shared.ring() = LevelRing::new(config.sample_rate, MAX_QUEUE, SLACK);
-        let stream = build_stream(&device, dir, config, format, &shared)?;
+        *shared.ring() = LevelRing::new(config.sample_rate, opts.max_queue, SLACK);
+        let stream = match build_stream(&device, dir, config, format, &shared) {
+            Err(e) if config.buffer_size != cpal::BufferSize::Default => {
+                tracing::debug!(error = %e, "fixed buffer size refused, using the backend's default");
+                let config = StreamConfig {
+                    buffer_size: cpal::BufferSize::Default,
+                    ..config
+                };
+                build_stream(&device, dir, config, format, &shared)?
+            }
+            other => other?,
+        };
         stream
             .play()
             .map_err(|e| DeviceError::Backend(e.to_string()))?;
@@ -383,10 +444,10 @@ fn run_stream(
 fn open_stream(
     dir: Dir,
     name: Option<&str>,
-    want_rate: u32,
+    opts: CpalOptions,
 ) -> Result<(Arc<Shared>, StreamThread, Opened), DeviceError> {
     let shared = Arc::new(Shared {
-        ring: Mutex::new(LevelRing::new(want_rate.max(1), MAX_QUEUE, SLACK)),
+        ring: Mutex::new(LevelRing::new(opts.rate.max(1), opts.max_queue, SLACK)),
         failed: Mutex::new(None),
         has_failed: AtomicBool::new(false),
     });
@@ -396,7 +457,7 @@ fn open_stream(
     let name_owned = name.map(str::to_owned);
     let join = std::thread::Builder::new()
         .name(format!("audio-{}", dir.label()))
-        .spawn(move || run_stream(dir, name_owned, want_rate, thread_shared, ready_tx, stop_rx))
+        .spawn(move || run_stream(dir, name_owned, opts, thread_shared, ready_tx, stop_rx))
         .map_err(|e| DeviceError::Backend(format!("cannot start audio thread: {e}")))?;
     let thread = StreamThread {
         stop: Some(stop_tx),
@@ -439,7 +500,18 @@ impl CpalCapture {
     /// Like [`CpalCapture::open`], preferring `rate` (the device's own rate is used, and reported,
     /// when it cannot run at `rate`).
     pub fn open_with_rate(name: Option<&str>, rate: u32) -> Result<Self, DeviceError> {
-        let (shared, thread, info) = open_stream(Dir::Input, name, rate)?;
+        Self::open_with(
+            name,
+            CpalOptions {
+                rate,
+                ..CpalOptions::capture()
+            },
+        )
+    }
+
+    /// Opens with explicit options.
+    pub fn open_with(name: Option<&str>, options: CpalOptions) -> Result<Self, DeviceError> {
+        let (shared, thread, info) = open_stream(Dir::Input, name, options)?;
         Ok(Self {
             shared,
             rate: info.rate,
@@ -496,6 +568,7 @@ pub struct CpalPlayback {
     channels: u16,
     name: String,
     host: String,
+    max_queue: Duration,
     thread: Option<StreamThread>,
 }
 
@@ -508,13 +581,25 @@ impl CpalPlayback {
 
     /// Like [`CpalPlayback::open`], preferring `rate`.
     pub fn open_with_rate(name: Option<&str>, rate: u32) -> Result<Self, DeviceError> {
-        let (shared, thread, info) = open_stream(Dir::Output, name, rate)?;
+        Self::open_with(
+            name,
+            CpalOptions {
+                rate,
+                ..CpalOptions::playback()
+            },
+        )
+    }
+
+    /// Opens with explicit options.
+    pub fn open_with(name: Option<&str>, options: CpalOptions) -> Result<Self, DeviceError> {
+        let (shared, thread, info) = open_stream(Dir::Output, name, options)?;
         Ok(Self {
             shared,
             rate: info.rate,
             channels: info.channels,
             name: info.name,
             host: info.host,
+            max_queue: options.max_queue,
             thread: Some(thread),
         })
     }
@@ -564,7 +649,7 @@ impl PlaybackDevice for CpalPlayback {
             return Ok(());
         };
         // Let what is queued play out (bounded by the ring's cap), then close the stream.
-        let deadline = std::time::Instant::now() + MAX_QUEUE;
+        let deadline = std::time::Instant::now() + self.max_queue;
         while !self.shared.ring().is_empty() && std::time::Instant::now() < deadline {
             if self.shared.check().is_err() {
                 break;

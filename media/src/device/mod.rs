@@ -13,7 +13,7 @@ use crate::wav::{WavError, WavWriter, read_wav};
 mod host;
 mod ring;
 
-pub use host::{CpalCapture, CpalPlayback, list_devices, try_list_devices};
+pub use host::{CpalCapture, CpalOptions, CpalPlayback, list_devices, try_list_devices};
 pub use ring::{LevelRing, RingStats};
 
 /// The rate used by devices that can pick one (null, tone, file sinks, real devices when they can).
