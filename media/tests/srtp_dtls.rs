@@ -14,6 +14,9 @@ type Outcome = Option<Result<SrtpContext, SrtpError>>;
 /// the server (`false`) is lost.
 type LossFn<'a> = &'a mut dyn FnMut(bool, usize) -> bool;
 
+/// An owned loss decision, for tables of patterns.
+type LossPattern = Box<dyn FnMut(bool, usize) -> bool>;
+
 /// Runs the two endpoints until both have a result or nothing is left to do, losing the
 /// datagrams `lose` picks. Returns both outcomes and the virtual time elapsed.
 fn pump_lossy(
@@ -206,7 +209,7 @@ fn handshake_survives_a_lost_first_flight() {
 #[test]
 fn handshake_completes_under_loss_in_both_directions() {
     // Deterministic loss patterns: every n-th datagram of one or both directions, a burst.
-    let patterns: Vec<(&str, Box<dyn FnMut(bool, usize) -> bool>)> = vec![
+    let patterns: Vec<(&str, LossPattern)> = vec![
         ("every 2nd from server", Box::new(|c, n| !c && n % 2 == 1)),
         ("every 3rd both ways", Box::new(|_, n| n % 3 == 2)),
         (
