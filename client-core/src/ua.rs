@@ -202,18 +202,23 @@ impl Shared {
         self.routes().dialogs.insert(key, tx);
     }
 
-    /// Queues a UA event; gives it back when nobody takes events (or the queue is full).
-    pub fn emit_ua(&self, event: UaEvent) -> std::result::Result<(), UaEvent> {
+    /// Queues a UA event; when nobody takes events (or the queue is full) it is dropped
+    /// (a call in it hangs up) and false is returned.
+    pub fn emit_ua(&self, event: UaEvent) -> bool {
         let sender = self
             .ua_events
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match sender {
-            Some(s) => s.try_send(event).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => ev,
-            }),
-            None => Err(event),
+            Some(s) => match s.try_send(event) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("UA event dropped: {e}");
+                    false
+                }
+            },
+            None => false,
         }
     }
 

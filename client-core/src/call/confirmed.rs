@@ -773,10 +773,10 @@ impl CallTask {
         let Some(sent) = live.initial.as_ref().map(|tx| tx.request().clone()) else {
             return;
         };
-        if let Ok(mut other) = Dialog::from_uac(&sent, response) {
-            if self.send_ack(&other, cseq.seq, tag).await.is_ok() {
-                self.bye(&mut other, None).await;
-            }
+        if let Ok(mut other) = Dialog::from_uac(&sent, response)
+            && self.send_ack(&other, cseq.seq, tag).await.is_ok()
+        {
+            self.bye(&mut other, None).await;
         }
     }
 
@@ -1118,14 +1118,12 @@ impl CallTask {
         match placed {
             Ok(call) => {
                 let call_id = self.key.call_id.clone();
-                if let Err(call) = self.shared.emit_ua(UaEvent::TransferCall {
+                // When nobody takes UA events the new call is dropped (cancelled), which
+                // reports 487 to the transferor.
+                self.shared.emit_ua(UaEvent::TransferCall {
                     call,
                     transferred_call_id: call_id,
-                }) {
-                    // Nobody takes UA events: the new call is dropped (cancelled), which
-                    // reports 487 to the transferor.
-                    drop(call);
-                }
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot place the call for a REFER");
@@ -1227,12 +1225,11 @@ impl CallTask {
         match incoming.accept_boxed(options).await {
             Ok(call) => {
                 let replaced = self.key.call_id.clone();
-                if let Err(call) = self.shared.emit_ua(UaEvent::CallReplaced {
+                // Unclaimed (nobody takes UA events), the new call is dropped: it hangs up.
+                self.shared.emit_ua(UaEvent::CallReplaced {
                     call,
                     replaced_call_id: replaced,
-                }) {
-                    drop(call);
-                }
+                });
                 self.bye(&mut live.dialog, None).await;
                 Some(CallEvent::Ended {
                     by: EndedBy::Remote,
