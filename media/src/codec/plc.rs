@@ -6,7 +6,8 @@
 //! frame after a loss is cross-faded with the continued concealment.
 //!
 //! Unlike the reference code this version adds no algorithmic delay: the repeated cycle starts
-//! one pitch period back, which continues the last good sample for periodic signals.
+//! one pitch period back, which continues the last good sample for periodic signals, and the
+//! level difference at that seam is faded out over a quarter period instead of overlap-added.
 
 /// Appendix I style concealment state for one mono stream.
 #[derive(Debug, Clone)]
@@ -28,6 +29,10 @@ pub struct G711Plc {
     /// The previous cycle and position while switching to a longer one.
     fade_from: Option<(Vec<f32>, usize)>,
     fade_left: usize,
+    /// Level offset between the last good sample and the cycle's predecessor, decayed over
+    /// a quarter period so the concealment starts without a step.
+    offset: f32,
+    offset_left: usize,
     scratch: Vec<f32>,
 }
 
@@ -55,6 +60,8 @@ impl G711Plc {
             pos: 0,
             fade_from: None,
             fade_left: 0,
+            offset: 0.0,
+            offset_left: 0,
             scratch: Vec::new(),
         }
     }
@@ -117,6 +124,9 @@ impl G711Plc {
             self.periods = 1;
             self.cycle = self.build_cycle(1);
             self.pos = 0;
+            let end = self.history.len();
+            self.offset = self.history[end - 1] - self.history[end - 1 - self.pitch];
+            self.offset_left = (self.pitch / 4).max(1);
         } else if self.erased.is_multiple_of(self.ten_ms)
             && self.periods < 3
             && self.erased <= 2 * self.ten_ms
@@ -151,6 +161,11 @@ impl G711Plc {
             if self.fade_left == 0 {
                 self.fade_from = None;
             }
+        }
+        if self.offset_left > 0 {
+            let total = (self.pitch / 4).max(1);
+            s += self.offset * self.offset_left as f32 / (total + 1) as f32;
+            self.offset_left -= 1;
         }
         s * gain
     }
