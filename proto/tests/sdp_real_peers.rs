@@ -1,5 +1,7 @@
 //! Offer/answer against SDP captured from baresip 1.0 and linphonec 5.1 (see `data/sdp/README.md`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use tandem_proto::sdp::{

@@ -468,15 +468,26 @@ impl MediaDescription {
     /// Static payload types are known without `a=rtpmap`; dynamic ones without
     /// a (valid) `a=rtpmap` and non-numeric formats are left out.
     pub fn rtpmaps(&self) -> Vec<RtpMap> {
+        // One pass over the attributes (the first valid rtpmap per payload type wins),
+        // so a hostile body with thousands of attributes costs O(attributes + formats).
+        let mut dynamic: [Option<RtpMap>; 128] = std::array::from_fn(|_| None);
+        for map in self
+            .attributes
+            .iter()
+            .filter(|a| a.name.eq_ignore_ascii_case("rtpmap"))
+            .filter_map(|a| a.value.as_deref().and_then(parse_rtpmap_value))
+        {
+            if let Some(slot @ None) = dynamic.get_mut(usize::from(map.payload_type)) {
+                *slot = Some(map);
+            }
+        }
         self.formats
             .iter()
             .filter_map(|f| f.parse::<u8>().ok())
             .filter_map(|pt| {
-                self.attributes
-                    .iter()
-                    .filter(|a| a.name.eq_ignore_ascii_case("rtpmap"))
-                    .filter_map(|a| a.value.as_deref().and_then(parse_rtpmap_value))
-                    .find(|m| m.payload_type == pt)
+                dynamic
+                    .get(usize::from(pt))
+                    .and_then(Clone::clone)
                     .or_else(|| static_rtpmap(pt))
             })
             .collect()
@@ -622,6 +633,12 @@ impl SessionDescription {
         {
             return Err(SdpError::MissingConnection { index });
         }
+        // Keep the order the printer uses (RFC 8866 §5: i/u/e/p before c=, the rest after t=;
+        // in media sections i= first), so that parse -> print -> parse is the identity.
+        other_fields.sort_by_key(|(t, _)| !session_field_before_c(*t));
+        for m in &mut media {
+            m.other_fields.sort_by_key(|(t, _)| *t != 'i');
+        }
         Ok(SessionDescription {
             origin,
             session_name,
@@ -679,6 +696,11 @@ impl SessionDescription {
         }
         Some(SocketAddr::new(ip, m.port))
     }
+}
+
+/// Session-level line types printed between `s=` and `c=`.
+fn session_field_before_c(t: char) -> bool {
+    matches!(t, 'i' | 'u' | 'e' | 'p')
 }
 
 fn invalid(line: usize, reason: &'static str) -> SdpError {
@@ -862,7 +884,7 @@ impl fmt::Display for MediaDescription {
 impl fmt::Display for SessionDescription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "v=0\r\no={}\r\ns={}\r\n", self.origin, self.session_name)?;
-        let before_c = |t: char| matches!(t, 'i' | 'u' | 'e' | 'p');
+        let before_c = session_field_before_c;
         for (t, v) in self.other_fields.iter().filter(|(t, _)| before_c(*t)) {
             write!(f, "{t}={v}\r\n")?;
         }
