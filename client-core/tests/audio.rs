@@ -614,3 +614,197 @@ async fn hostile_sdp_offers_get_488_or_400() {
     alice.ua.shutdown().await;
     bob.ua.shutdown().await;
 }
+
+/// A raw UDP SIP peer for the tests that need exact control of the messages.
+struct RawPeer {
+    sock: tokio::net::UdpSocket,
+}
+
+impl RawPeer {
+    async fn new() -> RawPeer {
+        RawPeer {
+            sock: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    async fn recv(&self, secs: u64) -> Option<(tandem_proto::msg::Message, std::net::SocketAddr)> {
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = timeout(Duration::from_secs(secs), self.sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .unwrap();
+        let msg =
+            tandem_proto::msg::Message::parse(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
+        Some((msg, from))
+    }
+
+    async fn send(&self, bytes: &[u8], to: std::net::SocketAddr) {
+        self.sock.send_to(bytes, to).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_then_reinvite_2xx_retransmitted_until_ack() {
+    use tandem_proto::msg::{HeaderName, Message, Response};
+    use tandem_proto::sdp::{self, Codec, MediaOffer, SessionDescription};
+
+    let alice = Phone::new("alice", 101).await;
+    let raw = RawPeer::new().await;
+    let media_sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sink_port = media_sink.local_addr().unwrap().port();
+    let target: Uri = format!("sip:bob@{}", raw.addr()).parse().unwrap();
+    let mut call = alice
+        .ua
+        .call(
+            &alice.account,
+            target,
+            CallOptions {
+                media: tone(440.0),
+                ..CallOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let (invite, ua_addr) = loop {
+        match raw.recv(5).await.expect("no INVITE") {
+            (Message::Request(r), from) if r.method == tandem_proto::msg::Method::Invite => {
+                break (r, from);
+            }
+            _ => {}
+        }
+    };
+    let offer = SessionDescription::parse(std::str::from_utf8(&invite.body).unwrap()).unwrap();
+    let (answer, _) = sdp::answer_offer(
+        &offer,
+        &MediaOffer::new(vec![Codec::pcmu(), Codec::telephone_event(8000, 101)]),
+        77,
+        1,
+        "127.0.0.1".parse().unwrap(),
+        sink_port,
+        sdp::plain_only,
+    )
+    .unwrap();
+    let with_tag = |status: u16, body: Option<&SessionDescription>| {
+        let mut r = Response::for_request(&invite, status);
+        r.reason = tandem_proto::msg::reason_phrase(status).into();
+        let mut to = r.headers.to().unwrap();
+        to.set_tag("rawtag");
+        r.headers.set(HeaderName::To, to.to_string());
+        r.headers
+            .push(HeaderName::Contact, format!("<sip:bob@{}>", raw.addr()));
+        if let Some(b) = body {
+            r.headers.push(HeaderName::ContentType, "application/sdp");
+            r.body = bytes::Bytes::from(b.to_string());
+        }
+        r.to_bytes()
+    };
+    // 183 with SDP: early media flows before any 200.
+    raw.send(&with_tag(183, Some(&answer)), ua_addr).await;
+    let (ev, seen) = wait_for(&mut call, |e| matches!(e, CallEvent::MediaStarted { .. })).await;
+    assert!(
+        matches!(ev, CallEvent::MediaStarted { early: true, .. }),
+        "{ev:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, CallEvent::Ringing { status: 183, .. })),
+        "{seen:?}"
+    );
+    let mut rtp = [0u8; 2048];
+    timeout(Duration::from_secs(3), media_sink.recv_from(&mut rtp))
+        .await
+        .expect("no early RTP")
+        .unwrap();
+
+    raw.send(&with_tag(200, Some(&answer)), ua_addr).await;
+    answered(&mut call).await;
+    loop {
+        match raw.recv(5).await.expect("no ACK") {
+            (Message::Request(r), _) if r.method == tandem_proto::msg::Method::Ack => break,
+            _ => {}
+        }
+    }
+
+    // The peer puts us on hold with a re-INVITE and does not ACK at first.
+    let contact = invite.headers.contacts().unwrap();
+    let alice_contact = match &contact[0] {
+        tandem_proto::msg::ContactValue::Addr(a) => a.uri.clone(),
+        _ => panic!(),
+    };
+    let from_tag = invite.headers.from().unwrap().tag().unwrap().to_string();
+    let call_id = invite.headers.call_id().unwrap().to_string();
+    let mut hold = MediaOffer::new(vec![Codec::pcmu(), Codec::telephone_event(8000, 101)]);
+    hold.direction = Direction::SendOnly;
+    let hold_sdp =
+        sdp::build_offer(77, 2, "127.0.0.1".parse().unwrap(), sink_port, &hold).to_string();
+    let me = raw.addr();
+    let reinvite = format!(
+        "INVITE {alice_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKreinv1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@{me}>;tag=rawtag\r\nTo: {};tag={from_tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 5 INVITE\r\nContact: <sip:bob@{me}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{hold_sdp}",
+        invite
+            .headers
+            .get_str(&HeaderName::From)
+            .unwrap()
+            .split(";tag")
+            .next()
+            .unwrap(),
+        hold_sdp.len()
+    );
+    raw.send(reinvite.as_bytes(), ua_addr).await;
+    let mut oks = 0;
+    let mut answer_body = None;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1300);
+    while tokio::time::Instant::now() < until {
+        if let Some((Message::Response(r), _)) = raw.recv(1).await
+            && r.status == 200
+            && r.headers.cseq().unwrap().seq == 5
+        {
+            oks += 1;
+            answer_body = Some(r.body.clone());
+        }
+    }
+    assert!(oks >= 3, "the 2xx to the re-INVITE was sent {oks} times");
+    let body = String::from_utf8(answer_body.unwrap().to_vec()).unwrap();
+    assert!(body.contains("a=recvonly"), "{body}");
+    wait_for(&mut call, |e| *e == CallEvent::RemoteHold).await;
+    let ack = format!(
+        "ACK {alice_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKreack1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@{me}>;tag=rawtag\r\nTo: <sip:alice@127.0.0.1>;tag={from_tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 5 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    raw.send(ack.as_bytes(), ua_addr).await;
+    // At most one retransmission was already on its way; then silence.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut late = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    while tokio::time::Instant::now() < until {
+        if let Some((Message::Response(r), _)) = raw.recv(1).await
+            && r.status == 200
+        {
+            late += 1;
+        }
+    }
+    assert!(late <= 1, "{late} retransmissions after the ACK");
+    call.hangup();
+    // Answer the BYE.
+    loop {
+        match raw.recv(5).await.expect("no BYE") {
+            (Message::Request(r), from) if r.method == tandem_proto::msg::Method::Bye => {
+                let mut ok = Response::for_request(&r, 200);
+                ok.reason = "OK".into();
+                raw.send(&ok.to_bytes(), from).await;
+                break;
+            }
+            _ => {}
+        }
+    }
+    ended(&mut call).await;
+    alice.ua.shutdown().await;
+}
