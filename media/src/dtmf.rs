@@ -30,6 +30,8 @@ pub const DEFAULT_PAUSE: Duration = Duration::from_millis(80);
 pub const END_PACKET_COUNT: u8 = 3;
 /// Largest duration a single segment can report.
 const MAX_SEGMENT: u32 = 0xFFFF;
+/// Most digits [`DtmfSender`] keeps queued.
+pub const MAX_QUEUED: usize = 256;
 /// How many recent events the receiver remembers for deduplication.
 const RECENT_EVENTS: usize = 16;
 
@@ -43,6 +45,9 @@ pub enum DtmfError {
     /// A character that is not a DTMF digit (0-9, *, #, A-D).
     #[error("not a DTMF digit: {0:?}")]
     InvalidDigit(char),
+    /// More than [`MAX_QUEUED`] digits would be waiting.
+    #[error("too many DTMF digits queued (at most {MAX_QUEUED})")]
+    QueueFull,
 }
 
 /// One RFC 4733 event report (§2.3).
@@ -195,6 +200,9 @@ impl DtmfSender {
     /// Queues one digit lasting `duration` (clamped to 40 ms..=10 s).
     pub fn start(&mut self, digit: char, duration: Duration) -> Result<(), DtmfError> {
         let event = digit_to_event(digit).ok_or(DtmfError::InvalidDigit(digit))?;
+        if self.queue.len() >= MAX_QUEUED {
+            return Err(DtmfError::QueueFull);
+        }
         let duration = duration.clamp(MIN_DIGIT_DURATION, MAX_DIGIT_DURATION);
         let samples = duration_to_units(duration, self.clock_rate).max(1);
         self.queue.push_back((event, samples));
@@ -205,6 +213,9 @@ impl DtmfSender {
     pub fn start_all(&mut self, digits: &str, duration: Duration) -> Result<(), DtmfError> {
         if let Some(bad) = digits.chars().find(|c| digit_to_event(*c).is_none()) {
             return Err(DtmfError::InvalidDigit(bad));
+        }
+        if self.queue.len() + digits.chars().count() > MAX_QUEUED {
+            return Err(DtmfError::QueueFull);
         }
         for d in digits.chars() {
             self.start(d, duration)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 use tandem_media::dtmf::{
-    DtmfError, DtmfPacket, DtmfReceiver, DtmfSender, TelephoneEvent, digit_to_event,
+    DtmfError, DtmfPacket, DtmfReceiver, DtmfSender, MAX_QUEUED, TelephoneEvent, digit_to_event,
     event_to_digit, format_dtmf_relay, parse_dtmf_info,
 };
 use tandem_media::rtp::{RtpPacket, RtpStream};
@@ -156,6 +156,19 @@ fn queued_digits_are_separated_by_a_pause() {
     assert_eq!(
         s.start('?', Duration::from_millis(60)),
         Err(DtmfError::InvalidDigit('?'))
+    );
+    // The queue is bounded; a string that does not fit is refused whole.
+    let many = "1".repeat(MAX_QUEUED - 1);
+    s.start_all(&many, Duration::from_millis(60)).unwrap();
+    assert_eq!(
+        s.start_all("23", Duration::from_millis(60)),
+        Err(DtmfError::QueueFull)
+    );
+    assert_eq!(s.queued(), MAX_QUEUED - 1);
+    s.start('2', Duration::from_millis(60)).unwrap();
+    assert_eq!(
+        s.start('3', Duration::from_millis(60)),
+        Err(DtmfError::QueueFull)
     );
 }
 
