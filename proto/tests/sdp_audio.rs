@@ -503,3 +503,27 @@ fn remote_addresses() {
     let n = answer(&offer).unwrap().1;
     assert_eq!(n.remote_rtp, None);
 }
+
+#[test]
+fn rtcp_port_and_mux_in_offers_and_answers() {
+    let mut o = MediaOffer::new(vec![Codec::pcmu()]);
+    o.rtcp_port = Some(7003);
+    let offer = build_offer(1, 1, IP, 7000, &o);
+    assert!(offer.to_string().contains("a=rtcp:7003\r\na=rtcp-mux\r\n"));
+    // An answerer that multiplexes writes only a=rtcp-mux ...
+    let mut bob = MediaOffer::new(vec![Codec::pcmu()]);
+    bob.rtcp_port = Some(8003);
+    let (ans, b) = answer_offer(&offer, &bob, 2, 1, IP, 8000, plain_only).unwrap();
+    assert!(b.rtcp_mux);
+    assert_eq!(b.remote_rtcp, Some(SocketAddr::new(IP, 7000)));
+    assert!(!ans.to_string().contains("a=rtcp:"));
+    // ... one that does not, its a=rtcp; the offerer then sends RTCP there.
+    bob.rtcp_mux = false;
+    let (ans, b) = answer_offer(&offer, &bob, 2, 1, IP, 8000, plain_only).unwrap();
+    assert!(!b.rtcp_mux);
+    assert_eq!(b.remote_rtcp, Some(SocketAddr::new(IP, 7003)));
+    assert!(ans.to_string().contains("a=rtcp:8003\r\na=sendrecv\r\n"));
+    let a = accept_answer(&offer, &ans).unwrap();
+    assert!(!a.rtcp_mux);
+    assert_eq!(a.remote_rtcp, Some(SocketAddr::new(IP, 8003)));
+}

@@ -115,7 +115,8 @@ pub struct MediaOffer {
     pub maxptime: Option<u32>,
     /// Whether we offer (or accept) RTP/RTCP multiplexing (RFC 5761).
     pub rtcp_mux: bool,
-    /// Our RTCP port for `a=rtcp` (RFC 3605) when it is not RTP port + 1; not written when muxing.
+    /// Our RTCP port for `a=rtcp` (RFC 3605) when it is not RTP port + 1 (offers write it
+    /// next to `a=rtcp-mux` as the fallback; answers only when not multiplexing).
     pub rtcp_port: Option<u16>,
     /// Transport profile of the offer (not used when answering).
     pub profile: TransportProfile,
@@ -374,17 +375,30 @@ fn push_format(m: &mut MediaDescription, codec: &Codec, pt: u8) {
 }
 
 /// Writes ptime, maxptime, RTCP and direction attributes shared by offers and answers.
-fn push_common(m: &mut MediaDescription, local: &MediaOffer, rtcp_mux: bool, direction: Direction) {
+///
+/// An offer carries `a=rtcp` (when set) next to `a=rtcp-mux`, so a peer that does not
+/// multiplex knows where our RTCP goes (RFC 5761 §5.1.3); an answer that agreed to
+/// multiplexing carries only `a=rtcp-mux`.
+fn push_common(
+    m: &mut MediaDescription,
+    local: &MediaOffer,
+    rtcp_mux: bool,
+    direction: Direction,
+    offering: bool,
+) {
     if let Some(p) = local.ptime {
         m.attributes.push(Attribute::new("ptime", p.to_string()));
     }
     if let Some(p) = local.maxptime {
         m.attributes.push(Attribute::new("maxptime", p.to_string()));
     }
+    if let Some(port) = local.rtcp_port
+        && (offering || !rtcp_mux)
+    {
+        m.attributes.push(Attribute::new("rtcp", port.to_string()));
+    }
     if rtcp_mux {
         m.attributes.push(Attribute::flag("rtcp-mux"));
-    } else if let Some(port) = local.rtcp_port {
-        m.attributes.push(Attribute::new("rtcp", port.to_string()));
     }
     m.attributes.push(Attribute::flag(direction.as_str()));
 }
@@ -412,7 +426,7 @@ pub fn build_offer(
     if let Some(setup) = &offer.setup {
         m.attributes.push(Attribute::new("setup", setup.clone()));
     }
-    push_common(&mut m, offer, offer.rtcp_mux, offer.direction);
+    push_common(&mut m, offer, offer.rtcp_mux, offer.direction, true);
     session(session_id, version, ip, vec![m])
 }
 
@@ -708,7 +722,7 @@ where
             SecurityKind::Dtls
         }
     };
-    push_common(&mut m, local, rtcp_mux, direction);
+    push_common(&mut m, local, rtcp_mux, direction, false);
 
     let mut recv_codecs = Vec::new();
     for (codec, map, _) in &common {
