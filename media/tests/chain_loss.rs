@@ -1,6 +1,7 @@
 //! Send chain -> simulated network (loss, jitter, reordering, duplicates, clock drift) ->
 //! receive chain, on a virtual clock: a 1 kHz tone must come out as a 1 kHz tone with bounded
 //! gaps, for PCMU, PCMA and Opus.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
