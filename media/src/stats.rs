@@ -248,8 +248,11 @@ impl ReceiverStats {
             SeqOutcome::Valid
         } else if u32::from(udelta) <= RTP_SEQ_MOD - u32::from(MAX_MISORDER) {
             if u32::from(seq) == self.bad_seq {
-                // Two sequential packets after a big jump: assume the sender restarted.
+                // Two sequential packets after a big jump: assume the sender restarted
+                // (its timestamps likely restarted too, so the transit chain does).
                 self.init_seq(seq);
+                self.last_transit = None;
+                self.last_timestamp = None;
                 SeqOutcome::Restarted
             } else {
                 self.bad_seq = (u32::from(seq) + 1) & (RTP_SEQ_MOD - 1);

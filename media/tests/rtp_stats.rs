@@ -236,6 +236,22 @@ fn jitter_converges_to_the_mean_deviation() {
 }
 
 #[test]
+fn a_restart_with_new_timestamps_does_not_count_as_jitter() {
+    let mut st = ReceiverStats::new();
+    let t0 = Instant::now();
+    for i in 0..50u32 {
+        st.on_packet(&hdr(1, i as u16, i * 160), t0 + MS20 * i, 8000);
+    }
+    assert_eq!(st.jitter(), 0);
+    // The sender restarts: sequence and timestamp jump far away, timing stays perfect.
+    for i in 50..100u32 {
+        let seq = (i + 20_000) as u16;
+        st.on_packet(&hdr(1, seq, 0x4000_0000 + i * 160), t0 + MS20 * i, 8000);
+    }
+    assert_eq!(st.jitter(), 0);
+}
+
+#[test]
 fn jitter_ignores_repeated_timestamps() {
     // Telephone-event updates repeat the event's timestamp while time goes on: no jitter.
     let mut st = ReceiverStats::new();
