@@ -80,6 +80,21 @@ pub struct ReportBlock {
     pub dlsr: u32,
 }
 
+impl ReportBlock {
+    /// The fraction lost since the previous report, in percent (0..=99.6).
+    pub fn fraction_lost_percent(&self) -> f32 {
+        f32::from(self.fraction_lost) * 100.0 / 256.0
+    }
+
+    /// The interarrival jitter in milliseconds for a stream with RTP clock `clock_rate`.
+    pub fn jitter_ms(&self, clock_rate: u32) -> f32 {
+        if clock_rate == 0 {
+            return 0.0;
+        }
+        (f64::from(self.jitter) * 1000.0 / f64::from(clock_rate)) as f32
+    }
+}
+
 /// A sender report (RFC 3550 §6.4.1).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SenderReport {

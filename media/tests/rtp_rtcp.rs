@@ -403,3 +403,16 @@ fn report_interval_follows_rfc_3550_6_3() {
         );
     }
 }
+
+#[test]
+fn report_block_helpers() {
+    let b = ReportBlock {
+        fraction_lost: 64,
+        jitter: 480,
+        ..ReportBlock::default()
+    };
+    assert_eq!(b.fraction_lost_percent(), 25.0);
+    assert_eq!(b.jitter_ms(8000), 60.0);
+    assert_eq!(b.jitter_ms(48_000), 10.0);
+    assert_eq!(b.jitter_ms(0), 0.0);
+}
