@@ -808,3 +808,38 @@ async fn early_media_then_reinvite_2xx_retransmitted_until_ack() {
     ended(&mut call).await;
     alice.ua.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uas_early_media_before_the_answer() {
+    let alice = Phone::new("alice", 111).await;
+    let mut bob = Phone::new("bob", 112).await;
+    let mut out = alice.call(&bob, tone(440.0)).await;
+    let mut inc = bob.incoming().await;
+    inc.early_media(bob.answer_options(tone(880.0)))
+        .await
+        .unwrap();
+    let (ev, seen) = wait_for(&mut out, |e| matches!(e, CallEvent::MediaStarted { .. })).await;
+    assert!(
+        matches!(ev, CallEvent::MediaStarted { early: true, .. }),
+        "{ev:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, CallEvent::Ringing { status: 183, .. })),
+        "{seen:?}"
+    );
+    // Bob's audio reaches Alice before the answer.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(out.quality().packets_received > 10, "{:?}", out.quality());
+    let mut inn = inc.accept().await.unwrap();
+    let (ev, _) = wait_for(&mut inn, |e| matches!(e, CallEvent::MediaStarted { .. })).await;
+    assert!(matches!(ev, CallEvent::MediaStarted { early: true, .. }));
+    answered(&mut inn).await;
+    let seen = answered(&mut out).await;
+    // The 200 repeats the early answer: no second start.
+    assert!(media_started(&seen).is_none(), "{seen:?}");
+    drop(inn);
+    ended(&mut out).await;
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}

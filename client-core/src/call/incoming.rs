@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tandem_proto::Flow;
 use tandem_proto::dialog::Dialog;
 use tandem_proto::msg::{HeaderName, NameAddr, Request, Response, Uri};
+use tandem_proto::sdp::SessionDescription;
 use tandem_proto::transaction::TxId;
 use tokio::sync::{mpsc, watch};
 
@@ -45,6 +46,17 @@ pub struct IncomingCall {
     local_tag: String,
     state: Arc<watch::Sender<IncState>>,
     state_rx: watch::Receiver<IncState>,
+    early: Option<Box<Prepared>>,
+}
+
+/// The media of an incoming call, prepared for the 200 (or already running for a 183).
+#[derive(Debug)]
+struct Prepared {
+    media: CallMedia,
+    local_sdp: SessionDescription,
+    started: Option<(String, bool)>,
+    early: bool,
+    account: Account,
 }
 
 impl IncomingCall {
@@ -68,6 +80,7 @@ impl IncomingCall {
             local_tag,
             state,
             state_rx,
+            early: None,
         }
     }
 
@@ -190,8 +203,10 @@ impl IncomingCall {
         Box::pin(self.accept_inner(options))
     }
 
-    async fn accept_inner(self, options: AnswerOptions) -> Result<Call> {
-        let shared = self.shared.clone();
+    /// Answers the offer (or builds our offer) per `options` and starts the media when the
+    /// offer told us where to send; failures are answered (488/400/500) here.
+    async fn prepare(&self, options: &AnswerOptions) -> Result<Prepared> {
+        let shared = &self.shared;
         let account = match options.account.clone() {
             Some(a) => a,
             None => self.fallback_account(),
@@ -230,32 +245,85 @@ impl IncomingCall {
                 }
             }
         };
+        // The media starts at once when the offer told us where to send.
+        let started = if has_offer {
+            media.apply()
+        } else {
+            Ok(MediaChange::None)
+        };
+        let started = match started {
+            Ok(MediaChange::Started { codec, secure }) => Some((codec, secure)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the media: rejecting the call");
+                let _ = self.finish(500);
+                return Err(e);
+            }
+        };
+        Ok(Prepared {
+            media,
+            local_sdp,
+            started,
+            early: false,
+            account,
+        })
+    }
+
+    /// Early media: answers the INVITE's offer in a 183 Session Progress and starts the media
+    /// now (announcements, ringback from us). A later accept sends the same answer in the 200
+    /// (its options no longer matter for the media). Needs an offer in the INVITE.
+    pub async fn early_media(&mut self, options: AnswerOptions) -> Result<()> {
+        if *self.state.borrow() != IncState::Pending {
+            return Err(UaError::Cancelled);
+        }
+        if self.request.body.is_empty() {
+            return Err(UaError::Config(
+                "early media needs an SDP offer in the INVITE".into(),
+            ));
+        }
+        let sdp = match &self.early {
+            Some(p) => p.local_sdp.clone(),
+            None => {
+                let mut prepared = self.prepare(&options).await?;
+                prepared.early = true;
+                let sdp = prepared.local_sdp.clone();
+                self.early = Some(Box::new(prepared));
+                sdp
+            }
+        };
+        let mut r = self.provisional(183, "Session Progress");
+        r.headers.push(HeaderName::ContentType, "application/sdp");
+        r.body = Bytes::from(sdp.to_string());
+        self.shared.respond(self.tx, r);
+        Ok(())
+    }
+
+    async fn accept_inner(mut self, options: AnswerOptions) -> Result<Call> {
+        let shared = self.shared.clone();
+        let has_offer = !self.request.body.is_empty();
+        let prepared = match self.early.take() {
+            Some(p) => *p,
+            None => self.prepare(&options).await?,
+        };
+        let Prepared {
+            mut media,
+            local_sdp,
+            started,
+            early,
+            account,
+        } = prepared;
         let mut dialog = Dialog::from_uas(&self.request, &self.local_tag)
             .map_err(|e| UaError::Protocol(format!("cannot create the dialog: {e}")))?;
         let contact = self.local_contact();
         dialog.local_contact = Some(NameAddr::new(contact.clone()));
         dialog.confirm();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        // The media starts with the 200 (the offer told us where to send).
-        let started = if has_offer {
-            media.apply()
-        } else {
-            Ok(MediaChange::None)
-        };
-        match started {
-            Ok(MediaChange::Started { codec, secure }) => {
-                let _ = ev_tx.send(CallEvent::MediaStarted {
-                    codec,
-                    secure,
-                    early: false,
-                });
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the media: rejecting the call");
-                let _ = self.finish(500);
-                return Err(e);
-            }
+        if let Some((codec, secure)) = started {
+            let _ = ev_tx.send(CallEvent::MediaStarted {
+                codec,
+                secure,
+                early,
+            });
         }
         let mut ok = Response::for_request(&self.request, 200);
         ok.reason = "OK".into();
