@@ -527,3 +527,31 @@ fn rtcp_port_and_mux_in_offers_and_answers() {
     assert!(!a.rtcp_mux);
     assert_eq!(a.remote_rtcp, Some(SocketAddr::new(IP, 8003)));
 }
+
+#[test]
+fn packet_times_are_sanitised() {
+    for (value, want) in [
+        ("20", Some(20)),
+        ("30.0", Some(30)),
+        (" 40 ", Some(40)),
+        ("0", None),
+        ("-20", None),
+        ("1001", None),
+        ("4294967295", None),
+        ("1e9", None),
+        ("NaN", None),
+        ("inf", None),
+        ("x", None),
+        ("", None),
+    ] {
+        let offer = parse(&format!(
+            "{HEADER}m=audio 9000 RTP/AVP 0\na=ptime:{value}\na=maxptime:{value}\n"
+        ));
+        let n = answer(&offer).unwrap().1;
+        assert_eq!(n.ptime, want, "{value:?}");
+        assert_eq!(n.maxptime, want, "{value:?}");
+    }
+    // Session-level ptime applies when the media has none.
+    let offer = parse(&format!("{HEADER}a=ptime:60\nm=audio 9000 RTP/AVP 0\n"));
+    assert_eq!(answer(&offer).unwrap().1.ptime, Some(60));
+}

@@ -253,7 +253,7 @@ pub struct NegotiatedAudio {
     pub remote_rtcp: Option<SocketAddr>,
     /// Whether RTP and RTCP share one port (both sides agreed, RFC 5761).
     pub rtcp_mux: bool,
-    /// The peer's `a=ptime` (how we should packetize), in milliseconds.
+    /// The peer's `a=ptime` (how we should packetize), in milliseconds (1..=1000; others ignored).
     pub ptime: Option<u32>,
     /// The peer's `a=maxptime`, in milliseconds.
     pub maxptime: Option<u32>,
@@ -489,7 +489,7 @@ impl<'a> Stream<'a> {
         if unspecified {
             direction = Direction::from_flags(direction.sends(), false);
         }
-        let number = |name: &str| attr(name).and_then(|v| v.parse::<u32>().ok());
+        let number = |name: &str| attr(name).and_then(parse_packet_time);
         let rtcp_attr = media
             .attributes
             .iter()
@@ -554,6 +554,27 @@ impl<'a> Stream<'a> {
             setup: self.setup,
         }
     }
+}
+
+/// Longest packet time we take from a peer's `a=ptime`/`a=maxptime`, in milliseconds.
+const MAX_PACKET_TIME_MS: u32 = 1000;
+
+/// An `a=ptime`/`a=maxptime` value in whole milliseconds: integers, or decimals such as
+/// `20.0` that some gateways send; 0, negative, absurd (> 1 s) or malformed values are ignored.
+fn parse_packet_time(value: &str) -> Option<u32> {
+    let ms = match value.parse::<u32>() {
+        Ok(ms) => ms,
+        Err(_) => {
+            let f = value.parse::<f64>().ok().filter(|f| f.is_finite())?;
+            let rounded = f.round();
+            if !(1.0..=f64::from(MAX_PACKET_TIME_MS)).contains(&rounded) {
+                return None;
+            }
+            // A whole number in 1..=1000 after the check: the cast is exact.
+            rounded as u32
+        }
+    };
+    (1..=MAX_PACKET_TIME_MS).contains(&ms).then_some(ms)
 }
 
 /// `a=rtcp:port [nettype addrtype address]` (RFC 3605 §2.1).
