@@ -209,8 +209,8 @@ async fn tone_call_with_hold_resume_and_quality() {
     bob.ua.shutdown().await;
 }
 
-/// Places alice -> bob with the given policies; returns alice's outcome (Some(secure) when
-/// answered) and bob's accept result.
+/// Places alice -> bob with the given policies; returns alice's outcome (Ok(secure) when
+/// answered, after checking that audio arrives both ways) and whether bob's accept worked.
 async fn srtp_call(
     a_policy: SrtpPolicy,
     b_policy: SrtpPolicy,
@@ -224,9 +224,7 @@ async fn srtp_call(
     bob.account.srtp_keying = keying;
     let mut out = alice.call(&bob, tone(440.0)).await;
     let inc = bob.incoming().await;
-    let accepted = inc
-        .accept_with(bob.answer_options(MediaOptions::default()))
-        .await;
+    let accepted = inc.accept_with(bob.answer_options(tone(880.0))).await;
     let result = match wait_for(&mut out, |e| {
         matches!(e, CallEvent::Answered { .. } | CallEvent::Failed(_))
     })
@@ -237,6 +235,14 @@ async fn srtp_call(
         _ => unreachable!(),
     };
     let ok = accepted.is_ok();
+    if let (Ok(secure), Ok(inn)) = (&result, &accepted) {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        for q in [out.quality(), inn.quality()] {
+            assert!(q.packets_received > 10, "{q:?}");
+            assert_eq!(q.srtp, *secure, "{q:?}");
+            assert_eq!(q.srtp_auth_failures, 0, "{q:?}");
+        }
+    }
     drop(accepted);
     drop(out);
     tokio::time::sleep(Duration::from_millis(100)).await;
