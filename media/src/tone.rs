@@ -64,7 +64,7 @@ pub fn write_tone_wav(
 pub struct ToneAnalysis {
     /// The frequency with the most power, interpolated between FFT bins (0 for silence).
     pub dominant_hz: f32,
-    /// Power within +-2 % (at least +-3 bins) of the dominant frequency against all other power
+    /// Power within +-2 % (at least +-5 FFT bins, the window's main lobe) of the dominant frequency against all other power
     /// above 20 Hz, in dB (`-inf` for silence, capped at 150 dB for a pure tone).
     pub snr_db: f32,
     /// RMS level of the whole input in i16 units.
@@ -109,10 +109,14 @@ fn fft(re: &mut [f64], im: &mut [f64]) {
     }
 }
 
-/// Averaged (Welch, Hann window, 50 % overlap) power spectrum with segments of `seg` samples.
+/// Averaged (Welch, 4-term Blackman-Harris window with -92 dB side lobes, 50 % overlap) power
+/// spectrum with segments of `seg` samples.
 fn power_spectrum(pcm: &[i16], seg: usize) -> Vec<f64> {
     let window: Vec<f64> = (0..seg)
-        .map(|i| 0.5 - 0.5 * (2.0 * PI * i as f64 / seg as f64).cos())
+        .map(|i| {
+            let x = 2.0 * PI * i as f64 / seg as f64;
+            0.35875 - 0.48829 * x.cos() + 0.14128 * (2.0 * x).cos() - 0.01168 * (3.0 * x).cos()
+        })
         .collect();
     let mut acc = vec![0.0f64; seg / 2 + 1];
     let hop = seg / 2;
@@ -153,7 +157,7 @@ pub fn rms(pcm: &[i16]) -> f32 {
 
 /// Finds the dominant frequency of `pcm` (sampled at `rate`), the SNR around it and the RMS level.
 ///
-/// Uses a Welch-averaged Hann-windowed FFT (segments of up to 16384 samples) and Gaussian
+/// Uses a Welch-averaged Blackman-Harris-windowed FFT (segments of up to 16384 samples) and Gaussian
 /// interpolation of the peak for sub-bin accuracy. Inputs shorter than 64 samples or silent report
 /// `dominant_hz = 0`, `snr_db = -inf`.
 pub fn analyze(pcm: &[i16], rate: u32) -> ToneAnalysis {
@@ -196,7 +200,7 @@ pub fn analyze(pcm: &[i16], rate: u32) -> ToneAnalysis {
         _ => 0.0,
     };
     let dominant = (peak as f64 + offset) * bin_hz;
-    let half_band = (dominant * 0.02).max(3.0 * bin_hz);
+    let half_band = (dominant * 0.02).max(5.0 * bin_hz);
     let (mut signal, mut noise) = (0.0f64, 0.0f64);
     for (k, &p) in spec.iter().enumerate().skip(min_bin) {
         if ((k as f64) * bin_hz - dominant).abs() <= half_band {
