@@ -344,6 +344,21 @@ proptest! {
     }
 
     #[test]
+    fn mutated_compounds_never_panic(
+        packets in proptest::collection::vec(packet_strategy(), 1..4),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in any::<usize>(),
+    ) {
+        let mut bytes = build_compound(&packets);
+        for (at, value) in flips {
+            let i = at % bytes.len();
+            bytes[i] = value;
+        }
+        let _ = parse_compound(&bytes);
+        let _ = parse_compound(&bytes[..cut % (bytes.len() + 1)]);
+    }
+
+    #[test]
     fn build_then_parse_round_trips(packets in proptest::collection::vec(packet_strategy(), 1..5)) {
         let bytes = build_compound(&packets);
         prop_assert_eq!(bytes.len() % 4, 0);
