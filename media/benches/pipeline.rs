@@ -162,6 +162,7 @@ async fn latency(
     let (a, _ea) = MediaSession::start(cfg_a)?;
     let (b, _eb) = MediaSession::start(cfg_b)?;
     tokio::time::sleep(Duration::from_secs(secs.max(3))).await;
+    let receive = b.receive_stats();
     a.stop().await;
     b.stop().await;
     let onsets = onsets.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -181,8 +182,11 @@ async fn latency(
     ms.sort_by(f64::total_cmp);
     match (ms.first(), ms.get(ms.len() / 2), ms.last()) {
         (Some(min), Some(median), Some(max)) => println!(
-            "pipeline_latency codec={name} bursts={} median_ms={median:.1} min_ms={min:.1} max_ms={max:.1} target_ms=60",
-            ms.len()
+            "pipeline_latency codec={name} bursts={} median_ms={median:.1} min_ms={min:.1} max_ms={max:.1} target_ms=60 jitter_delay_ms={:.1} jitter_target_ms={:.1} concealed_ms={}",
+            ms.len(),
+            receive.jitter.delay_ms,
+            receive.jitter.target_ms,
+            receive.concealed_ms,
         ),
         _ => println!("pipeline_latency codec={name} bursts=0 error=no-onset-detected"),
     }

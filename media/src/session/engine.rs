@@ -14,6 +14,7 @@ use tracing::{debug, trace, warn};
 
 use super::{
     Control, MediaConfig, MediaError, MediaEvent, MediaSecurity, MediaUpdate, SessionTuning,
+    Snapshot,
 };
 use crate::chain::{AudioReceiveChain, AudioSendChain};
 use crate::codec::CodecSpec;
@@ -30,6 +31,9 @@ const RECV_BUFFER: usize = 4096;
 
 /// Datagrams read per socket before a frame tick is processed.
 const MAX_DRAIN: usize = 64;
+
+/// The shortest wait before a DTLS timer that did not move is handled again.
+const DTLS_TIMER_FLOOR: Duration = Duration::from_millis(10);
 
 /// Which socket a datagram goes out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +56,8 @@ struct Security {
     dtls_key: Option<(String, String)>,
     /// When the current DTLS handshake must have finished.
     dtls_deadline: Option<Instant>,
+    /// When the DTLS retransmission timer was last handled.
+    dtls_handled_at: Option<Instant>,
     /// Keying failed; no media until new keys arrive in an update.
     failed: bool,
     /// Authentication failures of contexts already replaced.
@@ -69,6 +75,7 @@ impl Security {
             dtls: None,
             dtls_key: None,
             dtls_deadline: None,
+            dtls_handled_at: None,
             failed: false,
             old_auth_failures: 0,
             early_dropped: 0,
@@ -111,7 +118,7 @@ pub(super) struct Engine {
     rtp_timeout: Duration,
     tuning: SessionTuning,
     events: mpsc::UnboundedSender<MediaEvent>,
-    shared_quality: Arc<Mutex<CallQuality>>,
+    snapshot: Arc<Mutex<Snapshot>>,
 
     security: Security,
     send_chain: AudioSendChain,
@@ -179,7 +186,7 @@ impl Engine {
         config: MediaConfig,
         tuning: SessionTuning,
         events: mpsc::UnboundedSender<MediaEvent>,
-        shared_quality: Arc<Mutex<CallQuality>>,
+        snapshot: Arc<Mutex<Snapshot>>,
     ) -> Result<Self, MediaError> {
         validate_ptime(config.ptime)?;
         if config.send_codec.clock_rate == 0 {
@@ -217,7 +224,7 @@ impl Engine {
             rtp_timeout: config.rtp_timeout,
             tuning,
             events,
-            shared_quality,
+            snapshot,
             security: Security::plain(),
             send_chain,
             recv_chain,
@@ -434,6 +441,11 @@ impl Engine {
         if let Some(dtls) = self.security.dtls.as_ref()
             && let Some(t) = dtls.poll_timeout()
         {
+            // A timer that is still due right after it was handled must not spin the loop.
+            let t = match self.security.dtls_handled_at {
+                Some(handled) if t <= handled => handled + DTLS_TIMER_FLOOR,
+                _ => t,
+            };
             next = next.min(t);
         }
         if let Some(deadline) = self.security.dtls_deadline {
@@ -700,6 +712,7 @@ impl Engine {
             && dtls.poll_timeout().is_some_and(|t| t <= now)
         {
             dtls.handle_timeout(now);
+            self.security.dtls_handled_at = Some(now);
             self.drive_dtls(now);
         }
         if let Some(deadline) = self.security.dtls_deadline
@@ -962,11 +975,10 @@ impl Engine {
     }
 
     fn publish(&self, quality: &CallQuality) {
-        let mut shared = self
-            .shared_quality
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        shared.clone_from(quality);
+        let receive = self.recv_chain.stats();
+        let mut shared = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.quality.clone_from(quality);
+        shared.receive = receive;
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::chain::ChainError;
+use crate::chain::{ChainError, ReceiveChainStats};
 use crate::codec::CodecSpec;
 use crate::device::{CaptureDevice, PlaybackDevice};
 use crate::srtp::{DtlsCertificate, DtlsRole, SdesCrypto, SrtpError};
@@ -295,6 +295,13 @@ pub enum MediaEvent {
     Error(String),
 }
 
+/// What the task publishes for the handles after every frame.
+#[derive(Debug, Default)]
+struct Snapshot {
+    quality: CallQuality,
+    receive: ReceiveChainStats,
+}
+
 /// Commands from the handles to the session task.
 enum Control {
     Update(Box<MediaUpdate>),
@@ -311,7 +318,7 @@ enum Control {
 #[derive(Clone)]
 pub struct MediaControl {
     tx: mpsc::UnboundedSender<Control>,
-    quality: Arc<Mutex<CallQuality>>,
+    snapshot: Arc<Mutex<Snapshot>>,
 }
 
 impl fmt::Debug for MediaControl {
@@ -352,9 +359,20 @@ impl MediaControl {
 
     /// A live snapshot of the call quality.
     pub fn quality(&self) -> CallQuality {
-        self.quality
+        self.snapshot
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .quality
+            .clone()
+    }
+
+    /// A live snapshot of the receive side: jitter buffer delay and target, concealment, FEC
+    /// recoveries, decode errors, unknown payload types.
+    pub fn receive_stats(&self) -> ReceiveChainStats {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .receive
             .clone()
     }
 
@@ -395,14 +413,14 @@ impl MediaSession {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
         let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
-        let quality = Arc::new(Mutex::new(CallQuality::default()));
-        let engine = engine::Engine::new(config, tuning, event_tx, Arc::clone(&quality))?;
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let engine = engine::Engine::new(config, tuning, event_tx, Arc::clone(&snapshot))?;
         let task = handle.spawn(engine.run(ctrl_rx));
         Ok((
             MediaSession {
                 control: MediaControl {
                     tx: ctrl_tx,
-                    quality,
+                    snapshot,
                 },
                 task: Some(task),
             },
@@ -442,6 +460,11 @@ impl MediaSession {
     /// See [`MediaControl::quality`].
     pub fn quality(&self) -> CallQuality {
         self.control.quality()
+    }
+
+    /// See [`MediaControl::receive_stats`].
+    pub fn receive_stats(&self) -> ReceiveChainStats {
+        self.control.receive_stats()
     }
 
     /// Sends RTCP BYE, finishes the playback device (a WAV sink is complete on disk after
