@@ -18,7 +18,9 @@ mod transfer;
 mod ua;
 
 pub use account::{Account, DEFAULT_EXPIRES, SrtpKeying, parse_proxy, parse_uri};
-pub use call::{AnswerOptions, Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall};
+pub use call::{
+    AnswerOptions, Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall, OfferMethod,
+};
 pub use config::UaConfig;
 pub use error::{Rejection, Result, UaError};
 pub use media::{MediaInfo, MediaOptions, supported_codecs};

@@ -849,3 +849,35 @@ async fn uas_early_media_before_the_answer() {
     alice.ua.shutdown().await;
     bob.ua.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_resume_with_update() {
+    use tandem_client_core::OfferMethod;
+    let alice = Phone::new("alice", 121).await;
+    let mut bob = Phone::new("bob", 122).await;
+    let (mut out, mut inn) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
+    let version = |c: &Call| c.media().local_sdp.unwrap().origin.session_version;
+    let before = version(&out);
+    out.hold_with(OfferMethod::Update).await.unwrap();
+    wait_for(&mut out, |e| *e == CallEvent::Held).await;
+    wait_for(&mut inn, |e| *e == CallEvent::RemoteHold).await;
+    assert_eq!(
+        out.media().negotiated.unwrap().direction,
+        Direction::SendOnly
+    );
+    assert_eq!(version(&out), before + 1);
+    // Alice resumes with an UPDATE, then Bob holds with a re-INVITE: both methods interleave.
+    out.resume_with(OfferMethod::Update).await.unwrap();
+    wait_for(&mut out, |e| *e == CallEvent::Resumed).await;
+    wait_for(&mut inn, |e| *e == CallEvent::RemoteResumed).await;
+    inn.hold().await.unwrap();
+    wait_for(&mut out, |e| *e == CallEvent::RemoteHold).await;
+    assert_eq!(
+        out.media().negotiated.unwrap().direction,
+        Direction::RecvOnly
+    );
+    drop(out);
+    ended(&mut inn).await;
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}

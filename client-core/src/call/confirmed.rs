@@ -17,7 +17,9 @@ use super::incoming::IncomingCall;
 use super::task::{
     Ack, CallTask, Internal, glare_delay, is_sdp, request_next_hop, sleep_until_opt,
 };
-use super::{AnswerOptions, CallCommand, CallEvent, CallOptions, EndReason, EndedBy, lock};
+use super::{
+    AnswerOptions, CallCommand, CallEvent, CallOptions, EndReason, EndedBy, OfferMethod, lock,
+};
 use crate::error::{Result, UaError};
 use crate::request::log_outcome;
 use crate::transfer::{ReplacesTarget, SIPFRAG, parse_sipfrag, sipfrag, unescape};
@@ -35,6 +37,7 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// A hold or resume wanted by the application.
 struct Goal {
     hold: bool,
+    method: OfferMethod,
     reply: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -82,6 +85,8 @@ enum OutReq {
         reason: String,
         terminated: bool,
     },
+    /// An UPDATE with a new offer (hold/resume).
+    Offer { goal: Goal, prev_hold: bool },
 }
 
 /// Our REFER's implicit subscription (transferor side).
@@ -106,6 +111,8 @@ pub(crate) struct Live {
     /// ACKs we sent, by INVITE CSeq.
     pub acks: Vec<(u32, Ack)>,
     reinvite: Option<OutInvite>,
+    /// An UPDATE offer of ours is queued or in flight.
+    update_offer: bool,
     goals: VecDeque<Goal>,
     retry_at: Option<Instant>,
     uas_2xx: Option<Pending2xx>,
@@ -124,6 +131,7 @@ impl Live {
             initial,
             acks: Vec::new(),
             reinvite: None,
+            update_offer: false,
             goals: VecDeque::new(),
             retry_at: None,
             uas_2xx: None,
@@ -254,12 +262,17 @@ impl CallTask {
     /// Starts what waits: the next hold/resume re-INVITE, the next non-INVITE request.
     fn pump(&mut self, live: &mut Live) {
         let offer_busy = live.reinvite.is_some()
+            || live.update_offer
             || live.retry_at.is_some()
             || live.uas_2xx.as_ref().is_some_and(|p| p.answer_in_ack)
             || self.media.offer_pending();
         if !offer_busy && let Some(mut goal) = live.goals.pop_front() {
             if goal.hold == self.media.local_hold {
                 goal.answer(Ok(()));
+            } else if goal.method == OfferMethod::Update {
+                live.update_offer = true;
+                let prev_hold = self.media.local_hold;
+                live.outq.push_front(OutReq::Offer { goal, prev_hold });
             } else {
                 self.start_reinvite(live, goal);
             }
@@ -274,12 +287,14 @@ impl CallTask {
     fn command(&mut self, live: &mut Live, cmd: CallCommand) {
         match cmd {
             CallCommand::Hangup => {}
-            CallCommand::Hold(reply) => live.goals.push_back(Goal {
+            CallCommand::Hold(method, reply) => live.goals.push_back(Goal {
                 hold: true,
+                method,
                 reply: Some(reply),
             }),
-            CallCommand::Resume(reply) => live.goals.push_back(Goal {
+            CallCommand::Resume(method, reply) => live.goals.push_back(Goal {
                 hold: false,
+                method,
                 reply: Some(reply),
             }),
             CallCommand::Dtmf(digits, reply) => {
@@ -418,7 +433,11 @@ impl CallTask {
 
     /// Sends one in-dialog non-INVITE request in a helper task.
     fn send_out(&mut self, live: &mut Live, req: OutReq) {
-        let mut request = match &req {
+        if let OutReq::Offer { goal, prev_hold } = req {
+            self.send_update_offer(live, goal, prev_hold);
+            return;
+        }
+        let request = match &req {
             OutReq::Info { digits, .. } => {
                 let Some(digit) = digits.front().copied() else {
                     if let OutReq::Info { reply: Some(r), .. } = req {
@@ -479,7 +498,35 @@ impl CallTask {
                 r.body = Bytes::from(sipfrag(*status, reason));
                 r
             }
+            OutReq::Offer { .. } => return,
         };
+        self.dispatch_out(live, request, req);
+    }
+
+    /// Sends an UPDATE carrying a new offer for `goal`.
+    fn send_update_offer(&mut self, live: &mut Live, mut goal: Goal, prev_hold: bool) {
+        self.media.local_hold = goal.hold;
+        let offer = match self.media.create_offer() {
+            Ok(o) => o,
+            Err(e) => {
+                self.media.local_hold = prev_hold;
+                live.update_offer = false;
+                goal.answer(Err(e));
+                return;
+            }
+        };
+        self.publish_media();
+        let mut request = self.new_request(live, Method::Update);
+        request
+            .headers
+            .push(HeaderName::ContentType, "application/sdp");
+        request.body = Bytes::from(offer.to_string());
+        self.dispatch_out(live, request, OutReq::Offer { goal, prev_hold });
+    }
+
+    /// Runs one in-dialog non-INVITE request in a helper task; its result comes back as
+    /// [`Internal::Done`].
+    fn dispatch_out(&mut self, live: &mut Live, mut request: Request, req: OutReq) {
         request.headers.set(HeaderName::MaxForwards, "70");
         let cseq = live.dialog.local_seq;
         let method = request.method.to_string();
@@ -501,7 +548,7 @@ impl CallTask {
             Internal::InviteOutcome { cseq, outcome } => {
                 self.on_invite_outcome(live, cseq, outcome).await
             }
-            Internal::Done { cseq, result } => self.on_done(live, cseq, result),
+            Internal::Done { cseq, result } => self.on_done(live, cseq, result).await,
             Internal::NewCallProgress { status, reason } => {
                 self.on_new_call_progress(live, status, reason);
                 None
@@ -654,7 +701,7 @@ impl CallTask {
         out.goal.answer(Err(error));
     }
 
-    fn on_done(
+    async fn on_done(
         &mut self,
         live: &mut Live,
         cseq: u32,
@@ -701,6 +748,62 @@ impl CallTask {
                 if let Some(r) = reply {
                     let _ = r.send(outcome);
                 }
+            }
+            OutReq::Offer {
+                mut goal,
+                prev_hold,
+            } => {
+                live.update_offer = false;
+                let response = match result {
+                    Ok(r) if (200..300).contains(&r.status) => r,
+                    Ok(r) if r.status == 491 => {
+                        self.media.offer_failed();
+                        self.media.local_hold = prev_hold;
+                        let delay = glare_delay(self.call_id_owner, self.shared.random_u32());
+                        live.retry_at = Some(Instant::now() + delay);
+                        live.goals.push_front(goal);
+                        return None;
+                    }
+                    other => {
+                        self.media.offer_failed();
+                        self.media.local_hold = prev_hold;
+                        self.publish_media();
+                        let ends = matches!(&other, Ok(r) if r.status == 481);
+                        goal.answer(other.and_then(|r| Err(UaError::rejected(r.status, r.reason))));
+                        return ends.then_some(CallEvent::Ended {
+                            by: EndedBy::Remote,
+                            reason: EndReason::Error,
+                        });
+                    }
+                };
+                let taken = if response.body.is_empty() {
+                    Err(UaError::Media(
+                        "the 2xx to our UPDATE has no SDP answer".into(),
+                    ))
+                } else {
+                    self.media.take_answer(&response.body, false)
+                };
+                if let Err(e) = taken.and_then(|()| self.apply_media(false)) {
+                    goal.answer(Err(e.clone()));
+                    tracing::warn!(error = %e, "ending the call: unusable UPDATE answer");
+                    self.bye(
+                        &mut live.dialog,
+                        Some("SIP;cause=488;text=\"Not Acceptable Here\""),
+                    )
+                    .await;
+                    return Some(CallEvent::Ended {
+                        by: EndedBy::Local,
+                        reason: EndReason::MediaFailed,
+                    });
+                }
+                if goal.hold != prev_hold {
+                    self.emit(if goal.hold {
+                        CallEvent::Held
+                    } else {
+                        CallEvent::Resumed
+                    });
+                }
+                goal.answer(Ok(()));
             }
             OutReq::Notify { terminated, .. } => {
                 let dead = matches!(&result, Ok(r) if r.status == 481);

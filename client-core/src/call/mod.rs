@@ -59,6 +59,17 @@ pub struct AnswerOptions {
     pub media: MediaOptions,
 }
 
+/// Which request carries a new offer (hold, resume) in a confirmed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum OfferMethod {
+    /// A re-INVITE (RFC 3261 §14), the usual way.
+    #[default]
+    Invite,
+    /// An UPDATE (RFC 3311): no ACK, answered at once.
+    Update,
+}
+
 /// Which side ended a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndedBy {
@@ -200,8 +211,8 @@ pub enum CallEvent {
 /// Commands from a [`Call`] handle to its task.
 pub(crate) enum CallCommand {
     Hangup,
-    Hold(oneshot::Sender<Result<()>>),
-    Resume(oneshot::Sender<Result<()>>),
+    Hold(OfferMethod, oneshot::Sender<Result<()>>),
+    Resume(OfferMethod, oneshot::Sender<Result<()>>),
     Dtmf(String, oneshot::Sender<Result<()>>),
     Mute(bool),
     Transfer {
@@ -257,8 +268,8 @@ impl fmt::Debug for CallCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             CallCommand::Hangup => "Hangup",
-            CallCommand::Hold(_) => "Hold",
-            CallCommand::Resume(_) => "Resume",
+            CallCommand::Hold(..) => "Hold",
+            CallCommand::Resume(..) => "Resume",
             CallCommand::Dtmf(..) => "Dtmf",
             CallCommand::Mute(_) => "Mute",
             CallCommand::Transfer { .. } => "Transfer",
@@ -320,12 +331,22 @@ impl Call {
     /// Puts the call on hold (re-INVITE with `sendonly`, or `inactive` when the peer holds
     /// us too); returns once the peer accepted it. A glare (491) is retried per RFC 3261 §14.1.
     pub async fn hold(&self) -> Result<()> {
-        self.request(CallCommand::Hold).await
+        self.hold_with(OfferMethod::Invite).await
     }
 
     /// Takes the call off hold (re-INVITE with `sendrecv`).
     pub async fn resume(&self) -> Result<()> {
-        self.request(CallCommand::Resume).await
+        self.resume_with(OfferMethod::Invite).await
+    }
+
+    /// [`Call::hold`] with the offer sent in a re-INVITE or an UPDATE (RFC 3311).
+    pub async fn hold_with(&self, method: OfferMethod) -> Result<()> {
+        self.request(|tx| CallCommand::Hold(method, tx)).await
+    }
+
+    /// [`Call::resume`] with the offer sent in a re-INVITE or an UPDATE (RFC 3311).
+    pub async fn resume_with(&self, method: OfferMethod) -> Result<()> {
+        self.request(|tx| CallCommand::Resume(method, tx)).await
     }
 
     /// Sends DTMF digits (`0-9`, `*`, `#`, `A-D`): RFC 4733 events in the media when the

@@ -287,7 +287,7 @@ impl CallTask {
         let not_yet = || Err(UaError::Protocol("the call is not answered yet".into()));
         match cmd {
             CallCommand::Hangup => return true,
-            CallCommand::Hold(r) | CallCommand::Resume(r) | CallCommand::Dtmf(_, r) => {
+            CallCommand::Hold(_, r) | CallCommand::Resume(_, r) | CallCommand::Dtmf(_, r) => {
                 let _ = r.send(not_yet());
             }
             CallCommand::Transfer { reply, .. } => {
