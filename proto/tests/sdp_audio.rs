@@ -555,3 +555,19 @@ fn packet_times_are_sanitised() {
     let offer = parse(&format!("{HEADER}a=ptime:60\nm=audio 9000 RTP/AVP 0\n"));
     assert_eq!(answer(&offer).unwrap().1.ptime, Some(60));
 }
+
+#[test]
+fn values_cannot_inject_lines() {
+    let mut o = MediaOffer::new(vec![Codec::pcmu()]);
+    o.crypto = vec!["1 AES_CM_128_HMAC_SHA1_80 inline:QUJD\r\na=inactive".into()];
+    o.fingerprint = Some("sha-256 AA\nm=video 9 RTP/AVP 0".into());
+    let mut sdp = build_offer(1, 1, IP, 7000, &o);
+    sdp.session_name = "evil\r\nc=IN IP4 0.0.0.0".into();
+    let text = sdp.to_string();
+    let parsed = SessionDescription::parse(&text).unwrap();
+    assert_eq!(parsed.media.len(), 1);
+    assert_eq!(parsed.session_name, "evil  c=IN IP4 0.0.0.0");
+    assert_eq!(parsed.media_direction(0), Direction::SendRecv);
+    assert!(text.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:QUJD  a=inactive\r\n"));
+    assert_eq!(text.matches("\r\n").count(), text.matches('\n').count());
+}

@@ -851,31 +851,60 @@ impl fmt::Display for Attribute {
     }
 }
 
-impl fmt::Display for MediaDescription {
+/// Writes one SDP line: `args` with every CR or LF replaced by a space (so no value can
+/// inject a line of its own), then CRLF.
+fn line(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
+    struct OneLine<'a, 'b>(&'a mut fmt::Formatter<'b>);
+    impl fmt::Write for OneLine<'_, '_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for (i, part) in s.split(['\r', '\n']).enumerate() {
+                if i > 0 {
+                    self.0.write_char(' ')?;
+                }
+                self.0.write_str(part)?;
+            }
+            Ok(())
+        }
+    }
+    fmt::write(&mut OneLine(f), args)?;
+    f.write_str("\r\n")
+}
+
+/// The `m=` line itself (without line ending).
+struct MediaLine<'a>(&'a MediaDescription);
+
+impl fmt::Display for MediaLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "m={} {}", self.media, self.port)?;
-        if let Some(n) = self.num_ports {
+        let m = self.0;
+        write!(f, "m={} {}", m.media, m.port)?;
+        if let Some(n) = m.num_ports {
             write!(f, "/{n}")?;
         }
-        write!(f, " {}", self.protocol)?;
-        for fmt_ in &self.formats {
-            write!(f, " {fmt_}")?;
+        write!(f, " {}", m.protocol)?;
+        for format in &m.formats {
+            write!(f, " {format}")?;
         }
-        f.write_str("\r\n")?;
+        Ok(())
+    }
+}
+
+impl fmt::Display for MediaDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        line(f, format_args!("{}", MediaLine(self)))?;
         for (t, v) in self.other_fields.iter().filter(|(t, _)| *t == 'i') {
-            write!(f, "{t}={v}\r\n")?;
+            line(f, format_args!("{t}={v}"))?;
         }
         if let Some(c) = &self.connection {
-            write!(f, "c={c}\r\n")?;
+            line(f, format_args!("c={c}"))?;
         }
         for b in &self.bandwidths {
-            write!(f, "b={b}\r\n")?;
+            line(f, format_args!("b={b}"))?;
         }
         for (t, v) in self.other_fields.iter().filter(|(t, _)| *t != 'i') {
-            write!(f, "{t}={v}\r\n")?;
+            line(f, format_args!("{t}={v}"))?;
         }
         for a in &self.attributes {
-            write!(f, "a={a}\r\n")?;
+            line(f, format_args!("a={a}"))?;
         }
         Ok(())
     }
@@ -883,28 +912,30 @@ impl fmt::Display for MediaDescription {
 
 impl fmt::Display for SessionDescription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v=0\r\no={}\r\ns={}\r\n", self.origin, self.session_name)?;
+        f.write_str("v=0\r\n")?;
+        line(f, format_args!("o={}", self.origin))?;
+        line(f, format_args!("s={}", self.session_name))?;
         let before_c = session_field_before_c;
         for (t, v) in self.other_fields.iter().filter(|(t, _)| before_c(*t)) {
-            write!(f, "{t}={v}\r\n")?;
+            line(f, format_args!("{t}={v}"))?;
         }
         if let Some(c) = &self.connection {
-            write!(f, "c={c}\r\n")?;
+            line(f, format_args!("c={c}"))?;
         }
         for b in &self.bandwidths {
-            write!(f, "b={b}\r\n")?;
+            line(f, format_args!("b={b}"))?;
         }
         if self.times.is_empty() {
             f.write_str("t=0 0\r\n")?;
         }
         for (start, stop) in &self.times {
-            write!(f, "t={start} {stop}\r\n")?;
+            line(f, format_args!("t={start} {stop}"))?;
         }
         for (t, v) in self.other_fields.iter().filter(|(t, _)| !before_c(*t)) {
-            write!(f, "{t}={v}\r\n")?;
+            line(f, format_args!("{t}={v}"))?;
         }
         for a in &self.attributes {
-            write!(f, "a={a}\r\n")?;
+            line(f, format_args!("a={a}"))?;
         }
         for m in &self.media {
             write!(f, "{m}")?;
