@@ -881,3 +881,118 @@ async fn hold_and_resume_with_update() {
     alice.ua.shutdown().await;
     bob.ua.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_blind_transfer_keeps_the_call() {
+    let mut alice = Phone::new("alice", 131).await;
+    let mut bob = Phone::new("bob", 132).await;
+    let mut carol = Phone::new("carol", 133).await;
+    let (mut a_call, mut b_call) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
+    b_call.transfer_blind(carol.uri()).await.unwrap();
+    // A second transfer while one is in progress is refused.
+    assert!(b_call.transfer_blind(carol.uri()).await.is_err());
+    let mut new_call = match alice.ua_event().await {
+        UaEvent::TransferCall { call, .. } => call,
+        other => panic!("{other:?}"),
+    };
+    carol.incoming().await.reject(486).unwrap();
+    match ended(&mut new_call).await {
+        CallEvent::Failed(e) => assert_eq!(e.rejection(), Some(Rejection::Busy)),
+        other => panic!("{other:?}"),
+    }
+    let (ev, _) = wait_for(&mut b_call, |e| {
+        matches!(e, CallEvent::TransferFailed { .. })
+    })
+    .await;
+    assert_eq!(
+        ev,
+        CallEvent::TransferFailed {
+            status: 486,
+            reason: "Busy Here".into()
+        }
+    );
+    wait_for(&mut a_call, |e| {
+        matches!(e, CallEvent::TransferFailed { status: 486, .. })
+    })
+    .await;
+    // The original call is still up: DTMF still gets through.
+    b_call.send_dtmf("7").await.unwrap();
+    wait_for(&mut a_call, |e| *e == CallEvent::Dtmf('7')).await;
+    b_call.hangup();
+    assert_eq!(
+        ended(&mut a_call).await,
+        CallEvent::Ended {
+            by: EndedBy::Remote,
+            reason: EndReason::Bye
+        }
+    );
+    for p in [&alice, &bob, &carol] {
+        p.ua.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mandatory_srtp_refuses_a_plain_answer_with_ack_and_bye() {
+    use tandem_proto::msg::{HeaderName, Message, Method, Response};
+
+    let mut alice = Phone::new("alice", 141).await;
+    alice.account.srtp = SrtpPolicy::Mandatory;
+    let raw = RawPeer::new().await;
+    let target: Uri = format!("sip:bob@{}", raw.addr()).parse().unwrap();
+    let mut call = alice
+        .ua
+        .call(&alice.account, target, CallOptions::default())
+        .await
+        .unwrap();
+    let (invite, ua_addr) = loop {
+        match raw.recv(5).await.expect("no INVITE") {
+            (Message::Request(r), from) if r.method == Method::Invite => break (r, from),
+            _ => {}
+        }
+    };
+    let offer = String::from_utf8(invite.body.to_vec()).unwrap();
+    assert!(
+        offer.contains("m=audio") && offer.contains("RTP/SAVP"),
+        "{offer}"
+    );
+    assert!(offer.contains("a=crypto:"), "{offer}");
+    // A plain answer, as from a peer that ignores SRTP.
+    let plain = "v=0\r\no=- 5 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let mut ok = Response::for_request(&invite, 200);
+    ok.reason = "OK".into();
+    let mut to = ok.headers.to().unwrap();
+    to.set_tag("plain");
+    ok.headers.set(HeaderName::To, to.to_string());
+    ok.headers
+        .push(HeaderName::Contact, format!("<sip:bob@{}>", raw.addr()));
+    ok.headers.push(HeaderName::ContentType, "application/sdp");
+    ok.body = bytes::Bytes::from(plain);
+    raw.send(&ok.to_bytes(), ua_addr).await;
+    let mut got_ack = false;
+    let bye = loop {
+        match raw.recv(5).await.expect("no ACK/BYE") {
+            (Message::Request(r), from) if r.method == Method::Ack => {
+                got_ack = true;
+                let _ = from;
+            }
+            (Message::Request(r), from) if r.method == Method::Bye => break (r, from),
+            _ => {}
+        }
+    };
+    assert!(got_ack, "the 2xx must be ACKed before the BYE");
+    let reason = bye
+        .0
+        .headers
+        .get_str(&HeaderName::Other("Reason".into()))
+        .unwrap();
+    assert!(reason.contains("cause=488"), "{reason}");
+    let mut bye_ok = Response::for_request(&bye.0, 200);
+    bye_ok.reason = "OK".into();
+    raw.send(&bye_ok.to_bytes(), bye.1).await;
+    match ended(&mut call).await {
+        CallEvent::Failed(UaError::Media(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    alice.ua.shutdown().await;
+}
