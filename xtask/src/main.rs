@@ -1,9 +1,11 @@
 //! `cargo xtask`: installs system packages, builds, runs the lab server, the test suite and the benchmarks.
 //!
 //! Commands: `test` (what CI runs), `run` (the lab server in the foreground), `lab -- ARGS` (any `tandem-lab`
-//! command), `bench sip` (SIPp load against Kamailio and against the lab server, as a ratio).
+//! command), `bench sip` (SIPp load against Kamailio and against the lab server, as a ratio), `bench media` (codec
+//! realtime factors, pipeline latency, calls per core, and the same calls with baresip).
 
 mod bench;
+mod bench_media;
 mod cmd;
 mod packages;
 
@@ -20,7 +22,9 @@ commands:
   test            install missing system packages, then fmt --check, clippy -D warnings, build, test (what CI runs)
   run [ARGS..]    build the lab server (release) and run `tandem-lab serve ARGS..` in the foreground
   lab [--] ARGS.. build the lab server (release) and run `tandem-lab ARGS..`
-  bench sip       SIPp REGISTER/INVITE load against Kamailio and the lab server; prints the clean rates and ratios";
+  bench sip       SIPp REGISTER/INVITE load against Kamailio and the lab server; prints the clean rates and ratios
+  bench media [--call-secs N]
+                  codec realtime factors, pipeline latency, calls per core; tandem-cli vs baresip on loopback";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,7 +51,8 @@ fn dispatch(args: &[String]) -> Result<()> {
         "lab" => lab(strip_separator(rest)),
         "bench" => match rest.first().map(String::as_str) {
             Some("sip") => bench::sip(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench sip"),
+            Some("media") => bench_media::media(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench sip|media"),
         },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

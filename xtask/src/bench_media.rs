@@ -1,0 +1,1375 @@
+//! `cargo xtask bench media`: the media numbers of the audio issue, in one bounded run.
+//!
+//! 1. The media crate's own benches (`cargo bench -p tandem-media --bench codec|pipeline`, whichever exist) are
+//!    run and their `name key=value ...` lines collected: codec realtime factors, the in-process pipeline latency
+//!    (capture -> RTP on loopback -> jitter buffer -> playout, target <= 60 ms at 0 % loss) and sessions per core.
+//! 2. Real binaries on loopback, per codec (Opus, PCMU), four calls at once for `--call-secs` (default 20):
+//!    * CPU: `tandem-cli call` -> `tandem-cli answer --no-register` and `baresip` -> `baresip` (auto answer),
+//!      both sides playing a tone file and recording what they hear; user + system time of every process from
+//!      `/proc/PID/stat` over the steady middle of the call.
+//!    * Latency, the same method for both: a caller plays a WAV of 1 kHz bursts (one a second) to a baresip
+//!      running the `echo` module (which loops its playout back into its capture through `aubridge`) and records
+//!      what comes back. The round trip is the onset of each returned burst minus the onset of the burst sent,
+//!      on the caller's own timeline: for `tandem-cli` the `--play` file and the `--record` file (both advanced by
+//!      the same 20 ms tick), for baresip its `sndfile` dumps of the encoder input and the decoder output. The echo
+//!      peer is the same for both callers, so the difference of the two round trips is the difference of the two
+//!      callers' own send + receive pipelines, i.e. of their one-way mouth-to-ear latency.
+//!
+//! Every process started here runs in its own process group and is killed on the way out (also on errors);
+//! every wait has a deadline. The report is printed and written to `<target>/bench-media/report.{json,md}`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::cmd::{Step, cargo, target_dir};
+use crate::packages::{Need, Probe};
+
+/// What the real-binary part needs besides Rust: the reference peer, and the native build dependencies.
+const MEDIA_PACKAGES: &[Need] = &[
+    (Probe::Bin("baresip"), "baresip"),
+    (Probe::Bin("cc"), "build-essential"),
+    (Probe::Bin("pkg-config"), "pkg-config"),
+    (Probe::Bin("cmake"), "cmake"),
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/pkgconfig/alsa.pc"),
+        "libasound2-dev",
+    ),
+];
+
+/// baresip's module directory and the modules the bench loads.
+const BARESIP_MODULES: &str = "/usr/lib/baresip/modules";
+const NEEDED_MODULES: &[&str] = &[
+    "opus.so",
+    "g711.so",
+    "aufile.so",
+    "aubridge.so",
+    "sndfile.so",
+    "echo.so",
+    "menu.so",
+    "account.so",
+];
+
+/// Sample rate of every file the bench writes.
+const RATE: u32 = 48_000;
+/// Default and allowed length of the real calls.
+const DEFAULT_CALL_SECS: u64 = 20;
+const MAX_CALL_SECS: u64 = 40;
+const MIN_CALL_SECS: u64 = 8;
+/// Seconds of each media-crate bench measurement (`TANDEM_BENCH_SECS`).
+const CRATE_BENCH_SECS: u64 = 4;
+/// Deadline of one media-crate bench run (after it is built).
+const CRATE_BENCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// CPU is sampled from this long after the calls start until this long before they end.
+const CPU_SETTLE: Duration = Duration::from_millis(2500);
+const CPU_TAIL: Duration = Duration::from_millis(1500);
+
+/// Latency probe: a burst of `BURST_HZ` every `BURST_PERIOD`, the first one `FIRST_BURST` in.
+const BURST_HZ: f64 = 1000.0;
+const BURST_LEN: Duration = Duration::from_millis(120);
+const BURST_PERIOD: Duration = Duration::from_millis(1000);
+const FIRST_BURST: Duration = Duration::from_millis(1500);
+const BURST_AMPLITUDE: f64 = 0.5;
+/// A sample louder than this is sound (the bursts peak at 16384).
+const ONSET_THRESHOLD: u16 = 4000;
+/// An onset needs this much quiet before it.
+const ONSET_QUIET: Duration = Duration::from_millis(250);
+/// A returned burst pairs with the latest sent burst at most this long before it.
+const MAX_ROUND_TRIP: Duration = Duration::from_millis(800);
+
+/// The codecs of the real calls: our name, baresip's `audio_codecs` name.
+const CODECS: &[(&str, &str)] = &[("opus", "opus/48000/2"), ("pcmu", "PCMU/8000/1")];
+
+// ---------------------------------------------------------------------------------------------------------------
+// Processes
+
+/// A child in its own process group, killed (group-wide) on drop.
+struct Proc {
+    name: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Proc> {
+        let stdout = log_dir.join(format!("{name}.out"));
+        let stderr = log_dir.join(format!("{name}.err"));
+        cmd.stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout)?)
+            .stderr(fs::File::create(&stderr)?)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the process to exit by itself; `Ok(None)` when the deadline passed first.
+    fn wait_until(&mut self, deadline: Instant) -> Result<Option<std::process::ExitStatus>> {
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stdout_text(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// The last lines of stdout and stderr, for error messages.
+    fn tails(&self) -> String {
+        let tail = |p: &Path| {
+            let text = fs::read_to_string(p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(12);
+            lines.get(from..).unwrap_or(&[]).join("\n")
+        };
+        format!(
+            "--- {} stdout ({}):\n{}\n--- {} stderr ({}):\n{}",
+            self.name,
+            self.stdout.display(),
+            tail(&self.stdout),
+            self.name,
+            self.stderr.display(),
+            tail(&self.stderr)
+        )
+    }
+
+    /// SIGTERM to the group, SIGKILL after a grace period.
+    fn stop(&mut self) {
+        if !self.running() {
+            return;
+        }
+        let group = format!("-{}", self.child.id());
+        let kill = |signal: &str| {
+            let _ = Command::new("kill")
+                .args([signal, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        kill("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.running() && Instant::now() < deadline {
+            sleep(Duration::from_millis(20));
+        }
+        kill("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// User + system CPU time of a process so far (`/proc/PID/stat` fields 14 and 15).
+fn process_cpu(pid: u32, ticks_per_sec: f64) -> Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat (process gone?)"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("no field {i} in /proc/{pid}/stat"))
+    };
+    let ticks = field(11)? + field(12)?;
+    Ok(Duration::from_secs_f64(ticks as f64 / ticks_per_sec))
+}
+
+/// Clock ticks per second of `/proc` times.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Ports and SIP readiness
+
+/// A UDP port on 127.0.0.1 whose `n` consecutive ports are free for UDP and TCP.
+fn free_block(n: u16) -> Result<u16> {
+    for _ in 0..200 {
+        let base = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let all_free = (base..base + n).all(|p| {
+            UdpSocket::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("no block of {n} free ports found on 127.0.0.1")
+}
+
+/// Waits until something answers a SIP OPTIONS on UDP `addr` (any response counts).
+fn wait_sip_ready(addr: SocketAddr, proc: &mut Proc, timeout: Duration) -> Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let local = socket.local_addr()?;
+    socket.set_read_timeout(Some(Duration::from_millis(150)))?;
+    let start = Instant::now();
+    let mut n = 0u32;
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < timeout {
+        if !proc.running() {
+            bail!(
+                "{} exited before answering SIP\n{}",
+                proc.name,
+                proc.tails()
+            );
+        }
+        n += 1;
+        let request = format!(
+            "OPTIONS sip:probe@{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-bench-{n};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bench@{local}>;tag=bench{n}\r\nTo: <sip:probe@{addr}>\r\n\
+             Call-ID: bench-{n}-{}@127.0.0.1\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            std::process::id()
+        );
+        socket.send_to(request.as_bytes(), addr)?;
+        if let Ok((len, _)) = socket.recv_from(&mut buf)
+            && buf.get(..len).is_some_and(|b| b.starts_with(b"SIP/2.0 "))
+        {
+            return Ok(());
+        }
+    }
+    bail!(
+        "{} did not answer SIP OPTIONS on {addr} within {timeout:?}\n{}",
+        proc.name,
+        proc.tails()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// WAV files and onsets
+
+/// Mono 16-bit PCM audio.
+struct Audio {
+    rate: u32,
+    pcm: Vec<i16>,
+}
+
+impl Audio {
+    fn secs(&self) -> f64 {
+        self.pcm.len() as f64 / f64::from(self.rate.max(1))
+    }
+
+    /// RMS of the middle half (0 when empty).
+    fn middle_rms(&self) -> f64 {
+        let len = self.pcm.len();
+        let part = self.pcm.get(len / 4..len * 3 / 4).unwrap_or(&[]);
+        if part.is_empty() {
+            return 0.0;
+        }
+        let sum: f64 = part.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+        (sum / part.len() as f64).sqrt()
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Reads a 16-bit PCM WAV (any channel count, downmixed). A data chunk whose size was never patched (a writer
+/// killed before closing) is read to the end of the file.
+fn read_wav(path: &Path) -> Result<Audio> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bad = |what: &str| anyhow::anyhow!("{}: {what}", path.display());
+    if bytes.get(0..4) != Some(b"RIFF") || bytes.get(8..12) != Some(b"WAVE") {
+        return Err(bad("not a RIFF/WAVE file"));
+    }
+    let mut at = 12usize;
+    let mut format: Option<(u16, u32, u16)> = None;
+    while let (Some(id), Some(size)) = (bytes.get(at..at + 4), u32_at(&bytes, at + 4)) {
+        let body = at + 8;
+        let size = size as usize;
+        if id == b"fmt " {
+            let tag = u16_at(&bytes, body).ok_or_else(|| bad("short fmt chunk"))?;
+            let channels = u16_at(&bytes, body + 2).ok_or_else(|| bad("short fmt chunk"))?;
+            let rate = u32_at(&bytes, body + 4).ok_or_else(|| bad("short fmt chunk"))?;
+            let bits = u16_at(&bytes, body + 14).ok_or_else(|| bad("short fmt chunk"))?;
+            if !(tag == 1 || tag == 0xFFFE) || bits != 16 || channels == 0 || rate == 0 {
+                return Err(bad(&format!(
+                    "unsupported format (tag {tag:#x}, {bits} bits, {channels} channels, {rate} Hz)"
+                )));
+            }
+            format = Some((channels, rate, bits));
+        } else if id == b"data" {
+            let (channels, rate, _) = format.ok_or_else(|| bad("data chunk before fmt"))?;
+            let available = bytes.len().saturating_sub(body);
+            let len = if size == 0 || size > available {
+                available
+            } else {
+                size
+            };
+            let data = bytes.get(body..body + len).unwrap_or(&[]);
+            let frame = usize::from(channels) * 2;
+            let pcm = data
+                .chunks_exact(frame)
+                .map(|f| {
+                    let sum: i32 = f
+                        .chunks_exact(2)
+                        .map(|s| i32::from(i16::from_le_bytes([s[0], s[1]])))
+                        .sum();
+                    (sum / i32::from(channels)) as i16
+                })
+                .collect();
+            return Ok(Audio { rate, pcm });
+        }
+        at = body.saturating_add(size).saturating_add(size & 1);
+    }
+    Err(bad("no data chunk"))
+}
+
+/// Writes mono 16-bit PCM as a WAV file.
+fn write_wav(path: &Path, rate: u32, pcm: &[i16]) -> Result<()> {
+    let data_len = u32::try_from(pcm.len() * 2).context("WAV too long")?;
+    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in pcm {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+fn samples(d: Duration) -> usize {
+    (d.as_secs_f64() * f64::from(RATE)) as usize
+}
+
+/// The latency probe: silence with a 1 kHz burst (5 ms raised-cosine edges) every second.
+fn burst_signal(secs: f64) -> Vec<i16> {
+    let total = (secs * f64::from(RATE)) as usize;
+    let period = samples(BURST_PERIOD);
+    let burst = samples(BURST_LEN);
+    let first = samples(FIRST_BURST);
+    let edge = samples(Duration::from_millis(5)).max(1);
+    (0..total)
+        .map(|i| {
+            if i < first {
+                return 0;
+            }
+            let phase = (i - first) % period;
+            if phase >= burst {
+                return 0;
+            }
+            let ramp = phase.min(burst - 1 - phase).min(edge) as f64 / edge as f64;
+            let gain = 0.5 - 0.5 * (std::f64::consts::PI * ramp).cos();
+            let t = i as f64 / f64::from(RATE);
+            let v = BURST_AMPLITUDE * gain * (2.0 * std::f64::consts::PI * BURST_HZ * t).sin();
+            (v * f64::from(i16::MAX)) as i16
+        })
+        .collect()
+}
+
+/// A steady tone, for the CPU calls.
+fn tone_signal(hz: f64, secs: f64) -> Vec<i16> {
+    let total = (secs * f64::from(RATE)) as usize;
+    (0..total)
+        .map(|i| {
+            let t = i as f64 / f64::from(RATE);
+            (0.4 * (2.0 * std::f64::consts::PI * hz * t).sin() * f64::from(i16::MAX)) as i16
+        })
+        .collect()
+}
+
+/// Times (seconds from the start of `audio`) of every sample louder than the threshold after enough quiet.
+fn onsets(audio: &Audio) -> Vec<f64> {
+    let quiet_needed = (ONSET_QUIET.as_secs_f64() * f64::from(audio.rate)) as u64;
+    let mut quiet = 0u64;
+    let mut found = Vec::new();
+    for (i, s) in audio.pcm.iter().enumerate() {
+        if s.unsigned_abs() > ONSET_THRESHOLD {
+            if quiet >= quiet_needed {
+                found.push(i as f64 / f64::from(audio.rate));
+            }
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+    }
+    found
+}
+
+/// Round trips (ms): each returned onset minus the latest sent onset before it, within `MAX_ROUND_TRIP`.
+fn round_trips(sent: &[f64], returned: &[f64]) -> Vec<f64> {
+    returned
+        .iter()
+        .filter_map(|r| {
+            let s = sent.iter().rev().find(|s| **s <= *r)?;
+            let ms = (r - s) * 1000.0;
+            (ms < MAX_ROUND_TRIP.as_secs_f64() * 1000.0).then_some(ms)
+        })
+        .collect()
+}
+
+/// Median, min and max of a sample.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    count: usize,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Option<Spread> {
+        values.sort_by(f64::total_cmp);
+        Some(Spread {
+            median: *values.get(values.len() / 2)?,
+            min: *values.first()?,
+            max: *values.last()?,
+            count: values.len(),
+        })
+    }
+
+    fn json(&self) -> Value {
+        json!({ "median_ms": round1(self.median), "min_ms": round1(self.min), "max_ms": round1(self.max),
+                "bursts": self.count })
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The media crate's benches
+
+/// One `name key=value ...` line of a bench's output.
+#[derive(Debug, Clone)]
+struct BenchLine {
+    name: String,
+    fields: BTreeMap<String, String>,
+}
+
+impl BenchLine {
+    fn parse(line: &str) -> Option<BenchLine> {
+        let mut tokens = line.split_whitespace();
+        let name = tokens.next()?;
+        if name.contains('=') || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
+        let mut fields = BTreeMap::new();
+        for t in tokens {
+            let (k, v) = t.split_once('=')?;
+            if k.is_empty() {
+                return None;
+            }
+            fields.insert(k.to_string(), v.trim_matches('"').to_string());
+        }
+        (!fields.is_empty()).then(|| BenchLine {
+            name: name.to_string(),
+            fields,
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).map(String::as_str)
+    }
+
+    fn num(&self, key: &str) -> Option<f64> {
+        self.get(key)?.parse().ok()
+    }
+
+    fn json(&self) -> Value {
+        let mut map = serde_json::Map::new();
+        map.insert("line".into(), Value::String(self.name.clone()));
+        for (k, v) in &self.fields {
+            let value = v
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or_else(|| Value::String(v.clone()), Value::Number);
+            map.insert(k.clone(), value);
+        }
+        Value::Object(map)
+    }
+}
+
+/// The bench targets of `tandem-media`, from `cargo metadata`.
+fn media_bench_targets() -> Result<Vec<String>> {
+    let out = cargo(&["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    let packages = meta
+        .get("packages")
+        .and_then(Value::as_array)
+        .context("cargo metadata has no packages")?;
+    let media = packages
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some("tandem-media"))
+        .context("the workspace has no tandem-media package")?;
+    let mut benches: Vec<String> = media
+        .get("targets")
+        .and_then(Value::as_array)
+        .map(|targets| {
+            targets
+                .iter()
+                .filter(|t| {
+                    t.get("kind")
+                        .and_then(Value::as_array)
+                        .is_some_and(|k| k.iter().any(|k| k.as_str() == Some("bench")))
+                })
+                .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    benches.sort();
+    Ok(benches)
+}
+
+/// Runs one built media bench with a deadline and returns its parsed lines.
+fn run_media_bench(name: &str, log_dir: &Path) -> Result<Vec<BenchLine>> {
+    let mut cmd = cargo(&["bench", "-q", "-p", "tandem-media", "--bench", name]);
+    cmd.env("TANDEM_BENCH_SECS", CRATE_BENCH_SECS.to_string());
+    let mut proc = Proc::spawn(&format!("cargo-bench-{name}"), cmd, log_dir)?;
+    let started = Instant::now();
+    match proc.wait_until(started + CRATE_BENCH_TIMEOUT)? {
+        Some(status) if status.success() => {}
+        Some(status) => bail!("bench {name} failed ({status})\n{}", proc.tails()),
+        None => bail!(
+            "bench {name} did not finish within {CRATE_BENCH_TIMEOUT:?}\n{}",
+            proc.tails()
+        ),
+    }
+    let lines: Vec<BenchLine> = proc
+        .stdout_text()
+        .lines()
+        .filter_map(BenchLine::parse)
+        .collect();
+    println!(
+        "  bench {name}: {} result lines in {:.0}s",
+        lines.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(lines)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Peers
+
+/// What a baresip instance does.
+enum BaresipRole<'a> {
+    /// Answers automatically, plays `source`, decodes into an unpaired `aubridge` player.
+    Callee { source: &'a Path },
+    /// Dials `target` at start-up and quits after `quit_after` seconds; plays `source`.
+    Caller {
+        source: &'a Path,
+        target: SocketAddr,
+        quit_after: u64,
+    },
+    /// The `echo` module: answers and loops its playout back into its capture through `aubridge`.
+    Echo,
+}
+
+/// Writes a baresip config directory and starts baresip; returns the process and its SIP address. Dumps of
+/// the encoder input and decoder output go to `<dir>/<name>/dumps/` when `dumps` is set.
+fn start_baresip(
+    name: &str,
+    role: &BaresipRole<'_>,
+    codec: &str,
+    dumps: bool,
+    dir: &Path,
+) -> Result<(Proc, SocketAddr)> {
+    let conf = dir.join(name);
+    let dump_dir = conf.join("dumps");
+    fs::create_dir_all(&dump_dir).with_context(|| format!("creating {}", dump_dir.display()))?;
+    // SIP on P (UDP/TCP) and P+1 (baresip's TLS listener); eight RTP/RTCP ports.
+    let sip_port = free_block(2)?;
+    let rtp = free_block(8)?;
+    let sip = SocketAddr::from(([127, 0, 0, 1], sip_port));
+    let (source, player, channels) = match role {
+        BaresipRole::Callee { source } | BaresipRole::Caller { source, .. } => (
+            format!("aufile,{}", source.display()),
+            format!("aubridge,{name}-sink"),
+            1,
+        ),
+        BaresipRole::Echo => ("aubridge,echo".to_string(), "aubridge,echo".to_string(), 2),
+    };
+    let mut modules = vec!["opus.so", "g711.so", "aubridge.so"];
+    if !matches!(role, BaresipRole::Echo) {
+        modules.push("aufile.so");
+    }
+    if dumps {
+        modules.push("sndfile.so");
+    }
+    let mut config = format!(
+        "poll_method\tepoll\nsip_listen\t{sip}\ncall_local_timeout\t120\ncall_max_calls\t4\n\
+         audio_player\t{player}\naudio_source\t{source}\naudio_alert\t{player}\n\
+         ausrc_srate\t48000\nauplay_srate\t48000\nausrc_channels\t{channels}\naudio_level\tno\n\
+         ausrc_format\ts16\nauplay_format\ts16\nauenc_format\ts16\naudec_format\ts16\n\
+         audio_buffer\t20-160\nrtp_tos\t0\nrtp_ports\t{rtp}-{}\nrtcp_mux\tno\njitter_buffer_delay\t5-10\n\
+         rtp_stats\tno\nopus_bitrate\t28000\nsnd_path\t{}\nmodule_path\t{BARESIP_MODULES}\n",
+        rtp + 7,
+        dump_dir.display()
+    );
+    for m in modules {
+        let _ = writeln!(config, "module\t{m}");
+    }
+    config.push_str("module_tmp\tuuid.so\nmodule_tmp\taccount.so\nmodule_app\tmenu.so\n");
+    if matches!(role, BaresipRole::Echo) {
+        config.push_str("module_app\techo.so\n");
+    }
+    fs::write(conf.join("config"), config)?;
+    let mut account = format!("<sip:{name}@127.0.0.1>;regint=0;audio_codecs={codec}");
+    if matches!(role, BaresipRole::Callee { .. }) {
+        account.push_str(";answermode=auto");
+    }
+    fs::write(conf.join("accounts"), format!("{account}\n"))?;
+    fs::write(conf.join("contacts"), "")?;
+    let mut cmd = Command::new("baresip");
+    cmd.arg("-f").arg(&conf);
+    if let BaresipRole::Caller {
+        target, quit_after, ..
+    } = role
+    {
+        cmd.arg("-e")
+            .arg(format!("/dial sip:peer@{target}"))
+            .arg("-t")
+            .arg(quit_after.to_string());
+    }
+    let proc = Proc::spawn(name, cmd, dir)?;
+    Ok((proc, sip))
+}
+
+/// The newest `dump-*-{kind}.wav` of a baresip instance (`enc` = encoder input, `dec` = decoder output).
+fn baresip_dump(dir: &Path, name: &str, kind: &str) -> Result<PathBuf> {
+    let dumps = dir.join(name).join("dumps");
+    let suffix = format!("-{kind}.wav");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dumps)
+        .with_context(|| format!("listing {}", dumps.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("dump-") && n.ends_with(&suffix))
+        })
+        .collect();
+    files.sort();
+    files
+        .pop()
+        .with_context(|| format!("baresip {name} wrote no {kind} dump in {}", dumps.display()))
+}
+
+/// A `tandem-cli` command line for a direct (registrar-less) account on 127.0.0.1.
+fn cli_command(bin: &Path, user: &str, listen: SocketAddr, rest: &[String]) -> Command {
+    let mut c = Command::new(bin);
+    c.args([
+        "--user",
+        user,
+        "--domain",
+        "127.0.0.1",
+        "--transport",
+        "udp",
+    ])
+    .arg("--listen")
+    .arg(listen.to_string())
+    .args(rest);
+    c
+}
+
+/// The `media` event line's `codec=` value in a `tandem-cli` stdout.
+fn cli_media_codec(stdout: &str) -> Option<String> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("media "))
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("codec="))
+                .map(str::to_string)
+        })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One codec's real calls
+
+/// CPU of one endpoint over the measured window.
+#[derive(Debug, Clone)]
+struct EndpointCpu {
+    who: String,
+    cpu: Duration,
+    wall: Duration,
+}
+
+impl EndpointCpu {
+    /// Share of one core, in percent.
+    fn percent(&self) -> f64 {
+        100.0 * self.cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The results of one codec's four calls.
+struct CodecRun {
+    codec: String,
+    tandem_cpu: Vec<EndpointCpu>,
+    baresip_cpu: Vec<EndpointCpu>,
+    tandem_rtt: Option<Spread>,
+    baresip_rtt: Option<Spread>,
+    notes: Vec<String>,
+}
+
+fn sample_all(procs: &[(&str, u32)], ticks: f64) -> Result<Vec<Duration>> {
+    procs
+        .iter()
+        .map(|(name, pid)| {
+            process_cpu(*pid, ticks).with_context(|| format!("{name} ended before the CPU sample"))
+        })
+        .collect()
+}
+
+fn run_codec(
+    bin: &Path,
+    codec: &str,
+    baresip_codec: &str,
+    call_secs: u64,
+    dir: &Path,
+    ticks: f64,
+) -> Result<CodecRun> {
+    let dir = dir.join(codec);
+    fs::create_dir_all(&dir)?;
+    let file_secs = call_secs as f64 + 10.0;
+    let tone_a = dir.join("tone-440.wav");
+    let tone_b = dir.join("tone-1250.wav");
+    let bursts = dir.join("bursts.wav");
+    write_wav(&tone_a, RATE, &tone_signal(440.0, file_secs))?;
+    write_wav(&tone_b, RATE, &tone_signal(1250.0, file_secs))?;
+    write_wav(&bursts, RATE, &burst_signal(file_secs))?;
+    let codec_arg = codec.to_string();
+    let s = |p: &Path| p.display().to_string();
+
+    // Callees first: tandem-cli answer, baresip auto-answer, two baresip echoes.
+    let t_callee_addr = SocketAddr::from(([127, 0, 0, 1], free_block(1)?));
+    let t_callee_rec = dir.join("tandem-callee-heard.wav");
+    let mut t_callee = Proc::spawn(
+        "tandem-callee",
+        cli_command(
+            bin,
+            "bob",
+            t_callee_addr,
+            &[
+                "answer".into(),
+                "--no-register".into(),
+                "--count".into(),
+                "1".into(),
+                "--play".into(),
+                s(&tone_b),
+                "--record".into(),
+                s(&t_callee_rec),
+                "--codec".into(),
+                codec_arg.clone(),
+            ],
+        ),
+        &dir,
+    )?;
+    let (mut b_callee, b_callee_addr) = start_baresip(
+        "baresip-callee",
+        &BaresipRole::Callee { source: &tone_b },
+        baresip_codec,
+        true,
+        &dir,
+    )?;
+    let (mut echo_t, echo_t_addr) = start_baresip(
+        "echo-for-tandem",
+        &BaresipRole::Echo,
+        baresip_codec,
+        false,
+        &dir,
+    )?;
+    let (mut echo_b, echo_b_addr) = start_baresip(
+        "echo-for-baresip",
+        &BaresipRole::Echo,
+        baresip_codec,
+        false,
+        &dir,
+    )?;
+    let ready = Duration::from_secs(10);
+    wait_sip_ready(t_callee_addr, &mut t_callee, ready)?;
+    wait_sip_ready(b_callee_addr, &mut b_callee, ready)?;
+    wait_sip_ready(echo_t_addr, &mut echo_t, ready)?;
+    wait_sip_ready(echo_b_addr, &mut echo_b, ready)?;
+
+    // Callers.
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let t_caller_rec = dir.join("tandem-caller-heard.wav");
+    let mut t_caller = Proc::spawn(
+        "tandem-caller",
+        cli_command(
+            bin,
+            "alice",
+            any,
+            &[
+                "call".into(),
+                format!("sip:bob@{t_callee_addr}"),
+                "--duration".into(),
+                call_secs.to_string(),
+                "--timeout".into(),
+                "10".into(),
+                "--play".into(),
+                s(&tone_a),
+                "--record".into(),
+                s(&t_caller_rec),
+                "--codec".into(),
+                codec_arg.clone(),
+            ],
+        ),
+        &dir,
+    )?;
+    let t_echo_rec = dir.join("tandem-echo-returned.wav");
+    let mut t_prober = Proc::spawn(
+        "tandem-echo-caller",
+        cli_command(
+            bin,
+            "carol",
+            any,
+            &[
+                "call".into(),
+                format!("sip:echo@{echo_t_addr}"),
+                "--duration".into(),
+                call_secs.to_string(),
+                "--timeout".into(),
+                "10".into(),
+                "--play".into(),
+                s(&bursts),
+                "--record".into(),
+                s(&t_echo_rec),
+                "--codec".into(),
+                codec_arg.clone(),
+            ],
+        ),
+        &dir,
+    )?;
+    let (mut b_caller, _) = start_baresip(
+        "baresip-caller",
+        &BaresipRole::Caller {
+            source: &tone_a,
+            target: b_callee_addr,
+            quit_after: call_secs + 1,
+        },
+        baresip_codec,
+        true,
+        &dir,
+    )?;
+    let (mut b_prober, _) = start_baresip(
+        "baresip-echo-caller",
+        &BaresipRole::Caller {
+            source: &bursts,
+            target: echo_b_addr,
+            quit_after: call_secs + 1,
+        },
+        baresip_codec,
+        true,
+        &dir,
+    )?;
+    let calls_started = Instant::now();
+
+    // CPU over the steady middle of the calls.
+    sleep(CPU_SETTLE);
+    let tandem_pids = [
+        ("tandem-caller", t_caller.pid()),
+        ("tandem-callee", t_callee.pid()),
+    ];
+    let baresip_pids = [
+        ("baresip-caller", b_caller.pid()),
+        ("baresip-callee", b_callee.pid()),
+    ];
+    let t0 = Instant::now();
+    let tandem_before = sample_all(&tandem_pids, ticks)?;
+    let baresip_before = sample_all(&baresip_pids, ticks)?;
+    let window_end = calls_started + Duration::from_secs(call_secs) - CPU_TAIL;
+    sleep(window_end.saturating_duration_since(Instant::now()));
+    let tandem_after = sample_all(&tandem_pids, ticks)?;
+    let baresip_after = sample_all(&baresip_pids, ticks)?;
+    let wall = t0.elapsed();
+    let cpu = |pids: &[(&str, u32)], before: &[Duration], after: &[Duration]| -> Vec<EndpointCpu> {
+        pids.iter()
+            .zip(before.iter().zip(after))
+            .map(|((who, _), (b, a))| EndpointCpu {
+                who: (*who).to_string(),
+                cpu: a.saturating_sub(*b),
+                wall,
+            })
+            .collect()
+    };
+    let tandem_cpu = cpu(&tandem_pids, &tandem_before, &tandem_after);
+    let baresip_cpu = cpu(&baresip_pids, &baresip_before, &baresip_after);
+
+    // Let every call end by itself (tandem-cli hangs up after --duration, baresip quits after -t).
+    let end_deadline = calls_started + Duration::from_secs(call_secs + 12);
+    let mut notes = Vec::new();
+    for p in [&mut t_caller, &mut t_prober] {
+        match p.wait_until(end_deadline)? {
+            Some(status) if status.success() => {}
+            Some(status) => bail!("{} failed ({status})\n{}", p.name, p.tails()),
+            None => bail!("{} did not hang up in time\n{}", p.name, p.tails()),
+        }
+    }
+    for p in [&mut b_caller, &mut b_prober] {
+        if p.wait_until(end_deadline)?.is_none() {
+            notes.push(format!("{} had to be stopped", p.name));
+        }
+    }
+    if t_callee
+        .wait_until(Instant::now() + Duration::from_secs(5))?
+        .is_none()
+    {
+        notes.push("tandem-callee did not exit after the BYE".into());
+    }
+    t_callee.stop();
+    b_callee.stop();
+    echo_t.stop();
+    echo_b.stop();
+
+    // Both tandem-cli ends must have negotiated the codec asked for.
+    for p in [&t_caller, &t_callee, &t_prober] {
+        match cli_media_codec(&p.stdout_text()) {
+            Some(c) if c.eq_ignore_ascii_case(codec) => {}
+            Some(c) => bail!("{} negotiated {c}, not {codec}\n{}", p.name, p.tails()),
+            None => bail!("{} printed no `media` line\n{}", p.name, p.tails()),
+        }
+    }
+    // Audio really flowed both ways in the CPU calls (else the CPU numbers mean nothing).
+    let heard = |path: &Path, who: &str| -> Result<()> {
+        let audio = read_wav(path)?;
+        let rms = audio.middle_rms();
+        if rms < 1000.0 {
+            bail!(
+                "{who} recorded no audio ({}: {:.1} s, RMS {rms:.0})",
+                path.display(),
+                audio.secs()
+            );
+        }
+        Ok(())
+    };
+    heard(&t_caller_rec, "tandem-caller")?;
+    heard(&t_callee_rec, "tandem-callee")?;
+    heard(
+        &baresip_dump(&dir, "baresip-caller", "dec")?,
+        "baresip-caller",
+    )?;
+    heard(
+        &baresip_dump(&dir, "baresip-callee", "dec")?,
+        "baresip-callee",
+    )?;
+
+    // Round trips through the echoes.
+    let sent = onsets(&read_wav(&bursts)?);
+    let tandem_rtt = Spread::of(round_trips(&sent, &onsets(&read_wav(&t_echo_rec)?)));
+    let b_sent = onsets(&read_wav(&baresip_dump(
+        &dir,
+        "baresip-echo-caller",
+        "enc",
+    )?)?);
+    let b_back = onsets(&read_wav(&baresip_dump(
+        &dir,
+        "baresip-echo-caller",
+        "dec",
+    )?)?);
+    let baresip_rtt = Spread::of(round_trips(&b_sent, &b_back));
+    if tandem_rtt.is_none() {
+        notes.push("no burst came back to tandem-cli through the echo".into());
+    }
+    if baresip_rtt.is_none() {
+        notes.push("no burst came back to baresip through the echo".into());
+    }
+    Ok(CodecRun {
+        codec: codec.to_string(),
+        tandem_cpu,
+        baresip_cpu,
+        tandem_rtt,
+        baresip_rtt,
+        notes,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Report
+
+fn mean_percent(cpus: &[EndpointCpu]) -> f64 {
+    if cpus.is_empty() {
+        return 0.0;
+    }
+    cpus.iter().map(EndpointCpu::percent).sum::<f64>() / cpus.len() as f64
+}
+
+fn per_core(percent: f64) -> String {
+    if percent > 0.0 {
+        format!("{:.0}", 100.0 / percent)
+    } else {
+        "n/a".into()
+    }
+}
+
+fn fmt_spread(s: Option<&Spread>) -> String {
+    s.map_or_else(
+        || "n/a".into(),
+        |s| {
+            format!(
+                "{:.1} ms (min {:.1}, max {:.1}, {} bursts)",
+                s.median, s.min, s.max, s.count
+            )
+        },
+    )
+}
+
+fn build_report(
+    crate_benches: &BTreeMap<String, Result<Vec<BenchLine>, String>>,
+    runs: &[CodecRun],
+    call_secs: u64,
+) -> (Value, String) {
+    let mut md = String::new();
+    let _ = writeln!(md, "# cargo xtask bench media\n");
+
+    // (1) codec realtime factors and (2)/(3) in-process pipeline, from the media crate's benches.
+    let _ = writeln!(md, "## Media crate benches (in process)\n");
+    let mut crate_json = serde_json::Map::new();
+    for (name, result) in crate_benches {
+        match result {
+            Ok(lines) => {
+                let _ = writeln!(md, "### `{name}`\n");
+                for l in lines {
+                    let fields: Vec<String> =
+                        l.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let _ = writeln!(md, "- **{}** {}", l.name, fields.join(" "));
+                }
+                let _ = writeln!(md);
+                crate_json.insert(
+                    name.clone(),
+                    Value::Array(lines.iter().map(BenchLine::json).collect()),
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(md, "### `{name}`: FAILED\n\n```\n{e}\n```\n");
+                crate_json.insert(name.clone(), json!({ "error": e }));
+            }
+        }
+    }
+    let pipeline_lines: Vec<&BenchLine> = crate_benches
+        .values()
+        .filter_map(|r| r.as_ref().ok())
+        .flatten()
+        .collect();
+    let mut summary = Vec::new();
+    for l in &pipeline_lines {
+        if l.name == "pipeline_latency"
+            && let (Some(codec), Some(median)) = (l.get("codec"), l.num("median_ms"))
+        {
+            let target = l.num("target_ms").unwrap_or(60.0);
+            summary.push(format!(
+                "pipeline latency {codec}: {median:.1} ms median (target <= {target:.0} ms: {})",
+                if median <= target { "met" } else { "MISSED" }
+            ));
+        }
+        if l.name == "calls_per_core"
+            && let (Some(codec), Some(n)) = (l.get("codec"), l.get("calls_per_core"))
+        {
+            summary.push(format!("sessions per core {codec} (in process): {n}"));
+        }
+        let rtf_key = l
+            .fields
+            .keys()
+            .find(|k| k.contains("realtime") || k.as_str() == "rtf" || k.ends_with("_rtf"));
+        if let Some(key) = rtf_key
+            && let Some(v) = l.get(key)
+        {
+            let label = l.get("codec").unwrap_or(&l.name);
+            summary.push(format!("{label} {key}: {v}"));
+        }
+    }
+
+    // (3)/(4) real binaries.
+    let _ = writeln!(
+        md,
+        "## Real binaries on loopback ({call_secs} s calls; CPU over the steady middle)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| codec | tandem-cli CPU/endpoint | endpoints/core | baresip CPU/endpoint | endpoints/core | \
+         tandem-cli RTT/2 via echo | baresip RTT/2 via echo | tandem - baresip (one-way) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let mut runs_json = Vec::new();
+    for r in runs {
+        let t = mean_percent(&r.tandem_cpu);
+        let b = mean_percent(&r.baresip_cpu);
+        let half = |s: Option<&Spread>| {
+            s.map_or_else(|| "n/a".into(), |s| format!("{:.1} ms", s.median / 2.0))
+        };
+        let delta = match (&r.tandem_rtt, &r.baresip_rtt) {
+            (Some(t), Some(b)) => format!("{:+.1} ms", t.median - b.median),
+            _ => "n/a".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {t:.2} % | {} | {b:.2} % | {} | {} | {} | {delta} |",
+            r.codec,
+            per_core(t),
+            per_core(b),
+            half(r.tandem_rtt.as_ref()),
+            half(r.baresip_rtt.as_ref()),
+        );
+        summary.push(format!(
+            "{}: CPU per endpoint tandem-cli {t:.2} % vs baresip {b:.2} % of a core ({} vs {} endpoints/core); \
+             round trip through baresip echo: tandem-cli {} vs baresip {}",
+            r.codec,
+            per_core(t),
+            per_core(b),
+            fmt_spread(r.tandem_rtt.as_ref()),
+            fmt_spread(r.baresip_rtt.as_ref()),
+        ));
+        let cpu_json = |cpus: &[EndpointCpu]| -> Value {
+            Value::Array(
+                cpus.iter()
+                    .map(|c| {
+                        json!({ "process": c.who, "cpu_s": round1(c.cpu.as_secs_f64() * 10.0) / 10.0,
+                                "wall_s": round1(c.wall.as_secs_f64()),
+                                "percent_of_core": (c.percent() * 100.0).round() / 100.0 })
+                    })
+                    .collect(),
+            )
+        };
+        runs_json.push(json!({
+            "codec": r.codec,
+            "tandem_cli": { "cpu": cpu_json(&r.tandem_cpu), "mean_percent_per_endpoint": (t * 100.0).round() / 100.0,
+                            "echo_round_trip": r.tandem_rtt.as_ref().map(Spread::json) },
+            "baresip": { "cpu": cpu_json(&r.baresip_cpu), "mean_percent_per_endpoint": (b * 100.0).round() / 100.0,
+                         "echo_round_trip": r.baresip_rtt.as_ref().map(Spread::json) },
+            "notes": r.notes,
+        }));
+    }
+    let _ = writeln!(md);
+    for r in runs {
+        for n in &r.notes {
+            let _ = writeln!(md, "- note ({}): {n}", r.codec);
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nMethod: CPU = utime+stime from /proc/PID/stat of each endpoint process (tandem-cli release build with \
+         --play/--record WAV files; baresip with aufile source, decoding into an unpaired aubridge player and \
+         sndfile dumps). Round trip = onset of each returned 1 kHz burst minus its sent onset on the caller's \
+         own timeline, through the same baresip echo (aubridge) peer for both callers; the difference of the \
+         two round trips is the difference of the callers' send+receive pipelines. baresip's receive timeline \
+         is its decoder output (sndfile), which excludes its final playout buffer (audio_buffer 20-160 ms), \
+         and starts with the first decoded packet (a few ms of uncertainty); its jitter buffer is \
+         jitter_buffer_delay 5-10 frames as in tests/peers/baresip-config.in."
+    );
+
+    let _ = writeln!(md, "\n## Summary\n");
+    for s in &summary {
+        let _ = writeln!(md, "- {s}");
+    }
+    let report = json!({
+        "call_secs": call_secs,
+        "crate_benches": Value::Object(crate_json),
+        "real_calls": runs_json,
+        "summary": summary,
+    });
+    (report, md)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Entry point
+
+fn parse_args(args: &[String]) -> Result<u64> {
+    let mut call_secs = DEFAULT_CALL_SECS;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--call-secs" => {
+                let v = it.next().context("--call-secs needs a value")?;
+                call_secs = v
+                    .parse()
+                    .with_context(|| format!("--call-secs {v:?} is not a number"))?;
+                if !(MIN_CALL_SECS..=MAX_CALL_SECS).contains(&call_secs) {
+                    bail!("--call-secs must be between {MIN_CALL_SECS} and {MAX_CALL_SECS}");
+                }
+            }
+            other => {
+                bail!("unknown option {other:?}\nusage: cargo xtask bench media [--call-secs N]")
+            }
+        }
+    }
+    Ok(call_secs)
+}
+
+/// Fails with a clear message when baresip or one of its modules is missing.
+fn check_baresip() -> Result<()> {
+    if !crate::cmd::on_path("baresip") {
+        bail!(
+            "baresip is not installed (apt-get install baresip); it is the reference peer of this bench"
+        );
+    }
+    let missing: Vec<&str> = NEEDED_MODULES
+        .iter()
+        .copied()
+        .filter(|m| !Path::new(BARESIP_MODULES).join(m).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "baresip modules missing in {BARESIP_MODULES}: {} (the Debian baresip packages ship them)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench media`.
+pub fn media(args: &[String]) -> Result<()> {
+    let call_secs = parse_args(args)?;
+    crate::packages::ensure(MEDIA_PACKAGES)?;
+    check_baresip()?;
+
+    // Builds (not part of the bounded run).
+    Step::new(
+        "build tandem-cli (release)",
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "tandem-cli",
+            "--bin",
+            "tandem-cli",
+        ]),
+    )
+    .run()?;
+    let target = target_dir()?;
+    let bin = target.join("release").join("tandem-cli");
+    if !bin.is_file() {
+        bail!("{} was not built", bin.display());
+    }
+    let benches = media_bench_targets()?;
+    if benches.is_empty() {
+        bail!("tandem-media has no [[bench]] targets (expected codec and pipeline)");
+    }
+    Step::new(
+        "build tandem-media benches",
+        cargo(&["bench", "-q", "-p", "tandem-media", "--benches", "--no-run"]),
+    )
+    .run()?;
+
+    let out_dir = target.join("bench-media");
+    let log_dir = out_dir.join(format!("run-{}", std::process::id()));
+    fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    println!("xtask bench media: logs in {}", log_dir.display());
+    let started = Instant::now();
+
+    println!("xtask: == media crate benches ({}) ==", benches.join(", "));
+    let mut crate_results = BTreeMap::new();
+    for name in ["codec", "pipeline"] {
+        if !benches.iter().any(|b| b == name) {
+            crate_results.insert(
+                name.to_string(),
+                Err(format!("tandem-media has no `{name}` bench target")),
+            );
+        }
+    }
+    for name in &benches {
+        let r = run_media_bench(name, &log_dir).map_err(|e| format!("{e:#}"));
+        if let Err(e) = &r {
+            eprintln!("xtask bench media: {e}");
+        }
+        crate_results.insert(name.clone(), r);
+    }
+
+    println!("xtask: == real calls: tandem-cli and baresip, {call_secs} s per codec ==");
+    let ticks = clock_ticks();
+    let mut runs = Vec::new();
+    for (codec, baresip_codec) in CODECS {
+        let t = Instant::now();
+        let run = run_codec(&bin, codec, baresip_codec, call_secs, &log_dir, ticks).with_context(
+            || format!("{codec} calls (logs in {})", log_dir.join(codec).display()),
+        )?;
+        println!("  {codec}: done in {:.0}s", t.elapsed().as_secs_f64());
+        runs.push(run);
+    }
+
+    let (report, md) = build_report(&crate_results, &runs, call_secs);
+    let json_path = out_dir.join("report.json");
+    let md_path = out_dir.join("report.md");
+    fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
+    fs::write(&md_path, &md)?;
+    println!("\n{md}");
+    println!(
+        "xtask bench media: measured in {:.0}s; report in {} and {}",
+        started.elapsed().as_secs_f64(),
+        json_path.display(),
+        md_path.display()
+    );
+    let failed: Vec<&String> = crate_results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, _)| n)
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "media crate bench(es) missing or failed: {}",
+            failed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
