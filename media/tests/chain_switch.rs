@@ -54,36 +54,36 @@ fn unknown_payload_types_are_counted_and_dropped() {
     assert_eq!((s.unknown_pt, s.packets, s.codec), (2, 0, None));
 }
 
+/// RTP state of the simulated sender and the virtual clock.
+struct Link {
+    base: Instant,
+    seq: u16,
+    ts: u32,
+    t_ms: u64,
+}
+
 /// Runs a send chain into a receive chain for `frames` 20 ms frames on a clean network.
 fn stream(
     tx: &mut AudioSendChain,
     rx: &mut AudioReceiveChain,
     pt: u8,
-    seq: &mut u16,
-    ts: &mut u32,
-    t_ms: &mut u64,
-    base: Instant,
+    link: &mut Link,
     frames: usize,
     out: &mut Vec<i16>,
 ) {
     let dev_frame = 960; // 20 ms at 48 kHz on both sides
     for _ in 0..frames {
-        tx.push(&tone(440.0, 48_000, dev_frame, (*t_ms as usize) * 48));
+        let now = link.base + Duration::from_millis(link.t_ms);
+        tx.push(&tone(440.0, 48_000, dev_frame, (link.t_ms as usize) * 48));
         while let Some(f) = tx.next_payload() {
             if !f.payload.is_empty() {
-                rx.push_rtp(
-                    base + Duration::from_millis(*t_ms),
-                    pt,
-                    *seq,
-                    *ts,
-                    f.payload,
-                );
+                rx.push_rtp(now, pt, link.seq, link.ts, f.payload);
             }
-            *seq = seq.wrapping_add(1);
-            *ts = ts.wrapping_add(f.samples);
+            link.seq = link.seq.wrapping_add(1);
+            link.ts = link.ts.wrapping_add(f.samples);
         }
-        rx.pull(base + Duration::from_millis(*t_ms), dev_frame, out);
-        *t_ms += 20;
+        rx.pull(now, dev_frame, out);
+        link.t_ms += 20;
     }
 }
 
@@ -92,21 +92,21 @@ fn payload_type_change_switches_the_decoder() {
     let pcmu = CodecSpec::new(CodecKind::Pcmu, 0);
     let mut rx = AudioReceiveChain::new(vec![opus(), pcmu.clone()], 48_000).unwrap();
     let mut tx = AudioSendChain::new(&opus(), 48_000, Duration::from_millis(20)).unwrap();
-    let base = Instant::now();
-    let (mut seq, mut ts, mut t) = (100u16, 5000u32, 0u64);
+    let mut link = Link {
+        base: Instant::now(),
+        seq: 100,
+        ts: 5000,
+        t_ms: 0,
+    };
     let mut out = Vec::new();
-    stream(
-        &mut tx, &mut rx, 111, &mut seq, &mut ts, &mut t, base, 50, &mut out,
-    );
+    stream(&mut tx, &mut rx, 111, &mut link, 50, &mut out);
     assert_eq!(rx.stats().codec, Some("opus"));
     assert!(rms(&out[out.len() - 9600..]) > 3000.0, "opus audio flows");
     // re-INVITE: the sender moves to PCMU (8 kHz RTP clock, new timestamps).
     tx.set_codec(&pcmu).unwrap();
     assert_eq!(tx.frame_timestamp_units(), 160);
-    let mut ts2 = 77u32;
-    stream(
-        &mut tx, &mut rx, 0, &mut seq, &mut ts2, &mut t, base, 50, &mut out,
-    );
+    link.ts = 77;
+    stream(&mut tx, &mut rx, 0, &mut link, 50, &mut out);
     let s = rx.stats();
     assert_eq!(s.codec, Some("PCMU"));
     assert_eq!(s.codec_switches, 1);
