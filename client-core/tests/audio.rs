@@ -996,3 +996,150 @@ async fn mandatory_srtp_refuses_a_plain_answer_with_ack_and_bye() {
     }
     alice.ua.shutdown().await;
 }
+
+/// Alice calls a raw peer, which answers PCMU at `media_port`; returns the call, the INVITE
+/// and Alice's SIP address.
+async fn raw_answered_call(
+    alice: &Phone,
+    raw: &RawPeer,
+    media_port: u16,
+) -> (Call, tandem_proto::msg::Request, std::net::SocketAddr) {
+    use tandem_proto::msg::{HeaderName, Message, Method, Response};
+    use tandem_proto::sdp::{self, Codec, MediaOffer, SessionDescription};
+    let target: Uri = format!("sip:bob@{}", raw.addr()).parse().unwrap();
+    let mut call = alice
+        .ua
+        .call(&alice.account, target, CallOptions::default())
+        .await
+        .unwrap();
+    let (invite, ua_addr) = loop {
+        match raw.recv(5).await.expect("no INVITE") {
+            (Message::Request(r), from) if r.method == Method::Invite => break (r, from),
+            _ => {}
+        }
+    };
+    let offer = SessionDescription::parse(std::str::from_utf8(&invite.body).unwrap()).unwrap();
+    let (answer, _) = sdp::answer_offer(
+        &offer,
+        &MediaOffer::new(vec![Codec::pcmu()]),
+        77,
+        1,
+        "127.0.0.1".parse().unwrap(),
+        media_port,
+        sdp::plain_only,
+    )
+    .unwrap();
+    let mut ok = Response::for_request(&invite, 200);
+    ok.reason = "OK".into();
+    let mut to = ok.headers.to().unwrap();
+    to.set_tag("rawtag");
+    ok.headers.set(HeaderName::To, to.to_string());
+    ok.headers
+        .push(HeaderName::Contact, format!("<sip:bob@{}>", raw.addr()));
+    ok.headers.push(HeaderName::ContentType, "application/sdp");
+    ok.body = bytes::Bytes::from(answer.to_string());
+    raw.send(&ok.to_bytes(), ua_addr).await;
+    answered(&mut call).await;
+    loop {
+        match raw.recv(5).await.expect("no ACK") {
+            (Message::Request(r), _) if r.method == Method::Ack => break,
+            _ => {}
+        }
+    }
+    (call, invite, ua_addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinvite_491_is_retried_after_the_rfc3261_wait_and_glare_is_refused() {
+    use tandem_proto::msg::{HeaderName, Message, Method, Response};
+
+    let alice = Phone::new("alice", 151).await;
+    let raw = RawPeer::new().await;
+    let (call, invite, ua_addr) = raw_answered_call(&alice, &raw, 40002).await;
+    let call = std::sync::Arc::new(call);
+    let holder = {
+        let call = call.clone();
+        tokio::spawn(async move { call.hold().await })
+    };
+    let first = loop {
+        match raw.recv(5).await.expect("no re-INVITE") {
+            (Message::Request(r), _) if r.method == Method::Invite => break r,
+            _ => {}
+        }
+    };
+    assert!(String::from_utf8_lossy(&first.body).contains("a=sendonly"));
+    // Our own re-INVITE crosses Alice's: she must answer 491 (RFC 3261 §14.2).
+    let me = raw.addr();
+    let from_tag = invite.headers.from().unwrap().tag().unwrap().to_string();
+    let call_id = invite.headers.call_id().unwrap().to_string();
+    let contact = match &invite.headers.contacts().unwrap()[0] {
+        tandem_proto::msg::ContactValue::Addr(a) => a.uri.clone(),
+        _ => panic!(),
+    };
+    let crossing = format!(
+        "INVITE {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKcross1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@{me}>;tag=rawtag\r\nTo: <sip:alice@127.0.0.1>;tag={from_tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 9 INVITE\r\nContact: <sip:bob@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    raw.send(crossing.as_bytes(), ua_addr).await;
+    let mut r491 = Response::for_request(&first, 491);
+    r491.reason = "Request Pending".into();
+    let sent_491 = tokio::time::Instant::now();
+    raw.send(&r491.to_bytes(), ua_addr).await;
+    let mut saw_491_from_alice = false;
+    let retry = loop {
+        match raw.recv(6).await.expect("no retried re-INVITE") {
+            (Message::Response(r), _) if r.status == 491 => saw_491_from_alice = true,
+            (Message::Request(r), _) if r.method == Method::Invite => break r,
+            _ => {}
+        }
+    };
+    let waited = sent_491.elapsed();
+    assert!(
+        saw_491_from_alice,
+        "the crossing re-INVITE was not refused with 491"
+    );
+    // Alice placed the call (owns the Call-ID): 2.1 to 4 s.
+    assert!(
+        waited >= Duration::from_millis(2000) && waited <= Duration::from_millis(4500),
+        "{waited:?}"
+    );
+    assert!(retry.headers.cseq().unwrap().seq > first.headers.cseq().unwrap().seq);
+    let mut ok = Response::for_request(&retry, 200);
+    ok.reason = "OK".into();
+    ok.headers
+        .push(HeaderName::Contact, format!("<sip:bob@{me}>"));
+    ok.headers.push(HeaderName::ContentType, "application/sdp");
+    ok.body = bytes::Bytes::from(
+        "v=0\r\no=- 77 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=recvonly\r\n",
+    );
+    raw.send(&ok.to_bytes(), ua_addr).await;
+    holder.await.unwrap().unwrap();
+    loop {
+        match raw.recv(5).await.expect("no ACK for the re-INVITE") {
+            (Message::Request(r), _) if r.method == Method::Ack => {
+                assert_eq!(
+                    r.headers.cseq().unwrap().seq,
+                    retry.headers.cseq().unwrap().seq
+                );
+                break;
+            }
+            _ => {}
+        }
+    }
+    let call = std::sync::Arc::try_unwrap(call).unwrap();
+    call.hangup();
+    loop {
+        match raw.recv(5).await.expect("no BYE") {
+            (Message::Request(r), from) if r.method == Method::Bye => {
+                let mut ok = Response::for_request(&r, 200);
+                ok.reason = "OK".into();
+                raw.send(&ok.to_bytes(), from).await;
+                break;
+            }
+            _ => {}
+        }
+    }
+    alice.ua.shutdown().await;
+}
