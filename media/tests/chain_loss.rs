@@ -276,3 +276,11 @@ fn drift_is_absorbed_both_ways() {
         }
     }
 }
+
+#[test]
+fn g722_tone_survives_loss_and_jitter() {
+    let o = run(CodecSpec::new(CodecKind::G722, 9), 48_000, 16_000, &lossy(), 7);
+    assert_eq!(o.out.len(), 20 * 16_000);
+    check_tone(&o, 20, 0.9);
+    assert!(o.stats.jitter.concealed > 0);
+}

@@ -1,11 +1,12 @@
-//! Audio codecs: G.711 µ-law/A-law (with Appendix I style packet-loss concealment) and Opus
-//! (through libopus, with in-band FEC, DTX and libopus PLC).
+//! Audio codecs: G.711 µ-law/A-law (with Appendix I style packet-loss concealment), Opus
+//! (through libopus, with in-band FEC, DTX and libopus PLC) and G.722 (64 kbit/s SB-ADPCM).
 //!
 //! All PCM is mono `i16`. An encoder takes exactly one frame (`pcm_rate * ptime` samples) and
 //! produces one RTP payload; a decoder turns one payload back into PCM at its `pcm_rate`, and
 //! conceals lost packets.
 
 mod g711;
+mod g722;
 mod opus_codec;
 mod plc;
 
@@ -13,6 +14,7 @@ pub use g711::{
     G711Decoder, G711Encoder, G711Law, alaw_to_linear, linear_to_alaw, linear_to_ulaw,
     ulaw_to_linear,
 };
+pub use g722::{G722Decoder, G722Encoder};
 pub use opus_codec::{OpusDecoder, OpusEncoder, OpusParams};
 pub use plc::G711Plc;
 
@@ -55,15 +57,18 @@ pub enum CodecKind {
     Pcmu,
     /// G.711 A-law (PCMA, static payload type 8).
     Pcma,
+    /// G.722 SB-ADPCM at 64 kbit/s (16 kHz audio, RTP clock 8000; static payload type 9).
+    G722,
 }
 
 impl CodecKind {
-    /// The SDP encoding name (`opus`, `PCMU`, `PCMA`).
+    /// The SDP encoding name (`opus`, `PCMU`, `PCMA`, `G722`).
     pub fn name(self) -> &'static str {
         match self {
             CodecKind::Opus => "opus",
             CodecKind::Pcmu => "PCMU",
             CodecKind::Pcma => "PCMA",
+            CodecKind::G722 => "G722",
         }
     }
 
@@ -72,14 +77,15 @@ impl CodecKind {
         match self {
             CodecKind::Opus => 48_000,
             CodecKind::Pcmu | CodecKind::Pcma => 8_000,
+            CodecKind::G722 => 16_000,
         }
     }
 
-    /// The RTP clock rate of the codec (8000 for G.711, 48000 for Opus).
+    /// The RTP clock rate of the codec (8000 for G.711 and G.722, 48000 for Opus).
     pub fn rtp_clock_rate(self) -> u32 {
         match self {
             CodecKind::Opus => 48_000,
-            CodecKind::Pcmu | CodecKind::Pcma => 8_000,
+            CodecKind::Pcmu | CodecKind::Pcma | CodecKind::G722 => 8_000,
         }
     }
 }
@@ -91,7 +97,7 @@ pub struct CodecSpec {
     pub kind: CodecKind,
     /// The RTP payload type number.
     pub payload_type: u8,
-    /// The RTP clock rate (8000 or 48000).
+    /// The RTP clock rate (8000, 48000; 8000 for G.722 although it samples at 16 kHz).
     pub clock_rate: u32,
     /// RTP channel count as in SDP (Opus is always 2 there; we encode and decode mono).
     pub channels: u8,
@@ -115,6 +121,8 @@ impl CodecSpec {
             CodecKind::Pcmu
         } else if name.eq_ignore_ascii_case("PCMA") {
             CodecKind::Pcma
+        } else if name.eq_ignore_ascii_case("G722") {
+            CodecKind::G722
         } else {
             return None;
         };
@@ -136,7 +144,7 @@ impl CodecSpec {
         })
     }
 
-    /// A spec for one of the static payload types (0 PCMU, 8 PCMA) or Opus at a
+    /// A spec for one of the static payload types (0 PCMU, 8 PCMA, 9 G722) or Opus at a
     /// dynamic payload type, without fmtp.
     pub fn new(kind: CodecKind, payload_type: u8) -> CodecSpec {
         CodecSpec {
@@ -148,12 +156,12 @@ impl CodecSpec {
         }
     }
 
-    /// The SDP encoding name (`opus`, `PCMU`, `PCMA`).
+    /// The SDP encoding name (`opus`, `PCMU`, `PCMA`, `G722`).
     pub fn name(&self) -> &'static str {
         self.kind.name()
     }
 
-    /// The PCM rate of the codec (8000 G.711, 48000 Opus).
+    /// The PCM rate of the codec (8000 G.711, 48000 Opus, 16000 G.722).
     pub fn pcm_rate(&self) -> u32 {
         self.kind.pcm_rate()
     }
@@ -205,6 +213,7 @@ pub fn new_encoder(spec: &CodecSpec) -> Result<Box<dyn AudioEncoder>, CodecError
     Ok(match spec.kind {
         CodecKind::Pcmu => Box::new(G711Encoder::new(G711Law::MuLaw)),
         CodecKind::Pcma => Box::new(G711Encoder::new(G711Law::ALaw)),
+        CodecKind::G722 => Box::new(G722Encoder::new()),
         CodecKind::Opus => Box::new(OpusEncoder::new(&OpusParams::from_fmtp(
             spec.fmtp.as_deref(),
         ))?),
@@ -216,6 +225,7 @@ pub fn new_decoder(spec: &CodecSpec) -> Result<Box<dyn AudioDecoder>, CodecError
     Ok(match spec.kind {
         CodecKind::Pcmu => Box::new(G711Decoder::new(G711Law::MuLaw)),
         CodecKind::Pcma => Box::new(G711Decoder::new(G711Law::ALaw)),
+        CodecKind::G722 => Box::new(G722Decoder::new()),
         CodecKind::Opus => Box::new(OpusDecoder::new()?),
     })
 }
@@ -236,6 +246,12 @@ mod tests {
         assert!(CodecSpec::from_rtpmap("PCMU", 16000, 1, 0, None).is_none());
         assert!(CodecSpec::from_rtpmap("speex", 8000, 1, 97, None).is_none());
         assert!(CodecSpec::from_rtpmap("PCMA", 8000, 2, 8, None).is_none());
+        let g = CodecSpec::from_rtpmap("g722", 8000, 1, 9, None).unwrap();
+        assert_eq!(
+            (g.pcm_rate(), g.clock_rate, g.name()),
+            (16000, 8000, "G722")
+        );
+        assert!(CodecSpec::from_rtpmap("G722", 16000, 1, 9, None).is_none());
     }
 
     #[test]
