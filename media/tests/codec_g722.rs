@@ -3,6 +3,7 @@
 //! The expected hashes were produced once by running the same integer-only test signal
 //! through SpanDSP's `g722_encode`/`g722_decode` (64 kbit/s, no options; the library baresip
 //! uses), so a mismatch means this codec would not interoperate.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
 use tandem_media::codec::{
     AudioDecoder, AudioEncoder, CodecKind, CodecSpec, G722Decoder, G722Encoder, new_decoder,
