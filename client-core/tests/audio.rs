@@ -1143,3 +1143,138 @@ async fn reinvite_491_is_retried_after_the_rfc3261_wait_and_glare_is_refused() {
     }
     alice.ua.shutdown().await;
 }
+
+/// Reads from the raw peer until a response with `status` to CSeq `seq` arrives.
+async fn raw_response(raw: &RawPeer, seq: u32) -> tandem_proto::msg::Response {
+    loop {
+        match raw.recv(5).await.expect("no response") {
+            (tandem_proto::msg::Message::Response(r), _)
+                if r.status >= 200 && r.headers.cseq().unwrap().seq == seq =>
+            {
+                return r;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_offer_answered_in_ack_and_hostile_reoffers_refused() {
+    use tandem_proto::sdp::{self, Codec, MediaOffer, SessionDescription};
+
+    let mut bob = Phone::new("bob", 161).await;
+    let raw = RawPeer::new().await;
+    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let media_port = media.local_addr().unwrap().port();
+    let bob_addr = bob.ua.local_addr().unwrap();
+    let me = raw.addr();
+    let head = |method: &str, seq: u32, branch: &str, to_tag: &str| {
+        format!(
+            "{method} sip:bob@{bob_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:raw@{me}>;tag=rawfrom\r\nTo: <sip:bob@{bob_addr}>{to_tag}\r\n\
+             Call-ID: late-offer@raw\r\nCSeq: {seq} {method}\r\nContact: <sip:raw@{me}>\r\n"
+        )
+    };
+    // INVITE without SDP: Bob offers in the 200, we answer in the ACK.
+    let invite = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        head("INVITE", 1, "late1", "")
+    );
+    raw.send(invite.as_bytes(), bob_addr).await;
+    let inc = bob.incoming().await;
+    let mut call = inc
+        .accept_with(bob.answer_options(tone(440.0)))
+        .await
+        .unwrap();
+    let ok = raw_response(&raw, 1).await;
+    assert_eq!(ok.status, 200);
+    let tag = format!(";tag={}", ok.headers.to().unwrap().tag().unwrap());
+    let offer = SessionDescription::parse(std::str::from_utf8(&ok.body).unwrap()).unwrap();
+    let (answer, _) = sdp::answer_offer(
+        &offer,
+        &MediaOffer::new(vec![Codec::pcma()]),
+        9,
+        1,
+        "127.0.0.1".parse().unwrap(),
+        media_port,
+        sdp::plain_only,
+    )
+    .unwrap();
+    let answer = answer.to_string();
+    let ack = format!(
+        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+        head("ACK", 1, "late1ack", &tag),
+        answer.len()
+    );
+    raw.send(ack.as_bytes(), bob_addr).await;
+    let seen = answered(&mut call).await;
+    let (codec, _) = media_started(&seen).expect("media started at the ACK");
+    assert!(codec.eq_ignore_ascii_case("pcma"), "{codec}");
+    let mut buf = [0u8; 2048];
+    timeout(Duration::from_secs(3), media.recv_from(&mut buf))
+        .await
+        .expect("no RTP after the ACK")
+        .unwrap();
+
+    // Hostile re-offers: unparsable -> 400, nothing acceptable -> 488; the call goes on.
+    let bad: [(&str, u16); 3] = [
+        ("v=0\r\nm=audio 1 RTP/AVP 0\r\n", 400),
+        (
+            "v=0\r\no=- 9 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 70000 RTP/AVP 0\r\n",
+            400,
+        ),
+        (
+            "v=0\r\no=- 9 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 98\r\na=rtpmap:98 foo/8000\r\n",
+            488,
+        ),
+    ];
+    for (i, (body, status)) in bad.iter().enumerate() {
+        let seq = 2 + u32::try_from(i).unwrap();
+        let reinvite = format!(
+            "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            head("INVITE", seq, &format!("bad{i}"), &tag),
+            body.len()
+        );
+        raw.send(reinvite.as_bytes(), bob_addr).await;
+        let r = raw_response(&raw, seq).await;
+        assert_eq!(r.status, *status, "case {i}");
+        let ack = format!(
+            "{}Content-Length: 0\r\n\r\n",
+            head("ACK", seq, &format!("bad{i}"), &tag)
+        );
+        raw.send(ack.as_bytes(), bob_addr).await;
+    }
+    // An UPDATE without SDP is a plain refresh.
+    let update = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        head("UPDATE", 10, "upd", &tag)
+    );
+    raw.send(update.as_bytes(), bob_addr).await;
+    assert_eq!(raw_response(&raw, 10).await.status, 200);
+    // INFO with a DTMF relay body is reported as a digit.
+    let info_body = "Signal=9\r\nDuration=160\r\n";
+    let info = format!(
+        "{}Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{info_body}",
+        head("INFO", 11, "info", &tag),
+        info_body.len()
+    );
+    raw.send(info.as_bytes(), bob_addr).await;
+    assert_eq!(raw_response(&raw, 11).await.status, 200);
+    wait_for(&mut call, |e| *e == CallEvent::Dtmf('9')).await;
+    // Still talking.
+    timeout(Duration::from_secs(3), media.recv_from(&mut buf))
+        .await
+        .expect("RTP stopped")
+        .unwrap();
+    let bye = format!("{}Content-Length: 0\r\n\r\n", head("BYE", 12, "bye", &tag));
+    raw.send(bye.as_bytes(), bob_addr).await;
+    assert_eq!(raw_response(&raw, 12).await.status, 200);
+    assert_eq!(
+        ended(&mut call).await,
+        CallEvent::Ended {
+            by: EndedBy::Remote,
+            reason: EndReason::Bye
+        }
+    );
+    bob.ua.shutdown().await;
+}
