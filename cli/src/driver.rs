@@ -84,8 +84,29 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Prints `quality codec=… loss=… jitter_ms=… rtt_ms=… mos=… …`.
-pub fn emit_quality(q: &CallQuality) {
+/// Why a `quality` line is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// The media session's periodic report.
+    Periodic,
+    /// Asked for on stdin.
+    Query,
+    /// The call's final figures.
+    Final,
+}
+
+impl Report {
+    fn as_str(self) -> &'static str {
+        match self {
+            Report::Periodic => "periodic",
+            Report::Query => "query",
+            Report::Final => "final",
+        }
+    }
+}
+
+/// Prints `quality codec=… loss=… jitter_ms=… rtt_ms=… mos=… … report=periodic|query|final`.
+pub fn emit_quality(q: &CallQuality, report: Report) {
     let rtt = q
         .rtt_ms
         .map_or_else(|| "-".to_string(), |r| format!("{r:.1}"));
@@ -104,6 +125,7 @@ pub fn emit_quality(q: &CallQuality) {
         .kv("remote_loss", remote_loss)
         .kv("srtp", if q.srtp { "yes" } else { "no" })
         .kv("srtp_auth_failures", q.srtp_auth_failures)
+        .kv("report", report.as_str())
         .emit();
 }
 
@@ -220,7 +242,7 @@ pub async fn drive(mut call: Call, mut ctx: DriveContext<'_>) -> Outcome {
                             .kv("reason", reason)
                             .emit();
                     }
-                    CallEvent::Quality(q) => emit_quality(&q),
+                    CallEvent::Quality(q) => emit_quality(&q, Report::Periodic),
                     CallEvent::RtpTimeout => Event::new("rtp-timeout").emit(),
                     CallEvent::CaptureEnded => Event::new("capture-ended").emit(),
                     CallEvent::MediaWarning(m) => {
@@ -229,7 +251,7 @@ pub async fn drive(mut call: Call, mut ctx: DriveContext<'_>) -> Outcome {
                     }
                     CallEvent::Ended { by, reason } => {
                         if media_started {
-                            emit_quality(&call.quality());
+                            emit_quality(&call.quality(), Report::Final);
                         }
                         Event::new("ended").kv("by", by).kv("reason", reason).emit();
                         return Outcome::Ended { by, reason };
@@ -297,7 +319,7 @@ async fn apply(call: &Call, account: &Account, cmd: Control, hung_up: &mut bool)
             Ok(uri) => act("transfer", call.transfer_blind(uri)).await,
             Err(e) => emit_action_error("transfer", &e),
         },
-        Control::Quality => emit_quality(&call.quality()),
+        Control::Quality => emit_quality(&call.quality(), Report::Query),
         Control::Hangup => {
             if !*hung_up {
                 *hung_up = true;

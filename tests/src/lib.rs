@@ -6,6 +6,7 @@
 pub mod baresip;
 pub mod cli;
 pub mod error;
+pub mod impair;
 pub mod kamailio;
 pub mod lab;
 pub mod linphone;

@@ -184,6 +184,8 @@ impl Linphone {
         };
         lp.send("soundcard use files")?;
         lp.wait_for("Using wav files instead of soundcard", READY_TIMEOUT)?;
+        // Otherwise its SDP may name the host's IPv6 address, which our loopback-bound peers cannot reach.
+        lp.send("ipv6 disable")?;
         if let Some(play) = &opts.play {
             lp.send(&format!("play {}", play.display()))?;
         }

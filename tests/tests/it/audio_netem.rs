@@ -1,11 +1,15 @@
-//! Two `tandem-cli`s in network namespaces joined by a veth pair with 5 % loss and 40 ms ± 20 ms delay (netem)
-//! each way. Stated bound: after the first second, the recorded tone keeps its frequency (±2 %) and an SNR of at
-//! least 10 dB, and no silent gap lasts longer than 100 ms (concealment and FEC fill single losses; the adaptive
-//! jitter buffer absorbs the delay variation). Skipped, with the reason printed, when not running as root.
+//! Two `tandem-cli`s in network namespaces with 5 % loss and 40 ms ± 20 ms delay (normal distribution) each way:
+//! `tc netem` on their interfaces, or where the kernel lacks netem, the harness's userspace impairment bridge on
+//! the RTP/RTCP packets.
+//!
+//! Stated bound: after the first second, the recorded tone keeps its frequency (±2 %) and an SNR of at least
+//! 10 dB, and no silent gap lasts longer than 100 ms (concealment and FEC fill single losses; the adaptive jitter
+//! buffer absorbs the delay variation). Skipped, with the reason printed, when not running as root.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tandem_tests::impair::Impairment;
 use tandem_tests::netns::is_root;
 use tandem_tests::process::Stream;
 use tandem_tests::{CliAccount, NetnsPair, TestDir, free_port};
@@ -29,15 +33,12 @@ fn lossy_call(codec: &str) {
     }
     let dir = ok(TestDir::new(&format!("audio-netem-{codec}")));
     let net = ok(NetnsPair::create());
-    ok(net.netem(&[
-        "loss",
-        "5%",
-        "delay",
-        "40ms",
-        "20ms",
-        "distribution",
-        "normal",
-    ]));
+    let mode = ok(net.impair(Impairment {
+        loss_percent: 5.0,
+        delay: Duration::from_millis(40),
+        jitter: Duration::from_millis(20),
+    }));
+    eprintln!("audio_netem ({codec}): impairment by {mode:?}");
 
     let caller_tone = tone_file(dir.path(), TONE_CALLER).display().to_string();
     let callee_tone = tone_file(dir.path(), TONE_CALLEE).display().to_string();

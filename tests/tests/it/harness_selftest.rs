@@ -243,3 +243,43 @@ fn linphonec_calls_linphonec_with_wav_files() {
         "b hears a",
     );
 }
+
+#[test]
+fn netns_pair_forwards_and_impairs() {
+    use tandem_tests::NetnsPair;
+    use tandem_tests::impair::Impairment;
+    if !tandem_tests::netns::is_root() {
+        eprintln!("SKIPPED netns_pair_forwards_and_impairs: needs root");
+        return;
+    }
+    let net = NetnsPair::create().unwrap();
+    // tandem-cli's OPTIONS from a to b, across the bridge (SIP passes unimpaired).
+    let dir = TestDir::new("netns-pair").unwrap();
+    let port = tandem_tests::free_port();
+    let mut bob =
+        tandem_tests::CliAccount::direct("bob", std::net::SocketAddr::new(net.addr_b(), port));
+    bob.netns = Some(net.b().to_string());
+    let _answer = bob
+        .spawn("cli-answer", &["answer", "--no-register"], dir.path())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut alice =
+        tandem_tests::CliAccount::direct("alice", std::net::SocketAddr::new(net.addr_a(), 0));
+    alice.netns = Some(net.a().to_string());
+    let target = format!("sip:{}:{port}", net.addr_b());
+    let out = alice
+        .run("cli-options", &["options", &target], dir.path(), SECS(20))
+        .unwrap();
+    let stats = net.bridge_stats().unwrap();
+    assert_eq!(out.code(), Some(0), "{} bridge: {stats:?}", out.dump());
+    assert!(
+        stats[0].forwarded > 0 && stats[1].forwarded > 0,
+        "{stats:?}"
+    );
+    net.impair(Impairment {
+        loss_percent: 5.0,
+        delay: Duration::from_millis(40),
+        jitter: Duration::from_millis(20),
+    })
+    .unwrap();
+}
