@@ -38,6 +38,8 @@ pub struct UaConfig {
     /// Offer new incoming calls while a call is up (call waiting); false: answer them
     /// 486 Busy Here.
     pub call_waiting: bool,
+    /// Follow REFERs from peers (be transferred, RFC 3515); false: answer them 603 Decline.
+    pub accept_transfers: bool,
 }
 
 impl Default for UaConfig {
@@ -55,6 +57,7 @@ impl Default for UaConfig {
             keepalive: None,
             shutdown_timeout: Duration::from_secs(5),
             call_waiting: true,
+            accept_transfers: true,
         }
     }
 }

@@ -1278,3 +1278,35 @@ async fn late_offer_answered_in_ack_and_hostile_reoffers_refused() {
     );
     bob.ua.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_can_be_refused() {
+    let config = UaConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        dns: DnsConfig::Disabled,
+        tx: fast_tx(),
+        seed: 171,
+        accept_transfers: false,
+        ..UaConfig::default()
+    };
+    let (ua, events) = UserAgent::new(config).await.unwrap();
+    let alice = Phone {
+        ua,
+        events,
+        account: Account::new("alice", "127.0.0.1"),
+    };
+    let mut bob = Phone::new("bob", 172).await;
+    let carol = Phone::new("carol", 173).await;
+    let (out, mut inn) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
+    let err = inn.transfer_blind(carol.uri()).await.unwrap_err();
+    assert_eq!(err.rejection(), Some(Rejection::Declined));
+    // Refused cleanly: a new transfer attempt is possible and the call goes on.
+    assert!(inn.transfer_blind(carol.uri()).await.is_err());
+    out.send_dtmf("3").await.unwrap();
+    wait_for(&mut inn, |e| *e == CallEvent::Dtmf('3')).await;
+    drop(out);
+    ended(&mut inn).await;
+    for p in [&alice, &bob, &carol] {
+        p.ua.shutdown().await;
+    }
+}

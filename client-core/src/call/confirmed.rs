@@ -994,12 +994,13 @@ impl CallTask {
     }
 
     /// A 2xx to a re-INVITE/UPDATE with our Contact (and SDP when given).
-    fn ok_with_sdp(&self, request: &Request, sdp: Option<String>) -> Response {
+    fn ok_with_sdp(&self, live: &Live, request: &Request, sdp: Option<String>) -> Response {
         let mut r = response(request, 200);
-        r.headers.push(
-            HeaderName::Contact,
-            format!("<{}>", self.shared.contact_uri(None)),
-        );
+        let contact = match &live.dialog.local_contact {
+            Some(c) => c.to_string(),
+            None => format!("<{}>", self.shared.contact_uri(None)),
+        };
+        r.headers.push(HeaderName::Contact, contact);
         r.headers.push(HeaderName::Allow, ALLOW);
         r.headers.push(HeaderName::Supported, SUPPORTED);
         r.headers
@@ -1075,7 +1076,7 @@ impl CallTask {
             }
         };
         self.publish_media();
-        let ok = self.ok_with_sdp(request, Some(sdp));
+        let ok = self.ok_with_sdp(live, request, Some(sdp));
         self.shared.respond(tx, ok.clone());
         let t1 = self.shared.config.tx.t1;
         live.uas_2xx = Some(Pending2xx {
@@ -1091,7 +1092,7 @@ impl CallTask {
 
     fn update_in(&mut self, live: &mut Live, tx: TxId, request: &Request) {
         if request.body.is_empty() {
-            let ok = self.ok_with_sdp(request, None);
+            let ok = self.ok_with_sdp(live, request, None);
             self.shared.respond(tx, ok);
             return;
         }
@@ -1115,7 +1116,7 @@ impl CallTask {
         match self.answer_reoffer(request) {
             Ok(answer) => {
                 self.publish_media();
-                let ok = self.ok_with_sdp(request, Some(answer));
+                let ok = self.ok_with_sdp(live, request, Some(answer));
                 self.shared.respond(tx, ok);
             }
             Err(r) => self.shared.respond(tx, r),
@@ -1157,6 +1158,10 @@ impl CallTask {
             self.shared.respond(tx, r);
             return;
         };
+        if !self.shared.config.accept_transfers {
+            self.shared.respond(tx, response(request, 603));
+            return;
+        }
         if live.refer_in.is_some() {
             self.shared.respond(tx, response(request, 491));
             return;
