@@ -30,11 +30,16 @@ const PORT_PAIR_TRIES: usize = 16;
 /// Default packetisation time.
 const DEFAULT_PTIME_MS: u32 = 20;
 
-/// The codecs we can send and receive, in our default order of preference (Opus, PCMA, PCMU,
-/// G.722 when the media crate has it, then telephone-event at 48 kHz and 8 kHz).
+/// The codecs we can send and receive, in our default order of preference: Opus, PCMA,
+/// PCMU, then G.722 (when the media engine has it), then telephone-event at 48 kHz and 8 kHz.
 pub fn supported_codecs() -> Vec<Codec> {
-    sdp::default_audio_codecs()
-        .into_iter()
+    let mut all = sdp::default_audio_codecs();
+    let events = all
+        .iter()
+        .position(Codec::is_telephone_event)
+        .unwrap_or(all.len());
+    all.insert(events, Codec::g722());
+    all.into_iter()
         .filter(|c| c.is_telephone_event() || codec_spec(c).is_some())
         .collect()
 }

@@ -1310,3 +1310,63 @@ async fn transfers_can_be_refused() {
         p.ua.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codec_preferences_pick_the_send_codec() {
+    let names: Vec<String> = tandem_client_core::supported_codecs()
+        .iter()
+        .filter(|c| !c.is_telephone_event())
+        .map(|c| c.name.to_ascii_lowercase())
+        .collect();
+    assert_eq!(names.first().map(String::as_str), Some("opus"), "{names:?}");
+    for wanted in names.clone() {
+        let mut alice = Phone::new("alice", 181).await;
+        let mut bob = Phone::new("bob", 182).await;
+        alice.account.codecs = vec![wanted.clone()];
+        let mut out = alice.call(&bob, tone(440.0)).await;
+        let mut inn = bob
+            .incoming()
+            .await
+            .accept_with(bob.answer_options(tone(880.0)))
+            .await
+            .unwrap();
+        let seen = answered(&mut out).await;
+        let (codec, _) = media_started(&seen).unwrap();
+        assert!(codec.eq_ignore_ascii_case(&wanted), "{codec} vs {wanted}");
+        answered(&mut inn).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            inn.quality().packets_received > 5,
+            "{wanted}: {:?}",
+            inn.quality()
+        );
+        assert!(
+            out.quality().packets_received > 5,
+            "{wanted}: {:?}",
+            out.quality()
+        );
+        drop(out);
+        ended(&mut inn).await;
+        alice.ua.shutdown().await;
+        bob.ua.shutdown().await;
+    }
+    // Default preference: Opus between two Tandem phones.
+    let alice = Phone::new("alice", 183).await;
+    let mut bob = Phone::new("bob", 184).await;
+    let mut out = alice.call(&bob, tone(440.0)).await;
+    let _inn = bob.incoming().await.accept().await.unwrap();
+    let seen = answered(&mut out).await;
+    assert_eq!(media_started(&seen).unwrap().0, "opus");
+    // An unknown codec name is a configuration error.
+    let mut odd = Account::new("alice", "127.0.0.1");
+    odd.codecs = vec!["speex".into()];
+    let err = alice
+        .ua
+        .call(&odd, bob.uri(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UaError::Config(_)), "{err:?}");
+    drop(out);
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}
