@@ -1370,3 +1370,47 @@ async fn codec_preferences_pick_the_send_codec() {
     alice.ua.shutdown().await;
     bob.ua.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_tone_and_device_switch_mid_call() {
+    use tandem_media::tone::analyze;
+    use tandem_media::wav::read_wav;
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.wav");
+    let second = dir.path().join("second.wav");
+    let alice = Phone::new("alice", 191).await;
+    let mut bob = Phone::new("bob", 192).await;
+    let record = MediaOptions {
+        playback: DeviceSpec::File(first.clone()),
+        ..tone(880.0)
+    };
+    let (out, mut inn) = connect(&alice, &mut bob, tone(440.0), record).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Alice switches to a 1 kHz source, Bob records into a second file.
+    out.switch_devices(Some(DeviceSpec::Tone(1000.0)), None)
+        .await
+        .unwrap();
+    inn.switch_devices(None, Some(DeviceSpec::File(second.clone())))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(out);
+    // `Ended` comes after the media stopped: the files are complete.
+    ended(&mut inn).await;
+    for (path, hz) in [(&first, 440.0f32), (&second, 1000.0)] {
+        let (rate, pcm) = read_wav(path).unwrap();
+        assert!(
+            pcm.len() > rate as usize / 2,
+            "{path:?}: {} samples",
+            pcm.len()
+        );
+        // Skip the start (jitter buffer fill, the switch-over).
+        let tail = &pcm[pcm.len() / 3..];
+        let a = analyze(tail, rate);
+        assert!((a.dominant_hz - hz).abs() < hz * 0.03, "{path:?}: {a:?}");
+        assert!(a.snr_db > 15.0, "{path:?}: {a:?}");
+    }
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}
