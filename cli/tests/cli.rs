@@ -28,8 +28,18 @@ impl Drop for Guard {
 
 impl Guard {
     fn spawn(args: &[&str]) -> Guard {
+        Self::spawn_with(args, Stdio::null())
+    }
+
+    /// Like `spawn`, with a pipe to stdin for the control channel (see `send`).
+    fn spawn_interactive(args: &[&str]) -> Guard {
+        Self::spawn_with(args, Stdio::piped())
+    }
+
+    fn spawn_with(args: &[&str], stdin: Stdio) -> Guard {
         let mut child = Command::new(BIN)
             .args(args)
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -61,6 +71,20 @@ impl Guard {
                 return line;
             }
         }
+    }
+
+    /// Waits for the next line, whatever it is.
+    fn wait_event_any(&self, secs: u64) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(secs))
+            .unwrap_or_else(|_| panic!("no line within {secs} s"))
+    }
+
+    /// Writes one control line to stdin.
+    fn send(&mut self, line: &str) {
+        let stdin = self.child.as_mut().unwrap().stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
     }
 
     fn signal(&self, sig: &str) {
@@ -293,4 +317,163 @@ fn usage_errors_exit_2() {
             .code(),
         Some(2)
     );
+}
+
+#[test]
+fn media_usage_errors_exit_2() {
+    let base = [
+        "--user",
+        "a",
+        "--domain",
+        "127.0.0.1",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let cases: &[&[&str]] = &[
+        &["call", "b", "--play", "/nonexistent/tone.wav"],
+        &["call", "b", "--hold-after", "2", "--resume-after", "1"],
+        &["call", "b", "--resume-after", "1"],
+        &["call", "b", "--codec", "gsm"],
+        &["call", "b", "--dtmf", "12x"],
+        &["call", "b", "--play-once"],
+        &["call", "b", "--dtmf-delay", "soon"],
+        &["call", "b", "--device", "file:"],
+        &["--srtp", "maybe", "call", "b"],
+        &["--srtp-keying", "zrtp", "call", "b"],
+        &["answer", "--transfer-to", "sip:"],
+    ];
+    for case in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(case);
+        assert_eq!(run(&args).status.code(), Some(2), "{case:?}");
+    }
+}
+
+#[test]
+fn devices_are_listed() {
+    for cmd in ["devices", "list-devices"] {
+        let out = run(&[cmd]);
+        assert_eq!(out.status.code(), Some(0));
+        let ev = events(&out);
+        let last = ev.last().unwrap();
+        assert!(last.starts_with("devices count="), "{ev:?}");
+        let count: usize = last.trim_start_matches("devices count=").parse().unwrap();
+        assert_eq!(
+            ev.iter().filter(|l| l.starts_with("device ")).count(),
+            count
+        );
+    }
+}
+
+#[test]
+fn stdin_controls_a_call() {
+    let (mut answerer, target) = answerer("udp", &["--count", "1"]);
+    let mut caller =
+        Guard::spawn_interactive(&as_bob("udp", &["call", &target, "--duration", "60"]));
+    let media = caller.wait_event("media", 5);
+    assert!(
+        media.contains("secure=no") && media.contains("local=127.0.0.1:"),
+        "{media}"
+    );
+    caller.wait_event("answered", 5);
+    caller.send("mute");
+    caller.wait_event("muted", 5);
+    caller.send("unmute");
+    caller.wait_event("unmuted", 5);
+    caller.send("dance");
+    caller.send("quality");
+    let q = caller.wait_event("quality", 5);
+    assert!(
+        q.contains("report=query") && q.contains("srtp_auth_failures=0"),
+        "{q}"
+    );
+    caller.send("hangup");
+    let q = caller.wait_event("quality", 5);
+    assert!(q.contains("report=final"), "{q}");
+    assert_eq!(caller.wait_event("ended", 5), "ended by=local reason=bye");
+    assert_eq!(caller.wait_code(10), 0);
+    assert_eq!(
+        answerer.wait_event("ended", 5),
+        "ended by=remote reason=bye"
+    );
+    assert_eq!(answerer.wait_code(10), 0);
+}
+
+#[test]
+fn scripted_hold_resume_and_dtmf() {
+    let (mut answerer, target) = answerer("udp", &["--count", "1"]);
+    let out = run(&as_bob(
+        "udp",
+        &[
+            "call",
+            &target,
+            "--duration",
+            "3",
+            "--dtmf",
+            "12#",
+            "--dtmf-delay",
+            "0.2",
+            "--hold-after",
+            "1.2",
+            "--resume-after",
+            "2",
+        ],
+    ));
+    let ev = events(&out);
+    assert_eq!(out.status.code(), Some(0), "{ev:?}");
+    assert!(ev.contains(&"held by=local".to_string()), "{ev:?}");
+    assert!(ev.contains(&"resumed by=local".to_string()), "{ev:?}");
+    let mut digits = String::new();
+    let mut remote = Vec::new();
+    loop {
+        let line = answerer.wait_event_any(5);
+        if let Some(d) = line.strip_prefix("dtmf digit=") {
+            digits.push_str(d);
+        }
+        if line.starts_with("held") || line.starts_with("resumed") {
+            remote.push(line.clone());
+        }
+        if line.starts_with("ended") {
+            break;
+        }
+    }
+    assert_eq!(digits, "12#");
+    assert_eq!(remote, vec!["held by=remote", "resumed by=remote"]);
+    assert_eq!(answerer.wait_code(10), 0);
+}
+
+#[test]
+fn blind_transfer_between_three_clis() {
+    // C answers; B answers and transfers its caller to C; A calls B and follows the REFER.
+    let (mut carol, carol_uri) = answerer("udp", &["--count", "1"]);
+    let (mut bob, bob_uri) = answerer(
+        "udp",
+        &[
+            "--count",
+            "1",
+            "--transfer-to",
+            &carol_uri,
+            "--transfer-after",
+            "0.5",
+        ],
+    );
+    let mut alice = Guard::spawn(&as_bob("udp", &["call", &bob_uri, "--duration", "2"]));
+    let refer = alice.wait_event("refer", 10);
+    assert!(
+        refer.starts_with(&format!("refer to={carol_uri}")),
+        "{refer}"
+    );
+    let transferred = bob.wait_event("transferred", 10);
+    assert!(transferred.contains("status=200"), "{transferred}");
+    assert_eq!(
+        bob.wait_event("ended", 5),
+        "ended by=local reason=transferred"
+    );
+    let incoming = carol.wait_event("incoming", 5);
+    assert!(incoming.contains("from=sip:bob@127.0.0.1"), "{incoming}");
+    carol.wait_event("answered", 5);
+    assert_eq!(carol.wait_event("ended", 10), "ended by=remote reason=bye");
+    assert_eq!(alice.wait_code(15), 0);
+    assert_eq!(bob.wait_code(10), 0);
+    assert_eq!(carol.wait_code(10), 0);
 }

@@ -1,18 +1,26 @@
 //! Tone calls between two `tandem-cli`s (direct, no registrar): each side plays its own tone and records the
-//! other's; Opus and PCMU, plain RTP and SDES-SRTP.
+//! other's; Opus and PCMU, plain RTP, SDES-SRTP and DTLS-SRTP. Plus mute and hold, checked in the recordings.
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
+use tandem_tests::process::Stream;
 use tandem_tests::sip::wait_until_answers;
 use tandem_tests::{CliAccount, TestDir, Transport, free_port};
 
 use crate::audio_common::{
-    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_media, assert_tone, last_quality, num, tone_file,
+    Recording, SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_media, assert_tone,
+    assert_tone_active, last_quality, num, tone_file,
 };
 use crate::common::{assert_exit, ok, secs};
 
 fn tone_call(codec: &str, srtp: &str) {
-    let dir = ok(TestDir::new(&format!("audio-cli-{codec}-{srtp}")));
+    tone_call_keyed(codec, srtp, "sdes");
+}
+
+fn tone_call_keyed(codec: &str, srtp: &str, keying: &str) {
+    let dir = ok(TestDir::new(&format!("audio-cli-{codec}-{srtp}-{keying}")));
     let caller_tone = tone_file(dir.path(), TONE_CALLER);
     let callee_tone = tone_file(dir.path(), TONE_CALLEE);
     let caller_rec = dir.path().join("alice-heard.wav");
@@ -27,6 +35,8 @@ fn tone_call(codec: &str, srtp: &str) {
         &[
             "--srtp",
             srtp,
+            "--srtp-keying",
+            keying,
             "answer",
             "--no-register",
             "--count",
@@ -51,6 +61,8 @@ fn tone_call(codec: &str, srtp: &str) {
         &[
             "--srtp",
             srtp,
+            "--srtp-keying",
+            keying,
             "call",
             &target,
             "--duration",
@@ -77,7 +89,7 @@ fn tone_call(codec: &str, srtp: &str) {
         answer.tails()
     );
 
-    let secure = if srtp == "off" { "no" } else { "sdes" };
+    let secure = if srtp == "off" { "no" } else { keying };
     assert_media(&call.stdout, codec, secure, "caller");
     assert_media(&bob_out, codec, secure, "callee");
     assert_tone(
@@ -124,4 +136,123 @@ fn cli_cli_opus_sdes() {
 #[test]
 fn cli_cli_pcmu_sdes() {
     tone_call("pcmu", "mandatory");
+}
+
+#[test]
+fn cli_cli_opus_dtls() {
+    tone_call_keyed("opus", "mandatory", "dtls");
+}
+
+/// A mutes for about a second (stdin `mute`/`unmute`): B's recording has a matching silence. A holds and resumes
+/// (`--hold-after`/`--resume-after`): B answers recvonly and stops sending, so A's recording has a matching silence.
+#[test]
+fn cli_cli_mute_and_hold_in_the_audio() {
+    let dir = ok(TestDir::new("audio-cli-mute-hold"));
+    let caller_tone = tone_file(dir.path(), TONE_CALLER).display().to_string();
+    let callee_tone = tone_file(dir.path(), TONE_CALLEE).display().to_string();
+    let caller_rec = dir.path().join("alice-heard.wav");
+    let callee_rec = dir.path().join("bob-heard.wav");
+    let bob_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let bob = CliAccount::direct("bob", bob_addr);
+    let bob_rec = callee_rec.display().to_string();
+    let mut answer = ok(bob.spawn(
+        "cli-answer",
+        &[
+            "answer",
+            "--no-register",
+            "--count",
+            "1",
+            "--codec",
+            "pcmu",
+            "--play",
+            &callee_tone,
+            "--record",
+            &bob_rec,
+        ],
+        dir.path(),
+    ));
+    ok(wait_until_answers(bob_addr, Transport::Udp, secs(10)));
+    let alice = CliAccount::direct("alice", SocketAddr::from(([127, 0, 0, 1], 0)));
+    let alice_rec = caller_rec.display().to_string();
+    let target = bob.direct_uri();
+    let mut call = ok(alice.spawn_interactive(
+        "cli-call",
+        &[
+            "call",
+            &target,
+            "--duration",
+            "6",
+            "--codec",
+            "pcmu",
+            "--play",
+            &caller_tone,
+            "--record",
+            &alice_rec,
+            "--hold-after",
+            "1",
+            "--resume-after",
+            "2.5",
+        ],
+        dir.path(),
+    ));
+    ok(call.wait_for_line(Stream::Stdout, "resumed by=local", secs(10)));
+    std::thread::sleep(Duration::from_millis(1000));
+    ok(call.send_line("mute"));
+    ok(call.wait_for_line(Stream::Stdout, "muted", secs(5)));
+    std::thread::sleep(Duration::from_millis(1000));
+    ok(call.send_line("unmute"));
+    ok(call.wait_for_line(Stream::Stdout, "unmuted", secs(5)));
+    let status = ok(call.wait_exit(secs(15)));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\n{}",
+        call.stdout(),
+        call.tails()
+    );
+    ok(answer.wait_exit(secs(15)));
+    let bob_out = answer.stdout();
+    assert!(
+        bob_out.contains("held by=remote") && bob_out.contains("resumed by=remote"),
+        "{bob_out}"
+    );
+
+    // A's recording: B's tone, a ~1.5 s silence for the hold, the tone again.
+    let a = Recording::read(&caller_rec);
+    let gap = a.longest_gap(Duration::from_millis(500));
+    assert!(
+        (Duration::from_millis(1000)..=Duration::from_millis(2300)).contains(&gap),
+        "hold silence at A: {gap:?}, segments {:?}",
+        a.segments()
+    );
+    // B's recording: A's tone, a ~1 s silence for the mute, the tone again; the hold (A sendonly) kept A's audio.
+    let b = Recording::read(&callee_rec);
+    let gap = b.longest_gap(Duration::from_millis(500));
+    assert!(
+        (Duration::from_millis(600)..=Duration::from_millis(1800)).contains(&gap),
+        "mute silence at B: {gap:?}, segments {:?}",
+        b.segments()
+    );
+    let last = b.segments().last().copied().unwrap_or_default();
+    assert!(
+        last.1 - last.0 >= Duration::from_millis(800),
+        "A's audio did not come back after unmute: {:?}",
+        b.segments()
+    );
+    assert_tone_active(
+        &caller_rec,
+        TONE_CALLEE,
+        SNR_FLOOR_DB,
+        secs(4),
+        0.5,
+        "alice hears bob",
+    );
+    assert_tone_active(
+        &callee_rec,
+        TONE_CALLER,
+        SNR_FLOOR_DB,
+        secs(4),
+        0.5,
+        "bob hears alice",
+    );
 }
