@@ -727,6 +727,33 @@ async fn early_media_then_reinvite_2xx_retransmitted_until_ack() {
         .expect("no early RTP")
         .unwrap();
 
+    // An INFO in the early dialog is answered (and its digit reported).
+    {
+        let me = raw.addr();
+        let from = invite.headers.get_str(&HeaderName::From).unwrap();
+        let contact = match &invite.headers.contacts().unwrap()[0] {
+            tandem_proto::msg::ContactValue::Addr(a) => a.uri.clone(),
+            _ => panic!(),
+        };
+        let body = "Signal=4\r\nDuration=100\r\n";
+        let info = format!(
+            "INFO {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKearlyinfo\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@{me}>;tag=rawtag\r\nTo: {from}\r\n\
+             Call-ID: {}\r\nCSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            invite.headers.call_id().unwrap(),
+            body.len()
+        );
+        raw.send(info.as_bytes(), ua_addr).await;
+        let status = loop {
+            match raw.recv(5).await.expect("no INFO response") {
+                (Message::Response(r), _) if r.headers.cseq().unwrap().seq == 2 => break r.status,
+                _ => {}
+            }
+        };
+        assert_eq!(status, 200);
+        wait_for(&mut call, |e| *e == CallEvent::Dtmf('4')).await;
+    }
     raw.send(&with_tag(200, Some(&answer)), ua_addr).await;
     answered(&mut call).await;
     loop {

@@ -1123,7 +1123,7 @@ impl CallTask {
         }
     }
 
-    fn info_in(&mut self, tx: TxId, request: &Request) {
+    pub(super) fn info_in(&mut self, tx: TxId, request: &Request) {
         let ct = request.headers.content_type().unwrap_or("");
         if !request.body.is_empty() {
             if let Some((digit, _)) = tandem_media::dtmf::parse_dtmf_info(ct, &request.body) {

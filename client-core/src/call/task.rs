@@ -445,12 +445,14 @@ impl CallTask {
                             cancel = Some((EndReason::Cancel, Instant::now() + t1 * 64));
                         }
                     }
-                    input = self.inputs.recv() => {
-                        if let Some(DialogInput::Replace { incoming, .. }) = input {
+                    input = self.inputs.recv() => match input {
+                        Some(DialogInput::Replace { incoming, .. }) => {
                             // RFC 3891 §3: an early dialog we initiated cannot be replaced.
                             let _ = incoming.reject(481);
                         }
-                    }
+                        Some(DialogInput::Request { tx, request }) => self.early_request(tx, &request),
+                        _ => {}
+                    },
                     ev = self.media.next_event() => {
                         if let Some(ev) = ev {
                             self.on_media_event_early(ev);
@@ -487,6 +489,29 @@ impl CallTask {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "ignoring an unusable early SDP answer"),
+        }
+    }
+
+    /// A request in a dialog that is not confirmed yet (early, or before our 2xx's ACK):
+    /// OPTIONS and INFO (DTMF) are answered, anything else waits (500 + Retry-After,
+    /// RFC 3261 §14.2).
+    fn early_request(&mut self, tx: TxId, request: &Request) {
+        match request.method {
+            Method::Options => {
+                let mut r = Response::for_request(request, 200);
+                r.reason = "OK".into();
+                r.headers.push(HeaderName::Allow, ALLOW);
+                r.headers.push(HeaderName::Supported, SUPPORTED);
+                self.shared.respond(tx, r);
+            }
+            Method::Info => self.info_in(tx, request),
+            Method::Ack => {}
+            _ => {
+                let mut r = Response::for_request(request, 500);
+                r.reason = "Server Internal Error".into();
+                r.headers.push(HeaderName::RetryAfter, "1");
+                self.shared.respond(tx, r);
+            }
         }
     }
 
@@ -702,11 +727,7 @@ impl CallTask {
                             self.shared.respond(tx, r);
                             return CallEvent::Ended { by: EndedBy::Remote, reason: EndReason::Bye };
                         }
-                        // Anything else waits for the ACK (RFC 3261 §14.2: 500 + Retry-After).
-                        let mut r = Response::for_request(&request, 500);
-                        r.reason = "Server Internal Error".into();
-                        r.headers.push(HeaderName::RetryAfter, "1");
-                        self.shared.respond(tx, r);
+                        self.early_request(tx, &request);
                     }
                     Some(DialogInput::Replace { incoming, .. }) => {
                         let _ = incoming.reject(481);
