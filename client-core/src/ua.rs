@@ -588,9 +588,15 @@ fn on_request(
             }
         }
         Method::Options => shared.respond(tx, options_response(shared, &request)),
-        Method::Bye | Method::Update | Method::Info | Method::Prack => {
+        Method::Bye | Method::Update | Method::Info | Method::Prack | Method::Notify => {
             let mut r = Response::for_request(&request, 481);
             r.reason = "Call/Transaction Does Not Exist".into();
+            shared.respond(tx, r);
+        }
+        Method::Refer => {
+            // Only REFER inside a call (a transfer) is supported.
+            let mut r = Response::for_request(&request, 403);
+            r.reason = "Out-of-dialog REFER Not Supported".into();
             shared.respond(tx, r);
         }
         Method::Extension(_) => {

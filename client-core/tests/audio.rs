@@ -1441,3 +1441,55 @@ async fn recorded_tone_and_device_switch_mid_call() {
     alice.ua.shutdown().await;
     bob.ua.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_dialog_refer_notify_and_unknown_replaces_are_refused() {
+    let bob = Phone::new("bob", 201).await;
+    let bob_addr = bob.ua.local_addr().unwrap();
+    let raw = RawPeer::new().await;
+    let me = raw.addr();
+    let request = |method: &str, extra: &str, seq: u32| {
+        format!(
+            "{method} sip:bob@{bob_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKood{seq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:raw@{me}>;tag=r{seq}\r\nTo: <sip:bob@{bob_addr}>\r\n\
+             Call-ID: ood{seq}@raw\r\nCSeq: {seq} {method}\r\nContact: <sip:raw@{me}>\r\n{extra}\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    raw.send(
+        request("REFER", &format!("Refer-To: <sip:carol@{me}>\r\n"), 1).as_bytes(),
+        bob_addr,
+    )
+    .await;
+    assert_eq!(raw_response(&raw, 1).await.status, 403);
+    raw.send(
+        request(
+            "NOTIFY",
+            "Event: refer\r\nSubscription-State: active\r\n",
+            2,
+        )
+        .as_bytes(),
+        bob_addr,
+    )
+    .await;
+    assert_eq!(raw_response(&raw, 2).await.status, 481);
+    // An INVITE with Replaces naming no dialog of ours: 481 (RFC 3891 §3), malformed: 400.
+    raw.send(
+        request(
+            "INVITE",
+            "Replaces: nosuch@x;to-tag=a;from-tag=b\r\nRequire: replaces\r\n",
+            3,
+        )
+        .as_bytes(),
+        bob_addr,
+    )
+    .await;
+    assert_eq!(raw_response(&raw, 3).await.status, 481);
+    raw.send(
+        request("INVITE", "Replaces: nosuch@x;to-tag=a\r\n", 4).as_bytes(),
+        bob_addr,
+    )
+    .await;
+    assert_eq!(raw_response(&raw, 4).await.status, 400);
+    bob.ua.shutdown().await;
+}
