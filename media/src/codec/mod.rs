@@ -15,7 +15,7 @@ pub use g711::{
     ulaw_to_linear,
 };
 pub use g722::{G722Decoder, G722Encoder};
-pub use opus_codec::{OpusDecoder, OpusEncoder, OpusParams};
+pub use opus_codec::{OpusDecoder, OpusEncoder, OpusParams, opus_packet_has_fec};
 pub use plc::G711Plc;
 
 /// Errors from creating or running a codec.

@@ -143,10 +143,45 @@ impl OpusDecoder {
     }
 }
 
-/// True when the TOC byte says SILK-only or hybrid mode (configs 0..=15), the only modes
-/// that carry LBRR (in-band FEC) data.
-fn may_carry_fec(payload: &[u8]) -> bool {
-    payload.first().is_some_and(|toc| (toc >> 3) < 16)
+/// True when an Opus packet carries in-band FEC (LBRR) data for the frame before it.
+///
+/// Only SILK-only and hybrid packets (TOC configs 0..=15) can. The SILK header opens the
+/// range-coded data with one VAD flag per SILK frame followed by the LBRR flag, all coded with
+/// probability 1/2; for the first symbols of a range coder such bits are exactly the leading
+/// bits of the first data byte (RFC 6716 §4.1, §4.2.3), so the flag is read directly. Packets
+/// with several frames of signalled sizes (code 3) are assumed to carry FEC.
+pub fn opus_packet_has_fec(payload: &[u8]) -> bool {
+    let Some(&toc) = payload.first() else {
+        return false;
+    };
+    let config = toc >> 3;
+    if config >= 16 {
+        return false;
+    }
+    // SILK frames per Opus frame: 10 and 20 ms one, 40 ms two, 60 ms three.
+    let silk_frames: u32 = if config < 12 {
+        match config % 4 {
+            2 => 2,
+            3 => 3,
+            _ => 1,
+        }
+    } else {
+        1
+    };
+    let data_start = match toc & 3 {
+        0 | 1 => 1,
+        2 => match payload.get(1) {
+            Some(&len) if len < 252 => 2,
+            Some(_) => 3,
+            None => return false,
+        },
+        _ => return payload.len() > 2,
+    };
+    match payload.get(data_start) {
+        // Bit `silk_frames` from the top: after the VAD flags.
+        Some(&first) => first & (0x80 >> silk_frames) != 0,
+        None => false,
+    }
 }
 
 impl AudioDecoder for OpusDecoder {
@@ -191,7 +226,7 @@ impl AudioDecoder for OpusDecoder {
     }
 
     fn decode_fec(&mut self, next_payload: &[u8], samples: usize, out: &mut Vec<i16>) -> bool {
-        if !may_carry_fec(next_payload)
+        if !opus_packet_has_fec(next_payload)
             || samples == 0
             || samples > MAX_FRAME
             || !samples.is_multiple_of(MIN_FRAME)
@@ -239,6 +274,48 @@ mod tests {
         assert_eq!(q.bitrate, 32_000);
         assert!(!q.inband_fec);
         assert_eq!(OpusParams::from_fmtp(None), OpusParams::default());
+    }
+
+    #[test]
+    fn fec_flag_follows_the_encoder_setting() {
+        for fec in [true, false] {
+            let params = OpusParams {
+                inband_fec: fec,
+                expected_loss: 20,
+                ..OpusParams::default()
+            };
+            let mut enc = OpusEncoder::new(&params).unwrap();
+            let mut flagged = 0;
+            let mut payload = Vec::new();
+            for k in 0..50 {
+                // Voiced speech-like audio (a steady sine would soon be judged inactive by
+                // the SILK VAD, and inactive frames get no LBRR).
+                let pcm: Vec<i16> = (0..960)
+                    .map(|i| {
+                        let t = (k * 960 + i) as f32 / 48_000.0;
+                        let env = 0.6 + 0.4 * (std::f32::consts::TAU * 3.0 * t).sin();
+                        let v: f32 = (1..=8)
+                            .map(|h| {
+                                (std::f32::consts::TAU * 170.0 * h as f32 * t).sin() / h as f32
+                            })
+                            .sum();
+                        (v * 5000.0 * env) as i16
+                    })
+                    .collect();
+                enc.encode(&pcm, &mut payload).unwrap();
+                if opus_packet_has_fec(&payload) {
+                    flagged += 1;
+                }
+            }
+            if fec {
+                assert!(flagged >= 20, "{flagged} of 50 packets carry FEC");
+            } else {
+                assert_eq!(flagged, 0);
+            }
+        }
+        assert!(!opus_packet_has_fec(&[]));
+        assert!(!opus_packet_has_fec(&[0xF8, 0xFF]));
+        assert!(!opus_packet_has_fec(&[0x08]));
     }
 
     #[test]
