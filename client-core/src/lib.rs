@@ -1,11 +1,18 @@
-//! The Tandem SIP user agent: accounts, registration, calls.
+//! The Tandem SIP user agent: accounts, registration, calls with audio.
 //!
 //! A [`UserAgent`] runs over one `tandem_net::Endpoint`. It registers accounts
 //! ([`UserAgent::register`], refreshed in the background until
 //! [`Registration::unregister`]), places calls ([`UserAgent::call`]), hands incoming
-//! calls to the application as [`UaEvent::IncomingCall`], answers OPTIONS, and sends
-//! OPTIONS ([`UserAgent::options`]). Tags, Call-IDs, branches and cnonces come from a
-//! seeded RNG ([`UaConfig::seed`]) so that test runs are reproducible.
+//! calls to the application as [`UaEvent::IncomingCall`] (also while another call is up:
+//! call waiting), answers OPTIONS, and sends OPTIONS ([`UserAgent::options`]). Tags,
+//! Call-IDs, branches and cnonces come from a seeded RNG ([`UaConfig::seed`]) so that test
+//! runs are reproducible.
+//!
+//! Each [`Call`] negotiates SDP (RFC 3264) with the account's codec preference and SRTP
+//! policy (SDES or DTLS-SRTP) and runs a `tandem_media` session on the devices of its
+//! [`MediaOptions`]; it holds and resumes (re-INVITE or UPDATE, RFC 6337), sends and
+//! receives DTMF (RFC 4733 or SIP INFO), transfers (REFER with Referred-By, Replaces for
+//! attended transfers) and is transferred, plays early media, and reports quality.
 
 mod account;
 mod call;
