@@ -282,10 +282,13 @@ impl AudioReceiveChain {
         })
     }
 
-    /// Sets the jitter buffer delay bounds (applies to the next decoder switch or reset).
+    /// Sets the jitter buffer delay bounds (default 20..=300 ms), also for the current stream.
     pub fn set_delay_bounds(&mut self, min_delay: Duration, max_delay: Duration) {
         self.min_delay = min_delay;
         self.max_delay = max_delay.max(min_delay);
+        if let Some(a) = self.active.as_mut() {
+            a.jitter.set_delay_bounds(self.min_delay, self.max_delay);
+        }
     }
 
     /// Replaces the receivable codecs (re-INVITE); the current decoder stays if still listed.

@@ -185,6 +185,16 @@ impl JitterBuffer {
         self.stats.resyncs += 1;
     }
 
+    /// Changes the delay bounds; the target moves inside them at once.
+    pub fn set_delay_bounds(&mut self, min_delay: Duration, max_delay: Duration) {
+        self.cfg.min_delay = min_delay;
+        self.cfg.max_delay = max_delay.max(min_delay);
+        let clock = self.clock();
+        let lo = self.cfg.min_delay.as_secs_f64() * clock;
+        let hi = self.cfg.max_delay.as_secs_f64() * clock;
+        self.target = self.target.clamp(lo, hi);
+    }
+
     /// True once playout has started.
     pub fn is_playing(&self) -> bool {
         self.pos.is_some()

@@ -298,3 +298,25 @@ fn target_follows_measured_jitter() {
     }
     assert_eq!(jb.target_delay(), Duration::from_millis(40));
 }
+
+#[test]
+fn delay_bounds_can_change_live() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    for i in 0..50u16 {
+        let extra = if i % 2 == 0 { 0 } else { 100 };
+        jb.push(
+            ms(base, u64::from(i) * 20 + extra),
+            i,
+            u32::from(i) * FRAME,
+            payload(i),
+            FRAME,
+        );
+    }
+    assert!(jb.target_delay() >= Duration::from_millis(100));
+    jb.set_delay_bounds(Duration::from_millis(10), Duration::from_millis(60));
+    assert_eq!(jb.target_delay(), Duration::from_millis(60));
+    jb.set_delay_bounds(Duration::from_millis(80), Duration::from_millis(50));
+    assert_eq!(jb.config().max_delay, Duration::from_millis(80));
+    assert_eq!(jb.target_delay(), Duration::from_millis(80));
+}
