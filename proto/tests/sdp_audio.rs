@@ -571,3 +571,18 @@ fn values_cannot_inject_lines() {
     assert!(text.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:QUJD  a=inactive\r\n"));
     assert_eq!(text.matches("\r\n").count(), text.matches('\n').count());
 }
+
+#[test]
+fn bare_cr_and_nul_inside_lines_are_refused() {
+    for bad in ["s=Talk\r0\r\n", "s=a\0b\r\n", "a=x\r\r\n"] {
+        let text = format!("v=0\r\no=- 1 1 IN IP4 a\r\n{bad}t=0 0\r\n");
+        let err = SessionDescription::parse(&text).unwrap_err();
+        assert!(
+            matches!(err, SdpError::InvalidLine { line: 3, .. }),
+            "{bad:?}: {err:?}"
+        );
+        assert_eq!(err.status_code(), 400);
+    }
+    // LF-only line endings are fine.
+    assert!(SessionDescription::parse("v=0\no=- 1 1 IN IP4 a\ns=x\nt=0 0\n").is_ok());
+}

@@ -166,7 +166,71 @@ fn sdp_line() -> impl Strategy<Value = String> {
     })
 }
 
+/// Every captured body in `tests/data/sdp`.
+fn captured() -> Vec<Vec<u8>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sdp");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sdp"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
+/// How to damage a body: (position fraction, operation, byte).
+fn mutation() -> impl Strategy<Value = (f64, u8, u8)> {
+    (0.0f64..1.0, 0u8..4, any::<u8>())
+}
+
+fn mutate(body: &[u8], mutations: &[(f64, u8, u8)]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    for &(at, op, byte) in mutations {
+        let len = out.len();
+        // Truncation of the f64 index is intended: a position inside the body.
+        let i = ((at * len as f64) as usize).min(len.saturating_sub(1));
+        match op {
+            0 if len > 0 => out[i] = byte,
+            1 => out.insert(i, byte),
+            2 if len > 0 => {
+                out.remove(i);
+            }
+            _ => {
+                let digits = format!("{}", u64::from(byte) * 1_000_003);
+                for (k, d) in digits.bytes().enumerate() {
+                    out.insert((i + k).min(out.len()), d);
+                }
+            }
+        }
+    }
+    out
+}
+
 proptest! {
+    #[test]
+    fn mutated_captures_never_panic(which in any::<prop::sample::Index>(),
+                                    mutations in prop::collection::vec(mutation(), 1..6)) {
+        let bodies = captured();
+        let chosen: &Vec<u8> = which.get(&bodies);
+        let body = mutate(chosen, &mutations);
+        if let Ok(sdp) = SessionDescription::parse_bytes(&body) {
+            prop_assert_eq!(SessionDescription::parse(&sdp.to_string()).unwrap(), sdp.clone());
+            let local = MediaOffer::new(default_audio_codecs());
+            if let Ok((answer, bob)) = answer_offer(&sdp, &local, 1, 1, IP_B, 4000, optional) {
+                let alice = accept_answer(&sdp, &answer).unwrap();
+                prop_assert_eq!(alice.index, bob.index);
+            }
+            for original in &bodies {
+                if let Ok(offer) = SessionDescription::parse_bytes(original) {
+                    let _ = accept_answer(&offer, &sdp);
+                }
+            }
+        }
+    }
+
     #[test]
     fn structured_hostile_offers_never_panic(lines in prop::collection::vec(sdp_line(), 0..24)) {
         let mut text = String::from("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n");

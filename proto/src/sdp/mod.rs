@@ -717,6 +717,10 @@ fn split_line(no: usize, line: &str) -> Result<(char, &str), SdpError> {
     let value = rest
         .strip_prefix('=')
         .ok_or_else(|| invalid(no, "expected '=' after the type letter"))?;
+    // RFC 8866 §9: values are byte-strings without NUL, CR or LF.
+    if value.contains(['\r', '\0']) {
+        return Err(invalid(no, "CR or NUL inside a line"));
+    }
     Ok((t, value))
 }
 
