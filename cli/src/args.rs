@@ -25,9 +25,12 @@ pub struct Cli {
     /// Account and transport options (each may also come from `--profile`).
     #[command(flatten)]
     pub account: AccountArgs,
-    /// What to do.
+    /// List the audio devices and exit (the same as the `devices` command).
+    #[arg(long = "list-devices", global = true)]
+    pub list_devices: bool,
+    /// What to do (required unless --list-devices).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Account options; any of them may come from a profile file, flags win.
@@ -278,7 +281,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.account.srtp.as_deref(), Some("mandatory"));
-        let Command::Call { media, .. } = cli.command else {
+        let Some(Command::Call { media, .. }) = cli.command else {
             panic!("not a call");
         };
         assert_eq!(media.play.as_deref(), Some(std::path::Path::new("in.wav")));
@@ -291,5 +294,7 @@ mod tests {
         assert!(Cli::try_parse_from(["tandem-cli", "call", "x", "--play-once"]).is_err());
         assert!(Cli::try_parse_from(["tandem-cli", "call", "x", "--resume-after", "2"]).is_err());
         assert!(Cli::try_parse_from(["tandem-cli", "list-devices"]).is_ok());
+        let cli = Cli::try_parse_from(["tandem-cli", "--list-devices"]).unwrap();
+        assert!(cli.list_devices && cli.command.is_none());
     }
 }

@@ -32,7 +32,17 @@ fn main() {
             });
         }
     };
-    if matches!(cli.command, Command::Devices) {
+    let command = match cli.command {
+        _ if cli.list_devices => Command::Devices,
+        Some(c) => c,
+        None => {
+            eprintln!(
+                "tandem-cli: a command is required (register, call, answer, options, devices); see --help"
+            );
+            std::process::exit(Exit::Usage.code());
+        }
+    };
+    if matches!(command, Command::Devices) {
         init_logging(cli.account.verbose);
         std::process::exit(devices::list().code());
     }
@@ -44,7 +54,7 @@ fn main() {
         }
     };
     init_logging(account.verbose);
-    let need_user = !matches!(cli.command, Command::Options { .. });
+    let need_user = !matches!(command, Command::Options { .. });
     let settings = match settings::build(&account, need_user) {
         Ok(s) => s,
         Err(e) => {
@@ -63,7 +73,7 @@ fn main() {
             std::process::exit(Exit::Network.code());
         }
     };
-    let exit = runtime.block_on(commands::run(settings, cli.command));
+    let exit = runtime.block_on(commands::run(settings, command));
     // Background tasks (timers of finished transactions) must not delay the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     std::process::exit(exit.code());

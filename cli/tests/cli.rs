@@ -62,11 +62,13 @@ impl Guard {
 
     /// Waits for a line whose first word is `event`; returns all lines read so far.
     fn wait_event(&self, event: &str, secs: u64) -> String {
+        let mut seen = Vec::new();
         loop {
             let line = self
                 .lines
                 .recv_timeout(Duration::from_secs(secs))
-                .unwrap_or_else(|_| panic!("no {event} line"));
+                .unwrap_or_else(|_| panic!("no {event} line; saw {seen:?}"));
+            seen.push(line.clone());
             if line.split_whitespace().next() == Some(event) {
                 return line;
             }
@@ -311,6 +313,7 @@ fn usage_errors_exit_2() {
         Some(2)
     );
     assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(run(&["--user", "a"]).status.code(), Some(2));
     assert_eq!(
         run(&["--profile", "/nonexistent.toml", "register"])
             .status
@@ -351,7 +354,7 @@ fn media_usage_errors_exit_2() {
 
 #[test]
 fn devices_are_listed() {
-    for cmd in ["devices", "list-devices"] {
+    for cmd in ["devices", "list-devices", "--list-devices"] {
         let out = run(&[cmd]);
         assert_eq!(out.status.code(), Some(0));
         let ev = events(&out);
@@ -469,9 +472,9 @@ fn blind_transfer_between_three_clis() {
         bob.wait_event("ended", 5),
         "ended by=local reason=transferred"
     );
-    let incoming = carol.wait_event("incoming", 5);
+    let incoming = carol.wait_event("incoming", 10);
     assert!(incoming.contains("from=sip:bob@127.0.0.1"), "{incoming}");
-    carol.wait_event("answered", 5);
+    carol.wait_event("answered", 10);
     assert_eq!(carol.wait_event("ended", 10), "ended by=remote reason=bye");
     assert_eq!(alice.wait_code(15), 0);
     assert_eq!(bob.wait_code(10), 0);
