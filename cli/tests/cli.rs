@@ -469,7 +469,7 @@ fn blind_transfer_between_three_clis() {
     let transferred = bob.wait_event("transferred", 10);
     assert!(transferred.contains("status=200"), "{transferred}");
     assert_eq!(
-        bob.wait_event("ended", 5),
+        bob.wait_event("ended", 10),
         "ended by=local reason=transferred"
     );
     let incoming = carol.wait_event("incoming", 10);
