@@ -134,6 +134,14 @@ fn rtcp_attribute_and_session_level_direction() {
         answer(&offer).unwrap().1.remote_rtcp,
         Some("198.51.100.7:9003".parse().unwrap())
     );
+    // An unspecified a=rtcp address means the RTP one.
+    let offer = parse(&format!(
+        "{HEADER}m=audio 9000 RTP/AVP 0\na=rtcp:9009 IN IP4 0.0.0.0\n"
+    ));
+    assert_eq!(
+        answer(&offer).unwrap().1.remote_rtcp,
+        Some("198.51.100.7:9009".parse().unwrap())
+    );
     // Port 65535: no RTP port + 1.
     let offer = parse(&format!("{HEADER}m=audio 65535 RTP/AVP 0\n"));
     assert_eq!(answer(&offer).unwrap().1.remote_rtcp, None);

@@ -537,7 +537,10 @@ impl<'a> Stream<'a> {
             return Some(rtp);
         }
         match self.rtcp_attr {
-            Some((port, ip)) => Some(SocketAddr::new(ip.unwrap_or(rtp.ip()), port)),
+            Some((port, ip)) => {
+                let ip = ip.filter(|ip| !ip.is_unspecified()).unwrap_or(rtp.ip());
+                Some(SocketAddr::new(ip, port))
+            }
             None => rtp
                 .port()
                 .checked_add(1)
