@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tandem_media::codec::{CodecKind, CodecSpec};
 use tandem_media::device::{CaptureDevice, DeviceError, NullPlayback, PlaybackDevice, ToneCapture};
-use tandem_media::session::{MediaConfig, MediaSession};
+use tandem_media::session::{MediaConfig, MediaSession, SessionTuning};
 use tandem_media::tone::SineGenerator;
 use tokio::net::UdpSocket;
 
@@ -159,8 +159,16 @@ async fn latency(
         Box::new(ToneCapture::new(0.0, RATE, 0.0)),
         Box::new(playback),
     );
-    let (a, _ea) = MediaSession::start(cfg_a)?;
-    let (b, _eb) = MediaSession::start(cfg_b)?;
+    // `TANDEM_BENCH_JB_MIN_MS` overrides the jitter buffer's minimum delay.
+    let mut tuning = SessionTuning::default();
+    if let Some(min) = std::env::var("TANDEM_BENCH_JB_MIN_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tuning = tuning.with_jitter_delay(Duration::from_millis(min), tuning.jitter_max_delay);
+    }
+    let (a, _ea) = MediaSession::start_tuned(cfg_a, tuning)?;
+    let (b, _eb) = MediaSession::start_tuned(cfg_b, tuning)?;
     tokio::time::sleep(Duration::from_secs(secs.max(3))).await;
     let receive = b.receive_stats();
     a.stop().await;

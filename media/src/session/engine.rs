@@ -194,8 +194,9 @@ impl Engine {
         }
         let send_chain =
             AudioSendChain::new(&config.send_codec, config.capture.rate(), config.ptime)?;
-        let recv_chain =
+        let mut recv_chain =
             AudioReceiveChain::new(config.recv_codecs.clone(), config.playback.rate())?;
+        recv_chain.set_delay_bounds(tuning.jitter_min_delay, tuning.jitter_max_delay);
         // The frame clock follows the packet time the codec really uses (Opus: 10/20/40/60 ms).
         let ptime = send_chain.ptime();
         let stream = RtpStream::new(

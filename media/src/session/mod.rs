@@ -207,6 +207,11 @@ pub struct SessionTuning {
     pub quality_interval: Duration,
     /// Give up on a DTLS-SRTP handshake that has not finished after this long.
     pub dtls_timeout: Duration,
+    /// The jitter buffer's smallest target delay (default 10 ms; the frame clock adds up to one
+    /// frame of waiting on top of the buffer's target).
+    pub jitter_min_delay: Duration,
+    /// The jitter buffer's largest target delay.
+    pub jitter_max_delay: Duration,
 }
 
 impl Default for SessionTuning {
@@ -215,6 +220,11 @@ impl Default for SessionTuning {
             rtcp_interval: Duration::from_secs(5),
             quality_interval: Duration::from_secs(5),
             dtls_timeout: Duration::from_secs(10),
+            // Playout pulls whole frames on the frame clock, which adds 0..ptime of waiting on
+            // top of the buffer's target: 10 ms gives 10-30 ms (20 ms on average) on a clean
+            // path, and the target grows with measured jitter.
+            jitter_min_delay: Duration::from_millis(10),
+            jitter_max_delay: Duration::from_millis(300),
         }
     }
 }
@@ -229,6 +239,13 @@ impl SessionTuning {
     /// Returns these settings with another quality event interval.
     pub fn with_quality_interval(mut self, interval: Duration) -> Self {
         self.quality_interval = interval;
+        self
+    }
+
+    /// Returns these settings with other jitter buffer delay bounds.
+    pub fn with_jitter_delay(mut self, min: Duration, max: Duration) -> Self {
+        self.jitter_min_delay = min;
+        self.jitter_max_delay = max.max(min);
         self
     }
 
