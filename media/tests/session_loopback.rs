@@ -989,3 +989,20 @@ async fn codec_change_and_sdes_rekey_by_update() {
     // Packets in flight with the old keys during the switch may fail; not a steady stream.
     assert!(qb.srtp_auth_failures < 5, "{qb:?}");
 }
+
+#[tokio::test]
+async fn nothing_is_sent_to_an_unspecified_address() {
+    let _serial = SERIAL.lock().await;
+    let (sa, peer) = (socket().await, socket().await);
+    // c=0.0.0.0 (legacy hold) with the peer's port: Linux would deliver to 127.0.0.1.
+    let remote = SocketAddr::from(([0, 0, 0, 0], addr(&peer).port()));
+    let rec = Recorder::new(RATE);
+    let setup = CallSetup::new(pcmu());
+    let cfg = config(sa, remote, &setup, 440.0, MediaSecurity::Plain, &rec);
+    let tuning = SessionTuning::default().with_rtcp_interval(Duration::from_millis(200));
+    let (session, _events) = MediaSession::start_tuned(cfg, tuning).unwrap();
+    let mut buf = [0u8; 1500];
+    let got = tokio::time::timeout(Duration::from_millis(700), peer.recv_from(&mut buf)).await;
+    session.stop().await;
+    assert!(got.is_err(), "a datagram arrived: {got:?}");
+}

@@ -458,6 +458,11 @@ impl Engine {
     /// Sends everything queued; UDP send errors are logged (media is loss tolerant).
     async fn flush(&mut self) {
         for (via, to, datagram) in std::mem::take(&mut self.outbox) {
+            if to.ip().is_unspecified() || to.port() == 0 {
+                // Legacy hold (`c=0.0.0.0`) or a rejected stream: nowhere to send. Linux would
+                // deliver a datagram for 0.0.0.0 to this host.
+                continue;
+            }
             let socket = match via {
                 Via::Rtcp => self.rtcp_socket.as_ref().unwrap_or(&self.socket),
                 Via::Rtp => &self.socket,
