@@ -23,35 +23,17 @@ fn sdp(name: &str) -> SessionDescription {
     SessionDescription::parse_bytes(data(name).as_bytes()).unwrap()
 }
 
-const ALL_FILES: &[&str] = &[
-    "asterisk-pjsip-offer.sdp",
-    "baresip-1.0-answer-to-linphone.sdp",
-    "baresip-1.0-answer-to-tandem-hold.sdp",
-    "baresip-1.0-answer-to-tandem-sdes.sdp",
-    "baresip-1.0-answer-to-tandem-zero.sdp",
-    "baresip-1.0-answer-to-tandem.sdp",
-    "baresip-1.0-hold-reoffer-sdes-mandatory.sdp",
-    "baresip-1.0-hold-reoffer.sdp",
-    "baresip-1.0-offer-dtls.sdp",
-    "baresip-1.0-offer-sdes-besteffort.sdp",
-    "baresip-1.0-offer-sdes-mandatory.sdp",
-    "baresip-1.0-offer.sdp",
-    "baresip-1.0-resume-reoffer.sdp",
-    "kamailio-rtpengine-offer.sdp",
-    "linphone-5.1-answer-to-tandem-hold.sdp",
-    "linphone-5.1-answer-to-tandem-sdes.sdp",
-    "linphone-5.1-answer-to-tandem.sdp",
-    "linphone-5.1-hold-reoffer.sdp",
-    "linphone-5.1-offer-dtls.sdp",
-    "linphone-5.1-offer-sdes-mandatory.sdp",
-    "linphone-5.1-offer-sdes-optional.sdp",
-    "linphone-5.1-offer.sdp",
-    "linphone-5.1-resume-reoffer.sdp",
-    "tandem-offer-hold.sdp",
-    "tandem-offer-sdes.sdp",
-    "tandem-offer-zero.sdp",
-    "tandem-offer.sdp",
-];
+/// Every `.sdp` file in `tests/data/sdp`, sorted.
+fn all_files() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sdp");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".sdp"))
+        .collect();
+    names.sort();
+    names
+}
 
 /// Answers with our default codecs on port 50000, session 77 version 1.
 fn answer<F>(
@@ -104,7 +86,9 @@ fn our_offer(name: &str) -> MediaOffer {
 
 #[test]
 fn every_capture_parses_and_prints_back_byte_for_byte() {
-    for name in ALL_FILES {
+    let names = all_files();
+    assert_eq!(names.len(), 35);
+    for name in &names {
         let text = data(name);
         let parsed = SessionDescription::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(parsed.to_string(), text, "{name}");
@@ -495,4 +479,53 @@ fn a_plain_answer_to_our_savp_offer_is_refused() {
     )
     .unwrap_err();
     assert!(matches!(err, SdpError::Unacceptable { .. }), "{err:?}");
+}
+
+#[test]
+fn hold_and_resume_reoffers_answered_by_baresip_and_linphone() {
+    let offers = [
+        "tandem-offer.sdp",
+        "tandem-reoffer-2-hold.sdp",
+        "tandem-reoffer-3-resume.sdp",
+    ];
+    // What build_offer prints for the re-offers: same session id, version + 1, direction per hold/resume.
+    let mut o = our_offer("tandem-offer.sdp");
+    for (version, name) in (1u64..).zip(offers) {
+        let built = build_offer(4242, version, IpAddr::V4(Ipv4Addr::LOCALHOST), 40000, &o);
+        assert_eq!(built.to_string(), data(name), "{name}");
+        o.direction = if version == 1 {
+            o.direction.hold()
+        } else {
+            o.direction.resume()
+        };
+    }
+    let want = [
+        Direction::SendRecv,
+        Direction::SendOnly,
+        Direction::SendRecv,
+    ];
+    for peer in ["baresip-1.0", "linphone-5.1"] {
+        let answers = [
+            sdp(&format!("{peer}-dialog-answer-1.sdp")),
+            sdp(&format!("{peer}-dialog-answer-2-hold.sdp")),
+            sdp(&format!("{peer}-dialog-answer-3-resume.sdp")),
+        ];
+        for ((offer, answer), dir) in offers.iter().zip(&answers).zip(want) {
+            let n = accept_answer(&sdp(offer), answer).unwrap();
+            assert_eq!(n.direction, dir, "{peer} {offer}");
+            assert!(!n.remote_hold(), "{peer} {offer}");
+            assert_eq!(n.send_codec.payload_type, 111, "{peer} {offer}");
+        }
+        assert_eq!(
+            classify_offer(&answers[0], &answers[1]),
+            OfferChange::Changed,
+            "{peer}"
+        );
+        assert_eq!(
+            classify_offer(&answers[1], &answers[2]),
+            OfferChange::Changed,
+            "{peer}"
+        );
+        assert!(answers[2].origin.session_version > answers[1].origin.session_version);
+    }
 }
