@@ -36,6 +36,9 @@ pub struct EncodedFrame {
     pub samples: u32,
 }
 
+/// RMS below which decoded audio counts as quiet for jitter adjustments (about -40 dBFS).
+const QUIET_RMS: f64 = 330.0;
+
 /// Opus frame durations libopus accepts, in ms (2.5 ms is not offered for RTP use).
 const OPUS_PTIMES: [u64; 8] = [5, 10, 20, 40, 60, 80, 100, 120];
 
@@ -459,6 +462,10 @@ impl AudioReceiveChain {
                 }
             }
         }
+        // Quiet audio (below about -40 dBFS) is where the jitter buffer may drop or insert.
+        let energy: f64 = self.pcm.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let quiet = energy <= QUIET_RMS * QUIET_RMS * self.pcm.len() as f64;
+        a.jitter.set_quiet(quiet);
         let before = self.ready.len();
         self.resampled.clear();
         a.resampler.process(&self.pcm, &mut self.resampled);

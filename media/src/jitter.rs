@@ -7,7 +7,8 @@
 //! within `min_delay..=max_delay`). The *current delay* is how far the play position lags the
 //! earliest-possible arrival of the packet there: it is kept near the target by dropping a
 //! frame when it runs high (sender clock faster than ours, or the jitter calmed down) and by
-//! inserting a concealment frame when it runs low (sender clock slower, or jitter grew).
+//! inserting a concealment frame when it runs low (sender clock slower, or jitter grew); drops
+//! wait for quiet audio ([`JitterBuffer::set_quiet`]) unless the delay runs far too high.
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
@@ -144,6 +145,7 @@ pub struct JitterBuffer {
     jitter: f64,
     delay_avg: Option<f64>,
     last_adjust: Option<Instant>,
+    quiet: bool,
     played: VecDeque<i64>,
     stats: JitterStats,
 }
@@ -167,6 +169,7 @@ impl JitterBuffer {
             jitter: 0.0,
             delay_avg: None,
             last_adjust: None,
+            quiet: false,
             played: VecDeque::with_capacity(PLAYED_MEMORY),
             stats: JitterStats::default(),
         }
@@ -193,6 +196,12 @@ impl JitterBuffer {
         let lo = self.cfg.min_delay.as_secs_f64() * clock;
         let hi = self.cfg.max_delay.as_secs_f64() * clock;
         self.target = self.target.clamp(lo, hi);
+    }
+
+    /// Tells the buffer whether the audio being played is quiet (silence, comfort noise):
+    /// frames are preferably dropped then, where it is inaudible.
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
     }
 
     /// True once playout has started.
@@ -365,9 +374,15 @@ impl JitterBuffer {
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(200));
         // Hysteresis: an inserted frame lifts the delay from just under `target - frame/4`
         // to under `target + frame`, which stays below the drop threshold.
+        // A drop waits for a quiet moment (see `set_quiet`) unless the delay is a further
+        // frame beyond the threshold: waiting only costs latency. An insertion does not wait:
+        // a low delay makes packets late, and each late packet costs a concealed frame anyway.
         let high = self.target + f64::from(frame) + 0.01 * self.clock();
         let low = self.target - f64::from(frame) / 4.0;
-        if (avg > high && cooled) || avg > max + f64::from(frame) {
+        let urgent_high = high + f64::from(frame);
+        let drop = cooled && avg > high && (self.quiet || avg > urgent_high);
+        let insert = cooled && avg < low && avg < max;
+        if drop || avg > max + f64::from(frame) {
             if let Some((&k, _)) = self.packets.first_key_value()
                 && k <= pos
                 && self.packets.len() >= 2
@@ -381,7 +396,7 @@ impl JitterBuffer {
                 self.last_adjust = Some(now);
                 return self.pop(now, want_samples);
             }
-        } else if avg < low && cooled && avg < max {
+        } else if insert {
             self.stats.inserted += 1;
             self.delay_avg = Some(avg + f64::from(frame));
             self.last_adjust = Some(now);

@@ -320,3 +320,39 @@ fn delay_bounds_can_change_live() {
     assert_eq!(jb.config().max_delay, Duration::from_millis(80));
     assert_eq!(jb.target_delay(), Duration::from_millis(80));
 }
+
+/// Real-time stream of 20 ms packets without jitter; the consumer starts popping at
+/// `start_ms` (so the delay runs that far over the 40 ms target) and the audio is reported
+/// quiet from pop `quiet_from` on. Returns the pop index of the first drop.
+fn first_drop(start_ms: u64, quiet_from: usize) -> Option<usize> {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    let mut pops = 0;
+    for i in 0..150u16 {
+        let t = u64::from(i) * 20;
+        jb.push(ms(base, t), i, u32::from(i) * FRAME, payload(i), FRAME);
+        if t >= start_ms {
+            jb.set_quiet(pops >= quiet_from);
+            let _ = jb.pop(ms(base, t), FRAME);
+            if jb.stats().dropped > 0 {
+                return Some(pops);
+            }
+            pops += 1;
+        }
+    }
+    None
+}
+
+#[test]
+fn adjustments_prefer_quiet_audio() {
+    // 40 ms over the target (drop threshold: target + 30 ms; urgent: target + 50 ms).
+    assert_eq!(first_drop(80, 0), Some(0), "quiet: dropped at once");
+    assert_eq!(
+        first_drop(80, 30),
+        Some(30),
+        "loud: waits for the quiet moment"
+    );
+    assert_eq!(first_drop(80, 1000), None, "loud throughout: left alone");
+    // 80 ms over: urgent, dropped even in loud audio.
+    assert_eq!(first_drop(120, 1000), Some(0));
+}

@@ -68,6 +68,8 @@ struct NetConfig {
     duplicate: f64,
     /// Receiver clock speed relative to the sender's (1.0 = same).
     rx_clock: f64,
+    /// Tone 1 s on, 0.5 s off (speech-like pauses) instead of a steady tone.
+    bursts: bool,
     seconds: u64,
 }
 
@@ -102,7 +104,9 @@ fn run(spec: CodecSpec, tx_rate: u32, rx_rate: u32, net: &NetConfig, seed: u64) 
             let pcm: Vec<i16> = (0..tx_frame)
                 .map(|i| {
                     let n = phase + i as u64;
-                    (AMPLITUDE
+                    let in_pause = net.bursts && (n * 1000 / u64::from(tx_rate)) % 1500 >= 1000;
+                    let amplitude = if in_pause { 0.0 } else { AMPLITUDE };
+                    (amplitude
                         * (2.0 * std::f64::consts::PI * 1000.0 * n as f64 / f64::from(tx_rate))
                             .sin()) as i16
                 })
@@ -178,6 +182,7 @@ fn lossy() -> NetConfig {
         jitter_ms: 40.0,
         duplicate: 0.01,
         rx_clock: 1.0,
+        bursts: false,
         seconds: 20,
     }
 }
@@ -235,6 +240,7 @@ fn clean_path_has_no_concealment_and_low_delay() {
         jitter_ms: 0.0,
         duplicate: 0.0,
         rx_clock: 1.0,
+        bursts: false,
         seconds: 10,
     };
     let o = run(CodecSpec::new(CodecKind::Pcmu, 0), 8_000, 8_000, &net, 4);
@@ -259,6 +265,7 @@ fn drift_is_absorbed_both_ways() {
             jitter_ms: 10.0,
             duplicate: 0.0,
             rx_clock: clock,
+            bursts: false,
             seconds: 30,
         };
         let o = run(CodecSpec::new(CodecKind::Pcmu, 0), 8_000, 8_000, &net, seed);
@@ -279,8 +286,49 @@ fn drift_is_absorbed_both_ways() {
 
 #[test]
 fn g722_tone_survives_loss_and_jitter() {
-    let o = run(CodecSpec::new(CodecKind::G722, 9), 48_000, 16_000, &lossy(), 7);
+    let o = run(
+        CodecSpec::new(CodecKind::G722, 9),
+        48_000,
+        16_000,
+        &lossy(),
+        7,
+    );
     assert_eq!(o.out.len(), 20 * 16_000);
     check_tone(&o, 20, 0.9);
     assert!(o.stats.jitter.concealed > 0);
+}
+
+#[test]
+fn drift_drops_land_in_pauses() {
+    // The receiver's clock is 1 % slow: about one 20 ms frame must go every 2 s. With pauses
+    // in the audio, every drop should fall into a pause, leaving each 1 s burst whole.
+    let net = NetConfig {
+        loss: 0.0,
+        base_delay_ms: 20.0,
+        jitter_ms: 5.0,
+        duplicate: 0.0,
+        rx_clock: 0.99,
+        bursts: true,
+        seconds: 30,
+    };
+    let o = run(CodecSpec::new(CodecKind::Pcmu, 0), 8_000, 8_000, &net, 9);
+    let j = &o.stats.jitter;
+    assert!(j.dropped >= 8, "{j:?}");
+    // Lengths of the loud runs, in 10 ms windows.
+    let mut runs = Vec::new();
+    let mut run = 0;
+    for w in o.out.chunks_exact(80) {
+        if mean_square(w) > AMPLITUDE * AMPLITUDE / 2.0 * 0.25 {
+            run += 1;
+        } else if run > 0 {
+            runs.push(run);
+            run = 0;
+        }
+    }
+    let whole: Vec<_> = runs.iter().skip(1).copied().collect(); // the first may be cut by start-up
+    assert!(whole.len() >= 15, "{runs:?}");
+    assert!(
+        whole.iter().all(|&r| (99..=101).contains(&r)),
+        "bursts cut by drops: {runs:?} {j:?}"
+    );
 }
