@@ -87,7 +87,7 @@ fn our_offer(name: &str) -> MediaOffer {
 #[test]
 fn every_capture_parses_and_prints_back_byte_for_byte() {
     let names = all_files();
-    assert_eq!(names.len(), 35);
+    assert_eq!(names.len(), 37);
     for name in &names {
         let text = data(name);
         let parsed = SessionDescription::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -528,4 +528,19 @@ fn hold_and_resume_reoffers_answered_by_baresip_and_linphone() {
         );
         assert!(answers[2].origin.session_version > answers[1].origin.session_version);
     }
+}
+
+#[test]
+fn linphone_offer_through_kamailio_and_baresips_answer() {
+    let offer = sdp("kamailio-forwarded-linphone-5.1-offer.sdp");
+    // We would answer it exactly as linphone's direct offer.
+    let (ans, n) = answer(&offer, plain_only).unwrap();
+    assert_eq!(audio_line(&ans), "m=audio 50000 RTP/AVP 96 8 0 99");
+    assert_eq!(n.send_dtmf, Some((99, 48000)));
+    // baresip answered opus with telephone-event/8000 (PT 101): linphone's view of it.
+    let theirs = accept_answer(&offer, &sdp("baresip-1.0-answer-via-kamailio.sdp")).unwrap();
+    assert_eq!(theirs.send_codec.payload_type, 96);
+    assert_eq!(theirs.send_dtmf, Some((101, 8000)));
+    assert_eq!(theirs.remote_rtp, Some("[fd00::2]:31092".parse().unwrap()));
+    assert!(theirs.recv_dtmf.contains(&(99, 48000)));
 }
