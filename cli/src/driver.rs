@@ -219,10 +219,11 @@ pub async fn drive(mut call: Call, mut ctx: DriveContext<'_>) -> Outcome {
                     CallEvent::RemoteHold => Event::new("held").kv("by", "remote").emit(),
                     CallEvent::RemoteResumed => Event::new("resumed").kv("by", "remote").emit(),
                     CallEvent::ReferRequested { target, referred_by } => {
-                        Event::new("refer")
-                            .kv("to", target)
-                            .kv("by", referred_by.unwrap_or_default())
-                            .emit();
+                        let mut ev = Event::new("refer").kv("to", target);
+                        if let Some(by) = referred_by {
+                            ev = ev.kv("by", by);
+                        }
+                        ev.emit();
                     }
                     CallEvent::TransferProgress { status, reason } => {
                         Event::new("transfer")
