@@ -22,7 +22,7 @@ use crate::device::{CaptureDevice, PlaybackDevice};
 use crate::dtmf::{DtmfReceiver, DtmfSender, TelephoneEvent};
 use crate::rtcp::{self, Bye, ReceiverReport, ReportBlock, RtcpPacket, Sdes, SenderReport};
 use crate::rtp::{PacketKind, RtpPacket, RtpStream, classify};
-use crate::srtp::{DtlsSrtp, SdesCrypto, SrtpContext};
+use crate::srtp::{DtlsRole, DtlsSrtp, SdesCrypto, SrtpContext};
 use crate::stats::{CallQuality, ReceiverStats, SeqOutcome, mos_estimate};
 
 /// Largest datagram we read; media packets are far smaller, DTLS flights are fragmented to
@@ -53,7 +53,7 @@ struct Security {
     /// The DTLS association (kept after the handshake to answer retransmitted flights).
     dtls: Option<DtlsSrtp>,
     /// (role, fingerprint) of `dtls`, to recognise a re-INVITE that keeps the association.
-    dtls_key: Option<(String, String)>,
+    dtls_key: Option<(DtlsRole, String)>,
     /// When the current DTLS handshake must have finished.
     dtls_deadline: Option<Instant>,
     /// When the DTLS retransmission timer was last handled.
@@ -290,7 +290,7 @@ impl Engine {
                 cert,
                 remote_fingerprint,
             } => {
-                let key = (format!("{role:?}"), remote_fingerprint.clone());
+                let key = (role, remote_fingerprint.clone());
                 self.security.secure = true;
                 if self.security.dtls_key.as_ref() == Some(&key) && !self.security.failed {
                     return Ok(());
@@ -638,8 +638,11 @@ impl Engine {
         let mut dtmf_sent = false;
         if may_send {
             dtmf_sent = self.send_dtmf_packet();
-        } else if let Some(sender) = self.dtmf_sender.as_mut() {
-            // Digits queued while we may not send are dropped, not sent late.
+        } else if !sends(self.direction)
+            && let Some(sender) = self.dtmf_sender.as_mut()
+        {
+            // Digits queued while on hold are dropped, not sent at resume; digits queued
+            // while DTLS keys are still being agreed wait for them.
             sender.clear();
         }
         while let Some(frame) = self.send_chain.next_payload() {
