@@ -594,3 +594,24 @@ fn bare_cr_and_nul_inside_lines_are_refused() {
     // LF-only line endings are fine.
     assert!(SessionDescription::parse("v=0\no=- 1 1 IN IP4 a\ns=x\nt=0 0\n").is_ok());
 }
+
+#[test]
+fn lenient_opus_rtpmaps() {
+    for rtpmap in ["opus/48000", "OPUS/48000/1", "opus/48000/0"] {
+        let offer = parse(&format!(
+            "{HEADER}m=audio 9000 RTP/AVP 100\na=rtpmap:100 {rtpmap}\n"
+        ));
+        let (ans, n) = answer(&offer).unwrap();
+        assert_eq!(n.send_codec.payload_type, 100, "{rtpmap}");
+        assert_eq!(n.send_codec.channels, 2, "{rtpmap}");
+        assert!(
+            ans.to_string().contains("a=rtpmap:100 opus/48000/2\r\n"),
+            "{rtpmap}"
+        );
+    }
+    // Not at 48000: not Opus as we know it.
+    let offer = parse(&format!(
+        "{HEADER}m=audio 9000 RTP/AVP 100\na=rtpmap:100 opus/16000/2\n"
+    ));
+    assert_eq!(answer(&offer).unwrap_err(), SdpError::NoAcceptableMedia);
+}

@@ -206,11 +206,17 @@ pub struct NegotiatedCodec {
 
 impl NegotiatedCodec {
     fn from_map(map: &RtpMap, fmtp: Option<&str>) -> Self {
+        // Opus is always `/2` in SDP (RFC 7587 §7), whatever a lenient peer wrote.
+        let channels = if map.encoding.eq_ignore_ascii_case("opus") {
+            2
+        } else {
+            map.channels.unwrap_or(1)
+        };
         NegotiatedCodec {
             payload_type: map.payload_type,
             name: map.encoding.clone(),
             clock_rate: map.clock_rate,
-            channels: map.channels.unwrap_or(1),
+            channels,
             fmtp: fmtp.map(str::to_owned),
         }
     }
