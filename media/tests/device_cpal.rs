@@ -121,6 +121,18 @@ impl Drop for Pulse {
     }
 }
 
+/// Playback options for tests. Unoptimised builds of the pure-Rust PulseAudio client answer the
+/// server's requests too slowly for 40 ms periods on a loaded machine (the server underruns and
+/// drops our audio); optimised builds (or `opt-level = 3` for the `pulseaudio` and `cpal` packages
+/// in the dev profile) keep up with the default.
+fn playback_options() -> CpalOptions {
+    let period = if cfg!(debug_assertions) { 80 } else { 40 };
+    CpalOptions {
+        period: Duration::from_millis(period),
+        ..CpalOptions::playback()
+    }
+}
+
 fn inner_enabled() -> bool {
     if std::env::var_os(MARKER).is_none() {
         eprintln!("SKIP: inner test, run through its outer test");
@@ -129,34 +141,23 @@ fn inner_enabled() -> bool {
     true
 }
 
+/// One outer test runs the inner ones one after the other: real-time streams in parallel test
+/// processes would starve each other on a small machine.
 #[test]
-fn cpal_tone_through_pulseaudio_null_sink() {
+fn cpal_devices_through_pulseaudio_null_sink() {
     let Some(pulse) = Pulse::start() else { return };
     pulse.run_inner("inner_tone_loopback");
-}
-
-#[test]
-fn cpal_lists_and_opens_by_spec() {
-    let Some(pulse) = Pulse::start() else { return };
     pulse.run_inner("inner_list_and_specs");
 }
 
 #[test]
-#[ignore = "run by cpal_tone_through_pulseaudio_null_sink with its own PulseAudio"]
+#[ignore = "run by cpal_devices_through_pulseaudio_null_sink with its own PulseAudio"]
 fn inner_tone_loopback() {
     if !inner_enabled() {
         return;
     }
     let mut capture = CpalCapture::open(Some("null.monitor")).unwrap();
-    // Unoptimised builds of the pure-Rust PulseAudio client answer the server's requests too
-    // slowly for 40 ms periods when the machine is loaded (the server then underruns); release
-    // builds keep up with the default.
-    let period = if cfg!(debug_assertions) { 80 } else { 40 };
-    let options = CpalOptions {
-        period: Duration::from_millis(period),
-        ..CpalOptions::playback()
-    };
-    let mut playback = CpalPlayback::open_with(Some("null"), options).unwrap();
+    let mut playback = CpalPlayback::open_with(Some("null"), playback_options()).unwrap();
     assert_eq!(capture.host(), "PulseAudio");
     assert_eq!(playback.host(), "PulseAudio");
     assert_eq!(capture.name(), "null.monitor");
@@ -229,9 +230,16 @@ fn inner_tone_loopback() {
         "gap of {gap:?} in the captured tone"
     );
 
-    // Closing the streams leaves no thread spinning (a known cpal hazard with fixed buffers).
+    // Closing the streams is quick and leaves no thread spinning (a known cpal hazard with fixed
+    // buffers).
+    let closing = Instant::now();
     drop(capture);
     drop(playback);
+    let close_time = closing.elapsed();
+    assert!(
+        close_time < Duration::from_millis(500),
+        "closing took {close_time:?}"
+    );
     let before = cpu_ticks();
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks() - before;
@@ -251,7 +259,7 @@ fn cpu_ticks() -> u64 {
 }
 
 #[test]
-#[ignore = "run by cpal_lists_and_opens_by_spec with its own PulseAudio"]
+#[ignore = "run by cpal_devices_through_pulseaudio_null_sink with its own PulseAudio"]
 fn inner_list_and_specs() {
     if !inner_enabled() {
         return;
@@ -280,6 +288,32 @@ fn inner_list_and_specs() {
     drop(cap);
     let by_part = CpalCapture::open(Some("monitor")).unwrap();
     assert_eq!(by_part.name(), "null.monitor");
+
+    // Another rate is honoured (PulseAudio converts), and a tone at it comes back at 440 Hz.
+    let mut cap16 = CpalCapture::open_with_rate(Some("null.monitor"), 16_000).unwrap();
+    assert_eq!(cap16.rate(), 16_000);
+    let mut play = CpalPlayback::open_with(Some("null"), playback_options()).unwrap();
+    let mut tone = SineGenerator::new(440.0, 48_000, 0.5);
+    let mut out = vec![0i16; 960];
+    let mut inp = vec![0i16; 320];
+    let mut got = Vec::new();
+    let start = Instant::now();
+    for i in 0..150u32 {
+        if let Some(w) =
+            (start + Duration::from_millis(20) * i).checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(w);
+        }
+        tone.fill(&mut out);
+        play.write_frame(&out).unwrap();
+        cap16.read_frame(&mut inp).unwrap();
+        got.extend_from_slice(&inp);
+    }
+    let a = analyze(&got[got.len() / 2..], 16_000);
+    eprintln!("captured at 16 kHz: {a:?}");
+    assert!((a.dominant_hz - 440.0).abs() < 3.0, "{a:?}");
+    drop(cap16);
+    drop(play);
 
     // Unknown names are a clear error.
     let err = CpalPlayback::open(Some("no-such-device-here")).unwrap_err();

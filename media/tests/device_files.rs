@@ -246,3 +246,32 @@ fn ring_latency_stays_bounded_under_clock_drift() {
     }
     assert!(r.stats().inserted >= 200 * frame as u64 - frame as u64);
 }
+
+#[test]
+fn primed_ring_waits_for_its_margin_after_underruns() {
+    // 1000 Hz: 1 sample per ms. Prime 30, slack 50.
+    let ms = Duration::from_millis;
+    let mut r = LevelRing::with_prime(1000, ms(400), ms(50), ms(30));
+    let mut out = [7i16; 20];
+    r.push(&[1; 20]);
+    // Not primed yet: silence, nothing consumed.
+    assert_eq!(r.pop(&mut out), 0);
+    assert_eq!(out, [0; 20]);
+    assert_eq!(r.len(), 20);
+    r.push(&[2; 10]);
+    assert_eq!(r.pop(&mut out), 20);
+    assert_eq!(out, [1; 20]);
+    // 10 left: an underrun hands them out, then silence until 30 are queued again.
+    assert_eq!(r.pop(&mut out), 10);
+    assert_eq!(&out[..10], &[2; 10]);
+    assert_eq!(&out[10..], &[0; 10]);
+    r.push(&[3; 25]);
+    assert_eq!(r.pop(&mut out), 0);
+    r.push(&[4; 5]);
+    assert_eq!(r.pop(&mut out), 20);
+    // Released (producer gone): the tail drains without waiting for the margin.
+    r.release();
+    let mut tail = [0i16; 20];
+    assert_eq!(r.pop(&mut tail), 10);
+    assert_eq!(&tail[..10], &[3, 3, 3, 3, 3, 4, 4, 4, 4, 4]);
+}

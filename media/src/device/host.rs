@@ -20,8 +20,16 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(6);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Hard cap on queued audio between the callback and the media clock.
 const MAX_QUEUE: Duration = Duration::from_millis(400);
-/// Standing queue tolerated before drift trimming removes the excess.
-const SLACK: Duration = Duration::from_millis(30);
+/// Jitter margin kept queued on top of one callback period (the ring's priming level).
+const MARGIN: Duration = Duration::from_millis(10);
+/// Standing queue tolerated above the priming level before drift trimming removes the excess.
+const SLACK: Duration = Duration::from_millis(20);
+
+/// The ring between a stream's callback and the media clock, for `rate` and `opts`.
+fn new_ring(rate: u32, opts: &CpalOptions) -> LevelRing {
+    let prime = opts.period + MARGIN;
+    LevelRing::with_prime(rate.max(1), opts.max_queue, prime + SLACK, prime)
+}
 /// How a real device is opened.
 ///
 /// A fixed callback period is always requested: without one PulseAudio picks its defaults (2 s
@@ -389,7 +397,7 @@ fn run_stream(
         let device = find_device(&host, dir, name.as_deref())?;
         let (config, format) = choose_config(&device, dir, &opts)?;
         // Size the ring for the rate actually used.
-        *shared.ring() = LevelRing::new(config.sample_rate, opts.max_queue, SLACK);
+        *shared.ring() = new_ring(config.sample_rate, &opts);
         let stream = match build_stream(&device, dir, config, format, &shared) {
             Err(e) if config.buffer_size != cpal::BufferSize::Default => {
                 tracing::debug!(error = %e, "fixed buffer size refused, using the backend's default");
@@ -447,7 +455,7 @@ fn open_stream(
     opts: CpalOptions,
 ) -> Result<(Arc<Shared>, StreamThread, Opened), DeviceError> {
     let shared = Arc::new(Shared {
-        ring: Mutex::new(LevelRing::new(opts.rate.max(1), opts.max_queue, SLACK)),
+        ring: Mutex::new(new_ring(opts.rate, &opts)),
         failed: Mutex::new(None),
         has_failed: AtomicBool::new(false),
     });
@@ -649,6 +657,7 @@ impl PlaybackDevice for CpalPlayback {
             return Ok(());
         };
         // Let what is queued play out (bounded by the ring's cap), then close the stream.
+        self.shared.ring().release();
         let deadline = std::time::Instant::now() + self.max_queue;
         while !self.shared.ring().is_empty() && std::time::Instant::now() < deadline {
             if self.shared.check().is_err() {

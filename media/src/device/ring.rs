@@ -20,7 +20,9 @@ pub struct RingStats {
 /// Two mechanisms: a hard cap (the oldest samples are dropped when a push would exceed it), and
 /// standing-queue trimming: the consumer side records the lowest level seen after each pop over a
 /// window of about two seconds of consumption; if even that minimum exceeds the slack, the excess
-/// (which is pure latency) is dropped from the oldest end. Underruns are filled with silence.
+/// (which is pure latency) is dropped from the oldest end. Underruns are filled with silence, and
+/// after one (and at the start) the consumer gets silence until `prime` samples are queued again,
+/// so the two clocks' jitter does not turn every period into a splice of audio and silence.
 #[derive(Debug)]
 pub struct LevelRing {
     buf: VecDeque<i16>,
@@ -29,18 +31,30 @@ pub struct LevelRing {
     window: usize,
     consumed_in_window: usize,
     min_level: usize,
+    prime: usize,
+    primed: bool,
     stats: RingStats,
 }
 
 impl LevelRing {
-    /// A ring for `rate` Hz audio holding at most `max_latency`, trimming standing queues above `slack`.
+    /// A ring for `rate` Hz audio holding at most `max_latency`, trimming standing queues above
+    /// `slack`, without priming.
     pub fn new(rate: u32, max_latency: Duration, slack: Duration) -> Self {
+        Self::with_prime(rate, max_latency, slack, Duration::ZERO)
+    }
+
+    /// Like [`LevelRing::new`], and after an underrun (and at the start) hands out silence until
+    /// `prime` is queued (clamped to the slack).
+    pub fn with_prime(rate: u32, max_latency: Duration, slack: Duration, prime: Duration) -> Self {
         let per = |d: Duration| (d.as_secs_f64() * f64::from(rate)).round() as usize;
         let cap = per(max_latency).max(1);
+        let slack = per(slack).min(cap);
         Self {
+            prime: per(prime).min(slack),
+            primed: false,
             buf: VecDeque::with_capacity(cap),
             cap,
-            slack: per(slack).min(cap),
+            slack,
             window: (rate as usize).saturating_mul(2).max(1),
             consumed_in_window: 0,
             min_level: usize::MAX,
@@ -88,6 +102,14 @@ impl LevelRing {
     /// Fills `out` completely (consumer side): queued samples first, silence for the rest.
     /// Returns how many real samples were delivered.
     pub fn pop(&mut self, out: &mut [i16]) -> usize {
+        if !self.primed {
+            if self.buf.len() < self.prime.max(1) {
+                out.fill(0);
+                self.stats.inserted += out.len() as u64;
+                return 0;
+            }
+            self.primed = true;
+        }
         let n = out.len().min(self.buf.len());
         for (o, s) in out.iter_mut().zip(self.buf.drain(..n)) {
             *o = s;
@@ -95,6 +117,7 @@ impl LevelRing {
         if n < out.len() {
             out[n..].fill(0);
             self.stats.inserted += (out.len() - n) as u64;
+            self.primed = false;
         }
         self.min_level = self.min_level.min(self.buf.len());
         self.consumed_in_window += out.len();
@@ -109,6 +132,13 @@ impl LevelRing {
             self.min_level = usize::MAX;
         }
         n
+    }
+
+    /// Stops priming: from now on whatever is queued is handed out at once (the producer has
+    /// stopped, so the tail must drain).
+    pub fn release(&mut self) {
+        self.prime = 0;
+        self.primed = true;
     }
 
     /// Discards everything queued.
