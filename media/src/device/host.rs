@@ -30,10 +30,14 @@ fn new_ring(rate: u32, opts: &CpalOptions) -> LevelRing {
     let prime = opts.period + MARGIN;
     LevelRing::with_prime(rate.max(1), opts.max_queue, prime + SLACK, prime)
 }
+
 /// How a real device is opened.
 ///
 /// A fixed callback period is always requested: without one PulseAudio picks its defaults (2 s
-/// capture fragments and a 2 s playback buffer), far too much latency for a call.
+/// capture fragments and a 2 s playback buffer), far too much latency for a call. (TESTBED.md
+/// warns that cpal once spun at 100 % CPU when such a stream was dropped; with cpal 0.18.2's
+/// PulseAudio host, pausing before the drop, `tests/device_cpal.rs` checks that no CPU is used
+/// after closing. If the backend refuses a fixed size, the stream falls back to its default.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpalOptions {
     /// Preferred sample rate; the device's own rate is used (and reported) when it cannot run at it.
