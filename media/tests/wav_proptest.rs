@@ -1,6 +1,8 @@
 //! Property tests: the WAV parser never panics on arbitrary or mutated input, and 16-bit mono
 //! files round-trip exactly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] functions
+
 use proptest::prelude::*;
 use tandem_media::wav::{parse_wav_bytes, read_wav, write_wav};
 
