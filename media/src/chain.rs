@@ -259,6 +259,7 @@ fn add_counters(a: &mut JitterStats, b: &JitterStats) {
     a.concealed += b.concealed;
     a.silence += b.silence;
     a.resyncs += b.resyncs;
+    a.outliers += b.outliers;
 }
 
 impl AudioReceiveChain {

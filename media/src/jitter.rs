@@ -20,7 +20,7 @@ const TRANSIT_WINDOW: usize = 250;
 const TARGET_PERCENTILE: f64 = 0.97;
 /// Recently played timestamps remembered to tell duplicates from late packets.
 const PLAYED_MEMORY: usize = 64;
-/// A timestamp this far (seconds) from the play position means the stream restarted.
+/// A transit this far (seconds) off the stream's minimum marks a packet as off the timeline.
 const RESYNC_SECONDS: i64 = 3;
 
 /// Jitter buffer settings.
@@ -114,8 +114,22 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Frames reported as sender silence (timestamp gaps without sequence gaps).
     pub silence: u64,
-    /// Times the stream was restarted (timestamp jump).
+    /// Times the stream was restarted (timestamp jump, or `reset`).
     pub resyncs: u64,
+    /// Packets seconds off the stream's timeline, dropped as strays.
+    pub outliers: u64,
+}
+
+/// A packet off the stream's timeline, kept until the next packet says whether the sender
+/// restarted its timestamps.
+#[derive(Debug, Clone)]
+struct Candidate {
+    now: Instant,
+    seq: u16,
+    timestamp: u32,
+    transit: i64,
+    payload: Bytes,
+    samples: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +147,7 @@ pub struct JitterBuffer {
     packets: BTreeMap<i64, Entry>,
     /// Unwrapping state: last raw timestamp and its extended value.
     last_ts: Option<(u32, i64)>,
+    candidate: Option<Candidate>,
     /// Time reference for arrival times in timestamp units.
     epoch: Option<Instant>,
     /// Play position (extended timestamp), once playing.
@@ -159,6 +174,7 @@ impl JitterBuffer {
             cfg,
             packets: BTreeMap::new(),
             last_ts: None,
+            candidate: None,
             epoch: None,
             pos: None,
             last_seq: None,
@@ -223,24 +239,25 @@ impl JitterBuffer {
         (now.saturating_duration_since(epoch).as_secs_f64() * self.clock()) as i64
     }
 
-    fn extend(&mut self, ts: u32) -> i64 {
+    /// The extended (unwrapped) value of a timestamp, relative to the newest accepted one.
+    fn peek_ext(&self, ts: u32) -> i64 {
         match self.last_ts {
-            None => {
-                self.last_ts = Some((ts, i64::from(ts)));
-                i64::from(ts)
-            }
-            Some((last, ext)) => {
-                let ext_ts = ext + i64::from(ts.wrapping_sub(last) as i32);
-                if ext_ts > ext {
-                    self.last_ts = Some((ts, ext_ts));
-                }
-                ext_ts
-            }
+            None => i64::from(ts),
+            Some((last, ext)) => ext + i64::from(ts.wrapping_sub(last) as i32),
+        }
+    }
+
+    fn commit_ext(&mut self, ts: u32, ext: i64) {
+        if self.last_ts.is_none_or(|(_, newest)| ext > newest) {
+            self.last_ts = Some((ts, ext));
         }
     }
 
     /// Adds a received packet (`samples` = its duration in timestamp units). Late and
-    /// duplicate packets are dropped and counted.
+    /// duplicate packets are dropped and counted. A packet whose transit is seconds off the
+    /// stream's is held back as an outlier; when the next packet (by sequence number)
+    /// confirms the new timeline, the buffer restarts from both (the sender reset its
+    /// timestamps), otherwise the stray packet is dropped.
     pub fn push(
         &mut self,
         now: Instant,
@@ -250,18 +267,40 @@ impl JitterBuffer {
         samples: u32,
     ) {
         let arrival = self.now_units(now);
-        let mut ext = self.extend(timestamp);
-        let resync_span = RESYNC_SECONDS * i64::from(self.cfg.clock_rate);
-        if let Some(pos) = self.pos
-            && (ext - pos).abs() > resync_span
-        {
-            // The stream restarted with new timestamps: start over from this packet.
-            self.reset();
-            let arrival = self.now_units(now);
-            ext = self.extend(timestamp);
-            return self.insert(arrival, ext, sequence, timestamp, payload, samples);
+        let ext = self.peek_ext(timestamp);
+        let transit = arrival - ext;
+        let span = RESYNC_SECONDS * i64::from(self.cfg.clock_rate);
+        if !self.transits.is_empty() && (transit - self.min_transit).abs() > span {
+            if let Some(c) = self.candidate.take()
+                && c.seq.wrapping_add(1) == sequence
+                && (transit - c.transit).abs() <= span / 4
+            {
+                self.reset();
+                self.accept(c.now, c.seq, c.timestamp, c.payload, c.samples);
+                self.accept(now, sequence, timestamp, payload, samples);
+                return;
+            }
+            self.stats.outliers += 1;
+            self.candidate = Some(Candidate {
+                now,
+                seq: sequence,
+                timestamp,
+                transit,
+                payload,
+                samples,
+            });
+            return;
         }
+        self.candidate = None;
+        self.commit_ext(timestamp, ext);
         self.insert(arrival, ext, sequence, timestamp, payload, samples);
+    }
+
+    fn accept(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Bytes, samples: u32) {
+        let arrival = self.now_units(now);
+        let ext = self.peek_ext(timestamp);
+        self.commit_ext(timestamp, ext);
+        self.insert(arrival, ext, seq, timestamp, payload, samples);
     }
 
     fn insert(

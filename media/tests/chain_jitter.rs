@@ -356,3 +356,28 @@ fn adjustments_prefer_quiet_audio() {
     // 80 ms over: urgent, dropped even in loud audio.
     assert_eq!(first_drop(120, 1000), Some(0));
 }
+
+#[test]
+fn a_single_stray_packet_does_not_restart_the_stream() {
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    let mut got = Vec::new();
+    for i in 0..20u16 {
+        let t = u64::from(i) * 20;
+        jb.push(ms(base, t), i, u32::from(i) * FRAME, payload(i), FRAME);
+        if i == 10 {
+            // A stray with a wild timestamp (and a plausible sequence number).
+            jb.push(ms(base, t + 1), 11, 3_000_000_000, payload(999), FRAME);
+        }
+        if let Some(s) = seq_of(&jb.pop(ms(base, t), FRAME)) {
+            got.push(s);
+        }
+    }
+    let s = jb.stats();
+    assert_eq!((s.outliers, s.resyncs), (1, 0), "{s:?}");
+    assert!(!got.contains(&999));
+    assert!(
+        got.len() >= 15 && got.windows(2).all(|w| w[1] == w[0] + 1),
+        "{got:?}"
+    );
+}
