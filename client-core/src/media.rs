@@ -490,8 +490,12 @@ impl CallMedia {
             status: 500,
             reason: e.to_string(),
         })?;
-        let version = self.next_version();
-        let (answer, neg) = sdp::answer_offer(
+        let version = if self.local.is_some() {
+            self.version + 1
+        } else {
+            self.version
+        };
+        let (mut answer, neg) = sdp::answer_offer(
             &offer,
             &local,
             self.session_id,
@@ -504,6 +508,17 @@ impl CallMedia {
             status: e.status_code(),
             reason: format!("unacceptable SDP offer: {e}"),
         })?;
+        // RFC 3264 §8: an unchanged description keeps its version.
+        let unchanged = self.local.as_ref().is_some_and(|prev| {
+            let mut same = answer.clone();
+            same.origin.session_version = prev.origin.session_version;
+            &same == prev
+        });
+        if unchanged {
+            answer.origin.session_version = self.version;
+        } else {
+            self.version = version;
+        }
         self.keys = chosen_keys;
         self.dtls = chosen_dtls;
         self.pending_offer = None;
@@ -729,4 +744,144 @@ pub(crate) async fn bind_rtp_pair(ip: IpAddr) -> Result<(Arc<UdpSocket>, Option<
     let rtp = bind(0).await?;
     let rtcp = bind(0).await.ok().map(Arc::new);
     Ok((Arc::new(rtp), rtcp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn media(policy: SrtpPolicy, keying: SrtpKeying) -> CallMedia {
+        let mut account = Account::new("alice", "127.0.0.1");
+        account.srtp = policy;
+        account.srtp_keying = keying;
+        CallMedia::new(
+            "127.0.0.1".parse().unwrap(),
+            &account,
+            MediaOptions {
+                enabled: false,
+                ..MediaOptions::default()
+            },
+            42,
+            "cname@test".into(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn audio(sdp: &SessionDescription) -> &sdp::MediaDescription {
+        sdp.media.first().unwrap()
+    }
+
+    #[tokio::test]
+    async fn offers_follow_the_srtp_policy() {
+        let cases = [
+            (SrtpPolicy::Off, SrtpKeying::Sdes, "RTP/AVP", 0, false),
+            (SrtpPolicy::Optional, SrtpKeying::Sdes, "RTP/AVP", 3, false),
+            (
+                SrtpPolicy::Mandatory,
+                SrtpKeying::Sdes,
+                "RTP/SAVP",
+                3,
+                false,
+            ),
+            (
+                SrtpPolicy::Mandatory,
+                SrtpKeying::Dtls,
+                "UDP/TLS/RTP/SAVP",
+                0,
+                true,
+            ),
+            (
+                SrtpPolicy::Optional,
+                SrtpKeying::Dtls,
+                "UDP/TLS/RTP/SAVP",
+                0,
+                true,
+            ),
+        ];
+        for (policy, keying, proto, crypto, dtls) in cases {
+            let mut m = media(policy, keying).await;
+            let offer = m.create_offer().unwrap();
+            let text = offer.to_string();
+            assert_eq!(audio(&offer).protocol, proto, "{policy:?} {keying:?}");
+            assert_eq!(text.matches("a=crypto:").count(), crypto, "{text}");
+            assert_eq!(text.contains("a=fingerprint:sha-256 "), dtls, "{text}");
+            assert_eq!(text.contains("a=setup:actpass"), dtls, "{text}");
+            assert!(text.contains("a=rtcp-mux"), "{text}");
+            assert_eq!(
+                audio(&offer).port,
+                m.rtp_socket().local_addr().unwrap().port()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn reoffers_bump_the_version_and_hold_is_sendonly() {
+        let mut m = media(SrtpPolicy::Off, SrtpKeying::Sdes).await;
+        let first = m.create_offer().unwrap();
+        assert!(!first.to_string().contains("a=sendonly"), "{first}");
+        m.local_hold = true;
+        let hold = m.create_offer().unwrap();
+        assert_eq!(hold.origin.session_id, first.origin.session_id);
+        assert_eq!(
+            hold.origin.session_version,
+            first.origin.session_version + 1
+        );
+        assert!(hold.to_string().contains("a=sendonly"), "{hold}");
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_answer_keeps_its_version() {
+        // Bob answers Alice's offer twice: a refresh with a new version but the same media.
+        let mut alice = media(SrtpPolicy::Off, SrtpKeying::Sdes).await;
+        let mut bob = media(SrtpPolicy::Off, SrtpKeying::Sdes).await;
+        let offer = alice.create_offer().unwrap();
+        let a1 = bob.answer_offer(offer.to_string().as_bytes()).unwrap();
+        let again = alice.create_offer().unwrap();
+        assert_eq!(
+            again.origin.session_version,
+            offer.origin.session_version + 1
+        );
+        let a2 = bob.answer_offer(again.to_string().as_bytes()).unwrap();
+        assert_eq!(a1, a2);
+        // A real change (hold) does bump it.
+        alice.local_hold = true;
+        let hold = alice.create_offer().unwrap();
+        let a3 = bob.answer_offer(hold.to_string().as_bytes()).unwrap();
+        assert_eq!(a3.origin.session_version, a1.origin.session_version + 1);
+        assert!(a3.to_string().contains("a=recvonly"), "{a3}");
+        assert!(bob.remote_hold());
+        // The same offer again (same version) is answered with the same answer.
+        let a4 = bob.answer_offer(hold.to_string().as_bytes()).unwrap();
+        assert_eq!(a4, a3);
+    }
+
+    #[tokio::test]
+    async fn mandatory_answerer_refuses_plain_and_optional_accepts_crypto() {
+        let mut plain = media(SrtpPolicy::Off, SrtpKeying::Sdes).await;
+        let plain_offer = plain.create_offer().unwrap().to_string();
+        let mut strict = media(SrtpPolicy::Mandatory, SrtpKeying::Sdes).await;
+        let err = strict.answer_offer(plain_offer.as_bytes()).unwrap_err();
+        assert_eq!(err.status, 488);
+        let mut best_effort = media(SrtpPolicy::Optional, SrtpKeying::Sdes).await;
+        let be_offer = best_effort.create_offer().unwrap().to_string();
+        let answer = strict.answer_offer(be_offer.as_bytes()).unwrap();
+        assert_eq!(answer.to_string().matches("a=crypto:").count(), 1);
+        best_effort
+            .take_answer(answer.to_string().as_bytes(), false)
+            .unwrap();
+        assert!(best_effort.negotiated().unwrap().is_secure());
+        // An off answerer ignores the crypto lines and answers plain; optional accepts that.
+        let mut best_effort = media(SrtpPolicy::Optional, SrtpKeying::Sdes).await;
+        let be_offer = best_effort.create_offer().unwrap().to_string();
+        let mut off = media(SrtpPolicy::Off, SrtpKeying::Sdes).await;
+        let answer = off.answer_offer(be_offer.as_bytes()).unwrap();
+        assert!(!answer.to_string().contains("a=crypto"));
+        best_effort
+            .take_answer(answer.to_string().as_bytes(), false)
+            .unwrap();
+        assert!(!best_effort.negotiated().unwrap().is_secure());
+        // Garbage is a 400.
+        assert_eq!(off.answer_offer(b"\xff\xfe").unwrap_err().status, 400);
+    }
 }
