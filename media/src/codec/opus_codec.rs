@@ -1,7 +1,7 @@
 //! Opus through libopus (the `opus` crate): mono at 48 kHz, in-band FEC, DTX, libopus PLC.
 
 use super::{AudioDecoder, AudioEncoder, CodecError, fmtp_param};
-use ::opus::{Application, Bitrate, Channels};
+use ::opus::{Application, Bandwidth, Bitrate, Channels};
 
 /// Largest Opus packet duration: 120 ms at 48 kHz.
 const MAX_FRAME: usize = 5760;
@@ -21,6 +21,10 @@ pub struct OpusParams {
     pub bitrate: i32,
     /// Expected packet loss in percent (tunes FEC; default 10).
     pub expected_loss: u8,
+    /// `cbr=1`: constant bitrate.
+    pub cbr: bool,
+    /// `maxplaybackrate`: the highest audio rate the peer plays, in Hz (caps the bandwidth).
+    pub max_playback_rate: Option<u32>,
 }
 
 impl Default for OpusParams {
@@ -30,18 +34,24 @@ impl Default for OpusParams {
             dtx: false,
             bitrate: 32_000,
             expected_loss: 10,
+            cbr: false,
+            max_playback_rate: None,
         }
     }
 }
 
 impl OpusParams {
-    /// Reads `useinbandfec`, `usedtx` and `maxaveragebitrate` from an fmtp string (`stereo` is
-    /// ignored: we always send mono, which every Opus decoder accepts).
+    /// Reads `useinbandfec`, `usedtx`, `cbr`, `maxplaybackrate` and `maxaveragebitrate` from an
+    /// fmtp string (`stereo` is ignored: we always send mono, which every Opus decoder accepts).
     pub fn from_fmtp(fmtp: Option<&str>) -> OpusParams {
         let mut p = OpusParams::default();
         if let Some(f) = fmtp {
             p.inband_fec = fmtp_param(f, "useinbandfec") == Some("1");
             p.dtx = fmtp_param(f, "usedtx") == Some("1");
+            p.cbr = fmtp_param(f, "cbr") == Some("1");
+            p.max_playback_rate = fmtp_param(f, "maxplaybackrate")
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|&r| r > 0);
             if let Some(rate) =
                 fmtp_param(f, "maxaveragebitrate").and_then(|v| v.parse::<i32>().ok())
             {
@@ -76,7 +86,18 @@ impl OpusEncoder {
         enc.set_inband_fec(params.inband_fec)?;
         enc.set_dtx(params.dtx)?;
         enc.set_packet_loss_perc(i32::from(params.expected_loss.min(100)))?;
-        enc.set_vbr(true)?;
+        enc.set_vbr(!params.cbr)?;
+        if let Some(rate) = params.max_playback_rate {
+            // RFC 7587 §6.1: no point coding audio the peer cannot play back.
+            let bw = match rate {
+                0..=8_000 => Bandwidth::Narrowband,
+                8_001..=12_000 => Bandwidth::Mediumband,
+                12_001..=16_000 => Bandwidth::Wideband,
+                16_001..=24_000 => Bandwidth::Superwideband,
+                _ => Bandwidth::Fullband,
+            };
+            enc.set_max_bandwidth(bw)?;
+        }
         Ok(OpusEncoder {
             enc,
             dtx: params.dtx,
@@ -270,6 +291,23 @@ mod tests {
         ));
         assert!(p.inband_fec && p.dtx);
         assert_eq!(p.bitrate, 20000);
+        let r = OpusParams::from_fmtp(Some("maxplaybackrate=16000;cbr=1"));
+        assert_eq!((r.max_playback_rate, r.cbr), (Some(16000), true));
+        let mut enc = OpusEncoder::new(&r).unwrap();
+        let mut payload = Vec::new();
+        let pcm: Vec<i16> = (0..960)
+            .map(|i| ((i as f32 * 0.3).sin() * 8000.0) as i16)
+            .collect();
+        for _ in 0..10 {
+            enc.encode(&pcm, &mut payload).unwrap();
+        }
+        // TOC bandwidth: wideband at most (SILK configs 0..=11, CELT NB/WB 16..=23; no hybrid
+        // or CELT SWB/FB).
+        let config = payload[0] >> 3;
+        assert!(
+            config <= 11 || (20..=23).contains(&config),
+            "config {config}"
+        );
         let q = OpusParams::from_fmtp(Some("maxaveragebitrate=1000000"));
         assert_eq!(q.bitrate, 32_000);
         assert!(!q.inband_fec);
