@@ -1006,3 +1006,130 @@ async fn nothing_is_sent_to_an_unspecified_address() {
     session.stop().await;
     assert!(got.is_err(), "a datagram arrived: {got:?}");
 }
+
+/// A lossy, jittery path: forwards datagrams from `from` to `to`, dropping `loss` of them and
+/// delaying each by a uniform 0..`jitter` (so packets reorder), with a fixed seed.
+fn impaired_relay(
+    from: Arc<UdpSocket>,
+    to: SocketAddr,
+    loss: f64,
+    jitter: Duration,
+    seed: u64,
+) -> tokio::task::JoinHandle<()> {
+    use rand::{Rng, SeedableRng};
+    tokio::spawn(async move {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, _)) = from.recv_from(&mut buf).await {
+            if rng.random_bool(loss) {
+                continue;
+            }
+            let delay = jitter.mul_f64(rng.random_range(0.0..1.0));
+            let data = buf[..n].to_vec();
+            let out = Arc::clone(&from);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = out.send_to(&data, to).await;
+            });
+        }
+    })
+}
+
+/// Aborts the relay tasks when the test ends, also on failure.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+async fn impaired_call(codec: CodecSpec, seed: u64) {
+    let (sa, sb) = (socket().await, socket().await);
+    // A sends to relay_ab, which forwards to B; B sends to relay_ba, which forwards to A.
+    let (relay_ab, relay_ba) = (socket().await, socket().await);
+    let _relays = AbortOnDrop(vec![
+        impaired_relay(
+            Arc::clone(&relay_ab),
+            addr(&sb),
+            0.05,
+            Duration::from_millis(40),
+            seed,
+        ),
+        impaired_relay(
+            Arc::clone(&relay_ba),
+            addr(&sa),
+            0.05,
+            Duration::from_millis(40),
+            seed + 1,
+        ),
+    ]);
+    let setup = CallSetup::new(codec);
+    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
+    let cfg_a = config(
+        sa,
+        addr(&relay_ab),
+        &setup,
+        440.0,
+        MediaSecurity::Plain,
+        &rec_a,
+    );
+    let cfg_b = config(
+        sb,
+        addr(&relay_ba),
+        &setup,
+        1000.0,
+        MediaSecurity::Plain,
+        &rec_b,
+    );
+    let (a, _ea) = MediaSession::start(cfg_a).unwrap();
+    let (b, _eb) = MediaSession::start(cfg_b).unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let stats_b = b.receive_stats();
+    let qa = a.stop().await;
+    let qb = b.stop().await;
+    for (rec, freq, q, label) in [(&rec_a, 1000.0, &qa, "A"), (&rec_b, 440.0, &qb, "B")] {
+        let pcm = rec.all();
+        // Skip the first second: the jitter buffer grows to the path's jitter there.
+        let analysis = analyze(&pcm[RATE as usize..], RATE);
+        assert!(
+            (analysis.dominant_hz - freq).abs() < freq * 0.03,
+            "{label}: {analysis:?} {q:?}"
+        );
+        let gap = tandem_media::tone::longest_gap(
+            &pcm,
+            RATE,
+            Duration::from_millis(10),
+            300.0,
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+        );
+        // Concealment (G.711 Appendix I PLC, Opus PLC/FEC) bridges the losses: no 10 ms window
+        // goes quiet, where concealing with silence would leave 20 ms holes.
+        assert!(
+            gap < Duration::from_millis(20),
+            "{label}: gap {gap:?} {q:?}"
+        );
+        assert!(
+            (1.0..15.0).contains(&q.loss_percent),
+            "{label}: loss {} {q:?}",
+            q.loss_percent
+        );
+        assert!(q.jitter_ms > 1.0, "{label}: {q:?}");
+    }
+    assert!(stats_b.concealed_ms > 0, "{stats_b:?}");
+}
+
+#[tokio::test]
+async fn five_percent_loss_and_40ms_jitter_pcmu() {
+    let _serial = SERIAL.lock().await;
+    impaired_call(pcmu(), 7).await;
+}
+
+#[tokio::test]
+async fn five_percent_loss_and_40ms_jitter_opus() {
+    let _serial = SERIAL.lock().await;
+    impaired_call(opus(), 11).await;
+}
