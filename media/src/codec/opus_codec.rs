@@ -305,7 +305,7 @@ mod tests {
         // or CELT SWB/FB).
         let config = payload[0] >> 3;
         assert!(
-            config <= 11 || (20..=23).contains(&config),
+            config <= 11 || (16..=23).contains(&config),
             "config {config}"
         );
         let q = OpusParams::from_fmtp(Some("maxaveragebitrate=1000000"));
