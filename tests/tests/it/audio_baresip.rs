@@ -13,7 +13,7 @@ use tandem_tests::{
 };
 
 use crate::audio_common::{
-    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_media, assert_tone, tone_file,
+    SKIP_START, SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_media, assert_tone_after, tone_file,
 };
 use crate::common::{assert_exit, ok, secs};
 
@@ -100,10 +100,16 @@ pub fn baresip_recording(bob: &Baresip, n: usize) -> PathBuf {
 }
 
 fn tone_call(server: Server, codec: &str, srtp: bool, cli_calls: bool) {
+    tone_call_keyed(server, codec, srtp.then_some("sdes"), cli_calls);
+}
+
+/// A tone call; `keying`: `None` for plain RTP, else `sdes` or `dtls` (mandatory on both sides).
+fn tone_call_keyed(server: Server, codec: &str, keying: Option<&str>, cli_calls: bool) {
+    let srtp = keying.is_some();
     let dir = ok(TestDir::new(&format!(
         "audio-baresip-{}-{codec}-{}",
         if server == Server::Lab { "lab" } else { "kam" },
-        if srtp { "sdes" } else { "plain" }
+        keying.unwrap_or("plain")
     )));
     let mut registrar = Registrar::start(server, &dir);
     let proxy = registrar.udp();
@@ -115,24 +121,47 @@ fn tone_call(server: Server, codec: &str, srtp: bool, cli_calls: bool) {
     opts.auto_answer = cli_calls;
     opts.source = BaresipSource::File(baresip_tone);
     opts.record = true;
-    opts.media_enc = srtp.then(|| "srtp-mand".to_string());
+    opts.media_enc = keying.map(|k| {
+        if k == "dtls" {
+            "dtls_srtp".to_string()
+        } else {
+            "srtp-mand".to_string()
+        }
+    });
     opts.audio_codecs = Some(baresip_codec(codec).to_string());
     let mut bob = ok(Baresip::start(opts, dir.path()));
     ok(bob.wait_registered(secs(10)));
 
     let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
     let srtp_arg = if srtp { "mandatory" } else { "off" };
+    let keying_arg = keying.unwrap_or("sdes");
+    // 3 s of talk; a second more with DTLS, whose handshake may eat the first second.
+    let talk = if keying == Some("dtls") {
+        secs(4)
+    } else {
+        secs(3)
+    };
+    let talk_arg = talk.as_secs().to_string();
     let tone_arg = cli_tone.display().to_string();
     let rec_arg = cli_rec.display().to_string();
     let media = [
-        "--play", &tone_arg, "--record", &rec_arg, "--codec", codec, "--srtp", srtp_arg,
+        "--play",
+        &tone_arg,
+        "--record",
+        &rec_arg,
+        "--codec",
+        codec,
+        "--srtp",
+        srtp_arg,
+        "--srtp-keying",
+        keying_arg,
     ];
     let cli_out = if cli_calls {
         let mut args = vec![
             "call",
             "sip:bob@127.0.0.1",
             "--duration",
-            "3",
+            &talk_arg,
             "--timeout",
             "10",
         ];
@@ -148,28 +177,38 @@ fn tone_call(server: Server, codec: &str, srtp: bool, cli_calls: bool) {
         ok(answer.wait_for_line(Stream::Stdout, "registered", secs(10)));
         ok(bob.command("dial", "sip:alice@127.0.0.1", secs(5)));
         ok(bob.wait_event_type("CALL_ESTABLISHED", secs(10)));
-        std::thread::sleep(secs(3));
+        std::thread::sleep(talk);
         ok(bob.command("hangup", "", secs(5)));
         ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
         let status = ok(answer.wait_exit(secs(15)));
         assert_eq!(status.code(), Some(0), "answer:\n{}", answer.tails());
         answer.stdout()
     };
-    let secure = if srtp { "sdes" } else { "no" };
+    let secure = keying.unwrap_or("no");
     assert_media(&cli_out, codec, secure, "tandem-cli");
-    assert_tone(
+    // A DTLS handshake may take a retransmission (1 s) when the first flight beats the answer to the offerer.
+    let skip = if keying == Some("dtls") {
+        Duration::from_millis(1500)
+    } else {
+        SKIP_START
+    };
+    assert_tone_after(
         &cli_rec,
         TONE_CALLEE,
         SNR_FLOOR_DB,
         secs(2),
+        0.8,
+        skip,
         "tandem-cli hears baresip",
     );
     let heard = baresip_recording(&bob, 1);
-    assert_tone(
+    assert_tone_after(
         &heard,
         TONE_CALLER,
         SNR_FLOOR_DB,
         secs(2),
+        0.8,
+        skip,
         "baresip hears tandem-cli",
     );
     assert!(registrar.is_running());
@@ -214,4 +253,14 @@ fn baresip_kamailio_opus_sdes_cli_calls() {
 #[test]
 fn baresip_kamailio_pcmu_sdes_baresip_calls() {
     tone_call(Server::Kamailio, "pcmu", true, false);
+}
+
+#[test]
+fn baresip_lab_opus_dtls_cli_calls() {
+    tone_call_keyed(Server::Lab, "opus", Some("dtls"), true);
+}
+
+#[test]
+fn baresip_lab_pcmu_dtls_baresip_calls() {
+    tone_call_keyed(Server::Lab, "pcmu", Some("dtls"), false);
 }

@@ -61,13 +61,13 @@ impl Recording {
     }
 
     /// Tone analysis of the middle part.
-    pub fn analyze(&self) -> ToneAnalysis {
-        analyze(self.middle(SKIP_START, SKIP_END), self.rate)
+    pub fn analyze(&self, skip_start: Duration) -> ToneAnalysis {
+        analyze(self.middle(skip_start, SKIP_END), self.rate)
     }
 
     /// The fraction of 20 ms windows of the middle part that carry sound.
-    pub fn active_fraction(&self) -> f32 {
-        let middle = self.middle(SKIP_START, SKIP_END);
+    pub fn active_fraction(&self, skip_start: Duration) -> f32 {
+        let middle = self.middle(skip_start, SKIP_END);
         if middle.is_empty() {
             return 0.0;
         }
@@ -125,6 +125,22 @@ pub fn assert_tone_active(
     min_active: f32,
     what: &str,
 ) -> ToneAnalysis {
+    assert_tone_after(
+        path, expect_hz, min_snr_db, min_len, min_active, SKIP_START, what,
+    )
+}
+
+/// [`assert_tone_active`] ignoring the first `skip_start` of the recording (e.g. a DTLS handshake).
+#[track_caller]
+pub fn assert_tone_after(
+    path: &Path,
+    expect_hz: f32,
+    min_snr_db: f32,
+    min_len: Duration,
+    min_active: f32,
+    skip_start: Duration,
+    what: &str,
+) -> ToneAnalysis {
     let rec = Recording::read(path);
     assert!(
         rec.duration() >= min_len,
@@ -132,7 +148,7 @@ pub fn assert_tone_active(
         path.display(),
         rec.duration()
     );
-    let a = rec.analyze();
+    let a = rec.analyze(skip_start);
     let err = (a.dominant_hz - expect_hz).abs() / expect_hz;
     assert!(
         err <= FREQ_TOLERANCE,
@@ -150,7 +166,7 @@ pub fn assert_tone_active(
         a.rms,
         path.display()
     );
-    let active = rec.active_fraction();
+    let active = rec.active_fraction(skip_start);
     assert!(
         active >= min_active,
         "{what}: sound in only {:.0} % of the recording (segments {:?}) in {}",
