@@ -18,6 +18,8 @@ use super::{CaptureDevice, DEFAULT_RATE, DeviceError, DeviceInfo, PlaybackDevice
 const OPEN_TIMEOUT: Duration = Duration::from_secs(6);
 /// Passed to cpal's stream builders.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long dropping a device waits for its stream thread to close the stream.
+const CLOSE_WAIT: Duration = Duration::from_millis(300);
 /// Hard cap on queued audio between the callback and the media clock.
 const MAX_QUEUE: Duration = Duration::from_millis(400);
 /// Jitter margin kept queued on top of one callback period (the ring's priming level).
@@ -151,12 +153,24 @@ struct StreamThread {
 
 impl Drop for StreamThread {
     fn drop(&mut self) {
-        // Closing the channel wakes the thread, which drops the stream and exits.
+        // Closing the channel wakes the thread, which pauses and drops the stream and exits. Wait
+        // for that briefly so a device reopened right after finds it closed; a thread still stuck
+        // in the backend (a capture start waiting for its first data) is left to finish alone
+        // rather than blocking the caller.
         self.stop.take();
-        if let Some(j) = self.join.take()
-            && j.join().is_err()
-        {
-            tracing::warn!("audio stream thread panicked");
+        let Some(join) = self.join.take() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        while !join.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if join.is_finished() {
+            if join.join().is_err() {
+                tracing::warn!("audio stream thread panicked");
+            }
+        } else {
+            tracing::debug!("audio stream thread still busy in the backend; detached");
         }
     }
 }
@@ -413,9 +427,14 @@ fn run_stream(
             }
             other => other?,
         };
-        stream
-            .play()
-            .map_err(|e| DeviceError::Backend(e.to_string()))?;
+        // Starting a PulseAudio record stream waits for its first data, which an idle sink can
+        // take seconds to deliver: capture starts after `open` has returned (the ring hands out
+        // silence until then, and a failure surfaces from `read_frame`).
+        if dir == Dir::Output {
+            stream
+                .play()
+                .map_err(|e| DeviceError::Backend(e.to_string()))?;
+        }
         let info = Opened {
             rate: config.sample_rate,
             channels: config.channels,
@@ -438,6 +457,12 @@ fn run_stream(
             );
             if ready.send(Ok(info)).is_err() {
                 return;
+            }
+            if dir == Dir::Input
+                && let Err(e) = stream.play()
+            {
+                tracing::warn!(error = %e, "cannot start capture stream");
+                shared.fail(format!("cannot start capture: {e}"));
             }
             // Blocks until the owner drops the sender (or sends).
             let _ = stop.recv();
