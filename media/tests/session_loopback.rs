@@ -1133,3 +1133,56 @@ async fn five_percent_loss_and_40ms_jitter_opus() {
     let _serial = SERIAL.lock().await;
     impaired_call(opus(), 11).await;
 }
+
+#[tokio::test]
+async fn a_new_peer_ssrc_is_reported_and_played() {
+    let _serial = SERIAL.lock().await;
+    let (sa, sb) = (socket().await, socket().await);
+    let setup = CallSetup::new(pcmu());
+    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
+    let cfg_a = config(
+        Arc::clone(&sa),
+        addr(&sb),
+        &setup,
+        440.0,
+        MediaSecurity::Plain,
+        &rec_a,
+    );
+    let cfg_b = config(
+        Arc::clone(&sb),
+        addr(&sa),
+        &setup,
+        1000.0,
+        MediaSecurity::Plain,
+        &rec_b,
+    );
+    let (a, mut ev_a) = MediaSession::start(cfg_a).unwrap();
+    let (b, _eb) = MediaSession::start(cfg_b).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    b.stop().await;
+    // The peer restarts its media on the same port (a new SSRC, sequence and timestamp).
+    let rec_b2 = Recorder::new(RATE);
+    let cfg_b2 = config(
+        Arc::clone(&sb),
+        addr(&sa),
+        &setup,
+        700.0,
+        MediaSecurity::Plain,
+        &rec_b2,
+    );
+    let (b2, _eb2) = MediaSession::start(cfg_b2).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let from = rec_a.len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let to = rec_a.len();
+    a.stop().await;
+    b2.stop().await;
+    let events = drain(&mut ev_a);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, MediaEvent::SsrcChanged { old, new } if old != new)),
+        "{events:?}"
+    );
+    assert_tone_from("A hears the new source", &rec_a.slice(from, to), 700.0, 0);
+}

@@ -744,7 +744,9 @@ impl Engine {
     /// Where RTCP goes: the RTCP socket's peer when not muxed, else the RTP address.
     fn rtcp_destination(&self) -> (Via, SocketAddr) {
         if self.rtcp_mux {
-            return (Via::Rtp, self.remote_rtcp.unwrap_or(self.remote_rtp));
+            // RFC 5761 §5.1.3: with rtcp-mux, RTCP goes to the RTP address (an a=rtcp line
+            // kept for non-mux fallback does not apply).
+            return (Via::Rtp, self.remote_rtp);
         }
         let to = self.remote_rtcp.unwrap_or_else(|| {
             let mut addr = self.remote_rtp;
@@ -1006,5 +1008,52 @@ async fn recv_optional(
     match socket {
         Some(socket) => socket.recv_from(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_sizes_follow_rate_and_ptime() {
+        assert_eq!(frame_samples(48_000, Duration::from_millis(20)), 960);
+        assert_eq!(frame_samples(8_000, Duration::from_millis(30)), 240);
+        assert_eq!(frame_samples(16_000, Duration::from_millis(10)), 160);
+        assert_eq!(frame_samples(44_100, Duration::from_millis(20)), 882);
+    }
+
+    #[test]
+    fn report_intervals_are_randomized_within_half_to_one_and_a_half() {
+        let mean = Duration::from_secs(5);
+        let draws: Vec<Duration> = (0..200).map(|_| randomized(mean)).collect();
+        assert!(draws.iter().all(|d| *d >= mean / 2 && *d < mean * 3 / 2));
+        // Not a constant: the point of the randomisation is to avoid synchronised reports.
+        assert!(draws.iter().any(|d| *d != draws[0]));
+    }
+
+    #[test]
+    fn ptime_bounds() {
+        assert!(validate_ptime(Duration::from_millis(20)).is_ok());
+        assert!(validate_ptime(Duration::from_millis(120)).is_ok());
+        assert!(validate_ptime(Duration::ZERO).is_err());
+        assert!(validate_ptime(Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn directions() {
+        assert!(sends(Direction::SendRecv) && receives(Direction::SendRecv));
+        assert!(sends(Direction::SendOnly) && !receives(Direction::SendOnly));
+        assert!(!sends(Direction::RecvOnly) && receives(Direction::RecvOnly));
+        assert!(!sends(Direction::Inactive) && !receives(Direction::Inactive));
+    }
+
+    #[test]
+    fn plain_security_is_ready_and_secure_waits_for_keys() {
+        let mut security = Security::plain();
+        assert!(security.ready());
+        security.secure = true;
+        assert!(!security.ready());
+        assert_eq!(security.auth_failures(), 0);
     }
 }

@@ -118,7 +118,8 @@ pub struct MediaConfig {
     pub rtcp_socket: Option<Arc<UdpSocket>>,
     /// Where the peer wants RTP (the SDP address; no latching here).
     pub remote_rtp: SocketAddr,
-    /// Where the peer wants RTCP (`None`: `remote_rtp` when muxed, else its port + 1).
+    /// Where the peer wants RTCP without rtcp-mux (`None`: the RTP port + 1); with rtcp-mux
+    /// RTCP always goes to `remote_rtp` (RFC 5761).
     pub remote_rtcp: Option<SocketAddr>,
     /// Both sides agreed on `a=rtcp-mux` (RFC 5761).
     pub rtcp_mux: bool,
