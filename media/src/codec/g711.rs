@@ -4,7 +4,8 @@ use super::plc::G711Plc;
 use super::{AudioDecoder, AudioEncoder, CodecError};
 
 const ULAW_BIAS: i32 = 0x84;
-const ULAW_CLIP: i32 = 8159;
+/// Largest biased 14-bit µ-law magnitude.
+const ULAW_MAX: i32 = 0x1FFF;
 const ULAW_SEG_END: [i32; 8] = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF];
 const ALAW_SEG_END: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
 
@@ -12,20 +13,17 @@ fn segment(value: i32, table: &[i32; 8]) -> usize {
     table.iter().position(|&end| value <= end).unwrap_or(8)
 }
 
-/// Encodes one 16-bit linear sample to a G.711 µ-law byte (14-bit magnitude, as G.711 §2).
+/// Encodes one 16-bit linear sample to a G.711 µ-law byte, as the ITU-T G.191 reference
+/// (`ulaw_compress`): 14-bit magnitude, negative samples by one's complement, bias 33.
 pub fn linear_to_ulaw(sample: i16) -> u8 {
-    let mut value = i32::from(sample) >> 2;
-    let mask: u8 = if value < 0 {
-        value = -value;
-        0x7F
+    let s = i32::from(sample);
+    let (magnitude, mask) = if s < 0 {
+        ((!s) >> 2, 0x7F)
     } else {
-        0xFF
+        (s >> 2, 0xFF)
     };
-    value = value.min(ULAW_CLIP) + (ULAW_BIAS >> 2);
-    let seg = segment(value, &ULAW_SEG_END);
-    if seg >= 8 {
-        return 0x7F ^ mask;
-    }
+    let value = (magnitude + (ULAW_BIAS >> 2)).min(ULAW_MAX);
+    let seg = segment(value, &ULAW_SEG_END).min(7);
     // seg < 8 and the shifted value is masked to 4 bits, so the casts cannot truncate.
     let code = ((seg as u8) << 4) | (((value >> (seg + 1)) & 0x0F) as u8);
     code ^ mask
@@ -43,7 +41,8 @@ pub const fn ulaw_to_linear(code: u8) -> i16 {
     }
 }
 
-/// Encodes one 16-bit linear sample to a G.711 A-law byte (13-bit magnitude, as G.711 §2).
+/// Encodes one 16-bit linear sample to a G.711 A-law byte, as the ITU-T G.191 reference
+/// (`alaw_compress`): 13-bit value, negative samples by one's complement.
 pub fn linear_to_alaw(sample: i16) -> u8 {
     let mut value = i32::from(sample) >> 3;
     let mask: u8 = if value >= 0 {
@@ -201,7 +200,12 @@ mod tests {
     #[test]
     fn ulaw_known_values() {
         assert_eq!(linear_to_ulaw(0), 0xFF);
-        assert_eq!(linear_to_ulaw(-1), 0x7E);
+        // G.191: negative samples are one's-complemented, so -1..=-4 are "negative zero".
+        assert_eq!(linear_to_ulaw(-1), 0x7F);
+        assert_eq!(linear_to_ulaw(-4), 0x7F);
+        assert_eq!(linear_to_ulaw(-5), 0x7E);
+        assert_eq!(linear_to_ulaw(3), 0xFF);
+        assert_eq!(linear_to_ulaw(4), 0xFE);
         assert_eq!(linear_to_ulaw(i16::MAX), 0x80);
         assert_eq!(linear_to_ulaw(i16::MIN), 0x00);
         assert_eq!(ulaw_to_linear(0x00), -32124);
