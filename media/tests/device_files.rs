@@ -275,3 +275,14 @@ fn primed_ring_waits_for_its_margin_after_underruns() {
     assert_eq!(r.pop(&mut tail), 10);
     assert_eq!(&tail[..10], &[3, 3, 3, 3, 3, 4, 4, 4, 4, 4]);
 }
+
+#[test]
+fn devices_are_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<tandem_media::device::CpalCapture>();
+    assert_send::<tandem_media::device::CpalPlayback>();
+    assert_send::<Box<dyn CaptureDevice>>();
+    assert_send::<Box<dyn PlaybackDevice>>();
+    assert_send::<WavSink>();
+    assert_send::<WavSource>();
+}
