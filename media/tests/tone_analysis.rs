@@ -209,3 +209,45 @@ fn longest_gap_with_skips() {
         ms(0)
     );
 }
+
+mod properties {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use tandem_media::tone::{active_segments, analyze, longest_gap, sine};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn any_clean_tone_is_found(
+            rate in prop::sample::select(vec![8000u32, 16_000, 44_100, 48_000]),
+            frac in 0.01f32..0.45,
+            amplitude in 0.01f32..1.0,
+        ) {
+            let freq = (rate as f32 * frac).max(60.0);
+            let pcm = sine(freq, rate, Duration::from_millis(1000), amplitude);
+            let a = analyze(&pcm, rate);
+            prop_assert!((a.dominant_hz - freq).abs() < 0.5, "{} Hz at {}: {:?}", freq, rate, a);
+            prop_assert!(a.snr_db > 40.0, "{} Hz at {}: {:?}", freq, rate, a);
+        }
+
+        #[test]
+        fn segments_are_ordered_and_gaps_bounded(
+            pcm in proptest::collection::vec(any::<i16>(), 0..4000),
+            window_ms in 1u64..50,
+            threshold in 0f32..20_000.0,
+        ) {
+            let window = Duration::from_millis(window_ms);
+            let segs = active_segments(&pcm, 8000, window, threshold);
+            let total = Duration::from_secs_f64(pcm.len() as f64 / 8000.0);
+            let mut last_end = Duration::ZERO;
+            for s in &segs {
+                prop_assert!(s.start >= last_end && s.end > s.start && s.end <= total);
+                last_end = s.end;
+            }
+            let gap = longest_gap(&pcm, 8000, window, threshold, Duration::ZERO, Duration::ZERO);
+            prop_assert!(gap <= total);
+        }
+    }
+}
