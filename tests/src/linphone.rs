@@ -197,7 +197,7 @@ impl Linphone {
             lp.wait_for("Auto answer enabled", READY_TIMEOUT)?;
         }
         if opts.registrar.is_some() {
-            lp.wait_for("Registration on .* successful", READY_TIMEOUT)?;
+            lp.wait_registered(READY_TIMEOUT)?;
         } else {
             // The SIP stack listens a moment after the prompt appears; a `ports` round trip covers that.
             lp.send("ports")?;
@@ -205,6 +205,27 @@ impl Linphone {
             std::thread::sleep(Duration::from_millis(700));
         }
         Ok(lp)
+    }
+
+    /// Polls `status register` until linphonec reports `registered, identity=…` (it prints nothing by itself
+    /// when the registration succeeds).
+    pub fn wait_registered(&mut self, timeout: Duration) -> Result<()> {
+        let start = std::time::Instant::now();
+        let pattern = "registered, identity=";
+        loop {
+            self.send("status register")?;
+            match self.wait_for(pattern, Duration::from_millis(500)) {
+                Ok(_) => return Ok(()),
+                Err(HarnessError::Timeout { .. }) if start.elapsed() < timeout => {}
+                Err(HarnessError::Timeout { .. }) => {
+                    return Err(HarnessError::Timeout {
+                        what: format!("{} to register", self.child.name()),
+                        waited: timeout,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// linphonec's SIP address (UDP).

@@ -132,3 +132,71 @@ fn linphone_opus_sdes_linphonec_calls() {
 fn linphone_pcmu_sdes_cli_calls() {
     tone_call("pcmu", true, true);
 }
+
+/// linphonec registered at Kamailio (GRUU off, see TESTBED.md), called by `tandem-cli` through it.
+#[test]
+fn linphone_via_kamailio_pcmu_cli_calls() {
+    use tandem_tests::{Kamailio, KamailioOptions, LinphoneRegistrar};
+    let dir = ok(TestDir::new("audio-linphone-kamailio"));
+    let k = ok(Kamailio::start(
+        KamailioOptions::default()
+            .user("alice", "alicepw")
+            .user("lp", "lppw"),
+        dir.path(),
+    ));
+    let proxy = k.addr(Transport::Udp);
+    let lp_rec = dir.path().join("linphone-heard.wav");
+    let mut opts = LinphoneOptions::new("lp");
+    opts.auto_answer = true;
+    opts.play = Some(tone_file(dir.path(), TONE_CALLEE));
+    opts.record = Some(lp_rec.clone());
+    opts.codecs = vec!["PCMU".into()];
+    opts.registrar = Some(LinphoneRegistrar {
+        addr: proxy,
+        domain: "127.0.0.1".into(),
+        password: "lppw".into(),
+    });
+    let mut lp = ok(Linphone::start(opts, dir.path()));
+
+    let cli_rec = dir.path().join("cli-heard.wav");
+    let tone = tone_file(dir.path(), TONE_CALLER).display().to_string();
+    let rec = cli_rec.display().to_string();
+    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
+    let call = ok(alice.run(
+        "cli-call",
+        &[
+            "call",
+            "sip:lp@127.0.0.1",
+            "--duration",
+            "3",
+            "--timeout",
+            "10",
+            "--codec",
+            "pcmu",
+            "--play",
+            &tone,
+            "--record",
+            &rec,
+        ],
+        dir.path(),
+        secs(30),
+    ));
+    assert_exit(&call, 0);
+    ok(lp.wait_ended(secs(10)));
+    ok(lp.quit(secs(10)));
+    assert_media(&call.stdout, "pcmu", "no", "tandem-cli");
+    assert_tone(
+        &cli_rec,
+        TONE_CALLEE,
+        SNR_FLOOR_DB,
+        secs(2),
+        "tandem-cli hears linphonec",
+    );
+    assert_tone(
+        &lp_rec,
+        TONE_CALLER,
+        SNR_FLOOR_DB,
+        secs(2),
+        "linphonec hears tandem-cli",
+    );
+}
