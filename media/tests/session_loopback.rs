@@ -1186,3 +1186,59 @@ async fn a_new_peer_ssrc_is_reported_and_played() {
     );
     assert_tone_from("A hears the new source", &rec_a.slice(from, to), 700.0, 0);
 }
+
+#[tokio::test]
+async fn wav_file_played_once_arrives_in_the_peers_wav_file() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let play = dir.path().join("play.wav");
+    let record = dir.path().join("record.wav");
+    // A 16 kHz file: the session resamples it to the codec and the peer to its sink's rate.
+    tandem_media::tone::write_tone_wav(&play, 600.0, 16_000, 0.8).unwrap();
+    let (sa, sb) = (socket().await, socket().await);
+    let setup = CallSetup::new(opus());
+    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
+    let mut cfg_a = config(
+        Arc::clone(&sa),
+        addr(&sb),
+        &setup,
+        440.0,
+        MediaSecurity::Plain,
+        &rec_a,
+    );
+    cfg_a.capture = Box::new(tandem_media::device::WavSource::open(&play, false).unwrap());
+    let mut cfg_b = config(
+        Arc::clone(&sb),
+        addr(&sa),
+        &setup,
+        1000.0,
+        MediaSecurity::Plain,
+        &rec_b,
+    );
+    cfg_b.playback = Box::new(WavSink::create(&record, 8000).unwrap());
+    let (a, mut ev_a) = MediaSession::start(cfg_a).unwrap();
+    let (b, _eb) = MediaSession::start(cfg_b).unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    a.stop().await;
+    b.stop().await;
+    assert!(
+        drain(&mut ev_a)
+            .iter()
+            .any(|e| matches!(e, MediaEvent::CaptureEnded))
+    );
+    let (rate, pcm) = tandem_media::wav::read_wav(&record).unwrap();
+    assert_eq!(rate, 8000);
+    // The file's 0.8 s of tone, then silence once it has ended.
+    let segments =
+        tandem_media::tone::active_segments(&pcm, 8000, Duration::from_millis(20), 500.0);
+    let active: Duration = segments.iter().map(|s| s.duration()).sum();
+    assert!(
+        active >= Duration::from_millis(700) && active <= Duration::from_millis(900),
+        "{segments:?}"
+    );
+    let first = &segments[0];
+    let start = (first.start.as_secs_f64() * 8000.0) as usize;
+    let end = (first.end.as_secs_f64() * 8000.0) as usize;
+    let analysis = analyze(&pcm[start..end], 8000);
+    assert!((analysis.dominant_hz - 600.0).abs() < 18.0, "{analysis:?}");
+}
