@@ -107,6 +107,11 @@ impl Report {
 
 /// Prints `quality codec=… loss=… jitter_ms=… rtt_ms=… mos=… … report=periodic|query|final`.
 pub fn emit_quality(q: &CallQuality, report: Report) {
+    quality_event(q, report).emit();
+}
+
+/// The `quality` line for `q`.
+pub fn quality_event(q: &CallQuality, report: Report) -> Event {
     let rtt = q
         .rtt_ms
         .map_or_else(|| "-".to_string(), |r| format!("{r:.1}"));
@@ -126,7 +131,6 @@ pub fn emit_quality(q: &CallQuality, report: Report) {
         .kv("srtp", if q.srtp { "yes" } else { "no" })
         .kv("srtp_auth_failures", q.srtp_auth_failures)
         .kv("report", report.as_str())
-        .emit();
 }
 
 /// Prints `media codec=… secure=no|sdes|dtls local=IP:PORT remote=IP:PORT` (and `early=yes` for early media).
@@ -327,5 +331,49 @@ async fn apply(call: &Call, account: &Account, cmd: Control, hung_up: &mut bool)
                 call.hangup();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_line() {
+        let q = CallQuality {
+            codec: "opus".into(),
+            packets_sent: 150,
+            packets_received: 148,
+            packets_lost: 2,
+            loss_percent: 1.333,
+            jitter_ms: 2.25,
+            rtt_ms: Some(0.42),
+            mos: 4.3,
+            srtp: true,
+            srtp_auth_failures: 25,
+            remote_loss_percent: None,
+        };
+        assert_eq!(
+            quality_event(&q, Report::Final).as_str(),
+            "quality codec=opus loss=1.33 jitter_ms=2.2 rtt_ms=0.4 mos=4.30 sent=150 received=148 lost=2 \
+             remote_loss=- srtp=yes srtp_auth_failures=25 report=final"
+        );
+        let q = CallQuality {
+            rtt_ms: None,
+            remote_loss_percent: Some(0.5),
+            ..q
+        };
+        let line = quality_event(&q, Report::Query);
+        assert!(line.as_str().contains(" rtt_ms=- "), "{}", line.as_str());
+        assert!(
+            line.as_str().contains(" remote_loss=0.50 "),
+            "{}",
+            line.as_str()
+        );
+        assert!(
+            line.as_str().ends_with(" report=query"),
+            "{}",
+            line.as_str()
+        );
     }
 }
