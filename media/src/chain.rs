@@ -39,6 +39,35 @@ pub struct EncodedFrame {
 /// RMS below which decoded audio counts as quiet for jitter adjustments (about -40 dBFS).
 const QUIET_RMS: f64 = 330.0;
 
+/// Concealment plays at full level for this long (G.711 Appendix I's 60 ms)...
+const CONCEAL_FULL: Duration = Duration::from_millis(60);
+/// ...then fades out, reaching silence here; a longer outage (hold, a dead peer) is silent
+/// instead of an endless PLC buzz or hiss.
+const CONCEAL_SILENT: Duration = Duration::from_millis(120);
+
+/// Conceals `n` samples, fading by the length of the current concealment run.
+fn conceal_faded(decoder: &mut dyn AudioDecoder, n: usize, run: &mut usize, out: &mut Vec<i16>) {
+    let rate = decoder.pcm_rate() as usize;
+    let full = rate * CONCEAL_FULL.as_millis() as usize / 1000;
+    let silent = rate * CONCEAL_SILENT.as_millis() as usize / 1000;
+    let start = out.len();
+    if *run >= silent {
+        out.resize(start + n, 0);
+    } else {
+        decoder.conceal(n, out);
+        for (j, s) in out[start..].iter_mut().enumerate() {
+            let pos = *run + j;
+            if pos >= silent {
+                *s = 0;
+            } else if pos > full {
+                let gain = (silent - pos) as f32 / (silent - full) as f32;
+                *s = (f32::from(*s) * gain) as i16;
+            }
+        }
+    }
+    *run = run.saturating_add(n);
+}
+
 /// Opus frame durations libopus accepts, in ms (2.5 ms is not offered for RTP use).
 const OPUS_PTIMES: [u64; 8] = [5, 10, 20, 40, 60, 80, 100, 120];
 
@@ -236,6 +265,8 @@ pub struct AudioReceiveChain {
     max_delay: Duration,
     stats: ReceiveChainStats,
     concealed_ms: f64,
+    /// Concealed samples (decoder rate) since the last good or FEC-recovered frame.
+    conceal_run: usize,
     /// Jitter counters of buffers replaced on codec switches, kept so totals stay monotonic.
     jitter_carry: JitterStats,
 }
@@ -282,6 +313,7 @@ impl AudioReceiveChain {
             max_delay: Duration::from_millis(300),
             stats: ReceiveChainStats::default(),
             concealed_ms: 0.0,
+            conceal_run: 0,
             jitter_carry: JitterStats::default(),
         })
     }
@@ -436,8 +468,15 @@ impl AudioReceiveChain {
                     self.stats.decode_errors += 1;
                     self.pcm.clear();
                     let n = (u64::from(samples) * pcm_rate / clock) as usize;
-                    a.decoder.conceal(n.max(1), &mut self.pcm);
+                    conceal_faded(
+                        a.decoder.as_mut(),
+                        n.max(1),
+                        &mut self.conceal_run,
+                        &mut self.pcm,
+                    );
                     self.concealed_ms += f64::from(samples) * 1000.0 / clock as f64;
+                } else {
+                    self.conceal_run = 0;
                 }
             }
             JitterOutput::Missing {
@@ -452,14 +491,13 @@ impl AudioReceiveChain {
                 };
                 if recovered {
                     self.stats.fec_recovered += 1;
-                } else {
+                    self.conceal_run = 0;
+                } else if reason == MissReason::Silence {
+                    // The sender paused (DTX): the decoder's comfort noise, not faded.
                     a.decoder.conceal(n, &mut self.pcm);
-                    if matches!(
-                        reason,
-                        MissReason::Lost | MissReason::Underrun | MissReason::Inserted
-                    ) {
-                        self.concealed_ms += f64::from(samples) * 1000.0 / clock as f64;
-                    }
+                } else {
+                    conceal_faded(a.decoder.as_mut(), n, &mut self.conceal_run, &mut self.pcm);
+                    self.concealed_ms += f64::from(samples) * 1000.0 / clock as f64;
                 }
             }
         }

@@ -212,3 +212,44 @@ fn pipeline_delay_on_a_clean_path_is_small() {
     assert!(opus <= 45.0, "opus pipeline delay {opus} ms");
     assert!(pcmu <= 45.0, "PCMU pipeline delay {pcmu} ms");
 }
+
+#[test]
+fn a_silent_peer_fades_to_silence() {
+    for spec in [
+        opus(),
+        CodecSpec::new(CodecKind::Pcmu, 0),
+        CodecSpec::new(CodecKind::G722, 9),
+    ] {
+        let name = spec.name();
+        let pt = spec.payload_type;
+        let mut tx = AudioSendChain::new(&spec, 48_000, Duration::from_millis(20)).unwrap();
+        let mut rx = AudioReceiveChain::new(vec![spec], 48_000).unwrap();
+        let base = Instant::now();
+        let (mut seq, mut ts) = (0u16, 0u32);
+        let mut out = Vec::new();
+        for k in 0..150u64 {
+            let now = base + Duration::from_millis(k * 20);
+            // The peer talks for 1 s, then stops sending (hold, or it died).
+            if k < 50 {
+                tx.push(&tone(440.0, 48_000, 960, k as usize * 960));
+                while let Some(f) = tx.next_payload() {
+                    rx.push_rtp(now, pt, seq, ts, f.payload);
+                    seq = seq.wrapping_add(1);
+                    ts = ts.wrapping_add(f.samples);
+                }
+            }
+            rx.pull(now, 960, &mut out);
+        }
+        assert!(
+            rms(&out[40 * 960..45 * 960]) > 3000.0,
+            "{name}: audio while sending"
+        );
+        // Well after the last packet (plus the jitter delay): nothing but silence.
+        assert!(
+            out[70 * 960..].iter().all(|&s| s == 0),
+            "{name}: PLC goes on during silence"
+        );
+        let s = rx.stats();
+        assert!(s.concealed_ms >= 1000, "{name}: {s:?}");
+    }
+}
