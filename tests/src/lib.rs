@@ -1,5 +1,10 @@
 //! Shared helpers for Tandem's integration and interop tests: free ports, peer processes, cleanup.
 //!
+//! Launchers: `tandem-lab` ([`LabServer`]), Kamailio, SIPp, baresip (ctrl_tcp, WAV source and decoded-audio dumps),
+//! linphonec (stdin, WAV files) and `tandem-cli` ([`CliAccount`], with a stdin pipe for its control channel); plus
+//! raw SIP helpers, and network namespaces with loss and delay ([`NetnsPair`], netem or the userspace
+//! [`impair::ImpairBridge`]).
+//!
 //! Every peer runs as a child process in its own process group, with stdout/stderr captured to files in the test's
 //! temporary directory; dropping its guard stops the whole group, and a failing test prints the tails of the logs.
 
