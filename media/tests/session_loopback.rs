@@ -338,6 +338,29 @@ async fn dtmf_digits_arrive_exactly_once_opus() {
 }
 
 #[tokio::test]
+async fn dtmf_with_an_8k_event_clock_on_opus_arrives_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let mut setup = CallSetup::new(opus());
+    setup.dtmf = Some((101, 8000));
+    let mut call = start_call(setup).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call.a.session().send_dtmf("42", Duration::from_millis(80));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    call.a.session.take().unwrap().stop().await;
+    call.b.session.take().unwrap().stop().await;
+    let digits: String = call
+        .b
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            MediaEvent::Dtmf(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits, "42");
+}
+
+#[tokio::test]
 async fn dtmf_without_telephone_event_is_an_error_event() {
     let _serial = SERIAL.lock().await;
     let mut call = start_call(CallSetup::new(pcmu())).await;

@@ -672,11 +672,13 @@ impl Engine {
             return false;
         };
         // Every packet of one event carries the event's start timestamp (RFC 4733 §2.3.1),
-        // which lies `timestamp_offset` before this tick's audio timestamp.
-        let ts = self
-            .stream
-            .timestamp()
-            .wrapping_sub(packet.timestamp_offset);
+        // which lies `timestamp_offset` before this tick's audio timestamp. The offset counts
+        // in the event clock; a peer whose telephone-event clock differs from the audio clock
+        // (opus/48000 with telephone-event/8000 only) gets it scaled to the stream's clock.
+        let offset = u64::from(packet.timestamp_offset) * u64::from(self.stream.clock_rate())
+            / u64::from(sender.clock_rate().max(1));
+        let offset = u32::try_from(offset).unwrap_or(u32::MAX);
+        let ts = self.stream.timestamp().wrapping_sub(offset);
         let rtp = self
             .stream
             .packet_with(pt, packet.payload, ts, packet.marker);
