@@ -25,6 +25,9 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -85,6 +88,14 @@ const ONSET_THRESHOLD: u16 = 4000;
 const ONSET_QUIET: Duration = Duration::from_millis(250);
 /// A returned burst pairs with the latest sent burst at most this long before it.
 const MAX_ROUND_TRIP: Duration = Duration::from_millis(800);
+
+/// baresip's buffers: the endpoints as in tests/peers/baresip-config.in (baresip's defaults), the echo lean.
+const ENDPOINT_JITTER_BUFFER: &str = "5-10";
+const ENDPOINT_AUDIO_BUFFER: &str = "20-160";
+const ECHO_JITTER_BUFFER: &str = "1-4";
+const ECHO_AUDIO_BUFFER: &str = "20-80";
+/// How often the dump watcher looks at baresip's dump files.
+const WATCH_INTERVAL: Duration = Duration::from_millis(1);
 
 /// The codecs of the real calls: our name, baresip's `audio_codecs` name.
 const CODECS: &[(&str, &str)] = &[("opus", "opus/48000/2"), ("pcmu", "PCMU/8000/1")];
@@ -282,10 +293,14 @@ fn wait_sip_ready(addr: SocketAddr, proc: &mut Proc, timeout: Duration) -> Resul
 // ---------------------------------------------------------------------------------------------------------------
 // WAV files and onsets
 
-/// Mono 16-bit PCM audio.
+/// Mono 16-bit PCM audio, and where its samples sit in the file.
 struct Audio {
     rate: u32,
     pcm: Vec<i16>,
+    /// Byte offset of the first sample in the file.
+    data_offset: u64,
+    /// Bytes per sample frame in the file (2 x channels).
+    frame_bytes: u64,
 }
 
 impl Audio {
@@ -357,7 +372,12 @@ fn read_wav(path: &Path) -> Result<Audio> {
                     (sum / i32::from(channels)) as i16
                 })
                 .collect();
-            return Ok(Audio { rate, pcm });
+            return Ok(Audio {
+                rate,
+                pcm,
+                data_offset: body as u64,
+                frame_bytes: frame as u64,
+            });
         }
         at = body.saturating_add(size).saturating_add(size & 1);
     }
@@ -426,15 +446,15 @@ fn tone_signal(hz: f64, secs: f64) -> Vec<i16> {
         .collect()
 }
 
-/// Times (seconds from the start of `audio`) of every sample louder than the threshold after enough quiet.
-fn onsets(audio: &Audio) -> Vec<f64> {
+/// Indices of every sample louder than the threshold after enough quiet.
+fn onsets(audio: &Audio) -> Vec<usize> {
     let quiet_needed = (ONSET_QUIET.as_secs_f64() * f64::from(audio.rate)) as u64;
     let mut quiet = 0u64;
     let mut found = Vec::new();
     for (i, s) in audio.pcm.iter().enumerate() {
         if s.unsigned_abs() > ONSET_THRESHOLD {
             if quiet >= quiet_needed {
-                found.push(i as f64 / f64::from(audio.rate));
+                found.push(i);
             }
             quiet = 0;
         } else {
@@ -442,6 +462,102 @@ fn onsets(audio: &Audio) -> Vec<f64> {
         }
     }
     found
+}
+
+/// Onset times in seconds on the file's own sample timeline.
+fn onset_secs(audio: &Audio) -> Vec<f64> {
+    onsets(audio)
+        .into_iter()
+        .map(|i| i as f64 / f64::from(audio.rate))
+        .collect()
+}
+
+/// When each byte length of a growing file was first seen (time since the watch started, length).
+type Growth = Vec<(Duration, u64)>;
+
+/// Watches a directory's `dump-*.wav` files (baresip's `sndfile` writes every 20 ms frame as it passes) and
+/// records when each grew, so every sample gets the wall-clock time it was written.
+struct DumpWatcher {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<BTreeMap<PathBuf, Growth>>>,
+}
+
+impl DumpWatcher {
+    fn start(dir: PathBuf, epoch: Instant) -> DumpWatcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut seen: BTreeMap<PathBuf, Growth> = BTreeMap::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(entries) = fs::read_dir(&dir) {
+                    for e in entries.filter_map(|e| e.ok()) {
+                        let path = e.path();
+                        let is_dump = path
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("dump-") && n.ends_with(".wav"));
+                        let Some(len) = is_dump
+                            .then(|| fs::metadata(&path).ok())
+                            .flatten()
+                            .map(|m| m.len())
+                        else {
+                            continue;
+                        };
+                        let growth = seen.entry(path).or_default();
+                        if growth.last().is_none_or(|(_, last)| *last != len) {
+                            growth.push((epoch.elapsed(), len));
+                        }
+                    }
+                }
+                sleep(WATCH_INTERVAL);
+            }
+            seen
+        });
+        DumpWatcher {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops watching and returns the growth of every dump file seen.
+    fn finish(mut self) -> BTreeMap<PathBuf, Growth> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for DumpWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The wall-clock time (seconds since the watch started) at which sample `i` of `audio` was written: the time
+/// of the write that contained it, plus its position within that write (each write is one realtime frame).
+fn written_at(growth: &Growth, audio: &Audio, i: usize) -> Option<f64> {
+    let end = audio.data_offset + (i as u64 + 1) * audio.frame_bytes;
+    let k = growth.iter().position(|(_, len)| *len >= end)?;
+    let before = match k.checked_sub(1) {
+        Some(prev) => growth.get(prev).map_or(audio.data_offset, |(_, len)| *len),
+        None => audio.data_offset,
+    };
+    let first = before.saturating_sub(audio.data_offset) / audio.frame_bytes.max(1);
+    let (t, _) = growth.get(k)?;
+    Some(t.as_secs_f64() + (i as f64 - first as f64) / f64::from(audio.rate))
+}
+
+/// Onset times of a watched dump, in seconds since the watch started.
+fn onset_wall_secs(growth: &Growth, audio: &Audio) -> Vec<f64> {
+    onsets(audio)
+        .into_iter()
+        .filter_map(|i| written_at(growth, audio, i))
+        .collect()
 }
 
 /// Round trips (ms): each returned onset minus the latest sent onset before it, within `MAX_ROUND_TRIP`.
@@ -579,11 +695,48 @@ fn media_bench_targets() -> Result<Vec<String>> {
     Ok(benches)
 }
 
-/// Runs one built media bench with a deadline and returns its parsed lines.
-fn run_media_bench(name: &str, log_dir: &Path) -> Result<Vec<BenchLine>> {
-    let mut cmd = cargo(&["bench", "-q", "-p", "tandem-media", "--bench", name]);
-    cmd.env("TANDEM_BENCH_SECS", CRATE_BENCH_SECS.to_string());
-    let mut proc = Proc::spawn(&format!("cargo-bench-{name}"), cmd, log_dir)?;
+/// Builds one media bench (`cargo bench --no-run`) and returns the path of its executable.
+fn build_media_bench(name: &str) -> Result<PathBuf> {
+    let out = cargo(&[
+        "bench",
+        "-p",
+        "tandem-media",
+        "--bench",
+        name,
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ])
+    .stderr(Stdio::inherit())
+    .output()
+    .with_context(|| format!("building the {name} bench"))?;
+    if !out.status.success() {
+        bail!("building the {name} bench failed ({})", out.status);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m.get("reason").and_then(Value::as_str) == Some("compiler-artifact"))
+        .filter(|m| {
+            m.pointer("/target/name").and_then(Value::as_str) == Some(name)
+                && m.pointer("/target/kind")
+                    .and_then(Value::as_array)
+                    .is_some_and(|k| k.iter().any(|k| k.as_str() == Some("bench")))
+        })
+        .find_map(|m| {
+            m.get("executable")
+                .and_then(Value::as_str)
+                .map(PathBuf::from)
+        })
+        .with_context(|| format!("cargo reported no executable for the {name} bench"))
+}
+
+/// Runs one built media bench executable (as `cargo bench` would) with a deadline; returns its parsed lines.
+fn run_media_bench(name: &str, exe: &Path, log_dir: &Path) -> Result<Vec<BenchLine>> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("--bench")
+        .current_dir(crate::cmd::workspace_root().join("media"))
+        .env("TANDEM_BENCH_SECS", CRATE_BENCH_SECS.to_string());
+    let mut proc = Proc::spawn(&format!("bench-{name}"), cmd, log_dir)?;
     let started = Instant::now();
     match proc.wait_until(started + CRATE_BENCH_TIMEOUT)? {
         Some(status) if status.success() => {}
@@ -598,6 +751,12 @@ fn run_media_bench(name: &str, log_dir: &Path) -> Result<Vec<BenchLine>> {
         .lines()
         .filter_map(BenchLine::parse)
         .collect();
+    if lines.is_empty() {
+        bail!(
+            "bench {name} printed no `name key=value` lines\n{}",
+            proc.tails()
+        );
+    }
     println!(
         "  bench {name}: {} result lines in {:.0}s",
         lines.len(),
@@ -618,6 +777,8 @@ enum BaresipRole<'a> {
         source: &'a Path,
         target: SocketAddr,
         quit_after: u64,
+        /// The echo's lean buffers instead of baresip's defaults.
+        lean: bool,
     },
     /// The `echo` module: answers and loops its playout back into its capture through `aubridge`.
     Echo,
@@ -639,13 +800,29 @@ fn start_baresip(
     let sip_port = free_block(2)?;
     let rtp = free_block(8)?;
     let sip = SocketAddr::from(([127, 0, 0, 1], sip_port));
-    let (source, player, channels) = match role {
+    // The echo's aubridge needs the same channel count on both sides whatever the codec; it is kept lean
+    // (short jitter and playout buffers) since it only reflects. The endpoints keep baresip's usual buffers.
+    let (source, player, jitter, audio_buffer) = match role {
+        BaresipRole::Caller {
+            source, lean: true, ..
+        } => (
+            format!("aufile,{}", source.display()),
+            format!("aubridge,{name}-sink"),
+            ECHO_JITTER_BUFFER,
+            ECHO_AUDIO_BUFFER,
+        ),
         BaresipRole::Callee { source } | BaresipRole::Caller { source, .. } => (
             format!("aufile,{}", source.display()),
             format!("aubridge,{name}-sink"),
-            1,
+            ENDPOINT_JITTER_BUFFER,
+            ENDPOINT_AUDIO_BUFFER,
         ),
-        BaresipRole::Echo => ("aubridge,echo".to_string(), "aubridge,echo".to_string(), 2),
+        BaresipRole::Echo => (
+            "aubridge,echo".to_string(),
+            "aubridge,echo".to_string(),
+            ECHO_JITTER_BUFFER,
+            ECHO_AUDIO_BUFFER,
+        ),
     };
     let mut modules = vec!["opus.so", "g711.so", "aubridge.so"];
     if !matches!(role, BaresipRole::Echo) {
@@ -657,9 +834,9 @@ fn start_baresip(
     let mut config = format!(
         "poll_method\tepoll\nsip_listen\t{sip}\ncall_local_timeout\t120\ncall_max_calls\t4\n\
          audio_player\t{player}\naudio_source\t{source}\naudio_alert\t{player}\n\
-         ausrc_srate\t48000\nauplay_srate\t48000\nausrc_channels\t{channels}\naudio_level\tno\n\
+         ausrc_srate\t48000\nauplay_srate\t48000\nausrc_channels\t1\nauplay_channels\t1\naudio_level\tno\n\
          ausrc_format\ts16\nauplay_format\ts16\nauenc_format\ts16\naudec_format\ts16\n\
-         audio_buffer\t20-160\nrtp_tos\t0\nrtp_ports\t{rtp}-{}\nrtcp_mux\tno\njitter_buffer_delay\t5-10\n\
+         audio_buffer\t{audio_buffer}\nrtp_tos\t0\nrtp_ports\t{rtp}-{}\nrtcp_mux\tno\njitter_buffer_delay\t{jitter}\n\
          rtp_stats\tno\nopus_bitrate\t28000\nsnd_path\t{}\nmodule_path\t{BARESIP_MODULES}\n",
         rtp + 7,
         dump_dir.display()
@@ -672,7 +849,12 @@ fn start_baresip(
         config.push_str("module_app\techo.so\n");
     }
     fs::write(conf.join("config"), config)?;
-    let mut account = format!("<sip:{name}@127.0.0.1>;regint=0;audio_codecs={codec}");
+    // Every callee answers as `peer`; callers use their instance name.
+    let user = match role {
+        BaresipRole::Caller { .. } => name,
+        BaresipRole::Callee { .. } | BaresipRole::Echo => "peer",
+    };
+    let mut account = format!("<sip:{user}@127.0.0.1>;regint=0;audio_codecs={codec}");
     if matches!(role, BaresipRole::Callee { .. }) {
         account.push_str(";answermode=auto");
     }
@@ -766,6 +948,8 @@ struct CodecRun {
     baresip_cpu: Vec<EndpointCpu>,
     tandem_rtt: Option<Spread>,
     baresip_rtt: Option<Spread>,
+    /// The same with the echo's lean buffers on the baresip caller.
+    baresip_lean_rtt: Option<Spread>,
     notes: Vec<String>,
 }
 
@@ -776,6 +960,32 @@ fn sample_all(procs: &[(&str, u32)], ticks: f64) -> Result<Vec<Duration>> {
             process_cpu(*pid, ticks).with_context(|| format!("{name} ended before the CPU sample"))
         })
         .collect()
+}
+
+/// The echo round trip of a baresip caller from the wall-clock write times of its encoder-input and
+/// decoder-output dumps.
+fn baresip_round_trip(dir: &Path, name: &str, watcher: DumpWatcher) -> Result<Option<Spread>> {
+    let growth = watcher.finish();
+    let mut csv = String::from("file,secs,bytes\n");
+    for (path, g) in &growth {
+        for (t, len) in g {
+            let _ = writeln!(csv, "{},{:.4},{len}", path.display(), t.as_secs_f64());
+        }
+    }
+    fs::write(dir.join(format!("{name}-dump-growth.csv")), csv)?;
+    let enc_path = baresip_dump(dir, name, "enc")?;
+    let dec_path = baresip_dump(dir, name, "dec")?;
+    let (Some(enc_growth), Some(dec_growth)) = (growth.get(&enc_path), growth.get(&dec_path))
+    else {
+        bail!(
+            "the dump watcher did not see {} and {}",
+            enc_path.display(),
+            dec_path.display()
+        );
+    };
+    let sent = onset_wall_secs(enc_growth, &read_wav(&enc_path)?);
+    let back = onset_wall_secs(dec_growth, &read_wav(&dec_path)?);
+    Ok(Spread::of(round_trips(&sent, &back)))
 }
 
 fn run_codec(
@@ -843,7 +1053,15 @@ fn run_codec(
         false,
         &dir,
     )?;
+    let (mut echo_lean, echo_lean_addr) = start_baresip(
+        "echo-for-lean-baresip",
+        &BaresipRole::Echo,
+        baresip_codec,
+        false,
+        &dir,
+    )?;
     let ready = Duration::from_secs(10);
+    wait_sip_ready(echo_lean_addr, &mut echo_lean, ready)?;
     wait_sip_ready(t_callee_addr, &mut t_callee, ready)?;
     wait_sip_ready(b_callee_addr, &mut b_callee, ready)?;
     wait_sip_ready(echo_t_addr, &mut echo_t, ready)?;
@@ -884,7 +1102,7 @@ fn run_codec(
             any,
             &[
                 "call".into(),
-                format!("sip:echo@{echo_t_addr}"),
+                format!("sip:peer@{echo_t_addr}"),
                 "--duration".into(),
                 call_secs.to_string(),
                 "--timeout".into(),
@@ -905,17 +1123,35 @@ fn run_codec(
             source: &tone_a,
             target: b_callee_addr,
             quit_after: call_secs + 1,
+            lean: false,
         },
         baresip_codec,
         true,
         &dir,
     )?;
+    let epoch = Instant::now();
+    let watcher = DumpWatcher::start(dir.join("baresip-echo-caller").join("dumps"), epoch);
+    let lean_watcher =
+        DumpWatcher::start(dir.join("baresip-lean-echo-caller").join("dumps"), epoch);
     let (mut b_prober, _) = start_baresip(
         "baresip-echo-caller",
         &BaresipRole::Caller {
             source: &bursts,
             target: echo_b_addr,
             quit_after: call_secs + 1,
+            lean: false,
+        },
+        baresip_codec,
+        true,
+        &dir,
+    )?;
+    let (mut b_lean_prober, _) = start_baresip(
+        "baresip-lean-echo-caller",
+        &BaresipRole::Caller {
+            source: &bursts,
+            target: echo_lean_addr,
+            quit_after: call_secs + 1,
+            lean: true,
         },
         baresip_codec,
         true,
@@ -964,7 +1200,7 @@ fn run_codec(
             None => bail!("{} did not hang up in time\n{}", p.name, p.tails()),
         }
     }
-    for p in [&mut b_caller, &mut b_prober] {
+    for p in [&mut b_caller, &mut b_prober, &mut b_lean_prober] {
         if p.wait_until(end_deadline)?.is_none() {
             notes.push(format!("{} had to be stopped", p.name));
         }
@@ -979,6 +1215,7 @@ fn run_codec(
     b_callee.stop();
     echo_t.stop();
     echo_b.stop();
+    echo_lean.stop();
 
     // Both tandem-cli ends must have negotiated the codec asked for.
     for p in [&t_caller, &t_callee, &t_prober] {
@@ -1013,24 +1250,18 @@ fn run_codec(
     )?;
 
     // Round trips through the echoes.
-    let sent = onsets(&read_wav(&bursts)?);
-    let tandem_rtt = Spread::of(round_trips(&sent, &onsets(&read_wav(&t_echo_rec)?)));
-    let b_sent = onsets(&read_wav(&baresip_dump(
-        &dir,
-        "baresip-echo-caller",
-        "enc",
-    )?)?);
-    let b_back = onsets(&read_wav(&baresip_dump(
-        &dir,
-        "baresip-echo-caller",
-        "dec",
-    )?)?);
-    let baresip_rtt = Spread::of(round_trips(&b_sent, &b_back));
+    // tandem-cli: the --play and --record files advance on the same 20 ms tick, so their sample timelines are
+    // one clock.
+    let sent = onset_secs(&read_wav(&bursts)?);
+    let tandem_rtt = Spread::of(round_trips(&sent, &onset_secs(&read_wav(&t_echo_rec)?)));
+    // baresip: its dumps carry no clock of their own; the watchers saw when each frame was written.
+    let baresip_rtt = baresip_round_trip(&dir, "baresip-echo-caller", watcher)?;
+    let baresip_lean_rtt = baresip_round_trip(&dir, "baresip-lean-echo-caller", lean_watcher)?;
     if tandem_rtt.is_none() {
         notes.push("no burst came back to tandem-cli through the echo".into());
     }
-    if baresip_rtt.is_none() {
-        notes.push("no burst came back to baresip through the echo".into());
+    if baresip_rtt.is_none() || baresip_lean_rtt.is_none() {
+        notes.push("no burst came back to (one of the) baresip callers through the echo".into());
     }
     Ok(CodecRun {
         codec: codec.to_string(),
@@ -1038,6 +1269,7 @@ fn run_codec(
         baresip_cpu,
         tandem_rtt,
         baresip_rtt,
+        baresip_lean_rtt,
         notes,
     })
 }
@@ -1072,13 +1304,39 @@ fn fmt_spread(s: Option<&Spread>) -> String {
     )
 }
 
+/// The 1-minute load average (other work on the machine skews every number here).
+fn loadavg() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// What the machine was doing while the bench ran.
+struct Machine {
+    cpus: usize,
+    load_before: Option<f64>,
+    load_after: Option<f64>,
+}
+
 fn build_report(
     crate_benches: &BTreeMap<String, Result<Vec<BenchLine>, String>>,
     runs: &[CodecRun],
     call_secs: u64,
+    machine: &Machine,
 ) -> (Value, String) {
     let mut md = String::new();
     let _ = writeln!(md, "# cargo xtask bench media\n");
+    let load = |l: Option<f64>| l.map_or_else(|| "?".into(), |l| format!("{l:.2}"));
+    let _ = writeln!(
+        md,
+        "{} CPUs; load average {} before, {} after (a busy machine inflates CPU and latency figures).\n",
+        machine.cpus,
+        load(machine.load_before),
+        load(machine.load_after)
+    );
 
     // (1) codec realtime factors and (2)/(3) in-process pipeline, from the media crate's benches.
     let _ = writeln!(md, "## Media crate benches (in process)\n");
@@ -1125,63 +1383,113 @@ fn build_report(
         {
             summary.push(format!("sessions per core {codec} (in process): {n}"));
         }
-        let rtf_key = l
-            .fields
-            .keys()
-            .find(|k| k.contains("realtime") || k.as_str() == "rtf" || k.ends_with("_rtf"));
-        if let Some(key) = rtf_key
-            && let Some(v) = l.get(key)
+        if l.name == "codec"
+            && let (Some(codec), Some(rtf)) = (l.get("codec"), l.get("realtime_factor"))
         {
-            let label = l.get("codec").unwrap_or(&l.name);
-            summary.push(format!("{label} {key}: {v}"));
+            summary.push(format!(
+                "codec {codec}: encode+decode of 20 ms frames runs {rtf}x realtime (enc {} us, dec {} us, PLC {} us per frame)",
+                l.get("enc_us").unwrap_or("?"),
+                l.get("dec_us").unwrap_or("?"),
+                l.get("plc_us").unwrap_or("?"),
+            ));
+        }
+        if l.name == "chain"
+            && let (Some(codec), Some(legs)) = (l.get("codec"), l.get("legs_per_core"))
+        {
+            summary.push(format!(
+                "chain {codec}: one call leg's audio path costs {} us per 20 ms = {legs} legs per core (codec work only)",
+                l.get("us_per_20ms").unwrap_or("?"),
+            ));
         }
     }
 
     // (3)/(4) real binaries.
     let _ = writeln!(
         md,
-        "## Real binaries on loopback ({call_secs} s calls; CPU over the steady middle)\n"
+        "## Real binaries on loopback ({call_secs} s calls at once per codec)\n\n\
+         ### CPU per endpoint process (share of one core over the steady middle of the call)\n"
     );
     let _ = writeln!(
         md,
-        "| codec | tandem-cli CPU/endpoint | endpoints/core | baresip CPU/endpoint | endpoints/core | \
-         tandem-cli RTT/2 via echo | baresip RTT/2 via echo | tandem - baresip (one-way) |"
+        "| codec | tandem-cli caller | tandem-cli callee | endpoints/core | baresip caller | baresip callee | endpoints/core |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    let cpu_cell = |cpus: &[EndpointCpu], who: &str| {
+        cpus.iter()
+            .find(|c| c.who == who)
+            .map_or_else(|| "n/a".into(), |c| format!("{:.2} %", c.percent()))
+    };
+    for r in runs {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.codec,
+            cpu_cell(&r.tandem_cpu, "tandem-caller"),
+            cpu_cell(&r.tandem_cpu, "tandem-callee"),
+            per_core(mean_percent(&r.tandem_cpu)),
+            cpu_cell(&r.baresip_cpu, "baresip-caller"),
+            cpu_cell(&r.baresip_cpu, "baresip-callee"),
+            per_core(mean_percent(&r.baresip_cpu)),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### Round trip through a baresip echo (median, min-max; half of it in brackets)\n\n\
+         | codec | tandem-cli | baresip, default buffers (jitter {ENDPOINT_JITTER_BUFFER} frames) | \
+         baresip, lean buffers (jitter {ECHO_JITTER_BUFFER} frames) | tandem-cli minus baresip default | \
+         tandem-cli minus baresip lean |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let rtt_cell = |s: Option<&Spread>| {
+        s.map_or_else(
+            || "n/a".into(),
+            |s| {
+                format!(
+                    "{:.1} ms ({:.1}-{:.1}) [{:.1}]",
+                    s.median,
+                    s.min,
+                    s.max,
+                    s.median / 2.0
+                )
+            },
+        )
+    };
+    let delta = |a: Option<&Spread>, b: Option<&Spread>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:+.1} ms", a.median - b.median),
+        _ => "n/a".into(),
+    };
     let mut runs_json = Vec::new();
     for r in runs {
         let t = mean_percent(&r.tandem_cpu);
         let b = mean_percent(&r.baresip_cpu);
-        let half = |s: Option<&Spread>| {
-            s.map_or_else(|| "n/a".into(), |s| format!("{:.1} ms", s.median / 2.0))
-        };
-        let delta = match (&r.tandem_rtt, &r.baresip_rtt) {
-            (Some(t), Some(b)) => format!("{:+.1} ms", t.median - b.median),
-            _ => "n/a".into(),
-        };
         let _ = writeln!(
             md,
-            "| {} | {t:.2} % | {} | {b:.2} % | {} | {} | {} | {delta} |",
+            "| {} | {} | {} | {} | {} | {} |",
             r.codec,
-            per_core(t),
-            per_core(b),
-            half(r.tandem_rtt.as_ref()),
-            half(r.baresip_rtt.as_ref()),
+            rtt_cell(r.tandem_rtt.as_ref()),
+            rtt_cell(r.baresip_rtt.as_ref()),
+            rtt_cell(r.baresip_lean_rtt.as_ref()),
+            delta(r.tandem_rtt.as_ref(), r.baresip_rtt.as_ref()),
+            delta(r.tandem_rtt.as_ref(), r.baresip_lean_rtt.as_ref()),
         );
         summary.push(format!(
-            "{}: CPU per endpoint tandem-cli {t:.2} % vs baresip {b:.2} % of a core ({} vs {} endpoints/core); \
-             round trip through baresip echo: tandem-cli {} vs baresip {}",
+            "{}: CPU per endpoint tandem-cli {t:.2} % vs baresip {b:.2} % of a core ({} vs {} endpoints/core)",
             r.codec,
             per_core(t),
             per_core(b),
+        ));
+        summary.push(format!(
+            "{}: echo round trip tandem-cli {}, baresip {} (default buffers) / {} (lean buffers)",
+            r.codec,
             fmt_spread(r.tandem_rtt.as_ref()),
             fmt_spread(r.baresip_rtt.as_ref()),
+            fmt_spread(r.baresip_lean_rtt.as_ref()),
         ));
         let cpu_json = |cpus: &[EndpointCpu]| -> Value {
             Value::Array(
                 cpus.iter()
                     .map(|c| {
-                        json!({ "process": c.who, "cpu_s": round1(c.cpu.as_secs_f64() * 10.0) / 10.0,
+                        json!({ "process": c.who, "cpu_s": (c.cpu.as_secs_f64() * 1000.0).round() / 1000.0,
                                 "wall_s": round1(c.wall.as_secs_f64()),
                                 "percent_of_core": (c.percent() * 100.0).round() / 100.0 })
                     })
@@ -1193,7 +1501,8 @@ fn build_report(
             "tandem_cli": { "cpu": cpu_json(&r.tandem_cpu), "mean_percent_per_endpoint": (t * 100.0).round() / 100.0,
                             "echo_round_trip": r.tandem_rtt.as_ref().map(Spread::json) },
             "baresip": { "cpu": cpu_json(&r.baresip_cpu), "mean_percent_per_endpoint": (b * 100.0).round() / 100.0,
-                         "echo_round_trip": r.baresip_rtt.as_ref().map(Spread::json) },
+                         "echo_round_trip": r.baresip_rtt.as_ref().map(Spread::json),
+                         "echo_round_trip_lean_buffers": r.baresip_lean_rtt.as_ref().map(Spread::json) },
             "notes": r.notes,
         }));
     }
@@ -1205,22 +1514,27 @@ fn build_report(
     }
     let _ = writeln!(
         md,
-        "\nMethod: CPU = utime+stime from /proc/PID/stat of each endpoint process (tandem-cli release build with \
-         --play/--record WAV files; baresip with aufile source, decoding into an unpaired aubridge player and \
-         sndfile dumps). Round trip = onset of each returned 1 kHz burst minus its sent onset on the caller's \
-         own timeline, through the same baresip echo (aubridge) peer for both callers; the difference of the \
-         two round trips is the difference of the callers' send+receive pipelines. baresip's receive timeline \
-         is its decoder output (sndfile), which excludes its final playout buffer (audio_buffer 20-160 ms), \
-         and starts with the first decoded packet (a few ms of uncertainty); its jitter buffer is \
-         jitter_buffer_delay 5-10 frames as in tests/peers/baresip-config.in."
+        "\nMethod. CPU: utime+stime from /proc/PID/stat of each endpoint process over the steady middle of the \
+         call (tandem-cli release build with --play/--record WAV files; baresip with an aufile source, decoding \
+         into an unpaired aubridge player, sndfile dumps on). Latency: each caller sends 1 kHz bursts to a baresip \
+         `echo` peer (aubridge; jitter_buffer_delay {ECHO_JITTER_BUFFER}, audio_buffer {ECHO_AUDIO_BUFFER} ms) and \
+         the round trip is the returned onset minus the sent onset. tandem-cli: on the --play/--record sample \
+         timeline (both advance on the same 20 ms tick, i.e. device hand-off to device hand-off). baresip: the \
+         wall-clock times its sndfile dumps of the encoder input and the decoder output were written (watched \
+         every {} ms), so its source and playout buffers (audio_buffer {ENDPOINT_AUDIO_BUFFER} ms) are not \
+         included: a lower bound for baresip. baresip endpoints use baresip's own defaults (jitter_buffer_delay \
+         {ENDPOINT_JITTER_BUFFER} frames, as in tests/peers/baresip-config.in); the lean baresip caller uses the \
+         echo's buffers. Each caller has its own echo peer of identical configuration; both callers go through the same kind of echo, so the difference \
+         of the round trips is the difference of the callers' own send + receive pipelines (one-way latency).",
+        WATCH_INTERVAL.as_millis()
     );
-
     let _ = writeln!(md, "\n## Summary\n");
     for s in &summary {
         let _ = writeln!(md, "- {s}");
     }
     let report = json!({
         "call_secs": call_secs,
+        "machine": { "cpus": machine.cpus, "loadavg_before": machine.load_before, "loadavg_after": machine.load_after },
         "crate_benches": Value::Object(crate_json),
         "real_calls": runs_json,
         "summary": summary,
@@ -1302,17 +1616,24 @@ pub fn media(args: &[String]) -> Result<()> {
     if benches.is_empty() {
         bail!("tandem-media has no [[bench]] targets (expected codec and pipeline)");
     }
-    Step::new(
-        "build tandem-media benches",
-        cargo(&["bench", "-q", "-p", "tandem-media", "--benches", "--no-run"]),
-    )
-    .run()?;
+    println!(
+        "xtask: == build tandem-media benches ({}) ==",
+        benches.join(", ")
+    );
+    let mut executables = BTreeMap::new();
+    for name in &benches {
+        executables.insert(
+            name.clone(),
+            build_media_bench(name).map_err(|e| format!("{e:#}")),
+        );
+    }
 
     let out_dir = target.join("bench-media");
     let log_dir = out_dir.join(format!("run-{}", std::process::id()));
     fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     println!("xtask bench media: logs in {}", log_dir.display());
     let started = Instant::now();
+    let load_before = loadavg();
 
     println!("xtask: == media crate benches ({}) ==", benches.join(", "));
     let mut crate_results = BTreeMap::new();
@@ -1324,8 +1645,11 @@ pub fn media(args: &[String]) -> Result<()> {
             );
         }
     }
-    for name in &benches {
-        let r = run_media_bench(name, &log_dir).map_err(|e| format!("{e:#}"));
+    for (name, exe) in &executables {
+        let r = exe
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|exe| run_media_bench(name, exe, &log_dir).map_err(|e| format!("{e:#}")));
         if let Err(e) = &r {
             eprintln!("xtask bench media: {e}");
         }
@@ -1344,7 +1668,12 @@ pub fn media(args: &[String]) -> Result<()> {
         runs.push(run);
     }
 
-    let (report, md) = build_report(&crate_results, &runs, call_secs);
+    let machine = Machine {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_before,
+        load_after: loadavg(),
+    };
+    let (report, md) = build_report(&crate_results, &runs, call_secs, &machine);
     let json_path = out_dir.join("report.json");
     let md_path = out_dir.join("report.md");
     fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
