@@ -129,7 +129,7 @@ pub(super) struct Engine {
     dtmf_sender: Option<DtmfSender>,
     dtmf_receiver: DtmfReceiver,
     rx_stats: ReceiverStats,
-    /// Clock rate of the payload type last received (for jitter in ms).
+    /// Clock rate of the audio payload type last received (the stream's timestamp clock).
     rx_clock: u32,
     capture_buf: Vec<i16>,
     playout_buf: Vec<i16>,
@@ -869,19 +869,16 @@ impl Engine {
             self.timed_out = false;
             self.emit(MediaEvent::RtpResumed);
         }
-        let dtmf_clock = self
+        let is_dtmf = self
             .recv_dtmf
             .iter()
-            .find(|(pt, _)| *pt == header.payload_type)
-            .map(|(_, clock)| *clock);
-        let clock = dtmf_clock
-            .or_else(|| {
-                self.recv_codecs
-                    .iter()
-                    .find(|c| c.payload_type == header.payload_type)
-                    .map(|c| c.clock_rate)
-            })
-            .unwrap_or(self.rx_clock);
+            .any(|(pt, _)| *pt == header.payload_type);
+        // One SSRC has one timestamp clock: the audio codec's (telephone events ride on it).
+        let clock = self
+            .recv_codecs
+            .iter()
+            .find(|c| c.payload_type == header.payload_type)
+            .map_or(self.rx_clock, |c| c.clock_rate);
         let outcome = self.rx_stats.on_packet(header, now, clock);
         if let SeqOutcome::SsrcChanged { old, new } = outcome {
             self.emit(MediaEvent::SsrcChanged { old, new });
@@ -892,7 +889,7 @@ impl Engine {
             // A stray source or a sequence jump not (yet) confirmed.
             return;
         }
-        if let Some(_clock) = dtmf_clock {
+        if is_dtmf {
             if let Ok(event) = TelephoneEvent::parse(&packet.payload)
                 && let Some(digit) = self.dtmf_receiver.on_packet(header.timestamp, &event)
             {
