@@ -51,9 +51,6 @@ pub enum MediaError {
     /// The SDES keys could not be turned into an SRTP context.
     #[error("SRTP: {0}")]
     Srtp(#[from] SrtpError),
-    /// A socket operation failed.
-    #[error("socket: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// How the media of a call is protected.
