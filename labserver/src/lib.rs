@@ -5,7 +5,10 @@ pub mod config;
 pub mod store;
 
 pub mod authn;
+pub mod im;
 pub mod location;
+pub mod presence;
 pub mod proxy;
 pub mod registrar;
 pub mod server;
+pub mod xcap;

@@ -7,7 +7,9 @@ pub mod auth;
 pub mod dialog;
 pub mod flow;
 pub mod msg;
+pub mod msrp;
 pub mod sdp;
+pub mod simple;
 pub mod spread;
 pub mod transaction;
 
