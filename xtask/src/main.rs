@@ -4,6 +4,7 @@
 //! command), `bench sip` (SIPp load against Kamailio and against the lab server, as a ratio), `bench media` (codec
 //! realtime factors, pipeline latency, calls per core, and the same calls with baresip).
 
+mod app;
 mod bench;
 mod bench_media;
 mod cmd;
@@ -23,6 +24,7 @@ commands:
   run [ARGS..]    build the lab server (release) and run `tandem-lab serve ARGS..` in the foreground
   lab [--] ARGS.. build the lab server (release) and run `tandem-lab ARGS..`
   bench sip       SIPp REGISTER/INVITE load against Kamailio and the lab server; prints the clean rates and ratios
+  bindings        regenerate ui/src/lib/bindings/*.ts from the Rust types of tandem-app
   bench media [--call-secs N]
                   codec realtime factors, pipeline latency, calls per core; tandem-cli vs baresip on loopback";
 
@@ -49,6 +51,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "test" => test(rest),
         "run" => run(rest),
         "lab" => lab(strip_separator(rest)),
+        "bindings" => app::bindings(),
         "bench" => match rest.first().map(String::as_str) {
             Some("sip") => bench::sip(&rest[1..]),
             Some("media") => bench_media::media(&rest[1..]),

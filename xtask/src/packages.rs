@@ -94,6 +94,8 @@ pub const TEST_PACKAGES: &[Need] = &[
         "libasound2-plugins",
     ),
     (Probe::Bin("sox"), "sox"),
+    // The app's keyring tests run inside `keyctl session -`.
+    (Probe::Bin("keyctl"), "keyutils"),
 ];
 
 /// What `cargo xtask run` / `lab` need beyond the Rust toolchain.

@@ -1,0 +1,1073 @@
+//! [`AppState`]: the accounts, their user agents, registrations and calls, and the event stream
+//! the ui follows. Every command of the shells and of the dev server is a method here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tandem_client_core::types::{DeviceSpec, SrtpPolicy, Transport, Uri};
+use tandem_client_core::{
+    Account, AnswerOptions, Call, CallEvent, CallOptions, EndReason, IncomingCall, MediaOptions,
+    RegEvent, Registration, UaConfig, UaEvent, UaEvents, UserAgent, parse_proxy,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::explain::{explain_call, explain_registration, failure};
+use crate::lab::BundledLab;
+use crate::persist::{load_json, save_json};
+use crate::secrets::Secrets;
+use crate::types::*;
+
+/// How many events a slow subscriber may fall behind before it misses some.
+const EVENT_BACKLOG: usize = 256;
+/// How many history entries are kept.
+const HISTORY_LIMIT: usize = 500;
+/// The SIP status sent when the user declines a call (603 Decline).
+const DECLINE_STATUS: u16 = 603;
+
+/// Where the app keeps its files and which keyring and devices it uses.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Directory of `accounts.json`, `history.json` and the bundled lab's data.
+    pub data_dir: PathBuf,
+    /// Where passwords live.
+    pub secrets: Secrets,
+    /// Devices new calls use until the user picks others.
+    pub devices: DeviceChoice,
+    /// Local address the user agents bind (port 0 is always used).
+    pub listen_ip: IpAddr,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Failure>>;
+
+enum CallCtl {
+    Answer(Reply<()>),
+    Decline,
+    Hangup,
+    Hold(bool, Reply<()>),
+    Mute(bool),
+    Dtmf(String, Reply<()>),
+    Transfer(Uri, Reply<()>),
+    Devices(DeviceSpec, DeviceSpec, Reply<()>),
+}
+
+struct AccountSlot {
+    settings: AccountSettings,
+    registration: RegistrationState,
+    ua: Option<UserAgent>,
+    unregister: Option<oneshot::Sender<oneshot::Sender<()>>>,
+}
+
+struct CallSlot {
+    info: CallInfo,
+    ctl: mpsc::UnboundedSender<CallCtl>,
+}
+
+struct Inner {
+    options: AppOptions,
+    events: broadcast::Sender<AppEvent>,
+    accounts: Mutex<BTreeMap<String, AccountSlot>>,
+    calls: Mutex<HashMap<String, CallSlot>>,
+    history: Mutex<Vec<HistoryEntry>>,
+    devices: Mutex<DeviceChoice>,
+    lab: tokio::sync::Mutex<Option<BundledLab>>,
+    next_call: AtomicU64,
+}
+
+/// The app: accounts with one client-core [`UserAgent`] each, calls, history, the bundled lab
+/// server, and the [`AppEvent`] stream. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("data_dir", &self.inner.options.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// The id of an account: `user@domain`.
+pub fn account_id(settings: &AccountSettings) -> String {
+    format!("{}@{}", settings.user.trim(), settings.domain.trim())
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    failure(FailureKind::Settings, message, "")
+}
+
+fn no_such_call(id: &str) -> Failure {
+    failure(
+        FailureKind::Other,
+        "That call is no longer there.",
+        id.to_owned(),
+    )
+}
+
+fn parse_device(spec: &str) -> Result<DeviceSpec, Failure> {
+    spec.parse::<DeviceSpec>()
+        .map_err(|e| invalid(format!("Unknown audio device \"{spec}\": {e}")))
+}
+
+fn quality_of(q: &tandem_client_core::types::CallQuality) -> Quality {
+    Quality {
+        codec: q.codec.clone(),
+        loss_percent: q.loss_percent,
+        jitter_ms: q.jitter_ms,
+        rtt_ms: q.rtt_ms,
+        mos: q.mos,
+        secure: q.srtp,
+    }
+}
+
+/// Builds the client-core account for `settings` with `password`.
+fn core_account(settings: &AccountSettings, password: Option<String>) -> Result<Account, Failure> {
+    if settings.user.trim().is_empty() || settings.domain.trim().is_empty() {
+        return Err(invalid("An account needs a user name and a domain."));
+    }
+    let mut a = Account::new(settings.user.trim(), settings.domain.trim());
+    a.auth_user = settings.auth_user.clone().filter(|s| !s.trim().is_empty());
+    a.display_name = settings
+        .display_name
+        .clone()
+        .filter(|s| !s.trim().is_empty());
+    a.password = password;
+    a.transport = match settings.transport {
+        TransportKind::Udp => Transport::Udp,
+        TransportKind::Tcp => Transport::Tcp,
+        TransportKind::Tls => Transport::Tls,
+    };
+    a.expires = settings.expires.max(60);
+    a.srtp = match settings.srtp {
+        SrtpMode::Off => SrtpPolicy::Off,
+        SrtpMode::Optional => SrtpPolicy::Optional,
+        SrtpMode::Mandatory => SrtpPolicy::Mandatory,
+    };
+    if let Some(proxy) = settings.proxy.as_deref().filter(|p| !p.trim().is_empty()) {
+        a.proxy =
+            Some(parse_proxy(proxy.trim()).map_err(|e| {
+                invalid(format!("The proxy address \"{proxy}\" is not valid: {e}"))
+            })?);
+    }
+    a.aor().map_err(|e| {
+        invalid(format!(
+            "\"{}\" is not a valid SIP address: {e}",
+            account_id(settings)
+        ))
+    })?;
+    Ok(a)
+}
+
+impl AppState {
+    /// Opens the app state in `options.data_dir` (creating it), loading saved accounts and history.
+    pub fn open(options: AppOptions) -> Result<AppState, Failure> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|e| {
+            failure(
+                FailureKind::Other,
+                format!(
+                    "Cannot create the data folder {}.",
+                    options.data_dir.display()
+                ),
+                e.to_string(),
+            )
+        })?;
+        let saved: Vec<AccountSettings> =
+            load_json(&options.data_dir.join("accounts.json"))?.unwrap_or_default();
+        let history: Vec<HistoryEntry> =
+            load_json(&options.data_dir.join("history.json"))?.unwrap_or_default();
+        let accounts = saved
+            .into_iter()
+            .map(|settings| {
+                (
+                    account_id(&settings),
+                    AccountSlot {
+                        settings,
+                        registration: RegistrationState::Unregistered,
+                        ua: None,
+                        unregister: None,
+                    },
+                )
+            })
+            .collect();
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                devices: Mutex::new(options.devices.clone()),
+                options,
+                events,
+                accounts: Mutex::new(accounts),
+                calls: Mutex::new(HashMap::new()),
+                history: Mutex::new(history),
+                lab: tokio::sync::Mutex::new(None),
+                next_call: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// A new subscription to the event stream (events from now on).
+    pub fn subscribe(&self) -> broadcast::Receiver<AppEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn emit(&self, event: AppEvent) {
+        // No subscriber is fine: the ui may not be up yet.
+        let _ = self.inner.events.send(event);
+    }
+
+    fn save_accounts(&self) -> Result<(), Failure> {
+        let list: Vec<AccountSettings> = lock(&self.inner.accounts)
+            .values()
+            .map(|s| s.settings.clone())
+            .collect();
+        save_json(&self.inner.options.data_dir.join("accounts.json"), &list)
+    }
+
+    fn account_infos(&self) -> Vec<AccountInfo> {
+        let ids: Vec<(String, AccountSettings, RegistrationState)> = lock(&self.inner.accounts)
+            .iter()
+            .map(|(id, s)| (id.clone(), s.settings.clone(), s.registration.clone()))
+            .collect();
+        ids.into_iter()
+            .map(|(id, settings, registration)| AccountInfo {
+                has_password: matches!(self.inner.options.secrets.get(&id), Ok(Some(_))),
+                id,
+                settings,
+                registration,
+            })
+            .collect()
+    }
+
+    fn accounts_changed(&self) {
+        let accounts = self.account_infos();
+        self.emit(AppEvent::AccountsChanged { accounts });
+    }
+
+    /// Command `list_accounts`: every account with its registration state.
+    pub fn list_accounts(&self) -> Vec<AccountInfo> {
+        self.account_infos()
+    }
+
+    /// Command `add_account`: adds (or replaces the settings of) an account; the password goes
+    /// to the keyring. Returns the account.
+    pub async fn add_account(&self, new: NewAccount) -> Result<AccountInfo, Failure> {
+        core_account(&new.settings, None)?;
+        let id = account_id(&new.settings);
+        match new.password.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => self.inner.options.secrets.set(&id, p)?,
+            None => self.inner.options.secrets.delete(&id)?,
+        }
+        let replaced = lock(&self.inner.accounts).insert(
+            id.clone(),
+            AccountSlot {
+                settings: new.settings,
+                registration: RegistrationState::Unregistered,
+                ua: None,
+                unregister: None,
+            },
+        );
+        if let Some(old) = replaced {
+            retire(old).await;
+        }
+        self.save_accounts()?;
+        self.accounts_changed();
+        self.account_infos()
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| invalid("The account disappeared while it was added."))
+    }
+
+    /// Command `remove_account`: signs out, forgets the account and its password.
+    pub async fn remove_account(&self, account_id: &str) -> Result<(), Failure> {
+        let slot = lock(&self.inner.accounts).remove(account_id);
+        let Some(slot) = slot else {
+            return Err(invalid(format!("There is no account {account_id}.")));
+        };
+        retire(slot).await;
+        self.inner.options.secrets.delete(account_id)?;
+        self.save_accounts()?;
+        self.accounts_changed();
+        Ok(())
+    }
+
+    fn settings_of(&self, account_id: &str) -> Result<AccountSettings, Failure> {
+        lock(&self.inner.accounts)
+            .get(account_id)
+            .map(|s| s.settings.clone())
+            .ok_or_else(|| invalid(format!("There is no account {account_id}.")))
+    }
+
+    fn account_of(&self, account_id: &str) -> Result<Account, Failure> {
+        let settings = self.settings_of(account_id)?;
+        let password = self.inner.options.secrets.get(account_id)?;
+        core_account(&settings, password)
+    }
+
+    fn set_registration(&self, account_id: &str, state: RegistrationState) {
+        if let Some(slot) = lock(&self.inner.accounts).get_mut(account_id) {
+            slot.registration = state.clone();
+        } else {
+            return;
+        }
+        self.emit(AppEvent::Registration {
+            account_id: account_id.to_owned(),
+            state,
+        });
+    }
+
+    /// The account's user agent, created on first use.
+    async fn ua_for(&self, account_id: &str) -> Result<UserAgent, Failure> {
+        let (existing, settings) = {
+            let accounts = lock(&self.inner.accounts);
+            let slot = accounts
+                .get(account_id)
+                .ok_or_else(|| invalid(format!("There is no account {account_id}.")))?;
+            (slot.ua.clone(), slot.settings.clone())
+        };
+        if let Some(ua) = existing {
+            return Ok(ua);
+        }
+        let account = core_account(&settings, None)?;
+        let config = UaConfig {
+            listen: SocketAddr::new(self.inner.options.listen_ip, 0),
+            transport: account.transport,
+            ..UaConfig::default()
+        };
+        let (ua, events) = UserAgent::new(config)
+            .await
+            .map_err(|e| explain_registration(&e, "the network"))?;
+        let winner = {
+            let mut accounts = lock(&self.inner.accounts);
+            match accounts.get_mut(account_id) {
+                Some(slot) => match &slot.ua {
+                    Some(other) => Some(other.clone()),
+                    None => {
+                        slot.ua = Some(ua.clone());
+                        None
+                    }
+                },
+                None => return Err(invalid(format!("There is no account {account_id}."))),
+            }
+        };
+        if let Some(other) = winner {
+            ua.shutdown().await;
+            return Ok(other);
+        }
+        tokio::spawn(self.clone().run_ua_events(account_id.to_owned(), events));
+        Ok(ua)
+    }
+
+    async fn run_ua_events(self, account_id: String, mut events: UaEvents) {
+        while let Some(event) = events.next().await {
+            match event {
+                UaEvent::IncomingCall(incoming) => self.incoming_call(&account_id, incoming),
+                UaEvent::TransferCall { call, .. } => {
+                    self.spawn_call(&account_id, call, Direction::Outgoing, CallPhase::Dialing);
+                }
+                UaEvent::CallReplaced { call, .. } => {
+                    self.spawn_call(&account_id, call, Direction::Incoming, CallPhase::Active);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Command `register`: signs the account in (and keeps it signed in). Returns the granted
+    /// expiry; failures are explained in words and also reported as a `Registration` event.
+    pub async fn register(&self, account_id: &str) -> Result<u32, Failure> {
+        let account = self.account_of(account_id)?;
+        let server = account
+            .proxy
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| account.domain.clone());
+        self.set_registration(account_id, RegistrationState::Registering);
+        let ua = match self.ua_for(account_id).await {
+            Ok(ua) => ua,
+            Err(f) => {
+                self.set_registration(account_id, RegistrationState::Failed { failure: f.clone() });
+                return Err(f);
+            }
+        };
+        match ua.register(&account).await {
+            Ok(registration) => {
+                let expires = registration.expires();
+                let (stop_tx, stop_rx) = oneshot::channel();
+                let previous = lock(&self.inner.accounts)
+                    .get_mut(account_id)
+                    .and_then(|slot| slot.unregister.replace(stop_tx));
+                if let Some(prev) = previous {
+                    let (done_tx, _done_rx) = oneshot::channel();
+                    let _ = prev.send(done_tx);
+                }
+                self.set_registration(account_id, RegistrationState::Registered { expires });
+                tokio::spawn(self.clone().watch_registration(
+                    account_id.to_owned(),
+                    server,
+                    registration,
+                    stop_rx,
+                ));
+                Ok(expires)
+            }
+            Err(e) => {
+                let f = explain_registration(&e, &server);
+                self.set_registration(account_id, RegistrationState::Failed { failure: f.clone() });
+                Err(f)
+            }
+        }
+    }
+
+    async fn watch_registration(
+        self,
+        account_id: String,
+        server: String,
+        mut registration: Registration,
+        mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+    ) {
+        loop {
+            tokio::select! {
+                done = &mut stop => {
+                    if let Err(e) = registration.unregister().await {
+                        tracing::debug!(error = %e, account = %account_id, "un-register failed");
+                    }
+                    if let Ok(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                event = registration.next_event() => match event {
+                    Some(RegEvent::Refreshed { expires }) => {
+                        self.set_registration(&account_id, RegistrationState::Registered { expires });
+                    }
+                    Some(RegEvent::RefreshFailed(e)) => {
+                        let failure = explain_registration(&e, &server);
+                        self.set_registration(&account_id, RegistrationState::Failed { failure });
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Command `unregister`: signs the account out (it stays in the list).
+    pub async fn unregister(&self, account_id: &str) -> Result<(), Failure> {
+        let stop = lock(&self.inner.accounts)
+            .get_mut(account_id)
+            .ok_or_else(|| invalid(format!("There is no account {account_id}.")))?
+            .unregister
+            .take();
+        if let Some(stop) = stop {
+            let (done_tx, done_rx) = oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+        self.set_registration(account_id, RegistrationState::Unregistered);
+        Ok(())
+    }
+
+    /// Tests whether `new` can sign in, without saving anything: registers once on a
+    /// throw-away user agent and un-registers. The failure says what went wrong in words.
+    pub async fn test_connection(&self, new: NewAccount) -> Result<u32, Failure> {
+        let account = core_account(&new.settings, new.password.filter(|p| !p.is_empty()))?;
+        let server = account
+            .proxy
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| account.domain.clone());
+        let config = UaConfig {
+            listen: SocketAddr::new(self.inner.options.listen_ip, 0),
+            transport: account.transport,
+            ..UaConfig::default()
+        };
+        let (ua, _events) = UserAgent::new(config)
+            .await
+            .map_err(|e| explain_registration(&e, "the network"))?;
+        let result = ua.register(&account).await;
+        let outcome = match result {
+            Ok(reg) => {
+                let expires = reg.expires();
+                let _ = reg.unregister().await;
+                Ok(expires)
+            }
+            Err(e) => Err(explain_registration(&e, &server)),
+        };
+        ua.shutdown().await;
+        outcome
+    }
+
+    fn media_options(&self) -> Result<MediaOptions, Failure> {
+        let devices = lock(&self.inner.devices).clone();
+        Ok(MediaOptions {
+            capture: parse_device(&devices.capture)?,
+            playback: parse_device(&devices.playback)?,
+            ..MediaOptions::default()
+        })
+    }
+
+    /// Command `call`: calls `target` from the account. Returns the call (phase `Dialing`);
+    /// its progress arrives as `Call` events.
+    pub async fn call(&self, request: CallRequest) -> Result<CallInfo, Failure> {
+        let account = self.account_of(&request.account_id)?;
+        let target_text = request.target.trim();
+        if target_text.is_empty() {
+            return Err(invalid(
+                "Enter who to call: a name, a number or a SIP address.",
+            ));
+        }
+        let target = account.target_uri(target_text).map_err(|e| {
+            invalid(format!(
+                "\"{target_text}\" is not something we can call: {e}"
+            ))
+        })?;
+        let media = self.media_options()?;
+        let ua = self.ua_for(&request.account_id).await?;
+        let call = ua
+            .call(
+                &account,
+                target,
+                CallOptions {
+                    media,
+                    ..CallOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| explain_call(&e))?;
+        Ok(self.spawn_call(
+            &request.account_id,
+            call,
+            Direction::Outgoing,
+            CallPhase::Dialing,
+        ))
+    }
+
+    fn new_info(
+        &self,
+        sip_call_id: String,
+        account_id: &str,
+        remote: String,
+        direction: Direction,
+        phase: CallPhase,
+    ) -> CallInfo {
+        CallInfo {
+            id: format!(
+                "call-{}",
+                self.inner.next_call.fetch_add(1, Ordering::Relaxed)
+            ),
+            sip_call_id,
+            account_id: account_id.to_owned(),
+            remote,
+            direction,
+            phase,
+            answered_at_ms: (phase == CallPhase::Active).then(now_ms),
+            held: false,
+            remote_held: false,
+            muted: false,
+            codec: None,
+            secure: false,
+            end_reason: None,
+        }
+    }
+
+    fn spawn_call(
+        &self,
+        account_id: &str,
+        call: Call,
+        direction: Direction,
+        phase: CallPhase,
+    ) -> CallInfo {
+        let info = self.new_info(
+            call.call_id().to_owned(),
+            account_id,
+            call.remote().to_string(),
+            direction,
+            phase,
+        );
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        lock(&self.inner.calls).insert(
+            info.id.clone(),
+            CallSlot {
+                info: info.clone(),
+                ctl: ctl_tx,
+            },
+        );
+        self.emit(AppEvent::Call { call: info.clone() });
+        tokio::spawn(self.clone().run_call(
+            info.id.clone(),
+            call,
+            ctl_rx,
+            now_ms(),
+            Instant::now(),
+        ));
+        info
+    }
+
+    fn incoming_call(&self, account_id: &str, incoming: IncomingCall) {
+        let remote = incoming
+            .from()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| "unknown caller".to_owned());
+        let info = self.new_info(
+            incoming.call_id(),
+            account_id,
+            remote,
+            Direction::Incoming,
+            CallPhase::Incoming,
+        );
+        if let Err(e) = incoming.ring() {
+            tracing::debug!(error = %e, "180 Ringing not sent");
+        }
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        lock(&self.inner.calls).insert(
+            info.id.clone(),
+            CallSlot {
+                info: info.clone(),
+                ctl: ctl_tx,
+            },
+        );
+        self.emit(AppEvent::Call { call: info.clone() });
+        tokio::spawn(self.clone().run_incoming(info, incoming, ctl_rx));
+    }
+
+    async fn run_incoming(
+        self,
+        info: CallInfo,
+        mut incoming: IncomingCall,
+        mut ctl: mpsc::UnboundedReceiver<CallCtl>,
+    ) {
+        let started_ms = now_ms();
+        loop {
+            tokio::select! {
+                _ = incoming.cancelled() => {
+                    self.finish(&info.id, "The caller hung up.".to_owned(), HistoryOutcome::Missed, started_ms, None);
+                    return;
+                }
+                cmd = ctl.recv() => match cmd {
+                    Some(CallCtl::Answer(reply)) => {
+                        let options = match (self.account_of(&info.account_id), self.media_options()) {
+                            (Ok(account), Ok(media)) => AnswerOptions { account: Some(account), media },
+                            (Err(f), _) | (_, Err(f)) => {
+                                let _ = reply.send(Err(f));
+                                continue;
+                            }
+                        };
+                        match incoming.accept_with(options).await {
+                            Ok(call) => {
+                                let _ = reply.send(Ok(()));
+                                self.update(&info.id, |i| {
+                                    i.phase = CallPhase::Active;
+                                    i.answered_at_ms = Some(now_ms());
+                                });
+                                self.run_call(info.id.clone(), call, ctl, started_ms, Instant::now()).await;
+                            }
+                            Err(e) => {
+                                let f = explain_call(&e);
+                                let _ = reply.send(Err(f.clone()));
+                                self.finish(&info.id, f.message, HistoryOutcome::Failed, started_ms, None);
+                            }
+                        }
+                        return;
+                    }
+                    Some(CallCtl::Decline) | Some(CallCtl::Hangup) => {
+                        if let Err(e) = incoming.reject(DECLINE_STATUS) {
+                            tracing::debug!(error = %e, "603 not sent");
+                        }
+                        self.finish(&info.id, "Declined.".to_owned(), HistoryOutcome::Declined, started_ms, None);
+                        return;
+                    }
+                    Some(other) => reply_not_yet(other),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn update(&self, call_id: &str, change: impl FnOnce(&mut CallInfo)) {
+        let info = {
+            let mut calls = lock(&self.inner.calls);
+            let Some(slot) = calls.get_mut(call_id) else {
+                return;
+            };
+            change(&mut slot.info);
+            slot.info.clone()
+        };
+        self.emit(AppEvent::Call { call: info });
+    }
+
+    fn finish(
+        &self,
+        call_id: &str,
+        reason: String,
+        outcome: HistoryOutcome,
+        started_ms: f64,
+        talk: Option<Instant>,
+    ) {
+        let Some(slot) = lock(&self.inner.calls).remove(call_id) else {
+            return;
+        };
+        let mut info = slot.info;
+        info.phase = CallPhase::Ended;
+        info.end_reason = Some(reason.clone());
+        let entry = HistoryEntry {
+            account_id: info.account_id.clone(),
+            remote: info.remote.clone(),
+            direction: info.direction,
+            outcome,
+            started_at_ms: started_ms,
+            duration_secs: talk.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+            detail: reason,
+        };
+        let snapshot = {
+            let mut history = lock(&self.inner.history);
+            history.insert(0, entry);
+            history.truncate(HISTORY_LIMIT);
+            history.clone()
+        };
+        if let Err(f) = save_json(&self.inner.options.data_dir.join("history.json"), &snapshot) {
+            tracing::warn!(error = %f.detail, "history not saved");
+        }
+        self.emit(AppEvent::Call { call: info });
+    }
+
+    async fn run_call(
+        self,
+        id: String,
+        mut call: Call,
+        mut ctl: mpsc::UnboundedReceiver<CallCtl>,
+        started_ms: f64,
+        created: Instant,
+    ) {
+        let mut answered: Option<Instant> = lock(&self.inner.calls)
+            .get(&id)
+            .and_then(|s| s.info.answered_at_ms)
+            .map(|_| created);
+        loop {
+            tokio::select! {
+                event = call.next_event() => {
+                    let Some(event) = event else {
+                        let outcome = if answered.is_some() { HistoryOutcome::Answered } else { HistoryOutcome::Failed };
+                        self.finish(&id, "Call ended.".to_owned(), outcome, started_ms, answered);
+                        return;
+                    };
+                    match event {
+                        CallEvent::Ringing { .. } => self.update(&id, |i| {
+                            if i.phase == CallPhase::Dialing {
+                                i.phase = CallPhase::Ringing;
+                            }
+                        }),
+                        CallEvent::MediaStarted { codec, secure, .. } => self.update(&id, |i| {
+                            i.codec = Some(codec);
+                            i.secure = secure;
+                        }),
+                        CallEvent::Answered { .. } => {
+                            answered.get_or_insert_with(Instant::now);
+                            self.update(&id, |i| {
+                                i.phase = CallPhase::Active;
+                                i.answered_at_ms.get_or_insert_with(now_ms);
+                            });
+                        }
+                        CallEvent::Held => self.update(&id, |i| i.held = true),
+                        CallEvent::Resumed => self.update(&id, |i| i.held = false),
+                        CallEvent::RemoteHold => self.update(&id, |i| i.remote_held = true),
+                        CallEvent::RemoteResumed => self.update(&id, |i| i.remote_held = false),
+                        CallEvent::Quality(q) => self.emit(AppEvent::Quality { call_id: id.clone(), quality: quality_of(&q) }),
+                        CallEvent::Dtmf(d) => self.emit(AppEvent::Dtmf { call_id: id.clone(), digit: d.to_string() }),
+                        CallEvent::TransferFailed { status, reason } => self.emit(AppEvent::Notice {
+                            call_id: Some(id.clone()),
+                            message: format!("The transfer failed ({status} {reason}); the call goes on."),
+                        }),
+                        CallEvent::MediaWarning(w) => self.emit(AppEvent::Notice { call_id: Some(id.clone()), message: w }),
+                        CallEvent::RtpTimeout => self.emit(AppEvent::Notice {
+                            call_id: Some(id.clone()),
+                            message: "No audio has arrived from the other party for a while.".to_owned(),
+                        }),
+                        CallEvent::Ended { by, reason } => {
+                            let text = match reason {
+                                EndReason::Transferred => "Transferred.".to_owned(),
+                                EndReason::Replaced => "Replaced by another call.".to_owned(),
+                                EndReason::MediaFailed => "The audio failed.".to_owned(),
+                                EndReason::Timeout => "The call timed out.".to_owned(),
+                                _ => format!("Ended by {by}."),
+                            };
+                            let outcome = if answered.is_some() { HistoryOutcome::Answered } else { HistoryOutcome::Failed };
+                            self.finish(&id, text, outcome, started_ms, answered);
+                            return;
+                        }
+                        CallEvent::Failed(e) => {
+                            let f = explain_call(&e);
+                            self.finish(&id, f.message, HistoryOutcome::Failed, started_ms, answered);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                cmd = ctl.recv() => match cmd {
+                    None | Some(CallCtl::Hangup) | Some(CallCtl::Decline) => call.hangup(),
+                    Some(CallCtl::Answer(reply)) => {
+                        let _ = reply.send(Err(invalid("This call is already answered.")));
+                    }
+                    Some(CallCtl::Hold(on, reply)) => {
+                        let r = if on { call.hold().await } else { call.resume().await };
+                        let _ = reply.send(r.map_err(|e| explain_call(&e)));
+                    }
+                    Some(CallCtl::Mute(muted)) => {
+                        call.set_mute(muted);
+                        self.update(&id, |i| i.muted = muted);
+                    }
+                    Some(CallCtl::Dtmf(digits, reply)) => {
+                        let _ = reply.send(call.send_dtmf(&digits).await.map_err(|e| explain_call(&e)));
+                    }
+                    Some(CallCtl::Transfer(target, reply)) => {
+                        let _ = reply.send(call.transfer_blind(target).await.map_err(|e| explain_call(&e)));
+                    }
+                    Some(CallCtl::Devices(capture, playback, reply)) => {
+                        let r = call.switch_devices(Some(capture), Some(playback)).await;
+                        let _ = reply.send(r.map_err(|e| explain_call(&e)));
+                    }
+                },
+            }
+        }
+    }
+
+    fn send_ctl(&self, call_id: &str, ctl: CallCtl) -> Result<(), Failure> {
+        let calls = lock(&self.inner.calls);
+        let slot = calls.get(call_id).ok_or_else(|| no_such_call(call_id))?;
+        slot.ctl.send(ctl).map_err(|_| no_such_call(call_id))
+    }
+
+    async fn ask(
+        &self,
+        call_id: &str,
+        make: impl FnOnce(Reply<()>) -> CallCtl,
+    ) -> Result<(), Failure> {
+        let (tx, rx) = oneshot::channel();
+        self.send_ctl(call_id, make(tx))?;
+        rx.await.map_err(|_| no_such_call(call_id))?
+    }
+
+    /// Command `answer`: answers an incoming call.
+    pub async fn answer(&self, call_id: &str) -> Result<(), Failure> {
+        self.ask(call_id, CallCtl::Answer).await
+    }
+
+    /// Command `decline`: declines an incoming call (603 Decline).
+    pub fn decline(&self, call_id: &str) -> Result<(), Failure> {
+        self.send_ctl(call_id, CallCtl::Decline)
+    }
+
+    /// Command `hangup`: ends a call (or cancels it while it rings).
+    pub fn hangup(&self, call_id: &str) -> Result<(), Failure> {
+        self.send_ctl(call_id, CallCtl::Hangup)
+    }
+
+    /// Command `hold`: puts the call on hold.
+    pub async fn hold(&self, call_id: &str) -> Result<(), Failure> {
+        self.ask(call_id, |r| CallCtl::Hold(true, r)).await
+    }
+
+    /// Command `resume`: takes the call off hold.
+    pub async fn resume(&self, call_id: &str) -> Result<(), Failure> {
+        self.ask(call_id, |r| CallCtl::Hold(false, r)).await
+    }
+
+    /// Command `mute`: mutes or unmutes our microphone in the call.
+    pub fn mute(&self, call_id: &str, muted: bool) -> Result<(), Failure> {
+        self.send_ctl(call_id, CallCtl::Mute(muted))
+    }
+
+    /// Command `send_dtmf`: sends DTMF digits (`0-9*#A-D`).
+    pub async fn send_dtmf(&self, call_id: &str, digits: &str) -> Result<(), Failure> {
+        if digits.is_empty()
+            || !digits
+                .chars()
+                .all(|c| c.is_ascii_digit() || "*#ABCDabcd".contains(c))
+        {
+            return Err(invalid("DTMF digits are 0-9, *, # and A-D."));
+        }
+        let digits = digits.to_ascii_uppercase();
+        self.ask(call_id, |r| CallCtl::Dtmf(digits, r)).await
+    }
+
+    /// Command `transfer`: blind transfer of the call to `target`.
+    pub async fn transfer(&self, call_id: &str, target: &str) -> Result<(), Failure> {
+        let account_id = lock(&self.inner.calls)
+            .get(call_id)
+            .map(|s| s.info.account_id.clone())
+            .ok_or_else(|| no_such_call(call_id))?;
+        let account = self.account_of(&account_id)?;
+        let uri = account.target_uri(target.trim()).map_err(|e| {
+            invalid(format!(
+                "\"{target}\" is not something we can transfer to: {e}"
+            ))
+        })?;
+        self.ask(call_id, |r| CallCtl::Transfer(uri, r)).await
+    }
+
+    /// Command `list_calls`: the calls in progress.
+    pub fn list_calls(&self) -> Vec<CallInfo> {
+        lock(&self.inner.calls)
+            .values()
+            .map(|s| s.info.clone())
+            .collect()
+    }
+
+    /// Command `list_devices`: the audio devices and the current choice.
+    pub async fn list_devices(&self) -> Devices {
+        let available = tokio::task::spawn_blocking(tandem_media::device::list_devices)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| AudioDevice {
+                name: d.name,
+                description: d.description,
+                input: d.input,
+                output: d.output,
+                default: d.default,
+            })
+            .collect();
+        Devices {
+            available,
+            current: lock(&self.inner.devices).clone(),
+        }
+    }
+
+    /// Command `switch_devices`: the devices for new calls, and for every call in progress.
+    pub async fn switch_devices(&self, choice: DeviceChoice) -> Result<(), Failure> {
+        let capture = parse_device(&choice.capture)?;
+        let playback = parse_device(&choice.playback)?;
+        *lock(&self.inner.devices) = choice;
+        let ids: Vec<String> = lock(&self.inner.calls)
+            .iter()
+            .filter(|(_, s)| s.info.phase == CallPhase::Active)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let (c, p) = (capture.clone(), playback.clone());
+            self.ask(&id, |r| CallCtl::Devices(c, p, r)).await?;
+        }
+        Ok(())
+    }
+
+    /// Command `history`: calls, newest first.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        lock(&self.inner.history).clone()
+    }
+
+    /// Command `start_bundled_lab`: starts the lab server in-process (once), makes sure its demo
+    /// accounts exist, adds them as accounts (passwords in the keyring) and signs in as the
+    /// first one.
+    pub async fn start_bundled_lab(&self) -> Result<LabInfo, Failure> {
+        let mut lab = self.inner.lab.lock().await;
+        if lab.is_none() {
+            let dir = self.inner.options.data_dir.join("lab");
+            *lab = Some(BundledLab::start(dir, &self.inner.options.secrets).await?);
+        }
+        let Some(running) = lab.as_ref() else {
+            return Err(failure(
+                FailureKind::Other,
+                "The lab server did not start.",
+                "",
+            ));
+        };
+        let info = running.info();
+        drop(lab);
+        for user in &info.users {
+            let settings = AccountSettings {
+                user: user.user.clone(),
+                domain: info.domain.clone(),
+                auth_user: None,
+                display_name: None,
+                proxy: Some(info.udp.clone()),
+                transport: TransportKind::Udp,
+                srtp: SrtpMode::Off,
+                expires: 600,
+                lab: true,
+            };
+            let id = account_id(&settings);
+            let unchanged = lock(&self.inner.accounts)
+                .get(&id)
+                .is_some_and(|s| s.settings == settings);
+            let has_password =
+                self.inner.options.secrets.get(&id)?.as_deref() == Some(user.password.as_str());
+            if !(unchanged && has_password) {
+                self.add_account(NewAccount {
+                    settings,
+                    password: Some(user.password.clone()),
+                })
+                .await?;
+            }
+        }
+        self.register(&info.signed_in_as).await?;
+        Ok(info)
+    }
+
+    /// Signs every account out, ends calls and stops the bundled lab server.
+    pub async fn shutdown(&self) {
+        let ids: Vec<String> = lock(&self.inner.calls).keys().cloned().collect();
+        for id in ids {
+            let _ = self.hangup(&id);
+        }
+        let slots: Vec<AccountSlot> = {
+            let mut accounts = lock(&self.inner.accounts);
+            accounts
+                .values_mut()
+                .map(|s| AccountSlot {
+                    settings: s.settings.clone(),
+                    registration: RegistrationState::Unregistered,
+                    ua: s.ua.take(),
+                    unregister: s.unregister.take(),
+                })
+                .collect()
+        };
+        for slot in slots {
+            retire(slot).await;
+        }
+        if let Some(lab) = self.inner.lab.lock().await.take() {
+            lab.stop().await;
+        }
+    }
+}
+
+fn reply_not_yet(ctl: CallCtl) {
+    let not_yet = || invalid("Answer the call first.");
+    match ctl {
+        CallCtl::Answer(r)
+        | CallCtl::Hold(_, r)
+        | CallCtl::Dtmf(_, r)
+        | CallCtl::Transfer(_, r)
+        | CallCtl::Devices(_, _, r) => {
+            let _ = r.send(Err(not_yet()));
+        }
+        CallCtl::Decline | CallCtl::Hangup | CallCtl::Mute(_) => {}
+    }
+}
+
+/// Signs an account's user agent out and shuts it down.
+async fn retire(slot: AccountSlot) {
+    if let Some(stop) = slot.unregister {
+        let (done_tx, done_rx) = oneshot::channel();
+        if stop.send(done_tx).is_ok() {
+            // The un-REGISTER is answered before the endpoint closes.
+            let _ = done_rx.await;
+        }
+    }
+    if let Some(ua) = slot.ua {
+        ua.shutdown().await;
+    }
+}

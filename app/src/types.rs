@@ -1,0 +1,388 @@
+//! The types that cross the bridge between the Rust side and the ui: command arguments,
+//! command results and events. Their TypeScript twins in `ui/src/lib/bindings/` are generated
+//! from these definitions ([`crate::bindings`]); they are never written by hand.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Which transport an account uses to reach its registrar or proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// SIP over UDP.
+    #[default]
+    Udp,
+    /// SIP over TCP.
+    Tcp,
+    /// SIP over TLS.
+    Tls,
+}
+
+/// How an account protects call media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpMode {
+    /// Plain RTP.
+    #[default]
+    Off,
+    /// SRTP offered, plain RTP accepted.
+    Optional,
+    /// SRTP only; plain calls are refused.
+    Mandatory,
+}
+
+/// An account's settings as the user entered them (the password is not part of it: it lives in
+/// the OS keyring).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountSettings {
+    /// User part of the address of record (`alice` in `sip:alice@example.org`).
+    pub user: String,
+    /// Domain of the address of record.
+    pub domain: String,
+    /// Digest user name when it differs from `user`.
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// Name shown to the people we call.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Outbound proxy (`host`, `host:port` or a SIP URI); none means the domain itself.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Transport towards the proxy or registrar.
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// Media protection.
+    #[serde(default)]
+    pub srtp: SrtpMode,
+    /// Registration expiry asked for, in seconds.
+    #[serde(default = "default_expires")]
+    pub expires: u32,
+    /// True for accounts of the bundled lab server (their proxy follows the lab's address).
+    #[serde(default)]
+    pub lab: bool,
+}
+
+fn default_expires() -> u32 {
+    tandem_client_core::DEFAULT_EXPIRES
+}
+
+/// The arguments of `add_account`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct NewAccount {
+    /// The account's settings.
+    pub settings: AccountSettings,
+    /// Its password (stored in the OS keyring, never in a file); none for accounts without auth.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Why a registration or a test connection failed, as a category the ui can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureKind {
+    /// The server refused the user name or password.
+    WrongPassword,
+    /// Nothing answered: wrong address, server down, or a firewall.
+    Unreachable,
+    /// The TLS handshake failed (certificate not trusted, expired, wrong name).
+    Tls,
+    /// The server answered with an error status.
+    Rejected,
+    /// The settings are invalid (bad address, missing user).
+    Settings,
+    /// The password could not be read from or written to the OS keyring.
+    Keyring,
+    /// Anything else.
+    Other,
+}
+
+/// A failure explained in words for the user, with its category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// The category.
+    pub kind: FailureKind,
+    /// One or two sentences for the user: what went wrong and what to try.
+    pub message: String,
+    /// The technical detail (status line, socket error), for the curious.
+    pub detail: String,
+}
+
+/// An account's registration state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum RegistrationState {
+    /// Not registered (never tried, or signed out).
+    Unregistered,
+    /// A REGISTER is under way.
+    Registering,
+    /// Registered; the binding is refreshed in the background.
+    Registered {
+        /// Granted expiry in seconds.
+        expires: u32,
+    },
+    /// The last attempt or refresh failed.
+    Failed {
+        /// What went wrong.
+        failure: Failure,
+    },
+}
+
+/// One account as the ui lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountInfo {
+    /// Stable id (`user@domain`).
+    pub id: String,
+    /// The settings.
+    pub settings: AccountSettings,
+    /// Whether a password is stored in the keyring.
+    pub has_password: bool,
+    /// Registration state.
+    pub registration: RegistrationState,
+}
+
+/// Which side started a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// We called.
+    Outgoing,
+    /// We were called.
+    Incoming,
+}
+
+/// Where a call is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum CallPhase {
+    /// Outgoing: INVITE sent, no answer yet.
+    Dialing,
+    /// Outgoing: the far end is ringing.
+    Ringing,
+    /// Incoming: waiting for the user to answer or decline.
+    Incoming,
+    /// Answered, media flowing.
+    Active,
+    /// Ended.
+    Ended,
+}
+
+/// Live audio quality of a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Quality {
+    /// Codec we send with.
+    pub codec: String,
+    /// Receive loss in percent.
+    pub loss_percent: f32,
+    /// Receive jitter in milliseconds.
+    pub jitter_ms: f32,
+    /// Round-trip time in milliseconds, once measured.
+    pub rtt_ms: Option<f32>,
+    /// Estimated mean opinion score (1.0 to 4.5).
+    pub mos: f32,
+    /// True when media is SRTP-protected.
+    pub secure: bool,
+}
+
+/// One call as the ui shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct CallInfo {
+    /// The call's id in this app (unique even when both ends of a call are our accounts).
+    pub id: String,
+    /// Its SIP Call-ID.
+    pub sip_call_id: String,
+    /// The account the call belongs to.
+    pub account_id: String,
+    /// The other party's address.
+    pub remote: String,
+    /// Who called.
+    pub direction: Direction,
+    /// Where the call is.
+    pub phase: CallPhase,
+    /// When the call was answered (Unix time in milliseconds): the call timer starts here.
+    pub answered_at_ms: Option<f64>,
+    /// We put the call on hold.
+    pub held: bool,
+    /// The other party put us on hold.
+    pub remote_held: bool,
+    /// Our microphone is muted.
+    pub muted: bool,
+    /// Codec in use, once media runs.
+    pub codec: Option<String>,
+    /// Media is encrypted.
+    pub secure: bool,
+    /// Why it ended (set in the `Ended` phase).
+    pub end_reason: Option<String>,
+}
+
+/// An audio device the user can pick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct AudioDevice {
+    /// The name to pass back in `switch_devices` (e.g. `null.monitor`).
+    pub name: String,
+    /// Human-readable description.
+    pub description: String,
+    /// Usable as a microphone.
+    pub input: bool,
+    /// Usable as a speaker.
+    pub output: bool,
+    /// The system default for its direction.
+    pub default: bool,
+}
+
+/// The devices new calls use, as device specs (`default`, a device name, `null`, `tone:440`,
+/// `file:PATH`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceChoice {
+    /// Microphone.
+    pub capture: String,
+    /// Speaker.
+    pub playback: String,
+}
+
+impl Default for DeviceChoice {
+    fn default() -> Self {
+        DeviceChoice {
+            capture: "default".to_owned(),
+            playback: "default".to_owned(),
+        }
+    }
+}
+
+/// What `list_devices` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Devices {
+    /// The devices the audio host reports (empty when there is no audio server).
+    pub available: Vec<AudioDevice>,
+    /// What new calls use.
+    pub current: DeviceChoice,
+}
+
+/// How a call in the history ended, for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum HistoryOutcome {
+    /// Answered and then ended normally.
+    Answered,
+    /// Incoming and never answered.
+    Missed,
+    /// Incoming and declined by us.
+    Declined,
+    /// Outgoing and not answered (busy, declined, no answer, failure).
+    Failed,
+}
+
+/// One entry of the call history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// The account.
+    pub account_id: String,
+    /// The other party.
+    pub remote: String,
+    /// Who called.
+    pub direction: Direction,
+    /// How it ended.
+    pub outcome: HistoryOutcome,
+    /// When it started (Unix ms).
+    pub started_at_ms: f64,
+    /// Talk time in seconds (0 when never answered).
+    pub duration_secs: f64,
+    /// The end reason or failure in words.
+    pub detail: String,
+}
+
+/// A demo account of the bundled lab server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct LabUser {
+    /// User name (`alice`).
+    pub user: String,
+    /// Its password (the lab is local and for learning: the ui may show it).
+    pub password: String,
+}
+
+/// The running bundled lab server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct LabInfo {
+    /// Its SIP domain.
+    pub domain: String,
+    /// `host:port` of its UDP listener.
+    pub udp: String,
+    /// `host:port` of its TCP listener.
+    pub tcp: Option<String>,
+    /// The demo accounts.
+    pub users: Vec<LabUser>,
+    /// The account the app signed in as.
+    pub signed_in_as: String,
+}
+
+/// The arguments of `call`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRequest {
+    /// The account to call from.
+    pub account_id: String,
+    /// Who to call: a SIP URI, `user`, `user@domain` or a `tel:` number.
+    pub target: String,
+}
+
+/// Everything the Rust side tells the ui without being asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum AppEvent {
+    /// The account list changed (added, removed, edited).
+    AccountsChanged {
+        /// The accounts now.
+        accounts: Vec<AccountInfo>,
+    },
+    /// An account's registration state changed.
+    Registration {
+        /// The account.
+        account_id: String,
+        /// Its new state.
+        state: RegistrationState,
+    },
+    /// A call appeared or changed (incoming, ringing, answered, held, muted, ended).
+    Call {
+        /// The call now.
+        call: CallInfo,
+    },
+    /// A quality report for a call in progress.
+    Quality {
+        /// The call.
+        call_id: String,
+        /// The figures.
+        quality: Quality,
+    },
+    /// A DTMF digit arrived from the other party.
+    Dtmf {
+        /// The call.
+        call_id: String,
+        /// The digit.
+        digit: String,
+    },
+    /// Something the user should know that belongs to no command (a media warning, a failed transfer).
+    Notice {
+        /// The call it concerns, if any.
+        call_id: Option<String>,
+        /// The message.
+        message: String,
+    },
+}
+
+/// The error every command returns: a failure explained in words.
+pub type CommandError = Failure;
