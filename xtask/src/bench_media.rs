@@ -5,7 +5,7 @@
 //!    (capture -> RTP on loopback -> jitter buffer -> playout, target <= 60 ms at 0 % loss) and sessions per core.
 //! 2. Real binaries on loopback, per codec (Opus, PCMU), four calls at once for `--call-secs` (default 20):
 //!    * CPU: `tandem-cli call` -> `tandem-cli answer --no-register` and `baresip` -> `baresip` (auto answer),
-//!      both sides playing a tone file and recording what they hear; user + system time of every process from
+//!      both sides playing a speech-like file and recording what they hear; user + system time of every process from
 //!      `/proc/PID/stat` over the steady middle of the call.
 //!    * Latency, the same method for both: a caller plays a WAV of 1 kHz bursts (one a second) to a baresip
 //!      running the `echo` module (which loops its playout back into its capture through `aubridge`) and records
@@ -435,13 +435,32 @@ fn burst_signal(secs: f64) -> Vec<i16> {
         .collect()
 }
 
-/// A steady tone, for the CPU calls.
-fn tone_signal(hz: f64, secs: f64) -> Vec<i16> {
+/// A speech-like load for the CPU calls (a pure tone is unrealistically cheap for Opus): a harmonic-rich
+/// voice whose pitch wanders around `pitch_hz`, syllable-rate loudness changes, and a little noise.
+fn speech_signal(pitch_hz: f64, secs: f64) -> Vec<i16> {
+    use std::f64::consts::TAU;
+    const HARMONICS: u32 = 12;
     let total = (secs * f64::from(RATE)) as usize;
+    let norm: f64 = (1..=HARMONICS).map(|k| 1.0 / f64::from(k)).sum();
+    let mut phase = 0.0f64;
+    let mut noise_state = 0x2545_f491_u32;
     (0..total)
         .map(|i| {
             let t = i as f64 / f64::from(RATE);
-            (0.4 * (2.0 * std::f64::consts::PI * hz * t).sin() * f64::from(i16::MAX)) as i16
+            let pitch =
+                pitch_hz * (1.0 + 0.15 * (TAU * 0.7 * t).sin() + 0.1 * (TAU * 2.3 * t).sin());
+            phase = (phase + TAU * pitch / f64::from(RATE)) % TAU;
+            let voice: f64 = (1..=HARMONICS)
+                .map(|k| (f64::from(k) * phase).sin() / f64::from(k))
+                .sum::<f64>()
+                / norm;
+            noise_state ^= noise_state << 13;
+            noise_state ^= noise_state >> 17;
+            noise_state ^= noise_state << 5;
+            let noise = f64::from(noise_state) / f64::from(u32::MAX) * 2.0 - 1.0;
+            let envelope = 0.2 + 0.8 * (TAU * 2.5 * t).sin().max(0.0);
+            let v = 0.45 * envelope * (0.95 * voice + 0.05 * noise);
+            (v * f64::from(i16::MAX)) as i16
         })
         .collect()
 }
@@ -999,11 +1018,11 @@ fn run_codec(
     let dir = dir.join(codec);
     fs::create_dir_all(&dir)?;
     let file_secs = call_secs as f64 + 10.0;
-    let tone_a = dir.join("tone-440.wav");
-    let tone_b = dir.join("tone-1250.wav");
+    let speech_a = dir.join("speech-120.wav");
+    let speech_b = dir.join("speech-210.wav");
     let bursts = dir.join("bursts.wav");
-    write_wav(&tone_a, RATE, &tone_signal(440.0, file_secs))?;
-    write_wav(&tone_b, RATE, &tone_signal(1250.0, file_secs))?;
+    write_wav(&speech_a, RATE, &speech_signal(120.0, file_secs))?;
+    write_wav(&speech_b, RATE, &speech_signal(210.0, file_secs))?;
     write_wav(&bursts, RATE, &burst_signal(file_secs))?;
     let codec_arg = codec.to_string();
     let s = |p: &Path| p.display().to_string();
@@ -1023,7 +1042,7 @@ fn run_codec(
                 "--count".into(),
                 "1".into(),
                 "--play".into(),
-                s(&tone_b),
+                s(&speech_b),
                 "--record".into(),
                 s(&t_callee_rec),
                 "--codec".into(),
@@ -1034,7 +1053,7 @@ fn run_codec(
     )?;
     let (mut b_callee, b_callee_addr) = start_baresip(
         "baresip-callee",
-        &BaresipRole::Callee { source: &tone_b },
+        &BaresipRole::Callee { source: &speech_b },
         baresip_codec,
         true,
         &dir,
@@ -1084,7 +1103,7 @@ fn run_codec(
                 "--timeout".into(),
                 "10".into(),
                 "--play".into(),
-                s(&tone_a),
+                s(&speech_a),
                 "--record".into(),
                 s(&t_caller_rec),
                 "--codec".into(),
@@ -1120,7 +1139,7 @@ fn run_codec(
     let (mut b_caller, _) = start_baresip(
         "baresip-caller",
         &BaresipRole::Caller {
-            source: &tone_a,
+            source: &speech_a,
             target: b_callee_addr,
             quit_after: call_secs + 1,
             lean: false,
