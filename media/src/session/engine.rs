@@ -817,6 +817,13 @@ impl Engine {
             PacketKind::Rtp if via == Via::Rtp => self.on_rtp(now, data),
             // On a separate RTCP port every 128..=191 datagram is RTCP.
             PacketKind::Rtp | PacketKind::Rtcp => self.on_rtcp(now, data),
+            // Without rtcp-mux a peer such as baresip runs a second DTLS association on its
+            // RTCP port (RFC 5764 §4.1). Ours lives on the RTP port only: a ClientHello from
+            // the RTCP component must never reach it, or rtc-dtls keeps that hello's random and
+            // signs the RTP client's ServerKeyExchange over the wrong one (bad signature).
+            PacketKind::Dtls if via == Via::Rtcp => {
+                debug!(%from, "DTLS datagram on the separate RTCP port ignored");
+            }
             PacketKind::Dtls => {
                 if let Some(dtls) = self.security.dtls.as_mut() {
                     dtls.handle_datagram(now, data);
