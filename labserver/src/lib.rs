@@ -3,6 +3,7 @@
 pub mod ca;
 pub mod config;
 pub mod store;
+pub mod store_im;
 
 pub mod authn;
 pub mod im;

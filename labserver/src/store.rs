@@ -145,11 +145,12 @@ pub enum Backend {
 /// The lab server's persistent store, cheap to clone (a pooled handle).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: Pool,
+    pub(crate) pool: Pool,
 }
 
+/// The concrete pool behind a [`Store`] (visible to the crate's other `store_*` modules).
 #[derive(Clone, Debug)]
-enum Pool {
+pub(crate) enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -159,11 +160,12 @@ enum Pool {
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
-            Pool::Sqlite($pool) => $body,
-            Pool::Postgres($pool) => $body,
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
         }
     };
 }
+pub(crate) use with_pool;
 
 impl Store {
     /// Opens the database at `url` (`sqlite:///path/lab.db`, created if missing, or
