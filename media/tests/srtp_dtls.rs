@@ -206,6 +206,95 @@ fn handshake_survives_a_lost_first_flight() {
     check_media_flows(&mut c, &mut s);
 }
 
+/// An `a=setup:active` answerer's first ClientHello reaches the offerer before the SDP answer
+/// and is dropped there: the early resend completes the handshake well before RFC 6347's
+/// 1 s retransmission timer would.
+#[test]
+fn lost_first_hello_is_resent_early() {
+    let start = Instant::now();
+    let (mut client, mut server) = endpoints(None, None, start);
+    let first = client.poll_transmit().unwrap();
+    assert!(
+        client.poll_transmit().is_none(),
+        "one datagram first flight"
+    );
+    // Lost: the server is not there yet. The virtual clock moves in 10 ms steps.
+    let mut now = start;
+    let mut copies = 0;
+    while now < start + Duration::from_millis(500) {
+        now += Duration::from_millis(10);
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now);
+        }
+        if let Some(d) = client.poll_transmit() {
+            assert_eq!(d, first, "the first flight, byte for byte");
+            copies += 1;
+            server.handle_datagram(now, &d);
+            break;
+        }
+    }
+    assert_eq!(copies, 1, "no early resend within 500 ms");
+    assert!(
+        now - start <= Duration::from_millis(200),
+        "resent after {:?}",
+        now - start
+    );
+    let (c, s, elapsed) = pump(&mut client, &mut server, now, 0);
+    let mut c = c.unwrap().unwrap();
+    let mut s = s.unwrap().unwrap();
+    assert!(
+        now - start + elapsed < Duration::from_millis(500),
+        "handshake took {:?}",
+        now - start + elapsed
+    );
+    check_media_flows(&mut c, &mut s);
+}
+
+/// The early resends stop once the peer has answered, and there are two of them at most
+/// before the regular retransmission timer (1 s) fires.
+#[test]
+fn early_resends_are_bounded_and_stop_when_the_peer_answers() {
+    let start = Instant::now();
+    let (mut client, mut server) = endpoints(None, None, start);
+    let first = client.poll_transmit().unwrap();
+    let mut copies_of_first = 0;
+    server.handle_datagram(start, &first);
+    let (c, s, _) = pump(&mut client, &mut server, start, 0);
+    assert!(
+        matches!((&c, &s), (Some(Ok(_)), Some(Ok(_)))),
+        "{c:?} {s:?}"
+    );
+    // Nothing left to resend after an answered hello.
+    for t in [150, 400, 1000] {
+        client.handle_timeout(start + Duration::from_millis(t));
+        while let Some(d) = client.poll_transmit() {
+            if d == first {
+                copies_of_first += 1;
+            }
+        }
+    }
+    assert_eq!(copies_of_first, 0);
+
+    // Unanswered: exactly two early copies before the 1 s retransmission.
+    let cert = DtlsCertificate::generate().unwrap();
+    let peer = DtlsCertificate::generate().unwrap().fingerprint();
+    let mut lone = DtlsSrtp::new_at(DtlsRole::Client, cert, peer, start).unwrap();
+    let mut sent_before_1s = 0;
+    let mut now = start;
+    while now < start + Duration::from_millis(990) {
+        while lone.poll_transmit().is_some() {
+            sent_before_1s += 1;
+        }
+        let Some(t) = lone.poll_timeout() else { break };
+        now = now.max(t);
+        if now >= start + Duration::from_millis(990) {
+            break;
+        }
+        lone.handle_timeout(now);
+    }
+    assert_eq!(sent_before_1s, 3, "the hello and two early copies");
+}
+
 #[test]
 fn handshake_completes_under_loss_in_both_directions() {
     // Deterministic loss patterns: every n-th datagram of one or both directions, a burst.

@@ -31,6 +31,14 @@ const PEER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHO
 /// limit with [`DtlsSrtp::set_handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// When a client sends its first flight again, counted from its first transmission, while the
+/// peer has not answered. An answerer that is `a=setup:active` sends its ClientHello together
+/// with the SDP answer, so the hello usually reaches the offerer before the answer does and is
+/// dropped there; these copies hide that without waiting for the RFC 6347 1 s retransmission
+/// timer, which runs unchanged beside them. The copies are byte-identical (same record
+/// sequence numbers), so a server that already has the hello discards them as replays.
+const EARLY_RESENDS: [Duration; 2] = [Duration::from_millis(150), Duration::from_millis(400)];
+
 /// Which side of the DTLS handshake we take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DtlsRole {
@@ -391,6 +399,12 @@ pub struct DtlsSrtp {
     result: Option<Result<SrtpContext, SrtpError>>,
     finished: bool,
     started: Instant,
+    /// A client's first flight as sent, for the early resends.
+    first_flight: Vec<Vec<u8>>,
+    /// When the first flight is sent again (ascending) while the peer is silent.
+    early_resends: VecDeque<Instant>,
+    /// A DTLS datagram has arrived from the peer: no more early resends.
+    heard_peer: bool,
     /// The whole handshake must be done by then. `rtc-dtls` can lose its retransmission timer
     /// (a handshake datagram that does not complete a flight disarms it), so this bound is what
     /// guarantees a result.
@@ -448,9 +462,16 @@ impl DtlsSrtp {
             result: None,
             finished: false,
             started: now,
+            first_flight: Vec::new(),
+            early_resends: VecDeque::new(),
+            heard_peer: false,
             deadline: now + DEFAULT_HANDSHAKE_TIMEOUT,
         };
         me.collect_transmits();
+        if role == DtlsRole::Client {
+            me.first_flight = me.transmits.iter().cloned().collect();
+            me.early_resends = EARLY_RESENDS.iter().map(|d| now + *d).collect();
+        }
         Ok(me)
     }
 
@@ -475,6 +496,8 @@ impl DtlsSrtp {
             tracing::debug!(len = datagram.len(), "ignoring a datagram that is not DTLS");
             return;
         }
+        self.heard_peer = true;
+        self.early_resends.clear();
         let read = self
             .endpoint
             .read(now, PEER_ADDR, None, BytesMut::from(datagram));
@@ -512,15 +535,20 @@ impl DtlsSrtp {
     }
 
     /// When [`DtlsSrtp::handle_timeout`] is next due (a handshake retransmission or the
-    /// handshake deadline); `None` once the handshake has a result.
+    /// handshake deadline, or an early resend of a client's first flight); `None` once the
+    /// handshake has a result.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.finished {
             return None;
         }
-        Some(match self.endpoint.poll_timeout(&PEER_ADDR) {
+        let mut next = match self.endpoint.poll_timeout(&PEER_ADDR) {
             Some(t) => t.min(self.deadline),
             None => self.deadline,
-        })
+        };
+        if let Some(&resend) = self.early_resends.front() {
+            next = next.min(resend);
+        }
+        Some(next)
     }
 
     /// Retransmits the current flight when its timer has expired; gives up (an error result)
@@ -532,6 +560,15 @@ impl DtlsSrtp {
         if now >= self.deadline {
             self.fail(SrtpError::DtlsTimeout);
             return;
+        }
+        let mut resend = false;
+        while self.early_resends.front().is_some_and(|t| *t <= now) {
+            self.early_resends.pop_front();
+            resend = true;
+        }
+        if resend && !self.heard_peer {
+            tracing::debug!("DTLS peer silent: first flight sent again");
+            self.transmits.extend(self.first_flight.iter().cloned());
         }
         let res = self.endpoint.handle_timeout(PEER_ADDR, now);
         self.collect_transmits();
