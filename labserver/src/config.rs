@@ -71,6 +71,8 @@ pub struct LabConfig {
     pub limits: LimitsConfig,
     /// Create alice, bob and carol with random passwords on first start; default true.
     pub demo_users: bool,
+    /// Page-mode messaging with store-and-forward (`[im]`).
+    pub im: crate::im::ImConfig,
 }
 
 /// Listening sockets per transport.
@@ -256,6 +258,7 @@ impl Default for LabConfig {
             proxy: ProxyConfig::default(),
             limits: LimitsConfig::default(),
             demo_users: true,
+            im: Default::default(),
         }
     }
 }
@@ -407,6 +410,7 @@ impl LabConfig {
         if self.proxy.invite_timeout_secs == 0 {
             return invalid("proxy.invite_timeout_secs must be at least 1".to_owned());
         }
+        self.im.validate().map_err(ConfigError::Invalid)?;
         if self.limits.max_transactions == 0 {
             return invalid("limits.max_transactions must be at least 1".to_owned());
         }

@@ -93,6 +93,7 @@ pub struct Proxy {
     calls: Mutex<HashMap<TxId, CallEntry>>,
     loops: LoopGuard,
     cdrs: CdrLog,
+    im: std::sync::OnceLock<Arc<crate::im::Im>>,
 }
 
 impl Proxy {
@@ -114,7 +115,13 @@ impl Proxy {
             calls: Mutex::new(HashMap::new()),
             loops: LoopGuard::default(),
             cdrs: CdrLog::new(store),
+            im: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands MESSAGEs for offline users to the store-and-forward service (set once).
+    pub fn set_im(&self, im: Arc<crate::im::Im>) {
+        let _ = self.im.set(im);
     }
 
     /// Waits until every call record produced so far is written to the store.
@@ -334,7 +341,7 @@ impl Proxy {
     /// RFC 5626 reg-id) or is a TLS contact (clients rarely listen for TLS); otherwise the
     /// contact comes first (a third-party contact registered over someone else's connection)
     /// and the flow is the fallback.
-    fn targets_for_uri(
+    pub(crate) fn targets_for_uri(
         &self,
         uri: &Uri,
         binding: Option<&Binding>,
@@ -451,9 +458,21 @@ impl Proxy {
             None
         };
 
+        if let Some(im) = self.im.get()
+            && let Some(r) = im.intercept(&request).await
+        {
+            self.endpoint.respond(tx, r);
+            return;
+        }
         let targets = match self.determine_targets(&request, &identity).await {
             Ok(t) => t,
             Err((status, reason)) => {
+                if let Some(im) = self.im.get()
+                    && let Some(r) = im.offline(&request, &[status]).await
+                {
+                    self.endpoint.respond(tx, r);
+                    return;
+                }
                 if let Some(call) = &call {
                     self.cdrs
                         .finished(call, None, Some(status), cause_for(status, false));
@@ -687,7 +706,12 @@ impl Proxy {
                 released = true;
             }
             if final_sent.is_none() && finals.iter().all(Option::is_some) {
-                let best = best_response(&finals, original);
+                let statuses: Vec<u16> = finals.iter().flatten().map(|r| r.status).collect();
+                let stored = match self.im.get() {
+                    Some(im) if !is_invite => im.offline(&request, &statuses).await,
+                    _ => None,
+                };
+                let best = stored.unwrap_or_else(|| best_response(&finals, original));
                 let status = best.status;
                 self.endpoint.respond(tx, best);
                 final_sent = Some(status);

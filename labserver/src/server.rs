@@ -51,6 +51,7 @@ struct Core {
     registrar: Registrar,
     proxy: Arc<Proxy>,
     locals: Arc<LocalDomains>,
+    im: Arc<crate::im::Im>,
 }
 
 /// A running lab server (in-process handle; used by `serve` and by tests).
@@ -61,6 +62,7 @@ pub struct LabServer {
     dispatcher: Option<JoinHandle<()>>,
     proxy: Arc<Proxy>,
     store: Store,
+    im: Arc<crate::im::Im>,
 }
 
 impl LabServer {
@@ -137,12 +139,24 @@ impl LabServer {
             Arc::clone(&locals),
             store.clone(),
         ));
+        let (im_endpoint, im_locals) = (endpoint.clone(), Arc::clone(&locals));
+        let im = crate::im::Im::start(
+            config.im.clone(),
+            im_endpoint,
+            location.clone(),
+            im_locals,
+            store.clone(),
+            &proxy,
+        )
+        .await;
+        proxy.set_im(Arc::clone(&im));
         let location_tasks = location.spawn_tasks();
         let core = Arc::new(Core {
             endpoint: endpoint.clone(),
             registrar,
             proxy: Arc::clone(&proxy),
             locals,
+            im: Arc::clone(&im),
         });
         let dispatcher = tokio::spawn(async move {
             while let Some(event) = incoming.next().await {
@@ -156,6 +170,7 @@ impl LabServer {
             dispatcher: Some(dispatcher),
             proxy,
             store,
+            im,
         })
     }
 
@@ -193,6 +208,7 @@ impl LabServer {
         if let Some(d) = self.dispatcher.take() {
             d.abort();
         }
+        self.im.stop();
         let flushed = self.location.close().await;
         if let Some(t) = self.location_tasks.take() {
             t.stop();
@@ -209,6 +225,7 @@ impl Drop for LabServer {
         if let Some(d) = self.dispatcher.take() {
             d.abort();
         }
+        self.im.stop();
         if let Some(t) = self.location_tasks.take() {
             t.stop();
         }
@@ -278,13 +295,17 @@ impl Core {
         if request.method == Method::Register {
             // Usually answered at once (HA1 cached); a task only when the store must be asked.
             if let Some(response) = self.registrar.handle_now(&request, flow) {
+                let status = response.status;
                 self.endpoint.respond(tx, response);
+                self.im.registered(&request, status);
                 return;
             }
             let core = Arc::clone(self);
             tokio::spawn(async move {
                 let response = core.registrar.handle(&request, flow).await;
+                let status = response.status;
                 core.endpoint.respond(tx, response);
+                core.im.registered(&request, status);
             });
             return;
         }
