@@ -155,9 +155,8 @@ impl Store {
         &self,
         aor: &str,
     ) -> Result<Option<StoredMessage>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM stored_messages WHERE aor = $1 ORDER BY seq LIMIT 1"
-        );
+        let sql =
+            format!("SELECT {COLUMNS} FROM stored_messages WHERE aor = $1 ORDER BY seq LIMIT 1");
         with_pool!(self, pool => {
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(aor)
