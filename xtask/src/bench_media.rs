@@ -1648,6 +1648,18 @@ pub fn media(args: &[String]) -> Result<()> {
     }
 
     let out_dir = target.join("bench-media");
+    // Each run keeps its logs and WAV files (about 60 MB) until the next run replaces them.
+    if let Ok(entries) = fs::read_dir(&out_dir) {
+        for e in entries.filter_map(|e| e.ok()) {
+            let old_run = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("run-"));
+            if old_run && e.path().is_dir() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let log_dir = out_dir.join(format!("run-{}", std::process::id()));
     fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     println!("xtask bench media: logs in {}", log_dir.display());
