@@ -246,9 +246,18 @@ impl RangeSet {
 
 struct Partial {
     headers: Headers,
+    /// The total announced in Byte-Range.
     total: Option<u64>,
+    /// Where the `$` chunk ended.
+    last_end: Option<u64>,
     ranges: RangeSet,
     sink: Box<dyn ChunkSink>,
+}
+
+impl Partial {
+    fn effective_total(&self) -> Option<u64> {
+        self.last_end.or(self.total)
+    }
 }
 
 /// Reassembles incoming SEND chunks per Message-ID.
@@ -420,6 +429,7 @@ impl Reassembler {
                 Partial {
                     headers,
                     total: None,
+                    last_end: None,
                     ranges: RangeSet::default(),
                     sink,
                 },
@@ -441,26 +451,26 @@ impl Reassembler {
             });
         }
 
-        // the total: announced, or fixed by the last chunk
-        let announced = range.total.or(match chunk.continuation {
-            Continuation::Complete => Some(end),
-            _ => None,
-        });
-        match (p.total, announced) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(MsrpError::InconsistentRange("total size changed"));
-            }
-            (None, Some(b)) => {
-                if p.ranges.ranges.last().is_some_and(|&(_, e)| e > b) {
-                    return Err(MsrpError::InconsistentRange(
-                        "bytes received past the total",
-                    ));
+        // The announced total must not change; the last chunk (`$`) fixes where the message
+        // ends. When the two disagree (RFC 4975's own §4 example announces 25 bytes and carries
+        // 23) the framing wins: the end-line is what the sender actually produced.
+        if let Some(t) = range.total {
+            match p.total {
+                Some(a) if a != t => {
+                    return Err(MsrpError::InconsistentRange("total size changed"));
                 }
-                p.total = Some(b);
+                _ => p.total = Some(t),
             }
-            _ => {}
         }
-        if p.total.is_some_and(|t| end > t) {
+        if chunk.continuation == Continuation::Complete {
+            if p.ranges.ranges.last().is_some_and(|&(_, e)| e > end) {
+                return Err(MsrpError::InconsistentRange(
+                    "bytes received past the last chunk",
+                ));
+            }
+            p.last_end = Some(end);
+        }
+        if p.effective_total().is_some_and(|t| end > t) {
             return Err(MsrpError::InconsistentRange("chunk goes past the total"));
         }
         if len > 0 {
@@ -475,7 +485,7 @@ impl Reassembler {
             p.ranges.insert(offset, end);
         }
         let received = p.ranges.covered();
-        match p.total {
+        match p.effective_total() {
             Some(total) if p.ranges.complete(total) => {
                 let Some(mut p) = self.partials.remove(message_id) else {
                     return Err(MsrpError::InconsistentRange("message vanished"));

@@ -136,12 +136,14 @@ pub fn auth_request<R: Rng + ?Sized>(
     }
 }
 
-/// The digest URI an AUTH is authenticated for: the relay's URI in To-Path (RFC 4976 §5.1).
+/// The digest URI an AUTH is authenticated for: the rightmost To-Path URI, the relay's, as
+/// written (RFC 4976 §5.1).
 pub fn auth_digest_uri(request: &Request) -> Result<String, MsrpError> {
     request
         .headers
         .get(TO_PATH)
-        .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
+        .and_then(|v| v.split_whitespace().last())
+        .map(str::to_owned)
         .ok_or(MsrpError::MissingHeader(TO_PATH))
 }
 
@@ -163,4 +165,25 @@ pub fn auth_ok(
     r.headers.push(USE_PATH, MsrpUri::format_list(use_path));
     r.headers.push(EXPIRES, expires.to_string());
     Ok(r)
+}
+
+/// The digest credentials of an AUTH request, with `uri` set to the digest URI the relay must
+/// verify against: the rightmost To-Path URI (RFC 4976 §5.1). RFC 4976's own example omits the
+/// `uri` parameter, so a missing one is accepted; a present one is replaced.
+pub fn auth_credentials(request: &Request) -> Result<Option<Credentials>, MsrpError> {
+    let Some(value) = request.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let digest_uri = auth_digest_uri(request)?;
+    let mut creds = match Credentials::parse(value) {
+        Ok(c) => c,
+        Err(crate::auth::AuthError::MissingParameter("uri")) => {
+            // re-parse with the implied parameter; the value is quoted like any digest string
+            let escaped = digest_uri.replace('\\', "\\\\").replace('"', "\\\"");
+            Credentials::parse(&format!("{value}, uri=\"{escaped}\""))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    creds.uri = digest_uri;
+    Ok(Some(creds))
 }
