@@ -1,0 +1,230 @@
+//! The acceptance test of store-and-forward against the real `tandem-lab` binary: 100 MESSAGEs
+//! to an unregistered user, `kill -9` of the server halfway through the submission, restart on
+//! the same data directory, the rest submitted, then the user registers and answers 200 to
+//! each: exactly 100 delivered, in submission order, no duplicates (identified by body).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod sip_util;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sip_util::{DOMAIN, Ua, answer, rand_token};
+use tandem_proto::msg::{HeaderName, Message, Method, Request, Response};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tandem-lab");
+const TOTAL: usize = 100;
+const KILL_AFTER: usize = 50;
+
+/// Kills the server when dropped (also when the test fails).
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    /// SIGKILL, and wait for the process to be gone.
+    fn kill9(&mut self) {
+        let mut child = self.0.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = child.wait().unwrap();
+        assert!(!exit.success(), "tandem-lab exited normally after SIGKILL");
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn lab_cmd(data: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("TANDEM_LAB_CONFIG")
+        .env_remove("TANDEM_LAB_PASSWORD")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Starts `tandem-lab serve`; returns the guard and its UDP address from the ready line.
+fn serve(data: &Path, config: &Path) -> (ChildGuard, SocketAddr) {
+    let mut child = lab_cmd(data, config)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = ChildGuard(Some(child));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("no ready line from tandem-lab");
+        if let Some(rest) = line.strip_prefix("ready ") {
+            let udp = rest
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("udp="))
+                .expect("udp= in the ready line")
+                .parse()
+                .unwrap();
+            return (guard, udp);
+        }
+    }
+}
+
+/// MESSAGE number `n` from alice to bob (its own Call-ID and tag).
+fn message(ua: &Ua, n: usize) -> Request {
+    let text = format!("message {n:03}");
+    let raw = format!(
+        "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag={}\r\nTo: <sip:bob@{DOMAIN}>\r\nCall-ID: {}@im-kill\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+        ua.via(),
+        rand_token(),
+        rand_token(),
+        text.len()
+    );
+    Request::parse(Bytes::from(raw)).unwrap()
+}
+
+/// Submits `request` (answering the 407) and returns the final response.
+async fn submit(ua: &mut Ua, request: &Request) -> Response {
+    ua.send(&Message::Request(request.clone())).await;
+    let r = ua.response_for(Method::Message).await;
+    if r.status != 407 {
+        return r;
+    }
+    let authed = ua.authorize(request, &r, None);
+    ua.send(&Message::Request(authed)).await;
+    ua.response_for(Method::Message).await
+}
+
+/// `request` with the CSeq of `original` (credentials do not cover it).
+fn with_cseq_of(mut request: Request, original: &Request) -> Request {
+    let cseq = original.headers.get(&HeaderName::CSeq).unwrap().clone();
+    request.headers.set(HeaderName::CSeq, cseq);
+    request
+}
+
+/// Sends `request` again in a new transaction (new Via branch) with the same From tag, Call-ID
+/// and CSeq, as a sender does that never saw an answer; re-authenticates if challenged.
+async fn resubmit(ua: &mut Ua, request: &Request) -> Response {
+    let mut again = request.clone();
+    again.headers.set(HeaderName::Via, ua.via());
+    ua.send(&Message::Request(again.clone())).await;
+    let r = ua.response_for(Method::Message).await;
+    if r.status != 407 {
+        return r;
+    }
+    let authed = with_cseq_of(ua.authorize(&again, &r, None), &again);
+    ua.send(&Message::Request(authed)).await;
+    ua.response_for(Method::Message).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_messages_survive_kill_9_exactly_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("lab.toml");
+    std::fs::write(
+        &config,
+        "demo_users = false\n[listen]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n",
+    )
+    .unwrap();
+    for (user, pw) in [("alice", "alicepw"), ("bob", "bobpw")] {
+        let out = lab_cmd(&data, &config)
+            .args(["user", "add", user, "--password", pw])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    let (mut lab, udp) = serve(&data, &config);
+    let mut alice = Ua::new("alice", "alicepw", udp).await;
+    for n in 0..KILL_AFTER {
+        let request = message(&alice, n);
+        let r = submit(&mut alice, &request).await;
+        assert_eq!(r.status, 202, "message {n}: {} {}", r.status, r.reason);
+    }
+    // The next submission is in flight when the server is killed: it may or may not have been
+    // stored; the sender does not know and submits it again (same Call-ID, tag and CSeq).
+    let first = message(&alice, KILL_AFTER);
+    alice.send(&Message::Request(first.clone())).await;
+    let challenge = alice.response_for(Method::Message).await;
+    assert_eq!(challenge.status, 407);
+    let in_flight = with_cseq_of(alice.authorize(&first, &challenge, None), &first);
+    alice.send(&Message::Request(in_flight.clone())).await;
+    lab.kill9();
+
+    let (_lab, udp) = serve(&data, &config);
+    let mut alice = Ua::new("alice", "alicepw", udp).await;
+    let r = resubmit(&mut alice, &in_flight).await;
+    assert_eq!(r.status, 202, "{} {}", r.status, r.reason);
+    for n in KILL_AFTER + 1..TOTAL {
+        let request = message(&alice, n);
+        let r = submit(&mut alice, &request).await;
+        assert_eq!(r.status, 202, "message {n}: {} {}", r.status, r.reason);
+    }
+
+    let mut bob = Ua::new("bob", "bobpw", udp).await;
+    bob.register_self().await;
+    let mut bodies: Vec<String> = Vec::new();
+    let mut answered: HashMap<String, ()> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    // Collect until all arrived, then keep listening a little for duplicates.
+    let mut quiet_until: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        if quiet_until.is_some_and(|q| now >= q) {
+            break;
+        }
+        assert!(
+            now < deadline,
+            "only {} delivered: {bodies:?}",
+            bodies.len()
+        );
+        let Some((msg, from)) = bob.recv_within(1.0).await else {
+            continue;
+        };
+        let Message::Request(req) = msg else { continue };
+        assert_eq!(req.method, Method::Message);
+        bob.send_to(
+            &Message::Response(answer(&req, 200, "bobtag", &bob.contact())),
+            from,
+        )
+        .await;
+        let branch = req.headers.top_via().unwrap().branch().unwrap().to_string();
+        if answered.insert(branch, ()).is_some() {
+            continue; // a retransmission of a transaction already answered
+        }
+        bodies.push(String::from_utf8(req.body.to_vec()).unwrap());
+        if bodies.len() == TOTAL && quiet_until.is_none() {
+            quiet_until = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+        }
+    }
+    let expected: Vec<String> = (0..TOTAL).map(|n| format!("message {n:03}")).collect();
+    assert_eq!(bodies, expected);
+}
