@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
     };
     // The selector either picks a known content type or makes the type itself fuzzed.
     let (content_type, body) = if selector & 0x80 == 0 {
-        (CONTENT_TYPES[usize::from(selector) % CONTENT_TYPES.len()].to_owned(), rest)
+        (
+            CONTENT_TYPES[usize::from(selector) % CONTENT_TYPES.len()].to_owned(),
+            rest,
+        )
     } else {
         let split = usize::from(selector & 0x3f).min(rest.len());
         let (ct, body) = rest.split_at(split);
@@ -53,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
             let encoded = ev.encode();
             assert_eq!(TelephoneEvent::parse(&encoded), Ok(ev), "event round trip");
             let _ = ev.digit();
-            let ts = u32::from(selector).wrapping_mul(160).wrapping_add((i as u32 / 3) * 800);
+            let ts = u32::from(selector)
+                .wrapping_mul(160)
+                .wrapping_add((i as u32 / 3) * 800);
             if let Some(d) = receiver.on_packet(ts, &ev) {
                 assert!(digit_to_event(d).is_some(), "receiver reported {d:?}");
             }

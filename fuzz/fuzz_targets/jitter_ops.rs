@@ -15,9 +15,19 @@ use tandem_media::jitter::{JitterBuffer, JitterConfig, JitterOutput};
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// A packet arrives `advance_us` after the previous operation.
-    Push { advance_us: u16, sequence: u16, timestamp: u32, samples: u16, len: u8 },
+    Push {
+        advance_us: u16,
+        sequence: u16,
+        timestamp: u32,
+        samples: u16,
+        len: u8,
+    },
     /// A packet continuing the previous one (next sequence, timestamp + samples).
-    Next { advance_us: u16, skip: u8, samples: u16 },
+    Next {
+        advance_us: u16,
+        skip: u8,
+        samples: u16,
+    },
     /// The consumer wants the next frame.
     Pop { advance_us: u16, want: u16 },
     /// A long pause (up to ~65 s).
@@ -49,7 +59,13 @@ fuzz_target!(|input: Input| {
     let mut prev = jb.stats();
     for (n, op) in input.ops.into_iter().take(2000).enumerate() {
         match op {
-            Op::Push { advance_us, sequence, timestamp, samples, len } => {
+            Op::Push {
+                advance_us,
+                sequence,
+                timestamp,
+                samples,
+                len,
+            } => {
                 now += Duration::from_micros(u64::from(advance_us));
                 // Payloads are unique per push so we can tell where output came from.
                 let payload = Bytes::from(format!("{n}:{len}"));
@@ -57,7 +73,11 @@ fuzz_target!(|input: Input| {
                 jb.push(now, sequence, timestamp, payload, u32::from(samples));
                 last = Some((sequence, timestamp.wrapping_add(u32::from(samples))));
             }
-            Op::Next { advance_us, skip, samples } => {
+            Op::Next {
+                advance_us,
+                skip,
+                samples,
+            } => {
                 now += Duration::from_micros(u64::from(advance_us));
                 let (seq, ts) = last.unwrap_or((0, 0));
                 let seq = seq.wrapping_add(1).wrapping_add(u16::from(skip));
@@ -70,7 +90,9 @@ fuzz_target!(|input: Input| {
             Op::Pop { advance_us, want } => {
                 now += Duration::from_micros(u64::from(advance_us));
                 match jb.pop(now, u32::from(want)) {
-                    JitterOutput::Packet { payload, timestamp, .. } => {
+                    JitterOutput::Packet {
+                        payload, timestamp, ..
+                    } => {
                         assert!(
                             pushed.contains(&(timestamp, payload.clone())),
                             "popped a packet that was never pushed: ts {timestamp} {payload:?}"

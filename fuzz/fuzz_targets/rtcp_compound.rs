@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(packets) = parse_compound(data) else {
         return;
     };
-    assert!(!packets.is_empty(), "a non-empty compound parsed to no packets");
+    assert!(
+        !packets.is_empty(),
+        "a non-empty compound parsed to no packets"
+    );
     for p in &packets {
         if let RtcpPacket::SenderReport(sr) = p {
             for b in &sr.reports {
@@ -40,6 +43,10 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("built RTCP compound does not parse again: {e}"),
     };
     // Printing is stable: a second build gives the same bytes.
-    assert_eq!(build_compound(&again), bytes, "RTCP build/parse is not stable");
+    assert_eq!(
+        build_compound(&again),
+        bytes,
+        "RTCP build/parse is not stable"
+    );
     assert_eq!(again.len(), written.len(), "packet count changed");
 });

@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(p) => p,
             Err(e) => panic!("printed RTP packet does not parse again: {e}"),
         };
-        assert_eq!(again, packet, "RTP print/parse round trip changed the packet");
+        assert_eq!(
+            again, packet,
+            "RTP print/parse round trip changed the packet"
+        );
         // A parsed packet is never mistaken for STUN or DTLS.
         assert!(
             matches!(classify(data), PacketKind::Rtp | PacketKind::Rtcp),

@@ -39,7 +39,9 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) => panic!("supported crypto {printed:?} gives no context: {e}"),
             };
             let mut receiver = SrtpContext::from_sdes(&crypto, &crypto).expect("same keys");
-            let rtp = [0x80, 0x00, 0x12, 0x34, 0, 0, 0, 160, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3];
+            let rtp = [
+                0x80, 0x00, 0x12, 0x34, 0, 0, 0, 160, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3,
+            ];
             let protected = sender.protect_rtp(&rtp).expect("protect_rtp");
             let plain = receiver.unprotect_rtp(&protected).expect("unprotect_rtp");
             assert_eq!(plain, rtp, "SRTP round trip with parsed keys");
@@ -49,14 +51,17 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(remote.tag, local.tag);
         assert_eq!(remote.suite, local.suite);
         assert!(remote.check_supported().is_ok());
-        assert!(local.check_supported().is_ok(), "our answer line is unsupported");
+        assert!(
+            local.check_supported().is_ok(),
+            "our answer line is unsupported"
+        );
     }
     // Each parsed line as the answer to our own offer (tags 1..=3, one per suite).
     let ours = our_offer();
     for answer in &all {
         let matching = ours.iter().find(|c| c.tag == answer.tag);
-        let expected = matching.is_some_and(|c| c.suite == answer.suite)
-            && answer.check_supported().is_ok();
+        let expected =
+            matching.is_some_and(|c| c.suite == answer.suite) && answer.check_supported().is_ok();
         match sdes_accept(ours, answer) {
             Ok((local, remote)) => {
                 assert!(expected, "sdes_accept took an answer it should refuse");

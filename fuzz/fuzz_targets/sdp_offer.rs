@@ -43,14 +43,25 @@ fn client_codecs() -> &'static [Codec] {
 }
 
 fn spec(c: &NegotiatedCodec) -> Option<CodecSpec> {
-    CodecSpec::from_rtpmap(&c.name, c.clock_rate, c.channels, c.payload_type, c.fmtp.as_deref())
+    CodecSpec::from_rtpmap(
+        &c.name,
+        c.clock_rate,
+        c.channels,
+        c.payload_type,
+        c.fmtp.as_deref(),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {
     let offer = match SessionDescription::parse_bytes(data) {
         Ok(offer) => offer,
         Err(e) => {
-            assert_eq!(e.status_code(), 400, "parse error {e} has status {}", e.status_code());
+            assert_eq!(
+                e.status_code(),
+                400,
+                "parse error {e} has status {}",
+                e.status_code()
+            );
             return;
         }
     };
@@ -62,7 +73,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(reparsed.to_string(), printed, "SDP printing is not stable");
     assert_eq!(classify_offer(&offer, &reparsed), OfferChange::Unchanged);
     for i in 0..offer.media.len() {
-        let _ = (offer.media_direction(i), offer.media_remote_addr(i), offer.media_connection(i));
+        let _ = (
+            offer.media_direction(i),
+            offer.media_remote_addr(i),
+            offer.media_connection(i),
+        );
     }
 
     let local = MediaOffer::new(client_codecs().to_vec());
@@ -89,16 +104,27 @@ fuzz_target!(|data: &[u8]| {
     let (answer, neg) = match answer_offer(&offer, &local, 42, 1, ip, 40000, chooser) {
         Ok(a) => a,
         Err(e) => {
-            assert_eq!(e.status_code(), 488, "answer error {e} has status {}", e.status_code());
+            assert_eq!(
+                e.status_code(),
+                488,
+                "answer error {e} has status {}",
+                e.status_code()
+            );
             return;
         }
     };
 
     // The negotiated stream is usable by the media engine.
     if spec(&neg.send_codec).is_none() {
-        panic!("negotiated send codec {:?} is not one the media engine has", neg.send_codec);
+        panic!(
+            "negotiated send codec {:?} is not one the media engine has",
+            neg.send_codec
+        );
     }
-    assert!(neg.recv_codecs.iter().any(|c| spec(c).is_some()), "no receivable codec");
+    assert!(
+        neg.recv_codecs.iter().any(|c| spec(c).is_some()),
+        "no receivable codec"
+    );
     assert_eq!(answer.media.len(), offer.media.len(), "answer m-line count");
     match neg.security {
         SecurityKind::Sdes => {
@@ -117,11 +143,16 @@ fuzz_target!(|data: &[u8]| {
     let answer_text = answer.to_string();
     let answer_parsed = match SessionDescription::parse(&answer_text) {
         Ok(a) => a,
-        Err(e) => panic!("our answer does not parse: {e}\n--- offer\n{printed}\n--- answer\n{answer_text}"),
+        Err(e) => panic!(
+            "our answer does not parse: {e}\n--- offer\n{printed}\n--- answer\n{answer_text}"
+        ),
     };
     match accept_answer(&offer, &answer_parsed) {
         Ok(theirs) => {
-            assert_eq!(theirs.index, neg.index, "offerer and answerer disagree on the stream");
+            assert_eq!(
+                theirs.index, neg.index,
+                "offerer and answerer disagree on the stream"
+            );
             assert_eq!(theirs.security, neg.security, "security kind differs");
         }
         Err(e) => panic!(

@@ -60,7 +60,10 @@ fuzz_target!(|data: &[u8]| {
     let c = b.counters();
     match &result {
         Ok(plain) => {
-            assert!(plain.len() < packet.len(), "unprotect did not shrink the packet");
+            assert!(
+                plain.len() < packet.len(),
+                "unprotect did not shrink the packet"
+            );
             assert_eq!(c.rtp_unprotected + c.rtcp_unprotected, 1);
         }
         Err(e) => assert_eq!(
@@ -105,7 +108,11 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let c = b.counters();
-    assert_eq!(c.auth_failures + c.malformed, 1, "tampered packet not counted: {c:?}");
+    assert_eq!(
+        c.auth_failures + c.malformed,
+        1,
+        "tampered packet not counted: {c:?}"
+    );
     let plain = if rtcp {
         b.unprotect_rtcp(&protected)
     } else {
@@ -122,5 +129,10 @@ fuzz_target!(|data: &[u8]| {
         b.unprotect_rtp(&protected)
     };
     assert!(replay.is_err(), "replayed packet accepted");
-    assert_eq!(b.counters().replays, 1, "replay not counted: {:?}", b.counters());
+    assert_eq!(
+        b.counters().replays,
+        1,
+        "replay not counted: {:?}",
+        b.counters()
+    );
 });

@@ -28,9 +28,16 @@ fuzz_target!(|data: &[u8]| {
     let from_file = read_wav(&input);
     match (&from_memory, &from_file) {
         (Ok((fmt, samples)), Ok((rate, file_samples))) => {
-            assert_eq!(fmt.rate, *rate, "read_wav rate differs from parse_wav_bytes");
+            assert_eq!(
+                fmt.rate, *rate,
+                "read_wav rate differs from parse_wav_bytes"
+            );
             assert_eq!(samples, file_samples, "read_wav samples differ");
-            assert!(fmt.channels >= 1, "parsed a WAV with {} channels", fmt.channels);
+            assert!(
+                fmt.channels >= 1,
+                "parsed a WAV with {} channels",
+                fmt.channels
+            );
             let frame_bytes = usize::from(fmt.channels) * usize::from(fmt.bits / 8);
             assert!(
                 samples.len() * frame_bytes <= data.len(),
@@ -72,6 +79,9 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(e) => panic!("our own WAV does not read back: {e}"),
         },
-        Err(e) => assert!(fmt.rate == 0 || samples.len() > (u32::MAX as usize) / 2, "write_wav: {e}"),
+        Err(e) => assert!(
+            fmt.rate == 0 || samples.len() > (u32::MAX as usize) / 2,
+            "write_wav: {e}"
+        ),
     }
 });
