@@ -342,6 +342,14 @@ impl AudioReceiveChain {
         self.codecs = codecs;
     }
 
+    /// The caller (the media task) could not run from `since` until `until`: the packets it
+    /// pushes now waited for it, not for the network (see [`JitterBuffer::note_stall`]).
+    pub fn note_stall(&mut self, since: Instant, until: Instant) {
+        if let Some(a) = self.active.as_mut() {
+            a.jitter.note_stall(since, until);
+        }
+    }
+
     /// Forgets buffered packets and timing (the sender's SSRC changed); the decoder is kept.
     pub fn reset_stream(&mut self) {
         if let Some(a) = self.active.as_mut() {

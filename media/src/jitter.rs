@@ -22,6 +22,12 @@ const TARGET_PERCENTILE: f64 = 0.97;
 const PLAYED_MEMORY: usize = 64;
 /// A transit this far (seconds) off the stream's minimum marks a packet as off the timeline.
 const RESYNC_SECONDS: i64 = 3;
+/// Frames of underrun after which a late packet moves the play position back to itself
+/// instead of being dropped (a single late packet stays late: it costs one concealed frame).
+const REWIND_AFTER_FRAMES: i64 = 3;
+/// After the consumer noted a stall ([`JitterBuffer::note_stall`]), packets pushed and frames
+/// popped up to this long after its end still belong to the catch-up.
+const STALL_GRACE: Duration = Duration::from_millis(30);
 
 /// Jitter buffer settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +168,12 @@ pub struct JitterBuffer {
     last_adjust: Option<Instant>,
     quiet: bool,
     played: VecDeque<i64>,
+    /// The consumer's last stall, (start, end) in arrival units: packets pushed then had been
+    /// waiting for the consumer, not for the network.
+    stall: Option<(i64, i64)>,
+    /// Where the current underrun began (play position of its first concealed frame), while
+    /// the buffer runs dry.
+    underrun_from: Option<i64>,
     stats: JitterStats,
 }
 
@@ -187,6 +199,8 @@ impl JitterBuffer {
             last_adjust: None,
             quiet: false,
             played: VecDeque::with_capacity(PLAYED_MEMORY),
+            stall: None,
+            underrun_from: None,
             stats: JitterStats::default(),
         }
     }
@@ -212,6 +226,46 @@ impl JitterBuffer {
         let lo = self.cfg.min_delay.as_secs_f64() * clock;
         let hi = self.cfg.max_delay.as_secs_f64() * clock;
         self.target = self.target.clamp(lo, hi);
+    }
+
+    /// Tells the buffer that its consumer (the task that pushes and pops) could not run from
+    /// `since` until `until`: packets pushed right after that waited for the consumer, so their
+    /// arrival time says nothing about the network. They are timed as if they had arrived
+    /// when the network brought them at the earliest (never before `since`), and the frames
+    /// popped in the catch-up that follows neither move the delay average nor drop or insert
+    /// frames; the backlog is simply played.
+    pub fn note_stall(&mut self, since: Instant, until: Instant) {
+        let since = self.now_units(since);
+        let until = self.now_units(until);
+        if until > since {
+            self.stall = Some((since, until));
+        }
+    }
+
+    /// True while `now_u` is within the catch-up of the last noted stall.
+    fn in_stall(&mut self, now_u: i64) -> Option<(i64, i64)> {
+        let grace = (STALL_GRACE.as_secs_f64() * self.clock()) as i64;
+        match self.stall {
+            Some((since, until)) if now_u <= until + grace => Some((since, until)),
+            Some(_) => {
+                self.stall = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The arrival time (units) to account a packet at: when it was pushed, or for a packet
+    /// that waited out a stall of the consumer, the earliest the network could have brought
+    /// it (its timestamp plus the stream's minimum transit), within the stall.
+    fn arrival_units(&mut self, now: Instant, ext: i64) -> i64 {
+        let arrival = self.now_units(now);
+        match self.in_stall(arrival) {
+            Some((since, _)) if !self.transits.is_empty() && arrival > since => {
+                (ext + self.min_transit).clamp(since, arrival)
+            }
+            _ => arrival,
+        }
     }
 
     /// Tells the buffer whether the audio being played is quiet (silence, comfort noise):
@@ -266,8 +320,8 @@ impl JitterBuffer {
         payload: Bytes,
         samples: u32,
     ) {
-        let arrival = self.now_units(now);
         let ext = self.peek_ext(timestamp);
+        let arrival = self.arrival_units(now, ext);
         let transit = arrival - ext;
         let span = RESYNC_SECONDS * i64::from(self.cfg.clock_rate);
         if !self.transits.is_empty() && (transit - self.min_transit).abs() > span {
@@ -320,8 +374,22 @@ impl JitterBuffer {
         if let Some(pos) = self.pos
             && ext < pos
         {
-            self.stats.late += 1;
-            return;
+            // The buffer ran dry for a few frames and the play position moved on only by
+            // concealing that underrun: this packet was not lost, the consumer was early
+            // (after a stall, a delay spike, a sender that paused its clock). Going back to it
+            // lets the delay grow to what the stream needs; judging it late would make every
+            // following packet late too, since they keep arriving behind the concealed frames.
+            let run = i64::from(self.frame.max(1)) * REWIND_AFTER_FRAMES;
+            let rewind = self.packets.is_empty()
+                && self
+                    .underrun_from
+                    .is_some_and(|u| ext >= u && pos - u >= run);
+            if !rewind {
+                self.stats.late += 1;
+                return;
+            }
+            self.pos = Some(ext);
+            self.underrun_from = None;
         }
         if samples > 0 {
             self.frame = samples;
@@ -400,9 +468,14 @@ impl JitterBuffer {
             }
         };
 
+        // In the catch-up after a stall of the consumer the delay is high only because frames
+        // are being popped in a burst: play the backlog, adjust nothing.
+        let catching_up = self.in_stall(now_u).is_some();
+
         // Keep the delay near the target.
         let delay = self.current_delay(now_u, pos);
         let avg = match self.delay_avg {
+            Some(a) if catching_up => a,
             Some(a) => a + (delay - a) / 16.0,
             None => delay,
         };
@@ -421,7 +494,9 @@ impl JitterBuffer {
         let urgent_high = high + f64::from(frame);
         let drop = cooled && avg > high && (self.quiet || avg > urgent_high);
         let insert = cooled && avg < low && avg < max;
-        if drop || avg > max + f64::from(frame) {
+        if catching_up {
+            // Neither drop nor insert.
+        } else if drop || avg > max + f64::from(frame) {
             if let Some((&k, _)) = self.packets.first_key_value()
                 && k <= pos
                 && self.packets.len() >= 2
@@ -464,6 +539,7 @@ impl JitterBuffer {
                 self.pos = Some(k + i64::from(e.samples.max(1)));
                 self.remember_played(k);
                 self.last_seq = Some(e.seq);
+                self.underrun_from = None;
                 self.stats.played += 1;
                 JitterOutput::Packet {
                     payload: e.payload,
@@ -472,6 +548,7 @@ impl JitterBuffer {
                 }
             }
             Some(k) => {
+                self.underrun_from = None;
                 let gap = (k - pos).min(i64::from(frame)).max(1) as u32;
                 let Some(next) = self.packets.get(&k) else {
                     return JitterOutput::Buffering;
@@ -497,6 +574,7 @@ impl JitterBuffer {
                 }
             }
             None => {
+                self.underrun_from.get_or_insert(pos);
                 self.pos = Some(pos + i64::from(frame));
                 self.stats.concealed += 1;
                 JitterOutput::Missing {

@@ -381,3 +381,121 @@ fn a_single_stray_packet_does_not_restart_the_stream() {
         "{got:?}"
     );
 }
+
+/// Plays packets `seqs` (20 ms apart on the sender's clock) arriving at the given times and
+/// pops every 20 ms from `pop_from` to `pop_to`; returns the outputs' kinds.
+fn outputs_for(
+    jb: &mut JitterBuffer,
+    base: Instant,
+    arrivals: &[(u16, u64)],
+    pop_from: u64,
+    pop_to: u64,
+) -> String {
+    let mut out = String::new();
+    let mut next = 0;
+    let mut t = pop_from;
+    while t <= pop_to {
+        while let Some(&(seq, at)) = arrivals.get(next)
+            && at <= t
+        {
+            jb.push(
+                ms(base, at),
+                seq,
+                u32::from(seq) * FRAME,
+                payload(seq),
+                FRAME,
+            );
+            next += 1;
+        }
+        out.push(match jb.pop(ms(base, t), FRAME) {
+            JitterOutput::Packet { .. } => 'P',
+            JitterOutput::Missing { reason, .. } => match reason {
+                MissReason::Lost => 'L',
+                MissReason::Underrun => 'U',
+                MissReason::Silence => 'S',
+                MissReason::Inserted => 'I',
+            },
+            JitterOutput::Buffering => 'B',
+        });
+        t += 20;
+    }
+    out
+}
+
+#[test]
+fn packets_arriving_behind_a_long_underrun_are_played_not_judged_late() {
+    // Packets 0..10 on time, 10..30 held up for 400 ms then delivered at once (a delay
+    // spike, or the consumer's task starved), then on time again 400 ms late.
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(cfg());
+    let mut arrivals: Vec<(u16, u64)> = (0..10u16).map(|s| (s, u64::from(s) * 20)).collect();
+    arrivals.extend((10..30u16).map(|s| (s, 600)));
+    arrivals.extend((30..80u16).map(|s| (s, u64::from(s) * 20 + 400)));
+    let out = outputs_for(&mut jb, base, &arrivals, 5, 2000);
+    let s = jb.stats();
+    // The underrun is concealed while nothing arrives; once the packets come, every one of
+    // them is played: none is late, and playout does not keep concealing.
+    assert_eq!(s.late, 0, "{out} {s:?}");
+    let tail = &out[out.len() - 40..];
+    assert!(!tail.contains('U'), "{out}");
+    assert!(tail.matches('P').count() >= 38, "{out}");
+    // Not a lasting latency: the packets play no later than they arrive plus the target.
+    assert!(s.played >= 70, "{out} {s:?}");
+}
+
+#[test]
+fn a_stall_of_the_consumer_is_caught_up_without_raising_the_delay() {
+    // The consumer pops every 20 ms, then is starved for 600 ms: the packets of that time
+    // (sent on time by the peer) wait in the socket and come in a burst with the catch-up
+    // pops, after the consumer noted the stall.
+    let base = Instant::now();
+    let mut jb = JitterBuffer::new(JitterConfig {
+        min_delay: Duration::from_millis(10),
+        ..cfg()
+    });
+    let (stall_from, stall_to) = (1000u64, 1600u64);
+    let mut seq = 0u16;
+    let mut out = String::new();
+    let mut t = 0u64;
+    while t <= 4000 {
+        if t == stall_to {
+            jb.note_stall(ms(base, stall_from), ms(base, stall_to));
+        }
+        if !(stall_from..stall_to).contains(&t) {
+            // Everything the sender has sent by now (one packet per 20 ms, 2 ms in transit).
+            while u64::from(seq) * 20 + 2 <= t {
+                jb.push(
+                    ms(base, t),
+                    seq,
+                    u32::from(seq) * FRAME,
+                    payload(seq),
+                    FRAME,
+                );
+                seq += 1;
+            }
+            // Every tick that was due, in a burst after the stall.
+            let due = if t == stall_to {
+                (stall_to - stall_from) / 20 + 1
+            } else {
+                1
+            };
+            for _ in 0..due {
+                out.push(match jb.pop(ms(base, t), FRAME) {
+                    JitterOutput::Packet { .. } => 'P',
+                    JitterOutput::Buffering => 'B',
+                    JitterOutput::Missing { .. } => 'M',
+                });
+            }
+        }
+        t += 20;
+    }
+    let s = jb.stats();
+    let started = out.trim_start_matches('B');
+    assert!(!started.contains('M'), "{out} {s:?}");
+    assert_eq!((s.late, s.dropped, s.inserted), (0, 0, 0), "{s:?}");
+    assert!(
+        jb.target_delay() < Duration::from_millis(40),
+        "the stall raised the target to {:?}",
+        jb.target_delay()
+    );
+}

@@ -34,6 +34,9 @@ const MAX_DRAIN: usize = 64;
 
 /// The shortest wait before a DTLS timer that did not move is handled again.
 const DTLS_TIMER_FLOOR: Duration = Duration::from_millis(10);
+/// The frame clock wakes the task every ptime; a wake-up this much later than that means the
+/// task was starved (a loaded machine), and what it reads now had been waiting for it.
+const STALL_SLACK: Duration = Duration::from_millis(30);
 
 /// Which socket a datagram goes out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +144,8 @@ pub(super) struct Engine {
     got_rtp: bool,
     /// Last valid RTP, or when we last started expecting it.
     last_rtp: Instant,
+    /// When the task last handled a datagram, a tick or a timer (stall detection).
+    last_wake: Instant,
     timed_out: bool,
     rtt: Option<Duration>,
     remote_loss_percent: Option<f32>,
@@ -241,6 +246,7 @@ impl Engine {
             playback_error_reported: false,
             got_rtp: false,
             last_rtp: now,
+            last_wake: now,
             timed_out: false,
             rtt: None,
             remote_loss_percent: None,
@@ -594,6 +600,7 @@ impl Engine {
 
     /// One frame time: capture → encode → send; receive chain → playback; RTP timeout.
     fn on_tick(&mut self, now: Instant) {
+        self.check_stall(now);
         self.capture_frame(now);
         self.playout_frame(now);
         if receives(self.direction)
@@ -719,6 +726,7 @@ impl Engine {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        self.check_stall(now);
         if let Some(dtls) = self.security.dtls.as_mut()
             && dtls.poll_timeout().is_some_and(|t| t <= now)
         {
@@ -811,8 +819,21 @@ impl Engine {
         self.outbox.push((via, to, datagram));
     }
 
+    /// Notices a starved task: the frame clock wakes it every ptime, so a longer pause means
+    /// it could not run, and the jitter buffer must not take the packets that queued up
+    /// meanwhile for network jitter, nor the tick burst that follows for a delay to cut.
+    fn check_stall(&mut self, now: Instant) {
+        let pause = now.saturating_duration_since(self.last_wake);
+        if pause > self.ptime + STALL_SLACK {
+            debug!(pause_ms = pause.as_millis(), "media task was starved");
+            self.recv_chain.note_stall(self.last_wake, now);
+        }
+        self.last_wake = self.last_wake.max(now);
+    }
+
     /// Demultiplexes one received datagram (RFC 7983).
     fn on_datagram(&mut self, now: Instant, data: &[u8], from: SocketAddr, via: Via) {
+        self.check_stall(now);
         match classify(data) {
             PacketKind::Rtp if via == Via::Rtp => self.on_rtp(now, data),
             // On a separate RTCP port every 128..=191 datagram is RTCP.
