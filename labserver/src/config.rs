@@ -73,6 +73,10 @@ pub struct LabConfig {
     pub demo_users: bool,
     /// Page-mode messaging with store-and-forward (`[im]`).
     pub im: crate::im::ImConfig,
+    /// The presence agent (`[presence]`).
+    pub presence: crate::presence::PresenceConfig,
+    /// The XCAP server (`[xcap]`).
+    pub xcap: crate::xcap::XcapConfig,
 }
 
 /// Listening sockets per transport.
@@ -259,6 +263,8 @@ impl Default for LabConfig {
             limits: LimitsConfig::default(),
             demo_users: true,
             im: Default::default(),
+            presence: Default::default(),
+            xcap: Default::default(),
         }
     }
 }

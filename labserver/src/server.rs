@@ -43,6 +43,9 @@ pub enum ServerError {
     /// The authentication settings are invalid.
     #[error("authentication: {0}")]
     Authn(#[from] AuthnError),
+    /// The presence agent or XCAP server could not start.
+    #[error("presence: {0}")]
+    Presence(#[from] crate::presence::PresenceError),
 }
 
 /// Everything the dispatcher needs.
@@ -52,6 +55,7 @@ struct Core {
     proxy: Arc<Proxy>,
     locals: Arc<LocalDomains>,
     im: Arc<crate::im::Im>,
+    presence: Arc<crate::presence::Presence>,
 }
 
 /// A running lab server (in-process handle; used by `serve` and by tests).
@@ -63,6 +67,7 @@ pub struct LabServer {
     proxy: Arc<Proxy>,
     store: Store,
     im: Arc<crate::im::Im>,
+    presence: Arc<crate::presence::Presence>,
 }
 
 impl LabServer {
@@ -139,6 +144,17 @@ impl LabServer {
             Arc::clone(&locals),
             store.clone(),
         ));
+        let presence = Arc::new(
+            crate::presence::Presence::start(
+                &config,
+                &store,
+                &ca,
+                &endpoint,
+                Arc::clone(&locals),
+                Arc::clone(&authn),
+            )
+            .await?,
+        );
         let (im_endpoint, im_locals) = (endpoint.clone(), Arc::clone(&locals));
         let im = crate::im::Im::start(
             config.im.clone(),
@@ -157,6 +173,7 @@ impl LabServer {
             proxy: Arc::clone(&proxy),
             locals,
             im: Arc::clone(&im),
+            presence: Arc::clone(&presence),
         });
         let dispatcher = tokio::spawn(async move {
             while let Some(event) = incoming.next().await {
@@ -171,6 +188,7 @@ impl LabServer {
             proxy,
             store,
             im,
+            presence,
         })
     }
 
@@ -184,7 +202,7 @@ impl LabServer {
         self.endpoint.local_addrs()
     }
 
-    /// The `ready udp=IP:PORT tcp=IP:PORT tls=IP:PORT` line (one key per listener).
+    /// The `ready udp=IP:PORT tcp=IP:PORT tls=IP:PORT xcap=IP:PORT` line (one key per listener).
     pub fn ready_line(&self) -> String {
         let mut line = String::from("ready");
         for transport in [Transport::Udp, Transport::Tcp, Transport::Tls] {
@@ -193,6 +211,9 @@ impl LabServer {
                     line.push_str(&format!(" {}={}", transport.uri_param(), addr));
                 }
             }
+        }
+        if let Some(addr) = self.presence.xcap_addr() {
+            line.push_str(&format!(" xcap={addr}"));
         }
         line
     }
@@ -214,6 +235,7 @@ impl LabServer {
             t.stop();
         }
         self.proxy.flush_cdrs().await;
+        self.presence.shutdown().await;
         self.endpoint.shutdown().await;
         flushed?;
         Ok(())
@@ -315,6 +337,10 @@ impl Core {
             r.headers.push(HeaderName::Accept, "application/sdp");
             r.headers.push(HeaderName::Supported, "");
             self.endpoint.respond(tx, r);
+            return;
+        }
+        if self.presence.handles(&request) {
+            self.presence.dispatch(tx, request, flow);
             return;
         }
         self.proxy.dispatch(tx, request, flow);

@@ -1,0 +1,13 @@
+-- XCAP documents (RFC 4825), SQLite flavour (keep in step with ../postgres).
+-- One row per whole document: application usage, user (XUI, the AoR `user@domain`) and document name.
+CREATE TABLE xcap_documents (
+    auid         TEXT    NOT NULL,
+    xui          TEXT    NOT NULL,
+    name         TEXT    NOT NULL,
+    etag         TEXT    NOT NULL,
+    content_type TEXT    NOT NULL,
+    body         BLOB    NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (auid, xui, name)
+);
+CREATE INDEX xcap_documents_xui ON xcap_documents (xui);
