@@ -1,6 +1,7 @@
 //! The user agent's configuration: where it listens, which transport, timers and its RNG seed.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,11 @@ pub struct UaConfig {
     pub call_waiting: bool,
     /// Follow REFERs from peers (be transferred, RFC 3515); false: answer them 603 Decline.
     pub accept_transfers: bool,
+    /// The SQLite history file (messages, calls); `None`: no history is kept.
+    pub history: Option<PathBuf>,
+    /// Answer CPIM messages that ask for `positive-delivery` with a delivery notification
+    /// (RFC 5438), sent as the known account of the recipient AoR.
+    pub auto_delivery_imdn: bool,
 }
 
 impl Default for UaConfig {
@@ -58,6 +64,8 @@ impl Default for UaConfig {
             shutdown_timeout: Duration::from_secs(5),
             call_waiting: true,
             accept_transfers: true,
+            history: None,
+            auto_delivery_imdn: true,
         }
     }
 }

@@ -18,6 +18,8 @@ mod account;
 mod call;
 mod config;
 mod error;
+pub mod history;
+mod im;
 mod media;
 mod registration;
 mod request;
@@ -30,6 +32,10 @@ pub use call::{
 };
 pub use config::UaConfig;
 pub use error::{Rejection, Result, UaError};
+pub use history::History;
+pub use im::{
+    MESSAGE_CPIM, MessageOutcome, OutgoingMessage, ReceivedMessage, STORED_ID_HEADER, TEXT_PLAIN,
+};
 pub use media::{MediaInfo, MediaOptions, supported_codecs};
 pub use registration::{RegEvent, RegisterOptions, Registration};
 pub use transfer::ReplacesTarget;
@@ -42,6 +48,8 @@ pub mod types {
     pub use tandem_media::stats::CallQuality;
     pub use tandem_net::DnsConfig;
     pub use tandem_proto::msg::{Request, Response, Uri};
+    /// The SIMPLE formats used in this crate's API (PIDF, IMDN, is-composing, …).
+    pub use tandem_proto::simple;
     pub use tandem_proto::transaction::TxConfig;
     pub use tandem_proto::{Flow, Transport};
 }

@@ -18,12 +18,17 @@ use crate::account::Account;
 use crate::call::{Call, CallOptions, IncState, IncomingCall};
 use crate::config::{UaConfig, local_ip_toward};
 use crate::error::{Result, UaError};
+use crate::history::History;
+use crate::im::{ImState, MessageOutcome, OutgoingMessage, ReceivedMessage};
 use crate::registration::{RegisterOptions, Registration};
 use crate::request::{self, AuthSession};
 use crate::transfer::ReplacesTarget;
+use tandem_proto::simple::imdn::{Imdn, Notification};
+use tandem_proto::simple::iscomposing::{ComposingState, IsComposing};
 
 /// Methods we accept (the `Allow` header).
-pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY";
+pub(crate) const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, MESSAGE";
 /// Body types we accept (the `Accept` header).
 pub(crate) const ACCEPT: &str = "application/sdp";
 /// Extensions we support (the `Supported` header): Replaces (RFC 3891).
@@ -53,6 +58,22 @@ pub enum UaEvent {
         call: Call,
         /// The Call-ID of the call it replaces.
         replaced_call_id: String,
+    },
+    /// An instant message (MESSAGE, RFC 3428), already answered 200; duplicates are dropped.
+    Message(ReceivedMessage),
+    /// An is-composing indication (RFC 3994) from `from`.
+    Composing {
+        /// The sender's URI.
+        from: String,
+        /// The indication.
+        state: IsComposing,
+    },
+    /// A disposition notification (RFC 5438) about a message we sent.
+    Imdn {
+        /// The sender's URI (the recipient of our message).
+        from: String,
+        /// The notification.
+        imdn: Imdn,
     },
 }
 
@@ -116,6 +137,8 @@ pub(crate) struct Shared {
     rng: Mutex<StdRng>,
     routes: Mutex<Routes>,
     ua_events: Mutex<Option<mpsc::Sender<UaEvent>>>,
+    im: Mutex<ImState>,
+    history: Option<History>,
 }
 
 impl Shared {
@@ -125,6 +148,16 @@ impl Shared {
 
     pub fn routes(&self) -> MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The instant-messaging state (duplicate suppression, known accounts).
+    pub fn im(&self) -> MutexGuard<'_, ImState> {
+        self.im.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The history database, when configured.
+    pub fn history(&self) -> Option<History> {
+        self.history.clone()
     }
 
     /// A random token of `len` lowercase alphanumerics from the seeded RNG.
@@ -285,6 +318,14 @@ impl UserAgent {
         let (endpoint, incoming) = Endpoint::bind(ep)
             .await
             .map_err(|e| UaError::Network(format!("cannot bind {}: {e}", config.listen)))?;
+        let history = match &config.history {
+            Some(path) => Some(
+                History::open(path)
+                    .await
+                    .map_err(|e| UaError::Config(format!("history {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
         let mut config = config;
         config.public_host = public_host;
         let shared = Arc::new(Shared {
@@ -295,6 +336,8 @@ impl UserAgent {
             rng: Mutex::new(seed_rng),
             routes: Mutex::new(Routes::default()),
             ua_events: Mutex::new(None),
+            im: Mutex::new(ImState::default()),
+            history,
         });
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         *shared.ua_events.lock().unwrap_or_else(|p| p.into_inner()) = Some(events_tx.clone());
@@ -338,6 +381,7 @@ impl UserAgent {
 
     /// Registers our contact for `account` and keeps it refreshed (RFC 3261 §10.2).
     pub async fn register(&self, account: &Account) -> Result<Registration> {
+        self.shared.im().remember_account(account);
         Registration::start(
             self.shared.clone(),
             account.clone(),
@@ -366,6 +410,50 @@ impl UserAgent {
             None,
         )
         .await
+    }
+
+    /// Sends an instant message (MESSAGE, RFC 3428) from `account` to `to` through the
+    /// account's proxy; Ok for a 2xx (202: stored for later delivery), else `Rejected`.
+    pub async fn send_message(
+        &self,
+        account: &Account,
+        to: Uri,
+        message: OutgoingMessage,
+    ) -> Result<MessageOutcome> {
+        crate::im::send_message(&self.shared, account, to, message).await
+    }
+
+    /// Sends an is-composing indication (RFC 3994) to `to`.
+    pub async fn send_composing(
+        &self,
+        account: &Account,
+        to: Uri,
+        state: ComposingState,
+        refresh: Option<u32>,
+    ) -> Result<()> {
+        crate::im::send_composing(&self.shared, account, to, state, refresh).await
+    }
+
+    /// Sends a disposition notification (RFC 5438) about `message` to its sender; fails with
+    /// `Config` when the message did not ask for that disposition.
+    pub async fn send_imdn(
+        &self,
+        account: &Account,
+        message: &ReceivedMessage,
+        notification: Notification,
+    ) -> Result<()> {
+        crate::im::send_imdn(&self.shared, account, message, notification).await
+    }
+
+    /// Lets the UA send notifications (automatic delivery IMDNs) as `account` for messages
+    /// addressed to its AoR (done by `register` and `send_message` too).
+    pub fn add_account(&self, account: &Account) {
+        self.shared.im().remember_account(account);
+    }
+
+    /// The history database, when [`UaConfig::history`] is set.
+    pub fn history(&self) -> Option<History> {
+        self.shared.history()
     }
 
     /// Sends OPTIONS to `target` (directly, RFC 3263) and returns its final response.
@@ -588,6 +676,7 @@ fn on_request(
             }
         }
         Method::Options => shared.respond(tx, options_response(shared, &request)),
+        Method::Message => crate::im::on_message(shared, tx, request),
         Method::Bye | Method::Update | Method::Info | Method::Prack | Method::Notify => {
             let mut r = Response::for_request(&request, 481);
             r.reason = "Call/Transaction Does Not Exist".into();
