@@ -206,10 +206,86 @@ fn rejects_wrong_root_and_missing_entity() {
         pidf::parse(b"<p:presence xmlns:p='urn:ietf:params:xml:ns:pidf' entity='sip:a@b'/>")
             .is_ok()
     );
-    assert!(
-        pidf::parse(
-            b"<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='sip:a@b'><tuple id='t'><status><basic>maybe</basic></status></tuple></presence>"
-        )
-        .is_err()
+    // A basic value other than open/closed (baresip sends `unknown`, `?`) counts as absent.
+    let p = pidf::parse(
+        b"<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='sip:a@b'><tuple id='t'><status><basic>maybe</basic></status></tuple></presence>",
+    )
+    .unwrap();
+    assert_eq!(p.tuples[0].status.basic, None);
+    assert_eq!(p.availability(), Availability::Offline);
+    assert!(pidf::parse(b"<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='sip:a@b'><tuple id='t'><contact priority='2'>x</contact></tuple></presence>").is_err());
+}
+
+#[test]
+fn linphone_publication() {
+    let p = pidf::parse(&data("linphone-publish.xml")).unwrap();
+    assert_eq!(p.entity, "sip:test@127.0.0.1:8888");
+    let t = &p.tuples[0];
+    assert_eq!(t.id, "mg0g2-");
+    assert_eq!(t.status.basic, Some(Basic::Open));
+    assert!(t.status.extra[0].is("http://www.linphone.org/xsds/pidfonline.xsd", "online"));
+    assert_eq!(
+        t.contact,
+        Some(("sip:test@127.0.0.1:8888".into(), Some(0.42)))
     );
+    assert_eq!(t.timestamp.as_deref(), Some("2023-04-07T07:34:48Z"));
+    assert_eq!(p.availability(), Availability::Available);
+    let xml = p.to_xml();
+    assert!(
+        xml.contains("<contact priority=\"0.42\">sip:test@127.0.0.1:8888</contact>"),
+        "{xml}"
+    );
+    assert_eq!(reparse(&p), p);
+}
+
+#[test]
+fn baresip_publications() {
+    let p = pidf::parse(&data("baresip-publish-open.xml")).unwrap();
+    assert_eq!(p.entity, "sip:alice@lab.example");
+    assert_eq!(p.persons[0].id, "p4159");
+    assert!(p.persons[0].activities.is_empty());
+    assert_eq!(p.availability(), Availability::Available);
+    assert_eq!(reparse(&p), p);
+    let u = pidf::parse(&data("baresip-publish-unknown.xml")).unwrap();
+    assert_eq!(u.tuples[0].status.basic, None);
+    assert_eq!(u.availability(), Availability::Offline);
+}
+
+#[test]
+fn output_matches_what_baresip_scans_for() {
+    // baresip 1.0's subscriber does not parse XML: it regex-matches `<basic>open</basic>`,
+    // `<rpid:away/>`, `<rpid:busy/>` and `<rpid:on-the-phone/>`. Our prefixes must stay so.
+    let away = Availability::Away.to_presence("sip:a@lab", None).to_xml();
+    assert!(away.contains("<basic>open</basic>"), "{away}");
+    assert!(away.contains("<rpid:away/>"), "{away}");
+    let busy = Availability::Busy.to_presence("sip:a@lab", None).to_xml();
+    assert!(busy.contains("<rpid:busy/>"), "{busy}");
+    let phone = Availability::OnThePhone
+        .to_presence("sip:a@lab", None)
+        .to_xml();
+    assert!(phone.contains("<rpid:on-the-phone/>"), "{phone}");
+    let off = Presence::closed("sip:a@lab").to_xml();
+    assert!(off.contains("<basic>closed</basic>"), "{off}");
+    // Even after composing documents that used other prefixes.
+    let k = pidf::parse(&data("kamailio-pua-busy.xml")).unwrap();
+    let c = compose("sip:bob@lab.example", &[k]).to_xml();
+    assert!(
+        c.contains("<rpid:on-the-phone/>") && c.contains("<dm:person"),
+        "{c}"
+    );
+}
+
+#[test]
+fn kamailio_and_freeswitch_prefixes() {
+    let k = pidf::parse(&data("kamailio-pua-busy.xml")).unwrap();
+    assert_eq!(
+        k.persons[0].activities,
+        vec![Activity::OnThePhone, Activity::Busy]
+    );
+    assert_eq!(k.availability(), Availability::OnThePhone);
+    assert_eq!(reparse(&k), k);
+    // The document declares ISO-8859-1 but is ASCII; we read UTF-8 only.
+    let f = pidf::parse(&data("freeswitch-on-the-phone.xml")).unwrap();
+    assert_eq!(f.availability(), Availability::OnThePhone);
+    assert_eq!(f.persons[0].notes, vec![Note::new("Talk 07766088671")]);
 }

@@ -160,7 +160,7 @@ fn next_delimiter(body: &[u8], from: usize, delim: &[u8]) -> Option<(usize, usiz
         let rel = find(body.get(at..)?, delim)?;
         let i = at + rel;
         let line_start = i == 0 || body.get(i - 1) == Some(&b'\n');
-        if line_start {
+        if line_start && delimiter_line_ends(body.get(i + delim.len()..).unwrap_or_default()) {
             let mut start = i;
             if i > from && body.get(i - 1) == Some(&b'\n') {
                 start = i - 1;
@@ -172,6 +172,23 @@ fn next_delimiter(body: &[u8], from: usize, delim: &[u8]) -> Option<(usize, usiz
         }
         at = i + 1;
     }
+}
+
+/// Whether what follows `--boundary` makes it a delimiter line: `--` (close), or optional
+/// whitespace then a line end or the end of the body. Anything else is content that merely
+/// starts like the boundary.
+fn delimiter_line_ends(rest: &[u8]) -> bool {
+    if rest.starts_with(b"--") {
+        return true;
+    }
+    for b in rest {
+        match b {
+            b' ' | b'\t' | b'\r' => {}
+            b'\n' => return true,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Parse a multipart body with this boundary into its parts (preamble and epilogue ignored).

@@ -549,10 +549,12 @@ fn parse_tuple(e: &Element) -> Result<Tuple, SimpleError> {
         if c.is(PIDF, "status") {
             for s in c.elements() {
                 if s.is(PIDF, "basic") {
+                    // Anything but open/closed is treated as absent: baresip 1.0 publishes
+                    // `unknown` (older versions `unkown`, and `?` while busy).
                     t.status.basic = match s.trimmed_text().to_ascii_lowercase().as_str() {
                         "open" => Some(Basic::Open),
                         "closed" => Some(Basic::Closed),
-                        other => return Err(SimpleError::invalid("basic status", other)),
+                        _ => None,
                     };
                 } else {
                     t.status.extra.push(s.clone());

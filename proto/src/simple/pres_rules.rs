@@ -420,7 +420,10 @@ fn parse_rule(r: &Element) -> Result<Rule, SimpleError> {
                 "provide-persons" => tr.provide_persons = Some(set(x, "all-persons")),
                 "provide-devices" => tr.provide_devices = Some(set(x, "all-devices")),
                 "provide-all-attributes" => tr.provide_all_attributes = true,
-                n if n.starts_with("provide-") && x.elements().next().is_none() => {
+                n if n.starts_with("provide-")
+                    && x.elements().next().is_none()
+                    && x.attrs.is_empty() =>
+                {
                     match x.trimmed_text().as_str() {
                         "true" | "1" => tr.flags.push(n.to_string()),
                         "false" | "0" => {}
