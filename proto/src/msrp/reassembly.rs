@@ -5,7 +5,7 @@
 //! a sink factory may direct a message to a [`ChunkSink`] instead (a file for RFC 5547 transfers),
 //! so a large transfer never sits in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, Seek, SeekFrom, Write};
 
@@ -126,6 +126,9 @@ pub struct ReassemblyLimits {
     pub max_messages: usize,
     /// Disjoint received ranges tracked per message (a peer scattering tiny chunks is refused).
     pub max_ranges: usize,
+    /// Completed Message-IDs remembered, so a late duplicate chunk is recognised instead of
+    /// starting a message that never completes.
+    pub remember_completed: usize,
 }
 
 impl Default for ReassemblyLimits {
@@ -135,6 +138,7 @@ impl Default for ReassemblyLimits {
             memory_budget: 16 * 1024 * 1024,
             max_messages: 64,
             max_ranges: 1024,
+            remember_completed: 1024,
         }
     }
 }
@@ -182,6 +186,11 @@ pub enum Progress {
     },
     /// The message is complete.
     Complete(Completed),
+    /// A chunk of a message completed earlier (a retransmission): nothing to do but answer 200.
+    Duplicate {
+        /// The Message-ID.
+        message_id: String,
+    },
     /// The sender aborted the message (`#`); what was collected is dropped.
     Aborted {
         /// The Message-ID.
@@ -265,6 +274,8 @@ pub struct Reassembler {
     limits: ReassemblyLimits,
     partials: HashMap<String, Partial>,
     factory: Option<SinkFactory>,
+    completed: HashSet<String>,
+    completed_order: VecDeque<String>,
 }
 
 impl fmt::Debug for Reassembler {
@@ -289,6 +300,8 @@ impl Reassembler {
             limits,
             partials: HashMap::new(),
             factory: None,
+            completed: HashSet::new(),
+            completed_order: VecDeque::new(),
         }
     }
 
@@ -333,6 +346,20 @@ impl Reassembler {
     /// Forgets a message (after a failure, a timeout or the end of the session).
     pub fn cancel(&mut self, message_id: &str) -> bool {
         self.partials.remove(message_id).is_some()
+    }
+
+    fn remember(&mut self, message_id: &str) {
+        if self.limits.remember_completed == 0 {
+            return;
+        }
+        while self.completed_order.len() >= self.limits.remember_completed {
+            if let Some(old) = self.completed_order.pop_front() {
+                self.completed.remove(&old);
+            }
+        }
+        if self.completed.insert(message_id.to_owned()) {
+            self.completed_order.push_back(message_id.to_owned());
+        }
     }
 
     /// Takes one SEND chunk. An error leaves other messages untouched; answer the chunk with
@@ -396,6 +423,11 @@ impl Reassembler {
         }
 
         if !self.partials.contains_key(message_id) {
+            if self.completed.contains(message_id) {
+                return Ok(Progress::Duplicate {
+                    message_id: message_id.to_owned(),
+                });
+            }
             if chunk.continuation == Continuation::Aborted {
                 return Ok(Progress::Aborted {
                     message_id: message_id.to_owned(),
@@ -491,6 +523,7 @@ impl Reassembler {
                     return Err(MsrpError::InconsistentRange("message vanished"));
                 };
                 let body = p.sink.finish(total)?;
+                self.remember(message_id);
                 let success_report = p.headers.success_report().unwrap_or(false);
                 let failure_report = p.headers.failure_report().unwrap_or_default();
                 Ok(Progress::Complete(Completed {
