@@ -422,3 +422,45 @@ From-Path: msrp://a.example.com:1/s;tcp
         assert!(Message::parse(&wire(bad)).is_err(), "{bad:?} parsed");
     }
 }
+
+#[test]
+fn relay_forwarding_and_addressing() {
+    use tandem_proto::msrp::relay::{addressed_to, forward};
+    let relay = MsrpUri::parse("msrp://relay.example.com:2855/r1;tcp").unwrap();
+    let bob = MsrpUri::parse("msrp://bob.example.com:8888/9di4eae923wzd;tcp").unwrap();
+    let mut send = request(
+        Message::parse(&wire(
+            "MSRP abcd1 SEND
+To-Path: msrp://Relay.example.com:2855/r1;tcp msrp://bob.example.com:8888/9di4eae923wzd;tcp
+From-Path: msrp://alicepc.example.com:7777/iau39soe2843z;tcp
+Message-ID: 1
+Content-Type: text/plain
+
+hi
+-------abcd1$
+",
+        ))
+        .unwrap(),
+    );
+    assert!(addressed_to(&send, &relay).unwrap());
+    assert!(!addressed_to(&send, &bob).unwrap());
+    assert!(forward(&mut send.clone(), &bob).is_err());
+    let next = forward(&mut send, &relay).unwrap();
+    assert_eq!(next, bob);
+    assert_eq!(
+        send.headers.get("To-Path"),
+        Some("msrp://bob.example.com:8888/9di4eae923wzd;tcp")
+    );
+    assert_eq!(
+        send.headers.get("From-Path"),
+        Some(
+            "msrp://relay.example.com:2855/r1;tcp msrp://alicepc.example.com:7777/iau39soe2843z;tcp"
+        )
+    );
+    assert!(addressed_to(&send, &bob).unwrap());
+    // bob's response goes back one hop, to the relay
+    let resp = response_for(&send, 200).unwrap().unwrap();
+    assert_eq!(resp.headers.to_path().unwrap(), vec![relay.clone()]);
+    // the last hop cannot be forwarded further
+    assert!(forward(&mut send, &bob).is_err());
+}

@@ -699,7 +699,7 @@ impl Request {
 impl Response {
     /// A response to `request`: To-Path is the first From-Path URI of the request and From-Path
     /// the first To-Path URI (RFC 4975 §7.2); the comment is the standard one for `status`.
-    pub fn to_request(request: &Request, status: u16) -> Result<Self, MsrpError> {
+    pub fn for_request(request: &Request, status: u16) -> Result<Self, MsrpError> {
         let to = request.headers.from_path()?;
         let from = request.headers.to_path()?;
         let mut headers = Headers::new();

@@ -6,12 +6,14 @@
 //! - [`chunker`]: splits an outgoing message or file into SEND chunks.
 //! - [`reassembly`]: byte-range reassembly of incoming chunks into memory or a [`reassembly::ChunkSink`].
 //! - [`report`]: transaction responses, REPORT requests (RFC 4975 §7.1.2) and AUTH (RFC 4976).
+//! - [`relay`]: To-Path/From-Path handling for endpoints and relays.
 //! - [`sdp`]: the SDP attributes of MSRP media lines (RFC 4975 §8, RFC 5547).
 
 pub mod chunker;
 pub mod framer;
 pub mod message;
 pub mod reassembly;
+pub mod relay;
 pub mod report;
 pub mod sdp;
 pub mod uri;
@@ -23,7 +25,7 @@ pub use message::{
     StatusHeader,
 };
 pub use reassembly::{
-    ChunkSink, Completed, MemorySink, Progress, Reassembler, ReassemblyLimits, SeekSink,
+    ChunkSink, Completed, FileSink, MemorySink, Progress, Reassembler, ReassemblyLimits, SeekSink,
 };
 pub use uri::MsrpUri;
 

@@ -112,6 +112,9 @@ impl<W: Write + Seek + Send> ChunkSink for SeekSink<W> {
     }
 }
 
+/// A sink writing to a file the caller opened (RFC 5547 transfers).
+pub type FileSink = SeekSink<std::fs::File>;
+
 /// Chooses a sink for a new message from its first chunk: `Ok(None)` collects it in memory.
 pub type SinkFactory = Box<dyn FnMut(&Request) -> io::Result<Option<Box<dyn ChunkSink>>> + Send>;
 

@@ -18,7 +18,7 @@ use crate::auth::{Challenge, Credentials};
 pub fn response_for(request: &Request, status: u16) -> Result<Option<Response>, MsrpError> {
     match request.method {
         Method::Report => return Ok(None),
-        Method::Auth => return Response::to_request(request, status).map(Some),
+        Method::Auth => return Response::for_request(request, status).map(Some),
         _ => {}
     }
     // an unparsable Failure-Report is treated as the default, so the 400 still goes out
@@ -29,7 +29,7 @@ pub fn response_for(request: &Request, status: u16) -> Result<Option<Response>, 
         FailureReport::Partial => status != 200,
     };
     if send {
-        Response::to_request(request, status).map(Some)
+        Response::for_request(request, status).map(Some)
     } else {
         Ok(None)
     }
@@ -149,7 +149,7 @@ pub fn auth_digest_uri(request: &Request) -> Result<String, MsrpError> {
 
 /// A 401 to an AUTH with the relay's challenge (RFC 4976 §5.1).
 pub fn auth_challenge(request: &Request, challenge: &Challenge) -> Result<Response, MsrpError> {
-    let mut r = Response::to_request(request, 401)?;
+    let mut r = Response::for_request(request, 401)?;
     r.headers.push(WWW_AUTHENTICATE, challenge.to_string());
     Ok(r)
 }
@@ -161,7 +161,7 @@ pub fn auth_ok(
     use_path: &[MsrpUri],
     expires: u32,
 ) -> Result<Response, MsrpError> {
-    let mut r = Response::to_request(request, 200)?;
+    let mut r = Response::for_request(request, 200)?;
     r.headers.push(USE_PATH, MsrpUri::format_list(use_path));
     r.headers.push(EXPIRES, expires.to_string());
     Ok(r)
