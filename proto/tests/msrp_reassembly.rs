@@ -408,3 +408,24 @@ fn fifty_megabytes_through_a_file_sink_with_bounded_memory() {
     }
     assert_eq!(off, TOTAL);
 }
+
+#[test]
+fn long_header_trickling_in_byte_by_byte() {
+    // a 60 KiB header value delivered one byte at a time (scanned once, not once per byte)
+    let mut bytes = b"MSRP abcd SEND\r\nTo-Path: msrp://b.example.com:1/s;tcp\r\nFrom-Path: msrp://a.example.com:2/t;tcp\r\nX-Long: ".to_vec();
+    bytes.extend(std::iter::repeat_n(b'v', 60 * 1024));
+    bytes.extend_from_slice(b"\r\n-------abcd$\r\n");
+    let mut f = Framer::default();
+    let mut got = None;
+    for b in &bytes {
+        f.push(std::slice::from_ref(b));
+        if let Some(m) = f.pop().unwrap() {
+            got = Some(m);
+        }
+    }
+    let Some(Message::Request(r)) = got else {
+        panic!("no message")
+    };
+    assert_eq!(r.headers.get("X-Long").map(str::len), Some(60 * 1024));
+    assert_eq!(f.buffered(), 0);
+}

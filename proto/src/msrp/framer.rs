@@ -44,11 +44,13 @@ enum StartLine {
 
 #[derive(Debug)]
 enum State {
-    /// Reading lines; `line_start` is where the next unread line begins.
+    /// Reading lines; `line_start` is where the next unread line begins, `scan_from` where
+    /// the search for its CRLF resumes (so a line trickling in byte by byte is scanned once).
     Head {
         start: Option<(String, StartLine)>,
         headers: Headers,
         line_start: usize,
+        scan_from: usize,
         blank_lines: usize,
     },
     /// Searching for the end-line after the blank line.
@@ -67,6 +69,7 @@ impl State {
             start: None,
             headers: Headers::new(),
             line_start: 0,
+            scan_from: 0,
             blank_lines: 0,
         }
     }
@@ -139,9 +142,13 @@ impl Framer {
                     start,
                     headers,
                     line_start,
+                    scan_from,
                     blank_lines,
                 } => {
-                    let Some(rel) = message::find(&self.buf[*line_start..], b"\r\n") else {
+                    let from = (*scan_from).max(*line_start);
+                    let Some(rel) = message::find(&self.buf[from..], b"\r\n") else {
+                        // a trailing CR may still be completed by the next read
+                        *scan_from = self.buf.len().saturating_sub(1).max(*line_start);
                         if self.buf.len() > self.limits.max_header_bytes {
                             return Err(MsrpError::HeadersTooLarge {
                                 limit: self.limits.max_header_bytes,
@@ -149,7 +156,7 @@ impl Framer {
                         }
                         return Ok(None);
                     };
-                    let line_end = *line_start + rel;
+                    let line_end = from + rel;
                     let next = line_end + 2;
                     if next > self.limits.max_header_bytes {
                         return Err(MsrpError::HeadersTooLarge {
@@ -169,6 +176,7 @@ impl Framer {
                                 }
                                 self.buf.advance(next);
                                 *line_start = 0;
+                                *scan_from = 0;
                                 continue;
                             }
                             *start = Some(parse_start_line(line)?);
