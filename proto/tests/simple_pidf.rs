@@ -145,15 +145,33 @@ fn compose_unions_tuples_and_merges_persons_newest_first() {
     assert_eq!(c.tuples.len(), 2);
     assert_eq!(c.persons.len(), 1);
     assert_eq!(c.persons[0].activities, vec![Activity::OnThePhone]);
-    // Fields the newest person lacks come from older ones.
-    assert_eq!(c.persons[0].notes, vec![Note::new("lunch")]);
+    // The newest person wins as a whole: its (empty) notes replace the older person's.
+    assert!(c.persons[0].notes.is_empty());
     assert_eq!(c.availability(), Availability::OnThePhone);
     // Without timestamps, publication order decides.
     phone.persons[0].timestamp = None;
     desk.persons[0].timestamp = None;
     let c = compose("sip:a@x", &[phone, desk]);
     assert_eq!(c.persons[0].activities, vec![Activity::Away]);
+    assert_eq!(c.persons[0].notes, vec![Note::new("lunch")]);
     assert_eq!(reparse(&c), c);
+}
+
+#[test]
+fn compose_available_after_busy_clears_busy_and_keeps_other_person_elements() {
+    let mut busy = Availability::Busy.to_presence_with_id("sip:a@x", "desk", None);
+    let sphere = tandem_proto::simple::xml::Element::new(RPID, "sphere").with_text("work");
+    busy.persons[0].extra.push(sphere.clone());
+    let avail = Availability::Available.to_presence_with_id("sip:a@x", "phone", None);
+    let c = compose("sip:a@x", &[busy.clone(), avail.clone()]);
+    assert_eq!(c.availability(), Availability::Available);
+    assert_eq!(c.persons[0].extra, vec![sphere]);
+    // A publication without a person leaves the person state alone.
+    let mut bare = Availability::Available.to_presence_with_id("sip:a@x", "tablet", None);
+    bare.persons.clear();
+    let c = compose("sip:a@x", &[busy, bare]);
+    assert_eq!(c.availability(), Availability::Busy);
+    assert_eq!(c.tuples.len(), 2);
 }
 
 #[test]

@@ -771,13 +771,15 @@ fn device_element(d: &Device) -> Element {
 
 /// Compose several publications of one presentity into the document watchers get (RFC 3863 /
 /// RFC 4479 union): every tuple and device of every publication (ids made unique by suffixing
-/// `-2`, `-3`, … on collision), every distinct note and extension, and a single person merged
-/// field by field with the newest winning.
+/// `-2`, `-3`, … on collision), every distinct note and extension, and a single merged person.
 ///
-/// `publications` must be ordered oldest first (publication time); a person's `dm:timestamp`,
-/// when present and parseable, overrides that order. For each person field (activities, mood,
-/// notes, place-type, timestamp, each kind of extension element) the newest person that sets it
-/// wins; the merged person takes the newest person's id.
+/// `publications` must be ordered oldest first (publication time); when every person carries a
+/// parseable `dm:timestamp`, timestamps decide the order instead. The newest person wins as a
+/// whole for its RPID state (id, activities, mood, place-type, notes, timestamp), so a device
+/// that publishes "available" (a person without activities) after another published "busy"
+/// clears the busy state; the persons' other elements (e.g. `rpid:sphere`, `c:display-name`) are
+/// united by element name, the newest of each kind winning. Publications without a person
+/// element leave the person state alone.
 pub fn compose(entity: &str, publications: &[Presence]) -> Presence {
     let mut out = Presence::neutral(entity);
     let mut ids: Vec<String> = Vec::new();
@@ -818,29 +820,11 @@ pub fn compose(entity: &str, publications: &[Presence]) -> Presence {
     }
     let mut merged = Person::default();
     for (_, _, p) in persons {
-        merged.id.clone_from(&p.id);
-        if !p.activities.is_empty() || !p.activities_meta.is_empty() {
-            merged.activities.clone_from(&p.activities);
-            merged.activities_meta.clone_from(&p.activities_meta);
-        }
-        if !p.mood.is_empty() || !p.mood_meta.is_empty() {
-            merged.mood.clone_from(&p.mood);
-            merged.mood_meta.clone_from(&p.mood_meta);
-        }
-        if !p.notes.is_empty() {
-            merged.notes.clone_from(&p.notes);
-        }
-        if p.place_type.is_some() {
-            merged.place_type.clone_from(&p.place_type);
-        }
-        if p.timestamp.is_some() {
-            merged.timestamp.clone_from(&p.timestamp);
-        }
-        for x in &p.extra {
-            merged
-                .extra
-                .retain(|old| !(old.ns == x.ns && old.name == x.name));
-        }
+        let extra = std::mem::take(&mut merged.extra);
+        merged = Person { extra, ..p.clone() };
+        merged
+            .extra
+            .retain(|old| !p.extra.iter().any(|x| old.ns == x.ns && old.name == x.name));
         merged.extra.extend(p.extra.iter().cloned());
     }
     merged.id = unique_id(&merged.id, &mut ids);
