@@ -166,9 +166,9 @@ impl ByteRange {
         Ok(ByteRange { start, end, total })
     }
 
-    /// The 0-based offset of the first byte.
+    /// The 0-based offset of the first byte (0 for a hand-built range starting at 0).
     pub fn offset(&self) -> u64 {
-        self.start - 1
+        self.start.saturating_sub(1)
     }
 }
 
