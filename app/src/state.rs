@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tandem_client_core::types::{DeviceSpec, SrtpPolicy, Transport, Uri};
 use tandem_client_core::{
     Account, AnswerOptions, Call, CallEvent, CallOptions, EndReason, IncomingCall, MediaOptions,
-    RegEvent, Registration, UaConfig, UaEvent, UaEvents, UserAgent, parse_proxy,
+    RegEvent, Registration, UaConfig, UaError, UaEvent, UaEvents, UserAgent, parse_proxy,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -25,6 +25,8 @@ use crate::types::*;
 const EVENT_BACKLOG: usize = 256;
 /// How many history entries are kept.
 const HISTORY_LIMIT: usize = 500;
+/// How long to wait before repeating a re-INVITE the peer answered with 500.
+const RETRY_AFTER_500: std::time::Duration = std::time::Duration::from_millis(300);
 /// The SIP status sent when the user declines a call (603 Decline).
 const DECLINE_STATUS: u16 = 603;
 
@@ -823,7 +825,13 @@ impl AppState {
                         let _ = reply.send(Err(invalid("This call is already answered.")));
                     }
                     Some(CallCtl::Hold(on, reply)) => {
-                        let r = if on { call.hold().await } else { call.resume().await };
+                        let mut r = if on { call.hold().await } else { call.resume().await };
+                        // A peer still finishing the previous INVITE answers 500 (RFC 3261
+                        // §14.2): try once more after a moment.
+                        if matches!(r, Err(UaError::Rejected { status: 500, .. })) {
+                            tokio::time::sleep(RETRY_AFTER_500).await;
+                            r = if on { call.hold().await } else { call.resume().await };
+                        }
                         let _ = reply.send(r.map_err(|e| explain_call(&e)));
                     }
                     Some(CallCtl::Mute(muted)) => {

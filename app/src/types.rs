@@ -352,6 +352,8 @@ pub enum AppEvent {
     /// An account's registration state changed.
     Registration {
         /// The account.
+        #[serde(rename = "accountId")]
+        #[ts(rename = "accountId")]
         account_id: String,
         /// Its new state.
         state: RegistrationState,
@@ -364,6 +366,8 @@ pub enum AppEvent {
     /// A quality report for a call in progress.
     Quality {
         /// The call.
+        #[serde(rename = "callId")]
+        #[ts(rename = "callId")]
         call_id: String,
         /// The figures.
         quality: Quality,
@@ -371,6 +375,8 @@ pub enum AppEvent {
     /// A DTMF digit arrived from the other party.
     Dtmf {
         /// The call.
+        #[serde(rename = "callId")]
+        #[ts(rename = "callId")]
         call_id: String,
         /// The digit.
         digit: String,
@@ -378,6 +384,8 @@ pub enum AppEvent {
     /// Something the user should know that belongs to no command (a media warning, a failed transfer).
     Notice {
         /// The call it concerns, if any.
+        #[serde(rename = "callId")]
+        #[ts(rename = "callId")]
         call_id: Option<String>,
         /// The message.
         message: String,
@@ -386,3 +394,25 @@ pub enum AppEvent {
 
 /// The error every command returns: a failure explained in words.
 pub type CommandError = Failure;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_as_the_bindings_say() {
+        let e = AppEvent::Dtmf {
+            call_id: "call-1".into(),
+            digit: "5".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap_or_default(),
+            r#"{"type":"dtmf","callId":"call-1","digit":"5"}"#
+        );
+        let r = RegistrationState::Registered { expires: 600 };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap_or_default(),
+            r#"{"state":"registered","expires":600}"#
+        );
+    }
+}

@@ -175,19 +175,12 @@ async fn call_flow() {
 
     // alice hangs up; both calls end and land in the history.
     app.hangup(&placed.id).unwrap();
-    wait_for(
-        &mut rx,
-        "alice's call ended",
-        call_event("alice@tandem.lab", CallPhase::Ended),
-    )
-    .await;
-    wait_for(
-        &mut rx,
-        "bob's call ended",
-        call_event("bob@tandem.lab", CallPhase::Ended),
-    )
-    .await;
-    assert!(app.list_calls().is_empty());
+    // Both ends finish, in either order.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !app.list_calls().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "calls did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let history = app.history();
     assert_eq!(history.len(), 2);
     assert!(

@@ -76,12 +76,15 @@ fn strip_separator(args: &[String]) -> &[String] {
 fn test(extra: &[String]) -> Result<()> {
     let started = Instant::now();
     packages::ensure(packages::TEST_PACKAGES)?;
+    packages::ensure(app::UI_PACKAGES)?;
     ensure_components()?;
     let bin_dir = target_dir()?.join("debug");
     let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     test_args.extend(extra.iter().copied());
-    let steps: Vec<Step> = vec![
+    // The ui is tested and built first: the desktop shell embeds ui/dist.
+    let mut steps: Vec<Step> = app::ui_steps();
+    steps.extend([
         Step::new("fmt", cargo(&["fmt", "--all", "--", "--check"])),
         Step::new(
             "clippy",
@@ -100,7 +103,7 @@ fn test(extra: &[String]) -> Result<()> {
             c.env("TANDEM_BIN_DIR", &bin_dir);
             c
         }),
-    ];
+    ]);
     let mut done = Vec::new();
     for mut step in steps {
         let t = Instant::now();

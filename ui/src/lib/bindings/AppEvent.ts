@@ -16,7 +16,7 @@ accounts: Array<AccountInfo>, } | { "type": "registration",
 /**
  * The account.
  */
-account_id: string, 
+accountId: string, 
 /**
  * Its new state.
  */
@@ -28,7 +28,7 @@ call: CallInfo, } | { "type": "quality",
 /**
  * The call.
  */
-call_id: string, 
+callId: string, 
 /**
  * The figures.
  */
@@ -36,7 +36,7 @@ quality: Quality, } | { "type": "dtmf",
 /**
  * The call.
  */
-call_id: string, 
+callId: string, 
 /**
  * The digit.
  */
@@ -44,7 +44,7 @@ digit: string, } | { "type": "notice",
 /**
  * The call it concerns, if any.
  */
-call_id: string | null, 
+callId: string | null, 
 /**
  * The message.
  */

@@ -8,9 +8,13 @@ import type { Direction } from "./Direction";
  */
 export type CallInfo = { 
 /**
- * The call's id (its SIP Call-ID).
+ * The call's id in this app (unique even when both ends of a call are our accounts).
  */
 id: string, 
+/**
+ * Its SIP Call-ID.
+ */
+sipCallId: string, 
 /**
  * The account the call belongs to.
  */
