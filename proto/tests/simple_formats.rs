@@ -482,3 +482,61 @@ fn rfc3339_helpers() {
         assert!(parse_rfc3339(bad).is_none(), "{bad}");
     }
 }
+
+#[test]
+fn pres_rules_transformations_filter_a_document() {
+    use tandem_proto::simple::pidf::{self, Activity};
+    let rs = Ruleset::parse(&data("rfc5025-pres-rules.xml")).unwrap();
+    let doc = pidf::parse(&data("rfc4480-example.xml")).unwrap();
+    let t = rs.transformations_for("sip:user@example.com", None);
+    let out = t.apply(&doc);
+    // provide-services by scheme sip/mailto: the im: tuple is withheld.
+    let ids: Vec<&str> = out.tuples.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["ty4658", "eg92n8"]);
+    // No provide-note, no provide-class/relationship/...: those go.
+    assert!(
+        out.tuples
+            .iter()
+            .all(|t| t.notes.is_empty() && t.extra.is_empty())
+    );
+    assert!(out.notes.is_empty());
+    // All persons, with activities (provide-activities) but not mood, place-type or the rest.
+    assert_eq!(out.persons.len(), 1);
+    assert_eq!(out.persons[0].activities, vec![Activity::Away]);
+    assert!(out.persons[0].mood.is_empty());
+    assert_eq!(out.persons[0].place_type, None);
+    assert!(out.persons[0].extra.is_empty());
+    // No provide-devices: no devices.
+    assert!(out.devices.is_empty());
+    // A watcher no rule matches gets nothing.
+    let none = rs
+        .transformations_for("sip:stranger@example.com", None)
+        .apply(&doc);
+    assert!(none.tuples.is_empty() && none.persons.is_empty() && none.devices.is_empty());
+    // set_handling(Allow) provides everything.
+    let mut mine = Ruleset::default();
+    mine.set_handling("w1", "sip:friend@example.com", SubHandling::Allow);
+    let all = mine
+        .transformations_for("sip:friend@example.com", None)
+        .apply(&doc);
+    assert_eq!(all, doc);
+    // Union across rules: the RFC rule plus an all-devices rule for the same watcher.
+    let mut both = rs.clone();
+    let mut extra_rule = mine.rules[0].clone();
+    extra_rule.conditions.identities = Some(vec![IdentityCond::One("sip:user@example.com".into())]);
+    extra_rule.transformations = tandem_proto::simple::pres_rules::Transformations {
+        provide_devices: Some(ProvideSet::All),
+        ..Default::default()
+    };
+    both.rules.push(extra_rule);
+    let u = both
+        .transformations_for("sip:user@example.com", None)
+        .apply(&doc);
+    assert_eq!(u.devices.len(), 1);
+    assert_eq!(u.devices[0].device_id, None, "no provide-deviceID");
+    assert_eq!(
+        u.devices[0].extra.len(),
+        1,
+        "provide-user-input=bare keeps user-input"
+    );
+}

@@ -134,7 +134,7 @@ proptest! {
 // Generators for round trips.
 
 fn text() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9 &<>\"'éü€.,!?-]{0,20}"
+    "[A-Za-z0-9 &<>\"'éü€.,!?\t\r\n-]{0,20}"
 }
 
 fn word() -> impl Strategy<Value = String> {

@@ -11,10 +11,19 @@
 //! values block 0 < confirm 10 < polite-block 20 < allow 30); a matching rule without a
 //! `sub-handling` contributes `block` (the lowest value). **No matching rule gives `Confirm`**:
 //! the presentity is asked (watcher-info) rather than silently refusing (RFC 5025 §3.2.1 leaves
-//! the default to local policy; this is ours).
+//! the default to local policy; this is ours, and Kamailio's presence_xml does the same: no
+//! rules document or no matching rule leaves the subscription pending).
+//!
+//! ## Transformations
+//! [`Ruleset::transformations_for`] unites the transformations of the matching rules and
+//! [`Transformations::apply`] filters a presence document accordingly (RFC 5025 §3.3). Note that
+//! by RFC 5025 a rule that grants `allow` without any `provide-*` transformation lets the watcher
+//! see nothing but an empty document; [`Ruleset::set_handling`] therefore writes
+//! [`Transformations::everything`] with `allow`.
 
 use super::SimpleError;
-use super::ns::{COMMON_POLICY, PRES_RULES};
+use super::ns::{COMMON_POLICY, DATA_MODEL, PRES_RULES, RPID};
+use super::pidf::Presence;
 use super::time::{Instant3339, parse_rfc3339};
 use super::xml::{self, Element, RawXml};
 
@@ -526,4 +535,204 @@ fn rule_element(r: &Rule) -> Element {
     }
     e.push(tr);
     e
+}
+
+fn union_set(a: &Option<ProvideSet>, b: &Option<ProvideSet>) -> Option<ProvideSet> {
+    match (a, b) {
+        (None, x) | (x, None) => x.clone(),
+        (Some(ProvideSet::All), _) | (_, Some(ProvideSet::All)) => Some(ProvideSet::All),
+        (Some(ProvideSet::Some(x)), Some(ProvideSet::Some(y))) => {
+            let mut v = x.clone();
+            v.extend(y.iter().filter(|e| !x.contains(e)).cloned());
+            Some(ProvideSet::Some(v))
+        }
+    }
+}
+
+/// The text of the `rpid:class` among `extra`, if any.
+fn class_of(extra: &[RawXml]) -> Option<String> {
+    extra
+        .iter()
+        .find(|e| e.is(RPID, "class"))
+        .map(Element::trimmed_text)
+}
+
+impl ProvideSet {
+    /// Whether an occurrence passes: `All`, or one selector matches. `check(name, value)` answers
+    /// for the selector kinds the caller understands (unknown kinds never match).
+    fn permits(&self, mut check: impl FnMut(&str, &str) -> bool) -> bool {
+        match self {
+            ProvideSet::All => true,
+            ProvideSet::Some(sel) => sel
+                .iter()
+                .any(|s| s.ns == PRES_RULES && check(&s.name, &s.trimmed_text())),
+        }
+    }
+}
+
+impl Transformations {
+    /// Combine with another rule's transformations (RFC 4745 §10.2: the union of permissions).
+    pub fn union(&self, other: &Transformations) -> Transformations {
+        let mut flags = self.flags.clone();
+        flags.extend(
+            other
+                .flags
+                .iter()
+                .filter(|f| !self.flags.contains(f))
+                .cloned(),
+        );
+        let mut extra = self.extra.clone();
+        extra.extend(
+            other
+                .extra
+                .iter()
+                .filter(|e| !self.extra.contains(e))
+                .cloned(),
+        );
+        Transformations {
+            provide_services: union_set(&self.provide_services, &other.provide_services),
+            provide_persons: union_set(&self.provide_persons, &other.provide_persons),
+            provide_devices: union_set(&self.provide_devices, &other.provide_devices),
+            provide_all_attributes: self.provide_all_attributes || other.provide_all_attributes,
+            flags,
+            extra,
+        }
+    }
+
+    /// Whether the attribute permission `provide-<name>` is granted (all-attributes, a `true`
+    /// flag, or a valued permission such as `provide-user-input` other than `false`).
+    pub fn permits_attribute(&self, name: &str) -> bool {
+        let full = format!("provide-{name}");
+        self.provide_all_attributes
+            || self.flags.iter().any(|f| *f == full)
+            || self
+                .extra
+                .iter()
+                .any(|e| e.ns == PRES_RULES && e.name == full && e.trimmed_text() != "false")
+    }
+
+    fn keep_element(&self, e: &Element) -> bool {
+        if self.provide_all_attributes {
+            return true;
+        }
+        if e.ns == RPID || e.ns == DATA_MODEL {
+            return self.permits_attribute(&e.name);
+        }
+        // provide-unknown-attribute ns=… name=… (RFC 5025 §3.3.19).
+        self.extra.iter().any(|p| {
+            p.is(PRES_RULES, "provide-unknown-attribute")
+                && p.attr("ns") == Some(e.ns.as_str())
+                && p.attr("name") == Some(e.name.as_str())
+                && p.trimmed_text() == "true"
+        })
+    }
+
+    /// Apply these transformations to a presence document (RFC 5025 §3.3): services, persons and
+    /// devices not provided are removed, and so are the attributes not permitted. A tuple's
+    /// `<basic>` status and `<contact>` always go with a provided service; notes need
+    /// `provide-note`; unknown extension elements need `provide-unknown-attribute` (or
+    /// `provide-all-attributes`). Service selectors understood: `service-uri`,
+    /// `service-uri-scheme`, `occurrence-id`, `class`; persons: `occurrence-id`, `class`;
+    /// devices: `deviceID`, `occurrence-id`, `class`.
+    pub fn apply(&self, p: &Presence) -> Presence {
+        let notes = self.permits_attribute("note");
+        let mut out = Presence::neutral(&p.entity);
+        if notes {
+            out.notes.clone_from(&p.notes);
+        }
+        if self.provide_all_attributes {
+            out.extra.clone_from(&p.extra);
+        }
+        if let Some(set) = &self.provide_services {
+            for t in &p.tuples {
+                let class = class_of(&t.extra);
+                let uri = t.contact.as_ref().map(|c| c.0.as_str()).unwrap_or("");
+                let ok = set.permits(|kind, v| match kind {
+                    "service-uri" => {
+                        !uri.is_empty() && normalize_identity(uri) == normalize_identity(v)
+                    }
+                    "service-uri-scheme" => uri
+                        .split_once(':')
+                        .is_some_and(|(s, _)| s.eq_ignore_ascii_case(v)),
+                    "occurrence-id" => t.id == v,
+                    "class" => class.as_deref() == Some(v),
+                    _ => false,
+                });
+                if ok {
+                    let mut t = t.clone();
+                    t.status.extra.retain(|e| self.keep_element(e));
+                    t.extra.retain(|e| self.keep_element(e));
+                    if !notes {
+                        t.notes.clear();
+                    }
+                    out.tuples.push(t);
+                }
+            }
+        }
+        if let Some(set) = &self.provide_persons {
+            for person in &p.persons {
+                let class = class_of(&person.extra);
+                let ok = set.permits(|kind, v| match kind {
+                    "occurrence-id" => person.id == v,
+                    "class" => class.as_deref() == Some(v),
+                    _ => false,
+                });
+                if !ok {
+                    continue;
+                }
+                let mut q = person.clone();
+                if !self.permits_attribute("activities") {
+                    q.activities.clear();
+                    q.activities_meta = Default::default();
+                }
+                if !self.permits_attribute("mood") {
+                    q.mood.clear();
+                    q.mood_meta = Default::default();
+                }
+                if !self.permits_attribute("place-type") {
+                    q.place_type = None;
+                }
+                if !notes {
+                    q.notes.clear();
+                }
+                q.extra.retain(|e| self.keep_element(e));
+                out.persons.push(q);
+            }
+        }
+        if let Some(set) = &self.provide_devices {
+            for d in &p.devices {
+                let class = class_of(&d.extra);
+                let ok = set.permits(|kind, v| match kind {
+                    "deviceID" => d.device_id.as_deref() == Some(v),
+                    "occurrence-id" => d.id == v,
+                    "class" => class.as_deref() == Some(v),
+                    _ => false,
+                });
+                if !ok {
+                    continue;
+                }
+                let mut d = d.clone();
+                if !self.permits_attribute("deviceID") {
+                    d.device_id = None;
+                }
+                if !notes {
+                    d.notes.clear();
+                }
+                d.extra.retain(|e| self.keep_element(e));
+                out.devices.push(d);
+            }
+        }
+        out
+    }
+}
+
+impl Ruleset {
+    /// The union of the transformations of every rule matching `watcher` at `now` (`None`:
+    /// rules with a validity condition do not match). No matching rule: nothing is provided.
+    pub fn transformations_for(&self, watcher: &str, now: Option<Instant3339>) -> Transformations {
+        self.matching_rules(watcher, now)
+            .fold(Transformations::default(), |acc, r| {
+                acc.union(&r.transformations)
+            })
+    }
 }
