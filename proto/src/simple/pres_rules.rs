@@ -604,7 +604,7 @@ impl Transformations {
     pub fn permits_attribute(&self, name: &str) -> bool {
         let full = format!("provide-{name}");
         self.provide_all_attributes
-            || self.flags.iter().any(|f| *f == full)
+            || self.flags.contains(&full)
             || self
                 .extra
                 .iter()
