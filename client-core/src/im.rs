@@ -438,35 +438,27 @@ pub(crate) fn on_message(shared: &Arc<Shared>, tx: TxId, request: Request) {
         Incoming::Message(m) => {
             let auto = shared.config.auto_delivery_imdn
                 && m.imdn_requested.contains(&Disposition::PositiveDelivery);
-            let history = shared.history();
-            let shared2 = shared.clone();
-            let m2 = m.clone();
-            if auto || history.is_some() {
+            shared.record_received(crate::history::MessageRecord::incoming(&m));
+            if auto {
+                let shared2 = shared.clone();
+                let m2 = m.clone();
                 tokio::spawn(async move {
-                    if let Some(h) = history {
-                        let record = crate::history::MessageRecord::incoming(&m2);
-                        if let Err(e) = h.record_message(&record).await {
-                            tracing::warn!("cannot record a received message: {e}");
-                        }
-                    }
-                    if auto {
-                        let account = crate::account::parse_uri(&m2.to)
-                            .ok()
-                            .and_then(|to| shared2.im().account_for(&to));
-                        match account {
-                            Some(a) => {
-                                let n = Notification::Delivery(
-                                    tandem_proto::simple::imdn::DeliveryStatus::Delivered,
-                                );
-                                if let Err(e) = send_imdn(&shared2, &a, &m2, n).await {
-                                    tracing::debug!("delivery notification not sent: {e}");
-                                }
+                    let account = crate::account::parse_uri(&m2.to)
+                        .ok()
+                        .and_then(|to| shared2.im().account_for(&to));
+                    match account {
+                        Some(a) => {
+                            let n = Notification::Delivery(
+                                tandem_proto::simple::imdn::DeliveryStatus::Delivered,
+                            );
+                            if let Err(e) = send_imdn(&shared2, &a, &m2, n).await {
+                                tracing::debug!("delivery notification not sent: {e}");
                             }
-                            None => tracing::debug!(
-                                to = %m2.to,
-                                "no known account for a delivery notification"
-                            ),
                         }
+                        None => tracing::debug!(
+                            to = %m2.to,
+                            "no known account for a delivery notification"
+                        ),
                     }
                 });
             }

@@ -21,6 +21,7 @@ mod error;
 pub mod history;
 mod im;
 mod media;
+mod presence;
 mod registration;
 mod request;
 mod transfer;
@@ -37,6 +38,10 @@ pub use im::{
     MESSAGE_CPIM, MessageOutcome, OutgoingMessage, ReceivedMessage, STORED_ID_HEADER, TEXT_PLAIN,
 };
 pub use media::{MediaInfo, MediaOptions, supported_codecs};
+pub use presence::{
+    PIDF, PRESENCE_EXPIRES, PresenceEvent, PresenceSubscription, Publication, PublishEvent,
+    SubscriptionState, WATCHERINFO, WinfoEvent, WinfoSubscription,
+};
 pub use registration::{RegEvent, RegisterOptions, Registration};
 pub use transfer::ReplacesTarget;
 pub use ua::{UaEvent, UaEvents, UserAgent};

@@ -20,11 +20,13 @@ use crate::config::{UaConfig, local_ip_toward};
 use crate::error::{Result, UaError};
 use crate::history::History;
 use crate::im::{ImState, MessageOutcome, OutgoingMessage, ReceivedMessage};
+use crate::presence::{PresenceSubscription, Publication, WinfoSubscription};
 use crate::registration::{RegisterOptions, Registration};
 use crate::request::{self, AuthSession};
 use crate::transfer::ReplacesTarget;
 use tandem_proto::simple::imdn::{Imdn, Notification};
 use tandem_proto::simple::iscomposing::{ComposingState, IsComposing};
+use tandem_proto::simple::pidf::{Availability, Presence};
 
 /// Methods we accept (the `Allow` header).
 pub(crate) const ALLOW: &str =
@@ -139,6 +141,8 @@ pub(crate) struct Shared {
     ua_events: Mutex<Option<mpsc::Sender<UaEvent>>>,
     im: Mutex<ImState>,
     history: Option<History>,
+    /// Received messages go through one writer task, so they are recorded in arrival order.
+    history_tx: Option<mpsc::UnboundedSender<crate::history::MessageRecord>>,
 }
 
 impl Shared {
@@ -158,6 +162,13 @@ impl Shared {
     /// The history database, when configured.
     pub fn history(&self) -> Option<History> {
         self.history.clone()
+    }
+
+    /// Queues a received message for the history (in arrival order); no-op without history.
+    pub fn record_received(&self, record: crate::history::MessageRecord) {
+        if let Some(tx) = &self.history_tx {
+            let _ = tx.send(record);
+        }
     }
 
     /// A random token of `len` lowercase alphanumerics from the seeded RNG.
@@ -337,6 +348,17 @@ impl UserAgent {
             routes: Mutex::new(Routes::default()),
             ua_events: Mutex::new(None),
             im: Mutex::new(ImState::default()),
+            history_tx: history.clone().map(|h| {
+                let (tx, mut rx) = mpsc::unbounded_channel::<crate::history::MessageRecord>();
+                tokio::spawn(async move {
+                    while let Some(record) = rx.recv().await {
+                        if let Err(e) = h.record_message(&record).await {
+                            tracing::warn!("cannot record a received message: {e}");
+                        }
+                    }
+                });
+                tx
+            }),
             history,
         });
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -443,6 +465,48 @@ impl UserAgent {
         notification: Notification,
     ) -> Result<()> {
         crate::im::send_imdn(&self.shared, account, message, notification).await
+    }
+
+    /// Publishes `availability` (and a note) for `account` (PUBLISH, RFC 3903); the
+    /// publication is refreshed in the background until removed.
+    pub async fn publish(
+        &self,
+        account: &Account,
+        availability: Availability,
+        note: Option<&str>,
+    ) -> Result<Publication> {
+        let entity = account.aor()?.to_string();
+        Publication::start(
+            self.shared.clone(),
+            account.clone(),
+            availability.to_presence(&entity, note),
+        )
+        .await
+    }
+
+    /// Publishes any PIDF document for `account`.
+    pub async fn publish_presence(
+        &self,
+        account: &Account,
+        presence: Presence,
+    ) -> Result<Publication> {
+        Publication::start(self.shared.clone(), account.clone(), presence).await
+    }
+
+    /// Subscribes to `target`'s presence (RFC 3856) as `account`; the subscription runs in
+    /// the background (refreshed, re-established after termination) until dropped.
+    pub fn subscribe_presence(&self, account: &Account, target: Uri) -> PresenceSubscription {
+        PresenceSubscription::start(self.shared.clone(), account.clone(), target)
+    }
+
+    /// Subscribes to our own watcher list (RFC 3857, `presence.winfo`) as `account`.
+    pub fn subscribe_winfo(&self, account: &Account) -> Result<WinfoSubscription> {
+        let aor = account.aor()?;
+        Ok(WinfoSubscription::start(
+            self.shared.clone(),
+            account.clone(),
+            aor,
+        ))
     }
 
     /// Lets the UA send notifications (automatic delivery IMDNs) as `account` for messages

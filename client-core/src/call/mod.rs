@@ -27,7 +27,7 @@ use crate::transfer::{ReplacesTarget, escape_header_value};
 
 pub(crate) use incoming::IncState;
 pub use incoming::IncomingCall;
-pub(crate) use task::place;
+pub(crate) use task::{place, request_next_hop};
 
 /// Options for placing a call.
 #[derive(Debug, Clone)]
