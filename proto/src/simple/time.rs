@@ -75,9 +75,9 @@ pub fn parse_rfc3339(s: &str) -> Option<Instant3339> {
     if b.get(i) == Some(&b'.') {
         i += 1;
         let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
+        while let Some(d) = b.get(i).filter(|d| d.is_ascii_digit()) {
             if i - start < 9 {
-                nanos = nanos * 10 + u32::from(b[i] - b'0');
+                nanos = nanos * 10 + u32::from(d - b'0');
             }
             i += 1;
         }
