@@ -1,14 +1,19 @@
 //! The per-call SRTP state: one `rtc-srtp` context per direction.
 
+use std::collections::HashMap;
+
 use rtc_shared::error::Error as RtcError;
 use rtc_srtp::context::Context;
-use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 
 use super::{CryptoSuite, SdesCrypto, SrtpError};
 
 /// Replay window (packets) on the receiving side; libsrtp's default, wide enough for the
-/// reordering a jitter buffer tolerates.
-const REPLAY_WINDOW: usize = 128;
+/// reordering a jitter buffer tolerates. The window is a `u128` bitmap.
+const REPLAY_WINDOW: u64 = 128;
+
+/// Most SSRCs whose replay windows are kept per packet kind (RTP, RTCP); the least recently
+/// authenticated one is forgotten beyond that. Only authenticated packets create entries.
+const MAX_TRACKED_SSRCS: usize = 64;
 
 /// Length of the SRTCP E flag + index word.
 const SRTCP_INDEX_LEN: usize = 4;
@@ -43,6 +48,10 @@ struct Direction {
     mki: Option<Vec<u8>>,
     /// Maximum number of packets (RTP and RTCP counted separately) under this master key.
     lifetime: Option<u64>,
+    /// SRTP replay windows (receiving side only).
+    rtp_replay: ReplayTable,
+    /// SRTCP replay windows (receiving side only).
+    rtcp_replay: ReplayTable,
 }
 
 impl Direction {
@@ -52,7 +61,6 @@ impl Direction {
         salt: &[u8],
         mki: Option<(u32, u32)>,
         lifetime: Option<u64>,
-        inbound: bool,
     ) -> Result<Self, SrtpError> {
         if key.len() != suite.key_len() || salt.len() != suite.salt_len() {
             return Err(SrtpError::KeyLength {
@@ -66,28 +74,18 @@ impl Direction {
         }
         let provider =
             rtc_srtp::crypto::default_provider().map_err(|e| SrtpError::Crypto(e.to_string()))?;
-        let (rtp_opt, rtcp_opt) = if inbound {
-            (
-                Some(srtp_replay_protection(REPLAY_WINDOW)),
-                Some(srtcp_replay_protection(REPLAY_WINDOW)),
-            )
-        } else {
-            (None, None)
-        };
-        let ctx = Context::new(
-            key,
-            salt,
-            suite.profile(),
-            rtp_opt,
-            rtcp_opt,
-            provider.crypto(),
-        )
-        .map_err(|e| SrtpError::Crypto(e.to_string()))?;
+        // rtc-srtp's own replay protection stays off (`None`): its detector anchors the
+        // window on the first packet it checks, before authentication, so one forged packet
+        // could make genuine ones look like replays. Our `ReplayTable`s replace it.
+        let ctx = Context::new(key, salt, suite.profile(), None, None, provider.crypto())
+            .map_err(|e| SrtpError::Crypto(e.to_string()))?;
         Ok(Direction {
             ctx,
             suite,
             mki: mki.map(|(value, len)| mki_bytes(value, len)),
             lifetime,
+            rtp_replay: ReplayTable::default(),
+            rtcp_replay: ReplayTable::default(),
         })
     }
 
@@ -183,7 +181,6 @@ impl SrtpContext {
                 local.master_salt(),
                 local.mki,
                 local.lifetime,
-                false,
             )?,
             inbound: Direction::new(
                 remote.suite,
@@ -191,7 +188,6 @@ impl SrtpContext {
                 remote.master_salt(),
                 remote.mki,
                 remote.lifetime,
-                true,
             )?,
             counters: SrtpCounters::default(),
         })
@@ -206,8 +202,8 @@ impl SrtpContext {
         remote_salt: &[u8],
     ) -> Result<Self, SrtpError> {
         Ok(SrtpContext {
-            outbound: Direction::new(suite, local_key, local_salt, None, None, false)?,
-            inbound: Direction::new(suite, remote_key, remote_salt, None, None, true)?,
+            outbound: Direction::new(suite, local_key, local_salt, None, None)?,
+            inbound: Direction::new(suite, remote_key, remote_salt, None, None)?,
             counters: SrtpCounters::default(),
         })
     }
@@ -238,8 +234,26 @@ impl SrtpContext {
         let Some(stripped) = self.inbound.strip_mki(packet, tag_len) else {
             return Err(self.count(SrtpError::AuthFailed));
         };
-        match self.inbound.ctx.decrypt_rtp(&stripped) {
+        let mut reader = stripped.as_slice();
+        let header = match <rtc_rtp::header::Header as rtc_shared::marshal::Unmarshal>::unmarshal(
+            &mut reader,
+        ) {
+            Ok(header) => header,
+            Err(e) => return Err(self.count(SrtpError::MalformedPacket(e.to_string()))),
+        };
+        let ssrc = header.ssrc;
+        let index = self
+            .inbound
+            .rtp_replay
+            .estimate_srtp_index(ssrc, header.sequence_number);
+        let Some(index) = index.filter(|&i| self.inbound.rtp_replay.is_fresh(ssrc, i)) else {
+            let index = index.unwrap_or(u64::from(header.sequence_number));
+            return Err(self.count(SrtpError::Replay { ssrc, index }));
+        };
+        match self.inbound.ctx.decrypt_rtp_with_header(&stripped, &header) {
             Ok(plain) => {
+                // Only now, authenticated, may the packet move the window (RFC 3711 §3.3.2).
+                self.inbound.rtp_replay.accept(ssrc, index);
                 self.counters.rtp_unprotected += 1;
                 Ok(plain.to_vec())
             }
@@ -288,11 +302,23 @@ impl SrtpContext {
         // The E flag is the top bit of the index word, which sits right before the HMAC tag
         // (AES-CM) or ends the packet (GCM, RFC 7714 §9).
         let e_flag_at = stripped.len() - tag_len - SRTCP_INDEX_LEN;
-        if stripped.get(e_flag_at).is_none_or(|b| b & 0x80 == 0) {
+        let Some(word) = be_u32(&stripped, e_flag_at) else {
             return Err(self.count(SrtpError::AuthFailed));
+        };
+        if word & 0x8000_0000 == 0 {
+            return Err(self.count(SrtpError::AuthFailed));
+        }
+        let index = u64::from(word & 0x7fff_ffff);
+        let Some(ssrc) = be_u32(&stripped, 4) else {
+            return Err(self.count(SrtpError::AuthFailed));
+        };
+        if !self.inbound.rtcp_replay.is_fresh(ssrc, index) {
+            return Err(self.count(SrtpError::Replay { ssrc, index }));
         }
         match self.inbound.ctx.decrypt_rtcp(&stripped) {
             Ok(plain) => {
+                // Only now, authenticated, may the packet move the window (RFC 3711 §3.4).
+                self.inbound.rtcp_replay.accept(ssrc, index);
                 self.counters.rtcp_unprotected += 1;
                 Ok(plain.to_vec())
             }
@@ -321,6 +347,133 @@ impl SrtpContext {
             _ => {}
         }
         e
+    }
+}
+
+/// Reads a big-endian `u32` at `at`, `None` past the end.
+fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// A 128-packet replay window over 48-bit SRTP or 31-bit SRTCP indexes (RFC 3711 §3.3.2).
+#[derive(Debug, Clone, Copy)]
+struct ReplayWindow {
+    /// Highest authenticated index.
+    highest: u64,
+    /// Bit `i` set: index `highest - i` was authenticated.
+    seen: u128,
+}
+
+impl ReplayWindow {
+    /// True when `index` is ahead of the window or inside it and not seen yet.
+    fn is_fresh(&self, index: u64) -> bool {
+        match self.highest.checked_sub(index) {
+            None => true,
+            Some(delta) if delta >= REPLAY_WINDOW => false,
+            Some(delta) => self.seen & (1u128 << delta) == 0,
+        }
+    }
+
+    /// Records an authenticated `index`.
+    fn accept(&mut self, index: u64) {
+        match self.highest.checked_sub(index) {
+            None => {
+                let shift = index - self.highest;
+                self.seen = if shift >= REPLAY_WINDOW {
+                    0
+                } else {
+                    self.seen << shift
+                };
+                self.seen |= 1;
+                self.highest = index;
+            }
+            Some(delta) if delta < REPLAY_WINDOW => self.seen |= 1u128 << delta,
+            Some(_) => {}
+        }
+    }
+}
+
+/// One SSRC's window and when it was last used.
+#[derive(Debug, Clone, Copy)]
+struct TrackedSsrc {
+    window: ReplayWindow,
+    last_used: u64,
+}
+
+/// Per-SSRC replay windows, updated only for authenticated packets, at most
+/// [`MAX_TRACKED_SSRCS`] of them.
+#[derive(Debug, Default)]
+struct ReplayTable {
+    ssrcs: HashMap<u32, TrackedSsrc>,
+    /// Counts accepted packets; orders the entries for eviction.
+    clock: u64,
+}
+
+impl ReplayTable {
+    /// The packet index of SRTP sequence number `seq` (RFC 3711 §3.3.1 and Appendix A):
+    /// the rollover counter is guessed from the highest authenticated index. `None` when the
+    /// guess would precede the stream's first rollover period (too old by any measure).
+    fn estimate_srtp_index(&self, ssrc: u32, seq: u16) -> Option<u64> {
+        let Some(tracked) = self.ssrcs.get(&ssrc) else {
+            // First packet of the SSRC: ROC 0, as rtc-srtp assumes too.
+            return Some(u64::from(seq));
+        };
+        let highest = tracked.window.highest;
+        let roc = highest >> 16;
+        let s_l = highest & 0xffff;
+        let seq = u64::from(seq);
+        let v = if s_l < 0x8000 {
+            if seq > s_l + 0x8000 {
+                roc.checked_sub(1)?
+            } else {
+                roc
+            }
+        } else if seq + 0x8000 < s_l {
+            roc + 1
+        } else {
+            roc
+        };
+        Some((v << 16) | seq)
+    }
+
+    /// True when `index` of `ssrc` has not been authenticated before and is not too old.
+    fn is_fresh(&self, ssrc: u32, index: u64) -> bool {
+        self.ssrcs
+            .get(&ssrc)
+            .is_none_or(|tracked| tracked.window.is_fresh(index))
+    }
+
+    /// Records the authenticated `index` of `ssrc`, evicting the least recently used SSRC
+    /// when the table is full.
+    fn accept(&mut self, ssrc: u32, index: u64) {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(tracked) = self.ssrcs.get_mut(&ssrc) {
+            tracked.window.accept(index);
+            tracked.last_used = clock;
+            return;
+        }
+        if self.ssrcs.len() >= MAX_TRACKED_SSRCS {
+            let oldest = self
+                .ssrcs
+                .iter()
+                .min_by_key(|(_, tracked)| tracked.last_used)
+                .map(|(&ssrc, _)| ssrc);
+            if let Some(oldest) = oldest {
+                self.ssrcs.remove(&oldest);
+            }
+        }
+        self.ssrcs.insert(
+            ssrc,
+            TrackedSsrc {
+                window: ReplayWindow {
+                    highest: index,
+                    seen: 1,
+                },
+                last_used: clock,
+            },
+        );
     }
 }
 
