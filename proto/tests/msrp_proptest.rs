@@ -96,16 +96,16 @@ proptest! {
         bytes.truncate(keep.max(bytes.len() / 2));
         let (msgs, _) = frame_in_pieces(FramerLimits::default(), &bytes, &sizes);
         for m in msgs {
-            // whatever framed must print and re-frame to the same message
             if let Message::Request(r) = &m
                 && r.check_body().is_err()
             {
                 continue;
             }
-            let again = Message::parse(&m.to_bytes());
-            if let Ok(again) = again {
-                prop_assert_eq!(again, m);
-            }
+            // whatever framed prints to a fixed point (printing puts To-Path/From-Path first)
+            let printed = m.to_bytes();
+            let again = Message::parse(&printed).unwrap();
+            prop_assert_eq!(again.to_bytes(), printed);
+            prop_assert_eq!(again.transaction_id(), m.transaction_id());
         }
     }
 

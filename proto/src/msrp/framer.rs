@@ -304,6 +304,9 @@ fn end_flag(rest: &[u8], tid: &str) -> Result<Continuation, MsrpError> {
 }
 
 fn parse_start_line(line: &[u8]) -> Result<(String, StartLine), MsrpError> {
+    if has_control(line) {
+        return Err(MsrpError::InvalidStartLine("control character"));
+    }
     let line = std::str::from_utf8(line).map_err(|_| MsrpError::InvalidStartLine("not UTF-8"))?;
     let rest = line
         .strip_prefix("MSRP ")
@@ -335,7 +338,16 @@ fn parse_start_line(line: &[u8]) -> Result<(String, StartLine), MsrpError> {
     }
 }
 
+/// Control characters other than HTAB never appear in a start line or header (RFC 4975 §9:
+/// `utf8text`); a bare CR or LF there would also print differently from how it parsed.
+fn has_control(line: &[u8]) -> bool {
+    line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
 fn parse_header_line(line: &[u8]) -> Result<(String, String), MsrpError> {
+    if has_control(line) {
+        return Err(MsrpError::InvalidHeaderLine);
+    }
     let line = std::str::from_utf8(line).map_err(|_| MsrpError::InvalidHeaderLine)?;
     let (name, value) = line.split_once(':').ok_or(MsrpError::InvalidHeaderLine)?;
     if name.is_empty()
