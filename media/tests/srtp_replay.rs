@@ -3,7 +3,10 @@
 //! * forged packets (bad tag) must never move the replay window (RFC 3711 §3.3.2: the window
 //!   is updated only after authentication), so genuine packets that follow are accepted;
 //! * replays and packets older than the 128-packet window are refused and counted, reordering
-//!   inside the window is accepted, the rollover counter is estimated across a wrap.
+//!   inside the window is accepted, the rollover counter is estimated across a wrap;
+//! * RTP packets with header extensions (RFC 8285 one-byte and two-byte forms, RFC 3550
+//!   generic, and malformed element lists) are protected and unprotected at the right payload
+//!   offset, never panic.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
@@ -215,4 +218,145 @@ fn each_ssrc_has_its_own_window() {
     // SSRC 1 moved on, SSRC 2 did not.
     assert!(rx.unprotect_rtp(&a).is_err());
     rx.unprotect_rtp(&b).unwrap();
+}
+
+/// Header extensions as browsers send them, and malformed ones rtc-rtp would mis-size.
+fn extension_cases() -> Vec<(&'static str, u16, Vec<u8>)> {
+    vec![
+        // ssrc-audio-level (id 1, 1 byte), abs-send-time (id 3, 3 bytes), transport-cc (id 5,
+        // 2 bytes), then padding.
+        (
+            "one-byte browser",
+            0xBEDE,
+            vec![
+                0x10, 0x85, 0x32, 0x01, 0x02, 0x03, 0x51, 0x00, 0x07, 0x00, 0x00, 0x00,
+            ],
+        ),
+        // Padding between elements.
+        (
+            "one-byte padded",
+            0xBEDE,
+            vec![0x10, 0x85, 0x00, 0x00, 0x31, 0xAA, 0xBB, 0x00],
+        ),
+        // id 1 with 0 bytes, id 200 with 17 bytes (needs the two-byte form), padding.
+        (
+            "two-byte",
+            0x1000,
+            vec![
+                0x01, 0x00, 200, 17, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+                0x00, 0x00, 0x00,
+            ],
+        ),
+        ("generic RFC 3550", 0x1234, vec![9, 8, 7, 6, 5, 4, 3, 2]),
+        // The reserved id 15 ends parsing: the rest of the block is opaque.
+        (
+            "one-byte id 15",
+            0xBEDE,
+            vec![0xFF, 0x01, 0x00, 0x00, 0x10, 0x20, 0x00, 0x00],
+        ),
+        // An element whose length runs past the end of the extension block.
+        ("one-byte overrun", 0xBEDE, vec![0x00, 0x00, 0x00, 0x1F]),
+        ("two-byte overrun", 0x1000, vec![0x05, 0x30, 0x00, 0x00]),
+        ("empty block", 0xBEDE, vec![]),
+    ]
+}
+
+#[test]
+fn packets_with_header_extensions_round_trip_at_the_right_offset() {
+    for suite in CryptoSuite::ALL {
+        for (name, profile, body) in extension_cases() {
+            let seq = 4242;
+            let body_payload = payload(seq);
+            let with_ext = rtp(seq, SSRC, Some((profile, &body)), &body_payload);
+            let without = rtp(seq, SSRC, None, &body_payload);
+            let (mut tx, mut rx) = pair(suite);
+            let protected = tx
+                .protect_rtp(&with_ext)
+                .unwrap_or_else(|e| panic!("{suite} {name}: protect failed: {e}"));
+            let header_len = with_ext.len() - body_payload.len();
+            // The header (with its extension) is sent in the clear.
+            assert_eq!(
+                protected[..header_len],
+                with_ext[..header_len],
+                "{suite} {name}"
+            );
+            // The payload is encrypted with the keystream of (SSRC, index) alone: the same
+            // ciphertext as the packet without an extension iff the offset is right.
+            let (mut tx2, _) = pair(suite);
+            let reference = tx2.protect_rtp(&without).unwrap();
+            let n = body_payload.len();
+            assert_eq!(
+                protected[header_len..header_len + n],
+                reference[12..12 + n],
+                "{suite} {name}: payload encrypted at the wrong offset"
+            );
+            assert_eq!(
+                rx.unprotect_rtp(&protected)
+                    .unwrap_or_else(|e| panic!("{suite} {name}: unprotect failed: {e}")),
+                with_ext,
+                "{suite} {name}"
+            );
+            // Tampering with the extension is detected.
+            let mut bad = protected.clone();
+            bad[header_len - 1] ^= 0x40;
+            let (_, mut rx2) = pair(suite);
+            assert!(rx2.unprotect_rtp(&bad).is_err(), "{suite} {name}");
+            let c = rx2.counters();
+            assert_eq!(c.auth_failures + c.malformed, 1, "{suite} {name}: {c:?}");
+        }
+    }
+}
+
+#[test]
+fn truncated_or_bogus_rtp_is_an_error_not_a_panic() {
+    for suite in CryptoSuite::ALL {
+        let (mut tx, mut rx) = pair(suite);
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x80, 0, 0],
+            // Extension bit, no room for the extension header.
+            rtp(1, SSRC, None, &[])
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| if i == 0 { b | 0x10 } else { b })
+                .collect(),
+            // Extension length beyond the packet.
+            {
+                let mut p = rtp(1, SSRC, Some((0xBEDE, &[0x10, 1, 0, 0])), &[]);
+                p[15] = 9;
+                p
+            },
+            // CSRC count beyond the packet.
+            {
+                let mut p = rtp(1, SSRC, None, &[1, 2, 3, 4]);
+                p[0] |= 0x0f;
+                p
+            },
+            // Version 1.
+            {
+                let mut p = rtp(1, SSRC, None, &[1, 2, 3, 4]);
+                p[0] = 0x40;
+                p
+            },
+        ];
+        for (i, p) in cases.iter().enumerate() {
+            assert!(tx.protect_rtp(p).is_err(), "{suite} case {i}");
+            assert!(rx.unprotect_rtp(p).is_err(), "{suite} case {i}");
+        }
+        // The fuzzer's inputs: a two-byte extension whose last element overruns the block.
+        for first in [0x90u8, 0xB0] {
+            let mut p = vec![
+                first, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x00, 0x00, 0x02,
+            ];
+            p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0xff, 0x01, 0x00]);
+            if first & 0x20 != 0 {
+                // Padding bit: the last byte counts the padding.
+                *p.last_mut().unwrap() = 1;
+            }
+            if let Ok(protected) = tx.protect_rtp(&p) {
+                let (_, mut rx2) = pair(suite);
+                assert_eq!(rx2.unprotect_rtp(&protected).unwrap(), p, "{suite}");
+            }
+        }
+    }
 }

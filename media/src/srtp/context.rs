@@ -15,6 +15,9 @@ const REPLAY_WINDOW: u64 = 128;
 /// authenticated one is forgotten beyond that. Only authenticated packets create entries.
 const MAX_TRACKED_SSRCS: usize = 64;
 
+/// Length of the fixed RTP header.
+const RTP_FIXED_HEADER_LEN: usize = 12;
+
 /// Length of the SRTCP E flag + index word.
 const SRTCP_INDEX_LEN: usize = 4;
 
@@ -216,10 +219,11 @@ impl SrtpContext {
     /// Encrypts and authenticates an RTP packet.
     pub fn protect_rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, SrtpError> {
         self.outbound.check_lifetime(self.counters.rtp_protected)?;
+        let header = cipher_header(packet)?;
         let out = self
             .outbound
             .ctx
-            .encrypt_rtp(packet)
+            .encrypt_rtp_with_header(packet, &header)
             .map_err(|e| map_protect_error(&e))?;
         let tag_len = self.outbound.rtp_tag_len();
         let out = self.outbound.insert_mki(out.to_vec(), tag_len);
@@ -234,12 +238,9 @@ impl SrtpContext {
         let Some(stripped) = self.inbound.strip_mki(packet, tag_len) else {
             return Err(self.count(SrtpError::AuthFailed));
         };
-        let mut reader = stripped.as_slice();
-        let header = match <rtc_rtp::header::Header as rtc_shared::marshal::Unmarshal>::unmarshal(
-            &mut reader,
-        ) {
+        let header = match cipher_header(&stripped) {
             Ok(header) => header,
-            Err(e) => return Err(self.count(SrtpError::MalformedPacket(e.to_string()))),
+            Err(e) => return Err(self.count(e)),
         };
         let ssrc = header.ssrc;
         let index = self
@@ -354,6 +355,81 @@ impl SrtpContext {
 fn be_u32(b: &[u8], at: usize) -> Option<u32> {
     let s = b.get(at..at.checked_add(4)?)?;
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Length of the RTP header on the wire (fixed part, CSRCs, header extension), checked
+/// against the packet length; the same rules as [`crate::rtp::RtpPacket::parse`].
+fn rtp_header_len(packet: &[u8]) -> Result<usize, SrtpError> {
+    let malformed = |what: &str| SrtpError::MalformedPacket(format!("RTP packet: {what}"));
+    let (&b0, _) = packet
+        .split_first()
+        .filter(|_| packet.len() >= RTP_FIXED_HEADER_LEN)
+        .ok_or_else(|| malformed(&format!("only {} bytes", packet.len())))?;
+    if b0 >> 6 != 2 {
+        return Err(malformed(&format!("version {}", b0 >> 6)));
+    }
+    let mut len = RTP_FIXED_HEADER_LEN + 4 * usize::from(b0 & 0x0f);
+    if b0 & 0x10 != 0 {
+        let words = packet
+            .get(len + 2..len + 4)
+            .ok_or_else(|| malformed("truncated header extension"))?;
+        len += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    if len > packet.len() {
+        return Err(malformed("header longer than the packet"));
+    }
+    Ok(len)
+}
+
+/// The `rtc-rtp` header handed to `rtc-srtp`'s cipher, built from the wire bytes.
+///
+/// The cipher takes the payload offset from `Header::marshal_size()`, which `rtc-rtp`
+/// recomputes from the extension elements it parsed; for extension blocks it does not parse
+/// back to the same size (the reserved id 15, elements that run past the block) that offset
+/// was wrong and the cipher sliced out of bounds. Here the whole extension block is carried
+/// as one opaque RFC 3550 extension, so `marshal_size()` is exactly the wire header length
+/// for every packet, RFC 8285 one-byte and two-byte forms included. The cipher reads only
+/// the SSRC, the sequence number and that size from the header; the bytes it authenticates
+/// and copies are the packet's own.
+fn cipher_header(packet: &[u8]) -> Result<rtc_rtp::header::Header, SrtpError> {
+    let len = rtp_header_len(packet)?;
+    let word = |at: usize| be_u32(packet, at).unwrap_or_default();
+    let b0 = packet.first().copied().unwrap_or_default();
+    let b1 = packet.get(1).copied().unwrap_or_default();
+    let cc = usize::from(b0 & 0x0f);
+    let csrc_end = RTP_FIXED_HEADER_LEN + 4 * cc;
+    let csrc = (0..cc)
+        .map(|i| word(RTP_FIXED_HEADER_LEN + 4 * i))
+        .collect();
+    let extension = b0 & 0x10 != 0;
+    let extensions = if extension {
+        let body = packet.get(csrc_end + 4..len).unwrap_or_default();
+        vec![rtc_rtp::header::Extension {
+            id: 0,
+            payload: bytes::Bytes::copy_from_slice(body),
+        }]
+    } else {
+        Vec::new()
+    };
+    let header = rtc_rtp::header::Header {
+        version: 2,
+        padding: b0 & 0x20 != 0,
+        extension,
+        marker: b1 & 0x80 != 0,
+        payload_type: b1 & 0x7f,
+        sequence_number: u16::from_be_bytes([
+            packet.get(2).copied().unwrap_or_default(),
+            packet.get(3).copied().unwrap_or_default(),
+        ]),
+        timestamp: word(4),
+        ssrc: word(8),
+        csrc,
+        // Neither RFC 8285 profile: the element list is not interpreted.
+        extension_profile: 0,
+        extensions,
+        extensions_padding: 0,
+    };
+    Ok(header)
 }
 
 /// A 128-packet replay window over 48-bit SRTP or 31-bit SRTCP indexes (RFC 3711 §3.3.2).
