@@ -1,6 +1,109 @@
-//! `tandem`: the desktop app (the Tauri shell arrives with the apps issue).
+//! `tandem`: the Tandem desktop app. A thin Tauri 2 shell over `tandem-app`: one `api` command
+//! forwards every command to [`tandem_app::dispatch`], every [`AppEvent`] is emitted to the ui
+//! as `app-event`, plus a tray icon, a single running instance and a system notification for
+//! incoming calls.
 
-fn main() {
-    eprintln!("The Tandem desktop app is not built yet; use tandem-cli or tandem-lab.");
-    std::process::exit(2);
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+use anyhow::Context;
+use serde_json::Value;
+use tandem_app::types::{AppEvent, CallPhase, DeviceChoice, Failure};
+use tandem_app::{AppOptions, AppState, Secrets};
+use tauri::menu::{Menu, MenuItem};
+use tauri::tray::TrayIconBuilder;
+use tauri::{Emitter, Manager};
+use tauri_plugin_notification::NotificationExt;
+
+/// The one command the ui calls: `invoke("api", { command, args })`.
+#[tauri::command]
+async fn api(
+    state: tauri::State<'_, AppState>,
+    command: String,
+    args: Value,
+) -> Result<Value, Failure> {
+    tandem_app::dispatch(&state, &command, args).await
+}
+
+fn show_main(app: &tauri::AppHandle) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.unminimize();
+        let _ = w.show();
+        let _ = w.set_focus();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    tauri::Builder::default()
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            show_main(app)
+        }))
+        .plugin(tauri_plugin_notification::init())
+        .invoke_handler(tauri::generate_handler![api])
+        .setup(|app| {
+            let data_dir = app.path().app_data_dir()?;
+            let secrets =
+                Secrets::os().map_err(|f| anyhow::anyhow!("{}: {}", f.message, f.detail))?;
+            let state = AppState::open(AppOptions {
+                data_dir,
+                secrets,
+                devices: DeviceChoice::default(),
+                listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            })
+            .map_err(|f| anyhow::anyhow!("{}: {}", f.message, f.detail))?;
+            let handle = app.handle().clone();
+            let mut events = state.subscribe();
+            tauri::async_runtime::spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(event) => {
+                            if let AppEvent::Call { call } = &event
+                                && call.phase == CallPhase::Incoming
+                            {
+                                let _ = handle
+                                    .notification()
+                                    .builder()
+                                    .title("Incoming call")
+                                    .body(format!("{} is calling", call.remote))
+                                    .show();
+                            }
+                            let _ = handle.emit("app-event", &event);
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "ui events dropped");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+            app.manage(state);
+
+            let show = MenuItem::with_id(app, "show", "Show Tandem", true, None::<&str>)?;
+            let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
+            let menu = Menu::with_items(app, &[&show, &quit])?;
+            let mut tray = TrayIconBuilder::with_id("tray")
+                .tooltip("Tandem")
+                .menu(&menu);
+            if let Some(icon) = app.default_window_icon() {
+                tray = tray.icon(icon.clone());
+            }
+            tray.on_menu_event(|app, event| match event.id.as_ref() {
+                "show" => show_main(app),
+                "quit" => {
+                    let state = app.state::<AppState>().inner().clone();
+                    let app = app.clone();
+                    tauri::async_runtime::spawn(async move {
+                        state.shutdown().await;
+                        app.exit(0);
+                    });
+                }
+                _ => {}
+            })
+            .build(app)?;
+            Ok(())
+        })
+        .run(tauri::generate_context!())
+        .context("running the Tandem desktop app")
 }

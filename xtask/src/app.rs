@@ -13,6 +13,27 @@ use crate::packages::{Need, Probe};
 /// What building the ui needs: Node.js with npm (installed from Debian only when missing).
 pub const UI_PACKAGES: &[Need] = &[(Probe::Bin("npm"), "npm")];
 
+/// The path of a pkg-config file.
+macro_rules! pc {
+    ($name:literal) => {
+        concat!("/usr/lib/x86_64-linux-gnu/pkgconfig/", $name, ".pc")
+    };
+}
+
+/// What the Tauri desktop shell needs to build (WebKitGTK, GTK, librsvg, the tray's
+/// appindicator, OpenSSL, libxdo).
+pub const DESKTOP_PACKAGES: &[Need] = &[
+    (Probe::File(pc!("webkit2gtk-4.1")), "libwebkit2gtk-4.1-dev"),
+    (Probe::File(pc!("gtk+-3.0")), "libgtk-3-dev"),
+    (Probe::File(pc!("librsvg-2.0")), "librsvg2-dev"),
+    (
+        Probe::File(pc!("ayatana-appindicator3-0.1")),
+        "libayatana-appindicator3-dev",
+    ),
+    (Probe::File(pc!("openssl")), "libssl-dev"),
+    (Probe::File("/usr/include/xdo.h"), "libxdo-dev"),
+];
+
 fn ui_dir() -> PathBuf {
     workspace_root().join("ui")
 }

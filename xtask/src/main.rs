@@ -77,6 +77,7 @@ fn test(extra: &[String]) -> Result<()> {
     let started = Instant::now();
     packages::ensure(packages::TEST_PACKAGES)?;
     packages::ensure(app::UI_PACKAGES)?;
+    packages::ensure(app::DESKTOP_PACKAGES)?;
     ensure_components()?;
     let bin_dir = target_dir()?.join("debug");
     let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
