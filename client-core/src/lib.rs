@@ -26,6 +26,7 @@ mod registration;
 mod request;
 mod transfer;
 mod ua;
+pub mod xcap;
 
 pub use account::{Account, DEFAULT_EXPIRES, SrtpKeying, parse_proxy, parse_uri};
 pub use call::{
@@ -45,6 +46,7 @@ pub use presence::{
 pub use registration::{RegEvent, RegisterOptions, Registration};
 pub use transfer::ReplacesTarget;
 pub use ua::{UaEvent, UaEvents, UserAgent};
+pub use xcap::{XcapClient, XcapDocument, XcapError};
 
 /// Re-exports of the protocol and network types that appear in this crate's API.
 pub mod types {

@@ -28,6 +28,8 @@ struct Lab {
     server: Option<LabServer>,
     store: Store,
     udp: SocketAddr,
+    tls_client: std::sync::Arc<rustls::ClientConfig>,
+    xcap: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -48,12 +50,22 @@ impl Lab {
             store.add_user(u, DOMAIN, &format!("{u}pw")).await.unwrap();
         }
         let ca = LabCa::load_or_create(dir.path(), &[DOMAIN.to_string()]).unwrap();
+        let tls_client = ca.client_config().unwrap();
         let server = LabServer::start(config, store.clone(), ca).await.unwrap();
         let udp = server.local_addr(Transport::Udp).unwrap();
+        let xcap = server
+            .ready_line()
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("xcap="))
+            .expect("no xcap= in the ready line")
+            .parse()
+            .unwrap();
         Lab {
             server: Some(server),
             store,
             udp,
+            tls_client,
+            xcap,
             _dir: dir,
         }
     }
@@ -284,4 +296,85 @@ async fn pending_watcher_shows_in_winfo_and_blocked_watcher_is_terminated() {
     }
     carol_sub.unsubscribe().await;
     winfo.unsubscribe().await;
+}
+
+#[tokio::test]
+async fn xcap_buddies_and_pres_rules_drive_the_presence_agent() {
+    use tandem_client_core::{XcapClient, XcapError};
+    let lab = Lab::start().await;
+    let root = format!("https://{}/xcap-root", lab.xcap);
+    let alice = lab.account("alice");
+    let xcap = XcapClient::new(&root, &alice, lab.tls_client.clone()).unwrap();
+
+    assert!(xcap.buddies().await.unwrap().is_empty());
+    xcap.add_buddy("sip:bob@tandem.lab", Some("Bob"))
+        .await
+        .unwrap();
+    xcap.add_buddy("sip:carol@tandem.lab", None).await.unwrap();
+    xcap.remove_buddy("sip:carol@tandem.lab").await.unwrap();
+    let buddies = xcap.buddies().await.unwrap();
+    assert_eq!(buddies.len(), 1);
+    assert_eq!(buddies[0].uri, "sip:bob@tandem.lab");
+    assert_eq!(buddies[0].display_name.as_ref().unwrap().text, "Bob");
+
+    // ETags: a stale If-Match is refused with 412.
+    let doc = xcap.get("resource-lists", "index").await.unwrap().unwrap();
+    let etag = doc.etag.clone().unwrap();
+    xcap.put(
+        "resource-lists",
+        "index",
+        &doc.content_type,
+        doc.body.clone(),
+        Some(&etag),
+    )
+    .await
+    .unwrap();
+    let err = xcap
+        .put(
+            "resource-lists",
+            "index",
+            &doc.content_type,
+            doc.body.clone(),
+            Some(&etag),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, XcapError::PreconditionFailed);
+
+    // Wrong password: AuthFailed.
+    let mut wrong = alice.clone();
+    wrong.password = Some("nope".into());
+    let bad = XcapClient::new(&root, &wrong, lab.tls_client.clone()).unwrap();
+    assert_eq!(bad.buddies().await.unwrap_err(), XcapError::AuthFailed);
+
+    // Allow bob through pres-rules over XCAP: his subscription becomes active.
+    xcap.allow_watcher("sip:bob@tandem.lab").await.unwrap();
+    let (alice_ua, _a) = ua().await;
+    let (bob_ua, _b) = ua().await;
+    let _publication = alice_ua
+        .publish(&alice, Availability::Available, Some("here"))
+        .await
+        .unwrap();
+    let mut sub = bob_ua.subscribe_presence(&lab.account("bob"), alice.aor().unwrap());
+    assert_eq!(
+        next_state(&mut sub).await.availability(),
+        Availability::Available
+    );
+    // Then block him: the subscription is terminated for good.
+    xcap.block_watcher("sip:bob@tandem.lab").await.unwrap();
+    loop {
+        match timeout(Duration::from_secs(15), sub.next()).await.unwrap() {
+            Some(PresenceEvent::Terminated { final_, .. }) => {
+                assert!(final_);
+                break;
+            }
+            Some(PresenceEvent::State(p)) => {
+                assert_ne!(p.availability(), Availability::Busy);
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    xcap.delete("pres-rules", "index", None).await.unwrap();
+    assert!(xcap.get("pres-rules", "index").await.unwrap().is_none());
 }
