@@ -34,6 +34,12 @@
 //! `Tandem-Stored-Id` and Call-ID (and the same CPIM `imdn.Message-ID` if the sender set one),
 //! so a client that remembers the last ids it accepted delivers exactly once. A client that
 //! does not is guaranteed at-least-once, with at most one duplicate per crash and recipient.
+//!
+//! "Durable" means committed: it survives the lab server being killed at any point. On SQLite
+//! (WAL, `synchronous=NORMAL`) the last commits before an operating-system crash or power loss
+//! may be lost; PostgreSQL with its default `synchronous_commit` keeps them too. A submission
+//! answered 202 but retransmitted after its row was already delivered and deleted (a sender
+//! retrying for longer than the delivery took) would be stored again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
