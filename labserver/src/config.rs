@@ -417,6 +417,7 @@ impl LabConfig {
             return invalid("proxy.invite_timeout_secs must be at least 1".to_owned());
         }
         self.im.validate().map_err(ConfigError::Invalid)?;
+        self.presence.validate().map_err(ConfigError::Invalid)?;
         if self.limits.max_transactions == 0 {
             return invalid("limits.max_transactions must be at least 1".to_owned());
         }

@@ -100,6 +100,30 @@ impl Default for PresenceConfig {
     }
 }
 
+impl PresenceConfig {
+    /// Checks the values: `Err` with what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_expires == 0 || self.min_expires > self.max_expires {
+            return Err(format!(
+                "presence.min_expires ({}) must be at least 1 and at most presence.max_expires ({})",
+                self.min_expires, self.max_expires
+            ));
+        }
+        if !(self.min_expires..=self.max_expires).contains(&self.default_expires) {
+            return Err(format!(
+                "presence.default_expires ({}) must lie between min_expires and max_expires",
+                self.default_expires
+            ));
+        }
+        if self.max_publications == 0 || self.max_subscriptions == 0 {
+            return Err(
+                "presence.max_publications and max_subscriptions must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Errors starting the presence agent.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -1097,4 +1121,42 @@ fn set_to_tag(response: &mut Response, tag: &str) {
 
 fn new_token() -> String {
     format!("{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packages_and_event_ids() {
+        assert_eq!(Package::parse("presence"), Some(Package::Presence));
+        assert_eq!(Package::parse("Presence;id=7"), Some(Package::Presence));
+        assert_eq!(Package::parse("presence.winfo"), Some(Package::Winfo));
+        assert_eq!(Package::parse("dialog"), None);
+        assert_eq!(Package::parse(""), None);
+        assert_eq!(event_id("presence;id=7").as_deref(), Some("7"));
+        assert_eq!(event_id("presence"), None);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(PresenceConfig::default().validate().is_ok());
+        let bad = PresenceConfig {
+            min_expires: 0,
+            ..PresenceConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = PresenceConfig {
+            default_expires: 10,
+            ..PresenceConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let cfg = LabConfig::from_toml_str(
+            "[presence]\nmin_expires = 5\n[xcap]\nport = 9443\nenabled = true\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.presence.min_expires, 5);
+        assert_eq!(cfg.xcap.port, Some(9443));
+        assert!(LabConfig::from_toml_str("[xcap]\nprot = 1\n").is_err());
+    }
 }
