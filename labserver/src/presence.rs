@@ -452,7 +452,8 @@ impl Presence {
         }
         match request.headers.get_str(&HeaderName::Event) {
             Some(e) => Package::parse(e).is_some() || request.method == Method::Publish,
-            // RFC 6665 §8.2.5: no Event is the `presence`-less default… for PUBLISH 489.
+            // A PUBLISH without Event is ours to refuse (489); a SUBSCRIBE without Event is
+            // for the `PINT` default package (RFC 6665 §8.2.1): not presence, so proxied.
             None => request.method == Method::Publish,
         }
     }
@@ -471,8 +472,8 @@ impl Presence {
         });
     }
 
-    /// Sends final NOTIFYs is not attempted (watchers re-subscribe); stops the timers and the
-    /// XCAP server.
+    /// Stops the expiry timer and the XCAP server. No final NOTIFYs are sent: the state is in
+    /// memory only, and watchers re-subscribe when their refresh gets 481 from the next run.
     pub async fn shutdown(&self) {
         if let Some(s) = &self.sweeper {
             s.abort();
