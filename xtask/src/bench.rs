@@ -406,10 +406,11 @@ fn start_lab(bin: &Path, dir: &Path, name: &str, trusted: bool) -> Result<(Guard
     let trusted = if trusted { "[\"127.0.0.1/32\"]" } else { "[]" };
     let cfg = format!(
         "domain = \"127.0.0.1\"\ndata_dir = {data:?}\ndemo_users = false\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{tcp}\"]\ntls = [\"127.0.0.1:{tls}\"]\n\n\
-         [registrar]\nthird_party = [\"labuser\"]\n\n[auth]\nalgorithms = [\"MD5\"]\ntrusted = {trusted}\n",
+         [registrar]\nthird_party = [\"labuser\"]\n\n[auth]\nalgorithms = [\"MD5\"]\ntrusted = {trusted}\n\n[xcap]\nport = {xcap}\n",
         data = data.display().to_string(),
         tcp = free_port()?,
         tls = free_port()?,
+        xcap = free_port()?,
     );
     let cfg_path = dir.join(format!("{name}.toml"));
     fs::write(&cfg_path, cfg)?;
