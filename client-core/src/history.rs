@@ -112,7 +112,14 @@ impl MessageRecord {
             content_type: content_type.to_string(),
             body: body.clone(),
             datetime: outcome.datetime.clone(),
-            status: if outcome.stored { "stored" } else { "sent" }.into(),
+            status: if outcome.status == 0 {
+                "sending"
+            } else if outcome.stored {
+                "stored"
+            } else {
+                "sent"
+            }
+            .into(),
         }
     }
 
@@ -235,6 +242,26 @@ impl History {
         )
         .bind(status)
         .bind(message_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Updates the status of a sent message only while it is still `expected` (so a
+    /// notification that arrived first is not overwritten).
+    pub async fn advance_message_status(
+        &self,
+        message_id: &str,
+        expected: &str,
+        status: &str,
+    ) -> Result<bool, HistoryError> {
+        let done = sqlx::query(
+            "UPDATE messages SET status = ? \
+             WHERE message_id = ? AND direction = 'out' AND status = ?",
+        )
+        .bind(status)
+        .bind(message_id)
+        .bind(expected)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)

@@ -278,19 +278,17 @@ pub(crate) async fn send_message(
             call_id.clone(),
         )
     };
-    let response = send_raw(shared, account, &to, &content_type, body, &call_id).await?;
-    if !(200..300).contains(&response.status) {
-        return Err(UaError::rejected(response.status, response.reason));
-    }
-    let outcome = MessageOutcome {
-        status: response.status,
-        reason: response.reason.clone(),
-        stored: response.status == 202,
+    let mut outcome = MessageOutcome {
+        status: 0,
+        reason: String::new(),
+        stored: false,
         message_id,
-        call_id,
+        call_id: call_id.clone(),
         datetime,
     };
-    if let Some(history) = shared.history() {
+    // Recorded before sending, so a notification racing the 2xx finds the row.
+    let history = shared.history();
+    if let Some(h) = &history {
         let record = crate::history::MessageRecord::outgoing(
             account,
             &to,
@@ -298,10 +296,35 @@ pub(crate) async fn send_message(
             &message.body,
             &outcome,
         );
-        if let Err(e) = history.record_message(&record).await {
+        if let Err(e) = h.record_message(&record).await {
             tracing::warn!("cannot record a sent message in the history: {e}");
         }
     }
+    let result = send_raw(shared, account, &to, &content_type, body, &call_id).await;
+    let final_status = match &result {
+        Ok(r) if (200..300).contains(&r.status) => {
+            if r.status == 202 {
+                "stored"
+            } else {
+                "sent"
+            }
+        }
+        _ => "failed",
+    };
+    if let Some(h) = &history
+        && let Err(e) = h
+            .advance_message_status(&outcome.message_id, "sending", final_status)
+            .await
+    {
+        tracing::warn!("cannot update a sent message in the history: {e}");
+    }
+    let response = result?;
+    if !(200..300).contains(&response.status) {
+        return Err(UaError::rejected(response.status, response.reason));
+    }
+    outcome.status = response.status;
+    outcome.reason = response.reason.clone();
+    outcome.stored = response.status == 202;
     Ok(outcome)
 }
 
@@ -383,6 +406,20 @@ pub(crate) async fn send_imdn(
         Ok(())
     } else {
         Err(UaError::rejected(response.status, response.reason))
+    }
+}
+
+/// The history status a notification sets on the message it is about.
+pub(crate) fn imdn_status(n: &Notification) -> &'static str {
+    use tandem_proto::simple::imdn::{DeliveryStatus, DisplayStatus, ProcessingStatus};
+    match n {
+        Notification::Delivery(DeliveryStatus::Delivered) => "delivered",
+        Notification::Delivery(_) => "delivery-failed",
+        Notification::Display(DisplayStatus::Displayed) => "displayed",
+        Notification::Display(_) => "display-failed",
+        Notification::Processing(ProcessingStatus::Processed) => "processed",
+        Notification::Processing(ProcessingStatus::Stored) => "stored",
+        Notification::Processing(_) => "processing-failed",
     }
 }
 
@@ -468,6 +505,15 @@ pub(crate) fn on_message(shared: &Arc<Shared>, tx: TxId, request: Request) {
             shared.emit_ua(UaEvent::Composing { from, state });
         }
         Incoming::Imdn { from, imdn } => {
+            if let Some(h) = shared.history() {
+                let status = imdn_status(&imdn.notification);
+                let id = imdn.message_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = h.set_message_status(&id, status).await {
+                        tracing::warn!("cannot record a notification: {e}");
+                    }
+                });
+            }
             shared.emit_ua(UaEvent::Imdn { from, imdn });
         }
     }

@@ -913,3 +913,40 @@ async fn established(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_state_header() {
+        let s = SubscriptionState::parse("terminated;reason=probation;retry-after=30").unwrap();
+        assert_eq!(s.state, "terminated");
+        assert_eq!(s.reason.as_deref(), Some("probation"));
+        assert_eq!(s.retry_after, Some(30));
+        let s = SubscriptionState::parse("Active ; expires=600").unwrap();
+        assert_eq!((s.state.as_str(), s.expires), ("active", Some(600)));
+        assert!(SubscriptionState::parse("").is_none());
+        assert!(SubscriptionState::parse(";expires=1").is_none());
+        let s = SubscriptionState::parse("pending;expires=abc").unwrap();
+        assert_eq!(s.expires, None);
+    }
+
+    #[test]
+    fn rfc6665_retry_rules() {
+        assert_eq!(retry_for(Some("rejected"), None), None);
+        assert_eq!(retry_for(Some("noresource"), Some(5)), None);
+        assert_eq!(
+            retry_for(Some("probation"), None),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_for(Some("giveup"), Some(7)),
+            Some(Duration::from_secs(7))
+        );
+        assert!(retry_for(Some("deactivated"), None).unwrap() < Duration::from_secs(1));
+        assert!(retry_for(None, None).unwrap() < Duration::from_secs(1));
+        assert_eq!(refresh_delay(600), Duration::from_secs(450));
+        assert_eq!(refresh_delay(1), Duration::from_secs(1));
+    }
+}

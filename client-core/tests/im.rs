@@ -335,6 +335,37 @@ async fn history_records_and_searches() {
     assert_eq!(texts, ["first note", "second NOTE"]);
     assert!(bh.search_messages("100%", 10).await.unwrap().is_empty());
 
+    // A delivery notification marks the sent message delivered in the sender's history.
+    let (alice2, mut alice2_ev) = ua(Some(dir.path().join("alice2.db"))).await;
+    let a2 = account("alice", &bob);
+    bob.add_account(&account("bob", &alice2));
+    let out = alice2
+        .send_message(
+            &a2,
+            uri_of("bob", &bob),
+            OutgoingMessage::cpim_text("receipt please", &[Disposition::PositiveDelivery]),
+        )
+        .await
+        .unwrap();
+    next_message(&mut bob_ev).await;
+    assert!(matches!(
+        next_event(&mut alice2_ev).await,
+        UaEvent::Imdn { .. }
+    ));
+    let h2 = alice2.history().unwrap();
+    let mut status = String::new();
+    for _ in 0..50 {
+        let rows = h2.search_messages("receipt", 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].message_id, out.message_id);
+        status = rows[0].status.clone();
+        if status == "delivered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "delivered");
+
     // Reopening the same file keeps everything (the migration is idempotent).
     let path = dir.path().join("alice.db");
     let again = tandem_client_core::History::open(&path).await.unwrap();
