@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = None,
     after_help = "Events go to stdout, one line each: `event key=value ...` (registered, unregistered, \
 trying, ringing, answered, media, dtmf, held, resumed, transferred, quality, ended, incoming, rejected, \
-failed, options). Diagnostics go to stderr.\n\
+failed, options, message, imdn). Diagnostics go to stderr.\n\
 Exit codes: 0 success, 1 refused by the peer (3xx-6xx), 2 usage/config error, 3 authentication \
 failed, 4 timeout or network error, 5 interrupted (SIGINT/SIGTERM).\n\
 During a call, stdin takes one command a line: hold, resume, mute, unmute, dtmf DIGITS, transfer URI, \
@@ -113,7 +113,9 @@ pub enum Command {
         #[command(flatten)]
         media: MediaArgs,
     },
-    /// Register, then auto-answer incoming calls.
+    /// Register, then auto-answer incoming calls; incoming instant messages are printed as
+    /// `message from=URI type=CONTENT-TYPE id=… [stored-id=…] text="…"` lines (disposition
+    /// notifications about messages we sent as `imdn from=… id=… notification=delivery status=delivered`).
     Answer {
         /// Exit after this many calls (default: run until SIGINT/SIGTERM).
         #[arg(long, value_name = "N")]
@@ -133,6 +135,25 @@ pub enum Command {
         /// Audio and scripted in-call actions.
         #[command(flatten)]
         media: MediaArgs,
+    },
+    /// Send one instant message (SIP MESSAGE, RFC 3428) and print how it was accepted:
+    /// `message status=200 stored=no id=…` (stored=yes: the server keeps it for an offline user).
+    Message {
+        /// The recipient (sip:bob@tandem.lab, or bob, or bob@host).
+        #[arg(value_name = "URI")]
+        uri: String,
+        /// The text (sent as text/plain).
+        #[arg(value_name = "TEXT")]
+        text: String,
+        /// Wrap the text in message/cpim (RFC 3862) with an imdn.Message-ID.
+        #[arg(long)]
+        cpim: bool,
+        /// Ask for disposition notifications (RFC 5438; implies --cpim): delivery, display, or both.
+        #[arg(long, value_name = "delivery,display", value_delimiter = ',', value_parser = ["delivery", "display"])]
+        imdn: Vec<String>,
+        /// After sending, wait this many seconds and print `imdn …` lines for the notifications that arrive.
+        #[arg(long = "wait-imdn", default_value_t = 0, value_name = "SECS")]
+        wait_imdn: u64,
     },
     /// List the audio devices (capture and playback) and exit.
     #[command(visible_alias = "list-devices")]

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use tandem_client_core::types::Uri;
+use tandem_client_core::types::simple::imdn::{Disposition, Imdn, Notification};
 use tandem_client_core::{
     Account, AnswerOptions as CoreAnswerOptions, CallOptions, EndReason, EndedBy, IncomingCall,
-    RegEvent, RegisterOptions, Registration, UaError, UaEvent, UaEvents, UserAgent, parse_uri,
+    OutgoingMessage, ReceivedMessage, RegEvent, RegisterOptions, Registration, UaError, UaEvent,
+    UaEvents, UserAgent, parse_uri,
 };
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until};
@@ -80,6 +83,20 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
                 plan,
             };
             answer(&agent, events, &account, opts, intr).await
+        }
+        Command::Message {
+            uri,
+            text,
+            cpim,
+            imdn,
+            wait_imdn,
+        } => {
+            let mut intr = intr;
+            let wait = Duration::from_secs(wait_imdn);
+            tokio::select! {
+                exit = message(&agent, events, &account, &uri, &text, cpim, &imdn, wait) => exit,
+                _ = intr.wait() => Exit::Interrupted,
+            }
         }
         Command::Options { uri } => {
             let mut intr = intr;
@@ -506,6 +523,8 @@ async fn answer(
                         let _ = done.send(false);
                     });
                 }
+                Some(UaEvent::Message(msg)) => emit_message(&msg),
+                Some(UaEvent::Imdn { from, imdn }) => emit_imdn(&from, &imdn),
                 Some(_) => {}
                 None => {
                     eprintln!("tandem-cli: the user agent stopped");
@@ -600,8 +619,40 @@ async fn handle_incoming(
     drive(call, ctx).await;
 }
 
-async fn options(agent: &UserAgent, account: &Account, uri: &str) -> Exit {
-    let target = if account.domain.is_empty() {
+/// Prints a received instant message as a `message` line.
+fn emit_message(msg: &ReceivedMessage) {
+    let mut ev = Event::new("message")
+        .kv("from", &msg.from)
+        .kv("type", &msg.content_type)
+        .kv("id", &msg.message_id)
+        .kv("cpim", if msg.cpim { "yes" } else { "no" });
+    if let Some(stored) = &msg.stored_id {
+        ev = ev.kv("stored-id", stored);
+    }
+    match msg.text() {
+        Some(text) => ev.kv("text", text).emit(),
+        None => ev.kv("bytes", msg.body.len()).emit(),
+    }
+}
+
+/// Prints a disposition notification about a message we sent as an `imdn` line.
+fn emit_imdn(from: &str, imdn: &Imdn) {
+    let (kind, status) = match &imdn.notification {
+        Notification::Delivery(s) => ("delivery", format!("{s:?}")),
+        Notification::Display(s) => ("display", format!("{s:?}")),
+        Notification::Processing(s) => ("processing", format!("{s:?}")),
+    };
+    Event::new("imdn")
+        .kv("from", from)
+        .kv("id", &imdn.message_id)
+        .kv("notification", kind)
+        .kv("status", status.to_lowercase())
+        .emit();
+}
+
+/// Turns a URI argument into a target URI (a bare name or name@host is completed).
+fn target_uri(account: &Account, uri: &str) -> Result<Uri, UaError> {
+    if account.domain.is_empty() {
         let text = if uri.contains(':') && (uri.starts_with("sip") || uri.starts_with("tel")) {
             uri.to_string()
         } else {
@@ -610,8 +661,74 @@ async fn options(agent: &UserAgent, account: &Account, uri: &str) -> Exit {
         parse_uri(&text)
     } else {
         account.target_uri(uri)
+    }
+}
+
+/// Sends one MESSAGE and prints `message status=… stored=yes|no id=…`.
+#[allow(clippy::too_many_arguments)]
+async fn message(
+    agent: &UserAgent,
+    mut events: UaEvents,
+    account: &Account,
+    uri: &str,
+    text: &str,
+    cpim: bool,
+    imdn: &[String],
+    wait_imdn: Duration,
+) -> Exit {
+    let target = match target_uri(account, uri) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tandem-cli: {e}");
+            return Exit::Usage;
+        }
     };
-    let target = match target {
+    let dispositions: Vec<Disposition> = imdn
+        .iter()
+        .filter_map(|d| match d.as_str() {
+            "delivery" => Some(Disposition::PositiveDelivery),
+            "display" => Some(Disposition::Display),
+            _ => None,
+        })
+        .collect();
+    let outgoing = if cpim || !dispositions.is_empty() {
+        OutgoingMessage::cpim_text(text, &dispositions)
+    } else {
+        OutgoingMessage::text(text)
+    };
+    let outcome = match agent.send_message(account, target, outgoing).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tandem-cli: MESSAGE failed: {e}");
+            emit_failure(&e);
+            return Exit::for_error(&e);
+        }
+    };
+    Event::new("message")
+        .kv("status", outcome.status)
+        .kv("stored", if outcome.stored { "yes" } else { "no" })
+        .kv("id", &outcome.message_id)
+        .emit();
+    if wait_imdn.is_zero() {
+        return Exit::Success;
+    }
+    let deadline = sleep(wait_imdn);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(UaEvent::Imdn { from, imdn }) => emit_imdn(&from, &imdn),
+                Some(UaEvent::Message(msg)) => emit_message(&msg),
+                Some(_) => {}
+                None => return Exit::Success,
+            },
+            _ = &mut deadline => return Exit::Success,
+        }
+    }
+}
+
+async fn options(agent: &UserAgent, account: &Account, uri: &str) -> Exit {
+    let target = match target_uri(account, uri) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("tandem-cli: {e}");

@@ -43,6 +43,9 @@ pub struct BaresipOptions {
     pub media_enc: Option<String>,
     /// The account's codec list (`audio_codecs`), e.g. `opus/48000/2` or `PCMU/8000/1`; none: every codec loaded.
     pub audio_codecs: Option<String>,
+    /// SIP URIs written to its `contacts` file; the first one is the current contact (the peer of the
+    /// `message` command).
+    pub contacts: Vec<String>,
 }
 
 /// baresip's audio source.
@@ -68,6 +71,7 @@ impl BaresipOptions {
             record: false,
             media_enc: None,
             audio_codecs: None,
+            contacts: Vec::new(),
         }
     }
 }
@@ -198,7 +202,11 @@ impl Baresip {
             account.push_str(&format!(";audio_codecs={codecs}"));
         }
         write(&conf.join("accounts"), format!("{account}\n"))?;
-        write(&conf.join("contacts"), "")?;
+        let contacts: String = opts.contacts.iter().map(|c| format!("<{c}>\n")).collect();
+        write(&conf.join("contacts"), contacts)?;
+        if let Some(first) = opts.contacts.first() {
+            write(&conf.join("current_contact"), first.clone())?;
+        }
         let mut cmd = Command::new("baresip");
         cmd.arg("-f").arg(&conf).arg("-v");
         let mut child = ChildGuard::spawn(&format!("baresip-{}", opts.user), cmd, dir)?;

@@ -64,6 +64,7 @@ pub struct LabServer {
     udp: SocketAddr,
     tcp: SocketAddr,
     tls: Option<SocketAddr>,
+    xcap: Option<SocketAddr>,
     child: Option<ChildGuard>,
 }
 
@@ -106,6 +107,15 @@ impl LabServer {
                 toml_list(&opts.auth_algorithms)
             ));
         }
+        // A free XCAP port per instance: the server's default (5443) would make parallel labs collide.
+        // A test that configures `[xcap]` itself in `extra_toml` chooses its own port.
+        let xcap = if opts.extra_toml.contains("[xcap]") {
+            None
+        } else {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            toml.push_str(&format!("\n[xcap]\nport = {}\n", addr.port()));
+            Some(addr)
+        };
         toml.push_str(&opts.extra_toml);
         let config = dir.join("lab.toml");
         write(&config, toml)?;
@@ -117,6 +127,7 @@ impl LabServer {
             udp,
             tcp,
             tls,
+            xcap,
             child: None,
         };
         for (name, password) in lab.opts.users.clone() {
@@ -176,6 +187,7 @@ impl LabServer {
                     "udp" => self.udp = addr,
                     "tcp" => self.tcp = addr,
                     "tls" => self.tls = Some(addr),
+                    "xcap" => self.xcap = Some(addr),
                     _ => {}
                 }
             }
@@ -199,6 +211,11 @@ impl LabServer {
             Transport::Tcp => Some(self.tcp),
             Transport::Tls => self.tls,
         }
+    }
+
+    /// The XCAP (HTTPS) listener, as the ready line reports it (`None` when not known).
+    pub fn xcap(&self) -> Option<SocketAddr> {
+        self.xcap
     }
 
     /// The UDP listener.

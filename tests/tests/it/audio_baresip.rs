@@ -29,9 +29,9 @@ pub enum Server {
 /// A running registrar of either kind (kept alive for the test).
 pub enum Registrar {
     /// The lab server.
-    Lab(LabServer),
+    Lab(Box<LabServer>),
     /// Kamailio.
-    Kamailio(Kamailio),
+    Kamailio(Box<Kamailio>),
 }
 
 impl Registrar {
@@ -48,14 +48,14 @@ impl Registrar {
                 for u in users {
                     opts = opts.user(u, &format!("{u}pw"));
                 }
-                Registrar::Lab(ok(LabServer::start(opts, dir.path())))
+                Registrar::Lab(Box::new(ok(LabServer::start(opts, dir.path()))))
             }
             Server::Kamailio => {
                 let mut opts = KamailioOptions::default();
                 for u in users {
                     opts = opts.user(u, &format!("{u}pw"));
                 }
-                Registrar::Kamailio(ok(Kamailio::start(opts, dir.path())))
+                Registrar::Kamailio(Box::new(ok(Kamailio::start(opts, dir.path()))))
             }
         }
     }

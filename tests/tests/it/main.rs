@@ -17,4 +17,5 @@ mod harness_selftest;
 mod kamailio_cli;
 mod lab_malformed;
 mod lab_restart;
+mod simple_message;
 mod sipp_lab;
