@@ -13,6 +13,12 @@
 //! [`MediaOptions`]; it holds and resumes (re-INVITE or UPDATE, RFC 6337), sends and
 //! receives DTMF (RFC 4733 or SIP INFO), transfers (REFER with Referred-By, Replaces for
 //! attended transfers) and is transferred, plays early media, and reports quality.
+//!
+//! SIMPLE: page-mode instant messages ([`UserAgent::send_message`], [`UaEvent::Message`]) with
+//! CPIM, IMDN and is-composing; a local SQLite [`History`]; presence publication
+//! ([`UserAgent::publish`]) and subscriptions ([`UserAgent::subscribe_presence`],
+//! [`UserAgent::subscribe_winfo`]); and an XCAP client ([`XcapClient`]) for buddy lists and
+//! presence authorization rules.
 
 mod account;
 mod call;
