@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = None,
     after_help = "Events go to stdout, one line each: `event key=value ...` (registered, unregistered, \
 trying, ringing, answered, media, dtmf, held, resumed, transferred, quality, ended, incoming, rejected, \
-failed, options, message, imdn). Diagnostics go to stderr.\n\
+failed, options, message, imdn, published, presence). Diagnostics go to stderr.\n\
 Exit codes: 0 success, 1 refused by the peer (3xx-6xx), 2 usage/config error, 3 authentication \
 failed, 4 timeout or network error, 5 interrupted (SIGINT/SIGTERM).\n\
 During a call, stdin takes one command a line: hold, resume, mute, unmute, dtmf DIGITS, transfer URI, \
@@ -154,6 +154,30 @@ pub enum Command {
         /// After sending, wait this many seconds and print `imdn …` lines for the notifications that arrive.
         #[arg(long = "wait-imdn", default_value_t = 0, value_name = "SECS")]
         wait_imdn: u64,
+    },
+    /// Publish our presence (PUBLISH, RFC 3903, PIDF + RPID), keep it refreshed for --duration seconds,
+    /// then remove it: prints `published status=… etag=… expires=…`, then `unpublished`.
+    Presence {
+        /// What to publish.
+        #[arg(long, value_name = "available|away|busy|on-the-phone", value_parser = ["available", "away", "busy", "on-the-phone"])]
+        status: String,
+        /// A free-text note.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        /// How long to keep the publication, in seconds.
+        #[arg(long, default_value_t = 0, value_name = "SECS")]
+        duration: u64,
+    },
+    /// Watch a presentity (SUBSCRIBE, RFC 6665/3856) for --duration seconds (default: until SIGINT):
+    /// prints `presence entity=… status=available|away|busy|on-the-phone|offline note="…"`,
+    /// `presence-pending`, `presence-terminated reason=…`.
+    Watch {
+        /// The presentity (sip:bob@tandem.lab, or bob, or bob@host).
+        #[arg(value_name = "URI")]
+        uri: String,
+        /// How long to watch, in seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
     },
     /// List the audio devices (capture and playback) and exit.
     #[command(visible_alias = "list-devices")]

@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use tandem_client_core::types::Uri;
 use tandem_client_core::types::simple::imdn::{Disposition, Imdn, Notification};
+use tandem_client_core::types::simple::pidf::{Availability, Presence};
 use tandem_client_core::{
     Account, AnswerOptions as CoreAnswerOptions, CallOptions, EndReason, EndedBy, IncomingCall,
     OutgoingMessage, ReceivedMessage, RegEvent, RegisterOptions, Registration, UaError, UaEvent,
     UaEvents, UserAgent, parse_uri,
 };
+use tandem_client_core::{PresenceEvent, PublishEvent};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -97,6 +99,31 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
                 exit = message(&agent, events, &account, &uri, &text, cpim, &imdn, wait) => exit,
                 _ = intr.wait() => Exit::Interrupted,
             }
+        }
+        Command::Presence {
+            status,
+            note,
+            duration,
+        } => {
+            publish(
+                &agent,
+                &account,
+                &status,
+                note.as_deref(),
+                Duration::from_secs(duration),
+                intr,
+            )
+            .await
+        }
+        Command::Watch { uri, duration } => {
+            watch(
+                &agent,
+                &account,
+                &uri,
+                duration.map(Duration::from_secs),
+                intr,
+            )
+            .await
         }
         Command::Options { uri } => {
             let mut intr = intr;
@@ -725,6 +752,165 @@ async fn message(
             _ = &mut deadline => return Exit::Success,
         }
     }
+}
+
+/// The command-line name of an availability.
+fn availability_name(a: Availability) -> &'static str {
+    match a {
+        Availability::Available => "available",
+        Availability::Away => "away",
+        Availability::Busy => "busy",
+        Availability::OnThePhone => "on-the-phone",
+        _ => "offline",
+    }
+}
+
+/// Publishes our availability, keeps it for `duration`, then removes it.
+async fn publish(
+    agent: &UserAgent,
+    account: &Account,
+    status: &str,
+    note: Option<&str>,
+    duration: Duration,
+    mut intr: Interrupt,
+) -> Exit {
+    let availability = match status {
+        "available" => Availability::Available,
+        "away" => Availability::Away,
+        "busy" => Availability::Busy,
+        "on-the-phone" => Availability::OnThePhone,
+        other => {
+            eprintln!("tandem-cli: unknown --status {other}");
+            return Exit::Usage;
+        }
+    };
+    let publication = tokio::select! {
+        p = agent.publish(account, availability, note) => p,
+        _ = intr.wait() => return Exit::Interrupted,
+    };
+    let mut publication = match publication {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tandem-cli: PUBLISH failed: {e}");
+            emit_failure(&e);
+            return Exit::for_error(&e);
+        }
+    };
+    Event::new("published")
+        .kv("status", availability_name(availability))
+        .kv("etag", publication.etag().await.unwrap_or_default())
+        .kv("expires", publication.expires().await)
+        .emit();
+    let until = sleep(duration);
+    tokio::pin!(until);
+    let mut exit = Exit::Success;
+    loop {
+        tokio::select! {
+            _ = &mut until => break,
+            _ = intr.wait() => {
+                exit = Exit::Interrupted;
+                break;
+            }
+            ev = publication.next_event() => match ev {
+                Some(PublishEvent::Refreshed { expires }) => {
+                    Event::new("publish-refreshed").kv("expires", expires).emit();
+                }
+                Some(PublishEvent::Republished) => Event::new("republished").emit(),
+                Some(PublishEvent::RefreshFailed(e)) => {
+                    Event::new("warning").kv("reason", format!("refresh failed: {e}")).emit();
+                }
+                Some(_) => {}
+                // The publication's task ended; keep waiting for the deadline.
+                None => {
+                    tokio::select! {
+                        _ = &mut until => {}
+                        _ = intr.wait() => exit = Exit::Interrupted,
+                    }
+                    break;
+                }
+            },
+        }
+    }
+    match publication.remove().await {
+        Ok(()) => Event::new("unpublished").emit(),
+        Err(e) => {
+            eprintln!("tandem-cli: removing the publication failed: {e}");
+            emit_failure(&e);
+            if exit == Exit::Success {
+                exit = Exit::for_error(&e);
+            }
+        }
+    }
+    exit
+}
+
+/// The first note of a presence document (document, person, then tuple notes).
+fn presence_note(p: &Presence) -> Option<String> {
+    p.notes
+        .first()
+        .or_else(|| p.persons.iter().find_map(|x| x.notes.first()))
+        .or_else(|| p.tuples.iter().find_map(|t| t.notes.first()))
+        .map(|n| n.text.clone())
+}
+
+/// Subscribes to a presentity and prints its state changes for `duration` (or until SIGINT).
+async fn watch(
+    agent: &UserAgent,
+    account: &Account,
+    uri: &str,
+    duration: Option<Duration>,
+    mut intr: Interrupt,
+) -> Exit {
+    let target = match target_uri(account, uri) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tandem-cli: {e}");
+            return Exit::Usage;
+        }
+    };
+    let mut sub = agent.subscribe_presence(account, target);
+    let until = sleep(duration.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(until);
+    let mut exit = Exit::Success;
+    loop {
+        tokio::select! {
+            _ = &mut until => break,
+            _ = intr.wait() => {
+                if duration.is_some() {
+                    exit = Exit::Interrupted;
+                }
+                break;
+            }
+            ev = sub.next() => match ev {
+                Some(PresenceEvent::State(p)) => {
+                    let mut line = Event::new("presence")
+                        .kv("entity", &p.entity)
+                        .kv("status", availability_name(p.availability()));
+                    if let Some(note) = presence_note(&p) {
+                        line = line.kv("note", note);
+                    }
+                    line.emit();
+                }
+                Some(PresenceEvent::Pending) => Event::new("presence-pending").emit(),
+                Some(PresenceEvent::Terminated { reason, retry_after, final_ }) => {
+                    let mut line = Event::new("presence-terminated")
+                        .kv("reason", reason.as_deref().unwrap_or("-"));
+                    if let Some(r) = retry_after {
+                        line = line.kv("retry-after", r);
+                    }
+                    line.kv("final", if final_ { "yes" } else { "no" }).emit();
+                    if final_ {
+                        exit = Exit::Refused;
+                        break;
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    sub.unsubscribe().await;
+    exit
 }
 
 async fn options(agent: &UserAgent, account: &Account, uri: &str) -> Exit {

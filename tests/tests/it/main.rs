@@ -18,4 +18,5 @@ mod kamailio_cli;
 mod lab_malformed;
 mod lab_restart;
 mod simple_message;
+mod simple_presence;
 mod sipp_lab;
