@@ -176,23 +176,7 @@ impl Proc {
 
     /// SIGTERM to the group, SIGKILL after a grace period.
     fn stop(&mut self) {
-        if !self.running() {
-            return;
-        }
-        let group = format!("-{}", self.child.id());
-        let kill = |signal: &str| {
-            let _ = Command::new("kill")
-                .args([signal, "--", &group])
-                .stderr(Stdio::null())
-                .status();
-        };
-        kill("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while self.running() && Instant::now() < deadline {
-            sleep(Duration::from_millis(20));
-        }
-        kill("-KILL");
-        let _ = self.child.wait();
+        crate::cmd::stop_group(&mut self.child);
     }
 }
 

@@ -93,3 +93,24 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }
+
+/// Stops a child that leads its own process group: SIGTERM to the group, SIGKILL after a three-second grace.
+pub fn stop_group(child: &mut std::process::Child) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    let group = format!("-{}", child.id());
+    let kill = |signal: &str| {
+        let _ = std::process::Command::new("kill")
+            .args([signal, "--", &group])
+            .stderr(std::process::Stdio::null())
+            .status();
+    };
+    kill("-TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill("-KILL");
+    let _ = child.wait();
+}
