@@ -516,14 +516,44 @@ fn open_stream(
     }
 }
 
+/// Defines the accessors [`CpalCapture`] and [`CpalPlayback`] share: both keep the stream's
+/// `shared` state and the `info` it reported when it opened.
+macro_rules! stream_accessors {
+    ($ty:ident, channels: $channels_doc:literal, queued: $queued_doc:literal) => {
+        impl $ty {
+            /// The device's name.
+            pub fn name(&self) -> &str {
+                &self.info.name
+            }
+
+            /// The audio host in use.
+            pub fn host(&self) -> &str {
+                &self.info.host
+            }
+
+            #[doc = $channels_doc]
+            pub fn device_channels(&self) -> u16 {
+                self.info.channels
+            }
+
+            #[doc = $queued_doc]
+            pub fn queued(&self) -> usize {
+                self.shared.ring().len()
+            }
+
+            /// Drift and underrun corrections so far.
+            pub fn ring_stats(&self) -> RingStats {
+                self.shared.ring().stats()
+            }
+        }
+    };
+}
+
 /// A real capture device (microphone, or a PulseAudio monitor source), mono at the rate it reports.
 #[derive(Debug)]
 pub struct CpalCapture {
     shared: Arc<Shared>,
-    rate: u32,
-    channels: u16,
-    name: String,
-    host: String,
+    info: Opened,
     _thread: StreamThread,
 }
 
@@ -551,43 +581,21 @@ impl CpalCapture {
         let (shared, thread, info) = open_stream(Dir::Input, name, options)?;
         Ok(Self {
             shared,
-            rate: info.rate,
-            channels: info.channels,
-            name: info.name,
-            host: info.host,
+            info,
             _thread: thread,
         })
     }
-
-    /// The device's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The audio host in use.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// Channels the device delivers (downmixed to mono here).
-    pub fn device_channels(&self) -> u16 {
-        self.channels
-    }
-
-    /// Samples queued between the device and the media clock.
-    pub fn queued(&self) -> usize {
-        self.shared.ring().len()
-    }
-
-    /// Drift and underrun corrections so far.
-    pub fn ring_stats(&self) -> RingStats {
-        self.shared.ring().stats()
-    }
 }
+
+stream_accessors!(
+    CpalCapture,
+    channels: "Channels the device delivers (downmixed to mono here).",
+    queued: "Samples queued between the device and the media clock."
+);
 
 impl CaptureDevice for CpalCapture {
     fn rate(&self) -> u32 {
-        self.rate
+        self.info.rate
     }
 
     fn read_frame(&mut self, out: &mut [i16]) -> Result<bool, DeviceError> {
@@ -601,10 +609,7 @@ impl CaptureDevice for CpalCapture {
 #[derive(Debug)]
 pub struct CpalPlayback {
     shared: Arc<Shared>,
-    rate: u32,
-    channels: u16,
-    name: String,
-    host: String,
+    info: Opened,
     max_queue: Duration,
     thread: Option<StreamThread>,
 }
@@ -632,44 +637,22 @@ impl CpalPlayback {
         let (shared, thread, info) = open_stream(Dir::Output, name, options)?;
         Ok(Self {
             shared,
-            rate: info.rate,
-            channels: info.channels,
-            name: info.name,
-            host: info.host,
+            info,
             max_queue: options.max_queue,
             thread: Some(thread),
         })
     }
-
-    /// The device's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The audio host in use.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// Channels the device plays (mono is copied to each).
-    pub fn device_channels(&self) -> u16 {
-        self.channels
-    }
-
-    /// Samples queued between the media clock and the device.
-    pub fn queued(&self) -> usize {
-        self.shared.ring().len()
-    }
-
-    /// Drift and underrun corrections so far.
-    pub fn ring_stats(&self) -> RingStats {
-        self.shared.ring().stats()
-    }
 }
+
+stream_accessors!(
+    CpalPlayback,
+    channels: "Channels the device plays (mono is copied to each).",
+    queued: "Samples queued between the media clock and the device."
+);
 
 impl PlaybackDevice for CpalPlayback {
     fn rate(&self) -> u32 {
-        self.rate
+        self.info.rate
     }
 
     fn write_frame(&mut self, pcm: &[i16]) -> Result<(), DeviceError> {
