@@ -516,11 +516,35 @@ fn open_stream(
     }
 }
 
-/// Defines the accessors [`CpalCapture`] and [`CpalPlayback`] share: both keep the stream's
-/// `shared` state and the `info` it reported when it opened.
-macro_rules! stream_accessors {
-    ($ty:ident, channels: $channels_doc:literal, queued: $queued_doc:literal) => {
+/// Defines the constructors and accessors [`CpalCapture`] and [`CpalPlayback`] share: both open
+/// from `$defaults` through their own `open_with`, and keep the stream's `shared` state and the
+/// `info` it reported when it opened.
+macro_rules! stream_common {
+    (
+        $ty:ident,
+        defaults: $defaults:path,
+        open: $open_doc:literal,
+        open_with_rate: $rate_doc:literal,
+        channels: $channels_doc:literal,
+        queued: $queued_doc:literal $(,)?
+    ) => {
         impl $ty {
+            #[doc = $open_doc]
+            pub fn open(name: Option<&str>) -> Result<Self, DeviceError> {
+                Self::open_with_rate(name, DEFAULT_RATE)
+            }
+
+            #[doc = $rate_doc]
+            pub fn open_with_rate(name: Option<&str>, rate: u32) -> Result<Self, DeviceError> {
+                Self::open_with(
+                    name,
+                    CpalOptions {
+                        rate,
+                        ..$defaults()
+                    },
+                )
+            }
+
             /// The device's name.
             pub fn name(&self) -> &str {
                 &self.info.name
@@ -558,24 +582,6 @@ pub struct CpalCapture {
 }
 
 impl CpalCapture {
-    /// Opens the named input device (id, description, or a unique part of either), or the default
-    /// one, preferring [`DEFAULT_RATE`].
-    pub fn open(name: Option<&str>) -> Result<Self, DeviceError> {
-        Self::open_with_rate(name, DEFAULT_RATE)
-    }
-
-    /// Like [`CpalCapture::open`], preferring `rate` (the device's own rate is used, and reported,
-    /// when it cannot run at `rate`).
-    pub fn open_with_rate(name: Option<&str>, rate: u32) -> Result<Self, DeviceError> {
-        Self::open_with(
-            name,
-            CpalOptions {
-                rate,
-                ..CpalOptions::capture()
-            },
-        )
-    }
-
     /// Opens with explicit options.
     pub fn open_with(name: Option<&str>, options: CpalOptions) -> Result<Self, DeviceError> {
         let (shared, thread, info) = open_stream(Dir::Input, name, options)?;
@@ -587,8 +593,13 @@ impl CpalCapture {
     }
 }
 
-stream_accessors!(
+stream_common!(
     CpalCapture,
+    defaults: CpalOptions::capture,
+    open: "Opens the named input device (id, description, or a unique part of either), or the \
+           default one, preferring [`DEFAULT_RATE`].",
+    open_with_rate: "Like [`CpalCapture::open`], preferring `rate` (the device's own rate is \
+                     used, and reported, when it cannot run at `rate`).",
     channels: "Channels the device delivers (downmixed to mono here).",
     queued: "Samples queued between the device and the media clock."
 );
@@ -615,23 +626,6 @@ pub struct CpalPlayback {
 }
 
 impl CpalPlayback {
-    /// Opens the named output device (id, description, or a unique part of either), or the
-    /// default one, preferring [`DEFAULT_RATE`].
-    pub fn open(name: Option<&str>) -> Result<Self, DeviceError> {
-        Self::open_with_rate(name, DEFAULT_RATE)
-    }
-
-    /// Like [`CpalPlayback::open`], preferring `rate`.
-    pub fn open_with_rate(name: Option<&str>, rate: u32) -> Result<Self, DeviceError> {
-        Self::open_with(
-            name,
-            CpalOptions {
-                rate,
-                ..CpalOptions::playback()
-            },
-        )
-    }
-
     /// Opens with explicit options.
     pub fn open_with(name: Option<&str>, options: CpalOptions) -> Result<Self, DeviceError> {
         let (shared, thread, info) = open_stream(Dir::Output, name, options)?;
@@ -644,8 +638,12 @@ impl CpalPlayback {
     }
 }
 
-stream_accessors!(
+stream_common!(
     CpalPlayback,
+    defaults: CpalOptions::playback,
+    open: "Opens the named output device (id, description, or a unique part of either), or the \
+           default one, preferring [`DEFAULT_RATE`].",
+    open_with_rate: "Like [`CpalPlayback::open`], preferring `rate`.",
     channels: "Channels the device plays (mono is copied to each).",
     queued: "Samples queued between the media clock and the device."
 );
