@@ -430,6 +430,13 @@ enum Incoming {
     Imdn { from: String, imdn: Imdn },
 }
 
+/// Parses an isComposing document (RFC 3994) sent by `from`; 400 when malformed.
+fn composing(from: String, body: &[u8]) -> std::result::Result<Incoming, (u16, String)> {
+    let state =
+        IsComposing::parse(body).map_err(|e| (400, format!("Bad isComposing Document ({e})")))?;
+    Ok(Incoming::Composing { from, state })
+}
+
 /// Answers `request` with `status` and a reason.
 fn answer(shared: &Shared, tx: TxId, request: &Request, status: u16, reason: &str) {
     let mut r = Response::for_request(request, status);
@@ -563,14 +570,7 @@ fn classify(request: &Request) -> std::result::Result<Incoming, (u16, String)> {
     };
     match ty.as_str() {
         t if t.starts_with("text/") => Ok(Incoming::Message(message)),
-        ISCOMPOSING => {
-            let state = IsComposing::parse(&request.body)
-                .map_err(|e| (400, format!("Bad isComposing Document ({e})")))?;
-            Ok(Incoming::Composing {
-                from: from_uri,
-                state,
-            })
-        }
+        ISCOMPOSING => composing(from_uri, &request.body),
         MESSAGE_CPIM => {
             let cpim = CpimMessage::parse(&request.body)
                 .map_err(|e| (400, format!("Bad CPIM Message ({e})")))?;
@@ -585,14 +585,7 @@ fn classify(request: &Request) -> std::result::Result<Incoming, (u16, String)> {
                         imdn,
                     })
                 }
-                ISCOMPOSING => {
-                    let state = IsComposing::parse(&cpim.body)
-                        .map_err(|e| (400, format!("Bad isComposing Document ({e})")))?;
-                    Ok(Incoming::Composing {
-                        from: from_uri,
-                        state,
-                    })
-                }
+                ISCOMPOSING => composing(from_uri, &cpim.body),
                 t if t.starts_with("text/") => {
                     if let Some(id) = cpim.imdn_message_id() {
                         message.message_id = id.to_string();

@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use crate::account::Account;
 use crate::call::request_next_hop;
 use crate::error::{Result, UaError};
-use crate::request::{AuthSession, name_addr_header};
+use crate::request::{AuthSession, initial_request, name_addr_header};
 use crate::ua::{DialogInput, DialogKey, Shared};
 
 /// `application/pidf+xml` (RFC 3863).
@@ -726,22 +726,15 @@ async fn one_dialog(
     let (in_tx, mut input) = mpsc::unbounded_channel();
     shared.add_dialog(key.clone(), in_tx);
     let contact = format!("<{}>", shared.contact_uri(Some(&account.user)));
-    let mut req = Request::new(Method::Subscribe, target.clone());
-    {
-        let h = &mut req.headers;
-        h.push(HeaderName::MaxForwards, "70");
-        h.push(HeaderName::To, format!("<{target}>"));
-        h.push(
-            HeaderName::From,
-            format!(
-                "{};tag={local_tag}",
-                name_addr_header(account.display_name.as_deref(), &aor)
-            ),
-        );
-        h.push(HeaderName::CallId, call_id.clone());
-        h.push(HeaderName::CSeq, "1 SUBSCRIBE");
-        h.push(HeaderName::Contact, contact.clone());
-    }
+    let mut req = initial_request(
+        Method::Subscribe,
+        target,
+        account,
+        &aor,
+        &local_tag,
+        &call_id,
+        &contact,
+    );
     package_headers(
         &mut req,
         package,

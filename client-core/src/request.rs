@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tandem_net::{NetError, Target, TxOutcome};
 use tandem_proto::auth::{AuthError, Credentials, DigestClient, parse_challenges};
-use tandem_proto::msg::{HeaderName, Message, Request, Response, Uri};
+use tandem_proto::msg::{HeaderName, Message, Method, Request, Response, Uri};
 
 use crate::account::Account;
 use crate::error::{Result, UaError};
@@ -155,6 +155,35 @@ pub(crate) fn bump_cseq(request: &mut Request) -> Result<u32> {
         .headers
         .set(HeaderName::CSeq, format!("{next} {}", cseq.method));
     Ok(next)
+}
+
+/// A dialog-creating request from `account` to `target`: Max-Forwards, To, From (with
+/// `local_tag`), Call-ID, CSeq 1 and `contact`; the caller adds the rest.
+pub(crate) fn initial_request(
+    method: Method,
+    target: &Uri,
+    account: &Account,
+    aor: &Uri,
+    local_tag: &str,
+    call_id: &str,
+    contact: &str,
+) -> Request {
+    let cseq = format!("1 {method}");
+    let mut req = Request::new(method, target.clone());
+    let h = &mut req.headers;
+    h.push(HeaderName::MaxForwards, "70");
+    h.push(HeaderName::To, format!("<{target}>"));
+    h.push(
+        HeaderName::From,
+        format!(
+            "{};tag={local_tag}",
+            name_addr_header(account.display_name.as_deref(), aor)
+        ),
+    );
+    h.push(HeaderName::CallId, call_id.to_string());
+    h.push(HeaderName::CSeq, cseq);
+    h.push(HeaderName::Contact, contact.to_string());
+    req
 }
 
 /// `"Display" <uri>` (or `<uri>`), quoting and escaping the display name.

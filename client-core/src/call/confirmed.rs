@@ -603,35 +603,8 @@ impl CallTask {
                     Err(e) => tracing::warn!(error = %e, "cannot ACK the re-INVITE's 2xx"),
                 }
                 self.publish_dialog(&live.dialog, true);
-                let taken = if r.body.is_empty() {
-                    Err(UaError::Media(
-                        "the 2xx to our re-INVITE has no SDP answer".into(),
-                    ))
-                } else {
-                    self.media.take_answer(&r.body, false)
-                };
-                if let Err(e) = taken.and_then(|()| self.apply_media(false)) {
-                    out.goal.answer(Err(e.clone()));
-                    tracing::warn!(error = %e, "ending the call: unusable re-INVITE answer");
-                    self.bye(
-                        &mut live.dialog,
-                        Some("SIP;cause=488;text=\"Not Acceptable Here\""),
-                    )
-                    .await;
-                    return Some(CallEvent::Ended {
-                        by: EndedBy::Local,
-                        reason: EndReason::MediaFailed,
-                    });
-                }
-                if out.goal.hold != out.prev_hold {
-                    self.emit(if out.goal.hold {
-                        CallEvent::Held
-                    } else {
-                        CallEvent::Resumed
-                    });
-                }
-                out.goal.answer(Ok(()));
-                None
+                self.finish_offer(live, &r.body, &mut out.goal, out.prev_hold, "re-INVITE")
+                    .await
             }
             401 | 407 if out.challenges < MAX_REINVITE_CHALLENGES => {
                 let uri = out.request.uri.to_string();
@@ -692,6 +665,47 @@ impl CallTask {
                 None
             }
         }
+    }
+
+    /// Applies the SDP answer in the 2xx to our re-INVITE or UPDATE (`what`) and
+    /// settles `goal`; an unusable answer ends the call with a BYE (cause 488).
+    async fn finish_offer(
+        &mut self,
+        live: &mut Live,
+        body: &[u8],
+        goal: &mut Goal,
+        prev_hold: bool,
+        what: &str,
+    ) -> Option<CallEvent> {
+        let taken = if body.is_empty() {
+            Err(UaError::Media(format!(
+                "the 2xx to our {what} has no SDP answer"
+            )))
+        } else {
+            self.media.take_answer(body, false)
+        };
+        if let Err(e) = taken.and_then(|()| self.apply_media(false)) {
+            goal.answer(Err(e.clone()));
+            tracing::warn!(error = %e, "ending the call: unusable {what} answer");
+            self.bye(
+                &mut live.dialog,
+                Some("SIP;cause=488;text=\"Not Acceptable Here\""),
+            )
+            .await;
+            return Some(CallEvent::Ended {
+                by: EndedBy::Local,
+                reason: EndReason::MediaFailed,
+            });
+        }
+        if goal.hold != prev_hold {
+            self.emit(if goal.hold {
+                CallEvent::Held
+            } else {
+                CallEvent::Resumed
+            });
+        }
+        goal.answer(Ok(()));
+        None
     }
 
     fn fail_reinvite(&mut self, mut out: OutInvite, error: UaError) {
@@ -776,34 +790,9 @@ impl CallTask {
                         });
                     }
                 };
-                let taken = if response.body.is_empty() {
-                    Err(UaError::Media(
-                        "the 2xx to our UPDATE has no SDP answer".into(),
-                    ))
-                } else {
-                    self.media.take_answer(&response.body, false)
-                };
-                if let Err(e) = taken.and_then(|()| self.apply_media(false)) {
-                    goal.answer(Err(e.clone()));
-                    tracing::warn!(error = %e, "ending the call: unusable UPDATE answer");
-                    self.bye(
-                        &mut live.dialog,
-                        Some("SIP;cause=488;text=\"Not Acceptable Here\""),
-                    )
+                return self
+                    .finish_offer(live, &response.body, &mut goal, prev_hold, "UPDATE")
                     .await;
-                    return Some(CallEvent::Ended {
-                        by: EndedBy::Local,
-                        reason: EndReason::MediaFailed,
-                    });
-                }
-                if goal.hold != prev_hold {
-                    self.emit(if goal.hold {
-                        CallEvent::Held
-                    } else {
-                        CallEvent::Resumed
-                    });
-                }
-                goal.answer(Ok(()));
             }
             OutReq::Notify { terminated, .. } => {
                 let dead = matches!(&result, Ok(r) if r.status == 481);

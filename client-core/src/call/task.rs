@@ -23,7 +23,7 @@ use super::{
 use crate::account::{Account, with_transport};
 use crate::error::{Result, UaError};
 use crate::media::{CallMedia, MediaChange};
-use crate::request::{AuthSession, bump_cseq, name_addr_header, net_error};
+use crate::request::{AuthSession, bump_cseq, initial_request, net_error};
 use crate::ua::{ALLOW, DialogInput, DialogKey, SUPPORTED, Shared};
 
 /// How many challenges an INVITE may get answered before we give up.
@@ -123,24 +123,17 @@ async fn place_inner(
     .await?;
     let offer = media.create_offer()?;
     let local_tag = shared.tag();
-    let mut invite = Request::new(Method::Invite, target.clone());
+    let mut invite = initial_request(
+        Method::Invite,
+        &target,
+        &account,
+        &aor,
+        &local_tag,
+        &call_id,
+        &format!("<{}>", shared.contact_uri(Some(&account.user))),
+    );
     {
         let h = &mut invite.headers;
-        h.push(HeaderName::MaxForwards, "70");
-        h.push(HeaderName::To, format!("<{target}>"));
-        h.push(
-            HeaderName::From,
-            format!(
-                "{};tag={local_tag}",
-                name_addr_header(account.display_name.as_deref(), &aor)
-            ),
-        );
-        h.push(HeaderName::CallId, call_id.clone());
-        h.push(HeaderName::CSeq, "1 INVITE");
-        h.push(
-            HeaderName::Contact,
-            format!("<{}>", shared.contact_uri(Some(&account.user))),
-        );
         h.push(HeaderName::Allow, ALLOW);
         h.push(HeaderName::Supported, SUPPORTED);
         for (name, value) in extra {
