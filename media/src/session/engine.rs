@@ -104,6 +104,8 @@ impl Security {
 
 /// The state of one call's media, driven by [`Engine::run`].
 pub(super) struct Engine {
+    /// RTP went out in the report interval before the last one (RFC 3550 §6.4: an SR covers two intervals).
+    sent_in_previous_interval: bool,
     socket: Arc<UdpSocket>,
     rtcp_socket: Option<Arc<UdpSocket>>,
     remote_rtp: SocketAddr,
@@ -211,6 +213,7 @@ impl Engine {
         );
         let now = Instant::now();
         let mut engine = Engine {
+            sent_in_previous_interval: false,
             socket: config.socket,
             rtcp_socket: config.rtcp_socket,
             remote_rtp: config.remote_rtp,
@@ -771,7 +774,7 @@ impl Engine {
         (via, to)
     }
 
-    /// Queues a compound report: SR (we sent since the last report) or RR, SDES CNAME,
+    /// Queues a compound report: SR (we sent in the last two report intervals) or RR, SDES CNAME,
     /// and BYE when `bye` gives a reason.
     fn queue_rtcp(&mut self, now: Instant, bye: Option<&str>) {
         if !self.security.ready() {
@@ -782,7 +785,11 @@ impl Engine {
             reports.push(block);
         }
         let ssrc = self.stream.ssrc();
-        let report = if self.stream.take_sent_since_report() {
+        // RFC 3550 §6.4: a participant that sent data since the last report *or the one before* sends an SR.
+        let sent_now = self.stream.take_sent_since_report();
+        let is_sender = sent_now || self.sent_in_previous_interval;
+        self.sent_in_previous_interval = sent_now;
+        let report = if is_sender {
             let counters = self.stream.sender_counters(now);
             let ntp = rtcp::ntp_now();
             self.rx_stats.on_report_sent(ntp, now);
