@@ -17,7 +17,7 @@ use tandem_proto::transaction::TxId;
 
 use crate::account::Account;
 use crate::error::{Result, UaError};
-use crate::request::{AuthSession, name_addr_header};
+use crate::request::{AuthSession, expect_2xx, initial_request, name_addr_header};
 use crate::ua::{Shared, UaEvent};
 
 /// `text/plain; charset=utf-8`.
@@ -215,20 +215,16 @@ async fn send_raw(
     call_id: &str,
 ) -> Result<Response> {
     let aor = account.aor()?;
-    let mut req = Request::new(Method::Message, to.clone());
-    let h = &mut req.headers;
-    h.push(HeaderName::MaxForwards, "70");
-    h.push(HeaderName::To, format!("<{to}>"));
-    h.push(
-        HeaderName::From,
-        format!(
-            "{};tag={}",
-            name_addr_header(account.display_name.as_deref(), &aor),
-            shared.tag()
-        ),
+    let mut req = initial_request(
+        Method::Message,
+        to,
+        account,
+        &aor,
+        &shared.tag(),
+        call_id,
+        None,
     );
-    h.push(HeaderName::CallId, call_id.to_string());
-    h.push(HeaderName::CSeq, "1 MESSAGE");
+    let h = &mut req.headers;
     h.push(HeaderName::ContentType, content_type.to_string());
     h.push(HeaderName::UserAgent, shared.config.user_agent.clone());
     req.body = body;
@@ -319,9 +315,7 @@ pub(crate) async fn send_message(
         tracing::warn!("cannot update a sent message in the history: {e}");
     }
     let response = result?;
-    if !(200..300).contains(&response.status) {
-        return Err(UaError::rejected(response.status, response.reason));
-    }
+    expect_2xx(&response)?;
     outcome.status = response.status;
     outcome.reason = response.reason.clone();
     outcome.stored = response.status == 202;
@@ -351,11 +345,7 @@ pub(crate) async fn send_composing(
         &call_id,
     )
     .await?;
-    if (200..300).contains(&response.status) {
-        Ok(())
-    } else {
-        Err(UaError::rejected(response.status, response.reason))
-    }
+    expect_2xx(&response)
 }
 
 /// Sends a disposition notification about `message` to its sender.
@@ -402,11 +392,7 @@ pub(crate) async fn send_imdn(
         &call_id,
     )
     .await?;
-    if (200..300).contains(&response.status) {
-        Ok(())
-    } else {
-        Err(UaError::rejected(response.status, response.reason))
-    }
+    expect_2xx(&response)
 }
 
 /// The history status a notification sets on the message it is about.

@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use crate::account::Account;
 use crate::call::request_next_hop;
 use crate::error::{Result, UaError};
-use crate::request::{AuthSession, initial_request, name_addr_header};
+use crate::request::{AuthSession, expect_2xx, initial_request};
 use crate::ua::{DialogInput, DialogKey, Shared};
 
 /// `application/pidf+xml` (RFC 3863).
@@ -93,20 +93,16 @@ async fn publish_once(
     let mut expires = expires;
     let mut too_brief = 0;
     loop {
-        let mut req = Request::new(Method::Publish, st.aor.clone());
-        let h = &mut req.headers;
-        h.push(HeaderName::MaxForwards, "70");
-        h.push(HeaderName::To, format!("<{}>", st.aor));
-        h.push(
-            HeaderName::From,
-            format!(
-                "{};tag={}",
-                name_addr_header(st.account.display_name.as_deref(), &st.aor),
-                shared.tag()
-            ),
+        let mut req = initial_request(
+            Method::Publish,
+            &st.aor,
+            &st.account,
+            &st.aor,
+            &shared.tag(),
+            &shared.call_id(),
+            None,
         );
-        h.push(HeaderName::CallId, shared.call_id());
-        h.push(HeaderName::CSeq, "1 PUBLISH");
+        let h = &mut req.headers;
         h.push(HeaderName::parse("Event"), "presence");
         h.push(HeaderName::Expires, expires.to_string());
         if let Some(etag) = &st.etag {
@@ -157,9 +153,7 @@ async fn publish_document(shared: &Arc<Shared>, st: &mut PubState, document: Byt
     } else {
         response
     };
-    if !(200..300).contains(&response.status) {
-        return Err(UaError::rejected(response.status, response.reason));
-    }
+    expect_2xx(&response)?;
     if st.etag.is_none() {
         return Err(UaError::Protocol(
             "a 2xx to PUBLISH without SIP-ETag".into(),
@@ -733,7 +727,7 @@ async fn one_dialog(
         &aor,
         &local_tag,
         &call_id,
-        &contact,
+        Some(&contact),
     );
     package_headers(
         &mut req,

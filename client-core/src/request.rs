@@ -158,7 +158,7 @@ pub(crate) fn bump_cseq(request: &mut Request) -> Result<u32> {
 }
 
 /// A dialog-creating request from `account` to `target`: Max-Forwards, To, From (with
-/// `local_tag`), Call-ID, CSeq 1 and `contact`; the caller adds the rest.
+/// `local_tag`), Call-ID, CSeq 1 and `contact` when given; the caller adds the rest.
 pub(crate) fn initial_request(
     method: Method,
     target: &Uri,
@@ -166,7 +166,7 @@ pub(crate) fn initial_request(
     aor: &Uri,
     local_tag: &str,
     call_id: &str,
-    contact: &str,
+    contact: Option<&str>,
 ) -> Request {
     let cseq = format!("1 {method}");
     let mut req = Request::new(method, target.clone());
@@ -182,8 +182,19 @@ pub(crate) fn initial_request(
     );
     h.push(HeaderName::CallId, call_id.to_string());
     h.push(HeaderName::CSeq, cseq);
-    h.push(HeaderName::Contact, contact.to_string());
+    if let Some(contact) = contact {
+        h.push(HeaderName::Contact, contact.to_string());
+    }
     req
+}
+
+/// `Ok` for a 2xx `response`, its status and reason as a rejection otherwise.
+pub(crate) fn expect_2xx(response: &Response) -> Result<()> {
+    if (200..300).contains(&response.status) {
+        Ok(())
+    } else {
+        Err(UaError::rejected(response.status, response.reason.clone()))
+    }
 }
 
 /// `"Display" <uri>` (or `<uri>`), quoting and escaping the display name.

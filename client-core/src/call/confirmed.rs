@@ -687,15 +687,7 @@ impl CallTask {
         if let Err(e) = taken.and_then(|()| self.apply_media(false)) {
             goal.answer(Err(e.clone()));
             tracing::warn!(error = %e, "ending the call: unusable {what} answer");
-            self.bye(
-                &mut live.dialog,
-                Some("SIP;cause=488;text=\"Not Acceptable Here\""),
-            )
-            .await;
-            return Some(CallEvent::Ended {
-                by: EndedBy::Local,
-                reason: EndReason::MediaFailed,
-            });
+            return Some(self.end_media_failed(&mut live.dialog).await);
         }
         if goal.hold != prev_hold {
             self.emit(if goal.hold {
@@ -878,23 +870,11 @@ impl CallTask {
         if !pending.answer_in_ack {
             return None;
         }
-        let taken = if ack.body.is_empty() {
-            Err(UaError::Media("the ACK carries no SDP answer".into()))
-        } else {
-            self.media.take_answer(&ack.body, false)
-        };
+        let taken = self.take_answer_in(&ack.body, "the ACK");
         let was_remote_hold = self.media.remote_hold();
         if let Err(e) = taken.and_then(|()| self.apply_media(false)) {
             tracing::warn!(error = %e, "ending the call: unusable answer in the ACK");
-            self.bye(
-                &mut live.dialog,
-                Some("SIP;cause=488;text=\"Not Acceptable Here\""),
-            )
-            .await;
-            return Some(CallEvent::Ended {
-                by: EndedBy::Local,
-                reason: EndReason::MediaFailed,
-            });
+            return Some(self.end_media_failed(&mut live.dialog).await);
         }
         self.hold_events(was_remote_hold);
         None

@@ -43,6 +43,9 @@ pub(crate) enum Internal {
     NewCallProgress { status: u16, reason: String },
 }
 
+/// The RFC 3326 Reason of a BYE ending a call whose media negotiation failed.
+const NOT_ACCEPTABLE_REASON: &str = "SIP;cause=488;text=\"Not Acceptable Here\"";
+
 /// The task that owns one call: its INVITE transaction, dialog, media and commands.
 pub(crate) struct CallTask {
     pub shared: Arc<Shared>,
@@ -130,7 +133,7 @@ async fn place_inner(
         &aor,
         &local_tag,
         &call_id,
-        &format!("<{}>", shared.contact_uri(Some(&account.user))),
+        Some(&format!("<{}>", shared.contact_uri(Some(&account.user)))),
     );
     {
         let h = &mut invite.headers;
@@ -562,11 +565,7 @@ impl CallTask {
         };
         if let Err(e) = answer.and_then(|()| self.apply_media(false)) {
             tracing::warn!(error = %e, "ending the call: unusable media");
-            self.bye(
-                &mut dialog,
-                Some("SIP;cause=488;text=\"Not Acceptable Here\""),
-            )
-            .await;
+            self.bye(&mut dialog, Some(NOT_ACCEPTABLE_REASON)).await;
             return Err(e);
         }
         Ok((dialog, ack))
@@ -611,6 +610,24 @@ impl CallTask {
             .into_iter()
             .next()
             .ok_or_else(|| UaError::Network(format!("no target for {hop}")))
+    }
+
+    /// Takes the SDP answer in `body` (a message named by `carrier`), failing when it has none.
+    pub fn take_answer_in(&mut self, body: &[u8], carrier: &str) -> Result<()> {
+        if body.is_empty() {
+            Err(UaError::Media(format!("{carrier} carries no SDP answer")))
+        } else {
+            self.media.take_answer(body, false)
+        }
+    }
+
+    /// Ends the call over unusable media: BYE with a 488 Reason, then the local end event.
+    pub async fn end_media_failed(&mut self, dialog: &mut Dialog) -> CallEvent {
+        self.bye(dialog, Some(NOT_ACCEPTABLE_REASON)).await;
+        CallEvent::Ended {
+            by: EndedBy::Local,
+            reason: EndReason::MediaFailed,
+        }
     }
 
     /// Sends BYE in `dialog` (with an RFC 3326 Reason when given) and waits (bounded) for
@@ -699,15 +716,10 @@ impl CallTask {
                         let seq = request.headers.cseq().map(|c| c.seq).unwrap_or(0);
                         if seq == invite_cseq {
                             if answer_in_ack {
-                                let taken = if request.body.is_empty() {
-                                    Err(UaError::Media("the ACK carries no SDP answer".into()))
-                                } else {
-                                    self.media.take_answer(&request.body, false)
-                                };
+                                let taken = self.take_answer_in(&request.body, "the ACK");
                                 if let Err(e) = taken.and_then(|()| self.apply_media(false)) {
                                     tracing::warn!(error = %e, "ending the call: unusable answer in the ACK");
-                                    self.bye(&mut dialog, Some("SIP;cause=488;text=\"Not Acceptable Here\"")).await;
-                                    return CallEvent::Ended { by: EndedBy::Local, reason: EndReason::MediaFailed };
+                                    return self.end_media_failed(&mut dialog).await;
                                 }
                             }
                             break;
