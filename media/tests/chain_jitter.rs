@@ -37,6 +37,21 @@ fn first_output(jb: &mut JitterBuffer, base: Instant, from_ms: u64) -> (u64, Jit
     }
 }
 
+/// Pushes packet `seq` (timestamp `seq` frames, payload `payload(seq)`) arriving at `at`.
+fn push_frame(jb: &mut JitterBuffer, at: Instant, seq: u16) {
+    jb.push(at, seq, u32::from(seq) * FRAME, payload(seq), FRAME);
+}
+
+/// A buffer with `cfg()` fed `n` packets sent every 20 ms, each odd one `extra_ms` late.
+fn jittered(base: Instant, n: u16, extra_ms: u64) -> JitterBuffer {
+    let mut jb = JitterBuffer::new(cfg());
+    for i in 0..n {
+        let extra = if i % 2 == 0 { 0 } else { extra_ms };
+        push_frame(&mut jb, ms(base, u64::from(i) * 20 + extra), i);
+    }
+    jb
+}
+
 fn seq_of(o: &JitterOutput) -> Option<u16> {
     match o {
         JitterOutput::Packet { payload, .. } => Some(u16::from_be_bytes([payload[0], payload[1]])),
@@ -78,13 +93,7 @@ fn duplicates_and_late_packets_are_dropped_and_counted() {
     let base = Instant::now();
     let mut jb = JitterBuffer::new(cfg());
     for seq in 0..4u16 {
-        jb.push(
-            ms(base, u64::from(seq) * 20),
-            seq,
-            u32::from(seq) * FRAME,
-            payload(seq),
-            FRAME,
-        );
+        push_frame(&mut jb, ms(base, u64::from(seq) * 20), seq);
     }
     jb.push(ms(base, 65), 2, 2 * FRAME, payload(2), FRAME); // duplicate while buffered
     let (t, o) = first_output(&mut jb, base, 60);
@@ -121,13 +130,7 @@ fn a_lost_packet_is_reported_with_the_next_one_for_fec() {
     let base = Instant::now();
     let mut jb = JitterBuffer::new(cfg());
     for seq in [0u16, 1, 3, 4, 5] {
-        jb.push(
-            ms(base, u64::from(seq) * 20),
-            seq,
-            u32::from(seq) * FRAME,
-            payload(seq),
-            FRAME,
-        );
+        push_frame(&mut jb, ms(base, u64::from(seq) * 20), seq);
     }
     let (mut t, o) = first_output(&mut jb, base, 0);
     assert_eq!(seq_of(&o), Some(0));
@@ -212,13 +215,7 @@ fn a_timestamp_jump_restarts_the_stream() {
     let base = Instant::now();
     let mut jb = JitterBuffer::new(cfg());
     for i in 0..4u16 {
-        jb.push(
-            ms(base, u64::from(i) * 20),
-            i,
-            u32::from(i) * FRAME,
-            payload(i),
-            FRAME,
-        );
+        push_frame(&mut jb, ms(base, u64::from(i) * 20), i);
     }
     let (t, _) = first_output(&mut jb, base, 0);
     // The sender restarts with unrelated timestamps.
@@ -244,7 +241,7 @@ fn overflow_drops_the_oldest() {
         ..cfg()
     });
     for i in 0..8u16 {
-        jb.push(base, i, u32::from(i) * FRAME, payload(i), FRAME);
+        push_frame(&mut jb, base, i);
     }
     let s = jb.stats();
     assert_eq!((s.buffered, s.dropped), (5, 3));
@@ -255,64 +252,28 @@ fn overflow_drops_the_oldest() {
 #[test]
 fn target_follows_measured_jitter() {
     let base = Instant::now();
-    let mut jb = JitterBuffer::new(cfg());
     // Alternating 0 / 100 ms extra delay: the target must cover 100 ms.
-    for i in 0..100u16 {
-        let extra = if i % 2 == 0 { 0 } else { 100 };
-        jb.push(
-            ms(base, u64::from(i) * 20 + extra),
-            i,
-            u32::from(i) * FRAME,
-            payload(i),
-            FRAME,
-        );
-    }
-    let target = jb.target_delay();
+    let target = jittered(base, 100, 100).target_delay();
     assert!(
         target >= Duration::from_millis(100) && target <= Duration::from_millis(120),
         "{target:?}"
     );
     // Never beyond max_delay.
-    let mut jb = JitterBuffer::new(cfg());
-    for i in 0..100u16 {
-        let extra = if i % 2 == 0 { 0 } else { 900 };
-        jb.push(
-            ms(base, u64::from(i) * 20 + extra),
-            i,
-            u32::from(i) * FRAME,
-            payload(i),
-            FRAME,
-        );
-    }
-    assert_eq!(jb.target_delay(), Duration::from_millis(300));
+    assert_eq!(
+        jittered(base, 100, 900).target_delay(),
+        Duration::from_millis(300)
+    );
     // Calm network: stays at min_delay.
-    let mut jb = JitterBuffer::new(cfg());
-    for i in 0..100u16 {
-        jb.push(
-            ms(base, u64::from(i) * 20),
-            i,
-            u32::from(i) * FRAME,
-            payload(i),
-            FRAME,
-        );
-    }
-    assert_eq!(jb.target_delay(), Duration::from_millis(40));
+    assert_eq!(
+        jittered(base, 100, 0).target_delay(),
+        Duration::from_millis(40)
+    );
 }
 
 #[test]
 fn delay_bounds_can_change_live() {
     let base = Instant::now();
-    let mut jb = JitterBuffer::new(cfg());
-    for i in 0..50u16 {
-        let extra = if i % 2 == 0 { 0 } else { 100 };
-        jb.push(
-            ms(base, u64::from(i) * 20 + extra),
-            i,
-            u32::from(i) * FRAME,
-            payload(i),
-            FRAME,
-        );
-    }
+    let mut jb = jittered(base, 50, 100);
     assert!(jb.target_delay() >= Duration::from_millis(100));
     jb.set_delay_bounds(Duration::from_millis(10), Duration::from_millis(60));
     assert_eq!(jb.target_delay(), Duration::from_millis(60));
@@ -330,7 +291,7 @@ fn first_drop(start_ms: u64, quiet_from: usize) -> Option<usize> {
     let mut pops = 0;
     for i in 0..150u16 {
         let t = u64::from(i) * 20;
-        jb.push(ms(base, t), i, u32::from(i) * FRAME, payload(i), FRAME);
+        push_frame(&mut jb, ms(base, t), i);
         if t >= start_ms {
             jb.set_quiet(pops >= quiet_from);
             let _ = jb.pop(ms(base, t), FRAME);
@@ -364,7 +325,7 @@ fn a_single_stray_packet_does_not_restart_the_stream() {
     let mut got = Vec::new();
     for i in 0..20u16 {
         let t = u64::from(i) * 20;
-        jb.push(ms(base, t), i, u32::from(i) * FRAME, payload(i), FRAME);
+        push_frame(&mut jb, ms(base, t), i);
         if i == 10 {
             // A stray with a wild timestamp (and a plausible sequence number).
             jb.push(ms(base, t + 1), 11, 3_000_000_000, payload(999), FRAME);
@@ -398,13 +359,7 @@ fn outputs_for(
         while let Some(&(seq, at)) = arrivals.get(next)
             && at <= t
         {
-            jb.push(
-                ms(base, at),
-                seq,
-                u32::from(seq) * FRAME,
-                payload(seq),
-                FRAME,
-            );
+            push_frame(jb, ms(base, at), seq);
             next += 1;
         }
         out.push(match jb.pop(ms(base, t), FRAME) {
@@ -464,13 +419,7 @@ fn a_stall_of_the_consumer_is_caught_up_without_raising_the_delay() {
         if !(stall_from..stall_to).contains(&t) {
             // Everything the sender has sent by now (one packet per 20 ms, 2 ms in transit).
             while u64::from(seq) * 20 + 2 <= t {
-                jb.push(
-                    ms(base, t),
-                    seq,
-                    u32::from(seq) * FRAME,
-                    payload(seq),
-                    FRAME,
-                );
+                push_frame(&mut jb, ms(base, t), seq);
                 seq += 1;
             }
             // Every tick that was due, in a burst after the stall.

@@ -177,18 +177,65 @@ fn config(
     cfg
 }
 
-async fn start_call(setup: CallSetup) -> Call {
+/// Two loopback sockets with their recorders and configs sending to each other: A plays
+/// `setup.tone_a` to B and B plays `setup.tone_b` to A.
+struct Wired {
+    sa: Arc<UdpSocket>,
+    sb: Arc<UdpSocket>,
+    rec_a: Recorder,
+    rec_b: Recorder,
+    cfg_a: MediaConfig,
+    cfg_b: MediaConfig,
+}
+
+async fn wired(setup: &CallSetup, sec_a: MediaSecurity, sec_b: MediaSecurity) -> Wired {
     let (sa, sb) = (socket().await, socket().await);
-    let (addr_a, addr_b) = (addr(&sa), addr(&sb));
+    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
+    let cfg_a = config(
+        Arc::clone(&sa),
+        addr(&sb),
+        setup,
+        setup.tone_a,
+        sec_a,
+        &rec_a,
+    );
+    let cfg_b = config(
+        Arc::clone(&sb),
+        addr(&sa),
+        setup,
+        setup.tone_b,
+        sec_b,
+        &rec_b,
+    );
+    Wired {
+        sa,
+        sb,
+        rec_a,
+        rec_b,
+        cfg_a,
+        cfg_b,
+    }
+}
+
+/// [`wired`] without media security.
+async fn wired_plain(setup: &CallSetup) -> Wired {
+    wired(setup, MediaSecurity::Plain, MediaSecurity::Plain).await
+}
+
+async fn start_call(setup: CallSetup) -> Call {
     let (sec_a, sec_b) = if setup.secure {
         let (a, b, _, _) = sdes_pair();
         (a, b)
     } else {
         (MediaSecurity::Plain, MediaSecurity::Plain)
     };
-    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
-    let cfg_a = config(sa, addr_b, &setup, setup.tone_a, sec_a, &rec_a);
-    let cfg_b = config(sb, addr_a, &setup, setup.tone_b, sec_b, &rec_b);
+    let Wired {
+        rec_a,
+        rec_b,
+        cfg_a,
+        cfg_b,
+        ..
+    } = wired(&setup, sec_a, sec_b).await;
     let (sess_a, ev_a) = MediaSession::start_tuned(cfg_a, setup.tuning).unwrap();
     let (sess_b, ev_b) = MediaSession::start_tuned(cfg_b, setup.tuning).unwrap();
     Call {
@@ -478,15 +525,17 @@ async fn mute_sends_silence_and_keeps_rtp_flowing() {
 #[tokio::test]
 async fn tampered_and_plain_packets_in_srtp_call_are_dropped_and_counted() {
     let _serial = SERIAL.lock().await;
-    let (sa, sb) = (socket().await, socket().await);
-    let (addr_a, addr_b) = (addr(&sa), addr(&sb));
     let (sec_a, sec_b, a_local, a_remote) = sdes_pair();
-    let setup = CallSetup::new(pcmu());
-    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
-    let (sess_a, _ev_a) =
-        MediaSession::start(config(sa, addr_b, &setup, 440.0, sec_a, &rec_a)).unwrap();
-    let (sess_b, _ev_b) =
-        MediaSession::start(config(sb, addr_a, &setup, 1000.0, sec_b, &rec_b)).unwrap();
+    let Wired {
+        sb,
+        rec_b,
+        cfg_a,
+        cfg_b,
+        ..
+    } = wired(&CallSetup::new(pcmu()), sec_a, sec_b).await;
+    let addr_b = addr(&sb);
+    let (sess_a, _ev_a) = MediaSession::start(cfg_a).unwrap();
+    let (sess_b, _ev_b) = MediaSession::start(cfg_b).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // An attacker who knows A's key (the worst case) forges a packet, then flips a payload bit.
@@ -543,23 +592,17 @@ async fn rtcp_reports_give_rtt_and_remote_loss() {
 #[tokio::test]
 async fn separate_rtcp_sockets_work_without_mux() {
     let _serial = SERIAL.lock().await;
-    let (sa, sb) = (socket().await, socket().await);
     let (ra, rb) = (socket().await, socket().await);
-    let setup = CallSetup::new(pcmu());
     let tuning = SessionTuning::default().with_rtcp_interval(Duration::from_millis(300));
-    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
-    let mut cfg_a = config(
-        Arc::clone(&sa),
-        addr(&sb),
-        &setup,
-        440.0,
-        MediaSecurity::Plain,
-        &rec_a,
-    );
+    let Wired {
+        rec_b,
+        mut cfg_a,
+        mut cfg_b,
+        ..
+    } = wired_plain(&CallSetup::new(pcmu())).await;
     cfg_a.rtcp_mux = false;
     cfg_a.rtcp_socket = Some(Arc::clone(&ra));
     cfg_a.remote_rtcp = Some(addr(&rb));
-    let mut cfg_b = config(sb, addr(&sa), &setup, 1000.0, MediaSecurity::Plain, &rec_b);
     cfg_b.rtcp_mux = false;
     cfg_b.rtcp_socket = Some(Arc::clone(&rb));
     cfg_b.remote_rtcp = Some(addr(&ra));
@@ -626,22 +669,13 @@ impl CaptureDevice for Finite {
 #[tokio::test]
 async fn capture_end_and_rtp_timeout_are_reported() {
     let _serial = SERIAL.lock().await;
-    let (sa, sb) = (socket().await, socket().await);
-    let setup = CallSetup::new(pcmu());
-    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
-    let mut cfg_a = config(
-        Arc::clone(&sa),
-        addr(&sb),
-        &setup,
-        440.0,
-        MediaSecurity::Plain,
-        &rec_a,
-    );
+    let Wired {
+        mut cfg_a, cfg_b, ..
+    } = wired_plain(&CallSetup::new(pcmu())).await;
     cfg_a.capture = Box::new(Finite {
         inner: ToneCapture::new(440.0, RATE, 0.3),
         left: RATE as usize / 5,
     });
-    let cfg_b = config(sb, addr(&sa), &setup, 1000.0, MediaSecurity::Plain, &rec_b);
     let (sess_a, mut ev_a) = MediaSession::start(cfg_a).unwrap();
     let (sess_b, mut ev_b) = MediaSession::start(cfg_b).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -691,18 +725,9 @@ async fn wav_sink_is_complete_after_stop() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.wav");
-    let (sa, sb) = (socket().await, socket().await);
-    let setup = CallSetup::new(pcmu());
-    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
-    let cfg_a = config(
-        Arc::clone(&sa),
-        addr(&sb),
-        &setup,
-        440.0,
-        MediaSecurity::Plain,
-        &rec_a,
-    );
-    let mut cfg_b = config(sb, addr(&sa), &setup, 1000.0, MediaSecurity::Plain, &rec_b);
+    let Wired {
+        cfg_a, mut cfg_b, ..
+    } = wired_plain(&CallSetup::new(pcmu())).await;
     cfg_b.playback = Box::new(WavSink::create(&path, 8000).unwrap());
     let (sess_a, _ea) = MediaSession::start(cfg_a).unwrap();
     let (sess_b, _eb) = MediaSession::start(cfg_b).unwrap();
@@ -759,7 +784,6 @@ async fn dtls_call(
     UnboundedReceiver<MediaEvent>,
     Recorder,
 ) {
-    let (sa, sb) = (socket().await, socket().await);
     let cert_a = DtlsCertificate::generate().unwrap();
     let cert_b = DtlsCertificate::generate().unwrap();
     let b_expects = if corrupt_fingerprint {
@@ -768,8 +792,6 @@ async fn dtls_call(
     } else {
         cert_a.fingerprint()
     };
-    let setup = CallSetup::new(codec);
-    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
     let sec_a = MediaSecurity::Dtls {
         role: DtlsRole::Client,
         cert: cert_a,
@@ -780,8 +802,13 @@ async fn dtls_call(
         cert: cert_b,
         remote_fingerprint: b_expects,
     };
-    let cfg_a = config(Arc::clone(&sa), addr(&sb), &setup, 440.0, sec_a, &rec_a);
-    let cfg_b = config(Arc::clone(&sb), addr(&sa), &setup, 1000.0, sec_b, &rec_b);
+    let Wired {
+        rec_a,
+        rec_b,
+        cfg_a,
+        cfg_b,
+        ..
+    } = wired(&CallSetup::new(codec), sec_a, sec_b).await;
     let tuning = SessionTuning::default().with_dtls_timeout(Duration::from_secs(2));
     // The server starts first, as after an answer; the client's hello then finds it.
     let (sess_b, ev_b) = MediaSession::start_tuned(cfg_b, tuning).unwrap();
@@ -963,13 +990,16 @@ async fn on_the_wire_dtmf_rtp_and_rtcp_follow_the_rfcs() {
 #[tokio::test]
 async fn codec_change_and_sdes_rekey_by_update() {
     let _serial = SERIAL.lock().await;
-    let (sa, sb) = (socket().await, socket().await);
     let (sec_a, sec_b, _, _) = sdes_pair();
     let mut setup = CallSetup::new(pcmu());
     setup.secure = true;
-    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
-    let mut cfg_a = config(Arc::clone(&sa), addr(&sb), &setup, 440.0, sec_a, &rec_a);
-    let mut cfg_b = config(Arc::clone(&sb), addr(&sa), &setup, 1000.0, sec_b, &rec_b);
+    let Wired {
+        rec_a,
+        rec_b,
+        mut cfg_a,
+        mut cfg_b,
+        ..
+    } = wired(&setup, sec_a, sec_b).await;
     // Both accept both codecs from the start, as after an offer with two.
     cfg_a.recv_codecs = vec![pcmu(), opus()];
     cfg_b.recv_codecs = vec![pcmu(), opus()];
@@ -1160,25 +1190,15 @@ async fn five_percent_loss_and_40ms_jitter_opus() {
 #[tokio::test]
 async fn a_new_peer_ssrc_is_reported_and_played() {
     let _serial = SERIAL.lock().await;
-    let (sa, sb) = (socket().await, socket().await);
     let setup = CallSetup::new(pcmu());
-    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
-    let cfg_a = config(
-        Arc::clone(&sa),
-        addr(&sb),
-        &setup,
-        440.0,
-        MediaSecurity::Plain,
-        &rec_a,
-    );
-    let cfg_b = config(
-        Arc::clone(&sb),
-        addr(&sa),
-        &setup,
-        1000.0,
-        MediaSecurity::Plain,
-        &rec_b,
-    );
+    let Wired {
+        sa,
+        sb,
+        rec_a,
+        cfg_a,
+        cfg_b,
+        ..
+    } = wired_plain(&setup).await;
     let (a, mut ev_a) = MediaSession::start(cfg_a).unwrap();
     let (b, _eb) = MediaSession::start(cfg_b).unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -1218,26 +1238,12 @@ async fn wav_file_played_once_arrives_in_the_peers_wav_file() {
     let record = dir.path().join("record.wav");
     // A 16 kHz file: the session resamples it to the codec and the peer to its sink's rate.
     tandem_media::tone::write_tone_wav(&play, 600.0, 16_000, 0.8).unwrap();
-    let (sa, sb) = (socket().await, socket().await);
-    let setup = CallSetup::new(opus());
-    let (rec_a, rec_b) = (Recorder::new(RATE), Recorder::new(RATE));
-    let mut cfg_a = config(
-        Arc::clone(&sa),
-        addr(&sb),
-        &setup,
-        440.0,
-        MediaSecurity::Plain,
-        &rec_a,
-    );
+    let Wired {
+        mut cfg_a,
+        mut cfg_b,
+        ..
+    } = wired_plain(&CallSetup::new(opus())).await;
     cfg_a.capture = Box::new(tandem_media::device::WavSource::open(&play, false).unwrap());
-    let mut cfg_b = config(
-        Arc::clone(&sb),
-        addr(&sa),
-        &setup,
-        1000.0,
-        MediaSecurity::Plain,
-        &rec_b,
-    );
     cfg_b.playback = Box::new(WavSink::create(&record, 8000).unwrap());
     let (a, mut ev_a) = MediaSession::start(cfg_a).unwrap();
     let (b, _eb) = MediaSession::start(cfg_b).unwrap();

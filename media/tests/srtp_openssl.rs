@@ -30,6 +30,15 @@ fn openssl_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Runs `test` when the `openssl` command is installed; otherwise says the test is skipped.
+fn with_openssl(test: impl FnOnce()) {
+    if openssl_available() {
+        test();
+    } else {
+        eprintln!("SKIPPED: the openssl command is not installed");
+    }
+}
+
 /// Starts `openssl` with `args`, collecting its standard output lines in the background.
 fn spawn_openssl(args: &[String]) -> (KillOnDrop, Arc<Mutex<String>>) {
     let mut child = KillOnDrop(
@@ -291,36 +300,20 @@ fn interop_as_client(openssl_profile: &str, suite: CryptoSuite) {
 
 #[test]
 fn openssl_server_aes_cm_sha1_80() {
-    if !openssl_available() {
-        eprintln!("SKIPPED: the openssl command is not installed");
-        return;
-    }
-    interop_as_client("SRTP_AES128_CM_SHA1_80", CryptoSuite::AesCm128HmacSha1_80);
+    with_openssl(|| interop_as_client("SRTP_AES128_CM_SHA1_80", CryptoSuite::AesCm128HmacSha1_80));
 }
 
 #[test]
 fn openssl_server_aead_aes_128_gcm() {
-    if !openssl_available() {
-        eprintln!("SKIPPED: the openssl command is not installed");
-        return;
-    }
-    interop_as_client("SRTP_AEAD_AES_128_GCM", CryptoSuite::AeadAes128Gcm);
+    with_openssl(|| interop_as_client("SRTP_AEAD_AES_128_GCM", CryptoSuite::AeadAes128Gcm));
 }
 
 #[test]
 fn openssl_client_aes_cm_sha1_80() {
-    if !openssl_available() {
-        eprintln!("SKIPPED: the openssl command is not installed");
-        return;
-    }
-    interop("SRTP_AES128_CM_SHA1_80", CryptoSuite::AesCm128HmacSha1_80);
+    with_openssl(|| interop("SRTP_AES128_CM_SHA1_80", CryptoSuite::AesCm128HmacSha1_80));
 }
 
 #[test]
 fn openssl_client_aead_aes_128_gcm() {
-    if !openssl_available() {
-        eprintln!("SKIPPED: the openssl command is not installed");
-        return;
-    }
-    interop("SRTP_AEAD_AES_128_GCM", CryptoSuite::AeadAes128Gcm);
+    with_openssl(|| interop("SRTP_AEAD_AES_128_GCM", CryptoSuite::AeadAes128Gcm));
 }
