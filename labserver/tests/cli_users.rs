@@ -4,12 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+#[path = "im_util/lab_proc.rs"]
+mod lab_proc;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+
+use lab_proc::{ChildGuard, spawn_until_ready};
 
 use tandem_labserver::config::LabConfig;
 use tandem_labserver::store::{Cdr, Store};
@@ -232,72 +235,18 @@ async fn cdr_list_shows_newest_first() {
     );
 }
 
-/// Kills the server if a test fails before stopping it.
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.0.take().unwrap();
-        let pid = child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..100 {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        panic!("tandem-lab did not stop on SIGTERM");
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Starts `tandem-lab serve` on free ports and collects its stdout up to the `ready …`
 /// line; returns the server (still running) and the lines.
 fn start_serve(data: &Path, config: &Path) -> (ChildGuard, Vec<String>) {
-    let mut child = Command::new(BIN)
-        .arg("--config")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
         .arg(config)
         .arg("--data-dir")
         .arg(data)
         .arg("serve")
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let guard = ChildGuard(Some(child));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("no banner from tandem-lab ({e}); got {lines:#?}"));
-        let done = line.starts_with("ready ");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    (guard, lines)
+        .stderr(Stdio::null());
+    spawn_until_ready(cmd, Duration::from_secs(30))
 }
 
 #[tokio::test]

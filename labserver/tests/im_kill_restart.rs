@@ -7,15 +7,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "im_util/lab_proc.rs"]
+mod lab_proc;
 mod sip_util;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use lab_proc::{ChildGuard, spawn_until_ready};
 
 use bytes::Bytes;
 use sip_util::{DOMAIN, Ua, answer, rand_token};
@@ -24,32 +26,6 @@ use tandem_proto::msg::{HeaderName, Message, Method, Request, Response};
 const BIN: &str = env!("CARGO_BIN_EXE_tandem-lab");
 const TOTAL: usize = 100;
 const KILL_AFTER: usize = 50;
-
-/// Kills the server when dropped (also when the test fails).
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    /// SIGKILL, and wait for the process to be gone.
-    fn kill9(&mut self) {
-        let mut child = self.0.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-9", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = child.wait().unwrap();
-        assert!(!exit.success(), "tandem-lab exited normally after SIGKILL");
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn lab_cmd(data: &Path, config: &Path) -> Command {
     let mut cmd = Command::new(BIN);
@@ -65,38 +41,67 @@ fn lab_cmd(data: &Path, config: &Path) -> Command {
 
 /// Starts `tandem-lab serve`; returns the guard and its UDP address from the ready line.
 fn serve(data: &Path, config: &Path) -> (ChildGuard, SocketAddr) {
-    let mut child = lab_cmd(data, config)
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let guard = ChildGuard(Some(child));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("no ready line from tandem-lab");
-        if let Some(rest) = line.strip_prefix("ready ") {
-            let udp = rest
-                .split_whitespace()
+    let mut cmd = lab_cmd(data, config);
+    cmd.arg("serve").stderr(Stdio::inherit());
+    let (guard, lines) = spawn_until_ready(cmd, Duration::from_secs(60));
+    let udp = lines
+        .last()
+        .and_then(|line| {
+            line.split_whitespace()
                 .find_map(|kv| kv.strip_prefix("udp="))
-                .expect("udp= in the ready line")
-                .parse()
-                .unwrap();
-            return (guard, udp);
-        }
+        })
+        .expect("udp= in the ready line")
+        .parse()
+        .unwrap();
+    (guard, udp)
+}
+
+/// A temporary directory with a UDP-only configuration (no demo users) and the users alice
+/// and bob added with `tandem-lab user add`; returns it with the data dir and config paths.
+fn lab_dir() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("lab.toml");
+    std::fs::write(
+        &config,
+        "demo_users = false\n[listen]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n",
+    )
+    .unwrap();
+    for (user, pw) in [("alice", "alicepw"), ("bob", "bobpw")] {
+        let out = lab_cmd(&data, &config)
+            .args(["user", "add", user, "--password", pw])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
     }
+    (dir, data, config)
+}
+
+/// Answers `req` (a MESSAGE from `from`) with 200 at `bob`; true when its transaction is new
+/// (false for a retransmission of one already answered).
+async fn answer_new(
+    bob: &Ua,
+    req: &Request,
+    from: SocketAddr,
+    answered: &mut HashMap<String, ()>,
+) -> bool {
+    bob.send_to(
+        &Message::Response(answer(req, 200, "bobtag", &bob.contact())),
+        from,
+    )
+    .await;
+    let branch = req.headers.top_via().unwrap().branch().unwrap().to_string();
+    answered.insert(branch, ()).is_none()
+}
+
+/// The `Tandem-Stored-Id` and body of a stored MESSAGE.
+fn stored(req: &Request) -> (String, String) {
+    let id = req
+        .headers
+        .get_str(&HeaderName::parse(tandem_labserver::im::STORED_ID_HEADER))
+        .expect("stored messages carry their id")
+        .to_owned();
+    (id, String::from_utf8(req.body.to_vec()).unwrap())
 }
 
 /// MESSAGE number `n` from alice to bob (its own Call-ID and tag).
@@ -148,21 +153,7 @@ async fn resubmit(ua: &mut Ua, request: &Request) -> Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_messages_survive_kill_9_exactly_once_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("lab.toml");
-    std::fs::write(
-        &config,
-        "demo_users = false\n[listen]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n",
-    )
-    .unwrap();
-    for (user, pw) in [("alice", "alicepw"), ("bob", "bobpw")] {
-        let out = lab_cmd(&data, &config)
-            .args(["user", "add", user, "--password", pw])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    let (_dir, data, config) = lab_dir();
 
     let (mut lab, udp) = serve(&data, &config);
     let mut alice = Ua::new("alice", "alicepw", udp).await;
@@ -213,13 +204,7 @@ async fn hundred_messages_survive_kill_9_exactly_once_in_order() {
         };
         let Message::Request(req) = msg else { continue };
         assert_eq!(req.method, Method::Message);
-        bob.send_to(
-            &Message::Response(answer(&req, 200, "bobtag", &bob.contact())),
-            from,
-        )
-        .await;
-        let branch = req.headers.top_via().unwrap().branch().unwrap().to_string();
-        if answered.insert(branch, ()).is_some() {
+        if !answer_new(&bob, &req, from, &mut answered).await {
             continue; // a retransmission of a transaction already answered
         }
         bodies.push(String::from_utf8(req.body.to_vec()).unwrap());
@@ -254,21 +239,10 @@ async fn collect(
             continue;
         };
         assert_eq!(req.method, Method::Message);
-        bob.send_to(
-            &Message::Response(answer(&req, 200, "bobtag", &bob.contact())),
-            from,
-        )
-        .await;
-        let branch = req.headers.top_via().unwrap().branch().unwrap().to_string();
-        if answered.insert(branch, ()).is_some() {
+        if !answer_new(bob, &req, from, answered).await {
             continue;
         }
-        let id = req
-            .headers
-            .get_str(&HeaderName::parse(tandem_labserver::im::STORED_ID_HEADER))
-            .expect("stored messages carry their id")
-            .to_owned();
-        got.push((id, String::from_utf8(req.body.to_vec()).unwrap()));
+        got.push(stored(&req));
         let unique: std::collections::HashSet<&String> = got.iter().map(|(id, _)| id).collect();
         if quiet_until.is_none() && stop(unique.len()) {
             if quiet.is_zero() {
@@ -299,19 +273,8 @@ async fn register_collecting(
             Message::Response(r) if r.status < 200 => {}
             Message::Response(r) => panic!("REGISTER: {} {}", r.status, r.reason),
             Message::Request(req) => {
-                bob.send_to(
-                    &Message::Response(answer(&req, 200, "bobtag", &bob.contact())),
-                    from,
-                )
-                .await;
-                let branch = req.headers.top_via().unwrap().branch().unwrap().to_string();
-                if answered.insert(branch, ()).is_none() {
-                    let id = req
-                        .headers
-                        .get_str(&HeaderName::parse(tandem_labserver::im::STORED_ID_HEADER))
-                        .unwrap()
-                        .to_owned();
-                    got.push((id, String::from_utf8(req.body.to_vec()).unwrap()));
+                if answer_new(bob, &req, from, answered).await {
+                    got.push(stored(&req));
                 }
             }
         }
@@ -323,21 +286,7 @@ async fn register_collecting(
 /// in order; without that, at most one duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_delivery_repeats_at_most_the_message_in_flight_with_its_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("lab.toml");
-    std::fs::write(
-        &config,
-        "demo_users = false\n[listen]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n",
-    )
-    .unwrap();
-    for (user, pw) in [("alice", "alicepw"), ("bob", "bobpw")] {
-        let out = lab_cmd(&data, &config)
-            .args(["user", "add", user, "--password", pw])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    let (_dir, data, config) = lab_dir();
     let (mut lab, udp) = serve(&data, &config);
     let mut alice = Ua::new("alice", "alicepw", udp).await;
     for n in 0..TOTAL {

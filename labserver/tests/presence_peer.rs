@@ -224,6 +224,26 @@ impl Peer {
         Request::parse(Bytes::from(text)).unwrap()
     }
 
+    /// PUBLISH of presence (`Event: presence`) to `target`: a PIDF body when given, the entity
+    /// tag to refresh or modify as SIP-If-Match, and Expires when given.
+    pub(crate) async fn publish_presence(
+        &mut self,
+        target: &str,
+        if_match: Option<&str>,
+        expires: Option<u32>,
+        pidf: Option<&str>,
+    ) -> Response {
+        let mut extra = vec!["Event: presence".to_owned()];
+        extra.extend(if_match.map(|e| format!("SIP-If-Match: {e}")));
+        extra.extend(expires.map(|e| format!("Expires: {e}")));
+        self.publish(
+            target,
+            &extra,
+            pidf.map(|doc| ("application/pidf+xml", doc)),
+        )
+        .await
+    }
+
     /// PUBLISH to our own AoR (or `target`).
     pub(crate) async fn publish(
         &mut self,

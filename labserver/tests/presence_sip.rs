@@ -19,7 +19,7 @@ use presence_peer::{
 use tandem_proto::msg::{HeaderName, Message, Request};
 use tandem_proto::simple::pidf::{self, Basic};
 use tandem_proto::simple::watcherinfo::{WatcherInfo, WatcherStatus};
-use xcap_http::{XcapClient, xcap_addr};
+use xcap_http::{HttpReply, XcapClient, xcap_addr};
 
 #[tokio::test]
 async fn publications_of_two_devices_are_composed_modified_and_expire() {
@@ -28,15 +28,10 @@ async fn publications_of_two_devices_are_composed_modified_and_expire() {
     let mut desk = Peer::new(&lab, "alice").await;
     let mut phone = Peer::new(&lab, "alice").await;
     let mut bob = Peer::new(&lab, "bob").await;
-    let pidf_ct = "application/pidf+xml";
 
     let doc = pidf_doc("alice", "desk", "open", "at the desk");
     let r = desk
-        .publish(
-            "alice",
-            &["Event: presence".into(), "Expires: 60".into()],
-            Some((pidf_ct, &doc)),
-        )
+        .publish_presence("alice", None, Some(60), Some(doc.as_str()))
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers.expires().unwrap(), Some(60));
@@ -52,11 +47,7 @@ async fn publications_of_two_devices_are_composed_modified_and_expire() {
     // A second device with a short publication: both are composed.
     let doc = pidf_doc("alice", "phone", "open", "on the phone app");
     let r = phone
-        .publish(
-            "alice",
-            &["Event: presence".into(), "Expires: 2".into()],
-            Some((pidf_ct, &doc)),
-        )
+        .publish_presence("alice", None, Some(2), Some(doc.as_str()))
         .await;
     assert_eq!(r.status, 200);
     let n = bob.notify().await;
@@ -69,15 +60,7 @@ async fn publications_of_two_devices_are_composed_modified_and_expire() {
     // Modify (new body under the entity tag): a new tag, a NOTIFY.
     let doc = pidf_doc("alice", "desk", "open", "back soon");
     let r = desk
-        .publish(
-            "alice",
-            &[
-                "Event: presence".into(),
-                format!("SIP-If-Match: {e1}"),
-                "Expires: 60".into(),
-            ],
-            Some((pidf_ct, &doc)),
-        )
+        .publish_presence("alice", Some(e1.as_str()), Some(60), Some(doc.as_str()))
         .await;
     assert_eq!(r.status, 200);
     let e2 = etag(&r);
@@ -87,23 +70,11 @@ async fn publications_of_two_devices_are_composed_modified_and_expire() {
 
     // Refresh with the old tag: 412; with the new one: 200, no NOTIFY (nothing changed).
     let r = desk
-        .publish(
-            "alice",
-            &["Event: presence".into(), format!("SIP-If-Match: {e1}")],
-            None,
-        )
+        .publish_presence("alice", Some(e1.as_str()), None, None)
         .await;
     assert_eq!(r.status, 412);
     let r = desk
-        .publish(
-            "alice",
-            &[
-                "Event: presence".into(),
-                format!("SIP-If-Match: {e2}"),
-                "Expires: 30".into(),
-            ],
-            None,
-        )
+        .publish_presence("alice", Some(e2.as_str()), Some(30), None)
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers.expires().unwrap(), Some(30));
@@ -115,15 +86,7 @@ async fn publications_of_two_devices_are_composed_modified_and_expire() {
 
     // Remove: the presentity is offline again.
     let r = desk
-        .publish(
-            "alice",
-            &[
-                "Event: presence".into(),
-                format!("SIP-If-Match: {e3}"),
-                "Expires: 0".into(),
-            ],
-            None,
-        )
+        .publish_presence("alice", Some(e3.as_str()), Some(0), None)
         .await;
     assert_eq!(r.status, 200);
     let n = bob.notify().await;
@@ -189,27 +152,21 @@ async fn publish_errors() {
     assert_eq!(r.status, 423);
     assert_eq!(r.headers.get_str(&HeaderName::MinExpires), Some("60"));
     let r = alice
-        .publish(
-            "alice",
-            &["Event: presence".into(), "SIP-If-Match: nosuchtag".into()],
-            None,
-        )
+        .publish_presence("alice", Some("nosuchtag"), None, None)
         .await;
     assert_eq!(r.status, 412);
-    let r = alice
-        .publish("alice", &["Event: presence".into()], None)
-        .await;
+    let r = alice.publish_presence("alice", None, None, None).await;
     assert_eq!(r.status, 400, "an initial PUBLISH needs a body");
     let r = bob
-        .publish("alice", &["Event: presence".into()], Some((pidf_ct, &doc)))
+        .publish_presence("alice", None, None, Some(doc.as_str()))
         .await;
     assert_eq!(r.status, 403, "only alice publishes alice");
     let r = alice
-        .publish("zed", &["Event: presence".into()], Some((pidf_ct, &doc)))
+        .publish_presence("zed", None, None, Some(doc.as_str()))
         .await;
     assert_eq!(r.status, 404);
     let r = alice
-        .publish("alice", &["Event: presence".into()], Some((pidf_ct, &doc)))
+        .publish_presence("alice", None, None, Some(doc.as_str()))
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers.expires().unwrap(), Some(3600));
@@ -219,6 +176,31 @@ async fn publish_errors() {
     // Only alice may watch alice's watchers.
     let (r, _) = bob.subscribe("alice", "presence.winfo", 60).await;
     assert_eq!(r.status, 403);
+}
+
+/// PUTs alice's pres-rules document with `rules` (watcher, action) to `path`, conditional on
+/// the entity tag `etag` when given.
+async fn put_rules(
+    xcap: &XcapClient,
+    path: &str,
+    rules: &[(&str, &str)],
+    etag: Option<&str>,
+) -> HttpReply {
+    let if_match = etag.map(|e| format!("\"{e}\""));
+    xcap.put(
+        path,
+        Some(("alice", "alicepw")),
+        "application/auth-policy+xml",
+        if_match.as_deref().map(|v| ("If-Match", v)),
+        &rules_doc(rules),
+    )
+    .await
+}
+
+/// Asserts that `n` ends its subscription as rejected, without state.
+fn assert_rejected(n: &Request) {
+    assert_eq!(subscription_state(n), "terminated;reason=rejected");
+    assert!(n.body.is_empty());
 }
 
 #[tokio::test]
@@ -231,16 +213,17 @@ async fn pres_rules_over_xcap_decide_and_watcher_info_tells_the_presentity() {
         DOMAIN,
     );
     let rules_path = xcap.user_path("pres-rules", "alice", "index");
-    let alice_creds = Some(("alice", "alicepw"));
-    let ct = ("Content-Type", "application/auth-policy+xml");
-    let doc = rules_doc(&[
-        ("bob", "allow"),
-        ("carol", "polite-block"),
-        ("labuser", "block"),
-    ]);
-    let r = xcap
-        .send("PUT", &rules_path, alice_creds, &[ct], Some(&doc))
-        .await;
+    let r = put_rules(
+        &xcap,
+        &rules_path,
+        &[
+            ("bob", "allow"),
+            ("carol", "polite-block"),
+            ("labuser", "block"),
+        ],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 201);
     let rules_etag = r.etag();
 
@@ -250,14 +233,9 @@ async fn pres_rules_over_xcap_decide_and_watcher_info_tells_the_presentity() {
     let mut carol = Peer::new(&lab, "carol").await;
     let mut mallory = Peer::new(&lab, "labuser").await;
     let mut dave = Peer::new(&lab, "dave").await;
-    let pidf_ct = "application/pidf+xml";
     let secret = pidf_doc("alice", "t", "open", "secret-note");
     let r = alice
-        .publish(
-            "alice",
-            &["Event: presence".into()],
-            Some((pidf_ct, &secret)),
-        )
+        .publish_presence("alice", None, None, Some(secret.as_str()))
         .await;
     assert_eq!(r.status, 200);
     let alice_etag = etag(&r);
@@ -298,8 +276,7 @@ async fn pres_rules_over_xcap_decide_and_watcher_info_tells_the_presentity() {
     let (r, _) = mallory.subscribe("alice", "presence", 600).await;
     assert!(r.status == 200 || r.status == 403, "{}", r.status);
     let n = mallory.notify().await;
-    assert_eq!(subscription_state(&n), "terminated;reason=rejected");
-    assert!(n.body.is_empty());
+    assert_rejected(&n);
 
     // No rule for dave: confirm → pending, and alice is told.
     let (r, _) = dave.subscribe("alice", "presence", 600).await;
@@ -322,21 +299,18 @@ async fn pres_rules_over_xcap_decide_and_watcher_info_tells_the_presentity() {
         .await;
 
     // Alice allows dave over XCAP: dave's subscription becomes active with the state.
-    let doc = rules_doc(&[
-        ("bob", "allow"),
-        ("carol", "polite-block"),
-        ("labuser", "block"),
-        ("dave", "allow"),
-    ]);
-    let r = xcap
-        .send(
-            "PUT",
-            &rules_path,
-            alice_creds,
-            &[ct, ("If-Match", &format!("\"{rules_etag}\""))],
-            Some(&doc),
-        )
-        .await;
+    let r = put_rules(
+        &xcap,
+        &rules_path,
+        &[
+            ("bob", "allow"),
+            ("carol", "polite-block"),
+            ("labuser", "block"),
+            ("dave", "allow"),
+        ],
+        Some(&rules_etag),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let n = dave.notify().await;
     assert!(subscription_state(&n).starts_with("active"), "{n:?}");
@@ -348,13 +322,11 @@ async fn pres_rules_over_xcap_decide_and_watcher_info_tells_the_presentity() {
     // A change reaches the allowed watchers; the polite-blocked one still sees nothing.
     let secret2 = pidf_doc("alice", "t", "open", "secret-two");
     let r = alice
-        .publish(
+        .publish_presence(
             "alice",
-            &[
-                "Event: presence".into(),
-                format!("SIP-If-Match: {alice_etag}"),
-            ],
-            Some((pidf_ct, &secret2)),
+            Some(alice_etag.as_str()),
+            None,
+            Some(secret2.as_str()),
         )
         .await;
     assert_eq!(r.status, 200);
@@ -364,26 +336,24 @@ async fn pres_rules_over_xcap_decide_and_watcher_info_tells_the_presentity() {
     assert!(!body(&n).contains("secret"));
 
     // Alice now blocks bob: his subscription ends, without state.
-    let r = xcap.send("GET", &rules_path, alice_creds, &[], None).await;
-    let doc = rules_doc(&[
-        ("bob", "block"),
-        ("carol", "polite-block"),
-        ("labuser", "block"),
-        ("dave", "allow"),
-    ]);
     let r = xcap
-        .send(
-            "PUT",
-            &rules_path,
-            alice_creds,
-            &[ct, ("If-Match", &format!("\"{}\"", r.etag()))],
-            Some(&doc),
-        )
+        .send("GET", &rules_path, Some(("alice", "alicepw")), &[], None)
         .await;
+    let r = put_rules(
+        &xcap,
+        &rules_path,
+        &[
+            ("bob", "block"),
+            ("carol", "polite-block"),
+            ("labuser", "block"),
+            ("dave", "allow"),
+        ],
+        Some(&r.etag()),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let n = bob.notify().await;
-    assert_eq!(subscription_state(&n), "terminated;reason=rejected");
-    assert!(n.body.is_empty());
+    assert_rejected(&n);
 
     // The blocked and polite-blocked watchers never learnt anything.
     mallory.drain(0.5).await;
@@ -435,11 +405,7 @@ async fn refresh_unsubscribe_expiry_and_a_vanished_watcher() {
     bob.notify_status = 481;
     let doc = pidf_doc("alice", "t", "open", "hello");
     let r = alice
-        .publish(
-            "alice",
-            &["Event: presence".into()],
-            Some(("application/pidf+xml", &doc)),
-        )
+        .publish_presence("alice", None, None, Some(doc.as_str()))
         .await;
     assert_eq!(r.status, 200);
     bob.notify().await;

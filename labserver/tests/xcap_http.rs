@@ -78,6 +78,21 @@ impl XcapClient {
         )
     }
 
+    /// PUTs `body` as `content_type` to `path`, with an optional precondition header such as
+    /// (`If-Match`, `"etag"`) or (`If-None-Match`, `*`).
+    pub async fn put(
+        &self,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        content_type: &str,
+        precondition: Option<(&str, &str)>,
+        body: &str,
+    ) -> HttpReply {
+        let mut headers = vec![("Content-Type", content_type)];
+        headers.extend(precondition);
+        self.send("PUT", path, auth, &headers, Some(body)).await
+    }
+
     /// Sends one request with curl; `auth` = (user, password) for digest.
     pub async fn send(
         &self,

@@ -118,60 +118,30 @@ async fn xcap_entity_tags_guard_writes() {
     let (_lab, x) = lab_and_client().await;
     let path = x.user_path("resource-lists", "alice", "index");
     let alice = Some(("alice", "alicepw"));
-    let ct = ("Content-Type", "application/resource-lists+xml");
+    let ct = "application/resource-lists+xml";
 
     let r = x
-        .send(
-            "PUT",
-            &path,
-            alice,
-            &[ct, ("If-None-Match", "*")],
-            Some(LISTS),
-        )
+        .put(&path, alice, ct, Some(("If-None-Match", "*")), LISTS)
         .await;
     assert_eq!(r.status, 201);
     let e1 = r.etag();
     let r = x
-        .send(
-            "PUT",
-            &path,
-            alice,
-            &[ct, ("If-None-Match", "*")],
-            Some(LISTS),
-        )
+        .put(&path, alice, ct, Some(("If-None-Match", "*")), LISTS)
         .await;
     assert_eq!(r.status, 412, "the document exists");
     let r = x
-        .send(
-            "PUT",
-            &path,
-            alice,
-            &[ct, ("If-Match", "\"stale\"")],
-            Some(LISTS),
-        )
+        .put(&path, alice, ct, Some(("If-Match", "\"stale\"")), LISTS)
         .await;
     assert_eq!(r.status, 412);
     let if_e1 = format!("\"{e1}\"");
     let r = x
-        .send(
-            "PUT",
-            &path,
-            alice,
-            &[ct, ("If-Match", &if_e1)],
-            Some(LISTS),
-        )
+        .put(&path, alice, ct, Some(("If-Match", &if_e1)), LISTS)
         .await;
     assert_eq!(r.status, 200);
     let e2 = r.etag();
     assert_ne!(e1, e2, "each version has its own tag");
     let r = x
-        .send(
-            "PUT",
-            &path,
-            alice,
-            &[ct, ("If-Match", &if_e1)],
-            Some(LISTS),
-        )
+        .put(&path, alice, ct, Some(("If-Match", &if_e1)), LISTS)
         .await;
     assert_eq!(r.status, 412, "a lost update is refused");
 
