@@ -1468,40 +1468,32 @@ async fn out_of_dialog_refer_notify_and_unknown_replaces_are_refused() {
              Content-Length: 0\r\n\r\n"
         )
     };
-    raw.send(
-        request("REFER", &format!("Refer-To: <sip:carol@{me}>\r\n"), 1).as_bytes(),
-        bob_addr,
-    )
-    .await;
-    assert_eq!(raw_response(&raw, 1).await.status, 403);
-    raw.send(
-        request(
+    let refer_to = format!("Refer-To: <sip:carol@{me}>\r\n");
+    let cases: [(&str, &str, u16); 4] = [
+        // Out-of-dialog REFER: refused.
+        ("REFER", &refer_to, 403),
+        // NOTIFY for no subscription of ours.
+        (
             "NOTIFY",
             "Event: refer\r\nSubscription-State: active\r\n",
-            2,
-        )
-        .as_bytes(),
-        bob_addr,
-    )
-    .await;
-    assert_eq!(raw_response(&raw, 2).await.status, 481);
-    // An INVITE with Replaces naming no dialog of ours: 481 (RFC 3891 §3), malformed: 400.
-    raw.send(
-        request(
+            481,
+        ),
+        // An INVITE with Replaces naming no dialog of ours: 481 (RFC 3891 §3); malformed: 400.
+        (
             "INVITE",
             "Replaces: nosuch@x;to-tag=a;from-tag=b\r\nRequire: replaces\r\n",
-            3,
-        )
-        .as_bytes(),
-        bob_addr,
-    )
-    .await;
-    assert_eq!(raw_response(&raw, 3).await.status, 481);
-    raw.send(
-        request("INVITE", "Replaces: nosuch@x;to-tag=a\r\n", 4).as_bytes(),
-        bob_addr,
-    )
-    .await;
-    assert_eq!(raw_response(&raw, 4).await.status, 400);
+            481,
+        ),
+        ("INVITE", "Replaces: nosuch@x;to-tag=a\r\n", 400),
+    ];
+    for (seq, (method, extra, status)) in (1u32..).zip(cases) {
+        raw.send(request(method, extra, seq).as_bytes(), bob_addr)
+            .await;
+        assert_eq!(
+            raw_response(&raw, seq).await.status,
+            status,
+            "{method} with {extra:?}"
+        );
+    }
     bob.ua.shutdown().await;
 }
