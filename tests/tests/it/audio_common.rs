@@ -241,3 +241,30 @@ pub fn num(line: &str, key: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no numeric {key}= in {line:?}"))
 }
+
+/// Starts `alice` calling `sip:bob@127.0.0.1` with PCMU for up to a minute, playing `tone` (and recording what it
+/// hears into `record`), with the stdin control channel open.
+pub fn call_bob_pcmu(
+    alice: &tandem_tests::CliAccount,
+    name: &str,
+    dir: &Path,
+    tone: &str,
+    record: Option<&str>,
+) -> tandem_tests::process::ChildGuard {
+    let mut args = vec![
+        "call",
+        "sip:bob@127.0.0.1",
+        "--duration",
+        "60",
+        "--timeout",
+        "10",
+        "--codec",
+        "pcmu",
+        "--play",
+        tone,
+    ];
+    if let Some(record) = record {
+        args.extend(["--record", record]);
+    }
+    crate::common::ok(alice.spawn_interactive(name, &args, dir))
+}

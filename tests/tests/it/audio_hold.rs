@@ -15,7 +15,8 @@ use tandem_tests::{
 
 use crate::audio_baresip::{Registrar, Server};
 use crate::audio_common::{
-    Recording, SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone_active, num, tone_file,
+    Recording, SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone_active, call_bob_pcmu, num,
+    tone_file,
 };
 use crate::common::{ok, secs};
 
@@ -43,24 +44,7 @@ fn cli_holds_and_resumes_baresip() {
     let tone = tone_file(dir.path(), TONE_CALLER).display().to_string();
     let rec_path = dir.path().join("alice-heard.wav");
     let rec = rec_path.display().to_string();
-    let mut call = ok(alice.spawn_interactive(
-        "cli-call",
-        &[
-            "call",
-            "sip:bob@127.0.0.1",
-            "--duration",
-            "60",
-            "--timeout",
-            "10",
-            "--codec",
-            "pcmu",
-            "--play",
-            &tone,
-            "--record",
-            &rec,
-        ],
-        dir.path(),
-    ));
+    let mut call = call_bob_pcmu(&alice, "cli-call", dir.path(), &tone, Some(&rec));
     ok(call.wait_for_line(Stream::Stdout, "answered", secs(10)));
     std::thread::sleep(Duration::from_millis(1500));
     ok(call.send_line("hold"));
@@ -125,24 +109,7 @@ fn baresip_holds_and_resumes_cli() {
     let tone = tone_path.display().to_string();
     let rec_path = dir.path().join("alice-heard.wav");
     let rec = rec_path.display().to_string();
-    let mut call = ok(alice.spawn_interactive(
-        "cli-call",
-        &[
-            "call",
-            "sip:bob@127.0.0.1",
-            "--duration",
-            "60",
-            "--timeout",
-            "10",
-            "--codec",
-            "pcmu",
-            "--play",
-            &tone,
-            "--record",
-            &rec,
-        ],
-        dir.path(),
-    ));
+    let mut call = call_bob_pcmu(&alice, "cli-call", dir.path(), &tone, Some(&rec));
     ok(bob.wait_event_type("CALL_ESTABLISHED", secs(10)));
     std::thread::sleep(Duration::from_millis(1500));
     ok(bob.command("hold", "", secs(5)));

@@ -7,7 +7,9 @@ use tandem_tests::process::Stream;
 use tandem_tests::{Baresip, BaresipOptions, BaresipSource, CliAccount, TestDir, Transport};
 
 use crate::audio_baresip::{Registrar, Server};
-use crate::audio_common::{SNR_FLOOR_DB, TONE_CALLER, TONE_THIRD, assert_tone, tone_file};
+use crate::audio_common::{
+    SNR_FLOOR_DB, TONE_CALLER, TONE_THIRD, assert_tone, call_bob_pcmu, tone_file,
+};
 use crate::common::{ok, secs};
 
 #[test]
@@ -43,22 +45,7 @@ fn baresip_transfers_cli_to_cli() {
 
     let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
     let tone = tone_file(dir.path(), TONE_CALLER).display().to_string();
-    let mut call = ok(alice.spawn_interactive(
-        "cli-alice",
-        &[
-            "call",
-            "sip:bob@127.0.0.1",
-            "--duration",
-            "60",
-            "--timeout",
-            "10",
-            "--codec",
-            "pcmu",
-            "--play",
-            &tone,
-        ],
-        dir.path(),
-    ));
+    let mut call = call_bob_pcmu(&alice, "cli-alice", dir.path(), &tone, None);
     ok(bob.wait_event_type("CALL_ESTABLISHED", secs(10)));
     std::thread::sleep(secs(1));
     ok(bob.command("transfer", "sip:carol@127.0.0.1", secs(5)));
