@@ -27,6 +27,8 @@ mod error;
 pub mod history;
 mod im;
 mod media;
+pub mod msrp;
+pub mod mwi;
 mod presence;
 mod registration;
 mod request;

@@ -77,6 +77,20 @@ pub struct LabConfig {
     pub presence: crate::presence::PresenceConfig,
     /// The XCAP server (`[xcap]`).
     pub xcap: crate::xcap::XcapConfig,
+    /// The MSRP relay (`[msrp]`).
+    pub msrp: crate::msrp_relay::MsrpRelayConfig,
+    /// The STUN/TURN server (`[turn]`).
+    pub turn: crate::turn::TurnConfig,
+    /// The media server (`[mediasrv]`).
+    pub mediasrv: crate::mediasrv::MediaServerConfig,
+    /// Voicemail (`[voicemail]`).
+    pub voicemail: crate::mediasrv::voicemail::VoicemailConfig,
+    /// Conference rooms (`[conference]`).
+    pub conference: crate::mediasrv::conference::ConferenceConfig,
+    /// IVR menus (`[ivr]`).
+    pub ivr: crate::mediasrv::ivr::IvrConfig,
+    /// The click-to-call HTTP API (`[api]`).
+    pub api: crate::mediasrv::api::ApiConfig,
 }
 
 /// Listening sockets per transport.
@@ -265,6 +279,13 @@ impl Default for LabConfig {
             im: Default::default(),
             presence: Default::default(),
             xcap: Default::default(),
+            msrp: Default::default(),
+            turn: Default::default(),
+            mediasrv: Default::default(),
+            voicemail: Default::default(),
+            conference: Default::default(),
+            ivr: Default::default(),
+            api: Default::default(),
         }
     }
 }

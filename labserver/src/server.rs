@@ -46,6 +46,15 @@ pub enum ServerError {
     /// The presence agent or XCAP server could not start.
     #[error("presence: {0}")]
     Presence(#[from] crate::presence::PresenceError),
+    /// The MSRP relay could not start.
+    #[error("{0}")]
+    Msrp(#[from] crate::msrp_relay::MsrpRelayError),
+    /// The STUN/TURN server could not start.
+    #[error("{0}")]
+    Turn(#[from] crate::turn::TurnError),
+    /// The media server could not start.
+    #[error("{0}")]
+    MediaServer(#[from] crate::mediasrv::MediaServerError),
 }
 
 /// Everything the dispatcher needs.
@@ -68,6 +77,9 @@ pub struct LabServer {
     store: Store,
     im: Arc<crate::im::Im>,
     presence: Arc<crate::presence::Presence>,
+    msrp: Option<crate::msrp_relay::MsrpRelay>,
+    turn: Option<crate::turn::TurnServer>,
+    mediasrv: Option<crate::mediasrv::MediaServer>,
 }
 
 impl LabServer {
@@ -166,6 +178,19 @@ impl LabServer {
         )
         .await;
         proxy.set_im(Arc::clone(&im));
+        let msrp =
+            crate::msrp_relay::MsrpRelay::start(&config, &store, &ca, Arc::clone(&authn)).await?;
+        let turn = crate::turn::TurnServer::start(&config, &store, &ca, Arc::clone(&authn)).await?;
+        let mediasrv = crate::mediasrv::MediaServer::start(crate::mediasrv::MediaServerDeps {
+            config: &config,
+            store: &store,
+            ca: &ca,
+            authn: Arc::clone(&authn),
+            proxy: &proxy,
+            location: location.clone(),
+            locals: Arc::clone(&locals),
+        })
+        .await?;
         let location_tasks = location.spawn_tasks();
         let core = Arc::new(Core {
             endpoint: endpoint.clone(),
@@ -189,6 +214,9 @@ impl LabServer {
             store,
             im,
             presence,
+            msrp,
+            turn,
+            mediasrv,
         })
     }
 
@@ -215,6 +243,14 @@ impl LabServer {
         if let Some(addr) = self.presence.xcap_addr() {
             line.push_str(&format!(" xcap={addr}"));
         }
+        let services = [
+            self.msrp.as_ref().map(|s| s.ready_fields()),
+            self.turn.as_ref().map(|s| s.ready_fields()),
+            self.mediasrv.as_ref().map(|s| s.ready_fields()),
+        ];
+        for (key, addr) in services.into_iter().flatten().flatten() {
+            line.push_str(&format!(" {key}={addr}"));
+        }
         line
     }
 
@@ -236,6 +272,15 @@ impl LabServer {
         }
         self.proxy.flush_cdrs().await;
         self.presence.shutdown().await;
+        if let Some(s) = &self.mediasrv {
+            s.shutdown().await;
+        }
+        if let Some(s) = &self.msrp {
+            s.shutdown().await;
+        }
+        if let Some(s) = &self.turn {
+            s.shutdown().await;
+        }
         self.endpoint.shutdown().await;
         flushed?;
         Ok(())

@@ -7,6 +7,8 @@ pub mod codec;
 pub mod device;
 pub mod dtmf;
 pub mod jitter;
+pub mod mixer;
+pub mod ogg;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;

@@ -11,6 +11,7 @@ pub mod msrp;
 pub mod sdp;
 pub mod simple;
 pub mod spread;
+pub mod stun;
 pub mod transaction;
 
 pub use flow::{Flow, Transport};

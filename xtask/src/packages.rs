@@ -96,6 +96,14 @@ pub const TEST_PACKAGES: &[Need] = &[
     (Probe::Bin("sox"), "sox"),
     // The app's keyring tests run inside `keyctl session -`.
     (Probe::Bin("keyctl"), "keyutils"),
+    // TURN interop and the relay benchmark: coturn's turnserver and turnutils_uclient.
+    (Probe::Bin("turnutils_uclient"), "coturn"),
+    // The desktop app's end-to-end test: Xvfb, WebKitWebDriver; the phone layout in Chromium.
+    (Probe::Bin("Xvfb"), "xvfb"),
+    (Probe::Bin("WebKitWebDriver"), "webkit2gtk-driver"),
+    (Probe::Bin("chromium"), "chromium"),
+    // Media server tests decode the Ogg Opus recordings with opusdec.
+    (Probe::Bin("opusdec"), "opus-tools"),
 ];
 
 /// What `cargo xtask run` / `lab` need beyond the Rust toolchain.

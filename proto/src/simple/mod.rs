@@ -6,6 +6,7 @@
 
 use thiserror::Error;
 
+pub mod conference_info;
 pub mod cpim;
 pub mod imdn;
 pub mod iscomposing;

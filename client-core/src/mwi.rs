@@ -1,0 +1,1 @@
+//! Message waiting indication (RFC 3842): subscribing to a voicemail account's message-summary.

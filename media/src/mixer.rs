@@ -1,0 +1,1 @@
+//! Audio conference mixer: N participants, mix-minus, per-participant rates and queues.

@@ -1,0 +1,1 @@
+//! The conference event package's `conference-info` documents (RFC 4575).
