@@ -65,6 +65,7 @@ pub struct LabServer {
     tcp: SocketAddr,
     tls: Option<SocketAddr>,
     xcap: Option<SocketAddr>,
+    services: Vec<(String, SocketAddr)>,
     child: Option<ChildGuard>,
 }
 
@@ -128,6 +129,7 @@ impl LabServer {
             tcp,
             tls,
             xcap,
+            services: Vec::new(),
             child: None,
         };
         for (name, password) in lab.opts.users.clone() {
@@ -179,6 +181,7 @@ impl LabServer {
             }
         };
         // Trust the addresses the server reports (they must be the ones we asked for).
+        self.services.clear();
         for word in ready.split_whitespace() {
             if let Some((key, value)) = word.split_once('=')
                 && let Ok(addr) = value.parse::<SocketAddr>()
@@ -190,6 +193,7 @@ impl LabServer {
                     "xcap" => self.xcap = Some(addr),
                     _ => {}
                 }
+                self.services.push((key.to_string(), addr));
             }
         }
         self.child = Some(child);
@@ -216,6 +220,14 @@ impl LabServer {
     /// The XCAP (HTTPS) listener, as the ready line reports it (`None` when not known).
     pub fn xcap(&self) -> Option<SocketAddr> {
         self.xcap
+    }
+
+    /// The address the ready line gave for `key` (e.g. `msrp`, `msrps`, `turn`, `api`), if any.
+    pub fn service(&self, key: &str) -> Option<SocketAddr> {
+        self.services
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, a)| *a)
     }
 
     /// The UDP listener.

@@ -10,6 +10,8 @@
 
 pub mod baresip;
 pub mod cli;
+pub mod coturn;
+pub mod desktop;
 pub mod error;
 pub mod impair;
 pub mod kamailio;

@@ -1,6 +1,7 @@
 //! The integration test binary: one module per scenario, each against real peer processes
 //! (Tandem's own binaries from `TANDEM_BIN_DIR`, see `cargo xtask test`).
 
+mod app_e2e;
 mod audio_baresip;
 mod audio_cli_cli;
 mod audio_common;
@@ -17,6 +18,14 @@ mod harness_selftest;
 mod kamailio_cli;
 mod lab_malformed;
 mod lab_restart;
+mod mediasrv_api;
+mod mediasrv_conference;
+mod mediasrv_ivr;
+mod mediasrv_voicemail;
+mod nat_turn;
+mod simple_kamailio;
 mod simple_message;
+mod simple_msrp;
 mod simple_presence;
+mod simple_presence_interop;
 mod sipp_lab;

@@ -1,0 +1,1 @@
+//! coturn launcher: `turnserver` on free ports with long-term users, `turnutils_uclient` runs.

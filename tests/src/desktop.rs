@@ -1,0 +1,1 @@
+//! The desktop app under Xvfb driven by tauri-driver and WebKitWebDriver (W3C WebDriver over HTTP).

@@ -1,0 +1,1 @@
+//! (scenario module; filled in by its owner)
