@@ -6,7 +6,7 @@
 //! path rarely touches the database.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,7 @@ pub struct Authenticator {
     issuer: Mutex<NonceIssuer>,
     store: Store,
     trusted: Vec<IpNet>,
+    internal: Mutex<Vec<SocketAddr>>,
     cache: Mutex<HashMap<(String, u8), CacheEntry>>,
 }
 
@@ -188,6 +189,7 @@ impl Authenticator {
             issuer: Mutex::new(NonceIssuer::new(secret, settings.nonce_lifetime)),
             store,
             trusted,
+            internal: Mutex::new(Vec::new()),
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -200,6 +202,23 @@ impl Authenticator {
     /// True when `ip` is in one of the trusted networks.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|n| n.contains(ip))
+    }
+
+    /// Marks a UDP socket of the lab server's own (media server, click-to-call UA) as trusted:
+    /// its requests are proxied without a challenge.
+    pub fn trust_internal(&self, addr: SocketAddr) {
+        let mut internal = self.internal.lock().unwrap_or_else(|p| p.into_inner());
+        if !internal.contains(&addr) {
+            internal.push(addr);
+        }
+    }
+
+    /// True when `source` is one of the lab server's own sockets ([`Authenticator::trust_internal`]).
+    pub fn is_internal(&self, source: SocketAddr) -> bool {
+        self.internal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&source)
     }
 
     /// Authenticates `request` from `source`: `Ok` with who sent it, or `Err` with the response to

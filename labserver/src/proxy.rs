@@ -411,12 +411,14 @@ impl Proxy {
             return;
         }
 
-        // Out-of-dialog (or not routed through us): authenticate.
-        let identity = match self
-            .authn
-            .authenticate(&request, AuthRole::Proxy, flow.remote.ip())
-            .await
-        {
+        // Out-of-dialog (or not routed through us): authenticate (the lab's own UAs are trusted).
+        let identity = match if self.authn.is_internal(flow.remote) {
+            Ok(Identity::Trusted)
+        } else {
+            self.authn
+                .authenticate(&request, AuthRole::Proxy, flow.remote.ip())
+                .await
+        } {
             Ok(id) => id,
             Err(challenge) => {
                 self.endpoint.respond(tx, *challenge);
