@@ -1,4 +1,6 @@
-//! Launching Kamailio (registrar + record-routing proxy, digest auth from SQLite, UDP/TCP/TLS) on free ports.
+//! Launching Kamailio (registrar + record-routing proxy, digest auth from SQLite, UDP/TCP/TLS) on free ports; with
+//! [`KamailioOptions::presence`] also its presence server, resource list server and XCAP server
+//! (`tests/peers/kamailio-presence.cfg.in`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,11 @@ pub struct KamailioOptions {
     pub auth: bool,
     /// Worker processes per transport.
     pub children: u32,
+    /// Run the presence configuration (`kamailio-presence.cfg.in`: presence, presence_xml, rls, xcap_server over
+    /// xhttp) instead of the plain registrar/proxy.
+    pub presence: bool,
+    /// With `presence`: every presence subscription is active at once (define `WITH_FORCE_ACTIVE`; no pres-rules).
+    pub force_active: bool,
 }
 
 impl Default for KamailioOptions {
@@ -34,6 +41,8 @@ impl Default for KamailioOptions {
             users: Vec::new(),
             auth: true,
             children: 2,
+            presence: false,
+            force_active: false,
         }
     }
 }
@@ -42,6 +51,12 @@ impl KamailioOptions {
     /// Adds a subscriber.
     pub fn user(mut self, name: &str, password: &str) -> Self {
         self.users.push((name.into(), password.into()));
+        self
+    }
+
+    /// The presence/RLS/XCAP configuration (see [`KamailioOptions::presence`]).
+    pub fn with_presence(mut self) -> Self {
+        self.presence = true;
         self
     }
 }
@@ -134,8 +149,14 @@ fn sql_quote(s: &str) -> String {
 
 /// Creates Kamailio's SQLite database (standard, auth_db, usrloc tables) with the given subscribers.
 pub fn make_db(path: &Path, users: &[(String, String)]) -> Result<()> {
+    make_db_with(path, users, &["standard", "auth_db", "usrloc"])
+}
+
+/// Creates Kamailio's SQLite database from the named schema files (`<name>-create.sql` of Debian's
+/// `db_sqlite` directory) with the given subscribers.
+pub fn make_db_with(path: &Path, users: &[(String, String)], schemas: &[&str]) -> Result<()> {
     let mut sql = String::new();
-    for schema in ["standard", "auth_db", "usrloc"] {
+    for schema in schemas {
         let file = Path::new(SCHEMA_DIR).join(format!("{schema}-create.sql"));
         sql.push_str(
             &std::fs::read_to_string(&file).ctx(|| format!("reading {}", file.display()))?,
@@ -172,13 +193,21 @@ impl Kamailio {
             )?,
         )?;
         let db = kdir.join("kamailio.sqlite");
-        make_db(&db, &opts.users)?;
+        let (template, schemas): (&str, &[&str]) = if opts.presence {
+            (
+                "kamailio-presence.cfg.in",
+                &["standard", "auth_db", "usrloc", "presence", "rls"],
+            )
+        } else {
+            ("kamailio-test.cfg.in", &["standard", "auth_db", "usrloc"])
+        };
+        make_db_with(&db, &opts.users, schemas)?;
         let (udp, tcp, tls) = (free_port(), free_port(), free_port());
         let cfg = kdir.join("kamailio.cfg");
         write(
             &cfg,
             render(
-                "kamailio-test.cfg.in",
+                template,
                 &[
                     ("UDP", udp.to_string()),
                     ("TCP", tcp.to_string()),
@@ -198,6 +227,9 @@ impl Kamailio {
             .arg(&runtime);
         if opts.auth {
             cmd.args(["-A", "WITH_AUTH"]);
+        }
+        if opts.presence && opts.force_active {
+            cmd.args(["-A", "WITH_FORCE_ACTIVE"]);
         }
         let child = ChildGuard::spawn("kamailio", cmd, dir)?;
         let mut k = Kamailio {
@@ -232,6 +264,11 @@ impl Kamailio {
         }
     }
 
+    /// The XCAP root over HTTPS on the TLS listener (`https://127.0.0.1:PORT/xcap-root`; presence configuration).
+    pub fn xcap_root(&self) -> String {
+        format!("https://{}/xcap-root", self.tls)
+    }
+
     /// The CA that signed Kamailio's TLS certificate (for `--ca-file`).
     pub fn ca_cert(&self) -> &Path {
         &self.ca_cert
@@ -245,5 +282,60 @@ impl Kamailio {
     /// Kamailio's process guard (logs).
     pub fn process(&mut self) -> &mut ChildGuard {
         &mut self.child
+    }
+}
+
+/// The answer to an XCAP request made with curl.
+#[derive(Debug, Clone)]
+pub struct XcapReply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response body.
+    pub body: String,
+}
+
+/// One XCAP request with curl (digest credentials `user:password` when given, the CA file to trust): `method` on
+/// `url` with an optional (content type, body). Works against any XCAP server (Kamailio's xcap_server, the lab's).
+pub fn curl_xcap(
+    method: &str,
+    url: &str,
+    credentials: Option<(&str, &str)>,
+    ca: &Path,
+    body: Option<(&str, &str)>,
+) -> Result<XcapReply> {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(ca);
+    if let Some((user, password)) = credentials {
+        cmd.args(["--digest", "-u", &format!("{user}:{password}")]);
+    }
+    if let Some((content_type, data)) = body {
+        cmd.args(["-H", &format!("Content-Type: {content_type}")])
+            .args(["--data-binary", data]);
+    }
+    cmd.arg(url);
+    let out = cmd
+        .output()
+        .ctx(|| format!("running curl {method} {url}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    match code.trim().parse::<u16>() {
+        Ok(status) if out.status.success() => Ok(XcapReply {
+            status,
+            body: body.to_string(),
+        }),
+        _ => Err(HarnessError::Tool {
+            what: format!("curl {method} {url}"),
+            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+        }),
     }
 }

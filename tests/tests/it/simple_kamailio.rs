@@ -1,1 +1,188 @@
-//! (scenario module; filled in by its owner)
+//! `tandem-cli` against an unmodified Kamailio 5.6 presence server (presence, presence_xml, rls, xcap_server over
+//! xhttp; `tests/peers/kamailio-presence.cfg.in`): PUBLISH, SUBSCRIBE/NOTIFY with pres-rules written over XCAP, the
+//! XCAP buddy list (`tandem-cli buddy`), XCAP access control, and a resource-list subscription (RFC 4662) with
+//! `tandem-cli watch --list`.
+
+use tandem_tests::kamailio::curl_xcap;
+use tandem_tests::process::Stream;
+use tandem_tests::{CliAccount, Kamailio, KamailioOptions, TestDir, Transport};
+
+use crate::common::{assert_exit, ok, secs};
+
+/// `owner`'s pres-rules allowing each of `watchers` (RFC 5025 over common-policy, RFC 4745).
+pub fn allow_rules(watchers: &[&str]) -> String {
+    let rules: String = watchers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            format!(
+                "<cr:rule id=\"r{i}\"><cr:conditions><cr:identity><cr:one id=\"{w}\"/></cr:identity></cr:conditions>\
+                 <cr:actions><pr:sub-handling>allow</pr:sub-handling></cr:actions><cr:transformations>\
+                 <pr:provide-services><pr:all-services/></pr:provide-services><pr:provide-persons><pr:all-persons/>\
+                 </pr:provide-persons><pr:provide-devices><pr:all-devices/></pr:provide-devices>\
+                 <pr:provide-all-attributes/></cr:transformations></cr:rule>\n"
+            )
+        })
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<cr:ruleset xmlns:cr=\"urn:ietf:params:xml:ns:common-policy\" \
+         xmlns:pr=\"urn:ietf:params:xml:ns:pres-rules\">\n{rules}</cr:ruleset>\n"
+    )
+}
+
+fn start_kamailio(dir: &TestDir, users: &[(&str, &str)]) -> Kamailio {
+    let mut opts = KamailioOptions::default().with_presence();
+    for (u, p) in users {
+        opts = opts.user(u, p);
+    }
+    ok(Kamailio::start(opts, dir.path()))
+}
+
+fn account(k: &Kamailio, user: &str, password: &str) -> CliAccount {
+    let mut a = CliAccount::new(
+        user,
+        "127.0.0.1",
+        password,
+        k.addr(Transport::Udp),
+        Transport::Udp,
+    );
+    a.ca_file = Some(k.ca_cert().to_path_buf());
+    a
+}
+
+fn doc_url(k: &Kamailio, auid: &str, user: &str) -> String {
+    format!("{}/{auid}/users/sip:{user}@127.0.0.1/index", k.xcap_root())
+}
+
+#[test]
+fn cli_presence_pres_rules_and_buddies_against_kamailio() {
+    let dir = ok(TestDir::new("kam-presence"));
+    let mut k = start_kamailio(&dir, &[("alice", "alicepw"), ("bob", "bobpw")]);
+    let alice = account(&k, "alice", "alicepw");
+    let bob = account(&k, "bob", "bobpw");
+
+    // bob watches alice: without pres-rules Kamailio's presence_xml keeps the subscription pending.
+    let mut watch = ok(bob.spawn(
+        "cli-watch-kam",
+        &["watch", "sip:alice@127.0.0.1", "--duration", "90"],
+        dir.path(),
+    ));
+    ok(watch.wait_for_line(Stream::Stdout, "presence-pending", secs(15)));
+
+    // XCAP access control: no credentials 401, bob writing alice's rules 403.
+    let rules_url = doc_url(&k, "pres-rules", "alice");
+    let rules = allow_rules(&["sip:bob@127.0.0.1"]);
+    let anon = ok(curl_xcap("GET", &rules_url, None, k.ca_cert(), None));
+    assert_eq!(anon.status, 401, "{anon:?}");
+    let cross = ok(curl_xcap(
+        "PUT",
+        &rules_url,
+        Some(("bob", "bobpw")),
+        k.ca_cert(),
+        Some(("application/auth-policy+xml", &rules)),
+    ));
+    assert_eq!(cross.status, 403, "{cross:?}");
+
+    // alice allows bob (Kamailio re-evaluates the watchers of alice), then publishes.
+    let put = ok(curl_xcap(
+        "PUT",
+        &rules_url,
+        Some(("alice", "alicepw")),
+        k.ca_cert(),
+        Some(("application/auth-policy+xml", &rules)),
+    ));
+    assert!(matches!(put.status, 200 | 201), "{put:?}");
+    let out = ok(alice.run(
+        "cli-presence-kam",
+        &[
+            "presence",
+            "--status",
+            "busy",
+            "--note",
+            "in a meeting",
+            "--duration",
+            "3",
+        ],
+        dir.path(),
+        secs(40),
+    ));
+    assert_exit(&out, 0);
+    let published = out.events("published");
+    assert_eq!(published.len(), 1, "{}", out.dump());
+    assert!(published[0].contains("status=busy"), "{}", out.dump());
+    assert!(out.has_event("unpublished"), "{}", out.dump());
+    let line = ok(watch.wait_for_line(
+        Stream::Stdout,
+        "presence entity=sip:alice@127.0.0.1 status=busy",
+        secs(15),
+    ));
+    assert!(line.contains("note=\"in a meeting\""), "{line}");
+    ok(watch.wait_for_line(
+        Stream::Stdout,
+        "presence entity=sip:alice@127.0.0.1 status=offline",
+        secs(15),
+    ));
+    watch.stop();
+
+    // The buddy list over Kamailio's XCAP server (resource-lists, HTTPS, digest).
+    let xcap_root = k.xcap_root();
+    let buddy = |name: &str, args: &[&str]| {
+        let mut full = vec!["buddy", "--xcap-root", xcap_root.as_str()];
+        full.extend_from_slice(args);
+        ok(alice.run(name, &full, dir.path(), secs(30)))
+    };
+    let add = buddy(
+        "cli-buddy-add-bob",
+        &["add", "sip:bob@127.0.0.1", "--name", "Bob"],
+    );
+    assert_exit(&add, 0);
+    assert!(add.has_event("buddy-added"), "{}", add.dump());
+    let add = buddy("cli-buddy-add-carol", &["add", "sip:carol@127.0.0.1"]);
+    assert_exit(&add, 0);
+    let list = buddy("cli-buddy-list", &["list"]);
+    assert_exit(&list, 0);
+    let buddies = list.events("buddy");
+    assert_eq!(buddies.len(), 2, "{}", list.dump());
+    assert!(
+        buddies
+            .iter()
+            .any(|b| b.contains("uri=sip:bob@127.0.0.1") && b.contains("name=Bob")),
+        "{}",
+        list.dump()
+    );
+    // What Kamailio stored is a resource-lists document bob cannot read.
+    let stored = ok(curl_xcap(
+        "GET",
+        &doc_url(&k, "resource-lists", "alice"),
+        Some(("alice", "alicepw")),
+        k.ca_cert(),
+        None,
+    ));
+    assert_eq!(stored.status, 200, "{stored:?}");
+    assert!(
+        stored
+            .body
+            .contains("urn:ietf:params:xml:ns:resource-lists")
+            && stored.body.contains("sip:carol@127.0.0.1"),
+        "{stored:?}"
+    );
+    let cross = ok(curl_xcap(
+        "GET",
+        &doc_url(&k, "resource-lists", "alice"),
+        Some(("bob", "bobpw")),
+        k.ca_cert(),
+        None,
+    ));
+    assert_eq!(cross.status, 403, "{cross:?}");
+    let del = buddy("cli-buddy-del", &["del", "sip:carol@127.0.0.1"]);
+    assert_exit(&del, 0);
+    let list = buddy("cli-buddy-list2", &["list"]);
+    let buddies = list.events("buddy");
+    assert_eq!(buddies.len(), 1, "{}", list.dump());
+    assert!(
+        buddies[0].contains("uri=sip:bob@127.0.0.1"),
+        "{}",
+        list.dump()
+    );
+    assert!(k.is_running());
+}
