@@ -179,6 +179,17 @@ pub enum Command {
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,
     },
+    /// Edit or show our buddy list (resource-lists over XCAP, RFC 4825/4826): `buddy add URI [--name NAME]`
+    /// prints `buddy-added uri=…`, `buddy del URI` prints `buddy-removed uri=…`, `buddy list` prints
+    /// one `buddy uri=… name=…` line per entry.
+    Buddy {
+        /// The XCAP root (https://HOST:PORT/xcap-root).
+        #[arg(long = "xcap-root", global = true, value_name = "URL")]
+        xcap_root: Option<String>,
+        /// What to do with the list.
+        #[command(subcommand)]
+        action: BuddyAction,
+    },
     /// List the audio devices (capture and playback) and exit.
     #[command(visible_alias = "list-devices")]
     Devices,
@@ -188,6 +199,29 @@ pub enum Command {
         #[arg(value_name = "URI")]
         uri: String,
     },
+}
+
+/// The operations of `tandem-cli buddy`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BuddyAction {
+    /// Add (or rename) a buddy.
+    Add {
+        /// The buddy (sip:bob@tandem.lab, or bob, or bob@host).
+        #[arg(value_name = "URI")]
+        uri: String,
+        /// The display name to store with it.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Remove a buddy (no error when absent).
+    #[command(visible_alias = "remove")]
+    Del {
+        /// The buddy (sip:bob@tandem.lab, or bob, or bob@host).
+        #[arg(value_name = "URI")]
+        uri: String,
+    },
+    /// Print the buddies, one `buddy uri=… name=…` line each.
+    List,
 }
 
 /// Audio options and scripted in-call actions of `call` and `answer`.
@@ -294,6 +328,42 @@ mod tests {
     fn codecs() {
         assert_eq!(parse_codec("OPUS").unwrap(), "opus");
         assert!(parse_codec("gsm").is_err());
+    }
+
+    #[test]
+    fn buddy_parse() {
+        let cli = Cli::try_parse_from([
+            "tandem-cli",
+            "buddy",
+            "add",
+            "bob",
+            "--name",
+            "Bob B",
+            "--xcap-root",
+            "https://127.0.0.1:5443/xcap-root",
+        ])
+        .unwrap();
+        let Some(Command::Buddy { xcap_root, action }) = cli.command else {
+            panic!("not buddy");
+        };
+        assert_eq!(
+            xcap_root.as_deref(),
+            Some("https://127.0.0.1:5443/xcap-root")
+        );
+        assert!(
+            matches!(action, BuddyAction::Add { uri, name } if uri == "bob" && name.as_deref() == Some("Bob B"))
+        );
+        let cli =
+            Cli::try_parse_from(["tandem-cli", "buddy", "--xcap-root", "x", "del", "b"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Buddy {
+                action: BuddyAction::Del { .. },
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["tandem-cli", "buddy"]).is_err());
+        assert!(Cli::try_parse_from(["tandem-cli", "buddy", "add"]).is_err());
     }
 
     #[test]

@@ -43,6 +43,16 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
             return Exit::Network;
         }
     };
+    if let Command::Buddy { xcap_root, action } = command {
+        return buddy(
+            &account,
+            xcap_root.as_deref(),
+            ua.tls_client.clone(),
+            action,
+            intr,
+        )
+        .await;
+    }
     let (agent, events) = match UserAgent::new(ua).await {
         Ok(x) => x,
         Err(e) => {
@@ -132,6 +142,8 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
                 _ = intr.wait() => Exit::Interrupted,
             }
         }
+        // Handled above without a user agent.
+        Command::Buddy { .. } => Exit::Usage,
         // Handled in main before any user agent exists.
         Command::Devices => Exit::Usage,
     };
@@ -943,5 +955,33 @@ async fn options(agent: &UserAgent, account: &Account, uri: &str) -> Exit {
             emit_failure(&e);
             Exit::for_error(&e)
         }
+    }
+}
+
+/// `buddy add|del|list` over XCAP (no SIP user agent needed).
+async fn buddy(
+    account: &Account,
+    xcap_root: Option<&str>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    action: crate::args::BuddyAction,
+    mut intr: Interrupt,
+) -> Exit {
+    let Some(root) = xcap_root else {
+        eprintln!("tandem-cli: buddy needs --xcap-root https://HOST:PORT/xcap-root");
+        return Exit::Usage;
+    };
+    let tls = match tls {
+        Some(t) => t,
+        None => match crate::tls::client_config(None) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("tandem-cli: {e:#}");
+                return Exit::Usage;
+            }
+        },
+    };
+    tokio::select! {
+        exit = crate::buddy::run(account, root, tls, action) => exit,
+        _ = intr.wait() => Exit::Interrupted,
     }
 }

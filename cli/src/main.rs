@@ -5,6 +5,7 @@
 //! 4 timeout or network error, 5 interrupted.
 
 mod args;
+mod buddy;
 mod commands;
 mod control;
 mod devices;
