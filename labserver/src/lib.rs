@@ -4,6 +4,7 @@ pub mod ca;
 pub mod config;
 pub mod store;
 pub mod store_im;
+pub mod store_voicemail;
 pub mod store_xcap;
 
 pub mod authn;

@@ -32,6 +32,9 @@ const CDR_QUEUE: usize = 4096;
 const MAX_LIVE_CDRS: usize = 100_000;
 /// Loop-detection entries kept per generation.
 const LOOP_GENERATION: usize = 32_768;
+/// After the no-answer timeout, how long the cancelled branches may take before the call goes to
+/// voicemail anyway (a 2xx racing the CANCEL within it still connects the callee).
+const DIVERT_GRACE: Duration = Duration::from_secs(2);
 
 /// Proxy policy settings (from `[proxy]` and `[limits]`).
 #[derive(Debug, Clone)]
@@ -94,6 +97,46 @@ pub struct Proxy {
     loops: LoopGuard,
     cdrs: CdrLog,
     im: std::sync::OnceLock<Arc<crate::im::Im>>,
+    media: std::sync::OnceLock<MediaRouting>,
+}
+
+/// How the proxy reaches the media server: its address, for the service users
+/// (`voicemail@`, `vm-<user>@`, `conf-*@`, `ivr*@`) and message-summary subscriptions, and the
+/// voicemail policy (no answer, busy, not registered).
+#[derive(Debug, Clone)]
+pub struct MediaRouting {
+    addr: std::net::SocketAddr,
+    voicemail: crate::mediasrv::voicemail::VoicemailConfig,
+    store: Store,
+}
+
+impl MediaRouting {
+    /// Routing to the media server's UDP socket `addr` with the `[voicemail]` policy.
+    pub fn new(
+        addr: std::net::SocketAddr,
+        voicemail: crate::mediasrv::voicemail::VoicemailConfig,
+        store: Store,
+    ) -> MediaRouting {
+        MediaRouting {
+            addr,
+            voicemail,
+            store,
+        }
+    }
+
+    fn branch(&self, uri: Uri) -> BranchTarget {
+        BranchTarget {
+            uri,
+            target: Target::Flow(Flow {
+                transport: Transport::Udp,
+                remote: self.addr,
+            }),
+            fallback: None,
+            transport: Transport::Udp,
+            local: true,
+            retarget: true,
+        }
+    }
 }
 
 impl Proxy {
@@ -116,7 +159,18 @@ impl Proxy {
             loops: LoopGuard::default(),
             cdrs: CdrLog::new(store),
             im: std::sync::OnceLock::new(),
+            media: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends service users and message-summary subscriptions to the media server (set once).
+    pub fn set_media_routing(&self, routing: MediaRouting) {
+        let _ = self.media.set(routing);
+    }
+
+    /// The endpoint the proxy forwards through (the lab's SIP listeners).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Hands MESSAGEs for offline users to the store-and-forward service (set once).
@@ -406,7 +460,7 @@ impl Proxy {
                     .respond(tx, reply(&original, 416, "Unsupported URI Scheme"));
                 return;
             };
-            self.forward(tx, &original, request, flow, vec![hop], cancel, None)
+            self.forward(tx, &original, request, flow, vec![hop], cancel, None, None)
                 .await;
             return;
         }
@@ -466,8 +520,25 @@ impl Proxy {
             self.endpoint.respond(tx, r);
             return;
         }
+        let voicemail = self.voicemail_for(&request, in_dialog).await;
         let targets = match self.determine_targets(&request, &identity).await {
             Ok(t) => t,
+            Err((480, _)) if voicemail.is_some() => {
+                // A user of ours with a mailbox but no device registered: straight to voicemail.
+                let divert = voicemail.map(|(media, uri)| media.branch(uri));
+                self.forward(
+                    tx,
+                    &original,
+                    request,
+                    flow,
+                    divert.into_iter().collect(),
+                    cancel,
+                    call,
+                    None,
+                )
+                .await;
+                return;
+            }
             Err((status, reason)) => {
                 if let Some(im) = self.im.get()
                     && let Some(r) = im.offline(&request, &[status]).await
@@ -483,8 +554,85 @@ impl Proxy {
                 return;
             }
         };
-        self.forward(tx, &original, request, flow, targets, cancel, call)
+        let Some((media, vm_uri)) = voicemail else {
+            self.forward(tx, &original, request, flow, targets, cancel, call, None)
+                .await;
+            return;
+        };
+        let no_answer = Duration::from_secs(media.voicemail.no_answer_secs.max(1));
+        let divert_request = request.clone();
+        let diverted = self
+            .forward(
+                tx,
+                &original,
+                request,
+                flow,
+                targets,
+                cancel.clone(),
+                call.clone(),
+                Some(no_answer),
+            )
             .await;
+        if diverted {
+            tracing::debug!(uri = %original.uri, "no answer, busy or unreachable: to voicemail");
+            let branch = media.branch(vm_uri);
+            self.forward(
+                tx,
+                &original,
+                divert_request,
+                flow,
+                vec![branch],
+                cancel,
+                call,
+                None,
+            )
+            .await;
+        }
+    }
+
+    /// The mailbox an INVITE falls back to (the media server routing and `vm-<user>` URI): an
+    /// out-of-dialog INVITE to an existing local user whose voicemail is enabled.
+    async fn voicemail_for(
+        &self,
+        request: &Request,
+        in_dialog: bool,
+    ) -> Option<(MediaRouting, Uri)> {
+        if request.method != Method::Invite || in_dialog {
+            return None;
+        }
+        let media = self.media.get()?;
+        if !media.voicemail.enabled || !self.is_our_domain(&request.uri) {
+            return None;
+        }
+        if request.headers.routes().is_ok_and(|r| !r.is_empty()) {
+            return None;
+        }
+        let user = request.uri.user.as_deref().filter(|u| !u.is_empty())?;
+        if crate::mediasrv::Service::from_user(user).is_some()
+            || self
+                .location
+                .find_contact(&request.uri.to_string(), unix_now())
+                .is_some()
+        {
+            return None;
+        }
+        if !self.authn.user_exists(user).await.unwrap_or(false) {
+            return None;
+        }
+        match media.store.voicemail_enabled(user).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "voicemail settings lookup failed");
+                return None;
+            }
+        }
+        let uri = Uri::sip(
+            Some(&format!("vm-{user}")),
+            tandem_proto::msg::Host::Domain(self.locals.domain().to_owned()),
+            None,
+        );
+        Some((media.clone(), uri))
     }
 
     /// The canonical AoR text of a URI: `sip:user@domain` (local domains canonicalised).
@@ -526,6 +674,17 @@ impl Proxy {
                 local: true,
                 retarget: false,
             }]);
+        }
+        if self.is_our_domain(uri)
+            && let Some(media) = self.media.get()
+            && (uri
+                .user
+                .as_deref()
+                .is_some_and(|u| crate::mediasrv::Service::from_user(u).is_some())
+                || is_message_summary(request))
+        {
+            // The media server's service users, and MWI subscriptions to a local user.
+            return Ok(vec![media.branch(uri.clone())]);
         }
         if self.is_our_domain(uri) {
             let Some(aor) = self.locals.canonical_aor(uri) else {
@@ -603,8 +762,10 @@ impl Proxy {
         targets: Vec<BranchTarget>,
         mut cancel: watch::Receiver<bool>,
         call: Option<CallInfo>,
-    ) {
+        voicemail_after: Option<Duration>,
+    ) -> bool {
         let is_invite = request.method == Method::Invite;
+        let voicemail = is_invite && voicemail_after.is_some();
         let dialog_creating = matches!(
             request.method,
             Method::Invite | Method::Subscribe | Method::Refer
@@ -622,7 +783,7 @@ impl Proxy {
                 self.cdrs
                     .finished(call, None, Some(487), "cancelled".into());
             }
-            return;
+            return false;
         }
 
         for (i, t) in targets.iter().enumerate() {
@@ -691,7 +852,14 @@ impl Proxy {
         }
         drop(ev_tx);
 
-        let deadline = tokio::time::Instant::now() + self.settings.invite_timeout;
+        let deadline = tokio::time::Instant::now()
+            + match voicemail_after {
+                Some(after) if voicemail => after,
+                _ => self.settings.invite_timeout,
+            };
+        // Set when the call goes to voicemail: the branches are being cancelled.
+        let mut diverting = false;
+        let mut divert_deadline: Option<tokio::time::Instant> = None;
         let mut cancel_deadline: Option<tokio::time::Instant> = None;
         let mut final_sent: Option<u16> = None;
         let mut provisional_seen = false;
@@ -709,6 +877,13 @@ impl Proxy {
             }
             if final_sent.is_none() && finals.iter().all(Option::is_some) {
                 let statuses: Vec<u16> = finals.iter().flatten().map(|r| r.status).collect();
+                if voicemail
+                    && !caller_cancelled
+                    && (diverting || statuses.iter().all(|s| diverts_to_voicemail(*s)))
+                {
+                    let _ = cancel_branches.send(true);
+                    return true;
+                }
                 let stored = match self.im.get() {
                     Some(im) if !is_invite => im.offline(&request, &statuses).await,
                     _ => None,
@@ -727,6 +902,9 @@ impl Proxy {
                 }
             }
             if live == 0 {
+                if diverting && final_sent.is_none() {
+                    return true;
+                }
                 break;
             }
             tokio::select! {
@@ -773,9 +951,18 @@ impl Proxy {
                         }
                     }
                 },
+                _ = sleep_until_opt(divert_deadline), if diverting && final_sent.is_none() => {
+                    // The cancelled branches did not all answer in time: go to voicemail anyway.
+                    return true;
+                }
                 _ = tokio::time::sleep_until(deadline), if is_invite && final_sent.is_none() && !timed_out => {
                     timed_out = true;
                     let _ = cancel_branches.send(true);
+                    if voicemail && !caller_cancelled {
+                        diverting = true;
+                        divert_deadline = Some(tokio::time::Instant::now() + DIVERT_GRACE);
+                        continue;
+                    }
                     let (status, reason) = if provisional_seen {
                         (480, "Temporarily Unavailable")
                     } else {
@@ -820,7 +1007,27 @@ impl Proxy {
                 );
             }
         }
+        false
     }
+}
+
+/// Final statuses after which a call goes to the callee's voicemail: no answer, unreachable,
+/// busy, declined.
+fn diverts_to_voicemail(status: u16) -> bool {
+    matches!(status, 408 | 480 | 486 | 487 | 600 | 603)
+}
+
+/// A SUBSCRIBE for the message-summary event package (RFC 3842).
+fn is_message_summary(request: &Request) -> bool {
+    request.method == Method::Subscribe
+        && request
+            .headers
+            .get_str(&HeaderName::Event)
+            .is_some_and(|e| {
+                e.split(';')
+                    .next()
+                    .is_some_and(|p| p.trim().eq_ignore_ascii_case("message-summary"))
+            })
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
@@ -1219,7 +1426,7 @@ mod tests {
         assert_eq!(f.remote.port(), 5062);
         assert_eq!(
             parse_flow("udp:[::1]:5060").unwrap().remote,
-            "[::1]:5060".parse().unwrap()
+            "[::1]:5060".parse::<std::net::SocketAddr>().unwrap()
         );
         assert!(parse_flow("nonsense").is_none());
         let mut req = invite();
