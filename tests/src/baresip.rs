@@ -46,6 +46,12 @@ pub struct BaresipOptions {
     /// SIP URIs written to its `contacts` file; the first one is the current contact (the peer of the
     /// `message` command).
     pub contacts: Vec<String>,
+    /// SIP URIs written to its `contacts` file with `;presence=p2p`: the `presence` module SUBSCRIBEs to each
+    /// (through the registrar) and shows the state in its `contacts` listing (see [`Baresip::contact_presence`]).
+    pub presence_contacts: Vec<String>,
+    /// Presence publication interval (the account's `pubint`): the `presence` module PUBLISHes `open` at start
+    /// and on `presence_online`, `closed` on `presence_offline` (see [`Baresip::set_presence`]).
+    pub publish_interval: Option<u32>,
 }
 
 /// baresip's audio source.
@@ -72,6 +78,8 @@ impl BaresipOptions {
             media_enc: None,
             audio_codecs: None,
             contacts: Vec::new(),
+            presence_contacts: Vec::new(),
+            publish_interval: None,
         }
     }
 }
@@ -166,6 +174,12 @@ impl Baresip {
         if opts.record {
             modules.push("module\t\t\tsndfile.so");
         }
+        // The presence module walks the contacts and accounts when it loads: after contact.so and account.so.
+        let app_modules = if opts.presence_contacts.is_empty() && opts.publish_interval.is_none() {
+            ""
+        } else {
+            "module_app\t\tpresence.so"
+        };
         write(
             &conf.join("config"),
             render(
@@ -178,6 +192,7 @@ impl Baresip {
                     ("AUSRC_CHANNELS", channels.to_string()),
                     ("SND_PATH", snd_dir.display().to_string()),
                     ("EXTRA_MODULES", modules.join("\n")),
+                    ("APP_MODULES", app_modules.to_string()),
                 ],
             )?,
         )?;
@@ -201,8 +216,16 @@ impl Baresip {
         if let Some(codecs) = &opts.audio_codecs {
             account.push_str(&format!(";audio_codecs={codecs}"));
         }
+        if let Some(pubint) = opts.publish_interval {
+            account.push_str(&format!(";pubint={pubint}"));
+        }
         write(&conf.join("accounts"), format!("{account}\n"))?;
-        let contacts: String = opts.contacts.iter().map(|c| format!("<{c}>\n")).collect();
+        let mut contacts: String = opts.contacts.iter().map(|c| format!("<{c}>\n")).collect();
+        contacts.extend(
+            opts.presence_contacts
+                .iter()
+                .map(|c| format!("<{c}>;presence=p2p\n")),
+        );
         write(&conf.join("contacts"), contacts)?;
         if let Some(first) = opts.contacts.first() {
             write(&conf.join("current_contact"), first.clone())?;
@@ -402,6 +425,56 @@ impl Baresip {
             {
                 return Ok(());
             }
+        }
+    }
+
+    /// Sets our published presence (`presence_online` / `presence_offline`; needs
+    /// [`BaresipOptions::publish_interval`]).
+    pub fn set_presence(&mut self, online: bool, timeout: Duration) -> Result<()> {
+        let command = if online {
+            "presence_online"
+        } else {
+            "presence_offline"
+        };
+        self.command(command, "", timeout).map(|_| ())
+    }
+
+    /// The presence status baresip shows for contact `uri` (`Unknown`, `Online`, `Offline` or `Busy`, from the
+    /// `contacts` command); `None` when the contact is not listed.
+    pub fn contact_presence(&mut self, uri: &str, timeout: Duration) -> Result<Option<String>> {
+        let listing = self.command("contacts", "", timeout)?;
+        Ok(listing
+            .lines()
+            .filter(|l| l.contains(uri))
+            .find_map(|l| {
+                ["Unknown", "Online", "Offline", "Busy"]
+                    .into_iter()
+                    .find(|s| l.contains(s))
+            })
+            .map(str::to_string))
+    }
+
+    /// Polls [`Baresip::contact_presence`] until contact `uri` shows `status`; returns when it was seen.
+    pub fn wait_contact_presence(
+        &mut self,
+        uri: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Result<Instant> {
+        let start = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            let seen = self.contact_presence(uri, left.max(Duration::from_millis(500)))?;
+            if seen.as_deref() == Some(status) {
+                return Ok(Instant::now());
+            }
+            if start.elapsed() >= timeout {
+                return Err(HarnessError::Timeout {
+                    what: format!("baresip to show {uri} as {status} (last: {seen:?})"),
+                    waited: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -1,1 +1,154 @@
-//! (scenario module; filled in by its owner)
+//! Presence between real softphones and `tandem-cli` through the lab server's presence agent: baresip's `presence`
+//! module sees a Tandem user's state change within a second and `tandem-cli watch` sees baresip's, both measured;
+//! the pres-rules that allow each watcher are written over the lab's XCAP server.
+
+use std::time::{Duration, Instant};
+
+use tandem_tests::kamailio::curl_xcap;
+use tandem_tests::process::Stream;
+use tandem_tests::{
+    Baresip, BaresipOptions, ChildGuard, CliAccount, LabOptions, LabServer, TestDir, Transport,
+};
+
+use crate::common::{ok, secs};
+use crate::simple_kamailio::allow_rules;
+
+/// The acceptance bound: a state change is seen by the other side within a second.
+const WITHIN: Duration = Duration::from_secs(1);
+
+/// Writes `user`'s pres-rules on the lab allowing `watchers`.
+fn lab_allow(lab: &LabServer, user: &str, password: &str, watchers: &[&str]) {
+    let Some(xcap) = lab.xcap() else {
+        panic!("the lab reports no XCAP listener");
+    };
+    let url = format!(
+        "https://127.0.0.1:{}/xcap-root/pres-rules/users/sip:{user}@127.0.0.1/index",
+        xcap.port()
+    );
+    let rules = allow_rules(watchers);
+    let put = ok(curl_xcap(
+        "PUT",
+        &url,
+        Some((user, password)),
+        &lab.ca_cert(),
+        Some(("application/auth-policy+xml", &rules)),
+    ));
+    assert!(matches!(put.status, 200 | 201), "{put:?}");
+}
+
+/// Polls `guard`'s `stream` every 5 ms until it has `n` lines matching `pattern`; returns when that was seen.
+fn wait_seen(
+    guard: &mut ChildGuard,
+    stream: Stream,
+    pattern: &str,
+    n: usize,
+    timeout: Duration,
+) -> Instant {
+    let start = Instant::now();
+    loop {
+        if guard.matching_lines(stream, pattern).len() >= n {
+            return Instant::now();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "no {n}x '{pattern}' from {} within {timeout:?}:\n{}",
+            guard.name(),
+            guard.tails()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn baresip_and_cli_see_each_others_presence_through_lab_within_a_second() {
+    let dir = ok(TestDir::new("presence-baresip"));
+    let lab = ok(LabServer::start(
+        LabOptions::default()
+            .user("alice", "alicepw")
+            .user("carol", "carolpw"),
+        dir.path(),
+    ));
+    lab_allow(&lab, "alice", "alicepw", &["sip:carol@127.0.0.1"]);
+    lab_allow(&lab, "carol", "carolpw", &["sip:alice@127.0.0.1"]);
+
+    // carol is baresip: she publishes (open at start) and watches alice.
+    let mut opts = BaresipOptions::new("carol", "127.0.0.1", "carolpw", lab.udp());
+    opts.presence_contacts = vec!["sip:alice@127.0.0.1".into()];
+    opts.publish_interval = Some(600);
+    let mut carol = ok(Baresip::start(opts, dir.path()));
+    ok(carol.wait_registered(secs(15)));
+    let alice_uri = "sip:alice@127.0.0.1";
+    // The lab answers baresip's subscription with alice's (empty, so closed) state.
+    ok(carol.wait_contact_presence(alice_uri, "Offline", secs(15)));
+
+    // alice (tandem-cli) watches carol and sees baresip's initial publication.
+    let alice = CliAccount::new("alice", lab.domain(), "alicepw", lab.udp(), Transport::Udp);
+    let mut watch = ok(alice.spawn(
+        "cli-watch-carol",
+        &["watch", "sip:carol@127.0.0.1", "--duration", "90"],
+        dir.path(),
+    ));
+    let carol_available = "presence entity=sip:carol@127.0.0.1 status=available";
+    let carol_offline = "presence entity=sip:carol@127.0.0.1 status=offline";
+    wait_seen(&mut watch, Stream::Stdout, carol_available, 1, secs(15));
+
+    // baresip → tandem-cli: carol goes offline, then online again.
+    let t0 = Instant::now();
+    ok(carol.set_presence(false, secs(5)));
+    let offline = wait_seen(&mut watch, Stream::Stdout, carol_offline, 1, secs(10)) - t0;
+    let t0 = Instant::now();
+    ok(carol.set_presence(true, secs(5)));
+    let online = wait_seen(&mut watch, Stream::Stdout, carol_available, 2, secs(10)) - t0;
+    eprintln!("baresip → tandem-cli: offline seen after {offline:?}, online after {online:?}");
+
+    // tandem-cli → baresip: alice publishes busy, baresip shows her busy; the publication is removed, she is
+    // offline again; then available is online.
+    // Measured from the moment the cli reports the PUBLISH accepted (the state changed at the lab); the time
+    // from starting the cli process (its start-up, the digest round trip) is printed too.
+    let spawned = Instant::now();
+    let mut busy = ok(alice.spawn(
+        "cli-presence-busy",
+        &["presence", "--status", "busy", "--duration", "3"],
+        dir.path(),
+    ));
+    let t0 = wait_seen(
+        &mut busy,
+        Stream::Stdout,
+        "published status=busy",
+        1,
+        secs(15),
+    );
+    let busy_seen = ok(carol.wait_contact_presence(alice_uri, "Busy", secs(10)));
+    let to_busy = busy_seen - t0;
+    let busy_from_spawn = busy_seen - spawned;
+    let t0 = wait_seen(&mut busy, Stream::Stdout, "unpublished", 1, secs(15));
+    let to_offline = ok(carol.wait_contact_presence(alice_uri, "Offline", secs(10))) - t0;
+    let mut available = ok(alice.spawn(
+        "cli-presence-available",
+        &["presence", "--status", "available", "--duration", "3"],
+        dir.path(),
+    ));
+    let t0 = wait_seen(
+        &mut available,
+        Stream::Stdout,
+        "published status=available",
+        1,
+        secs(15),
+    );
+    let to_online = ok(carol.wait_contact_presence(alice_uri, "Online", secs(10))) - t0;
+    eprintln!(
+        "tandem-cli → baresip: busy seen after {to_busy:?} ({busy_from_spawn:?} after starting the cli), \
+         offline after {to_offline:?}, online after {to_online:?}"
+    );
+    for (what, d) in [
+        ("baresip offline at tandem-cli", offline),
+        ("baresip online at tandem-cli", online),
+        ("tandem-cli busy at baresip", to_busy),
+        ("tandem-cli offline at baresip", to_offline),
+        ("tandem-cli online at baresip", to_online),
+    ] {
+        assert!(d < WITHIN, "{what} took {d:?}");
+    }
+    watch.stop();
+    assert!(carol.is_running());
+}
