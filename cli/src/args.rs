@@ -75,6 +75,10 @@ pub struct AccountArgs {
     /// How SRTP keys are exchanged when --srtp is not off: sdes (a=crypto) or dtls (DTLS-SRTP); default sdes.
     #[arg(long = "srtp-keying", global = true, value_name = "sdes|dtls")]
     pub srtp_keying: Option<String>,
+    /// MSRP relay for chat and send-file sessions (RFC 4976), authenticated with the account's
+    /// credentials: msrps://HOST:PORT;tcp or msrp://HOST:PORT;tcp.
+    #[arg(long = "msrp-relay", global = true, value_name = "URI")]
+    pub msrp_relay: Option<String>,
     /// Log SIP traffic to stderr.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -132,6 +136,9 @@ pub enum Command {
         /// Do not register first.
         #[arg(long = "no-register")]
         no_register: bool,
+        /// Where files received over MSRP (RFC 5547) are saved (default: the current directory).
+        #[arg(long = "save-dir", value_name = "DIR")]
+        save_dir: Option<PathBuf>,
         /// Audio and scripted in-call actions.
         #[command(flatten)]
         media: MediaArgs,
@@ -178,6 +185,24 @@ pub enum Command {
         /// How long to watch, in seconds.
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,
+    },
+    /// Start an MSRP chat session (INVITE with m=message): each stdin line is sent as text/plain;
+    /// prints `msrp connected`, `chat from=URI text=…` for received messages; EOF or `/quit` ends it.
+    Chat {
+        /// Whom to chat with (sip:bob@tandem.lab, or bob, or bob@host).
+        #[arg(value_name = "URI")]
+        uri: String,
+    },
+    /// Send a file over MSRP (RFC 5547): prints `file offer name=… size=… sha256=…`,
+    /// `file progress sent=N total=M`, `file resumed from=N`, `file sent size=N sha256=HEX`; exits 0
+    /// once the receiver confirmed the last byte. A broken connection is retried up to 3 times.
+    SendFile {
+        /// The recipient (sip:bob@tandem.lab, or bob, or bob@host).
+        #[arg(value_name = "URI")]
+        uri: String,
+        /// The file to send.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
     },
     /// Edit or show our buddy list (resource-lists over XCAP, RFC 4825/4826): `buddy add URI [--name NAME]`
     /// prints `buddy-added uri=…`, `buddy del URI` prints `buddy-removed uri=…`, `buddy list` prints

@@ -43,6 +43,10 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
             return Exit::Network;
         }
     };
+    let msrp_options = tandem_client_core::msrp::MsrpOptions {
+        tls: ua.tls_client.clone(),
+        ..Default::default()
+    };
     if let Command::Buddy { xcap_root, action } = command {
         return buddy(
             &account,
@@ -84,8 +88,13 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
             ring,
             reject,
             no_register,
+            save_dir,
             ..
         } => {
+            let mut msrp = msrp_options;
+            if let Some(dir) = save_dir {
+                msrp.save_dir = dir;
+            }
             let opts = AnswerOptions {
                 count,
                 duration: duration.map(Duration::from_secs),
@@ -93,6 +102,8 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
                 reject,
                 register: !no_register,
                 plan,
+                msrp,
+                agent: agent.clone(),
             };
             answer(&agent, events, &account, opts, intr).await
         }
@@ -142,6 +153,22 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
                 _ = intr.wait() => Exit::Interrupted,
             }
         }
+        Command::Chat { uri } => match target_uri(&account, &uri) {
+            Ok(target) => crate::msrp::chat(&agent, &account, target, msrp_options, intr).await,
+            Err(e) => {
+                eprintln!("tandem-cli: {e}");
+                Exit::Usage
+            }
+        },
+        Command::SendFile { uri, path } => match target_uri(&account, &uri) {
+            Ok(target) => {
+                crate::msrp::send_file(&agent, &account, target, &path, msrp_options, intr).await
+            }
+            Err(e) => {
+                eprintln!("tandem-cli: {e}");
+                Exit::Usage
+            }
+        },
         // Handled above without a user agent.
         Command::Buddy { .. } => Exit::Usage,
         // Handled in main before any user agent exists.
@@ -480,6 +507,8 @@ struct AnswerOptions {
     reject: Option<u16>,
     register: bool,
     plan: CallPlan,
+    msrp: tandem_client_core::msrp::MsrpOptions,
+    agent: UserAgent,
 }
 
 async fn answer(
@@ -613,6 +642,10 @@ async fn handle_incoming(
             Ok(()) => Event::new("rejected").kv("status", code).emit(),
             Err(_) => emit_ended(EndedBy::Remote, EndReason::Cancel),
         }
+        return;
+    }
+    if crate::msrp::is_msrp(&incoming) {
+        crate::msrp::answer(&opts.agent, incoming, account, opts.msrp.clone(), stop).await;
         return;
     }
     if incoming.ring().is_ok() {

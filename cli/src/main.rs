@@ -10,6 +10,7 @@ mod commands;
 mod control;
 mod devices;
 mod driver;
+mod msrp;
 mod output;
 mod plan;
 mod profile;

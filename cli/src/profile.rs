@@ -42,6 +42,9 @@ pub struct Profile {
     /// SRTP keying (sdes, dtls).
     #[serde(alias = "srtp_keying")]
     pub srtp_keying: Option<String>,
+    /// MSRP relay URI.
+    #[serde(alias = "msrp_relay")]
+    pub msrp_relay: Option<String>,
 }
 
 impl Profile {
@@ -82,6 +85,7 @@ pub fn merge(mut args: AccountArgs) -> Result<AccountArgs> {
     fill(&mut args.display_name, p.display_name);
     fill(&mut args.srtp, p.srtp);
     fill(&mut args.srtp_keying, p.srtp_keying);
+    fill(&mut args.msrp_relay, p.msrp_relay);
     if !args.verbose {
         args.verbose = p.verbose.unwrap_or(false);
     }

@@ -56,6 +56,11 @@ pub fn build(args: &AccountArgs, need_user: bool) -> Result<Settings> {
             .parse::<SrtpKeying>()
             .with_context(|| format!("--srtp-keying {keying}"))?;
     }
+    if let Some(relay) = args.msrp_relay.as_deref().filter(|r| !r.trim().is_empty()) {
+        tandem_client_core::msrp::parse_relay(relay)
+            .with_context(|| format!("--msrp-relay {relay}"))?;
+        account.msrp_relay = Some(relay.trim().to_string());
+    }
     if need_user {
         account.aor().context("invalid --user/--domain")?;
     }

@@ -38,6 +38,9 @@ pub struct Account {
     /// Codec preference, most preferred first (`opus`, `pcma`, `pcmu`, `g722`); empty: all
     /// supported codecs in the default order. Codecs not listed are not offered.
     pub codecs: Vec<String>,
+    /// The MSRP relay (RFC 4976) for chat and file sessions: an `msrps://host:port;tcp` or
+    /// `msrp://host:port;tcp` URI, authenticated with this account's digest credentials.
+    pub msrp_relay: Option<String>,
 }
 
 /// How SRTP keys are exchanged.
@@ -97,6 +100,7 @@ impl Account {
             srtp: SrtpPolicy::Off,
             srtp_keying: SrtpKeying::Sdes,
             codecs: Vec::new(),
+            msrp_relay: None,
         }
     }
 

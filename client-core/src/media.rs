@@ -112,6 +112,9 @@ pub struct MediaOptions {
     pub report_interval: Duration,
     /// Duration of each RFC 4733 / INFO DTMF digit.
     pub dtmf_duration: Duration,
+    /// A non-audio session (MSRP): this SDP is our offer or answer verbatim (its version bumped on
+    /// re-offers), no RTP session runs, and the peer's SDP is in [`MediaInfo::remote_sdp`].
+    pub session_sdp: Option<SessionDescription>,
 }
 
 impl Default for MediaOptions {
@@ -124,6 +127,7 @@ impl Default for MediaOptions {
             rtp_timeout: Duration::from_secs(30),
             report_interval: Duration::from_secs(5),
             dtmf_duration: Duration::from_millis(100),
+            session_sdp: None,
         }
     }
 }
@@ -319,6 +323,13 @@ impl CallMedia {
 
     /// Builds a new offer (initial or re-offer: version + 1) and remembers it for the answer.
     pub fn create_offer(&mut self) -> Result<SessionDescription> {
+        if let Some(fixed) = &self.opts.session_sdp {
+            let mut sdp = fixed.clone();
+            sdp.origin.session_version = self.next_version();
+            self.pending_offer = Some(sdp.clone());
+            self.local = Some(sdp.clone());
+            return Ok(sdp);
+        }
         let mut offer = self.local_offer();
         match (self.policy, self.keying) {
             (SrtpPolicy::Off, _) => {}
@@ -375,6 +386,11 @@ impl CallMedia {
         }
         let answer = SessionDescription::parse_bytes(body)
             .map_err(|e| UaError::Media(format!("unusable SDP answer: {e}")))?;
+        if self.opts.session_sdp.is_some() {
+            // A non-audio session: its owner interprets the answer.
+            self.remote = Some(answer);
+            return Ok(());
+        }
         let neg = sdp::accept_answer(&offer, &answer)
             .map_err(|e| UaError::Media(format!("unacceptable SDP answer: {e}")))?;
         match neg.security {
@@ -432,6 +448,19 @@ impl CallMedia {
             status: e.status_code(),
             reason: format!("unusable SDP offer: {e}"),
         })?;
+        if let Some(fixed) = &self.opts.session_sdp {
+            // A non-audio session: the answer was prepared by its owner; re-offers get it again.
+            let mut answer = fixed.clone();
+            if self.local.is_none() {
+                answer.origin.session_version = self.version;
+            } else if let Some(prev) = &self.local {
+                answer.origin.session_version = prev.origin.session_version;
+            }
+            self.pending_offer = None;
+            self.remote = Some(offer);
+            self.local = Some(answer.clone());
+            return Ok(answer);
+        }
         if let (Some(prev), Some(local)) = (&self.remote, &self.local)
             && self.pending_offer.is_none()
             && sdp::classify_offer(prev, &offer) == OfferChange::Unchanged
@@ -562,7 +591,7 @@ impl CallMedia {
 
     /// Starts the media session on the negotiated SDP, or updates the running one.
     pub fn apply(&mut self) -> Result<MediaChange> {
-        if !self.opts.enabled {
+        if !self.opts.enabled || self.opts.session_sdp.is_some() {
             return Ok(MediaChange::None);
         }
         let Some(neg) = self.negotiated.clone() else {

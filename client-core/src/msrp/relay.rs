@@ -1,0 +1,146 @@
+//! Using an MSRP relay (RFC 4976): connect, AUTH with the SIP account's digest credentials,
+//! and learn the Use-Path that goes in front of our own URI in `a=path`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tandem_proto::auth::DigestClient;
+use tandem_proto::msrp::report::auth_request;
+use tandem_proto::msrp::{Message, MsrpUri, Response};
+use tokio::time::{Instant, timeout_at};
+
+use super::MsrpError;
+use super::conn::Connection;
+use crate::account::Account;
+
+/// Time allowed for each AUTH transaction.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An authenticated connection to our relay.
+#[derive(Debug)]
+pub(crate) struct RelayBinding {
+    /// The connection (the session's traffic goes over it).
+    pub conn: Connection,
+    /// The relay's path for us (goes before our URI in `a=path` and To-Path).
+    pub use_path: Vec<MsrpUri>,
+    /// Our own URI on this connection.
+    pub local: MsrpUri,
+    /// How long the relay keeps the path, in seconds (when it said).
+    pub expires: Option<u32>,
+}
+
+/// Parses a relay URI (`msrps://host:port;tcp`).
+pub fn parse_relay(text: &str) -> Result<MsrpUri, MsrpError> {
+    let uri = MsrpUri::parse(text.trim())
+        .map_err(|e| MsrpError::Config(format!("MSRP relay {text:?}: {e}")))?;
+    if uri.session_id.is_some() {
+        return Err(MsrpError::Config(format!(
+            "MSRP relay {text:?} must not have a session id"
+        )));
+    }
+    Ok(uri)
+}
+
+/// Waits for the response to transaction `tid`, skipping anything else.
+async fn response_to(
+    conn: &mut Connection,
+    tid: &str,
+    deadline: Instant,
+) -> Result<Response, MsrpError> {
+    loop {
+        let msg = timeout_at(deadline, conn.recv())
+            .await
+            .map_err(|_| MsrpError::Relay("the relay did not answer AUTH".into()))?;
+        match msg {
+            Some(Ok(Message::Response(r))) if r.transaction_id == tid => return Ok(r),
+            Some(Ok(other)) => {
+                tracing::debug!(
+                    tid = other.transaction_id(),
+                    "ignoring an MSRP message during AUTH"
+                );
+            }
+            Some(Err(reason)) => return Err(MsrpError::Relay(reason)),
+            None => return Err(MsrpError::Relay("the relay connection closed".into())),
+        }
+    }
+}
+
+/// Connects to `relay` and authenticates as `account` (RFC 4976 §5.1); our URI gets `session_id`.
+pub(crate) async fn bind(
+    relay: &MsrpUri,
+    account: &Account,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    session_id: &str,
+) -> Result<RelayBinding, MsrpError> {
+    let mut conn = Connection::connect(relay, tls).await?;
+    let local = MsrpUri::new(
+        relay.secure,
+        &uri_host(conn.local.ip()),
+        conn.local.port(),
+        session_id,
+    );
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut digest = account
+        .password
+        .as_deref()
+        .map(|p| DigestClient::new(account.auth_username(), p));
+    let mut credentials = None;
+    for _ in 0..3 {
+        let request = auth_request(&mut rng, relay, &local, credentials.as_ref());
+        conn.send(request.to_bytes()).await?;
+        let r = response_to(
+            &mut conn,
+            &request.transaction_id,
+            Instant::now() + AUTH_TIMEOUT,
+        )
+        .await?;
+        match r.status {
+            200 => {
+                let use_path = r
+                    .headers
+                    .use_path()
+                    .map_err(|e| MsrpError::Relay(format!("bad Use-Path: {e}")))?
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| MsrpError::Relay("the relay's 200 has no Use-Path".into()))?;
+                let expires = r.headers.expires().ok().flatten();
+                return Ok(RelayBinding {
+                    conn,
+                    use_path,
+                    local,
+                    expires,
+                });
+            }
+            401 => {
+                let Some(d) = digest.as_mut() else {
+                    return Err(MsrpError::RelayAuth);
+                };
+                let challenges = r.headers.challenges();
+                let cnonce = format!("{:016x}", rand::random::<u64>());
+                let creds = d
+                    .authorize(&challenges, "AUTH", &relay.to_string(), &cnonce)
+                    .map_err(|_| MsrpError::RelayAuth)?;
+                credentials = Some(creds);
+            }
+            423 => {
+                // Interval too brief: our AUTH carries no Expires, so this is the relay's quirk.
+                return Err(MsrpError::Relay("the relay refused AUTH with 423".into()));
+            }
+            status => {
+                return Err(MsrpError::Relay(format!(
+                    "the relay answered AUTH with {status}"
+                )));
+            }
+        }
+    }
+    Err(MsrpError::RelayAuth)
+}
+
+/// An IP as a URI host (IPv6 in brackets).
+pub(crate) fn uri_host(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
