@@ -117,6 +117,11 @@ impl LabServer {
             toml.push_str(&format!("\n[xcap]\nport = {}\n", addr.port()));
             Some(addr)
         };
+        // The MSRP relay's default ports (2855/2856) would collide the same way; the ready line
+        // reports the ports it got (`LabServer::service("msrp")`).
+        if !opts.extra_toml.contains("[msrp]") {
+            toml.push_str("\n[msrp]\nport = 0\ntls_port = 0\n");
+        }
         toml.push_str(&opts.extra_toml);
         let config = dir.join("lab.toml");
         write(&config, toml)?;
