@@ -22,6 +22,7 @@
 
 mod account;
 mod call;
+pub mod conference;
 mod config;
 mod error;
 pub mod history;

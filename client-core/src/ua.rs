@@ -291,6 +291,11 @@ pub struct UserAgent {
 }
 
 impl UserAgent {
+    /// The state shared with the UA's tasks (for the subscriptions of other modules).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Binds the endpoint per `config` and starts the dispatcher.
     pub async fn new(config: UaConfig) -> Result<(UserAgent, UaEvents)> {
         let transport = config.transport;
