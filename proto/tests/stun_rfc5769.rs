@@ -354,7 +354,8 @@ fn channel_data_and_stream_framing() {
     assert_eq!(padded.len(), 12);
     assert_eq!(ChannelData::decode(&padded).unwrap().data, b"hello");
     assert!(ChannelData::decode(&cd[..8]).is_err());
-    assert!(ChannelData::decode(&[0x50, 0, 0, 0]).is_err());
+    assert!(ChannelData::decode(&[0x80, 0, 0, 0]).is_err());
+    assert!(ChannelData::decode(&[0x3F, 0xFF, 0, 0]).is_err());
     assert!(ChannelData::decode(&[0x40, 0, 0, 0, 0, 0, 0, 0]).is_err());
 
     let stun = Message::request(Method::REFRESH)

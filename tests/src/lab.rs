@@ -122,6 +122,10 @@ impl LabServer {
         if !opts.extra_toml.contains("[msrp]") {
             toml.push_str("\n[msrp]\nport = 0\ntls_port = 0\n");
         }
+        // STUN/TURN on ephemeral ports (the ready line's `turn=`/`turns=`), unless the test sets `[turn]`.
+        if !opts.extra_toml.contains("[turn]") {
+            toml.push_str("\n[turn]\nport = 0\ntls_port = 0\n");
+        }
         toml.push_str(&opts.extra_toml);
         let config = dir.join("lab.toml");
         write(&config, toml)?;

@@ -7,8 +7,10 @@ use super::{MAGIC_COOKIE, StunError};
 
 /// The first channel number a client may bind.
 pub const MIN_CHANNEL: u16 = 0x4000;
-/// The last channel number a client may bind.
-pub const MAX_CHANNEL: u16 = 0x4FFF;
+/// The last channel number a client may bind: 0x7FFF, the RFC 5766 range. RFC 8656 narrowed it
+/// to 0x4FFF, but coturn's clients (and older stacks) still pick numbers up to 0x7FFF, and the
+/// leading bits `01` still tell such ChannelData apart from STUN.
+pub const MAX_CHANNEL: u16 = 0x7FFF;
 
 /// True when `n` is a bindable channel number.
 pub fn valid_channel(n: u16) -> bool {
