@@ -45,6 +45,18 @@ pub fn generate() -> Result<Vec<(String, String)>, ts_rs::ExportError> {
     one::<LabUser>(&cfg, &mut out)?;
     one::<LabInfo>(&cfg, &mut out)?;
     one::<CallRequest>(&cfg, &mut out)?;
+    one::<MessageStatus>(&cfg, &mut out)?;
+    one::<ChatMessage>(&cfg, &mut out)?;
+    one::<SendMessage>(&cfg, &mut out)?;
+    one::<PeerArg>(&cfg, &mut out)?;
+    one::<PresenceStatus>(&cfg, &mut out)?;
+    one::<WatchState>(&cfg, &mut out)?;
+    one::<Contact>(&cfg, &mut out)?;
+    one::<ContactArg>(&cfg, &mut out)?;
+    one::<Watcher>(&cfg, &mut out)?;
+    one::<WatcherArg>(&cfg, &mut out)?;
+    one::<MyPresence>(&cfg, &mut out)?;
+    one::<Voicemail>(&cfg, &mut out)?;
     one::<AppEvent>(&cfg, &mut out)?;
     one::<AccountArg>(&cfg, &mut out)?;
     one::<CallArg>(&cfg, &mut out)?;

@@ -79,6 +79,18 @@ pub const COMMANDS: &[&str] = &[
     "switch_devices",
     "history",
     "start_bundled_lab",
+    "list_messages",
+    "send_message",
+    "composing",
+    "mark_read",
+    "list_contacts",
+    "add_contact",
+    "remove_contact",
+    "list_watchers",
+    "allow_watcher",
+    "block_watcher",
+    "my_presence",
+    "set_presence",
 ];
 
 fn args<T: DeserializeOwned>(command: &str, value: Value) -> Result<T, Failure> {
@@ -157,6 +169,26 @@ pub async fn dispatch(state: &AppState, command: &str, arguments: Value) -> Resu
         "switch_devices" => json(state.switch_devices(args(command, arguments)?).await?),
         "history" => json(state.history()),
         "start_bundled_lab" => json(state.start_bundled_lab().await?),
+        "list_messages" => json(state.list_messages()),
+        "send_message" => json(state.send_message(args(command, arguments)?).await?),
+        "composing" => json(state.composing(args(command, arguments)?).await?),
+        "mark_read" => json(state.mark_read(args(command, arguments)?).await?),
+        "list_contacts" => json(state.list_contacts()),
+        "add_contact" => json(state.add_contact(args(command, arguments)?).await?),
+        "remove_contact" => json(state.remove_contact(args(command, arguments)?).await?),
+        "list_watchers" => json(state.list_watchers()),
+        "allow_watcher" => json(
+            state
+                .decide_watcher(args(command, arguments)?, true)
+                .await?,
+        ),
+        "block_watcher" => json(
+            state
+                .decide_watcher(args(command, arguments)?, false)
+                .await?,
+        ),
+        "my_presence" => json(state.my_presence()),
+        "set_presence" => json(state.set_presence(args(command, arguments)?).await?),
         other => Err(failure(
             FailureKind::Other,
             format!("Unknown command {other}."),

@@ -3,9 +3,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rand::seq::IndexedRandom;
 use tandem_client_core::types::Transport;
+use tandem_client_core::{Account, XcapClient};
 use tandem_labserver::ca::LabCa;
 use tandem_labserver::config::LabConfig;
 use tandem_labserver::server::LabServer;
@@ -26,6 +28,8 @@ const PASSWORD_ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUV
 pub struct BundledLab {
     server: LabServer,
     info: LabInfo,
+    xcap_root: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 fn lab_failure(what: &str, e: impl std::fmt::Display) -> Failure {
@@ -63,6 +67,7 @@ impl BundledLab {
         config.listen.udp = vec![SocketAddr::new(ip, 0)];
         config.listen.tcp = vec![SocketAddr::new(ip, 0)];
         config.listen.tls = Vec::new();
+        let mut config = ephemeral_services(config)?;
         config.normalize();
         config
             .validate()
@@ -102,6 +107,9 @@ impl BundledLab {
         }
         let ca = LabCa::load_or_create(&dir, &config.certificate_hostnames())
             .map_err(|e| lab_failure("its certificate authority", e))?;
+        let tls = ca
+            .client_config()
+            .map_err(|e| lab_failure("its certificate authority", e))?;
         let server = LabServer::start(config, store, ca)
             .await
             .map_err(|e| lab_failure("its listeners", e))?;
@@ -109,14 +117,45 @@ impl BundledLab {
             .local_addr(Transport::Udp)
             .ok_or_else(|| lab_failure("no UDP listener", "udp"))?;
         let tcp = server.local_addr(Transport::Tcp);
+        let xcap_addr = server
+            .ready_line()
+            .split(' ')
+            .find_map(|f| f.strip_prefix("xcap="))
+            .map(str::to_owned);
+        let xcap_root = xcap_addr
+            .as_ref()
+            .map(|addr| format!("https://{addr}/xcap-root"));
         let info = LabInfo {
             domain: LAB_DOMAIN.to_owned(),
             udp: udp.to_string(),
             tcp: tcp.map(|a| a.to_string()),
+            xcap: xcap_addr.clone(),
             signed_in_as: format!("{}@{LAB_DOMAIN}", DEMO_USERS[0]),
             users,
         };
-        Ok(BundledLab { server, info })
+        Ok(BundledLab {
+            server,
+            info,
+            xcap_root,
+            tls,
+        })
+    }
+
+    /// An XCAP client (buddy list, presence rules) for `account` of this lab, when the lab
+    /// runs its XCAP server.
+    pub fn xcap_client(&self, account: &Account) -> Result<Option<XcapClient>, Failure> {
+        let Some(root) = &self.xcap_root else {
+            return Ok(None);
+        };
+        XcapClient::new(root, account, self.tls.clone())
+            .map(Some)
+            .map_err(|e| {
+                failure(
+                    FailureKind::Other,
+                    "The lab's XCAP server is not usable.",
+                    e.to_string(),
+                )
+            })
     }
 
     /// What the ui shows about the lab.
@@ -130,4 +169,32 @@ impl BundledLab {
             tracing::warn!(error = %e, "lab server shutdown");
         }
     }
+}
+
+/// The configuration sections of the lab's extra listeners.
+const LISTENING_SECTIONS: &[&str] = &["xcap", "msrp", "turn", "mediasrv", "api"];
+
+/// The lab configuration with every extra service (MSRP relay, TURN, media server, API) on
+/// ephemeral ports, so the bundled lab never collides with another server on this machine.
+/// Works on the serialized form, so it follows whichever port keys a section has.
+fn ephemeral_services(config: LabConfig) -> Result<LabConfig, Failure> {
+    let mut value =
+        toml::Value::try_from(&config).map_err(|e| lab_failure("its configuration", e))?;
+    if let Some(table) = value.as_table_mut() {
+        for (name, section) in table.iter_mut() {
+            if !LISTENING_SECTIONS.contains(&name.as_str()) {
+                continue;
+            }
+            if let Some(section) = section.as_table_mut() {
+                for (key, v) in section.iter_mut() {
+                    if (key == "port" || key.ends_with("_port")) && v.is_integer() {
+                        *v = toml::Value::Integer(0);
+                    }
+                }
+            }
+        }
+    }
+    value
+        .try_into()
+        .map_err(|e| lab_failure("its configuration", e))
 }

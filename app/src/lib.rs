@@ -14,6 +14,7 @@ pub mod lab;
 pub mod persist;
 pub mod secrets;
 pub mod server;
+pub mod social;
 pub mod state;
 pub mod types;
 

@@ -56,9 +56,9 @@ enum CallCtl {
     Devices(DeviceSpec, DeviceSpec, Reply<()>),
 }
 
-struct AccountSlot {
+pub(crate) struct AccountSlot {
     settings: AccountSettings,
-    registration: RegistrationState,
+    pub(crate) registration: RegistrationState,
     ua: Option<UserAgent>,
     unregister: Option<oneshot::Sender<oneshot::Sender<()>>>,
 }
@@ -68,22 +68,23 @@ struct CallSlot {
     ctl: mpsc::UnboundedSender<CallCtl>,
 }
 
-struct Inner {
-    options: AppOptions,
+pub(crate) struct Inner {
+    pub(crate) options: AppOptions,
     events: broadcast::Sender<AppEvent>,
-    accounts: Mutex<BTreeMap<String, AccountSlot>>,
+    pub(crate) accounts: Mutex<BTreeMap<String, AccountSlot>>,
     calls: Mutex<HashMap<String, CallSlot>>,
     history: Mutex<Vec<HistoryEntry>>,
     devices: Mutex<DeviceChoice>,
-    lab: tokio::sync::Mutex<Option<BundledLab>>,
+    pub(crate) lab: tokio::sync::Mutex<Option<BundledLab>>,
     next_call: AtomicU64,
+    pub(crate) social: crate::social::Social,
 }
 
 /// The app: accounts with one client-core [`UserAgent`] each, calls, history, the bundled lab
 /// server, and the [`AppEvent`] stream. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -94,11 +95,11 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1000.0)
@@ -207,6 +208,7 @@ impl AppState {
                 )
             })
             .collect();
+        let social = crate::social::Social::load(&options.data_dir)?;
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         Ok(AppState {
             inner: Arc::new(Inner {
@@ -218,6 +220,7 @@ impl AppState {
                 history: Mutex::new(history),
                 lab: tokio::sync::Mutex::new(None),
                 next_call: AtomicU64::new(1),
+                social,
             }),
         })
     }
@@ -227,7 +230,7 @@ impl AppState {
         self.inner.events.subscribe()
     }
 
-    fn emit(&self, event: AppEvent) {
+    pub(crate) fn emit(&self, event: AppEvent) {
         // No subscriber is fine: the ui may not be up yet.
         let _ = self.inner.events.send(event);
     }
@@ -296,6 +299,7 @@ impl AppState {
 
     /// Command `remove_account`: signs out, forgets the account and its password.
     pub async fn remove_account(&self, account_id: &str) -> Result<(), Failure> {
+        self.account_offline(account_id).await;
         let slot = lock(&self.inner.accounts).remove(account_id);
         let Some(slot) = slot else {
             return Err(invalid(format!("There is no account {account_id}.")));
@@ -314,7 +318,7 @@ impl AppState {
             .ok_or_else(|| invalid(format!("There is no account {account_id}.")))
     }
 
-    fn account_of(&self, account_id: &str) -> Result<Account, Failure> {
+    pub(crate) fn account_of(&self, account_id: &str) -> Result<Account, Failure> {
         let settings = self.settings_of(account_id)?;
         let password = self.inner.options.secrets.get(account_id)?;
         core_account(&settings, password)
@@ -333,7 +337,7 @@ impl AppState {
     }
 
     /// The account's user agent, created on first use.
-    async fn ua_for(&self, account_id: &str) -> Result<UserAgent, Failure> {
+    pub(crate) async fn ua_for(&self, account_id: &str) -> Result<UserAgent, Failure> {
         let (existing, settings) = {
             let accounts = lock(&self.inner.accounts);
             let slot = accounts
@@ -384,6 +388,14 @@ impl AppState {
                 UaEvent::CallReplaced { call, .. } => {
                     self.spawn_call(&account_id, call, Direction::Incoming, CallPhase::Active);
                 }
+                UaEvent::Message(message) => self.on_message(&account_id, message),
+                UaEvent::Composing { from, state } => self.on_composing(
+                    &account_id,
+                    from,
+                    state.state
+                        == tandem_client_core::types::simple::iscomposing::ComposingState::Active,
+                ),
+                UaEvent::Imdn { imdn, .. } => self.on_imdn(&imdn),
                 _ => {}
             }
         }
@@ -418,6 +430,9 @@ impl AppState {
                     let _ = prev.send(done_tx);
                 }
                 self.set_registration(account_id, RegistrationState::Registered { expires });
+                let me = self.clone();
+                let id = account_id.to_owned();
+                tokio::spawn(async move { me.account_online(&id).await });
                 tokio::spawn(self.clone().watch_registration(
                     account_id.to_owned(),
                     server,
@@ -474,6 +489,7 @@ impl AppState {
             .ok_or_else(|| invalid(format!("There is no account {account_id}.")))?
             .unregister
             .take();
+        self.account_offline(account_id).await;
         if let Some(stop) = stop {
             let (done_tx, done_rx) = oneshot::channel();
             if stop.send(done_tx).is_ok() {
@@ -1027,6 +1043,10 @@ impl AppState {
 
     /// Signs every account out, ends calls and stops the bundled lab server.
     pub async fn shutdown(&self) {
+        let accounts: Vec<String> = lock(&self.inner.accounts).keys().cloned().collect();
+        for id in accounts {
+            self.account_offline(&id).await;
+        }
         let ids: Vec<String> = lock(&self.inner.calls).keys().cloned().collect();
         for id in ids {
             let _ = self.hangup(&id);

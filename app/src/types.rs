@@ -320,6 +320,8 @@ pub struct LabInfo {
     pub udp: String,
     /// `host:port` of its TCP listener.
     pub tcp: Option<String>,
+    /// `host:port` of its XCAP server (HTTPS: buddy lists and presence rules).
+    pub xcap: Option<String>,
     /// The demo accounts.
     pub users: Vec<LabUser>,
     /// The account the app signed in as.
@@ -334,6 +336,189 @@ pub struct CallRequest {
     pub account_id: String,
     /// Who to call: a SIP URI, `user`, `user@domain` or a `tel:` number.
     pub target: String,
+}
+
+/// Where a chat message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum MessageStatus {
+    /// Outgoing: the MESSAGE is under way.
+    Sending,
+    /// Outgoing: the recipient's device took it (200).
+    Sent,
+    /// Outgoing: a server stored it for a recipient who is offline (202).
+    Stored,
+    /// Outgoing: the recipient's device confirmed delivery (IMDN).
+    Delivered,
+    /// Outgoing: the recipient read it (IMDN display).
+    Displayed,
+    /// Outgoing: it could not be sent.
+    Failed,
+    /// Incoming: not yet read here.
+    Unread,
+    /// Incoming: read here.
+    Read,
+}
+
+/// One chat message (page mode, RFC 3428).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    /// Its id in this app (for outgoing messages also the CPIM `imdn.Message-ID`).
+    pub id: String,
+    /// The account it was sent from or received on.
+    pub account_id: String,
+    /// The other party's address (`sip:bob@example.org`).
+    pub peer: String,
+    /// Who wrote it.
+    pub direction: Direction,
+    /// The text.
+    pub text: String,
+    /// When it was sent or received (Unix ms).
+    pub at_ms: f64,
+    /// Delivery and read state.
+    pub status: MessageStatus,
+    /// Why it failed, in words (set with `Failed`).
+    pub error: Option<String>,
+}
+
+/// The arguments of `send_message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessage {
+    /// The account to send from.
+    pub account_id: String,
+    /// The recipient: a SIP URI, `user` or `user@domain`.
+    pub to: String,
+    /// The text.
+    pub text: String,
+}
+
+/// The arguments of `composing` (typing indicator) and `mark_read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerArg {
+    /// The account.
+    pub account_id: String,
+    /// The other party's address.
+    pub peer: String,
+    /// For `composing`: typing (true) or stopped (false); ignored by `mark_read`.
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// A presence state as the ui shows and sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum PresenceStatus {
+    /// Online and free.
+    Available,
+    /// Away from the device.
+    Away,
+    /// Busy, do not disturb.
+    Busy,
+    /// In a call.
+    OnThePhone,
+    /// Offline (or hidden).
+    Offline,
+    /// Not known: the contact has not allowed us to see it yet, or nothing arrived.
+    Unknown,
+}
+
+/// How far our subscription to a contact's presence has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum WatchState {
+    /// The SUBSCRIBE is under way.
+    Subscribing,
+    /// The contact has not yet allowed us to see their presence.
+    Pending,
+    /// We see their presence.
+    Active,
+    /// The contact refused, or the subscription ended for good.
+    Refused,
+}
+
+/// One contact with their live presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    /// The account whose buddy list holds the contact.
+    pub account_id: String,
+    /// Their address (`sip:bob@example.org`).
+    pub uri: String,
+    /// The name to show.
+    pub name: Option<String>,
+    /// Their presence.
+    pub status: PresenceStatus,
+    /// Their presence note.
+    pub note: Option<String>,
+    /// How far our subscription got.
+    pub watch: WatchState,
+}
+
+/// The arguments of `add_contact` and `remove_contact`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactArg {
+    /// The account.
+    pub account_id: String,
+    /// The contact's address: a SIP URI, `user` or `user@domain`.
+    pub uri: String,
+    /// The name to show (`add_contact` only).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Someone who asked to see (or sees) our presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Watcher {
+    /// The account being watched.
+    pub account_id: String,
+    /// The watcher's address.
+    pub uri: String,
+    /// Their display name, when given.
+    pub name: Option<String>,
+    /// `pending` (awaiting our decision), `active` (allowed), `waiting` or `terminated`.
+    pub status: String,
+}
+
+/// The arguments of `allow_watcher` and `block_watcher`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct WatcherArg {
+    /// The account being watched.
+    pub account_id: String,
+    /// The watcher's address.
+    pub uri: String,
+}
+
+/// The arguments of `set_presence`, and our own published state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct MyPresence {
+    /// The account.
+    pub account_id: String,
+    /// The state to publish (`Unknown` is treated as `Available`).
+    pub status: PresenceStatus,
+    /// A note shown to watchers.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Voicemail waiting for an account (RFC 3842 message summary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Voicemail {
+    /// The account.
+    pub account_id: String,
+    /// New (unheard) messages.
+    pub new_messages: u32,
+    /// Old (heard) messages.
+    pub old_messages: u32,
+    /// The address to call to listen to them.
+    pub voicemail_uri: String,
 }
 
 /// Everything the Rust side tells the ui without being asked.
@@ -380,6 +565,55 @@ pub enum AppEvent {
         call_id: String,
         /// The digit.
         digit: String,
+    },
+    /// A chat message arrived, or one of ours changed state (sent, delivered, read, failed).
+    Message {
+        /// The message now.
+        message: ChatMessage,
+    },
+    /// The other party started or stopped typing.
+    Composing {
+        /// The account.
+        #[serde(rename = "accountId")]
+        #[ts(rename = "accountId")]
+        account_id: String,
+        /// Who is typing.
+        peer: String,
+        /// Typing (true) or stopped (false).
+        active: bool,
+    },
+    /// A contact was added or their presence changed.
+    Contact {
+        /// The contact now.
+        contact: Contact,
+    },
+    /// A contact was removed.
+    ContactRemoved {
+        /// The account.
+        #[serde(rename = "accountId")]
+        #[ts(rename = "accountId")]
+        account_id: String,
+        /// Their address.
+        uri: String,
+    },
+    /// The list of people watching an account's presence changed.
+    Watchers {
+        /// The account.
+        #[serde(rename = "accountId")]
+        #[ts(rename = "accountId")]
+        account_id: String,
+        /// Every watcher now.
+        watchers: Vec<Watcher>,
+    },
+    /// Our own published presence changed.
+    MyPresence {
+        /// The state now.
+        presence: MyPresence,
+    },
+    /// Voicemail waiting changed.
+    Voicemail {
+        /// The counts now.
+        voicemail: Voicemail,
     },
     /// Something the user should know that belongs to no command (a media warning, a failed transfer).
     Notice {

@@ -2,6 +2,11 @@
 //! forwards every command to [`tandem_app::dispatch`], every [`AppEvent`] is emitted to the ui
 //! as `app-event`, plus a tray icon, a single running instance and a system notification for
 //! incoming calls.
+//!
+//! Environment (for tests and kiosks): `TANDEM_KEYRING_SERVICE` (keyring service name of the
+//! passwords), `TANDEM_CAPTURE` / `TANDEM_PLAYBACK` (device specs of new calls: `default`, a
+//! device name, `null`, `tone:440`, `file:PATH`), `TANDEM_SIP_IP` (local address for SIP and
+//! media). The data folder follows `XDG_DATA_HOME`.
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
@@ -44,13 +49,27 @@ fn main() -> anyhow::Result<()> {
         .invoke_handler(tauri::generate_handler![api])
         .setup(|app| {
             let data_dir = app.path().app_data_dir()?;
-            let secrets =
-                Secrets::os().map_err(|f| anyhow::anyhow!("{}: {}", f.message, f.detail))?;
+            let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            let secrets = match env("TANDEM_KEYRING_SERVICE") {
+                Some(service) => Secrets::os_with_service(&service),
+                None => Secrets::os(),
+            }
+            .map_err(|f| anyhow::anyhow!("{}: {}", f.message, f.detail))?;
+            let defaults = DeviceChoice::default();
+            let listen_ip = match env("TANDEM_SIP_IP") {
+                Some(ip) => ip
+                    .parse()
+                    .with_context(|| format!("TANDEM_SIP_IP={ip} is not an IP address"))?,
+                None => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            };
             let state = AppState::open(AppOptions {
                 data_dir,
                 secrets,
-                devices: DeviceChoice::default(),
-                listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                devices: DeviceChoice {
+                    capture: env("TANDEM_CAPTURE").unwrap_or(defaults.capture),
+                    playback: env("TANDEM_PLAYBACK").unwrap_or(defaults.playback),
+                },
+                listen_ip,
             })
             .map_err(|f| anyhow::anyhow!("{}: {}", f.message, f.detail))?;
             let handle = app.handle().clone();

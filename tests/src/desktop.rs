@@ -1,1 +1,480 @@
-//! The desktop app under Xvfb driven by tauri-driver and WebKitWebDriver (W3C WebDriver over HTTP).
+//! The desktop app under Xvfb driven by WebKitWebDriver (W3C WebDriver over HTTP).
+//!
+//! [`DesktopSession::start`] starts a private X server (`Xvfb` on a free display), then
+//! `WebKitWebDriver` on a free port, and opens a WebDriver session whose
+//! `webkitgtk:browserOptions.binary` is the built `tandem` binary: WebKitWebDriver launches the
+//! app itself (what `tauri-driver` does on Linux, without the extra proxy), with
+//! `TAURI_WEBVIEW_AUTOMATION=true` so that Tauri's webview accepts automation. The app gets
+//! its own `HOME`/`XDG_*` folders, keyring service and audio devices from the test.
+//!
+//! The WebDriver client is a small blocking HTTP/1.1 client over `TcpStream` (loopback only):
+//! find elements by CSS, click, type, read text and attributes, run scripts, take PNG
+//! screenshots. Every process is in its own process group and stopped on drop.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::error::{HarnessError, IoContext, Result};
+use crate::paths::bin_path;
+use crate::ports::free_port;
+use crate::process::ChildGuard;
+
+/// The W3C element reference key.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecc";
+/// Largest WebDriver response accepted (screenshots are the big ones).
+const MAX_RESPONSE: usize = 64 << 20;
+/// How long one WebDriver command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn protocol(detail: impl Into<String>) -> HarnessError {
+    HarnessError::Protocol {
+        what: "WebKitWebDriver".into(),
+        detail: detail.into(),
+    }
+}
+
+/// A private X server on a free display, stopped on drop.
+pub struct Xvfb {
+    child: ChildGuard,
+    display: u32,
+}
+
+impl Xvfb {
+    /// Starts `Xvfb :N -screen 0 WxHx24` on the first free display from 90 on; logs go to `dir`.
+    pub fn start(dir: &Path, width: u32, height: u32) -> Result<Xvfb> {
+        let first = 90 + std::process::id() % 200;
+        for display in first..first + 40 {
+            if Path::new(&format!("/tmp/.X{display}-lock")).exists()
+                || Path::new(&format!("/tmp/.X11-unix/X{display}")).exists()
+            {
+                continue;
+            }
+            let mut c = Command::new("Xvfb");
+            c.arg(format!(":{display}"))
+                .args(["-screen", "0", &format!("{width}x{height}x24")])
+                .args(["-nolisten", "tcp", "-noreset"]);
+            let mut child = ChildGuard::spawn(&format!("xvfb-{display}"), c, dir)?;
+            let socket = PathBuf::from(format!("/tmp/.X11-unix/X{display}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && child.is_running() && !socket.exists() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if socket.exists() && child.is_running() {
+                return Ok(Xvfb { child, display });
+            }
+            child.stop();
+        }
+        Err(HarnessError::Tool {
+            what: "Xvfb".into(),
+            detail: "no free X display between :90 and :330".into(),
+        })
+    }
+
+    /// The `DISPLAY` value (`:N`).
+    pub fn display(&self) -> String {
+        format!(":{}", self.display)
+    }
+
+    /// The X server's log tails, for failure reports.
+    pub fn tails(&self) -> String {
+        self.child.tails()
+    }
+}
+
+/// How to start the desktop app.
+#[derive(Debug, Clone)]
+pub struct DesktopOptions {
+    /// The app binary (default: the built `tandem`).
+    pub binary: Option<PathBuf>,
+    /// Extra environment variables of the app (`TANDEM_CAPTURE`, …).
+    pub env: Vec<(String, String)>,
+    /// Screen size of the X server.
+    pub screen: (u32, u32),
+}
+
+impl Default for DesktopOptions {
+    fn default() -> Self {
+        DesktopOptions {
+            binary: None,
+            env: Vec::new(),
+            screen: (1280, 900),
+        }
+    }
+}
+
+/// A found element (its WebDriver reference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element(pub String);
+
+/// The desktop app running under Xvfb with a WebDriver session; everything stops on drop.
+pub struct DesktopSession {
+    driver: ChildGuard,
+    xvfb: Xvfb,
+    addr: SocketAddr,
+    session: Option<String>,
+    home: PathBuf,
+}
+
+impl DesktopSession {
+    /// Starts Xvfb, WebKitWebDriver and the app (with its home in `dir/home`).
+    pub fn start(dir: &Path, options: DesktopOptions) -> Result<DesktopSession> {
+        let binary = match options.binary {
+            Some(b) => b,
+            None => bin_path("tandem")?,
+        };
+        let xvfb = Xvfb::start(dir, options.screen.0, options.screen.1)?;
+        let home = dir.join("home");
+        for sub in [".local/share", ".config", ".cache", "runtime"] {
+            std::fs::create_dir_all(home.join(sub))
+                .ctx(|| format!("creating {}", home.join(sub).display()))?;
+        }
+        let runtime = home.join("runtime");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700))
+                .ctx(|| "chmod runtime dir".into())?;
+        }
+        let port = free_port();
+        let mut c = Command::new("WebKitWebDriver");
+        c.arg(format!("--port={port}"))
+            .env("DISPLAY", xvfb.display())
+            .env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("TAURI_WEBVIEW_AUTOMATION", "true")
+            .env("TAURI_AUTOMATION", "true")
+            .env("NO_AT_BRIDGE", "1")
+            .env("GDK_BACKEND", "x11")
+            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS");
+        for (k, v) in &options.env {
+            c.env(k, v);
+        }
+        let driver = ChildGuard::spawn("webkitwebdriver", c, dir)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut s = DesktopSession {
+            driver,
+            xvfb,
+            addr,
+            session: None,
+            home,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if s.request("GET", "/status", None).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline || !s.driver.is_running() {
+                return Err(HarnessError::Timeout {
+                    what: format!("WebKitWebDriver on {addr}\n{}", s.driver.tails()),
+                    waited: Duration::from_secs(15),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({
+            "capabilities": {
+                "alwaysMatch": {
+                    "webkitgtk:browserOptions": {
+                        "binary": binary.display().to_string(),
+                        "args": [],
+                    }
+                }
+            }
+        });
+        let created = s.request("POST", "/session", Some(&caps))?;
+        let id = created
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| protocol(format!("no sessionId in {created}")))?;
+        s.session = Some(id.to_owned());
+        Ok(s)
+    }
+
+    /// The app's home folder (its data is under `.local/share/org.tandem.app`).
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The app's data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.home.join(".local/share/org.tandem.app")
+    }
+
+    /// The logs of Xvfb and WebKitWebDriver (which include the app's stderr).
+    pub fn tails(&self) -> String {
+        format!("{}\n{}", self.driver.tails(), self.xvfb.tails())
+    }
+
+    fn session_path(&self, rest: &str) -> Result<String> {
+        let id = self
+            .session
+            .as_deref()
+            .ok_or_else(|| protocol("no session"))?;
+        Ok(format!("/session/{id}{rest}"))
+    }
+
+    /// One WebDriver command; the `value` of the answer, or the WebDriver error as `Protocol`.
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let (status, text) = http(self.addr, method, path, body)?;
+        let parsed: Value = serde_json::from_str(&text)
+            .map_err(|e| protocol(format!("{method} {path}: HTTP {status}, not JSON ({e})")))?;
+        let value = parsed.get("value").cloned().unwrap_or(Value::Null);
+        if status >= 400 {
+            return Err(protocol(format!("{method} {path}: HTTP {status}: {value}")));
+        }
+        Ok(value)
+    }
+
+    fn session_request(&self, method: &str, rest: &str, body: Option<&Value>) -> Result<Value> {
+        let path = self.session_path(rest)?;
+        self.request(method, &path, body)
+    }
+
+    /// Every element matching the CSS selector.
+    pub fn find_all(&self, css: &str) -> Result<Vec<Element>> {
+        let v = self.session_request(
+            "POST",
+            "/elements",
+            Some(&json!({"using": "css selector", "value": css})),
+        )?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.get(ELEMENT_KEY).and_then(Value::as_str))
+                    .map(|s| Element(s.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Waits up to `timeout` for an element matching `css` whose text satisfies `pred`.
+    pub fn wait_for(
+        &self,
+        css: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Result<Element> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            for e in self.find_all(css)? {
+                if let Ok(text) = self.text(&e) {
+                    if pred(&text) {
+                        return Ok(e);
+                    }
+                    last = text;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout {
+                    what: format!("element {css} (last text {last:?})"),
+                    waited: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    /// Waits for an element matching `css`.
+    pub fn wait(&self, css: &str, timeout: Duration) -> Result<Element> {
+        self.wait_for(css, timeout, |_| true)
+    }
+
+    /// Waits for a button whose visible text contains `label` (case-sensitive) and clicks it.
+    pub fn click_button(&self, label: &str, timeout: Duration) -> Result<()> {
+        let e = self.wait_for("button", timeout, |t| t.contains(label))?;
+        self.click(&e)
+    }
+
+    /// Clicks an element.
+    pub fn click(&self, e: &Element) -> Result<()> {
+        self.session_request("POST", &format!("/element/{}/click", e.0), Some(&json!({})))?;
+        Ok(())
+    }
+
+    /// Types `text` into an element (`\n` presses Enter).
+    pub fn type_text(&self, e: &Element, text: &str) -> Result<()> {
+        let text = text.replace('\n', "\u{E007}");
+        self.session_request(
+            "POST",
+            &format!("/element/{}/value", e.0),
+            Some(&json!({"text": text})),
+        )?;
+        Ok(())
+    }
+
+    /// The rendered text of an element.
+    pub fn text(&self, e: &Element) -> Result<String> {
+        let v = self.session_request("GET", &format!("/element/{}/text", e.0), None)?;
+        Ok(v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// An attribute of an element.
+    pub fn attribute(&self, e: &Element, name: &str) -> Result<Option<String>> {
+        let v = self.session_request("GET", &format!("/element/{}/attribute/{name}", e.0), None)?;
+        Ok(v.as_str().map(str::to_owned))
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) in the page and returns its value.
+    pub fn execute(&self, script: &str, args: Vec<Value>) -> Result<Value> {
+        self.session_request(
+            "POST",
+            "/execute/sync",
+            Some(&json!({"script": script, "args": args})),
+        )
+    }
+
+    /// Saves a PNG screenshot of the window to `path` (folders created).
+    pub fn screenshot(&self, path: &Path) -> Result<()> {
+        let v = self.session_request("GET", "/screenshot", None)?;
+        let b64 = v
+            .as_str()
+            .ok_or_else(|| protocol("screenshot is not a string"))?;
+        let png = base64_decode(b64).ok_or_else(|| protocol("screenshot is not base64"))?;
+        if png.get(1..4) != Some(b"PNG") {
+            return Err(protocol("screenshot is not a PNG"));
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(path, png).ctx(|| format!("writing {}", path.display()))
+    }
+
+    /// Ends the session (the driver closes the app).
+    pub fn close(&mut self) {
+        if let Some(id) = self.session.take() {
+            let _ = http(self.addr, "DELETE", &format!("/session/{id}"), None);
+        }
+    }
+}
+
+impl Drop for DesktopSession {
+    fn drop(&mut self) {
+        self.close();
+        self.driver.stop();
+    }
+}
+
+/// One HTTP/1.1 request to `addr` (Connection: close); the status and body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String)> {
+    let what = || format!("WebDriver {method} {path}");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ctx(what)?;
+    stream.set_read_timeout(Some(COMMAND_TIMEOUT)).ctx(what)?;
+    stream.set_write_timeout(Some(COMMAND_TIMEOUT)).ctx(what)?;
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n"
+    );
+    if body.is_some() {
+        head.push_str("Content-Type: application/json; charset=utf-8\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", payload.len()));
+    stream.write_all(head.as_bytes()).ctx(what)?;
+    stream.write_all(payload.as_bytes()).ctx(what)?;
+    let mut raw = Vec::new();
+    stream
+        .take(MAX_RESPONSE as u64)
+        .read_to_end(&mut raw)
+        .ctx(what)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| protocol(format!("{}: no header end", what())))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| protocol(format!("{}: bad status line", what())))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| protocol(format!("{}: bad chunked body", what())))?;
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Decodes a chunked transfer-encoded body.
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(data.get(..line_end)?).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = data.get(line_end + 2..)?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// Decodes standard base64 (whitespace ignored).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        })
+    }
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        match chunk.len() {
+            4 => out.extend_from_slice(&bytes[1..4]),
+            3 => out.extend_from_slice(&bytes[1..3]),
+            2 => out.push(bytes[1]),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_known_values() {
+        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(base64_decode("aGVsbG8h").as_deref(), Some(&b"hello!"[..]));
+        assert_eq!(base64_decode("aGk=").as_deref(), Some(&b"hi"[..]));
+        assert_eq!(base64_decode("a$=="), None);
+    }
+
+    #[test]
+    fn chunked_bodies_decode() {
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n").as_deref(),
+            Some(&b"hello world"[..])
+        );
+        assert_eq!(dechunk(b"5\r\nhel"), None);
+    }
+}

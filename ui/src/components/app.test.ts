@@ -66,7 +66,7 @@ describe("format", () => {
 describe("first run", () => {
   it("starts the bundled lab server from the wizard", async () => {
     const transport = new TestTransport({
-      start_bundled_lab: { domain: "tandem.lab", udp: "127.0.0.1:5999", tcp: null, users: [], signedInAs: alice.id },
+      start_bundled_lab: { domain: "tandem.lab", udp: "127.0.0.1:5999", tcp: null, xcap: null, users: [], signedInAs: alice.id },
     });
     await setup(transport);
     const button = screen.getByRole("button", { name: /bundled lab server/i });

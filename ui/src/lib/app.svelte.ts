@@ -2,6 +2,12 @@
 // commands. One instance per window, created over a Transport.
 
 import type { AccountInfo } from "./bindings/AccountInfo";
+import type { ChatMessage } from "./bindings/ChatMessage";
+import type { Contact } from "./bindings/Contact";
+import type { MyPresence } from "./bindings/MyPresence";
+import type { PresenceStatus } from "./bindings/PresenceStatus";
+import type { Voicemail } from "./bindings/Voicemail";
+import type { Watcher } from "./bindings/Watcher";
 import type { AppEvent } from "./bindings/AppEvent";
 import type { CallInfo } from "./bindings/CallInfo";
 import type { DeviceChoice } from "./bindings/DeviceChoice";
@@ -13,6 +19,26 @@ import type { NewAccount } from "./bindings/NewAccount";
 import type { Quality } from "./bindings/Quality";
 import type { Transport } from "./transport";
 
+/** The key of a conversation: account and peer address (scheme, user, host; lowercased). */
+export function peerKey(accountId: string, peer: string): string {
+  let p = peer.trim();
+  const lt = p.indexOf("<");
+  const gt = p.lastIndexOf(">");
+  if (lt >= 0 && gt > lt) p = p.slice(lt + 1, gt);
+  p = p.split(/[;?]/)[0];
+  return `${accountId}|${p.toLowerCase()}`;
+}
+
+/** One conversation: the messages exchanged with one peer on one account. */
+export interface Conversation {
+  key: string;
+  accountId: string;
+  peer: string;
+  messages: ChatMessage[];
+  unread: number;
+  lastAtMs: number;
+}
+
 /** The app as the ui sees it. */
 export class AppModel {
   accounts = $state<AccountInfo[]>([]);
@@ -23,6 +49,13 @@ export class AppModel {
   error = $state<Failure | null>(null);
   notices = $state<string[]>([]);
   loaded = $state(false);
+  messages = $state<ChatMessage[]>([]);
+  /** Conversation keys whose peer is typing now. */
+  typing = $state<Record<string, boolean>>({});
+  contacts = $state<Contact[]>([]);
+  watchers = $state<Watcher[]>([]);
+  myPresence = $state<Record<string, MyPresence>>({});
+  voicemail = $state<Record<string, Voicemail>>({});
   private stop: (() => void) | null = null;
 
   constructor(readonly transport: Transport) {}
@@ -30,14 +63,22 @@ export class AppModel {
   /** Subscribes to events and loads the current state. */
   async start(): Promise<void> {
     this.stop = this.transport.listen((e) => this.apply(e));
-    const [accounts, calls, history] = await Promise.all([
+    const [accounts, calls, history, messages, contacts, watchers, presence] = await Promise.all([
       this.transport.invoke<AccountInfo[]>("list_accounts"),
       this.transport.invoke<CallInfo[]>("list_calls"),
       this.transport.invoke<HistoryEntry[]>("history"),
+      this.transport.invoke<ChatMessage[]>("list_messages"),
+      this.transport.invoke<Contact[]>("list_contacts"),
+      this.transport.invoke<Watcher[]>("list_watchers"),
+      this.transport.invoke<MyPresence[]>("my_presence"),
     ]);
     this.accounts = accounts;
     this.calls = calls;
     this.history = history;
+    this.messages = messages ?? [];
+    this.contacts = contacts ?? [];
+    this.watchers = watchers ?? [];
+    for (const p of presence ?? []) this.myPresence[p.accountId] = p;
     this.loaded = true;
   }
 
@@ -78,7 +119,59 @@ export class AppModel {
         break;
       case "dtmf":
         break;
+      case "message": {
+        const m = event.message;
+        const i = this.messages.findIndex((x) => x.id === m.id);
+        if (i >= 0) this.messages[i] = m;
+        else this.messages = [...this.messages, m];
+        if (m.direction === "incoming") this.typing = { ...this.typing, [peerKey(m.accountId, m.peer)]: false };
+        break;
+      }
+      case "composing":
+        this.typing = { ...this.typing, [peerKey(event.accountId, event.peer)]: event.active };
+        break;
+      case "contact": {
+        const c = event.contact;
+        const i = this.contacts.findIndex((x) => x.accountId === c.accountId && x.uri === c.uri);
+        if (i >= 0) this.contacts[i] = c;
+        else this.contacts = [...this.contacts, c];
+        break;
+      }
+      case "contactRemoved":
+        this.contacts = this.contacts.filter((c) => !(c.accountId === event.accountId && c.uri === event.uri));
+        break;
+      case "watchers":
+        this.watchers = [...this.watchers.filter((w) => w.accountId !== event.accountId), ...event.watchers];
+        break;
+      case "myPresence":
+        this.myPresence = { ...this.myPresence, [event.presence.accountId]: event.presence };
+        break;
+      case "voicemail":
+        this.voicemail = { ...this.voicemail, [event.voicemail.accountId]: event.voicemail };
+        break;
     }
+  }
+
+  /** Conversations, most recent first. */
+  get conversations(): Conversation[] {
+    const byKey = new Map<string, Conversation>();
+    for (const m of this.messages) {
+      const key = peerKey(m.accountId, m.peer);
+      let c = byKey.get(key);
+      if (!c) {
+        c = { key, accountId: m.accountId, peer: m.peer, messages: [], unread: 0, lastAtMs: 0 };
+        byKey.set(key, c);
+      }
+      c.messages.push(m);
+      if (m.status === "unread") c.unread += 1;
+      c.lastAtMs = Math.max(c.lastAtMs, m.atMs);
+    }
+    return [...byKey.values()].sort((a, b) => b.lastAtMs - a.lastAtMs);
+  }
+
+  /** Watchers waiting for us to allow or block them. */
+  get pendingWatchers(): Watcher[] {
+    return this.watchers.filter((w) => w.status === "pending" || w.status === "waiting");
   }
 
   private async run<T>(p: Promise<T>): Promise<T | undefined> {
@@ -138,6 +231,26 @@ export class AppModel {
   listDevices = () => this.run(this.transport.invoke<Devices>("list_devices"));
   switchDevices = (choice: DeviceChoice) =>
     this.run(this.transport.invoke<null>("switch_devices", choice as unknown as Record<string, unknown>));
+
+  sendMessage = (accountId: string, to: string, text: string) =>
+    this.run(this.transport.invoke<ChatMessage>("send_message", { accountId, to, text }));
+  composing = (accountId: string, peer: string, active: boolean) =>
+    this.transport.invoke<null>("composing", { accountId, peer, active }).catch(() => null);
+  markRead = (accountId: string, peer: string) =>
+    this.run(this.transport.invoke<number>("mark_read", { accountId, peer, active: false }));
+  addContact = (accountId: string, uri: string, name: string | null) =>
+    this.run(this.transport.invoke<Contact>("add_contact", { accountId, uri, name }));
+  removeContact = (accountId: string, uri: string) =>
+    this.run(this.transport.invoke<null>("remove_contact", { accountId, uri, name: null }));
+  allowWatcher = (accountId: string, uri: string) =>
+    this.run(this.transport.invoke<null>("allow_watcher", { accountId, uri }));
+  blockWatcher = (accountId: string, uri: string) =>
+    this.run(this.transport.invoke<null>("block_watcher", { accountId, uri }));
+  setPresence = (accountId: string, status: PresenceStatus, note: string | null) =>
+    this.run(this.transport.invoke<null>("set_presence", { accountId, status, note }));
+  /** Calls the account's voicemail (the address from its message summary, else `voicemail`). */
+  callVoicemail = (accountId: string) =>
+    this.call(accountId, this.voicemail[accountId]?.voicemailUri || "voicemail");
 
   /** The first signed-in account, else the first account. */
   get defaultAccount(): AccountInfo | undefined {

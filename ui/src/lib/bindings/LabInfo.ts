@@ -19,6 +19,10 @@ udp: string,
  */
 tcp: string | null, 
 /**
+ * `host:port` of its XCAP server (HTTPS: buddy lists and presence rules).
+ */
+xcap: string | null, 
+/**
  * The demo accounts.
  */
 users: Array<LabUser>, 

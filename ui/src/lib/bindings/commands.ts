@@ -21,4 +21,16 @@ export type Command =
   | "list_devices"
   | "switch_devices"
   | "history"
-  | "start_bundled_lab";
+  | "start_bundled_lab"
+  | "list_messages"
+  | "send_message"
+  | "composing"
+  | "mark_read"
+  | "list_contacts"
+  | "add_contact"
+  | "remove_contact"
+  | "list_watchers"
+  | "allow_watcher"
+  | "block_watcher"
+  | "my_presence"
+  | "set_presence";

@@ -1,0 +1,54 @@
+// What the mock app API answers for each screen of the phone layout check: the same command
+// names and event shapes as app/src/commands.rs (typed in src/lib/bindings).
+
+const now = Date.now();
+
+export const alice = {
+  id: "alice@tandem.lab",
+  settings: {
+    user: "alice", domain: "tandem.lab", authUser: null, displayName: null, proxy: "127.0.0.1:5060",
+    transport: "udp", srtp: "off", expires: 600, lab: true,
+  },
+  hasPassword: true,
+  registration: { state: "registered", expires: 600 },
+};
+
+const call = (partial) => ({
+  id: "call-1", sipCallId: "abc", accountId: alice.id, remote: "sip:bob@tandem.lab", direction: "outgoing",
+  phase: "active", answeredAtMs: now - 65_000, held: false, remoteHeld: false, muted: false, codec: "opus",
+  secure: true, endReason: null, ...partial,
+});
+
+const history = [
+  { accountId: alice.id, remote: "sip:bob@tandem.lab", direction: "outgoing", outcome: "answered", startedAtMs: now - 3_600_000, durationSecs: 125, detail: "Ended by us." },
+  { accountId: alice.id, remote: "sip:carol@tandem.lab", direction: "incoming", outcome: "missed", startedAtMs: now - 7_200_000, durationSecs: 0, detail: "Cancelled." },
+];
+
+const messages = [
+  { id: "m1", accountId: alice.id, peer: "sip:bob@tandem.lab", direction: "outgoing", text: "Hello Bob, are you free for a call?", atMs: now - 120_000, status: "displayed", error: null },
+  { id: "m2", accountId: alice.id, peer: "sip:bob@tandem.lab", direction: "incoming", text: "In five minutes!", atMs: now - 60_000, status: "read", error: null },
+  { id: "m3", accountId: alice.id, peer: "sip:carol@tandem.lab", direction: "incoming", text: "Lab at 3?", atMs: now - 30_000, status: "unread", error: null },
+];
+
+const contacts = [
+  { accountId: alice.id, uri: "sip:bob@tandem.lab", name: "Bob", status: "busy", note: "in a meeting", watch: "active" },
+  { accountId: alice.id, uri: "sip:carol@tandem.lab", name: null, status: "available", note: null, watch: "active" },
+  { accountId: alice.id, uri: "sip:dave@tandem.lab", name: "Dave", status: "unknown", note: null, watch: "pending" },
+];
+
+const watchers = [{ accountId: alice.id, uri: "sip:erin@tandem.lab", name: null, status: "pending" }];
+
+const base = {
+  list_accounts: [alice], list_calls: [], history, list_messages: messages, list_contacts: contacts,
+  list_watchers: watchers, my_presence: [{ accountId: alice.id, status: "available", note: "at the lab" }],
+};
+
+/** Screens: the fixture answers and what to click once the page is up. */
+export const screens = {
+  wizard: { answers: { ...base, list_accounts: [], history: [], list_messages: [], list_contacts: [], list_watchers: [] }, tab: null },
+  calls: { answers: base, tab: null },
+  "in-call": { answers: { ...base, list_calls: [call({})] }, tab: null },
+  incoming: { answers: { ...base, list_calls: [call({ direction: "incoming", phase: "incoming", answeredAtMs: null, remote: "sip:carol@tandem.lab" })] }, tab: null },
+  chat: { answers: base, tab: "Chat", open: "sip:bob@tandem.lab" },
+  contacts: { answers: base, tab: "Contacts" },
+};
