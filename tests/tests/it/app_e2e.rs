@@ -113,7 +113,7 @@ fn desktop_app_end_to_end() {
     let shots = shots_dir();
     let _ = std::fs::remove_dir_all(&shots);
     let service = format!("tandem-e2e-{}", std::process::id());
-    let mut app = ok(DesktopSession::start(
+    let app = ok(DesktopSession::start(
         dir.path(),
         DesktopOptions {
             env: vec![
