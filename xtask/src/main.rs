@@ -7,6 +7,7 @@
 mod app;
 mod bench;
 mod bench_media;
+mod bench_mixer;
 mod cmd;
 mod packages;
 
@@ -26,7 +27,9 @@ commands:
   bench sip       SIPp REGISTER/INVITE load against Kamailio and the lab server; prints the clean rates and ratios
   bindings        regenerate ui/src/lib/bindings/*.ts from the Rust types of tandem-app
   bench media [--call-secs N]
-                  codec realtime factors, pipeline latency, calls per core; tandem-cli vs baresip on loopback";
+                  codec realtime factors, pipeline latency, calls per core; tandem-cli vs baresip on loopback
+  bench mixer [--secs N]
+                  conference mixer: participants per core (G.711, Opus), 20 ms deadline run, recordings per core";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,7 +58,8 @@ fn dispatch(args: &[String]) -> Result<()> {
         "bench" => match rest.first().map(String::as_str) {
             Some("sip") => bench::sip(&rest[1..]),
             Some("media") => bench_media::media(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench sip|media"),
+            Some("mixer") => bench_mixer::mixer(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench sip|media|mixer"),
         },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
