@@ -439,6 +439,8 @@ impl LabConfig {
         }
         self.im.validate().map_err(ConfigError::Invalid)?;
         self.presence.validate().map_err(ConfigError::Invalid)?;
+        self.ivr.validate().map_err(ConfigError::Invalid)?;
+        self.api.validate().map_err(ConfigError::Invalid)?;
         if self.limits.max_transactions == 0 {
             return invalid("limits.max_transactions must be at least 1".to_owned());
         }

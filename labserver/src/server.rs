@@ -55,6 +55,9 @@ pub enum ServerError {
     /// The media server could not start.
     #[error("{0}")]
     MediaServer(#[from] crate::mediasrv::MediaServerError),
+    /// The click-to-call API could not start.
+    #[error("{0}")]
+    Api(#[from] crate::mediasrv::api::ApiError),
 }
 
 /// Everything the dispatcher needs.
@@ -80,6 +83,7 @@ pub struct LabServer {
     msrp: Option<crate::msrp_relay::MsrpRelay>,
     turn: Option<crate::turn::TurnServer>,
     mediasrv: Option<crate::mediasrv::MediaServer>,
+    api: Option<crate::mediasrv::api::ApiServer>,
 }
 
 impl LabServer {
@@ -191,6 +195,13 @@ impl LabServer {
             locals: Arc::clone(&locals),
         })
         .await?;
+        let api = match &mediasrv {
+            Some(m) => {
+                crate::mediasrv::api::ApiServer::start(Arc::clone(m.ctx()), ca.server_config()?)
+                    .await?
+            }
+            None => None,
+        };
         let location_tasks = location.spawn_tasks();
         let core = Arc::new(Core {
             endpoint: endpoint.clone(),
@@ -217,6 +228,7 @@ impl LabServer {
             msrp,
             turn,
             mediasrv,
+            api,
         })
     }
 
@@ -247,6 +259,7 @@ impl LabServer {
             self.msrp.as_ref().map(|s| s.ready_fields()),
             self.turn.as_ref().map(|s| s.ready_fields()),
             self.mediasrv.as_ref().map(|s| s.ready_fields()),
+            self.api.as_ref().map(|s| s.ready_fields()),
         ];
         for (key, addr) in services.into_iter().flatten().flatten() {
             line.push_str(&format!(" {key}={addr}"));
@@ -272,6 +285,9 @@ impl LabServer {
         }
         self.proxy.flush_cdrs().await;
         self.presence.shutdown().await;
+        if let Some(a) = self.api.take() {
+            a.shutdown().await;
+        }
         if let Some(s) = &self.mediasrv {
             s.shutdown().await;
         }

@@ -126,6 +126,10 @@ impl LabServer {
         if !opts.extra_toml.contains("[turn]") {
             toml.push_str("\n[turn]\nport = 0\ntls_port = 0\n");
         }
+        // The click-to-call API's default port (8088) likewise: `LabServer::service("api")`.
+        if !opts.extra_toml.contains("[api]") {
+            toml.push_str("\n[api]\nport = 0\n");
+        }
         toml.push_str(&opts.extra_toml);
         let config = dir.join("lab.toml");
         write(&config, toml)?;
