@@ -396,10 +396,11 @@ impl SdpState {
     }
 
     fn ptime(neg: &NegotiatedAudio) -> Duration {
-        Duration::from_millis(u64::from(match neg.ptime {
-            Some(p @ (10 | 20 | 30 | 40 | 60)) => p,
-            _ => 20,
-        }))
+        let ms = neg
+            .ptime
+            .filter(|p| matches!(p, 10 | 20 | 30 | 40 | 60))
+            .unwrap_or(20);
+        Duration::from_millis(u64::from(ms))
     }
 
     /// Starts the media session on the negotiated stream.

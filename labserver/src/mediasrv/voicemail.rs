@@ -76,7 +76,9 @@ const MENU_TRIES: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VoicemailConfig {
-    /// Send unanswered, busy and unreachable calls to local users' mailboxes (default true).
+    /// Send unanswered, busy and unreachable calls to local users' mailboxes (default false:
+    /// without it the proxy answers 408/480/486 as before; `vm-<user>@` deposit and
+    /// `voicemail@` retrieval work either way).
     pub enabled: bool,
     /// Ring this long before the call goes to voicemail (default 20 s).
     pub no_answer_secs: u64,
@@ -99,7 +101,7 @@ pub struct VoicemailConfig {
 impl Default for VoicemailConfig {
     fn default() -> Self {
         VoicemailConfig {
-            enabled: true,
+            enabled: false,
             no_answer_secs: 20,
             dir: None,
             default_pin: "1234".into(),
@@ -413,13 +415,20 @@ pub async fn retrieve(ctx: Arc<MediaCtx>, mut leg: Leg) {
         return;
     }
     let (new, old) = ctx.store().voicemail_counts(&user).await.unwrap_or((0, 0));
-    if leg.play_interruptible(counts_announcement(new, old)).await == PlayResult::Hangup {
-        return;
-    }
+    // A key pressed during the announcement is already the main menu choice.
+    let mut pending = match leg.play_interruptible(counts_announcement(new, old)).await {
+        PlayResult::Hangup => return,
+        PlayResult::Digit(d) => Some(d),
+        PlayResult::Finished => None,
+    };
     let mut misses = 0;
     loop {
-        let Some(key) = menu_key(&mut leg, Prompt::VmMainMenu).await else {
-            return;
+        let key = match pending.take() {
+            Some(d) => Some(d),
+            None => match menu_key(&mut leg, Prompt::VmMainMenu).await {
+                Some(k) => k,
+                None => return,
+            },
         };
         match key {
             Some('1') => {
@@ -493,9 +502,8 @@ async fn listen(ctx: &MediaCtx, leg: &mut Leg, user: &str) -> bool {
                     .map(|p| p.beep());
                 match leg.play_interruptible(boxed(audio)).await {
                     PlayResult::Hangup => {
-                        if heard || message.is_new {
-                            let _ = ctx.store().voicemail_mark_old(user, &message.id).await;
-                            notify(ctx, user);
+                        if heard {
+                            mark_heard(ctx, user, &message).await;
                         }
                         return false;
                     }
@@ -507,7 +515,12 @@ async fn listen(ctx: &MediaCtx, leg: &mut Leg, user: &str) -> bool {
             let key = match key {
                 Some(k) => Some(k),
                 None => match menu_key(leg, Prompt::VmMessageMenu).await {
-                    None => return false,
+                    None => {
+                        if heard {
+                            mark_heard(ctx, user, &message).await;
+                        }
+                        return false;
+                    }
                     Some(k) => k,
                 },
             };

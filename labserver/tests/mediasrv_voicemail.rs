@@ -1,0 +1,520 @@
+//! The media server against an in-process lab: voicemail deposit with a real media session,
+//! MWI subscription NOTIFYs, retrieval by DTMF (the played message contains the deposited
+//! tone), persistence across a restart, and the proxy's voicemail fallback (not registered, no
+//! answer, busy, mailbox disabled).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod sip_util;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sip_util::{DOMAIN, Lab, Ua, answer, eventually, rand_token};
+use tandem_media::codec::CodecSpec;
+use tandem_media::device::{CaptureDevice, DeviceError, NullCapture, PlaybackDevice, ToneCapture};
+use tandem_media::session::{MediaConfig, MediaEvent, MediaSession};
+use tandem_media::tone::analyze;
+use tandem_proto::msg::{HeaderName, Message, Method, Request, Response};
+use tandem_proto::sdp::{self, Codec, MediaOffer, SessionDescription};
+use tandem_proto::simple::message_summary::MessageSummary;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// A playback device keeping everything it hears (8 kHz).
+#[derive(Clone, Default)]
+struct Tap(Arc<Mutex<Vec<i16>>>);
+
+impl PlaybackDevice for Tap {
+    fn rate(&self) -> u32 {
+        8000
+    }
+    fn write_frame(&mut self, pcm: &[i16]) -> Result<(), DeviceError> {
+        self.0.lock().unwrap().extend_from_slice(pcm);
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), DeviceError> {
+        Ok(())
+    }
+}
+
+impl Tap {
+    fn samples(&self) -> Vec<i16> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// True when some 400 ms window of `pcm` (at `rate`) is a clear tone near `hz`.
+fn contains_tone(pcm: &[i16], rate: u32, hz: f32) -> bool {
+    let w = rate as usize * 2 / 5;
+    pcm.chunks(w / 2)
+        .enumerate()
+        .filter_map(|(i, _)| pcm.get(i * w / 2..i * w / 2 + w))
+        .any(|win| {
+            let a = analyze(win, rate);
+            (a.dominant_hz - hz).abs() < hz * 0.03 && a.snr_db > 10.0 && a.rms > 300.0
+        })
+}
+
+/// A call from `ua` with real media: INVITE (answering the proxy's challenge), ACK, session.
+struct Call {
+    invite: Request,
+    ok: Response,
+    session: MediaSession,
+    events: UnboundedReceiver<MediaEvent>,
+}
+
+impl Call {
+    async fn start(
+        ua: &mut Ua,
+        target: &str,
+        capture: Box<dyn CaptureDevice>,
+        playback: Box<dyn PlaybackDevice>,
+    ) -> Result<Call, Response> {
+        let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let offer = sdp::build_offer(
+            7,
+            1,
+            ip,
+            rtp.local_addr().unwrap().port(),
+            &MediaOffer::new(vec![Codec::pcmu(), Codec::telephone_event(8000, 101)]),
+        );
+        let mut invite = ua.invite(target);
+        invite.body = Bytes::from(offer.to_string());
+        ua.send(&Message::Request(invite.clone())).await;
+        let mut final_r = final_response(ua).await;
+        if final_r.status == 407 {
+            ua.ack_non_2xx(&invite, &final_r).await;
+            invite = ua.authorize(&invite, &final_r, None);
+            ua.send(&Message::Request(invite.clone())).await;
+            final_r = final_response(ua).await;
+        }
+        if final_r.status != 200 {
+            ua.ack_non_2xx(&invite, &final_r).await;
+            return Err(final_r);
+        }
+        let ack = ua.in_dialog(Method::Ack, &invite, &final_r);
+        ua.send(&Message::Request(ack)).await;
+        let answer = SessionDescription::parse_bytes(&final_r.body).unwrap();
+        let neg = sdp::accept_answer(&offer, &answer).unwrap();
+        let c = &neg.send_codec;
+        let spec = CodecSpec::from_rtpmap(
+            &c.name,
+            c.clock_rate,
+            c.channels,
+            c.payload_type,
+            c.fmtp.as_deref(),
+        )
+        .unwrap();
+        let mut config = MediaConfig::new(rtp, neg.remote_rtp.unwrap(), spec, capture, playback);
+        config.send_dtmf = neg.send_dtmf;
+        config.recv_dtmf = neg.recv_dtmf.clone();
+        config.rtcp_mux = neg.rtcp_mux;
+        let (session, events) = MediaSession::start(config).unwrap();
+        Ok(Call {
+            invite,
+            ok: final_r,
+            session,
+            events,
+        })
+    }
+
+    async fn wait_first_rtp(&mut self) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(ev) = self.events.recv().await {
+                if matches!(ev, MediaEvent::FirstRtp) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("no RTP from the media server");
+    }
+
+    async fn dtmf(&self, digits: &str) {
+        for d in digits.chars() {
+            self.session
+                .send_dtmf(&d.to_string(), Duration::from_millis(120));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn bye(self, ua: &mut Ua) {
+        let bye = ua.in_dialog(Method::Bye, &self.invite, &self.ok);
+        ua.send(&Message::Request(bye)).await;
+        self.session.stop().await;
+        let r = response_for_skipping_requests(ua, Method::Bye).await;
+        assert_eq!(r.status, 200);
+    }
+}
+
+/// The next final response (provisional ones skipped; requests answered 200).
+async fn final_response(ua: &Ua) -> Response {
+    loop {
+        let (msg, from) = ua.recv_within(10.0).await.expect("no response");
+        match msg {
+            Message::Response(r) if r.status >= 200 => return r,
+            Message::Response(_) => {}
+            Message::Request(req) => {
+                if req.method != Method::Ack {
+                    ua.send_to(
+                        &Message::Response(answer(&req, 200, "x", &ua.contact())),
+                        from,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+async fn response_for_skipping_requests(ua: &Ua, method: Method) -> Response {
+    loop {
+        let (msg, from) = ua.recv_within(10.0).await.expect("no response");
+        match msg {
+            Message::Response(r)
+                if r.status >= 200 && r.headers.cseq().unwrap().method == method =>
+            {
+                return r;
+            }
+            Message::Response(_) => {}
+            Message::Request(req) => {
+                if req.method != Method::Ack {
+                    ua.send_to(
+                        &Message::Response(answer(&req, 200, "x", &ua.contact())),
+                        from,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// Subscribes `ua` to its own message summary; returns after the 200.
+async fn subscribe_mwi(ua: &mut Ua) {
+    ua.call_id = format!("{}@mwi", rand_token());
+    ua.tag = rand_token();
+    ua.cseq += 1;
+    let text = format!(
+        "SUBSCRIBE sip:{user}@{DOMAIN} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag={tag}\r\nTo: <sip:{user}@{DOMAIN}>\r\nCall-ID: {cid}\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <{contact}>\r\nEvent: message-summary\r\nAccept: application/simple-message-summary\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        user = ua.user,
+        via = ua.via(),
+        tag = ua.tag,
+        cid = ua.call_id,
+        cseq = ua.cseq,
+        contact = ua.contact(),
+    );
+    let sub = Request::parse(Bytes::from(text)).unwrap();
+    ua.send(&Message::Request(sub.clone())).await;
+    let r = ua.response().await;
+    assert_eq!(r.status, 407);
+    let sub = ua.authorize(&sub, &r, None);
+    ua.send(&Message::Request(sub)).await;
+    let r = response_for_skipping_notifies(ua).await;
+    assert_eq!(r.status, 200, "{}", r.reason);
+    assert!(r.headers.expires().unwrap().is_some());
+}
+
+/// Waits for a SUBSCRIBE response while NOTIFYs may already arrive (they are answered and kept
+/// for [`next_summary`] by re-sending them to ourselves is not possible, so they are dropped
+/// here; the test asks for the state again with the next NOTIFY).
+async fn response_for_skipping_notifies(ua: &Ua) -> Response {
+    loop {
+        let (msg, from) = ua.recv_within(10.0).await.expect("no response");
+        match msg {
+            Message::Response(r) if r.status >= 200 => return r,
+            Message::Response(_) => {}
+            Message::Request(req) => {
+                ua.send_to(
+                    &Message::Response(answer(&req, 200, "x", &ua.contact())),
+                    from,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// The next message-summary NOTIFY `ua` gets (answered 200): (new, old).
+async fn next_summary(ua: &Ua) -> (u32, u32) {
+    loop {
+        let (msg, from) = ua.recv_within(10.0).await.expect("no NOTIFY");
+        if let Message::Request(req) = msg {
+            ua.send_to(
+                &Message::Response(answer(&req, 200, "x", &ua.contact())),
+                from,
+            )
+            .await;
+            if req.method == Method::Notify {
+                assert_eq!(
+                    req.headers.get_str(&HeaderName::Event),
+                    Some("message-summary")
+                );
+                let s = MessageSummary::parse(&req.body).unwrap();
+                let v = s.voice.unwrap();
+                return (v.new, v.old);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn deposit_notify_retrieve_and_survive_a_restart() {
+    let mut lab = Lab::start(|_| {}).await;
+    let mut alice = lab.ua("alice").await;
+    subscribe_mwi(&mut alice).await;
+
+    // Bob leaves a message: '#' skips the greeting, then 2.5 s of a 1000 Hz tone.
+    let mut bob = lab.ua("bob").await;
+    let mut call = Call::start(
+        &mut bob,
+        &format!("sip:vm-alice@{DOMAIN}"),
+        Box::new(ToneCapture::new(1000.0, 8000, 0.4)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .unwrap();
+    call.wait_first_rtp().await;
+    call.dtmf("#").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    call.bye(&mut bob).await;
+
+    let (new, old) = eventually(10.0, || async {
+        let c = lab.store.voicemail_counts("alice").await.unwrap();
+        (c.0 > 0).then_some(c)
+    })
+    .await;
+    assert_eq!((new, old), (1, 0));
+    // MWI: the subscriber hears about it (after the initial state and its retransmissions,
+    // which nobody answered while bob was recording).
+    let summary = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let s = next_summary(&alice).await;
+            if s != (0, 0) {
+                return s;
+            }
+        }
+    })
+    .await
+    .expect("no NOTIFY with the new message");
+    assert_eq!(summary, (1, 0));
+    let messages = lab.store.voicemail_messages("alice").await.unwrap();
+    let m = &messages[0];
+    assert!(m.caller.contains("bob"), "{m:?}");
+    assert!(m.duration_ms >= 1500, "{m:?}");
+    let pcm = tandem_media::ogg::OggOpusReader::open(&m.path)
+        .unwrap()
+        .decode_all(16_000)
+        .unwrap();
+    assert!(
+        contains_tone(&pcm, 16_000, 1000.0),
+        "no tone in the message"
+    );
+
+    // Nothing is lost across a restart.
+    lab.stop().await;
+    lab.boot().await;
+    assert_eq!(lab.store.voicemail_counts("alice").await.unwrap(), (1, 0));
+    assert!(std::path::Path::new(&m.path).is_file());
+
+    // Alice listens: PIN 1234#, then 1 (listen); the message's tone comes back.
+    let mut alice = lab.ua("alice").await;
+    let tap = Tap::default();
+    let mut call = Call::start(
+        &mut alice,
+        &format!("sip:voicemail@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(tap.clone()),
+    )
+    .await
+    .unwrap();
+    call.wait_first_rtp().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    call.dtmf("1234#").await;
+    // "You have one new message" then the main menu: '1' interrupts it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    call.dtmf("1").await;
+    eventually(15.0, || async {
+        contains_tone(&tap.samples(), 8000, 1000.0).then_some(())
+    })
+    .await;
+    // Played to its end, then '9' saves it: now old.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    call.dtmf("9").await;
+    eventually(5.0, || async {
+        let c = lab.store.voicemail_counts("alice").await.unwrap();
+        (c == (0, 1)).then_some(())
+    })
+    .await;
+    call.bye(&mut alice).await;
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_pin_three_times_hangs_up() {
+    let mut lab = Lab::start(|_| {}).await;
+    lab.store.voicemail_set_pin("alice", "9876").await.unwrap();
+    let mut alice = lab.ua("alice").await;
+    let mut call = Call::start(
+        &mut alice,
+        &format!("sip:voicemail@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .unwrap();
+    call.wait_first_rtp().await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        call.dtmf("1234#").await;
+        // "That PIN is not correct."
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+    }
+    // After the third wrong PIN: goodbye and BYE from the media server.
+    let bye = eventually(15.0, || async {
+        match alice.recv_within(0.5).await {
+            Some((Message::Request(r), from)) if r.method == Method::Bye => Some((r, from)),
+            Some((Message::Request(r), from)) => {
+                alice
+                    .send_to(
+                        &Message::Response(answer(&r, 200, "x", &alice.contact())),
+                        from,
+                    )
+                    .await;
+                None
+            }
+            _ => None,
+        }
+    })
+    .await;
+    alice
+        .send_to(
+            &Message::Response(answer(&bye.0, 200, "x", &alice.contact())),
+            bye.1,
+        )
+        .await;
+    call.session.stop().await;
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn proxy_falls_back_to_voicemail() {
+    let mut lab = Lab::start(|c| {
+        c.voicemail.enabled = true;
+        c.voicemail.no_answer_secs = 1;
+    })
+    .await;
+    let mut alice = lab.ua("alice").await;
+
+    // Carol is not registered: her mailbox answers at once.
+    let call = Call::start(
+        &mut alice,
+        &format!("sip:carol@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .unwrap();
+    let contact = call
+        .ok
+        .headers
+        .get_str(&HeaderName::Contact)
+        .unwrap()
+        .to_owned();
+    assert!(contact.contains("vm-carol@"), "{contact}");
+    call.bye(&mut alice).await;
+
+    // Bob is registered but busy: voicemail.
+    let mut bob = lab.ua("bob").await;
+    bob.register_self().await;
+    let bob_task = tokio::spawn(async move {
+        let (inv, from) = bob.request(10.0).await;
+        assert_eq!(inv.method, Method::Invite);
+        bob.send_to(
+            &Message::Response(answer(&inv, 486, "busy", &bob.contact())),
+            from,
+        )
+        .await;
+        // The ACK for the 486, then the next INVITE rings without an answer.
+        loop {
+            let (req, from) = bob.request(10.0).await;
+            match req.method {
+                Method::Ack => {}
+                Method::Invite => {
+                    bob.send_to(
+                        &Message::Response(answer(&req, 180, "ring", &bob.contact())),
+                        from,
+                    )
+                    .await;
+                }
+                Method::Cancel => {
+                    bob.send_to(
+                        &Message::Response(answer(&req, 200, "ring", &bob.contact())),
+                        from,
+                    )
+                    .await;
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+    let call = Call::start(
+        &mut alice,
+        &format!("sip:bob@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .unwrap();
+    let contact = call
+        .ok
+        .headers
+        .get_str(&HeaderName::Contact)
+        .unwrap()
+        .to_owned();
+    assert!(contact.contains("vm-bob@"), "busy: {contact}");
+    call.bye(&mut alice).await;
+
+    // No answer within no_answer_secs: bob's branch is cancelled, voicemail answers.
+    let started = tokio::time::Instant::now();
+    let call = Call::start(
+        &mut alice,
+        &format!("sip:bob@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let contact = call
+        .ok
+        .headers
+        .get_str(&HeaderName::Contact)
+        .unwrap()
+        .to_owned();
+    assert!(contact.contains("vm-bob@"), "no answer: {contact}");
+    call.bye(&mut alice).await;
+    bob_task.await.unwrap();
+
+    // A disabled mailbox: the caller gets the proxy's 480 as before.
+    lab.store
+        .voicemail_set_enabled("carol", false)
+        .await
+        .unwrap();
+    let r = Call::start(
+        &mut alice,
+        &format!("sip:carol@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .err()
+    .expect("carol's disabled mailbox answered");
+    assert_eq!(r.status, 480);
+    lab.stop().await;
+}
