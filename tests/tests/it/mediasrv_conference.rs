@@ -1,1 +1,324 @@
-//! (scenario module; filled in by its owner)
+//! Conference rooms of the lab's media server: three participants (tandem-cli with Opus, tandem-cli with PCMU,
+//! baresip with PCMU) each play their own tone into `conf-<room>@domain`; each one's recording holds the other two
+//! tones and not its own (mix-minus, transcoding between Opus and G.711). Bad input: an unknown room in
+//! static-only mode is 404, three wrong PINs end the call, and a DTMF flood plus a participant that stops sending
+//! (hold) leave the room working for the others.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tandem_media::wav::read_wav;
+use tandem_tests::process::Stream;
+use tandem_tests::{
+    Baresip, BaresipOptions, BaresipSource, CliAccount, LabOptions, LabServer, TestDir, Transport,
+};
+
+use crate::audio_common::tone_file;
+use crate::audio_common::{SKIP_END, SKIP_START};
+use crate::common::{assert_exit, ok, secs};
+
+/// The three participants' tones (Hz): no one a harmonic of another, away from the join/leave tones (600/900 Hz).
+const TONES: [f32; 3] = [440.0, 1000.0, 1700.0];
+/// Amplitude (i16 units) above which a tone counts as heard; the sources are half scale (16 384).
+const HEARD: f64 = 2500.0;
+/// Amplitude below which a participant's own tone counts as absent (about 35 dB under a heard tone).
+const ABSENT: f64 = 300.0;
+/// Analysis window.
+const WINDOW: Duration = Duration::from_millis(500);
+
+fn lab(dir: &TestDir, conference: &str) -> LabServer {
+    let mut opts = LabOptions {
+        // baresip 1.0 (libre) knows only MD5 digest.
+        auth_algorithms: vec!["MD5".into()],
+        extra_toml: format!("\n[mediasrv]\nenabled = true\n\n[conference]\n{conference}\n"),
+        ..LabOptions::default()
+    };
+    for u in ["alice", "bob", "carol"] {
+        opts = opts.user(u, &format!("{u}pw"));
+    }
+    ok(LabServer::start(opts, dir.path()))
+}
+
+/// The amplitude of the `freq` component of `pcm` (a single-bin DFT, 2|X|/N).
+fn amplitude(pcm: &[i16], rate: u32, freq: f32) -> f64 {
+    let w = std::f64::consts::TAU * f64::from(freq) / f64::from(rate);
+    let (mut re, mut im) = (0.0f64, 0.0f64);
+    for (i, &s) in pcm.iter().enumerate() {
+        let (sin, cos) = (w * i as f64).sin_cos();
+        re += f64::from(s) * cos;
+        im += f64::from(s) * sin;
+    }
+    2.0 * (re * re + im * im).sqrt() / pcm.len().max(1) as f64
+}
+
+/// Per analysis window of a recording: the amplitude of each of [`TONES`].
+fn tone_windows(path: &Path) -> Vec<[f64; 3]> {
+    let (rate, pcm) = read_wav(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let win = (WINDOW.as_secs_f64() * f64::from(rate)) as usize;
+    let skip = (SKIP_START.as_secs_f64() * f64::from(rate)) as usize;
+    let end = pcm
+        .len()
+        .saturating_sub((SKIP_END.as_secs_f64() * f64::from(rate)) as usize);
+    pcm.get(skip..end)
+        .unwrap_or(&[])
+        .chunks_exact(win.max(1))
+        .map(|w| {
+            [
+                amplitude(w, rate, TONES[0]),
+                amplitude(w, rate, TONES[1]),
+                amplitude(w, rate, TONES[2]),
+            ]
+        })
+        .collect()
+}
+
+/// Asserts that participant `me`'s recording holds the tones of `others` together in at least `min_windows`
+/// windows, and its own tone in none.
+#[track_caller]
+fn assert_mix_minus(path: &Path, me: usize, others: &[usize], min_windows: usize, who: &str) {
+    let windows = tone_windows(path);
+    let both = windows
+        .iter()
+        .filter(|w| others.iter().all(|&o| w[o] > HEARD))
+        .count();
+    let table: Vec<String> = windows
+        .iter()
+        .map(|w| format!("{:.0}/{:.0}/{:.0}", w[0], w[1], w[2]))
+        .collect();
+    assert!(
+        both >= min_windows,
+        "{who}: the other tones ({:?} Hz) together in {both} windows of {WINDOW:?} (need {min_windows}); \
+         amplitudes of {:?} Hz per window: {table:?}",
+        others.iter().map(|&o| TONES[o]).collect::<Vec<_>>(),
+        TONES
+    );
+    let own_max = windows.iter().map(|w| w[me]).fold(0.0, f64::max);
+    assert!(
+        own_max < ABSENT,
+        "{who} hears its own tone ({} Hz) at amplitude {own_max:.0}; per window: {table:?}",
+        TONES[me]
+    );
+}
+
+#[test]
+fn conference_three_participants_mix_minus() {
+    let dir = ok(TestDir::new("mediasrv-conference-trio"));
+    let lab = lab(&dir, "");
+    let proxy = lab.udp();
+    let room = "sip:conf-trio@127.0.0.1";
+    let tone = |i: usize| tone_file(dir.path(), TONES[i]).display().to_string();
+    let (alice_tone, bob_tone) = (tone(0), tone(1));
+    let alice_rec = dir.path().join("alice-heard.wav");
+    let bob_rec = dir.path().join("bob-heard.wav");
+    let (alice_rec_arg, bob_rec_arg) = (
+        alice_rec.display().to_string(),
+        bob_rec.display().to_string(),
+    );
+
+    let mut opts = BaresipOptions::new("carol", "127.0.0.1", "carolpw", proxy);
+    opts.source = BaresipSource::File(tone_file(dir.path(), TONES[2]));
+    opts.record = true;
+    opts.audio_codecs = Some("PCMU/8000/1".into());
+    let mut carol = ok(Baresip::start(opts, dir.path()));
+    ok(carol.wait_registered(secs(10)));
+
+    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
+    let bob = CliAccount::new("bob", "127.0.0.1", "bobpw", proxy, Transport::Udp);
+    let mut alice_call = ok(alice.spawn(
+        "alice-conf",
+        &[
+            "call",
+            room,
+            "--duration",
+            "11",
+            "--timeout",
+            "10",
+            "--codec",
+            "opus",
+            "--play",
+            &alice_tone,
+            "--record",
+            &alice_rec_arg,
+        ],
+        dir.path(),
+    ));
+    ok(alice_call.wait_for_line(Stream::Stdout, "media", secs(15)));
+    let mut bob_call = ok(bob.spawn(
+        "bob-conf",
+        &[
+            "call",
+            room,
+            "--duration",
+            "9",
+            "--timeout",
+            "10",
+            "--codec",
+            "pcmu",
+            "--play",
+            &bob_tone,
+            "--record",
+            &bob_rec_arg,
+        ],
+        dir.path(),
+    ));
+    ok(bob_call.wait_for_line(Stream::Stdout, "media", secs(15)));
+    ok(carol.command("dial", room, secs(5)));
+    ok(carol.wait_event_type("CALL_ESTABLISHED", secs(15)));
+    std::thread::sleep(secs(5));
+    ok(carol.command("hangup", "", secs(5)));
+    ok(carol.wait_event_type("CALL_CLOSED", secs(10)));
+
+    let status = ok(alice_call.wait_exit(secs(30)));
+    assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
+    let status = ok(bob_call.wait_exit(secs(30)));
+    assert_eq!(status.code(), Some(0), "bob:\n{}", bob_call.tails());
+
+    // Carol was in for about 5 s: at least 2 s of her tone together with the other one in each recording.
+    let min = (Duration::from_secs(2).as_millis() / WINDOW.as_millis()) as usize;
+    assert_mix_minus(&alice_rec, 0, &[1, 2], min, "alice (tandem-cli, Opus)");
+    assert_mix_minus(&bob_rec, 1, &[0, 2], min, "bob (tandem-cli, PCMU)");
+    let carol_rec = crate::audio_baresip::baresip_recording(&carol, 1);
+    assert_mix_minus(&carol_rec, 2, &[0, 1], min, "carol (baresip, PCMU)");
+    assert!(carol.is_running());
+}
+
+#[test]
+fn conference_bad_input() {
+    let dir = ok(TestDir::new("mediasrv-conference-bad"));
+    let lab = lab(
+        &dir,
+        "create_on_join = false\n\n\
+         [[conference.rooms]]\nname = \"pinned\"\npin = \"2468\"\n\n\
+         [[conference.rooms]]\nname = \"open\"\n",
+    );
+    let proxy = lab.udp();
+    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
+    let bob = CliAccount::new("bob", "127.0.0.1", "bobpw", proxy, Transport::Udp);
+    let carol = CliAccount::new("carol", "127.0.0.1", "carolpw", proxy, Transport::Udp);
+
+    // An unknown room in static-only mode.
+    let out = ok(alice.run(
+        "alice-nosuch",
+        &["call", "sip:conf-nosuch@127.0.0.1", "--timeout", "10"],
+        dir.path(),
+        secs(20),
+    ));
+    assert_ne!(out.code(), Some(0), "{}", out.dump());
+    assert!(
+        out.dump().contains("404"),
+        "expected a 404:\n{}",
+        out.dump()
+    );
+
+    // Three wrong PINs: the media server hangs up long before the caller would.
+    let started = Instant::now();
+    let out = ok(alice.run(
+        "alice-wrong-pin",
+        &[
+            "call",
+            "sip:conf-pinned@127.0.0.1",
+            "--duration",
+            "40",
+            "--dtmf",
+            "1111#",
+            "--dtmf-delay",
+            "1",
+        ],
+        dir.path(),
+        secs(60),
+    ));
+    assert!(
+        out.stdout.contains("ended by=remote"),
+        "the room should have hung up:\n{}",
+        out.dump()
+    );
+    assert!(
+        started.elapsed() < secs(35),
+        "hung up only after {:?}",
+        started.elapsed()
+    );
+
+    // The right PIN gets in (and the room stays until the caller leaves).
+    let out = ok(bob.run(
+        "bob-right-pin",
+        &[
+            "call",
+            "sip:conf-pinned@127.0.0.1",
+            "--duration",
+            "4",
+            "--dtmf",
+            "2468#",
+            "--dtmf-delay",
+            "1",
+        ],
+        dir.path(),
+        secs(30),
+    ));
+    assert_exit(&out, 0);
+    assert!(out.stdout.contains("ended by=local"), "{}", out.dump());
+
+    // A DTMF flood from bob and carol on hold (no RTP) do not disturb alice and bob hearing each other.
+    let tone = |i: usize| tone_file(dir.path(), TONES[i]).display().to_string();
+    let (alice_tone, bob_tone) = (tone(0), tone(1));
+    let alice_rec = dir.path().join("alice-open.wav");
+    let bob_rec = dir.path().join("bob-open.wav");
+    let (alice_rec_arg, bob_rec_arg) = (
+        alice_rec.display().to_string(),
+        bob_rec.display().to_string(),
+    );
+    let room = "sip:conf-open@127.0.0.1";
+    let mut carol_call = ok(carol.spawn(
+        "carol-silent",
+        &["call", room, "--duration", "12", "--hold-after", "1"],
+        dir.path(),
+    ));
+    ok(carol_call.wait_for_line(Stream::Stdout, "held", secs(15)));
+    let mut alice_call = ok(alice.spawn(
+        "alice-open",
+        &[
+            "call",
+            room,
+            "--duration",
+            "11",
+            "--codec",
+            "pcmu",
+            "--play",
+            &alice_tone,
+            "--record",
+            &alice_rec_arg,
+        ],
+        dir.path(),
+    ));
+    ok(alice_call.wait_for_line(Stream::Stdout, "media", secs(15)));
+    let flood = "0123456789#*1*2*3*9AB";
+    let mut bob_call = ok(bob.spawn(
+        "bob-flood",
+        &[
+            "call",
+            room,
+            "--duration",
+            "9",
+            "--codec",
+            "opus",
+            "--play",
+            &bob_tone,
+            "--record",
+            &bob_rec_arg,
+            "--dtmf",
+            flood,
+            "--dtmf-delay",
+            "0",
+        ],
+        dir.path(),
+    ));
+    let status = ok(bob_call.wait_exit(secs(40)));
+    assert_eq!(status.code(), Some(0), "bob:\n{}", bob_call.tails());
+    let status = ok(alice_call.wait_exit(secs(40)));
+    assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
+    let status = ok(carol_call.wait_exit(secs(40)));
+    assert_eq!(status.code(), Some(0), "carol:\n{}", carol_call.tails());
+    // The flood (21 digits) replaces bob's audio for a few seconds; after it, 2 s of bob's tone.
+    let min = (Duration::from_secs(2).as_millis() / WINDOW.as_millis()) as usize;
+    assert_mix_minus(&alice_rec, 0, &[1], min, "alice next to a DTMF flood");
+    assert_mix_minus(&bob_rec, 1, &[0], min, "bob after his DTMF flood");
+}
