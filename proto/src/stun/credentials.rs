@@ -121,12 +121,9 @@ impl LongTermClient {
         let (Some(realm), Some(nonce)) = (response.realm(), response.nonce()) else {
             return ChallengeOutcome::Rejected;
         };
-        if code == 401
-            && self
-                .signed_with
-                .as_ref()
-                .is_some_and(|(r, n)| r == realm && n == nonce)
-        {
+        // A 401 after a signed request for this realm: the credentials are wrong (servers hand out
+        // a fresh nonce with every challenge, so the nonce cannot tell).
+        if code == 401 && self.signed_with.as_ref().is_some_and(|(r, _)| r == realm) {
             return ChallengeOutcome::Rejected;
         }
         if self.realm.as_deref() != Some(realm) {
