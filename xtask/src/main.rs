@@ -8,6 +8,7 @@ mod app;
 mod bench;
 mod bench_media;
 mod bench_mixer;
+mod bench_relay;
 mod cmd;
 mod packages;
 
@@ -29,7 +30,8 @@ commands:
   bench media [--call-secs N]
                   codec realtime factors, pipeline latency, calls per core; tandem-cli vs baresip on loopback
   bench mixer [--secs N]
-                  conference mixer: participants per core (G.711, Opus), 20 ms deadline run, recordings per core";
+                  conference mixer: participants per core (G.711, Opus), 20 ms deadline run, recordings per core
+  bench relay     TURN relay: the lab against coturn with the same turnutils_uclient load (packets/s, Mbit/s, per core)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,7 +61,8 @@ fn dispatch(args: &[String]) -> Result<()> {
             Some("sip") => bench::sip(&rest[1..]),
             Some("media") => bench_media::media(&rest[1..]),
             Some("mixer") => bench_mixer::mixer(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench sip|media|mixer"),
+            Some("relay") => bench_relay::relay(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench sip|media|mixer|relay"),
         },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
