@@ -196,6 +196,11 @@ pub enum MsrpOffer {
         /// Its `a=file-transfer-id`.
         transfer_id: Option<String>,
     },
+    /// A request for one of our files (RFC 5547 pull); not supported, [`accept`] refuses it (488).
+    FileRequest {
+        /// The file asked for.
+        selector: FileSelector,
+    },
 }
 
 /// Commands from a session handle to its task.
@@ -274,7 +279,10 @@ pub fn offer_of(incoming: &IncomingCall) -> Option<MsrpOffer> {
             selector: f.selector,
             transfer_id: f.transfer_id,
         },
-        _ => MsrpOffer::Chat,
+        Some(f) => MsrpOffer::FileRequest {
+            selector: f.selector,
+        },
+        None => MsrpOffer::Chat,
     })
 }
 

@@ -45,6 +45,8 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(120);
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time for the BYE to be answered at the end.
 const BYE_WAIT: Duration = Duration::from_secs(3);
+/// Interval of the empty SENDs that keep a relayed connection from idling out.
+const KEEPALIVE: Duration = Duration::from_secs(60);
 /// Largest synthetic chunk used to account for bytes kept from an earlier attempt.
 const PREFIX_PIECE: usize = 1024 * 1024;
 
@@ -585,6 +587,11 @@ impl<'a> Session<'a> {
         let Some(r) = &self.receiving else {
             return Ok(None);
         };
+        self.ctx.emit(MsrpEvent::Progress {
+            transfer_id: r.transfer_id.clone(),
+            bytes: done.total,
+            total: done.total,
+        });
         match r.part.finish() {
             Ok((path, size, sha256)) => {
                 if let Ok(Some(rep)) = success_report(&mut self.rng, &done) {
@@ -753,6 +760,8 @@ impl<'a> Session<'a> {
             return end;
         }
         let writer = self.link.conn.writer();
+        let mut watch_superseded = self.receiving.is_some();
+        let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
         let mut superseded = self
             .receiving
             .as_ref()
@@ -811,9 +820,19 @@ impl<'a> Session<'a> {
                         break End::Broken("no success report for the file".into());
                     }
                 },
-                changed = superseded.changed() => {
-                    if changed.is_ok() && *superseded.borrow() {
+                changed = superseded.changed(), if watch_superseded => match changed {
+                    Ok(()) if *superseded.borrow() => {
                         break End::Failed("the same file is offered again in a new session".into());
+                    }
+                    Ok(()) => {}
+                    Err(_) => watch_superseded = false,
+                },
+                _ = keepalive.tick() => {
+                    // Relays close idle connections: an empty SEND now and then keeps ours open.
+                    if self.connected && self.pending.is_empty() && self.link.to_path.len() > 1
+                        && let Err(end) = self.send_bind().await
+                    {
+                        break end;
                     }
                 }
             }
@@ -1049,6 +1068,12 @@ pub(crate) async fn prepare_incoming(
             ));
         }
     };
+    if offer.file.is_some() && offer.direction.as_deref() != Some("sendonly") {
+        let _ = incoming.reject(488);
+        return Err(MsrpError::Protocol(
+            "file requests (RFC 5547 pull) are not supported".into(),
+        ));
+    }
     let ip = ctx.ua.local_ip();
     let end = match local_end(ctx, ip).await {
         Ok(e) => e,
