@@ -1,6 +1,7 @@
 //! The MSRP relay (RFC 4976) in-process, driven by raw MSRP clients built on `proto::msrp`:
 //! AUTH challenge and Use-Path, SEND/200/REPORT relayed both ways between a TCP and a TLS client,
 //! failure REPORTs, bad input, connection limits, idle timeout and backpressure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -469,7 +470,7 @@ async fn bad_requests_get_the_right_status_and_are_counted() {
     let mut forged = alice.path[0].clone();
     forged.session_id = Some("doesnotexist".into());
     let stranger = MsrpUri::new(false, "127.0.0.1", 1, "peer");
-    let mut unknown = alice.text_to(&[stranger.clone()], "x", false);
+    let mut unknown = alice.text_to(std::slice::from_ref(&stranger), "x", false);
     unknown.headers.set(
         "To-Path",
         MsrpUri::format_list(&[alice.path[0].clone(), forged, stranger.clone()]),
@@ -478,7 +479,7 @@ async fn bad_requests_get_the_right_status_and_are_counted() {
     assert_eq!(alice.response().await.status, 481);
 
     // onward to a host that is not this relay (relay-to-relay is not supported): 481
-    let elsewhere = alice.text_to(&[stranger.clone()], "x", false);
+    let elsewhere = alice.text_to(std::slice::from_ref(&stranger), "x", false);
     alice.send(&elsewhere).await;
     assert_eq!(alice.response().await.status, 481);
 
@@ -710,4 +711,93 @@ async fn sessions_end_with_their_connection_and_on_shutdown() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(fx.relay.session_count(), 0);
+}
+
+/// Reads an environment variable as a number, with a default.
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Several senders and receivers relayed at once, every byte checked; prints the relay's
+/// throughput as `msrp_relay_throughput …` (the line `cargo xtask bench msrp` reports, run in
+/// release with `TANDEM_MSRP_BENCH_MB` / `TANDEM_MSRP_BENCH_PAIRS` / `TANDEM_MSRP_BENCH_CHUNK`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_pairs_relay_every_byte_and_report_throughput() {
+    let mb = env_num("TANDEM_MSRP_BENCH_MB", 16);
+    let pairs = env_num("TANDEM_MSRP_BENCH_PAIRS", 2).max(1);
+    let chunk = env_num("TANDEM_MSRP_BENCH_CHUNK", 64 * 1024).clamp(1024, 1 << 20);
+    let total = mb << 20;
+    let fx = Fixture::start(|_| {}).await;
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for p in 0..pairs {
+        let tls = p % 2 == 1;
+        let alice = fx.authed(tls, "alice").await;
+        let mut bob = fx.authed(!tls, "bob").await;
+        let mut to_path = alice.path.clone();
+        to_path.extend(bob.a_path());
+        let chunker = Chunker::new(
+            &to_path,
+            std::slice::from_ref(&alice.local),
+            &new_message_id(&mut rand::rng()),
+            "application/octet-stream",
+            Some(total as u64),
+            chunk,
+        );
+        let Client {
+            rd: mut alice_rd,
+            wr: mut alice_wr,
+            ..
+        } = alice;
+        let chunks = total.div_ceil(chunk);
+        let oks = tokio::spawn(async move {
+            let mut framer = Framer::default();
+            let mut buf = vec![0; 64 * 1024];
+            let mut oks = 0usize;
+            while oks < chunks {
+                let n = alice_rd.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the relay closed a sender");
+                framer.push(&buf[..n]);
+                while let Some(m) = framer.pop().unwrap() {
+                    assert!(matches!(m, Message::Response(ref r) if r.status == 200));
+                    oks += 1;
+                }
+            }
+        });
+        let sender = tokio::spawn(async move {
+            let written = std::sync::atomic::AtomicUsize::new(0);
+            send_bulk(&mut alice_wr, chunker, total, &written).await
+        });
+        let receiver = tokio::spawn(async move {
+            let mut hash = Sha256::new();
+            let mut received = 0usize;
+            while received < total {
+                let c = bob.request().await;
+                assert_eq!(
+                    c.headers.byte_range().unwrap().unwrap().offset() as usize,
+                    received
+                );
+                hash.update(c.body_bytes());
+                received += c.body_bytes().len();
+            }
+            <[u8; 32]>::from(hash.finalize())
+        });
+        tasks.push((sender, receiver, oks));
+    }
+    for (sender, receiver, oks) in tasks {
+        let sent = sender.await.unwrap();
+        assert_eq!(receiver.await.unwrap(), sent, "byte-identical");
+        oks.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let bytes = (total * pairs) as f64;
+    println!(
+        "msrp_relay_throughput pairs={pairs} chunk={chunk} total_mb={:.1} secs={secs:.2} mb_per_s={:.1}",
+        bytes / 1e6,
+        bytes / 1e6 / secs
+    );
+    assert_eq!(fx.relay.counters().forwarded_bytes, (total * pairs) as u64);
 }
