@@ -7,6 +7,7 @@
 mod app;
 mod bench;
 mod bench_media;
+mod bench_msrp;
 mod bench_mixer;
 mod bench_relay;
 mod cmd;
@@ -26,6 +27,8 @@ commands:
   run [ARGS..]    build the lab server (release) and run `tandem-lab serve ARGS..` in the foreground
   lab [--] ARGS.. build the lab server (release) and run `tandem-lab ARGS..`
   bench sip       SIPp REGISTER/INVITE load against Kamailio and the lab server; prints the clean rates and ratios
+  bench msrp [--pairs N] [--mb N] [--chunk BYTES]
+                  MSRP relay throughput (MB/s) with parallel TCP/TLS transfers, every byte checked
   bindings        regenerate ui/src/lib/bindings/*.ts from the Rust types of tandem-app
   bench media [--call-secs N]
                   codec realtime factors, pipeline latency, calls per core; tandem-cli vs baresip on loopback
@@ -60,9 +63,10 @@ fn dispatch(args: &[String]) -> Result<()> {
         "bench" => match rest.first().map(String::as_str) {
             Some("sip") => bench::sip(&rest[1..]),
             Some("media") => bench_media::media(&rest[1..]),
+            Some("msrp") => bench_msrp::msrp(&rest[1..]),
             Some("mixer") => bench_mixer::mixer(&rest[1..]),
             Some("relay") => bench_relay::relay(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench sip|media|mixer|relay"),
+            _ => bail!("usage: cargo xtask bench sip|media|msrp|mixer|relay"),
         },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
