@@ -182,6 +182,10 @@ pub enum Command {
         /// The presentity (sip:bob@tandem.lab, or bob, or bob@host).
         #[arg(value_name = "URI")]
         uri: String,
+        /// URI is a resource list (RFC 4662, `Supported: eventlist`): prints `list uri=… version=N full=yes|no
+        /// resources=N`, then a `presence`/`presence-pending`/`presence-terminated entity=…` line per resource.
+        #[arg(long)]
+        list: bool,
         /// How long to watch, in seconds.
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,

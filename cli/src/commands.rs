@@ -136,11 +136,16 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
             )
             .await
         }
-        Command::Watch { uri, duration } => {
+        Command::Watch {
+            uri,
+            duration,
+            list,
+        } => {
             watch(
                 &agent,
                 &account,
                 &uri,
+                list,
                 duration.map(Duration::from_secs),
                 intr,
             )
@@ -903,6 +908,7 @@ async fn watch(
     agent: &UserAgent,
     account: &Account,
     uri: &str,
+    list: bool,
     duration: Option<Duration>,
     mut intr: Interrupt,
 ) -> Exit {
@@ -913,6 +919,9 @@ async fn watch(
             return Exit::Usage;
         }
     };
+    if list {
+        return crate::watch_list::run(agent, account, target, duration, intr).await;
+    }
     let mut sub = agent.subscribe_presence(account, target);
     let until = sleep(duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(until);

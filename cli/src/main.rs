@@ -16,6 +16,7 @@ mod plan;
 mod profile;
 mod settings;
 mod tls;
+mod watch_list;
 
 use clap::Parser;
 

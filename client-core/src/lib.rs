@@ -49,8 +49,9 @@ pub use im::{
 };
 pub use media::{MediaInfo, MediaOptions, supported_codecs};
 pub use presence::{
-    PIDF, PRESENCE_EXPIRES, PresenceEvent, PresenceSubscription, Publication, PublishEvent,
-    SubscriptionState, WATCHERINFO, WinfoEvent, WinfoSubscription,
+    ListBodyError, ListEvent, ListResource, ListState, ListSubscription, PIDF, PRESENCE_EXPIRES,
+    PresenceEvent, PresenceSubscription, Publication, PublishEvent, SubscriptionState, WATCHERINFO,
+    WinfoEvent, WinfoSubscription, parse_list_body,
 };
 pub use registration::{RegEvent, RegisterOptions, Registration};
 pub use transfer::ReplacesTarget;

@@ -1,7 +1,9 @@
 //! Presence: publication of our state (PUBLISH, RFC 3903, PIDF RFC 3863 + RPID RFC 4480)
 //! with SIP-ETag refresh/modify/remove, and subscriptions (SUBSCRIBE/NOTIFY, RFC 6665) to
 //! the `presence` (RFC 3856) and `presence.winfo` (RFC 3857/3858) event packages, refreshed
-//! before expiry and re-established after termination as RFC 6665 §4.1.3 allows.
+//! before expiry and re-established after termination as RFC 6665 §4.1.3 allows; and
+//! subscriptions to resource lists (RFC 4662: `Supported: eventlist`, NOTIFYs with a
+//! `multipart/related` body of RLMI + one PIDF part per resource).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,9 @@ use bytes::Bytes;
 use tandem_net::Target;
 use tandem_proto::dialog::Dialog;
 use tandem_proto::msg::{HeaderName, Method, Request, Response, Uri};
+use tandem_proto::simple::multipart;
 use tandem_proto::simple::pidf::{self, Availability, Presence};
+use tandem_proto::simple::rlmi::{InstanceState, Rlmi};
 use tandem_proto::simple::watcherinfo::WatcherInfo;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
@@ -26,6 +30,10 @@ use crate::ua::{DialogInput, DialogKey, Shared};
 pub const PIDF: &str = "application/pidf+xml";
 /// `application/watcherinfo+xml` (RFC 3858).
 pub const WATCHERINFO: &str = "application/watcherinfo+xml";
+/// `application/rlmi+xml` (RFC 4662).
+pub const RLMI: &str = "application/rlmi+xml";
+/// `multipart/related` (RFC 2387), the body type of resource-list NOTIFYs.
+pub const MULTIPART_RELATED: &str = "multipart/related";
 /// Default publication and subscription expiry asked for, in seconds.
 pub const PRESENCE_EXPIRES: u32 = 600;
 /// How many 423 Interval Too Brief answers one request follows.
@@ -375,12 +383,14 @@ pub enum WinfoEvent {
 enum Package {
     Presence,
     Winfo,
+    /// `presence` of a resource list (RFC 4662).
+    List,
 }
 
 impl Package {
     fn event(self) -> &'static str {
         match self {
-            Package::Presence => "presence",
+            Package::Presence | Package::List => "presence",
             Package::Winfo => "presence.winfo",
         }
     }
@@ -388,6 +398,7 @@ impl Package {
         match self {
             Package::Presence => PIDF,
             Package::Winfo => WATCHERINFO,
+            Package::List => "multipart/related, application/rlmi+xml, application/pidf+xml",
         }
     }
 }
@@ -550,6 +561,226 @@ impl WinfoSubscription {
     }
 }
 
+/// The state of one resource of a list, from an RLMI `<resource>` and its PIDF part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListResource {
+    /// The resource's URI.
+    pub uri: String,
+    /// Its first `<name>`, if the list gives one.
+    pub name: Option<String>,
+    /// The state of the RLS's subscription to it (`Pending` while the resource has not
+    /// authorized us; `Terminated` with a reason when refused or gone).
+    pub instance: InstanceState,
+    /// Why the instance was terminated, if it was.
+    pub reason: Option<String>,
+    /// Its presence document, when the NOTIFY carried one.
+    pub presence: Option<Presence>,
+}
+
+/// One resource-list NOTIFY (RFC 4662): the list's meta-information and the resources it
+/// reported (all of them when `full_state`, else only those that changed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListState {
+    /// The list's URI.
+    pub uri: String,
+    /// RLMI version (increments per NOTIFY of the subscription).
+    pub version: u32,
+    /// Whether this NOTIFY has the full state of the list.
+    pub full_state: bool,
+    /// The resources reported.
+    pub resources: Vec<ListResource>,
+}
+
+/// What a resource-list subscription reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ListEvent {
+    /// A list NOTIFY (or, from a notifier that treated the URI as a single presentity, a
+    /// one-resource list built from a plain PIDF NOTIFY).
+    State(ListState),
+    /// The subscription awaits authorization.
+    Pending,
+    /// The subscription ended (see [`PresenceEvent::Terminated`]).
+    Terminated {
+        /// The reason given by the notifier (or our error), if any.
+        reason: Option<String>,
+        /// When the notifier allows a new attempt, in seconds.
+        retry_after: Option<u32>,
+        /// True when no new attempt will be made.
+        final_: bool,
+    },
+}
+
+/// Why a resource-list NOTIFY body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListBodyError {
+    /// The body type is neither `multipart/related`, RLMI nor PIDF.
+    #[error("unexpected list NOTIFY body type {0}")]
+    UnexpectedType(String),
+    /// A `multipart/related` body without a boundary parameter.
+    #[error("multipart/related without a boundary")]
+    NoBoundary,
+    /// The multipart body, the RLMI root or a PIDF part is malformed.
+    #[error("malformed list NOTIFY body: {0}")]
+    Malformed(String),
+}
+
+/// A Content-ID without angle brackets or spaces.
+fn bare_cid(cid: &str) -> &str {
+    cid.trim().trim_start_matches('<').trim_end_matches('>')
+}
+
+/// Reads a resource-list NOTIFY body (RFC 4662 §5): `multipart/related` with an RLMI root part
+/// (the `start` part, else the first) and a part per resource instance, referenced by `cid`.
+/// A plain PIDF body becomes a one-resource list; a bare RLMI body a list without states.
+pub fn parse_list_body(
+    content_type: &str,
+    body: &[u8],
+) -> std::result::Result<ListState, ListBodyError> {
+    let base = crate::im::base_type(content_type);
+    if base == PIDF {
+        let p = pidf::parse(body).map_err(|e| ListBodyError::Malformed(e.to_string()))?;
+        return Ok(ListState {
+            uri: p.entity.clone(),
+            version: 0,
+            full_state: true,
+            resources: vec![ListResource {
+                uri: p.entity.clone(),
+                name: None,
+                instance: InstanceState::Active,
+                reason: None,
+                presence: Some(p),
+            }],
+        });
+    }
+    let (rlmi, parts) = if base == RLMI {
+        (
+            Rlmi::parse(body).map_err(|e| ListBodyError::Malformed(e.to_string()))?,
+            Vec::new(),
+        )
+    } else if base == MULTIPART_RELATED {
+        let boundary = multipart::content_type_param(content_type, "boundary")
+            .ok_or(ListBodyError::NoBoundary)?;
+        let parts = multipart::parse(body, &boundary)
+            .map_err(|e| ListBodyError::Malformed(e.to_string()))?;
+        let start = multipart::content_type_param(content_type, "start");
+        let root_index = start
+            .as_deref()
+            .and_then(|s| {
+                parts
+                    .iter()
+                    .position(|p| p.content_id().map(bare_cid) == Some(bare_cid(s)))
+            })
+            .unwrap_or(0);
+        let root = parts
+            .get(root_index)
+            .ok_or_else(|| ListBodyError::Malformed("no parts".into()))?;
+        if crate::im::base_type(root.content_type()) != RLMI {
+            return Err(ListBodyError::Malformed(format!(
+                "root part is {}, not RLMI",
+                root.content_type()
+            )));
+        }
+        let rlmi = Rlmi::parse(&root.body).map_err(|e| ListBodyError::Malformed(e.to_string()))?;
+        (rlmi, parts)
+    } else {
+        return Err(ListBodyError::UnexpectedType(base));
+    };
+    let mut resources = Vec::with_capacity(rlmi.resources.len());
+    for r in &rlmi.resources {
+        // The most useful instance: an active one with a state, else the first.
+        let instance = r
+            .instances
+            .iter()
+            .find(|i| i.state == InstanceState::Active && i.cid.is_some())
+            .or_else(|| r.instances.first());
+        let presence = match instance.and_then(|i| i.cid.as_deref()) {
+            Some(cid) => {
+                let part = parts
+                    .iter()
+                    .find(|p| p.content_id().map(bare_cid) == Some(bare_cid(cid)));
+                match part {
+                    Some(p) if crate::im::base_type(p.content_type()) == PIDF => {
+                        Some(pidf::parse(&p.body).map_err(|e| {
+                            ListBodyError::Malformed(format!("PIDF of {}: {e}", r.uri))
+                        })?)
+                    }
+                    Some(_) => None,
+                    None => {
+                        return Err(ListBodyError::Malformed(format!(
+                            "no part with Content-ID {cid} for {}",
+                            r.uri
+                        )));
+                    }
+                }
+            }
+            None => None,
+        };
+        resources.push(ListResource {
+            uri: r.uri.clone(),
+            name: r.names.first().map(|n| n.text.clone()),
+            instance: instance.map_or(InstanceState::Pending, |i| i.state.clone()),
+            reason: instance.and_then(|i| i.reason.clone()),
+            presence,
+        });
+    }
+    Ok(ListState {
+        uri: rlmi.uri,
+        version: rlmi.version,
+        full_state: rlmi.full_state,
+        resources,
+    })
+}
+
+/// A subscription to a resource list (RFC 4662, `presence` with `Supported: eventlist`);
+/// un-subscribes when dropped.
+#[derive(Debug)]
+pub struct ListSubscription {
+    core: SubscriptionCore,
+}
+
+impl ListSubscription {
+    pub(crate) fn start(shared: Arc<Shared>, account: Account, list: Uri) -> Self {
+        ListSubscription {
+            core: SubscriptionCore::start(shared, account, list, Package::List),
+        }
+    }
+
+    /// The next event; `None` after a final termination or un-subscription.
+    pub async fn next(&mut self) -> Option<ListEvent> {
+        loop {
+            let ev = self.core.events.recv().await?;
+            return Some(match ev {
+                RawEvent::Body { content_type, body } => {
+                    match parse_list_body(&content_type, &body) {
+                        Ok(state) => ListEvent::State(state),
+                        Err(e) => {
+                            tracing::warn!("unreadable resource-list NOTIFY: {e}");
+                            continue;
+                        }
+                    }
+                }
+                RawEvent::Pending => ListEvent::Pending,
+                RawEvent::Terminated {
+                    reason,
+                    retry_after,
+                    final_,
+                } => ListEvent::Terminated {
+                    reason,
+                    retry_after,
+                    final_,
+                },
+            });
+        }
+    }
+
+    /// Ends the subscription (SUBSCRIBE with Expires 0) and waits for the final NOTIFY.
+    pub async fn unsubscribe(self) {
+        self.core.unsubscribe().await;
+    }
+}
+
 /// How a subscription attempt or dialog ended.
 enum Ended {
     /// Stop for good (unsubscribed, dropped, or final termination).
@@ -610,6 +841,9 @@ fn package_headers(req: &mut Request, package: Package, expires: u32, ua: &str) 
     h.push(HeaderName::Accept, package.accept());
     h.push(HeaderName::Expires, expires.to_string());
     h.push(HeaderName::UserAgent, ua.to_string());
+    if package == Package::List {
+        h.push(HeaderName::Supported, "eventlist");
+    }
 }
 
 /// Sends an in-dialog SUBSCRIBE; keeps the dialog's CSeq in step with challenges.
@@ -935,5 +1169,83 @@ mod tests {
         assert!(retry_for(None, None).unwrap() < Duration::from_secs(1));
         assert_eq!(refresh_delay(600), Duration::from_secs(450));
         assert_eq!(refresh_delay(1), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn list_body_multipart_rlmi_and_pidf() {
+        use tandem_proto::simple::multipart::{Part, build, content_type};
+        use tandem_proto::simple::rlmi::{Instance, Name, Resource};
+        let rlmi = Rlmi {
+            uri: "sip:alice-buddies@example.com".into(),
+            version: 3,
+            full_state: true,
+            names: vec![],
+            resources: vec![
+                Resource {
+                    uri: "sip:bob@example.com".into(),
+                    names: vec![Name {
+                        lang: None,
+                        text: "Bob".into(),
+                    }],
+                    instances: vec![Instance {
+                        id: "i1".into(),
+                        state: InstanceState::Active,
+                        cid: Some("bob-part@example.com".into()),
+                        reason: None,
+                    }],
+                },
+                Resource {
+                    uri: "sip:carol@example.com".into(),
+                    names: vec![],
+                    instances: vec![Instance {
+                        id: "i2".into(),
+                        state: InstanceState::Pending,
+                        cid: None,
+                        reason: None,
+                    }],
+                },
+            ],
+        };
+        let bob = Availability::Busy.to_presence("sip:bob@example.com", Some("lunch"));
+        let parts = vec![
+            Part::new(RLMI, Some("root@example.com"), rlmi.to_xml()),
+            Part::new(PIDF, Some("bob-part@example.com"), bob.to_xml()),
+        ];
+        let body = build(&parts, "b0undary42").unwrap();
+        let ct = content_type("b0undary42", RLMI, Some("root@example.com"));
+        let state = parse_list_body(&ct, &body).unwrap();
+        assert_eq!(state.uri, "sip:alice-buddies@example.com");
+        assert_eq!((state.version, state.full_state), (3, true));
+        assert_eq!(state.resources.len(), 2);
+        let b = &state.resources[0];
+        assert_eq!(b.name.as_deref(), Some("Bob"));
+        assert_eq!(
+            b.presence.as_ref().map(|p| p.availability()),
+            Some(Availability::Busy)
+        );
+        let c = &state.resources[1];
+        assert_eq!(
+            (c.instance.clone(), c.presence.is_none()),
+            (InstanceState::Pending, true)
+        );
+
+        // A cid that names no part, a missing boundary, and a foreign type are errors.
+        let broken = build(&parts[..1], "b0undary42").unwrap();
+        assert!(matches!(
+            parse_list_body(&ct, &broken),
+            Err(ListBodyError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_list_body("multipart/related;type=\"application/rlmi+xml\"", &body),
+            Err(ListBodyError::NoBoundary)
+        );
+        assert!(matches!(
+            parse_list_body("text/plain", b"hi"),
+            Err(ListBodyError::UnexpectedType(_))
+        ));
+        // A plain PIDF NOTIFY is a one-resource list.
+        let single = parse_list_body(PIDF, bob.to_xml().as_bytes()).unwrap();
+        assert_eq!(single.resources.len(), 1);
+        assert_eq!(single.resources[0].uri, "sip:bob@example.com");
     }
 }

@@ -20,7 +20,7 @@ use crate::config::{UaConfig, local_ip_toward};
 use crate::error::{Result, UaError};
 use crate::history::History;
 use crate::im::{ImState, MessageOutcome, OutgoingMessage, ReceivedMessage};
-use crate::presence::{PresenceSubscription, Publication, WinfoSubscription};
+use crate::presence::{ListSubscription, PresenceSubscription, Publication, WinfoSubscription};
 use crate::registration::{RegisterOptions, Registration};
 use crate::request::{self, AuthSession};
 use crate::transfer::ReplacesTarget;
@@ -504,6 +504,13 @@ impl UserAgent {
         PresenceSubscription::start(self.shared.clone(), account.clone(), target)
     }
 
+    /// Subscribes to the resource list `list` (RFC 4662: `presence` with `Supported: eventlist`,
+    /// NOTIFYs with RLMI and a PIDF part per resource) as `account`; runs in the background
+    /// like [`UserAgent::subscribe_presence`] until dropped.
+    pub fn subscribe_list(&self, account: &Account, list: Uri) -> ListSubscription {
+        ListSubscription::start(self.shared.clone(), account.clone(), list)
+    }
+
     /// Subscribes to our own watcher list (RFC 3857, `presence.winfo`) as `account`.
     pub fn subscribe_winfo(&self, account: &Account) -> Result<WinfoSubscription> {
         let aor = account.aor()?;
@@ -808,9 +815,13 @@ fn precheck(request: &Request) -> Option<Response> {
         .values(&HeaderName::Require)
         .into_iter()
         .filter(|ext| {
-            !SUPPORTED
-                .split(',')
-                .any(|ours| ours.trim().eq_ignore_ascii_case(ext.trim()))
+            // A resource-list NOTIFY (RFC 4662 §5) requires `eventlist`; list subscriptions read it.
+            let list_notify =
+                request.method == Method::Notify && ext.trim().eq_ignore_ascii_case("eventlist");
+            !list_notify
+                && !SUPPORTED
+                    .split(',')
+                    .any(|ours| ours.trim().eq_ignore_ascii_case(ext.trim()))
         })
         .collect();
     if !required.is_empty() && !matches!(request.method, Method::Ack | Method::Cancel) {

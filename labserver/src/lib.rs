@@ -15,6 +15,7 @@ pub mod msrp_relay;
 pub mod presence;
 pub mod proxy;
 pub mod registrar;
+pub mod rls;
 pub mod server;
 pub mod turn;
 pub mod xcap;

@@ -18,6 +18,15 @@
 //!   the presentity's `presence.winfo` subscribers; block → the NOTIFY says
 //!   `terminated;reason=rejected`. A blocked or pending watcher never receives a state document.
 //!   Every change of the pres-rules re-evaluates the presentity's subscriptions.
+//! - Resource lists (RFC 4662): a SUBSCRIBE with `Supported: eventlist` to a list URI of the
+//!   watcher (a `<service>` of their XCAP `rls-services` document, or `sip:<user>-buddies@domain`
+//!   for their whole `resource-lists` document; see [`crate::rls`]) is answered 200 with
+//!   `Require: eventlist`, and its NOTIFYs carry `multipart/related` bodies: an RLMI root with
+//!   every member (full state, version incremented per NOTIFY) and a PIDF part per member the
+//!   watcher may see, each member decided by that member's pres-rules as if the watcher had
+//!   subscribed to it directly (pending and rejected members have no state part; URIs the lab
+//!   does not serve are `terminated;reason=noresource`). A change of a member's state or rules,
+//!   or of the owner's list documents, sends a new NOTIFY.
 //! - Everything is in memory (a restart loses it; watchers re-subscribe, publishers re-publish,
 //!   as RFC 6665/3903 allow) and bounded: per-user and global caps, 503 beyond.
 
@@ -45,10 +54,11 @@ use crate::ca::LabCa;
 use crate::config::LabConfig;
 use crate::location::unix_now;
 use crate::registrar::{LocalDomains, reply};
+use crate::rls::{self, Member, MemberState, ServiceList};
 use crate::store::Store;
 use crate::xcap::{
-    AUID_PRES_RULES, ChangeHook, PRES_RULES_DOCUMENT, XcapChange, XcapError, XcapServer,
-    XcapSettings,
+    AUID_PRES_RULES, AUID_RESOURCE_LISTS, AUID_RLS_SERVICES, ChangeHook, PRES_RULES_DOCUMENT,
+    XcapChange, XcapError, XcapServer, XcapSettings,
 };
 
 /// The presence event package (RFC 3856).
@@ -201,6 +211,29 @@ struct Publication {
     seq: u64,
 }
 
+/// What a resource-list subscription stands for.
+struct ListSub {
+    /// The list URI (the subscription's resource).
+    uri: String,
+    members: Vec<Member>,
+    /// Per member: its canonical AoR when it is an existing user of the lab.
+    local: Vec<Option<String>>,
+    /// Per member: the member's pres-rules decision for the watcher (local members only).
+    decisions: Vec<Option<SubHandling>>,
+    /// RLMI version of the next NOTIFY.
+    version: u32,
+}
+
+impl ListSub {
+    /// The decision for `resource` when it is a member.
+    fn handling_of(&self, resource: &str) -> Option<SubHandling> {
+        self.local
+            .iter()
+            .position(|l| l.as_deref() == Some(resource))
+            .and_then(|i| self.decisions.get(i).copied().flatten())
+    }
+}
+
 struct Subscription {
     id: String,
     dialog: Dialog,
@@ -221,6 +254,24 @@ struct Subscription {
     /// Watcher-info document version (RFC 3858 §4.4), per subscription.
     version: u32,
     wake: Arc<Notify>,
+    /// Set for a resource-list subscription (RFC 4662).
+    list: Option<ListSub>,
+}
+
+impl Subscription {
+    /// The presentities whose changes this subscription follows: its resource, and the local
+    /// members of a list.
+    fn keys(&self) -> Vec<String> {
+        let mut keys = vec![self.resource.clone()];
+        if let Some(l) = &self.list {
+            for m in l.local.iter().flatten() {
+                if !keys.contains(m) {
+                    keys.push(m.clone());
+                }
+            }
+        }
+        keys
+    }
 }
 
 #[derive(Default)]
@@ -234,23 +285,60 @@ struct AgentState {
 }
 
 impl AgentState {
+    fn index(&mut self, id: &DialogId, keys: &[String]) {
+        for k in keys {
+            self.by_resource
+                .entry(k.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+    }
+
+    fn unindex(&mut self, id: &DialogId, keys: &[String]) {
+        for k in keys {
+            if let Some(set) = self.by_resource.get_mut(k) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.by_resource.remove(k);
+                }
+            }
+        }
+    }
+
     fn insert_subscription(&mut self, sub: Subscription) {
-        self.by_resource
-            .entry(sub.resource.clone())
-            .or_default()
-            .insert(sub.dialog.id.clone());
-        self.subscriptions.insert(sub.dialog.id.clone(), sub);
+        let id = sub.dialog.id.clone();
+        self.index(&id, &sub.keys());
+        self.subscriptions.insert(id, sub);
     }
 
     fn remove_subscription(&mut self, id: &DialogId) -> Option<Subscription> {
         let sub = self.subscriptions.remove(id)?;
-        if let Some(set) = self.by_resource.get_mut(&sub.resource) {
-            set.remove(id);
-            if set.is_empty() {
-                self.by_resource.remove(&sub.resource);
-            }
-        }
+        self.unindex(id, &sub.keys());
         Some(sub)
+    }
+
+    /// The state a list subscription reports for each member.
+    fn member_states(&self, list: &ListSub) -> Vec<(Member, MemberState)> {
+        list.members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let local = list.local.get(i).cloned().flatten();
+                let decision = list.decisions.get(i).copied().flatten();
+                let state = match (local, decision) {
+                    (Some(aor), Some(SubHandling::Allow)) => {
+                        MemberState::Active(self.composed(&aor))
+                    }
+                    (Some(aor), Some(SubHandling::PoliteBlock)) => {
+                        MemberState::Active(PidfDocument::closed(&aor))
+                    }
+                    (Some(_), Some(SubHandling::Block)) => MemberState::Terminated("rejected"),
+                    (Some(_), _) => MemberState::Pending,
+                    (None, _) => MemberState::Terminated("noresource"),
+                };
+                (m.clone(), state)
+            })
+            .collect()
     }
 
     /// Wakes the senders of the subscriptions to `resource` of `package`.
@@ -287,10 +375,17 @@ impl AgentState {
             .filter(|s| s.package == Package::Presence)
             .map(|s| Watcher {
                 id: s.id.clone(),
-                status: match s.state {
-                    SubState::Active => WatcherStatus::Active,
-                    SubState::Pending => WatcherStatus::Pending,
-                    SubState::Terminated(_) => WatcherStatus::Terminated,
+                status: match (&s.list, &s.state) {
+                    (_, SubState::Terminated(_)) => WatcherStatus::Terminated,
+                    (Some(l), _) => match l.handling_of(resource) {
+                        Some(SubHandling::Allow | SubHandling::PoliteBlock) => {
+                            WatcherStatus::Active
+                        }
+                        Some(SubHandling::Block) => WatcherStatus::Terminated,
+                        _ => WatcherStatus::Pending,
+                    },
+                    (None, SubState::Active) => WatcherStatus::Active,
+                    (None, SubState::Pending) => WatcherStatus::Pending,
                 },
                 event: s.last_event,
                 uri: s.watcher.clone(),
@@ -384,6 +479,13 @@ impl Presence {
                             let agent = Arc::clone(&agent);
                             tokio::spawn(async move {
                                 agent.rules_changed(&format!("sip:{}", change.xui)).await
+                            });
+                        } else if change.auid == AUID_RESOURCE_LISTS
+                            || change.auid == AUID_RLS_SERVICES
+                        {
+                            let agent = Arc::clone(&agent);
+                            tokio::spawn(async move {
+                                agent.lists_changed(&format!("sip:{}", change.xui)).await
                             });
                         }
                     })
@@ -546,6 +648,26 @@ impl Agent {
             Ok(i) => i,
             Err(r) => return Some(r),
         };
+        if request.method == Method::Subscribe {
+            let in_dialog = request.headers.to().ok().is_some_and(|t| t.tag().is_some());
+            if in_dialog {
+                // A refresh or un-subscription: the dialog decides (481 when unknown).
+                return self.subscribe(request, flow, &resource, &identity).await;
+            }
+            let presence = request
+                .headers
+                .get_str(&HeaderName::Event)
+                .and_then(Package::parse)
+                == Some(Package::Presence);
+            if presence
+                && supports_eventlist(request)
+                && let Some(members) = self.resolve_list(&identity, &resource).await
+            {
+                return self
+                    .subscribe_list(request, flow, &resource, &identity, members)
+                    .await;
+            }
+        }
         let user = resource
             .strip_prefix("sip:")
             .and_then(|r| r.split('@').next())
@@ -835,6 +957,7 @@ impl Agent {
             flow,
             version: 0,
             wake: Arc::new(Notify::new()),
+            list: None,
         };
         let key = sub.dialog.id.clone();
         let wake = Arc::clone(&sub.wake);
@@ -873,6 +996,254 @@ impl Agent {
         let agent = Arc::clone(self);
         tokio::spawn(async move { agent.sender(key, wake).await });
         Some(tx_response)
+    }
+
+    /// Whether two URIs name the same resource of the lab (canonical AoRs when both are local).
+    fn same_resource(&self, a: &str, b: &str) -> bool {
+        let canon = |u: &str| {
+            tandem_proto::msg::Uri::parse(u)
+                .ok()
+                .and_then(|uri| self.locals.canonical_aor(&uri))
+        };
+        match (canon(a), canon(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a.eq_ignore_ascii_case(b),
+        }
+    }
+
+    /// The members of `owner`'s list `list_uri` (see [`crate::rls`]); `None` when it is not one
+    /// of their lists.
+    async fn resolve_list(&self, owner: &str, list_uri: &str) -> Option<Vec<Member>> {
+        let owner_xui = owner.strip_prefix("sip:").unwrap_or(owner);
+        let services = match self
+            .store
+            .xcap_get(AUID_RLS_SERVICES, owner_xui, PRES_RULES_DOCUMENT)
+            .await
+        {
+            Ok(doc) => doc,
+            Err(e) => {
+                tracing::warn!(%owner, error = %e, "rls-services lookup failed");
+                None
+            }
+        };
+        let service = services.and_then(|doc| {
+            rls::find_service(&doc.body, list_uri, |a, b| self.same_resource(a, b)).unwrap_or_else(
+                |e| {
+                    tracing::warn!(%owner, error = %e, "stored rls-services unreadable");
+                    None
+                },
+            )
+        });
+        let (document, list) = match service {
+            Some(ServiceList::Inline(members)) => return Some(members),
+            Some(ServiceList::Reference {
+                xui,
+                document,
+                list,
+            }) => {
+                if !xui.eq_ignore_ascii_case(owner_xui) {
+                    tracing::debug!(%owner, %xui, "rls-services reference to another user's list ignored");
+                    return Some(Vec::new());
+                }
+                (document, list)
+            }
+            None => {
+                let (owner_user, owner_domain) = owner_xui.split_once('@')?;
+                let (list_user, list_domain) = list_uri
+                    .strip_prefix("sip:")
+                    .unwrap_or(list_uri)
+                    .split_once('@')?;
+                let buddies = format!("{owner_user}{}", rls::BUDDIES_SUFFIX);
+                if list_user != buddies || !list_domain.eq_ignore_ascii_case(owner_domain) {
+                    return None;
+                }
+                (PRES_RULES_DOCUMENT.to_string(), None)
+            }
+        };
+        match self
+            .store
+            .xcap_get(AUID_RESOURCE_LISTS, owner_xui, &document)
+            .await
+        {
+            Ok(Some(doc)) => Some(
+                rls::members_of_document(&doc.body, list.as_deref()).unwrap_or_else(|e| {
+                    tracing::warn!(%owner, error = %e, "stored resource-lists unreadable");
+                    Vec::new()
+                }),
+            ),
+            Ok(None) => Some(Vec::new()),
+            Err(e) => {
+                tracing::warn!(%owner, error = %e, "resource-lists lookup failed");
+                Some(Vec::new())
+            }
+        }
+    }
+
+    /// For each member: its canonical AoR when it is an existing lab user, and the member's
+    /// decision about `watcher`.
+    async fn member_decisions(
+        &self,
+        members: &[Member],
+        watcher: &str,
+    ) -> (Vec<Option<String>>, Vec<Option<SubHandling>>) {
+        let mut local = Vec::with_capacity(members.len());
+        let mut decisions = Vec::with_capacity(members.len());
+        for m in members {
+            let aor = tandem_proto::msg::Uri::parse(&m.uri)
+                .ok()
+                .and_then(|u| self.locals.canonical_aor(&u));
+            let user = aor
+                .as_deref()
+                .and_then(|a| a.strip_prefix("sip:"))
+                .and_then(|a| a.split('@').next())
+                .unwrap_or("")
+                .to_string();
+            let exists = aor.is_some() && matches!(self.authn.user_exists(&user).await, Ok(true));
+            match aor.filter(|_| exists) {
+                Some(aor) => {
+                    decisions.push(Some(self.decide(&aor, watcher).await));
+                    local.push(Some(aor));
+                }
+                None => {
+                    decisions.push(None);
+                    local.push(None);
+                }
+            }
+        }
+        (local, decisions)
+    }
+
+    /// A new resource-list subscription of `identity` to its list `resource`.
+    async fn subscribe_list(
+        self: &Arc<Self>,
+        request: &Request,
+        flow: Flow,
+        resource: &str,
+        identity: &str,
+        members: Vec<Member>,
+    ) -> Option<Response> {
+        let expires = match request.headers.expires() {
+            Ok(e) => e,
+            Err(_) => return Some(reply(request, 400, "Bad Expires")),
+        };
+        let expires = match self.clamp_expires(expires) {
+            Ok(e) => e,
+            Err(min) => return Some(self.too_brief(request, min)),
+        };
+        let (local, decisions) = self.member_decisions(&members, identity).await;
+        let local_tag = new_token();
+        let mut dialog = match Dialog::from_uas(request, &local_tag) {
+            Ok(d) => d,
+            Err(_) => return Some(reply(request, 400, "Missing or bad Contact")),
+        };
+        let list_user = resource
+            .strip_prefix("sip:")
+            .and_then(|r| r.split('@').next())
+            .unwrap_or("");
+        let contact = self.endpoint.contact_uri(flow.transport, Some(list_user));
+        dialog.local_contact = Some(NameAddr::new(contact.clone()));
+        dialog.confirm();
+        let state = if expires == 0 {
+            SubState::Terminated("timeout")
+        } else {
+            SubState::Active
+        };
+        let sub = Subscription {
+            id: format!("l{}", new_token()),
+            dialog,
+            package: Package::Presence,
+            resource: resource.to_string(),
+            watcher: identity.to_string(),
+            display_name: request.headers.from().ok().and_then(|f| f.display.clone()),
+            event_id: request
+                .headers
+                .get_str(&HeaderName::Event)
+                .and_then(event_id),
+            handling: SubHandling::Allow,
+            last_event: WatcherEvent::Subscribe,
+            state,
+            created: Instant::now(),
+            expires_at: Instant::now() + Duration::from_secs(u64::from(expires)),
+            flow,
+            version: 0,
+            wake: Arc::new(Notify::new()),
+            list: Some(ListSub {
+                uri: resource.to_string(),
+                members,
+                local,
+                decisions,
+                version: 0,
+            }),
+        };
+        let key = sub.dialog.id.clone();
+        let wake = Arc::clone(&sub.wake);
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let from_watcher = st
+                .subscriptions
+                .values()
+                .filter(|s| s.watcher == identity)
+                .count();
+            if st.subscriptions.len() >= self.settings.max_subscriptions
+                || from_watcher >= self.settings.max_subscriptions_per_user
+            {
+                let mut r = reply(request, 503, "Too Many Subscriptions");
+                r.headers.push(HeaderName::RetryAfter, "60");
+                return Some(r);
+            }
+            let members: Vec<String> = sub
+                .list
+                .iter()
+                .flat_map(|l| l.local.iter().flatten().cloned())
+                .collect();
+            st.insert_subscription(sub);
+            for m in &members {
+                st.wake(m, Package::Winfo);
+            }
+        }
+        let mut r = Response::for_request(request, 200);
+        r.reason = "OK".to_string();
+        set_to_tag(&mut r, &local_tag);
+        r.headers.push(HeaderName::Expires, expires.to_string());
+        r.headers.push(HeaderName::Require, "eventlist");
+        r.headers
+            .push(HeaderName::Contact, NameAddr::new(contact).to_string());
+        let agent = Arc::clone(self);
+        tokio::spawn(async move { agent.sender(key, wake).await });
+        Some(r)
+    }
+
+    /// Re-reads the lists of `owner` after one of their list documents changed.
+    async fn lists_changed(&self, owner: &str) {
+        let subs: Vec<(DialogId, String)> = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.subscriptions
+                .values()
+                .filter(|s| s.watcher == owner && s.list.is_some())
+                .map(|s| (s.dialog.id.clone(), s.resource.clone()))
+                .collect()
+        };
+        for (id, uri) in subs {
+            let members = self.resolve_list(owner, &uri).await.unwrap_or_default();
+            let (local, decisions) = self.member_decisions(&members, owner).await;
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(sub) = st.subscriptions.get(&id) else {
+                continue;
+            };
+            let old_keys = sub.keys();
+            st.unindex(&id, &old_keys);
+            if let Some(sub) = st.subscriptions.get_mut(&id)
+                && let Some(list) = sub.list.as_mut()
+            {
+                list.members = members;
+                list.local = local;
+                list.decisions = decisions;
+                sub.wake.notify_one();
+            }
+            if let Some(keys) = st.subscriptions.get(&id).map(Subscription::keys) {
+                st.index(&id, &keys);
+            }
+        }
     }
 
     fn refresh(&self, request: &Request, flow: Flow, to_tag: &str, expires: u32) -> Response {
@@ -926,10 +1297,40 @@ impl Agent {
                 .into_iter()
                 .flatten()
                 .filter_map(|id| st.subscriptions.get(id))
-                .filter(|s| s.package == Package::Presence)
+                .filter(|s| s.package == Package::Presence && s.list.is_none())
                 .map(|s| (s.dialog.id.clone(), s.watcher.clone()))
                 .collect()
         };
+        let list_watchers: Vec<(DialogId, String)> = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.by_resource
+                .get(resource)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| st.subscriptions.get(id))
+                .filter(|s| s.list.is_some())
+                .map(|s| (s.dialog.id.clone(), s.watcher.clone()))
+                .collect()
+        };
+        for (id, watcher) in list_watchers {
+            let handling = self.decide(resource, &watcher).await;
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(sub) = st.subscriptions.get_mut(&id)
+                && let Some(list) = sub.list.as_mut()
+            {
+                let mut changed = false;
+                for (l, d) in list.local.iter().zip(list.decisions.iter_mut()) {
+                    if l.as_deref() == Some(resource) && *d != Some(handling) {
+                        *d = Some(handling);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    sub.wake.notify_one();
+                    st.wake(resource, Package::Winfo);
+                }
+            }
+        }
         let mut decisions = Vec::with_capacity(watchers.len());
         for (id, watcher) in watchers {
             decisions.push((id, self.decide(resource, &watcher).await));
@@ -1010,6 +1411,48 @@ impl Agent {
             SubState::Pending => (format!("pending;expires={remaining}"), false),
             SubState::Terminated(reason) => (format!("terminated;reason={reason}"), true),
         };
+        if let Some(list) = &sub.list {
+            let body = match &sub.state {
+                SubState::Active => {
+                    let states = st.member_states(list);
+                    match rls::notify_body(&list.uri, list.version, &states, &new_token()) {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            tracing::warn!(list = %list.uri, error = %e, "list NOTIFY body");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let sub = st.subscriptions.get_mut(key)?;
+            if let (Some(l), true) = (sub.list.as_mut(), body.is_some()) {
+                l.version = l.version.wrapping_add(1);
+            }
+            let mut request = sub.dialog.new_request(Method::Notify);
+            let mut event = EVENT_PRESENCE.to_string();
+            if let Some(id) = &sub.event_id {
+                event.push_str(&format!(";id={id}"));
+            }
+            request.headers.push(HeaderName::Event, event);
+            request
+                .headers
+                .push(HeaderName::SubscriptionState, state_header);
+            if let Some((content_type, bytes)) = body {
+                request.headers.push(HeaderName::Require, "eventlist");
+                request.headers.push(HeaderName::ContentType, content_type);
+                request.body = bytes;
+            }
+            let target = if sub.dialog.route_set.is_empty() && sub.flow.transport.is_reliable() {
+                Target::Flow(sub.flow)
+            } else {
+                Target::Uri(request.uri.clone())
+            };
+            if terminal {
+                st.remove_subscription(key);
+            }
+            return Some((request, target, terminal));
+        }
         let body: Option<(String, &'static str)> = match (sub.package, &sub.state) {
             (Package::Presence, SubState::Active) => {
                 let doc = if sub.handling == SubHandling::PoliteBlock {
@@ -1108,6 +1551,15 @@ impl Agent {
             }
         }
     }
+}
+
+/// Whether the request says `Supported: eventlist` (RFC 4662 §4.1).
+fn supports_eventlist(request: &Request) -> bool {
+    request
+        .headers
+        .values(&HeaderName::Supported)
+        .iter()
+        .any(|v| v.trim().eq_ignore_ascii_case("eventlist"))
 }
 
 fn set_to_tag(response: &mut Response, tag: &str) {

@@ -40,6 +40,8 @@ pub const XCAP_ROOT: &str = "/xcap-root";
 pub const AUID_RESOURCE_LISTS: &str = "resource-lists";
 /// The application usage for presence authorization rules (RFC 5025).
 pub const AUID_PRES_RULES: &str = "pres-rules";
+/// The application usage for resource list server services (RFC 4826 §4).
+pub const AUID_RLS_SERVICES: &str = "rls-services";
 /// The application usage describing the server's capabilities (RFC 4825 §12).
 pub const AUID_XCAP_CAPS: &str = "xcap-caps";
 /// The MIME type of resource-lists documents.
@@ -364,6 +366,7 @@ fn parse_target(path: &str) -> Result<Target, PathError> {
             let auid = match *auid {
                 AUID_RESOURCE_LISTS => AUID_RESOURCE_LISTS,
                 AUID_PRES_RULES => AUID_PRES_RULES,
+                AUID_RLS_SERVICES => AUID_RLS_SERVICES,
                 _ => return Err(PathError::NotFound),
             };
             let xui = percent_decode(xui).ok_or(PathError::NotFound)?;
@@ -433,7 +436,7 @@ fn caps_document() -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <xcap-caps xmlns=\"urn:ietf:params:xml:ns:xcap-caps\">\n\
-         <auids><auid>{AUID_XCAP_CAPS}</auid><auid>{AUID_RESOURCE_LISTS}</auid><auid>{AUID_PRES_RULES}</auid></auids>\n\
+         <auids><auid>{AUID_XCAP_CAPS}</auid><auid>{AUID_RESOURCE_LISTS}</auid><auid>{AUID_PRES_RULES}</auid><auid>{AUID_RLS_SERVICES}</auid></auids>\n\
          <extensions/>\n\
          <namespaces>\n\
          <namespace>urn:ietf:params:xml:ns:xcap-caps</namespace>\n\
@@ -441,6 +444,7 @@ fn caps_document() -> String {
          <namespace>urn:ietf:params:xml:ns:resource-lists</namespace>\n\
          <namespace>urn:ietf:params:xml:ns:common-policy</namespace>\n\
          <namespace>urn:ietf:params:xml:ns:pres-rules</namespace>\n\
+         <namespace>urn:ietf:params:xml:ns:rls-services</namespace>\n\
          </namespaces>\n\
          </xcap-caps>\n"
     )
@@ -449,6 +453,7 @@ fn caps_document() -> String {
 fn mime_of(auid: &str) -> &'static str {
     match auid {
         AUID_PRES_RULES => MIME_PRES_RULES,
+        AUID_RLS_SERVICES => crate::rls::MIME_RLS_SERVICES,
         _ => MIME_RESOURCE_LISTS,
     }
 }
@@ -460,6 +465,7 @@ fn validate(auid: &str, body: &[u8]) -> Result<(), (&'static str, String)> {
     }
     let result = match auid {
         AUID_PRES_RULES => tandem_proto::simple::pres_rules::Ruleset::parse(body).map(|_| ()),
+        AUID_RLS_SERVICES => crate::rls::validate_rls_services(body),
         _ => tandem_proto::simple::resource_lists::ResourceLists::parse(body).map(|_| ()),
     };
     result.map_err(|e| {

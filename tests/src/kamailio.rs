@@ -19,6 +19,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Where Debian's Kamailio SQLite schema files are.
 const SCHEMA_DIR: &str = "/usr/share/kamailio/db_sqlite";
 
+/// Where Debian's Kamailio db_text table templates are.
+const DBTEXT_DIR: &str = "/usr/share/kamailio/dbtext/kamailio";
+
 /// How to configure Kamailio for a test.
 #[derive(Debug, Clone)]
 pub struct KamailioOptions {
@@ -192,6 +195,16 @@ impl Kamailio {
                 &[("DIR", kdir.display().to_string())],
             )?,
         )?;
+        // The rls tables in db_text (see kamailio-presence.cfg.in), from Debian's templates.
+        let dbtext = kdir.join("dbtext");
+        if opts.presence {
+            std::fs::create_dir_all(&dbtext).ctx(|| format!("creating {}", dbtext.display()))?;
+            for table in ["rls_presentity", "rls_watchers", "version"] {
+                let from = Path::new(DBTEXT_DIR).join(table);
+                std::fs::copy(&from, dbtext.join(table))
+                    .ctx(|| format!("copying {}", from.display()))?;
+            }
+        }
         let db = kdir.join("kamailio.sqlite");
         let (template, schemas): (&str, &[&str]) = if opts.presence {
             (
@@ -213,6 +226,7 @@ impl Kamailio {
                     ("TCP", tcp.to_string()),
                     ("TLS", tls.to_string()),
                     ("DB", db.display().to_string()),
+                    ("DBTEXT", dbtext.display().to_string()),
                     ("TLSCFG", tls_cfg.display().to_string()),
                     ("CHILDREN", opts.children.max(1).to_string()),
                 ],

@@ -30,8 +30,24 @@ pub fn allow_rules(watchers: &[&str]) -> String {
     )
 }
 
+/// An rls-services document (RFC 4826 §4) with one service `service` listing `members` for the presence package.
+pub fn rls_services(service: &str, members: &[&str]) -> String {
+    let entries: String = members
+        .iter()
+        .map(|m| format!("<rl:entry uri=\"{m}\"/>"))
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rls-services xmlns=\"urn:ietf:params:xml:ns:rls-services\" \
+         xmlns:rl=\"urn:ietf:params:xml:ns:resource-lists\">\n<service uri=\"{service}\"><list name=\"buddies\">\
+         {entries}</list><packages><package>presence</package></packages></service>\n</rls-services>\n"
+    )
+}
+
 fn start_kamailio(dir: &TestDir, users: &[(&str, &str)]) -> Kamailio {
+    // One worker per transport: Kamailio's presence and rls modules write SQLite from every worker, and two
+    // writers at once get "database is locked" (and Kamailio 5.6's error paths then crash the worker).
     let mut opts = KamailioOptions::default().with_presence();
+    opts.children = 1;
     for (u, p) in users {
         opts = opts.user(u, p);
     }
@@ -184,5 +200,86 @@ fn cli_presence_pres_rules_and_buddies_against_kamailio() {
         "{}",
         list.dump()
     );
+    assert!(k.is_running());
+}
+
+#[test]
+fn cli_watches_a_resource_list_through_kamailio_rls() {
+    let dir = ok(TestDir::new("kam-rls"));
+    let mut k = start_kamailio(
+        &dir,
+        &[("alice", "alicepw"), ("bob", "bobpw"), ("carol", "carolpw")],
+    );
+    let alice = account(&k, "alice", "alicepw");
+    let bob = account(&k, "bob", "bobpw");
+    let rules = allow_rules(&["sip:alice@127.0.0.1"]);
+    for (user, password) in [("bob", "bobpw"), ("carol", "carolpw")] {
+        let put = ok(curl_xcap(
+            "PUT",
+            &doc_url(&k, "pres-rules", user),
+            Some((user, password)),
+            k.ca_cert(),
+            Some(("application/auth-policy+xml", &rules)),
+        ));
+        assert!(matches!(put.status, 200 | 201), "{put:?}");
+    }
+    // alice's list service: what Kamailio's rls looks up for a SUBSCRIBE from alice to sip:alice-list@….
+    let services = rls_services(
+        "sip:alice-list@127.0.0.1",
+        &["sip:bob@127.0.0.1", "sip:carol@127.0.0.1"],
+    );
+    let put = ok(curl_xcap(
+        "PUT",
+        &doc_url(&k, "rls-services", "alice"),
+        Some(("alice", "alicepw")),
+        k.ca_cert(),
+        Some(("application/rls-services+xml", &services)),
+    ));
+    assert!(matches!(put.status, 200 | 201), "{put:?}");
+
+    let mut busy = ok(bob.spawn(
+        "cli-presence-bob",
+        &[
+            "presence",
+            "--status",
+            "busy",
+            "--note",
+            "on a call",
+            "--duration",
+            "40",
+        ],
+        dir.path(),
+    ));
+    ok(busy.wait_for_line(Stream::Stdout, "published status=busy", secs(15)));
+    let mut watch = ok(alice.spawn(
+        "cli-watch-list-kam",
+        &[
+            "watch",
+            "--list",
+            "sip:alice-list@127.0.0.1",
+            "--duration",
+            "60",
+        ],
+        dir.path(),
+    ));
+    ok(watch.wait_for_line(
+        Stream::Stdout,
+        "list uri=sip:alice-list@127.0.0.1",
+        secs(20),
+    ));
+    let line = ok(watch.wait_for_line(
+        Stream::Stdout,
+        "presence entity=sip:bob@127.0.0.1 status=busy",
+        secs(20),
+    ));
+    assert!(line.contains("note=\"on a call\""), "{line}");
+    // carol has published nothing: she is listed, without an available state.
+    let lists = watch.matching_lines(Stream::Stdout, "list uri=");
+    assert!(
+        lists.iter().all(|l| l.contains("resources=")),
+        "{lists:?}"
+    );
+    busy.stop();
+    watch.stop();
     assert!(k.is_running());
 }
