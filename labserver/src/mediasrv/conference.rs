@@ -29,7 +29,8 @@
 //!
 //! Feedback goes into the caller's own mix: the spoken prompts `conf-enter-pin`,
 //! `conf-wrong-pin`, `conf-locked`, `conf-muted`, `conf-unmuted`; tones for the rest (unlocked =
-//! two 700 Hz beeps, done = one 800 Hz beep, denied = one long 300 Hz beep).
+//! two 700 Hz beeps, everybody else muted = three 350 Hz beeps, unmuted = two 1200 Hz beeps,
+//! done = one 800 Hz beep, denied = one long 300 Hz beep).
 //!
 //! Watchers `SUBSCRIBE` to `conf-<room>@domain` with `Event: conference` and get NOTIFYs with
 //! full `application/conference-info+xml` documents (RFC 4575): users with their role, endpoint
@@ -424,6 +425,8 @@ enum Cue {
     Unlocked,
     Denied,
     Done,
+    AllMuted,
+    AllUnmuted,
 }
 
 /// `(frequency, milliseconds)` notes with 60 ms gaps, at a quarter of full scale.
@@ -450,6 +453,8 @@ fn tones_for(c: Cue) -> Clip16 {
         Cue::Unmuted | Cue::Done => beeps(R, &[(800.0, 150)]),
         Cue::Locked => beeps(R, &[(500.0, 100), (500.0, 100), (500.0, 100)]),
         Cue::Unlocked => beeps(R, &[(700.0, 100), (700.0, 100)]),
+        Cue::AllMuted => beeps(R, &[(350.0, 100), (350.0, 100), (350.0, 100)]),
+        Cue::AllUnmuted => beeps(R, &[(1200.0, 100), (1200.0, 100)]),
     }
 }
 
@@ -461,7 +466,7 @@ fn cue(c: Cue) -> Box<dyn CaptureDevice> {
         Cue::Locked => Some(Prompt::ConfLocked),
         Cue::Muted => Some(Prompt::ConfMuted),
         Cue::Unmuted => Some(Prompt::ConfUnmuted),
-        Cue::Unlocked | Cue::Denied | Cue::Done => None,
+        Cue::Unlocked | Cue::Denied | Cue::Done | Cue::AllMuted | Cue::AllUnmuted => None,
     };
     match prompt.map(|p| p.pcm(16_000)) {
         Some(Ok(pcm)) if !pcm.is_empty() => Box::new(Clip16::new(16_000, pcm)),
@@ -769,7 +774,7 @@ fn command(room: &Room, pid: ParticipantId, moderator: bool, digit: char) {
                     m.muted = mute;
                 }
                 mixer.set_all_muted(mute, Some(pid));
-                if mute { Cue::Muted } else { Cue::Unmuted }
+                if mute { Cue::AllMuted } else { Cue::AllUnmuted }
             }
             ('2', true) => {
                 *locked = !*locked;

@@ -322,3 +322,119 @@ fn conference_bad_input() {
     assert_mix_minus(&alice_rec, 0, &[1], min, "alice next to a DTMF flood");
     assert_mix_minus(&bob_rec, 1, &[0], min, "bob after his DTMF flood");
 }
+
+#[test]
+fn conference_roster_and_moderator_keys() {
+    let dir = ok(TestDir::new("mediasrv-conference-moderator"));
+    let lab = lab(
+        &dir,
+        "create_on_join = false\n\n[[conference.rooms]]\nname = \"mod\"\nmoderator_pin = \"9999\"\n",
+    );
+    let proxy = lab.udp();
+    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
+    let bob = CliAccount::new("bob", "127.0.0.1", "bobpw", proxy, Transport::Udp);
+    let carol = CliAccount::new("carol", "127.0.0.1", "carolpw", proxy, Transport::Udp);
+    let room = "sip:conf-mod@127.0.0.1";
+    let tone = |i: usize| tone_file(dir.path(), TONES[i]).display().to_string();
+    let (alice_tone, bob_tone) = (tone(0), tone(1));
+    let alice_rec = dir.path().join("alice-moderator.wav");
+    let alice_rec_arg = alice_rec.display().to_string();
+
+    // Carol watches the roster.
+    let mut watcher = ok(carol.spawn(
+        "carol-roster",
+        &["conference", room, "--duration", "60"],
+        dir.path(),
+    ));
+    ok(watcher.wait_for_line(Stream::Stdout, "conference entity=sip:conf-mod@", secs(15)));
+
+    // Alice enters the moderator PIN; bob, an ordinary participant, just presses #.
+    let mut alice_call = ok(alice.spawn_interactive(
+        "alice-moderator",
+        &[
+            "call",
+            room,
+            "--duration",
+            "60",
+            "--codec",
+            "opus",
+            "--play",
+            &alice_tone,
+            "--record",
+            &alice_rec_arg,
+            "--dtmf",
+            "9999#",
+            "--dtmf-delay",
+            "1",
+        ],
+        dir.path(),
+    ));
+    ok(watcher.wait_for_line(
+        Stream::Stdout,
+        "uri=sip:alice@127.0.0.1 role=moderator status=connected speaking=yes",
+        secs(20),
+    ));
+    let mut bob_call = ok(bob.spawn(
+        "bob-participant",
+        &[
+            "call",
+            room,
+            "--duration",
+            "60",
+            "--codec",
+            "pcmu",
+            "--play",
+            &bob_tone,
+            "--dtmf",
+            "#",
+            "--dtmf-delay",
+            "1",
+        ],
+        dir.path(),
+    ));
+    ok(watcher.wait_for_line(
+        Stream::Stdout,
+        "uri=sip:bob@127.0.0.1 role=participant status=connected speaking=yes",
+        secs(20),
+    ));
+    std::thread::sleep(secs(2));
+
+    // *1 mutes everybody else: bob shows as muted and not speaking; alice hears him no more.
+    ok(alice_call.send_line("dtmf *1"));
+    ok(watcher.wait_for_line(
+        Stream::Stdout,
+        "uri=sip:bob@127.0.0.1 role=participant status=muted speaking=no",
+        secs(10),
+    ));
+    // *2 locks the room.
+    ok(alice_call.send_line("dtmf *2"));
+    ok(watcher.wait_for_line(Stream::Stdout, "locked=yes", secs(10)));
+    std::thread::sleep(secs(3));
+    // *3 removes the last one who joined: bob's call is ended by the room.
+    ok(alice_call.send_line("dtmf *3"));
+    ok(bob_call.wait_for_line(Stream::Stdout, "ended by=remote", secs(15)));
+    ok(watcher.wait_for_line(Stream::Stdout, "users=1", secs(10)));
+    ok(alice_call.send_line("hangup"));
+    let status = ok(alice_call.wait_exit(secs(20)));
+    assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
+    ok(bob_call.wait_exit(secs(20)));
+    ok(watcher.wait_for_line(Stream::Stdout, "users=0", secs(10)));
+
+    // Bob was heard before the mute; the last 2 s of alice's recording (muted, then kicked) hold none of him.
+    let windows = tone_windows(&alice_rec);
+    let heard = windows.iter().filter(|w| w[1] > HEARD).count();
+    assert!(heard >= 2, "alice never heard bob: {windows:?}");
+    let tail = &windows[windows.len().saturating_sub(4)..];
+    assert!(
+        tail.iter().all(|w| w[1] < ABSENT),
+        "alice still hears bob after *1: {windows:?}"
+    );
+    assert!(
+        windows
+            .iter()
+            .filter(|w| w[1] > HEARD)
+            .all(|w| w[0] < ABSENT),
+        "alice hears herself: {windows:?}"
+    );
+    drop(watcher);
+}
