@@ -152,3 +152,186 @@ fn baresip_and_cli_see_each_others_presence_through_lab_within_a_second() {
     watch.stop();
     assert!(carol.is_running());
 }
+
+#[test]
+fn cli_watches_its_buddy_list_through_the_lab_rls() {
+    let dir = ok(TestDir::new("presence-rls"));
+    let lab = ok(LabServer::start(
+        LabOptions::default()
+            .user("alice", "alicepw")
+            .user("bob", "bobpw")
+            .user("carol", "carolpw")
+            .user("dave", "davepw"),
+        dir.path(),
+    ));
+    let Some(xcap) = lab.xcap() else {
+        panic!("the lab reports no XCAP listener");
+    };
+    let xcap_root = format!("https://127.0.0.1:{}/xcap-root", xcap.port());
+    lab_allow(&lab, "bob", "bobpw", &["sip:alice@127.0.0.1"]);
+    lab_allow(&lab, "carol", "carolpw", &["sip:alice@127.0.0.1"]);
+
+    // alice's buddies (resource-lists over XCAP with tandem-cli): two who allow her, one who has not decided,
+    // and one the lab does not serve.
+    let mut alice = CliAccount::new("alice", lab.domain(), "alicepw", lab.udp(), Transport::Udp);
+    alice.ca_file = Some(lab.ca_cert());
+    for buddy in [
+        "sip:bob@127.0.0.1",
+        "sip:carol@127.0.0.1",
+        "sip:dave@127.0.0.1",
+        "sip:zed@example.org",
+    ] {
+        let out = ok(alice.run(
+            "cli-buddy-add",
+            &["buddy", "--xcap-root", &xcap_root, "add", buddy],
+            dir.path(),
+            secs(30),
+        ));
+        assert_eq!(out.code(), Some(0), "{}", out.dump());
+    }
+
+    // carol is baresip (publishes open); bob publishes busy with tandem-cli.
+    let mut opts = BaresipOptions::new("carol", "127.0.0.1", "carolpw", lab.udp());
+    opts.publish_interval = Some(600);
+    let mut carol = ok(Baresip::start(opts, dir.path()));
+    ok(carol.wait_registered(secs(15)));
+    let bob = CliAccount::new("bob", lab.domain(), "bobpw", lab.udp(), Transport::Udp);
+    let mut busy = ok(bob.spawn(
+        "cli-presence-bob",
+        &[
+            "presence",
+            "--status",
+            "busy",
+            "--note",
+            "on a call",
+            "--duration",
+            "60",
+        ],
+        dir.path(),
+    ));
+    wait_seen(
+        &mut busy,
+        Stream::Stdout,
+        "published status=busy",
+        1,
+        secs(15),
+    );
+
+    let mut watch = ok(alice.spawn(
+        "cli-watch-buddies",
+        &[
+            "watch",
+            "--list",
+            "sip:alice-buddies@127.0.0.1",
+            "--duration",
+            "60",
+        ],
+        dir.path(),
+    ));
+    wait_seen(
+        &mut watch,
+        Stream::Stdout,
+        "list uri=sip:alice-buddies@127.0.0.1 version=.*full=yes resources=4",
+        1,
+        secs(15),
+    );
+    let carol_available = "presence entity=sip:carol@127.0.0.1 status=available";
+    wait_seen(&mut watch, Stream::Stdout, carol_available, 1, secs(15));
+    let bob_line = watch.matching_lines(
+        Stream::Stdout,
+        "presence entity=sip:bob@127.0.0.1 status=busy",
+    );
+    assert!(
+        bob_line
+            .first()
+            .is_some_and(|l| l.contains("note=\"on a call\"")),
+        "{}",
+        watch.tails()
+    );
+    let out = watch.stdout();
+    assert!(
+        out.contains("presence-pending entity=sip:dave@127.0.0.1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("presence-terminated entity=sip:zed@example.org reason=noresource"),
+        "{out}"
+    );
+    assert!(!out.contains("entity=sip:dave@127.0.0.1 status="), "{out}");
+
+    // A member's change reaches the list watcher within a second.
+    let t0 = Instant::now();
+    ok(carol.set_presence(false, secs(5)));
+    let d = wait_seen(
+        &mut watch,
+        Stream::Stdout,
+        "presence entity=sip:carol@127.0.0.1 status=offline",
+        1,
+        secs(10),
+    ) - t0;
+    eprintln!("baresip offline seen in alice's list after {d:?}");
+    assert!(d < WITHIN, "{d:?}");
+
+    // dave allows alice: the list shows his (empty, so offline) state instead of pending.
+    lab_allow(&lab, "dave", "davepw", &["sip:alice@127.0.0.1"]);
+    wait_seen(
+        &mut watch,
+        Stream::Stdout,
+        "presence entity=sip:dave@127.0.0.1 status=offline",
+        1,
+        secs(10),
+    );
+
+    // An rls-services service of alice's (RFC 4826 §4) is a list too; other users cannot use her lists.
+    let services =
+        crate::simple_kamailio::rls_services("sip:alice-work@127.0.0.1", &["sip:bob@127.0.0.1"]);
+    let put = ok(curl_xcap(
+        "PUT",
+        &format!("{xcap_root}/rls-services/users/sip:alice@127.0.0.1/index"),
+        Some(("alice", "alicepw")),
+        &lab.ca_cert(),
+        Some(("application/rls-services+xml", &services)),
+    ));
+    assert!(matches!(put.status, 200 | 201), "{put:?}");
+    let work = ok(alice.run(
+        "cli-watch-work",
+        &[
+            "watch",
+            "--list",
+            "sip:alice-work@127.0.0.1",
+            "--duration",
+            "3",
+        ],
+        dir.path(),
+        secs(30),
+    ));
+    assert_eq!(work.code(), Some(0), "{}", work.dump());
+    assert!(work.stdout.contains("resources=1"), "{}", work.dump());
+    assert!(
+        work.stdout
+            .contains("presence entity=sip:bob@127.0.0.1 status=busy"),
+        "{}",
+        work.dump()
+    );
+    let nosy = ok(bob.run(
+        "cli-watch-not-mine",
+        &[
+            "watch",
+            "--list",
+            "sip:alice-buddies@127.0.0.1",
+            "--duration",
+            "5",
+        ],
+        dir.path(),
+        secs(30),
+    ));
+    assert!(
+        nosy.stdout.contains("presence-terminated reason=\"404"),
+        "{}",
+        nosy.dump()
+    );
+    assert!(!nosy.stdout.contains("entity=sip:carol"), "{}", nosy.dump());
+    watch.stop();
+    busy.stop();
+    assert!(carol.is_running());
+}
