@@ -1320,6 +1320,15 @@ impl ThirdPartyCall {
             return;
         };
         let mut ack = dialog.ack(leg.cseq);
+        // A 2xx ACK is sent outside any transaction: it needs a Via of its own (RFC 3261
+        // §13.2.2.4: a new branch).
+        let ctx = self.ctx();
+        if let Some(local) = ctx.endpoint().local_addr(tandem_proto::Transport::Udp) {
+            ack.headers.push_front(
+                HeaderName::Via,
+                format!("SIP/2.0/UDP {local};branch=z9hG4bK{};rport", random_tag()),
+            );
+        }
         if let Some(body) = answer {
             ack.headers.push(HeaderName::ContentType, "application/sdp");
             ack.body = body;
