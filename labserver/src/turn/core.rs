@@ -566,20 +566,7 @@ impl Core {
         existing: Option<Arc<Allocation>>,
     ) -> Message {
         if let Some(a) = existing {
-            if a.tid == msg.transaction_id {
-                // A retransmission: the same success again.
-                let remaining = a
-                    .state()
-                    .expires
-                    .saturating_duration_since(Instant::now())
-                    .as_secs();
-                return msg
-                    .response(Class::Success)
-                    .with(Attribute::XorRelayedAddress(a.relay_addr))
-                    .with(Attribute::Lifetime(remaining as u32))
-                    .with(Attribute::XorMappedAddress(five.client));
-            }
-            return msg.error_response(437);
+            return repeat_or_mismatch(msg, &a, &five);
         }
         match msg.requested_transport() {
             None => return msg.error_response(400),
@@ -663,16 +650,16 @@ impl Core {
         });
         {
             let mut t = self.tables();
-            // Re-check under the lock: a concurrent Allocate may have won.
-            if t.allocations.contains_key(&five)
-                || t.per_user.get(&auth.username).copied().unwrap_or(0) >= self.config.user_quota
-                || t.allocations.len() >= self.config.max_allocations
-            {
-                return msg.error_response(if t.allocations.contains_key(&five) {
-                    437
-                } else {
-                    486
-                });
+            // Re-check under the lock: a concurrent Allocate (a UDP retransmission of this very
+            // request, processed on another task) may have won.
+            if let Some(winner) = t.allocations.get(&five) {
+                return repeat_or_mismatch(msg, winner, &five);
+            }
+            if t.per_user.get(&auth.username).copied().unwrap_or(0) >= self.config.user_quota {
+                return msg.error_response(486);
+            }
+            if t.allocations.len() >= self.config.max_allocations {
+                return msg.error_response(508);
             }
             t.allocations.insert(five, Arc::clone(&alloc));
             *t.per_user.entry(auth.username.clone()).or_insert(0) += 1;
@@ -826,6 +813,25 @@ impl Core {
         s.permissions.insert(peer.ip(), now + PERMISSION_LIFETIME);
         msg.response(Class::Success)
     }
+}
+
+/// The answer to an Allocate on a 5-tuple that already has an allocation: the same success for a
+/// retransmission of the request that created it, 437 Allocation Mismatch otherwise.
+fn repeat_or_mismatch(msg: &Message, alloc: &Allocation, five: &FiveTuple) -> Message {
+    if alloc.tid != msg.transaction_id {
+        return msg.error_response(437);
+    }
+    let remaining = alloc
+        .state()
+        .expires
+        .saturating_duration_since(Instant::now())
+        .as_secs();
+    msg.response(Class::Success)
+        .with(Attribute::XorRelayedAddress(alloc.relay_addr))
+        .with(Attribute::Lifetime(
+            u32::try_from(remaining).unwrap_or(u32::MAX),
+        ))
+        .with(Attribute::XorMappedAddress(five.client))
 }
 
 /// Receives from peers on an allocation's relay socket and forwards what the permissions allow.
