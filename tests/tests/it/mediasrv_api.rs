@@ -17,7 +17,9 @@ use tandem_tests::{
 };
 
 use crate::audio_baresip::baresip_recording;
-use crate::audio_common::{SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone, tone_file};
+use crate::audio_common::{
+    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone, assert_tone_after, tone_file,
+};
 use crate::common::{ok, secs};
 
 const TOKEN: &str = "api-test-token-0123456789";
@@ -414,5 +416,134 @@ fn bad_requests_get_clear_errors() {
         "{failed}"
     );
     assert!(failed["reason"].is_string(), "{failed}");
+    assert!(lab.is_running());
+}
+
+#[test]
+fn api_conference_dials_everyone_into_a_fresh_room() {
+    let dir = ok(TestDir::new("mediasrv-api-conf"));
+    let opts = LabOptions {
+        auth_algorithms: vec!["MD5".into()],
+        extra_toml: format!(
+            "\n[api]\nport = 0\ntokens = [\"{TOKEN}\"]\n\n[conference]\ntones = false\n"
+        ),
+        ..LabOptions::default()
+    }
+    .user("alice", "alicepw")
+    .user("bob", "bobpw");
+    let mut lab = ok(LabServer::start(opts, dir.path()));
+    let api = Api::new(&lab);
+
+    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", lab.udp(), Transport::Udp);
+    let alice_tone = tone_file(dir.path(), TONE_CALLER).display().to_string();
+    let alice_rec = dir.path().join("alice-heard.wav");
+    let alice_rec_arg = alice_rec.display().to_string();
+    let mut a = ok(alice.spawn(
+        "cli-alice",
+        &[
+            "answer",
+            "--count",
+            "1",
+            "--play",
+            &alice_tone,
+            "--record",
+            &alice_rec_arg,
+        ],
+        dir.path(),
+    ));
+    ok(a.wait_for_line(Stream::Stdout, "registered", secs(10)));
+    let mut opts = BaresipOptions::new("bob", "127.0.0.1", "bobpw", lab.udp());
+    opts.auto_answer = true;
+    opts.source = BaresipSource::File(tone_file(dir.path(), TONE_CALLEE));
+    opts.record = true;
+    let mut bob = ok(Baresip::start(opts, dir.path()));
+    ok(bob.wait_registered(secs(10)));
+
+    // alice starts a conference with bob (a user must take part in it).
+    let created = api.request(
+        "POST",
+        "/api/conferences",
+        Auth::Digest("alice", "alicepw"),
+        Some((
+            "application/json",
+            r#"{"participants": ["alice", "sip:bob@127.0.0.1"]}"#,
+        )),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let conf = created.json();
+    let conf_id = conf["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("id"))
+        .to_owned();
+    let room = conf["uri"].as_str().unwrap_or_default().to_owned();
+    assert!(room.starts_with("sip:conf-api-"), "{conf}");
+    let calls: Vec<String> = conf["calls"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(calls.len(), 2, "{conf}");
+
+    ok(a.wait_for_line(Stream::Stdout, "answered", secs(15)));
+    ok(bob.wait_event_type("CALL_ESTABLISHED", secs(15)));
+    for id in &calls {
+        api.wait_call(id, Auth::Bearer(TOKEN), "connected", |v| {
+            v["state"] == "connected" && v["to"] == room.as_str()
+        });
+    }
+    let got = api.request(
+        "GET",
+        &format!("/api/conferences/{conf_id}"),
+        Auth::Digest("alice", "alicepw"),
+        None,
+    );
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.json()["calls"].as_array().map(Vec::len), Some(2));
+    let hidden = api.request(
+        "GET",
+        &format!("/api/conferences/{conf_id}"),
+        Auth::Digest("bob", "bobpw"),
+        None,
+    );
+    assert_eq!(hidden.status, 404);
+
+    std::thread::sleep(secs(6));
+    for id in &calls {
+        let d = api.request(
+            "DELETE",
+            &format!("/api/calls/{id}"),
+            Auth::Bearer(TOKEN),
+            None,
+        );
+        assert_eq!(d.status, 202, "{}", d.body);
+    }
+    ok(a.wait_for_line(Stream::Stdout, "ended", secs(15)));
+    ok(bob.wait_event_type("CALL_CLOSED", secs(15)));
+    let status = ok(a.wait_exit(secs(15)));
+    assert_eq!(status.code(), Some(0), "{}", a.tails());
+
+    // Mix-minus through the room: each hears the other, not itself.
+    assert_tone_after(
+        &alice_rec,
+        TONE_CALLEE,
+        SNR_FLOOR_DB,
+        secs(3),
+        0.6,
+        secs(2),
+        "alice hears bob through the room",
+    );
+    let bob_rec = baresip_recording(&bob, 1);
+    assert_tone_after(
+        &bob_rec,
+        TONE_CALLER,
+        SNR_FLOOR_DB,
+        secs(3),
+        0.6,
+        secs(2),
+        "bob hears alice through the room",
+    );
     assert!(lab.is_running());
 }
