@@ -151,11 +151,11 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
             )
             .await
         }
-        Command::Conference { uri, duration } => {
-            crate::conference::run(
+        Command::Mwi { uri, duration } => {
+            crate::mwi::run(
                 &agent,
                 &account,
-                &uri,
+                uri.as_deref(),
                 duration.map(Duration::from_secs),
                 intr,
             )

@@ -7,11 +7,11 @@
 mod args;
 mod buddy;
 mod commands;
-mod conference;
 mod control;
 mod devices;
 mod driver;
 mod msrp;
+mod mwi;
 mod output;
 mod plan;
 mod profile;
