@@ -190,6 +190,17 @@ pub enum Command {
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,
     },
+    /// Watch a conference's roster (SUBSCRIBE `Event: conference`, RFC 4575) for --duration seconds
+    /// (default: until SIGINT): prints `conference entity=… version=N users=N locked=yes|no`, then a
+    /// `conference-user uri=… role=… status=connected|muted speaking=yes|no endpoints=N` line per user.
+    Conference {
+        /// The conference (sip:conf-lab@tandem.lab, or conf-lab, or conf-lab@host).
+        #[arg(value_name = "URI")]
+        uri: String,
+        /// How long to watch, in seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+    },
     /// Watch a mailbox's message summary (SUBSCRIBE `Event: message-summary`, RFC 3842) for
     /// --duration seconds (default: until SIGINT): prints `mwi new=N old=M account=URI` on every NOTIFY.
     Mwi {

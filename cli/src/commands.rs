@@ -151,6 +151,16 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
             )
             .await
         }
+        Command::Conference { uri, duration } => {
+            crate::conference::run(
+                &agent,
+                &account,
+                &uri,
+                duration.map(Duration::from_secs),
+                intr,
+            )
+            .await
+        }
         Command::Mwi { uri, duration } => {
             crate::mwi::run(
                 &agent,

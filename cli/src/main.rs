@@ -7,6 +7,7 @@
 mod args;
 mod buddy;
 mod commands;
+mod conference;
 mod control;
 mod devices;
 mod driver;
