@@ -171,6 +171,8 @@ struct Link {
     to_path: Vec<MsrpUri>,
     /// We opened the connection (we send the first SEND).
     active: bool,
+    /// Our relay authorization, kept fresh.
+    refresher: Option<relay::Refresher>,
 }
 
 /// Connects per the negotiated roles: through our relay, to the peer's first hop, or by
@@ -189,6 +191,7 @@ async fn connect(
             local: end.local,
             to_path,
             active: true,
+            refresher: Some(binding.refresher),
         });
     }
     if !we_listen {
@@ -202,6 +205,7 @@ async fn connect(
             local: end.local,
             to_path: peer.path.clone(),
             active: true,
+            refresher: None,
         });
     }
     let listener = end
@@ -217,6 +221,7 @@ async fn connect(
         local: end.local,
         to_path: peer.path.clone(),
         active: false,
+        refresher: None,
     })
 }
 
@@ -276,8 +281,16 @@ enum End {
 /// A transaction of ours waiting for its response.
 enum Pending {
     Bind,
-    Chat { message_id: String },
-    FileChunk { end: u64 },
+    /// A refreshing AUTH to our relay (`answered`: it carried credentials for a 401).
+    Auth {
+        answered: bool,
+    },
+    Chat {
+        message_id: String,
+    },
+    FileChunk {
+        end: u64,
+    },
 }
 
 /// The file being sent in this attempt.
@@ -313,6 +326,8 @@ struct Session<'a> {
     receiving: Option<Receiving>,
     bind_sent: HashSet<String>,
     file_done: bool,
+    /// A 401 to a refreshing AUTH, to answer.
+    auth_challenge: Option<Vec<tandem_proto::auth::Challenge>>,
 }
 
 impl<'a> Session<'a> {
@@ -355,6 +370,7 @@ impl<'a> Session<'a> {
             receiving,
             bind_sent: HashSet::new(),
             file_done: false,
+            auth_challenge: None,
         }
     }
 
@@ -650,6 +666,7 @@ impl<'a> Session<'a> {
     fn on_response(&mut self, r: Response) -> Option<End> {
         let (what, _) = self.pending.remove(&r.transaction_id)?;
         match what {
+            Pending::Auth { answered } => self.on_auth_response(&r, answered),
             Pending::Bind => {
                 if r.status == 200 {
                     self.mark_connected();
@@ -701,6 +718,46 @@ impl<'a> Session<'a> {
                     s => Some(End::Broken(format!("a chunk was answered {s}"))),
                 }
             }
+        }
+    }
+
+    /// Sends a refreshing AUTH (answering `challenges` when given).
+    async fn send_auth(
+        &mut self,
+        challenges: Option<&[tandem_proto::auth::Challenge]>,
+    ) -> Result<(), End> {
+        let Some(refresher) = self.link.refresher.as_mut() else {
+            return Ok(());
+        };
+        let req = refresher
+            .request(&mut self.rng, challenges)
+            .map_err(|e| End::Failed(e.to_string()))?;
+        self.pending.insert(
+            req.transaction_id.clone(),
+            (
+                Pending::Auth {
+                    answered: challenges.is_some(),
+                },
+                Instant::now() + TRANSACTION_TIMEOUT,
+            ),
+        );
+        self.write(req.to_bytes()).await
+    }
+
+    fn on_auth_response(&mut self, r: &Response, answered: bool) -> Option<End> {
+        let refresher = self.link.refresher.as_mut()?;
+        match r.status {
+            200 => refresher
+                .granted(r)
+                .err()
+                .map(|e| End::Failed(e.to_string())),
+            401 if !answered => {
+                self.auth_challenge = Some(r.headers.challenges());
+                None
+            }
+            s => Some(End::Failed(format!(
+                "the relay refused to refresh our authorization ({s})"
+            ))),
         }
     }
 
@@ -768,6 +825,22 @@ impl<'a> Session<'a> {
             .map(|r| r.lock.superseded.clone())
             .unwrap_or_else(|| watch::channel(false).1);
         let result = loop {
+            if let Some(challenges) = self.auth_challenge.take()
+                && let Err(end) = self.send_auth(Some(&challenges)).await
+            {
+                break end;
+            }
+            let refresh_due = self
+                .link
+                .refresher
+                .as_ref()
+                .and_then(relay::Refresher::due)
+                .filter(|_| {
+                    !self
+                        .pending
+                        .values()
+                        .any(|(p, _)| matches!(p, Pending::Auth { .. }))
+                });
             let deadline = self.next_deadline();
             let window = self.window_open() && self.connected;
             tokio::select! {
@@ -826,6 +899,11 @@ impl<'a> Session<'a> {
                     }
                     Ok(()) => {}
                     Err(_) => watch_superseded = false,
+                },
+                _ = sleep_until_opt(refresh_due) => {
+                    if let Err(end) = self.send_auth(None).await {
+                        break end;
+                    }
                 },
                 _ = keepalive.tick() => {
                     // Relays close idle connections: an empty SEND now and then keeps ours open.
