@@ -1,13 +1,14 @@
-//! The apps: building and testing the ui (`ui/`: npm, Vite, Vitest) before the Rust build,
-//! and `cargo xtask bindings` (regenerate the ui's TypeScript types from the Rust API types of
-//! `tandem-app`).
+//! The apps: building and testing the ui (`ui/`: npm, Vite, Vitest, the 390×844 phone layout
+//! with axe-core in headless Chromium) before the Rust build, `cargo xtask bindings`
+//! (regenerate the ui's TypeScript types from the Rust API types of `tandem-app`) and
+//! `cargo xtask mobile-check` (`cargo check` of the mobile shell for Android).
 
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::Result;
 
-use crate::cmd::{Step, cargo, command, workspace_root};
+use crate::cmd::{Step, cargo, command, target_dir, workspace_root};
 use crate::packages::{Need, Probe};
 
 /// What building the ui needs: Node.js with npm (installed from Debian only when missing).
@@ -32,7 +33,19 @@ pub const DESKTOP_PACKAGES: &[Need] = &[
     ),
     (Probe::File(pc!("openssl")), "libssl-dev"),
     (Probe::File("/usr/include/xdo.h"), "libxdo-dev"),
+    // The desktop end-to-end test writes presence rules over XCAP with curl.
+    (Probe::Bin("curl"), "curl"),
 ];
+
+/// What `cargo check --target aarch64-linux-android` of the mobile shell needs without an
+/// Android NDK: a cross C compiler for the C dependencies (libopus, ring, SQLite).
+pub const MOBILE_PACKAGES: &[Need] = &[
+    (Probe::Bin("aarch64-linux-gnu-gcc"), "gcc-aarch64-linux-gnu"),
+    (Probe::Bin("aarch64-linux-gnu-g++"), "g++-aarch64-linux-gnu"),
+];
+
+/// The Rust target of the Android check.
+const ANDROID_TARGET: &str = "aarch64-linux-android";
 
 fn ui_dir() -> PathBuf {
     workspace_root().join("ui")
@@ -73,7 +86,43 @@ pub fn ui_steps() -> Vec<Step> {
     }
     steps.push(Step::new("ui test", npm(&["run", "test"])));
     steps.push(Step::new("ui build", npm(&["run", "build"])));
+    let mut phone = npm(&["run", "test:phone"]);
+    if let Ok(target) = target_dir() {
+        phone.env("UI_SHOTS", target.join("e2e").join("phone"));
+    }
+    steps.push(Step::new("ui phone", phone));
     steps
+}
+
+/// `cargo xtask mobile-check`: `cargo check -p tandem-mobile --target aarch64-linux-android`.
+/// Without the NDK, the C dependencies are compiled with Debian's aarch64 cross gcc against
+/// glibc headers (`mobile/android-check.cmake` for CMake-built libopus): enough to type-check
+/// every crate for Android; building an APK needs the NDK (see mobile/ARCHITECTURE-mobile.md).
+pub fn mobile_check() -> Result<()> {
+    crate::packages::ensure(MOBILE_PACKAGES)?;
+    let installed = command("rustup", &["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(ANDROID_TARGET))
+        .unwrap_or(false);
+    if !installed {
+        Step::new(
+            "rustup target add",
+            command("rustup", &["target", "add", ANDROID_TARGET]),
+        )
+        .run()?;
+    }
+    Step::new("mobile check", mobile_check_command()).run()
+}
+
+/// The `cargo check` of the mobile shell for Android, with the cross toolchain set up.
+pub fn mobile_check_command() -> std::process::Command {
+    let mut c = cargo(&["check", "-p", "tandem-mobile", "--target", ANDROID_TARGET]);
+    let toolchain = workspace_root().join("mobile").join("android-check.cmake");
+    c.env("CC_aarch64_linux_android", "aarch64-linux-gnu-gcc")
+        .env("CXX_aarch64_linux_android", "aarch64-linux-gnu-g++")
+        .env("AR_aarch64_linux_android", "aarch64-linux-gnu-ar")
+        .env("CMAKE_TOOLCHAIN_FILE_aarch64_linux_android", toolchain);
+    c
 }
 
 /// `cargo xtask bindings`: rewrites `ui/src/lib/bindings/` from the Rust types.

@@ -30,6 +30,7 @@ commands:
   bench msrp [--pairs N] [--mb N] [--chunk BYTES]
                   MSRP relay throughput (MB/s) with parallel TCP/TLS transfers, every byte checked
   bindings        regenerate ui/src/lib/bindings/*.ts from the Rust types of tandem-app
+  mobile-check    cargo check the mobile shell for aarch64-linux-android (cross gcc, no NDK)
   bench media [--call-secs N]
                   codec realtime factors, pipeline latency, calls per core; tandem-cli vs baresip on loopback
   bench mixer [--secs N]
@@ -60,6 +61,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "run" => run(rest),
         "lab" => lab(strip_separator(rest)),
         "bindings" => app::bindings(),
+        "mobile-check" => app::mobile_check(),
         "bench" => match rest.first().map(String::as_str) {
             Some("sip") => bench::sip(&rest[1..]),
             Some("media") => bench_media::media(&rest[1..]),
