@@ -110,6 +110,8 @@ pub(crate) struct Conn {
     pending: Mutex<HashMap<String, Pending>>,
     closed: watch::Sender<bool>,
     auth_failures: AtomicU32,
+    /// Body bytes received on this connection and forwarded.
+    forwarded_bytes: AtomicU64,
 }
 
 impl Conn {
@@ -312,6 +314,7 @@ impl Relay {
             pending: Mutex::new(HashMap::new()),
             closed,
             auth_failures: AtomicU32::new(0),
+            forwarded_bytes: AtomicU64::new(0),
         });
         lock(&self.conns).insert(id, Arc::clone(&conn));
         tracing::debug!(%peer, tls, id, "MSRP relay: connection");
@@ -328,7 +331,12 @@ impl Relay {
         lock(&self.sessions).retain(|_, s| s.conn.id != id);
         lock(&conn.pending).clear();
         let _ = writer.await;
-        tracing::debug!(%peer, id, "MSRP relay: connection closed");
+        tracing::info!(
+            %peer,
+            id,
+            forwarded_bytes = conn.forwarded_bytes.load(Ordering::Relaxed),
+            "MSRP relay: connection closed"
+        );
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(&self, conn: &Arc<Conn>, mut rd: R) {
@@ -515,7 +523,7 @@ impl Relay {
             return;
         }
         MsrpRelayStats::bump(&self.stats.auth_ok);
-        tracing::debug!(peer = %conn.peer, %user, %uri, expires, "MSRP relay: session issued");
+        tracing::info!(peer = %conn.peer, %user, %uri, expires, "MSRP relay: session issued");
         if let Ok(r) = report::auth_ok(request, std::slice::from_ref(&uri), expires) {
             self.send_response(conn, r).await;
         }
@@ -589,6 +597,7 @@ impl Relay {
         self.stats
             .forwarded_bytes
             .fetch_add(body_len, Ordering::Relaxed);
+        conn.forwarded_bytes.fetch_add(body_len, Ordering::Relaxed);
         if is_send {
             // hop-by-hop: queued for the next hop
             self.respond(conn, &response_to, 200).await;

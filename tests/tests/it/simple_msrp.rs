@@ -126,6 +126,46 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The lab's log (`<dir>/tandem-lab.stderr`, RUST_LOG=info).
+fn lab_log(dir: &TestDir) -> String {
+    std::fs::read_to_string(dir.path().join("tandem-lab.stderr")).unwrap_or_default()
+}
+
+/// Asserts the relay issued a session (AUTH with the SIP credentials) to each of `users`.
+fn assert_relay_sessions(dir: &TestDir, users: &[&str]) {
+    let log = lab_log(dir);
+    for user in users {
+        assert!(
+            log.lines().any(|l| l.contains("MSRP relay: session issued")
+                && l.contains(&format!("user={user} "))),
+            "the relay issued no session to {user}:\n{log}"
+        );
+    }
+}
+
+/// Waits until the relay logs a closed connection that forwarded at least `bytes` body bytes
+/// (the sender's connection to the relay), so the transfer went through the relay.
+fn wait_relayed(dir: &TestDir, bytes: usize) {
+    let deadline = std::time::Instant::now() + secs(20);
+    loop {
+        let log = lab_log(dir);
+        let most = log
+            .lines()
+            .filter(|l| l.contains("MSRP relay: connection closed"))
+            .filter_map(|l| field(l, "forwarded_bytes")?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        if most >= bytes {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no relay connection forwarded {bytes} bytes (most: {most}):\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// `tandem-cli answer` for `user` through the relay, saving files in `save_dir`; waits until registered.
 fn answer(
     lab: &LabServer,
@@ -214,6 +254,8 @@ fn transfer_50mb(tls: bool) {
     let (path, sha) = received(&mut bob, FILE_SIZE, 30);
     assert_eq!(sha, want);
     assert_eq!(sha256(&path), want, "the saved file's own hash");
+    assert_relay_sessions(&dir, &["alice", "bob"]);
+    wait_relayed(&dir, FILE_SIZE);
     assert!(same_bytes(&source, &path));
     assert!(
         path.starts_with(&save),
@@ -323,6 +365,7 @@ fn chat_line_each_way_through_relay() {
         let line =
             ok(listener.wait_for_line(Stream::Stdout, &format!("chat from=sip:{from}@"), secs(10)));
         assert!(line.contains(text), "{line}");
+        assert_relay_sessions(&dir, &[from, to]);
         ok(chat.send_line("/quit"));
         let status = ok(chat.wait_exit(secs(10)));
         assert!(status.success(), "chat:\n{}", chat.tails());
