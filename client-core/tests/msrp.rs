@@ -416,3 +416,79 @@ async fn wrong_relay_password_fails() {
     bob.ua.shutdown().await;
     relay.relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn sender_offers_again_after_the_receiver_hung_up_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = dir.path().join("save");
+    let alice = Phone::new("alice", 11).await;
+    let mut bob = Phone::new("bob", 12).await;
+    let (path, data) = random_file(dir.path(), "big.bin", 24_000_000);
+    let info = msrp::file_info(&path).await.unwrap();
+    let a_opts = MsrpOptions {
+        chunk_size: 16 * 1024,
+        ..MsrpOptions::default()
+    };
+    let b_opts = MsrpOptions {
+        save_dir: save.clone(),
+        ..MsrpOptions::default()
+    };
+    let mut out = msrp::send_file(&alice.ua, &alice.account, bob.uri(), info.clone(), a_opts)
+        .await
+        .unwrap();
+    let inc = bob.incoming().await;
+    let mut first = msrp::accept(&bob.ua, inc, &bob.account, b_opts.clone())
+        .await
+        .unwrap();
+    // Hang up once some of the file is here.
+    wait_for(
+        &mut first,
+        |e| matches!(e, MsrpEvent::Progress { bytes, .. } if *bytes >= 500_000),
+    )
+    .await;
+    first.close();
+    let mut first_events = Vec::new();
+    while let Some(ev) = timeout(STEP, first.next_event()).await.unwrap() {
+        first_events.push(ev.clone());
+        if ev == MsrpEvent::Closed {
+            break;
+        }
+    }
+    assert!(
+        first_events
+            .iter()
+            .any(|e| matches!(e, MsrpEvent::Failed { .. })),
+        "an unfinished receive reports a failure: {first_events:?}"
+    );
+    let kept = std::fs::metadata(save.join("big.bin.part")).unwrap().len();
+    assert!(kept > 0 && kept < info.size, "kept {kept}");
+
+    // The sender offers again by itself; the second session continues from the part.
+    let inc = bob.incoming().await;
+    let mut second = msrp::accept(&bob.ua, inc, &bob.account, b_opts)
+        .await
+        .unwrap();
+    let (_, seen) = wait_for(&mut out, |e| matches!(e, MsrpEvent::FileSent { .. })).await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, MsrpEvent::Retrying { attempt: 2, .. })),
+        "{seen:?}"
+    );
+    let resumed = seen.iter().find_map(|e| match e {
+        MsrpEvent::Resumed { from_byte } => Some(*from_byte),
+        _ => None,
+    });
+    assert!(
+        resumed.is_some_and(|b| b > 0 && b <= kept),
+        "resumed {resumed:?}, kept {kept}"
+    );
+    let (ev, _) = wait_for(&mut second, |e| matches!(e, MsrpEvent::FileReceived { .. })).await;
+    let MsrpEvent::FileReceived { path, sha256, .. } = ev else {
+        unreachable!()
+    };
+    assert_eq!(sha256, info.sha256);
+    assert_eq!(sha256_hex(&std::fs::read(path).unwrap()), sha256_hex(&data));
+    wait_for(&mut out, |e| *e == MsrpEvent::Closed).await;
+    alice.ua.shutdown().await;
+    bob.ua.shutdown().await;
+}
