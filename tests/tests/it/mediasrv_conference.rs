@@ -438,3 +438,242 @@ fn conference_roster_and_moderator_keys() {
     );
     drop(watcher);
 }
+
+/// The value, or a test failure naming `what`.
+#[track_caller]
+fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+/// A raw SIP caller whose RTP is garbage: INVITE through the (trusting) proxy, ACK, then BYE.
+struct GarbageCaller {
+    sock: std::net::UdpSocket,
+    proxy: std::net::SocketAddr,
+    ok: String,
+    call_id: String,
+    from_tag: String,
+    media: std::net::SocketAddr,
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
+}
+
+impl GarbageCaller {
+    fn call(proxy: std::net::SocketAddr, room: &str) -> GarbageCaller {
+        let sock = must(std::net::UdpSocket::bind("127.0.0.1:0"), "binding");
+        let local = must(sock.local_addr(), "local address");
+        let call_id = format!("garbage-{}", local.port());
+        let from_tag = "g1".to_string();
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+            local.port()
+        );
+        let invite = format!(
+            "INVITE {room} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKg{call_id};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:garbage@127.0.0.1>;tag={from_tag}\r\nTo: <{room}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:garbage@{local}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        must(
+            sock.set_read_timeout(Some(Duration::from_millis(500))),
+            "read timeout",
+        );
+        let mut buf = vec![0u8; 65_535];
+        let deadline = Instant::now() + secs(15);
+        let ok = loop {
+            assert!(
+                Instant::now() < deadline,
+                "no 200 to the garbage caller's INVITE"
+            );
+            must(sock.send_to(invite.as_bytes(), proxy), "sending the INVITE");
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with("SIP/2.0 200") && text.contains("CSeq: 1 INVITE") {
+                break text;
+            }
+            assert!(!text.starts_with("SIP/2.0 4"), "INVITE refused: {text}");
+        };
+        let body = ok.split("\r\n\r\n").nth(1).unwrap_or("");
+        let port: u16 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no m=audio in the answer: {ok}"));
+        let ip = body
+            .lines()
+            .find_map(|l| l.strip_prefix("c=IN IP4 "))
+            .unwrap_or("127.0.0.1")
+            .trim();
+        let media = must(
+            format!("{ip}:{port}").parse::<std::net::SocketAddr>(),
+            "media address",
+        );
+        let caller = GarbageCaller {
+            sock,
+            proxy,
+            ok,
+            call_id,
+            from_tag,
+            media,
+        };
+        caller.in_dialog("ACK", 1);
+        caller
+    }
+
+    /// Sends an in-dialog request (RFC 3261 §12.2.1.1: the route set is the Record-Route reversed).
+    fn in_dialog(&self, method: &str, cseq: u32) {
+        let local = must(self.sock.local_addr(), "local address");
+        let target = header(&self.ok, "Contact")
+            .first()
+            .map(|c| {
+                c.trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let mut routes: Vec<&str> = header(&self.ok, "Record-Route");
+        routes.reverse();
+        let route_lines: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        let to = header(&self.ok, "To").first().copied().unwrap_or("");
+        let msg = format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKg{method}{cseq};rport\r\n\
+             {route_lines}Max-Forwards: 70\r\nFrom: <sip:garbage@127.0.0.1>;tag={}\r\nTo: {to}\r\n\
+             Call-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            self.from_tag, self.call_id
+        );
+        must(
+            self.sock.send_to(msg.as_bytes(), self.proxy),
+            "sending an in-dialog request",
+        );
+    }
+
+    /// 50 datagrams a second of junk for `dur`: random bytes, truncated headers, unknown payload types, SSRC
+    /// and sequence jumps, oversized packets.
+    fn spray(&self, dur: Duration) {
+        let start = Instant::now();
+        let mut k: u32 = 0;
+        while start.elapsed() < dur {
+            let x = k.wrapping_mul(2_654_435_761);
+            let pkt: Vec<u8> = match k % 6 {
+                0 => (0..(x % 1400) as usize)
+                    .map(|i| (x >> (i % 24)) as u8)
+                    .collect(),
+                1 => vec![0x80],
+                2 => {
+                    let mut p = vec![0x80, 99, (k >> 8) as u8, k as u8, 0, 0, 0, 0, 1, 2, 3, 4];
+                    p.extend(std::iter::repeat_n(0x55, 160));
+                    p
+                }
+                3 => {
+                    let mut p = vec![0x80, 0, (x >> 8) as u8, x as u8, x as u8, 1, 2, 3];
+                    p.extend_from_slice(&x.to_be_bytes());
+                    p.extend((0..160).map(|i| (x >> (i % 24)) as u8));
+                    p
+                }
+                4 => vec![0xff; 9000],
+                _ => vec![0x81, 200, 0, 100, 1, 2, 3, 4],
+            };
+            let _ = self.sock.send_to(&pkt, self.media);
+            k += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GarbageCaller {
+    fn drop(&mut self) {
+        self.in_dialog("BYE", 2);
+    }
+}
+
+#[test]
+fn conference_survives_garbage_rtp() {
+    let dir = ok(TestDir::new("mediasrv-conference-garbage"));
+    let mut opts = LabOptions {
+        extra_toml: "\n[mediasrv]\nenabled = true\n".into(),
+        // The raw caller does not authenticate.
+        trusted: vec!["127.0.0.1/32".into()],
+        ..LabOptions::default()
+    };
+    for u in ["alice", "bob"] {
+        opts = opts.user(u, &format!("{u}pw"));
+    }
+    let mut lab = ok(LabServer::start(opts, dir.path()));
+    let proxy = lab.udp();
+    let room = "sip:conf-junk@127.0.0.1";
+    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
+    let bob = CliAccount::new("bob", "127.0.0.1", "bobpw", proxy, Transport::Udp);
+    let tone = |i: usize| tone_file(dir.path(), TONES[i]).display().to_string();
+    let (alice_tone, bob_tone) = (tone(0), tone(1));
+    let alice_rec = dir.path().join("alice-junk.wav");
+    let bob_rec = dir.path().join("bob-junk.wav");
+    let (alice_rec_arg, bob_rec_arg) = (
+        alice_rec.display().to_string(),
+        bob_rec.display().to_string(),
+    );
+    let garbage = GarbageCaller::call(proxy, room);
+    let mut alice_call = ok(alice.spawn(
+        "alice-junk",
+        &[
+            "call",
+            room,
+            "--duration",
+            "8",
+            "--codec",
+            "opus",
+            "--play",
+            &alice_tone,
+            "--record",
+            &alice_rec_arg,
+        ],
+        dir.path(),
+    ));
+    let mut bob_call = ok(bob.spawn(
+        "bob-junk",
+        &[
+            "call",
+            room,
+            "--duration",
+            "8",
+            "--codec",
+            "pcmu",
+            "--play",
+            &bob_tone,
+            "--record",
+            &bob_rec_arg,
+        ],
+        dir.path(),
+    ));
+    ok(alice_call.wait_for_line(Stream::Stdout, "media", secs(15)));
+    ok(bob_call.wait_for_line(Stream::Stdout, "media", secs(15)));
+    garbage.spray(secs(6));
+    drop(garbage);
+    let status = ok(alice_call.wait_exit(secs(30)));
+    assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
+    let status = ok(bob_call.wait_exit(secs(30)));
+    assert_eq!(status.code(), Some(0), "bob:\n{}", bob_call.tails());
+    let min = (Duration::from_secs(3).as_millis() / WINDOW.as_millis()) as usize;
+    assert_mix_minus(&alice_rec, 0, &[1], min, "alice next to a garbage sender");
+    assert_mix_minus(&bob_rec, 1, &[0], min, "bob next to a garbage sender");
+    assert!(lab.is_running(), "the lab server died");
+}
