@@ -1,7 +1,7 @@
 //! The task of one MSRP session: INVITE offer/answer with an `m=message` line, the MSRP
 //! connection (direct or through our relay), and the SEND/REPORT traffic of a chat or a file.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -308,6 +308,8 @@ struct Outgoing {
 /// The file being received.
 struct Receiving {
     part: PartFile,
+    /// The part file, opened before we answered (taken by the reassembler's sink).
+    file: Option<std::fs::File>,
     transfer_id: String,
     keep: u64,
     message_id: Option<String>,
@@ -324,23 +326,22 @@ struct Session<'a> {
     connected: bool,
     outgoing: Option<Outgoing>,
     receiving: Option<Receiving>,
-    bind_sent: HashSet<String>,
     file_done: bool,
     /// A 401 to a refreshing AUTH, to answer.
     auth_challenge: Option<Vec<tandem_proto::auth::Challenge>>,
 }
 
 impl<'a> Session<'a> {
-    fn new(ctx: &'a Context, link: Link, receiving: Option<Receiving>) -> Session<'a> {
+    fn new(ctx: &'a Context, link: Link, mut receiving: Option<Receiving>) -> Session<'a> {
         let mut limits = ReassemblyLimits {
             max_message_size: ctx.options.max_message_size,
             ..ReassemblyLimits::default()
         };
         let mut reassembler = Reassembler::new(limits);
-        if let Some(r) = &receiving {
+        if let Some(r) = receiving.as_mut() {
             limits.max_message_size = ctx.options.max_file_size.max(r.part.meta.size);
             limits.max_messages = 4;
-            let mut file = r.part.open(r.keep).ok();
+            let mut file = r.file.take();
             let keep = r.keep;
             let expected = r.part.meta.size;
             reassembler = Reassembler::new(limits).with_sink_factory(Box::new(move |chunk| {
@@ -368,7 +369,6 @@ impl<'a> Session<'a> {
             connected: false,
             outgoing: None,
             receiving,
-            bind_sent: HashSet::new(),
             file_done: false,
             auth_challenge: None,
         }
@@ -414,7 +414,6 @@ impl<'a> Session<'a> {
         // No body at all: nothing for the peer to show.
         req.body = None;
         req.headers.remove("Content-Type");
-        self.bind_sent.insert(message_id);
         self.pending.insert(
             req.transaction_id.clone(),
             (Pending::Bind, Instant::now() + TRANSACTION_TIMEOUT),
@@ -1203,10 +1202,19 @@ pub(crate) async fn prepare_incoming(
                 stop: Some(size),
             });
             media.file = Some(attrs);
+            let keep = if keep < size { keep } else { 0 };
+            let file = match part.open(keep) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = incoming.reject(500);
+                    return Err(e);
+                }
+            };
             receiving = Some(Receiving {
                 transfer_id: f.transfer_id.clone().unwrap_or_default(),
                 part,
-                keep: if keep < size { keep } else { 0 },
+                file: Some(file),
+                keep,
                 message_id: None,
                 lock,
             });
