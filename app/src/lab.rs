@@ -171,30 +171,66 @@ impl BundledLab {
     }
 }
 
-/// The configuration sections of the lab's extra listeners.
-const LISTENING_SECTIONS: &[&str] = &["xcap", "msrp", "turn", "mediasrv", "api"];
+/// The listening ports of the lab's extra services (section, key), set to 0 (any free port).
+const SERVICE_PORTS: &[(&str, &str)] = &[
+    ("xcap", "port"),
+    ("msrp", "port"),
+    ("msrp", "tls_port"),
+    ("turn", "port"),
+    ("turn", "tls_port"),
+    ("mediasrv", "port"),
+    ("api", "port"),
+];
 
-/// The lab configuration with every extra service (MSRP relay, TURN, media server, API) on
-/// ephemeral ports, so the bundled lab never collides with another server on this machine.
-/// Works on the serialized form, so it follows whichever port keys a section has.
+/// The lab configuration with every extra service (XCAP, MSRP relay, TURN, media server, API)
+/// on ephemeral ports, so the bundled lab never collides with another server on this machine.
+/// Works on the serialized form and keeps only the keys the configuration knows, so it follows
+/// whichever port keys the sections have.
 fn ephemeral_services(config: LabConfig) -> Result<LabConfig, Failure> {
     let mut value =
         toml::Value::try_from(&config).map_err(|e| lab_failure("its configuration", e))?;
-    if let Some(table) = value.as_table_mut() {
-        for (name, section) in table.iter_mut() {
-            if !LISTENING_SECTIONS.contains(&name.as_str()) {
-                continue;
-            }
-            if let Some(section) = section.as_table_mut() {
-                for (key, v) in section.iter_mut() {
-                    if (key == "port" || key.ends_with("_port")) && v.is_integer() {
-                        *v = toml::Value::Integer(0);
-                    }
-                }
-            }
+    for (section, key) in SERVICE_PORTS {
+        let Some(table) = value
+            .as_table_mut()
+            .and_then(|t| t.get_mut(*section))
+            .and_then(toml::Value::as_table_mut)
+        else {
+            continue;
+        };
+        let previous = table.insert((*key).to_owned(), toml::Value::Integer(0));
+        if value.clone().try_into::<LabConfig>().is_err()
+            && let Some(table) = value
+                .as_table_mut()
+                .and_then(|t| t.get_mut(*section))
+                .and_then(toml::Value::as_table_mut)
+        {
+            match previous {
+                Some(p) => table.insert((*key).to_owned(), p),
+                None => table.remove(*key),
+            };
         }
     }
     value
         .try_into()
         .map_err(|e| lab_failure("its configuration", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_ports_become_ephemeral() {
+        let config = ephemeral_services(LabConfig::default()).unwrap_or_default();
+        let value = toml::Value::try_from(&config).unwrap_or(toml::Value::Boolean(false));
+        let mut set = 0;
+        for (section, key) in SERVICE_PORTS {
+            if let Some(v) = value.get(section).and_then(|s| s.get(key)) {
+                assert_eq!(v.as_integer(), Some(0), "[{section}] {key}");
+                set += 1;
+            }
+        }
+        // At least XCAP's port is always known.
+        assert!(set >= 1);
+    }
 }

@@ -25,7 +25,7 @@ use crate::ports::free_port;
 use crate::process::ChildGuard;
 
 /// The W3C element reference key.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecc";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// Largest WebDriver response accepted (screenshots are the big ones).
 const MAX_RESPONSE: usize = 64 << 20;
 /// How long one WebDriver command may take.
@@ -141,8 +141,11 @@ impl DesktopSession {
                 .ctx(|| "chmod runtime dir".into())?;
         }
         let port = free_port();
-        let mut c = Command::new("WebKitWebDriver");
-        c.arg(format!("--port={port}"))
+        // A session keyring of its own (keyctl, package keyutils): the app keeps passwords in
+        // the kernel keyring, which needs a session keyring to link into.
+        let mut c = Command::new("keyctl");
+        c.args(["session", "-", "WebKitWebDriver"])
+            .arg(format!("--port={port}"))
             .env("DISPLAY", xvfb.display())
             .env("HOME", &home)
             .env("XDG_DATA_HOME", home.join(".local/share"))
@@ -153,8 +156,6 @@ impl DesktopSession {
             .env("TAURI_AUTOMATION", "true")
             .env("NO_AT_BRIDGE", "1")
             .env("GDK_BACKEND", "x11")
-            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
-            .env("LIBGL_ALWAYS_SOFTWARE", "1")
             .env_remove("WAYLAND_DISPLAY")
             .env_remove("DBUS_SESSION_BUS_ADDRESS");
         for (k, v) in &options.env {
@@ -382,11 +383,24 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Res
     head.push_str(&format!("Content-Length: {}\r\n\r\n", payload.len()));
     stream.write_all(head.as_bytes()).ctx(what)?;
     stream.write_all(payload.as_bytes()).ctx(what)?;
+    // Read until the response is complete by its own framing (Content-Length or the last
+    // chunk): a keep-alive server may leave the connection open after answering.
     let mut raw = Vec::new();
-    stream
-        .take(MAX_RESPONSE as u64)
-        .read_to_end(&mut raw)
-        .ctx(what)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(done) = complete(&raw) {
+            raw.truncate(done);
+            break;
+        }
+        if raw.len() > MAX_RESPONSE {
+            return Err(protocol(format!("{}: response too large", what())));
+        }
+        let n = stream.read(&mut buf).ctx(what)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -398,14 +412,34 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Res
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| protocol(format!("{}: bad status line", what())))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if chunked {
+    if is_chunked(&head) {
         body = dechunk(&body).ok_or_else(|| protocol(format!("{}: bad chunked body", what())))?;
     }
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn is_chunked(head: &str) -> bool {
+    head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    })
+}
+
+/// The length of the whole response in `raw` once it is complete, by its framing.
+fn complete(raw: &[u8]) -> Option<usize> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(raw.get(..split)?).to_ascii_lowercase();
+    let body = raw.get(split + 4..)?;
+    if is_chunked(&head) {
+        let end = body.windows(5).position(|w| w == b"0\r\n\r\n")?;
+        // Only a last chunk at a chunk boundary ends the body.
+        return dechunk(body.get(..end + 5)?).map(|_| split + 4 + end + 5);
+    }
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())?;
+    (body.len() >= length).then_some(split + 4 + length)
 }
 
 /// Decodes a chunked transfer-encoded body.

@@ -32,7 +32,7 @@ fn shots_dir() -> PathBuf {
 /// True when the tools of this test are installed (xtask installs them; a bare machine skips
 /// with a message instead of failing on something unrelated to the app).
 fn tools_present() -> bool {
-    ["Xvfb", "WebKitWebDriver", "baresip", "curl"]
+    ["Xvfb", "WebKitWebDriver", "keyctl", "baresip", "curl"]
         .iter()
         .all(|t| {
             Command::new("sh")
@@ -105,7 +105,7 @@ fn find_ca(data_dir: &Path) -> PathBuf {
 fn desktop_app_end_to_end() {
     if !tools_present() {
         eprintln!(
-            "skipped: Xvfb, WebKitWebDriver, baresip or curl missing (cargo xtask test installs them)"
+            "skipped: Xvfb, WebKitWebDriver, keyctl, baresip or curl missing (cargo xtask test installs them)"
         );
         return;
     }
@@ -128,10 +128,17 @@ fn desktop_app_end_to_end() {
     let data_dir = app.data_dir();
 
     // 1. First run: the wizard; the bundled lab server; signed in as alice.
-    let r = app.click_button("Use the bundled lab server", secs(30));
-    must(&app, r);
     let mut n = 0;
-    shot(&app, &shots, &mut n, "wizard-started");
+    must(
+        &app,
+        app.wait_for("button", secs(30), |t| {
+            t.contains("Use the bundled lab server")
+        })
+        .map(|_| ()),
+    );
+    shot(&app, &shots, &mut n, "wizard");
+    let r = app.click_button("Use the bundled lab server", secs(5));
+    must(&app, r);
     let reg = "[data-testid='reg-alice@tandem.lab']";
     must(
         &app,
@@ -151,11 +158,7 @@ fn desktop_app_end_to_end() {
     // 2. Call tandem-cli (bob, auto-answer) and see the call timer run.
     let mut bob_account = CliAccount::new("bob", "tandem.lab", &bob_pw, udp, Transport::Udp);
     bob_account.verbose = false;
-    let mut bob = ok(bob_account.spawn(
-        "bob-answer",
-        &["answer", "--capture", "tone:1000", "--playback", "null"],
-        dir.path(),
-    ));
+    let mut bob = ok(bob_account.spawn("bob-answer", &["answer"], dir.path()));
     ok(bob.wait_for_line(Stream::Stdout, "registered", secs(15)));
     let target = must(app, app.wait("input[inputmode=tel]", secs(5)));
     must(app, app.type_text(&target, "bob\n"));

@@ -72,6 +72,7 @@ const en = {
   "theme.toggle": "Switch between light and dark theme",
   "error.title": "Something went wrong",
   "error.dismiss": "Dismiss",
+  "error.details": "Details",
   "lab.running": "Lab server {domain} at {udp}",
   "lab.users": "Demo accounts",
   "lab.password": "password {password}",
