@@ -268,6 +268,18 @@ async fn invite(
     Ok((call, answer))
 }
 
+/// Why our opening SEND was refused, in words.
+fn bind_refused(status: u16, hops: usize) -> String {
+    if status == 481 && hops > 1 {
+        format!(
+            "the peer refused our first SEND with {status}: a relay on the path cannot reach \
+             the other end (use an MSRP relay on both sides)"
+        )
+    } else {
+        format!("the peer refused our first SEND with {status}")
+    }
+}
+
 /// How a session loop ended.
 enum End {
     /// BYE sent or received, or the file is done.
@@ -671,10 +683,7 @@ impl<'a> Session<'a> {
                     self.mark_connected();
                     None
                 } else {
-                    Some(End::Failed(format!(
-                        "the peer refused our first SEND with {}",
-                        r.status
-                    )))
+                    Some(End::Failed(bind_refused(r.status, self.link.to_path.len())))
                 }
             }
             Pending::Chat { message_id } => {
