@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = None,
     after_help = "Events go to stdout, one line each: `event key=value ...` (registered, unregistered, \
 trying, ringing, answered, media, dtmf, held, resumed, transferred, quality, ended, incoming, rejected, \
-failed, options, message, imdn, published, presence). Diagnostics go to stderr.\n\
+failed, options, message, imdn, published, presence, msrp, chat, file, buddy). Diagnostics go to stderr.\n\
 Exit codes: 0 success, 1 refused by the peer (3xx-6xx), 2 usage/config error, 3 authentication \
 failed, 4 timeout or network error, 5 interrupted (SIGINT/SIGTERM).\n\
 During a call, stdin takes one command a line: hold, resume, mute, unmute, dtmf DIGITS, transfer URI, \
@@ -120,6 +120,10 @@ pub enum Command {
     /// Register, then auto-answer incoming calls; incoming instant messages are printed as
     /// `message from=URI type=CONTENT-TYPE id=… [stored-id=…] text="…"` lines (disposition
     /// notifications about messages we sent as `imdn from=… id=… notification=delivery status=delivered`).
+    /// MSRP sessions are accepted too: chat messages print `chat from=URI text=…`, files offered
+    /// (RFC 5547) are saved in --save-dir with `file progress received=N total=M` and
+    /// `file received name=… size=N sha256=HEX path=…` lines (a part kept from an interrupted
+    /// transfer of the same file is resumed: `file resumed from=N`).
     Answer {
         /// Exit after this many calls (default: run until SIGINT/SIGTERM).
         #[arg(long, value_name = "N")]

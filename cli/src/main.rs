@@ -42,7 +42,7 @@ fn main() {
         Some(c) => c,
         None => {
             eprintln!(
-                "tandem-cli: a command is required (register, call, answer, options, devices); see --help"
+                "tandem-cli: a command is required (register, call, answer, message, chat, send-file, presence, watch, buddy, options, devices); see --help"
             );
             std::process::exit(Exit::Usage.code());
         }
