@@ -693,11 +693,11 @@ fn leave(room: &Room, pid: ParticipantId) {
             let _ = mixer.play_all(Box::new(leave_tone(16_000)), None);
         }
     }
-    if empty {
-        // Stops the clock thread; the next participant starts a fresh mixer.
-        inner.mixer = None;
-    }
+    // The last one out stops the mixer (joining its clock thread, outside the room's lock); the
+    // next participant starts a fresh one.
+    let stopped = if empty { inner.mixer.take() } else { None };
     drop(inner);
+    drop(stopped);
     room.changed();
 }
 
@@ -1173,7 +1173,7 @@ mod tests {
     }
 
     #[test]
-    fn cues_are_distinct_and_short() {
+    fn cues_are_short_and_audible() {
         for c in [
             Cue::EnterPin,
             Cue::WrongPin,
@@ -1182,14 +1182,27 @@ mod tests {
             Cue::Locked,
             Cue::Unlocked,
             Cue::Denied,
+            Cue::Done,
+            Cue::AllMuted,
+            Cue::AllUnmuted,
         ] {
-            let mut clip = cue(c);
+            let mut tones = tones_for(c);
             let mut buf = vec![0i16; 16_000];
-            assert!(clip.read_frame(&mut buf).unwrap());
+            assert!(tones.read_frame(&mut buf).unwrap());
             let mut rest = vec![0i16; 16];
             assert!(
-                !clip.read_frame(&mut rest).unwrap(),
-                "{c:?} longer than 1 s"
+                !tones.read_frame(&mut rest).unwrap(),
+                "{c:?} tones longer than 1 s"
+            );
+            // The spoken prompts decode and end within 6 s.
+            let mut spoken = cue(c);
+            assert_eq!(spoken.rate(), 16_000);
+            let mut six = vec![0i16; 6 * 16_000];
+            assert!(spoken.read_frame(&mut six).unwrap(), "{c:?}");
+            assert!(tandem_media::tone::rms(&six) > 100.0, "{c:?} is silent");
+            assert!(
+                !spoken.read_frame(&mut rest).unwrap(),
+                "{c:?} longer than 6 s"
             );
         }
     }
