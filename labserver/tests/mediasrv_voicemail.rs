@@ -262,9 +262,59 @@ async fn next_summary(ua: &Ua) -> (u32, u32) {
     }
 }
 
+/// A one-message SMTP sink on a free port: its address and what it received after DATA.
+async fn smtp_sink() -> (String, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let (r, mut w) = sock.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(b"220 sink\r\n").await.unwrap();
+        let mut data = String::new();
+        let mut in_data = false;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if in_data {
+                if line == "." {
+                    in_data = false;
+                    w.write_all(b"250 queued\r\n").await.unwrap();
+                } else {
+                    data.push_str(&line);
+                    data.push('\n');
+                }
+                continue;
+            }
+            let reply: &[u8] = match line.as_str() {
+                "DATA" => {
+                    in_data = true;
+                    b"354 go\r\n"
+                }
+                "QUIT" => {
+                    w.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                }
+                _ => b"250 ok\r\n",
+            };
+            w.write_all(reply).await.unwrap();
+        }
+        data
+    });
+    (addr, task)
+}
+
 #[tokio::test]
 async fn deposit_notify_retrieve_and_survive_a_restart() {
-    let mut lab = Lab::start(|_| {}).await;
+    let (smtp_addr, mail) = smtp_sink().await;
+    let mut lab = Lab::start(|c| {
+        c.voicemail.smtp = Some(tandem_labserver::mediasrv::smtp::SmtpConfig {
+            server: smtp_addr,
+            from: "voicemail@tandem.lab".into(),
+            recipients: [("alice".to_owned(), "alice@example.com".to_owned())].into(),
+            ..Default::default()
+        });
+    })
+    .await;
     let mut alice = lab.ua("alice").await;
     subscribe_mwi(&mut alice).await;
 
@@ -314,6 +364,16 @@ async fn deposit_notify_retrieve_and_survive_a_restart() {
         contains_tone(&pcm, 16_000, 1000.0),
         "no tone in the message"
     );
+
+    // The e-mail notification carries the recording (an Ogg file: base64 of "OggS").
+    let data = tokio::time::timeout(Duration::from_secs(10), mail)
+        .await
+        .expect("no e-mail")
+        .unwrap();
+    assert!(data.contains("To: alice@example.com\n"), "{data}");
+    assert!(data.contains("Subject: New voicemail from"), "{data}");
+    assert!(data.contains("Content-Type: audio/ogg\n"), "{data}");
+    assert!(data.contains("\nT2dnUw"), "no Ogg attachment: {data}");
 
     // Nothing is lost across a restart.
     lab.stop().await;
@@ -516,5 +576,109 @@ async fn proxy_falls_back_to_voicemail() {
     .err()
     .expect("carol's disabled mailbox answered");
     assert_eq!(r.status, 480);
+    lab.stop().await;
+}
+
+/// The media server's address from the lab's ready line.
+fn mediasrv_addr(lab: &Lab) -> std::net::SocketAddr {
+    let line = lab.server.as_ref().unwrap().ready_line();
+    let field = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("mediasrv="))
+        .expect("no mediasrv in the ready line");
+    field.parse().unwrap()
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused() {
+    let mut lab = Lab::start(|_| {}).await;
+    let mut alice = lab.ua("alice").await;
+
+    // No SDP offer: 488.
+    let inv = alice.invite(&format!("sip:vm-bob@{DOMAIN}"));
+    let mut inv = inv;
+    inv.body = Bytes::new();
+    inv.headers.remove(&HeaderName::ContentType);
+    alice.send(&Message::Request(inv.clone())).await;
+    let r = alice.response().await;
+    assert_eq!(r.status, 407);
+    alice.ack_non_2xx(&inv, &r).await;
+    let inv = alice.authorize(&inv, &r, None);
+    alice.send(&Message::Request(inv.clone())).await;
+    let r = final_response(&alice).await;
+    assert_eq!(r.status, 488, "{}", r.reason);
+    alice.ack_non_2xx(&inv, &r).await;
+
+    // A mailbox that does not exist: 404.
+    let r = Call::start(
+        &mut alice,
+        &format!("sip:vm-nobody@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .err()
+    .expect("a mailbox for nobody");
+    assert_eq!(r.status, 404);
+
+    // Garbage SDP: 400.
+    let mut inv = alice.invite(&format!("sip:vm-bob@{DOMAIN}"));
+    inv.body = Bytes::from_static(b"v=0\r\nthis is not SDP\r\n");
+    alice.send(&Message::Request(inv.clone())).await;
+    let r = alice.response().await;
+    alice.ack_non_2xx(&inv, &r).await;
+    let inv = alice.authorize(&inv, &r, None);
+    alice.send(&Message::Request(inv.clone())).await;
+    let r = final_response(&alice).await;
+    assert!(matches!(r.status, 400 | 488), "{}", r.status);
+    alice.ack_non_2xx(&inv, &r).await;
+
+    // Straight to the media server, around the proxy: 403.
+    let direct = mediasrv_addr(&lab);
+    let mut inv = alice.invite(&format!("sip:vm-bob@{DOMAIN}"));
+    inv.headers.set(HeaderName::Via, alice.via());
+    alice.send_to(&Message::Request(inv.clone()), direct).await;
+    let r = loop {
+        let (m, _) = alice
+            .recv_within(5.0)
+            .await
+            .expect("no answer from the media server");
+        if let Message::Response(r) = m
+            && r.status >= 200
+        {
+            break r;
+        }
+    };
+    assert_eq!(r.status, 403);
+
+    // Someone else's message summary: 403.
+    alice.call_id = format!("{}@mwi", rand_token());
+    alice.cseq += 1;
+    let text = format!(
+        "SUBSCRIBE sip:bob@{DOMAIN} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag={}\r\nTo: <sip:bob@{DOMAIN}>\r\nCall-ID: {}\r\nCSeq: {} SUBSCRIBE\r\nContact: <{}>\r\nEvent: message-summary\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        alice.via(),
+        rand_token(),
+        alice.call_id,
+        alice.cseq,
+        alice.contact(),
+    );
+    let sub = Request::parse(Bytes::from(text)).unwrap();
+    alice.send(&Message::Request(sub.clone())).await;
+    let r = alice.response().await;
+    let sub = alice.authorize(&sub, &r, None);
+    alice.send(&Message::Request(sub)).await;
+    let r = alice.response().await;
+    assert_eq!(r.status, 403);
+
+    // The media server still serves: a real deposit call works.
+    let call = Call::start(
+        &mut alice,
+        &format!("sip:vm-bob@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .unwrap();
+    call.bye(&mut alice).await;
     lab.stop().await;
 }

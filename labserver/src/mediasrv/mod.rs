@@ -25,6 +25,7 @@ pub mod conference;
 pub mod ivr;
 pub mod leg;
 pub mod prompts;
+pub mod smtp;
 pub mod voicemail;
 
 pub use leg::{Leg, LegError, LegEvent, PlayDone, PlayOutcome, PlayResult};

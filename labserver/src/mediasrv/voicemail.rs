@@ -96,6 +96,8 @@ pub struct VoicemailConfig {
     pub max_messages: u32,
     /// Also NOTIFY registered devices that did not subscribe (default true).
     pub unsolicited_mwi: bool,
+    /// E-mail each new message (with the recording) through this SMTP relay (default: none).
+    pub smtp: Option<super::smtp::SmtpConfig>,
 }
 
 impl Default for VoicemailConfig {
@@ -110,6 +112,7 @@ impl Default for VoicemailConfig {
             min_message_ms: 700,
             max_messages: 100,
             unsolicited_mwi: true,
+            smtp: None,
         }
     }
 }
@@ -316,6 +319,7 @@ pub async fn deposit(ctx: Arc<MediaCtx>, mut leg: Leg, user: String) {
             if let Some(mwi) = ctx.mwi() {
                 mwi.changed(&user);
             }
+            email(&config, &message);
         }
         Err(e) => {
             tracing::warn!(error = %e, "voicemail: message row not stored");
@@ -325,6 +329,53 @@ pub async fn deposit(ctx: Arc<MediaCtx>, mut leg: Leg, user: String) {
     if !caller_left && say(&mut leg, Prompt::VmSaved).await {
         goodbye(&mut leg).await;
     }
+}
+
+/// Sends the new-message e-mail in the background when `[voicemail.smtp]` lists the owner.
+fn email(config: &VoicemailConfig, message: &VoicemailMessage) {
+    let Some(smtp) = config.smtp.clone() else {
+        return;
+    };
+    let Some(to) = smtp.recipients.get(&message.mailbox).cloned() else {
+        return;
+    };
+    let message = message.clone();
+    tokio::spawn(async move {
+        let attachment = if smtp.attach {
+            match tokio::fs::read(&message.path).await {
+                Ok(bytes) => Some((
+                    format!("{}.opus", message.id),
+                    "audio/ogg".to_owned(),
+                    bytes,
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %e, "voicemail e-mail: recording unreadable");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let from = match &message.caller_name {
+            Some(name) => format!("{name} <{}>", message.caller),
+            None => message.caller.clone(),
+        };
+        let mail = super::smtp::Mail {
+            to,
+            subject: format!("New voicemail from {from}"),
+            text: format!(
+                "{from} left you a message of {:.1} s in mailbox {}.",
+                message.duration_ms as f64 / 1000.0,
+                message.mailbox
+            ),
+            attachment,
+            date: message.received_at / 1000,
+        };
+        match super::smtp::send(&smtp, &mail).await {
+            Ok(()) => tracing::info!(mailbox = %message.mailbox, "voicemail e-mail sent"),
+            Err(e) => tracing::warn!(error = %e, "voicemail e-mail failed"),
+        }
+    });
 }
 
 /// The local user a retrieval call belongs to: the caller's own user in one of our domains.
