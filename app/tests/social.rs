@@ -1,0 +1,262 @@
+//! Chat and presence of the app state against the bundled lab server (in-process
+//! `tandem-labserver`, its XCAP server for buddy lists and presence rules), with real
+//! client-core user agents for alice and bob. Like `app_state.rs`, each test re-runs itself
+//! inside `keyctl session -` so that it has a session keyring of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::time::Duration;
+
+use tandem_app::types::*;
+use tandem_app::{AppOptions, AppState, Secrets};
+use tokio::sync::broadcast;
+
+const IN_SESSION: &str = "TANDEM_APP_TEST_IN_KEYCTL_SESSION";
+const ALICE: &str = "alice@tandem.lab";
+const BOB: &str = "bob@tandem.lab";
+
+fn in_keyring_session(name: &str) -> bool {
+    if std::env::var_os(IN_SESSION).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("keyctl")
+        .args(["session", "-"])
+        .arg(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_SESSION, "1")
+        .status()
+        .expect("keyctl (package keyutils) is needed to run the keyring tests");
+    assert!(status.success(), "{name} failed inside keyctl session");
+    false
+}
+
+fn service() -> String {
+    format!("tandem-social-test-{}", std::process::id())
+}
+
+fn forget_secrets() {
+    let secrets = Secrets::os_with_service(&service()).unwrap();
+    for user in ["alice", "bob", "carol"] {
+        secrets.delete(&format!("{user}@tandem.lab")).unwrap();
+        secrets.delete(&format!("lab:{user}@tandem.lab")).unwrap();
+    }
+}
+
+fn open(dir: &std::path::Path) -> AppState {
+    AppState::open(AppOptions {
+        data_dir: dir.to_path_buf(),
+        secrets: Secrets::os_with_service(&service()).unwrap(),
+        devices: DeviceChoice {
+            capture: "null".into(),
+            playback: "null".into(),
+        },
+        listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    })
+    .unwrap()
+}
+
+/// Waits (up to 15 s) for an event that `pick` accepts.
+async fn wait_for<T>(
+    rx: &mut broadcast::Receiver<AppEvent>,
+    what: &str,
+    mut pick: impl FnMut(&AppEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let event = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        match event {
+            Ok(e) => {
+                if let Some(v) = pick(&e) {
+                    return v;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+async fn chat_and_presence() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = open(dir.path());
+    let mut rx = app.subscribe();
+    app.start_bundled_lab().await.unwrap();
+    app.register(BOB).await.unwrap();
+
+    // alice writes to bob: bob's copy arrives unread, alice's is sent.
+    let sent = app
+        .send_message(SendMessage {
+            account_id: ALICE.into(),
+            to: "bob".into(),
+            text: "Hello Bob".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(sent.peer, "sip:bob@tandem.lab");
+    assert!(
+        matches!(
+            sent.status,
+            MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Displayed
+        ),
+        "{:?}",
+        sent.status
+    );
+    let received = wait_for(&mut rx, "bob receives the message", |e| match e {
+        AppEvent::Message { message }
+            if message.account_id == BOB && message.direction == Direction::Incoming =>
+        {
+            Some(message.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(received.text, "Hello Bob");
+    assert_eq!(received.status, MessageStatus::Unread);
+    assert!(
+        received.peer.contains("alice@tandem.lab"),
+        "{}",
+        received.peer
+    );
+
+    // bob reads it: alice's message becomes displayed (IMDN display notification).
+    let marked = app
+        .mark_read(PeerArg {
+            account_id: BOB.into(),
+            peer: received.peer.clone(),
+            active: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(marked, 1);
+    wait_for(&mut rx, "alice's message is read", |e| match e {
+        AppEvent::Message { message }
+            if message.id == sent.id && message.status == MessageStatus::Displayed =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    // Typing indicator.
+    app.composing(PeerArg {
+        account_id: BOB.into(),
+        peer: "alice".into(),
+        active: true,
+    })
+    .await
+    .unwrap();
+    wait_for(&mut rx, "alice sees bob typing", |e| match e {
+        AppEvent::Composing {
+            account_id,
+            active: true,
+            ..
+        } if account_id == ALICE => Some(()),
+        _ => None,
+    })
+    .await;
+    // Both copies are kept (and saved in messages.json).
+    assert_eq!(app.list_messages().len(), 2);
+    assert!(dir.path().join("messages.json").is_file());
+
+    // alice adds bob: pending until bob allows her; bob sees the request among his watchers.
+    let contact = app
+        .add_contact(ContactArg {
+            account_id: ALICE.into(),
+            uri: "bob".into(),
+            name: Some("Bob".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(contact.uri, "sip:bob@tandem.lab");
+    // Both happen at about the same time, in either order: poll the state.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let watcher = loop {
+        let pending = app
+            .list_contacts()
+            .iter()
+            .any(|c| c.account_id == ALICE && c.watch == WatchState::Pending);
+        let asking = app
+            .list_watchers()
+            .into_iter()
+            .find(|w| w.account_id == BOB && w.uri.contains("alice@tandem.lab"));
+        match asking {
+            Some(w) if pending && w.status == "pending" => break w,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: contacts {:?}, watchers {:?}",
+            app.list_contacts(),
+            app.list_watchers()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    app.decide_watcher(
+        WatcherArg {
+            account_id: BOB.into(),
+            uri: watcher.uri.clone(),
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    wait_for(&mut rx, "alice sees bob available", |e| match e {
+        AppEvent::Contact { contact }
+            if contact.watch == WatchState::Active
+                && contact.status == PresenceStatus::Available =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    // bob changes his status: alice sees it with the note.
+    app.set_presence(MyPresence {
+        account_id: BOB.into(),
+        status: PresenceStatus::Busy,
+        note: Some("in a meeting".into()),
+    })
+    .await
+    .unwrap();
+    let busy = wait_for(&mut rx, "alice sees bob busy", |e| match e {
+        AppEvent::Contact { contact } if contact.status == PresenceStatus::Busy => {
+            Some(contact.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(busy.note.as_deref(), Some("in a meeting"));
+    assert_eq!(app.list_contacts().len(), 1);
+    app.remove_contact(ContactArg {
+        account_id: ALICE.into(),
+        uri: "sip:bob@tandem.lab".into(),
+        name: None,
+    })
+    .await
+    .unwrap();
+    assert!(app.list_contacts().is_empty());
+    // Bad input is explained, not a crash.
+    let bad = app
+        .send_message(SendMessage {
+            account_id: ALICE.into(),
+            to: "bob".into(),
+            text: "   ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind, FailureKind::Settings);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_chat_read_marks_typing_presence_watchers() {
+    if in_keyring_session("lab_chat_read_marks_typing_presence_watchers") {
+        chat_and_presence().await;
+        forget_secrets();
+    }
+}
