@@ -285,12 +285,21 @@ async fn auth_challenges_then_issues_a_use_path() {
     assert_eq!(ok.headers.expires().unwrap(), Some(3600));
     assert_eq!(fx.relay.session_count(), 1);
 
-    // a second AUTH on the same connection gets another session
+    // another AUTH from the same client URI refreshes the session: same Use-Path
     let again = c.auth("alice", "alicepw").await;
-    let second = again.headers.use_path().unwrap().unwrap();
+    assert_eq!(
+        again.headers.use_path().unwrap().unwrap(),
+        vec![issued.clone()]
+    );
+    assert_eq!(fx.relay.session_count(), 1);
+
+    // an AUTH from another URI on the same connection gets another session
+    c.local = MsrpUri::new(false, "127.0.0.1", 40001, "alice2");
+    let other = c.auth("alice", "alicepw").await;
+    let second = other.headers.use_path().unwrap().unwrap();
     assert_ne!(second[0].session_id, issued.session_id);
     assert_eq!(fx.relay.session_count(), 2);
-    assert_eq!(fx.relay.counters().auth_ok, 2);
+    assert_eq!(fx.relay.counters().auth_ok, 3);
 }
 
 #[tokio::test]

@@ -76,6 +76,8 @@ pub(crate) struct Settings {
 struct Session {
     conn: Arc<Conn>,
     uri: MsrpUri,
+    /// The From-Path URI of the AUTH that created it (the client's own URI).
+    client: Option<MsrpUri>,
     expires: Instant,
 }
 
@@ -223,7 +225,7 @@ impl Relay {
     }
 
     /// The live session a URI of this relay names.
-    fn lookup(&self, uri: &MsrpUri) -> Option<(Arc<Conn>, MsrpUri)> {
+    fn lookup(&self, uri: &MsrpUri) -> Option<Arc<Conn>> {
         if !self.is_ours(uri) {
             return None;
         }
@@ -231,7 +233,7 @@ impl Relay {
         let sessions = lock(&self.sessions);
         let s = sessions.get(sid)?;
         (s.expires > Instant::now() && !s.conn.is_closed() && s.uri.secure == uri.secure)
-            .then(|| (Arc::clone(&s.conn), s.uri.clone()))
+            .then(|| Arc::clone(&s.conn))
     }
 
     /// Queues bytes toward `conn`, waiting while its byte budget is used up.
@@ -495,35 +497,57 @@ impl Relay {
             }
             return;
         }
-        let sid = format!("{:032x}", rand::random::<u128>());
-        let uri = MsrpUri {
-            session_id: Some(sid.clone()),
-            ..self.relay_uri(conn.tls)
-        };
-        let granted = {
+        // The client's own URI: an AUTH from the same URI on the same connection refreshes its
+        // session (same Use-Path, new lifetime), since the peer only knows the path in the SDP.
+        let client = request
+            .headers
+            .from_path()
+            .ok()
+            .and_then(|p| p.into_iter().next());
+        let until = Instant::now() + Duration::from_secs(u64::from(expires));
+        let grant = {
             let mut sessions = lock(&self.sessions);
             let now = Instant::now();
             sessions.retain(|_, s| s.expires > now && !s.conn.is_closed());
-            let held = sessions.values().filter(|x| x.conn.id == conn.id).count();
-            held < s.max_sessions_per_connection
-                && sessions
-                    .insert(
-                        sid,
-                        Session {
-                            conn: Arc::clone(conn),
-                            uri: uri.clone(),
-                            expires: now + Duration::from_secs(u64::from(expires)),
-                        },
-                    )
-                    .is_none()
+            let refreshed = sessions.values_mut().find(|x| {
+                x.conn.id == conn.id && client.is_some() && x.client.as_ref() == client.as_ref()
+            });
+            if let Some(existing) = refreshed {
+                existing.expires = until;
+                Some((existing.uri.clone(), true))
+            } else if sessions.values().filter(|x| x.conn.id == conn.id).count()
+                < s.max_sessions_per_connection
+            {
+                let sid = format!("{:032x}", rand::random::<u128>());
+                let uri = MsrpUri {
+                    session_id: Some(sid.clone()),
+                    ..self.relay_uri(conn.tls)
+                };
+                sessions.insert(
+                    sid,
+                    Session {
+                        conn: Arc::clone(conn),
+                        uri: uri.clone(),
+                        client: client.clone(),
+                        expires: until,
+                    },
+                );
+                Some((uri, false))
+            } else {
+                None
+            }
         };
-        if !granted {
+        let Some((uri, refreshed)) = grant else {
             MsrpRelayStats::bump(&self.stats.forbidden);
             self.respond(conn, request, 403).await;
             return;
-        }
+        };
         MsrpRelayStats::bump(&self.stats.auth_ok);
-        tracing::info!(peer = %conn.peer, %user, %uri, expires, "MSRP relay: session issued");
+        if refreshed {
+            tracing::debug!(peer = %conn.peer, %user, %uri, expires, "MSRP relay: session refreshed");
+        } else {
+            tracing::info!(peer = %conn.peer, %user, %uri, expires, "MSRP relay: session issued");
+        }
         if let Ok(r) = report::auth_ok(request, std::slice::from_ref(&uri), expires) {
             self.send_response(conn, r).await;
         }
@@ -535,7 +559,7 @@ impl Relay {
         let Some(first) = to.first() else {
             return;
         };
-        let Some((first_conn, _)) = self.lookup(first) else {
+        let Some(first_conn) = self.lookup(first) else {
             MsrpRelayStats::bump(&self.stats.no_session);
             self.refuse(conn, &request, 481).await;
             return;
@@ -545,8 +569,8 @@ impl Relay {
             // Outgoing from our client: the next hop must be another session of this relay
             // (relay-to-relay forwarding is not supported), followed by its client.
             let next = to.get(1);
-            match next.and_then(|n| self.lookup(n)) {
-                Some((c, _)) if to.len() >= 3 => (c, vec![first.clone(), to[1].clone()]),
+            match next.and_then(|n| Some((n, self.lookup(n)?))) {
+                Some((n, c)) if to.len() >= 3 => (c, vec![first.clone(), n.clone()]),
                 Some(_) => {
                     MsrpRelayStats::bump(&self.stats.bad_requests);
                     self.refuse(conn, &request, 400).await;
@@ -766,7 +790,14 @@ impl Pace {
         }
         let now = tokio::time::Instant::now();
         self.bytes = self.bytes.saturating_add(n as u64);
-        let due = self.since + Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        let ahead = Duration::try_from_secs_f64(self.bytes as f64 / self.rate as f64)
+            .unwrap_or(Duration::MAX);
+        let Some(due) = self.since.checked_add(ahead) else {
+            // absurdly far ahead: start a fresh window
+            self.since = now;
+            self.bytes = 0;
+            return;
+        };
         if due > now {
             tokio::time::sleep_until(due).await;
         } else if now.duration_since(due) > Duration::from_secs(1) {
@@ -894,4 +925,68 @@ async fn write_item<W: AsyncWrite + Unpin>(w: &mut W, item: &Outbound) -> std::i
 /// Resolves once the flag is raised (or its sender is gone).
 async fn raised(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|v| *v).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_capture_follows_message_boundaries() {
+        // no boundary in this read: the previous capture continues
+        assert_eq!(capture_start(b"MSRP ", b"a1 SEND", None), b"MSRP a1 SEND");
+        // a boundary with 4 bytes after it: the capture restarts there
+        assert_eq!(capture_start(b"old", b"xxxxxxMSRP", Some(4)), b"MSRP");
+        // bounded
+        let big = vec![b'x'; HEAD_CAPTURE * 2];
+        assert_eq!(capture_start(b"", &big, None).len(), HEAD_CAPTURE);
+        assert_eq!(
+            capture_start(b"", &big, Some(big.len())).len(),
+            HEAD_CAPTURE
+        );
+        // a rest longer than the data cannot happen, and does not panic
+        assert_eq!(capture_start(b"", b"ab", Some(5)), b"ab");
+    }
+
+    #[test]
+    fn a_request_is_rebuilt_from_its_head() {
+        let head = b"\r\nMSRP tx1234 SEND\r\nTo-Path: msrp://a.example:2855/s1;tcp\r\n\
+            From-Path: msrp://b.example:2855/s2;tcp\r\nMessage-ID: m1\r\n\
+            Content-Type: text/plain\r\n\r\nbody bytes that were cut";
+        let r = request_from_head(head).unwrap();
+        assert_eq!(r.transaction_id, "tx1234");
+        assert_eq!(r.method, Method::Send);
+        assert_eq!(r.headers.message_id(), Some("m1"));
+        let response = report::response_for(&r, 413).unwrap().unwrap();
+        assert_eq!(response.status, 413);
+        // no blank line yet, a response, garbage: nothing to answer
+        assert!(request_from_head(b"MSRP tx1234 SEND\r\nTo-Path: x").is_none());
+        assert!(
+            request_from_head(b"MSRP tx1234 200 OK\r\nTo-Path: msrp://a:1/s;tcp\r\n\r\n").is_none()
+        );
+        assert!(request_from_head(b"\xff\xfe\r\n\r\n").is_none());
+    }
+
+    #[tokio::test]
+    async fn pacing_holds_reads_to_the_rate() {
+        let mut pace = Pace::new(100_000);
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            pace.after_read(5000).await;
+        }
+        // 50 000 bytes at 100 000 B/s
+        assert!(
+            start.elapsed() >= Duration::from_millis(490),
+            "{:?}",
+            start.elapsed()
+        );
+        let mut free = Pace::new(0);
+        let start = tokio::time::Instant::now();
+        free.after_read(usize::MAX).await;
+        assert!(start.elapsed() < Duration::from_millis(100));
+        // an absurd amount does not panic
+        let mut slow = Pace::new(1);
+        slow.bytes = u64::MAX - 1;
+        slow.after_read(usize::MAX).await;
+    }
 }
