@@ -27,6 +27,14 @@ const DEFAULT_SECS: u64 = 4;
 /// Longest allowed `--secs`.
 const MAX_SECS: u64 = 30;
 
+/// The 1-minute load average (`-` when unreadable).
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "-".into())
+}
+
 /// Parses one `name key=value ...` line into (name, fields).
 fn parse_line(line: &str) -> Option<(String, Map<String, Value>)> {
     let mut parts = line.split_whitespace();
@@ -80,6 +88,7 @@ pub fn mixer(args: &[String]) -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .process_group(0);
+    let load_before = loadavg();
     let mut child = cmd.spawn().context("starting the mixer bench")?;
     let mut stdout = child.stdout.take().context("bench stdout")?;
     let reader = std::thread::spawn(move || {
@@ -144,6 +153,13 @@ pub fn mixer(args: &[String]) -> Result<()> {
             get(&rec, "recordings_per_core"),
         );
     }
+    let _ = writeln!(
+        md,
+        "\nLoad average (1 min) before/after: {load_before} / {} on {} CPUs; missed deadlines on a shared \
+         machine come from other processes taking the core.",
+        loadavg(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     md.push_str(
         "\nNo reference conference mixer runs in the same bench: Debian's baresip 1.0 has no mixing module.\n",
     );
