@@ -819,10 +819,13 @@ impl<'a> Session<'a> {
 
     /// Runs until the session ends.
     async fn run(&mut self, call: &mut Call, cmds: &mut mpsc::UnboundedReceiver<Command>) -> End {
-        if self.link.active
-            && let Err(end) = self.send_bind().await
-        {
-            return end;
+        if self.link.active {
+            if let Err(end) = self.send_bind().await {
+                return end;
+            }
+        } else {
+            // The peer connected to us: the session is up (even if its first SEND is late).
+            self.mark_connected();
         }
         let writer = self.link.conn.writer();
         let mut watch_superseded = self.receiving.is_some();
