@@ -1,7 +1,9 @@
 //! Voicemail in the store (migration 0004): mailbox settings (enabled, PIN hash, greeting file)
 //! and one row per message (mailbox, caller, time, duration, file, new/old). The audio itself
-//! lives in files under the voicemail directory; the row is written after the file is complete
-//! and the file is removed after the row, so a crash never leaves a row without its file.
+//! lives in files under the voicemail directory. A deposit writes its row *before* recording
+//! (state "recording", `is_new` = 2, invisible to counts and listings) and completes it after the
+//! file is closed, so a crash in the middle leaves a row the media server recovers at its next
+//! start ([`Store::voicemail_recordings`]); a deleted message's row goes before its file.
 
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -58,8 +60,12 @@ const UPSERT_GREETING: &str = "INSERT INTO voicemail_boxes (username, greeting, 
 const UPSERT_ENABLED: &str = "INSERT INTO voicemail_boxes (username, enabled, updated_at) \
      VALUES ($1, $2, $3) ON CONFLICT (username) DO UPDATE SET enabled = $2, updated_at = $3";
 const SELECT_MESSAGES: &str = "SELECT id, mailbox, caller, caller_name, received_at, duration_ms, \
-     path, is_new FROM voicemail_messages WHERE mailbox = $1 \
+     path, is_new FROM voicemail_messages WHERE mailbox = $1 AND is_new < 2 \
      ORDER BY is_new DESC, received_at ASC, id ASC";
+const SELECT_RECORDING: &str = "SELECT id, mailbox, caller, caller_name, received_at, duration_ms, \
+     path, is_new FROM voicemail_messages WHERE is_new = 2 ORDER BY received_at ASC, id ASC";
+/// `is_new` of a message whose recording is still being written.
+const RECORDING: i64 = 2;
 const DELETE_MESSAGE: &str = "DELETE FROM voicemail_messages WHERE mailbox = $1 AND id = $2 \
      RETURNING id, mailbox, caller, caller_name, received_at, duration_ms, path, is_new";
 
@@ -204,6 +210,62 @@ impl Store {
         Ok(())
     }
 
+    /// Writes the row of a message about to be recorded (not counted or listed until
+    /// [`Store::voicemail_complete`]).
+    pub async fn voicemail_begin(&self, m: &VoicemailMessage) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO voicemail_messages \
+             (id, mailbox, caller, caller_name, received_at, duration_ms, path, is_new) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7)";
+        with_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(&m.id)
+                .bind(&m.mailbox)
+                .bind(&m.caller)
+                .bind(&m.caller_name)
+                .bind(m.received_at)
+                .bind(&m.path)
+                .bind(RECORDING)
+                .execute(pool)
+                .await
+                .map_err(StoreError::Query)?;
+        });
+        Ok(())
+    }
+
+    /// Completes a recorded message with its length: it becomes a new message. False if there
+    /// was no such recording.
+    pub async fn voicemail_complete(
+        &self,
+        mailbox: &str,
+        id: &str,
+        duration_ms: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE voicemail_messages SET duration_ms = $3, is_new = 1 \
+             WHERE mailbox = $1 AND id = $2 AND is_new = 2";
+        let n = with_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(mailbox)
+                .bind(id)
+                .bind(duration_ms)
+                .execute(pool)
+                .await
+                .map_err(StoreError::Query)?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Messages whose recording never completed (the server stopped in the middle).
+    pub async fn voicemail_recordings(&self) -> Result<Vec<VoicemailMessage>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(SELECT_RECORDING)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::Query)?;
+            rows.iter().map(|r| message_from_row!(r)).collect()
+        })
+    }
+
     /// The messages of `mailbox`: new ones first, each group oldest first.
     pub async fn voicemail_messages(
         &self,
@@ -222,7 +284,7 @@ impl Store {
     /// `(new, old)` message counts of `mailbox`.
     pub async fn voicemail_counts(&self, mailbox: &str) -> Result<(u32, u32), StoreError> {
         const SQL: &str = "SELECT is_new, COUNT(*) AS n FROM voicemail_messages \
-             WHERE mailbox = $1 GROUP BY is_new";
+             WHERE mailbox = $1 AND is_new < 2 GROUP BY is_new";
         let pairs: Vec<(i64, i64)> = with_pool!(self, pool => {
             let rows = sqlx::query(SQL)
                 .bind(mailbox)
@@ -252,7 +314,7 @@ impl Store {
 
     /// Marks message `id` of `mailbox` as heard (old); false if there is no such message.
     pub async fn voicemail_mark_old(&self, mailbox: &str, id: &str) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE voicemail_messages SET is_new = 0 WHERE mailbox = $1 AND id = $2";
+        const SQL: &str = "UPDATE voicemail_messages SET is_new = 0 WHERE mailbox = $1 AND id = $2 AND is_new = 1";
         let n = with_pool!(self, pool => {
             sqlx::query(SQL)
                 .bind(mailbox)
@@ -330,6 +392,26 @@ mod tests {
         assert!(s.voicemail_delete("alice", "a").await.unwrap().is_none());
         assert_eq!(s.voicemail_counts("alice").await.unwrap(), (0, 2));
         assert_eq!(s.voicemail_counts("bob").await.unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn recordings_are_invisible_until_complete() {
+        let (s, _dir) = store().await;
+        let m = message("r", 5, true);
+        s.voicemail_begin(&m).await.unwrap();
+        assert_eq!(s.voicemail_counts("alice").await.unwrap(), (0, 0));
+        assert!(s.voicemail_messages("alice").await.unwrap().is_empty());
+        assert!(!s.voicemail_mark_old("alice", "r").await.unwrap());
+        let pending = s.voicemail_recordings().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].duration_ms, 0);
+        assert!(s.voicemail_complete("alice", "r", 2500).await.unwrap());
+        assert!(!s.voicemail_complete("alice", "r", 2500).await.unwrap());
+        assert!(s.voicemail_recordings().await.unwrap().is_empty());
+        assert_eq!(s.voicemail_counts("alice").await.unwrap(), (1, 0));
+        let listed = s.voicemail_messages("alice").await.unwrap();
+        assert_eq!(listed[0].duration_ms, 2500);
+        assert!(listed[0].is_new);
     }
 
     #[tokio::test]

@@ -682,3 +682,56 @@ async fn bad_requests_are_refused() {
     call.bye(&mut alice).await;
     lab.stop().await;
 }
+
+#[tokio::test]
+async fn an_unfinished_recording_is_recovered_at_start() {
+    let mut lab = Lab::start(|_| {}).await;
+    lab.stop().await;
+    // What a server killed in the middle of a message leaves: the row in the "recording"
+    // state and an Ogg file that was never finished.
+    let dir = lab.dir.path().join("voicemail").join("alice");
+    std::fs::create_dir_all(&dir).unwrap();
+    let keep = dir.join("kept.opus");
+    let mut w = tandem_media::ogg::OggOpusWriter::create(&keep, 16_000).unwrap();
+    w.write_pcm(&tandem_media::tone::sine(
+        1000.0,
+        16_000,
+        Duration::from_secs(2),
+        0.4,
+    ))
+    .unwrap();
+    w.flush().unwrap();
+    std::mem::forget(w);
+    let short = dir.join("short.opus");
+    let mut w = tandem_media::ogg::OggOpusWriter::create(&short, 16_000).unwrap();
+    w.write_pcm(&[0; 1600]).unwrap();
+    w.flush().unwrap();
+    std::mem::forget(w);
+    for (id, path) in [("kept", &keep), ("short", &short)] {
+        lab.store
+            .voicemail_begin(&tandem_labserver::store_voicemail::VoicemailMessage {
+                id: id.into(),
+                mailbox: "alice".into(),
+                caller: "sip:bob@tandem.lab".into(),
+                caller_name: None,
+                received_at: 1,
+                duration_ms: 0,
+                path: path.display().to_string(),
+                is_new: true,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(lab.store.voicemail_counts("alice").await.unwrap(), (0, 0));
+    lab.boot().await;
+    let messages = lab.store.voicemail_messages("alice").await.unwrap();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].id, "kept");
+    assert!(
+        (1800..=2200).contains(&messages[0].duration_ms),
+        "{messages:?}"
+    );
+    assert!(!short.exists(), "the too-short part was not removed");
+    assert!(lab.store.voicemail_recordings().await.unwrap().is_empty());
+    lab.stop().await;
+}

@@ -507,6 +507,7 @@ impl MediaServer {
         });
         let mwi = voicemail::Mwi::start(&ctx);
         let _ = ctx.mwi.set(Arc::clone(&mwi));
+        voicemail::recover(&ctx).await;
         deps.proxy
             .set_media_routing(crate::proxy::MediaRouting::new(
                 own,

@@ -263,6 +263,16 @@ pub async fn deposit(ctx: Arc<MediaCtx>, mut leg: Leg, user: String) {
     let path = config
         .user_dir(&ctx.config().data_dir, &user)
         .join(format!("{id}.opus"));
+    let mut message = VoicemailMessage {
+        id,
+        mailbox: user.clone(),
+        caller: leg.caller().to_string(),
+        caller_name: leg.caller_name().map(str::to_owned),
+        received_at: unix_now_ms(),
+        duration_ms: 0,
+        path: path.display().to_string(),
+        is_new: true,
+    };
     let recorder = match Recorder::create(&path) {
         Ok(r) => r,
         Err(e) => {
@@ -271,9 +281,16 @@ pub async fn deposit(ctx: Arc<MediaCtx>, mut leg: Leg, user: String) {
             return;
         }
     };
+    // The row first: a crash while recording leaves a row to recover, not a stray file.
+    if let Err(e) = ctx.store().voicemail_begin(&message).await {
+        tracing::warn!(error = %e, "voicemail: message row not stored");
+        let _ = recorder.close();
+        let _ = std::fs::remove_file(&path);
+        goodbye(&mut leg).await;
+        return;
+    }
     leg.stop_playing();
     leg.set_playback(Box::new(recorder.clone()));
-    let received_at = unix_now_ms();
     let max = Duration::from_secs(config.max_message_secs.max(1));
     let deadline = Instant::now() + max;
     let caller_left = loop {
@@ -287,47 +304,95 @@ pub async fn deposit(ctx: Arc<MediaCtx>, mut leg: Leg, user: String) {
     if !caller_left {
         leg.set_playback(Box::new(tandem_media::device::NullPlayback::new(RATE)));
     }
-    let duration = match recorder.close() {
-        Ok(d) => d,
+    let duration = recorder.close();
+    let kept = match duration {
+        Ok(d) if d >= Duration::from_millis(config.min_message_ms) => {
+            message.duration_ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            complete(&ctx, &config, &message).await
+        }
+        Ok(_) => false,
         Err(e) => {
             tracing::warn!(error = %e, "voicemail: recording failed");
-            let _ = std::fs::remove_file(&path);
-            leg.hangup().await;
+            false
+        }
+    };
+    if !kept {
+        discard(&ctx, &message).await;
+    }
+    if caller_left {
+        return;
+    }
+    if kept && !say(&mut leg, Prompt::VmSaved).await {
+        return;
+    }
+    goodbye(&mut leg).await;
+}
+
+/// Turns a finished recording into a new message: row completed, MWI, e-mail.
+async fn complete(ctx: &MediaCtx, config: &VoicemailConfig, message: &VoicemailMessage) -> bool {
+    match ctx
+        .store()
+        .voicemail_complete(&message.mailbox, &message.id, message.duration_ms)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(mailbox = %message.mailbox, ms = message.duration_ms, "voicemail: message stored");
+            notify(ctx, &message.mailbox);
+            email(config, message);
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "voicemail: message row not completed");
+            false
+        }
+    }
+}
+
+/// Drops a recording that is too short or failed: row, then file.
+async fn discard(ctx: &MediaCtx, message: &VoicemailMessage) {
+    if let Err(e) = ctx
+        .store()
+        .voicemail_delete(&message.mailbox, &message.id)
+        .await
+    {
+        tracing::warn!(error = %e, "voicemail: recording row not removed");
+        return;
+    }
+    let _ = std::fs::remove_file(&message.path);
+}
+
+/// Completes the recordings a previous run left unfinished (crash, kill, shutdown during a
+/// message): the part on disk becomes a new message when it is long enough, else it is dropped.
+pub async fn recover(ctx: &MediaCtx) {
+    let config = ctx.config().voicemail.clone();
+    let pending = match ctx.store().voicemail_recordings().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "voicemail: cannot list unfinished recordings");
             return;
         }
     };
-    if duration < Duration::from_millis(config.min_message_ms) {
-        let _ = std::fs::remove_file(&path);
-        if !caller_left {
-            goodbye(&mut leg).await;
-        }
-        return;
-    }
-    let message = VoicemailMessage {
-        id,
-        mailbox: user.clone(),
-        caller: leg.caller().to_string(),
-        caller_name: leg.caller_name().map(str::to_owned),
-        received_at,
-        duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
-        path: path.display().to_string(),
-        is_new: true,
-    };
-    match ctx.store().voicemail_add(&message).await {
-        Ok(()) => {
-            tracing::info!(%user, ms = message.duration_ms, "voicemail: message stored");
-            if let Some(mwi) = ctx.mwi() {
-                mwi.changed(&user);
+    for mut message in pending {
+        let path = message.path.clone();
+        let duration = tokio::task::spawn_blocking(move || {
+            tandem_media::ogg::OggOpusReader::open(&path)
+                .ok()
+                .and_then(|r| r.duration())
+        })
+        .await
+        .ok()
+        .flatten();
+        match duration {
+            Some(d) if d >= Duration::from_millis(config.min_message_ms) => {
+                message.duration_ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                tracing::info!(mailbox = %message.mailbox, id = %message.id, "voicemail: recovered an unfinished message");
+                if !complete(ctx, &config, &message).await {
+                    discard(ctx, &message).await;
+                }
             }
-            email(&config, &message);
+            _ => discard(ctx, &message).await,
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "voicemail: message row not stored");
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-    if !caller_left && say(&mut leg, Prompt::VmSaved).await {
-        goodbye(&mut leg).await;
     }
 }
 
