@@ -610,32 +610,9 @@ impl ApiState {
         response
     }
 
-    /// Parses a party: a SIP(S) URI, `user@host` or a bare user of our domain.
+    /// Parses a party (see [`parse_party`]).
     fn party(&self, text: &str) -> Result<Uri, String> {
-        let t = text.trim();
-        if t.is_empty() || t.len() > 256 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("{text:?} is not a SIP address"));
-        }
-        let uri: Uri = if t.contains(':') {
-            t.parse()
-                .map_err(|_| format!("{text:?} is not a SIP URI"))?
-        } else if t.contains('@') {
-            format!("sip:{t}")
-                .parse()
-                .map_err(|_| format!("{text:?} is not a SIP address"))?
-        } else {
-            Uri::sip(Some(t), Host::Domain(self.ctx.domain().to_owned()), None)
-        };
-        if uri.user.as_deref().is_none_or(str::is_empty) {
-            return Err(format!("{text:?} has no user part"));
-        }
-        if !matches!(
-            uri.scheme,
-            tandem_proto::msg::Scheme::Sip | tandem_proto::msg::Scheme::Sips
-        ) {
-            return Err(format!("{text:?}: only sip: and sips: URIs"));
-        }
-        Ok(uri)
+        parse_party(text, self.ctx.domain())
     }
 
     /// True when `uri` is `user`'s own address in our domain.
@@ -720,6 +697,63 @@ impl ApiState {
         });
         info
     }
+}
+
+/// Parses a party of an API call: a `sip:`/`sips:` URI with a user part, `user@host`, or a bare
+/// user name of `domain`.
+pub fn parse_party(text: &str, domain: &str) -> Result<Uri, String> {
+    let t = text.trim();
+    if t.is_empty() || t.len() > 256 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{text:?} is not a SIP address"));
+    }
+    let uri: Uri = if t.contains(':') {
+        t.parse()
+            .map_err(|_| format!("{text:?} is not a SIP URI"))?
+    } else if t.contains('@') {
+        format!("sip:{t}")
+            .parse()
+            .map_err(|_| format!("{text:?} is not a SIP address"))?
+    } else {
+        if !t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '~'))
+        {
+            return Err(format!("{text:?} is not a user name"));
+        }
+        Uri::sip(Some(t), Host::Domain(domain.to_owned()), None)
+    };
+    if uri.user.as_deref().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no user part"));
+    }
+    if !matches!(
+        uri.scheme,
+        tandem_proto::msg::Scheme::Sip | tandem_proto::msg::Scheme::Sips
+    ) {
+        return Err(format!("{text:?}: only sip: and sips: URIs"));
+    }
+    Ok(uri)
+}
+
+/// An SDP answer refusing every stream of `offer` (port 0, RFC 3264 §6), for the ACK that must
+/// answer A's offer when B could not be reached.
+fn refusing_answer(offer: &[u8], ip: IpAddr) -> Bytes {
+    let text = String::from_utf8_lossy(offer);
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let id = rand::random::<u32>();
+    let mut sdp =
+        format!("v=0\r\no=- {id} {id} IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n");
+    for line in text.lines() {
+        let Some(m) = line.trim_end().strip_prefix("m=") else {
+            continue;
+        };
+        let mut parts = m.split_whitespace();
+        if let (Some(media), Some(_port), Some(proto), Some(fmt)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        {
+            sdp.push_str(&format!("m={media} 0 {proto} {fmt}\r\n"));
+        }
+    }
+    Bytes::from(sdp)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -1103,7 +1137,8 @@ impl ThirdPartyCall {
             InviteEnd::Answered(answered) => *answered,
             InviteEnd::Failed(status, reason) => {
                 self.update(|i| i.to_status = (status > 0).then_some(status));
-                self.ack(&mut a, None);
+                let refuse = refusing_answer(&a_ok.body, self.ctx().media_ip());
+                self.ack(&mut a, Some(refuse));
                 self.bye(&mut a).await;
                 return self.finish(
                     CallState::Failed,
@@ -1115,7 +1150,8 @@ impl ThirdPartyCall {
                     .as_ref()
                     .is_some_and(|d| d.state != tandem_proto::dialog::DialogState::Terminated)
                 {
-                    self.ack(&mut a, None);
+                    let refuse = refusing_answer(&a_ok.body, self.ctx().media_ip());
+                    self.ack(&mut a, Some(refuse));
                     self.bye(&mut a).await;
                 }
                 return self.finish(CallState::Failed, "hung up before the call was connected");
@@ -1127,7 +1163,8 @@ impl ThirdPartyCall {
         self.ack(&mut b, None);
         let answer = (!b_ok.body.is_empty() && is_sdp(&b_ok)).then(|| b_ok.body.clone());
         let Some(answer) = answer else {
-            self.ack(&mut a, None);
+            let refuse = refusing_answer(&a_ok.body, self.ctx().media_ip());
+            self.ack(&mut a, Some(refuse));
             self.bye(&mut a).await;
             self.bye(&mut b).await;
             return self.finish(
@@ -1367,10 +1404,21 @@ impl ThirdPartyCall {
             .await
         {
             Ok(mut tx) => {
+                // Meanwhile the peer may hang up too (BYE glare): answer its requests, or it
+                // waits for us as we wait for it.
+                let inbox = &mut leg.inbox;
                 let _ = tokio::time::timeout(BYE_TIMEOUT, async {
-                    while let Some(o) = tx.next().await {
-                        if !matches!(o, TxOutcome::Provisional(_)) {
-                            break;
+                    loop {
+                        tokio::select! {
+                            o = tx.next() => match o {
+                                Some(TxOutcome::Provisional(_)) => {}
+                                _ => break,
+                            },
+                            m = inbox.recv() => match m {
+                                Some(DialogMessage::Request(r)) => respond(ctx, &r, 200, "OK"),
+                                Some(_) => {}
+                                None => break,
+                            },
                         }
                     }
                 })
@@ -1508,6 +1556,46 @@ mod tests {
             assert!(c.validate().is_err(), "{bad}");
         }
         assert!(toml::from_str::<ApiConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn parties() {
+        let d = "lab.test";
+        let ok = |t: &str| parse_party(t, d).map(|u| u.to_string());
+        assert_eq!(ok("alice").as_deref(), Ok("sip:alice@lab.test"));
+        assert_eq!(
+            ok(" bob@example.org ").as_deref(),
+            Ok("sip:bob@example.org")
+        );
+        assert_eq!(
+            ok("sips:carol@lab.test").as_deref(),
+            Ok("sips:carol@lab.test")
+        );
+        for bad in [
+            "",
+            "a b",
+            "sip:",
+            "sip:lab.test",
+            "mailto:x@y",
+            "al<ice",
+            "al;ice",
+            "@lab.test",
+            "tel:+123",
+        ] {
+            assert!(parse_party(bad, d).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_party(&"x".repeat(300), d).is_err());
+    }
+
+    #[test]
+    fn refusing_answers_zero_every_stream() {
+        let offer = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 111 0 101\r\na=rtpmap:111 opus/48000/2\r\nm=video 4002 RTP/AVP 96\r\n";
+        let a = refusing_answer(offer, "127.0.0.1".parse().unwrap());
+        let text = String::from_utf8(a.to_vec()).unwrap();
+        assert!(text.contains("m=audio 0 RTP/AVP 111\r\n"), "{text}");
+        assert!(text.contains("m=video 0 RTP/AVP 96\r\n"), "{text}");
+        assert!(text.starts_with("v=0\r\n"));
+        tandem_proto::sdp::SessionDescription::parse(&text).unwrap();
     }
 
     #[test]

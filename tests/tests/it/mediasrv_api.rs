@@ -416,6 +416,28 @@ fn bad_requests_get_clear_errors() {
         "{failed}"
     );
     assert!(failed["reason"].is_string(), "{failed}");
+
+    // B does not exist: A (who answered with an offer) gets an ACK refusing it, then a BYE.
+    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", lab.udp(), Transport::Udp);
+    let mut a = ok(alice.spawn("cli-alice", &["answer", "--count", "1"], dir.path()));
+    ok(a.wait_for_line(Stream::Stdout, "registered", secs(10)));
+    let created = api.request(
+        "POST",
+        "/api/calls",
+        Auth::Digest("alice", "alicepw"),
+        Some(("application/json", r#"{"from":"alice","to":"nobody"}"#)),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("id"))
+        .to_owned();
+    let failed = api.wait_call(&id, bearer, "failed", |v| v["state"] == "failed");
+    assert_eq!(failed["from_status"], 200, "{failed}");
+    assert_eq!(failed["to_status"], 404, "{failed}");
+    ok(a.wait_for_line(Stream::Stdout, "incoming", secs(10)));
+    ok(a.wait_for_line(Stream::Stdout, "ended", secs(15)));
+    let _ = a.wait_exit(secs(15));
     assert!(lab.is_running());
 }
 
