@@ -735,3 +735,53 @@ async fn an_unfinished_recording_is_recovered_at_start() {
     assert!(lab.store.voicemail_recordings().await.unwrap().is_empty());
     lab.stop().await;
 }
+
+#[tokio::test]
+async fn registered_devices_get_unsolicited_mwi_and_the_pin_can_be_changed() {
+    let mut lab = Lab::start(|_| {}).await;
+    let mut alice = lab.ua("alice").await;
+    alice.register_self().await;
+
+    let mut bob = lab.ua("bob").await;
+    let mut call = Call::start(
+        &mut bob,
+        &format!("sip:vm-alice@{DOMAIN}"),
+        Box::new(ToneCapture::new(700.0, 8000, 0.4)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .unwrap();
+    call.wait_first_rtp().await;
+    call.dtmf("#").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    call.bye(&mut bob).await;
+    // Alice did not subscribe: her registered device gets an out-of-dialog NOTIFY.
+    assert_eq!(next_summary(&alice).await, (1, 0));
+
+    // PIN 1234#, then 4 (new PIN) with 5678# twice.
+    let mut call = Call::start(
+        &mut alice,
+        &format!("sip:voicemail@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .unwrap();
+    call.wait_first_rtp().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    call.dtmf("1234#").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    call.dtmf("4").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    call.dtmf("5678#").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    call.dtmf("5678#").await;
+    let want = tandem_labserver::store_voicemail::pin_hash("alice", "5678");
+    eventually(10.0, || async {
+        let b = lab.store.voicemail_box("alice").await.unwrap()?;
+        (b.pin_hash.as_deref() == Some(want.as_str())).then_some(())
+    })
+    .await;
+    call.bye(&mut alice).await;
+    lab.stop().await;
+}

@@ -14,6 +14,7 @@
 //! | PIN prompt | digits then `#` | log in (`pin_tries` attempts, then goodbye) |
 //! | main menu | `1` | listen to the messages (new first, oldest first) |
 //! | main menu | `3` | record a new greeting (ends with `#` or hang-up) |
+//! | main menu | `4` | set a new PIN: 1–16 digits then `#`, twice (the same both times) |
 //! | main menu | `*` | goodbye, hang up |
 //! | during / after a message | `1` | play it again |
 //! | during / after a message | `7` | delete it |
@@ -71,7 +72,7 @@ const MENU_TRIES: u32 = 3;
 /// The `[voicemail]` section: mailboxes, timeouts, storage and e-mail.
 ///
 /// The retrieval keymap is in the [module docs](self): PIN then `#`; main menu `1` listen, `3`
-/// record greeting, `*` hang up; per message `1` replay, `7` delete, `9` save, `6` next, `*`
+/// record greeting, `4` change PIN, `*` hang up; per message `1` replay, `7` delete, `9` save, `6` next, `*`
 /// back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -559,6 +560,12 @@ pub async fn retrieve(ctx: Arc<MediaCtx>, mut leg: Leg) {
                     return;
                 }
             }
+            Some('4') => {
+                misses = 0;
+                if !change_pin(&ctx, &mut leg, &user).await {
+                    return;
+                }
+            }
             Some('*') => {
                 goodbye(&mut leg).await;
                 return;
@@ -572,6 +579,47 @@ pub async fn retrieve(ctx: Arc<MediaCtx>, mut leg: Leg) {
             }
         }
     }
+}
+
+/// Asks for a new PIN twice and stores it when both entries match; false when the call ended.
+async fn change_pin(ctx: &MediaCtx, leg: &mut Leg, user: &str) -> bool {
+    let mut entries = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let first = match leg.play_interruptible(prompt(Prompt::VmEnterPin)).await {
+            PlayResult::Hangup => return false,
+            PlayResult::Digit(d) => d.to_string(),
+            PlayResult::Finished => String::new(),
+        };
+        let got = leg
+            .collect_more(first, 16, Some('#'), FIRST_KEY, NEXT_KEY)
+            .await;
+        if got.hangup {
+            return false;
+        }
+        entries.push(got.digits);
+    }
+    let valid = entries.first().is_some_and(|a| {
+        !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) && entries.get(1) == Some(a)
+    });
+    let stored = match entries.first() {
+        Some(pin) if valid => match ctx.store().voicemail_set_pin(user, pin).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "voicemail: PIN not stored");
+                false
+            }
+        },
+        _ => false,
+    };
+    say(
+        leg,
+        if stored {
+            Prompt::VmSaved
+        } else {
+            Prompt::VmWrongPin
+        },
+    )
+    .await
 }
 
 /// What to do with the current message.
