@@ -19,3 +19,4 @@ pub mod rls;
 pub mod server;
 pub mod turn;
 pub mod xcap;
+pub mod xcap_node;

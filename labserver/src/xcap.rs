@@ -3,8 +3,10 @@
 //! Paths are `/xcap-root/<auid>/users/<xui>/<document>` for the application usages
 //! `resource-lists` (RFC 4826, `application/resource-lists+xml`) and `pres-rules` (RFC 5025,
 //! `application/auth-policy+xml`), and `/xcap-root/xcap-caps/global/index` for the server's
-//! capabilities (RFC 4825 §12). Whole documents only: a path with a node selector (`~~`) is
-//! answered 404. Every request needs digest credentials of a lab user (the same users and HA1s as
+//! capabilities (RFC 4825 §12). A path may go on with `/~~/` and a node selector (RFC 4825 §6.3,
+//! see [`crate::xcap_node`]) to GET, PUT or DELETE one element, attribute (or read the namespace
+//! bindings) of a document; the result must still be a valid document, and its entity tag is the
+//! document's. Every request needs digest credentials of a lab user (the same users and HA1s as
 //! SIP; 401 otherwise), and a user may only touch their own directory (403). Bodies are parsed
 //! with `tandem_proto::simple` before they are stored (409 with an `<xcap-error>` document when
 //! not well-formed or not valid for the usage). Entity tags guard writes (`If-Match`,
@@ -31,6 +33,7 @@ use tokio_rustls::server::TlsStream;
 use crate::location::unix_now;
 use crate::store::{Store, StoreError};
 use crate::store_xcap::{XcapCondition, XcapDelete, XcapDocument, XcapWrite};
+use crate::xcap_node::{NodeError, NodeSelector};
 
 /// The default XCAP (HTTPS) port.
 pub const DEFAULT_XCAP_PORT: u16 = 5443;
@@ -322,6 +325,8 @@ enum Target {
         /// The host part of the XUI (lower-cased).
         host: String,
         document: String,
+        /// The node selector after `/~~/`, percent-decoded.
+        selector: Option<String>,
     },
 }
 
@@ -329,8 +334,8 @@ enum Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PathError {
     NotFound,
-    /// A node selector: parts of documents are not supported.
-    NodeSelector,
+    /// A node selector that is not valid UTF-8 after percent-decoding.
+    BadSelector,
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -356,12 +361,17 @@ fn parse_target(path: &str) -> Result<Target, PathError> {
         .strip_prefix(XCAP_ROOT)
         .and_then(|r| r.strip_prefix('/'))
         .ok_or(PathError::NotFound)?;
-    if rest.contains("~~") {
-        return Err(PathError::NodeSelector);
-    }
+    let (rest, selector) = match rest.split_once("/~~/") {
+        Some((doc, sel)) => (
+            doc,
+            Some(percent_decode(sel).ok_or(PathError::BadSelector)?),
+        ),
+        None if rest.contains("~~") => return Err(PathError::NotFound),
+        None => (rest, None),
+    };
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
-        [AUID_XCAP_CAPS, "global", "index"] => Ok(Target::Caps),
+        [AUID_XCAP_CAPS, "global", "index"] if selector.is_none() => Ok(Target::Caps),
         [auid, "users", xui, document] if !document.is_empty() => {
             let auid = match *auid {
                 AUID_RESOURCE_LISTS => AUID_RESOURCE_LISTS,
@@ -387,6 +397,7 @@ fn parse_target(path: &str) -> Result<Target, PathError> {
                 user: user.to_string(),
                 host: host.to_ascii_lowercase(),
                 document,
+                selector,
             })
         }
         _ => Err(PathError::NotFound),
@@ -448,6 +459,15 @@ fn caps_document() -> String {
          </namespaces>\n\
          </xcap-caps>\n"
     )
+}
+
+/// The namespace of unprefixed names in node selectors of an application usage (RFC 4825 §6.4).
+fn default_namespace(auid: &str) -> &'static str {
+    match auid {
+        AUID_PRES_RULES => tandem_proto::simple::ns::COMMON_POLICY,
+        AUID_RLS_SERVICES => crate::rls::RLS_SERVICES_NS,
+        _ => tandem_proto::simple::ns::RESOURCE_LISTS,
+    }
 }
 
 fn mime_of(auid: &str) -> &'static str {
@@ -647,8 +667,8 @@ impl XcapState {
         let target = match parse_target(uri.path()) {
             Ok(t) => t,
             Err(PathError::NotFound) => return plain(StatusCode::NOT_FOUND, "no such document"),
-            Err(PathError::NodeSelector) => {
-                return plain(StatusCode::NOT_FOUND, "node selectors are not supported");
+            Err(PathError::BadSelector) => {
+                return plain(StatusCode::BAD_REQUEST, "bad node selector");
             }
         };
         match target {
@@ -667,6 +687,7 @@ impl XcapState {
                 user: owner,
                 host,
                 document,
+                selector,
             } => {
                 if !self.is_local_host(&host) {
                     return plain(StatusCode::NOT_FOUND, "not a user of this server");
@@ -675,10 +696,168 @@ impl XcapState {
                     return plain(StatusCode::FORBIDDEN, "another user's document");
                 }
                 let xui = format!("{owner}@{}", self.settings.domain);
-                self.document(method, &headers, auid, xui, document, body.to_vec())
-                    .await
+                match selector {
+                    Some(sel) => {
+                        let selector =
+                            match NodeSelector::parse(&sel, uri.query(), default_namespace(auid)) {
+                                Ok(s) => s,
+                                Err(e) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
+                            };
+                        self.node(method, &headers, auid, xui, document, &selector, &body)
+                            .await
+                    }
+                    None => {
+                        self.document(method, &headers, auid, xui, document, body.to_vec())
+                            .await
+                    }
+                }
             }
         }
+    }
+
+    /// GET, PUT or DELETE of the node `selector` picks in a document (RFC 4825 §7.3–§7.9).
+    #[allow(clippy::too_many_arguments)]
+    async fn node(
+        &self,
+        method: Method,
+        headers: &HeaderMap,
+        auid: &'static str,
+        xui: String,
+        name: String,
+        selector: &NodeSelector,
+        body: &[u8],
+    ) -> Response {
+        let current = match self.store.xcap_get(auid, &xui, &name).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return plain(StatusCode::NOT_FOUND, "no such document"),
+            Err(e) => return store_failed(&e),
+        };
+        match condition(headers, Some(current.etag.as_str())) {
+            Ok(Conditional::Proceed(_)) => {}
+            Ok(Conditional::NoneMatchFailed) if matches!(method, Method::GET | Method::HEAD) => {
+                let mut r = StatusCode::NOT_MODIFIED.into_response();
+                r.headers_mut().insert(header::ETAG, quoted(&current.etag));
+                return r;
+            }
+            Ok(_) => return plain(StatusCode::PRECONDITION_FAILED, "entity tag does not match"),
+            Err(()) => return plain(StatusCode::BAD_REQUEST, "malformed entity tag"),
+        }
+        let doc = match tandem_proto::simple::xml::parse(&current.body) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(%xui, auid, error = %e, "stored XCAP document unreadable");
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "stored document unreadable",
+                );
+            }
+        };
+        let node_failed = |e: NodeError| match e {
+            NodeError::NotFound => plain(StatusCode::NOT_FOUND, "no such node"),
+            NodeError::Syntax(s) => plain(StatusCode::BAD_REQUEST, &s),
+            NodeError::ReadOnly => {
+                let mut r = plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "namespace bindings are read-only",
+                );
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                r
+            }
+            other => xcap_error(other.condition(), &other.to_string()),
+        };
+        let (new_doc, status) = match method {
+            Method::GET | Method::HEAD => {
+                return match selector.get(&doc) {
+                    Ok(selected) => {
+                        let mime = selected.mime();
+                        let mut r = if method == Method::HEAD {
+                            StatusCode::OK.into_response()
+                        } else {
+                            selected.into_body().into_response()
+                        };
+                        r.headers_mut()
+                            .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+                        r.headers_mut().insert(header::ETAG, quoted(&current.etag));
+                        r
+                    }
+                    Err(e) => node_failed(e),
+                };
+            }
+            Method::PUT => {
+                let given = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| {
+                        v.split(';')
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .to_ascii_lowercase()
+                    });
+                let wanted = selector.body_mime();
+                if given.as_deref() != Some(wanted) {
+                    return plain(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        &format!("this node is written as {wanted}"),
+                    );
+                }
+                match selector.put(&doc, body) {
+                    Ok((d, true)) => (d, StatusCode::CREATED),
+                    Ok((d, false)) => (d, StatusCode::OK),
+                    Err(e) => return node_failed(e),
+                }
+            }
+            Method::DELETE => match selector.delete(&doc) {
+                Ok(d) => (d, StatusCode::OK),
+                Err(e) => return node_failed(e),
+            },
+            _ => {
+                let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, PUT, DELETE"));
+                return r;
+            }
+        };
+        let text = new_doc.to_document().into_bytes();
+        if text.len() > self.settings.max_document_bytes {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "document too large");
+        }
+        if let Err((condition, phrase)) = validate(auid, &text) {
+            return xcap_error(condition, &phrase);
+        }
+        let new = XcapDocument {
+            auid: auid.to_string(),
+            xui: xui.clone(),
+            name: name.clone(),
+            etag: new_etag(),
+            content_type: current.content_type.clone(),
+            body: text,
+            updated_at: unix_now(),
+        };
+        // The read-modify-write holds only if nobody changed the document meanwhile.
+        match self
+            .store
+            .xcap_put(&new, &XcapCondition::IfMatch(current.etag.clone()))
+            .await
+        {
+            Ok(XcapWrite::Created | XcapWrite::Replaced) => {}
+            Ok(XcapWrite::PreconditionFailed) => {
+                return plain(
+                    StatusCode::CONFLICT,
+                    "the document changed meanwhile; retry",
+                );
+            }
+            Err(e) => return store_failed(&e),
+        }
+        (self.on_change)(XcapChange {
+            auid: auid.to_string(),
+            xui,
+            document: name,
+        });
+        let mut r = status.into_response();
+        r.headers_mut().insert(header::ETAG, quoted(&new.etag));
+        r
     }
 
     async fn document(
@@ -856,6 +1035,7 @@ mod tests {
                 user: "alice".into(),
                 host: "tandem.lab".into(),
                 document: "index".into(),
+                selector: None,
             })
         );
         assert_eq!(
@@ -865,6 +1045,7 @@ mod tests {
                 user: "bob".into(),
                 host: "tandem.lab".into(),
                 document: "buddies.xml".into(),
+                selector: None,
             })
         );
         assert_eq!(
@@ -872,8 +1053,20 @@ mod tests {
             Ok(Target::Caps)
         );
         assert_eq!(
-            parse_target("/xcap-root/pres-rules/users/a@b/index/~~/cr:ruleset"),
-            Err(PathError::NodeSelector)
+            parse_target(
+                "/xcap-root/resource-lists/users/sip:a@b/index/~~/resource-lists/list%5b@name=%22x%22%5d"
+            ),
+            Ok(Target::UserDocument {
+                auid: AUID_RESOURCE_LISTS,
+                user: "a".into(),
+                host: "b".into(),
+                document: "index".into(),
+                selector: Some("resource-lists/list[@name=\"x\"]".into()),
+            })
+        );
+        assert_eq!(
+            parse_target("/xcap-root/pres-rules/users/a@b/index/~~/%ff"),
+            Err(PathError::BadSelector)
         );
         for bad in [
             "/",
@@ -883,6 +1076,8 @@ mod tests {
             "/xcap-root/pres-rules/users/a@b/",
             "/xcap-root/pres-rules/users/a@b/x%2Fy",
             "/xcap-root/pres-rules/users/a%zz@b/index",
+            "/xcap-root/pres-rules/users/a@b/index~~",
+            "/xcap-root/xcap-caps/global/index/~~/xcap-caps",
         ] {
             assert_eq!(parse_target(bad), Err(PathError::NotFound), "{bad}");
         }
