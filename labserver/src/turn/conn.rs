@@ -142,13 +142,13 @@ where
                                 sink.send(Bytes::from(reply));
                             }
                         } else {
-                            core.dispatch(msg, five, sink.clone());
+                            core.dispatch(msg, five, sink.clone()).await;
                         }
                     }
                     Err(_) => bump(&core.stats.malformed),
                 },
                 Ok(Some(Frame::ChannelData(bytes))) => match ChannelData::decode(&bytes) {
-                    Ok(cd) => core.client_channel_data(&five, cd),
+                    Ok(cd) => core.client_channel_data(&five, cd).await,
                     Err(_) => bump(&core.stats.malformed),
                 },
                 Ok(None) => break,

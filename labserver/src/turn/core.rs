@@ -74,6 +74,14 @@ impl ClientSink {
         }
     }
 
+    /// Sends, waiting for socket buffer or queue space (the relay paths: backpressure, not drops).
+    pub async fn send_async(&self, bytes: Bytes) -> bool {
+        match self {
+            ClientSink::Udp(sock, addr) => sock.send_to(&bytes, *addr).await.is_ok(),
+            ClientSink::Stream(tx) => tx.send(bytes).await.is_ok(),
+        }
+    }
+
     fn is_stream(&self) -> bool {
         matches!(self, ClientSink::Stream(_))
     }
@@ -314,16 +322,21 @@ impl Core {
     }
 
     /// Handles a datagram from a UDP client.
-    pub fn handle_datagram(self: &Arc<Self>, data: &[u8], five: FiveTuple, sink: &ClientSink) {
+    pub async fn handle_datagram(
+        self: &Arc<Self>,
+        data: &[u8],
+        five: FiveTuple,
+        sink: &ClientSink,
+    ) {
         if is_channel_data(data) {
             match ChannelData::decode(data) {
-                Ok(cd) => self.client_channel_data(&five, cd),
+                Ok(cd) => self.client_channel_data(&five, cd).await,
                 Err(_) => bump(&self.stats.malformed),
             }
             return;
         }
         match Message::decode(data) {
-            Ok(msg) => self.dispatch(msg, five, sink.clone()),
+            Ok(msg) => self.dispatch(msg, five, sink.clone()).await,
             Err(e) => {
                 tracing::trace!(from = %five.client, error = %e, "malformed STUN dropped");
                 bump(&self.stats.malformed);
@@ -333,9 +346,9 @@ impl Core {
 
     /// Routes a decoded message: data-path indications inline, requests on a task (they may
     /// look a key up in the store).
-    pub fn dispatch(self: &Arc<Self>, msg: Message, five: FiveTuple, sink: ClientSink) {
+    pub async fn dispatch(self: &Arc<Self>, msg: Message, five: FiveTuple, sink: ClientSink) {
         match (msg.class, msg.method) {
-            (Class::Indication, Method::SEND) => self.send_indication(&five, &msg),
+            (Class::Indication, Method::SEND) => self.send_indication(&five, &msg).await,
             (Class::Request, _) => {
                 let core = Arc::clone(self);
                 tokio::spawn(async move {
@@ -350,7 +363,7 @@ impl Core {
     }
 
     /// Relays a client's ChannelData to the bound peer.
-    pub fn client_channel_data(&self, five: &FiveTuple, cd: ChannelData<'_>) {
+    pub async fn client_channel_data(&self, five: &FiveTuple, cd: ChannelData<'_>) {
         let Some(alloc) = self.allocation(five) else {
             bump(&self.stats.no_permission);
             return;
@@ -364,13 +377,14 @@ impl Core {
             }
         };
         match peer {
-            Some(p) => self.relay_out(&alloc, cd.data, p),
+            Some(p) => self.relay_out(&alloc, cd.data, p).await,
             None => bump(&self.stats.no_permission),
         }
     }
 
-    fn relay_out(&self, alloc: &Allocation, data: &[u8], peer: SocketAddr) {
-        if alloc.relay.try_send_to(data, peer).is_ok() {
+    /// Sends to a peer, waiting for socket buffer space (backpressure instead of drops).
+    async fn relay_out(&self, alloc: &Allocation, data: &[u8], peer: SocketAddr) {
+        if alloc.relay.send_to(data, peer).await.is_ok() {
             bump(&self.stats.relayed_out);
             self.stats
                 .relayed_bytes
@@ -378,7 +392,7 @@ impl Core {
         }
     }
 
-    fn send_indication(&self, five: &FiveTuple, msg: &Message) {
+    async fn send_indication(&self, five: &FiveTuple, msg: &Message) {
         let Some(alloc) = self.allocation(five) else {
             bump(&self.stats.no_permission);
             return;
@@ -391,7 +405,7 @@ impl Core {
             bump(&self.stats.no_permission);
             return;
         }
-        self.relay_out(&alloc, data, peer);
+        self.relay_out(&alloc, data, peer).await;
     }
 
     fn challenge(&self, msg: &Message, code: u16) -> Message {
@@ -868,7 +882,7 @@ async fn peer_loop(core: Arc<Core>, alloc: Arc<Allocation>) {
                 .with(Attribute::Data(Bytes::copy_from_slice(data)))
                 .encode(Integrity::None, false),
         };
-        if alloc.sink.send(Bytes::from(out)) {
+        if alloc.sink.send_async(Bytes::from(out)).await {
             bump(&core.stats.relayed_in);
             core.stats
                 .relayed_bytes
@@ -897,6 +911,6 @@ pub async fn udp_loop(core: Arc<Core>, socket: Arc<UdpSocket>) {
             transport: ClientTransport::Udp,
         };
         let sink = ClientSink::Udp(Arc::clone(&socket), client);
-        core.handle_datagram(&buf[..n], five, &sink);
+        core.handle_datagram(&buf[..n], five, &sink).await;
     }
 }
