@@ -810,3 +810,77 @@ async fn parallel_pairs_relay_every_byte_and_report_throughput() {
     );
     assert_eq!(fx.relay.counters().forwarded_bytes, (total * pairs) as u64);
 }
+
+#[test]
+fn the_msrp_section_parses_with_defaults_and_rejects_typos() {
+    let c = LabConfig::from_toml_str(
+        "[msrp]\nport = 0\ntls_port = 3000\nhost = \"relay.example\"\nmax_chunk_bytes = 65536\n",
+    )
+    .unwrap();
+    assert!(c.msrp.enabled);
+    assert_eq!(c.msrp.port, Some(0));
+    assert_eq!(c.msrp.tls_port, Some(3000));
+    assert_eq!(c.msrp.host.as_deref(), Some("relay.example"));
+    assert_eq!(c.msrp.max_chunk_bytes, 65536);
+    assert_eq!(c.msrp.max_buffered_bytes, 4 << 20);
+    assert!(LabConfig::from_toml_str("[msrp]\nprot = 1\n").is_err());
+    // default ports, ephemeral ones when the SIP listeners are ephemeral
+    let d = MsrpRelayConfig::default();
+    let fixed = [SocketAddr::from(([10, 0, 0, 1], 5060))];
+    let (tcp, tls) = d.bind_addrs(&fixed);
+    assert_eq!((tcp.port(), tls.port()), (2855, 2856));
+    assert_eq!(tcp.ip(), fixed[0].ip());
+    let (tcp, tls) = d.bind_addrs(&[SocketAddr::from(([127, 0, 0, 1], 0))]);
+    assert_eq!((tcp.port(), tls.port()), (0, 0));
+}
+
+#[tokio::test]
+async fn the_lab_server_reports_the_relay_in_its_ready_line() {
+    use tandem_labserver::server::LabServer;
+    for enabled in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = LabConfig {
+            domain: DOMAIN.to_string(),
+            data_dir: dir.path().to_path_buf(),
+            demo_users: false,
+            ..LabConfig::default()
+        };
+        config.listen.udp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+        config.listen.tcp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+        config.listen.tls = vec![];
+        config.msrp.enabled = enabled;
+        let store = Store::open_in(dir.path()).await.unwrap();
+        store.add_user("alice", DOMAIN, "alicepw").await.unwrap();
+        let ca = LabCa::load_or_create(dir.path(), &[DOMAIN.to_string()]).unwrap();
+        let server = LabServer::start(config, store, ca).await.unwrap();
+        let line = server.ready_line();
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+                .map(|v| v.parse::<SocketAddr>().unwrap())
+        };
+        if enabled {
+            let msrp = field("msrp").unwrap_or_else(|| panic!("no msrp= in {line}"));
+            let msrps = field("msrps").unwrap_or_else(|| panic!("no msrps= in {line}"));
+            assert_ne!(msrp.port(), 0);
+            assert_ne!(msrps.port(), 0);
+            // the relay answers an AUTH with a challenge
+            let tcp = TcpStream::connect(msrp).await.unwrap();
+            let (rd, wr) = tokio::io::split(Box::new(tcp) as Box<dyn Io>);
+            let mut c = Client {
+                rd,
+                wr,
+                framer: Framer::default(),
+                buf: vec![0; 4096],
+                local: MsrpUri::new(false, "127.0.0.1", 40000, "probe"),
+                relay: MsrpUri::parse(&format!("msrp://{msrp};tcp")).unwrap(),
+                path: Vec::new(),
+            };
+            c.auth("alice", "alicepw").await;
+            assert_eq!(c.path[0].port, Some(msrp.port()));
+        } else {
+            assert!(field("msrp").is_none(), "{line}");
+        }
+        server.shutdown().await.unwrap();
+    }
+}
