@@ -74,6 +74,8 @@ pub const DEFAULT_API_PORT: u16 = 8088;
 const MAX_BODY: usize = 64 * 1024;
 /// Most participants of one API conference.
 const MAX_PARTICIPANTS: usize = 32;
+/// Most call records kept (finished ones beyond it are forgotten, oldest first).
+const MAX_RECORDS: usize = 10_000;
 /// Ended calls are forgotten after this long.
 const KEEP_ENDED: Duration = Duration::from_secs(600);
 /// TLS handshakes that take longer are dropped.
@@ -426,6 +428,11 @@ impl ApiServer {
         for e in entries {
             let _ = e.hangup.send(true);
         }
+        // Give the calls a moment to send their BYEs before the SIP endpoint goes away.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.state.active_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if let Some(a) = self.acceptor.take() {
             a.abort();
         }
@@ -648,6 +655,23 @@ impl ApiState {
             let info = c.info.lock().unwrap_or_else(PoisonError::into_inner);
             !info.state.is_final() || info.ended.unwrap_or(info.created) > cutoff
         });
+        if calls.len() > MAX_RECORDS {
+            // A burst of failing calls: forget the oldest finished ones first.
+            let mut finished: Vec<(u64, String)> = calls
+                .iter()
+                .filter_map(|(id, c)| {
+                    let info = c.info.lock().unwrap_or_else(PoisonError::into_inner);
+                    info.state
+                        .is_final()
+                        .then(|| (info.ended.unwrap_or(info.created), id.clone()))
+                })
+                .collect();
+            finished.sort();
+            let excess = calls.len() - MAX_RECORDS;
+            for (_, id) in finished.into_iter().take(excess) {
+                calls.remove(&id);
+            }
+        }
         let live: std::collections::HashSet<String> = calls.keys().cloned().collect();
         drop(calls);
         self.lock_conferences()
