@@ -174,8 +174,7 @@ fn send_file_and_chat_between_clis() {
     let last_progress = sender
         .seen
         .iter()
-        .filter(|l| l.starts_with("file progress sent="))
-        .last()
+        .rfind(|l| l.starts_with("file progress sent="))
         .cloned()
         .unwrap();
     assert_eq!(last_progress, "file progress sent=700000 total=700000");
