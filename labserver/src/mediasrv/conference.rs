@@ -220,16 +220,15 @@ impl Conferences {
             return;
         }
         let mut rooms = lock(&self.rooms);
-        let idle = {
-            let inner = lock(&room.inner);
-            inner.members.is_empty() && inner.subscriptions == 0
-        };
-        if idle
+        let mut inner = lock(&room.inner);
+        if inner.members.is_empty()
+            && inner.subscriptions == 0
             && rooms
                 .get(&room.settings.name)
                 .is_some_and(|r| Arc::ptr_eq(r, room))
         {
             rooms.remove(&room.settings.name);
+            inner.removed = true;
         }
     }
 
@@ -261,6 +260,8 @@ struct Room {
 }
 
 struct RoomInner {
+    /// Set when the service forgot this (idle, dynamic) room: nobody may enter it any more.
+    removed: bool,
     mixer: Option<Mixer>,
     locked: bool,
     members: Vec<Member>,
@@ -291,6 +292,7 @@ impl Room {
             mixer_rate: config.mixer_rate,
             tones: config.tones,
             inner: Mutex::new(RoomInner {
+                removed: false,
                 mixer: None,
                 locked: settings.locked,
                 members: Vec::new(),
@@ -499,7 +501,7 @@ pub async fn handle(ctx: Arc<MediaCtx>, mut leg: Leg, room: String) {
             return;
         }
     };
-    run_participant(&svc, &room, &mut leg).await;
+    let room = run_participant(&svc, room, &mut leg).await;
     svc.release(&room);
 }
 
@@ -542,7 +544,9 @@ async fn ask_pin(svc: &Conferences, room: &Room, leg: &mut Leg) -> Entry {
     Entry::Refused
 }
 
-async fn run_participant(svc: &Conferences, room: &Arc<Room>, leg: &mut Leg) {
+/// Runs one participant from the answer to the hangup; returns the room it was in (a fresh
+/// one if the room it called was forgotten meanwhile).
+async fn run_participant(svc: &Conferences, mut room: Arc<Room>, leg: &mut Leg) -> Arc<Room> {
     let needs_pin = room.settings.pin.as_deref().is_some_and(|p| !p.is_empty())
         || room
             .settings
@@ -560,25 +564,25 @@ async fn run_participant(svc: &Conferences, room: &Arc<Room>, leg: &mut Leg) {
         {
             drop(inner);
             leg.reject(403, "Conference Locked");
-            return;
+            return room;
         }
         if inner.members.len() >= room.max_participants {
             drop(inner);
             leg.reject(486, "Conference Full");
-            return;
+            return room;
         }
     }
     if let Err(e) = leg.answer().await {
         tracing::debug!(error = %e, room = %room.settings.name, "conference leg not answered");
-        return;
+        return room;
     }
     let moderator = if needs_pin {
-        match ask_pin(svc, room, leg).await {
+        match ask_pin(svc, &room, leg).await {
             Entry::Participant => false,
             Entry::Moderator => true,
             Entry::Refused => {
                 leg.hangup().await;
-                return;
+                return room;
             }
         }
     } else {
@@ -589,28 +593,40 @@ async fn run_participant(svc: &Conferences, room: &Arc<Room>, leg: &mut Leg) {
         .map(|m| codec_rate(&m.quality().codec, room.mixer_rate))
         .unwrap_or(room.mixer_rate);
     let kick = Arc::new(Notify::new());
-    let joined = {
+    let joined = loop {
         let mut inner = lock(&room.inner);
-        if inner.locked && !moderator {
+        if inner.removed {
+            // Forgotten while we answered: enter the room that has the name now.
+            drop(inner);
+            match svc.room(&room.settings.name) {
+                Ok(r) => {
+                    room = r;
+                    continue;
+                }
+                Err(_) => break Err(Cue::Denied),
+            }
+        }
+        break if inner.locked && !moderator {
             Err(Cue::Locked)
         } else if inner.members.len() >= room.max_participants {
             Err(Cue::Denied)
         } else {
-            join_locked(room, &mut inner, leg, rate, moderator, &kick)
-        }
+            join_locked(&room, &mut inner, leg, rate, moderator, &kick)
+        };
     };
     let pid = match joined {
         Ok(pid) => pid,
         Err(c) => {
             let _ = leg.play(cue(c)).await;
             leg.hangup().await;
-            return;
+            return room;
         }
     };
     room.changed();
-    participant_loop(room, leg, pid, moderator, &kick).await;
-    leave(room, pid);
+    participant_loop(&room, leg, pid, moderator, &kick).await;
+    leave(&room, pid);
     leg.hangup().await;
+    room
 }
 
 /// Adds the leg to the room (starting the mixer for the first one); called with the room locked.
@@ -863,15 +879,18 @@ pub fn handle_request(ctx: Arc<MediaCtx>, req: ServerRequest, room: String) {
         );
         return;
     }
-    let room = match svc.room(&room) {
-        Ok(r) => r,
-        Err(Refusal(status, reason)) => {
-            respond(status, reason, &[]);
-            return;
-        }
-    };
-    {
+    let room = loop {
+        let room = match svc.room(&room) {
+            Ok(r) => r,
+            Err(Refusal(status, reason)) => {
+                respond(status, reason, &[]);
+                return;
+            }
+        };
         let mut inner = lock(&room.inner);
+        if inner.removed {
+            continue;
+        }
         if inner.subscriptions >= svc.config.max_subscriptions {
             drop(inner);
             respond(
@@ -883,7 +902,9 @@ pub fn handle_request(ctx: Arc<MediaCtx>, req: ServerRequest, room: String) {
             return;
         }
         inner.subscriptions += 1;
-    }
+        drop(inner);
+        break room;
+    };
     let mut dialog = match Dialog::from_uas(&req.request, &tag) {
         Ok(d) => d,
         Err(e) => {
@@ -1078,6 +1099,59 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conferences(config: ConferenceConfig) -> Conferences {
+        Conferences {
+            config,
+            domain: "lab.test".into(),
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn rooms_are_created_released_and_refused() {
+        let svc = conferences(ConferenceConfig {
+            max_rooms: 2,
+            rooms: vec![RoomConfig {
+                name: "static".into(),
+                pin: Some("1".into()),
+                ..RoomConfig::default()
+            }],
+            ..ConferenceConfig::default()
+        });
+        let a = svc.room("a").unwrap();
+        assert!(Arc::ptr_eq(&a, &svc.room("a").unwrap()));
+        assert_eq!(a.entity, "sip:conf-a@lab.test");
+        assert_eq!(
+            svc.room("no spaces").err(),
+            Some(Refusal(404, "No Such Conference"))
+        );
+        let st = svc.room("static").unwrap();
+        assert_eq!(st.settings.pin.as_deref(), Some("1"));
+        assert_eq!(svc.room("b").err().map(|r| r.0), Some(503));
+        // An idle dynamic room is forgotten and marked, so nobody enters the old object.
+        svc.release(&a);
+        assert!(lock(&a.inner).removed);
+        let a2 = svc.room("a").unwrap();
+        assert!(!Arc::ptr_eq(&a, &a2));
+        // A watched room stays; a static one always stays.
+        lock(&a2.inner).subscriptions = 1;
+        svc.release(&a2);
+        assert!(!lock(&a2.inner).removed);
+        svc.release(&st);
+        assert_eq!(svc.room_names(), ["a", "static"]);
+        assert!(svc.snapshot("a").is_some() && svc.snapshot("zzz").is_none());
+        let only_static = conferences(ConferenceConfig {
+            create_on_join: false,
+            ..ConferenceConfig::default()
+        });
+        assert_eq!(only_static.room("x").err().map(|r| r.0), Some(404));
+        let off = conferences(ConferenceConfig {
+            enabled: false,
+            ..ConferenceConfig::default()
+        });
+        assert_eq!(off.room("x").err().map(|r| r.0), Some(404));
+    }
 
     #[test]
     fn room_names() {
