@@ -149,6 +149,23 @@ mod tests {
     }
 
     #[test]
+    fn msrp_relay() {
+        let mut a = args();
+        a.msrp_relay = Some("msrps://127.0.0.1:2856;tcp".into());
+        let s = build(&a, true).unwrap();
+        assert_eq!(
+            s.account.msrp_relay.as_deref(),
+            Some("msrps://127.0.0.1:2856;tcp")
+        );
+        assert_eq!(build(&args(), true).unwrap().account.msrp_relay, None);
+        for bad in ["https://relay", "msrp://relay:2855/sess;tcp", "relay:2855"] {
+            let mut a = args();
+            a.msrp_relay = Some(bad.into());
+            assert!(build(&a, true).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn usage_errors() {
         let mut a = args();
         a.user = None;
