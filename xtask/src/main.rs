@@ -10,6 +10,7 @@ mod bench_media;
 mod bench_msrp;
 mod bench_mixer;
 mod bench_relay;
+mod bench_simple;
 mod cmd;
 mod packages;
 
@@ -35,7 +36,10 @@ commands:
                   codec realtime factors, pipeline latency, calls per core; tandem-cli vs baresip on loopback
   bench mixer [--secs N]
                   conference mixer: participants per core (G.711, Opus), 20 ms deadline run, recordings per core
-  bench relay     TURN relay: the lab against coturn with the same turnutils_uclient load (packets/s, Mbit/s, per core)";
+  bench relay     TURN relay: the lab against coturn with the same turnutils_uclient load (packets/s, Mbit/s, per core)
+  bench simple [--no-msrp]
+                  SIMPLE: MESSAGE relay rate and presence NOTIFY fan-out (1 PUBLISH, 1,000 watchers), the lab against
+                  Kamailio with the same SIPp load; MSRP relay throughput";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,7 +72,8 @@ fn dispatch(args: &[String]) -> Result<()> {
             Some("msrp") => bench_msrp::msrp(&rest[1..]),
             Some("mixer") => bench_mixer::mixer(&rest[1..]),
             Some("relay") => bench_relay::relay(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench sip|media|msrp|mixer|relay"),
+            Some("simple") => bench_simple::simple(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench sip|media|msrp|mixer|relay|simple"),
         },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
