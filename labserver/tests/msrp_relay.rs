@@ -464,6 +464,36 @@ async fn downstream_errors_become_failure_reports() {
 }
 
 #[tokio::test]
+async fn a_next_hop_that_never_answers_gets_the_sender_a_408_report() {
+    let fx = Fixture::start(|m| m.transaction_timeout_secs = 1).await;
+    let mut alice = fx.authed(false, "alice").await;
+    let mut bob = fx.authed(true, "bob").await;
+    let send = alice.text_to(&bob.a_path(), "are you there?", false);
+    let started = Instant::now();
+    alice.send(&send).await;
+    assert_eq!(alice.response().await.status, 200);
+    // bob reads it and stays silent
+    assert_eq!(bob.request().await.body_bytes(), b"are you there?");
+    let rep = alice.request().await;
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(rep.method, Method::Report);
+    assert_eq!(rep.headers.status().unwrap().unwrap().code, 408);
+    assert_eq!(rep.headers.message_id(), send.headers.message_id());
+    let range = rep.headers.byte_range().unwrap().unwrap();
+    assert_eq!((range.start, range.end), (1, Some(14)));
+    assert_eq!(fx.relay.counters().failure_reports, 1);
+    // bob's late answer matches nothing any more: dropped and counted
+    let late = Response::for_request(&send, 200).unwrap();
+    bob.send_raw(&late.to_bytes()).await;
+    let waited = Instant::now();
+    while fx.relay.counters().stray_responses == 0 {
+        assert!(waited.elapsed() < STEP, "the late response was not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fx.relay.counters().failure_reports, 1);
+}
+
+#[tokio::test]
 async fn bad_requests_get_the_right_status_and_are_counted() {
     let fx = Fixture::start(|_| {}).await;
     let mut alice = fx.authed(false, "alice").await;

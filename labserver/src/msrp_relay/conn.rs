@@ -22,10 +22,7 @@ use super::auth::{AuthOutcome, RelayAuth};
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the relay waits for the next hop's response to a forwarded SEND (RFC 4975 §7.1.1:
-/// 30 s) before sending a 408 failure REPORT.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often pending transactions and sessions are checked for expiry.
+/// How often pending transactions and sessions are checked for expiry (at most).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Most forwarded SENDs awaiting a response per connection; beyond that they are forwarded
 /// without a failure-report record (counted as untracked by the log).
@@ -70,6 +67,8 @@ pub(crate) struct Settings {
     pub(crate) max_sessions_per_connection: usize,
     /// Bytes per second read from one connection (0: unlimited).
     pub(crate) rate_limit: u64,
+    /// How long a forwarded SEND may wait for the next hop's response before a 408 REPORT.
+    pub(crate) transaction_timeout: Duration,
 }
 
 /// A relay session: a URI issued to an authenticated client on one connection.
@@ -351,7 +350,8 @@ impl Relay {
         let mut head: Vec<u8> = Vec::new();
         let mut shutdown = self.shutdown.clone();
         let mut closed = conn.closed.subscribe();
-        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        let mut sweep =
+            tokio::time::interval(SWEEP_INTERVAL.min(self.settings.transaction_timeout / 2));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut deadline = tokio::time::Instant::now() + self.settings.idle_timeout;
         let mut pace = Pace::new(self.settings.rate_limit);
@@ -719,7 +719,7 @@ impl Relay {
             let mut pending = lock(&conn.pending);
             let ids: Vec<String> = pending
                 .iter()
-                .filter(|(_, p)| now.duration_since(p.at) >= TRANSACTION_TIMEOUT)
+                .filter(|(_, p)| now.duration_since(p.at) >= self.settings.transaction_timeout)
                 .map(|(k, _)| k.clone())
                 .collect();
             ids.iter().filter_map(|k| pending.remove(k)).collect()

@@ -73,6 +73,9 @@ pub struct MsrpRelayConfig {
     /// Reads from each connection are paced to this many bytes per second (a slow link for
     /// experiments and tests); default 0 = unlimited.
     pub rate_limit_bytes_per_sec: u64,
+    /// Seconds a forwarded SEND waits for the next hop's response before the relay sends the
+    /// sender a 408 failure REPORT (RFC 4975 §7.1.1); default 30.
+    pub transaction_timeout_secs: u64,
 }
 
 impl Default for MsrpRelayConfig {
@@ -91,6 +94,7 @@ impl Default for MsrpRelayConfig {
             default_expires: 3600,
             max_sessions_per_connection: 16,
             rate_limit_bytes_per_sec: 0,
+            transaction_timeout_secs: 30,
         }
     }
 }
@@ -281,6 +285,7 @@ impl MsrpRelay {
             default_expires: mc.default_expires.clamp(mc.min_expires, mc.max_expires),
             max_sessions_per_connection: mc.max_sessions_per_connection.max(1),
             rate_limit: mc.rate_limit_bytes_per_sec,
+            transaction_timeout: Duration::from_secs(mc.transaction_timeout_secs.max(1)),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let auth = auth::RelayAuth::new(
