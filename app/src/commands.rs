@@ -91,6 +91,7 @@ pub const COMMANDS: &[&str] = &[
     "block_watcher",
     "my_presence",
     "set_presence",
+    "list_voicemail",
 ];
 
 fn args<T: DeserializeOwned>(command: &str, value: Value) -> Result<T, Failure> {
@@ -189,6 +190,7 @@ pub async fn dispatch(state: &AppState, command: &str, arguments: Value) -> Resu
         ),
         "my_presence" => json(state.my_presence()),
         "set_presence" => json(state.set_presence(args(command, arguments)?).await?),
+        "list_voicemail" => json(state.list_voicemail()),
         other => Err(failure(
             FailureKind::Other,
             format!("Unknown command {other}."),

@@ -67,6 +67,10 @@ impl BundledLab {
         config.listen.udp = vec![SocketAddr::new(ip, 0)];
         config.listen.tcp = vec![SocketAddr::new(ip, 0)];
         config.listen.tls = Vec::new();
+        // The media server: voicemail retrieval at voicemail@ and message summaries for the
+        // app's voicemail indicator. Unanswered calls are not diverted to mailboxes (a declined
+        // call stays declined in the lab).
+        config.mediasrv.enabled = true;
         let mut config = ephemeral_services(config)?;
         config.normalize();
         config

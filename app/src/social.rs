@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tandem_client_core::mwi::MwiEvent;
 use tandem_client_core::types::simple::imdn::{
     DeliveryStatus, DisplayStatus, Disposition, Imdn, Notification,
 };
@@ -74,6 +75,8 @@ pub(crate) struct Social {
     winfo: Mutex<HashMap<String, AbortOnDrop>>,
     publications: tokio::sync::Mutex<HashMap<String, Publication>>,
     presence: Mutex<HashMap<String, MyPresence>>,
+    voicemail: Mutex<BTreeMap<String, Voicemail>>,
+    mwi: Mutex<HashMap<String, AbortOnDrop>>,
     next_id: AtomicU64,
 }
 
@@ -389,11 +392,13 @@ impl AppState {
             return;
         };
         self.update_message(&id, |m| match imdn.notification {
-            Notification::Delivery(DeliveryStatus::Delivered) => {
-                if m.status != MessageStatus::Displayed {
-                    m.status = MessageStatus::Delivered;
-                }
+            // A read message stays read when a late delivery notification arrives.
+            Notification::Delivery(DeliveryStatus::Delivered)
+                if m.status != MessageStatus::Displayed =>
+            {
+                m.status = MessageStatus::Delivered;
             }
+            Notification::Delivery(DeliveryStatus::Delivered) => {}
             Notification::Display(DisplayStatus::Displayed) => {
                 m.status = MessageStatus::Displayed;
             }
@@ -628,6 +633,7 @@ impl AppState {
             self.watch_contact(account_id, &uri).await;
         }
         self.watch_watchers(account_id, &account).await;
+        self.watch_voicemail(account_id, &account).await;
         let mine = lock(&self.social().presence)
             .get(account_id)
             .cloned()
@@ -655,6 +661,7 @@ impl AppState {
             }
         }
         lock(&self.social().winfo).remove(account_id);
+        lock(&self.social().mwi).remove(account_id);
         let publication = self.social().publications.lock().await.remove(account_id);
         if let Some(p) = publication
             && let Err(e) = p.remove().await
@@ -712,6 +719,45 @@ impl AppState {
             account_id: account_id.to_owned(),
             watchers,
         });
+    }
+
+    /// Subscribes to the account's message summary (RFC 3842): every NOTIFY becomes a
+    /// `Voicemail` event with the counts and the address to call.
+    async fn watch_voicemail(&self, account_id: &str, account: &Account) {
+        let Ok(ua) = self.ua_for(account_id).await else {
+            return;
+        };
+        let mut sub = ua.subscribe_mwi(account, None);
+        let me = self.clone();
+        let acc = account_id.to_owned();
+        let fallback = format!("sip:voicemail@{}", account.domain);
+        let task = tokio::spawn(async move {
+            while let Some(event) = sub.next().await {
+                let (Some((new_messages, old_messages)), MwiEvent::Summary(summary)) =
+                    (event.voice_counts(), &event)
+                else {
+                    continue;
+                };
+                let voicemail = Voicemail {
+                    account_id: acc.clone(),
+                    new_messages,
+                    old_messages,
+                    voicemail_uri: summary
+                        .account
+                        .clone()
+                        .filter(|a| !a.trim().is_empty())
+                        .unwrap_or_else(|| fallback.clone()),
+                };
+                lock(&me.social().voicemail).insert(acc.clone(), voicemail.clone());
+                me.emit(AppEvent::Voicemail { voicemail });
+            }
+        });
+        lock(&self.social().mwi).insert(account_id.to_owned(), AbortOnDrop(task));
+    }
+
+    /// Command `list_voicemail`: the voicemail waiting per account (from message summaries).
+    pub fn list_voicemail(&self) -> Vec<Voicemail> {
+        lock(&self.social().voicemail).values().cloned().collect()
     }
 
     /// Command `list_watchers`: everyone watching (or asking to watch) our accounts.

@@ -87,6 +87,21 @@ async fn chat_and_presence() {
     let mut rx = app.subscribe();
     app.start_bundled_lab().await.unwrap();
     app.register(BOB).await.unwrap();
+    // The bundled lab runs voicemail: alice's message summary arrives (an empty mailbox).
+    let vm = wait_for(&mut rx, "alice's voicemail summary", |e| match e {
+        AppEvent::Voicemail { voicemail } if voicemail.account_id == ALICE => {
+            Some(voicemail.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!((vm.new_messages, vm.old_messages), (0, 0));
+    assert!(
+        vm.voicemail_uri.contains("tandem.lab"),
+        "{}",
+        vm.voicemail_uri
+    );
+    assert!(app.list_voicemail().iter().any(|v| v.account_id == ALICE));
 
     // alice writes to bob: bob's copy arrives unread, alice's is sent.
     let sent = app

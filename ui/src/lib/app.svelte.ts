@@ -63,7 +63,7 @@ export class AppModel {
   /** Subscribes to events and loads the current state. */
   async start(): Promise<void> {
     this.stop = this.transport.listen((e) => this.apply(e));
-    const [accounts, calls, history, messages, contacts, watchers, presence] = await Promise.all([
+    const [accounts, calls, history, messages, contacts, watchers, presence, voicemail] = await Promise.all([
       this.transport.invoke<AccountInfo[]>("list_accounts"),
       this.transport.invoke<CallInfo[]>("list_calls"),
       this.transport.invoke<HistoryEntry[]>("history"),
@@ -71,6 +71,7 @@ export class AppModel {
       this.transport.invoke<Contact[]>("list_contacts"),
       this.transport.invoke<Watcher[]>("list_watchers"),
       this.transport.invoke<MyPresence[]>("my_presence"),
+      this.transport.invoke<Voicemail[]>("list_voicemail"),
     ]);
     this.accounts = accounts;
     this.calls = calls;
@@ -79,6 +80,7 @@ export class AppModel {
     this.contacts = contacts ?? [];
     this.watchers = watchers ?? [];
     for (const p of presence ?? []) this.myPresence[p.accountId] = p;
+    for (const v of voicemail ?? []) this.voicemail[v.accountId] = v;
     this.loaded = true;
   }
 

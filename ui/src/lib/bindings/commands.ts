@@ -33,4 +33,5 @@ export type Command =
   | "allow_watcher"
   | "block_watcher"
   | "my_presence"
-  | "set_presence";
+  | "set_presence"
+  | "list_voicemail";
