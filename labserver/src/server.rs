@@ -275,6 +275,10 @@ impl LabServer {
     /// Stops serving: the dispatcher stops, pending registrations and CDRs are written to the
     /// store, and the listeners and connections are closed.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(s) = &self.mediasrv {
+            // The media server's BYEs go through the proxy: before the dispatcher stops.
+            s.hang_up_all().await;
+        }
         if let Some(d) = self.dispatcher.take() {
             d.abort();
         }

@@ -785,3 +785,32 @@ async fn registered_devices_get_unsolicited_mwi_and_the_pin_can_be_changed() {
     call.bye(&mut alice).await;
     lab.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_hangs_up_every_call() {
+    let mut lab = Lab::start(|_| {}).await;
+    let mut alice = lab.ua("alice").await;
+    let mut call = Call::start(
+        &mut alice,
+        &format!("sip:vm-bob@{DOMAIN}"),
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    )
+    .await
+    .unwrap();
+    call.wait_first_rtp().await;
+    let stop = tokio::spawn(async move {
+        lab.stop().await;
+        lab
+    });
+    let (bye, from) = alice.request(5.0).await;
+    assert_eq!(bye.method, Method::Bye);
+    alice
+        .send_to(
+            &Message::Response(answer(&bye, 200, "x", &alice.contact())),
+            from,
+        )
+        .await;
+    call.session.stop().await;
+    let _lab = stop.await.unwrap();
+}

@@ -1039,9 +1039,14 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 impl LegTask {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
+        let mut closing = self.ctx.closing();
         let end = loop {
             let retransmit_at = self.pending.as_ref().map(|p| p.next.min(p.give_up));
+            if *closing.borrow_and_update() {
+                break End::Local(None);
+            }
             tokio::select! {
+                _ = closing.changed() => {}
                 cmd = cmds.recv() => match cmd {
                     None => break End::Local(None),
                     Some(Command::Hangup(done)) => break End::Local(Some(done)),

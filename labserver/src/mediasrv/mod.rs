@@ -112,6 +112,7 @@ pub struct MediaCtx {
     limits: Mutex<usize>,
     mwi: OnceLock<Arc<voicemail::Mwi>>,
     dtls_cert: OnceLock<Option<tandem_media::srtp::DtlsCertificate>>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for MediaCtx {
@@ -230,6 +231,11 @@ impl MediaCtx {
     fn release_leg(&self) {
         let mut n = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
         *n = n.saturating_sub(1);
+    }
+
+    /// Becomes true when the media server shuts down: every leg hangs up.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Legs currently up.
@@ -504,6 +510,7 @@ impl MediaServer {
             limits: Mutex::new(0),
             mwi: OnceLock::new(),
             dtls_cert: OnceLock::new(),
+            closing: tokio::sync::watch::channel(false).0,
         });
         let mwi = voicemail::Mwi::start(&ctx);
         let _ = ctx.mwi.set(Arc::clone(&mwi));
@@ -537,6 +544,19 @@ impl MediaServer {
         &self.ctx
     }
 
+    /// Ends every call (BYE, media stopped) and every MWI subscription (final NOTIFY), waiting
+    /// up to 2 s; call it while the proxy still forwards requests.
+    pub async fn hang_up_all(&self) {
+        if let Some(mwi) = self.ctx.mwi() {
+            mwi.stop();
+        }
+        self.ctx.closing.send_replace(true);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.ctx.active_legs() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Ends every call and closes the sockets.
     pub async fn shutdown(&self) {
         let handle = self
@@ -544,9 +564,7 @@ impl MediaServer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(mwi) = self.ctx.mwi() {
-            mwi.stop();
-        }
+        self.hang_up_all().await;
         self.ctx.endpoint.shutdown().await;
         if let Some(h) = handle {
             h.abort();
