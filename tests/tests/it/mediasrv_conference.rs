@@ -7,13 +7,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tandem_media::tone::write_tone_wav;
 use tandem_media::wav::read_wav;
 use tandem_tests::process::Stream;
 use tandem_tests::{
     Baresip, BaresipOptions, BaresipSource, CliAccount, LabOptions, LabServer, TestDir, Transport,
 };
 
-use crate::audio_common::tone_file;
 use crate::audio_common::{SKIP_END, SKIP_START};
 use crate::common::{assert_exit, ok, secs};
 
@@ -37,6 +37,16 @@ fn lab(dir: &TestDir, conference: &str) -> LabServer {
         opts = opts.user(u, &format!("{u}pw"));
     }
     ok(LabServer::start(opts, dir.path()))
+}
+
+/// Writes a 40 s half-scale tone WAV (longer than any call here, so slow set-ups never outlast it).
+fn long_tone(dir: &Path, hz: f32) -> std::path::PathBuf {
+    let path = dir.join(format!("long-tone-{hz}.wav"));
+    must(
+        write_tone_wav(&path, hz, 48_000, 40.0),
+        "writing a tone file",
+    );
+    path
 }
 
 /// The amplitude of the `freq` component of `pcm` (a single-bin DFT, 2|X|/N).
@@ -106,7 +116,7 @@ fn conference_three_participants_mix_minus() {
     let lab = lab(&dir, "");
     let proxy = lab.udp();
     let room = "sip:conf-trio@127.0.0.1";
-    let tone = |i: usize| tone_file(dir.path(), TONES[i]).display().to_string();
+    let tone = |i: usize| long_tone(dir.path(), TONES[i]).display().to_string();
     let (alice_tone, bob_tone) = (tone(0), tone(1));
     let alice_rec = dir.path().join("alice-heard.wav");
     let bob_rec = dir.path().join("bob-heard.wav");
@@ -116,7 +126,7 @@ fn conference_three_participants_mix_minus() {
     );
 
     let mut opts = BaresipOptions::new("carol", "127.0.0.1", "carolpw", proxy);
-    opts.source = BaresipSource::File(tone_file(dir.path(), TONES[2]));
+    opts.source = BaresipSource::File(long_tone(dir.path(), TONES[2]));
     opts.record = true;
     opts.audio_codecs = Some("PCMU/8000/1".into());
     let mut carol = ok(Baresip::start(opts, dir.path()));
@@ -124,13 +134,13 @@ fn conference_three_participants_mix_minus() {
 
     let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
     let bob = CliAccount::new("bob", "127.0.0.1", "bobpw", proxy, Transport::Udp);
-    let mut alice_call = ok(alice.spawn(
+    let mut alice_call = ok(alice.spawn_interactive(
         "alice-conf",
         &[
             "call",
             room,
             "--duration",
-            "11",
+            "60",
             "--timeout",
             "10",
             "--codec",
@@ -143,13 +153,13 @@ fn conference_three_participants_mix_minus() {
         dir.path(),
     ));
     ok(alice_call.wait_for_line(Stream::Stdout, "media", secs(15)));
-    let mut bob_call = ok(bob.spawn(
+    let mut bob_call = ok(bob.spawn_interactive(
         "bob-conf",
         &[
             "call",
             room,
             "--duration",
-            "9",
+            "60",
             "--timeout",
             "10",
             "--codec",
@@ -167,6 +177,8 @@ fn conference_three_participants_mix_minus() {
     std::thread::sleep(secs(5));
     ok(carol.command("hangup", "", secs(5)));
     ok(carol.wait_event_type("CALL_CLOSED", secs(10)));
+    ok(alice_call.send_line("hangup"));
+    ok(bob_call.send_line("hangup"));
 
     let status = ok(alice_call.wait_exit(secs(30)));
     assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
@@ -258,7 +270,7 @@ fn conference_bad_input() {
     assert!(out.stdout.contains("ended by=local"), "{}", out.dump());
 
     // A DTMF flood from bob and carol on hold (no RTP) do not disturb alice and bob hearing each other.
-    let tone = |i: usize| tone_file(dir.path(), TONES[i]).display().to_string();
+    let tone = |i: usize| long_tone(dir.path(), TONES[i]).display().to_string();
     let (alice_tone, bob_tone) = (tone(0), tone(1));
     let alice_rec = dir.path().join("alice-open.wav");
     let bob_rec = dir.path().join("bob-open.wav");
@@ -267,19 +279,19 @@ fn conference_bad_input() {
         bob_rec.display().to_string(),
     );
     let room = "sip:conf-open@127.0.0.1";
-    let mut carol_call = ok(carol.spawn(
+    let mut carol_call = ok(carol.spawn_interactive(
         "carol-silent",
-        &["call", room, "--duration", "12", "--hold-after", "1"],
+        &["call", room, "--duration", "60", "--hold-after", "1"],
         dir.path(),
     ));
     ok(carol_call.wait_for_line(Stream::Stdout, "held", secs(15)));
-    let mut alice_call = ok(alice.spawn(
+    let mut alice_call = ok(alice.spawn_interactive(
         "alice-open",
         &[
             "call",
             room,
             "--duration",
-            "11",
+            "60",
             "--codec",
             "pcmu",
             "--play",
@@ -313,6 +325,8 @@ fn conference_bad_input() {
     ));
     let status = ok(bob_call.wait_exit(secs(40)));
     assert_eq!(status.code(), Some(0), "bob:\n{}", bob_call.tails());
+    ok(alice_call.send_line("hangup"));
+    ok(carol_call.send_line("hangup"));
     let status = ok(alice_call.wait_exit(secs(40)));
     assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
     let status = ok(carol_call.wait_exit(secs(40)));
@@ -335,7 +349,7 @@ fn conference_roster_and_moderator_keys() {
     let bob = CliAccount::new("bob", "127.0.0.1", "bobpw", proxy, Transport::Udp);
     let carol = CliAccount::new("carol", "127.0.0.1", "carolpw", proxy, Transport::Udp);
     let room = "sip:conf-mod@127.0.0.1";
-    let tone = |i: usize| tone_file(dir.path(), TONES[i]).display().to_string();
+    let tone = |i: usize| long_tone(dir.path(), TONES[i]).display().to_string();
     let (alice_tone, bob_tone) = (tone(0), tone(1));
     let alice_rec = dir.path().join("alice-moderator.wav");
     let alice_rec_arg = alice_rec.display().to_string();
@@ -623,7 +637,7 @@ fn conference_survives_garbage_rtp() {
     let room = "sip:conf-junk@127.0.0.1";
     let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", proxy, Transport::Udp);
     let bob = CliAccount::new("bob", "127.0.0.1", "bobpw", proxy, Transport::Udp);
-    let tone = |i: usize| tone_file(dir.path(), TONES[i]).display().to_string();
+    let tone = |i: usize| long_tone(dir.path(), TONES[i]).display().to_string();
     let (alice_tone, bob_tone) = (tone(0), tone(1));
     let alice_rec = dir.path().join("alice-junk.wav");
     let bob_rec = dir.path().join("bob-junk.wav");
@@ -632,13 +646,13 @@ fn conference_survives_garbage_rtp() {
         bob_rec.display().to_string(),
     );
     let garbage = GarbageCaller::call(proxy, room);
-    let mut alice_call = ok(alice.spawn(
+    let mut alice_call = ok(alice.spawn_interactive(
         "alice-junk",
         &[
             "call",
             room,
             "--duration",
-            "8",
+            "60",
             "--codec",
             "opus",
             "--play",
@@ -648,13 +662,13 @@ fn conference_survives_garbage_rtp() {
         ],
         dir.path(),
     ));
-    let mut bob_call = ok(bob.spawn(
+    let mut bob_call = ok(bob.spawn_interactive(
         "bob-junk",
         &[
             "call",
             room,
             "--duration",
-            "8",
+            "60",
             "--codec",
             "pcmu",
             "--play",
@@ -668,6 +682,8 @@ fn conference_survives_garbage_rtp() {
     ok(bob_call.wait_for_line(Stream::Stdout, "media", secs(15)));
     garbage.spray(secs(6));
     drop(garbage);
+    ok(alice_call.send_line("hangup"));
+    ok(bob_call.send_line("hangup"));
     let status = ok(alice_call.wait_exit(secs(30)));
     assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
     let status = ok(bob_call.wait_exit(secs(30)));
