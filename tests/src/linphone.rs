@@ -58,6 +58,8 @@ pub struct LinphoneOptions {
     pub codecs: Vec<String>,
     /// SDES-SRTP (`media_encryption=srtp`, mandatory).
     pub srtp: bool,
+    /// Publish our presence through the registrar (`publish=1`; see [`Linphone::set_status`]).
+    pub publish: bool,
 }
 
 impl LinphoneOptions {
@@ -71,6 +73,7 @@ impl LinphoneOptions {
             record: None,
             codecs: Vec::new(),
             srtp: false,
+            publish: false,
         }
     }
 }
@@ -136,13 +139,14 @@ fn config(opts: &LinphoneOptions, sip_port: u16, rtp_port: u16, home: &Path) -> 
     if let Some(reg) = &opts.registrar {
         c.push_str(&format!(
             "[proxy_0]\nreg_proxy=<sip:{addr};transport=udp>\nreg_route=<sip:{addr};transport=udp;lr>\n\
-             reg_identity=sip:{user}@{domain}\nreg_expires=600\nreg_sendregister=1\npublish=0\n\
+             reg_identity=sip:{user}@{domain}\nreg_expires=600\nreg_sendregister=1\npublish={publish}\n\
              dial_escape_plus=0\n\n\
              [auth_info_0]\nusername={user}\npasswd={pw}\ndomain={domain}\n\n",
             addr = reg.addr,
             user = opts.user,
             domain = reg.domain,
             pw = reg.password,
+            publish = u8::from(opts.publish),
         ));
     }
     for (i, (mime, rate, channels)) in CODECS.iter().enumerate() {
@@ -285,6 +289,16 @@ impl Linphone {
                 detail: format!("exited with {status}"),
             })
         }
+    }
+
+    /// Adds a friend whose presence linphonec subscribes to (`friend add`); it prints the friend's state changes.
+    pub fn add_friend(&mut self, name: &str, uri: &str) -> Result<()> {
+        self.send(&format!("friend add \"{name}\" {uri}"))
+    }
+
+    /// Sets our presence (`status online|busy|away|offline|…`), published when [`LinphoneOptions::publish`] is on.
+    pub fn set_status(&mut self, status: &str) -> Result<()> {
+        self.send(&format!("status {status}"))
     }
 
     /// Its process guard (logs).

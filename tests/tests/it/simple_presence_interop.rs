@@ -335,3 +335,108 @@ fn cli_watches_its_buddy_list_through_the_lab_rls() {
     busy.stop();
     assert!(carol.is_running());
 }
+
+/// Linphone (linphonec 5.1) through the lab: it shows a Tandem user's state changes (`friend add`; it prints
+/// `Friend "alice" <sip:…> is Away|Busy|Offline…`), within a second; the other way, linphonec has no command to set
+/// its own presence, so what it can change is being there: it PUBLISHes `open` when it registers (`publish=1`)
+/// and removes the publication when it quits, and tandem-cli sees both.
+#[test]
+fn linphone_and_cli_see_each_others_presence_through_lab() {
+    let dir = ok(TestDir::new("presence-linphone"));
+    let lab = ok(LabServer::start(
+        LabOptions::default()
+            .user("alice", "alicepw")
+            .user("dave", "davepw"),
+        dir.path(),
+    ));
+    lab_allow(&lab, "alice", "alicepw", &["sip:dave@127.0.0.1"]);
+    lab_allow(&lab, "dave", "davepw", &["sip:alice@127.0.0.1"]);
+    let alice = CliAccount::new("alice", lab.domain(), "alicepw", lab.udp(), Transport::Udp);
+    let mut watch = ok(alice.spawn(
+        "cli-watch-dave",
+        &["watch", "sip:dave@127.0.0.1", "--duration", "90"],
+        dir.path(),
+    ));
+    wait_seen(
+        &mut watch,
+        Stream::Stdout,
+        "presence entity=sip:dave@127.0.0.1 status=offline",
+        1,
+        secs(15),
+    );
+
+    // linphonec registers and publishes: tandem-cli sees dave available.
+    let mut opts = tandem_tests::LinphoneOptions::new("dave");
+    opts.registrar = Some(tandem_tests::LinphoneRegistrar {
+        addr: lab.udp(),
+        domain: "127.0.0.1".into(),
+        password: "davepw".into(),
+    });
+    opts.publish = true;
+    let mut dave = ok(tandem_tests::Linphone::start(opts, dir.path()));
+    wait_seen(
+        &mut watch,
+        Stream::Stdout,
+        "presence entity=sip:dave@127.0.0.1 status=available",
+        1,
+        secs(15),
+    );
+
+    // tandem-cli → linphonec: away, then (publication removed) offline, each within a second.
+    ok(dave.add_friend("alice", "sip:alice@127.0.0.1"));
+    let friend = "Friend \"alice\" <sip:alice@127.0.0.1> is";
+    wait_seen(
+        dave.process(),
+        Stream::Stdout,
+        &format!("{friend} Offline"),
+        1,
+        secs(15),
+    );
+    let mut away = ok(alice.spawn(
+        "cli-presence-away",
+        &["presence", "--status", "away", "--duration", "2"],
+        dir.path(),
+    ));
+    let t0 = wait_seen(
+        &mut away,
+        Stream::Stdout,
+        "published status=away",
+        1,
+        secs(15),
+    );
+    let to_away = wait_seen(
+        dave.process(),
+        Stream::Stdout,
+        &format!("{friend} Away"),
+        1,
+        secs(10),
+    ) - t0;
+    let t0 = wait_seen(&mut away, Stream::Stdout, "unpublished", 1, secs(15));
+    let to_offline = wait_seen(
+        dave.process(),
+        Stream::Stdout,
+        &format!("{friend} Offline"),
+        2,
+        secs(10),
+    ) - t0;
+    eprintln!("tandem-cli → linphonec: away seen after {to_away:?}, offline after {to_offline:?}");
+
+    // linphonec quits: its publication is removed and tandem-cli sees dave offline again.
+    let t0 = Instant::now();
+    ok(dave.quit(secs(20)));
+    let gone = wait_seen(
+        &mut watch,
+        Stream::Stdout,
+        "presence entity=sip:dave@127.0.0.1 status=offline",
+        2,
+        secs(20),
+    ) - t0;
+    eprintln!("linphonec quit → tandem-cli offline after {gone:?}");
+    for (what, d) in [
+        ("tandem-cli away at linphonec", to_away),
+        ("tandem-cli offline at linphonec", to_offline),
+    ] {
+        assert!(d < WITHIN, "{what} took {d:?}");
+    }
+    watch.stop();
+}
