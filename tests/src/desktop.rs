@@ -338,6 +338,17 @@ impl DesktopSession {
 
     /// Saves a PNG screenshot of the window to `path` (folders created).
     pub fn screenshot(&self, path: &Path) -> Result<()> {
+        // Let the page paint what the DOM already holds (two animation frames), so the picture
+        // shows the state the test just checked.
+        self.session_request(
+            "POST",
+            "/execute/async",
+            Some(&json!({
+                "script": "const done = arguments[arguments.length - 1]; \
+                           requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+                "args": [],
+            })),
+        )?;
         let v = self.session_request("GET", "/screenshot", None)?;
         let b64 = v
             .as_str()
