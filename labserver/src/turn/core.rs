@@ -31,6 +31,20 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 const KEY_CACHE_MAX: usize = 4096;
 /// How long a port reserved by EVEN-PORT's R bit waits for its RESERVATION-TOKEN (RFC 8656 §7.2).
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// Socket buffer size asked for the shared UDP socket (the kernel caps it at `net.core.rmem_max`/
+/// `wmem_max`): a burst from many clients waits there instead of being dropped.
+pub const LISTENER_BUFFER: usize = 4 << 20;
+/// Socket buffer size asked for each relay socket.
+const RELAY_BUFFER: usize = 1 << 20;
+
+/// Asks for larger kernel buffers on a UDP socket (best effort).
+pub fn enlarge_buffers(sock: &UdpSocket, size: usize) {
+    let s = socket2::SockRef::from(sock);
+    if s.set_recv_buffer_size(size).is_err() || s.set_send_buffer_size(size).is_err() {
+        tracing::debug!("could not enlarge UDP socket buffers");
+    }
+}
+
 /// The SOFTWARE attribute of our responses.
 const SOFTWARE: &str = concat!("Tandem-Lab/", env!("CARGO_PKG_VERSION"));
 
@@ -718,6 +732,8 @@ impl Core {
                 continue;
             };
             if let Ok(b) = UdpSocket::bind(SocketAddr::new(self.relay_ip, port + 1)).await {
+                enlarge_buffers(&a, RELAY_BUFFER);
+                enlarge_buffers(&b, RELAY_BUFFER);
                 return Some((a, b));
             }
         }
@@ -735,6 +751,7 @@ impl Core {
                 }
             }
             if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.relay_ip, port)).await {
+                enlarge_buffers(&s, RELAY_BUFFER);
                 return Some(s);
             }
         }

@@ -261,7 +261,9 @@ impl TurnServer {
             .copied()
             .collect();
         let (main_addr, tls_addr) = turn.bind_addrs(&sip);
-        let udp = Arc::new(UdpSocket::bind(main_addr).await?);
+        let udp = UdpSocket::bind(main_addr).await?;
+        core::enlarge_buffers(&udp, core::LISTENER_BUFFER);
+        let udp = Arc::new(udp);
         let udp_addr = udp.local_addr()?;
         // TCP on the same port as UDP.
         let tcp = TcpListener::bind(udp_addr).await?;
