@@ -204,15 +204,20 @@ async fn xcap_validates_documents() {
         )
         .await;
     assert_eq!(r.status, 415);
-    // Node selectors are not supported; unknown usages do not exist.
+    // A node selector with a prefix the query does not bind is a bad request; a node of a document that does not
+    // exist does not exist either; unknown usages do not exist.
     let r = x
         .send("GET", &format!("{rules}/~~/cr:ruleset"), alice, &[], None)
+        .await;
+    assert_eq!(r.status, 400);
+    let r = x
+        .send("GET", &format!("{rules}/~~/ruleset"), alice, &[], None)
         .await;
     assert_eq!(r.status, 404);
     let r = x
         .send(
             "GET",
-            "/xcap-root/rls-services/users/sip:alice@tandem.lab/index",
+            "/xcap-root/no-such-usage/users/sip:alice@tandem.lab/index",
             alice,
             &[],
             None,
