@@ -359,27 +359,7 @@ impl ApiServer {
             TlsAcceptor::from(Arc::new(tls)),
             conn_tx,
         ));
-        let algorithms: Vec<Algorithm> = ctx
-            .config()
-            .auth
-            .algorithms
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
-        let state = Arc::new(ApiState {
-            realm: ctx.config().realm().to_owned(),
-            algorithms: if algorithms.is_empty() {
-                vec![Algorithm::Md5]
-            } else {
-                algorithms
-            },
-            issuer: Mutex::new(NonceIssuer::new(rand::random(), Duration::from_secs(300))),
-            calls: Mutex::new(HashMap::new()),
-            conferences: Mutex::new(HashMap::new()),
-            events: broadcast::channel(256).0,
-            config,
-            ctx,
-        });
+        let state = ApiState::new(ctx, config);
         let app = axum::Router::new()
             .route("/api/calls", get(list_calls).post(create_call))
             .route("/api/calls/{id}", get(get_call).delete(delete_call))
@@ -514,6 +494,30 @@ fn now() -> u64 {
 }
 
 impl ApiState {
+    fn new(ctx: Arc<MediaCtx>, config: ApiConfig) -> Arc<ApiState> {
+        let algorithms: Vec<Algorithm> = ctx
+            .config()
+            .auth
+            .algorithms
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        Arc::new(ApiState {
+            realm: ctx.config().realm().to_owned(),
+            algorithms: if algorithms.is_empty() {
+                vec![Algorithm::Md5]
+            } else {
+                algorithms
+            },
+            issuer: Mutex::new(NonceIssuer::new(rand::random(), Duration::from_secs(300))),
+            calls: Mutex::new(HashMap::new()),
+            conferences: Mutex::new(HashMap::new()),
+            events: broadcast::channel(256).0,
+            config,
+            ctx,
+        })
+    }
+
     fn lock_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<CallEntry>>> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -686,6 +690,19 @@ impl ApiState {
         to: Uri,
         conference: Option<String>,
     ) -> CallInfo {
+        self.start_call_as(owner, from, to, conference, None).0
+    }
+
+    /// [`Self::start_call`] with the caller id A sees (default: B's address); also returns the
+    /// call's entry.
+    fn start_call_as(
+        self: &Arc<Self>,
+        owner: Principal,
+        from: Uri,
+        to: Uri,
+        conference: Option<String>,
+        caller_id: Option<Uri>,
+    ) -> (CallInfo, Arc<CallEntry>) {
         let id = random_tag();
         let info = CallInfo {
             id: id.clone(),
@@ -709,17 +726,63 @@ impl ApiState {
         self.lock_calls().insert(id, Arc::clone(&entry));
         let _ = self.events.send((owner, info.clone()));
         let state = Arc::clone(self);
+        let task_entry = Arc::clone(&entry);
         tokio::spawn(async move {
             let mut call = ThirdPartyCall {
                 state: Arc::clone(&state),
-                entry,
+                entry: task_entry,
                 hangup: hangup_rx,
+                caller_id: caller_id.unwrap_or_else(|| to.clone()),
                 from,
                 to,
             };
             call.run().await;
         });
-        info
+        (info, entry)
+    }
+}
+
+/// A third-party call the media server places for itself (the IVR's bridged transfers): the
+/// same engine and flow as `POST /api/calls`, outside the HTTP API's table.
+pub struct InternalCall {
+    entry: Arc<CallEntry>,
+}
+
+impl std::fmt::Debug for InternalCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalCall")
+            .field("info", &self.info())
+            .finish()
+    }
+}
+
+impl InternalCall {
+    /// Calls `from` (showing `caller_id`), then connects it to `to` (RFC 3725 flow I).
+    pub fn start(ctx: Arc<MediaCtx>, from: Uri, to: Uri, caller_id: Option<Uri>) -> InternalCall {
+        let config = ctx.config().api.clone();
+        let state = ApiState::new(ctx, config);
+        let (_, entry) = state.start_call_as(Principal::Operator, from, to, None, caller_id);
+        InternalCall { entry }
+    }
+
+    /// The call's current state.
+    pub fn info(&self) -> CallInfo {
+        self.entry
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Hangs the call up (CANCEL or BYE, as far as it got).
+    pub fn hangup(&self) {
+        let _ = self.entry.hangup.send(true);
+    }
+}
+
+impl Drop for InternalCall {
+    fn drop(&mut self) {
+        self.hangup();
     }
 }
 
@@ -1077,6 +1140,8 @@ struct ThirdPartyCall {
     state: Arc<ApiState>,
     entry: Arc<CallEntry>,
     hangup: watch::Receiver<bool>,
+    /// The From of the INVITE to A.
+    caller_id: Uri,
     from: Uri,
     to: Uri,
 }
@@ -1117,7 +1182,13 @@ impl ThirdPartyCall {
         let ring = Duration::from_secs(self.state.config.ring_timeout_secs);
         // 1. INVITE A without an offer (caller id: B).
         let (mut a, a_end) = self
-            .invite(&self.from.clone(), &self.to.clone(), None, ring, true)
+            .invite(
+                &self.from.clone(),
+                &self.caller_id.clone(),
+                None,
+                ring,
+                true,
+            )
             .await;
         let (a_dialog, a_ok) = match a_end {
             InviteEnd::Answered(answered) => *answered,

@@ -12,6 +12,9 @@
 //! ```toml
 //! [ivr]
 //! default_menu = "main"
+//! transfer_mode = "refer"         # or "bridge"
+//! goodbye_prompt = "ivr-goodbye"  # these are the defaults
+//! transfer_prompt = "ivr-transfer"
 //!
 //! [ivr.menus.main]
 //! prompt = "ivr-welcome"          # a built-in prompt name or a path to an .opus/.ogg/.wav file
@@ -29,26 +32,34 @@
 //! USER }` (= transfer to `vm-USER`, leaving a message), `"repeat"`, `"back"` (the previous
 //! menu), `"hangup"`.
 //!
-//! **Transfers** use REFER (RFC 3515) to the caller: the call is already answered, so a 302 is
-//! no longer possible, and REFER lets the caller's own UA place the new call straight to the
-//! target (through the proxy, with its own credentials), which keeps the media server out of
-//! the media path. The IVR sends `REFER` with `Refer-To: <target>` and `Referred-By: <ivr
-//! URI>`; after the 202 it waits for the `refer` NOTIFYs (sipfrag): a 2xx means the caller is
-//! connected and the IVR hangs up (RFC 5589 §6), a failure or no progress within 32 s brings
-//! the caller back to the menu with the invalid-choice prompt. A caller that refuses REFER
-//! (any non-2xx) hears the same prompt and stays in the menu: bridging such callers through
-//! the media server is not done.
+//! **Transfers** (`[ivr] transfer_mode`): with `refer` (the default) the IVR sends REFER (RFC
+//! 3515) to the caller: the call is already answered, so a 302 is no longer possible, and REFER
+//! lets the caller's own UA place the new call straight to the target (through the proxy, with
+//! its own credentials), which keeps the media server out of the media path. The REFER carries
+//! `Refer-To: <target>` and `Referred-By: <ivr URI>`; after the 202 the IVR follows the `refer`
+//! NOTIFYs (sipfrag): a 2xx means the caller is connected and the IVR hangs up (RFC 5589 §6); a
+//! failure or no progress within 32 s brings the caller back to the menu with the
+//! invalid-choice prompt. A caller that refuses the REFER (any non-2xx) is **bridged**, which is
+//! what `bridge` mode always does: the media server places a third-party call
+//! ([`InternalCall`], the click-to-call engine) between the target (showing the caller's
+//! address) and `ivr-bridge-<token>@domain`, which comes back to the media server as a second
+//! leg; the IVR passes the audio between the two legs (16 kHz, at most 200 ms buffered per
+//! direction) until either side hangs up, then hangs up the other.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tandem_proto::msg::{HeaderName, Host, Method, Uri};
 
+use tandem_media::device::{CaptureDevice, DeviceError, PlaybackDevice};
+use tokio::sync::oneshot;
+
+use super::api::InternalCall;
 use super::prompts::{Prompt, PromptPlayer, PromptRef};
-use super::{Leg, LegEvent, MediaCtx, PlayResult};
+use super::{Leg, LegEvent, MediaCtx, PlayResult, random_tag};
 
 /// Rate of the IVR's prompt audio (the leg converts to the codec's rate).
 const PROMPT_RATE: u32 = 16_000;
@@ -133,6 +144,20 @@ pub struct IvrConfig {
     pub goodbye_prompt: PromptRef,
     /// Played before a transfer.
     pub transfer_prompt: PromptRef,
+    /// How transfers are made: `refer` (REFER, bridging callers that refuse it) or `bridge`
+    /// (always through the media server).
+    pub transfer_mode: TransferMode,
+}
+
+/// How the IVR transfers callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferMode {
+    /// REFER the caller to the target; bridge when the caller refuses the REFER.
+    #[default]
+    Refer,
+    /// Call the target from the media server and bridge the audio of both calls.
+    Bridge,
 }
 
 impl Default for IvrConfig {
@@ -142,6 +167,7 @@ impl Default for IvrConfig {
             menus: BTreeMap::new(),
             goodbye_prompt: PromptRef::Builtin(Prompt::IvrGoodbye),
             transfer_prompt: PromptRef::Builtin(Prompt::IvrTransfer),
+            transfer_mode: TransferMode::Refer,
         }
     }
 }
@@ -255,6 +281,11 @@ impl IvrConfig {
                     "ivr.menus: {name:?} must be letters, digits, - or _"
                 ));
             }
+            if name.to_ascii_lowercase().starts_with(BRIDGE_PREFIX) {
+                return Err(format!(
+                    "ivr.menus: {name:?}: names starting with {BRIDGE_PREFIX} are reserved"
+                ));
+            }
             if m.timeout_secs == 0 || m.timeout_secs > 600 {
                 return Err(format!("ivr.menus.{name}.timeout_secs must be 1..=600"));
             }
@@ -326,6 +357,19 @@ enum Transfer {
 /// Serves one INVITE to `ivr@domain` (`menu` = `None`) or `ivr-<menu>@domain`: answers it and
 /// walks the caller through the menus (404 for an unknown menu).
 pub async fn handle(ctx: Arc<MediaCtx>, mut leg: Leg, menu: Option<String>) {
+    if let Some(token) = menu.as_deref().and_then(|m| m.strip_prefix(BRIDGE_PREFIX)) {
+        // The target of a bridged transfer, called by our own third-party call.
+        let waiting = lock_bridges().remove(token);
+        match waiting {
+            Some(tx) => {
+                if let Err(mut leg) = tx.send(leg) {
+                    leg.reject(480, "Transfer Abandoned");
+                }
+            }
+            None => leg.reject(404, "No Such Transfer"),
+        }
+        return;
+    }
     let cfg = &ctx.config().ivr;
     let menus = cfg.effective_menus().into_owned();
     let start = menu.unwrap_or_else(|| cfg.default_menu.clone());
@@ -459,10 +503,13 @@ fn sipfrag_status(body: &[u8]) -> Option<u16> {
 }
 
 /// Transfers the caller with REFER and follows the NOTIFYs.
-async fn transfer(ctx: &MediaCtx, leg: &mut Leg, target: &Uri) -> Transfer {
+async fn transfer(ctx: &Arc<MediaCtx>, leg: &mut Leg, target: &Uri) -> Transfer {
     let cfg = &ctx.config().ivr;
     if play(leg, &cfg.transfer_prompt).await.is_err() {
         return Transfer::Done;
+    }
+    if cfg.transfer_mode == TransferMode::Bridge {
+        return bridge(ctx, leg, target).await;
     }
     let referred_by = leg.target().clone();
     let headers = vec![
@@ -476,15 +523,15 @@ async fn transfer(ctx: &MediaCtx, leg: &mut Leg, target: &Uri) -> Transfer {
     {
         Ok(r) if (200..300).contains(&r.status) => {}
         Ok(r) => {
-            tracing::info!(status = r.status, "ivr: REFER refused");
-            return Transfer::Failed;
+            tracing::info!(status = r.status, "ivr: REFER refused, bridging");
+            return bridge(ctx, leg, target).await;
         }
         Err(e) => {
             tracing::info!(error = %e, "ivr: REFER failed");
             return if leg.is_ended() {
                 Transfer::Done
             } else {
-                Transfer::Failed
+                bridge(ctx, leg, target).await
             };
         }
     }
@@ -513,6 +560,139 @@ async fn transfer(ctx: &MediaCtx, leg: &mut Leg, target: &Uri) -> Transfer {
                 }
             }
             Ok(Some(_)) => {}
+        }
+    }
+}
+
+/// Request-URI users `ivr-bridge-<token>` are the far ends of bridged transfers.
+const BRIDGE_PREFIX: &str = "bridge-";
+/// Rate of the audio passed between two bridged legs.
+const BRIDGE_RATE: u32 = 16_000;
+/// Most audio buffered between two bridged legs (the rest is dropped, oldest first).
+const BRIDGE_MAX_BUFFER: usize = BRIDGE_RATE as usize / 5;
+
+type BridgeTable = HashMap<String, oneshot::Sender<Leg>>;
+
+/// Transfers waiting for their target's leg, by token.
+fn lock_bridges() -> std::sync::MutexGuard<'static, BridgeTable> {
+    static BRIDGES: OnceLock<Mutex<BridgeTable>> = OnceLock::new();
+    BRIDGES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes a waiting transfer when the bridging attempt ends.
+struct BridgeSlot(String);
+
+impl Drop for BridgeSlot {
+    fn drop(&mut self) {
+        lock_bridges().remove(&self.0);
+    }
+}
+
+/// One direction of a bridge: what one leg receives, the other leg sends.
+#[derive(Clone, Default)]
+struct Pipe(Arc<Mutex<VecDeque<i16>>>);
+
+impl Pipe {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<i16>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl PlaybackDevice for Pipe {
+    fn rate(&self) -> u32 {
+        BRIDGE_RATE
+    }
+
+    fn write_frame(&mut self, pcm: &[i16]) -> Result<(), DeviceError> {
+        let mut q = self.lock();
+        q.extend(pcm.iter().copied());
+        let excess = q.len().saturating_sub(BRIDGE_MAX_BUFFER);
+        q.drain(..excess);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), DeviceError> {
+        Ok(())
+    }
+}
+
+impl CaptureDevice for Pipe {
+    fn rate(&self) -> u32 {
+        BRIDGE_RATE
+    }
+
+    fn read_frame(&mut self, out: &mut [i16]) -> Result<bool, DeviceError> {
+        let mut q = self.lock();
+        let n = q.len().min(out.len());
+        for (slot, v) in out.iter_mut().zip(q.drain(..n)) {
+            *slot = v;
+        }
+        out[n..].fill(0);
+        Ok(true)
+    }
+}
+
+/// Transfers by calling the target from the media server (a third-party call between the
+/// target and `ivr-bridge-<token>`, which lands back here) and passing the audio between the
+/// two legs until either side hangs up.
+async fn bridge(ctx: &Arc<MediaCtx>, caller: &mut Leg, target: &Uri) -> Transfer {
+    let token = random_tag();
+    let (tx, mut rx) = oneshot::channel();
+    lock_bridges().insert(token.clone(), tx);
+    let _slot = BridgeSlot(token.clone());
+    let meet = ctx.aor(&format!("ivr-{BRIDGE_PREFIX}{token}"));
+    tracing::info!(caller = %caller.caller(), %target, "ivr: bridging");
+    let call = InternalCall::start(
+        Arc::clone(ctx),
+        target.clone(),
+        meet,
+        Some(caller.caller().clone()),
+    );
+    let mut other = loop {
+        tokio::select! {
+            got = &mut rx => match got {
+                Ok(leg) => break leg,
+                Err(_) => return Transfer::Failed,
+            },
+            ev = caller.next_event() => {
+                if matches!(ev, Some(LegEvent::Hangup) | None) {
+                    return Transfer::Done;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                let info = call.info();
+                if info.state.is_final() {
+                    tracing::info!(%target, reason = ?info.reason, "ivr: bridged transfer failed");
+                    return Transfer::Failed;
+                }
+            }
+        }
+    };
+    if let Err(e) = other.answer().await {
+        tracing::info!(error = %e, "ivr: bridge leg not answered");
+        return Transfer::Failed;
+    }
+    let (to_caller, to_target) = (Pipe::default(), Pipe::default());
+    caller.set_devices(Box::new(to_caller.clone()), Box::new(to_target.clone()));
+    other.set_devices(Box::new(to_target), Box::new(to_caller));
+    tracing::info!(caller = %caller.caller(), %target, "ivr: bridged");
+    loop {
+        tokio::select! {
+            ev = caller.next_event() => {
+                if matches!(ev, Some(LegEvent::Hangup) | None) {
+                    other.hangup().await;
+                    return Transfer::Done;
+                }
+            }
+            ev = other.next_event() => {
+                if matches!(ev, Some(LegEvent::Hangup) | None) {
+                    caller.hangup().await;
+                    return Transfer::Done;
+                }
+            }
         }
     }
 }
@@ -597,6 +777,7 @@ mod tests {
             "default_menu = \"a\"\n[menus.a]\nprompt = \"/nonexistent/x.opus\"",
             "default_menu = \"a\"\n[menus.a]\nchoices = { 1 = { transfer = \"\" } }",
             "default_menu = \"a\"\n[menus.a]\nchoices = { 1 = { transfer = \"sip:\" } }",
+            "default_menu = \"bridge-x\"\n[menus.bridge-x]",
         ];
         for text in bad {
             let cfg: IvrConfig = toml::from_str(text).unwrap();
@@ -604,6 +785,9 @@ mod tests {
         }
         assert!(toml::from_str::<IvrConfig>("[menus.a]\nchoices = { 1 = \"fly\" }").is_err());
         assert!(toml::from_str::<IvrConfig>("[menus.a]\nbogus = 1").is_err());
+        assert!(toml::from_str::<IvrConfig>("transfer_mode = \"teleport\"").is_err());
+        let c: IvrConfig = toml::from_str("transfer_mode = \"bridge\"").unwrap();
+        assert_eq!(c.transfer_mode, TransferMode::Bridge);
     }
 
     #[test]

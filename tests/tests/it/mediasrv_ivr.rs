@@ -7,7 +7,9 @@
 use tandem_tests::process::{ChildGuard, Stream};
 use tandem_tests::{CliAccount, LabOptions, LabServer, TestDir, Transport};
 
-use crate::audio_common::{SNR_FLOOR_DB, TONE_CALLER, assert_tone, tone_file};
+use crate::audio_common::{
+    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone, assert_tone_after, tone_file,
+};
 use crate::common::{ok, secs};
 
 /// Three levels. The walk 1 · * · 1 · 2 · 3 reaches `bob` only if every step, the step back
@@ -164,5 +166,118 @@ fn invalid_keys_and_silence_end_the_call_and_unknown_menus_are_refused() {
     ok(again.send_line("dtmf 9"));
     let ended = ok(again.wait_for_line(Stream::Stdout, "ended", secs(20)));
     assert!(ended.contains("by=remote"), "{ended}");
+    assert!(lab.is_running());
+}
+
+/// `transfer_mode = "bridge"`: the media server calls the target itself and passes the audio
+/// between the two calls; each side hears the other's tone.
+#[test]
+fn bridged_transfer_carries_audio_both_ways() {
+    let dir = ok(TestDir::new("mediasrv-ivr-bridge"));
+    let opts = LabOptions {
+        extra_toml: r##"
+[ivr]
+default_menu = "main"
+transfer_mode = "bridge"
+transfer_prompt = "digit-1"
+
+[ivr.menus.main]
+prompt = "vm-new"
+timeout_secs = 8
+choices = { 5 = { transfer = "bob" } }
+"##
+        .to_owned(),
+        ..LabOptions::default()
+    }
+    .user("alice", "alicepw")
+    .user("bob", "bobpw");
+    let mut lab = ok(LabServer::start(opts, dir.path()));
+
+    let bob = CliAccount::new("bob", "127.0.0.1", "bobpw", lab.udp(), Transport::Udp);
+    let bob_tone = tone_file(dir.path(), TONE_CALLEE).display().to_string();
+    let bob_rec = dir.path().join("bob-heard.wav");
+    let bob_rec_arg = bob_rec.display().to_string();
+    let mut answer = ok(bob.spawn(
+        "cli-bob",
+        &[
+            "answer",
+            "--count",
+            "1",
+            "--play",
+            &bob_tone,
+            "--record",
+            &bob_rec_arg,
+        ],
+        dir.path(),
+    ));
+    ok(answer.wait_for_line(Stream::Stdout, "registered", secs(10)));
+
+    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", lab.udp(), Transport::Udp);
+    let alice_tone = tone_file(dir.path(), TONE_CALLER).display().to_string();
+    let alice_rec = dir.path().join("alice-heard.wav");
+    let alice_rec_arg = alice_rec.display().to_string();
+    let mut call = ok(alice.spawn_interactive(
+        "cli-alice",
+        &[
+            "call",
+            "sip:ivr@127.0.0.1",
+            "--duration",
+            "90",
+            "--timeout",
+            "10",
+            "--play",
+            &alice_tone,
+            "--record",
+            &alice_rec_arg,
+        ],
+        dir.path(),
+    ));
+    ok(call.wait_for_line(Stream::Stdout, "answered", secs(10)));
+    std::thread::sleep(secs(1));
+    ok(call.send_line("dtmf 5"));
+    // bob sees the caller's address, not the media server's.
+    let incoming = ok(answer.wait_for_line(Stream::Stdout, "incoming", secs(15)));
+    assert!(incoming.contains("from=sip:alice@127.0.0.1"), "{incoming}");
+    ok(answer.wait_for_line(Stream::Stdout, "answered", secs(10)));
+    let bridged_at = std::time::Instant::now();
+    std::thread::sleep(secs(5));
+    ok(call.send_line("hangup"));
+    let status = ok(call.wait_exit(secs(20)));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\n{}",
+        call.stdout(),
+        call.tails()
+    );
+    // The IVR hangs up bob's side when alice leaves.
+    let ended = ok(answer.wait_for_line(Stream::Stdout, "ended", secs(15)));
+    assert!(ended.contains("by=remote"), "{ended}");
+    let status = ok(answer.wait_exit(secs(15)));
+    assert_eq!(status.code(), Some(0), "{}", answer.tails());
+    assert!(
+        call.matching_lines(Stream::Stdout, "refer").is_empty(),
+        "bridge mode sends no REFER: {}",
+        call.stdout()
+    );
+    assert!(bridged_at.elapsed() >= secs(5));
+
+    // bob's recording is all bridge; alice's starts with the prompts (skip them).
+    assert_tone(
+        &bob_rec,
+        TONE_CALLER,
+        SNR_FLOOR_DB,
+        secs(3),
+        "bob hears alice through the bridge",
+    );
+    assert_tone_after(
+        &alice_rec,
+        TONE_CALLEE,
+        SNR_FLOOR_DB,
+        secs(6),
+        0.5,
+        secs(4),
+        "alice hears bob through the bridge",
+    );
     assert!(lab.is_running());
 }
