@@ -494,6 +494,22 @@ async fn a_next_hop_that_never_answers_gets_the_sender_a_408_report() {
 }
 
 #[tokio::test]
+async fn a_receiver_that_disconnects_unanswered_gets_the_sender_a_481_report() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut alice = fx.authed(false, "alice").await;
+    let mut bob = fx.authed(false, "bob").await;
+    let send = alice.text_to(&bob.a_path(), "last words", false);
+    alice.send(&send).await;
+    assert_eq!(alice.response().await.status, 200);
+    assert_eq!(bob.request().await.body_bytes(), b"last words");
+    drop(bob);
+    let rep = alice.request().await;
+    assert_eq!(rep.method, Method::Report);
+    assert_eq!(rep.headers.status().unwrap().unwrap().code, 481);
+    assert_eq!(rep.headers.message_id(), send.headers.message_id());
+}
+
+#[tokio::test]
 async fn bad_requests_get_the_right_status_and_are_counted() {
     let fx = Fixture::start(|_| {}).await;
     let mut alice = fx.authed(false, "alice").await;

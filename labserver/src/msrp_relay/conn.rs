@@ -113,6 +113,8 @@ pub(crate) struct Conn {
     auth_failures: AtomicU32,
     /// Body bytes received on this connection and forwarded.
     forwarded_bytes: AtomicU64,
+    /// Set by the writer after each write: a connection that only receives is not idle.
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -316,6 +318,7 @@ impl Relay {
             closed,
             auth_failures: AtomicU32::new(0),
             forwarded_bytes: AtomicU64::new(0),
+            wrote: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.conns).insert(id, Arc::clone(&conn));
         tracing::debug!(%peer, tls, id, "MSRP relay: connection");
@@ -330,7 +333,11 @@ impl Relay {
         conn.close();
         lock(&self.conns).remove(&id);
         lock(&self.sessions).retain(|_, s| s.conn.id != id);
-        lock(&conn.pending).clear();
+        // SENDs forwarded here and never answered will not be: tell their senders (481)
+        let orphans: Vec<Pending> = lock(&conn.pending).drain().map(|(_, p)| p).collect();
+        for p in orphans {
+            self.failure_report(p, 481).await;
+        }
         let _ = writer.await;
         tracing::info!(
             %peer,
@@ -362,6 +369,10 @@ impl Relay {
                     Ok(n) => n,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
+                    if conn.wrote.swap(false, Ordering::Relaxed) {
+                        deadline = tokio::time::Instant::now() + self.settings.idle_timeout;
+                        continue;
+                    }
                     MsrpRelayStats::bump(&self.stats.idle_closed);
                     tracing::debug!(peer = %conn.peer, "MSRP relay: idle connection closed");
                     return;
@@ -373,7 +384,6 @@ impl Relay {
                 _ = raised(&mut shutdown) => return,
                 _ = raised(&mut closed) => return,
             };
-            deadline = tokio::time::Instant::now() + self.settings.idle_timeout;
             pace.after_read(n).await;
             let data = &buf[..n];
             framer.push(data);
@@ -399,6 +409,8 @@ impl Relay {
                 }
             }
             head = capture_start(&head, data, rest_after_boundary);
+            // forwarding may have waited for a slow receiver: that was not idleness
+            deadline = tokio::time::Instant::now() + self.settings.idle_timeout;
         }
     }
 
@@ -902,7 +914,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             break;
         };
         match tokio::time::timeout(stall, write_item(&mut w, &item)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => conn.wrote.store(true, Ordering::Relaxed),
             _ => break,
         }
         drop(item);
