@@ -388,7 +388,7 @@ fn conference_roster_and_moderator_keys() {
         "uri=sip:alice@127.0.0.1 role=moderator status=connected speaking=yes",
         secs(20),
     ));
-    let mut bob_call = ok(bob.spawn(
+    let mut bob_call = ok(bob.spawn_interactive(
         "bob-participant",
         &[
             "call",
@@ -413,13 +413,25 @@ fn conference_roster_and_moderator_keys() {
     ));
     std::thread::sleep(secs(2));
 
-    // *1 mutes everybody else: bob shows as muted and not speaking; alice hears him no more.
-    ok(alice_call.send_line("dtmf *1"));
-    ok(watcher.wait_for_line(
+    // *6 mutes bob himself, *6 again unmutes him.
+    let bob_muted = "uri=sip:bob@127.0.0.1 role=participant status=muted speaking=no";
+    let bob_connected = "uri=sip:bob@127.0.0.1 role=participant status=connected";
+    ok(bob_call.send_line("dtmf *6"));
+    ok(watcher.wait_for_line(Stream::Stdout, bob_muted, secs(10)));
+    let connected_before = watcher.matching_lines(Stream::Stdout, bob_connected).len();
+    ok(bob_call.send_line("dtmf *6"));
+    ok(watcher.wait_for_nth_line(
         Stream::Stdout,
-        "uri=sip:bob@127.0.0.1 role=participant status=muted speaking=no",
+        bob_connected,
+        connected_before + 1,
         secs(10),
     ));
+    std::thread::sleep(secs(2));
+
+    // *1 mutes everybody else: bob shows as muted and not speaking; alice hears him no more.
+    let muted_before = watcher.matching_lines(Stream::Stdout, bob_muted).len();
+    ok(alice_call.send_line("dtmf *1"));
+    ok(watcher.wait_for_nth_line(Stream::Stdout, bob_muted, muted_before + 1, secs(10)));
     // *2 locks the room.
     ok(alice_call.send_line("dtmf *2"));
     ok(watcher.wait_for_line(Stream::Stdout, "locked=yes", secs(10)));
