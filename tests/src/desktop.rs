@@ -212,6 +212,61 @@ impl DesktopSession {
         self.home.join(".local/share/org.tandem.app")
     }
 
+    /// The proportional set size (PSS, KiB) of the app and every process it started (the WebKit
+    /// web and network processes), summed from `/proc/PID/smaps_rollup`: the memory the running
+    /// app costs. The driver itself is not counted.
+    pub fn app_pss_kib(&self) -> Result<u64> {
+        let driver = self.driver.pid();
+        let mut parents: Vec<(u32, u32, String)> = Vec::new();
+        let entries = std::fs::read_dir("/proc").ctx(|| "reading /proc".into())?;
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`; comm may contain spaces, so split after the last ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+            let ppid = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0);
+            parents.push((pid, ppid, comm.to_owned()));
+        }
+        // The driver runs under `keyctl session -`, which execs or forks it: start from every
+        // descendant of the driver's process group leader and skip WebKitWebDriver itself.
+        let mut tree = vec![driver];
+        let mut i = 0;
+        while let Some(&p) = tree.get(i) {
+            for (pid, ppid, _) in &parents {
+                if *ppid == p && !tree.contains(pid) {
+                    tree.push(*pid);
+                }
+            }
+            i += 1;
+        }
+        let mut total = 0;
+        for (pid, _, comm) in parents.iter().filter(|(pid, ..)| tree.contains(pid)) {
+            if comm == "WebKitWebDriver" || comm == "keyctl" {
+                continue;
+            }
+            let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+                continue;
+            };
+            total += rollup
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     /// The logs of Xvfb and WebKitWebDriver (which include the app's stderr).
     pub fn tails(&self) -> String {
         format!("{}\n{}", self.driver.tails(), self.xvfb.tails())

@@ -160,6 +160,8 @@ fn desktop_app_end_to_end() {
     let bob_pw = must(&app, lab_user(&app, "bob"));
     let carol_pw = must(&app, lab_user(&app, "carol"));
     shot(&app, &shots, &mut n, "signed-in");
+    let idle = must(&app, app.app_pss_kib());
+    assert!(idle > 0, "no app processes found under the driver");
     let app = &app;
 
     // 2. Call tandem-cli (bob, auto-answer) and see the call timer run.
@@ -178,6 +180,12 @@ fn desktop_app_end_to_end() {
     );
     ok(bob.wait_for_line(Stream::Stdout, "answered", secs(5)));
     shot(app, &shots, &mut n, "call-to-cli-timer");
+    let in_call = must(app, app.app_pss_kib());
+    eprintln!(
+        "app-e2e: PSS of the app and its WebKit processes: idle {} MiB, in a call {} MiB",
+        idle / 1024,
+        in_call / 1024
+    );
     must(app, app.click_button("Hang up", secs(5)));
     must(app, wait_gone(app, "[data-testid=call-timer]", secs(10)));
     ok(bob.wait_for_line(Stream::Stdout, "ended", secs(10)));
