@@ -400,6 +400,7 @@ impl Mixer {
             resampler: Resampler::new(self.shared.config.rate, slot.rate),
             chunk: self.shared.frame,
             pending: VecDeque::new(),
+            taken: Vec::with_capacity(self.shared.frame),
             scratch: Vec::new(),
         }
     }
@@ -807,6 +808,7 @@ struct Feeder {
     /// Source samples per read (one tick at the source's rate).
     chunk: usize,
     read_buf: Vec<i16>,
+    resampled: Vec<i16>,
     pending: VecDeque<i16>,
     ended: bool,
     /// The frame produced by the last [`Feeder::next`] (for per-listener mixing).
@@ -820,6 +822,7 @@ impl Feeder {
             resampler: Resampler::new(rate, mixer_rate),
             chunk: samples_for(tick, rate).max(1),
             read_buf: Vec::new(),
+            resampled: Vec::new(),
             pending: VecDeque::new(),
             ended: false,
             last: Vec::new(),
@@ -829,7 +832,6 @@ impl Feeder {
 
     /// Fills `out` with the next frame; false once the source ended and everything was played.
     fn next(&mut self, out: &mut [i16]) -> bool {
-        let mut resampled = Vec::new();
         while self.pending.len() < out.len() && !self.ended {
             self.read_buf.resize(self.chunk, 0);
             match self.source.read_frame(&mut self.read_buf) {
@@ -840,9 +842,9 @@ impl Feeder {
                     self.read_buf.fill(0);
                 }
             }
-            resampled.clear();
-            self.resampler.process(&self.read_buf, &mut resampled);
-            self.pending.extend(resampled.iter().copied());
+            self.resampled.clear();
+            self.resampler.process(&self.read_buf, &mut self.resampled);
+            self.pending.extend(self.resampled.iter().copied());
         }
         let n = self.pending.len().min(out.len());
         for (o, s) in out.iter_mut().zip(self.pending.drain(..n)) {
@@ -863,6 +865,8 @@ pub struct MixerCapture {
     chunk: usize,
     /// Resampled audio at the participant's rate not yet read.
     pending: VecDeque<i16>,
+    /// Mixer-rate samples just taken from the queue.
+    taken: Vec<i16>,
     scratch: Vec<i16>,
 }
 
@@ -889,16 +893,17 @@ impl CaptureDevice for MixerCapture {
 
     fn read_frame(&mut self, out: &mut [i16]) -> Result<bool, DeviceError> {
         while self.pending.len() < out.len() {
-            let chunk: Vec<i16> = {
+            {
                 let mut q = lock(&self.slot.output);
                 if q.is_empty() {
                     break;
                 }
                 let n = q.len().min(self.chunk);
-                q.drain(..n).collect()
-            };
+                self.taken.clear();
+                self.taken.extend(q.drain(..n));
+            }
             self.scratch.clear();
-            self.resampler.process(&chunk, &mut self.scratch);
+            self.resampler.process(&self.taken, &mut self.scratch);
             self.pending.extend(self.scratch.iter().copied());
         }
         if self.pending.len() >= out.len() {
