@@ -34,6 +34,8 @@ const MAX_PAGE: usize = 27 + 255 + 255 * 255;
 const PACKETS_PER_PAGE: usize = 50;
 /// The writer flushes a page when this much wall-clock time passed since the last one.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest file [`OggOpusReader::open`] reads (about 9 hours of 16 kbit/s speech).
+const MAX_FILE: u64 = 64 << 20;
 /// Vendor string written into OpusTags.
 const VENDOR: &str = "tandem-media";
 
@@ -76,6 +78,14 @@ pub enum OggError {
     /// A sample rate of zero was requested.
     #[error("invalid sample rate {0}")]
     InvalidRate(u32),
+    /// The file is larger than the reader accepts (it is read into memory).
+    #[error("{path}: {size} bytes is larger than the {MAX_FILE} bytes accepted")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
     /// The writer was already finished.
     #[error("the Ogg Opus writer is already finished")]
     Finished,
@@ -657,11 +667,29 @@ pub struct OggOpusReader {
 impl OggOpusReader {
     /// Reads and validates the headers of the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, OggError> {
+        use std::io::Read;
         let path = path.as_ref();
-        let data = std::fs::read(path).map_err(|source| OggError::Io {
+        let io = |source| OggError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        if size > MAX_FILE {
+            return Err(OggError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // Read at most one byte past the limit: a file growing meanwhile is refused too.
+        file.take(MAX_FILE + 1).read_to_end(&mut data).map_err(io)?;
+        if data.len() as u64 > MAX_FILE {
+            return Err(OggError::TooLarge {
+                path: path.to_path_buf(),
+                size: data.len() as u64,
+            });
+        }
         Self::from_bytes(Bytes::from(data))
     }
 
@@ -1328,6 +1356,14 @@ mod tests {
         assert!(matches!(
             OggOpusReader::from_bytes(Bytes::from(other)),
             Err(OggError::BadHeader(_))
+        ));
+
+        // Too large to read into memory (a sparse file: no disk used).
+        let huge = dir.path().join("huge.opus");
+        File::create(&huge).unwrap().set_len(MAX_FILE + 1).unwrap();
+        assert!(matches!(
+            OggOpusReader::open(&huge),
+            Err(OggError::TooLarge { .. })
         ));
 
         assert!(matches!(
