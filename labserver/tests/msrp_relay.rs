@@ -510,6 +510,74 @@ async fn a_receiver_that_disconnects_unanswered_gets_the_sender_a_481_report() {
 }
 
 #[tokio::test]
+async fn a_peer_without_a_relay_is_reached_over_a_connection_the_relay_opens() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut alice = fx.authed(false, "alice").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_uri = MsrpUri::new(
+        false,
+        "127.0.0.1",
+        listener.local_addr().unwrap().port(),
+        "peersess",
+    );
+    let send = alice.text_to(std::slice::from_ref(&peer_uri), "hi peer", false);
+    alice.send(&send).await;
+    assert_eq!(alice.response().await.status, 200);
+
+    // the relay connects to the peer and delivers with its own hop in From-Path
+    let (tcp, _) = tokio::time::timeout(STEP, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let (rd, wr) = tokio::io::split(Box::new(tcp) as Box<dyn Io>);
+    let mut peer = Client {
+        rd,
+        wr,
+        framer: Framer::default(),
+        buf: vec![0; 64 * 1024],
+        local: peer_uri.clone(),
+        relay: fx.relay_uri(false),
+        path: Vec::new(),
+    };
+    let got = peer.request().await;
+    assert_eq!(got.body_bytes(), b"hi peer");
+    assert_eq!(got.headers.to_path().unwrap(), vec![peer_uri.clone()]);
+    let mut from = alice.path.clone();
+    from.push(alice.local.clone());
+    assert_eq!(got.headers.from_path().unwrap(), from);
+    peer.send_raw(&Response::for_request(&got, 200).unwrap().to_bytes())
+        .await;
+
+    // the peer answers over the same connection: to alice through her relay hop
+    let back = peer.text_to(&from, "hi alice", false);
+    peer.send(&back).await;
+    assert_eq!(peer.response().await.status, 200);
+    let at_alice = alice.request().await;
+    assert_eq!(at_alice.body_bytes(), b"hi alice");
+    assert_eq!(
+        at_alice.headers.to_path().unwrap(),
+        vec![alice.local.clone()]
+    );
+    assert_eq!(
+        at_alice.headers.from_path().unwrap(),
+        vec![alice.path[0].clone(), peer_uri.clone()]
+    );
+
+    // a second message reuses the connection
+    let again = alice.text_to(std::slice::from_ref(&peer_uri), "again", false);
+    alice.send(&again).await;
+    assert_eq!(alice.response().await.status, 200);
+    assert_eq!(peer.request().await.body_bytes(), b"again");
+    assert_eq!(fx.relay.connection_count(), 2);
+
+    // TLS peers without a relay are refused (their certificate could not be checked)
+    let tls_peer = MsrpUri::new(true, "127.0.0.1", 9, "x");
+    let refused = alice.text_to(std::slice::from_ref(&tls_peer), "no", false);
+    alice.send(&refused).await;
+    assert_eq!(alice.response().await.status, 481);
+}
+
+#[tokio::test]
 async fn bad_requests_get_the_right_status_and_are_counted() {
     let fx = Fixture::start(|_| {}).await;
     let mut alice = fx.authed(false, "alice").await;

@@ -22,6 +22,8 @@ use super::auth::{AuthOutcome, RelayAuth};
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to a next hop may take.
+const OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often pending transactions and sessions are checked for expiry (at most).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Most forwarded SENDs awaiting a response per connection; beyond that they are forwarded
@@ -141,7 +143,11 @@ pub(crate) struct Relay {
     shutdown: watch::Receiver<bool>,
     sessions: Mutex<HashMap<String, Session>>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Connections the relay opened to peers without a relay, by `host:port`.
+    outbound: Mutex<HashMap<String, Arc<Conn>>>,
     next_id: AtomicU64,
+    /// Itself, to start connection tasks from a request handler.
+    me: std::sync::Weak<Relay>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,8 +161,10 @@ impl Relay {
         auth: RelayAuth,
         limit: Arc<Semaphore>,
         shutdown: watch::Receiver<bool>,
-    ) -> Relay {
-        Relay {
+    ) -> Arc<Relay> {
+        Arc::new_cyclic(|me| Relay {
+            me: me.clone(),
+            outbound: Mutex::new(HashMap::new()),
             settings,
             stats: MsrpRelayStats::default(),
             auth,
@@ -165,7 +173,7 @@ impl Relay {
             sessions: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-        }
+        })
     }
 
     /// The relay's URI for the TCP or TLS listener (no session id).
@@ -294,6 +302,7 @@ impl Relay {
         peer: SocketAddr,
         tls: bool,
         _slot: OwnedSemaphorePermit,
+        ready: Option<tokio::sync::oneshot::Sender<Arc<Conn>>>,
     ) where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -321,6 +330,9 @@ impl Relay {
             wrote: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.conns).insert(id, Arc::clone(&conn));
+        if let Some(ready) = ready {
+            let _ = ready.send(Arc::clone(&conn));
+        }
         tracing::debug!(%peer, tls, id, "MSRP relay: connection");
         let writer = tokio::spawn(write_loop(
             wr,
@@ -332,6 +344,7 @@ impl Relay {
         self.read_loop(&conn, rd).await;
         conn.close();
         lock(&self.conns).remove(&id);
+        lock(&self.outbound).retain(|_, c| c.id != id);
         lock(&self.sessions).retain(|_, s| s.conn.id != id);
         // SENDs forwarded here and never answered will not be: tell their senders (481)
         let orphans: Vec<Pending> = lock(&conn.pending).drain().map(|(_, p)| p).collect();
@@ -588,11 +601,22 @@ impl Relay {
                     self.refuse(conn, &request, 400).await;
                     return;
                 }
-                None => {
-                    MsrpRelayStats::bump(&self.stats.no_session);
-                    self.refuse(conn, &request, 481).await;
-                    return;
-                }
+                None => match next.filter(|n| !self.is_ours(n) && !n.secure) {
+                    // a peer without a relay: connect to it
+                    Some(n) => match self.outbound(n).await {
+                        Some(c) => (c, vec![first.clone()]),
+                        None => {
+                            MsrpRelayStats::bump(&self.stats.no_session);
+                            self.refuse(conn, &request, 481).await;
+                            return;
+                        }
+                    },
+                    None => {
+                        MsrpRelayStats::bump(&self.stats.no_session);
+                        self.refuse(conn, &request, 481).await;
+                        return;
+                    }
+                },
             }
         } else if to.len() >= 2 {
             // Incoming for one of our clients, from its peer (or the peer's relay hop above).
@@ -638,6 +662,51 @@ impl Relay {
             // hop-by-hop: queued for the next hop
             self.respond(conn, &response_to, 200).await;
         }
+    }
+
+    /// The connection to a peer endpoint (`msrp://` URI that is not this relay): an open one to
+    /// the same host and port, else a new TCP connection (counted against `max_connections`).
+    async fn outbound(&self, uri: &MsrpUri) -> Option<Arc<Conn>> {
+        let host = uri
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_or_default();
+        let key = format!("{host}:{port}");
+        if let Some(c) = lock(&self.outbound).get(&key).filter(|c| !c.is_closed()) {
+            return Some(Arc::clone(c));
+        }
+        let me = self.me.upgrade()?;
+        let Ok(slot) = Arc::clone(&self.limit).try_acquire_owned() else {
+            MsrpRelayStats::bump(&self.stats.connections_refused);
+            return None;
+        };
+        let tcp = match tokio::time::timeout(
+            OUTBOUND_CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::info!(%uri, error = %e, "MSRP relay: cannot connect to the next hop");
+                return None;
+            }
+            Err(_) => {
+                tracing::info!(%uri, "MSRP relay: connecting to the next hop timed out");
+                return None;
+            }
+        };
+        let peer = tcp.peer_addr().ok()?;
+        let _ = tcp.set_nodelay(true);
+        MsrpRelayStats::bump(&self.stats.connections);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(serve_outbound(me, tcp, peer, slot, tx));
+        let conn = rx.await.ok()?;
+        tracing::info!(%uri, %peer, "MSRP relay: connected to a peer without a relay");
+        // two requests may race to connect: keep the first, the other stays usable until idle
+        Some(Arc::clone(lock(&self.outbound).entry(key).or_insert(conn)))
     }
 
     /// Records a forwarded SEND so a downstream error becomes a failure REPORT; draws a new
@@ -835,6 +904,18 @@ async fn linger<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut [u8]) {
     .await;
 }
 
+/// [`Relay::serve`] for a connection the relay opened, as a boxed `Send` future: serving can open
+/// further connections, and the explicit type ends that recursion for the compiler.
+fn serve_outbound(
+    relay: Arc<Relay>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    ready: tokio::sync::oneshot::Sender<Arc<Conn>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(relay.serve(tcp, peer, false, slot, Some(ready)))
+}
+
 /// Accepts connections on one listener (TLS when `tls` is given) until aborted.
 pub(crate) async fn accept_loop(
     relay: Arc<Relay>,
@@ -862,10 +943,10 @@ pub(crate) async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => relay.serve(tcp, peer, false, slot).await,
+                None => relay.serve(tcp, peer, false, slot, None).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => relay.serve(stream, peer, true, slot).await,
+                        Ok(Ok(stream)) => relay.serve(stream, peer, true, slot, None).await,
                         Ok(Err(e)) => {
                             MsrpRelayStats::bump(&relay.stats.tls_failures);
                             tracing::debug!(%peer, error = %e, "MSRP relay: TLS handshake failed");

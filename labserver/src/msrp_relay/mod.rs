@@ -9,6 +9,10 @@
 //! responses are hop-by-hop: the relay answers 200 once a SEND is queued for the next hop, and
 //! turns a downstream error response or timeout into a failure REPORT to the sender.
 //!
+//! When the hop after a client's session is not this relay, the relay opens a TCP connection to
+//! it (`msrp://` only: a peer endpoint without a relay; its TLS certificate could not be checked)
+//! and reuses it for that host and port; relay-to-relay chains are not supported.
+//!
 //! Each connection has a reader task and a writer task; the writer's queue is bounded in bytes
 //! (`max_buffered_bytes`), and a reader that forwards into a full queue waits, so a slow receiver
 //! slows its sender down instead of making the relay buffer without bound.
@@ -294,12 +298,12 @@ impl MsrpRelay {
             config.domain.clone(),
             Duration::from_secs(config.auth.nonce_lifetime_secs.max(1)),
         );
-        let shared = Arc::new(conn::Relay::new(
+        let shared = conn::Relay::new(
             settings,
             auth,
             Arc::new(Semaphore::new(mc.max_connections)),
             shutdown_rx,
-        ));
+        );
         let acceptor = TlsAcceptor::from(ca.server_config()?);
         let accept_tasks = vec![
             tokio::spawn(conn::accept_loop(Arc::clone(&shared), tcp, None)),
