@@ -594,21 +594,6 @@ async fn bad_requests_are_refused() {
     let mut lab = Lab::start(|_| {}).await;
     let mut alice = lab.ua("alice").await;
 
-    // No SDP offer: 488.
-    let inv = alice.invite(&format!("sip:vm-bob@{DOMAIN}"));
-    let mut inv = inv;
-    inv.body = Bytes::new();
-    inv.headers.remove(&HeaderName::ContentType);
-    alice.send(&Message::Request(inv.clone())).await;
-    let r = alice.response().await;
-    assert_eq!(r.status, 407);
-    alice.ack_non_2xx(&inv, &r).await;
-    let inv = alice.authorize(&inv, &r, None);
-    alice.send(&Message::Request(inv.clone())).await;
-    let r = final_response(&alice).await;
-    assert_eq!(r.status, 488, "{}", r.reason);
-    alice.ack_non_2xx(&inv, &r).await;
-
     // A mailbox that does not exist: 404.
     let r = Call::start(
         &mut alice,
@@ -813,4 +798,84 @@ async fn shutdown_hangs_up_every_call() {
         .await;
     call.session.stop().await;
     let _lab = stop.await.unwrap();
+}
+
+/// An INVITE without SDP to `target` from `ua`, through the proxy's challenge: the 2xx.
+async fn late_offer_invite(ua: &mut Ua, target: &str) -> (Request, Response) {
+    let mut inv = ua.invite(target);
+    inv.body = Bytes::new();
+    inv.headers.remove(&HeaderName::ContentType);
+    ua.send(&Message::Request(inv.clone())).await;
+    let r = ua.response().await;
+    assert_eq!(r.status, 407);
+    ua.ack_non_2xx(&inv, &r).await;
+    let inv = ua.authorize(&inv, &r, None);
+    ua.send(&Message::Request(inv.clone())).await;
+    let ok = final_response(ua).await;
+    assert_eq!(ok.status, 200, "{}", ok.reason);
+    (inv, ok)
+}
+
+#[tokio::test]
+async fn an_invite_without_offer_gets_ours_and_the_answer_comes_in_the_ack() {
+    let mut lab = Lab::start(|_| {}).await;
+    let mut alice = lab.ua("alice").await;
+    let (inv, ok) = late_offer_invite(&mut alice, &format!("sip:vm-bob@{DOMAIN}")).await;
+    let offer = SessionDescription::parse_bytes(&ok.body).unwrap();
+    let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let (answer, neg) = sdp::answer_offer(
+        &offer,
+        &MediaOffer::new(vec![Codec::pcmu(), Codec::telephone_event(8000, 101)]),
+        9,
+        1,
+        "127.0.0.1".parse().unwrap(),
+        rtp.local_addr().unwrap().port(),
+        sdp::plain_only,
+    )
+    .unwrap();
+    let mut ack = alice.in_dialog(Method::Ack, &inv, &ok);
+    ack.headers.push(HeaderName::ContentType, "application/sdp");
+    ack.body = Bytes::from(answer.to_string());
+    alice.send(&Message::Request(ack)).await;
+    let c = &neg.send_codec;
+    let spec = CodecSpec::from_rtpmap(
+        &c.name,
+        c.clock_rate,
+        c.channels,
+        c.payload_type,
+        c.fmtp.as_deref(),
+    )
+    .unwrap();
+    let config = MediaConfig::new(
+        rtp,
+        neg.remote_rtp.unwrap(),
+        spec,
+        Box::new(NullCapture::new(8000)),
+        Box::new(Tap::default()),
+    );
+    let (session, events) = MediaSession::start(config).unwrap();
+    let mut call = Call {
+        invite: inv,
+        ok,
+        session,
+        events,
+    };
+    // The greeting reaches us once the answer is applied.
+    call.wait_first_rtp().await;
+    call.bye(&mut alice).await;
+
+    // An ACK without the answer: the media server hangs up.
+    let (inv, ok) = late_offer_invite(&mut alice, &format!("sip:vm-bob@{DOMAIN}")).await;
+    let ack = alice.in_dialog(Method::Ack, &inv, &ok);
+    alice.send(&Message::Request(ack)).await;
+    let (bye, from) = alice.request(5.0).await;
+    assert_eq!(bye.method, Method::Bye);
+    alice
+        .send_to(&Message::Response(answer_for(&bye, &alice)), from)
+        .await;
+    lab.stop().await;
+}
+
+fn answer_for(req: &Request, ua: &Ua) -> Response {
+    answer(req, 200, "x", &ua.contact())
 }

@@ -16,9 +16,10 @@
 //! 4. [`Leg::hangup`] sends BYE (dropping the leg does too). After [`LegEvent::Hangup`] or
 //!    [`Leg::hangup`] the media session has stopped, so a recording device is finished.
 //!
-//! Our 2xx is retransmitted until the ACK (RFC 3261 §13.3.1.4); re-INVITEs and UPDATEs with SDP
-//! are answered and applied to the running session; every request the leg sends goes through
-//! the proxy.
+//! Our 2xx is retransmitted until the ACK (RFC 3261 §13.3.1.4); an INVITE without SDP gets our
+//! offer in the 2xx and its answer from the ACK (media starts silent and is updated then; an ACK
+//! without a usable answer ends the call); re-INVITEs and UPDATEs with SDP are answered and
+//! applied to the running session; every request the leg sends goes through the proxy.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -237,6 +238,8 @@ struct SdpState {
     negotiated: Option<NegotiatedAudio>,
     keys: Option<(SdesCrypto, SdesCrypto)>,
     dtls: Option<(DtlsRole, String)>,
+    /// Our offer in a 2xx to an INVITE without SDP, waiting for the answer in the ACK.
+    pending_offer: Option<SessionDescription>,
 }
 
 /// Binds an RTP socket on an even port with its RTCP port above it when possible.
@@ -275,6 +278,7 @@ impl SdpState {
             negotiated: None,
             keys: None,
             dtls: None,
+            pending_offer: None,
         })
     }
 
@@ -288,6 +292,59 @@ impl SdpState {
             None => None,
         };
         Ok(offer)
+    }
+
+    /// Our offer for an INVITE that came without one (RFC 3261 §13.2.1: the answer comes in
+    /// the ACK): plain RTP/AVP with our codecs.
+    fn offer(&mut self) -> Result<SessionDescription, (u16, String)> {
+        let local = self.local_offer()?;
+        let port = self
+            .rtp
+            .local_addr()
+            .map_err(|e| (500, format!("RTP socket: {e}")))?
+            .port();
+        let offer = sdp::build_offer(self.session_id, self.version, self.ip, port, &local);
+        self.local = Some(offer.clone());
+        self.pending_offer = Some(offer.clone());
+        Ok(offer)
+    }
+
+    /// Takes the answer (from the ACK) to our offer.
+    fn take_answer(&mut self, body: &[u8]) -> Result<(), String> {
+        let offer = self.pending_offer.take().ok_or("no offer is pending")?;
+        let answer = SessionDescription::parse_bytes(body)
+            .map_err(|e| format!("unusable SDP answer: {e}"))?;
+        let neg =
+            sdp::accept_answer(&offer, &answer).map_err(|e| format!("unacceptable answer: {e}"))?;
+        if neg.security != SecurityKind::Plain {
+            return Err("a secure answer to a plain offer".into());
+        }
+        if negotiated_spec(&neg.send_codec).is_none() {
+            return Err(format!("codec {} is not supported", neg.send_codec.name));
+        }
+        self.remote = Some(answer);
+        self.negotiated = Some(neg);
+        Ok(())
+    }
+
+    /// A session that sends nothing until the answer arrives (then [`SdpState::update`]).
+    fn start_idle(
+        &self,
+        ctx: &MediaCtx,
+        capture: Box<dyn CaptureDevice>,
+        playback: Box<dyn PlaybackDevice>,
+    ) -> Result<(MediaSession, mpsc::UnboundedReceiver<MediaEvent>), String> {
+        let codec = CodecSpec::from_rtpmap("PCMU", 8000, 1, 0, None).ok_or("no PCMU codec")?;
+        let mut config = MediaConfig::new(
+            self.rtp.clone(),
+            SocketAddr::new(self.ip, 9),
+            codec,
+            capture,
+            playback,
+        );
+        config.direction = tandem_proto::sdp::Direction::Inactive;
+        config.rtp_timeout = Duration::from_secs(ctx.config().mediasrv.rtp_timeout_secs.max(1));
+        MediaSession::start(config).map_err(|e| e.to_string())
     }
 
     /// Answers an offer (initial or re-offer): 400 for an unparsable one, 488 for one we
@@ -461,7 +518,10 @@ struct Offered {
     request: Request,
     inbox: DialogInbox,
     sdp: SdpState,
+    /// Our SDP for the 2xx: the answer, or our offer when the INVITE had none.
     answer: SessionDescription,
+    /// The INVITE had no offer: ours is in the 2xx, the answer comes in the ACK.
+    late_offer: bool,
     /// Devices set before the answer (behind a mutex so that a [`Leg`] is `Sync`).
     devices: std::sync::Mutex<PendingDevices>,
 }
@@ -550,12 +610,14 @@ impl Leg {
             .call_id()
             .map_err(|e| (400, format!("bad Call-ID: {e}")))?
             .to_owned();
-        if request.body.is_empty() {
-            return Err((488, "an SDP offer in the INVITE is required".into()));
-        }
         let mut sdp =
             SdpState::new(ctx.media_ip()).map_err(|e| (500, format!("no RTP socket: {e}")))?;
-        let answer = sdp.answer(&request.body, &ctx)?;
+        let late_offer = request.body.is_empty();
+        let answer = if late_offer {
+            sdp.offer()?
+        } else {
+            sdp.answer(&request.body, &ctx)?
+        };
         let local_tag = random_tag();
         let inbox = ctx.register_dialog(&call_id, &local_tag);
         inbox.watch_invite(tx);
@@ -572,6 +634,7 @@ impl Leg {
                 inbox,
                 sdp,
                 answer,
+                late_offer,
                 devices: std::sync::Mutex::new(PendingDevices::default()),
             })),
             ctx,
@@ -661,7 +724,12 @@ impl Leg {
         let playback = pending
             .playback
             .unwrap_or_else(|| Box::new(NullPlayback::new(IDLE_RATE)));
-        let (session, media_events) = match o.sdp.start(&self.ctx, capture, playback) {
+        let started = if o.late_offer {
+            o.sdp.start_idle(&self.ctx, capture, playback)
+        } else {
+            o.sdp.start(&self.ctx, capture, playback)
+        };
+        let (session, media_events) = match started {
             Ok(s) => s,
             Err(e) => {
                 let r = response_with_tag(&o.request, 500, "Media Failure", &self.local_tag);
@@ -700,6 +768,7 @@ impl Leg {
             media_events,
             inbox: o.inbox,
             events: ev_tx,
+            awaiting_answer: o.late_offer,
             pending: Some(Pending2xx {
                 tx: o.tx,
                 response: ok,
@@ -1020,6 +1089,8 @@ struct LegTask {
     inbox: DialogInbox,
     events: mpsc::UnboundedSender<LegEvent>,
     pending: Option<Pending2xx>,
+    /// Our 2xx carried an offer: the ACK must bring the answer.
+    awaiting_answer: bool,
 }
 
 /// Why the task loop ended.
@@ -1056,7 +1127,11 @@ impl LegTask {
                 },
                 msg = self.inbox.recv() => match msg {
                     None => break End::Local(None),
-                    Some(DialogMessage::Ack(ack)) => self.on_ack(&ack),
+                    Some(DialogMessage::Ack(ack)) => {
+                        if !self.on_ack(&ack) {
+                            break End::Local(None);
+                        }
+                    }
                     Some(DialogMessage::Cancel) => {}
                     Some(DialogMessage::Request(req)) => {
                         if self.on_request(req) {
@@ -1110,10 +1185,33 @@ impl LegTask {
         false
     }
 
-    fn on_ack(&mut self, ack: &Request) {
+    /// Handles the ACK of our 2xx; false when the call cannot go on (the answer our late
+    /// offer needed is missing or unusable: we hang up, RFC 3261 §13.2.1).
+    fn on_ack(&mut self, ack: &Request) -> bool {
         let seq = ack.headers.cseq().map(|c| c.seq).ok();
-        if self.pending.as_ref().is_some_and(|p| Some(p.cseq) == seq) {
-            self.pending = None;
+        if self.pending.as_ref().is_none_or(|p| Some(p.cseq) != seq) {
+            return true;
+        }
+        self.pending = None;
+        if !self.awaiting_answer {
+            return true;
+        }
+        self.awaiting_answer = false;
+        let applied = self
+            .sdp
+            .take_answer(&ack.body)
+            .and_then(|()| self.sdp.update(&self.ctx));
+        match applied {
+            Ok(update) => {
+                if let Some(s) = &self.session {
+                    s.update(update);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::info!(call_id = %self.dialog.id.call_id, error = %e, "no usable answer in the ACK: hanging up");
+                false
+            }
         }
     }
 
