@@ -390,7 +390,7 @@ fn start_lab(bin: &Path, dir: &Path, name: &str, trusted: bool) -> Result<(Guard
     let trusted = if trusted { "[\"127.0.0.1/32\"]" } else { "[]" };
     let cfg = format!(
         "domain = \"127.0.0.1\"\ndata_dir = {data:?}\ndemo_users = false\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{tcp}\"]\ntls = [\"127.0.0.1:{tls}\"]\n\n\
-         [registrar]\nthird_party = [\"labuser\"]\n\n[auth]\nalgorithms = [\"MD5\"]\ntrusted = {trusted}\n\n[xcap]\nport = {xcap}\n\n[msrp]\nport = 0\ntls_port = 0\n",
+         [registrar]\nthird_party = [\"labuser\"]\n\n[auth]\nalgorithms = [\"MD5\"]\ntrusted = {trusted}\n\n[xcap]\nport = {xcap}\n\n[msrp]\nport = 0\ntls_port = 0\n\n[turn]\nport = 0\ntls_port = 0\n",
         data = data.display().to_string(),
         tcp = free_port()?,
         tls = free_port()?,
