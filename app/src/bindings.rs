@@ -57,6 +57,7 @@ pub fn generate() -> Result<Vec<(String, String)>, ts_rs::ExportError> {
     one::<WatcherArg>(&cfg, &mut out)?;
     one::<MyPresence>(&cfg, &mut out)?;
     one::<Voicemail>(&cfg, &mut out)?;
+    one::<RosterEntry>(&cfg, &mut out)?;
     one::<AppEvent>(&cfg, &mut out)?;
     one::<AccountArg>(&cfg, &mut out)?;
     one::<CallArg>(&cfg, &mut out)?;

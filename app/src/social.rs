@@ -8,7 +8,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tandem_client_core::conference::ConferenceEvent;
 use tandem_client_core::mwi::MwiEvent;
+use tandem_client_core::types::simple::conference_info::{
+    ConferenceInfo, ElementState, EndpointStatus,
+};
 use tandem_client_core::types::simple::imdn::{
     DeliveryStatus, DisplayStatus, Disposition, Imdn, Notification,
 };
@@ -54,7 +58,8 @@ impl Drop for ContactSlot {
     }
 }
 
-struct AbortOnDrop(JoinHandle<()>);
+/// A background task that ends with its owner.
+pub(crate) struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -142,6 +147,43 @@ fn note_of(p: &Presence) -> Option<String> {
         .chain(p.notes.iter())
         .map(|n| n.text.trim().to_owned())
         .find(|t| !t.is_empty())
+}
+
+/// The participants of a conference document: users that have not left, with their speaking
+/// and mute state from their audio streams.
+fn roster_of(info: &ConferenceInfo) -> Vec<RosterEntry> {
+    info.users
+        .iter()
+        .filter(|u| {
+            u.state != ElementState::Deleted
+                && (u.endpoints.is_empty()
+                    || u.endpoints.iter().any(|e| {
+                        !matches!(
+                            e.status,
+                            Some(EndpointStatus::Disconnected | EndpointStatus::Disconnecting)
+                        )
+                    }))
+        })
+        .map(|u| {
+            let (mut speaking, mut muted) = (false, false);
+            for e in &u.endpoints {
+                muted |= matches!(
+                    e.status,
+                    Some(EndpointStatus::MutedViaFocus | EndpointStatus::OnHold)
+                );
+            }
+            for m in u.endpoints.iter().flat_map(|e| e.media.iter()) {
+                speaking |= m.speaking == Some(true);
+                muted |= matches!(m.status.as_deref(), Some("recvonly" | "inactive"));
+            }
+            RosterEntry {
+                uri: u.entity.clone(),
+                name: u.display_text.clone(),
+                speaking,
+                muted,
+            }
+        })
+        .collect()
 }
 
 /// Compares addresses the way the ui groups conversations: scheme, user and host, ignoring
@@ -753,6 +795,35 @@ impl AppState {
             }
         });
         lock(&self.social().mwi).insert(account_id.to_owned(), AbortOnDrop(task));
+    }
+
+    /// When `call_id` is a call to a conference room (`conf-…`), follows the room's roster
+    /// (RFC 4575) as `Roster` events until the returned guard is dropped.
+    pub(crate) async fn watch_roster(
+        &self,
+        call_id: &str,
+        account_id: &str,
+        remote: &str,
+    ) -> Option<AbortOnDrop> {
+        let account = self.account_of(account_id).ok()?;
+        let room = account.target_uri(remote).ok()?;
+        if !room.user.as_deref().is_some_and(|u| u.starts_with("conf-")) {
+            return None;
+        }
+        let ua = self.ua_for(account_id).await.ok()?;
+        let mut sub = ua.subscribe_conference(&account, room);
+        let me = self.clone();
+        let call = call_id.to_owned();
+        Some(AbortOnDrop(tokio::spawn(async move {
+            while let Some(event) = sub.next().await {
+                if let ConferenceEvent::Roster(info) = event {
+                    me.emit(AppEvent::Roster {
+                        call_id: call.clone(),
+                        participants: roster_of(&info),
+                    });
+                }
+            }
+        })))
     }
 
     /// Command `list_voicemail`: the voicemail waiting per account (from message summaries).

@@ -771,6 +771,7 @@ impl AppState {
         started_ms: f64,
         created: Instant,
     ) {
+        let mut roster = None;
         let mut answered: Option<Instant> = lock(&self.inner.calls)
             .get(&id)
             .and_then(|s| s.info.answered_at_ms)
@@ -795,6 +796,14 @@ impl AppState {
                         }),
                         CallEvent::Answered { .. } => {
                             answered.get_or_insert_with(Instant::now);
+                            if roster.is_none() {
+                                let target = lock(&self.inner.calls)
+                                    .get(&id)
+                                    .map(|s| (s.info.account_id.clone(), s.info.remote.clone()));
+                                if let Some((account, remote)) = target {
+                                    roster = self.watch_roster(&id, &account, &remote).await;
+                                }
+                            }
                             self.update(&id, |i| {
                                 i.phase = CallPhase::Active;
                                 i.answered_at_ms.get_or_insert_with(now_ms);

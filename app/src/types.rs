@@ -521,6 +521,20 @@ pub struct Voicemail {
     pub voicemail_uri: String,
 }
 
+/// One participant of a conference call's roster (RFC 4575).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct RosterEntry {
+    /// The participant's address.
+    pub uri: String,
+    /// The name the conference shows, when given.
+    pub name: Option<String>,
+    /// Speaking now (the lab's energy detection).
+    pub speaking: bool,
+    /// Their audio is not sent to the room (muted or on hold).
+    pub muted: bool,
+}
+
 /// Everything the Rust side tells the ui without being asked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(
@@ -614,6 +628,15 @@ pub enum AppEvent {
     Voicemail {
         /// The counts now.
         voicemail: Voicemail,
+    },
+    /// The roster of a conference call changed.
+    Roster {
+        /// The call (to the conference).
+        #[serde(rename = "callId")]
+        #[ts(rename = "callId")]
+        call_id: String,
+        /// Everyone in the room now.
+        participants: Vec<RosterEntry>,
     },
     /// Something the user should know that belongs to no command (a media warning, a failed transfer).
     Notice {

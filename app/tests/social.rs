@@ -265,6 +265,47 @@ async fn chat_and_presence() {
         .await
         .unwrap_err();
     assert_eq!(bad.kind, FailureKind::Settings);
+
+    // A conference call (the lab's media server): alice and bob dial conf-lab; alice's call
+    // shows the roster with both of them.
+    let a = app
+        .call(CallRequest {
+            account_id: ALICE.into(),
+            target: "conf-lab".into(),
+        })
+        .await
+        .unwrap();
+    let b = app
+        .call(CallRequest {
+            account_id: BOB.into(),
+            target: "conf-lab".into(),
+        })
+        .await
+        .unwrap();
+    let roster = wait_for(
+        &mut rx,
+        "alice sees alice and bob in the room",
+        |e| match e {
+            AppEvent::Roster {
+                call_id,
+                participants,
+            } if *call_id == a.id && participants.len() == 2 => Some(participants.clone()),
+            _ => None,
+        },
+    )
+    .await;
+    assert!(roster.iter().any(|p| p.uri.contains("alice")), "{roster:?}");
+    assert!(roster.iter().any(|p| p.uri.contains("bob")), "{roster:?}");
+    app.hangup(&b.id).unwrap();
+    wait_for(&mut rx, "bob left the room", |e| match e {
+        AppEvent::Roster {
+            call_id,
+            participants,
+        } if *call_id == a.id && participants.len() == 1 => Some(()),
+        _ => None,
+    })
+    .await;
+    app.hangup(&a.id).unwrap();
     app.shutdown().await;
 }
 

@@ -48,6 +48,18 @@ export const screens = {
   wizard: { answers: { ...base, list_accounts: [], history: [], list_messages: [], list_contacts: [], list_watchers: [] }, tab: null },
   calls: { answers: base, tab: null },
   "in-call": { answers: { ...base, list_calls: [call({})] }, tab: null },
+  conference: {
+    answers: { ...base, list_calls: [call({ id: "call-2", remote: "sip:conf-lab@tandem.lab" })] },
+    tab: null,
+    events: [{
+      type: "roster", callId: "call-2",
+      participants: [
+        { uri: "sip:alice@tandem.lab", name: null, speaking: false, muted: false },
+        { uri: "sip:bob@tandem.lab", name: "Bob", speaking: true, muted: false },
+        { uri: "sip:carol@tandem.lab", name: null, speaking: false, muted: true },
+      ],
+    }],
+  },
   incoming: { answers: { ...base, list_calls: [call({ direction: "incoming", phase: "incoming", answeredAtMs: null, remote: "sip:carol@tandem.lab" })] }, tab: null },
   chat: { answers: base, tab: "Chat", open: "sip:bob@tandem.lab" },
   contacts: { answers: base, tab: "Contacts" },

@@ -25,11 +25,13 @@ if (!existsSync(join(dist, "index.html"))) throw new Error("ui/dist is not built
 if (!chromiumPath) throw new Error("no chromium found (set CHROMIUM)");
 
 let answers = {};
+let events = [];
 const server = createServer(async (req, res) => {
   const url = new URL(req.url ?? "/", "http://localhost");
   if (url.pathname === "/api/events") {
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     res.write(": ok\n\n");
+    for (const e of events) res.write(`data: ${JSON.stringify(e)}\n\n`);
     return;
   }
   if (url.pathname.startsWith("/api/")) {
@@ -60,6 +62,7 @@ await mkdir(shots, { recursive: true });
 try {
   for (const [name, screen] of Object.entries(screens)) {
     answers = screen.answers;
+    events = screen.events ?? [];
     for (const scheme of ["light", "dark"]) {
       const context = await browser.newContext({
         viewport: { width: WIDTH, height: HEIGHT }, deviceScaleFactor: 1, isMobile: true, hasTouch: true, colorScheme: scheme,
@@ -72,6 +75,7 @@ try {
       await page.waitForFunction(() => document.querySelector("main")?.children.length > 0);
       if (screen.tab) await page.getByRole("tab", { name: screen.tab }).click();
       if (screen.open) await page.getByRole("button", { name: screen.open }).click();
+      if (screen.events) await page.waitForSelector("[data-testid=roster]");
       await page.waitForTimeout(150);
       await page.screenshot({ path: join(shots, `${name}-${scheme}.png`), fullPage: false });
 

@@ -188,6 +188,38 @@ describe("voicemail", () => {
   });
 });
 
+describe("conference", () => {
+  it("shows the roster of a conference call with who is speaking", async () => {
+    const transport = new TestTransport({
+      list_accounts: [alice],
+      list_calls: [
+        {
+          id: "call-9", sipCallId: "c9", accountId: alice.id, remote: "sip:conf-lab@tandem.lab", direction: "outgoing",
+          phase: "active", answeredAtMs: Date.now(), held: false, remoteHeld: false, muted: false, codec: "opus",
+          secure: false, endReason: null,
+        },
+      ],
+    });
+    await setup(transport);
+    expect(screen.queryByTestId("roster")).toBeNull();
+    transport.emit({
+      type: "roster",
+      callId: "call-9",
+      participants: [
+        { uri: "sip:alice@tandem.lab", name: null, speaking: false, muted: false },
+        { uri: "sip:bob@tandem.lab", name: "Bob", speaking: true, muted: false },
+        { uri: "sip:carol@tandem.lab", name: null, speaking: false, muted: true },
+      ],
+    });
+    flushSync();
+    const roster = screen.getByTestId("roster");
+    expect(screen.getByRole("heading", { name: "In the conference (3)" })).toBeInTheDocument();
+    const rows = within(roster).getAllByRole("listitem");
+    expect(rows[1]).toHaveTextContent("Bob speaking");
+    expect(rows[2]).toHaveTextContent("sip:carol@tandem.lab muted");
+  });
+});
+
 describe("keyboard", () => {
   it("moves between sections with the arrow keys", async () => {
     const transport = new TestTransport({ list_accounts: [alice] });

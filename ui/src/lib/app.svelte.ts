@@ -6,6 +6,7 @@ import type { ChatMessage } from "./bindings/ChatMessage";
 import type { Contact } from "./bindings/Contact";
 import type { MyPresence } from "./bindings/MyPresence";
 import type { PresenceStatus } from "./bindings/PresenceStatus";
+import type { RosterEntry } from "./bindings/RosterEntry";
 import type { Voicemail } from "./bindings/Voicemail";
 import type { Watcher } from "./bindings/Watcher";
 import type { AppEvent } from "./bindings/AppEvent";
@@ -56,6 +57,8 @@ export class AppModel {
   watchers = $state<Watcher[]>([]);
   myPresence = $state<Record<string, MyPresence>>({});
   voicemail = $state<Record<string, Voicemail>>({});
+  /** Conference rosters by call id. */
+  roster = $state<Record<string, RosterEntry[]>>({});
   private stop: (() => void) | null = null;
 
   constructor(readonly transport: Transport) {}
@@ -105,6 +108,7 @@ export class AppModel {
         if (call.phase === "ended") {
           this.calls = this.calls.filter((c) => c.id !== call.id);
           delete this.quality[call.id];
+          delete this.roster[call.id];
           void this.refreshHistory();
         } else if (this.calls.some((c) => c.id === call.id)) {
           this.calls = this.calls.map((c) => (c.id === call.id ? call : c));
@@ -147,6 +151,9 @@ export class AppModel {
         break;
       case "myPresence":
         this.myPresence = { ...this.myPresence, [event.presence.accountId]: event.presence };
+        break;
+      case "roster":
+        this.roster = { ...this.roster, [event.callId]: event.participants };
         break;
       case "voicemail":
         this.voicemail = { ...this.voicemail, [event.voicemail.accountId]: event.voicemail };

@@ -7,6 +7,7 @@ import type { Contact } from "./Contact";
 import type { MyPresence } from "./MyPresence";
 import type { Quality } from "./Quality";
 import type { RegistrationState } from "./RegistrationState";
+import type { RosterEntry } from "./RosterEntry";
 import type { Voicemail } from "./Voicemail";
 import type { Watcher } from "./Watcher";
 
@@ -89,7 +90,15 @@ presence: MyPresence, } | { "type": "voicemail",
 /**
  * The counts now.
  */
-voicemail: Voicemail, } | { "type": "notice", 
+voicemail: Voicemail, } | { "type": "roster", 
+/**
+ * The call (to the conference).
+ */
+callId: string, 
+/**
+ * Everyone in the room now.
+ */
+participants: Array<RosterEntry>, } | { "type": "notice", 
 /**
  * The call it concerns, if any.
  */
