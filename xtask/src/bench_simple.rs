@@ -270,6 +270,8 @@ fn message_rate(name: &str, server: u16, dir: &Path) -> Result<u32> {
 struct FanOut {
     /// Watchers that got the new state.
     notified: u64,
+    /// Watchers whose subscription or NOTIFY failed.
+    failed: u64,
     /// From the PUBLISH's 200 to the last watcher's NOTIFY.
     spread: Duration,
 }
@@ -321,6 +323,7 @@ fn fan_out(name: &str, server: u16, dir: &Path) -> Result<FanOut> {
     }
     Ok(FanOut {
         notified: s.ok,
+        failed: s.failed,
         spread,
     })
 }
@@ -514,13 +517,21 @@ pub fn simple(args: &[String]) -> Result<()> {
     fs::create_dir_all(&dir)?;
     println!("xtask bench simple: logs in {}", dir.display());
     let result = bench_all(&bin, &dir, with_msrp);
-    if result.is_ok() {
-        let _ = fs::remove_dir_all(&dir);
+    match result {
+        Ok(true) => {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        Ok(false) => println!(
+            "xtask bench simple: a run was incomplete; logs kept in {}",
+            dir.display()
+        ),
+        Err(_) => {}
     }
-    result
+    result.map(|_| ())
 }
 
-fn bench_all(bin: &Path, dir: &Path, with_msrp: bool) -> Result<()> {
+/// Runs everything; `Ok(false)` when a fan-out run did not notify every watcher.
+fn bench_all(bin: &Path, dir: &Path, with_msrp: bool) -> Result<bool> {
     let (kam, kport) = start_kamailio(dir)?;
     let k_msg = message_rate("kamailio", kport, dir)?;
     let k_fan = fan_out("kamailio", kport, dir)?;
@@ -537,6 +548,23 @@ fn bench_all(bin: &Path, dir: &Path, with_msrp: bool) -> Result<()> {
     let msrp = with_msrp.then(|| crate::bench_msrp::msrp_throughput(2, 64, 64 * 1024));
 
     let per_s = |f: &FanOut| f.notified as f64 / f.spread.as_secs_f64().max(0.001);
+    let complete = |f: &FanOut| f.notified == u64::from(WATCHERS);
+    let describe = |f: &FanOut| {
+        if complete(f) {
+            format!(
+                "all {WATCHERS} notified in {:.0} ms ({:.0} NOTIFY/s)",
+                f.spread.as_secs_f64() * 1000.0,
+                per_s(f)
+            )
+        } else {
+            format!(
+                "INCOMPLETE: {} of {WATCHERS} notified, {} failed, after {:.1} s",
+                f.notified,
+                f.failed,
+                f.spread.as_secs_f64()
+            )
+        }
+    };
     println!();
     println!(
         "SIMPLE (same SIPp load, same run; clean = 0 failed, 0 retransmissions, {STEP_SECS} s steps):"
@@ -545,17 +573,15 @@ fn bench_all(bin: &Path, dir: &Path, with_msrp: bool) -> Result<()> {
         "  MESSAGE relay:   kamailio {k_msg}/s, tandem-lab {l_msg}/s, ratio lab/kamailio {}",
         ratio(f64::from(l_msg), f64::from(k_msg))
     );
-    println!(
-        "  NOTIFY fan-out (1 PUBLISH, {WATCHERS} watchers): kamailio {} notified in {:.0} ms ({:.0}/s), \
-         tandem-lab {} notified in {:.0} ms ({:.0}/s), ratio lab/kamailio {}",
-        k_fan.notified,
-        k_fan.spread.as_secs_f64() * 1000.0,
-        per_s(&k_fan),
-        l_fan.notified,
-        l_fan.spread.as_secs_f64() * 1000.0,
-        per_s(&l_fan),
-        ratio(per_s(&l_fan), per_s(&k_fan))
-    );
+    println!("  NOTIFY fan-out (1 PUBLISH, {WATCHERS} watchers):");
+    println!("    kamailio   {}", describe(&k_fan));
+    println!("    tandem-lab {}", describe(&l_fan));
+    if complete(&k_fan) && complete(&l_fan) {
+        println!(
+            "    ratio lab/kamailio (NOTIFY/s) {}",
+            ratio(per_s(&l_fan), per_s(&k_fan))
+        );
+    }
     match msrp {
         None => {}
         Some(Ok(m)) => println!(
@@ -564,5 +590,5 @@ fn bench_all(bin: &Path, dir: &Path, with_msrp: bool) -> Result<()> {
         ),
         Some(Err(e)) => println!("  MSRP relay:      not measured: {e:#}"),
     }
-    Ok(())
+    Ok(complete(&k_fan) && complete(&l_fan))
 }
