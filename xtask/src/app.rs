@@ -99,6 +99,12 @@ pub fn ui_steps() -> Vec<Step> {
 /// glibc headers (`mobile/android-check.cmake` for CMake-built libopus): enough to type-check
 /// every crate for Android; building an APK needs the NDK (see mobile/ARCHITECTURE-mobile.md).
 pub fn mobile_check() -> Result<()> {
+    mobile_prepare()?;
+    Step::new("mobile check", mobile_check_command()).run()
+}
+
+/// Installs what the Android check needs: the aarch64 cross compilers and the Rust target.
+pub fn mobile_prepare() -> Result<()> {
     crate::packages::ensure(MOBILE_PACKAGES)?;
     let installed = command("rustup", &["target", "list", "--installed"])
         .output()
@@ -111,7 +117,7 @@ pub fn mobile_check() -> Result<()> {
         )
         .run()?;
     }
-    Step::new("mobile check", mobile_check_command()).run()
+    Ok(())
 }
 
 /// The `cargo check` of the mobile shell for Android, with the cross toolchain set up.

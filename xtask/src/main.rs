@@ -7,8 +7,8 @@
 mod app;
 mod bench;
 mod bench_media;
-mod bench_msrp;
 mod bench_mixer;
+mod bench_msrp;
 mod bench_relay;
 mod bench_simple;
 mod cmd;
@@ -97,6 +97,7 @@ fn test(extra: &[String]) -> Result<()> {
     packages::ensure(app::UI_PACKAGES)?;
     packages::ensure(app::DESKTOP_PACKAGES)?;
     ensure_components()?;
+    app::mobile_prepare()?;
     let bin_dir = target_dir()?.join("debug");
     let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
@@ -116,6 +117,7 @@ fn test(extra: &[String]) -> Result<()> {
                 "warnings",
             ]),
         ),
+        Step::new("mobile check", app::mobile_check_command()),
         Step::new("build", cargo(&["build", "--workspace", "--bins"])),
         Step::new("test", {
             let mut c = cargo(&test_args);

@@ -177,6 +177,13 @@ impl Drop for StreamThread {
 
 /// The host we use: PulseAudio when a server is reachable, else cpal's default host.
 fn preferred_host() -> Result<cpal::Host, DeviceError> {
+    // cpal has a PulseAudio host only on the desktop Unixes (not on Android).
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ))]
     if cpal::available_hosts().contains(&cpal::HostId::PulseAudio) {
         match cpal::host_from_id(cpal::HostId::PulseAudio) {
             Ok(h) => return Ok(h),
