@@ -26,13 +26,14 @@ const MIN_ACHIEVED: f64 = 0.9;
 const MEMORY_AORS: u32 = 10_000;
 
 /// A process in its own group, stopped (group-wide) on drop.
-struct Guard {
+pub(crate) struct Guard {
     name: String,
     child: Child,
 }
 
 impl Guard {
-    fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Guard> {
+    /// Starts `cmd` in its own process group, its output in `log_dir/NAME.out` and `NAME.err`.
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Guard> {
         let out = fs::File::create(log_dir.join(format!("{name}.out")))?;
         let err = fs::File::create(log_dir.join(format!("{name}.err")))?;
         cmd.stdin(Stdio::null())
@@ -46,11 +47,13 @@ impl Guard {
         })
     }
 
-    fn pid(&self) -> u32 {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn running(&mut self) -> bool {
+    /// Whether the process has not exited yet.
+    pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
@@ -62,7 +65,7 @@ impl Drop for Guard {
 }
 
 /// A port free for UDP and TCP on 127.0.0.1.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     for _ in 0..100 {
         let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
         if TcpListener::bind(("127.0.0.1", port)).is_ok()

@@ -4,16 +4,14 @@
 //! measured per core as well as per second. Every process started here is stopped on the way out.
 
 use std::fs;
-use std::net::{TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd::{Step, cargo, target_dir};
+use crate::bench::{Guard, free_port};
 
 /// `(clients, packets per client, payload bytes, ms between a client's packets)`.
 const STEPS: &[(u32, u32, u32, u32)] = &[
@@ -24,50 +22,6 @@ const STEPS: &[(u32, u32, u32, u32)] = &[
 ];
 /// Longest one uclient run may take.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
-
-/// A process in its own group, stopped (group-wide) on drop.
-struct Guard {
-    child: Child,
-}
-
-impl Guard {
-    fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Guard> {
-        let out = fs::File::create(log_dir.join(format!("{name}.out")))?;
-        let err = fs::File::create(log_dir.join(format!("{name}.err")))?;
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        Ok(Guard { child })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        crate::cmd::stop_group(&mut self.child);
-    }
-}
-
-fn free_port() -> Result<u16> {
-    for _ in 0..100 {
-        let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-        {
-            return Ok(port);
-        }
-    }
-    bail!("no free port found")
-}
 
 /// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
 fn cpu_secs(pid: u32) -> Result<f64> {
@@ -285,19 +239,7 @@ fn ratio(lab: f64, reference: f64) -> String {
 /// `cargo xtask bench relay`.
 pub fn relay(_args: &[String]) -> Result<()> {
     crate::packages::ensure(crate::packages::TEST_PACKAGES)?;
-    Step::new(
-        "build tandem-lab (release)",
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "tandem-labserver",
-            "--bin",
-            "tandem-lab",
-        ]),
-    )
-    .run()?;
-    let bin = target_dir()?.join("release").join("tandem-lab");
+    let bin = crate::build_lab()?;
     let dir: PathBuf =
         std::env::temp_dir().join(format!("tandem-bench-relay-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
