@@ -60,6 +60,18 @@ fn bare_host(uri: &MsrpUri) -> &str {
     uri.host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// Turns off Nagle on a fresh connection and reads its (local, peer) addresses.
+fn tcp_setup(tcp: &TcpStream) -> Result<(SocketAddr, SocketAddr), MsrpError> {
+    let _ = tcp.set_nodelay(true);
+    let local = tcp
+        .local_addr()
+        .map_err(|e| MsrpError::Network(e.to_string()))?;
+    let peer = tcp
+        .peer_addr()
+        .map_err(|e| MsrpError::Network(e.to_string()))?;
+    Ok((local, peer))
+}
+
 impl Connection {
     /// Connects to the host and port of `uri` (TLS for `msrps:`, verified with `tls`).
     pub async fn connect(
@@ -72,13 +84,7 @@ impl Connection {
             .await
             .map_err(|_| MsrpError::Network(format!("connecting to {uri}: timed out")))?
             .map_err(|e| MsrpError::Network(format!("connecting to {uri}: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let local = tcp
-            .local_addr()
-            .map_err(|e| MsrpError::Network(e.to_string()))?;
-        let peer = tcp
-            .peer_addr()
-            .map_err(|e| MsrpError::Network(e.to_string()))?;
+        let (local, peer) = tcp_setup(&tcp)?;
         if !uri.secure {
             return Ok(Connection::start(Box::new(tcp), local, peer));
         }
@@ -101,13 +107,7 @@ impl Connection {
 
     /// Wraps a TCP connection a peer opened to us.
     pub fn accepted(tcp: TcpStream) -> Result<Connection, MsrpError> {
-        let _ = tcp.set_nodelay(true);
-        let local = tcp
-            .local_addr()
-            .map_err(|e| MsrpError::Network(e.to_string()))?;
-        let peer = tcp
-            .peer_addr()
-            .map_err(|e| MsrpError::Network(e.to_string()))?;
+        let (local, peer) = tcp_setup(&tcp)?;
         Ok(Connection::start(Box::new(tcp), local, peer))
     }
 

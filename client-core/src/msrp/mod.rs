@@ -296,23 +296,9 @@ pub async fn start_chat(
 ) -> Result<MsrpSession, MsrpError> {
     let relay = account.msrp_relay.as_deref().map(parse_relay).transpose()?;
     account.aor()?;
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    let peer = target.to_string();
-    let ctx = session::Context {
-        ua: ua.clone(),
-        account: account.clone(),
-        relay,
-        options,
-        events: ev_tx,
-        peer: peer.clone(),
-    };
+    let (ctx, cmd_rx, handle) = new_session(ua, account, relay, options, target.to_string());
     tokio::spawn(session::run_outgoing_chat(ctx, target, cmd_rx));
-    Ok(MsrpSession {
-        peer,
-        cmds: cmd_tx,
-        events: ev_rx,
-    })
+    Ok(handle)
 }
 
 /// Sends a file to `target` (RFC 5547 push). `info` comes from [`FileInfo::from_path`]. Returns
@@ -327,23 +313,9 @@ pub async fn send_file(
 ) -> Result<MsrpSession, MsrpError> {
     let relay = account.msrp_relay.as_deref().map(parse_relay).transpose()?;
     account.aor()?;
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    let peer = target.to_string();
-    let ctx = session::Context {
-        ua: ua.clone(),
-        account: account.clone(),
-        relay,
-        options,
-        events: ev_tx,
-        peer: peer.clone(),
-    };
+    let (ctx, cmd_rx, handle) = new_session(ua, account, relay, options, target.to_string());
     tokio::spawn(session::run_file_sender(ctx, target, info, cmd_rx));
-    Ok(MsrpSession {
-        peer,
-        cmds: cmd_tx,
-        events: ev_rx,
-    })
+    Ok(handle)
 }
 
 /// Accepts an incoming MSRP offer (see [`offer_of`]): a chat, or a file saved under
@@ -362,6 +334,25 @@ pub async fn accept(
         }
     };
     let peer = incoming.from().map(|u| u.to_string()).unwrap_or_default();
+    let (ctx, cmd_rx, handle) = new_session(ua, account, relay, options, peer);
+    let prepared = session::prepare_incoming(&ctx, incoming).await?;
+    tokio::spawn(session::run_incoming(ctx, prepared, cmd_rx));
+    Ok(handle)
+}
+
+/// A session's task context, the command receiver its task reads, and the handle given to the
+/// caller, wired to each other.
+fn new_session(
+    ua: &UserAgent,
+    account: &Account,
+    relay: Option<MsrpUri>,
+    options: MsrpOptions,
+    peer: String,
+) -> (
+    session::Context,
+    mpsc::UnboundedReceiver<Command>,
+    MsrpSession,
+) {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let ctx = session::Context {
@@ -372,13 +363,12 @@ pub async fn accept(
         events: ev_tx,
         peer: peer.clone(),
     };
-    let prepared = session::prepare_incoming(&ctx, incoming).await?;
-    tokio::spawn(session::run_incoming(ctx, prepared, cmd_rx));
-    Ok(MsrpSession {
+    let handle = MsrpSession {
         peer,
         cmds: cmd_tx,
         events: ev_rx,
-    })
+    };
+    (ctx, cmd_rx, handle)
 }
 
 /// The relay URI of an account, parsed (for callers that want to validate it early).
