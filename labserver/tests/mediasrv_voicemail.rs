@@ -58,6 +58,19 @@ fn contains_tone(pcm: &[i16], rate: u32, hz: f32) -> bool {
         })
 }
 
+/// The codec spec for what the negotiation chose to send.
+fn codec_spec(neg: &sdp::NegotiatedAudio) -> CodecSpec {
+    let c = &neg.send_codec;
+    CodecSpec::from_rtpmap(
+        &c.name,
+        c.clock_rate,
+        c.channels,
+        c.payload_type,
+        c.fmtp.as_deref(),
+    )
+    .unwrap()
+}
+
 /// A call from `ua` with real media: INVITE (answering the proxy's challenge), ACK, session.
 struct Call {
     invite: Request,
@@ -100,15 +113,7 @@ impl Call {
         ua.send(&Message::Request(ack)).await;
         let answer = SessionDescription::parse_bytes(&final_r.body).unwrap();
         let neg = sdp::accept_answer(&offer, &answer).unwrap();
-        let c = &neg.send_codec;
-        let spec = CodecSpec::from_rtpmap(
-            &c.name,
-            c.clock_rate,
-            c.channels,
-            c.payload_type,
-            c.fmtp.as_deref(),
-        )
-        .unwrap();
+        let spec = codec_spec(&neg);
         let mut config = MediaConfig::new(rtp, neg.remote_rtp.unwrap(), spec, capture, playback);
         config.send_dtmf = neg.send_dtmf;
         config.recv_dtmf = neg.recv_dtmf.clone();
@@ -120,6 +125,26 @@ impl Call {
             session,
             events,
         })
+    }
+
+    /// A call to `user` in the lab's domain that sends silence and keeps what it hears.
+    async fn silent(ua: &mut Ua, user: &str) -> Result<Call, Response> {
+        Call::start(
+            ua,
+            &format!("sip:{user}@{DOMAIN}"),
+            Box::new(NullCapture::new(8000)),
+            Box::new(Tap::default()),
+        )
+        .await
+    }
+
+    /// The Contact of the 2xx: who answered.
+    fn contact(&self) -> String {
+        self.ok
+            .headers
+            .get_str(&HeaderName::Contact)
+            .unwrap()
+            .to_owned()
     }
 
     async fn wait_first_rtp(&mut self) {
@@ -153,45 +178,38 @@ impl Call {
 
 /// The next final response (provisional ones skipped; requests answered 200).
 async fn final_response(ua: &Ua) -> Response {
+    final_response_where(ua, |_| true).await
+}
+
+/// The next final response to a `method` request (requests answered 200 meanwhile).
+async fn response_for_skipping_requests(ua: &Ua, method: Method) -> Response {
+    final_response_where(ua, |r| r.headers.cseq().unwrap().method == method).await
+}
+
+/// The next final response `accept` takes; provisional responses and the ones it refuses are
+/// skipped, requests other than ACK (NOTIFYs, BYEs) are answered 200 and dropped.
+async fn final_response_where(ua: &Ua, accept: impl Fn(&Response) -> bool) -> Response {
     loop {
         let (msg, from) = ua.recv_within(10.0).await.expect("no response");
         match msg {
-            Message::Response(r) if r.status >= 200 => return r,
+            Message::Response(r) if r.status >= 200 && accept(&r) => return r,
             Message::Response(_) => {}
             Message::Request(req) => {
                 if req.method != Method::Ack {
-                    ua.send_to(
-                        &Message::Response(answer(&req, 200, "x", &ua.contact())),
-                        from,
-                    )
-                    .await;
+                    reply_ok(ua, &req, from).await;
                 }
             }
         }
     }
 }
 
-async fn response_for_skipping_requests(ua: &Ua, method: Method) -> Response {
-    loop {
-        let (msg, from) = ua.recv_within(10.0).await.expect("no response");
-        match msg {
-            Message::Response(r)
-                if r.status >= 200 && r.headers.cseq().unwrap().method == method =>
-            {
-                return r;
-            }
-            Message::Response(_) => {}
-            Message::Request(req) => {
-                if req.method != Method::Ack {
-                    ua.send_to(
-                        &Message::Response(answer(&req, 200, "x", &ua.contact())),
-                        from,
-                    )
-                    .await;
-                }
-            }
-        }
-    }
+/// Answers `req` (which came from `from`) with a 200 from `ua`.
+async fn reply_ok(ua: &Ua, req: &Request, from: std::net::SocketAddr) {
+    ua.send_to(
+        &Message::Response(answer(req, 200, "x", &ua.contact())),
+        from,
+    )
+    .await;
 }
 
 /// Subscribes `ua` to its own message summary; returns after the 200.
@@ -214,29 +232,9 @@ async fn subscribe_mwi(ua: &mut Ua) {
     assert_eq!(r.status, 407);
     let sub = ua.authorize(&sub, &r, None);
     ua.send(&Message::Request(sub)).await;
-    let r = response_for_skipping_notifies(ua).await;
+    let r = final_response(ua).await;
     assert_eq!(r.status, 200, "{}", r.reason);
     assert!(r.headers.expires().unwrap().is_some());
-}
-
-/// Waits for a SUBSCRIBE response while NOTIFYs may already arrive (they are answered and kept
-/// for [`next_summary`] by re-sending them to ourselves is not possible, so they are dropped
-/// here; the test asks for the state again with the next NOTIFY).
-async fn response_for_skipping_notifies(ua: &Ua) -> Response {
-    loop {
-        let (msg, from) = ua.recv_within(10.0).await.expect("no response");
-        match msg {
-            Message::Response(r) if r.status >= 200 => return r,
-            Message::Response(_) => {}
-            Message::Request(req) => {
-                ua.send_to(
-                    &Message::Response(answer(&req, 200, "x", &ua.contact())),
-                    from,
-                )
-                .await;
-            }
-        }
-    }
 }
 
 /// The next message-summary NOTIFY `ua` gets (answered 200): (new, old).
@@ -244,11 +242,7 @@ async fn next_summary(ua: &Ua) -> (u32, u32) {
     loop {
         let (msg, from) = ua.recv_within(10.0).await.expect("no NOTIFY");
         if let Message::Request(req) = msg {
-            ua.send_to(
-                &Message::Response(answer(&req, 200, "x", &ua.contact())),
-                from,
-            )
-            .await;
+            reply_ok(ua, &req, from).await;
             if req.method == Method::Notify {
                 assert_eq!(
                     req.headers.get_str(&HeaderName::Event),
@@ -419,14 +413,7 @@ async fn wrong_pin_three_times_hangs_up() {
     let mut lab = Lab::start(|_| {}).await;
     lab.store.voicemail_set_pin("alice", "9876").await.unwrap();
     let mut alice = lab.ua("alice").await;
-    let mut call = Call::start(
-        &mut alice,
-        &format!("sip:voicemail@{DOMAIN}"),
-        Box::new(NullCapture::new(8000)),
-        Box::new(Tap::default()),
-    )
-    .await
-    .unwrap();
+    let mut call = Call::silent(&mut alice, "voicemail").await.unwrap();
     call.wait_first_rtp().await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -439,24 +426,14 @@ async fn wrong_pin_three_times_hangs_up() {
         match alice.recv_within(0.5).await {
             Some((Message::Request(r), from)) if r.method == Method::Bye => Some((r, from)),
             Some((Message::Request(r), from)) => {
-                alice
-                    .send_to(
-                        &Message::Response(answer(&r, 200, "x", &alice.contact())),
-                        from,
-                    )
-                    .await;
+                reply_ok(&alice, &r, from).await;
                 None
             }
             _ => None,
         }
     })
     .await;
-    alice
-        .send_to(
-            &Message::Response(answer(&bye.0, 200, "x", &alice.contact())),
-            bye.1,
-        )
-        .await;
+    reply_ok(&alice, &bye.0, bye.1).await;
     call.session.stop().await;
     lab.stop().await;
 }
@@ -471,20 +448,8 @@ async fn proxy_falls_back_to_voicemail() {
     let mut alice = lab.ua("alice").await;
 
     // Carol is not registered: her mailbox answers at once.
-    let call = Call::start(
-        &mut alice,
-        &format!("sip:carol@{DOMAIN}"),
-        Box::new(NullCapture::new(8000)),
-        Box::new(Tap::default()),
-    )
-    .await
-    .unwrap();
-    let contact = call
-        .ok
-        .headers
-        .get_str(&HeaderName::Contact)
-        .unwrap()
-        .to_owned();
+    let call = Call::silent(&mut alice, "carol").await.unwrap();
+    let contact = call.contact();
     assert!(contact.contains("vm-carol@"), "{contact}");
     call.bye(&mut alice).await;
 
@@ -523,40 +488,16 @@ async fn proxy_falls_back_to_voicemail() {
             }
         }
     });
-    let call = Call::start(
-        &mut alice,
-        &format!("sip:bob@{DOMAIN}"),
-        Box::new(NullCapture::new(8000)),
-        Box::new(Tap::default()),
-    )
-    .await
-    .unwrap();
-    let contact = call
-        .ok
-        .headers
-        .get_str(&HeaderName::Contact)
-        .unwrap()
-        .to_owned();
+    let call = Call::silent(&mut alice, "bob").await.unwrap();
+    let contact = call.contact();
     assert!(contact.contains("vm-bob@"), "busy: {contact}");
     call.bye(&mut alice).await;
 
     // No answer within no_answer_secs: bob's branch is cancelled, voicemail answers.
     let started = tokio::time::Instant::now();
-    let call = Call::start(
-        &mut alice,
-        &format!("sip:bob@{DOMAIN}"),
-        Box::new(NullCapture::new(8000)),
-        Box::new(Tap::default()),
-    )
-    .await
-    .unwrap();
+    let call = Call::silent(&mut alice, "bob").await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(900));
-    let contact = call
-        .ok
-        .headers
-        .get_str(&HeaderName::Contact)
-        .unwrap()
-        .to_owned();
+    let contact = call.contact();
     assert!(contact.contains("vm-bob@"), "no answer: {contact}");
     call.bye(&mut alice).await;
     bob_task.await.unwrap();
@@ -566,15 +507,10 @@ async fn proxy_falls_back_to_voicemail() {
         .voicemail_set_enabled("carol", false)
         .await
         .unwrap();
-    let r = Call::start(
-        &mut alice,
-        &format!("sip:carol@{DOMAIN}"),
-        Box::new(NullCapture::new(8000)),
-        Box::new(Tap::default()),
-    )
-    .await
-    .err()
-    .expect("carol's disabled mailbox answered");
+    let r = Call::silent(&mut alice, "carol")
+        .await
+        .err()
+        .expect("carol's disabled mailbox answered");
     assert_eq!(r.status, 480);
     lab.stop().await;
 }
@@ -595,15 +531,10 @@ async fn bad_requests_are_refused() {
     let mut alice = lab.ua("alice").await;
 
     // A mailbox that does not exist: 404.
-    let r = Call::start(
-        &mut alice,
-        &format!("sip:vm-nobody@{DOMAIN}"),
-        Box::new(NullCapture::new(8000)),
-        Box::new(Tap::default()),
-    )
-    .await
-    .err()
-    .expect("a mailbox for nobody");
+    let r = Call::silent(&mut alice, "vm-nobody")
+        .await
+        .err()
+        .expect("a mailbox for nobody");
     assert_eq!(r.status, 404);
 
     // Garbage SDP: 400.
@@ -656,14 +587,7 @@ async fn bad_requests_are_refused() {
     assert_eq!(r.status, 403);
 
     // The media server still serves: a real deposit call works.
-    let call = Call::start(
-        &mut alice,
-        &format!("sip:vm-bob@{DOMAIN}"),
-        Box::new(NullCapture::new(8000)),
-        Box::new(Tap::default()),
-    )
-    .await
-    .unwrap();
+    let call = Call::silent(&mut alice, "vm-bob").await.unwrap();
     call.bye(&mut alice).await;
     lab.stop().await;
 }
@@ -744,14 +668,7 @@ async fn registered_devices_get_unsolicited_mwi_and_the_pin_can_be_changed() {
     assert_eq!(next_summary(&alice).await, (1, 0));
 
     // PIN 1234#, then 4 (new PIN) with 5678# twice.
-    let mut call = Call::start(
-        &mut alice,
-        &format!("sip:voicemail@{DOMAIN}"),
-        Box::new(NullCapture::new(8000)),
-        Box::new(Tap::default()),
-    )
-    .await
-    .unwrap();
+    let mut call = Call::silent(&mut alice, "voicemail").await.unwrap();
     call.wait_first_rtp().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     call.dtmf("1234#").await;
@@ -775,14 +692,7 @@ async fn registered_devices_get_unsolicited_mwi_and_the_pin_can_be_changed() {
 async fn shutdown_hangs_up_every_call() {
     let mut lab = Lab::start(|_| {}).await;
     let mut alice = lab.ua("alice").await;
-    let mut call = Call::start(
-        &mut alice,
-        &format!("sip:vm-bob@{DOMAIN}"),
-        Box::new(NullCapture::new(8000)),
-        Box::new(Tap::default()),
-    )
-    .await
-    .unwrap();
+    let mut call = Call::silent(&mut alice, "vm-bob").await.unwrap();
     call.wait_first_rtp().await;
     let stop = tokio::spawn(async move {
         lab.stop().await;
@@ -790,12 +700,7 @@ async fn shutdown_hangs_up_every_call() {
     });
     let (bye, from) = alice.request(5.0).await;
     assert_eq!(bye.method, Method::Bye);
-    alice
-        .send_to(
-            &Message::Response(answer(&bye, 200, "x", &alice.contact())),
-            from,
-        )
-        .await;
+    reply_ok(&alice, &bye, from).await;
     call.session.stop().await;
     let _lab = stop.await.unwrap();
 }
@@ -837,15 +742,7 @@ async fn an_invite_without_offer_gets_ours_and_the_answer_comes_in_the_ack() {
     ack.headers.push(HeaderName::ContentType, "application/sdp");
     ack.body = Bytes::from(answer.to_string());
     alice.send(&Message::Request(ack)).await;
-    let c = &neg.send_codec;
-    let spec = CodecSpec::from_rtpmap(
-        &c.name,
-        c.clock_rate,
-        c.channels,
-        c.payload_type,
-        c.fmtp.as_deref(),
-    )
-    .unwrap();
+    let spec = codec_spec(&neg);
     let config = MediaConfig::new(
         rtp,
         neg.remote_rtp.unwrap(),
