@@ -529,6 +529,25 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from("tandem-lab-data")
 }
 
+/// A lab service's port: `configured` if set, else `0` (any free port) when every SIP listener
+/// asks for an ephemeral port (as in-process tests do), else the service's `default`.
+pub fn service_port(configured: Option<u16>, default: u16, sip_listeners: &[SocketAddr]) -> u16 {
+    let ephemeral = !sip_listeners.is_empty() && sip_listeners.iter().all(|a| a.port() == 0);
+    match configured {
+        Some(p) => p,
+        None if ephemeral => 0,
+        None => default,
+    }
+}
+
+/// The IP a lab service binds by default: the first SIP listener's, else the IPv4 wildcard.
+pub fn first_listener_ip(sip_listeners: &[SocketAddr]) -> IpAddr {
+    sip_listeners
+        .first()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
 /// The machine's IP addresses on interfaces that are up (loopback included, IPv6 link-local
 /// excluded); just the loopback addresses if the interfaces cannot be listed.
 pub fn local_ips() -> Vec<IpAddr> {

@@ -124,12 +124,7 @@ impl Default for ApiConfig {
 impl ApiConfig {
     /// The port to bind, given the lab's SIP listeners (see [`ApiConfig::port`]).
     pub fn port_for(&self, sip_listeners: &[SocketAddr]) -> u16 {
-        let ephemeral = !sip_listeners.is_empty() && sip_listeners.iter().all(|a| a.port() == 0);
-        match self.port {
-            Some(p) => p,
-            None if ephemeral => 0,
-            None => DEFAULT_API_PORT,
-        }
+        crate::config::service_port(self.port, DEFAULT_API_PORT, sip_listeners)
     }
 
     /// Checks ranges.
@@ -287,6 +282,18 @@ struct CallEntry {
     info: Mutex<CallInfo>,
     owner: Principal,
     hangup: watch::Sender<bool>,
+}
+
+impl CallEntry {
+    /// The call's state, locked (a poisoned lock still yields it).
+    fn lock_info(&self) -> std::sync::MutexGuard<'_, CallInfo> {
+        self.info.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of the call's current state.
+    fn snapshot(&self) -> CallInfo {
+        self.lock_info().clone()
+    }
 }
 
 struct ConferenceEntry {
@@ -641,13 +648,7 @@ impl ApiState {
     fn active_calls(&self) -> usize {
         self.lock_calls()
             .values()
-            .filter(|c| {
-                !c.info
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .state
-                    .is_final()
-            })
+            .filter(|c| !c.lock_info().state.is_final())
             .count()
     }
 
@@ -656,7 +657,7 @@ impl ApiState {
         let cutoff = now().saturating_sub(KEEP_ENDED.as_secs());
         let mut calls = self.lock_calls();
         calls.retain(|_, c| {
-            let info = c.info.lock().unwrap_or_else(PoisonError::into_inner);
+            let info = c.lock_info();
             !info.state.is_final() || info.ended.unwrap_or(info.created) > cutoff
         });
         if calls.len() > MAX_RECORDS {
@@ -664,7 +665,7 @@ impl ApiState {
             let mut finished: Vec<(u64, String)> = calls
                 .iter()
                 .filter_map(|(id, c)| {
-                    let info = c.info.lock().unwrap_or_else(PoisonError::into_inner);
+                    let info = c.lock_info();
                     info.state
                         .is_final()
                         .then(|| (info.ended.unwrap_or(info.created), id.clone()))
@@ -767,11 +768,7 @@ impl InternalCall {
 
     /// The call's current state.
     pub fn info(&self) -> CallInfo {
-        self.entry
-            .info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.entry.snapshot()
     }
 
     /// Hangs the call up (CANCEL or BYE, as far as it got).
@@ -934,12 +931,7 @@ async fn list_calls(
         .lock_calls()
         .values()
         .filter(|c| state.visible(&who, &c.owner))
-        .map(|c| {
-            c.info
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        })
+        .map(|c| c.snapshot())
         .collect();
     list.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
     Ok(axum::Json(list).into_response())
@@ -963,11 +955,7 @@ async fn get_call(
 ) -> ApiResult {
     let who = auth(&state, &method, &uri, &headers, &[]).await?;
     let entry = find_call(&state, &who, &id)?;
-    let info = entry
-        .info
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let info = entry.snapshot();
     Ok(axum::Json(info).into_response())
 }
 
@@ -981,11 +969,7 @@ async fn delete_call(
     let who = auth(&state, &method, &uri, &headers, &[]).await?;
     let entry = find_call(&state, &who, &id)?;
     let _ = entry.hangup.send(true);
-    let info = entry
-        .info
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let info = entry.snapshot();
     Ok((StatusCode::ACCEPTED, axum::Json(info)).into_response())
 }
 
@@ -1078,12 +1062,7 @@ async fn get_conference(
         let table = state.lock_calls();
         ids.iter()
             .filter_map(|i| table.get(i))
-            .map(|c| {
-                c.info
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone()
-            })
+            .map(|c| c.snapshot())
             .collect()
     };
     Ok(axum::Json(ConferenceInfo {
@@ -1153,11 +1132,7 @@ impl ThirdPartyCall {
 
     fn update(&self, f: impl FnOnce(&mut CallInfo)) {
         let info = {
-            let mut info = self
-                .entry
-                .info
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut info = self.entry.lock_info();
             f(&mut info);
             info.clone()
         };

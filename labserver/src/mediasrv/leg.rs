@@ -282,13 +282,24 @@ impl SdpState {
         })
     }
 
+    /// The local port of our RTP socket.
+    fn rtp_port(&self) -> Result<u16, (u16, String)> {
+        self.rtp
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(|e| (500, format!("RTP socket: {e}")))
+    }
+
     fn local_offer(&self) -> Result<MediaOffer, (u16, String)> {
         let mut offer = MediaOffer::new(supported_codecs());
         offer.ptime = Some(20);
-        let port = |s: &UdpSocket| s.local_addr().map(|a| a.port());
-        let rtp_port = port(&self.rtp).map_err(|e| (500, format!("RTP socket: {e}")))?;
+        let rtp_port = self.rtp_port()?;
         offer.rtcp_port = match &self.rtcp {
-            Some(s) => port(s).ok().filter(|p| *p != rtp_port.wrapping_add(1)),
+            Some(s) => s
+                .local_addr()
+                .ok()
+                .map(|a| a.port())
+                .filter(|p| *p != rtp_port.wrapping_add(1)),
             None => None,
         };
         Ok(offer)
@@ -298,11 +309,7 @@ impl SdpState {
     /// the ACK): plain RTP/AVP with our codecs.
     fn offer(&mut self) -> Result<SessionDescription, (u16, String)> {
         let local = self.local_offer()?;
-        let port = self
-            .rtp
-            .local_addr()
-            .map_err(|e| (500, format!("RTP socket: {e}")))?
-            .port();
+        let port = self.rtp_port()?;
         let offer = sdp::build_offer(self.session_id, self.version, self.ip, port, &local);
         self.local = Some(offer.clone());
         self.pending_offer = Some(offer.clone());
@@ -396,11 +403,7 @@ impl SdpState {
             s.profile.is_plain().then_some(AnswerSecurity::Plain)
         };
         let local = self.local_offer()?;
-        let port = self
-            .rtp
-            .local_addr()
-            .map_err(|e| (500, format!("RTP socket: {e}")))?
-            .port();
+        let port = self.rtp_port()?;
         let version = if self.local.is_some() {
             self.version + 1
         } else {

@@ -20,7 +20,7 @@
 mod auth;
 mod conn;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::authn::Authenticator;
 use crate::ca::LabCa;
-use crate::config::LabConfig;
+use crate::config::{LabConfig, first_listener_ip, service_port};
 use crate::store::Store;
 
 /// The relay's default TCP port (RFC 4975 §15.2).
@@ -106,16 +106,8 @@ impl Default for MsrpRelayConfig {
 impl MsrpRelayConfig {
     /// The TCP and TLS sockets the relay binds, given the SIP listeners (the first one's IP).
     pub fn bind_addrs(&self, sip_listeners: &[SocketAddr]) -> (SocketAddr, SocketAddr) {
-        let ip = sip_listeners
-            .first()
-            .map(|a| a.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let ephemeral = !sip_listeners.is_empty() && sip_listeners.iter().all(|a| a.port() == 0);
-        let pick = |configured: Option<u16>, default: u16| match configured {
-            Some(p) => p,
-            None if ephemeral => 0,
-            None => default,
-        };
+        let ip = first_listener_ip(sip_listeners);
+        let pick = |configured, default| service_port(configured, default, sip_listeners);
         (
             SocketAddr::new(ip, pick(self.port, DEFAULT_MSRP_PORT)),
             SocketAddr::new(ip, pick(self.tls_port, DEFAULT_MSRPS_PORT)),

@@ -1,6 +1,7 @@
 //! TURN over TCP and TLS client connections (RFC 8656 §3.1): framing, a bounded writer queue,
 //! and the allocation freed when the connection closes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use tandem_proto::stun::channel::Frame;
 use tandem_proto::stun::{ChannelData, Message, StreamFramer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::bump;
@@ -39,21 +40,35 @@ fn take_slot(count: &Arc<AtomicUsize>, max: usize) -> Option<ConnSlot> {
     (n < max).then_some(slot)
 }
 
-/// Accepts TCP clients on the STUN/TURN port.
-pub async fn accept_tcp(core: Arc<Core>, listener: TcpListener) {
-    let count = Arc::new(AtomicUsize::new(0));
+/// Waits for the next TCP client that fits under `max` live connections (others are closed at
+/// once): its stream (no-delay), its address, our local address and its connection slot.
+async fn next_client(
+    listener: &TcpListener,
+    count: &Arc<AtomicUsize>,
+    max: usize,
+) -> (TcpStream, SocketAddr, SocketAddr, ConnSlot) {
     loop {
         let Ok((stream, client)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Some(slot) = take_slot(&count, core.config.max_connections) else {
+        let Some(slot) = take_slot(count, max) else {
             continue;
         };
         let Ok(server) = stream.local_addr() else {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        return (stream, client, server, slot);
+    }
+}
+
+/// Accepts TCP clients on the STUN/TURN port.
+pub async fn accept_tcp(core: Arc<Core>, listener: TcpListener) {
+    let count = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, client, server, slot) =
+            next_client(&listener, &count, core.config.max_connections).await;
         let five = FiveTuple {
             client,
             server,
@@ -71,17 +86,8 @@ pub async fn accept_tls(
 ) {
     let count = Arc::new(AtomicUsize::new(0));
     loop {
-        let Ok((stream, client)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Some(slot) = take_slot(&count, core.config.max_connections) else {
-            continue;
-        };
-        let Ok(server) = stream.local_addr() else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, client, server, slot) =
+            next_client(&listener, &count, core.config.max_connections).await;
         let core = Arc::clone(&core);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {

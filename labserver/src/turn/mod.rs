@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::authn::Authenticator;
 use crate::ca::LabCa;
-use crate::config::LabConfig;
+use crate::config::{LabConfig, first_listener_ip, service_port};
 use crate::store::Store;
 
 pub use self::core::FiveTuple;
@@ -102,18 +102,10 @@ impl Default for TurnConfig {
 impl TurnConfig {
     /// The `(UDP/TCP, TLS)` sockets to bind, given the SIP listeners.
     pub fn bind_addrs(&self, sip_listeners: &[SocketAddr]) -> (SocketAddr, SocketAddr) {
-        let ip = self.listen_ip.unwrap_or_else(|| {
-            sip_listeners
-                .first()
-                .map(|a| a.ip())
-                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
-        });
-        let ephemeral = !sip_listeners.is_empty() && sip_listeners.iter().all(|a| a.port() == 0);
-        let pick = |set: Option<u16>, default: u16| match set {
-            Some(p) => p,
-            None if ephemeral => 0,
-            None => default,
-        };
+        let ip = self
+            .listen_ip
+            .unwrap_or_else(|| first_listener_ip(sip_listeners));
+        let pick = |configured, default| service_port(configured, default, sip_listeners);
         (
             SocketAddr::new(ip, pick(self.port, tandem_proto::stun::DEFAULT_PORT)),
             SocketAddr::new(
