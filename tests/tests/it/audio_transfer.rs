@@ -10,7 +10,7 @@ use crate::audio_baresip::{Registrar, Server};
 use crate::audio_common::{
     SNR_FLOOR_DB, TONE_CALLER, TONE_THIRD, assert_tone, call_bob_pcmu, tone_file,
 };
-use crate::common::{ok, secs};
+use crate::common::{assert_exits_ok, assert_exits_ok_verbose, ok, secs};
 
 #[test]
 fn baresip_transfers_cli_to_cli() {
@@ -57,16 +57,8 @@ fn baresip_transfers_cli_to_cli() {
     ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
     std::thread::sleep(secs(3));
     ok(call.send_line("hangup"));
-    let status = ok(call.wait_exit(secs(15)));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}\n{}",
-        call.stdout(),
-        call.tails()
-    );
-    let status = ok(answer.wait_exit(secs(15)));
-    assert_eq!(status.code(), Some(0), "{}", answer.tails());
+    assert_exits_ok_verbose(&mut call, secs(15));
+    assert_exits_ok(&mut answer, secs(15), "answer");
     assert_tone(
         &carol_rec,
         TONE_CALLER,
@@ -129,10 +121,8 @@ fn cli_transfers_baresip_to_cli() {
     std::thread::sleep(secs(3));
     // Hang up A's remaining call (the one with C).
     ok(alice.command("hangup", "", secs(5)));
-    let status = ok(c.wait_exit(secs(15)));
-    assert_eq!(status.code(), Some(0), "{}", c.tails());
-    let status = ok(b.wait_exit(secs(15)));
-    assert_eq!(status.code(), Some(0), "{}", b.tails());
+    assert_exits_ok(&mut c, secs(15), "c");
+    assert_exits_ok(&mut b, secs(15), "b");
     assert_tone(
         &carol_rec,
         TONE_CALLER,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use tandem_tests::process::ChildGuard;
 use tandem_tests::{CliOutput, HarnessError};
 
 /// `n` seconds.
@@ -32,4 +33,24 @@ pub fn ok<T>(r: Result<T, HarnessError>) -> T {
         Ok(v) => v,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Waits up to `limit` for `child` to exit and asserts it exited 0, printing `who` and its output tails otherwise.
+#[track_caller]
+pub fn assert_exits_ok(child: &mut ChildGuard, limit: Duration, who: &str) {
+    let status = ok(child.wait_exit(limit));
+    assert_eq!(status.code(), Some(0), "{who}:\n{}", child.tails());
+}
+
+/// Like [`assert_exits_ok`], printing the child's whole stdout as well on failure.
+#[track_caller]
+pub fn assert_exits_ok_verbose(child: &mut ChildGuard, limit: Duration) {
+    let status = ok(child.wait_exit(limit));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\n{}",
+        child.stdout(),
+        child.tails()
+    );
 }

@@ -6,7 +6,7 @@
 //! user calling from someone else's address (403), unknown calls (404), an unreachable party
 //! (`failed`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use crate::audio_baresip::baresip_recording;
 use crate::audio_common::{
     SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone, assert_tone_after, tone_file,
 };
-use crate::common::{ok, secs};
+use crate::common::{assert_exits_ok, ok, secs};
 
 const TOKEN: &str = "api-test-token-0123456789";
 
@@ -166,13 +166,9 @@ impl Api {
     }
 }
 
-#[test]
-fn click_to_call_bridges_cli_and_baresip() {
-    let dir = ok(TestDir::new("mediasrv-api-call"));
-    let mut lab = lab(&dir);
-    let api = Api::new(&lab);
-
-    // alice: tandem-cli, auto-answering with a 440 Hz tone, recording what it hears.
+/// alice on tandem-cli, registered and auto-answering one call with a 440 Hz tone; returns it and the path of its
+/// recording of what it hears.
+fn alice_answering(lab: &LabServer, dir: &TestDir) -> (ChildGuard, PathBuf) {
     let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", lab.udp(), Transport::Udp);
     let alice_tone = tone_file(dir.path(), TONE_CALLER).display().to_string();
     let alice_rec = dir.path().join("alice-heard.wav");
@@ -191,14 +187,31 @@ fn click_to_call_bridges_cli_and_baresip() {
         dir.path(),
     ));
     ok(a.wait_for_line(Stream::Stdout, "registered", secs(10)));
+    (a, alice_rec)
+}
 
-    // bob: baresip, auto-answering with a 1250 Hz tone, recording what it decodes.
+/// bob on baresip, registered and auto-answering with a 1250 Hz tone, recording what it decodes.
+fn bob_answering(lab: &LabServer, dir: &TestDir) -> Baresip {
     let mut opts = BaresipOptions::new("bob", "127.0.0.1", "bobpw", lab.udp());
     opts.auto_answer = true;
     opts.source = BaresipSource::File(tone_file(dir.path(), TONE_CALLEE));
     opts.record = true;
     let mut bob = ok(Baresip::start(opts, dir.path()));
     ok(bob.wait_registered(secs(10)));
+    bob
+}
+
+#[test]
+fn click_to_call_bridges_cli_and_baresip() {
+    let dir = ok(TestDir::new("mediasrv-api-call"));
+    let mut lab = lab(&dir);
+    let api = Api::new(&lab);
+
+    // alice: tandem-cli, auto-answering with a 440 Hz tone, recording what it hears.
+    let (mut a, alice_rec) = alice_answering(&lab, &dir);
+
+    // bob: baresip, auto-answering with a 1250 Hz tone, recording what it decodes.
+    let mut bob = bob_answering(&lab, &dir);
 
     let mut events = api.events(dir.path(), Auth::Bearer(TOKEN));
     std::thread::sleep(secs(1));
@@ -272,8 +285,7 @@ fn click_to_call_bridges_cli_and_baresip() {
     ok(bob.wait_event_type("CALL_CLOSED", secs(15)));
     let done = api.wait_call(&id, Auth::Bearer(TOKEN), "ended", |v| v["state"] == "ended");
     assert_eq!(done["reason"], "hung up through the API");
-    let status = ok(a.wait_exit(secs(15)));
-    assert_eq!(status.code(), Some(0), "{}", a.tails());
+    assert_exits_ok(&mut a, secs(15), "a");
 
     // Audio both ways: each side hears the other's tone.
     assert_tone(
@@ -456,30 +468,8 @@ fn api_conference_dials_everyone_into_a_fresh_room() {
     let mut lab = ok(LabServer::start(opts, dir.path()));
     let api = Api::new(&lab);
 
-    let alice = CliAccount::new("alice", "127.0.0.1", "alicepw", lab.udp(), Transport::Udp);
-    let alice_tone = tone_file(dir.path(), TONE_CALLER).display().to_string();
-    let alice_rec = dir.path().join("alice-heard.wav");
-    let alice_rec_arg = alice_rec.display().to_string();
-    let mut a = ok(alice.spawn(
-        "cli-alice",
-        &[
-            "answer",
-            "--count",
-            "1",
-            "--play",
-            &alice_tone,
-            "--record",
-            &alice_rec_arg,
-        ],
-        dir.path(),
-    ));
-    ok(a.wait_for_line(Stream::Stdout, "registered", secs(10)));
-    let mut opts = BaresipOptions::new("bob", "127.0.0.1", "bobpw", lab.udp());
-    opts.auto_answer = true;
-    opts.source = BaresipSource::File(tone_file(dir.path(), TONE_CALLEE));
-    opts.record = true;
-    let mut bob = ok(Baresip::start(opts, dir.path()));
-    ok(bob.wait_registered(secs(10)));
+    let (mut a, alice_rec) = alice_answering(&lab, &dir);
+    let mut bob = bob_answering(&lab, &dir);
 
     // alice starts a conference with bob (a user must take part in it).
     let created = api.request(
@@ -544,8 +534,7 @@ fn api_conference_dials_everyone_into_a_fresh_room() {
     }
     ok(a.wait_for_line(Stream::Stdout, "ended", secs(15)));
     ok(bob.wait_event_type("CALL_CLOSED", secs(15)));
-    let status = ok(a.wait_exit(secs(15)));
-    assert_eq!(status.code(), Some(0), "{}", a.tails());
+    assert_exits_ok(&mut a, secs(15), "a");
 
     // Mix-minus through the room: each hears the other, not itself.
     assert_tone_after(

@@ -15,7 +15,7 @@ use tandem_tests::{
 };
 
 use crate::audio_common::{SKIP_END, SKIP_START};
-use crate::common::{assert_exit, ok, secs};
+use crate::common::{assert_exit, assert_exits_ok, ok, secs};
 
 /// The three participants' tones (Hz): no one a harmonic of another, away from the join/leave tones (600/900 Hz).
 const TONES: [f32; 3] = [440.0, 1000.0, 1700.0];
@@ -110,6 +110,31 @@ fn assert_mix_minus(path: &Path, me: usize, others: &[usize], min_windows: usize
     );
 }
 
+/// The `call` arguments joining `room` for up to a minute with `codec`, playing `tone` and recording into `record`,
+/// then `extra`.
+fn join_args<'a>(
+    room: &'a str,
+    codec: &'a str,
+    tone: &'a str,
+    record: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "call",
+        room,
+        "--duration",
+        "60",
+        "--codec",
+        codec,
+        "--play",
+        tone,
+        "--record",
+        record,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn conference_three_participants_mix_minus() {
     let dir = ok(TestDir::new("mediasrv-conference-trio"));
@@ -136,39 +161,19 @@ fn conference_three_participants_mix_minus() {
     let bob = CliAccount::new("bob", "127.0.0.1", "bobpw", proxy, Transport::Udp);
     let mut alice_call = ok(alice.spawn_interactive(
         "alice-conf",
-        &[
-            "call",
+        &join_args(
             room,
-            "--duration",
-            "60",
-            "--timeout",
-            "10",
-            "--codec",
             "opus",
-            "--play",
             &alice_tone,
-            "--record",
             &alice_rec_arg,
-        ],
+            &["--timeout", "10"],
+        ),
         dir.path(),
     ));
     ok(alice_call.wait_for_line(Stream::Stdout, "media", secs(15)));
     let mut bob_call = ok(bob.spawn_interactive(
         "bob-conf",
-        &[
-            "call",
-            room,
-            "--duration",
-            "60",
-            "--timeout",
-            "10",
-            "--codec",
-            "pcmu",
-            "--play",
-            &bob_tone,
-            "--record",
-            &bob_rec_arg,
-        ],
+        &join_args(room, "pcmu", &bob_tone, &bob_rec_arg, &["--timeout", "10"]),
         dir.path(),
     ));
     ok(bob_call.wait_for_line(Stream::Stdout, "media", secs(15)));
@@ -180,10 +185,8 @@ fn conference_three_participants_mix_minus() {
     ok(alice_call.send_line("hangup"));
     ok(bob_call.send_line("hangup"));
 
-    let status = ok(alice_call.wait_exit(secs(30)));
-    assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
-    let status = ok(bob_call.wait_exit(secs(30)));
-    assert_eq!(status.code(), Some(0), "bob:\n{}", bob_call.tails());
+    assert_exits_ok(&mut alice_call, secs(30), "alice");
+    assert_exits_ok(&mut bob_call, secs(30), "bob");
 
     // Carol was in for about 5 s: at least 2 s of her tone together with the other one in each recording.
     let min = (Duration::from_secs(2).as_millis() / WINDOW.as_millis()) as usize;
@@ -287,18 +290,7 @@ fn conference_bad_input() {
     ok(carol_call.wait_for_line(Stream::Stdout, "held", secs(15)));
     let mut alice_call = ok(alice.spawn_interactive(
         "alice-open",
-        &[
-            "call",
-            room,
-            "--duration",
-            "60",
-            "--codec",
-            "pcmu",
-            "--play",
-            &alice_tone,
-            "--record",
-            &alice_rec_arg,
-        ],
+        &join_args(room, "pcmu", &alice_tone, &alice_rec_arg, &[]),
         dir.path(),
     ));
     ok(alice_call.wait_for_line(Stream::Stdout, "media", secs(15)));
@@ -323,14 +315,11 @@ fn conference_bad_input() {
         ],
         dir.path(),
     ));
-    let status = ok(bob_call.wait_exit(secs(40)));
-    assert_eq!(status.code(), Some(0), "bob:\n{}", bob_call.tails());
+    assert_exits_ok(&mut bob_call, secs(40), "bob");
     ok(alice_call.send_line("hangup"));
     ok(carol_call.send_line("hangup"));
-    let status = ok(alice_call.wait_exit(secs(40)));
-    assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
-    let status = ok(carol_call.wait_exit(secs(40)));
-    assert_eq!(status.code(), Some(0), "carol:\n{}", carol_call.tails());
+    assert_exits_ok(&mut alice_call, secs(40), "alice");
+    assert_exits_ok(&mut carol_call, secs(40), "carol");
     // The flood (21 digits) replaces bob's audio for a few seconds; after it, 2 s of bob's tone.
     let min = (Duration::from_secs(2).as_millis() / WINDOW.as_millis()) as usize;
     assert_mix_minus(&alice_rec, 0, &[1], min, "alice next to a DTMF flood");
@@ -365,22 +354,13 @@ fn conference_roster_and_moderator_keys() {
     // Alice enters the moderator PIN; bob, an ordinary participant, just presses #.
     let mut alice_call = ok(alice.spawn_interactive(
         "alice-moderator",
-        &[
-            "call",
+        &join_args(
             room,
-            "--duration",
-            "60",
-            "--codec",
             "opus",
-            "--play",
             &alice_tone,
-            "--record",
             &alice_rec_arg,
-            "--dtmf",
-            "9999#",
-            "--dtmf-delay",
-            "1",
-        ],
+            &["--dtmf", "9999#", "--dtmf-delay", "1"],
+        ),
         dir.path(),
     ));
     ok(watcher.wait_for_line(
@@ -441,8 +421,7 @@ fn conference_roster_and_moderator_keys() {
     ok(bob_call.wait_for_line(Stream::Stdout, "ended by=remote", secs(15)));
     ok(watcher.wait_for_line(Stream::Stdout, "users=1", secs(10)));
     ok(alice_call.send_line("hangup"));
-    let status = ok(alice_call.wait_exit(secs(20)));
-    assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
+    assert_exits_ok(&mut alice_call, secs(20), "alice");
     ok(bob_call.wait_exit(secs(20)));
     ok(watcher.wait_for_line(Stream::Stdout, "users=0", secs(10)));
 
@@ -660,34 +639,12 @@ fn conference_survives_garbage_rtp() {
     let garbage = GarbageCaller::call(proxy, room);
     let mut alice_call = ok(alice.spawn_interactive(
         "alice-junk",
-        &[
-            "call",
-            room,
-            "--duration",
-            "60",
-            "--codec",
-            "opus",
-            "--play",
-            &alice_tone,
-            "--record",
-            &alice_rec_arg,
-        ],
+        &join_args(room, "opus", &alice_tone, &alice_rec_arg, &[]),
         dir.path(),
     ));
     let mut bob_call = ok(bob.spawn_interactive(
         "bob-junk",
-        &[
-            "call",
-            room,
-            "--duration",
-            "60",
-            "--codec",
-            "pcmu",
-            "--play",
-            &bob_tone,
-            "--record",
-            &bob_rec_arg,
-        ],
+        &join_args(room, "pcmu", &bob_tone, &bob_rec_arg, &[]),
         dir.path(),
     ));
     ok(alice_call.wait_for_line(Stream::Stdout, "media", secs(15)));
@@ -696,10 +653,8 @@ fn conference_survives_garbage_rtp() {
     drop(garbage);
     ok(alice_call.send_line("hangup"));
     ok(bob_call.send_line("hangup"));
-    let status = ok(alice_call.wait_exit(secs(30)));
-    assert_eq!(status.code(), Some(0), "alice:\n{}", alice_call.tails());
-    let status = ok(bob_call.wait_exit(secs(30)));
-    assert_eq!(status.code(), Some(0), "bob:\n{}", bob_call.tails());
+    assert_exits_ok(&mut alice_call, secs(30), "alice");
+    assert_exits_ok(&mut bob_call, secs(30), "bob");
     let min = (Duration::from_secs(3).as_millis() / WINDOW.as_millis()) as usize;
     assert_mix_minus(&alice_rec, 0, &[1], min, "alice next to a garbage sender");
     assert_mix_minus(&bob_rec, 1, &[0], min, "bob next to a garbage sender");

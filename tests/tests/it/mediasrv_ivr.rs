@@ -10,7 +10,7 @@ use tandem_tests::{CliAccount, LabOptions, LabServer, TestDir, Transport};
 use crate::audio_common::{
     SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone, assert_tone_after, tone_file,
 };
-use crate::common::{ok, secs};
+use crate::common::{assert_exits_ok, assert_exits_ok_verbose, ok, secs};
 
 /// Three levels. The walk 1 · * · 1 · 2 · 3 reaches `bob` only if every step, the step back
 /// included, does what the configuration says: a missed "back" would make the second 1 a
@@ -107,16 +107,8 @@ fn caller_walks_three_levels_and_is_transferred() {
     ok(answer.wait_for_line(Stream::Stdout, "answered", secs(10)));
     std::thread::sleep(secs(4));
     ok(alice.send_line("hangup"));
-    let status = ok(alice.wait_exit(secs(20)));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}\n{}",
-        alice.stdout(),
-        alice.tails()
-    );
-    let status = ok(answer.wait_exit(secs(20)));
-    assert_eq!(status.code(), Some(0), "{}", answer.tails());
+    assert_exits_ok_verbose(&mut alice, secs(20));
+    assert_exits_ok(&mut answer, secs(20), "answer");
     assert!(
         alice.matching_lines(Stream::Stdout, "refer").len() == 1,
         "exactly one transfer: {}",
@@ -151,8 +143,7 @@ fn invalid_keys_and_silence_end_the_call_and_unknown_menus_are_refused() {
     ok(alice.send_line("dtmf 7777777777"));
     let ended = ok(alice.wait_for_line(Stream::Stdout, "ended", secs(60)));
     assert!(ended.contains("by=remote"), "{ended}\n{}", alice.stdout());
-    let status = ok(alice.wait_exit(secs(10)));
-    assert_eq!(status.code(), Some(0), "{}", alice.tails());
+    assert_exits_ok(&mut alice, secs(10), "alice");
     assert!(
         alice.matching_lines(Stream::Stdout, "refer").is_empty(),
         "{}",
@@ -242,19 +233,11 @@ choices = { 5 = { transfer = "bob" } }
     let bridged_at = std::time::Instant::now();
     std::thread::sleep(secs(5));
     ok(call.send_line("hangup"));
-    let status = ok(call.wait_exit(secs(20)));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}\n{}",
-        call.stdout(),
-        call.tails()
-    );
+    assert_exits_ok_verbose(&mut call, secs(20));
     // The IVR hangs up bob's side when alice leaves.
     let ended = ok(answer.wait_for_line(Stream::Stdout, "ended", secs(15)));
     assert!(ended.contains("by=remote"), "{ended}");
-    let status = ok(answer.wait_exit(secs(15)));
-    assert_eq!(status.code(), Some(0), "{}", answer.tails());
+    assert_exits_ok(&mut answer, secs(15), "answer");
     assert!(
         call.matching_lines(Stream::Stdout, "refer").is_empty(),
         "bridge mode sends no REFER: {}",
