@@ -62,7 +62,7 @@ use super::leg::final_response;
 use super::prompts::Prompt;
 use super::{
     DialogMessage, Leg, LegEvent, MediaCtx, PlayResult, ServerRequest, random_tag,
-    response_with_tag,
+    response_with_tag, subscription_state,
 };
 
 /// A statically configured room (`[[conference.rooms]]`).
@@ -1067,16 +1067,10 @@ impl Subscription {
         let doc = self.room.document(Some(self.version));
         let mut req = self.dialog.new_request(Method::Notify);
         req.headers.push(HeaderName::Event, "conference");
-        let state = if terminated {
-            "terminated;reason=timeout".to_owned()
-        } else {
-            let left = self
-                .expires_at
-                .saturating_duration_since(Instant::now())
-                .as_secs();
-            format!("active;expires={left}")
-        };
-        req.headers.push(HeaderName::SubscriptionState, state);
+        req.headers.push(
+            HeaderName::SubscriptionState,
+            subscription_state(terminated, self.expires_at),
+        );
         req.headers.push(HeaderName::ContentType, ci::CONTENT_TYPE);
         req.body = Bytes::from(doc.to_xml());
         match final_response(self.ctx.endpoint(), req, self.ctx.proxy_flow()).await {

@@ -600,6 +600,19 @@ pub fn response_with_tag(request: &Request, status: u16, reason: &str, tag: &str
     r
 }
 
+/// The `Subscription-State` of a NOTIFY (RFC 6665 §4.1.3): `terminated;reason=timeout`, or
+/// `active` with the seconds left until `expires_at`.
+pub fn subscription_state(terminated: bool, expires_at: tokio::time::Instant) -> String {
+    if terminated {
+        "terminated;reason=timeout".to_owned()
+    } else {
+        let left = expires_at
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs();
+        format!("active;expires={left}")
+    }
+}
+
 /// A fresh random tag or identifier (hex).
 pub fn random_tag() -> String {
     format!("{:016x}", rand::random::<u64>())

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tandem_media::device::{CaptureDevice, DeviceError, PlaybackDevice};
 use tandem_media::ogg::OggOpusWriter;
 use tandem_proto::dialog::{Dialog, DialogState};
-use tandem_proto::msg::{HeaderName, Method, NameAddr, Request, Uri};
+use tandem_proto::msg::{HeaderName, Method, NameAddr, Request, Response, Uri};
 use tandem_proto::simple::message_summary::{MessageCounts, MessageSummary};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -48,7 +48,7 @@ use super::leg::final_response;
 use super::prompts::{Prompt, PromptPlayer};
 use super::{
     DialogMessage, Leg, LegEvent, MediaCtx, PlayResult, ServerRequest, random_tag,
-    response_with_tag,
+    response_with_tag, subscription_state,
 };
 use crate::location::{unix_now, unix_now_ms};
 use crate::store_voicemail::{VoicemailMessage, pin_hash};
@@ -745,6 +745,25 @@ async fn mark_heard(ctx: &MediaCtx, user: &str, message: &VoicemailMessage) {
     }
 }
 
+/// The expiry granted to a mailbox SUBSCRIBE: its `Expires` (`MAX_EXPIRES` when absent or
+/// unreadable) capped at `MAX_EXPIRES`, or the 423 response (with our To tag `tag`) refusing a
+/// nonzero interval under `MIN_EXPIRES` (RFC 6665 §4.2.1.1).
+fn subscribe_expires(request: &Request, tag: &str) -> Result<u32, Response> {
+    let requested = request
+        .headers
+        .expires()
+        .ok()
+        .flatten()
+        .unwrap_or(MAX_EXPIRES);
+    if requested != 0 && requested < MIN_EXPIRES {
+        let mut r = response_with_tag(request, 423, "Interval Too Brief", tag);
+        r.headers
+            .push(HeaderName::MinExpires, MIN_EXPIRES.to_string());
+        return Err(r);
+    }
+    Ok(requested.min(MAX_EXPIRES))
+}
+
 fn notify(ctx: &MediaCtx, user: &str) {
     if let Some(mwi) = ctx.mwi() {
         mwi.changed(user);
@@ -988,21 +1007,13 @@ impl Mwi {
             reply(404, "Not Found");
             return;
         }
-        let requested = req
-            .request
-            .headers
-            .expires()
-            .ok()
-            .flatten()
-            .unwrap_or(MAX_EXPIRES);
-        if requested != 0 && requested < MIN_EXPIRES {
-            let mut r = response_with_tag(&req.request, 423, "Interval Too Brief", &tag);
-            r.headers
-                .push(HeaderName::MinExpires, MIN_EXPIRES.to_string());
-            ctx.endpoint().respond(req.tx, r);
-            return;
-        }
-        let expires = requested.min(MAX_EXPIRES);
+        let expires = match subscribe_expires(&req.request, &tag) {
+            Ok(e) => e,
+            Err(r) => {
+                ctx.endpoint().respond(req.tx, r);
+                return;
+            }
+        };
         if self.subs().len() >= MAX_SUBSCRIPTIONS {
             let mut r = response_with_tag(&req.request, 503, "Too Many Subscriptions", &tag);
             r.headers.push(HeaderName::RetryAfter, "60");
@@ -1134,21 +1145,13 @@ impl MwiDialog {
             respond(405, "Method Not Allowed");
             return None;
         }
-        let requested = req
-            .request
-            .headers
-            .expires()
-            .ok()
-            .flatten()
-            .unwrap_or(MAX_EXPIRES);
-        if requested != 0 && requested < MIN_EXPIRES {
-            let mut r = response_with_tag(&req.request, 423, "Interval Too Brief", &tag);
-            r.headers
-                .push(HeaderName::MinExpires, MIN_EXPIRES.to_string());
-            self.ctx.endpoint().respond(req.tx, r);
-            return None;
-        }
-        let expires = requested.min(MAX_EXPIRES);
+        let expires = match subscribe_expires(&req.request, &tag) {
+            Ok(e) => e,
+            Err(r) => {
+                self.ctx.endpoint().respond(req.tx, r);
+                return None;
+            }
+        };
         let mut ok = response_with_tag(&req.request, 200, "OK", &tag);
         if let Some(c) = &self.dialog.local_contact {
             ok.headers.push(HeaderName::Contact, c.to_string());
@@ -1174,16 +1177,10 @@ impl MwiDialog {
         };
         let mut req = self.dialog.new_request(Method::Notify);
         req.headers.push(HeaderName::Event, "message-summary");
-        let state = if terminate {
-            "terminated;reason=timeout".to_owned()
-        } else {
-            let left = self
-                .expires_at
-                .saturating_duration_since(Instant::now())
-                .as_secs();
-            format!("active;expires={left}")
-        };
-        req.headers.push(HeaderName::SubscriptionState, state);
+        req.headers.push(
+            HeaderName::SubscriptionState,
+            subscription_state(terminate, self.expires_at),
+        );
         req.headers.push(
             HeaderName::ContentType,
             "application/simple-message-summary",
