@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +13,14 @@ use sha2::{Digest, Sha256};
 use tandem_client_core::msrp::{self, MsrpEvent, MsrpOffer, MsrpOptions, MsrpSession};
 use tandem_client_core::types::{DnsConfig, Transport, TxConfig, Uri};
 use tandem_client_core::{Account, IncomingCall, UaConfig, UaEvent, UaEvents, UserAgent};
-use tandem_labserver::authn::{Authenticator, AuthnSettings};
-use tandem_labserver::ca::LabCa;
-use tandem_labserver::config::LabConfig;
 use tandem_labserver::msrp_relay::MsrpRelay;
-use tandem_labserver::store::Store;
 use tokio::time::timeout;
 
-const DOMAIN: &str = "tandem.lab";
+#[path = "../../labserver/tests/lab_fixture/mod.rs"]
+mod lab_fixture;
+
+use lab_fixture::{DOMAIN, Parts};
+
 const STEP: Duration = Duration::from_secs(20);
 
 struct Phone {
@@ -330,43 +329,21 @@ struct Relay {
 
 impl Relay {
     async fn start() -> Relay {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = LabConfig {
-            domain: DOMAIN.to_string(),
-            data_dir: dir.path().to_path_buf(),
-            demo_users: false,
-            ..LabConfig::default()
-        };
-        config.listen.udp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-        config.listen.tcp = vec![];
-        config.listen.tls = vec![];
-        let store = Store::open_in(dir.path()).await.unwrap();
-        for u in ["alice", "bob"] {
-            store.add_user(u, DOMAIN, &format!("{u}pw")).await.unwrap();
-        }
-        let ca = LabCa::load_or_create(dir.path(), &[DOMAIN.to_string()]).unwrap();
-        let authn = Arc::new(
-            Authenticator::new(
-                AuthnSettings {
-                    realm: DOMAIN.to_string(),
-                    domain: DOMAIN.to_string(),
-                    algorithms: vec!["MD5".to_string()],
-                    nonce_lifetime: Duration::from_secs(300),
-                    trusted: vec![],
-                },
-                [9; 32],
-                store.clone(),
-            )
-            .unwrap(),
-        );
-        let relay = MsrpRelay::start(&config, &store, &ca, authn)
+        let parts = Parts::new(
+            &[("alice", "alicepw"), ("bob", "bobpw")],
+            false,
+            [9; 32],
+            |_| {},
+        )
+        .await;
+        let relay = MsrpRelay::start(&parts.config, &parts.store, &parts.ca, parts.authn)
             .await
             .unwrap()
             .expect("the relay is enabled by default");
         Relay {
             relay,
-            tls: ca.client_config().unwrap(),
-            _dir: dir,
+            tls: parts.ca.client_config().unwrap(),
+            _dir: parts.dir,
         }
     }
 }

@@ -14,14 +14,16 @@ use tandem_client_core::{
     UserAgent, WinfoEvent, parse_uri,
 };
 use tandem_labserver::ca::LabCa;
-use tandem_labserver::config::LabConfig;
 use tandem_labserver::server::LabServer;
 use tandem_labserver::store::Store;
 use tandem_labserver::store_xcap::{XcapCondition, XcapDocument};
 use tandem_proto::simple::watcherinfo::WatcherStatus;
 use tokio::time::timeout;
 
-const DOMAIN: &str = "tandem.lab";
+#[path = "../../labserver/tests/lab_fixture/mod.rs"]
+mod lab_fixture;
+
+use lab_fixture::{DOMAIN, loopback_config};
 
 /// An in-process lab on loopback UDP; shut down on drop of the runtime.
 struct Lab {
@@ -36,15 +38,7 @@ struct Lab {
 impl Lab {
     async fn start() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = LabConfig {
-            domain: DOMAIN.to_string(),
-            data_dir: dir.path().to_path_buf(),
-            demo_users: false,
-            ..LabConfig::default()
-        };
-        config.listen.udp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-        config.listen.tcp = vec![];
-        config.listen.tls = vec![];
+        let config = loopback_config(dir.path(), false);
         let store = Store::open_in(dir.path()).await.unwrap();
         for u in ["alice", "bob", "carol"] {
             store.add_user(u, DOMAIN, &format!("{u}pw")).await.unwrap();

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tandem_labserver::authn::{Authenticator, AuthnSettings};
 use tandem_labserver::ca::LabCa;
 use tandem_labserver::config::LabConfig;
 use tandem_labserver::msrp_relay::{MsrpRelay, MsrpRelayConfig};
@@ -23,7 +22,10 @@ use tandem_proto::msrp::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
-const DOMAIN: &str = "tandem.lab";
+mod lab_fixture;
+
+use lab_fixture::{DOMAIN, Parts};
+
 const STEP: Duration = Duration::from_secs(10);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -38,44 +40,21 @@ struct Fixture {
 
 impl Fixture {
     async fn start(tweak: impl FnOnce(&mut MsrpRelayConfig)) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = LabConfig {
-            domain: DOMAIN.to_string(),
-            data_dir: dir.path().to_path_buf(),
-            demo_users: false,
-            ..LabConfig::default()
-        };
-        config.listen.udp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-        config.listen.tcp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-        config.listen.tls = vec![];
-        tweak(&mut config.msrp);
-        let store = Store::open_in(dir.path()).await.unwrap();
-        for u in ["alice", "bob"] {
-            store.add_user(u, DOMAIN, &format!("{u}pw")).await.unwrap();
-        }
-        let ca = LabCa::load_or_create(dir.path(), &[DOMAIN.to_string()]).unwrap();
-        let authn = Arc::new(
-            Authenticator::new(
-                AuthnSettings {
-                    realm: DOMAIN.to_string(),
-                    domain: DOMAIN.to_string(),
-                    algorithms: vec!["MD5".to_string()],
-                    nonce_lifetime: Duration::from_secs(300),
-                    trusted: vec![],
-                },
-                [7; 32],
-                store.clone(),
-            )
-            .unwrap(),
-        );
-        let relay = MsrpRelay::start(&config, &store, &ca, authn)
+        let parts = Parts::new(
+            &[("alice", "alicepw"), ("bob", "bobpw")],
+            true,
+            [7; 32],
+            |c| tweak(&mut c.msrp),
+        )
+        .await;
+        let relay = MsrpRelay::start(&parts.config, &parts.store, &parts.ca, parts.authn)
             .await
             .unwrap()
             .expect("enabled by default");
         Fixture {
             relay,
-            tls_client: ca.client_config().unwrap(),
-            _dir: dir,
+            tls_client: parts.ca.client_config().unwrap(),
+            _dir: parts.dir,
         }
     }
 

@@ -7,10 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem_labserver::authn::{Authenticator, AuthnSettings};
-use tandem_labserver::ca::LabCa;
-use tandem_labserver::config::LabConfig;
-use tandem_labserver::store::Store;
 use tandem_labserver::turn::{TurnConfig, TurnServer};
 use tandem_proto::stun::channel::Frame;
 use tandem_proto::stun::credentials::ChallengeOutcome;
@@ -21,7 +17,10 @@ use tandem_proto::stun::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-const DOMAIN: &str = "tandem.lab";
+mod lab_fixture;
+
+use lab_fixture::{DOMAIN, Parts};
+
 const STEP: Duration = Duration::from_secs(5);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -35,43 +34,19 @@ struct Fixture {
 
 impl Fixture {
     async fn start(tweak: impl FnOnce(&mut TurnConfig)) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = LabConfig {
-            domain: DOMAIN.to_string(),
-            data_dir: dir.path().to_path_buf(),
-            demo_users: false,
-            ..LabConfig::default()
-        };
-        config.listen.udp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-        config.listen.tcp = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-        config.listen.tls = vec![];
-        config.turn.allow_loopback_peers = true;
-        tweak(&mut config.turn);
-        let store = Store::open_in(dir.path()).await.unwrap();
-        store.add_user("alice", DOMAIN, "secret").await.unwrap();
-        let ca = LabCa::load_or_create(dir.path(), &[DOMAIN.to_string()]).unwrap();
-        let authn = Arc::new(
-            Authenticator::new(
-                AuthnSettings {
-                    realm: DOMAIN.to_string(),
-                    domain: DOMAIN.to_string(),
-                    algorithms: vec!["MD5".to_string()],
-                    nonce_lifetime: Duration::from_secs(300),
-                    trusted: vec![],
-                },
-                [7; 32],
-                store.clone(),
-            )
-            .unwrap(),
-        );
-        let server = TurnServer::start(&config, &store, &ca, authn)
+        let parts = Parts::new(&[("alice", "secret")], true, [7; 32], |c| {
+            c.turn.allow_loopback_peers = true;
+            tweak(&mut c.turn)
+        })
+        .await;
+        let server = TurnServer::start(&parts.config, &parts.store, &parts.ca, parts.authn)
             .await
             .unwrap()
             .expect("enabled by default");
         Fixture {
             server,
-            tls_client: ca.client_config().unwrap(),
-            _dir: dir,
+            tls_client: parts.ca.client_config().unwrap(),
+            _dir: parts.dir,
         }
     }
 
