@@ -8,6 +8,7 @@ pub mod store_voicemail;
 pub mod store_xcap;
 
 pub mod authn;
+pub mod https;
 pub mod im;
 pub mod location;
 pub mod mediasrv;

@@ -57,15 +57,13 @@ use tandem_proto::dialog::Dialog;
 use tandem_proto::msg::{
     HeaderName, Host, Message, Method, NameAddr, Request, Response as SipResponse, Uri,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{DialogInbox, DialogMessage, MediaCtx, ServerRequest, random_tag, response_with_tag};
+use crate::https::HttpsServer;
 use crate::location::unix_now;
 
 /// Default HTTPS port of the API.
@@ -78,10 +76,6 @@ const MAX_PARTICIPANTS: usize = 32;
 const MAX_RECORDS: usize = 10_000;
 /// Ended calls are forgotten after this long.
 const KEEP_ENDED: Duration = Duration::from_secs(600);
-/// TLS handshakes that take longer are dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections waiting for the HTTP server.
-const MAX_PENDING_CONNECTIONS: usize = 64;
 /// How long our BYE may wait for its answer.
 const BYE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -318,9 +312,7 @@ struct ApiState {
 pub struct ApiServer {
     addr: SocketAddr,
     state: Arc<ApiState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-    acceptor: Option<JoinHandle<()>>,
+    https: HttpsServer,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -355,17 +347,6 @@ impl ApiServer {
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| ApiError::Bind { addr: bind, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ApiError::Bind { addr: bind, source })?;
-        let mut tls = (*tls).clone();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let (conn_tx, conn_rx) = mpsc::channel(MAX_PENDING_CONNECTIONS);
-        let acceptor = tokio::spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(Arc::new(tls)),
-            conn_tx,
-        ));
         let state = ApiState::new(ctx, config);
         let app = axum::Router::new()
             .route("/api/calls", get(list_calls).post(create_call))
@@ -378,25 +359,11 @@ impl ApiServer {
             })
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
             .with_state(Arc::clone(&state));
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(TlsListener { rx: conn_rx, addr }, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "API server stopped");
-            }
-        });
+        let https = HttpsServer::start(listener, &tls, app, "API")
+            .map_err(|source| ApiError::Bind { addr: bind, source })?;
+        let addr = https.local_addr();
         tracing::info!(%addr, "click-to-call API listening (HTTPS)");
-        Ok(Some(ApiServer {
-            addr,
-            state,
-            stop: Some(stop_tx),
-            task: Some(task),
-            acceptor: Some(acceptor),
-        }))
+        Ok(Some(ApiServer { addr, state, https }))
     }
 
     /// The bound address.
@@ -410,7 +377,7 @@ impl ApiServer {
     }
 
     /// Hangs up every API call, stops accepting and lets requests in progress finish.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         let entries: Vec<Arc<CallEntry>> = self.state.lock_calls().values().cloned().collect();
         for e in entries {
             let _ = e.hangup.send(true);
@@ -420,79 +387,7 @@ impl ApiServer {
         while self.state.active_calls() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if let Some(a) = self.acceptor.take() {
-            a.abort();
-        }
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(3), t)
-                .await
-                .is_err()
-        {
-            tracing::debug!("API connections still open at shutdown");
-        }
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        if let Some(a) = self.acceptor.take() {
-            a.abort();
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "API accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = tx.send((stream, peer)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "API TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.addr)
+        self.https.shutdown().await;
     }
 }
 
