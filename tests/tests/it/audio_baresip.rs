@@ -15,7 +15,7 @@ use tandem_tests::{
 use crate::audio_common::{
     SKIP_START, SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_media, assert_tone_after, tone_file,
 };
-use crate::common::{assert_exit, ok, secs};
+use crate::common::{assert_exit, assert_exits_ok, ok, secs};
 
 /// Which registrar/proxy sits between the two phones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +180,7 @@ fn tone_call_keyed(server: Server, codec: &str, keying: Option<&str>, cli_calls:
         std::thread::sleep(talk);
         ok(bob.command("hangup", "", secs(5)));
         ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
-        let status = ok(answer.wait_exit(secs(15)));
-        assert_eq!(status.code(), Some(0), "answer:\n{}", answer.tails());
+        assert_exits_ok(&mut answer, secs(15), "answer");
         answer.stdout()
     };
     let secure = keying.unwrap_or("no");

@@ -10,10 +10,10 @@ use tandem_tests::sip::wait_until_answers;
 use tandem_tests::{CliAccount, TestDir, Transport, free_port};
 
 use crate::audio_common::{
-    Recording, SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_media, assert_tone,
+    Recording, SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, answer_args, assert_media, assert_tone,
     assert_tone_active, last_quality, num, tone_file,
 };
-use crate::common::{assert_exit, ok, secs};
+use crate::common::{assert_exit, assert_exits_ok_verbose, ok, secs};
 
 fn tone_call(codec: &str, srtp: &str) {
     tone_call_keyed(codec, srtp, "sdes");
@@ -80,14 +80,7 @@ fn tone_call_keyed(codec: &str, srtp: &str, keying: &str) {
         secs(30),
     ));
     assert_exit(&call, 0);
-    let status = ok(answer.wait_exit(secs(15)));
-    let bob_out = answer.stdout();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "answer:\n{bob_out}\n{}",
-        answer.tails()
-    );
+    let bob_out = assert_exits_ok_verbose(&mut answer, secs(15));
 
     let secure = if srtp == "off" { "no" } else { keying };
     assert_media(&call.stdout, codec, secure, "caller");
@@ -157,18 +150,11 @@ fn cli_cli_mute_and_hold_in_the_audio() {
     let bob_rec = callee_rec.display().to_string();
     let mut answer = ok(bob.spawn(
         "cli-answer",
-        &[
-            "answer",
-            "--no-register",
-            "--count",
-            "1",
-            "--codec",
-            "pcmu",
-            "--play",
+        &answer_args(
             &callee_tone,
-            "--record",
             &bob_rec,
-        ],
+            &["--no-register", "--codec", "pcmu"],
+        ),
         dir.path(),
     ));
     ok(wait_until_answers(bob_addr, Transport::Udp, secs(10)));
@@ -202,14 +188,7 @@ fn cli_cli_mute_and_hold_in_the_audio() {
     std::thread::sleep(Duration::from_millis(1000));
     ok(call.send_line("unmute"));
     ok(call.wait_for_line(Stream::Stdout, "unmuted", secs(5)));
-    let status = ok(call.wait_exit(secs(15)));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}\n{}",
-        call.stdout(),
-        call.tails()
-    );
+    assert_exits_ok_verbose(&mut call, secs(15));
     ok(answer.wait_exit(secs(15)));
     let bob_out = answer.stdout();
     assert!(

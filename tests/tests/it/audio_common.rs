@@ -242,6 +242,14 @@ pub fn num(line: &str, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("no numeric {key}= in {line:?}"))
 }
 
+/// The `tandem-cli` arguments answering one call, playing `tone` and recording what it hears into `record`, then
+/// `extra` (answer options).
+pub fn answer_args<'a>(tone: &'a str, record: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["answer", "--count", "1", "--play", tone, "--record", record];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Starts `alice` calling `sip:bob@127.0.0.1` with PCMU for up to a minute, playing `tone` (and recording what it
 /// hears into `record`), with the stdin control channel open.
 pub fn call_bob_pcmu(

@@ -9,7 +9,7 @@ use tandem_tests::{Baresip, BaresipOptions, CliAccount, TestDir, Transport};
 
 use crate::audio_baresip::{Registrar, Server};
 use crate::audio_common::{field, lines};
-use crate::common::{ok, secs};
+use crate::common::{assert_exits_ok_verbose, ok, secs};
 
 fn dtmf_both_ways(codec: &str) {
     let dir = ok(TestDir::new(&format!("audio-dtmf-{codec}")));
@@ -55,9 +55,7 @@ fn dtmf_both_ways(codec: &str) {
     }
     ok(call.wait_for_nth_line(Stream::Stdout, "dtmf digit=", 3, secs(5)));
     ok(call.send_line("hangup"));
-    let status = ok(call.wait_exit(secs(15)));
-    let out = call.stdout();
-    assert_eq!(status.code(), Some(0), "{out}\n{}", call.tails());
+    let out = assert_exits_ok_verbose(&mut call, secs(15));
     // Give a duplicate (a retransmitted end packet reported twice) time to show up before counting.
     let digits: String = lines(&out, "dtmf")
         .iter()

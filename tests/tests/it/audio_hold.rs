@@ -18,7 +18,7 @@ use crate::audio_common::{
     Recording, SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone_active, call_bob_pcmu, num,
     tone_file,
 };
-use crate::common::{ok, secs};
+use crate::common::{assert_exits_ok_verbose, ok, secs};
 
 /// How long each test keeps the call on hold.
 const HOLD: Duration = Duration::from_millis(2500);
@@ -54,9 +54,7 @@ fn cli_holds_and_resumes_baresip() {
     ok(call.wait_for_line(Stream::Stdout, "resumed", secs(5)));
     std::thread::sleep(Duration::from_millis(2000));
     ok(call.send_line("hangup"));
-    let status = ok(call.wait_exit(secs(15)));
-    let out = call.stdout();
-    assert_eq!(status.code(), Some(0), "{out}\n{}", call.tails());
+    let out = assert_exits_ok_verbose(&mut call, secs(15));
     assert!(
         out.lines()
             .any(|l| l.starts_with("held") && l.contains("by=local")),
@@ -124,14 +122,7 @@ fn baresip_holds_and_resumes_cli() {
     let later = query_quality(&mut call);
     ok(call.send_line("hangup"));
     ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
-    let status = ok(call.wait_exit(secs(15)));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}\n{}",
-        call.stdout(),
-        call.tails()
-    );
+    assert_exits_ok_verbose(&mut call, secs(15));
 
     // Held by a sendonly peer, we answer recvonly and send nothing.
     let sent_while_held = num(&hold_end, "sent") - num(&hold_start, "sent");

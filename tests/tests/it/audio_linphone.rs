@@ -10,7 +10,7 @@ use tandem_tests::{CliAccount, Linphone, LinphoneOptions, TestDir, Transport, fr
 use crate::audio_common::{
     SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_media, assert_tone, tone_file,
 };
-use crate::common::{assert_exit, ok, secs};
+use crate::common::{assert_exit, assert_exits_ok_verbose, ok, secs};
 
 fn tone_call(codec: &str, srtp: bool, cli_calls: bool) {
     let dir = ok(TestDir::new(&format!(
@@ -85,9 +85,7 @@ fn tone_call(codec: &str, srtp: bool, cli_calls: bool) {
         std::thread::sleep(secs(3));
         ok(lp.terminate());
         ok(lp.wait_ended(secs(10)));
-        let status = ok(answer.wait_exit(secs(15)));
-        let out = answer.stdout();
-        assert_eq!(status.code(), Some(0), "{out}\n{}", answer.tails());
+        let out = assert_exits_ok_verbose(&mut answer, secs(15));
         ok(lp.quit(secs(10)));
         out
     };

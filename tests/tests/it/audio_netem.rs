@@ -15,9 +15,10 @@ use tandem_tests::process::Stream;
 use tandem_tests::{CliAccount, NetnsPair, TestDir, free_port};
 
 use crate::audio_common::{
-    Recording, TONE_CALLEE, TONE_CALLER, assert_media, assert_tone, last_quality, num, tone_file,
+    Recording, TONE_CALLEE, TONE_CALLER, answer_args, assert_media, assert_tone, last_quality, num,
+    tone_file,
 };
-use crate::common::{assert_exit, ok, secs};
+use crate::common::{assert_exit, assert_exits_ok_verbose, ok, secs};
 
 /// The longest silence allowed after the first second.
 const GAP_BOUND: Duration = Duration::from_millis(100);
@@ -51,18 +52,7 @@ fn lossy_call(codec: &str) {
     let bob_rec = callee_rec.display().to_string();
     let mut answer = ok(bob.spawn(
         "cli-answer",
-        &[
-            "answer",
-            "--no-register",
-            "--count",
-            "1",
-            "--codec",
-            codec,
-            "--play",
-            &callee_tone,
-            "--record",
-            &bob_rec,
-        ],
+        &answer_args(&callee_tone, &bob_rec, &["--no-register", "--codec", codec]),
         dir.path(),
     ));
     // The answerer binds before it reads anything; give it a moment (OPTIONS from the host cannot reach the namespace).
@@ -94,9 +84,7 @@ fn lossy_call(codec: &str) {
     ));
     assert_exit(&call, 0);
     ok(answer.wait_for_line(Stream::Stdout, "ended", secs(15)));
-    let status = ok(answer.wait_exit(secs(15)));
-    let bob_out = answer.stdout();
-    assert_eq!(status.code(), Some(0), "{bob_out}\n{}", answer.tails());
+    let bob_out = assert_exits_ok_verbose(&mut answer, secs(15));
     assert_media(&call.stdout, codec, "no", "caller");
 
     for (path, tone, who, out) in [

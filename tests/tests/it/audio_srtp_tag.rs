@@ -11,7 +11,7 @@ use tandem_tests::{CliAccount, TestDir, Transport, free_port};
 use crate::audio_common::{
     SNR_FLOOR_DB, TONE_CALLER, assert_media, assert_tone, field, last_quality, num, tone_file,
 };
-use crate::common::{ok, secs};
+use crate::common::{assert_exits_ok_verbose, ok, secs};
 
 /// How many forged packets the test sends.
 const FORGED: u32 = 25;
@@ -90,9 +90,7 @@ fn srtp_bad_tag_dropped_and_counted() {
 
     let status = ok(call.wait_exit(secs(30)));
     assert_exit_ok(status.code(), &call.stdout());
-    let status = ok(answer.wait_exit(secs(15)));
-    let out = answer.stdout();
-    assert_eq!(status.code(), Some(0), "{out}\n{}", answer.tails());
+    let out = assert_exits_ok_verbose(&mut answer, secs(15));
     let q = last_quality(&out, "callee");
     let failures = num(q, "srtp_auth_failures");
     assert!(

@@ -8,7 +8,7 @@ use tandem_tests::{Baresip, BaresipOptions, BaresipSource, CliAccount, TestDir, 
 
 use crate::audio_baresip::{Registrar, Server};
 use crate::audio_common::{
-    SNR_FLOOR_DB, TONE_CALLER, TONE_THIRD, assert_tone, call_bob_pcmu, tone_file,
+    SNR_FLOOR_DB, TONE_CALLER, TONE_THIRD, answer_args, assert_tone, call_bob_pcmu, tone_file,
 };
 use crate::common::{assert_exits_ok, assert_exits_ok_verbose, ok, secs};
 
@@ -28,17 +28,7 @@ fn baresip_transfers_cli_to_cli() {
     let carol_rec_arg = carol_rec.display().to_string();
     let mut answer = ok(carol.spawn(
         "cli-carol",
-        &[
-            "answer",
-            "--count",
-            "1",
-            "--codec",
-            "pcmu",
-            "--play",
-            &carol_tone,
-            "--record",
-            &carol_rec_arg,
-        ],
+        &answer_args(&carol_tone, &carol_rec_arg, &["--codec", "pcmu"]),
         dir.path(),
     ));
     ok(answer.wait_for_line(Stream::Stdout, "registered", secs(10)));

@@ -42,15 +42,11 @@ pub fn assert_exits_ok(child: &mut ChildGuard, limit: Duration, who: &str) {
     assert_eq!(status.code(), Some(0), "{who}:\n{}", child.tails());
 }
 
-/// Like [`assert_exits_ok`], printing the child's whole stdout as well on failure.
+/// Like [`assert_exits_ok`], printing the child's whole stdout as well on failure; returns that stdout.
 #[track_caller]
-pub fn assert_exits_ok_verbose(child: &mut ChildGuard, limit: Duration) {
+pub fn assert_exits_ok_verbose(child: &mut ChildGuard, limit: Duration) -> String {
     let status = ok(child.wait_exit(limit));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}\n{}",
-        child.stdout(),
-        child.tails()
-    );
+    let out = child.stdout();
+    assert_eq!(status.code(), Some(0), "{out}\n{}", child.tails());
+    out
 }

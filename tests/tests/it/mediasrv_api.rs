@@ -18,7 +18,7 @@ use tandem_tests::{
 
 use crate::audio_baresip::baresip_recording;
 use crate::audio_common::{
-    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone, assert_tone_after, tone_file,
+    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, answer_args, assert_tone, assert_tone_after, tone_file,
 };
 use crate::common::{assert_exits_ok, ok, secs};
 
@@ -175,15 +175,7 @@ fn alice_answering(lab: &LabServer, dir: &TestDir) -> (ChildGuard, PathBuf) {
     let alice_rec_arg = alice_rec.display().to_string();
     let mut a = ok(alice.spawn(
         "cli-alice",
-        &[
-            "answer",
-            "--count",
-            "1",
-            "--play",
-            &alice_tone,
-            "--record",
-            &alice_rec_arg,
-        ],
+        &answer_args(&alice_tone, &alice_rec_arg, &[]),
         dir.path(),
     ));
     ok(a.wait_for_line(Stream::Stdout, "registered", secs(10)));

@@ -8,7 +8,7 @@ use tandem_tests::process::{ChildGuard, Stream};
 use tandem_tests::{CliAccount, LabOptions, LabServer, TestDir, Transport};
 
 use crate::audio_common::{
-    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone, assert_tone_after, tone_file,
+    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, answer_args, assert_tone, assert_tone_after, tone_file,
 };
 use crate::common::{assert_exits_ok, assert_exits_ok_verbose, ok, secs};
 
@@ -190,15 +190,7 @@ choices = { 5 = { transfer = "bob" } }
     let bob_rec_arg = bob_rec.display().to_string();
     let mut answer = ok(bob.spawn(
         "cli-bob",
-        &[
-            "answer",
-            "--count",
-            "1",
-            "--play",
-            &bob_tone,
-            "--record",
-            &bob_rec_arg,
-        ],
+        &answer_args(&bob_tone, &bob_rec_arg, &[]),
         dir.path(),
     ));
     ok(answer.wait_for_line(Stream::Stdout, "registered", secs(10)));
