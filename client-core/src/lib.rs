@@ -33,6 +33,7 @@ pub mod mwi;
 mod presence;
 mod registration;
 mod request;
+mod subscription;
 mod transfer;
 mod ua;
 pub mod xcap;
