@@ -10,7 +10,7 @@ use tandem_client_core::{
     OutgoingMessage, ReceivedMessage, RegEvent, RegisterOptions, Registration, UaError, UaEvent,
     UaEvents, UserAgent, parse_uri,
 };
-use tandem_client_core::{PresenceEvent, PublishEvent};
+use tandem_client_core::{PresenceEvent, PresenceSubscription, PublishEvent};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -240,6 +240,91 @@ impl Interrupt {
         if self.rx.wait_for(|v| *v).await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// A background subscription whose events a `watch`-like command prints.
+pub trait Watched {
+    /// What the subscription reports.
+    type Event;
+    /// The next event; `None` once the subscription ended for good.
+    fn next_event(&mut self) -> impl Future<Output = Option<Self::Event>>;
+    /// Ends the subscription (un-subscribing).
+    fn end(self) -> impl Future<Output = ()>;
+}
+
+/// What a watch loop does after one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep watching.
+    Continue,
+    /// Stop watching and exit with this code.
+    Finish(Exit),
+}
+
+/// Runs `sub` for `duration` (or until SIGINT), handing every event to `on_event`, then
+/// un-subscribes. Exit: success at the end of the duration or when the events end, interrupted
+/// on SIGINT during a timed watch, or what `on_event` finished with.
+pub async fn watch_events<S: Watched>(
+    mut sub: S,
+    duration: Option<Duration>,
+    intr: &mut Interrupt,
+    mut on_event: impl FnMut(S::Event) -> Flow,
+) -> Exit {
+    let until = sleep(duration.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(until);
+    let mut exit = Exit::Success;
+    loop {
+        tokio::select! {
+            _ = &mut until => break,
+            _ = intr.wait() => {
+                if duration.is_some() {
+                    exit = Exit::Interrupted;
+                }
+                break;
+            }
+            ev = sub.next_event() => match ev {
+                Some(ev) => {
+                    if let Flow::Finish(e) = on_event(ev) {
+                        exit = e;
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    sub.end().await;
+    exit
+}
+
+/// Prints `<name> reason=… [retry-after=N] final=yes|no` for a subscription that ended; a final
+/// end finishes the watch as refused.
+pub fn emit_terminated(
+    name: &str,
+    reason: Option<&str>,
+    retry_after: Option<u32>,
+    final_: bool,
+) -> Flow {
+    let mut line = Event::new(name).kv("reason", reason.unwrap_or("-"));
+    if let Some(r) = retry_after {
+        line = line.kv("retry-after", r);
+    }
+    line.kv("final", if final_ { "yes" } else { "no" }).emit();
+    if final_ {
+        Flow::Finish(Exit::Refused)
+    } else {
+        Flow::Continue
+    }
+}
+
+impl Watched for PresenceSubscription {
+    type Event = PresenceEvent;
+    fn next_event(&mut self) -> impl Future<Output = Option<PresenceEvent>> {
+        self.next()
+    }
+    fn end(self) -> impl Future<Output = ()> {
+        self.unsubscribe()
     }
 }
 
@@ -942,49 +1027,35 @@ async fn watch(
     if list {
         return crate::watch_list::run(agent, account, target, duration, intr).await;
     }
-    let mut sub = agent.subscribe_presence(account, target);
-    let until = sleep(duration.unwrap_or(Duration::MAX / 4));
-    tokio::pin!(until);
-    let mut exit = Exit::Success;
-    loop {
-        tokio::select! {
-            _ = &mut until => break,
-            _ = intr.wait() => {
-                if duration.is_some() {
-                    exit = Exit::Interrupted;
-                }
-                break;
+    let sub = agent.subscribe_presence(account, target);
+    watch_events(sub, duration, &mut intr, |ev| match ev {
+        PresenceEvent::State(p) => {
+            let mut line = Event::new("presence")
+                .kv("entity", &p.entity)
+                .kv("status", availability_name(p.availability()));
+            if let Some(note) = presence_note(&p) {
+                line = line.kv("note", note);
             }
-            ev = sub.next() => match ev {
-                Some(PresenceEvent::State(p)) => {
-                    let mut line = Event::new("presence")
-                        .kv("entity", &p.entity)
-                        .kv("status", availability_name(p.availability()));
-                    if let Some(note) = presence_note(&p) {
-                        line = line.kv("note", note);
-                    }
-                    line.emit();
-                }
-                Some(PresenceEvent::Pending) => Event::new("presence-pending").emit(),
-                Some(PresenceEvent::Terminated { reason, retry_after, final_ }) => {
-                    let mut line = Event::new("presence-terminated")
-                        .kv("reason", reason.as_deref().unwrap_or("-"));
-                    if let Some(r) = retry_after {
-                        line = line.kv("retry-after", r);
-                    }
-                    line.kv("final", if final_ { "yes" } else { "no" }).emit();
-                    if final_ {
-                        exit = Exit::Refused;
-                        break;
-                    }
-                }
-                Some(_) => {}
-                None => break,
-            },
+            line.emit();
+            Flow::Continue
         }
-    }
-    sub.unsubscribe().await;
-    exit
+        PresenceEvent::Pending => {
+            Event::new("presence-pending").emit();
+            Flow::Continue
+        }
+        PresenceEvent::Terminated {
+            reason,
+            retry_after,
+            final_,
+        } => emit_terminated(
+            "presence-terminated",
+            reason.as_deref(),
+            retry_after,
+            final_,
+        ),
+        _ => Flow::Continue,
+    })
+    .await
 }
 
 async fn options(agent: &UserAgent, account: &Account, uri: &str) -> Exit {

@@ -7,12 +7,11 @@
 
 use std::time::Duration;
 
-use tandem_client_core::conference::ConferenceEvent;
+use tandem_client_core::conference::{ConferenceEvent, ConferenceSubscription};
 use tandem_client_core::types::simple::conference_info::ConferenceInfo;
 use tandem_client_core::{Account, UserAgent, parse_uri};
-use tokio::time::sleep;
 
-use crate::commands::Interrupt;
+use crate::commands::{Flow, Interrupt, Watched, emit_terminated, watch_events};
 use crate::output::{Event, Exit};
 
 fn yes_no(b: bool) -> &'static str {
@@ -60,36 +59,26 @@ pub async fn run(
             return Exit::Usage;
         }
     };
-    let mut sub = agent.subscribe_conference(account, room);
-    let until = sleep(duration.unwrap_or(Duration::MAX / 4));
-    tokio::pin!(until);
-    let mut exit = Exit::Success;
-    loop {
-        tokio::select! {
-            _ = &mut until => break,
-            _ = intr.wait() => {
-                if duration.is_some() {
-                    exit = Exit::Interrupted;
-                }
-                break;
-            }
-            ev = sub.next() => match ev {
-                Some(ConferenceEvent::Roster(info)) => print_roster(&info),
-                Some(ConferenceEvent::Terminated { reason, final_ }) => {
-                    Event::new("conference-terminated")
-                        .kv("reason", reason.as_deref().unwrap_or("-"))
-                        .kv("final", yes_no(final_))
-                        .emit();
-                    if final_ {
-                        exit = Exit::Refused;
-                        break;
-                    }
-                }
-                Some(_) => {}
-                None => break,
-            },
+    let sub = agent.subscribe_conference(account, room);
+    watch_events(sub, duration, &mut intr, |ev| match ev {
+        ConferenceEvent::Roster(info) => {
+            print_roster(&info);
+            Flow::Continue
         }
+        ConferenceEvent::Terminated { reason, final_ } => {
+            emit_terminated("conference-terminated", reason.as_deref(), None, final_)
+        }
+        _ => Flow::Continue,
+    })
+    .await
+}
+
+impl Watched for ConferenceSubscription {
+    type Event = ConferenceEvent;
+    fn next_event(&mut self) -> impl Future<Output = Option<ConferenceEvent>> {
+        self.next()
     }
-    sub.unsubscribe().await;
-    exit
+    fn end(self) -> impl Future<Output = ()> {
+        self.unsubscribe()
+    }
 }

@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use tandem_client_core::mwi::MwiEvent;
+use tandem_client_core::mwi::{MwiEvent, MwiSubscription};
 use tandem_client_core::{Account, UserAgent, parse_uri};
-use tokio::time::sleep;
 
-use crate::commands::Interrupt;
+use crate::commands::{Flow, Interrupt, Watched, emit_terminated, watch_events};
 use crate::output::{Event, Exit};
 
 /// Watches the message summary for `duration` (or until SIGINT) and returns the exit code.
@@ -40,43 +39,31 @@ pub async fn run(
             return Exit::Usage;
         }
     };
-    let mut sub = agent.subscribe_mwi(account, target);
-    let until = sleep(duration.unwrap_or(Duration::MAX / 4));
-    tokio::pin!(until);
-    let mut exit = Exit::Success;
-    loop {
-        tokio::select! {
-            _ = &mut until => break,
-            _ = intr.wait() => {
-                if duration.is_some() {
-                    exit = Exit::Interrupted;
-                }
-                break;
-            }
-            ev = sub.next() => match ev {
-                Some(MwiEvent::Summary(s)) => {
-                    let (new, old) = s.voice.map_or((0, 0), |v| (v.new, v.old));
-                    Event::new("mwi")
-                        .kv("new", new)
-                        .kv("old", old)
-                        .kv("account", s.account.as_deref().unwrap_or(&fallback))
-                        .emit();
-                }
-                Some(MwiEvent::Terminated { reason, final_ }) => {
-                    Event::new("mwi-terminated")
-                        .kv("reason", reason.as_deref().unwrap_or("-"))
-                        .kv("final", if final_ { "yes" } else { "no" })
-                        .emit();
-                    if final_ {
-                        exit = Exit::Refused;
-                        break;
-                    }
-                }
-                Some(_) => {}
-                None => break,
-            },
+    let sub = agent.subscribe_mwi(account, target);
+    watch_events(sub, duration, &mut intr, |ev| match ev {
+        MwiEvent::Summary(s) => {
+            let (new, old) = s.voice.map_or((0, 0), |v| (v.new, v.old));
+            Event::new("mwi")
+                .kv("new", new)
+                .kv("old", old)
+                .kv("account", s.account.as_deref().unwrap_or(&fallback))
+                .emit();
+            Flow::Continue
         }
+        MwiEvent::Terminated { reason, final_ } => {
+            emit_terminated("mwi-terminated", reason.as_deref(), None, final_)
+        }
+        _ => Flow::Continue,
+    })
+    .await
+}
+
+impl Watched for MwiSubscription {
+    type Event = MwiEvent;
+    fn next_event(&mut self) -> impl Future<Output = Option<MwiEvent>> {
+        self.next()
     }
-    sub.unsubscribe().await;
-    exit
+    fn end(self) -> impl Future<Output = ()> {
+        self.unsubscribe()
+    }
 }
