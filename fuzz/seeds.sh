@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 root=..
 c=corpus
-mkdir -p "$c"/{parse_message,rtp_packet,rtcp_compound,sdp_offer,sdes_crypto,srtp_unprotect,dtmf_info,wav_read,jitter_ops}
+mkdir -p "$c"/{parse_message,rtp_packet,rtcp_compound,sdp_offer,sdes_crypto,srtp_unprotect,dtmf_info,wav_read,jitter_ops,stun_message,msrp_frame,pidf_parse}
 
 cp "$root"/proto/tests/data/rfc4475/*.dat "$root"/proto/tests/data/rfc5118/*.dat "$c/parse_message/"
 cp "$root"/proto/tests/data/sdp/*.sdp "$c/sdp_offer/"
@@ -51,4 +51,15 @@ if command -v sox >/dev/null; then
 fi
 
 head -c 256 /dev/urandom > "$c/jitter_ops/random"
+
+# MSRP frames (byte 0 picks where the stream is split): SEND with a body, an AUTH, a 200, an
+# interrupted chunk and its continuation.
+mkdir -p "$c/msrp_frame" "$c/pidf_parse"
+send='MSRP a786hjs2 SEND\r\nTo-Path: msrp://bob.example.com:8888/9di4eae923wzd;tcp\r\nFrom-Path: msrp://alice.example.com:7777/iau39soe2843z;tcp\r\nMessage-ID: 87652491\r\nByte-Range: 1-25/25\r\nContent-Type: text/plain\r\n\r\nHey Bob, are you there?\r\n-------a786hjs2$\r\n'
+printf "\x80$send" > "$c/msrp_frame/send"
+printf '\x40MSRP 49fh AUTH\r\nTo-Path: msrps://relay.example.com:2855;tcp\r\nFrom-Path: msrps://alice.example.com:9892/98cjs;tcp\r\nExpires: 600\r\n-------49fh$\r\nMSRP 49fh 200 OK\r\nTo-Path: msrps://alice.example.com:9892/98cjs;tcp\r\nFrom-Path: msrps://relay.example.com:2855;tcp\r\nUse-Path: msrps://relay.example.com:2855/hjdhfha;tcp\r\nExpires: 600\r\n-------49fh$\r\n' > "$c/msrp_frame/auth"
+printf '\x20MSRP d93kswow SEND\r\nTo-Path: msrp://b.example:8888/x;tcp\r\nFrom-Path: msrp://a.example:7777/y;tcp\r\nMessage-ID: 12339sdqwer\r\nByte-Range: 1-10/*\r\nContent-Type: text/plain\r\n\r\nabcdefghij\r\n-------d93kswow+\r\nMSRP op2nc9a SEND\r\nTo-Path: msrp://b.example:8888/x;tcp\r\nFrom-Path: msrp://a.example:7777/y;tcp\r\nMessage-ID: 12339sdqwer\r\nByte-Range: 11-20/20\r\nContent-Type: text/plain\r\n\r\nklmnopqrst\r\n-------op2nc9a$\r\n' > "$c/msrp_frame/chunks"
+
+# PIDF documents from the SIMPLE test data.
+cp "$root"/proto/tests/data/simple/{baresip-publish-open,baresip-publish-unknown,freeswitch-on-the-phone,kamailio-pua-busy,linphone-publish,rfc3863-example1,rfc3863-example2,rfc4480-example}.xml "$c/pidf_parse/"
 echo "seeds in $(pwd)/$c"

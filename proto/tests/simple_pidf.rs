@@ -307,3 +307,24 @@ fn kamailio_and_freeswitch_prefixes() {
     assert_eq!(f.availability(), Availability::OnThePhone);
     assert_eq!(f.persons[0].notes, vec![Note::new("Talk 07766088671")]);
 }
+
+/// Fuzz regression (`fuzz/regressions/pidf_parse/`): a namespace name with markup characters is
+/// refused, since it could not print back to itself.
+#[test]
+fn namespace_with_markup_characters_is_refused() {
+    let doc = b"<?xml version=\"1.0\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
+xmlns:x=\"http://example.com/a<b\" entity=\"sip:a@example.com\"><tuple id=\"t\"><status>\
+<basic>open</basic><x:online/></status></tuple></presence>";
+    assert!(Presence::parse(doc).is_err());
+    let amp = b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" xmlns:x=\"http://e.com/?a&amp;b\" \
+entity=\"sip:a@example.com\"><tuple id=\"t\"><status><basic>open</basic><x:online/></status></tuple></presence>";
+    assert!(Presence::parse(amp).is_err());
+    // Ordinary documents still parse and print back to themselves.
+    let ok = b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" xmlns:x=\"http://example.com/ext\" \
+entity=\"sip:a@example.com\"><tuple id=\"t\"><status><basic>open</basic><x:online/></status></tuple></presence>";
+    let p = Presence::parse(ok).unwrap();
+    assert_eq!(
+        Presence::parse(p.to_xml().as_bytes()).unwrap().to_xml(),
+        p.to_xml()
+    );
+}

@@ -64,6 +64,19 @@ pub const TEST_PACKAGES: &[Need] = &[
         "kamailio-sqlite-modules",
     ),
     (Probe::File(kam_module!("tls.so")), "kamailio-tls-modules"),
+    // presence, presence_xml, rls, pua and xcap_server for the SIMPLE interop tests.
+    (
+        Probe::File(kam_module!("presence.so")),
+        "kamailio-presence-modules",
+    ),
+    (
+        Probe::File(kam_module!("rls.so")),
+        "kamailio-presence-modules",
+    ),
+    (
+        Probe::File(kam_module!("xcap_server.so")),
+        "kamailio-presence-modules",
+    ),
     (
         Probe::File(kam_module!("utils.so")),
         "kamailio-utils-modules",

@@ -405,6 +405,22 @@ pub fn escape_attr(s: &str) -> String {
     o
 }
 
+/// Refuses a local name that is not an XML NCName (it would not print back to itself).
+fn check_name(name: &str) -> Result<(), SimpleError> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_' || !c.is_ascii() && !c.is_control());
+    let rest_ok = chars.all(|c| {
+        c.is_alphanumeric() || matches!(c, '-' | '.' | '_') || !c.is_ascii() && !c.is_control()
+    });
+    if first_ok && rest_ok && !name.contains(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err(SimpleError::Xml(format!("invalid name {name:?}")))
+    }
+}
+
 /// Whether `c` may appear in an XML 1.0 document.
 fn xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
@@ -423,6 +439,18 @@ fn resolve_ns(r: ResolveResult<'_>) -> Result<String, SimpleError> {
     match r {
         ResolveResult::Bound(ns) => {
             let s: &str = ns.as_ref();
+            // The resolver sees declarations unescaped: a name with markup characters would not
+            // print back to itself (and no SIMPLE namespace has them), so it is refused.
+            // The reserved xml/xmlns names cannot be bound to another prefix either.
+            if s == XML_NS
+                || s == "http://www.w3.org/2000/xmlns/"
+                || s.chars()
+                    .any(|c| c.is_control() || matches!(c, '<' | '>' | '&' | '"'))
+            {
+                return Err(SimpleError::Xml(format!(
+                    "unsupported character in namespace name {s:?}"
+                )));
+            }
             Ok(s.to_string())
         }
         ResolveResult::Unbound => Ok(String::new()),
@@ -487,6 +515,7 @@ pub fn parse_with(input: &[u8], limits: &XmlLimits) -> Result<Element, SimpleErr
                 let (res, local) = reader.resolver().resolve_element(s.name());
                 let ns = resolve_ns(res)?;
                 let name: &str = local.as_ref();
+                check_name(name)?;
                 let name = name.to_string();
                 let mut el = Element {
                     ns,
@@ -509,6 +538,7 @@ pub fn parse_with(input: &[u8], limits: &XmlLimits) -> Result<Element, SimpleErr
                         _ => resolve_ns(res)?,
                     };
                     let aname: &str = local.as_ref();
+                    check_name(aname)?;
                     let aname = aname.to_string();
                     let value = a
                         .normalized_value(quick_xml::XmlVersion::Implicit1_0)
