@@ -703,6 +703,54 @@ async fn send_bulk(
     hash.finalize().into()
 }
 
+/// A chunker for `total` bytes of binary content from `alice` to `bob` in `chunk`-byte chunks.
+fn bulk_chunker(alice: &Client, bob: &Client, total: usize, chunk: usize) -> Chunker {
+    let mut to_path = alice.path.clone();
+    to_path.extend(bob.a_path());
+    Chunker::new(
+        &to_path,
+        std::slice::from_ref(&alice.local),
+        &new_message_id(&mut rand::rng()),
+        "application/octet-stream",
+        Some(total as u64),
+        chunk,
+    )
+}
+
+/// Reads a sender's hop-by-hop responses until `chunks` 200s came (anything else fails the
+/// test); returns their count.
+async fn read_oks(mut rd: ReadHalf<Box<dyn Io>>, chunks: usize) -> usize {
+    let mut framer = Framer::default();
+    let mut buf = vec![0; 64 * 1024];
+    let mut oks = 0usize;
+    while oks < chunks {
+        let n = rd.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the relay closed a sender's connection");
+        framer.push(&buf[..n]);
+        while let Some(m) = framer.pop().unwrap() {
+            match m {
+                Message::Response(r) if r.status == 200 => oks += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    oks
+}
+
+/// Receives `total` bytes of chunks at `bob`, checking they come in order; their SHA-256.
+async fn receive_bulk(bob: &mut Client, total: usize) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    let mut received = 0usize;
+    while received < total {
+        let chunk = bob.request().await;
+        let range = chunk.headers.byte_range().unwrap().unwrap();
+        assert_eq!(range.offset() as usize, received, "chunks in order");
+        hash.update(chunk.body_bytes());
+        received += chunk.body_bytes().len();
+    }
+    hash.finalize().into()
+}
+
 #[tokio::test]
 async fn a_slow_receiver_holds_the_sender_back_and_every_byte_arrives() {
     const TOTAL: usize = 64 << 20;
@@ -710,39 +758,14 @@ async fn a_slow_receiver_holds_the_sender_back_and_every_byte_arrives() {
     let fx = Fixture::start(|m| m.max_buffered_bytes = 256 * 1024).await;
     let alice = fx.authed(false, "alice").await;
     let mut bob = fx.authed(true, "bob").await;
-    let mut to_path = alice.path.clone();
-    to_path.extend(bob.a_path());
-    let chunker = Chunker::new(
-        &to_path,
-        std::slice::from_ref(&alice.local),
-        &new_message_id(&mut rand::rng()),
-        "application/octet-stream",
-        Some(TOTAL as u64),
-        CHUNK,
-    );
+    let chunker = bulk_chunker(&alice, &bob, TOTAL, CHUNK);
     let Client {
-        rd: mut alice_rd,
+        rd: alice_rd,
         wr: mut alice_wr,
         ..
     } = alice;
     // alice reads her hop-by-hop 200s concurrently, as a real client does
-    let oks = tokio::spawn(async move {
-        let mut framer = Framer::default();
-        let mut buf = vec![0; 64 * 1024];
-        let mut oks = 0usize;
-        while oks < TOTAL / CHUNK {
-            let n = alice_rd.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the relay closed alice's connection");
-            framer.push(&buf[..n]);
-            while let Some(m) = framer.pop().unwrap() {
-                match m {
-                    Message::Response(r) if r.status == 200 => oks += 1,
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-        }
-        oks
-    });
+    let oks = tokio::spawn(read_oks(alice_rd, TOTAL / CHUNK));
     let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let w = Arc::clone(&written);
     let sender = tokio::spawn(async move { send_bulk(&mut alice_wr, chunker, TOTAL, &w).await });
@@ -757,18 +780,10 @@ async fn a_slow_receiver_holds_the_sender_back_and_every_byte_arrives() {
 
     // now bob reads everything and it is byte-identical
     let started = Instant::now();
-    let mut hash = Sha256::new();
-    let mut received = 0usize;
-    while received < TOTAL {
-        let chunk = bob.request().await;
-        let range = chunk.headers.byte_range().unwrap().unwrap();
-        assert_eq!(range.offset() as usize, received, "chunks in order");
-        hash.update(chunk.body_bytes());
-        received += chunk.body_bytes().len();
-    }
+    let received_hash = receive_bulk(&mut bob, TOTAL).await;
     let elapsed = started.elapsed();
     let sent_hash = sender.await.unwrap();
-    assert_eq!(<[u8; 32]>::from(hash.finalize()), sent_hash);
+    assert_eq!(received_hash, sent_hash);
     assert_eq!(oks.await.unwrap(), TOTAL / CHUNK);
     eprintln!(
         "msrp relay throughput (TCP -> relay -> TLS, 64 KiB chunks): {:.1} MB/s",
@@ -839,54 +854,19 @@ async fn parallel_pairs_relay_every_byte_and_report_throughput() {
         let tls = p % 2 == 1;
         let alice = fx.authed(tls, "alice").await;
         let mut bob = fx.authed(!tls, "bob").await;
-        let mut to_path = alice.path.clone();
-        to_path.extend(bob.a_path());
-        let chunker = Chunker::new(
-            &to_path,
-            std::slice::from_ref(&alice.local),
-            &new_message_id(&mut rand::rng()),
-            "application/octet-stream",
-            Some(total as u64),
-            chunk,
-        );
+        let chunker = bulk_chunker(&alice, &bob, total, chunk);
         let Client {
-            rd: mut alice_rd,
+            rd: alice_rd,
             wr: mut alice_wr,
             ..
         } = alice;
         let chunks = total.div_ceil(chunk);
-        let oks = tokio::spawn(async move {
-            let mut framer = Framer::default();
-            let mut buf = vec![0; 64 * 1024];
-            let mut oks = 0usize;
-            while oks < chunks {
-                let n = alice_rd.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the relay closed a sender");
-                framer.push(&buf[..n]);
-                while let Some(m) = framer.pop().unwrap() {
-                    assert!(matches!(m, Message::Response(ref r) if r.status == 200));
-                    oks += 1;
-                }
-            }
-        });
+        let oks = tokio::spawn(read_oks(alice_rd, chunks));
         let sender = tokio::spawn(async move {
             let written = std::sync::atomic::AtomicUsize::new(0);
             send_bulk(&mut alice_wr, chunker, total, &written).await
         });
-        let receiver = tokio::spawn(async move {
-            let mut hash = Sha256::new();
-            let mut received = 0usize;
-            while received < total {
-                let c = bob.request().await;
-                assert_eq!(
-                    c.headers.byte_range().unwrap().unwrap().offset() as usize,
-                    received
-                );
-                hash.update(c.body_bytes());
-                received += c.body_bytes().len();
-            }
-            <[u8; 32]>::from(hash.finalize())
-        });
+        let receiver = tokio::spawn(async move { receive_bulk(&mut bob, total).await });
         tasks.push((sender, receiver, oks));
     }
     for (sender, receiver, oks) in tasks {
