@@ -7,8 +7,8 @@ mod peer;
 
 use std::time::Duration;
 
-use peer::fast_tx;
-use tandem_client_core::types::{DeviceSpec, DnsConfig, SrtpPolicy, Transport, Uri};
+use peer::loopback_ua_config;
+use tandem_client_core::types::{DeviceSpec, SrtpPolicy, Uri};
 use tandem_client_core::{
     Account, AnswerOptions, Call, CallEvent, CallOptions, EndReason, EndedBy, IncomingCall,
     MediaOptions, Rejection, SrtpKeying, UaConfig, UaError, UaEvent, UaEvents, UserAgent,
@@ -29,13 +29,8 @@ impl Phone {
 
     async fn with_config(user: &str, seed: u64, call_waiting: bool) -> Phone {
         let config = UaConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            transport: Transport::Udp,
-            dns: DnsConfig::Disabled,
-            tx: fast_tx(),
-            seed,
             call_waiting,
-            ..UaConfig::default()
+            ..loopback_ua_config(seed)
         };
         let (ua, events) = UserAgent::new(config).await.unwrap();
         let account = Account::new(user, "127.0.0.1");
@@ -1321,12 +1316,8 @@ async fn late_offer_answered_in_ack_and_hostile_reoffers_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_can_be_refused() {
     let config = UaConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        dns: DnsConfig::Disabled,
-        tx: fast_tx(),
-        seed: 171,
         accept_transfers: false,
-        ..UaConfig::default()
+        ..loopback_ua_config(171)
     };
     let (ua, events) = UserAgent::new(config).await.unwrap();
     let alice = Phone {

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tandem_client_core::msrp::{self, MsrpEvent, MsrpOffer, MsrpOptions, MsrpSession};
-use tandem_client_core::types::{DnsConfig, Transport, TxConfig, Uri};
+use tandem_client_core::types::{TxConfig, Uri};
 use tandem_client_core::{Account, IncomingCall, UaConfig, UaEvent, UaEvents, UserAgent};
 use tandem_labserver::msrp_relay::MsrpRelay;
 use tokio::time::timeout;
 
 #[path = "../../labserver/tests/lab_fixture/mod.rs"]
 mod lab_fixture;
+mod peer;
 
 use lab_fixture::{DOMAIN, Parts};
 
@@ -31,19 +32,13 @@ struct Phone {
 
 impl Phone {
     async fn new(user: &str, seed: u64) -> Phone {
+        // Each phone's transactions get their own seed as well.
         let config = UaConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            transport: Transport::Udp,
-            dns: DnsConfig::Disabled,
             tx: TxConfig {
-                t1: Duration::from_millis(100),
-                t2: Duration::from_millis(400),
-                t4: Duration::from_millis(500),
                 seed,
-                ..TxConfig::default()
+                ..peer::fast_tx()
             },
-            seed,
-            ..UaConfig::default()
+            ..peer::loopback_ua_config(seed)
         };
         let (ua, events) = UserAgent::new(config).await.unwrap();
         let mut account = Account::new(user, DOMAIN);

@@ -23,6 +23,19 @@ use tokio::time::timeout;
 /// requests that follow the route set reach the peer.
 pub const DEAD_PORT: u16 = 9;
 
+/// A UA configuration for the tests: SIP over UDP on a free loopback port, no DNS, the short
+/// timers of [`fast_tx`], `seed` for the UA's own randomness.
+pub fn loopback_ua_config(seed: u64) -> tandem_client_core::UaConfig {
+    tandem_client_core::UaConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        transport: Transport::Udp,
+        dns: tandem_client_core::types::DnsConfig::Disabled,
+        tx: fast_tx(),
+        seed,
+        ..tandem_client_core::UaConfig::default()
+    }
+}
+
 /// Short transaction timers so timeouts in tests take seconds, not half a minute.
 pub fn fast_tx() -> TxConfig {
     TxConfig {
