@@ -110,6 +110,11 @@ fn assert_mix_minus(path: &Path, me: usize, others: &[usize], min_windows: usize
     );
 }
 
+/// How many analysis windows fit in `span`.
+fn windows(span: Duration) -> usize {
+    (span.as_millis() / WINDOW.as_millis()) as usize
+}
+
 /// The `call` arguments joining `room` for up to a minute with `codec`, playing `tone` and recording into `record`,
 /// then `extra`.
 fn join_args<'a>(
@@ -189,7 +194,7 @@ fn conference_three_participants_mix_minus() {
     assert_exits_ok(&mut bob_call, secs(30), "bob");
 
     // Carol was in for about 5 s: at least 2 s of her tone together with the other one in each recording.
-    let min = (Duration::from_secs(2).as_millis() / WINDOW.as_millis()) as usize;
+    let min = windows(secs(2));
     assert_mix_minus(&alice_rec, 0, &[1, 2], min, "alice (tandem-cli, Opus)");
     assert_mix_minus(&bob_rec, 1, &[0, 2], min, "bob (tandem-cli, PCMU)");
     let carol_rec = crate::audio_baresip::baresip_recording(&carol, 1);
@@ -321,7 +326,7 @@ fn conference_bad_input() {
     assert_exits_ok(&mut alice_call, secs(40), "alice");
     assert_exits_ok(&mut carol_call, secs(40), "carol");
     // The flood (21 digits) replaces bob's audio for a few seconds; after it, 2 s of bob's tone.
-    let min = (Duration::from_secs(2).as_millis() / WINDOW.as_millis()) as usize;
+    let min = windows(secs(2));
     assert_mix_minus(&alice_rec, 0, &[1], min, "alice next to a DTMF flood");
     assert_mix_minus(&bob_rec, 1, &[0], min, "bob after his DTMF flood");
 }
@@ -655,7 +660,7 @@ fn conference_survives_garbage_rtp() {
     ok(bob_call.send_line("hangup"));
     assert_exits_ok(&mut alice_call, secs(30), "alice");
     assert_exits_ok(&mut bob_call, secs(30), "bob");
-    let min = (Duration::from_secs(3).as_millis() / WINDOW.as_millis()) as usize;
+    let min = windows(secs(3));
     assert_mix_minus(&alice_rec, 0, &[1], min, "alice next to a garbage sender");
     assert_mix_minus(&bob_rec, 1, &[0], min, "bob next to a garbage sender");
     assert!(lab.is_running(), "the lab server died");
