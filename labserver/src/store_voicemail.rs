@@ -95,6 +95,31 @@ macro_rules! message_from_row {
     }};
 }
 
+/// Runs `$query` (an `UPDATE`, built again for each database) on `$store`'s pool: true when it
+/// changed a row.
+macro_rules! rows_changed {
+    ($store:expr, $query:expr) => {
+        with_pool!($store, pool => {
+            $query
+                .execute(pool)
+                .await
+                .map_err(StoreError::Query)?
+                .rows_affected()
+        }) > 0
+    };
+}
+
+/// Runs `$query` (a message `SELECT`, built again for each database) on `$store`'s pool and
+/// returns the messages.
+macro_rules! fetch_messages {
+    ($store:expr, $query:expr) => {
+        with_pool!($store, pool => {
+            let rows = $query.fetch_all(pool).await.map_err(StoreError::Query)?;
+            rows.iter().map(|r| message_from_row!(r)).collect()
+        })
+    };
+}
+
 impl Store {
     /// The settings of `username`'s mailbox, if any were ever stored.
     pub async fn voicemail_box(&self, username: &str) -> Result<Option<VoicemailBox>, StoreError> {
@@ -190,6 +215,23 @@ impl Store {
 
     /// Adds a message (its file must be complete already).
     pub async fn voicemail_add(&self, m: &VoicemailMessage) -> Result<(), StoreError> {
+        self.voicemail_insert(m, m.duration_ms, i64::from(m.is_new))
+            .await
+    }
+
+    /// Writes the row of a message about to be recorded (not counted or listed until
+    /// [`Store::voicemail_complete`]).
+    pub async fn voicemail_begin(&self, m: &VoicemailMessage) -> Result<(), StoreError> {
+        self.voicemail_insert(m, 0, RECORDING).await
+    }
+
+    /// Inserts message `m` with the given length and `is_new` state.
+    async fn voicemail_insert(
+        &self,
+        m: &VoicemailMessage,
+        duration_ms: i64,
+        is_new: i64,
+    ) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO voicemail_messages \
              (id, mailbox, caller, caller_name, received_at, duration_ms, path, is_new) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -200,31 +242,9 @@ impl Store {
                 .bind(&m.caller)
                 .bind(&m.caller_name)
                 .bind(m.received_at)
-                .bind(m.duration_ms)
+                .bind(duration_ms)
                 .bind(&m.path)
-                .bind(i64::from(m.is_new))
-                .execute(pool)
-                .await
-                .map_err(StoreError::Query)?;
-        });
-        Ok(())
-    }
-
-    /// Writes the row of a message about to be recorded (not counted or listed until
-    /// [`Store::voicemail_complete`]).
-    pub async fn voicemail_begin(&self, m: &VoicemailMessage) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO voicemail_messages \
-             (id, mailbox, caller, caller_name, received_at, duration_ms, path, is_new) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7)";
-        with_pool!(self, pool => {
-            sqlx::query(SQL)
-                .bind(&m.id)
-                .bind(&m.mailbox)
-                .bind(&m.caller)
-                .bind(&m.caller_name)
-                .bind(m.received_at)
-                .bind(&m.path)
-                .bind(RECORDING)
+                .bind(is_new)
                 .execute(pool)
                 .await
                 .map_err(StoreError::Query)?;
@@ -242,28 +262,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE voicemail_messages SET duration_ms = $3, is_new = 1 \
              WHERE mailbox = $1 AND id = $2 AND is_new = 2";
-        let n = with_pool!(self, pool => {
-            sqlx::query(SQL)
-                .bind(mailbox)
-                .bind(id)
-                .bind(duration_ms)
-                .execute(pool)
-                .await
-                .map_err(StoreError::Query)?
-                .rows_affected()
-        });
-        Ok(n > 0)
+        Ok(rows_changed!(
+            self,
+            sqlx::query(SQL).bind(mailbox).bind(id).bind(duration_ms)
+        ))
     }
 
     /// Messages whose recording never completed (the server stopped in the middle).
     pub async fn voicemail_recordings(&self) -> Result<Vec<VoicemailMessage>, StoreError> {
-        with_pool!(self, pool => {
-            let rows = sqlx::query(SELECT_RECORDING)
-                .fetch_all(pool)
-                .await
-                .map_err(StoreError::Query)?;
-            rows.iter().map(|r| message_from_row!(r)).collect()
-        })
+        fetch_messages!(self, sqlx::query(SELECT_RECORDING))
     }
 
     /// The messages of `mailbox`: new ones first, each group oldest first.
@@ -271,14 +278,7 @@ impl Store {
         &self,
         mailbox: &str,
     ) -> Result<Vec<VoicemailMessage>, StoreError> {
-        with_pool!(self, pool => {
-            let rows = sqlx::query(SELECT_MESSAGES)
-                .bind(mailbox)
-                .fetch_all(pool)
-                .await
-                .map_err(StoreError::Query)?;
-            rows.iter().map(|r| message_from_row!(r)).collect()
-        })
+        fetch_messages!(self, sqlx::query(SELECT_MESSAGES).bind(mailbox))
     }
 
     /// `(new, old)` message counts of `mailbox`.
@@ -315,16 +315,7 @@ impl Store {
     /// Marks message `id` of `mailbox` as heard (old); false if there is no such message.
     pub async fn voicemail_mark_old(&self, mailbox: &str, id: &str) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE voicemail_messages SET is_new = 0 WHERE mailbox = $1 AND id = $2 AND is_new = 1";
-        let n = with_pool!(self, pool => {
-            sqlx::query(SQL)
-                .bind(mailbox)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map_err(StoreError::Query)?
-                .rows_affected()
-        });
-        Ok(n > 0)
+        Ok(rows_changed!(self, sqlx::query(SQL).bind(mailbox).bind(id)))
     }
 
     /// Deletes message `id` of `mailbox` and returns it (the caller removes its file).
