@@ -103,6 +103,46 @@ fn random_file(dir: &Path, name: &str, size: usize) -> (std::path::PathBuf, Vec<
     (path, data)
 }
 
+/// A file transfer's files: a temporary directory holding a random file, and where bob saves.
+struct FileCase {
+    dir: tempfile::TempDir,
+    /// `<dir>/save`, not created.
+    save: std::path::PathBuf,
+    path: std::path::PathBuf,
+    data: Vec<u8>,
+}
+
+impl FileCase {
+    /// A random `size`-byte file `name` in a new temporary directory.
+    fn new(name: &str, size: usize) -> FileCase {
+        let dir = tempfile::tempdir().unwrap();
+        let save = dir.path().join("save");
+        let (path, data) = random_file(dir.path(), name, size);
+        FileCase {
+            dir,
+            save,
+            path,
+            data,
+        }
+    }
+}
+
+/// Options sending files in `chunk`-byte chunks.
+fn chunked(chunk: usize) -> MsrpOptions {
+    MsrpOptions {
+        chunk_size: chunk,
+        ..MsrpOptions::default()
+    }
+}
+
+/// Options saving received files into `save`.
+fn saving_into(save: &Path) -> MsrpOptions {
+    MsrpOptions {
+        save_dir: save.to_path_buf(),
+        ..MsrpOptions::default()
+    }
+}
+
 async fn chat_both_ways(alice: &Phone, bob: &mut Phone, a_opts: MsrpOptions, b_opts: MsrpOptions) {
     let mut out = msrp::start_chat(&alice.ua, &alice.account, bob.uri(), a_opts)
         .await
@@ -231,19 +271,16 @@ async fn chat_direct_both_ways() {
 
 #[tokio::test]
 async fn file_direct_then_resumed_from_a_part() {
-    let dir = tempfile::tempdir().unwrap();
-    let save = dir.path().join("save");
+    let FileCase {
+        dir,
+        save,
+        path,
+        data,
+    } = FileCase::new("report.bin", 1_500_000);
     let alice = Phone::new("alice", 3).await;
     let mut bob = Phone::new("bob", 4).await;
-    let (path, data) = random_file(dir.path(), "report.bin", 1_500_000);
-    let opts = MsrpOptions {
-        chunk_size: 64 * 1024,
-        ..MsrpOptions::default()
-    };
-    let bob_opts = MsrpOptions {
-        save_dir: save.clone(),
-        ..MsrpOptions::default()
-    };
+    let opts = chunked(64 * 1024);
+    let bob_opts = saving_into(&save);
     let got = transfer(
         &alice,
         &mut bob,
@@ -281,12 +318,15 @@ async fn file_direct_then_resumed_from_a_part() {
 
 #[tokio::test]
 async fn a_part_of_another_file_is_not_resumed() {
-    let dir = tempfile::tempdir().unwrap();
-    let save = dir.path().join("save");
+    let FileCase {
+        dir: _dir,
+        save,
+        path,
+        data,
+    } = FileCase::new("a.bin", 300_000);
     std::fs::create_dir_all(&save).unwrap();
     let alice = Phone::new("alice", 5).await;
     let mut bob = Phone::new("bob", 6).await;
-    let (path, data) = random_file(dir.path(), "a.bin", 300_000);
     // Same name and size, other contents: the part must not be trusted.
     std::fs::write(save.join("a.bin.part"), vec![0u8; 100_000]).unwrap();
     std::fs::write(
@@ -297,10 +337,7 @@ async fn a_part_of_another_file_is_not_resumed() {
         ),
     )
     .unwrap();
-    let bob_opts = MsrpOptions {
-        save_dir: save.clone(),
-        ..MsrpOptions::default()
-    };
+    let bob_opts = saving_into(&save);
     let got = transfer(
         &alice,
         &mut bob,
@@ -391,20 +428,17 @@ async fn wrong_relay_password_fails() {
 
 #[tokio::test]
 async fn sender_offers_again_after_the_receiver_hung_up_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let save = dir.path().join("save");
+    let FileCase {
+        dir: _dir,
+        save,
+        path,
+        data,
+    } = FileCase::new("big.bin", 24_000_000);
     let alice = Phone::new("alice", 11).await;
     let mut bob = Phone::new("bob", 12).await;
-    let (path, data) = random_file(dir.path(), "big.bin", 24_000_000);
     let info = msrp::file_info(&path).await.unwrap();
-    let a_opts = MsrpOptions {
-        chunk_size: 16 * 1024,
-        ..MsrpOptions::default()
-    };
-    let b_opts = MsrpOptions {
-        save_dir: save.clone(),
-        ..MsrpOptions::default()
-    };
+    let a_opts = chunked(16 * 1024);
+    let b_opts = saving_into(&save);
     let mut out = msrp::send_file(&alice.ua, &alice.account, bob.uri(), info.clone(), a_opts)
         .await
         .unwrap();
