@@ -83,6 +83,52 @@ fn progress_event(key: &str, bytes: u64, total: u64) -> Event {
         .kv("total", total)
 }
 
+/// Which direction the progress events of a session count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// A chat: progress events print nothing.
+    None,
+    /// Bytes we send.
+    Sent,
+    /// Bytes we receive.
+    Received,
+}
+
+/// The lines one session prints, with its progress lines throttled per direction.
+struct SessionLines {
+    sent: ProgressLine,
+    received: ProgressLine,
+    progress: Direction,
+}
+
+impl SessionLines {
+    fn new(progress: Direction) -> Self {
+        SessionLines {
+            sent: ProgressLine::new("sent"),
+            received: ProgressLine::new("received"),
+            progress,
+        }
+    }
+
+    /// Prints one event (`None`: the events ended); false once the session is over.
+    fn show(&mut self, ev: Option<&MsrpEvent>) -> bool {
+        match (ev, self.progress) {
+            (Some(MsrpEvent::Closed) | None, _) => {
+                Event::new("msrp closed").emit();
+                return false;
+            }
+            (Some(MsrpEvent::Progress { bytes, total, .. }), Direction::Sent) => {
+                self.sent.update(*bytes, *total);
+            }
+            (Some(MsrpEvent::Progress { bytes, total, .. }), Direction::Received) => {
+                self.received.update(*bytes, *total);
+            }
+            (Some(ev), _) => print_event(ev, &mut self.sent, &mut self.received),
+        }
+        true
+    }
+}
+
 /// Prints the lines of a file sender or receiver; returns the exit of a finished sender.
 fn print_event(ev: &MsrpEvent, sent: &mut ProgressLine, received: &mut ProgressLine) {
     match ev {
@@ -171,26 +217,21 @@ pub async fn chat(
     };
     let mut lines = stdin_lines();
     let mut stdin_open = true;
-    let mut sent = ProgressLine::new("sent");
-    let mut received = ProgressLine::new("received");
+    let mut shown = SessionLines::new(Direction::None);
     let mut exit = Exit::Success;
     let mut interrupted = false;
     loop {
         tokio::select! {
-            ev = session.next_event() => match ev {
-                Some(MsrpEvent::Closed) | None => {
-                    Event::new("msrp closed").emit();
-                    break;
+            ev = session.next_event() => {
+                if let Some(MsrpEvent::Failed { reason }) = &ev {
+                    exit = if reason.contains("rejected") || reason.contains("refused") {
+                        Exit::Refused
+                    } else {
+                        Exit::Network
+                    };
                 }
-                Some(ev) => {
-                    if let MsrpEvent::Failed { reason } = &ev {
-                        exit = if reason.contains("rejected") || reason.contains("refused") {
-                            Exit::Refused
-                        } else {
-                            Exit::Network
-                        };
-                    }
-                    print_event(&ev, &mut sent, &mut received);
+                if !shown.show(ev.as_ref()) {
+                    break;
                 }
             },
             line = lines.recv(), if stdin_open => match line {
@@ -247,32 +288,26 @@ pub async fn send_file(
             return exit_for(&e);
         }
     };
-    let mut sent = ProgressLine::new("sent");
-    let mut received = ProgressLine::new("received");
+    let mut shown = SessionLines::new(Direction::Sent);
     let mut exit = Exit::Network;
     let mut done = false;
     let mut interrupted = false;
     loop {
         tokio::select! {
-            ev = session.next_event() => match ev {
-                Some(MsrpEvent::Closed) | None => {
-                    Event::new("msrp closed").emit();
-                    break;
-                }
-                Some(MsrpEvent::Progress { bytes, total, .. }) => sent.update(bytes, total),
-                Some(ev) => {
-                    match &ev {
-                        MsrpEvent::FileSent { .. } => {
-                            done = true;
-                            exit = Exit::Success;
-                        }
-                        MsrpEvent::Failed { reason } if !done && !interrupted => {
-                            eprintln!("tandem-cli: the transfer failed: {reason}");
-                            exit = failure_exit(reason);
-                        }
-                        _ => {}
+            ev = session.next_event() => {
+                match &ev {
+                    Some(MsrpEvent::FileSent { .. }) => {
+                        done = true;
+                        exit = Exit::Success;
                     }
-                    print_event(&ev, &mut sent, &mut received);
+                    Some(MsrpEvent::Failed { reason }) if !done && !interrupted => {
+                        eprintln!("tandem-cli: the transfer failed: {reason}");
+                        exit = failure_exit(reason);
+                    }
+                    _ => {}
+                }
+                if !shown.show(ev.as_ref()) {
+                    break;
                 }
             },
             _ = intr.wait(), if !interrupted => {
@@ -329,18 +364,14 @@ pub async fn answer(
             return;
         }
     };
-    let mut sent = ProgressLine::new("sent");
-    let mut received = ProgressLine::new("received");
+    let mut shown = SessionLines::new(Direction::Received);
     let mut stopping = false;
     loop {
         tokio::select! {
-            ev = session.next_event() => match ev {
-                Some(MsrpEvent::Closed) | None => {
-                    Event::new("msrp closed").emit();
+            ev = session.next_event() => {
+                if !shown.show(ev.as_ref()) {
                     break;
                 }
-                Some(MsrpEvent::Progress { bytes, total, .. }) => received.update(bytes, total),
-                Some(ev) => print_event(&ev, &mut sent, &mut received),
             },
             _ = stop.wait_for(|s| *s), if !stopping => {
                 stopping = true;
@@ -365,6 +396,22 @@ mod tests {
             Exit::Refused
         );
         assert_eq!(failure_exit("MSRP network error: timed out"), Exit::Network);
+    }
+
+    #[test]
+    fn session_lines_end_on_close() {
+        let mut shown = SessionLines::new(Direction::Received);
+        assert!(shown.show(Some(&MsrpEvent::Connected)));
+        let progress = MsrpEvent::Progress {
+            transfer_id: "t".into(),
+            bytes: 4,
+            total: 8,
+        };
+        assert!(shown.show(Some(&progress)));
+        assert!(shown.received.last.is_some());
+        assert!(shown.sent.last.is_none());
+        assert!(!shown.show(Some(&MsrpEvent::Closed)));
+        assert!(!SessionLines::new(Direction::None).show(None));
     }
 
     #[test]
