@@ -832,11 +832,19 @@ async fn list_calls(
     Ok(axum::Json(list).into_response())
 }
 
-fn find_call(state: &ApiState, who: &Principal, id: &str) -> Result<Arc<CallEntry>, Fail> {
+/// Authenticates a body-less request about call `id`: the call, if the caller may see it.
+async fn find_call(
+    state: &ApiState,
+    id: &str,
+    method: &HttpMethod,
+    uri: &HttpUri,
+    headers: &HeaderMap,
+) -> Result<Arc<CallEntry>, Fail> {
+    let who = auth(state, method, uri, headers, &[]).await?;
     state
         .lock_calls()
         .get(id)
-        .filter(|c| state.visible(who, &c.owner))
+        .filter(|c| state.visible(&who, &c.owner))
         .cloned()
         .ok_or_else(|| json_error(StatusCode::NOT_FOUND, "no such call"))
 }
@@ -848,8 +856,7 @@ async fn get_call(
     uri: HttpUri,
     headers: HeaderMap,
 ) -> ApiResult {
-    let who = auth(&state, &method, &uri, &headers, &[]).await?;
-    let entry = find_call(&state, &who, &id)?;
+    let entry = find_call(&state, &id, &method, &uri, &headers).await?;
     let info = entry.snapshot();
     Ok(axum::Json(info).into_response())
 }
@@ -861,8 +868,7 @@ async fn delete_call(
     uri: HttpUri,
     headers: HeaderMap,
 ) -> ApiResult {
-    let who = auth(&state, &method, &uri, &headers, &[]).await?;
-    let entry = find_call(&state, &who, &id)?;
+    let entry = find_call(&state, &id, &method, &uri, &headers).await?;
     let _ = entry.hangup.send(true);
     let info = entry.snapshot();
     Ok((StatusCode::ACCEPTED, axum::Json(info)).into_response())
