@@ -1,4 +1,4 @@
-//! An HTTPS server for the lab's HTTP services (click-to-call API, later XCAP): TLS handshakes
+//! An HTTPS server for the lab's HTTP services (XCAP, click-to-call API): TLS handshakes
 //! run off the accept path (a slow one never blocks the others), axum serves the finished
 //! connections, and shutdown lets requests in progress finish.
 

@@ -24,11 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tandem_proto::auth::{Algorithm, Credentials, NonceIssuer, NonceStatus};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
 
 use crate::location::unix_now;
 use crate::store::{Store, StoreError};
@@ -57,9 +53,6 @@ pub const MIME_XCAP_CAPS: &str = "application/xcap-caps+xml";
 pub const MIME_XCAP_ERROR: &str = "application/xcap-error+xml";
 /// The document name clients use for a user's pres-rules (OMA and most clients: `index`).
 pub const PRES_RULES_DOCUMENT: &str = "index";
-
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_PENDING_CONNECTIONS: usize = 64;
 
 /// `[xcap]` settings of `lab.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,10 +160,7 @@ struct XcapState {
 
 /// A running XCAP server.
 pub struct XcapServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-    acceptor: Option<JoinHandle<()>>,
+    https: crate::https::HttpsServer,
 }
 
 impl XcapServer {
@@ -181,21 +171,10 @@ impl XcapServer {
         tls: Arc<rustls::ServerConfig>,
         on_change: ChangeHook,
     ) -> Result<XcapServer, XcapError> {
-        let listener =
-            TcpListener::bind(settings.bind)
-                .await
-                .map_err(|source| XcapError::Bind {
-                    addr: settings.bind,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| XcapError::Bind {
-            addr: settings.bind,
-            source,
-        })?;
-        let mut tls = (*tls).clone();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let (tx, rx) = mpsc::channel(MAX_PENDING_CONNECTIONS);
-        let acceptor = tokio::spawn(accept_loop(listener, TlsAcceptor::from(Arc::new(tls)), tx));
+        let bind = settings.bind;
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|source| XcapError::Bind { addr: bind, source })?;
         let state = Arc::new(XcapState {
             issuer: Mutex::new(NonceIssuer::new(
                 settings.nonce_secret,
@@ -206,109 +185,19 @@ impl XcapServer {
             on_change,
         });
         let app = axum::Router::new().fallback(handle).with_state(state);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(TlsListener { rx, addr }, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "XCAP server stopped");
-            }
-        });
-        Ok(XcapServer {
-            addr,
-            stop: Some(stop_tx),
-            task: Some(task),
-            acceptor: Some(acceptor),
-        })
+        let https = crate::https::HttpsServer::start(listener, &tls, app, "XCAP")
+            .map_err(|source| XcapError::Bind { addr: bind, source })?;
+        Ok(XcapServer { https })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.https.local_addr()
     }
 
     /// Stops accepting and lets requests in progress finish (at most a few seconds).
-    pub async fn shutdown(mut self) {
-        if let Some(a) = self.acceptor.take() {
-            a.abort();
-        }
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(3), t)
-                .await
-                .is_err()
-        {
-            tracing::debug!("XCAP connections still open at shutdown");
-        }
-    }
-}
-
-impl Drop for XcapServer {
-    fn drop(&mut self) {
-        if let Some(a) = self.acceptor.take() {
-            a.abort();
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-/// Accepts TCP connections and hands finished TLS handshakes to the HTTP server; a slow
-/// handshake never blocks the others.
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "XCAP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = tx.send((stream, peer)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "XCAP TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "XCAP TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-/// The TLS connections accepted by [`accept_loop`], as an axum listener.
-struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The acceptor is gone (shutting down): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.addr)
+    pub async fn shutdown(self) {
+        self.https.shutdown().await;
     }
 }
 

@@ -224,6 +224,23 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Binds UDP and TCP on one port. With port 0 the port the kernel picks for UDP may already be
+/// taken for TCP (by another program's ephemeral connection), so a fresh pair is tried a few times.
+async fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut attempt = 0;
+    loop {
+        let udp = UdpSocket::bind(addr).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 && attempt < 16 => {
+                tracing::debug!(error = %e, "TURN: TCP port of the UDP socket taken, trying another");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A running STUN/TURN server.
 pub struct TurnServer {
     addrs: Vec<(String, SocketAddr)>,
@@ -253,12 +270,10 @@ impl TurnServer {
             .copied()
             .collect();
         let (main_addr, tls_addr) = turn.bind_addrs(&sip);
-        let udp = UdpSocket::bind(main_addr).await?;
+        let (udp, tcp) = bind_pair(main_addr).await?;
         core::enlarge_buffers(&udp, core::LISTENER_BUFFER);
         let udp = Arc::new(udp);
         let udp_addr = udp.local_addr()?;
-        // TCP on the same port as UDP.
-        let tcp = TcpListener::bind(udp_addr).await?;
         let tls = if turn.tls {
             let server_config = ca
                 .server_config()
