@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd::{Step, cargo, target_dir, workspace_root};
+use crate::cmd::workspace_root;
 
 /// Seconds of load per rate step.
 const STEP_SECS: u32 = 5;
@@ -47,6 +47,11 @@ impl Guard {
         })
     }
 
+    /// The name it was started under.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
@@ -55,6 +60,18 @@ impl Guard {
     /// Whether the process has not exited yet.
     pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the process to end; false when it is still running after `limit`.
+    pub(crate) fn wait(&mut self, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while self.running() {
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 }
 
@@ -443,19 +460,7 @@ fn ratio(lab: u32, reference: u32) -> String {
 /// `cargo xtask bench sip`.
 pub fn sip(_args: &[String]) -> Result<()> {
     crate::packages::ensure(crate::packages::TEST_PACKAGES)?;
-    Step::new(
-        "build tandem-lab (release)",
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "tandem-labserver",
-            "--bin",
-            "tandem-lab",
-        ]),
-    )
-    .run()?;
-    let bin = target_dir()?.join("release").join("tandem-lab");
+    let bin = crate::build_lab()?;
     let dir = std::env::temp_dir().join(format!("tandem-bench-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     println!("xtask bench: logs in {}", dir.display());

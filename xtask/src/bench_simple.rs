@@ -11,16 +11,14 @@
 //! groups), and the temporary directory is removed after a successful run.
 
 use std::fs;
-use std::net::{TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd::{Step, cargo, target_dir, workspace_root};
+use crate::cmd::workspace_root;
 
 /// Seconds of load per MESSAGE rate step.
 const STEP_SECS: u32 = 5;
@@ -37,62 +35,7 @@ const PRESENTITY: &str = "pub";
 /// The recipient of the MESSAGE run.
 const RECIPIENT: &str = "service";
 
-/// A process in its own group, stopped (group-wide) on drop.
-struct Guard {
-    name: String,
-    child: Child,
-}
-
-impl Guard {
-    fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Guard> {
-        let out = fs::File::create(log_dir.join(format!("{name}.out")))?;
-        let err = fs::File::create(log_dir.join(format!("{name}.err")))?;
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        Ok(Guard {
-            name: name.to_string(),
-            child,
-        })
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits for the process to end; false when it is still running after `limit`.
-    fn wait(&mut self, limit: Duration) -> bool {
-        let start = Instant::now();
-        while self.running() {
-            if start.elapsed() > limit {
-                return false;
-            }
-            sleep(Duration::from_millis(5));
-        }
-        true
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        crate::cmd::stop_group(&mut self.child);
-    }
-}
-
-/// A port free for UDP and TCP on 127.0.0.1.
-fn free_port() -> Result<u16> {
-    for _ in 0..100 {
-        let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-        {
-            return Ok(port);
-        }
-    }
-    bail!("no free port found")
-}
+use crate::bench::{Guard, free_port};
 
 fn peers() -> PathBuf {
     workspace_root().join("tests").join("peers")
@@ -184,7 +127,7 @@ impl Sipp<'_> {
         let start = Instant::now();
         let (mut g, stat) = self.spawn(dir, tag)?;
         if !g.wait(Duration::from_secs(u64::from(self.timeout_secs) + 15)) {
-            bail!("{} did not finish", g.name);
+            bail!("{} did not finish", g.name());
         }
         Ok((read_stats(&stat), start.elapsed()))
     }
@@ -500,19 +443,7 @@ pub fn simple(args: &[String]) -> Result<()> {
         }
     }
     crate::packages::ensure(crate::packages::TEST_PACKAGES)?;
-    Step::new(
-        "build tandem-lab (release)",
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "tandem-labserver",
-            "--bin",
-            "tandem-lab",
-        ]),
-    )
-    .run()?;
-    let bin = target_dir()?.join("release").join("tandem-lab");
+    let bin = crate::build_lab()?;
     let dir = std::env::temp_dir().join(format!("tandem-bench-simple-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     println!("xtask bench simple: logs in {}", dir.display());
