@@ -30,6 +30,7 @@ mod im;
 mod media;
 pub mod msrp;
 pub mod mwi;
+pub mod nat;
 mod presence;
 mod registration;
 mod request;

@@ -11,6 +11,7 @@ pub mod authn;
 pub mod https;
 pub mod im;
 pub mod location;
+pub mod media_relay;
 pub mod mediasrv;
 pub mod msrp_relay;
 pub mod presence;

@@ -17,6 +17,7 @@ pub mod impair;
 pub mod kamailio;
 pub mod lab;
 pub mod linphone;
+pub mod nat;
 pub mod netns;
 pub mod paths;
 pub mod ports;

@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
 
 pub mod audio;
+pub mod ice;
 mod codec;
 mod legacy;
 

@@ -1,0 +1,1 @@
+//! STUN Binding discovery of a socket's server-reflexive address (RFC 8489).

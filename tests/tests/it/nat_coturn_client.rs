@@ -1,0 +1,1 @@
+//! NAT acceptance (issue 4): nat_coturn_client.
