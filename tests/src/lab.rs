@@ -31,6 +31,11 @@ pub struct LabOptions {
     pub tls: bool,
     /// Extra TOML appended to the config verbatim (must only add tables not written above).
     pub extra_toml: String,
+    /// Run `serve` inside this network namespace (`ip netns exec NAME`), e.g. [`crate::nat::Topology::lab`].
+    pub netns: Option<String>,
+    /// Listen on these addresses (UDP/TCP/TLS each on one free port per address, the first one reported by
+    /// [`LabServer::udp`] etc.); empty: 127.0.0.1.
+    pub listen_ips: Vec<std::net::IpAddr>,
 }
 
 impl Default for LabOptions {
@@ -43,6 +48,8 @@ impl Default for LabOptions {
             auth_algorithms: Vec::new(),
             tls: true,
             extra_toml: String::new(),
+            netns: None,
+            listen_ips: Vec::new(),
         }
     }
 }
@@ -82,18 +89,32 @@ impl LabServer {
         bin_path("tandem-lab")?;
         let data_dir = dir.join("lab-data");
         std::fs::create_dir_all(&data_dir).ctx(|| format!("creating {}", data_dir.display()))?;
-        let udp: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let tcp: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let tls = opts
-            .tls
-            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let ips = if opts.listen_ips.is_empty() {
+            vec![std::net::IpAddr::from([127, 0, 0, 1])]
+        } else {
+            opts.listen_ips.clone()
+        };
+        let (udp_port, tcp_port) = (free_port(), free_port());
+        let tls_port = opts.tls.then(free_port);
+        let udp: SocketAddr = SocketAddr::new(ips[0], udp_port);
+        let tcp: SocketAddr = SocketAddr::new(ips[0], tcp_port);
+        let tls = tls_port.map(|p| SocketAddr::new(ips[0], p));
+        let list = |port: u16| {
+            let addrs: Vec<String> = ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port).to_string())
+                .collect();
+            toml_list(&addrs)
+        };
         let mut toml = format!(
-            "domain = {domain:?}\ndata_dir = {data:?}\ndemo_users = false\n\n[listen]\nudp = [\"{udp}\"]\ntcp = [\"{tcp}\"]\n",
+            "domain = {domain:?}\ndata_dir = {data:?}\ndemo_users = false\n\n[listen]\nudp = {udp}\ntcp = {tcp}\n",
             domain = opts.domain,
             data = data_dir.display().to_string(),
+            udp = list(udp_port),
+            tcp = list(tcp_port),
         );
-        match tls {
-            Some(tls) => toml.push_str(&format!("tls = [\"{tls}\"]\n")),
+        match tls_port {
+            Some(port) => toml.push_str(&format!("tls = {}\n", list(port))),
             // An explicit empty list: no TLS listener (rather than the default port).
             None => toml.push_str("tls = []\n"),
         }
@@ -178,7 +199,14 @@ impl LabServer {
     }
 
     fn launch(&mut self) -> Result<()> {
-        let mut cmd = Command::new(bin_path("tandem-lab")?);
+        let mut cmd = match &self.opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin_path("tandem-lab")?);
+                c
+            }
+            None => Command::new(bin_path("tandem-lab")?),
+        };
         cmd.arg("--config").arg(&self.config).arg("serve");
         cmd.env(
             "RUST_LOG",
@@ -199,7 +227,10 @@ impl LabServer {
             if let Some((key, value)) = word.split_once('=')
                 && let Ok(addr) = value.parse::<SocketAddr>()
             {
+                // With several listen addresses, the first of each transport is the main one.
+                let seen = self.services.iter().any(|(k, _)| k == key);
                 match key {
+                    _ if seen => {}
                     "udp" => self.udp = addr,
                     "tcp" => self.tcp = addr,
                     "tls" => self.tls = Some(addr),
@@ -241,6 +272,25 @@ impl LabServer {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, a)| *a)
+    }
+
+    /// Every address the ready line gave for `key`, in order (e.g. `udp` with one listener per address family).
+    pub fn services(&self, key: &str) -> Vec<SocketAddr> {
+        let words = self
+            .child
+            .as_ref()
+            .and_then(|c| {
+                c.matching_lines(Stream::Stdout, "ready ")
+                    .into_iter()
+                    .next()
+            })
+            .unwrap_or_default();
+        words
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .filter(|(k, _)| *k == key)
+            .filter_map(|(_, v)| v.parse().ok())
+            .collect()
     }
 
     /// The UDP listener.
