@@ -16,6 +16,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::store::{Binding, Store, StoreError};
+use tandem_proto::Flow;
+use tandem_proto::msg::{Host, Uri};
 use tandem_proto::spread::SpreadMap;
 
 /// How often expired bindings are swept from memory and purged from the store.
@@ -426,6 +428,115 @@ fn same_binding(a: &Binding, b: &Binding) -> bool {
         && a.user_agent == b.user_agent
         && a.instance == b.instance
         && a.reg_id == b.reg_id
+        && a.features == b.features
+}
+
+/// RFC 3840 §9 base feature tags (without the `+` every other tag carries).
+const BASE_FEATURE_TAGS: [&str; 18] = [
+    "audio",
+    "automata",
+    "class",
+    "duplex",
+    "data",
+    "control",
+    "mobility",
+    "description",
+    "events",
+    "priority",
+    "methods",
+    "schemes",
+    "application",
+    "video",
+    "language",
+    "type",
+    "isfocus",
+    "actor",
+];
+
+/// True for a Contact header parameter that is an RFC 3840 feature tag worth keeping on a
+/// binding (`+sip.instance` and `reg-id` have their own fields).
+pub fn is_feature_tag(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    if lower == "+sip.instance" {
+        return false;
+    }
+    lower.starts_with('+') || BASE_FEATURE_TAGS.contains(&lower.as_str()) || lower == "text"
+}
+
+/// The feature tags among Contact header `params`, `;`-separated (`None` when there are none).
+pub fn feature_text(params: &[(String, Option<String>)]) -> Option<String> {
+    let mut out = String::new();
+    for (name, value) in params.iter().filter(|(n, _)| is_feature_tag(n)) {
+        if !out.is_empty() {
+            out.push(';');
+        }
+        out.push_str(name);
+        if let Some(v) = value {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+impl Binding {
+    /// The flow the binding's REGISTER arrived on (transport and source address), if recorded.
+    pub fn flow_addr(&self) -> Option<Flow> {
+        self.flow.as_deref().and_then(crate::proxy::parse_flow)
+    }
+
+    /// True when the registering UA is behind a NAT: the REGISTER's source address (its flow)
+    /// differs from the Contact's host, or, on UDP, from the Contact's port (RFC 3581 logic).
+    /// A binding without a recorded flow is taken as not NATed.
+    pub fn is_nated(&self) -> bool {
+        let Some(flow) = self.flow_addr() else {
+            return false;
+        };
+        let Ok(uri) = Uri::parse(&self.contact) else {
+            return true;
+        };
+        contact_differs_from_flow(&uri, flow)
+    }
+
+    /// True when the Contact was registered with feature tag `tag` (RFC 3840), e.g. `+sip.ice`;
+    /// names compare case-insensitively, a `+sip.instance` tag is answered from its own field.
+    pub fn has_feature(&self, tag: &str) -> bool {
+        if tag.eq_ignore_ascii_case("+sip.instance") {
+            return self.instance.is_some();
+        }
+        self.feature_tags()
+            .any(|(n, _)| n.eq_ignore_ascii_case(tag))
+    }
+
+    /// The registered feature tags as (name, value) pairs, in Contact order.
+    pub fn feature_tags(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.features
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| match t.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim())),
+                None => (t.trim(), None),
+            })
+    }
+}
+
+/// True when a Contact URI is not the address a message arrived from: another host, or on UDP
+/// another port (a UA behind a NAT, or one that lies about its address).
+pub fn contact_differs_from_flow(uri: &Uri, flow: Flow) -> bool {
+    let same_host = match &uri.host {
+        Host::V4(ip) => std::net::IpAddr::V4(*ip) == flow.remote.ip(),
+        Host::V6(ip) => std::net::IpAddr::V6(*ip) == flow.remote.ip(),
+        Host::Domain(_) => false,
+    };
+    if !same_host {
+        return true;
+    }
+    if flow.transport.is_reliable() {
+        return false;
+    }
+    uri.port.unwrap_or(5060) != flow.remote.port()
 }
 
 /// The current time in whole seconds since the Unix epoch.
@@ -461,6 +572,7 @@ mod tests {
             user_agent: None,
             instance: None,
             reg_id: None,
+            features: None,
         }
     }
 
@@ -570,5 +682,55 @@ mod tests {
         assert_eq!(store.load_bindings(now).await.unwrap().len(), 50);
         loc.close().await.unwrap();
         tasks.stop();
+    }
+
+    #[test]
+    fn nat_and_features_of_a_binding() {
+        let mut b = binding("sip:a@x", "sip:a@192.168.1.10:5060", 100, None);
+        b.flow = Some("udp:203.0.113.7:40000".to_string());
+        assert!(b.is_nated(), "private contact behind another source");
+        b.contact = "sip:a@203.0.113.7:40000".to_string();
+        assert!(!b.is_nated(), "contact is the flow");
+        b.contact = "sip:a@203.0.113.7".to_string();
+        assert!(
+            b.is_nated(),
+            "UDP source port differs from the contact's 5060"
+        );
+        b.flow = Some("tcp:203.0.113.7:51234".to_string());
+        assert!(!b.is_nated(), "TCP source ports are ephemeral");
+        b.contact = "sip:a@client.invalid;transport=tcp".to_string();
+        assert!(b.is_nated());
+        b.flow = None;
+        assert!(!b.is_nated(), "no flow recorded");
+
+        assert!(!b.has_feature("+sip.ice"));
+        b.features = feature_text(&[
+            ("expires".to_string(), Some("60".to_string())),
+            ("+sip.ICE".to_string(), None),
+            (
+                "+sip.instance".to_string(),
+                Some("\"<urn:uuid:1>\"".to_string()),
+            ),
+            ("audio".to_string(), None),
+            ("reg-id".to_string(), Some("1".to_string())),
+            (
+                "+sip.methods".to_string(),
+                Some("\"INVITE,BYE\"".to_string()),
+            ),
+        ]);
+        assert_eq!(
+            b.features.as_deref(),
+            Some("+sip.ICE;audio;+sip.methods=\"INVITE,BYE\"")
+        );
+        assert!(b.has_feature("+sip.ice"));
+        assert!(b.has_feature("AUDIO"));
+        assert!(!b.has_feature("video"));
+        assert!(!b.has_feature("+sip.instance"));
+        b.instance = Some("\"<urn:uuid:1>\"".to_string());
+        assert!(b.has_feature("+sip.instance"));
+        assert_eq!(
+            feature_text(&[("q".to_string(), Some("1".to_string()))]),
+            None
+        );
     }
 }

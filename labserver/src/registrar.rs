@@ -158,6 +158,7 @@ struct NewContact {
     q: Option<f32>,
     instance: Option<String>,
     reg_id: Option<u32>,
+    features: Option<String>,
 }
 
 impl Registrar {
@@ -316,6 +317,7 @@ impl Registrar {
                         user_agent: user_agent.clone(),
                         instance: c.instance.clone(),
                         reg_id: c.reg_id,
+                        features: c.features.clone(),
                     });
                 }
                 if bindings.len() > max_contacts {
@@ -393,6 +395,7 @@ impl Registrar {
                 q,
                 instance,
                 reg_id,
+                features: crate::location::feature_text(&na.params),
             });
         }
         Ok(out)

@@ -109,6 +109,8 @@ pub struct Binding {
     pub instance: Option<String>,
     /// The Contact's `reg-id` parameter (RFC 5626).
     pub reg_id: Option<u32>,
+    /// The Contact's feature tags (RFC 3840), `;`-separated as registered, e.g. `+sip.ice;audio`.
+    pub features: Option<String>,
 }
 
 /// A call detail record.
@@ -384,12 +386,13 @@ impl Store {
     /// Creates or replaces the binding for (`b.aor`, `b.contact`).
     pub async fn save_binding(&self, b: &Binding) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO bindings \
-             (aor, contact, expires_at, q, call_id, cseq, flow, user_agent, instance, reg_id, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             (aor, contact, expires_at, q, call_id, cseq, flow, user_agent, instance, reg_id, features, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (aor, contact) DO UPDATE SET \
              expires_at = excluded.expires_at, q = excluded.q, call_id = excluded.call_id, \
              cseq = excluded.cseq, flow = excluded.flow, user_agent = excluded.user_agent, \
-             instance = excluded.instance, reg_id = excluded.reg_id, updated_at = excluded.updated_at";
+             instance = excluded.instance, reg_id = excluded.reg_id, features = excluded.features, \
+             updated_at = excluded.updated_at";
         let q = b.q.map(f64::from);
         let cseq = i64::from(b.cseq);
         let reg_id = b.reg_id.map(i64::from);
@@ -406,6 +409,7 @@ impl Store {
                 .bind(b.user_agent.as_deref())
                 .bind(b.instance.as_deref())
                 .bind(reg_id)
+                .bind(b.features.as_deref())
                 .bind(now)
                 .execute(pool)
                 .await
@@ -482,6 +486,7 @@ impl Store {
                         .bind(b.user_agent.as_deref())
                         .bind(b.instance.as_deref())
                         .bind(b.reg_id.map(i64::from))
+                        .bind(b.features.as_deref())
                         .bind(now);
                 }
                 query.execute(&mut *tx).await.map_err(StoreError::Query)?;
@@ -507,7 +512,7 @@ impl Store {
     /// Every binding still valid at `now_unix` (expiring strictly later), ordered by AoR and contact.
     pub async fn load_bindings(&self, now_unix: i64) -> Result<Vec<Binding>, StoreError> {
         const SQL: &str = "SELECT aor, contact, expires_at, q, call_id, cseq, flow, user_agent, \
-             instance, reg_id FROM bindings WHERE expires_at > $1 ORDER BY aor, contact";
+             instance, reg_id, features FROM bindings WHERE expires_at > $1 ORDER BY aor, contact";
         with_pool!(self, pool => {
             let rows = sqlx::query(SQL)
                 .bind(now_unix)
@@ -532,6 +537,7 @@ impl Store {
                         user_agent: row.try_get("user_agent").map_err(StoreError::Query)?,
                         instance: row.try_get("instance").map_err(StoreError::Query)?,
                         reg_id: reg_id.map(|v| to_u32("reg_id", v)).transpose()?,
+                        features: row.try_get("features").map_err(StoreError::Query)?,
                     })
                 })
                 .collect()
@@ -702,11 +708,11 @@ impl Placeholders {
 
 /// `INSERT … VALUES (…), (…) ON CONFLICT … DO UPDATE` for `rows` bindings.
 fn save_bindings_sql(rows: usize, style: Placeholders) -> String {
-    const COLUMNS: usize = 11;
+    const COLUMNS: usize = 12;
     let mut sql = String::with_capacity(400 + rows * 60);
     sql.push_str(
         "INSERT INTO bindings \
-         (aor, contact, expires_at, q, call_id, cseq, flow, user_agent, instance, reg_id, updated_at) \
+         (aor, contact, expires_at, q, call_id, cseq, flow, user_agent, instance, reg_id, features, updated_at) \
          VALUES ",
     );
     push_placeholder_rows(&mut sql, rows, COLUMNS, style);
@@ -714,7 +720,8 @@ fn save_bindings_sql(rows: usize, style: Placeholders) -> String {
         " ON CONFLICT (aor, contact) DO UPDATE SET \
          expires_at = excluded.expires_at, q = excluded.q, call_id = excluded.call_id, \
          cseq = excluded.cseq, flow = excluded.flow, user_agent = excluded.user_agent, \
-         instance = excluded.instance, reg_id = excluded.reg_id, updated_at = excluded.updated_at",
+         instance = excluded.instance, reg_id = excluded.reg_id, features = excluded.features, \
+             updated_at = excluded.updated_at",
     );
     sql
 }
@@ -819,6 +826,7 @@ mod tests {
             user_agent: None,
             instance: None,
             reg_id: None,
+            features: None,
         }
     }
 
@@ -880,7 +888,9 @@ mod tests {
         );
         let sql = save_bindings_sql(3, Placeholders::Numbered);
         assert!(
-            sql.contains("($23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33) ON CONFLICT")
+            sql.contains(
+                "($25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36) ON CONFLICT"
+            )
         );
     }
 }

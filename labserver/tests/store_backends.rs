@@ -43,6 +43,7 @@ fn binding(aor: &str, contact: &str, expires_at: i64) -> Binding {
         user_agent: None,
         instance: None,
         reg_id: None,
+        features: None,
     }
 }
 
@@ -190,6 +191,7 @@ async fn exercise(store: &Store) {
         user_agent: Some("Tandem/0.1 \"quoted\" ünïcode".to_owned()),
         instance: Some("<urn:uuid:1>".to_owned()),
         reg_id: Some(u32::MAX),
+        features: Some("+sip.ice;audio;+sip.methods=\"INVITE,BYE\"".to_owned()),
     };
     store.save_binding(&full).await.unwrap();
     store

@@ -1,0 +1,2 @@
+-- RFC 3840 feature tags of a binding's Contact (e.g. +sip.ice), sqlite flavour (keep in step).
+ALTER TABLE bindings ADD COLUMN features TEXT;
