@@ -52,6 +52,10 @@ pub struct BaresipOptions {
     /// Presence publication interval (the account's `pubint`): the `presence` module PUBLISHes `open` at start
     /// and on `presence_online`, `closed` on `presence_offline` (see [`Baresip::set_presence`]).
     pub publish_interval: Option<u32>,
+    /// Run inside this network namespace (`ip netns exec NAME baresip …`; ctrl_tcp is reached from inside it).
+    pub netns: Option<String>,
+    /// The address its SIP listener binds (default 127.0.0.1), e.g. a NAT topology host's LAN address.
+    pub listen_ip: Option<std::net::IpAddr>,
 }
 
 /// baresip's audio source.
@@ -80,6 +84,8 @@ impl BaresipOptions {
             contacts: Vec::new(),
             presence_contacts: Vec::new(),
             publish_interval: None,
+            netns: None,
+            listen_ip: None,
         }
     }
 }
@@ -152,7 +158,11 @@ impl Baresip {
         let sip_port = free_port_block(2);
         let ctrl_port = free_port_block(1);
         let rtp = free_port_block(8);
-        let sip_addr = SocketAddr::from(([127, 0, 0, 1], sip_port));
+        let sip_addr = SocketAddr::new(
+            opts.listen_ip
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+            sip_port,
+        );
         let ctrl_addr = SocketAddr::from(([127, 0, 0, 1], ctrl_port));
         let snd_dir = conf.join("recordings");
         std::fs::create_dir_all(&snd_dir).ctx(|| format!("creating {}", snd_dir.display()))?;
@@ -230,12 +240,24 @@ impl Baresip {
         if let Some(first) = opts.contacts.first() {
             write(&conf.join("current_contact"), first.clone())?;
         }
-        let mut cmd = Command::new("baresip");
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "baresip"]);
+                c
+            }
+            None => Command::new("baresip"),
+        };
         cmd.arg("-f").arg(&conf).arg("-v");
         let mut child = ChildGuard::spawn(&format!("baresip-{}", opts.user), cmd, dir)?;
         let start = Instant::now();
         let ctrl = loop {
-            match TcpStream::connect_timeout(&ctrl_addr, Duration::from_millis(200)) {
+            let connect = || TcpStream::connect_timeout(&ctrl_addr, Duration::from_millis(200));
+            let attempt = match &opts.netns {
+                Some(ns) => crate::nat::in_netns(ns, connect)?,
+                None => connect(),
+            };
+            match attempt {
                 Ok(s) => break s,
                 Err(e) => {
                     if !child.is_running() || start.elapsed() > Duration::from_secs(10) {
