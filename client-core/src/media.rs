@@ -640,7 +640,7 @@ impl CallMedia {
         config.rtcp_socket = if neg.rtcp_mux {
             None
         } else {
-            self.rtcp.clone()
+            self.rtcp.clone().map(Into::into)
         };
         config.remote_rtcp = neg.remote_rtcp;
         config.rtcp_mux = neg.rtcp_mux;

@@ -106,7 +106,7 @@ async fn handshake_with_rtcp_component_first(pem: &str, client_fingerprint: &str
         Box::new(NullPlayback::new(8000)),
     );
     cfg.rtcp_mux = false;
-    cfg.rtcp_socket = Some(Arc::clone(&rtcp));
+    cfg.rtcp_socket = Some(Arc::clone(&rtcp).into());
     cfg.remote_rtcp = Some(peer_rtcp);
     cfg.security = MediaSecurity::Dtls {
         role: DtlsRole::Server,

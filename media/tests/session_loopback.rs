@@ -601,10 +601,10 @@ async fn separate_rtcp_sockets_work_without_mux() {
         ..
     } = wired_plain(&CallSetup::new(pcmu())).await;
     cfg_a.rtcp_mux = false;
-    cfg_a.rtcp_socket = Some(Arc::clone(&ra));
+    cfg_a.rtcp_socket = Some(Arc::clone(&ra).into());
     cfg_a.remote_rtcp = Some(addr(&rb));
     cfg_b.rtcp_mux = false;
-    cfg_b.rtcp_socket = Some(Arc::clone(&rb));
+    cfg_b.rtcp_socket = Some(Arc::clone(&rb).into());
     cfg_b.remote_rtcp = Some(addr(&ra));
     let (sess_a, _ea) = MediaSession::start_tuned(cfg_a, tuning).unwrap();
     let (sess_b, _eb) = MediaSession::start_tuned(cfg_b, tuning).unwrap();

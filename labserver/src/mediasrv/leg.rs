@@ -481,7 +481,7 @@ impl SdpState {
         config.rtcp_socket = if neg.rtcp_mux {
             None
         } else {
-            self.rtcp.clone()
+            self.rtcp.clone().map(Into::into)
         };
         config.remote_rtcp = neg.remote_rtcp;
         config.rtcp_mux = neg.rtcp_mux;

@@ -7,14 +7,13 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tandem_proto::sdp::Direction;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, trace, warn};
 
 use super::{
-    Control, MediaConfig, MediaError, MediaEvent, MediaSecurity, MediaUpdate, SessionTuning,
-    Snapshot,
+    Control, MediaConfig, MediaError, MediaEvent, MediaSecurity, MediaSocket, MediaUpdate,
+    SessionTuning, Snapshot,
 };
 use crate::chain::{AudioReceiveChain, AudioSendChain};
 use crate::codec::CodecSpec;
@@ -106,8 +105,8 @@ impl Security {
 pub(super) struct Engine {
     /// RTP went out in the report interval before the last one (RFC 3550 §6.4: an SR covers two intervals).
     sent_in_previous_interval: bool,
-    socket: Arc<UdpSocket>,
-    rtcp_socket: Option<Arc<UdpSocket>>,
+    socket: MediaSocket,
+    rtcp_socket: Option<MediaSocket>,
     remote_rtp: SocketAddr,
     remote_rtcp: Option<SocketAddr>,
     rtcp_mux: bool,
@@ -363,7 +362,7 @@ impl Engine {
 
     /// The task body: runs until stopped, then reports the final quality.
     pub(super) async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
-        let socket = Arc::clone(&self.socket);
+        let socket = self.socket.clone();
         let rtcp_socket = self.rtcp_socket.clone();
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut rtcp_buf = vec![0u8; RECV_BUFFER];
@@ -388,7 +387,7 @@ impl Engine {
                     }
                     Err(e) => debug!(error = %e, "RTP socket receive error"),
                 },
-                received = recv_optional(rtcp_socket.as_deref(), &mut rtcp_buf) => match received {
+                received = recv_optional(rtcp_socket.as_ref(), &mut rtcp_buf) => match received {
                     Ok((len, from)) => {
                         let data = rtcp_buf.get(..len).unwrap_or_default();
                         self.on_datagram(Instant::now(), data, from, Via::Rtcp);
@@ -399,7 +398,7 @@ impl Engine {
                     // Take in everything that has arrived before playing out this frame, so a
                     // task woken late does not conceal frames whose packets are waiting.
                     self.drain(&socket, &mut buf, Via::Rtp);
-                    if let Some(rtcp_socket) = rtcp_socket.as_deref() {
+                    if let Some(rtcp_socket) = rtcp_socket.as_ref() {
                         self.drain(rtcp_socket, &mut rtcp_buf, Via::Rtcp);
                     }
                     self.on_tick(Instant::now());
@@ -416,7 +415,7 @@ impl Engine {
 
     /// Reads the datagrams already queued on `socket` without waiting (at most a bounded
     /// number, so a flood cannot stall the frame clock).
-    fn drain(&mut self, socket: &UdpSocket, buf: &mut [u8], via: Via) {
+    fn drain(&mut self, socket: &MediaSocket, buf: &mut [u8], via: Via) {
         for _ in 0..MAX_DRAIN {
             match socket.try_recv_from(buf) {
                 Ok((len, from)) => {
@@ -1036,7 +1035,7 @@ fn new_ticker(ptime: Duration) -> tokio::time::Interval {
 
 /// `recv_from` on the RTCP socket, or never when RTCP is multiplexed.
 async fn recv_optional(
-    socket: Option<&UdpSocket>,
+    socket: Option<&MediaSocket>,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr)> {
     match socket {

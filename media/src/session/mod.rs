@@ -17,6 +17,9 @@
 //! outcome, quality reports) arrive on the receiver returned by [`MediaSession::start`].
 
 mod engine;
+mod socket;
+
+pub use socket::{MediaSocket, MediaTransport, SendFuture};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -25,7 +28,6 @@ use std::time::Duration;
 
 use tandem_proto::sdp::Direction;
 use thiserror::Error;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -109,10 +111,10 @@ impl fmt::Debug for MediaSecurity {
 
 /// Everything a media session needs: sockets, the negotiated SDP values, security and devices.
 pub struct MediaConfig {
-    /// The RTP socket (and RTCP when `rtcp_mux`).
-    pub socket: Arc<UdpSocket>,
+    /// The RTP socket or transport (and RTCP when `rtcp_mux`).
+    pub socket: MediaSocket,
     /// The RTCP socket when RTCP is not multiplexed (`None`: RTCP goes over `socket`).
-    pub rtcp_socket: Option<Arc<UdpSocket>>,
+    pub rtcp_socket: Option<MediaSocket>,
     /// Where the peer wants RTP (the SDP address; no latching here).
     pub remote_rtp: SocketAddr,
     /// Where the peer wants RTCP without rtcp-mux (`None`: the RTP port + 1); with rtcp-mux
@@ -148,14 +150,14 @@ impl MediaConfig {
     /// A plain sendrecv configuration with one codec, 20 ms frames, rtcp-mux, no DTMF, a
     /// random CNAME and a 30 s RTP timeout; adjust the public fields afterwards.
     pub fn new(
-        socket: Arc<UdpSocket>,
+        socket: impl Into<MediaSocket>,
         remote_rtp: SocketAddr,
         codec: CodecSpec,
         capture: Box<dyn CaptureDevice>,
         playback: Box<dyn PlaybackDevice>,
     ) -> Self {
         MediaConfig {
-            socket,
+            socket: socket.into(),
             rtcp_socket: None,
             remote_rtp,
             remote_rtcp: None,
