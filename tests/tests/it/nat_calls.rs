@@ -1,1 +1,334 @@
-//! NAT acceptance (issue 4): nat_calls.
+//! NAT acceptance (issue 4): nat_calls — two `tandem-cli`s with ICE in a namespace topology
+//! ([`tandem_tests::nat::Topology`]): behind the same cone NAT (path=direct), behind two cone NATs
+//! (path=reflexive: no hairpin, so the host candidates cannot reach each other), both behind symmetric NATs with
+//! the lab's TURN server (path=relay). Each call carries a tone both ways, checked in the recordings.
+//!
+//! The helpers here ([`NatLab`], [`Callee`], [`place_call`], [`assert_heard`], [`ice_path`]) serve the other
+//! `nat_*` scenarios too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure here is a test failure
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use tandem_tests::nat::{NatKind, Node, Topology, TopologyBuilder};
+use tandem_tests::process::{ChildGuard, Stream};
+use tandem_tests::{CliAccount, CliOutput, LabServer, TestDir, Transport};
+
+use crate::audio_common::{
+    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone, field, lines, tone_file,
+};
+use crate::common::{assert_exit, ok, secs};
+
+/// The lab's SIP domain (and TURN realm) in the NAT scenarios.
+pub const DOMAIN: &str = "nat.lab";
+/// How long each call talks.
+pub const TALK_SECS: u64 = 4;
+
+/// A NAT topology with `tandem-lab` running in its lab namespace, and the test's files.
+pub struct NatLab {
+    /// The lab server (dropped before the topology).
+    pub lab: LabServer,
+    /// The namespaces.
+    pub topo: Topology,
+    /// Logs, tones and recordings.
+    pub dir: TestDir,
+    /// The caller's tone file.
+    pub caller_tone: PathBuf,
+    /// The callee's tone file.
+    pub callee_tone: PathBuf,
+}
+
+impl NatLab {
+    /// Builds `topology`, starts the lab in it with `users` (passwords `<user>pw`) and `extra_toml`; `md5` limits
+    /// digest to MD5 (baresip 1.0 knows no other).
+    pub fn start(
+        name: &str,
+        topology: TopologyBuilder,
+        users: &[&str],
+        extra_toml: &str,
+        md5: bool,
+    ) -> NatLab {
+        let dir = ok(TestDir::new(name));
+        let topo = ok(topology.build());
+        let mut opts = topo.lab_options(DOMAIN);
+        opts.extra_toml = extra_toml.to_string();
+        if md5 {
+            opts.auth_algorithms = vec!["MD5".into()];
+        }
+        for u in users {
+            opts = opts.user(u, &format!("{u}pw"));
+        }
+        let lab = ok(LabServer::start(opts, dir.path()));
+        let caller_tone = tone_file(dir.path(), TONE_CALLER);
+        let callee_tone = tone_file(dir.path(), TONE_CALLEE);
+        NatLab {
+            lab,
+            topo,
+            dir,
+            caller_tone,
+            callee_tone,
+        }
+    }
+
+    /// The lab's SIP UDP listener of `family`'s address family (the lab listens on IPv4 and IPv6).
+    pub fn sip_udp(&self, family: IpAddr) -> SocketAddr {
+        self.lab
+            .services("udp")
+            .into_iter()
+            .find(|a| a.is_ipv4() == family.is_ipv4())
+            .unwrap_or_else(|| panic!("the lab has no UDP listener like {family}"))
+    }
+
+    /// The lab's STUN/TURN server (the ready line's `turn=`).
+    pub fn turn(&self) -> SocketAddr {
+        self.lab
+            .service("turn")
+            .expect("the lab's ready line has turn=")
+    }
+
+    /// The media relay's advertised addresses (the ready line's `relay=IPv4[,IPv6]`).
+    pub fn relay_ips(&mut self) -> Vec<IpAddr> {
+        let ready = self
+            .lab
+            .process()
+            .map(|p| p.matching_lines(Stream::Stdout, "ready "))
+            .unwrap_or_default();
+        let line = ready.first().cloned().unwrap_or_default();
+        field(&line, "relay")
+            .map(|v| v.split(',').filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// `user`'s account on `host`: registering at the lab's UDP listener of the host's family, bound to the
+    /// host's address, run inside its namespace.
+    pub fn phone(&self, host: &Node, user: &str) -> CliAccount {
+        let mut acct = CliAccount::new(
+            user,
+            DOMAIN,
+            &format!("{user}pw"),
+            self.sip_udp(host.ip()),
+            Transport::Udp,
+        );
+        acct.listen = Some(SocketAddr::new(host.ip(), 0));
+        acct.netns = Some(host.ns().to_string());
+        acct
+    }
+
+    /// The `turn:IP:PORT` URI of the lab's TURN server.
+    pub fn turn_uri(&self) -> String {
+        format!("turn:{}", self.turn())
+    }
+}
+
+/// A `tandem-cli answer` waiting for calls (registered), playing the callee tone and recording what it hears.
+pub struct Callee {
+    /// The process.
+    pub child: ChildGuard,
+    /// Where it records (each call overwrites it).
+    pub record: PathBuf,
+}
+
+impl Callee {
+    /// Starts `answer --count N` for `acct` with `args` (global flags such as `--ice off`) and waits until it
+    /// has registered.
+    pub fn start(nat: &NatLab, acct: &CliAccount, calls: u32, args: &[&str]) -> Callee {
+        let record = nat.dir.path().join(format!("{}-heard.wav", acct.user));
+        let tone = nat.callee_tone.display().to_string();
+        let rec = record.display().to_string();
+        let count = calls.to_string();
+        let mut cmd = vec![
+            "answer", "--count", &count, "--play", &tone, "--record", &rec,
+        ];
+        cmd.extend_from_slice(args);
+        let mut child = ok(acct.spawn(&format!("{}-answer", acct.user), &cmd, nat.dir.path()));
+        ok(child.wait_for_line(Stream::Stdout, "registered", secs(20)));
+        Callee { child, record }
+    }
+
+    /// Waits until its `n`th call has ended (its `n`th `quality` line), then copies the recording to
+    /// `<record>-<n>.wav` (the next call overwrites the original) and returns the copy.
+    pub fn call_done(&mut self, n: usize) -> PathBuf {
+        ok(self
+            .child
+            .wait_for_nth_line(Stream::Stdout, "quality ", n, secs(20)));
+        let copy = self.record.with_extension(format!("{n}.wav"));
+        std::fs::copy(&self.record, &copy)
+            .unwrap_or_else(|e| panic!("copying {}: {e}", self.record.display()));
+        copy
+    }
+}
+
+/// `caller` calls `target` (`sip:user@nat.lab`) with `args` (global flags), talks [`TALK_SECS`] playing the caller
+/// tone and recording into `<dir>/<caller>-heard-<tag>.wav`; asserts it exited 0 and returns its output and
+/// recording.
+pub fn place_call(
+    nat: &NatLab,
+    caller: &CliAccount,
+    target: &str,
+    args: &[&str],
+    tag: &str,
+) -> (CliOutput, PathBuf) {
+    let record = nat
+        .dir
+        .path()
+        .join(format!("{}-heard-{tag}.wav", caller.user));
+    let tone = nat.caller_tone.display().to_string();
+    let rec = record.display().to_string();
+    let talk = TALK_SECS.to_string();
+    let mut cmd = vec![
+        "call",
+        target,
+        "--duration",
+        &talk,
+        "--timeout",
+        "20",
+        "--play",
+        &tone,
+        "--record",
+        &rec,
+    ];
+    cmd.extend_from_slice(args);
+    let out = ok(caller.run(
+        &format!("{}-call-{tag}", caller.user),
+        &cmd,
+        nat.dir.path(),
+        secs(60),
+    ));
+    assert_exit(&out, 0);
+    (out, record)
+}
+
+/// Asserts both recordings carry the other side's tone (the tone checks of the audio scenarios).
+#[track_caller]
+pub fn assert_heard(caller_heard: &Path, callee_heard: &Path, what: &str) {
+    assert_tone(
+        caller_heard,
+        TONE_CALLEE,
+        SNR_FLOOR_DB,
+        secs(TALK_SECS - 2),
+        &format!("{what}: the caller hears the callee"),
+    );
+    assert_tone(
+        callee_heard,
+        TONE_CALLER,
+        SNR_FLOOR_DB,
+        secs(TALK_SECS - 2),
+        &format!("{what}: the callee hears the caller"),
+    );
+}
+
+/// The `path=` of the (last) `ice selected` line in `stdout`; fails with the output when ICE chose nothing.
+#[track_caller]
+pub fn ice_path(stdout: &str, who: &str) -> String {
+    let selected: Vec<&str> = lines(stdout, "ice")
+        .into_iter()
+        .filter(|l| l.split_whitespace().nth(1) == Some("selected"))
+        .collect();
+    let line = selected
+        .last()
+        .unwrap_or_else(|| panic!("{who}: no `ice selected` line:\n{stdout}"));
+    for key in ["local_type", "remote_type", "local", "remote"] {
+        assert!(field(line, key).is_some(), "{who}: no {key}= in {line:?}");
+    }
+    field(line, "path")
+        .unwrap_or_else(|| panic!("{who}: no path= in {line:?}"))
+        .to_string()
+}
+
+/// The `remote=` IP of the first `media` line in `stdout`.
+#[track_caller]
+pub fn media_remote(stdout: &str, who: &str) -> IpAddr {
+    let media = lines(stdout, "media");
+    let line = media
+        .first()
+        .unwrap_or_else(|| panic!("{who}: no `media` line:\n{stdout}"));
+    field(line, "remote")
+        .and_then(|r| r.parse::<SocketAddr>().ok())
+        .map(|a| a.ip())
+        .unwrap_or_else(|| panic!("{who}: no remote=IP:PORT in {line:?}"))
+}
+
+/// One ICE call bob ← alice between `callee_host` and `caller_host`; both ends must report `path`.
+fn ice_call(nat: &NatLab, caller_host: &Node, callee_host: &Node, extra: &[&str], path: &str) {
+    let alice = nat.phone(caller_host, "alice");
+    let bob = nat.phone(callee_host, "bob");
+    let mut callee = Callee::start(nat, &bob, 1, extra);
+    let (call, heard) = place_call(nat, &alice, &format!("sip:bob@{DOMAIN}"), extra, "1");
+    let bob_heard = callee.call_done(1);
+    ok(callee.child.wait_exit(secs(15)));
+    let bob_out = callee.child.stdout();
+    assert_eq!(
+        ice_path(&call.stdout, "caller"),
+        path,
+        "caller's ICE path:\n{}",
+        call.dump()
+    );
+    assert_eq!(
+        ice_path(&bob_out, "callee"),
+        path,
+        "callee's ICE path:\n{bob_out}"
+    );
+    assert_heard(&heard, &bob_heard, &format!("path={path}"));
+}
+
+#[test]
+fn nat_calls_same_cone_nat_direct() {
+    let nat = NatLab::start(
+        "nat-calls-same",
+        Topology::builder().router(NatKind::Cone, 2),
+        &["alice", "bob"],
+        "",
+        false,
+    );
+    let stun = format!("--stun={}", nat.turn());
+    ice_call(
+        &nat,
+        nat.topo.host(0, 0),
+        nat.topo.host(0, 1),
+        &[&stun],
+        "direct",
+    );
+}
+
+#[test]
+fn nat_calls_two_cone_nats_reflexive() {
+    let nat = NatLab::start(
+        "nat-calls-cone",
+        Topology::builder()
+            .router(NatKind::Cone, 1)
+            .router(NatKind::Cone, 1),
+        &["alice", "bob"],
+        "",
+        false,
+    );
+    let stun = format!("--stun={}", nat.turn());
+    ice_call(
+        &nat,
+        nat.topo.host(0, 0),
+        nat.topo.host(1, 0),
+        &[&stun],
+        "reflexive",
+    );
+}
+
+#[test]
+fn nat_calls_two_symmetric_nats_relay() {
+    let nat = NatLab::start(
+        "nat-calls-sym",
+        Topology::builder()
+            .router(NatKind::Symmetric, 1)
+            .router(NatKind::Symmetric, 1),
+        &["alice", "bob"],
+        "",
+        false,
+    );
+    let turn = format!("--turn={}", nat.turn_uri());
+    ice_call(
+        &nat,
+        nat.topo.host(0, 0),
+        nat.topo.host(1, 0),
+        &[&turn],
+        "relay",
+    );
+}
