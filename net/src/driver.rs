@@ -17,6 +17,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::endpoint::{IncomingEvent, Shared, TxOutcome};
 use crate::resolve::SipResolver;
+use crate::stun::{StunAction, StunStats, StunWaiters};
 use crate::transport::{self, ConnId, ConnOptions, NetInput, Outgoing};
 use crate::{EndpointConfig, NetError};
 
@@ -30,6 +31,8 @@ const MAX_UDP_PEERS: usize = 16384;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bound on remembered TLS server names for flows not connected yet.
 const MAX_SERVER_NAMES: usize = 4096;
+/// Flow events buffered per subscriber before the slowest misses some.
+const FLOW_EVENTS: usize = 64;
 
 /// A request the driver has started: its id, the request as sent, and its outcome stream.
 #[derive(Debug)]
@@ -62,6 +65,21 @@ pub(crate) enum Command {
     Cancel {
         tx: TxId,
     },
+    /// Await a STUN Binding response with transaction id `tid`.
+    StunWait {
+        tid: [u8; 12],
+        reply: oneshot::Sender<Result<SocketAddr, NetError>>,
+    },
+    /// Stop awaiting `tid`.
+    StunForget {
+        tid: [u8; 12],
+    },
+    /// Send raw bytes (a STUN request) on the UDP socket that reaches `to`.
+    SendUdpRaw {
+        to: SocketAddr,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -89,6 +107,9 @@ pub(crate) struct Driver {
     max_connections: usize,
     net_tx: mpsc::Sender<NetInput>,
     tasks: Vec<JoinHandle<()>>,
+    stun: StunWaiters,
+    stun_stats: Arc<StunStats>,
+    flow_events: tokio::sync::broadcast::Sender<crate::FlowEvent>,
 }
 
 /// The local IP the system would use to reach the Internet (no packet is sent), or loopback.
@@ -202,6 +223,8 @@ impl Driver {
             (None, None) => primary_ip(false).to_string(),
         };
 
+        let stun_stats = Arc::new(StunStats::default());
+        let (flow_events, _) = tokio::sync::broadcast::channel(FLOW_EVENTS);
         let driver = Driver {
             layer,
             udp,
@@ -215,6 +238,9 @@ impl Driver {
             max_connections: config.max_connections,
             net_tx,
             tasks,
+            stun: StunWaiters::default(),
+            stun_stats: Arc::clone(&stun_stats),
+            flow_events: flow_events.clone(),
         };
         tokio::spawn(driver.run(net_rx, cmd_rx));
         tracing::debug!(?local, "endpoint bound");
@@ -225,6 +251,8 @@ impl Driver {
                 contact_host,
                 public_host: config.public_host,
                 resolver,
+                stun_stats,
+                flow_events,
             },
             in_rx,
         ))
@@ -291,6 +319,11 @@ impl Driver {
         let now = std::time::Instant::now();
         match input {
             NetInput::Datagram { data, flow, socket } => {
+                // STUN keep-alives and their answers share the SIP port (RFC 5626 §8).
+                if tandem_proto::stun::is_stun(&data) {
+                    self.on_stun(&data, flow, socket);
+                    return;
+                }
                 // CRLF (or NUL) keep-alives some peers send over UDP: nothing to answer.
                 if data
                     .iter()
@@ -333,6 +366,12 @@ impl Driver {
                 // A stale connection's failure must not fail transactions on its successor.
                 if error.is_some() && current {
                     self.layer.transport_error(now, flow);
+                }
+                if current {
+                    // Nobody listening is fine: flow events are advisory.
+                    let _ = self
+                        .flow_events
+                        .send(crate::FlowEvent::Closed { flow, error });
                 }
             }
         }
@@ -385,7 +424,31 @@ impl Driver {
                 Ok(cancel_tx) => tracing::debug!(%tx, %cancel_tx, "CANCEL sent"),
                 Err(e) => tracing::debug!(%tx, error = %e, "CANCEL not sent"),
             },
+            Command::StunWait { tid, reply } => self.stun.insert(tid, reply),
+            Command::StunForget { tid } => self.stun.remove(&tid),
+            Command::SendUdpRaw { to, data, reply } => {
+                let result = self
+                    .send_udp(to, &data)
+                    .map_err(|e| NetError::Io(std::io::Error::other(format!("STUN to {to}: {e}"))));
+                let _ = reply.send(result);
+            }
             Command::Shutdown { .. } => {}
+        }
+    }
+
+    /// Answers a STUN Binding request from the receiving socket, or hands a response to the
+    /// keep-alive awaiting it.
+    fn on_stun(&mut self, data: &[u8], flow: Flow, socket: usize) {
+        match self.stun.on_datagram(data, flow.remote, &self.stun_stats) {
+            StunAction::Reply(bytes) => {
+                let Some(s) = self.udp.get(socket) else {
+                    return;
+                };
+                if let Err(e) = udp_send(s, &bytes, flow.remote) {
+                    tracing::debug!(%flow, error = %e, "STUN Binding response not sent");
+                }
+            }
+            StunAction::None => {}
         }
     }
 
@@ -430,7 +493,7 @@ impl Driver {
             .and_then(|i| self.udp.get(*i))
             .or_else(|| self.pick_udp_socket(to))
             .ok_or_else(|| format!("no UDP socket for {to}"))?;
-        match socket.try_send_to(data, to) {
+        match udp_send(socket, data, to) {
             Ok(_) => Ok(()),
             // The socket buffer is full: a lost datagram, which retransmission covers.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -617,6 +680,18 @@ impl Driver {
         {
             tracing::debug!(%tx, error = %e, "503 for an undelivered request not sent");
         }
+    }
+}
+
+/// Sends one datagram without waiting. tokio reports WouldBlock until its reactor has seen a
+/// socket writable once (one bound a moment ago), so the kernel is asked directly before the
+/// socket is taken as full.
+fn udp_send(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    match socket.try_send_to(data, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            socket2::SockRef::from(socket).send_to(data, &to.into())
+        }
+        other => other,
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{Command, Driver, RequestStarted};
 use crate::resolve::{SipResolver, TargetHost};
-use crate::{EndpointConfig, NetError};
+use crate::{EndpointConfig, NetError, StunRetry};
 
 /// Where to send a request.
 #[derive(Debug, Clone)]
@@ -91,6 +91,22 @@ pub(crate) struct Shared {
     pub(crate) contact_host: String,
     pub(crate) public_host: Option<String>,
     pub(crate) resolver: SipResolver,
+    pub(crate) stun_stats: Arc<crate::StunStats>,
+    pub(crate) flow_events: tokio::sync::broadcast::Sender<FlowEvent>,
+}
+
+/// A change in one of the endpoint's transport flows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlowEvent {
+    /// A stream connection (TCP/TLS) closed; `error` says why when it was not orderly (e.g.
+    /// `no keep-alive pong`). A registration over it must be redone on a new flow (RFC 5626).
+    Closed {
+        /// The flow (transport and remote address) of the connection.
+        flow: Flow,
+        /// Why it closed, when it was not an orderly close.
+        error: Option<String>,
+    },
 }
 
 /// A cheap, cloneable handle to a running SIP endpoint (its driver task).
@@ -251,6 +267,54 @@ impl Endpoint {
     /// transaction; the INVITE then normally completes with 487.
     pub fn cancel(&self, tx: TxId) {
         self.command(Command::Cancel { tx });
+    }
+
+    /// Sends a STUN Binding request over UDP `flow` from the SIP socket that reaches it (RFC 5626
+    /// §8 keep-alive) and returns the XOR-MAPPED-ADDRESS of the answer: the address the peer
+    /// sees us as. Retransmits per `retry`; [`NetError::StunTimeout`] when nothing answers.
+    pub async fn stun_binding(&self, flow: Flow, retry: StunRetry) -> Result<SocketAddr, NetError> {
+        if flow.transport != Transport::Udp {
+            return Err(NetError::Config(format!(
+                "STUN keep-alives run on UDP flows, not {}",
+                flow.transport
+            )));
+        }
+        let (data, tid) = crate::stun::binding_request();
+        let (reply, mut answer) = oneshot::channel();
+        self.command(Command::StunWait { tid, reply });
+        // Forget the transaction however this future ends (answer, timeout or drop).
+        struct Forget<'a>(&'a Endpoint, [u8; 12]);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.command(Command::StunForget { tid: self.1 });
+            }
+        }
+        let _forget = Forget(self, tid);
+        for n in 0..retry.transmissions.max(1) {
+            let (sent, sent_rx) = oneshot::channel();
+            self.command(Command::SendUdpRaw {
+                to: flow.remote,
+                data: data.clone(),
+                reply: sent,
+            });
+            sent_rx.await.map_err(|_| NetError::Closed)??;
+            match tokio::time::timeout(retry.wait_after(n), &mut answer).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => return Err(NetError::Closed),
+                Err(_) => tracing::trace!(%flow, attempt = n + 1, "STUN keep-alive unanswered"),
+            }
+        }
+        Err(NetError::StunTimeout)
+    }
+
+    /// Counters of the STUN traffic on this endpoint's SIP UDP sockets.
+    pub fn stun_stats(&self) -> &crate::StunStats {
+        &self.shared.stun_stats
+    }
+
+    /// Subscribes to flow events (stream connections closing) from now on.
+    pub fn flow_events(&self) -> tokio::sync::broadcast::Receiver<FlowEvent> {
+        self.shared.flow_events.subscribe()
     }
 
     /// Closes listeners and connections and stops the driver; waits until it has stopped.

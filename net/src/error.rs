@@ -25,4 +25,10 @@ pub enum NetError {
     /// The configuration is invalid (e.g. TLS listeners without a server config).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A STUN keep-alive got an error or malformed answer.
+    #[error("STUN: {0}")]
+    Stun(String),
+    /// A STUN keep-alive got no answer after all its retransmissions: the flow is dead.
+    #[error("STUN keep-alive unanswered")]
+    StunTimeout,
 }

@@ -8,7 +8,9 @@
 //!
 //! Transports: UDP, TCP and TLS (rustls), IPv4 and IPv6, one connection per remote address
 //! (incoming connections are reused for requests back, RFC 5923 style), idle timeout,
-//! connection limit, CRLF keep-alives (RFC 5626 §4.4.1). Server location: RFC 3263 in
+//! connection limit, CRLF keep-alives (RFC 5626 §4.4.1), STUN Binding on the SIP UDP sockets
+//! (answered, and sent as flow keep-alives with [`Endpoint::stun_binding`], RFC 5626 §8),
+//! flow-closed notifications ([`Endpoint::flow_events`]). Server location: RFC 3263 in
 //! [`resolve`].
 
 mod config;
@@ -16,10 +18,12 @@ mod driver;
 mod endpoint;
 mod error;
 pub mod resolve;
+mod stun;
 mod transport;
 mod uri;
 
 pub use config::{EndpointConfig, default_tls_client};
-pub use endpoint::{ClientTx, Endpoint, Incoming, IncomingEvent, Target, TxOutcome};
+pub use endpoint::{ClientTx, Endpoint, FlowEvent, Incoming, IncomingEvent, Target, TxOutcome};
 pub use error::NetError;
 pub use resolve::{DnsConfig, ResolveTarget, SipResolver, TargetHost};
+pub use stun::{StunRetry, StunStats};
