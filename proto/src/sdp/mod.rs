@@ -16,8 +16,8 @@ use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
 
 pub mod audio;
-pub mod ice;
 mod codec;
+pub mod ice;
 mod legacy;
 
 pub use audio::{
