@@ -99,9 +99,29 @@ fn test(extra: &[String]) -> Result<()> {
     ensure_components()?;
     app::mobile_prepare()?;
     let bin_dir = target_dir()?.join("debug");
-    let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut test_args = vec![
+        "test",
+        "--workspace",
+        "--exclude",
+        "tandem-tests",
+        "--no-fail-fast",
+    ];
     test_args.extend(extra.iter().copied());
+    // The `it` binary starts its > 10-minute, mostly idle NAT keep-alive scenario first (its name sorts first):
+    // one test thread more than the cores, so the others keep every core.
+    let threads = format!(
+        "--test-threads={}",
+        std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+    );
+    let mut it_args = vec!["test", "-p", "tandem-tests", "--no-fail-fast"];
+    it_args.extend(extra.iter().copied());
+    if !extra.iter().any(|a| a.starts_with("--test-threads")) {
+        if !extra.contains(&"--") {
+            it_args.push("--");
+        }
+        it_args.push(&threads);
+    }
     // The ui is tested and built first: the desktop shell embeds ui/dist.
     let mut steps: Vec<Step> = app::ui_steps();
     steps.extend([
@@ -124,12 +144,38 @@ fn test(extra: &[String]) -> Result<()> {
             c.env("TANDEM_BIN_DIR", &bin_dir);
             c
         }),
+        Step::new("test it", {
+            let mut c = cargo(&it_args);
+            c.env("TANDEM_BIN_DIR", &bin_dir);
+            c
+        }),
     ]);
     let mut done = Vec::new();
+    // Both test steps run even when the first fails (no-fail-fast across the workspace); the first failure counts.
+    let mut test_failure = None;
     for mut step in steps {
         let t = Instant::now();
         let result = step.run();
         done.push(format!("{} {:.0}s", step.name, t.elapsed().as_secs_f64()));
+        let result = match result {
+            Err(e) if step.name == "test" || step.name == "test it" => {
+                if test_failure.is_none() {
+                    test_failure = Some((step.name, e));
+                }
+                Ok(())
+            }
+            other => other,
+        };
+        if step.name == "test it"
+            && let Some((name, e)) = test_failure.take()
+        {
+            println!(
+                "xtask test: FAILED at {name} after {:.0}s ({})",
+                started.elapsed().as_secs_f64(),
+                done.join(", ")
+            );
+            return Err(e);
+        }
         if let Err(e) = result {
             println!(
                 "xtask test: FAILED at {} after {:.0}s ({})",
