@@ -10,20 +10,23 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tandem_tests::nat::{NatKind, Node, Topology, TopologyBuilder};
 use tandem_tests::process::{ChildGuard, Stream};
 use tandem_tests::{CliAccount, CliOutput, LabServer, TestDir, Transport};
 
 use crate::audio_common::{
-    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone, field, lines, tone_file,
+    SNR_FLOOR_DB, TONE_CALLEE, TONE_CALLER, assert_tone_after, field, lines, tone_file,
 };
-use crate::common::{assert_exit, ok, secs};
+use crate::common::{assert_exit, assert_exits_ok, ok, secs};
 
 /// The lab's SIP domain (and TURN realm) in the NAT scenarios.
 pub const DOMAIN: &str = "nat.lab";
 /// How long each call talks.
-pub const TALK_SECS: u64 = 4;
+pub const TALK_SECS: u64 = 6;
+/// Audio skipped at the start of each recording: call setup, ICE checks (and the jitter buffer's fill).
+pub const SKIP_START: Duration = Duration::from_millis(1500);
 
 /// A NAT topology with `tandem-lab` running in its lab namespace, and the test's files.
 pub struct NatLab {
@@ -199,23 +202,24 @@ pub fn place_call(
     (out, record)
 }
 
-/// Asserts both recordings carry the other side's tone (the tone checks of the audio scenarios).
+/// Asserts both recordings carry the other side's tone (the tone checks of the audio scenarios, after
+/// [`SKIP_START`]).
 #[track_caller]
 pub fn assert_heard(caller_heard: &Path, callee_heard: &Path, what: &str) {
-    assert_tone(
-        caller_heard,
-        TONE_CALLEE,
-        SNR_FLOOR_DB,
-        secs(TALK_SECS - 2),
-        &format!("{what}: the caller hears the callee"),
-    );
-    assert_tone(
-        callee_heard,
-        TONE_CALLER,
-        SNR_FLOOR_DB,
-        secs(TALK_SECS - 2),
-        &format!("{what}: the callee hears the caller"),
-    );
+    for (path, hz, who) in [
+        (caller_heard, TONE_CALLEE, "the caller hears the callee"),
+        (callee_heard, TONE_CALLER, "the callee hears the caller"),
+    ] {
+        assert_tone_after(
+            path,
+            hz,
+            SNR_FLOOR_DB,
+            secs(TALK_SECS - 2),
+            0.8,
+            SKIP_START,
+            &format!("{what}: {who}"),
+        );
+    }
 }
 
 /// The `path=` of the (last) `ice selected` line in `stdout`; fails with the output when ICE chose nothing.
@@ -256,7 +260,7 @@ fn ice_call(nat: &NatLab, caller_host: &Node, callee_host: &Node, extra: &[&str]
     let mut callee = Callee::start(nat, &bob, 1, extra);
     let (call, heard) = place_call(nat, &alice, &format!("sip:bob@{DOMAIN}"), extra, "1");
     let bob_heard = callee.call_done(1);
-    ok(callee.child.wait_exit(secs(15)));
+    assert_exits_ok(&mut callee.child, secs(15), "bob (answer)");
     let bob_out = callee.child.stdout();
     assert_eq!(
         ice_path(&call.stdout, "caller"),
