@@ -806,6 +806,12 @@ mod tests {
         if !is_root() {
             panic!("the NAT topology needs root (network namespaces)");
         }
+        // A leftover of a test process that died before its guard ran is swept when a topology is built.
+        let mut dead = Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let leftover = format!("{PREFIX}{dead_pid}-n1-pub");
+        ip(&["netns", "add", &leftover]).unwrap();
         let mut topo = Topology::builder()
             .router(NatKind::Cone, 2)
             .router(NatKind::Symmetric, 1)
@@ -814,6 +820,7 @@ mod tests {
             .unwrap();
         let created = topo.created.clone();
         let all = names();
+        assert!(!all.contains(&leftover), "{leftover} was not swept");
         for ns in &created {
             assert!(all.contains(ns), "{ns} missing from {all:?}");
         }
