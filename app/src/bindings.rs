@@ -30,7 +30,11 @@ pub fn generate() -> Result<Vec<(String, String)>, ts_rs::ExportError> {
     one::<AccountSettings>(&cfg, &mut out)?;
     one::<NewAccount>(&cfg, &mut out)?;
     one::<FailureKind>(&cfg, &mut out)?;
+    one::<CertificateTrouble>(&cfg, &mut out)?;
+    one::<CertificateDetails>(&cfg, &mut out)?;
+    one::<CertificateProblem>(&cfg, &mut out)?;
     one::<Failure>(&cfg, &mut out)?;
+    one::<TrustArg>(&cfg, &mut out)?;
     one::<RegistrationState>(&cfg, &mut out)?;
     one::<AccountInfo>(&cfg, &mut out)?;
     one::<Direction>(&cfg, &mut out)?;
@@ -58,6 +62,11 @@ pub fn generate() -> Result<Vec<(String, String)>, ts_rs::ExportError> {
     one::<MyPresence>(&cfg, &mut out)?;
     one::<Voicemail>(&cfg, &mut out)?;
     one::<RosterEntry>(&cfg, &mut out)?;
+    one::<TransferState>(&cfg, &mut out)?;
+    one::<FileTransfer>(&cfg, &mut out)?;
+    one::<SendFile>(&cfg, &mut out)?;
+    one::<FileArg>(&cfg, &mut out)?;
+    one::<JoinConference>(&cfg, &mut out)?;
     one::<AppEvent>(&cfg, &mut out)?;
     one::<AccountArg>(&cfg, &mut out)?;
     one::<CallArg>(&cfg, &mut out)?;

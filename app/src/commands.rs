@@ -92,6 +92,14 @@ pub const COMMANDS: &[&str] = &[
     "my_presence",
     "set_presence",
     "list_voicemail",
+    "trust_ca",
+    "list_trusted_cas",
+    "list_transfers",
+    "send_file",
+    "accept_file",
+    "decline_file",
+    "open_folder",
+    "join_conference",
 ];
 
 fn args<T: DeserializeOwned>(command: &str, value: Value) -> Result<T, Failure> {
@@ -191,6 +199,17 @@ pub async fn dispatch(state: &AppState, command: &str, arguments: Value) -> Resu
         "my_presence" => json(state.my_presence()),
         "set_presence" => json(state.set_presence(args(command, arguments)?).await?),
         "list_voicemail" => json(state.list_voicemail()),
+        "trust_ca" => {
+            let a: TrustArg = args(command, arguments)?;
+            json(state.trust_ca(&a.pem)?)
+        }
+        "list_trusted_cas" => json(state.list_trusted_cas()),
+        "list_transfers" => json(state.list_transfers()),
+        "send_file" => json(state.send_file(args(command, arguments)?).await?),
+        "accept_file" => json(state.accept_file(args(command, arguments)?).await?),
+        "decline_file" => json(state.decline_file(args(command, arguments)?)?),
+        "open_folder" => json(state.open_folder(args(command, arguments)?)?),
+        "join_conference" => json(state.join_conference(args(command, arguments)?).await?),
         other => Err(failure(
             FailureKind::Other,
             format!("Unknown command {other}."),

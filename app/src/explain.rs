@@ -14,6 +14,7 @@ pub fn failure(
         kind,
         message: message.into(),
         detail: detail.into(),
+        certificate: None,
     }
 }
 

@@ -190,7 +190,7 @@ const SERVICE_PORTS: &[(&str, &str)] = &[
 /// on ephemeral ports, so the bundled lab never collides with another server on this machine.
 /// Works on the serialized form and keeps only the keys the configuration knows, so it follows
 /// whichever port keys the sections have.
-fn ephemeral_services(config: LabConfig) -> Result<LabConfig, Failure> {
+pub fn ephemeral_services(config: LabConfig) -> Result<LabConfig, Failure> {
     let mut value =
         toml::Value::try_from(&config).map_err(|e| lab_failure("its configuration", e))?;
     for (section, key) in SERVICE_PORTS {

@@ -10,12 +10,14 @@
 pub mod bindings;
 pub mod commands;
 pub mod explain;
+pub mod files;
 pub mod lab;
 pub mod persist;
 pub mod secrets;
 pub mod server;
 pub mod social;
 pub mod state;
+pub mod trust;
 pub mod types;
 
 pub use commands::dispatch;

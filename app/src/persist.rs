@@ -35,15 +35,28 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Failure>
 
 /// Writes `value` to `path` as JSON (to a temporary file first, then renamed over it).
 pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Failure> {
-    let write_failed = |e: String| {
+    let text = serde_json::to_string_pretty(value).map_err(|e| {
         failure(
             FailureKind::Other,
             format!("Cannot save {}.", path.display()),
-            e,
+            e.to_string(),
+        )
+    })?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Writes `bytes` to `path` (to a temporary file first, then renamed over it).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let write_failed = |e: std::io::Error| {
+        failure(
+            FailureKind::Other,
+            format!("Cannot save {}.", path.display()),
+            e.to_string(),
         )
     };
-    let text = serde_json::to_string_pretty(value).map_err(|e| write_failed(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| write_failed(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| write_failed(e.to_string()))
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(write_failed)?;
+    std::fs::rename(&tmp, path).map_err(write_failed)
 }

@@ -35,6 +35,8 @@ const MESSAGE_LIMIT: usize = 2000;
 const READ_RECEIPT_LIMIT: usize = 512;
 /// How long a typing indication lasts without a refresh, in seconds (RFC 3994 refresh).
 const COMPOSING_REFRESH: u32 = 60;
+/// How long an `active` indication without a refresh interval lasts (RFC 3994 §4.2: 120 s).
+const COMPOSING_DEFAULT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A contact as saved in `contacts.json`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -75,6 +77,9 @@ pub(crate) struct Social {
     sent_ids: Mutex<HashMap<String, String>>,
     /// Our id of a received message that asked for a read notification → the message.
     read_receipts: Mutex<VecDeque<(String, ReceivedMessage)>>,
+    /// The generation of the latest typing change per conversation (`typing_key`).
+    typing: Mutex<HashMap<String, u64>>,
+    typing_generation: AtomicU64,
     contacts: Mutex<BTreeMap<(String, String), ContactSlot>>,
     watchers: Mutex<BTreeMap<String, BTreeMap<String, Watcher>>>,
     winfo: Mutex<HashMap<String, AbortOnDrop>>,
@@ -186,19 +191,28 @@ fn roster_of(info: &ConferenceInfo) -> Vec<RosterEntry> {
         .collect()
 }
 
+/// The key of a conversation's typing state: the account and the peer as [`same_peer`]
+/// compares it.
+fn typing_key(account_id: &str, peer: &str) -> String {
+    format!("{account_id}|{}", peer_key(peer))
+}
+
+/// An address reduced to scheme, user and host, lowercased, without parameters, display name
+/// or angle brackets.
+fn peer_key(s: &str) -> String {
+    let s = s.trim();
+    let s = match (s.find('<'), s.rfind('>')) {
+        (Some(i), Some(j)) if i < j => &s[i + 1..j],
+        _ => s,
+    };
+    let s = s.split([';', '?']).next().unwrap_or(s);
+    s.to_ascii_lowercase()
+}
+
 /// Compares addresses the way the ui groups conversations: scheme, user and host, ignoring
 /// parameters, display names and angle brackets.
 pub fn same_peer(a: &str, b: &str) -> bool {
-    fn key(s: &str) -> String {
-        let s = s.trim();
-        let s = match (s.find('<'), s.rfind('>')) {
-            (Some(i), Some(j)) if i < j => &s[i + 1..j],
-            _ => s,
-        };
-        let s = s.split([';', '?']).next().unwrap_or(s);
-        s.to_ascii_lowercase()
-    }
-    key(a) == key(b)
+    peer_key(a) == peer_key(b)
 }
 
 impl AppState {
@@ -411,6 +425,7 @@ impl AppState {
                 pending.pop_front();
             }
         }
+        self.typing_changed(account_id, &message.from);
         self.emit(AppEvent::Composing {
             account_id: account_id.to_owned(),
             peer: message.from.clone(),
@@ -420,6 +435,27 @@ impl AppState {
             id,
             account_id: account_id.to_owned(),
             peer: message.from,
+            direction: Direction::Incoming,
+            text,
+            at_ms: now_ms(),
+            status: MessageStatus::Unread,
+            error: None,
+        });
+    }
+
+    /// A message arrived in an MSRP chat session: it joins the conversation with the peer.
+    pub(crate) fn chat_session_message(&self, account_id: &str, from: String, text: String) {
+        let id = self.new_message_id();
+        self.typing_changed(account_id, &from);
+        self.emit(AppEvent::Composing {
+            account_id: account_id.to_owned(),
+            peer: from.clone(),
+            active: false,
+        });
+        self.put_message(ChatMessage {
+            id,
+            account_id: account_id.to_owned(),
+            peer: from,
             direction: Direction::Incoming,
             text,
             at_ms: now_ms(),
@@ -452,13 +488,58 @@ impl AppState {
         });
     }
 
-    /// An is-composing indication arrived.
-    pub(crate) fn on_composing(&self, account_id: &str, from: String, active: bool) {
+    /// An is-composing indication arrived. An `active` state lapses by itself (RFC 3994 §4.2):
+    /// after the sender's refresh interval, or [`COMPOSING_DEFAULT_EXPIRY`] without one, with
+    /// no newer indication or message from that peer, the peer is shown as no longer typing.
+    pub(crate) fn on_composing(
+        &self,
+        account_id: &str,
+        from: String,
+        active: bool,
+        refresh: Option<u32>,
+    ) {
+        let generation = self.typing_changed(account_id, &from);
+        if active {
+            let lapse = refresh
+                .filter(|r| *r > 0)
+                .map(|r| std::time::Duration::from_secs(u64::from(r)))
+                .unwrap_or(COMPOSING_DEFAULT_EXPIRY);
+            let me = self.clone();
+            let account = account_id.to_owned();
+            let peer = from.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(lapse).await;
+                let current = lock(&me.social().typing)
+                    .get(&typing_key(&account, &peer))
+                    .copied();
+                if current == Some(generation) {
+                    me.typing_changed(&account, &peer);
+                    me.emit(AppEvent::Composing {
+                        account_id: account,
+                        peer,
+                        active: false,
+                    });
+                }
+            });
+        }
         self.emit(AppEvent::Composing {
             account_id: account_id.to_owned(),
             peer: from,
             active,
         });
+    }
+
+    /// Something changed about whether `peer` types (an indication or a message arrived):
+    /// pending expiries of earlier indications are void. Returns the new generation.
+    fn typing_changed(&self, account_id: &str, peer: &str) -> u64 {
+        let mut typing = lock(&self.social().typing);
+        let next = self
+            .social()
+            .typing_generation
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        typing.insert(typing_key(account_id, peer), next);
+        next
     }
 
     /// The XCAP client of an account, when it has an XCAP server (the bundled lab's accounts do).

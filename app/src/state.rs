@@ -19,7 +19,13 @@ use crate::explain::{explain_call, explain_registration, failure};
 use crate::lab::BundledLab;
 use crate::persist::{load_json, save_json};
 use crate::secrets::Secrets;
+use crate::trust::{TrustStore, Witness, explain_problem};
 use crate::types::*;
+
+/// How long after a conference room answers its PIN is sent.
+const PIN_DELAY: std::time::Duration = std::time::Duration::from_millis(600);
+/// How long "test connection" waits for the registrar before it says there is no answer.
+const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 256;
@@ -60,12 +66,16 @@ pub(crate) struct AccountSlot {
     settings: AccountSettings,
     pub(crate) registration: RegistrationState,
     ua: Option<UserAgent>,
+    /// The TLS verifier of `ua`, which remembers the certificate of a refused server.
+    witness: Option<Arc<Witness>>,
     unregister: Option<oneshot::Sender<oneshot::Sender<()>>>,
 }
 
 struct CallSlot {
     info: CallInfo,
     ctl: mpsc::UnboundedSender<CallCtl>,
+    /// A conference PIN to send as DTMF once the room answers.
+    pin: Option<String>,
 }
 
 pub(crate) struct Inner {
@@ -78,6 +88,8 @@ pub(crate) struct Inner {
     pub(crate) lab: tokio::sync::Mutex<Option<BundledLab>>,
     next_call: AtomicU64,
     pub(crate) social: crate::social::Social,
+    pub(crate) trust: Arc<TrustStore>,
+    pub(crate) files: crate::files::Files,
 }
 
 /// The app: accounts with one client-core [`UserAgent`] each, calls, history, the bundled lab
@@ -203,12 +215,14 @@ impl AppState {
                         settings,
                         registration: RegistrationState::Unregistered,
                         ua: None,
+                        witness: None,
                         unregister: None,
                     },
                 )
             })
             .collect();
         let social = crate::social::Social::load(&options.data_dir)?;
+        let trust = Arc::new(TrustStore::open(&options.data_dir)?);
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         Ok(AppState {
             inner: Arc::new(Inner {
@@ -221,6 +235,8 @@ impl AppState {
                 lab: tokio::sync::Mutex::new(None),
                 next_call: AtomicU64::new(1),
                 social,
+                trust,
+                files: crate::files::Files::default(),
             }),
         })
     }
@@ -283,6 +299,7 @@ impl AppState {
                 settings: new.settings,
                 registration: RegistrationState::Unregistered,
                 ua: None,
+                witness: None,
                 unregister: None,
             },
         );
@@ -349,9 +366,11 @@ impl AppState {
             return Ok(ua);
         }
         let account = core_account(&settings, None)?;
+        let (witness, tls) = self.inner.trust.client()?;
         let config = UaConfig {
             listen: SocketAddr::new(self.inner.options.listen_ip, 0),
             transport: account.transport,
+            tls_client: Some(tls),
             ..UaConfig::default()
         };
         let (ua, events) = UserAgent::new(config)
@@ -364,6 +383,7 @@ impl AppState {
                     Some(other) => Some(other.clone()),
                     None => {
                         slot.ua = Some(ua.clone());
+                        slot.witness = Some(witness);
                         None
                     }
                 },
@@ -381,7 +401,11 @@ impl AppState {
     async fn run_ua_events(self, account_id: String, mut events: UaEvents) {
         while let Some(event) = events.next().await {
             match event {
-                UaEvent::IncomingCall(incoming) => self.incoming_call(&account_id, incoming),
+                UaEvent::IncomingCall(incoming) => {
+                    if let Some(call) = self.incoming_msrp(&account_id, incoming) {
+                        self.incoming_call(&account_id, call);
+                    }
+                }
                 UaEvent::TransferCall { call, .. } => {
                     self.spawn_call(&account_id, call, Direction::Outgoing, CallPhase::Dialing);
                 }
@@ -394,6 +418,7 @@ impl AppState {
                     from,
                     state.state
                         == tandem_client_core::types::simple::iscomposing::ComposingState::Active,
+                    state.refresh,
                 ),
                 UaEvent::Imdn { imdn, .. } => self.on_imdn(&imdn),
                 _ => {}
@@ -418,6 +443,12 @@ impl AppState {
                 return Err(f);
             }
         };
+        let witness = lock(&self.inner.accounts)
+            .get(account_id)
+            .and_then(|s| s.witness.clone());
+        if let Some(w) = &witness {
+            w.clear();
+        }
         match ua.register(&account).await {
             Ok(registration) => {
                 let expires = registration.expires();
@@ -442,7 +473,7 @@ impl AppState {
                 Ok(expires)
             }
             Err(e) => {
-                let f = explain_registration(&e, &server);
+                let f = explain_with_certificate(&e, &server, witness.as_deref());
                 self.set_registration(account_id, RegistrationState::Failed { failure: f.clone() });
                 Err(f)
             }
@@ -509,22 +540,29 @@ impl AppState {
             .as_ref()
             .map(|p| p.to_string())
             .unwrap_or_else(|| account.domain.clone());
+        let (witness, tls) = self.inner.trust.client()?;
         let config = UaConfig {
             listen: SocketAddr::new(self.inner.options.listen_ip, 0),
             transport: account.transport,
+            tls_client: Some(tls),
             ..UaConfig::default()
         };
         let (ua, _events) = UserAgent::new(config)
             .await
             .map_err(|e| explain_registration(&e, "the network"))?;
-        let result = ua.register(&account).await;
+        let result = tokio::time::timeout(TEST_TIMEOUT, ua.register(&account)).await;
         let outcome = match result {
-            Ok(reg) => {
+            Ok(Ok(reg)) => {
                 let expires = reg.expires();
                 let _ = reg.unregister().await;
                 Ok(expires)
             }
-            Err(e) => Err(explain_registration(&e, &server)),
+            Ok(Err(e)) => Err(explain_with_certificate(&e, &server, Some(&witness))),
+            Err(_) => Err(explain_with_certificate(
+                &UaError::Timeout,
+                &server,
+                Some(&witness),
+            )),
         };
         ua.shutdown().await;
         outcome
@@ -575,6 +613,62 @@ impl AppState {
         ))
     }
 
+    /// Command `join_conference`: calls the room `conf-<room>@<domain>` (or the address given)
+    /// and, when a PIN is given, sends it as DTMF followed by `#` once the room answers.
+    pub async fn join_conference(&self, join: JoinConference) -> Result<CallInfo, Failure> {
+        let room = join.room.trim();
+        let pin: String = join
+            .pin
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if !pin.chars().all(|c| c.is_ascii_digit()) {
+            return Err(invalid("A conference PIN is made of digits."));
+        }
+        let target = conference_target(room, &self.account_of(&join.account_id)?.domain)?;
+        let info = self
+            .call(CallRequest {
+                account_id: join.account_id,
+                target,
+            })
+            .await?;
+        if !pin.is_empty() {
+            let answered = {
+                let mut calls = lock(&self.inner.calls);
+                match calls.get_mut(&info.id) {
+                    Some(slot) if slot.info.phase == CallPhase::Active => true,
+                    Some(slot) => {
+                        slot.pin = Some(pin.clone());
+                        false
+                    }
+                    None => false,
+                }
+            };
+            if answered {
+                self.enter_pin(&info.id, pin);
+            }
+        }
+        Ok(info)
+    }
+
+    /// Sends a conference PIN and `#` a moment after the room answered (its prompt starts with
+    /// the media; digits sent before the media flows would be lost).
+    fn enter_pin(&self, call_id: &str, pin: String) {
+        let me = self.clone();
+        let id = call_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(PIN_DELAY).await;
+            if let Err(f) = me.send_dtmf(&id, &format!("{pin}#")).await {
+                me.emit(AppEvent::Notice {
+                    call_id: Some(id),
+                    message: format!("The conference PIN could not be sent: {}", f.message),
+                });
+            }
+        });
+    }
+
     fn new_info(
         &self,
         sip_call_id: String,
@@ -623,6 +717,7 @@ impl AppState {
             CallSlot {
                 info: info.clone(),
                 ctl: ctl_tx,
+                pin: None,
             },
         );
         self.emit(AppEvent::Call { call: info.clone() });
@@ -657,6 +752,7 @@ impl AppState {
             CallSlot {
                 info: info.clone(),
                 ctl: ctl_tx,
+                pin: None,
             },
         );
         self.emit(AppEvent::Call { call: info.clone() });
@@ -808,6 +904,10 @@ impl AppState {
                                 i.phase = CallPhase::Active;
                                 i.answered_at_ms.get_or_insert_with(now_ms);
                             });
+                            let pin = lock(&self.inner.calls).get_mut(&id).and_then(|s| s.pin.take());
+                            if let Some(pin) = pin {
+                                self.enter_pin(&id, pin);
+                            }
                         }
                         CallEvent::Held => self.update(&id, |i| i.held = true),
                         CallEvent::Resumed => self.update(&id, |i| i.held = false),
@@ -1068,6 +1168,7 @@ impl AppState {
                     settings: s.settings.clone(),
                     registration: RegistrationState::Unregistered,
                     ua: s.ua.take(),
+                    witness: s.witness.take(),
                     unregister: s.unregister.take(),
                 })
                 .collect()
@@ -1079,6 +1180,39 @@ impl AppState {
             lab.stop().await;
         }
     }
+}
+
+/// Explains a registration error; when the TLS verifier refused the server's certificate, the
+/// failure says what is wrong with it and carries its details (and the CA the user may trust).
+fn explain_with_certificate(err: &UaError, server: &str, witness: Option<&Witness>) -> Failure {
+    let mut f = explain_registration(err, server);
+    if let Some(problem) = witness.and_then(Witness::take_problem) {
+        f.kind = FailureKind::Tls;
+        f.message = explain_problem(&problem, server);
+        f.certificate = Some(Box::new(problem));
+    }
+    f
+}
+
+/// The address of conference room `room` in `domain`: `conf-<room>@<domain>`, or `room` itself
+/// when it already is an address (`sip:…` or `…@…`).
+pub fn conference_target(room: &str, domain: &str) -> Result<String, Failure> {
+    let room = room.trim();
+    if room.starts_with("sip:") || room.starts_with("sips:") || room.contains('@') {
+        return Ok(room.to_owned());
+    }
+    let name = room.strip_prefix("conf-").unwrap_or(room);
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(invalid(
+            "A room name is 1 to 64 letters, digits, dots, dashes or underscores.",
+        ));
+    }
+    Ok(format!("conf-{name}@{domain}"))
 }
 
 fn reply_not_yet(ctl: CallCtl) {

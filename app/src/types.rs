@@ -108,6 +108,158 @@ pub struct Failure {
     pub message: String,
     /// The technical detail (status line, socket error), for the curious.
     pub detail: String,
+    /// For TLS failures: the certificate the server presented and what is wrong with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub certificate: Option<Box<CertificateProblem>>,
+}
+
+/// What is wrong with a server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum CertificateTrouble {
+    /// Its validity ended.
+    Expired,
+    /// Its validity has not begun (or this computer's clock is wrong).
+    NotYetValid,
+    /// It comes from a certificate authority the app does not trust.
+    Untrusted,
+    /// It is for another server name.
+    WrongName,
+    /// Something else (bad signature, unsupported, revoked).
+    Other,
+}
+
+/// One certificate, as the ui shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateDetails {
+    /// Its subject (`CN=…, O=…`).
+    pub subject: String,
+    /// Who issued it.
+    pub issuer: String,
+    /// First day of validity (`YYYY-MM-DD`, UTC).
+    pub not_before: String,
+    /// Last day of validity (`YYYY-MM-DD`, UTC).
+    pub not_after: String,
+    /// SHA-256 fingerprint (`AB:CD:…`).
+    pub sha256: String,
+    /// It is a certificate authority's certificate.
+    pub is_ca: bool,
+    /// Subject and issuer are the same.
+    pub self_signed: bool,
+    /// The certificate in PEM form (what `trust_ca` takes).
+    pub pem: String,
+}
+
+/// A server certificate the app refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateProblem {
+    /// What is wrong.
+    pub trouble: CertificateTrouble,
+    /// The name or address we connected to.
+    pub server: String,
+    /// The verifier's words.
+    pub error: String,
+    /// The server's certificate.
+    pub certificate: Option<CertificateDetails>,
+    /// The CA certificate the server sent, which the user may choose to trust (only for
+    /// `untrusted`).
+    pub ca: Option<CertificateDetails>,
+}
+
+/// The arguments of `trust_ca`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustArg {
+    /// The CA certificate in PEM form.
+    pub pem: String,
+}
+
+/// Where a file transfer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum TransferState {
+    /// Incoming: offered, waiting for the user to accept or decline.
+    Offered,
+    /// Under way.
+    Transferring,
+    /// Complete (received and hash-checked, or confirmed by the receiver).
+    Done,
+    /// Declined by us or the peer.
+    Declined,
+    /// Failed.
+    Failed,
+}
+
+/// A file sent or received over MSRP (RFC 5547).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct FileTransfer {
+    /// Its id in this app.
+    pub id: String,
+    /// The account.
+    pub account_id: String,
+    /// The other party.
+    pub peer: String,
+    /// Who sends.
+    pub direction: Direction,
+    /// The file name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: f64,
+    /// Bytes sent (acknowledged) or received so far.
+    pub bytes: f64,
+    /// Where it is.
+    pub state: TransferState,
+    /// Where the file is on this computer (received: once complete).
+    pub path: Option<String>,
+    /// Why it failed, in words.
+    pub error: Option<String>,
+    /// When it started (Unix ms).
+    pub at_ms: f64,
+}
+
+/// The arguments of `send_file`: a file on disk (`path`), or its contents from the ui
+/// (`name` and `dataBase64`, e.g. from a file picker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct SendFile {
+    /// The account to send from.
+    pub account_id: String,
+    /// The recipient: a SIP URI, `user` or `user@domain`.
+    pub to: String,
+    /// A file on this computer.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The file name (with `dataBase64`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The contents, base64 (with `name`).
+    #[serde(default)]
+    pub data_base64: Option<String>,
+}
+
+/// The arguments of commands that name one file transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct FileArg {
+    /// The transfer id.
+    pub transfer_id: String,
+}
+
+/// The arguments of `join_conference`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinConference {
+    /// The account to call from.
+    pub account_id: String,
+    /// The room name (`team` joins `conf-team@<the account's domain>`), or a full SIP address.
+    pub room: String,
+    /// The room's PIN, sent as DTMF (followed by `#`) once the room answers.
+    #[serde(default)]
+    pub pin: Option<String>,
 }
 
 /// An account's registration state.
@@ -637,6 +789,11 @@ pub enum AppEvent {
         call_id: String,
         /// Everyone in the room now.
         participants: Vec<RosterEntry>,
+    },
+    /// A file transfer was offered, progressed, finished or failed.
+    FileTransfer {
+        /// The transfer now.
+        transfer: FileTransfer,
     },
     /// Something the user should know that belongs to no command (a media warning, a failed transfer).
     Notice {

@@ -341,3 +341,187 @@ async fn failures_are_explained() {
         forget_secrets();
     }
 }
+
+/// A lab server with a TLS listener on loopback whose CA the app does not know, and one user.
+async fn tls_lab(
+    dir: &std::path::Path,
+) -> (tandem_labserver::server::LabServer, std::path::PathBuf) {
+    use tandem_labserver::config::LabConfig;
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut config = LabConfig {
+        domain: "tls.lab".into(),
+        data_dir: dir.to_path_buf(),
+        demo_users: false,
+        ..LabConfig::default()
+    };
+    config.listen.udp = vec![std::net::SocketAddr::new(ip, 0)];
+    config.listen.tcp = Vec::new();
+    config.listen.tls = vec![std::net::SocketAddr::new(ip, 0)];
+    let mut config = tandem_app::lab::ephemeral_services(config).unwrap();
+    config.normalize();
+    config.validate().unwrap();
+    let store = tandem_labserver::store::Store::open_in(dir).await.unwrap();
+    store
+        .add_user_in_realm("dana", "tls.lab", config.realm(), "dana-secret")
+        .await
+        .unwrap();
+    let ca =
+        tandem_labserver::ca::LabCa::load_or_create(dir, &config.certificate_hostnames()).unwrap();
+    let ca_path = ca.ca_pem_path().to_path_buf();
+    let server = tandem_labserver::server::LabServer::start(config, store, ca)
+        .await
+        .unwrap();
+    (server, ca_path)
+}
+
+async fn tls_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab_dir = dir.path().join("tls-lab");
+    let (lab, ca_path) = tls_lab(&lab_dir).await;
+    let tls = lab
+        .local_addr(tandem_client_core::types::Transport::Tls)
+        .unwrap();
+    let app = open(&dir.path().join("app"));
+    let account = |password: &str| NewAccount {
+        settings: AccountSettings {
+            user: "dana".into(),
+            domain: "tls.lab".into(),
+            auth_user: None,
+            display_name: None,
+            proxy: Some(tls.to_string()),
+            transport: TransportKind::Tls,
+            srtp: SrtpMode::Off,
+            expires: 600,
+            lab: false,
+        },
+        password: Some(password.into()),
+    };
+    // The lab's CA is unknown: the failure shows the certificate and offers its CA.
+    let untrusted = app
+        .test_connection(account("dana-secret"))
+        .await
+        .unwrap_err();
+    assert_eq!(untrusted.kind, FailureKind::Tls, "{untrusted:?}");
+    let problem = untrusted.certificate.clone().expect("certificate details");
+    assert_eq!(problem.trouble, CertificateTrouble::Untrusted);
+    assert!(
+        untrusted.message.contains("trust its lab CA"),
+        "{}",
+        untrusted.message
+    );
+    let leaf = problem.certificate.expect("server certificate");
+    assert!(!leaf.is_ca);
+    assert_eq!(leaf.sha256.len(), 32 * 3 - 1);
+    let ca = problem.ca.expect("the lab CA is offered");
+    assert!(ca.is_ca && ca.self_signed, "{ca:?}");
+    let ca_on_disk = std::fs::read_to_string(&ca_path).unwrap();
+    assert_eq!(
+        ca.pem.split_whitespace().collect::<String>(),
+        ca_on_disk.split_whitespace().collect::<String>()
+    );
+    // A server certificate cannot be trusted as a CA.
+    assert_eq!(app.trust_ca(&leaf.pem).unwrap_err().kind, FailureKind::Tls);
+    assert!(app.list_trusted_cas().is_empty());
+    // Trust it: the connection works, and a wrong password is now told apart.
+    let trusted = app.trust_ca(&ca.pem).unwrap();
+    assert_eq!(trusted.sha256, ca.sha256);
+    assert!(app.test_connection(account("dana-secret")).await.unwrap() > 0);
+    let wrong = app.test_connection(account("not-it")).await.unwrap_err();
+    assert_eq!(wrong.kind, FailureKind::WrongPassword, "{wrong:?}");
+    assert!(wrong.certificate.is_none());
+    // The trust is kept: a new app over the same data folder trusts the CA too.
+    app.shutdown().await;
+    let again = open(&dir.path().join("app"));
+    assert_eq!(again.list_trusted_cas().len(), 1);
+    assert!(again.test_connection(account("dana-secret")).await.unwrap() > 0);
+    again.shutdown().await;
+    lab.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_lab_ca_trusted_on_request() {
+    if in_keyring_session("tls_lab_ca_trusted_on_request") {
+        tls_trust().await;
+    }
+}
+
+/// A TLS server on loopback presenting a self-signed certificate that expired on 2020-02-01.
+async fn expired_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 2, 1);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "expired.tandem.test");
+    let cert = params.self_signed(&key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            // The client refuses the certificate: the handshake fails, which is the point.
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    (addr, task)
+}
+
+async fn tls_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, server) = expired_server().await;
+    let app = open(dir.path());
+    let failure = app
+        .test_connection(NewAccount {
+            settings: AccountSettings {
+                user: "erin".into(),
+                domain: "expired.test".into(),
+                auth_user: None,
+                display_name: None,
+                proxy: Some(addr.to_string()),
+                transport: TransportKind::Tls,
+                srtp: SrtpMode::Off,
+                expires: 600,
+                lab: false,
+            },
+            password: Some("x".into()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Tls, "{failure:?}");
+    let problem = failure.certificate.clone().expect("certificate details");
+    assert_eq!(problem.trouble, CertificateTrouble::Expired);
+    assert!(
+        problem.ca.is_none(),
+        "an expired certificate is not fixed by trust"
+    );
+    assert!(
+        failure.message.contains("expired on 2020-02-01"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("expired.tandem.test"),
+        "{}",
+        failure.message
+    );
+    app.shutdown().await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_expired_certificate_explained() {
+    if in_keyring_session("tls_expired_certificate_explained") {
+        tls_expired().await;
+    }
+}

@@ -4,6 +4,7 @@ import type { AccountInfo } from "./AccountInfo";
 import type { CallInfo } from "./CallInfo";
 import type { ChatMessage } from "./ChatMessage";
 import type { Contact } from "./Contact";
+import type { FileTransfer } from "./FileTransfer";
 import type { MyPresence } from "./MyPresence";
 import type { Quality } from "./Quality";
 import type { RegistrationState } from "./RegistrationState";
@@ -98,7 +99,11 @@ callId: string,
 /**
  * Everyone in the room now.
  */
-participants: Array<RosterEntry>, } | { "type": "notice", 
+participants: Array<RosterEntry>, } | { "type": "fileTransfer", 
+/**
+ * The transfer now.
+ */
+transfer: FileTransfer, } | { "type": "notice", 
 /**
  * The call it concerns, if any.
  */

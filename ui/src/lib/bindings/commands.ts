@@ -34,4 +34,12 @@ export type Command =
   | "block_watcher"
   | "my_presence"
   | "set_presence"
-  | "list_voicemail";
+  | "list_voicemail"
+  | "trust_ca"
+  | "list_trusted_cas"
+  | "list_transfers"
+  | "send_file"
+  | "accept_file"
+  | "decline_file"
+  | "open_folder"
+  | "join_conference";
