@@ -91,6 +91,8 @@ pub struct LabConfig {
     pub ivr: crate::mediasrv::ivr::IvrConfig,
     /// The click-to-call HTTP API (`[api]`).
     pub api: crate::mediasrv::api::ApiConfig,
+    /// `[relay]`: the media relay for NATed and IPv4 <-> IPv6 calls.
+    pub relay: crate::media_relay::RelayConfig,
 }
 
 /// Listening sockets per transport.
@@ -286,6 +288,7 @@ impl Default for LabConfig {
             conference: Default::default(),
             ivr: Default::default(),
             api: Default::default(),
+            relay: Default::default(),
         }
     }
 }
@@ -441,6 +444,7 @@ impl LabConfig {
         self.presence.validate().map_err(ConfigError::Invalid)?;
         self.ivr.validate().map_err(ConfigError::Invalid)?;
         self.api.validate().map_err(ConfigError::Invalid)?;
+        self.relay.validate().map_err(ConfigError::Invalid)?;
         if self.limits.max_transactions == 0 {
             return invalid("limits.max_transactions must be at least 1".to_owned());
         }

@@ -98,6 +98,7 @@ pub struct Proxy {
     cdrs: CdrLog,
     im: std::sync::OnceLock<Arc<crate::im::Im>>,
     media: std::sync::OnceLock<MediaRouting>,
+    relay: std::sync::OnceLock<crate::media_relay::MediaRelay>,
 }
 
 /// How the proxy reaches the media server: its address, for the service users
@@ -160,6 +161,7 @@ impl Proxy {
             cdrs: CdrLog::new(store),
             im: std::sync::OnceLock::new(),
             media: std::sync::OnceLock::new(),
+            relay: std::sync::OnceLock::new(),
         }
     }
 
@@ -268,6 +270,7 @@ impl Proxy {
         let Some(hop) = self.next_hop(&request) else {
             return;
         };
+        self.relay_ack(&mut request);
         let flow_out = match hop.target {
             Target::Flow(f) => f,
             Target::Uri(uri) => match self.endpoint.resolve(&uri).await {
@@ -317,6 +320,7 @@ impl Proxy {
             return;
         }
         strip_top_via(&mut response);
+        self.relay_stray_response(&mut response);
         self.endpoint.respond_stateless(response);
     }
 
@@ -454,6 +458,7 @@ impl Proxy {
                 && let Ok(call_id) = request.headers.call_id()
             {
                 self.cdrs.ended(call_id);
+                self.relay_bye(&request);
             }
             let Some(hop) = self.next_hop(&request) else {
                 self.endpoint
@@ -554,6 +559,7 @@ impl Proxy {
                 return;
             }
         };
+        self.relay_anchor(&request, flow, &targets);
         let Some((media, vm_uri)) = voicemail else {
             self.forward(tx, &original, request, flow, targets, cancel, call, None)
                 .await;
@@ -777,6 +783,7 @@ impl Proxy {
         let mut live = 0usize;
 
         if *cancel.borrow() {
+            self.relay_call_failed(&request);
             self.endpoint
                 .respond(tx, reply(original, 487, "Request Terminated"));
             if let Some(call) = &call {
@@ -786,10 +793,15 @@ impl Proxy {
             return false;
         }
 
+        let mut relay_legs: Vec<Option<RelayLeg>> = vec![None; targets.len()];
+        let mut relay_vias: HashMap<String, usize> = HashMap::new();
         for (i, t) in targets.iter().enumerate() {
             let mut branch = request.clone();
             if t.retarget {
                 branch.uri = t.uri.clone();
+            }
+            if let Some(slot) = relay_legs.get_mut(i) {
+                *slot = self.relay_request(&mut branch, t);
             }
             if dialog_creating && self.settings.record_route {
                 // RFC 5658: two Record-Routes when the two sides use different transports.
@@ -828,6 +840,7 @@ impl Proxy {
                         .ok()
                         .and_then(|v| v.branch().map(str::to_string))
                     {
+                        relay_vias.insert(b.clone(), i);
                         self.loops.insert(b, key);
                     }
                     live += 1;
@@ -914,12 +927,15 @@ impl Proxy {
                     Some(BranchEvent::Provisional(mut r)) => {
                         if r.status > 100 && final_sent.is_none() {
                             provisional_seen = true;
+                            let leg = relay_leg_of(&r, &relay_vias, &relay_legs);
+                            self.relay_response(leg, &mut r);
                             strip_top_via(&mut r);
                             self.endpoint.respond(tx, r);
                         }
                     }
                     Some(BranchEvent::Final(i, mut r)) => {
                         let first = finals.get(i).is_some_and(Option::is_none);
+                        self.relay_response(relay_legs.get(i).and_then(Option::as_ref), &mut r);
                         strip_top_via(&mut r);
                         if (200..300).contains(&r.status) {
                             // Record the answer before the 2xx leaves, so that a BYE racing
@@ -1007,7 +1023,331 @@ impl Proxy {
                 );
             }
         }
+        if is_invite && final_sent.is_none_or(|s| s >= 300) {
+            self.relay_call_failed(&request);
+        }
         false
+    }
+}
+
+/// The relay context of one branch of a forwarded request: the anchored call, the callee
+/// branch, and which side sent the request.
+#[derive(Debug, Clone)]
+struct RelayLeg {
+    id: crate::media_relay::DialogId,
+    branch: u32,
+    sender: crate::media_relay::Side,
+    initial_invite: bool,
+}
+
+/// The relay leg of a provisional response: by the Via branch of the request it answers.
+fn relay_leg_of<'a>(
+    response: &Response,
+    vias: &HashMap<String, usize>,
+    legs: &'a [Option<RelayLeg>],
+) -> Option<&'a RelayLeg> {
+    let via = response.headers.top_via().ok()?;
+    let index = *vias.get(via.branch()?)?;
+    legs.get(index)?.as_ref()
+}
+
+/// The SDP body of a message, if it has one that parses.
+fn sdp_body(
+    headers: &tandem_proto::msg::Headers,
+    body: &[u8],
+) -> Option<tandem_proto::sdp::SessionDescription> {
+    if body.is_empty() {
+        return None;
+    }
+    let is_sdp = headers.content_type().is_none_or(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+    });
+    if !is_sdp {
+        return None;
+    }
+    tandem_proto::sdp::SessionDescription::parse_bytes(body).ok()
+}
+
+/// The IP of a host, when it is a literal.
+fn host_ip(host: &tandem_proto::msg::Host) -> Option<std::net::IpAddr> {
+    match host {
+        tandem_proto::msg::Host::V4(ip) => Some(std::net::IpAddr::V4(*ip)),
+        tandem_proto::msg::Host::V6(ip) => Some(std::net::IpAddr::V6(*ip)),
+        tandem_proto::msg::Host::Domain(_) => None,
+    }
+}
+
+/// Media relay hooks: the anchoring decision and the SDP rewriting of anchored dialogs
+/// (see [`crate::media_relay`]).
+impl Proxy {
+    /// Anchors NATed and IPv4 <-> IPv6 calls on `relay` (set once).
+    pub fn set_media_relay(&self, relay: crate::media_relay::MediaRelay) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// The registered binding a branch target is, if any (by contact, else among the
+    /// bindings of the request's AoR).
+    fn relay_binding(&self, request: &Request, t: &BranchTarget) -> Option<Binding> {
+        let now = unix_now();
+        if let Some(b) = self.location.find_contact(&t.uri.to_string(), now) {
+            return Some(b);
+        }
+        let aor = self.locals.canonical_aor(&request.uri)?;
+        self.location
+            .lookup(&aor, now)
+            .into_iter()
+            .find(|b| Uri::parse(&b.contact).is_ok_and(|u| u == t.uri))
+    }
+
+    /// What the decision rule needs to know about a callee, and its signalling address.
+    fn relay_party(
+        &self,
+        request: &Request,
+        t: &BranchTarget,
+    ) -> (crate::media_relay::PartyInfo, Option<std::net::IpAddr>) {
+        let binding = self.relay_binding(request, t);
+        let flow_ip = binding
+            .as_ref()
+            .and_then(Binding::flow_addr)
+            .map(|f| f.remote.ip())
+            .or(match &t.target {
+                Target::Flow(f) => Some(f.remote.ip()),
+                Target::Uri(_) => None,
+            })
+            .or_else(|| host_ip(&t.uri.host));
+        let info = crate::media_relay::PartyInfo {
+            nated: binding.as_ref().is_some_and(Binding::is_nated),
+            family: flow_ip.map(crate::media_relay::Family::of),
+            ice: binding.as_ref().is_some_and(|b| b.has_feature("+sip.ice")),
+        };
+        (info, flow_ip)
+    }
+
+    /// The initial INVITE's offer: anchors the call when the decision rule says so.
+    fn relay_anchor(&self, request: &Request, flow: Flow, targets: &[BranchTarget]) {
+        use crate::media_relay::{
+            DialogId, Family, PartyInfo, caller_is_nated, sdp, should_anchor,
+        };
+        let Some(relay) = self.relay.get() else {
+            return;
+        };
+        if request.method != Method::Invite {
+            return;
+        }
+        let Some(offer) = sdp_body(&request.headers, &request.body) else {
+            return;
+        };
+        let (Ok(call_id), Ok(from)) = (request.headers.call_id(), request.headers.from()) else {
+            return;
+        };
+        let Some(tag) = from.tag().filter(|t| !t.is_empty()) else {
+            return;
+        };
+        let source = flow.remote.ip();
+        let via_host = request
+            .headers
+            .top_via()
+            .ok()
+            .and_then(|v| host_ip(&v.host));
+        let contact_host = request
+            .headers
+            .contacts()
+            .ok()
+            .and_then(|c| match c.first() {
+                Some(tandem_proto::msg::ContactValue::Addr(na)) => host_ip(&na.uri.host),
+                _ => None,
+            });
+        let caller = PartyInfo {
+            nated: caller_is_nated(source, via_host, contact_host, Some(&offer)),
+            family: Some(Family::of(source)),
+            ice: sdp::has_ice(&offer),
+        };
+        let callees: Vec<PartyInfo> = targets
+            .iter()
+            .map(|t| self.relay_party(request, t).0)
+            .collect();
+        if !should_anchor(relay.mode(), caller, &callees, sdp::has_ice(&offer)) {
+            return;
+        }
+        let id = DialogId {
+            call_id: call_id.to_owned(),
+            caller_tag: tag.to_owned(),
+        };
+        match relay.anchor(id, source, &offer) {
+            Ok(()) => tracing::debug!(call_id, "media anchored on the relay"),
+            Err(e) => tracing::warn!(error = %e, call_id, "media relay refused the call"),
+        }
+    }
+
+    /// A request leaving on branch `t`: the relay leg its responses belong to (a new callee
+    /// branch for the initial INVITE of an anchored call), with its SDP rewritten.
+    fn relay_request(&self, branch: &mut Request, t: &BranchTarget) -> Option<RelayLeg> {
+        use crate::media_relay::Side;
+        let relay = self.relay.get()?;
+        let call_id = branch.headers.call_id().ok()?.to_owned();
+        let from_tag = branch.headers.from().ok()?.tag()?.to_owned();
+        let to_tag = branch
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_owned))
+            .filter(|t| !t.is_empty());
+        let (id, sender) = relay.find(&call_id, &from_tag, to_tag.as_deref())?;
+        let initial_invite = to_tag.is_none() && branch.method == Method::Invite;
+        let leg = if initial_invite {
+            let (party, flow_ip) = self.relay_party(branch, t);
+            relay.add_branch(&id, party.family, flow_ip).ok()?
+        } else {
+            let callee_tag = match sender {
+                Side::Caller => to_tag.as_deref(),
+                _ => Some(from_tag.as_str()),
+            };
+            relay.branch_for(&id, callee_tag)?
+        };
+        if let Some(mut sdp) = sdp_body(&branch.headers, &branch.body) {
+            match relay.rewrite(&id, sender, leg, &mut sdp) {
+                Ok(()) => branch.body = bytes::Bytes::from(sdp.to_string()),
+                Err(e) => tracing::warn!(error = %e, call_id, "relay could not rewrite an SDP"),
+            }
+        }
+        Some(RelayLeg {
+            id,
+            branch: leg,
+            sender,
+            initial_invite,
+        })
+    }
+
+    /// A response on a relay leg: its SDP is rewritten; for the initial INVITE, a 2xx confirms
+    /// the branch and a failure releases it.
+    fn relay_response(&self, leg: Option<&RelayLeg>, response: &mut Response) {
+        let (Some(relay), Some(leg)) = (self.relay.get(), leg) else {
+            return;
+        };
+        if leg.initial_invite
+            && response.status > 100
+            && let Some(tag) = response
+                .headers
+                .to()
+                .ok()
+                .and_then(|t| t.tag().map(str::to_owned))
+        {
+            relay.set_callee_tag(&leg.id, leg.branch, &tag);
+        }
+        if response.status < 300
+            && let Some(mut sdp) = sdp_body(&response.headers, &response.body)
+        {
+            match relay.rewrite(&leg.id, leg.sender.other(), leg.branch, &mut sdp) {
+                Ok(()) => response.body = bytes::Bytes::from(sdp.to_string()),
+                Err(e) => tracing::warn!(error = %e, "relay could not rewrite an answer"),
+            }
+        }
+        if leg.initial_invite {
+            if (200..300).contains(&response.status) {
+                relay.confirm(&leg.id, leg.branch);
+            } else if response.status >= 300 {
+                relay.release_branch(&leg.id, leg.branch);
+            }
+        }
+    }
+
+    /// The anchored call and callee branch of an in-dialog message, with the side of its From.
+    fn relay_dialog(
+        &self,
+        headers: &tandem_proto::msg::Headers,
+    ) -> Option<(crate::media_relay::DialogId, crate::media_relay::Side, u32)> {
+        use crate::media_relay::Side;
+        let relay = self.relay.get()?;
+        let call_id = headers.call_id().ok()?;
+        let from_tag = headers.from().ok()?.tag()?.to_owned();
+        let to_tag = headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        let (id, side) = relay.find(call_id, &from_tag, to_tag.as_deref())?;
+        let callee_tag = match side {
+            Side::Caller => to_tag,
+            _ => Some(from_tag),
+        };
+        let branch = relay.branch_for(&id, callee_tag.as_deref())?;
+        Some((id, side, branch))
+    }
+
+    /// An ACK for a 2xx carrying an SDP (the answer to an offer in the 2xx).
+    fn relay_ack(&self, request: &mut Request) {
+        let Some(relay) = self.relay.get() else {
+            return;
+        };
+        let Some((id, side, branch)) = self.relay_dialog(&request.headers) else {
+            return;
+        };
+        if let Some(mut sdp) = sdp_body(&request.headers, &request.body)
+            && relay.rewrite(&id, side, branch, &mut sdp).is_ok()
+        {
+            request.body = bytes::Bytes::from(sdp.to_string());
+        }
+    }
+
+    /// A 2xx retransmission forwarded statelessly: rewritten like the first one.
+    fn relay_stray_response(&self, response: &mut Response) {
+        let Some(relay) = self.relay.get() else {
+            return;
+        };
+        let Some((id, side, branch)) = self.relay_dialog(&response.headers) else {
+            return;
+        };
+        if let Some(mut sdp) = sdp_body(&response.headers, &response.body)
+            && relay.rewrite(&id, side.other(), branch, &mut sdp).is_ok()
+        {
+            response.body = bytes::Bytes::from(sdp.to_string());
+        }
+    }
+
+    /// A BYE: the anchored call (or the forked dialog it ends) is released.
+    fn relay_bye(&self, request: &Request) {
+        use crate::media_relay::Side;
+        let Some(relay) = self.relay.get() else {
+            return;
+        };
+        let Some((id, side, _)) = self.relay_dialog(&request.headers) else {
+            return;
+        };
+        let tag = match side {
+            Side::Caller => request
+                .headers
+                .to()
+                .ok()
+                .and_then(|t| t.tag().map(str::to_owned)),
+            _ => request
+                .headers
+                .from()
+                .ok()
+                .and_then(|f| f.tag().map(str::to_owned)),
+        };
+        relay.bye(&id, tag.as_deref());
+    }
+
+    /// The initial INVITE got a failure final response (or was cancelled): its session ends
+    /// unless a 2xx confirmed it.
+    fn relay_call_failed(&self, request: &Request) {
+        let Some(relay) = self.relay.get() else {
+            return;
+        };
+        if request
+            .headers
+            .to()
+            .is_ok_and(|t| t.tag().is_some_and(|t| !t.is_empty()))
+        {
+            return;
+        }
+        let (Ok(call_id), Ok(from)) = (request.headers.call_id(), request.headers.from()) else {
+            return;
+        };
+        let Some(tag) = from.tag() else {
+            return;
+        };
+        if let Some((id, crate::media_relay::Side::Caller)) = relay.find(call_id, tag, None) {
+            relay.failed(&id);
+        }
     }
 }
 

@@ -84,6 +84,7 @@ pub struct LabServer {
     turn: Option<crate::turn::TurnServer>,
     mediasrv: Option<crate::mediasrv::MediaServer>,
     api: Option<crate::mediasrv::api::ApiServer>,
+    relay: Option<crate::media_relay::MediaRelay>,
 }
 
 impl LabServer {
@@ -160,6 +161,10 @@ impl LabServer {
             Arc::clone(&locals),
             store.clone(),
         ));
+        let relay = crate::media_relay::MediaRelay::start(&config.relay, &listeners);
+        if let Some(r) = &relay {
+            proxy.set_media_relay(r.clone());
+        }
         let presence = Arc::new(
             crate::presence::Presence::start(
                 &config,
@@ -229,6 +234,7 @@ impl LabServer {
             turn,
             mediasrv,
             api,
+            relay,
         })
     }
 
@@ -264,7 +270,15 @@ impl LabServer {
         for (key, addr) in services.into_iter().flatten().flatten() {
             line.push_str(&format!(" {key}={addr}"));
         }
+        for (key, value) in self.relay.iter().flat_map(|r| r.ready_fields()) {
+            line.push_str(&format!(" {key}={value}"));
+        }
         line
+    }
+
+    /// The media relay, unless `[relay] mode = "never"`.
+    pub fn media_relay(&self) -> Option<&crate::media_relay::MediaRelay> {
+        self.relay.as_ref()
     }
 
     /// The store this server persists to.
@@ -300,6 +314,9 @@ impl LabServer {
         }
         if let Some(s) = &self.turn {
             s.shutdown().await;
+        }
+        if let Some(r) = &self.relay {
+            r.shutdown();
         }
         self.endpoint.shutdown().await;
         flushed?;
