@@ -43,6 +43,27 @@ const base = {
   list_watchers: watchers, my_presence: [{ accountId: alice.id, status: "available", note: "at the lab" }],
 };
 
+const transfers = [
+  { id: "file-1", accountId: alice.id, peer: "sip:bob@tandem.lab", direction: "incoming", name: "lab-report.pdf", size: 1_482_000, bytes: 0, state: "offered", path: null, error: null, atMs: now - 50_000 },
+  { id: "file-2", accountId: alice.id, peer: "sip:bob@tandem.lab", direction: "outgoing", name: "capture.pcap", size: 8_400_000, bytes: 3_100_000, state: "transferring", path: "/home/alice/capture.pcap", error: null, atMs: now - 40_000 },
+  { id: "file-3", accountId: alice.id, peer: "sip:bob@tandem.lab", direction: "incoming", name: "notes.txt", size: 2_048, bytes: 2_048, state: "done", path: "/home/alice/.local/share/tandem/received/notes.txt", error: null, atMs: now - 30_000 },
+];
+
+const leaf = {
+  subject: "O=Tandem lab, CN=127.0.0.1", issuer: "O=Tandem lab, CN=Tandem lab CA", notBefore: "2026-11-26", notAfter: "2027-11-26",
+  sha256: "3F:A1:09:5C:77:E2:4B:90:1D:C8:6E:2A:F0:13:88:5B:CE:04:71:9A:D2:36:EF:58:0B:A9:64:C7:12:8D:F3:2E",
+  isCa: false, selfSigned: false, pem: "LEAF",
+};
+const tlsFailure = {
+  kind: "tls",
+  message: "The secure connection to 127.0.0.1:5061 failed: its certificate (\"O=Tandem lab, CN=127.0.0.1\", issued by \"O=Tandem lab, CN=Tandem lab CA\") comes from a certificate authority this app does not trust. If this is your lab server, trust its lab CA.",
+  detail: "invalid peer certificate: UnknownIssuer",
+  certificate: {
+    trouble: "untrusted", server: "127.0.0.1", error: "invalid peer certificate: UnknownIssuer", certificate: leaf,
+    ca: { ...leaf, subject: "O=Tandem lab, CN=Tandem lab CA", isCa: true, selfSigned: true, pem: "CA" },
+  },
+};
+
 /** Screens: the fixture answers and what to click once the page is up. */
 export const screens = {
   wizard: { answers: { ...base, list_accounts: [], history: [], list_messages: [], list_contacts: [], list_watchers: [] }, tab: null },
@@ -63,4 +84,24 @@ export const screens = {
   incoming: { answers: { ...base, list_calls: [call({ direction: "incoming", phase: "incoming", answeredAtMs: null, remote: "sip:carol@tandem.lab" })] }, tab: null },
   chat: { answers: base, tab: "Chat", open: "sip:bob@tandem.lab" },
   contacts: { answers: base, tab: "Contacts" },
+  "chat-files": { answers: { ...base, list_transfers: transfers }, tab: "Chat", open: "sip:bob@tandem.lab" },
+  "join-conference": {
+    answers: base,
+    tab: null,
+    steps: async (page) => {
+      await page.getByText("Join a conference").click();
+      await page.getByTestId("conf-room").fill("team");
+    },
+  },
+  "account-tls": {
+    answers: { ...base, test_connection: { error: tlsFailure } },
+    tab: null,
+    steps: async (page) => {
+      await page.getByTestId("add-account").click();
+      await page.getByTestId("account-address").fill("dana@tls.lab");
+      await page.getByRole("button", { name: "Test connection" }).click();
+      await page.waitForSelector("[data-testid=cert-details]");
+      await page.getByTestId("cert-details").scrollIntoViewIfNeeded();
+    },
+  },
 };

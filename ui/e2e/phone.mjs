@@ -36,8 +36,11 @@ const server = createServer(async (req, res) => {
   }
   if (url.pathname.startsWith("/api/")) {
     const command = url.pathname.slice(5);
-    res.writeHead(200, { "content-type": "application/json" });
-    res.end(JSON.stringify(answers[command] ?? null));
+    const answer = answers[command] ?? null;
+    // `{ error: Failure }` answers as the app server does when a command fails.
+    const failed = answer !== null && typeof answer === "object" && "error" in answer;
+    res.writeHead(failed ? 422 : 200, { "content-type": "application/json" });
+    res.end(JSON.stringify(failed ? answer.error : answer));
     return;
   }
   const path = normalize(join(dist, url.pathname === "/" ? "index.html" : url.pathname));
@@ -76,6 +79,7 @@ try {
       if (screen.tab) await page.getByRole("tab", { name: screen.tab }).click();
       if (screen.open) await page.getByRole("button", { name: screen.open }).click();
       if (screen.events) await page.waitForSelector("[data-testid=roster]");
+      if (screen.steps) await screen.steps(page);
       await page.waitForTimeout(150);
       await page.screenshot({ path: join(shots, `${name}-${scheme}.png`), fullPage: false });
 

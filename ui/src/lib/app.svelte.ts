@@ -18,6 +18,8 @@ import type { HistoryEntry } from "./bindings/HistoryEntry";
 import type { LabInfo } from "./bindings/LabInfo";
 import type { NewAccount } from "./bindings/NewAccount";
 import type { Quality } from "./bindings/Quality";
+import type { CertificateDetails } from "./bindings/CertificateDetails";
+import type { FileTransfer } from "./bindings/FileTransfer";
 import type { Transport } from "./transport";
 
 /** The key of a conversation: account and peer address (scheme, user, host; lowercased). */
@@ -59,6 +61,8 @@ export class AppModel {
   voicemail = $state<Record<string, Voicemail>>({});
   /** Conference rosters by call id. */
   roster = $state<Record<string, RosterEntry[]>>({});
+  /** Files sent and received, oldest first. */
+  transfers = $state<FileTransfer[]>([]);
   private stop: (() => void) | null = null;
 
   constructor(readonly transport: Transport) {}
@@ -66,7 +70,7 @@ export class AppModel {
   /** Subscribes to events and loads the current state. */
   async start(): Promise<void> {
     this.stop = this.transport.listen((e) => this.apply(e));
-    const [accounts, calls, history, messages, contacts, watchers, presence, voicemail] = await Promise.all([
+    const [accounts, calls, history, messages, contacts, watchers, presence, voicemail, transfers] = await Promise.all([
       this.transport.invoke<AccountInfo[]>("list_accounts"),
       this.transport.invoke<CallInfo[]>("list_calls"),
       this.transport.invoke<HistoryEntry[]>("history"),
@@ -75,6 +79,7 @@ export class AppModel {
       this.transport.invoke<Watcher[]>("list_watchers"),
       this.transport.invoke<MyPresence[]>("my_presence"),
       this.transport.invoke<Voicemail[]>("list_voicemail"),
+      this.transport.invoke<FileTransfer[]>("list_transfers"),
     ]);
     this.accounts = accounts;
     this.calls = calls;
@@ -82,6 +87,7 @@ export class AppModel {
     this.messages = messages ?? [];
     this.contacts = contacts ?? [];
     this.watchers = watchers ?? [];
+    this.transfers = transfers ?? [];
     for (const p of presence ?? []) this.myPresence[p.accountId] = p;
     for (const v of voicemail ?? []) this.voicemail[v.accountId] = v;
     this.loaded = true;
@@ -155,6 +161,13 @@ export class AppModel {
       case "roster":
         this.roster = { ...this.roster, [event.callId]: event.participants };
         break;
+      case "fileTransfer": {
+        const f = event.transfer;
+        const i = this.transfers.findIndex((x) => x.id === f.id);
+        if (i >= 0) this.transfers[i] = f;
+        else this.transfers = [...this.transfers, f];
+        break;
+      }
       case "voicemail":
         this.voicemail = { ...this.voicemail, [event.voicemail.accountId]: event.voicemail };
         break;
@@ -176,6 +189,11 @@ export class AppModel {
       c.lastAtMs = Math.max(c.lastAtMs, m.atMs);
     }
     return [...byKey.values()].sort((a, b) => b.lastAtMs - a.lastAtMs);
+  }
+
+  /** The file transfers of a conversation. */
+  transfersWith(key: string): FileTransfer[] {
+    return this.transfers.filter((f) => peerKey(f.accountId, f.peer) === key);
   }
 
   /** Watchers waiting for us to allow or block them. */
@@ -222,6 +240,15 @@ export class AppModel {
     return info;
   }
 
+  /** Trusts a CA certificate (PEM) from now on; resolves to its details, or the failure. */
+  async trustCa(pem: string): Promise<CertificateDetails | Failure> {
+    try {
+      return await this.transport.invoke<CertificateDetails>("trust_ca", { pem });
+    } catch (e) {
+      return e as Failure;
+    }
+  }
+
   register = (accountId: string) => this.run(this.transport.invoke<number>("register", { accountId }));
   unregister = (accountId: string) => this.run(this.transport.invoke<null>("unregister", { accountId }));
   removeAccount = (accountId: string) => this.run(this.transport.invoke<null>("remove_account", { accountId }));
@@ -257,6 +284,15 @@ export class AppModel {
     this.run(this.transport.invoke<null>("block_watcher", { accountId, uri }));
   setPresence = (accountId: string, status: PresenceStatus, note: string | null) =>
     this.run(this.transport.invoke<null>("set_presence", { accountId, status, note }));
+  /** Sends a file picked in the ui (its contents travel base64-encoded). */
+  sendFileData = (accountId: string, to: string, name: string, dataBase64: string) =>
+    this.run(this.transport.invoke<FileTransfer>("send_file", { accountId, to, name, dataBase64, path: null }));
+  acceptFile = (transferId: string) => this.run(this.transport.invoke<null>("accept_file", { transferId }));
+  declineFile = (transferId: string) => this.run(this.transport.invoke<null>("decline_file", { transferId }));
+  openFolder = (transferId: string) => this.run(this.transport.invoke<string>("open_folder", { transferId }));
+  /** Joins conference room `room` (`conf-<room>@<domain>`), sending `pin` once it answers. */
+  joinConference = (accountId: string, room: string, pin: string | null) =>
+    this.run(this.transport.invoke<CallInfo>("join_conference", { accountId, room, pin }));
   /** Calls the account's voicemail (the address from its message summary, else `voicemail`). */
   callVoicemail = (accountId: string) =>
     this.call(accountId, this.voicemail[accountId]?.voicemailUri || "voicemail");

@@ -13,3 +13,15 @@ export function splitAddress(text: string): { user: string; domain: string } | n
   const m = /^(?:sips?:)?([^@\s:]+)@([^@\s;]+)$/.exec(text.trim());
   return m ? { user: m[1], domain: m[2] } : null;
 }
+
+/** A byte count for people: 512 B, 1.5 KiB, 3.2 MiB, 1.1 GiB. */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = Math.max(0, n);
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u += 1;
+  }
+  return u === 0 ? `${v} ${units[0]}` : `${v.toFixed(1)} ${units[u]}`;
+}
