@@ -905,6 +905,9 @@ impl Proxy {
                 let status = best.status;
                 self.endpoint.respond(tx, best);
                 final_sent = Some(status);
+                if is_invite && status >= 300 {
+                    self.relay_call_failed(&request);
+                }
                 if let Some(call) = &call {
                     self.cdrs.finished(
                         call,
@@ -986,6 +989,7 @@ impl Proxy {
                     };
                     self.endpoint.respond(tx, reply(original, status, reason));
                     final_sent = Some(status);
+                    self.relay_call_failed(&request);
                     if let Some(call) = &call {
                         self.cdrs.finished(call, None, Some(status), "no-answer".into());
                     }
@@ -1003,6 +1007,7 @@ impl Proxy {
                 _ = sleep_until_opt(cancel_deadline), if final_sent.is_none() && cancel_deadline.is_some() => {
                     self.endpoint.respond(tx, reply(original, 487, "Request Terminated"));
                     final_sent = Some(487);
+                    self.relay_call_failed(&request);
                     if let Some(call) = &call {
                         self.cdrs.finished(call, None, Some(487), "cancelled".into());
                     }
