@@ -122,6 +122,9 @@ pub struct RegistrarConfig {
     /// Users allowed to register any address-of-record of a local domain (third-party
     /// registration, RFC 3261 §10.3 step 6); empty by default.
     pub third_party: Vec<String>,
+    /// Seconds between a UA's keep-alives on an RFC 5626 outbound flow (the `Flow-Timer`
+    /// header of the 200); default 25.
+    pub flow_timer: u32,
 }
 
 /// Digest authentication settings.
@@ -319,6 +322,7 @@ impl Default for RegistrarConfig {
             default_expires: 3600,
             max_contacts: 10,
             third_party: Vec::new(),
+            flow_timer: 25,
         }
     }
 }
@@ -415,6 +419,9 @@ impl LabConfig {
         }
         if r.max_contacts == 0 {
             return invalid("registrar.max_contacts must be at least 1".to_owned());
+        }
+        if r.flow_timer == 0 {
+            return invalid("registrar.flow_timer must be at least 1".to_owned());
         }
         if self.auth.algorithms.is_empty() {
             return invalid("auth.algorithms must name at least one algorithm".to_owned());

@@ -14,6 +14,7 @@ pub mod location;
 pub mod media_relay;
 pub mod mediasrv;
 pub mod msrp_relay;
+pub mod nat;
 pub mod presence;
 pub mod proxy;
 pub mod registrar;

@@ -413,6 +413,9 @@ impl Proxy {
             }
         };
         let by_uri = Target::Uri(uri.clone());
+        if let Some(route) = Self::udp_flow_targets(uri, binding) {
+            return route;
+        }
         let Some((flow, b)) = binding
             .and_then(|b| b.flow.as_deref().and_then(parse_flow).map(|f| (f, b)))
             .filter(|(f, _)| f.transport.is_reliable())
@@ -422,6 +425,7 @@ impl Proxy {
         let contact_is_flow = uri.port == Some(flow.remote.port())
             && uri.host == tandem_proto::msg::Host::from(flow.remote.ip());
         let prefer_flow = contact_is_flow
+            || b.is_nated()
             || uri.has_param("ob")
             || b.reg_id.is_some()
             || uri_transport(uri) == Transport::Tls;
@@ -432,6 +436,25 @@ impl Proxy {
         }
     }
 
+    /// NAT handling for a binding registered over UDP: its flow only (NATed or outbound UAs),
+    /// or its Contact with the flow as fallback; `None` for other bindings (see
+    /// [`crate::nat::udp_flow_preference`]).
+    fn udp_flow_targets(
+        uri: &Uri,
+        binding: Option<&Binding>,
+    ) -> Option<(Target, Option<Target>, Transport)> {
+        let b = binding?;
+        let flow = b.flow_addr().filter(|f| f.transport == Transport::Udp)?;
+        match crate::nat::udp_flow_preference(uri, b, flow)? {
+            true => Some((Target::Flow(flow), None, Transport::Udp)),
+            false => Some((
+                Target::Uri(uri.clone()),
+                Some(Target::Flow(flow)),
+                uri_transport(uri),
+            )),
+        }
+    }
+
     async fn process(
         self: &Arc<Self>,
         tx: TxId,
@@ -439,6 +462,7 @@ impl Proxy {
         flow: Flow,
         cancel: watch::Receiver<bool>,
     ) {
+        crate::nat::fix_request_contact(&mut request, flow);
         let original = request.clone();
         let popped = self.preprocess_routes(&mut request);
         let in_dialog = request
@@ -1401,13 +1425,15 @@ async fn run_branch(
             outcome = ctx.next() => {
                 let Some(outcome) = outcome else { break };
                 let ev = match outcome {
-                    TxOutcome::Provisional(r) => {
+                    TxOutcome::Provisional(mut r) => {
                         responded = true;
+                        fix_branch_contact(local, &ctx, &mut r);
                         BranchEvent::Provisional(r)
                     }
-                    TxOutcome::Final(r) => {
+                    TxOutcome::Final(mut r) => {
                         responded = true;
                         final_seen = true;
+                        fix_branch_contact(local, &ctx, &mut r);
                         BranchEvent::Final(index, r)
                     }
                     TxOutcome::Timeout => {
@@ -1457,6 +1483,14 @@ async fn run_branch(
         }
     }
     let _ = events.send(BranchEvent::Done).await;
+}
+
+/// A response from a local user's device (the branch reached its registration) carries a
+/// Contact the caller must reach it by: the flow's address when the device is behind a NAT.
+fn fix_branch_contact(local: bool, ctx: &ClientTx, response: &mut Response) {
+    if let (true, Some(flow)) = (local, ctx.flow()) {
+        crate::nat::fix_response_contact(response, flow);
+    }
 }
 
 /// §16.7 step 6: the response to send upstream when no 2xx arrived.

@@ -140,6 +140,8 @@ pub struct RegistrarSettings {
     pub max_contacts: usize,
     /// Users allowed to register bindings for any AoR of a local domain.
     pub third_party: Vec<String>,
+    /// The keep-alive interval announced to RFC 5626 outbound UAs (`Flow-Timer`), seconds.
+    pub flow_timer: u32,
 }
 
 /// The REGISTER handler.
@@ -242,6 +244,7 @@ impl Registrar {
             return reply(request, 400, "Bad Expires");
         };
         let now = unix_now();
+        let outbound = has_option_tag(request, &HeaderName::Supported, "outbound");
 
         let star = contacts.iter().any(|c| matches!(c, ContactValue::Star));
         let outcome = if star {
@@ -262,7 +265,18 @@ impl Registrar {
             Ok(())
         } else {
             let new = match self.evaluate_contacts(&contacts, header_expires) {
-                Ok(n) => n,
+                Ok(mut n) => {
+                    // RFC 5626 §6: reg-id counts only when the UA supports outbound, and only
+                    // when we are its first hop (one Via, or a Path our edge marked `ob`).
+                    if !outbound {
+                        for c in &mut n {
+                            c.reg_id = None;
+                        }
+                    } else if n.iter().any(|c| c.reg_id.is_some()) && !first_hop(request) {
+                        return reply(request, 439, "First Hop Lacks Outbound Support");
+                    }
+                    n
+                }
                 Err(EvalError::TooBrief) => {
                     let mut r = reply(request, 423, "Interval Too Brief");
                     r.headers.push(
@@ -334,6 +348,24 @@ impl Registrar {
         }
         // Step 8: 200 with every current binding.
         let mut response = reply(request, 200, "OK");
+        let flow_used = outbound
+            && contacts.iter().any(|c| match c {
+                ContactValue::Addr(na) => {
+                    na.param("reg-id").is_some() && na.param("+sip.instance").is_some()
+                }
+                ContactValue::Star => false,
+            });
+        if flow_used {
+            // RFC 5626 §6: the flow is in use; §4.4.1: how often the UA must keep it alive.
+            response.headers.push(HeaderName::Require, "outbound");
+            response.headers.push(
+                HeaderName::Other("Flow-Timer".into()),
+                self.settings.flow_timer.to_string(),
+            );
+        }
+        response
+            .headers
+            .push(HeaderName::Supported, "outbound, path");
         let mut current = self.location.lookup(&aor, now);
         crate::location::sort_by_preference(&mut current);
         for b in &current {
@@ -400,6 +432,29 @@ impl Registrar {
         }
         Ok(out)
     }
+}
+
+/// True when a header of `request` (comma-separated option tags) lists `tag`.
+pub fn has_option_tag(request: &Request, name: &HeaderName, tag: &str) -> bool {
+    request.headers.get_all(name).any(|v| {
+        String::from_utf8_lossy(v)
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(tag))
+    })
+}
+
+/// RFC 5626 §6: we are the UA's first hop when the REGISTER has one Via, or when the edge proxy
+/// in front of us put an `ob` Path (the first Path value).
+fn first_hop(request: &Request) -> bool {
+    if request.headers.vias().is_ok_and(|v| v.len() == 1) {
+        return true;
+    }
+    request
+        .headers
+        .get_str(&HeaderName::Other("Path".into()))
+        .and_then(|p| p.split(',').next())
+        .and_then(|first| tandem_proto::msg::NameAddr::parse(first.trim()).ok())
+        .is_some_and(|na| na.uri.has_param("ob"))
 }
 
 /// Step 1 of RFC 3261 §10.3: a 403 unless the Request-URI names one of our domains.

@@ -143,6 +143,7 @@ impl LabServer {
                 default_expires: config.registrar.default_expires,
                 max_contacts: config.registrar.max_contacts,
                 third_party: config.registrar.third_party.clone(),
+                flow_timer: config.registrar.flow_timer,
             },
             location.clone(),
             Arc::clone(&authn),

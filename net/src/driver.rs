@@ -74,7 +74,7 @@ pub(crate) enum Command {
     StunForget {
         tid: [u8; 12],
     },
-    /// Send raw bytes (a STUN request) on the UDP socket that reaches `to`.
+    /// Send raw bytes (STUN, keep-alives) on the UDP socket that reaches `to`.
     SendUdpRaw {
         to: SocketAddr,
         data: Vec<u8>,
@@ -429,7 +429,7 @@ impl Driver {
             Command::SendUdpRaw { to, data, reply } => {
                 let result = self
                     .send_udp(to, &data)
-                    .map_err(|e| NetError::Io(std::io::Error::other(format!("STUN to {to}: {e}"))));
+                    .map_err(|e| NetError::Io(std::io::Error::other(format!("to {to}: {e}"))));
                 let _ = reply.send(result);
             }
             Command::Shutdown { .. } => {}

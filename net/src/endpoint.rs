@@ -307,6 +307,24 @@ impl Endpoint {
         Err(NetError::StunTimeout)
     }
 
+    /// Sends one raw datagram (e.g. a CRLFCRLF NAT keep-alive, RFC 5626 §3.5.1 style) over UDP
+    /// `flow` from the SIP socket that reaches it.
+    pub async fn send_datagram(&self, flow: Flow, data: Vec<u8>) -> Result<(), NetError> {
+        if flow.transport != Transport::Udp {
+            return Err(NetError::Config(format!(
+                "raw datagrams go over UDP flows, not {}",
+                flow.transport
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::SendUdpRaw {
+            to: flow.remote,
+            data,
+            reply,
+        });
+        rx.await.map_err(|_| NetError::Closed)?
+    }
+
     /// Counters of the STUN traffic on this endpoint's SIP UDP sockets.
     pub fn stun_stats(&self) -> &crate::StunStats {
         &self.shared.stun_stats
