@@ -7,6 +7,7 @@
 mod app;
 mod bench;
 mod bench_media;
+mod bench_media_relay;
 mod bench_mixer;
 mod bench_msrp;
 mod bench_relay;
@@ -72,6 +73,7 @@ fn dispatch(args: &[String]) -> Result<()> {
             Some("msrp") => bench_msrp::msrp(&rest[1..]),
             Some("mixer") => bench_mixer::mixer(&rest[1..]),
             Some("relay") => bench_relay::relay(&rest[1..]),
+            Some("media-relay") => bench_media_relay::media_relay(&rest[1..]),
             Some("simple") => bench_simple::simple(&rest[1..]),
             _ => bail!("usage: cargo xtask bench sip|media|msrp|mixer|relay|simple"),
         },
