@@ -620,6 +620,25 @@ impl TurnSession {
         Ok(())
     }
 
+    /// Refreshes the allocation now (it is also done automatically at 3/4 of the lifetime);
+    /// [`TurnEvent::Refreshed`] follows.
+    pub fn refresh(&mut self, now: Instant) -> Result<(), NatError> {
+        if self.state != SessionState::Allocated {
+            return Err(NatError::Closed(format!(
+                "cannot refresh: allocation is {:?}",
+                self.state
+            )));
+        }
+        if !self.refresh_pending {
+            self.refresh_pending = true;
+            let lifetime = self
+                .requested_lifetime
+                .unwrap_or_else(|| u32::try_from(self.lifetime.as_secs()).unwrap_or(u32::MAX));
+            self.start(ReqKind::Refresh { lifetime }, 0, now);
+        }
+        Ok(())
+    }
+
     /// Releases the allocation (Refresh with lifetime 0); [`TurnEvent::Closed`] follows.
     pub fn close(&mut self, now: Instant) {
         match self.state {
@@ -710,11 +729,7 @@ impl TurnSession {
         if let (Some(r), false) = (self.refresh_at, self.refresh_pending)
             && now >= r
         {
-            self.refresh_pending = true;
-            let lifetime = self
-                .requested_lifetime
-                .unwrap_or_else(|| u32::try_from(self.lifetime.as_secs()).unwrap_or(u32::MAX));
-            self.start(ReqKind::Refresh { lifetime }, 0, now);
+            let _ = self.refresh(now);
         }
         // Permissions (one CreatePermission for all due ones; channel-bound IPs are refreshed
         // by their ChannelBind too, but refreshing them here as well is harmless).
@@ -823,7 +838,19 @@ impl TurnSession {
             ChallengeOutcome::Retry if pending.auth_tries < MAX_AUTH_RETRIES => {
                 self.start(pending.kind, pending.auth_tries + 1, now);
             }
-            ChallengeOutcome::Retry | ChallengeOutcome::Rejected => {
+            ChallengeOutcome::Retry => {
+                // Challenged again and again (438 after 438): the server's nonces expire
+                // faster than we can use them.
+                let (code, reason) = msg.error_code().unwrap_or((438, "Stale Nonce"));
+                let err = NatError::ServerError {
+                    server: self.server,
+                    request: pending.kind.name(),
+                    code,
+                    reason: format!("{reason} (after {MAX_AUTH_RETRIES} retries)"),
+                };
+                self.request_failed(pending.kind, err, now);
+            }
+            ChallengeOutcome::Rejected => {
                 let err = NatError::WrongPassword {
                     server: self.server,
                     username: self.username.clone(),
@@ -1085,6 +1112,7 @@ enum Wait {
     Allocate,
     Permission(IpAddr),
     Channel(SocketAddr),
+    Refresh,
     Close,
 }
 
@@ -1131,6 +1159,7 @@ impl Shared {
                 }
                 TurnEvent::Refreshed { lifetime } => {
                     tracing::debug!(?lifetime, "TURN allocation refreshed");
+                    resolve(inner, |w| w == Wait::Refresh, || Ok(()));
                 }
                 TurnEvent::PermissionCreated(ip) => {
                     resolve(inner, |w| w == Wait::Permission(ip), || Ok(()))
@@ -1281,7 +1310,11 @@ impl TurnClient {
         let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
         match cfg.uri.transport {
             TurnTransport::Udp => {
-                let socket = Arc::new(UdpSocket::bind(bind).await?);
+                let socket = UdpSocket::bind(bind).await?;
+                // Connected: only the server's datagrams arrive, and the local address names
+                // the interface that routes to the server.
+                socket.connect(server).await?;
+                let socket = Arc::new(socket);
                 let local = socket.local_addr()?;
                 let (mut client, shared) = TurnClient::build(
                     cfg,
@@ -1507,6 +1540,13 @@ impl TurnClient {
         let ip = canonical_ip(ip);
         let rx = self.request(Wait::Permission(ip), |s, now| s.create_permission(ip, now))?;
         self.wait_bounded(rx).await
+    }
+
+    /// Refreshes the allocation now and waits for the answer; returns the granted lifetime.
+    pub async fn refresh(&self) -> Result<Duration, NatError> {
+        let rx = self.request(Wait::Refresh, |s, now| s.refresh(now))?;
+        self.wait_bounded(rx).await?;
+        Ok(self.lifetime())
     }
 
     /// Binds a channel to `peer` and waits for the answer; data to and from `peer` then uses
@@ -1765,6 +1805,41 @@ async fn stream_writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<V
     let _ = w.shutdown().await;
 }
 
+/// A TLS client configuration for `turns:`: trusts the certificates of the PEM file `ca_file`
+/// (e.g. the lab CA) when given, else the system's roots.
+pub fn tls_client_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, NatError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let Some(path) = ca_file else {
+        return tandem_net::default_tls_client().map_err(|e| NatError::Tls {
+            host: String::new(),
+            reason: e.to_string(),
+        });
+    };
+    let tls_err = |reason: String| NatError::Tls {
+        host: String::new(),
+        reason: format!("CA file {}: {reason}", path.display()),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| tls_err(e.to_string()))? {
+        let cert = cert.map_err(|e| tls_err(e.to_string()))?;
+        roots.add(cert).map_err(|e| tls_err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(tls_err("no certificate".to_owned()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn unspecified_like(server: SocketAddr) -> SocketAddr {
     match server {
         SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
@@ -1852,5 +1927,401 @@ async fn tls_connect(
             server: peer,
             after: timeout,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_proto::stun::long_term_key;
+
+    const USER: &str = "alice";
+    const PASS: &str = "secret";
+    const REALM: &str = "tandem.lab";
+
+    fn server() -> SocketAddr {
+        "192.0.2.1:3478".parse().unwrap()
+    }
+
+    fn relayed() -> SocketAddr {
+        "192.0.2.1:50000".parse().unwrap()
+    }
+
+    fn key() -> [u8; 16] {
+        long_term_key(USER, REALM, PASS)
+    }
+
+    /// A scripted TURN server: answers every request of the session in order.
+    struct Script {
+        nonce: u32,
+        password_ok: bool,
+        seen: Vec<Method>,
+    }
+
+    impl Script {
+        fn new() -> Script {
+            Script {
+                nonce: 0,
+                password_ok: true,
+                seen: Vec::new(),
+            }
+        }
+
+        /// Answers one request like a TURN server would (401 until signed with a current nonce).
+        fn answer(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+            let req = Message::decode(bytes).unwrap();
+            if req.class != Class::Request {
+                return None;
+            }
+            self.seen.push(req.method);
+            let nonce = format!("nonce-{}", self.nonce);
+            let challenge = |code| {
+                req.error_response(code)
+                    .with(Attribute::Realm(REALM.into()))
+                    .with(Attribute::Nonce(nonce.clone()))
+                    .encode(Integrity::None, true)
+            };
+            if !req.has_integrity() {
+                return Some(challenge(401));
+            }
+            if req.nonce() != Some(nonce.as_str()) {
+                return Some(challenge(438));
+            }
+            if !self.password_ok || req.verify_integrity(&key()).is_err() {
+                return Some(challenge(401));
+            }
+            let mut resp = req.response(Class::Success);
+            if req.method == Method::ALLOCATE {
+                resp.push(Attribute::XorRelayedAddress(relayed()));
+                resp.push(Attribute::XorMappedAddress(
+                    "198.51.100.7:4000".parse().unwrap(),
+                ));
+                resp.push(Attribute::Lifetime(600));
+            } else if req.method == Method::REFRESH {
+                resp.push(Attribute::Lifetime(req.lifetime().unwrap_or(600)));
+            }
+            Some(resp.encode(Integrity::Sha1(&key()), true))
+        }
+    }
+
+    fn opts() -> TurnOptions {
+        TurnOptions {
+            software: None,
+            ..TurnOptions::default()
+        }
+    }
+
+    /// Delivers every queued transmit to the script and its answers back, until quiet.
+    fn exchange(s: &mut TurnSession, script: &mut Script, now: Instant) {
+        while let Some(t) = s.poll_transmit() {
+            if let Some(answer) = script.answer(&t) {
+                assert!(matches!(s.handle_input(&answer, now), Input::Consumed));
+            }
+        }
+    }
+
+    fn allocated(now: Instant) -> (TurnSession, Script) {
+        let mut s = TurnSession::new(server(), TurnTransport::Udp, USER, PASS, &opts());
+        let mut script = Script::new();
+        s.allocate(now);
+        exchange(&mut s, &mut script, now);
+        match s.poll_event() {
+            Some(TurnEvent::Allocated {
+                relayed: r,
+                mapped,
+                lifetime,
+            }) => {
+                assert_eq!(r, vec![relayed()]);
+                assert_eq!(mapped, Some("198.51.100.7:4000".parse().unwrap()));
+                assert_eq!(lifetime, Duration::from_secs(600));
+            }
+            other => panic!("{other:?}"),
+        }
+        (s, script)
+    }
+
+    #[test]
+    fn uri_parsing() {
+        let u = TurnUri::parse("turn:example.org").unwrap();
+        assert_eq!(
+            (u.transport, u.host.as_str(), u.port),
+            (TurnTransport::Udp, "example.org", 3478)
+        );
+        let u = TurnUri::parse("turn:10.0.0.1:1234?transport=tcp").unwrap();
+        assert_eq!((u.transport, u.port), (TurnTransport::Tcp, 1234));
+        let u = TurnUri::parse("TURNS:[2001:db8::1]").unwrap();
+        assert_eq!(
+            (u.transport, u.host.as_str(), u.port),
+            (TurnTransport::Tls, "2001:db8::1", 5349)
+        );
+        assert_eq!(u.to_string(), "turns:[2001:db8::1]:5349");
+        assert_eq!(
+            TurnUri::parse("turn:h:9?transport=tcp")
+                .unwrap()
+                .to_string(),
+            "turn:h:9?transport=tcp"
+        );
+        for bad in [
+            "stun:h",
+            "turn:",
+            "turn:h:0",
+            "turn:h:99999",
+            "turn:h?transport=sctp",
+            "turns:h?transport=udp",
+            "turn:[::1",
+            "turn:h?foo=bar",
+            "turn:h/x",
+        ] {
+            assert!(TurnUri::parse(bad).is_err(), "{bad}");
+        }
+        let cfg = TurnConfig::new("turn:h", "u", "pw").unwrap();
+        assert!(!format!("{cfg:?}").contains("pw\""));
+    }
+
+    #[test]
+    fn allocate_answers_the_challenge_and_signs() {
+        let now = Instant::now();
+        let (s, script) = allocated(now);
+        assert_eq!(script.seen, vec![Method::ALLOCATE, Method::ALLOCATE]);
+        assert_eq!(s.state(), SessionState::Allocated);
+        assert_eq!(s.relayed_addrs(), &[relayed()]);
+    }
+
+    #[test]
+    fn wrong_password_is_reported_as_such() {
+        let now = Instant::now();
+        let mut s = TurnSession::new(server(), TurnTransport::Udp, USER, "nope", &opts());
+        let mut script = Script::new();
+        s.allocate(now);
+        exchange(&mut s, &mut script, now);
+        match s.poll_event() {
+            Some(TurnEvent::AllocationFailed(e)) => {
+                assert!(e.is_wrong_password(), "{e:?}");
+                assert!(e.to_string().contains("wrong password"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.state(), SessionState::Closed);
+    }
+
+    #[test]
+    fn stale_nonce_is_retried_with_the_new_one() {
+        let now = Instant::now();
+        let (mut s, mut script) = allocated(now);
+        script.nonce += 1;
+        let peer: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+        s.create_permission(peer.ip(), now).unwrap();
+        exchange(&mut s, &mut script, now);
+        assert!(
+            matches!(s.poll_event(), Some(TurnEvent::PermissionCreated(ip)) if ip == peer.ip())
+        );
+        assert!(s.has_permission(peer.ip()));
+        assert_eq!(
+            &script.seen[2..],
+            &[Method::CREATE_PERMISSION, Method::CREATE_PERMISSION]
+        );
+    }
+
+    #[test]
+    fn channel_data_and_indications() {
+        let now = Instant::now();
+        let (mut s, mut script) = allocated(now);
+        let peer: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+        let mut out = Vec::new();
+        // No permission yet: a Send indication, and a CreatePermission is queued first.
+        s.send_to(b"hi", peer, now, &mut out).unwrap();
+        let ind = Message::decode(&out).unwrap();
+        assert_eq!((ind.class, ind.method), (Class::Indication, Method::SEND));
+        assert_eq!(ind.peer_addresses(), vec![peer]);
+        assert_eq!(&ind.data().unwrap()[..], b"hi");
+        exchange(&mut s, &mut script, now);
+        assert!(s.has_permission(peer.ip()));
+        // A Data indication from a permitted peer is delivered; from another IP it is not.
+        let data = |from: SocketAddr| {
+            Message::new(Class::Indication, Method::DATA, TransactionId::random())
+                .with(Attribute::XorPeerAddress(from))
+                .with(Attribute::Data(Bytes::from_static(b"yo")))
+                .encode(Integrity::None, true)
+        };
+        assert_eq!(
+            s.handle_input(&data(peer), now),
+            Input::Data {
+                peer,
+                data: Bytes::from_static(b"yo")
+            }
+        );
+        let stranger: SocketAddr = "203.0.113.10:7000".parse().unwrap();
+        assert_eq!(s.handle_input(&data(stranger), now), Input::Dropped);
+        // Channel: ChannelData both ways once bound.
+        let ch = s.channel_bind(peer, now).unwrap();
+        assert_eq!(ch, 0x4000);
+        assert_eq!(s.channel(peer), None, "not before the server confirms");
+        exchange(&mut s, &mut script, now);
+        let _ = s.poll_event();
+        assert!(matches!(
+            s.poll_event(),
+            Some(TurnEvent::ChannelBound {
+                channel: 0x4000,
+                ..
+            })
+        ));
+        s.send_to(b"abcde", peer, now, &mut out).unwrap();
+        assert_eq!(out, ChannelData::encode(0x4000, b"abcde", false));
+        let incoming = ChannelData::encode(0x4000, b"back", false);
+        assert_eq!(
+            s.handle_input(&incoming, now),
+            Input::Data {
+                peer,
+                data: Bytes::from_static(b"back")
+            }
+        );
+        // Unknown channel and garbage are dropped and counted.
+        let before = s.dropped();
+        assert_eq!(
+            s.handle_input(&ChannelData::encode(0x4001, b"x", false), now),
+            Input::Dropped
+        );
+        assert_eq!(
+            s.handle_input(&[0x40, 0x00, 0xff, 0xff], now),
+            Input::Dropped
+        );
+        assert_eq!(s.handle_input(&[0xff; 30], now), Input::Dropped);
+        assert_eq!(s.dropped(), before + 3);
+    }
+
+    #[test]
+    fn stream_transports_pad_channel_data() {
+        let now = Instant::now();
+        let mut s = TurnSession::new(server(), TurnTransport::Tcp, USER, PASS, &opts());
+        let mut script = Script::new();
+        s.allocate(now);
+        exchange(&mut s, &mut script, now);
+        let peer: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+        s.channel_bind(peer, now).unwrap();
+        exchange(&mut s, &mut script, now);
+        let mut out = Vec::new();
+        s.send_to(b"abcde", peer, now, &mut out).unwrap();
+        assert_eq!(out.len(), 12);
+        // No retransmissions over a stream: one Refresh, then only its timeout.
+        s.refresh(now).unwrap();
+        assert!(s.poll_transmit().is_some());
+        s.handle_timeout(now + Duration::from_secs(5));
+        assert!(s.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn udp_requests_are_retransmitted_then_time_out() {
+        let t0 = Instant::now();
+        let (mut s, _) = allocated(t0);
+        let peer: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+        s.create_permission(peer.ip(), t0).unwrap();
+        let mut sends = 0;
+        while s.poll_transmit().is_some() {
+            sends += 1;
+        }
+        let mut now = t0;
+        for _ in 0..100 {
+            let Some(next) = s.poll_timeout() else { break };
+            if next > t0 + Duration::from_secs(60) {
+                break;
+            }
+            now = next;
+            s.handle_timeout(now);
+            while s.poll_transmit().is_some() {
+                sends += 1;
+            }
+            if let Some(ev) = s.poll_event() {
+                assert!(
+                    matches!(
+                        ev,
+                        TurnEvent::PermissionFailed {
+                            error: NatError::Timeout { .. },
+                            ..
+                        }
+                    ),
+                    "{ev:?}"
+                );
+                break;
+            }
+        }
+        assert_eq!(sends, 7);
+        assert_eq!((now - t0).as_millis(), 39_500);
+        assert!(!s.has_permission(peer.ip()));
+    }
+
+    #[test]
+    fn refreshes_run_on_time() {
+        let t0 = Instant::now();
+        let (mut s, mut script) = allocated(t0);
+        let peer: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+        s.create_permission(peer.ip(), t0).unwrap();
+        s.channel_bind(peer, t0).unwrap();
+        exchange(&mut s, &mut script, t0);
+        while s.poll_event().is_some() {}
+        script.seen.clear();
+        // Walk 20 minutes of timers, answering everything.
+        let end = t0 + Duration::from_secs(1200);
+        let mut refreshes = Vec::new();
+        while let Some(next) = s.poll_timeout() {
+            if next > end {
+                break;
+            }
+            s.handle_timeout(next);
+            while let Some(t) = s.poll_transmit() {
+                let m = Message::decode(&t).unwrap();
+                refreshes.push((m.method, (next - t0).as_secs()));
+                if let Some(a) = script.answer(&t) {
+                    s.handle_input(&a, next);
+                }
+            }
+        }
+        let at = |m: Method| -> Vec<u64> {
+            refreshes.iter().filter(|r| r.0 == m).map(|r| r.1).collect()
+        };
+        assert_eq!(at(Method::REFRESH), vec![450, 900]);
+        assert_eq!(
+            at(Method::CREATE_PERMISSION),
+            vec![240, 480, 720, 960, 1200]
+        );
+        assert_eq!(at(Method::CHANNEL_BIND), vec![480, 960]);
+        assert_eq!(s.state(), SessionState::Allocated);
+        assert!(s.channel(peer).is_some());
+    }
+
+    #[test]
+    fn close_sends_refresh_zero() {
+        let now = Instant::now();
+        let (mut s, mut script) = allocated(now);
+        s.close(now);
+        let t = s.poll_transmit().unwrap();
+        let m = Message::decode(&t).unwrap();
+        assert_eq!((m.method, m.lifetime()), (Method::REFRESH, Some(0)));
+        let a = script.answer(&t).unwrap();
+        s.handle_input(&a, now);
+        assert!(matches!(s.poll_event(), Some(TurnEvent::Closed)));
+        assert_eq!(s.state(), SessionState::Closed);
+        let mut out = Vec::new();
+        assert!(s.send_to(b"x", relayed(), now, &mut out).is_err());
+    }
+
+    #[test]
+    fn forged_success_is_ignored() {
+        let now = Instant::now();
+        let (mut s, _) = allocated(now);
+        let peer: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+        s.create_permission(peer.ip(), now).unwrap();
+        let t = s.poll_transmit().unwrap();
+        let req = Message::decode(&t).unwrap();
+        let forged = req
+            .response(Class::Success)
+            .encode(Integrity::Sha1(b"wrong key"), true);
+        assert_eq!(s.handle_input(&forged, now), Input::Dropped);
+        assert!(!s.has_permission(peer.ip()));
+        // The genuine answer still counts.
+        let real = req
+            .response(Class::Success)
+            .encode(Integrity::Sha1(&key()), true);
+        assert_eq!(s.handle_input(&real, now), Input::Consumed);
+        assert!(s.has_permission(peer.ip()));
     }
 }
