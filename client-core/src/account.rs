@@ -41,6 +41,15 @@ pub struct Account {
     /// The MSRP relay (RFC 4976) for chat and file sessions: an `msrps://host:port;tcp` or
     /// `msrp://host:port;tcp` URI, authenticated with this account's digest credentials.
     pub msrp_relay: Option<String>,
+    /// ICE on (default): offers carry candidates and REGISTER Contacts the `+sip.ice` tag (RFC 5768).
+    pub ice: bool,
+    /// The STUN server (`host:port`) for server-reflexive ICE candidates (default: the TURN
+    /// server when one is set).
+    pub stun: Option<String>,
+    /// The TURN server and credentials for relay ICE candidates.
+    pub turn: Option<crate::nat::turn::TurnConfig>,
+    /// Which ICE candidates calls may use (`relay` forces media through TURN).
+    pub ice_policy: crate::nat::ice::IcePolicy,
 }
 
 /// How SRTP keys are exchanged.
@@ -101,6 +110,10 @@ impl Account {
             srtp_keying: SrtpKeying::Sdes,
             codecs: Vec::new(),
             msrp_relay: None,
+            ice: true,
+            stun: None,
+            turn: None,
+            ice_policy: crate::nat::ice::IcePolicy::All,
         }
     }
 

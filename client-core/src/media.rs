@@ -1,7 +1,14 @@
 //! The media side of a call: the RTP/RTCP sockets, SDP offer/answer (RFC 3264) with the
 //! account's codec preferences and SRTP policy (SDES RFC 4568, DTLS-SRTP RFC 5763/5764),
 //! hold per RFC 6337, and the `tandem_media` session started once SDP is negotiated.
+//!
+//! With ICE on (the account's default), the media runs over an [`IceSession`]: our offers and
+//! answers carry its credentials and candidates (RFC 8839) with the default candidate in
+//! `c=`/`m=`, the peer's ICE description starts connectivity checks (the offerer controls),
+//! new peer credentials restart ICE, and a peer without ICE gets plain RTP to its `c=`/`m=`
+//! from our default candidate.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +16,13 @@ use std::time::Duration;
 use tandem_media::codec::CodecSpec;
 use tandem_media::device::{DeviceSpec, open_capture, open_playback};
 use tandem_media::session::{
-    MediaConfig, MediaEvent, MediaSecurity, MediaSession, MediaUpdate, SessionTuning,
+    MediaConfig, MediaEvent, MediaSecurity, MediaSession, MediaSocket, MediaUpdate, SessionTuning,
 };
 use tandem_media::srtp::{
     DtlsCertificate, DtlsRole, SdesCrypto, SrtpPolicy, sdes_accept, sdes_answer, sdes_offer,
 };
 use tandem_media::stats::CallQuality;
+use tandem_proto::sdp::ice::MediaIce;
 use tandem_proto::sdp::{
     self, AnswerSecurity, Codec, Direction, MediaOffer, NegotiatedAudio, OfferChange,
     OfferedStream, SecurityKind, SessionDescription, TransportProfile,
@@ -23,7 +31,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::account::{Account, SrtpKeying};
+use crate::call::CallEvent;
 use crate::error::{Result, UaError};
+use crate::nat::ice::{IceConfig, IceEvent, IcePolicy, IceSession, stun_server};
 
 /// How many binds we try to get an even RTP port with a free odd port above it (RFC 3550 §11).
 const PORT_PAIR_TRIES: usize = 16;
@@ -193,6 +203,10 @@ pub(crate) struct CallMedia {
     session: Option<MediaSession>,
     events: Option<mpsc::UnboundedReceiver<MediaEvent>>,
     last_quality: CallQuality,
+    /// The ICE session when the account does ICE.
+    ice: Option<IceSession>,
+    /// ICE notices for the call (path chosen, failure, restart, peer without ICE).
+    ice_notices: VecDeque<CallEvent>,
 }
 
 impl std::fmt::Debug for CallMedia {
@@ -216,7 +230,16 @@ impl CallMedia {
         cname: String,
     ) -> Result<CallMedia> {
         let codecs = codecs_for(account)?;
-        let (rtp, rtcp) = bind_rtp_pair(ip).await?;
+        let ice = if account.ice && opts.enabled && opts.session_sdp.is_none() {
+            gather_ice(ip, account).await?
+        } else {
+            None
+        };
+        let (rtp, rtcp) = match ice.as_ref().and_then(IceSession::primary_socket) {
+            // The ICE session reads its sockets: no separate RTCP socket (rtcp-mux).
+            Some(primary) => (primary, None),
+            None => bind_rtp_pair(ip).await?,
+        };
         let rtp_port = local_port(&rtp)?;
         let rtcp_port = match &rtcp {
             Some(s) => {
@@ -264,7 +287,98 @@ impl CallMedia {
             session: None,
             events: None,
             last_quality: CallQuality::default(),
+            ice,
+            ice_notices: VecDeque::new(),
         })
+    }
+
+    /// Starts an ICE restart (new credentials in the next offer); false without ICE or when
+    /// the peer does no ICE.
+    pub fn ice_restart(&mut self, reason: &str) -> bool {
+        match self.ice.as_mut() {
+            Some(ice) if ice.is_started() => {
+                ice.restart();
+                self.ice_notices
+                    .push_back(CallEvent::IceRestart(reason.to_owned()));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The next media event or ICE notice (see [`Self::next_event`]).
+    pub async fn next_notice(&mut self) -> MediaNotice {
+        if let Some(n) = self.ice_notices.pop_front() {
+            return MediaNotice::Call(n);
+        }
+        let events = &mut self.events;
+        let ice = &mut self.ice;
+        tokio::select! {
+            ev = next_media_event(events) => MediaNotice::Media(ev),
+            ev = next_ice_event(ice) => MediaNotice::Call(ev),
+        }
+    }
+
+    /// Takes the peer's SDP (offer or answer): starts or restarts ICE with its description,
+    /// or falls back to plain RTP to its `c=`/`m=` when it does no ICE. Returns whether our
+    /// answer must carry ICE attributes.
+    fn ice_on_remote(
+        &mut self,
+        remote: &SessionDescription,
+        controlling: bool,
+        remote_rtp: Option<SocketAddr>,
+    ) -> bool {
+        let Some(ice) = self.ice.as_mut() else {
+            return false;
+        };
+        let index = remote.media.iter().position(|m| m.media == "audio");
+        let description = index.and_then(|i| match MediaIce::from_sdp(remote, i) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "unusable ICE attributes in the peer's SDP");
+                None
+            }
+        });
+        if let Some(d) = description {
+            match ice.start(&d, controlling) {
+                Ok(_) => return true,
+                Err(e) => tracing::warn!(error = %e, "ICE cannot start with the peer"),
+            }
+        }
+        if let Some(rtp) = remote_rtp.filter(|a| !a.ip().is_unspecified()) {
+            let first = !ice.is_fixed();
+            match ice.fall_back(rtp) {
+                Ok(()) if first => self
+                    .ice_notices
+                    .push_back(CallEvent::IceOff("peer-without-ice".to_owned())),
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, "no media path to the peer"),
+            }
+        }
+        false
+    }
+
+    /// Our SDP's address and port: the ICE default candidate, or the RTP socket.
+    fn sdp_address(&self) -> Result<(IpAddr, u16)> {
+        match &self.ice {
+            Some(ice) => {
+                let a = ice.default_addr();
+                Ok((a.ip(), a.port()))
+            }
+            None => Ok((self.ip, local_port(&self.rtp)?)),
+        }
+    }
+
+    /// Writes our ICE attributes onto the audio section of `sdp`.
+    fn add_ice(&self, sdp: &mut SessionDescription) {
+        if let Some(ice) = &self.ice
+            && let Some(m) = sdp
+                .media
+                .iter_mut()
+                .find(|m| m.media == "audio" && m.port != 0)
+        {
+            ice.local_ice().apply_to(m);
+        }
     }
 
     /// The RTP socket.
@@ -275,10 +389,13 @@ impl CallMedia {
     /// A snapshot for [`Call::media`](crate::Call::media).
     pub fn info(&self) -> MediaInfo {
         MediaInfo {
-            local_rtp: self
-                .rtp
-                .local_addr()
-                .unwrap_or_else(|_| SocketAddr::new(self.ip, 0)),
+            local_rtp: match &self.ice {
+                Some(ice) => ice.default_addr(),
+                None => self
+                    .rtp
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::new(self.ip, 0)),
+            },
             local_sdp: self.local.clone(),
             remote_sdp: self.remote.clone(),
             negotiated: self.negotiated.clone(),
@@ -312,7 +429,11 @@ impl CallMedia {
     fn local_offer(&self) -> MediaOffer {
         let mut offer = MediaOffer::new(self.codecs.clone());
         offer.ptime = Some(DEFAULT_PTIME_MS);
-        offer.rtcp_port = self.rtcp_port;
+        offer.rtcp_port = if self.ice.is_some() {
+            None
+        } else {
+            self.rtcp_port
+        };
         offer.direction = if self.local_hold {
             Direction::SendRecv.hold()
         } else {
@@ -355,8 +476,9 @@ impl CallMedia {
                 offer.setup = Some("actpass".into());
             }
         }
-        let port = local_port(&self.rtp)?;
-        let sdp = sdp::build_offer(self.session_id, self.next_version(), self.ip, port, &offer);
+        let (ip, port) = self.sdp_address()?;
+        let mut sdp = sdp::build_offer(self.session_id, self.next_version(), ip, port, &offer);
+        self.add_ice(&mut sdp);
         self.pending_offer = Some(sdp.clone());
         self.local = Some(sdp.clone());
         Ok(sdp)
@@ -433,6 +555,7 @@ impl CallMedia {
             #[allow(unreachable_patterns)]
             _ => return Err(UaError::Media("unsupported media security".into())),
         }
+        self.ice_on_remote(&answer, true, neg.remote_rtp);
         self.remote = Some(answer);
         self.negotiated = Some(neg);
         Ok(())
@@ -515,7 +638,7 @@ impl CallMedia {
             None
         };
         let local = self.local_offer();
-        let port = local_port(&self.rtp).map_err(|e| OfferRejected {
+        let (ip, port) = self.sdp_address().map_err(|e| OfferRejected {
             status: 500,
             reason: e.to_string(),
         })?;
@@ -524,19 +647,15 @@ impl CallMedia {
         } else {
             self.version
         };
-        let (mut answer, neg) = sdp::answer_offer(
-            &offer,
-            &local,
-            self.session_id,
-            version,
-            self.ip,
-            port,
-            chooser,
-        )
-        .map_err(|e| OfferRejected {
-            status: e.status_code(),
-            reason: format!("unacceptable SDP offer: {e}"),
-        })?;
+        let (mut answer, neg) =
+            sdp::answer_offer(&offer, &local, self.session_id, version, ip, port, chooser)
+                .map_err(|e| OfferRejected {
+                    status: e.status_code(),
+                    reason: format!("unacceptable SDP offer: {e}"),
+                })?;
+        if self.ice_on_remote(&offer, false, neg.remote_rtp) {
+            self.add_ice(&mut answer);
+        }
         // RFC 3264 §8: an unchanged description keeps its version.
         let unchanged = self.local.as_ref().is_some_and(|prev| {
             let mut same = answer.clone();
@@ -635,9 +754,12 @@ impl CallMedia {
         let playback = open_playback(&self.opts.playback)
             .map_err(|e| UaError::Media(format!("playback device: {e}")))?;
         let codec = send_codec.name().to_string();
-        let mut config =
-            MediaConfig::new(self.rtp.clone(), remote_rtp, send_codec, capture, playback);
-        config.rtcp_socket = if neg.rtcp_mux {
+        let socket: MediaSocket = match &self.ice {
+            Some(ice) => ice.socket(),
+            None => self.rtp.clone().into(),
+        };
+        let mut config = MediaConfig::new(socket, remote_rtp, send_codec, capture, playback);
+        config.rtcp_socket = if neg.rtcp_mux || self.ice.is_some() {
             None
         } else {
             self.rtcp.clone().map(Into::into)
@@ -667,16 +789,7 @@ impl CallMedia {
 
     /// The next media event; pends forever without a session.
     pub async fn next_event(&mut self) -> Option<MediaEvent> {
-        match self.events.as_mut() {
-            Some(rx) => {
-                let ev = rx.recv().await;
-                if ev.is_none() {
-                    self.events = None;
-                }
-                ev
-            }
-            None => std::future::pending().await,
-        }
+        next_media_event(&mut self.events).await
     }
 
     /// Mutes or unmutes (remembered for a session started later).
@@ -743,6 +856,62 @@ impl CallMedia {
         let q = session.stop().await;
         self.last_quality = q.clone();
         Some(q)
+    }
+}
+
+/// What [`CallMedia::next_notice`] gives: a media session event (`None`: the session ended)
+/// or a call event to pass on (ICE path, failure, restart, peer without ICE).
+#[derive(Debug)]
+pub(crate) enum MediaNotice {
+    /// From the media session.
+    Media(Option<MediaEvent>),
+    /// For the application as is.
+    Call(CallEvent),
+}
+
+async fn next_media_event(
+    events: &mut Option<mpsc::UnboundedReceiver<MediaEvent>>,
+) -> Option<MediaEvent> {
+    match events.as_mut() {
+        Some(rx) => {
+            let ev = rx.recv().await;
+            if ev.is_none() {
+                *events = None;
+            }
+            ev
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_ice_event(ice: &mut Option<IceSession>) -> CallEvent {
+    let Some(ice) = ice.as_mut() else {
+        return std::future::pending().await;
+    };
+    match ice.next_event().await {
+        Some(IceEvent::Selected(info)) => CallEvent::IcePath(info),
+        Some(IceEvent::Failed(reason)) => CallEvent::IceFailed(reason),
+        // The session task is gone (or a future event kind): nothing more to report.
+        _ => std::future::pending().await,
+    }
+}
+
+/// Gathers the ICE candidates of a call of `account` (STUN and TURN from the account).
+async fn gather_ice(ip: IpAddr, account: &Account) -> Result<Option<IceSession>> {
+    let stun = stun_server(account.stun.as_deref(), account.turn.as_ref()).await;
+    let mut config = IceConfig::new(stun, account.ice_policy).with_preferred_ip(ip);
+    if let Some(turn) = &account.turn {
+        config = config.with_turn(turn.clone());
+    }
+    match IceSession::gather(&config).await {
+        Ok(ice) => Ok(Some(ice)),
+        Err(e) if account.ice_policy == IcePolicy::Relay => Err(UaError::Media(format!(
+            "ICE relay-only policy without a relay candidate: {e}"
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "ICE gathering failed: plain RTP");
+            Ok(None)
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use super::{
     AnswerOptions, CallCommand, CallEvent, CallOptions, EndReason, EndedBy, OfferMethod, lock,
 };
 use crate::error::{Result, UaError};
+use crate::media::MediaNotice;
 use crate::request::log_outcome;
 use crate::transfer::{ReplacesTarget, SIPFRAG, parse_sipfrag, sipfrag, unescape};
 use crate::ua::{ALLOW, DialogInput, SUPPORTED, UaEvent};
@@ -37,6 +38,8 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// A hold or resume wanted by the application.
 struct Goal {
     hold: bool,
+    /// An ICE restart: the re-offer is sent even when the hold state does not change.
+    ice_restart: bool,
     method: OfferMethod,
     reply: Option<oneshot::Sender<Result<()>>>,
 }
@@ -215,9 +218,13 @@ impl CallTask {
                         None
                     }
                 },
-                ev = self.media.next_event() => match ev {
-                    Some(ev) => self.on_media(&mut live, ev).await,
-                    None => None,
+                ev = self.media.next_notice() => match ev {
+                    MediaNotice::Media(Some(ev)) => self.on_media(&mut live, ev).await,
+                    MediaNotice::Media(None) => None,
+                    MediaNotice::Call(ev) => {
+                        self.emit(ev);
+                        None
+                    }
                 },
                 _ = sleep_until_opt(retry_at) => {
                     live.retry_at = None;
@@ -267,7 +274,7 @@ impl CallTask {
             || live.uas_2xx.as_ref().is_some_and(|p| p.answer_in_ack)
             || self.media.offer_pending();
         if !offer_busy && let Some(mut goal) = live.goals.pop_front() {
-            if goal.hold == self.media.local_hold {
+            if goal.hold == self.media.local_hold && !goal.ice_restart {
                 goal.answer(Ok(()));
             } else if goal.method == OfferMethod::Update {
                 live.update_offer = true;
@@ -287,13 +294,27 @@ impl CallTask {
     fn command(&mut self, live: &mut Live, cmd: CallCommand) {
         match cmd {
             CallCommand::Hangup => {}
+            CallCommand::IceRestart(reply) => {
+                if self.media.ice_restart("requested") {
+                    live.goals.push_back(Goal {
+                        hold: self.media.local_hold,
+                        ice_restart: true,
+                        method: OfferMethod::Invite,
+                        reply: Some(reply),
+                    });
+                } else {
+                    let _ = reply.send(Err(UaError::Protocol("this call does not do ICE".into())));
+                }
+            }
             CallCommand::Hold(method, reply) => live.goals.push_back(Goal {
                 hold: true,
+                ice_restart: false,
                 method,
                 reply: Some(reply),
             }),
             CallCommand::Resume(method, reply) => live.goals.push_back(Goal {
                 hold: false,
+                ice_restart: false,
                 method,
                 reply: Some(reply),
             }),

@@ -196,6 +196,15 @@ pub enum CallEvent {
     CaptureEnded,
     /// A non-fatal media problem (device error, DTMF without a payload type, …).
     MediaWarning(String),
+    /// ICE selected the media path (again after a restart or when another pair wins).
+    IcePath(crate::nat::ice::IcePathInfo),
+    /// ICE found no working path, or consent on the selected one was lost (`no-valid-pair`,
+    /// `consent-lost`, ...).
+    IceFailed(String),
+    /// An ICE restart started (`requested`, `network-changed`, `ice-failed`).
+    IceRestart(String),
+    /// The peer does no ICE: plain RTP to its SDP address (`peer-without-ice`).
+    IceOff(String),
     /// The call ended after it was set up, or was cancelled.
     Ended {
         /// Who ended it.
@@ -213,6 +222,7 @@ pub(crate) enum CallCommand {
     Hangup,
     Hold(OfferMethod, oneshot::Sender<Result<()>>),
     Resume(OfferMethod, oneshot::Sender<Result<()>>),
+    IceRestart(oneshot::Sender<Result<()>>),
     Dtmf(String, oneshot::Sender<Result<()>>),
     Mute(bool),
     Transfer {
@@ -270,6 +280,7 @@ impl fmt::Debug for CallCommand {
             CallCommand::Hangup => "Hangup",
             CallCommand::Hold(..) => "Hold",
             CallCommand::Resume(..) => "Resume",
+            CallCommand::IceRestart(_) => "IceRestart",
             CallCommand::Dtmf(..) => "Dtmf",
             CallCommand::Mute(_) => "Mute",
             CallCommand::Transfer { .. } => "Transfer",
@@ -326,6 +337,13 @@ impl Call {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(make(tx)).map_err(|_| UaError::Closed)?;
         rx.await.map_err(|_| UaError::Closed)?
+    }
+
+    /// Restarts ICE (RFC 8445 §9): a re-INVITE with new ICE credentials; returns once the
+    /// peer answered it (the new path follows as [`CallEvent::IcePath`]). An error when the
+    /// call does no ICE.
+    pub async fn ice_restart(&self) -> Result<()> {
+        self.request(CallCommand::IceRestart).await
     }
 
     /// Puts the call on hold (re-INVITE with `sendonly`, or `inactive` when the peer holds

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::account::{Account, with_transport};
 use crate::error::{Result, UaError};
-use crate::media::{CallMedia, MediaChange};
+use crate::media::{CallMedia, MediaChange, MediaNotice};
 use crate::request::{AuthSession, bump_cseq, initial_request, net_error};
 use crate::ua::{ALLOW, DialogInput, DialogKey, SUPPORTED, Shared};
 
@@ -283,7 +283,10 @@ impl CallTask {
         let not_yet = || Err(UaError::Protocol("the call is not answered yet".into()));
         match cmd {
             CallCommand::Hangup => return true,
-            CallCommand::Hold(_, r) | CallCommand::Resume(_, r) | CallCommand::Dtmf(_, r) => {
+            CallCommand::Hold(_, r)
+            | CallCommand::Resume(_, r)
+            | CallCommand::Dtmf(_, r)
+            | CallCommand::IceRestart(r) => {
                 let _ = r.send(not_yet());
             }
             CallCommand::Transfer { reply, .. } => {
@@ -449,11 +452,11 @@ impl CallTask {
                         Some(DialogInput::Request { tx, request }) => self.early_request(tx, &request),
                         _ => {}
                     },
-                    ev = self.media.next_event() => {
-                        if let Some(ev) = ev {
-                            self.on_media_event_early(ev);
-                        }
-                    }
+                    ev = self.media.next_notice() => match ev {
+                        MediaNotice::Media(Some(ev)) => self.on_media_event_early(ev),
+                        MediaNotice::Media(None) => {}
+                        MediaNotice::Call(ev) => self.emit(ev),
+                    },
                     _ = sleep_until_opt(give_up) => {
                         let reason = cancel.map_or(EndReason::Cancel, |(r, _)| r);
                         return Setup::Over(CallEvent::Ended { by: EndedBy::Local, reason });

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, trace, warn};
 
 use super::NatError;
+use super::turn::{TurnClient, TurnConfig, TurnOptions, TurnTransport};
 
 /// A boxed future of the relay interface.
 pub type RelayFuture<'a, T> =
@@ -51,6 +52,8 @@ pub trait RelayAllocation: Send + Sync + 'static {
     fn mapped_addr(&self) -> SocketAddr;
     /// Installs (or refreshes) a permission for `peer`.
     fn create_permission(&self, peer: IpAddr) -> RelayFuture<'_, ()>;
+    /// Binds a channel to `peer` (cheaper ChannelData framing for the media).
+    fn channel_bind(&self, peer: SocketAddr) -> RelayFuture<'_, ()>;
     /// Sends `data` to `peer` through the relay.
     fn send_to<'a>(&'a self, data: &'a [u8], peer: SocketAddr) -> RelayFuture<'a, ()>;
     /// The next datagram a peer sent to the relayed address.
@@ -131,6 +134,10 @@ impl fmt::Display for IcePolicy {
 pub struct IceConfig {
     /// The STUN server for server-reflexive candidates (resolved).
     pub stun: Option<SocketAddr>,
+    /// The TURN server for a relay candidate (allocated while gathering).
+    pub turn: Option<TurnConfig>,
+    /// Give up on the TURN allocation after this long while gathering.
+    pub turn_timeout: Duration,
     /// Which candidates may be used.
     pub policy: IcePolicy,
     /// The signalling address: always a host candidate, with the highest preference.
@@ -150,6 +157,8 @@ impl Default for IceConfig {
     fn default() -> Self {
         IceConfig {
             stun: None,
+            turn: None,
+            turn_timeout: Duration::from_secs(5),
             policy: IcePolicy::All,
             preferred_ip: None,
             stun_timeout: Duration::from_secs(2),
@@ -168,6 +177,12 @@ impl IceConfig {
             policy,
             ..IceConfig::default()
         }
+    }
+
+    /// Returns this configuration with a TURN server.
+    pub fn with_turn(mut self, turn: TurnConfig) -> Self {
+        self.turn = Some(turn);
+        self
     }
 
     /// Returns this configuration with the signalling address as preferred host address.
@@ -435,6 +450,7 @@ pub struct IceSession {
     events: mpsc::UnboundedReceiver<IceEvent>,
     selected: Arc<Mutex<Option<IcePathInfo>>>,
     remote_creds: Option<(String, String)>,
+    primary: Option<Arc<UdpSocket>>,
     started: bool,
     fixed: bool,
     tasks: Vec<JoinHandle<()>>,
@@ -527,9 +543,27 @@ fn candidate_type(c: &Candidate) -> CandidateType {
 }
 
 impl IceSession {
-    /// Gathers host and server-reflexive candidates and starts the session task.
+    /// Gathers host, server-reflexive and (with a TURN server) relay candidates and starts
+    /// the session task. A failed allocation is an error only under [`IcePolicy::Relay`].
     pub async fn gather(config: &IceConfig) -> Result<IceSession, IceError> {
-        Self::gather_with_relay(config, None).await
+        let relay: Option<Arc<dyn RelayAllocation>> = match &config.turn {
+            Some(turn) => {
+                let opts = TurnOptions {
+                    timeout: config.turn_timeout,
+                    ..TurnOptions::default()
+                };
+                match TurnClient::allocate(turn, opts).await {
+                    Ok(client) => Some(Arc::new(client)),
+                    Err(e) if config.policy == IcePolicy::Relay => return Err(IceError::Turn(e)),
+                    Err(e) => {
+                        warn!(error = %e, "no relay candidate");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        Self::gather_with_relay(config, relay).await
     }
 
     /// Gathers candidates (host sockets, STUN) plus the relay candidate of `relay` (an
@@ -717,6 +751,7 @@ impl IceSession {
             )));
         }
         drop(inbound_tx);
+        let primary = hosts.first().map(|h| Arc::clone(&h.socket));
         let selected = Arc::new(Mutex::new(None));
         let task = SessionTask {
             agent,
@@ -731,6 +766,7 @@ impl IceSession {
             mode: Mode::Pending,
             was_connected: false,
             last_timer: now,
+            pending_bind: None,
         };
         tasks.push(tokio::spawn(task.run(commands_rx, inbound_rx)));
         Ok(IceSession {
@@ -741,6 +777,7 @@ impl IceSession {
             events: events_rx,
             selected,
             remote_creds: None,
+            primary,
             started: false,
             fixed: false,
             tasks,
@@ -769,6 +806,12 @@ impl IceSession {
             shared: Arc::clone(&self.shared),
         });
         MediaSocket::transport(transport)
+    }
+
+    /// The host socket of the preferred (signalling) address, for callers that want to know
+    /// the local port; the session reads it, so it must not be read elsewhere.
+    pub fn primary_socket(&self) -> Option<Arc<UdpSocket>> {
+        self.primary.clone()
     }
 
     /// The pair in use, once selected.
@@ -934,6 +977,8 @@ struct SessionTask {
     mode: Mode,
     was_connected: bool,
     last_timer: Instant,
+    /// A relayed peer to bind a channel to (after selection).
+    pending_bind: Option<SocketAddr>,
 }
 
 impl SessionTask {
@@ -945,6 +990,11 @@ impl SessionTask {
         loop {
             self.flush().await;
             self.drain_events();
+            if let (Some(peer), Some(relay)) = (self.pending_bind.take(), self.relay.as_ref())
+                && let Err(e) = relay.channel_bind(peer).await
+            {
+                debug!(%peer, error = %e, "TURN channel not bound: Send indications carry the media");
+            }
             let wake = match self.agent.poll_timeout() {
                 Some(t) if t <= self.last_timer => self.last_timer + TIMER_FLOOR,
                 Some(t) => t,
@@ -1129,6 +1179,7 @@ impl SessionTask {
         let local_type = candidate_type(local);
         let remote_type = candidate_type(remote);
         let route = if local_type == CandidateType::Relay {
+            self.pending_bind = Some(remote.addr());
             Route::Relay {
                 remote: Some(remote.addr()),
             }
@@ -1178,6 +1229,92 @@ impl SessionTask {
     }
 }
 
+impl RelayAllocation for TurnClient {
+    fn relayed_addr(&self) -> SocketAddr {
+        TurnClient::relayed_addr(self)
+    }
+
+    fn mapped_addr(&self) -> SocketAddr {
+        TurnClient::mapped_addr(self).unwrap_or_else(|| TurnClient::local_addr(self))
+    }
+
+    fn create_permission(&self, peer: IpAddr) -> RelayFuture<'_, ()> {
+        Box::pin(TurnClient::create_permission(self, peer))
+    }
+
+    fn channel_bind(&self, peer: SocketAddr) -> RelayFuture<'_, ()> {
+        Box::pin(async move { TurnClient::channel_bind(self, peer).await.map(|_| ()) })
+    }
+
+    fn send_to<'a>(&'a self, data: &'a [u8], peer: SocketAddr) -> RelayFuture<'a, ()> {
+        Box::pin(TurnClient::send_to(self, data, peer))
+    }
+
+    fn recv_from(&self) -> RelayFuture<'_, (Vec<u8>, SocketAddr)> {
+        Box::pin(async move {
+            TurnClient::recv_from(self)
+                .await
+                .map(|(data, peer)| (data.to_vec(), peer))
+        })
+    }
+}
+
+/// Resolves a STUN server given as `host:port` (or `host`, port 3478; `[v6]:port`).
+pub async fn resolve_stun(server: &str) -> Result<SocketAddr, IceError> {
+    let server = server.trim();
+    let server = server
+        .strip_prefix("stun:")
+        .or_else(|| server.strip_prefix("stuns:"))
+        .unwrap_or(server);
+    if let Ok(addr) = server.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = server.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, tandem_proto::stun::DEFAULT_PORT));
+    }
+    let (host, port) = match server.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| IceError::Remote(format!("bad STUN server port in {server:?}")))?,
+        ),
+        _ => (server, tandem_proto::stun::DEFAULT_PORT),
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| IceError::Io(io::Error::new(e.kind(), format!("STUN server {host}: {e}"))))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| IceError::NoCandidates(format!("STUN server {host} has no address")))
+}
+
+/// The STUN server to use: the configured one, else the TURN server when it is reached over
+/// UDP or TCP (a TURN server is a STUN server on the same port).
+pub async fn stun_server(stun: Option<&str>, turn: Option<&TurnConfig>) -> Option<SocketAddr> {
+    let target = match (stun, turn) {
+        (Some(s), _) => s.to_owned(),
+        (None, Some(t)) if t.uri.transport != TurnTransport::Tls => {
+            if t.uri.host.contains(':') {
+                format!("[{}]:{}", t.uri.host, t.uri.port)
+            } else {
+                format!("{}:{}", t.uri.host, t.uri.port)
+            }
+        }
+        _ => return None,
+    };
+    match resolve_stun(&target).await {
+        Ok(a) => Some(a),
+        Err(e) => {
+            warn!(server = %target, error = %e, "STUN server not resolved");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1187,13 +1324,11 @@ mod tests {
     }
 
     async fn selected(s: &mut IceSession) -> IcePathInfo {
-        loop {
-            match tokio::time::timeout(Duration::from_secs(15), s.next_event()).await {
-                Ok(Some(IceEvent::Selected(info))) => return info,
-                Ok(Some(other)) => panic!("unexpected ICE event {other:?}"),
-                Ok(None) => panic!("ICE task ended"),
-                Err(_) => panic!("no pair selected within 15 s"),
-            }
+        match tokio::time::timeout(Duration::from_secs(15), s.next_event()).await {
+            Ok(Some(IceEvent::Selected(info))) => info,
+            Ok(Some(other)) => panic!("unexpected ICE event {other:?}"),
+            Ok(None) => panic!("ICE task ended"),
+            Err(_) => panic!("no pair selected within 15 s"),
         }
     }
 
