@@ -249,6 +249,11 @@ impl LabServer {
         self.endpoint.local_addrs()
     }
 
+    /// The location service (registered bindings, their flows and NAT state).
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
     /// The `ready udp=IP:PORT tcp=IP:PORT tls=IP:PORT xcap=IP:PORT` line (one key per listener).
     pub fn ready_line(&self) -> String {
         let mut line = String::from("ready");
