@@ -2,7 +2,7 @@
 //! `turnutils_uclient` runs (against coturn or the lab's TURN server) with their results parsed.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,9 @@ pub struct CoturnOptions {
     pub allow_loopback_peers: bool,
     /// Relay ports `(min, max)`.
     pub relay_ports: (u16, u16),
+    /// A TLS listener with this `(certificate chain, private key)` PEM pair (see
+    /// [`test_tls_cert`]); none (`--no-tls`) by default.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for CoturnOptions {
@@ -33,14 +36,16 @@ impl Default for CoturnOptions {
             realm: "tandem.lab".into(),
             allow_loopback_peers: true,
             relay_ports: (40000, 44999),
+            tls: None,
         }
     }
 }
 
-/// A running `turnserver` (UDP and TCP on one port, no TLS), stopped on drop.
+/// A running `turnserver` (UDP and TCP on one port, TLS on another when asked), stopped on drop.
 pub struct Coturn {
     child: ChildGuard,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
 }
 
 impl Coturn {
@@ -63,7 +68,7 @@ impl Coturn {
         .arg("--max-port")
         .arg(opts.relay_ports.1.to_string())
         .args(["--lt-cred-mech", "--realm", &opts.realm])
-        .args(["--no-tls", "--no-dtls", "--no-cli", "--simple-log"])
+        .args(["--no-dtls", "--no-cli", "--simple-log"])
         .args(["--log-file", "stdout"])
         .arg("--db")
         .arg(dir.join("coturn.sqlite"))
@@ -72,12 +77,37 @@ impl Coturn {
         if opts.allow_loopback_peers {
             cmd.arg("--allow-loopback-peers");
         }
+        let tls_addr = match &opts.tls {
+            Some((cert, key)) => {
+                let tls_port = free_port();
+                cmd.arg("--tls-listening-port")
+                    .arg(tls_port.to_string())
+                    .arg("--cert")
+                    .arg(cert)
+                    .arg("--pkey")
+                    .arg(key);
+                Some(SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)))
+            }
+            None => {
+                cmd.arg("--no-tls");
+                None
+            }
+        };
         for (user, password) in &opts.users {
             cmd.arg("--user").arg(format!("{user}:{password}"));
         }
         let mut child = ChildGuard::spawn("turnserver", cmd, dir)?;
         wait_for_stun(addr, &mut child)?;
-        Ok(Coturn { child, addr })
+        Ok(Coturn {
+            child,
+            addr,
+            tls_addr,
+        })
+    }
+
+    /// The TLS listening address, when started with [`CoturnOptions::tls`].
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The UDP/TCP listening address.
@@ -303,5 +333,100 @@ pub fn run_uclient(opts: &UclientOptions, dir: &Path, timeout: Duration) -> Resu
         lost: number_after(&summary, "Total lost packets").unwrap_or(0),
         elapsed,
         output,
+    })
+}
+
+/// Files of a throw-away TLS identity for `localhost`/`127.0.0.1`.
+#[derive(Debug, Clone)]
+pub struct TestCert {
+    /// The CA certificate (PEM) clients trust.
+    pub ca: PathBuf,
+    /// The server certificate (PEM), signed by the CA.
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Makes a CA and a server certificate for `localhost` and `127.0.0.1` in `dir` with the
+/// `openssl` command (P-256 keys, valid two days).
+pub fn test_tls_cert(dir: &Path) -> Result<TestCert> {
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| HarnessError::Io {
+                what: "running openssl".into(),
+                source: e,
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Tool {
+                what: format!("openssl {}", args.join(" ")),
+                detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+            })
+        }
+    };
+    let ext = dir.join("leaf-ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| HarnessError::Io {
+        what: "writing the openssl extension file".into(),
+        source: e,
+    })?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca_args = vec!["req", "-x509"];
+    ca_args.extend(ec);
+    ca_args.extend([
+        "-keyout",
+        "test-ca.key",
+        "-out",
+        "test-ca.pem",
+        "-days",
+        "2",
+    ]);
+    ca_args.extend(["-subj", "/CN=Tandem test CA"]);
+    run(&ca_args)?;
+    let mut csr_args = vec!["req"];
+    csr_args.extend(ec);
+    csr_args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&csr_args)?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "test-ca.pem",
+        "-CAkey",
+        "test-ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf-ext.cnf",
+    ])?;
+    Ok(TestCert {
+        ca: dir.join("test-ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
     })
 }

@@ -312,8 +312,15 @@ impl Core {
 
     /// True when relaying to `peer` is allowed by policy.
     fn peer_allowed(&self, peer: SocketAddr) -> bool {
-        let ip = peer.ip();
-        if ip.is_unspecified() || ip.is_multicast() || peer.port() == 0 {
+        // Never back into our own listeners; other allocations' relayed addresses are fine
+        // (two clients of this server behind symmetric NATs talk relay to relay).
+        peer.port() != 0 && self.ip_allowed(peer.ip()) && !self.own.contains(&peer)
+    }
+
+    /// True when permissions towards `ip` are allowed by policy (CreatePermission ignores the
+    /// port, RFC 8656 §9).
+    fn ip_allowed(&self, ip: IpAddr) -> bool {
+        if ip.is_unspecified() || ip.is_multicast() {
             return false;
         }
         if let IpAddr::V4(v4) = ip
@@ -325,11 +332,6 @@ impl Core {
             return false;
         }
         if is_private(ip) && !self.config.allow_private_peers {
-            return false;
-        }
-        // Never back into our own listeners; other allocations' relayed addresses are fine
-        // (two clients of this server behind symmetric NATs talk relay to relay).
-        if self.own.contains(&peer) {
             return false;
         }
         true
@@ -417,6 +419,11 @@ impl Core {
         };
         if !alloc.state().permitted(peer.ip(), Instant::now()) {
             bump(&self.stats.no_permission);
+            return;
+        }
+        // The permission covers the IP; the port must still not be one of our listeners.
+        if !self.peer_allowed(peer) {
+            bump(&self.stats.forbidden_peers);
             return;
         }
         self.relay_out(&alloc, data, peer).await;
@@ -784,12 +791,18 @@ impl Core {
             .with(Attribute::Lifetime(lifetime))
     }
 
-    /// Checks a peer address for CreatePermission/ChannelBind: `Err` with the error code.
-    fn check_peer(&self, alloc: &Allocation, peer: SocketAddr) -> Result<(), u16> {
+    /// Checks a peer address for ChannelBind (`ip_only`: for CreatePermission, whose port is
+    /// ignored): `Err` with the error code.
+    fn check_peer(&self, alloc: &Allocation, peer: SocketAddr, ip_only: bool) -> Result<(), u16> {
         if peer.is_ipv4() != alloc.relay_addr.is_ipv4() {
             return Err(443);
         }
-        if !self.peer_allowed(peer) {
+        let allowed = if ip_only {
+            self.ip_allowed(peer.ip())
+        } else {
+            self.peer_allowed(peer)
+        };
+        if !allowed {
             bump(&self.stats.forbidden_peers);
             return Err(403);
         }
@@ -805,7 +818,7 @@ impl Core {
             return msg.error_response(400);
         }
         for p in &peers {
-            if let Err(code) = self.check_peer(&alloc, *p) {
+            if let Err(code) = self.check_peer(&alloc, *p, true) {
                 return msg.error_response(code);
             }
         }
@@ -829,7 +842,7 @@ impl Core {
         if !valid_channel(channel) {
             return msg.error_response(400);
         }
-        if let Err(code) = self.check_peer(&alloc, peer) {
+        if let Err(code) = self.check_peer(&alloc, peer, false) {
             return msg.error_response(code);
         }
         let now = Instant::now();

@@ -1,1 +1,259 @@
-//! NAT acceptance (issue 4): nat_coturn_client.
+//! NAT acceptance (issue 4): Tandem's TURN client (`client-core::nat::turn`) against coturn's
+//! `turnserver` over UDP, TCP and TLS, and against the lab's TURN server: allocation, permission,
+//! Send/Data indications and ChannelData to a `turnutils_peer` echo peer, refresh, stale nonces,
+//! two allocations relaying to each other, release, and a wrong password refused with a clear
+//! error. Also STUN Binding discovery (`nat::stun`) against both servers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure here is a test failure
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tandem_client_core::nat::NatError;
+use tandem_client_core::nat::stun;
+use tandem_client_core::nat::turn::{
+    TurnClient, TurnConfig, TurnOptions, TurnTransport, tls_client_config,
+};
+use tandem_tests::coturn::{Coturn, CoturnOptions, TurnPeer, test_tls_cert};
+use tandem_tests::{LabOptions, LabServer, TestDir};
+
+use crate::common::ok;
+
+/// How long one echo may take before the payload is sent again (lossy only under heavy load).
+const ECHO_WAIT: Duration = Duration::from_secs(2);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn options() -> TurnOptions {
+    TurnOptions {
+        timeout: Duration::from_secs(15),
+        ..TurnOptions::default()
+    }
+}
+
+/// Sends `payload` to `peer` through the relay until the echo comes back (at most 5 tries) and
+/// checks it came from `peer` unchanged.
+async fn echo(client: &TurnClient, peer: SocketAddr, payload: &[u8]) {
+    for _ in 0..5 {
+        client.send_to(payload, peer).await.unwrap();
+        let until = tokio::time::Instant::now() + ECHO_WAIT;
+        while let Ok(r) = tokio::time::timeout_at(until, client.recv_from()).await {
+            let (data, from) = r.unwrap();
+            if &data[..] == payload {
+                assert_eq!(from, peer, "echo from the wrong peer");
+                return;
+            }
+        }
+    }
+    panic!(
+        "no echo of {:?} from {peer} through {client:?} (permission {}, channel {:?}, dropped {}, gone {:?})",
+        String::from_utf8_lossy(payload),
+        client.has_permission(peer.ip()),
+        client.channel(peer),
+        client.dropped(),
+        client.gone_reason(),
+    );
+}
+
+/// The whole client scenario against one server and transport.
+async fn scenario(cfg: &TurnConfig, opts: TurnOptions, peer: SocketAddr) {
+    let what = cfg.uri.to_string();
+    let client = TurnClient::allocate(cfg, opts)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: allocation failed: {e}"));
+    assert_eq!(client.transport(), cfg.uri.transport);
+    let relayed = client.relayed_addr();
+    assert!(
+        relayed.is_ipv4() && relayed.port() != 0,
+        "{what}: {relayed}"
+    );
+    assert!(!relayed.ip().is_unspecified(), "{what}: {relayed}");
+    assert_eq!(
+        client.mapped_addr(),
+        Some(client.local_addr()),
+        "{what}: on loopback the server sees our own address"
+    );
+    assert!(client.lifetime() > Duration::ZERO);
+
+    // Send indications before any permission: the client requests one itself.
+    echo(&client, peer, format!("{what} indication 0").as_bytes()).await;
+    assert!(client.has_permission(peer.ip()));
+    // An explicit permission (a refresh of the same one).
+    client.create_permission(peer.ip()).await.unwrap();
+    for i in 1..4 {
+        echo(&client, peer, format!("{what} indication {i}").as_bytes()).await;
+    }
+    assert_eq!(client.channel(peer), None);
+
+    // A channel: data now goes as ChannelData both ways.
+    let channel = client.channel_bind(peer).await.unwrap();
+    assert!((0x4000..=0x4FFF).contains(&channel), "{channel:#x}");
+    assert_eq!(client.channel(peer), Some(channel));
+    for i in 0..4 {
+        echo(&client, peer, format!("{what} channel {i}").as_bytes()).await;
+    }
+    // Binding the same peer again refreshes the same channel.
+    assert_eq!(client.channel_bind(peer).await.unwrap(), channel);
+    // A large payload through the channel.
+    let big: Vec<u8> = (0..1200u32).map(|i| (i % 251) as u8).collect();
+    echo(&client, peer, &big).await;
+
+    // Refresh, then data still flows.
+    let lifetime = client.refresh().await.unwrap();
+    assert!(lifetime > Duration::ZERO, "{what}");
+    echo(&client, peer, format!("{what} after refresh").as_bytes()).await;
+
+    // Release: Refresh with lifetime 0 is answered, then sending is refused.
+    client.close().await.unwrap();
+    assert!(!client.is_allocated());
+    assert!(matches!(
+        client.send_to(b"late", peer).await,
+        Err(NatError::Closed(_))
+    ));
+}
+
+/// A wrong password is refused with an error that says so.
+async fn wrong_password(cfg: &TurnConfig, opts: TurnOptions) {
+    let mut bad = cfg.clone();
+    bad.password = "not-the-password".into();
+    let err = TurnClient::allocate(&bad, opts).await.unwrap_err();
+    assert!(err.is_wrong_password(), "{}: {err:?}", cfg.uri);
+    assert!(err.to_string().contains("wrong password"), "{err}");
+}
+
+/// Two allocations on one server send to each other's relayed addresses (what two clients
+/// behind symmetric NATs do).
+async fn relay_to_relay(cfg: &TurnConfig, opts: TurnOptions) {
+    let a = TurnClient::allocate(cfg, opts.clone()).await.unwrap();
+    let b = TurnClient::allocate(cfg, opts).await.unwrap();
+    let (ra, rb) = (a.relayed_addr(), b.relayed_addr());
+    assert_ne!(ra, rb);
+    a.create_permission(rb.ip()).await.unwrap();
+    b.create_permission(ra.ip()).await.unwrap();
+    a.channel_bind(rb).await.unwrap();
+    for i in 0..5 {
+        let msg = format!("a to b {i}");
+        a.send_to(msg.as_bytes(), rb).await.unwrap();
+        let (data, from) = tokio::time::timeout(ECHO_WAIT * 3, b.recv_from())
+            .await
+            .expect("relay to relay")
+            .unwrap();
+        assert_eq!(&data[..], msg.as_bytes());
+        assert_eq!(from, ra);
+        let back = format!("b to a {i}");
+        b.send_to(back.as_bytes(), ra).await.unwrap();
+        let (data, from) = tokio::time::timeout(ECHO_WAIT * 3, a.recv_from())
+            .await
+            .expect("relay to relay back")
+            .unwrap();
+        assert_eq!(&data[..], back.as_bytes());
+        assert_eq!(from, rb);
+    }
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+async fn stun_binding(server: SocketAddr) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mapped = stun::binding(&sock, server, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(mapped, sock.local_addr().unwrap());
+}
+
+#[test]
+fn turn_client_against_coturn() {
+    let dir = ok(TestDir::new("nat-coturn-client"));
+    let cert = ok(test_tls_cert(dir.path()));
+    let coturn = ok(Coturn::start(
+        &CoturnOptions {
+            tls: Some((cert.cert.clone(), cert.key.clone())),
+            ..CoturnOptions::default()
+        },
+        dir.path(),
+    ));
+    let peer = ok(TurnPeer::start(dir.path()));
+    let addr = coturn.addr();
+    let tls_addr = coturn.tls_addr().unwrap();
+    runtime().block_on(async {
+        stun_binding(addr).await;
+        let udp = TurnConfig::new(&format!("turn:{addr}"), "alice", "secret").unwrap();
+        assert_eq!(udp.uri.transport, TurnTransport::Udp);
+        scenario(&udp, options(), peer.addr()).await;
+        let tcp =
+            TurnConfig::new(&format!("turn:{addr}?transport=tcp"), "alice", "secret").unwrap();
+        assert_eq!(tcp.uri.transport, TurnTransport::Tcp);
+        scenario(&tcp, options(), peer.addr()).await;
+        let tls = TurnConfig::new(&format!("turns:{tls_addr}"), "alice", "secret").unwrap();
+        let tls_opts = TurnOptions {
+            tls: Some(tls_client_config(Some(&cert.ca)).unwrap()),
+            ..options()
+        };
+        scenario(&tls, tls_opts.clone(), peer.addr()).await;
+        // TLS without trusting the test CA fails the handshake, clearly.
+        let untrusted = TurnClient::allocate(&tls, options()).await.unwrap_err();
+        assert!(matches!(untrusted, NatError::Tls { .. }), "{untrusted:?}");
+        wrong_password(&udp, options()).await;
+        wrong_password(&tcp, options()).await;
+        wrong_password(&tls, tls_opts).await;
+        relay_to_relay(&udp, options()).await;
+    });
+    drop(coturn);
+}
+
+fn lab(dir: &TestDir) -> LabServer {
+    let opts = LabOptions {
+        domain: "tandem.lab".into(),
+        tls: false,
+        // Short nonces: every later request of the scenario meets a 438 Stale Nonce first.
+        extra_toml: "\n[turn]\nport = 0\ntls_port = 0\nallow_loopback_peers = true\nnonce_lifetime_secs = 1\n"
+            .into(),
+        ..LabOptions::default()
+    }
+    .user("alice", "secret");
+    ok(LabServer::start(opts, dir.path()))
+}
+
+#[test]
+fn turn_client_against_lab_turn() {
+    let dir = ok(TestDir::new("nat-coturn-client-lab"));
+    let lab = lab(&dir);
+    let turn = lab.service("turn").expect("the ready line has turn=");
+    let turns = lab.service("turns");
+    let peer = ok(TurnPeer::start(dir.path()));
+    runtime().block_on(async {
+        stun_binding(turn).await;
+        let udp = TurnConfig::new(&format!("turn:{turn}"), "alice", "secret").unwrap();
+        scenario(&udp, options(), peer.addr()).await;
+        let tcp =
+            TurnConfig::new(&format!("turn:{turn}?transport=tcp"), "alice", "secret").unwrap();
+        scenario(&tcp, options(), peer.addr()).await;
+        if let Some(turns) = turns {
+            let tls = TurnConfig::new(&format!("turns:{turns}"), "alice", "secret").unwrap();
+            let opts = TurnOptions {
+                tls: Some(tls_client_config(Some(&lab.ca_cert())).unwrap()),
+                ..options()
+            };
+            scenario(&tls, opts, peer.addr()).await;
+        }
+        // Nonces live 1 s: after 1.5 s idle every request is answered 438 first, and the
+        // client re-signs with the new nonce.
+        let client = TurnClient::allocate(&udp, options()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        client.create_permission(peer.addr().ip()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        client.channel_bind(peer.addr()).await.unwrap();
+        echo(&client, peer.addr(), b"after stale nonces").await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        client.close().await.unwrap();
+        wrong_password(&udp, options()).await;
+        wrong_password(&tcp, options()).await;
+        relay_to_relay(&udp, options()).await;
+    });
+}
