@@ -50,6 +50,13 @@ pub struct Account {
     pub turn: Option<crate::nat::turn::TurnConfig>,
     /// Which ICE candidates calls may use (`relay` forces media through TURN).
     pub ice_policy: crate::nat::ice::IcePolicy,
+    /// RFC 5626 outbound on (default): the REGISTER Contact carries `+sip.instance`, `reg-id`
+    /// and `;ob`, and the flow is kept alive and re-registered when it fails.
+    pub outbound: bool,
+    /// The `+sip.instance` URN (e.g. `urn:uuid:…`); default derived from the AoR and the machine.
+    pub instance: Option<String>,
+    /// Keep-alive interval override in seconds (default: the registrar's `Flow-Timer`, else 25 s).
+    pub keepalive_secs: Option<u32>,
 }
 
 /// How SRTP keys are exchanged.
@@ -114,6 +121,9 @@ impl Account {
             stun: None,
             turn: None,
             ice_policy: crate::nat::ice::IcePolicy::All,
+            outbound: true,
+            instance: None,
+            keepalive_secs: None,
         }
     }
 

@@ -55,9 +55,9 @@ pub use presence::{
     PresenceEvent, PresenceSubscription, Publication, PublishEvent, SubscriptionState, WATCHERINFO,
     WinfoEvent, WinfoSubscription, parse_list_body,
 };
-pub use registration::{RegEvent, RegisterOptions, Registration};
+pub use registration::{RegEvent, RegReason, RegisterOptions, Registration, default_instance};
 pub use transfer::ReplacesTarget;
-pub use ua::{UaEvent, UaEvents, UserAgent};
+pub use ua::{NetworkState, UaEvent, UaEvents, UserAgent, interface_addresses};
 pub use xcap::{XcapClient, XcapDocument, XcapError};
 
 /// Re-exports of the protocol and network types that appear in this crate's API.

@@ -229,10 +229,23 @@ pub(crate) fn add_to_tag(response: &mut Response, tag: &str) {
 /// with `auth` (new CSeq each time). A 401/407 without `auth` fails with `AuthFailed`.
 pub(crate) async fn send_non_invite(
     shared: &Arc<Shared>,
+    request: Request,
+    target: Target,
+    auth: Option<&mut AuthSession>,
+) -> Result<Response> {
+    send_non_invite_on(shared, request, target, auth)
+        .await
+        .map(|(r, _)| r)
+}
+
+/// Like [`send_non_invite`], also returning the flow the final response came over (the
+/// registration flow of RFC 5626).
+pub(crate) async fn send_non_invite_on(
+    shared: &Arc<Shared>,
     mut request: Request,
     target: Target,
     mut auth: Option<&mut AuthSession>,
-) -> Result<Response> {
+) -> Result<(Response, Option<tandem_proto::Flow>)> {
     let method = request.method.to_string();
     let uri = request.uri.to_string();
     let mut challenges = 0;
@@ -240,7 +253,7 @@ pub(crate) async fn send_non_invite(
         if let Some(a) = auth.as_deref() {
             a.apply(&mut request);
         }
-        let response = final_response(shared, request.clone(), target.clone()).await?;
+        let (response, flow) = final_response(shared, request.clone(), target.clone()).await?;
         if response.status == 401 || response.status == 407 {
             challenges += 1;
             let Some(a) = auth.as_deref_mut() else {
@@ -256,7 +269,7 @@ pub(crate) async fn send_non_invite(
         if let Some(a) = auth.as_deref_mut() {
             a.accepted();
         }
-        return Ok(response);
+        return Ok((response, flow));
     }
 }
 
@@ -279,7 +292,7 @@ async fn final_response(
     shared: &Arc<Shared>,
     request: Request,
     target: Target,
-) -> Result<Response> {
+) -> Result<(Response, Option<tandem_proto::Flow>)> {
     let mut tx = shared
         .endpoint
         .request(request, target)
@@ -291,7 +304,7 @@ async fn final_response(
         log_outcome(&outcome, tx.flow());
         match outcome {
             Some(TxOutcome::Provisional(_)) => continue,
-            Some(TxOutcome::Final(r)) => return Ok(r),
+            Some(TxOutcome::Final(r)) => return Ok((r, tx.flow())),
             Some(TxOutcome::Timeout) => return Err(UaError::Timeout),
             Some(TxOutcome::TransportError(e)) => return Err(UaError::Network(e)),
             Some(_) => continue,

@@ -37,6 +37,52 @@ pub(crate) const ACCEPT: &str = "application/sdp";
 pub(crate) const SUPPORTED: &str = "replaces";
 /// Capacity of the [`UaEvents`] queue; further incoming calls are refused while it is full.
 const EVENT_QUEUE: usize = 64;
+/// How often the host's interface addresses are compared (RFC 5626 / ICE restart triggers).
+const NETWORK_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The host's network as the user agent last saw it; a new value means it changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkState {
+    /// Increases by one on every change (0: as at start).
+    pub generation: u64,
+    /// The non-loopback interface addresses, sorted.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The host's non-loopback interface addresses, sorted (empty when they cannot be listed).
+pub fn interface_addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = match if_addrs::get_if_addrs() {
+        Ok(list) => list
+            .into_iter()
+            .map(|i| i.ip())
+            .filter(|ip| !ip.is_loopback())
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list interface addresses");
+            Vec::new()
+        }
+    };
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Polls the interface addresses every [`NETWORK_POLL`] until the user agent is gone.
+async fn watch_network(shared: std::sync::Weak<Shared>) {
+    let mut ticker = tokio::time::interval(NETWORK_POLL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = tokio::task::spawn_blocking(interface_addresses)
+            .await
+            .unwrap_or_default();
+        shared.network_changed(Some(now));
+    }
+}
 
 /// Something that happened at the user agent outside any call it placed.
 #[derive(Debug)]
@@ -143,9 +189,32 @@ pub(crate) struct Shared {
     history: Option<History>,
     /// Received messages go through one writer task, so they are recorded in arrival order.
     history_tx: Option<mpsc::UnboundedSender<crate::history::MessageRecord>>,
+    /// The host's interface addresses; registrations re-register and calls restart ICE on change.
+    network: watch::Sender<NetworkState>,
 }
 
 impl Shared {
+    /// Subscribes to changes of the host's network (interface addresses).
+    pub fn network_changes(&self) -> watch::Receiver<NetworkState> {
+        self.network.subscribe()
+    }
+
+    /// Records the current interface addresses (`None`: a change reported from outside, e.g. by
+    /// the OS); subscribers are woken when they differ from the last ones (or always for `None`).
+    pub fn network_changed(&self, addresses: Option<Vec<IpAddr>>) {
+        self.network.send_if_modified(|state| {
+            let addresses = match addresses {
+                Some(a) if a == state.addresses => return false,
+                Some(a) => a,
+                None => state.addresses.clone(),
+            };
+            tracing::info!(?addresses, previous = ?state.addresses, "network changed");
+            state.addresses = addresses;
+            state.generation += 1;
+            true
+        });
+    }
+
     fn rng(&self) -> MutexGuard<'_, StdRng> {
         self.rng.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -365,7 +434,13 @@ impl UserAgent {
                 tx
             }),
             history,
+            network: watch::channel(NetworkState {
+                generation: 0,
+                addresses: interface_addresses(),
+            })
+            .0,
         });
+        tokio::spawn(watch_network(Arc::downgrade(&shared)));
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         *shared.ua_events.lock().unwrap_or_else(|p| p.into_inner()) = Some(events_tx.clone());
         let dispatcher = tokio::spawn(dispatch(shared.clone(), incoming, events_tx));
@@ -404,6 +479,18 @@ impl UserAgent {
     /// The underlying network endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.shared.endpoint
+    }
+
+    /// Changes of the host's network (interface addresses, polled every 2 s): registrations
+    /// re-register by themselves; calls use it to restart ICE.
+    pub fn network_changes(&self) -> watch::Receiver<NetworkState> {
+        self.shared.network_changes()
+    }
+
+    /// Reports a network change seen outside (e.g. the OS's connectivity callback on a phone):
+    /// registrations re-register at once and `network_changes` subscribers are woken.
+    pub fn notify_network_change(&self) {
+        self.shared.network_changed(None);
     }
 
     /// Registers our contact for `account` and keeps it refreshed (RFC 3261 §10.2).
