@@ -79,6 +79,24 @@ pub struct AccountArgs {
     /// credentials: msrps://HOST:PORT;tcp or msrp://HOST:PORT;tcp.
     #[arg(long = "msrp-relay", global = true, value_name = "URI")]
     pub msrp_relay: Option<String>,
+    /// STUN server for server-reflexive ICE candidates (default: the --turn server).
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub stun: Option<String>,
+    /// TURN server for relay ICE candidates: turn:HOST:PORT, turn:HOST:PORT?transport=tcp or turns:HOST:PORT.
+    #[arg(long, global = true, value_name = "URI")]
+    pub turn: Option<String>,
+    /// TURN username (default: the account's auth user).
+    #[arg(long = "turn-user", global = true, value_name = "NAME")]
+    pub turn_user: Option<String>,
+    /// TURN password (default: the account's password).
+    #[arg(long = "turn-password", global = true, value_name = "PW")]
+    pub turn_password: Option<String>,
+    /// ICE for call media (RFC 8445, candidates in SDP): on or off; default on.
+    #[arg(long, global = true, value_name = "on|off")]
+    pub ice: Option<String>,
+    /// Which ICE candidates calls may use: all, or relay (media only through --turn).
+    #[arg(long = "ice-policy", global = true, value_name = "all|relay")]
+    pub ice_policy: Option<String>,
     /// Log SIP traffic to stderr.
     #[arg(short, long, global = true)]
     pub verbose: bool,

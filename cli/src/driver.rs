@@ -254,6 +254,16 @@ pub async fn drive(mut call: Call, mut ctx: DriveContext<'_>) -> Outcome {
                         eprintln!("tandem-cli: media: {m}");
                         Event::new("warning").kv("reason", m).emit();
                     }
+                    CallEvent::IcePath(p) => Event::new("ice selected")
+                        .kv("path", p.path)
+                        .kv("local_type", p.local_type)
+                        .kv("remote_type", p.remote_type)
+                        .kv("local", p.local)
+                        .kv("remote", p.remote)
+                        .emit(),
+                    CallEvent::IceFailed(r) => Event::new("ice failed").kv("reason", r).emit(),
+                    CallEvent::IceRestart(r) => Event::new("ice restart").kv("reason", r).emit(),
+                    CallEvent::IceOff(r) => Event::new("ice off").kv("reason", r).emit(),
                     CallEvent::Ended { by, reason } => {
                         if media_started {
                             emit_quality(&call.quality(), Report::Final);

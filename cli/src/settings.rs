@@ -18,6 +18,47 @@ pub struct Settings {
     pub ua: UaConfig,
 }
 
+/// The ICE options: `--ice`, `--ice-policy`, `--stun`, `--turn` with `--turn-user` and
+/// `--turn-password` (default: the account's auth user and password).
+fn apply_ice_args(args: &AccountArgs, account: &mut Account) -> Result<()> {
+    use tandem_client_core::nat::ice::IcePolicy;
+    use tandem_client_core::nat::turn::TurnConfig;
+    if let Some(mode) = &args.ice {
+        account.ice = match mode.trim().to_ascii_lowercase().as_str() {
+            "on" | "yes" | "true" => true,
+            "off" | "no" | "false" => false,
+            other => bail!("--ice {other}: expected on or off"),
+        };
+    }
+    if let Some(policy) = &args.ice_policy {
+        account.ice_policy = policy
+            .parse::<IcePolicy>()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("--ice-policy {policy}"))?;
+    }
+    if let Some(stun) = args.stun.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        account.stun = Some(stun.to_string());
+    }
+    if let Some(uri) = args.turn.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let user = args
+            .turn_user
+            .clone()
+            .or_else(|| account.auth_user.clone())
+            .unwrap_or_else(|| account.user.clone());
+        let password = args
+            .turn_password
+            .clone()
+            .or_else(|| account.password.clone())
+            .unwrap_or_default();
+        account.turn =
+            Some(TurnConfig::new(uri, user, password).with_context(|| format!("--turn {uri}"))?);
+    }
+    if account.ice && account.ice_policy == IcePolicy::Relay && account.turn.is_none() {
+        bail!("--ice-policy relay needs --turn");
+    }
+    Ok(())
+}
+
 /// Builds the settings; `need_user`: the command needs an AoR (all but `options`).
 pub fn build(args: &AccountArgs, need_user: bool) -> Result<Settings> {
     let transport: Transport = match &args.transport {
@@ -61,6 +102,7 @@ pub fn build(args: &AccountArgs, need_user: bool) -> Result<Settings> {
             .with_context(|| format!("--msrp-relay {relay}"))?;
         account.msrp_relay = Some(relay.trim().to_string());
     }
+    apply_ice_args(args, &mut account)?;
     if need_user {
         account.aor().context("invalid --user/--domain")?;
     }
