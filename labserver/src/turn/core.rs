@@ -122,16 +122,23 @@ impl AllocState {
     }
 }
 
-/// One allocation (RFC 8656 §2.2).
+/// One relayed transport address of an allocation.
+#[derive(Debug)]
+struct Relay {
+    socket: Arc<UdpSocket>,
+    addr: SocketAddr,
+}
+
+/// One allocation (RFC 8656 §2.2): one relayed address, or one per family for a dual-stack
+/// allocation (ADDITIONAL-ADDRESS-FAMILY, §7.2).
 #[derive(Debug)]
 pub struct Allocation {
     username: String,
-    relay: Arc<UdpSocket>,
-    relay_addr: SocketAddr,
+    relays: Vec<Relay>,
     sink: ClientSink,
     tid: TransactionId,
     state: Mutex<AllocState>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Allocation {
@@ -140,11 +147,45 @@ impl Allocation {
     }
 
     fn stop(&self) {
-        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             t.abort();
         }
     }
+
+    /// The relay that serves peers of `peer`'s family.
+    fn relay_for(&self, peer: SocketAddr) -> Option<&Relay> {
+        self.relays
+            .iter()
+            .find(|r| r.addr.is_ipv4() == peer.is_ipv4())
+    }
+
+    /// True when the allocation has a relayed address of ADDRESS-FAMILY value `family`.
+    fn has_family(&self, family: u8) -> bool {
+        self.relays.iter().any(|r| family_of(r.addr.ip()) == family)
+    }
+
+    /// The success response's XOR-RELAYED-ADDRESS attributes.
+    fn relayed_attributes(&self) -> impl Iterator<Item = Attribute> + '_ {
+        self.relays
+            .iter()
+            .map(|r| Attribute::XorRelayedAddress(r.addr))
+    }
 }
+
+/// The ADDRESS-FAMILY value of `ip` (0x01 IPv4, 0x02 IPv6).
+fn family_of(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 }
+}
+
+/// REQUESTED-/ADDITIONAL-ADDRESS-FAMILY value of IPv4.
+const FAMILY_V4: u8 = 0x01;
+/// REQUESTED-/ADDITIONAL-ADDRESS-FAMILY value of IPv6.
+const FAMILY_V6: u8 = 0x02;
 
 #[derive(Default)]
 struct Tables {
@@ -157,7 +198,8 @@ pub struct Core {
     pub(super) config: TurnConfig,
     realm: String,
     domain: String,
-    relay_ip: IpAddr,
+    relay_v4: Option<IpAddr>,
+    relay_v6: Option<IpAddr>,
     own: Vec<SocketAddr>,
     store: Store,
     nonces: Mutex<NonceIssuer>,
@@ -196,12 +238,13 @@ fn is_private(ip: IpAddr) -> bool {
 }
 
 impl Core {
-    /// New state; `own` are the listener addresses (never relayed to).
+    /// New state; `relay_ips` are the addresses relays are allocated on (at most one per
+    /// family is used), `own` the listener addresses (never relayed to).
     pub fn new(
         config: TurnConfig,
         realm: String,
         domain: String,
-        relay_ip: IpAddr,
+        relay_ips: &[IpAddr],
         own: Vec<SocketAddr>,
         store: Store,
     ) -> Core {
@@ -211,7 +254,8 @@ impl Core {
             config,
             realm,
             domain,
-            relay_ip,
+            relay_v4: relay_ips.iter().copied().find(IpAddr::is_ipv4),
+            relay_v6: relay_ips.iter().copied().find(IpAddr::is_ipv6),
             own,
             store,
             nonces: Mutex::new(NonceIssuer::new(rand::random(), nonce_lifetime)),
@@ -400,7 +444,11 @@ impl Core {
 
     /// Sends to a peer, waiting for socket buffer space (backpressure instead of drops).
     async fn relay_out(&self, alloc: &Allocation, data: &[u8], peer: SocketAddr) {
-        if alloc.relay.send_to(data, peer).await.is_ok() {
+        let Some(relay) = alloc.relay_for(peer) else {
+            bump(&self.stats.no_permission);
+            return;
+        };
+        if relay.socket.send_to(data, peer).await.is_ok() {
             bump(&self.stats.relayed_out);
             self.stats
                 .relayed_bytes
@@ -624,16 +672,32 @@ impl Core {
         if token.is_some() && even.is_some() {
             return msg.error_response(400);
         }
-        let family_ok =
-            |f: u8| (f == 1 && self.relay_ip.is_ipv4()) || (f == 2 && self.relay_ip.is_ipv6());
-        if let Some(Attribute::RequestedAddressFamily(f)) = msg.get(types::REQUESTED_ADDRESS_FAMILY)
-            && !family_ok(*f)
-        {
+        // Families (RFC 8656 §7.2): REQUESTED-ADDRESS-FAMILY picks one (IPv4 by default);
+        // ADDITIONAL-ADDRESS-FAMILY (IPv6 only) asks for IPv4 + IPv6, and an IPv6 relay we
+        // cannot offer leaves just the IPv4 one; asking both ways at once is a 400.
+        let requested = match msg.get(types::REQUESTED_ADDRESS_FAMILY) {
+            Some(Attribute::RequestedAddressFamily(f)) => Some(*f),
+            _ => None,
+        };
+        let additional = match msg.get(types::ADDITIONAL_ADDRESS_FAMILY) {
+            Some(Attribute::AdditionalAddressFamily(f)) => Some(*f),
+            _ => None,
+        };
+        let relay_ip = |f: u8| match f {
+            FAMILY_V4 => self.relay_v4,
+            FAMILY_V6 => self.relay_v6,
+            _ => None,
+        };
+        let (primary, second) = match (requested, additional) {
+            (Some(_), Some(_)) => return msg.error_response(400),
+            (None, Some(FAMILY_V6)) => (FAMILY_V4, self.relay_v6),
+            (None, Some(_)) => return msg.error_response(400),
+            (Some(f), None) => (f, None),
+            (None, None) => (FAMILY_V4, None),
+        };
+        let Some(primary_ip) = relay_ip(primary) else {
             return msg.error_response(440);
-        }
-        if msg.get(types::ADDITIONAL_ADDRESS_FAMILY).is_some() {
-            return msg.error_response(440);
-        }
+        };
         {
             let t = self.tables();
             if t.per_user.get(&auth.username).copied().unwrap_or(0) >= self.config.user_quota {
@@ -649,7 +713,7 @@ impl Core {
                 Some(s) => s,
                 None => return msg.error_response(508),
             },
-            (None, Some(true)) => match self.bind_pair().await {
+            (None, Some(true)) => match self.bind_pair(primary_ip).await {
                 Some((s, next)) => {
                     let t: [u8; 8] = rand::random();
                     self.reservations()
@@ -659,20 +723,33 @@ impl Core {
                 }
                 None => return msg.error_response(508),
             },
-            (None, even) => match self.bind_relay(even.is_some()).await {
+            (None, even) => match self.bind_relay(primary_ip, even.is_some()).await {
                 Some(s) => s,
                 None => return msg.error_response(508),
             },
         };
-        let relay = Arc::new(relay);
         let Ok(relay_addr) = relay.local_addr() else {
             return msg.error_response(500);
         };
+        let mut relays = vec![Relay {
+            socket: Arc::new(relay),
+            addr: relay_addr,
+        }];
+        if let Some(ip) = second {
+            // The additional family is best effort: without a free port there, IPv4 only.
+            if let Some(s) = self.bind_relay(ip, false).await
+                && let Ok(addr) = s.local_addr()
+            {
+                relays.push(Relay {
+                    socket: Arc::new(s),
+                    addr,
+                });
+            }
+        }
         let lifetime = self.lifetime(msg.lifetime());
         let alloc = Arc::new(Allocation {
             username: auth.username.clone(),
-            relay: Arc::clone(&relay),
-            relay_addr,
+            relays,
             sink: sink.clone(),
             tid: msg.transaction_id,
             state: Mutex::new(AllocState {
@@ -681,7 +758,7 @@ impl Core {
                 channels: HashMap::new(),
                 by_peer: HashMap::new(),
             }),
-            task: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         });
         {
             let mut t = self.tables();
@@ -699,14 +776,17 @@ impl Core {
             t.allocations.insert(five, Arc::clone(&alloc));
             *t.per_user.entry(auth.username.clone()).or_insert(0) += 1;
         }
-        let task = tokio::spawn(peer_loop(Arc::clone(self), Arc::clone(&alloc)));
-        *alloc.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let tasks: Vec<JoinHandle<()>> = (0..alloc.relays.len())
+            .map(|i| tokio::spawn(peer_loop(Arc::clone(self), Arc::clone(&alloc), i)))
+            .collect();
+        *alloc.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         bump(&self.stats.allocations);
-        tracing::debug!(client = %five.client, user = %auth.username, relay = %relay_addr, "TURN allocation");
-        let mut reply = msg
-            .response(Class::Success)
-            .with(Attribute::XorRelayedAddress(relay_addr))
-            .with(Attribute::Lifetime(lifetime));
+        tracing::debug!(client = %five.client, user = %auth.username, relay = %relay_addr, relays = alloc.relays.len(), "TURN allocation");
+        let mut reply = msg.response(Class::Success);
+        for a in alloc.relayed_attributes() {
+            reply.push(a);
+        }
+        reply.push(Attribute::Lifetime(lifetime));
         if let Some(t) = new_token {
             reply.push(Attribute::ReservationToken(t));
         }
@@ -725,7 +805,7 @@ impl Core {
     }
 
     /// An even port and the odd one after it (EVEN-PORT with the R bit, RFC 8656 §7.2).
-    async fn bind_pair(&self) -> Option<(UdpSocket, UdpSocket)> {
+    async fn bind_pair(&self, relay_ip: IpAddr) -> Option<(UdpSocket, UdpSocket)> {
         let (lo, hi) = (self.config.min_port, self.config.max_port);
         if hi <= lo {
             return None;
@@ -735,10 +815,10 @@ impl Core {
             if port < lo {
                 continue;
             }
-            let Ok(a) = UdpSocket::bind(SocketAddr::new(self.relay_ip, port)).await else {
+            let Ok(a) = UdpSocket::bind(SocketAddr::new(relay_ip, port)).await else {
                 continue;
             };
-            if let Ok(b) = UdpSocket::bind(SocketAddr::new(self.relay_ip, port + 1)).await {
+            if let Ok(b) = UdpSocket::bind(SocketAddr::new(relay_ip, port + 1)).await {
                 enlarge_buffers(&a, RELAY_BUFFER);
                 enlarge_buffers(&b, RELAY_BUFFER);
                 return Some((a, b));
@@ -747,7 +827,7 @@ impl Core {
         None
     }
 
-    async fn bind_relay(&self, even: bool) -> Option<UdpSocket> {
+    async fn bind_relay(&self, relay_ip: IpAddr, even: bool) -> Option<UdpSocket> {
         let (lo, hi) = (self.config.min_port, self.config.max_port);
         for _ in 0..64 {
             let mut port = rand::random_range(lo..=hi);
@@ -757,7 +837,7 @@ impl Core {
                     continue;
                 }
             }
-            if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.relay_ip, port)).await {
+            if let Ok(s) = UdpSocket::bind(SocketAddr::new(relay_ip, port)).await {
                 enlarge_buffers(&s, RELAY_BUFFER);
                 return Some(s);
             }
@@ -775,11 +855,9 @@ impl Core {
             return msg.error_response(437);
         };
         if let Some(Attribute::RequestedAddressFamily(f)) = msg.get(types::REQUESTED_ADDRESS_FAMILY)
+            && !alloc.has_family(*f)
         {
-            let ours = if alloc.relay_addr.is_ipv4() { 1 } else { 2 };
-            if *f != ours {
-                return msg.error_response(443);
-            }
+            return msg.error_response(443);
         }
         if msg.lifetime() == Some(0) {
             self.remove(five);
@@ -794,7 +872,7 @@ impl Core {
     /// Checks a peer address for ChannelBind (`ip_only`: for CreatePermission, whose port is
     /// ignored): `Err` with the error code.
     fn check_peer(&self, alloc: &Allocation, peer: SocketAddr, ip_only: bool) -> Result<(), u16> {
-        if peer.is_ipv4() != alloc.relay_addr.is_ipv4() {
+        if alloc.relay_for(peer).is_none() {
             return Err(443);
         }
         let allowed = if ip_only {
@@ -870,20 +948,26 @@ fn repeat_or_mismatch(msg: &Message, alloc: &Allocation, five: &FiveTuple) -> Me
         .expires
         .saturating_duration_since(Instant::now())
         .as_secs();
-    msg.response(Class::Success)
-        .with(Attribute::XorRelayedAddress(alloc.relay_addr))
+    let mut reply = msg.response(Class::Success);
+    for a in alloc.relayed_attributes() {
+        reply.push(a);
+    }
+    reply
         .with(Attribute::Lifetime(
             u32::try_from(remaining).unwrap_or(u32::MAX),
         ))
         .with(Attribute::XorMappedAddress(five.client))
 }
 
-/// Receives from peers on an allocation's relay socket and forwards what the permissions allow.
-async fn peer_loop(core: Arc<Core>, alloc: Arc<Allocation>) {
+/// Receives from peers on relay `index` of an allocation and forwards what the permissions allow.
+async fn peer_loop(core: Arc<Core>, alloc: Arc<Allocation>, index: usize) {
+    let Some(socket) = alloc.relays.get(index).map(|r| Arc::clone(&r.socket)) else {
+        return;
+    };
     let mut buf = vec![0u8; 65536];
     let stream = alloc.sink.is_stream();
     loop {
-        let (n, peer) = match alloc.relay.recv_from(&mut buf).await {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
                 // ICMP errors surface as recv errors on Linux: keep going.

@@ -49,6 +49,12 @@ pub struct TurnConfig {
     /// when that is unspecified, the first non-loopback local address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay_ip: Option<IpAddr>,
+    /// The IPv6 address for IPv6 relayed addresses (REQUESTED-ADDRESS-FAMILY IPv6 or
+    /// ADDITIONAL-ADDRESS-FAMILY, RFC 8656 §7.2) when `relay_ip` is IPv4; default the first
+    /// global (not loopback, not link-local) IPv6 address of this host, if any (else such
+    /// requests get 440 Address Family not Supported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_ipv6: Option<IpAddr>,
     /// Lowest relay port; default 49152.
     pub min_port: u16,
     /// Highest relay port; default 65535.
@@ -84,6 +90,7 @@ impl Default for TurnConfig {
             tls: true,
             listen_ip: None,
             relay_ip: None,
+            relay_ipv6: None,
             min_port: 49152,
             max_port: 65535,
             max_allocations: 1000,
@@ -291,6 +298,16 @@ impl TurnServer {
                 .find(|ip| !ip.is_loopback() && ip.is_ipv4() == udp_addr.is_ipv4())
                 .unwrap_or(udp_addr.ip()),
         };
+        let relay_ipv6 = match turn.relay_ipv6 {
+            Some(ip) => Some(ip),
+            None if relay_ip.is_ipv6() => None,
+            None => crate::config::local_ips().into_iter().find(|ip| match ip {
+                IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xFFC0) != 0xFE80,
+                IpAddr::V4(_) => false,
+            }),
+        };
+        let mut relay_ips = vec![relay_ip];
+        relay_ips.extend(relay_ipv6.filter(|ip| ip.is_ipv6() && relay_ip.is_ipv4()));
         let mut own = vec![udp_addr];
         let mut addrs = vec![("turn".to_owned(), udp_addr)];
         if let Some((l, _)) = &tls {
@@ -302,7 +319,7 @@ impl TurnServer {
             turn.clone(),
             authn.realm().to_owned(),
             config.domain.clone(),
-            relay_ip,
+            &relay_ips,
             own,
             store.clone(),
         ));
@@ -324,7 +341,7 @@ impl TurnServer {
                 sweeper.sweep();
             }
         }));
-        tracing::info!(turn = %udp_addr, relay = %relay_ip, "STUN/TURN server listening");
+        tracing::info!(turn = %udp_addr, relay = %relay_ip, relay_ipv6 = ?relay_ipv6, "STUN/TURN server listening");
         Ok(Some(TurnServer { addrs, core, tasks }))
     }
 

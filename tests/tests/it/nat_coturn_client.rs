@@ -12,7 +12,7 @@ use std::time::Duration;
 use tandem_client_core::nat::NatError;
 use tandem_client_core::nat::stun;
 use tandem_client_core::nat::turn::{
-    TurnClient, TurnConfig, TurnOptions, TurnTransport, tls_client_config,
+    RelayFamily, TurnClient, TurnConfig, TurnOptions, TurnTransport, tls_client_config,
 };
 use tandem_tests::coturn::{Coturn, CoturnOptions, TurnPeer, test_tls_cert};
 use tandem_tests::{LabOptions, LabServer, TestDir};
@@ -212,7 +212,7 @@ fn lab(dir: &TestDir) -> LabServer {
         domain: "tandem.lab".into(),
         tls: false,
         // Short nonces: every later request of the scenario meets a 438 Stale Nonce first.
-        extra_toml: "\n[turn]\nport = 0\ntls_port = 0\nallow_loopback_peers = true\nnonce_lifetime_secs = 1\n"
+        extra_toml: "\n[turn]\nport = 0\ntls_port = 0\nallow_loopback_peers = true\nnonce_lifetime_secs = 1\nrelay_ipv6 = \"::1\"\n"
             .into(),
         ..LabOptions::default()
     }
@@ -255,5 +255,59 @@ fn turn_client_against_lab_turn() {
         wrong_password(&udp, options()).await;
         wrong_password(&tcp, options()).await;
         relay_to_relay(&udp, options()).await;
+        ipv6_relays(&udp, peer.addr()).await;
     });
+}
+
+/// A UDP echo peer on `[::1]`, stopped when the returned task is aborted.
+async fn echo_peer_v6() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let sock = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    (addr, task)
+}
+
+/// IPv6 relayed addresses from the lab (RFC 8656 §7.2): an IPv6-only allocation, and a
+/// dual-stack one that relays to an IPv4 and an IPv6 peer.
+async fn ipv6_relays(cfg: &TurnConfig, peer4: SocketAddr) {
+    let (peer6, echo_task) = echo_peer_v6().await;
+    let v6 = TurnClient::allocate(
+        cfg,
+        TurnOptions {
+            family: RelayFamily::V6,
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(v6.relayed_addrs().len(), 1);
+    assert!(v6.relayed_addr().is_ipv6(), "{v6:?}");
+    // An IPv4 peer has no relayed address of its family in this allocation.
+    assert!(v6.create_permission(peer4.ip()).await.is_err());
+    v6.channel_bind(peer6).await.unwrap();
+    echo(&v6, peer6, b"over an IPv6 relay").await;
+    v6.close().await.unwrap();
+
+    let dual = TurnClient::allocate(
+        cfg,
+        TurnOptions {
+            family: RelayFamily::Dual,
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    let relayed = dual.relayed_addrs();
+    assert_eq!(relayed.len(), 2, "{relayed:?}");
+    assert!(relayed[0].is_ipv4() && relayed[1].is_ipv6(), "{relayed:?}");
+    echo(&dual, peer4, b"dual: to the IPv4 peer").await;
+    dual.channel_bind(peer6).await.unwrap();
+    echo(&dual, peer6, b"dual: to the IPv6 peer").await;
+    dual.close().await.unwrap();
+    echo_task.abort();
 }
