@@ -60,6 +60,13 @@ pub fn explain_registration(err: &UaError, server: &str) -> Failure {
             ),
             detail,
         ),
+        UaError::Network(text) if is_refused(text) => failure(
+            FailureKind::Unreachable,
+            format!(
+                "Cannot reach {server}: nothing accepts connections at that address and port. Check the address, the port and the transport, and that the server is running."
+            ),
+            detail,
+        ),
         UaError::Network(text) => failure(
             FailureKind::Unreachable,
             format!(
@@ -134,6 +141,13 @@ pub fn explain_call(err: &UaError) -> Failure {
     }
 }
 
+/// A connection refused (TCP RST, ICMP port unreachable) or a stream flow that could not be
+/// opened.
+fn is_refused(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("refused") || t.contains("flow failed") || t.contains("unreachable")
+}
+
 fn is_tls_problem(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     [
@@ -166,6 +180,13 @@ mod tests {
         assert_eq!(f.kind, FailureKind::Tls);
         let f = explain_registration(&UaError::Network("connection refused".into()), "lab");
         assert_eq!(f.kind, FailureKind::Unreachable);
+        assert!(
+            f.message.contains("nothing accepts connections"),
+            "{}",
+            f.message
+        );
+        let f = explain_registration(&UaError::Network("no route to host".into()), "lab");
+        assert!(f.message.contains("no route to host"), "{}", f.message);
         let f = explain_call(&UaError::Rejected {
             status: 486,
             reason: "Busy Here".into(),

@@ -1189,6 +1189,7 @@ fn explain_with_certificate(err: &UaError, server: &str, witness: Option<&Witnes
     if let Some(problem) = witness.and_then(Witness::take_problem) {
         f.kind = FailureKind::Tls;
         f.message = explain_problem(&problem, server);
+        f.detail = format!("{}; {}", problem.error, f.detail);
         f.certificate = Some(Box::new(problem));
     }
     f

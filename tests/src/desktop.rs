@@ -31,6 +31,13 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// How long one WebDriver command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// An element as a script argument (a W3C web element reference).
+fn element_ref(e: &Element) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert(ELEMENT_KEY.to_owned(), Value::String(e.0.clone()));
+    Value::Object(map)
+}
+
 fn protocol(detail: impl Into<String>) -> HarnessError {
     HarnessError::Protocol {
         what: "WebKitWebDriver".into(),
@@ -366,6 +373,72 @@ impl DesktopSession {
             "POST",
             &format!("/element/{}/value", e.0),
             Some(&json!({"text": text})),
+        )?;
+        Ok(())
+    }
+
+    /// Empties a text field (W3C Element Clear), as a user selecting and deleting its text.
+    pub fn clear(&self, e: &Element) -> Result<()> {
+        self.session_request("POST", &format!("/element/{}/clear", e.0), Some(&json!({})))?;
+        Ok(())
+    }
+
+    /// Replaces the text of the field matching `css` with `text` (clear, then type).
+    pub fn fill(&self, css: &str, text: &str, timeout: Duration) -> Result<()> {
+        let e = self.wait(css, timeout)?;
+        self.clear(&e)?;
+        if !text.is_empty() {
+            self.type_text(&e, text)?;
+        }
+        Ok(())
+    }
+
+    /// Picks the option with `value` in the `<select>` matching `css` (and tells the page, as a
+    /// user's choice would, with `input` and `change` events).
+    pub fn select(&self, css: &str, value: &str, timeout: Duration) -> Result<()> {
+        let e = self.wait(css, timeout)?;
+        let done = self.execute(
+            "const s = arguments[0]; \
+             if (![...s.options].some(o => o.value === arguments[1])) return false; \
+             s.value = arguments[1]; \
+             s.dispatchEvent(new Event('input', { bubbles: true })); \
+             s.dispatchEvent(new Event('change', { bubbles: true })); \
+             return true;",
+            vec![element_ref(&e), json!(value)],
+        )?;
+        if done != Value::Bool(true) {
+            return Err(protocol(format!("{css} has no option {value:?}")));
+        }
+        Ok(())
+    }
+
+    /// Hands a file with `name` and `contents` to the `<input type=file>` matching `css`, the
+    /// way a file picker does (a `change` event with the file in `files`).
+    pub fn pick_file(
+        &self,
+        css: &str,
+        name: &str,
+        contents: &[u8],
+        timeout: Duration,
+    ) -> Result<()> {
+        let e = self.wait(css, timeout)?;
+        let bytes: Vec<Value> = contents.iter().map(|b| json!(b)).collect();
+        self.execute(
+            "const dt = new DataTransfer(); \
+             dt.items.add(new File([new Uint8Array(arguments[2])], arguments[1])); \
+             arguments[0].files = dt.files; \
+             arguments[0].dispatchEvent(new Event('change', { bubbles: true }));",
+            vec![element_ref(&e), json!(name), Value::Array(bytes)],
+        )?;
+        Ok(())
+    }
+
+    /// Scrolls the element matching `css` to the middle of the window (for screenshots).
+    pub fn scroll_to(&self, css: &str, timeout: Duration) -> Result<()> {
+        let e = self.wait(css, timeout)?;
+        self.execute(
+            "arguments[0].scrollIntoView({ block: 'center' });",
+            vec![element_ref(&e)],
         )?;
         Ok(())
     }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use crate::common::{ok, secs};
 use tandem_tests::desktop::{DesktopOptions, DesktopSession};
 use tandem_tests::process::Stream;
-use tandem_tests::{Baresip, BaresipOptions, CliAccount, TestDir, Transport};
+use tandem_tests::{
+    Baresip, BaresipOptions, CliAccount, LabOptions, LabServer, TestDir, Transport,
+};
 
 /// Where the screenshots go: `$E2E_SHOTS`, else `<target>/e2e` next to the test binary's
 /// profile folder.
@@ -171,10 +173,21 @@ fn desktop_app_end_to_end() {
     assert!(idle > 0, "no app processes found under the driver");
     let app = &app;
 
+    // carol's baresip starts now and registers while the app calls bob (step 3 needs it): its
+    // start-up and registration then never race the first call's hang-up.
+    let mut carol_opts = BaresipOptions::new("carol", "tandem.lab", &carol_pw, udp);
+    carol_opts.auto_answer = false;
+    let mut carol = ok(Baresip::start(carol_opts, &ok(dir.subdir("carol"))));
+
     // 2. Call tandem-cli (bob, auto-answer) and see the call timer run.
     let mut bob_account = CliAccount::new("bob", "tandem.lab", &bob_pw, udp, Transport::Udp);
     bob_account.verbose = false;
-    let mut bob = ok(bob_account.spawn("bob-answer", &["answer"], dir.path()));
+    let bob_files = ok(dir.subdir("bob-files"));
+    let mut bob = ok(bob_account.spawn(
+        "bob-answer",
+        &["answer", "--save-dir", &bob_files.display().to_string()],
+        dir.path(),
+    ));
     ok(bob.wait_for_line(Stream::Stdout, "registered", secs(15)));
     let target = must(app, app.wait("input[inputmode=tel]", secs(5)));
     must(app, app.type_text(&target, "bob\n"));
@@ -198,10 +211,7 @@ fn desktop_app_end_to_end() {
     ok(bob.wait_for_line(Stream::Stdout, "ended", secs(10)));
 
     // 3. baresip (carol) calls alice; the app rings; answer; the timer runs; hang up.
-    let mut carol_opts = BaresipOptions::new("carol", "tandem.lab", &carol_pw, udp);
-    carol_opts.auto_answer = false;
-    let mut carol = ok(Baresip::start(carol_opts, &ok(dir.subdir("carol"))));
-    ok(carol.wait_registered(secs(15)));
+    ok(carol.wait_registered(secs(20)));
     ok(carol.command("dial", "sip:alice@tandem.lab", secs(5)));
     must(
         app,
@@ -292,7 +302,8 @@ fn desktop_app_end_to_end() {
         .map(|_| ()),
     );
     let rules = dir.path().join("bob-pres-rules.xml");
-    std::fs::write(&rules, allow_rules("sip:alice@tandem.lab")).expect("writing pres-rules");
+    std::fs::write(&rules, allow_rules("sip:alice@tandem.lab"))
+        .unwrap_or_else(|e| panic!("writing pres-rules: {e:?}"));
     let url = format!("https://{xcap}/xcap-root/pres-rules/users/sip:bob@tandem.lab/index");
     let curl = Command::new("curl")
         .args(["-sS", "--fail", "--max-time", "20", "-X", "PUT", "--digest"])
@@ -335,7 +346,388 @@ fn desktop_app_end_to_end() {
 
     publish.stop();
     watch.stop();
+
+    // 6. Files over MSRP: bob sends alice a file, she accepts it in the chat and it arrives
+    // whole; she attaches one for bob, whose `answer` saves it.
+    files(app, &bob_account, &mut bob, dir.path(), &shots, &mut n);
     bob.stop();
+
+    // 7. Failures explained in words, and the app keeps working.
+    failures(app, dir.path(), &shots, &mut n);
+}
+
+/// Step 6: a file each way between the app and tandem-cli (bob, whose `answer` runs).
+fn files(
+    app: &DesktopSession,
+    bob_account: &CliAccount,
+    bob: &mut tandem_tests::ChildGuard,
+    dir: &Path,
+    shots: &Path,
+    n: &mut u32,
+) {
+    let incoming = dir.join("lab-notes.txt");
+    let body: Vec<u8> = (0..200_000u32)
+        .map(|i| b"tandem "[(i % 7) as usize])
+        .collect();
+    std::fs::write(&incoming, &body).unwrap_or_else(|e| panic!("writing the file to send: {e:?}"));
+    must(app, app.click_button("Chat", secs(5)));
+    let mut send = ok(bob_account.spawn(
+        "bob-send-file",
+        &[
+            "send-file",
+            "sip:alice@tandem.lab",
+            &incoming.display().to_string(),
+        ],
+        dir,
+    ));
+    // The offer makes bob's conversation unread; open it.
+    let conversation = must(
+        app,
+        app.wait(
+            "[data-testid=conversation][data-peer*='bob@tandem.lab'][data-unread='1']",
+            secs(15),
+        ),
+    );
+    eprintln!(
+        "app-e2e: conversation with bob shows {:?}",
+        app.text(&conversation).unwrap_or_default()
+    );
+    must(app, app.click(&conversation));
+    let accept = must(app, app.wait("[data-testid=file-accept]", secs(15)));
+    must(
+        app,
+        app.wait_for("[data-testid=transfer][data-state=offered]", secs(5), |t| {
+            t.contains("lab-notes.txt")
+        })
+        .map(|_| ()),
+    );
+    shot(app, shots, n, "file-offered");
+    must(app, app.click(&accept));
+    must(
+        app,
+        app.wait(
+            "[data-testid=transfer][data-state=done][data-direction=incoming]",
+            secs(20),
+        )
+        .map(|_| ()),
+    );
+    ok(send.wait_for_line(Stream::Stdout, "file sent size=200000", secs(10)));
+    let saved = app.data_dir().join("received").join("lab-notes.txt");
+    let got = std::fs::read(&saved).unwrap_or_else(|e| panic!("{}: {e}", saved.display()));
+    assert!(got == body, "the received file differs from the one sent");
+    must(
+        app,
+        app.wait("[data-testid=file-open]", secs(5)).map(|_| ()),
+    );
+
+    // alice → bob: the attach button's file picker hands the app the contents.
+    let outgoing: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    must(
+        app,
+        app.pick_file(
+            "[data-testid=file-input]",
+            "from-alice.bin",
+            &outgoing,
+            secs(5),
+        ),
+    );
+    let line = ok(bob.wait_for_line(
+        Stream::Stdout,
+        "file received name=from-alice.bin size=50000",
+        secs(20),
+    ));
+    must(
+        app,
+        app.wait(
+            "[data-testid=transfer][data-state=done][data-direction=outgoing]",
+            secs(10),
+        )
+        .map(|_| ()),
+    );
+    let path = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("path="))
+        .map(|p| p.trim_matches('"').to_owned())
+        .unwrap_or_default();
+    let path = PathBuf::from(path);
+    assert!(
+        path.starts_with(dir),
+        "bob saved the file outside the test folder: {path:?}"
+    );
+    let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        got == outgoing,
+        "bob's copy differs from the file alice attached"
+    );
+    shot(app, shots, n, "files");
+}
+
+/// A self-signed certificate for 127.0.0.1 that expired on 2020-02-01, made with `openssl ca`
+/// (OpenSSL 3.0's `req` cannot back-date); returns (certificate, key) paths.
+fn expired_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let ca = dir.join("expired-ca");
+    std::fs::create_dir_all(&ca).unwrap_or_else(|e| panic!("expired-ca folder: {e:?}"));
+    std::fs::write(ca.join("index.txt"), "").unwrap_or_else(|e| panic!("index.txt: {e:?}"));
+    std::fs::write(ca.join("serial"), "01\n").unwrap_or_else(|e| panic!("serial: {e:?}"));
+    std::fs::write(
+        ca.join("ca.cnf"),
+        "[ca]\ndefault_ca = lab\n[lab]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+         default_md = sha256\npolicy = any\ncopy_extensions = copy\nunique_subject = no\n\
+         [any]\ncommonName = supplied\n",
+    )
+    .unwrap_or_else(|e| panic!("ca.cnf: {e:?}"));
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&ca)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-subj",
+        "/CN=expired.tandem.test",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-out",
+        "req.csr",
+    ]);
+    run(&[
+        "ca",
+        "-batch",
+        "-selfsign",
+        "-config",
+        "ca.cnf",
+        "-keyfile",
+        "key.pem",
+        "-in",
+        "req.csr",
+        "-startdate",
+        "20200101000000Z",
+        "-enddate",
+        "20200201000000Z",
+        "-out",
+        "cert.pem",
+    ]);
+    (ca.join("cert.pem"), ca.join("key.pem"))
+}
+
+/// Tests the account form's connection and waits for the result line.
+fn test_connection(app: &DesktopSession, expect: &str, what: &str) -> String {
+    let before: Vec<String> = app
+        .find_all("[data-testid=test-failure], .ok")
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| app.text(e).ok())
+        .collect();
+    must(app, app.click_button("Test connection", secs(5)));
+    let e = must(
+        app,
+        app.wait_for("[data-testid=test-failure], form .ok", secs(20), |t| {
+            t.contains(expect) && !before.iter().any(|b| b == t)
+        }),
+    );
+    let text = must(app, app.text(&e));
+    eprintln!("app-e2e: {what}: {text}");
+    text
+}
+
+/// Step 7: wrong password, unreachable server, untrusted and expired TLS certificates in the
+/// account form's connection test; "trust this lab CA"; then the account signs in over TLS
+/// while alice stays signed in.
+fn failures(app: &DesktopSession, dir: &Path, shots: &Path, n: &mut u32) {
+    let tls_lab_dir = dir.join("tls-lab");
+    std::fs::create_dir_all(&tls_lab_dir).unwrap_or_else(|e| panic!("tls-lab folder: {e:?}"));
+    let tls_lab = ok(LabServer::start(
+        LabOptions {
+            domain: "tls.lab".into(),
+            tls: true,
+            ..LabOptions::default()
+        }
+        .user("dana", "dana-secret"),
+        &tls_lab_dir,
+    ));
+    let tls = tls_lab
+        .addr(Transport::Tls)
+        .unwrap_or_else(|| panic!("the TLS lab does not listen on TLS"));
+    must(app, app.click_button("Calls", secs(5)));
+    must(app, app.click_button("Add an account", secs(5)));
+    must(
+        app,
+        app.fill("[data-testid=account-address]", "dana@tls.lab", secs(5)),
+    );
+    must(
+        app,
+        app.fill(
+            "[data-testid=account-password]",
+            "not-the-password",
+            secs(5),
+        ),
+    );
+    must(
+        app,
+        app.fill("[data-testid=account-proxy]", &tls.to_string(), secs(5)),
+    );
+    must(
+        app,
+        app.select("[data-testid=account-transport]", "tls", secs(5)),
+    );
+
+    // The lab's CA is not trusted: the certificate is shown with "trust this lab CA".
+    let text = test_connection(app, "trust its lab CA", "untrusted lab certificate");
+    assert!(text.contains("does not trust"), "{text}");
+    must(
+        app,
+        app.wait_for("[data-testid=cert-details]", secs(5), |t| {
+            t.contains("Tandem lab") && t.contains("SHA-256")
+        })
+        .map(|_| ()),
+    );
+    must(app, app.scroll_to("[data-testid=cert-details]", secs(5)));
+    shot(app, shots, n, "tls-untrusted");
+    must(app, app.click_button("Trust this lab CA", secs(5)));
+    // Trusted, the same test now reaches the registrar, which refuses the password.
+    let text = test_connection_after_trust(app);
+    assert!(text.contains("refused the user name or password"), "{text}");
+    must(app, app.scroll_to("[data-testid=test-failure]", secs(5)));
+    shot(app, shots, n, "wrong-password");
+
+    // Nothing listens on this TCP port: "cannot reach", at once.
+    let closed =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("a free port: {e:?}"));
+    let port = closed.local_addr().map(|a| a.port()).unwrap_or(1);
+    drop(closed);
+    must(
+        app,
+        app.fill(
+            "[data-testid=account-proxy]",
+            &format!("127.0.0.1:{port}"),
+            secs(5),
+        ),
+    );
+    must(
+        app,
+        app.select("[data-testid=account-transport]", "tcp", secs(5)),
+    );
+    let text = test_connection(app, "Cannot reach", "unreachable server");
+    assert!(text.contains(&port.to_string()), "{text}");
+    must(app, app.scroll_to("[data-testid=test-failure]", secs(5)));
+    shot(app, shots, n, "unreachable");
+
+    // An expired certificate: explained with its end date, no trust offered.
+    let (cert, key) = expired_certificate(dir);
+    let expired_port = tandem_tests::free_port();
+    let mut expired = ok(tandem_tests::ChildGuard::spawn(
+        "openssl-s_server-expired",
+        {
+            let mut c = Command::new("openssl");
+            c.args(["s_server", "-quiet", "-accept"])
+                .arg(format!("127.0.0.1:{expired_port}"))
+                .arg("-cert")
+                .arg(&cert)
+                .arg("-key")
+                .arg(&key);
+            c
+        },
+        dir,
+    ));
+    wait_listening(expired_port);
+    must(
+        app,
+        app.fill(
+            "[data-testid=account-proxy]",
+            &format!("127.0.0.1:{expired_port}"),
+            secs(5),
+        ),
+    );
+    must(
+        app,
+        app.select("[data-testid=account-transport]", "tls", secs(5)),
+    );
+    let text = test_connection(app, "expired on 2020-02-01", "expired certificate");
+    assert!(text.contains("expired.tandem.test"), "{text}");
+    assert!(
+        app.find_all("[data-testid=trust-ca]")
+            .unwrap_or_default()
+            .is_empty(),
+        "trust offered for an expired certificate"
+    );
+    must(app, app.scroll_to("[data-testid=cert-details]", secs(5)));
+    shot(app, shots, n, "tls-expired");
+    expired.stop();
+
+    // Back to the TLS lab with the right password: it works, and the account signs in.
+    must(
+        app,
+        app.fill("[data-testid=account-proxy]", &tls.to_string(), secs(5)),
+    );
+    must(
+        app,
+        app.fill("[data-testid=account-password]", "dana-secret", secs(5)),
+    );
+    test_connection(
+        app,
+        "Connection works",
+        "the TLS lab with the right password",
+    );
+    must(app, app.click_button("Save and sign in", secs(5)));
+    must(
+        app,
+        app.wait_for("[data-testid='reg-dana@tls.lab']", secs(20), |t| {
+            t == "Signed in"
+        })
+        .map(|_| ()),
+    );
+    must(
+        app,
+        app.wait_for("[data-testid='reg-alice@tandem.lab']", secs(5), |t| {
+            t == "Signed in"
+        })
+        .map(|_| ()),
+    );
+    shot(app, shots, n, "tls-signed-in");
+    drop(tls_lab);
+}
+
+/// After "trust this lab CA" the form tests again by itself: waits for that result (not the
+/// certificate failure shown before).
+fn test_connection_after_trust(app: &DesktopSession) -> String {
+    must(
+        app,
+        app.wait("[data-testid=trusted-ca]", secs(10)).map(|_| ()),
+    );
+    let e = must(
+        app,
+        app.wait_for("[data-testid=test-failure], form .ok", secs(20), |t| {
+            !t.contains("trust its lab CA")
+        }),
+    );
+    must(app, app.text(&e))
+}
+
+/// Waits (up to 10 s) until something accepts TCP connections on 127.0.0.1:`port`.
+fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The seconds shown by the call timer (`m:ss` or `h:mm:ss`).

@@ -188,6 +188,18 @@ export class AppModel {
       if (m.status === "unread") c.unread += 1;
       c.lastAtMs = Math.max(c.lastAtMs, m.atMs);
     }
+    // A file offered or sent makes a conversation too; an offer waiting for an answer counts
+    // as unread.
+    for (const f of this.transfers) {
+      const key = peerKey(f.accountId, f.peer);
+      let c = byKey.get(key);
+      if (!c) {
+        c = { key, accountId: f.accountId, peer: f.peer, messages: [], unread: 0, lastAtMs: 0 };
+        byKey.set(key, c);
+      }
+      if (f.state === "offered") c.unread += 1;
+      c.lastAtMs = Math.max(c.lastAtMs, f.atMs);
+    }
     return [...byKey.values()].sort((a, b) => b.lastAtMs - a.lastAtMs);
   }
 
