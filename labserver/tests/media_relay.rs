@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sip_util::{DOMAIN, Lab, Ua, answer, eventually, rand_token};
+use sip_util::{DOMAIN, Lab, Ua, answer, callee_request, eventually, rand_token};
 use tandem_labserver::media_relay::{RelayMode, RelayStats};
 use tandem_proto::Transport;
 use tandem_proto::msg::{HeaderName, Message, Method, Request, Response};
@@ -638,4 +638,146 @@ async fn forked_call_keeps_the_answering_branch() {
     );
     desk_media.send_to(b"loser", relay_desk).await.unwrap();
     assert!(recv(&alice_media, 0.3).await.is_none());
+}
+
+#[tokio::test]
+async fn cancel_releases_the_session() {
+    let lab = lab().await;
+    let mut bob = lab.ua("bob").await;
+    bob.register_self().await;
+    let mut alice = lab.ua("alice").await;
+    let invite = invite_with(
+        &mut alice,
+        &format!("sip:bob@{DOMAIN}"),
+        &sdp(private_v4(), 40000, false),
+    )
+    .await;
+    let got = incoming_invite(&bob).await;
+    assert_eq!(stats(&lab).sessions, 1);
+    // Ringing first: a proxy cancels a branch only after a provisional response.
+    bob.send(&Message::Response(answer(&got, 180, "bt", &bob.contact())))
+        .await;
+    assert_eq!(alice.response_for(Method::Invite).await.status, 180);
+    let mut cancel = Request::new(Method::Cancel, invite.uri.clone());
+    for name in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+    ] {
+        cancel
+            .headers
+            .push(name.clone(), invite.headers.get(&name).unwrap().clone());
+    }
+    cancel.headers.push(
+        HeaderName::CSeq,
+        format!("{} CANCEL", invite.headers.cseq().unwrap().seq),
+    );
+    cancel.headers.push(HeaderName::MaxForwards, "70");
+    alice.send(&Message::Request(cancel)).await;
+    loop {
+        let (r, _) = bob.request(5.0).await;
+        if r.method == Method::Cancel {
+            bob.send(&Message::Response(answer(&r, 200, "bt", &bob.contact())))
+                .await;
+            break;
+        }
+    }
+    bob.send(&Message::Response(answer(&got, 487, "bt", &bob.contact())))
+        .await;
+    let r = final_response(&alice).await;
+    assert_eq!(r.status, 487);
+    alice.ack_non_2xx(&invite, &r).await;
+    eventually(3.0, || async { (stats(&lab).sessions == 0).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn reinvite_keeps_the_relay_legs_and_follows_the_new_address() {
+    let lab = lab().await;
+    let call = anchored_call(&lab, None).await;
+    assert_eq!(
+        pass(
+            &call.alice_media,
+            call.relay_a,
+            &call.bob_media,
+            None,
+            "before",
+            2
+        )
+        .await,
+        2
+    );
+    // Bob moves his media to a new socket with a re-INVITE.
+    let moved = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let got = invite_as_bob_saw_it(&call);
+    let mut reinvite = callee_request(&call.bob, Method::Invite, &got, "bobtag", 7);
+    reinvite
+        .headers
+        .push(HeaderName::Contact, format!("<{}>", call.bob.contact()));
+    reinvite
+        .headers
+        .push(HeaderName::ContentType, "application/sdp");
+    reinvite.body = Bytes::from(sdp(
+        "10.20.30.40".parse().unwrap(),
+        moved.local_addr().unwrap().port(),
+        false,
+    ));
+    call.bob.send(&Message::Request(reinvite)).await;
+    let at_alice = incoming_invite(&call.alice).await;
+    assert_eq!(
+        media_addr(&at_alice.body),
+        call.relay_a,
+        "a re-INVITE keeps the caller's relay socket"
+    );
+    let ok = answer_with(
+        &at_alice,
+        200,
+        "unused",
+        &call.alice.contact(),
+        &sdp(
+            private_v4(),
+            call.alice_media.local_addr().unwrap().port(),
+            false,
+        ),
+    );
+    call.alice.send(&Message::Response(ok)).await;
+    let ok = loop {
+        match call.bob.recv_within(5.0).await {
+            Some((Message::Response(r), _))
+                if r.status >= 200 && r.headers.cseq().unwrap().method == Method::Invite =>
+            {
+                break r;
+            }
+            Some(_) => continue,
+            None => panic!("no answer to the re-INVITE"),
+        }
+    };
+    assert_eq!(ok.status, 200);
+    assert_eq!(media_addr(&ok.body), call.relay_b, "and the callee's");
+    assert_eq!(stats(&lab).sessions, 1);
+    // Media for bob now goes to the new socket, not the old one.
+    assert_eq!(
+        pass(
+            &call.alice_media,
+            call.relay_a,
+            &moved,
+            Some(call.relay_b),
+            "after",
+            3
+        )
+        .await,
+        3
+    );
+    assert!(recv(&call.bob_media, 0.2).await.is_none());
+}
+
+/// The INVITE bob got in [`anchored_call`], as far as his in-dialog requests need it: alice's
+/// Contact and tags, and the proxy's Record-Route set (the same as in the 200 alice got).
+fn invite_as_bob_saw_it(call: &Call) -> Request {
+    let mut seen = call.invite.clone();
+    seen.headers.remove(&HeaderName::RecordRoute);
+    for rr in call.ok.headers.values(&HeaderName::RecordRoute) {
+        seen.headers.push(HeaderName::RecordRoute, rr);
+    }
+    seen
 }

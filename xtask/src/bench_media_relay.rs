@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use crate::bench::Guard;
 
 /// `(calls, packets per call and direction, payload bytes)`.
-const STEPS: &[(usize, usize, usize)] = &[(1, 20_000, 172), (20, 2_000, 172), (100, 400, 172)];
+const STEPS: &[(usize, usize, usize)] = &[(1, 50_000, 172), (20, 5_000, 172), (100, 1_000, 172)];
 /// Most packets in flight (sent, not yet received back) at once.
 const WINDOW: usize = 256;
 /// Longest a step may take.

@@ -66,8 +66,15 @@ impl RelaySocket {
         p.latched.or(p.expected)
     }
 
+    /// The side's SDP names `addr`: when that is a new address (a re-INVITE moving the
+    /// media), the latch is dropped so packets follow the new address until the side sends.
     fn set_expected(&self, addr: Option<SocketAddr>) {
-        lock(&self.peer).expected = addr;
+        let mut p = lock(&self.peer);
+        if p.expected.is_some() && p.expected != addr {
+            p.latched = None;
+            p.last_rx = None;
+        }
+        p.expected = addr;
     }
 
     /// Latching: true when a packet from `src` is accepted.
