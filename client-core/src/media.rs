@@ -203,8 +203,9 @@ pub(crate) struct CallMedia {
     session: Option<MediaSession>,
     events: Option<mpsc::UnboundedReceiver<MediaEvent>>,
     last_quality: CallQuality,
-    /// The ICE session when the account does ICE.
+    /// The ICE session when the account does ICE, with the configuration it was gathered with.
     ice: Option<IceSession>,
+    ice_config: Option<IceConfig>,
     /// ICE notices for the call (path chosen, failure, restart, peer without ICE).
     ice_notices: VecDeque<CallEvent>,
 }
@@ -230,10 +231,10 @@ impl CallMedia {
         cname: String,
     ) -> Result<CallMedia> {
         let codecs = codecs_for(account)?;
-        let ice = if account.ice && opts.enabled && opts.session_sdp.is_none() {
+        let (ice, ice_config) = if account.ice && opts.enabled && opts.session_sdp.is_none() {
             gather_ice(ip, account).await?
         } else {
-            None
+            (None, None)
         };
         let (rtp, rtcp) = match ice.as_ref().and_then(IceSession::primary_socket) {
             // The ICE session reads its sockets: no separate RTCP socket (rtcp-mux).
@@ -288,8 +289,32 @@ impl CallMedia {
             events: None,
             last_quality: CallQuality::default(),
             ice,
+            ice_config,
             ice_notices: VecDeque::new(),
         })
+    }
+
+    /// Gathers the ICE candidates again after the host's addresses changed and starts an ICE
+    /// restart with them (the next offer carries them); false without ICE, when the peer does
+    /// no ICE, or when gathering failed (the old candidates stay).
+    pub async fn ice_regather(&mut self, reason: &str) -> bool {
+        let (Some(ice), Some(config)) = (self.ice.as_mut(), self.ice_config.as_ref()) else {
+            return false;
+        };
+        if !ice.is_started() {
+            return false;
+        }
+        match ice.regather(config).await {
+            Ok(()) => {
+                self.ice_notices
+                    .push_back(CallEvent::IceRestart(reason.to_owned()));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ICE candidates not gathered again");
+                false
+            }
+        }
     }
 
     /// Starts an ICE restart (new credentials in the next offer); false without ICE or when
@@ -897,20 +922,23 @@ async fn next_ice_event(ice: &mut Option<IceSession>) -> CallEvent {
 }
 
 /// Gathers the ICE candidates of a call of `account` (STUN and TURN from the account).
-async fn gather_ice(ip: IpAddr, account: &Account) -> Result<Option<IceSession>> {
+async fn gather_ice(
+    ip: IpAddr,
+    account: &Account,
+) -> Result<(Option<IceSession>, Option<IceConfig>)> {
     let stun = stun_server(account.stun.as_deref(), account.turn.as_ref()).await;
     let mut config = IceConfig::new(stun, account.ice_policy).with_preferred_ip(ip);
     if let Some(turn) = &account.turn {
         config = config.with_turn(turn.clone());
     }
     match IceSession::gather(&config).await {
-        Ok(ice) => Ok(Some(ice)),
+        Ok(ice) => Ok((Some(ice), Some(config))),
         Err(e) if account.ice_policy == IcePolicy::Relay => Err(UaError::Media(format!(
             "ICE relay-only policy without a relay candidate: {e}"
         ))),
         Err(e) => {
             tracing::warn!(error = %e, "ICE gathering failed: plain RTP");
-            Ok(None)
+            Ok((None, None))
         }
     }
 }

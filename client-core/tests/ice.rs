@@ -285,3 +285,44 @@ async fn a_callee_without_ice_gets_plain_rtp() {
     out.hangup();
     wait_for(&mut out, |e| matches!(e, CallEvent::Ended { .. })).await;
 }
+
+#[tokio::test]
+async fn a_network_change_gathers_again_and_restarts_ice() {
+    let lab = Lab::start().await;
+    let alice = Phone::new(lab.account("alice")).await;
+    let mut bob = Phone::new(lab.account("bob")).await;
+    let mut out = alice.call("bob").await;
+    let mut inn = bob.answer().await;
+    let first = path(&mut out).await;
+    path(&mut inn).await;
+    audio_flows(&mut inn, 10).await;
+    let before = local_ice(&out);
+
+    alice.ua.notify_network_change();
+    let (_, seen) = wait_for(&mut out, |e| matches!(e, CallEvent::IcePath(_))).await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, CallEvent::IceRestart(r) if r == "network-changed")),
+        "{seen:?}"
+    );
+    let after = local_ice(&out);
+    assert_ne!(after.ufrag, before.ufrag);
+    let old_ports: Vec<u16> = before.candidates.iter().map(|c| c.port).collect();
+    assert!(
+        after
+            .candidates
+            .iter()
+            .all(|c| !old_ports.contains(&c.port)),
+        "new sockets: {before:?} -> {after:?}"
+    );
+    let again = path(&mut inn).await;
+    assert_ne!(
+        again.remote, first.local,
+        "the peer now talks to the new socket"
+    );
+    // The running media sessions moved to the new path.
+    audio_flows(&mut out, 20).await;
+    audio_flows(&mut inn, 20).await;
+    out.hangup();
+    wait_for(&mut out, |e| matches!(e, CallEvent::Ended { .. })).await;
+}

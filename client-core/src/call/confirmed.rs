@@ -173,6 +173,10 @@ impl CallTask {
     /// Runs the confirmed dialog until the call ends; returns the final event.
     pub(crate) async fn confirmed(&mut self, mut live: Live) -> CallEvent {
         self.publish_dialog(&live.dialog, true);
+        // A change of the host's addresses restarts ICE with new candidates.
+        let mut network = self.shared.network_changes();
+        network.borrow_and_update();
+        let mut network_open = true;
         loop {
             self.pump(&mut live);
             let initial_open = live.initial.is_some();
@@ -218,6 +222,19 @@ impl CallTask {
                         None
                     }
                 },
+                changed = network.changed(), if network_open => {
+                    if changed.is_err() {
+                        network_open = false;
+                    } else if self.media.ice_regather("network-changed").await {
+                        live.goals.push_back(Goal {
+                            hold: self.media.local_hold,
+                            ice_restart: true,
+                            method: OfferMethod::Invite,
+                            reply: None,
+                        });
+                    }
+                    None
+                }
                 ev = self.media.next_notice() => match ev {
                     MediaNotice::Media(Some(ev)) => self.on_media(&mut live, ev).await,
                     MediaNotice::Media(None) => None,

@@ -352,14 +352,43 @@ impl Shared {
     }
 }
 
+/// The session state a transport follows; replaced when the candidates are gathered again
+/// (network change), so a running media session moves to the new sockets.
+struct Slot {
+    current: Mutex<Arc<Shared>>,
+}
+
+impl Slot {
+    fn get(&self) -> Arc<Shared> {
+        Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn replace(&self, shared: Arc<Shared>) {
+        let old = std::mem::replace(
+            &mut *self.current.lock().unwrap_or_else(PoisonError::into_inner),
+            shared,
+        );
+        // A reader parked on the old inbox polls again, now on the new one.
+        let waker = old
+            .inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .waker
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
 /// The [`MediaTransport`] of an ICE session.
 struct IceTransport {
-    shared: Arc<Shared>,
+    slot: Arc<Slot>,
 }
 
 impl MediaTransport for IceTransport {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.shared.local)
+        Ok(self.slot.get().local)
     }
 
     fn poll_recv_from(
@@ -369,11 +398,8 @@ impl MediaTransport for IceTransport {
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
         match self.try_recv_from(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut inbox = self
-                    .shared
-                    .inbox
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let shared = self.slot.get();
+                let mut inbox = shared.inbox.lock().unwrap_or_else(PoisonError::into_inner);
                 // A datagram may have arrived between the check and taking the lock.
                 if let Some((data, from)) = inbox.queue.pop_front() {
                     return Poll::Ready(Ok(copy_out(&data, buf, from)));
@@ -386,11 +412,8 @@ impl MediaTransport for IceTransport {
     }
 
     fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let mut inbox = self
-            .shared
-            .inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let shared = self.slot.get();
+        let mut inbox = shared.inbox.lock().unwrap_or_else(PoisonError::into_inner);
         match inbox.queue.pop_front() {
             Some((data, from)) => Ok(copy_out(&data, buf, from)),
             None => Err(io::ErrorKind::WouldBlock.into()),
@@ -398,8 +421,8 @@ impl MediaTransport for IceTransport {
     }
 
     fn send_to<'a>(&'a self, data: &'a [u8], to: SocketAddr) -> SendFuture<'a> {
-        let route = self
-            .shared
+        let shared = self.slot.get();
+        let route = shared
             .route
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -413,7 +436,7 @@ impl MediaTransport for IceTransport {
                 }
                 Some(Route::Relay { remote }) => {
                     let peer = remote.unwrap_or(to);
-                    self.shared
+                    shared
                         .commands
                         .send(Command::RelaySend {
                             data: data.to_vec(),
@@ -447,6 +470,7 @@ pub struct IceSession {
     default: SocketAddr,
     default_type: CandidateType,
     shared: Arc<Shared>,
+    slot: Arc<Slot>,
     events: mpsc::UnboundedReceiver<IceEvent>,
     selected: Arc<Mutex<Option<IcePathInfo>>>,
     remote_creds: Option<(String, String)>,
@@ -769,11 +793,15 @@ impl IceSession {
             pending_bind: None,
         };
         tasks.push(tokio::spawn(task.run(commands_rx, inbound_rx)));
+        let slot = Arc::new(Slot {
+            current: Mutex::new(Arc::clone(&shared)),
+        });
         Ok(IceSession {
             local,
             default,
             default_type,
             shared,
+            slot,
             events: events_rx,
             selected,
             remote_creds: None,
@@ -803,7 +831,7 @@ impl IceSession {
     /// [`Self::fall_back`]); receives carry only media.
     pub fn socket(&self) -> MediaSocket {
         let transport: Arc<dyn MediaTransport> = Arc::new(IceTransport {
-            shared: Arc::clone(&self.shared),
+            slot: Arc::clone(&self.slot),
         });
         MediaSocket::transport(transport)
     }
@@ -847,6 +875,19 @@ impl IceSession {
         self.local.ufrag = random_ice_string(8);
         self.local.pwd = random_ice_string(24);
         self.remote_creds = None;
+    }
+
+    /// Gathers the candidates again (the host's addresses changed) and restarts with them:
+    /// new sockets, credentials and agent; media sockets handed out before move to the new
+    /// session, whose pair is selected once the peer's new description arrives
+    /// ([`Self::start`]). On error the current session stays.
+    pub async fn regather(&mut self, config: &IceConfig) -> Result<(), IceError> {
+        let mut fresh = IceSession::gather(config).await?;
+        self.slot.replace(Arc::clone(&fresh.shared));
+        fresh.slot = Arc::clone(&self.slot);
+        // The old session (its tasks and sockets) ends here.
+        *self = fresh;
+        Ok(())
     }
 
     /// Takes the peer's ICE description (offer or answer) and starts connectivity checks.
@@ -1452,6 +1493,29 @@ mod tests {
         selected(&mut b).await;
         assert_eq!(pa.path, IcePathKind::Direct);
         exchange(&a.socket(), &b.socket(), &[0x80, 9]).await;
+    }
+
+    #[tokio::test]
+    async fn gathering_again_moves_the_media_socket_to_the_new_session() {
+        let config = loopback_config();
+        let (mut a, mut b, first, _) = connected_pair(&config, &config).await;
+        let sa = a.socket();
+        let old_default = a.default_addr();
+        a.regather(&config).await.unwrap();
+        assert_ne!(a.default_addr(), old_default, "new sockets");
+        assert!(!a.is_started());
+        let offer = a.local_ice().clone();
+        assert!(b.start(&offer, false).unwrap());
+        let answer = b.local_ice().clone();
+        assert!(a.start(&answer, true).unwrap());
+        let pa = selected(&mut a).await;
+        assert_ne!(pa.local, first.local);
+        // Selection may be reported more than once on the controlled side; any Selected will do.
+        selected(&mut b).await;
+        // The socket handed out before the new gathering follows the new session.
+        let src = exchange(&sa, &b.socket(), &[0x80, 7]).await;
+        assert_eq!(src, pa.local);
+        exchange(&b.socket(), &sa, &[0x80, 8]).await;
     }
 
     #[tokio::test]
