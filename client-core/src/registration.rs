@@ -437,8 +437,8 @@ impl Maintainer {
         let mut stun_answered = false;
         let mut stun_misses = 0u32;
         let mut next_keepalive = self.keepalive_delay().await.map(|d| Instant::now() + d);
-        // The first REGISTER already happened: interface changes count from now on.
-        self.network.borrow_and_update();
+        // `network` was subscribed before the first REGISTER: a change since then (even before
+        // this task first runs) re-registers.
         loop {
             let reason = tokio::select! {
                 () = tokio::time::sleep_until(next_refresh) => RegReason::Refresh,
