@@ -155,3 +155,29 @@ async fn a_closed_connection_is_a_flow_event() {
     assert_eq!(closed, flow);
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn raw_datagrams_leave_from_the_sip_socket() {
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut c = config();
+    c.udp = vec![any("127.0.0.1")];
+    let (client, _client_in) = Endpoint::bind(c).await.unwrap();
+    let flow = Flow::new(Transport::Udp, peer.local_addr().unwrap());
+    client
+        .send_datagram(flow, b"\r\n\r\n".to_vec())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"\r\n\r\n");
+    assert_eq!(from, client.local_addr(Transport::Udp).unwrap());
+    let tcp = Flow::new(Transport::Tcp, peer.local_addr().unwrap());
+    assert!(matches!(
+        client.send_datagram(tcp, vec![0]).await,
+        Err(NetError::Config(_))
+    ));
+    client.shutdown().await;
+}
