@@ -1,11 +1,18 @@
 //! `cargo xtask bench relay`: the lab's TURN relay against coturn with the same `turnutils_uclient` load in the
 //! same run. For each load step (clients × packets, RTP-sized and MTU-sized payloads) it reports what came back
 //! through the relay, the loss, packets/s and payload throughput, and the server's CPU time, so the ratio is
-//! measured per core as well as per second. Every process started here is stopped on the way out.
+//! measured per core as well as per second. Then the media relay section (N4's
+//! `bench_media_relay::run`) and the ICE call setup time: two `tandem-cli` on loopback, the caller
+//! started, the time until it is answered and until its first audio packet arrived (median and
+//! p95 over [`SETUP_CALLS`] calls), with ICE off, ICE on (direct) and ICE forced through the lab's
+//! TURN (relay). Every process started here is stopped on the way out.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -236,15 +243,31 @@ fn ratio(lab: f64, reference: f64) -> String {
     }
 }
 
-/// `cargo xtask bench relay`.
-pub fn relay(_args: &[String]) -> Result<()> {
+/// `cargo xtask bench relay [turn] [media] [ice]`: every section by default, or the ones named.
+pub fn relay(args: &[String]) -> Result<()> {
+    let known = ["turn", "media", "ice"];
+    if let Some(bad) = args.iter().find(|a| !known.contains(&a.as_str())) {
+        bail!("unknown section {bad:?} (sections: turn, media, ice)");
+    }
+    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
     crate::packages::ensure(crate::packages::TEST_PACKAGES)?;
     let bin = crate::build_lab()?;
     let dir: PathBuf =
         std::env::temp_dir().join(format!("tandem-bench-relay-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     println!("xtask bench relay: logs in {}", dir.display());
-    let result = bench_all(&bin, &dir);
+    let mut result = Ok(());
+    if want("turn") {
+        result = bench_all(&bin, &dir);
+    }
+    if result.is_ok() && want("media") {
+        let media_dir = dir.join("media-relay");
+        fs::create_dir_all(&media_dir)?;
+        result = crate::bench_media_relay::run(&bin, &media_dir);
+    }
+    if result.is_ok() && want("ice") {
+        result = ice_setup(&bin, &dir);
+    }
     if result.is_ok() {
         let _ = fs::remove_dir_all(&dir);
     }
@@ -298,6 +321,245 @@ fn bench_all(bin: &Path, dir: &Path) -> Result<()> {
                 rc
             );
         }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ICE call setup time
+
+/// Calls per mode of the ICE call setup section.
+const SETUP_CALLS: usize = 12;
+/// Longest one call setup may take before the run is declared failed.
+const SETUP_LIMIT: Duration = Duration::from_secs(20);
+
+/// A caller `tandem-cli` with piped stdin/stdout, its process group stopped on drop.
+struct Caller {
+    child: std::process::Child,
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        crate::cmd::stop_group(&mut self.child);
+    }
+}
+
+/// One call's timeline from the caller's start.
+struct Setup {
+    answered: Duration,
+    first_audio: Duration,
+    path: String,
+}
+
+/// Starts a caller, polls `quality` on its stdin once answered and returns when the first
+/// audio packet was counted.
+fn one_call(cli: &Path, args: &[String], log: &Path) -> Result<Setup> {
+    let mut cmd = Command::new(cli);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(log.with_extension("err"))?)
+        .process_group(0);
+    let t0 = Instant::now();
+    let mut caller = Caller {
+        child: cmd.spawn().context("starting tandem-cli call")?,
+    };
+    let stdout = caller.child.stdout.take().context("caller stdout")?;
+    let mut stdin = caller.child.stdin.take().context("caller stdin")?;
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut transcript = String::new();
+    let mut answered = None;
+    let mut path = "-".to_owned();
+    loop {
+        if t0.elapsed() > SETUP_LIMIT {
+            fs::write(log, &transcript)?;
+            bail!("no audio within {SETUP_LIMIT:?} (see {})", log.display());
+        }
+        if answered.is_some() {
+            // Ask for the counters; an answer within 10 ms bounds the resolution.
+            let _ = stdin.write_all(b"quality\n");
+            let _ = stdin.flush();
+        }
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok((at, line)) => {
+                transcript.push_str(&line);
+                transcript.push('\n');
+                if line.starts_with("answered") && answered.is_none() {
+                    answered = Some(at - t0);
+                } else if let Some(rest) = line.strip_prefix("ice selected ") {
+                    path = rest
+                        .split_whitespace()
+                        .find_map(|kv| kv.strip_prefix("path="))
+                        .unwrap_or("-")
+                        .to_owned();
+                } else if line.starts_with("quality ")
+                    && let Some(a) = answered
+                    && number_after(&line, "received=") > 0
+                {
+                    fs::write(log, &transcript)?;
+                    let _ = stdin.write_all(b"hangup\n");
+                    let _ = stdin.flush();
+                    return Ok(Setup {
+                        answered: a,
+                        first_audio: at - t0,
+                        path,
+                    });
+                } else if line.starts_with("failed") || line.starts_with("ended") {
+                    fs::write(log, &transcript)?;
+                    bail!("call ended before audio: {line} (see {})", log.display());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                fs::write(log, &transcript)?;
+                bail!(
+                    "tandem-cli call exited before audio (see {})",
+                    log.display()
+                );
+            }
+        }
+    }
+}
+
+/// Median and 95th percentile (nearest rank) of `v` in milliseconds.
+fn median_p95(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let rank = |q: f64| {
+        let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+        v.get(i).copied().unwrap_or(0.0)
+    };
+    (rank(0.5), rank(0.95))
+}
+
+/// Builds `tandem-cli` (release) and returns its path.
+fn build_cli() -> Result<PathBuf> {
+    crate::cmd::Step::new(
+        "build tandem-cli (release)",
+        crate::cmd::cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "tandem-cli",
+            "--bin",
+            "tandem-cli",
+        ]),
+    )
+    .run()?;
+    let bin = crate::cmd::target_dir()?.join("release").join("tandem-cli");
+    if !bin.is_file() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The ICE call setup section: caller start → answered → first audio, per mode.
+fn ice_setup(lab_bin: &Path, dir: &Path) -> Result<()> {
+    let cli = build_cli()?;
+    let dir = dir.join("ice-setup");
+    fs::create_dir_all(&dir)?;
+    // The lab only as TURN server (the calls go directly between the two tandem-cli).
+    let (_lab, turn_port) = start_lab(lab_bin, &dir)?;
+    let turn = format!("turn:127.0.0.1:{turn_port}");
+    let modes: [(&str, Vec<String>); 3] = [
+        ("ICE off", vec!["--ice".into(), "off".into()]),
+        ("ICE, direct", vec!["--ice".into(), "on".into()]),
+        (
+            "ICE, relay (lab TURN)",
+            vec![
+                "--ice".into(),
+                "on".into(),
+                "--ice-policy".into(),
+                "relay".into(),
+                "--turn".into(),
+                turn.clone(),
+                "--turn-user".into(),
+                "alice".into(),
+                "--turn-password".into(),
+                "secret".into(),
+            ],
+        ),
+    ];
+    println!();
+    println!(
+        "ICE call setup on loopback: tandem-cli call -> tandem-cli answer, {SETUP_CALLS} calls per mode \
+         (from starting the caller; includes process start and candidate gathering)"
+    );
+    println!(
+        "{:<24} {:>8} {:>14} {:>14} {:>16} {:>16}",
+        "mode", "path", "answered p50", "answered p95", "first audio p50", "first audio p95"
+    );
+    for (m, (name, extra)) in modes.iter().enumerate() {
+        let port = free_port()?;
+        let account = |user: &str, listen: &str| -> Vec<String> {
+            let mut v: Vec<String> = [
+                "--user",
+                user,
+                "--domain",
+                "127.0.0.1",
+                "--transport",
+                "udp",
+                "--listen",
+                listen,
+                "--device",
+                "tone:440",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            v.extend(extra.iter().cloned());
+            v
+        };
+        let mut callee_args = account("bob", &format!("127.0.0.1:{port}"));
+        callee_args.extend(["answer".into(), "--no-register".into()]);
+        let mut callee_cmd = Command::new(&cli);
+        callee_cmd.args(&callee_args);
+        let mut callee = Guard::spawn(&format!("callee-{m}"), callee_cmd, &dir)?;
+        sleep(Duration::from_millis(300));
+        if !callee.running() {
+            bail!("tandem-cli answer exited (see {})", dir.display());
+        }
+        let mut answered = Vec::new();
+        let mut audio = Vec::new();
+        let mut paths = Vec::new();
+        for i in 0..SETUP_CALLS {
+            let mut args = account("alice", "127.0.0.1:0");
+            args.extend([
+                "call".into(),
+                format!("sip:bob@127.0.0.1:{port}"),
+                "--duration".into(),
+                "3".into(),
+            ]);
+            let s = one_call(&cli, &args, &dir.join(format!("caller-{m}-{i}.out")))?;
+            answered.push(s.answered.as_secs_f64() * 1000.0);
+            audio.push(s.first_audio.as_secs_f64() * 1000.0);
+            paths.push(s.path);
+            // Let the BYE go through before the next call.
+            sleep(Duration::from_millis(200));
+        }
+        paths.sort();
+        paths.dedup();
+        let (a50, a95) = median_p95(answered);
+        let (f50, f95) = median_p95(audio);
+        println!(
+            "{:<24} {:>8} {:>11.1} ms {:>11.1} ms {:>13.1} ms {:>13.1} ms",
+            name,
+            paths.join(","),
+            a50,
+            a95,
+            f50,
+            f95
+        );
+        drop(callee);
     }
     Ok(())
 }
