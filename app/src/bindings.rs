@@ -40,6 +40,8 @@ pub fn generate() -> Result<Vec<(String, String)>, ts_rs::ExportError> {
     one::<Direction>(&cfg, &mut out)?;
     one::<CallPhase>(&cfg, &mut out)?;
     one::<Quality>(&cfg, &mut out)?;
+    one::<MediaPathKind>(&cfg, &mut out)?;
+    one::<MediaPath>(&cfg, &mut out)?;
     one::<CallInfo>(&cfg, &mut out)?;
     one::<AudioDevice>(&cfg, &mut out)?;
     one::<DeviceChoice>(&cfg, &mut out)?;

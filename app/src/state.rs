@@ -694,6 +694,7 @@ impl AppState {
             codec: None,
             secure: false,
             end_reason: None,
+            media_path: None,
         }
     }
 
@@ -919,6 +920,30 @@ impl AppState {
                             call_id: Some(id.clone()),
                             message: format!("The transfer failed ({status} {reason}); the call goes on."),
                         }),
+                        CallEvent::IcePath(p) => {
+                            let path = media_path_of(&p);
+                            self.update(&id, |i| i.media_path = Some(path));
+                        }
+                        CallEvent::IceOff(reason) => self.update(&id, |i| i.media_path = Some(MediaPath {
+                            kind: MediaPathKind::Plain,
+                            local_type: None,
+                            remote_type: None,
+                            local: None,
+                            remote: None,
+                            why: format!(
+                                "The other side does not do ICE ({reason}): the audio goes as plain RTP to the address in its offer (through the server's relay when it anchors the call)."
+                            ),
+                        })),
+                        CallEvent::IceFailed(reason) => self.update(&id, |i| i.media_path = Some(MediaPath {
+                            kind: MediaPathKind::Failed,
+                            local_type: None,
+                            remote_type: None,
+                            local: None,
+                            remote: None,
+                            why: format!(
+                                "No network path between the two sides works ({reason}). A TURN server in the account settings lets calls through strict NATs and firewalls."
+                            ),
+                        })),
                         CallEvent::MediaWarning(w) => self.emit(AppEvent::Notice { call_id: Some(id.clone()), message: w }),
                         CallEvent::RtpTimeout => self.emit(AppEvent::Notice {
                             call_id: Some(id.clone()),
@@ -1193,6 +1218,43 @@ fn explain_with_certificate(err: &UaError, server: &str, witness: Option<&Witnes
         f.certificate = Some(Box::new(problem));
     }
     f
+}
+
+/// The media path ICE selected, explained.
+fn media_path_of(p: &tandem_client_core::nat::ice::IcePathInfo) -> MediaPath {
+    use tandem_client_core::nat::ice::IcePathKind;
+    let (local_type, remote_type) = (p.local_type.to_string(), p.remote_type.to_string());
+    let (kind, why) = match p.path {
+        IcePathKind::Direct => (
+            MediaPathKind::Direct,
+            format!(
+                "Direct: the two sides reach each other at their own addresses ({} ↔ {}), nothing in between.",
+                p.local, p.remote
+            ),
+        ),
+        IcePathKind::Reflexive => (
+            MediaPathKind::Reflexive,
+            format!(
+                "Through a NAT: the path uses an address a NAT router mapped ({local_type} ↔ {remote_type} candidates, {} ↔ {}).",
+                p.local, p.remote
+            ),
+        ),
+        IcePathKind::Relay => (
+            MediaPathKind::Relay,
+            format!(
+                "Through a TURN relay ({local_type} ↔ {remote_type} candidates, {} ↔ {}): no direct or NAT path worked, or the account only allows relayed media.",
+                p.local, p.remote
+            ),
+        ),
+    };
+    MediaPath {
+        kind,
+        local_type: Some(local_type),
+        remote_type: Some(remote_type),
+        local: Some(p.local.to_string()),
+        remote: Some(p.remote.to_string()),
+        why,
+    }
 }
 
 /// The address of conference room `room` in `domain`: `conf-<room>@<domain>`, or `room` itself

@@ -370,6 +370,43 @@ pub struct CallInfo {
     pub secure: bool,
     /// Why it ended (set in the `Ended` phase).
     pub end_reason: Option<String>,
+    /// The path the media takes (ICE's choice), once known.
+    #[serde(default)]
+    pub media_path: Option<MediaPath>,
+}
+
+/// Which way a call's media goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum MediaPathKind {
+    /// Host to host: nothing in between.
+    Direct,
+    /// Through a NAT mapping (a server- or peer-reflexive candidate).
+    Reflexive,
+    /// Through a TURN relay.
+    Relay,
+    /// The other side does no ICE: plain RTP to the address in its SDP.
+    Plain,
+    /// ICE found no working path (or lost it).
+    Failed,
+}
+
+/// The path of a call's media, with the reason in words (for the call-quality badge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaPath {
+    /// Direct, reflexive, relay, plain or failed.
+    pub kind: MediaPathKind,
+    /// Our candidate's type (`host`, `srflx`, `prflx`, `relay`) when ICE selected a pair.
+    pub local_type: Option<String>,
+    /// The peer's candidate's type.
+    pub remote_type: Option<String>,
+    /// Our address on the path.
+    pub local: Option<String>,
+    /// The peer's address on the path.
+    pub remote: Option<String>,
+    /// Why the media goes this way, in words.
+    pub why: String,
 }
 
 /// An audio device the user can pick.

@@ -16,7 +16,7 @@ export const alice = {
 const call = (partial) => ({
   id: "call-1", sipCallId: "abc", accountId: alice.id, remote: "sip:bob@tandem.lab", direction: "outgoing",
   phase: "active", answeredAtMs: now - 65_000, held: false, remoteHeld: false, muted: false, codec: "opus",
-  secure: true, endReason: null, ...partial,
+  secure: true, endReason: null, mediaPath: null, ...partial,
 });
 
 const history = [
@@ -68,7 +68,21 @@ const tlsFailure = {
 export const screens = {
   wizard: { answers: { ...base, list_accounts: [], history: [], list_messages: [], list_contacts: [], list_watchers: [] }, tab: null },
   calls: { answers: base, tab: null },
-  "in-call": { answers: { ...base, list_calls: [call({})] }, tab: null },
+  "in-call": {
+    answers: {
+      ...base,
+      list_calls: [call({
+        mediaPath: {
+          kind: "reflexive", localType: "srflx", remoteType: "host", local: "203.0.113.7:40122", remote: "198.51.100.20:5004",
+          why: "Through a NAT: the path uses an address a NAT router mapped (srflx ↔ host candidates, 203.0.113.7:40122 ↔ 198.51.100.20:5004).",
+        },
+      })],
+    },
+    tab: null,
+    steps: async (page) => {
+      await page.getByText("Through NAT (reflexive)").click();
+    },
+  },
   conference: {
     answers: { ...base, list_calls: [call({ id: "call-2", remote: "sip:conf-lab@tandem.lab" })] },
     tab: null,

@@ -199,6 +199,14 @@ fn desktop_app_end_to_end() {
         .map(|_| ()),
     );
     ok(bob.wait_for_line(Stream::Stdout, "answered", secs(5)));
+    // ICE's path shows in the call-quality badge, with the reason.
+    let path = must(app, app.wait("[data-testid=media-path]", secs(10)));
+    let kind = must(app, app.attribute(&path, "data-kind")).unwrap_or_default();
+    eprintln!(
+        "app-e2e: media path of the call to tandem-cli: {kind}: {}",
+        must(app, app.text(&path))
+    );
+    assert_ne!(kind, "failed", "ICE found no path between two local phones");
     shot(app, &shots, &mut n, "call-to-cli-timer");
     let in_call = must(app, app.app_pss_kib());
     eprintln!(

@@ -40,6 +40,7 @@ function call(partial: Partial<CallInfo>): CallInfo {
     codec: "opus",
     secure: false,
     endReason: null,
+    mediaPath: null,
     ...partial,
   };
 }

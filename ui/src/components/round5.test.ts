@@ -240,3 +240,31 @@ describe("conferences", () => {
     });
   });
 });
+
+describe("media path", () => {
+  it("shows the path ICE chose and why in the call-quality badge", async () => {
+    const active = {
+      id: "call-1", sipCallId: "abc", accountId: alice.id, remote: "sip:bob@tandem.lab", direction: "outgoing" as const,
+      phase: "active" as const, answeredAtMs: Date.now() - 5_000, held: false, remoteHeld: false, muted: false,
+      codec: "opus", secure: false, endReason: null, mediaPath: null,
+    };
+    const transport = new TestTransport({ list_accounts: [alice], list_calls: [active] });
+    await setup(transport);
+    expect(screen.queryByTestId("media-path")).toBeNull();
+    transport.emit({
+      type: "call",
+      call: {
+        ...active,
+        mediaPath: {
+          kind: "relay", localType: "relay", remoteType: "host", local: "203.0.113.5:50000", remote: "192.168.1.2:4000",
+          why: "Through a TURN relay (relay ↔ host candidates): no direct or NAT path worked.",
+        },
+      },
+    });
+    flushSync();
+    const path = screen.getByTestId("media-path");
+    expect(path).toHaveAttribute("data-kind", "relay");
+    expect(path).toHaveTextContent("Through a relay");
+    expect(path).toHaveTextContent("no direct or NAT path worked");
+  });
+});

@@ -151,6 +151,8 @@ const en = {
   "quality.path.direct": "Direct path",
   "quality.path.reflexive": "Through NAT (reflexive)",
   "quality.path.relay": "Through a relay",
+  "quality.path.plain": "Plain RTP (no ICE)",
+  "quality.path.failed": "No working path",
   "roster.title": "In the conference ({n})",
   "roster.speaking": "speaking",
   "roster.muted": "muted",
