@@ -781,3 +781,22 @@ fn invite_as_bob_saw_it(call: &Call) -> Request {
     }
     seen
 }
+
+#[tokio::test]
+async fn a_full_relay_lets_calls_through_unanchored_and_counts_them() {
+    let lab = Lab::start(|c| c.relay.max_sessions = 1).await;
+    let _first = anchored_call(&lab, None).await;
+    let mut carol = lab.ua("carol").await;
+    carol.register_self().await;
+    let mut alice = lab.ua("alice").await;
+    invite_with(
+        &mut alice,
+        &format!("sip:carol@{DOMAIN}"),
+        &sdp(private_v4(), 40010, false),
+    )
+    .await;
+    let got = incoming_invite(&carol).await;
+    assert_eq!(media_addr(&got.body), SocketAddr::new(private_v4(), 40010));
+    let s = stats(&lab);
+    assert_eq!((s.sessions, s.sessions_refused), (1, 1));
+}
