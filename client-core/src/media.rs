@@ -222,9 +222,11 @@ impl std::fmt::Debug for CallMedia {
 }
 
 impl CallMedia {
-    /// Binds the sockets and prepares the SDP state for a call of `account`.
+    /// Binds the sockets (gathers ICE candidates; `tls` is the client configuration for a
+    /// `turns:` server) and prepares the SDP state for a call of `account`.
     pub async fn new(
         ip: IpAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
         account: &Account,
         opts: MediaOptions,
         session_id: u64,
@@ -232,7 +234,7 @@ impl CallMedia {
     ) -> Result<CallMedia> {
         let codecs = codecs_for(account)?;
         let (ice, ice_config) = if account.ice && opts.enabled && opts.session_sdp.is_none() {
-            gather_ice(ip, account).await?
+            gather_ice(ip, tls, account).await?
         } else {
             (None, None)
         };
@@ -924,12 +926,14 @@ async fn next_ice_event(ice: &mut Option<IceSession>) -> CallEvent {
 /// Gathers the ICE candidates of a call of `account` (STUN and TURN from the account).
 async fn gather_ice(
     ip: IpAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
     account: &Account,
 ) -> Result<(Option<IceSession>, Option<IceConfig>)> {
     let stun = stun_server(account.stun.as_deref(), account.turn.as_ref()).await;
     let mut config = IceConfig::new(stun, account.ice_policy).with_preferred_ip(ip);
     if let Some(turn) = &account.turn {
         config = config.with_turn(turn.clone());
+        config.turn_tls = tls;
     }
     match IceSession::gather(&config).await {
         Ok(ice) => Ok((Some(ice), Some(config))),
@@ -982,6 +986,7 @@ mod tests {
         account.srtp_keying = keying;
         CallMedia::new(
             "127.0.0.1".parse().unwrap(),
+            None,
             &account,
             MediaOptions {
                 enabled: false,

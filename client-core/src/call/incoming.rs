@@ -213,6 +213,7 @@ impl IncomingCall {
         };
         let mut media = match CallMedia::new(
             shared.local_ip,
+            shared.config.tls_client.clone(),
             &account,
             options.media.clone(),
             u64::from(shared.random_u32()),

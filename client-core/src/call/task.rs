@@ -118,6 +118,7 @@ async fn place_inner(
     let call_id = shared.call_id();
     let mut media = CallMedia::new(
         shared.local_ip,
+        shared.config.tls_client.clone(),
         &account,
         options.media.clone(),
         u64::from(shared.random_u32()),

@@ -138,6 +138,8 @@ pub struct IceConfig {
     pub turn: Option<TurnConfig>,
     /// Give up on the TURN allocation after this long while gathering.
     pub turn_timeout: Duration,
+    /// TLS client configuration for a `turns:` server (default: the system's roots).
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
     /// Which candidates may be used.
     pub policy: IcePolicy,
     /// The signalling address: always a host candidate, with the highest preference.
@@ -159,6 +161,7 @@ impl Default for IceConfig {
             stun: None,
             turn: None,
             turn_timeout: Duration::from_secs(5),
+            turn_tls: None,
             policy: IcePolicy::All,
             preferred_ip: None,
             stun_timeout: Duration::from_secs(2),
@@ -574,6 +577,7 @@ impl IceSession {
             Some(turn) => {
                 let opts = TurnOptions {
                     timeout: config.turn_timeout,
+                    tls: config.turn_tls.clone(),
                     ..TurnOptions::default()
                 };
                 match TurnClient::allocate(turn, opts).await {
