@@ -97,6 +97,16 @@ pub struct AccountArgs {
     /// Which ICE candidates calls may use: all, or relay (media only through --turn).
     #[arg(long = "ice-policy", global = true, value_name = "all|relay")]
     pub ice_policy: Option<String>,
+    /// Keep-alive interval in seconds on the registration flow (default: the registrar's
+    /// Flow-Timer, else 25 s STUN keep-alives on UDP; CRLF pings every 90 s on TCP/TLS).
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keepalive: Option<u32>,
+    /// RFC 5626 outbound (+sip.instance, reg-id, ;ob, Supported: outbound, path): on or off; default on.
+    #[arg(long, global = true, value_name = "on|off")]
+    pub outbound: Option<String>,
+    /// The +sip.instance URN (default: a UUID URN derived from the account and this machine).
+    #[arg(long, global = true, value_name = "URN")]
+    pub instance: Option<String>,
     /// Log SIP traffic to stderr.
     #[arg(short, long, global = true)]
     pub verbose: bool,

@@ -7,8 +7,8 @@ use tandem_client_core::types::simple::imdn::{Disposition, Imdn, Notification};
 use tandem_client_core::types::simple::pidf::{Availability, Presence};
 use tandem_client_core::{
     Account, AnswerOptions as CoreAnswerOptions, CallOptions, EndReason, EndedBy, IncomingCall,
-    OutgoingMessage, ReceivedMessage, RegEvent, RegisterOptions, Registration, UaError, UaEvent,
-    UaEvents, UserAgent, parse_uri,
+    OutgoingMessage, ReceivedMessage, RegEvent, RegReason, RegisterOptions, Registration, UaError,
+    UaEvent, UaEvents, UserAgent, parse_uri,
 };
 use tandem_client_core::{PresenceEvent, PresenceSubscription, PublishEvent};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -328,12 +328,16 @@ impl Watched for PresenceSubscription {
     }
 }
 
-fn emit_registered(reg: &Registration, expires: u32) {
-    Event::new("registered")
+fn emit_registered(reg: &Registration, expires: u32, reason: RegReason) {
+    let mut ev = Event::new("registered")
         .kv("aor", reg.aor())
         .kv("expires", expires)
         .kv("contact", format!("<{}>", reg.contact()))
-        .emit();
+        .kv("reason", reason);
+    if let Some(mapped) = reg.mapped() {
+        ev = ev.kv("mapped", mapped);
+    }
+    ev.emit();
 }
 
 /// Registers; on failure prints `failed` and returns the exit code.
@@ -355,7 +359,7 @@ async fn do_register(
     };
     match agent.register_with(account, options).await {
         Ok(reg) => {
-            emit_registered(&reg, reg.expires());
+            emit_registered(&reg, reg.expires(), RegReason::Initial);
             Ok(reg)
         }
         Err(e) => {
@@ -392,7 +396,20 @@ async fn next_reg_event(reg: &mut Option<Registration>) -> Option<RegEvent> {
 
 fn report_reg_event(reg: &Option<Registration>, event: Option<RegEvent>) {
     match (reg, event) {
-        (Some(r), Some(RegEvent::Refreshed { expires })) => emit_registered(r, expires),
+        (Some(r), Some(RegEvent::Refreshed { expires })) => {
+            emit_registered(r, expires, RegReason::Refresh);
+        }
+        (
+            Some(r),
+            Some(RegEvent::Reregistered {
+                expires, reason, ..
+            }),
+        ) => {
+            emit_registered(r, expires, reason);
+        }
+        (_, Some(RegEvent::KeepaliveMapped { mapped })) => {
+            Event::new("keepalive").kv("mapped", mapped).emit();
+        }
         (_, Some(RegEvent::RefreshFailed(e))) => {
             eprintln!("tandem-cli: registration refresh failed (will retry): {e}");
         }

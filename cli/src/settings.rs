@@ -9,6 +9,9 @@ use tandem_proto::msg::Host;
 
 use crate::args::AccountArgs;
 
+/// CRLF keep-alive interval on stream flows when `--keepalive` is not given, in seconds.
+const STREAM_KEEPALIVE_SECS: u32 = 90;
+
 /// Everything the commands need: the account (possibly without user) and the UA config.
 #[derive(Debug)]
 pub struct Settings {
@@ -36,10 +39,20 @@ fn apply_ice_args(args: &AccountArgs, account: &mut Account) -> Result<()> {
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("--ice-policy {policy}"))?;
     }
-    if let Some(stun) = args.stun.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(stun) = args
+        .stun
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         account.stun = Some(stun.to_string());
     }
-    if let Some(uri) = args.turn.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(uri) = args
+        .turn
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let user = args
             .turn_user
             .clone()
@@ -103,6 +116,23 @@ pub fn build(args: &AccountArgs, need_user: bool) -> Result<Settings> {
         account.msrp_relay = Some(relay.trim().to_string());
     }
     apply_ice_args(args, &mut account)?;
+    if let Some(mode) = &args.outbound {
+        account.outbound = match mode.trim().to_ascii_lowercase().as_str() {
+            "on" | "yes" | "true" => true,
+            "off" | "no" | "false" => false,
+            other => bail!("--outbound {other}: expected on or off"),
+        };
+    }
+    if let Some(urn) = args.instance.as_deref().map(str::trim) {
+        if !urn.to_ascii_lowercase().starts_with("urn:")
+            || urn.len() < 6
+            || urn.contains(['"', '<', '>', ' ', ';', ','])
+        {
+            bail!("--instance {urn:?}: expected a URN such as urn:uuid:…");
+        }
+        account.instance = Some(urn.to_string());
+    }
+    account.keepalive_secs = args.keepalive;
     if need_user {
         account.aor().context("invalid --user/--domain")?;
     }
@@ -125,6 +155,10 @@ pub fn build(args: &AccountArgs, need_user: bool) -> Result<Settings> {
         route_hint,
         tls_client,
         seed: rand::random(),
+        // CRLF pings on the TCP/TLS connections we open (RFC 5626 §4.4.1).
+        keepalive: Some(std::time::Duration::from_secs(u64::from(
+            args.keepalive.unwrap_or(STREAM_KEEPALIVE_SECS),
+        ))),
         ..UaConfig::default()
     };
     Ok(Settings { account, ua })
