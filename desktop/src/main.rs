@@ -6,7 +6,9 @@
 //! Environment (for tests and kiosks): `TANDEM_KEYRING_SERVICE` (keyring service name of the
 //! passwords), `TANDEM_CAPTURE` / `TANDEM_PLAYBACK` (device specs of new calls: `default`, a
 //! device name, `null`, `tone:440`, `file:PATH`), `TANDEM_SIP_IP` (local address for SIP and
-//! media). The data folder follows `XDG_DATA_HOME`.
+//! media), `TANDEM_START_LAB=1` (start the bundled lab server and sign in at launch, as the
+//! wizard's first choice does; prints `tandem: signed in as … (lab at …) in N ms` on stderr).
+//! The data folder follows `XDG_DATA_HOME`.
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
@@ -97,6 +99,21 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             });
+            if env("TANDEM_START_LAB").is_some_and(|v| v != "0") {
+                let lab_state = state.clone();
+                let launched = std::time::Instant::now();
+                tauri::async_runtime::spawn(async move {
+                    match lab_state.start_bundled_lab().await {
+                        Ok(info) => eprintln!(
+                            "tandem: signed in as {} (lab at {}) in {} ms",
+                            info.signed_in_as,
+                            info.udp,
+                            launched.elapsed().as_millis()
+                        ),
+                        Err(f) => eprintln!("tandem: the bundled lab did not start: {}", f.message),
+                    }
+                });
+            }
             app.manage(state);
 
             let show = MenuItem::with_id(app, "show", "Show Tandem", true, None::<&str>)?;

@@ -6,6 +6,7 @@
 
 mod app;
 mod bench;
+mod bench_app;
 mod bench_media;
 mod bench_media_relay;
 mod bench_mixer;
@@ -40,7 +41,9 @@ commands:
   bench relay     TURN relay: the lab against coturn with the same turnutils_uclient load (packets/s, Mbit/s, per core)
   bench simple [--no-msrp]
                   SIMPLE: MESSAGE relay rate and presence NOTIFY fan-out (1 PUBLISH, 1,000 watchers), the lab against
-                  Kamailio with the same SIPp load; MSRP relay throughput";
+                  Kamailio with the same SIPp load; MSRP relay throughput
+  bench app [--debug] [--settle SECS]
+                  idle PSS of the desktop app (signed in to the bundled lab) vs Debian's linphone-desktop";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,7 +78,8 @@ fn dispatch(args: &[String]) -> Result<()> {
             Some("relay") => bench_relay::relay(&rest[1..]),
             Some("media-relay") => bench_media_relay::media_relay(&rest[1..]),
             Some("simple") => bench_simple::simple(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench sip|media|msrp|mixer|relay|simple"),
+            Some("app") => bench_app::app(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench sip|media|msrp|mixer|relay|simple|app"),
         },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

@@ -1,0 +1,359 @@
+//! `cargo xtask bench app`: the desktop app's memory against Debian's `linphone-desktop`, in the
+//! same run on the same virtual screen.
+//!
+//! Each app runs alone under its own Xvfb with a fresh home folder. Tandem starts with
+//! `TANDEM_START_LAB=1` (the bundled lab server in-process, signed in as alice: what a new
+//! user has after the wizard's first choice); the time from launch to "signed in" is its cold
+//! start. Linphone starts on its first-run assistant. After both have settled, the PSS
+//! (`/proc/PID/smaps_rollup`) of the app and every process it started (WebKit's web and network
+//! processes; Linphone's Qt processes) is summed, sampled several times; the median is printed.
+//! The Tandem binary is the release build unless `--debug` is given.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::Guard;
+use crate::cmd::{Step, cargo, target_dir, workspace_root};
+use crate::packages::{Need, Probe, ensure};
+
+/// What the benchmark needs: the virtual screen, a session keyring for the app's passwords,
+/// and the app to compare with.
+const BENCH_APP_PACKAGES: &[Need] = &[
+    (Probe::Bin("Xvfb"), "xvfb"),
+    (Probe::Bin("keyctl"), "keyutils"),
+    (Probe::Bin("linphone"), "linphone-desktop"),
+];
+
+/// How long an app may take to start (and Tandem to sign in).
+const START_LIMIT: Duration = Duration::from_secs(90);
+/// How long an app idles before it is measured.
+const SETTLE: Duration = Duration::from_secs(15);
+/// PSS samples per app, one second apart.
+const SAMPLES: usize = 5;
+
+/// `cargo xtask bench app [--debug] [--settle SECS]`.
+pub fn app(args: &[String]) -> Result<()> {
+    let debug = args.iter().any(|a| a == "--debug");
+    let settle = match args.iter().position(|a| a == "--settle") {
+        Some(i) => Duration::from_secs(
+            args.get(i + 1)
+                .context("--settle needs a number of seconds")?
+                .parse()
+                .context("--settle needs a number of seconds")?,
+        ),
+        None => SETTLE,
+    };
+    ensure(crate::app::DESKTOP_PACKAGES)?;
+    ensure(BENCH_APP_PACKAGES)?;
+    if !workspace_root().join("ui/dist/index.html").is_file() {
+        for mut step in crate::app::ui_steps() {
+            step.run()?;
+        }
+    }
+    let mut build_args = vec!["build", "-p", "tandem-desktop", "--bin", "tandem"];
+    if !debug {
+        build_args.push("--release");
+    }
+    Step::new("build tandem", cargo(&build_args)).run()?;
+    let binary = target_dir()?
+        .join(if debug { "debug" } else { "release" })
+        .join("tandem");
+    let linphone = crate::cmd::which("linphone").context("linphone-desktop has no `linphone`")?;
+
+    let work = tempfile_dir()?;
+    let result = measure_both(&work, &binary, &linphone, settle);
+    // Test folders are removed whatever happened.
+    let _ = std::fs::remove_dir_all(&work);
+    let (tandem, linphone) = result?;
+
+    println!();
+    println!(
+        "bench app: idle PSS, app and its child processes, {} samples after {} s idle",
+        SAMPLES,
+        settle.as_secs()
+    );
+    println!(
+        "  tandem ({}, signed in to the bundled lab): {:.1} MiB over {} processes; launch to signed in {} ms",
+        if debug { "debug" } else { "release" },
+        mib(tandem.pss_kib),
+        tandem.processes,
+        tandem.ready_ms
+    );
+    println!(
+        "  linphone-desktop (first-run assistant):    {:.1} MiB over {} processes; launch to window {} ms",
+        mib(linphone.pss_kib),
+        linphone.processes,
+        linphone.ready_ms
+    );
+    if linphone.pss_kib > 0 {
+        println!(
+            "  tandem / linphone-desktop: {:.2}",
+            tandem.pss_kib as f64 / linphone.pss_kib as f64
+        );
+    }
+    Ok(())
+}
+
+/// One app's figures.
+struct Measured {
+    pss_kib: u64,
+    processes: usize,
+    ready_ms: u128,
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// A fresh folder for the benchmark's homes and logs.
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tandem-bench-app-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn measure_both(
+    work: &Path,
+    tandem: &Path,
+    linphone: &Path,
+    settle: Duration,
+) -> Result<(Measured, Measured)> {
+    let t = measure_tandem(work, tandem, settle).context("measuring tandem")?;
+    let l = measure_linphone(work, linphone, settle).context("measuring linphone-desktop")?;
+    Ok((t, l))
+}
+
+/// A running Xvfb on a display of its own.
+struct Screen {
+    _guard: Guard,
+    display: String,
+}
+
+fn start_screen(work: &Path, name: &str) -> Result<Screen> {
+    for n in 300..400u32 {
+        if Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+        {
+            continue;
+        }
+        let mut cmd = Command::new("Xvfb");
+        cmd.arg(format!(":{n}"))
+            .args(["-screen", "0", "1280x800x24", "-nolisten", "tcp"]);
+        let mut guard = Guard::spawn(&format!("xvfb-{name}"), cmd, work)?;
+        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if socket.exists() {
+                return Ok(Screen {
+                    _guard: guard,
+                    display: format!(":{n}"),
+                });
+            }
+            if !guard.running() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    bail!("no Xvfb display could be started")
+}
+
+/// The environment of an app with its own home under `work/name`.
+fn home_env(cmd: &mut Command, work: &Path, name: &str, display: &str) -> Result<()> {
+    let home = work.join(name).join("home");
+    let runtime = work.join(name).join("runtime");
+    for d in [&home, &runtime] {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    cmd.env("DISPLAY", display)
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("NO_AT_BRIDGE", "1")
+        .env_remove("WAYLAND_DISPLAY");
+    Ok(())
+}
+
+fn measure_tandem(work: &Path, binary: &Path, settle: Duration) -> Result<Measured> {
+    let screen = start_screen(work, "tandem")?;
+    let mut cmd = Command::new("keyctl");
+    cmd.args(["session", "-"]).arg(binary);
+    home_env(&mut cmd, work, "tandem", &screen.display)?;
+    cmd.env("TANDEM_START_LAB", "1")
+        .env(
+            "TANDEM_KEYRING_SERVICE",
+            format!("tandem-bench-{}", std::process::id()),
+        )
+        .env("TANDEM_CAPTURE", "null")
+        .env("TANDEM_PLAYBACK", "null")
+        .env("TANDEM_SIP_IP", "127.0.0.1")
+        .env("GDK_BACKEND", "x11");
+    let launched = Instant::now();
+    let mut app = Guard::spawn("tandem", cmd, work)?;
+    let log = work.join("tandem.err");
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("tandem: signed in as") {
+            break;
+        }
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("tandem: the bundled lab did not start"))
+        {
+            bail!("{line}");
+        }
+        if !app.running() {
+            bail!("tandem exited at start: {}", tail(&text));
+        }
+        if launched.elapsed() > START_LIMIT {
+            bail!(
+                "tandem did not sign in within {START_LIMIT:?}: {}",
+                tail(&text)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ready_ms = launched.elapsed().as_millis();
+    std::thread::sleep(settle);
+    let (pss_kib, processes) = median_pss(app.pid(), &["keyctl"])?;
+    if !app.running() {
+        bail!("tandem exited while idle");
+    }
+    drop(app);
+    drop(screen);
+    Ok(Measured {
+        pss_kib,
+        processes,
+        ready_ms,
+    })
+}
+
+fn measure_linphone(work: &Path, binary: &Path, settle: Duration) -> Result<Measured> {
+    let screen = start_screen(work, "linphone")?;
+    let mut cmd = Command::new(binary);
+    home_env(&mut cmd, work, "linphone", &screen.display)?;
+    cmd.env("QT_QPA_PLATFORM", "xcb");
+    let launched = Instant::now();
+    let mut app = Guard::spawn("linphone", cmd, work)?;
+    // Linphone prints nothing reliable when its window is up: its window is there once the
+    // process tree's memory stops growing for a second.
+    let mut last = 0;
+    let mut stable_since = Instant::now();
+    loop {
+        if !app.running() {
+            let err = std::fs::read_to_string(work.join("linphone.err")).unwrap_or_default();
+            bail!("linphone exited at start: {}", tail(&err));
+        }
+        let (now, _) = tree_pss(app.pid(), &[])?;
+        if now > 0 && now.abs_diff(last) * 50 < now {
+            if stable_since.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
+        } else {
+            stable_since = Instant::now();
+        }
+        last = now;
+        if launched.elapsed() > START_LIMIT {
+            bail!("linphone did not settle within {START_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ready_ms = launched.elapsed().as_millis();
+    std::thread::sleep(settle);
+    let (pss_kib, processes) = median_pss(app.pid(), &[])?;
+    drop(app);
+    drop(screen);
+    Ok(Measured {
+        pss_kib,
+        processes,
+        ready_ms,
+    })
+}
+
+/// The last lines of a log, for errors.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
+/// The median over [`SAMPLES`] samples of [`tree_pss`].
+fn median_pss(root: u32, skip: &[&str]) -> Result<(u64, usize)> {
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        samples.push(tree_pss(root, skip)?);
+    }
+    samples.sort_unstable();
+    samples.get(SAMPLES / 2).copied().context("no PSS sample")
+}
+
+/// The PSS (KiB) summed over `root` and its descendants (processes named in `skip` are not
+/// counted, their children are), and how many processes counted.
+fn tree_pss(root: u32, skip: &[&str]) -> Result<(u64, usize)> {
+    let mut procs: Vec<(u32, u32, String)> = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .context("reading /proc")?
+        .flatten()
+    {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces, so split at the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0);
+        procs.push((pid, ppid, comm.to_owned()));
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while let Some(&p) = tree.get(i) {
+        for (pid, ppid, _) in &procs {
+            if *ppid == p && !tree.contains(pid) {
+                tree.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    let mut total = 0;
+    let mut counted = 0;
+    for (pid, _, comm) in procs.iter().filter(|(pid, ..)| tree.contains(pid)) {
+        if skip.contains(&comm.as_str()) {
+            continue;
+        }
+        let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue;
+        };
+        if let Some(kib) = rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            total += kib;
+            counted += 1;
+        }
+    }
+    Ok((total, counted))
+}
