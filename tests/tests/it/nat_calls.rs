@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tandem_tests::nat::{NatKind, Node, Topology, TopologyBuilder};
+use tandem_tests::nat::{LAB_V4, NatKind, Node, Topology, TopologyBuilder};
 use tandem_tests::process::{ChildGuard, Stream};
 use tandem_tests::{CliAccount, CliOutput, LabServer, TestDir, Transport};
 
@@ -253,8 +253,31 @@ pub fn media_remote(stdout: &str, who: &str) -> IpAddr {
         .unwrap_or_else(|| panic!("{who}: no remote=IP:PORT in {line:?}"))
 }
 
-/// One ICE call bob ← alice between `callee_host` and `caller_host`; both ends must report `path`.
-fn ice_call(nat: &NatLab, caller_host: &Node, callee_host: &Node, extra: &[&str], path: &str) {
+/// The IP of `key=IP:PORT` (`local`, `remote`) in the last `ice selected` line of `stdout`.
+#[track_caller]
+pub fn ice_selected_ip(stdout: &str, key: &str, who: &str) -> IpAddr {
+    let line = lines(stdout, "ice")
+        .into_iter()
+        .rfind(|l| l.split_whitespace().nth(1) == Some("selected"))
+        .unwrap_or_else(|| panic!("{who}: no `ice selected` line:\n{stdout}"));
+    field(line, key)
+        .and_then(|v| v.parse::<SocketAddr>().ok())
+        .map(|a| a.ip())
+        .unwrap_or_else(|| panic!("{who}: no {key}=IP:PORT in {line:?}"))
+}
+
+/// What each end of an ICE call must report: the path, and the IP its selected pair sends to (`key` =
+/// `remote`), or, for relayed calls, a relayed address on either end of the pair (`key` = `either`: one allocation
+/// suffices, so an end may send from its host candidate to the peer's relayed address).
+struct Expect {
+    path: &'static str,
+    key: &'static str,
+    caller_ip: IpAddr,
+    callee_ip: IpAddr,
+}
+
+/// One ICE call bob ← alice between `callee_host` and `caller_host`, with tone checks both ways.
+fn ice_call(nat: &NatLab, caller_host: &Node, callee_host: &Node, extra: &[&str], expect: &Expect) {
     let alice = nat.phone(caller_host, "alice");
     let bob = nat.phone(callee_host, "bob");
     let mut callee = Callee::start(nat, &bob, 1, extra);
@@ -262,17 +285,23 @@ fn ice_call(nat: &NatLab, caller_host: &Node, callee_host: &Node, extra: &[&str]
     let bob_heard = callee.call_done(1);
     assert_exits_ok(&mut callee.child, secs(15), "bob (answer)");
     let bob_out = callee.child.stdout();
-    assert_eq!(
-        ice_path(&call.stdout, "caller"),
-        path,
-        "caller's ICE path:\n{}",
-        call.dump()
-    );
-    assert_eq!(
-        ice_path(&bob_out, "callee"),
-        path,
-        "callee's ICE path:\n{bob_out}"
-    );
+    let path = expect.path;
+    for (who, out, ip) in [
+        ("caller", call.stdout.as_str(), expect.caller_ip),
+        ("callee", bob_out.as_str(), expect.callee_ip),
+    ] {
+        assert_eq!(ice_path(out, who), path, "{who}'s ICE path:\n{out}");
+        let keys: &[&str] = if expect.key == "either" {
+            &["local", "remote"]
+        } else {
+            &[expect.key]
+        };
+        assert!(
+            keys.iter().any(|k| ice_selected_ip(out, k, who) == ip),
+            "{who}'s selected pair should have {ip} as {}:\n{out}",
+            keys.join(" or ")
+        );
+    }
     assert_heard(&heard, &bob_heard, &format!("path={path}"));
 }
 
@@ -286,13 +315,14 @@ fn nat_calls_same_cone_nat_direct() {
         false,
     );
     let stun = format!("--stun={}", nat.turn());
-    ice_call(
-        &nat,
-        nat.topo.host(0, 0),
-        nat.topo.host(0, 1),
-        &[&stun],
-        "direct",
-    );
+    let (alice, bob) = (nat.topo.host(0, 0), nat.topo.host(0, 1));
+    let expect = Expect {
+        path: "direct",
+        key: "remote",
+        caller_ip: bob.ip(),
+        callee_ip: alice.ip(),
+    };
+    ice_call(&nat, alice, bob, &[&stun], &expect);
 }
 
 #[test]
@@ -307,12 +337,19 @@ fn nat_calls_two_cone_nats_reflexive() {
         false,
     );
     let stun = format!("--stun={}", nat.turn());
+    // No hairpin between the LANs: each end sends to the other's router.
+    let expect = Expect {
+        path: "reflexive",
+        key: "remote",
+        caller_ip: IpAddr::V4(nat.topo.router(1).wan()),
+        callee_ip: IpAddr::V4(nat.topo.router(0).wan()),
+    };
     ice_call(
         &nat,
         nat.topo.host(0, 0),
         nat.topo.host(1, 0),
         &[&stun],
-        "reflexive",
+        &expect,
     );
 }
 
@@ -328,11 +365,18 @@ fn nat_calls_two_symmetric_nats_relay() {
         false,
     );
     let turn = format!("--turn={}", nat.turn_uri());
+    // Every pair goes through a relayed address on the lab's TURN server.
+    let expect = Expect {
+        path: "relay",
+        key: "either",
+        caller_ip: IpAddr::V4(LAB_V4),
+        callee_ip: IpAddr::V4(LAB_V4),
+    };
     ice_call(
         &nat,
         nat.topo.host(0, 0),
         nat.topo.host(1, 0),
         &[&turn],
-        "relay",
+        &expect,
     );
 }
