@@ -225,6 +225,37 @@ mod tests {
     }
 
     #[test]
+    fn outbound_flags() {
+        let s = build(&args(), true).unwrap();
+        assert!(s.account.outbound);
+        assert_eq!(s.account.instance, None);
+        assert_eq!(s.account.keepalive_secs, None);
+        assert_eq!(s.ua.keepalive, Some(std::time::Duration::from_secs(90)));
+        let mut a = args();
+        a.outbound = Some("off".into());
+        a.instance = Some("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6".into());
+        a.keepalive = Some(10);
+        let s = build(&a, true).unwrap();
+        assert!(!s.account.outbound);
+        assert_eq!(
+            s.account.instance.as_deref(),
+            Some("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")
+        );
+        assert_eq!(s.account.keepalive_secs, Some(10));
+        assert_eq!(s.ua.keepalive, Some(std::time::Duration::from_secs(10)));
+        for (outbound, instance) in [
+            ("maybe", None),
+            ("on", Some("uuid:1")),
+            ("on", Some("urn:x\"y")),
+        ] {
+            let mut a = args();
+            a.outbound = Some(outbound.into());
+            a.instance = instance.map(str::to_string);
+            assert!(build(&a, true).is_err(), "{outbound} {instance:?}");
+        }
+    }
+
+    #[test]
     fn msrp_relay() {
         let mut a = args();
         a.msrp_relay = Some("msrps://127.0.0.1:2856;tcp".into());
