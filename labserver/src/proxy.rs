@@ -1204,9 +1204,8 @@ impl Proxy {
             call_id: call_id.to_owned(),
             caller_tag: tag.to_owned(),
         };
-        match relay.anchor(id, source, &offer) {
-            Ok(()) => tracing::debug!(call_id, "media anchored on the relay"),
-            Err(e) => tracing::warn!(error = %e, call_id, "media relay refused the call"),
+        if let Err(e) = relay.anchor(id, source, &offer) {
+            tracing::warn!(error = %e, call_id, "media relay refused the call");
         }
     }
 

@@ -464,6 +464,12 @@ impl MediaRelay {
             flow_ip: Some(caller_flow),
         };
         let session = Session::new(caller, Arc::clone(&self.inner.stats));
+        tracing::info!(
+            call_id = %id.call_id,
+            caller = %caller_flow,
+            relay = %advertised,
+            "media relay: call anchored"
+        );
         sessions.insert(id, session);
         self.inner
             .stats
@@ -566,8 +572,10 @@ impl MediaRelay {
     /// already confirmed it.
     pub fn failed(&self, id: &DialogId) {
         let mut sessions = lock(&self.inner.sessions);
-        if sessions.get(id).is_some_and(|s| s.confirmed.is_none()) {
-            sessions.remove(id);
+        if sessions.get(id).is_some_and(|s| s.confirmed.is_none())
+            && let Some(s) = sessions.remove(id)
+        {
+            log_end(id, &s, "failed");
         }
     }
 
@@ -584,13 +592,27 @@ impl MediaRelay {
             s.release_branch(b);
             return;
         }
-        sessions.remove(id);
+        if let Some(s) = sessions.remove(id) {
+            log_end(id, &s, "bye");
+        }
     }
 
     /// Ends every session.
     pub fn shutdown(&self) {
-        lock(&self.inner.sessions).clear();
+        for (id, s) in lock(&self.inner.sessions).drain() {
+            log_end(&id, &s, "shutdown");
+        }
     }
+}
+
+/// The line a session leaves in the log when it ends (tests and operators look for it).
+fn log_end(id: &DialogId, s: &Session, reason: &str) {
+    tracing::info!(
+        call_id = %id.call_id,
+        reason,
+        packets = s.packets(),
+        "media relay: session ended"
+    );
 }
 
 impl Inner {
@@ -608,7 +630,7 @@ impl Inner {
             };
             let keep = now.saturating_duration_since(last) < limit;
             if !keep {
-                tracing::debug!(call_id = %id.call_id, "relay session timed out");
+                log_end(id, s, "timeout");
             }
             keep
         });

@@ -176,6 +176,8 @@ pub(crate) struct Shared {
     /// Milliseconds since `epoch` of the last packet received on any socket of the session.
     pub(crate) last_packet_ms: AtomicU64,
     pub(crate) epoch: Instant,
+    /// Packets this session forwarded.
+    pub(crate) forwarded: AtomicU64,
 }
 
 impl Shared {
@@ -226,6 +228,7 @@ impl Session {
                 stats,
                 last_packet_ms: AtomicU64::new(0),
                 epoch: now,
+                forwarded: AtomicU64::new(0),
             }),
             last_signal: now,
         }
@@ -240,6 +243,11 @@ impl Session {
     pub(crate) fn last_packet(&self) -> Instant {
         self.shared.epoch
             + Duration::from_millis(self.shared.last_packet_ms.load(Ordering::Relaxed))
+    }
+
+    /// Packets the session forwarded so far.
+    pub(crate) fn packets(&self) -> u64 {
+        self.shared.forwarded.load(Ordering::Relaxed)
     }
 
     /// Number of sockets the session holds.
@@ -556,6 +564,7 @@ async fn forward(out: &RelaySocket, dest: Option<SocketAddr>, data: &[u8], share
     };
     match out.socket.send_to(data, dest).await {
         Ok(_) => {
+            shared.forwarded.fetch_add(1, Ordering::Relaxed);
             shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
             shared
                 .stats
