@@ -7,7 +7,8 @@
 //! start. Linphone starts on its first-run assistant. After both have settled, the PSS
 //! (`/proc/PID/smaps_rollup`) of the app and every process it started (WebKit's web and network
 //! processes; Linphone's Qt processes) is summed, sampled several times; the median is printed.
-//! The Tandem binary is the release build unless `--debug` is given.
+//! Both run in a private D-Bus session (`dbus-run-session`, not counted). The Tandem binary is
+//! the release build unless `--debug` is given.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +26,13 @@ const BENCH_APP_PACKAGES: &[Need] = &[
     (Probe::Bin("Xvfb"), "xvfb"),
     (Probe::Bin("keyctl"), "keyutils"),
     (Probe::Bin("linphone"), "linphone-desktop"),
+    (Probe::Bin("dbus-run-session"), "dbus-bin"),
 ];
+
+/// Processes that are the session's plumbing, not the app: the private D-Bus session both
+/// apps get (Linphone refuses to start without one; Tandem's tray uses it) and the keyring
+/// session wrapper.
+const PLUMBING: &[&str] = &["dbus-run-session", "dbus-daemon", "keyctl"];
 
 /// How long an app may take to start (and Tandem to sign in).
 const START_LIMIT: Duration = Duration::from_secs(90);
@@ -188,8 +195,8 @@ fn home_env(cmd: &mut Command, work: &Path, name: &str, display: &str) -> Result
 
 fn measure_tandem(work: &Path, binary: &Path, settle: Duration) -> Result<Measured> {
     let screen = start_screen(work, "tandem")?;
-    let mut cmd = Command::new("keyctl");
-    cmd.args(["session", "-"]).arg(binary);
+    let mut cmd = Command::new("dbus-run-session");
+    cmd.args(["--", "keyctl", "session", "-"]).arg(binary);
     home_env(&mut cmd, work, "tandem", &screen.display)?;
     cmd.env("TANDEM_START_LAB", "1")
         .env(
@@ -227,7 +234,7 @@ fn measure_tandem(work: &Path, binary: &Path, settle: Duration) -> Result<Measur
     }
     let ready_ms = launched.elapsed().as_millis();
     std::thread::sleep(settle);
-    let (pss_kib, processes) = median_pss(app.pid(), &["keyctl"])?;
+    let (pss_kib, processes) = median_pss(app.pid(), PLUMBING)?;
     if !app.running() {
         bail!("tandem exited while idle");
     }
@@ -242,7 +249,8 @@ fn measure_tandem(work: &Path, binary: &Path, settle: Duration) -> Result<Measur
 
 fn measure_linphone(work: &Path, binary: &Path, settle: Duration) -> Result<Measured> {
     let screen = start_screen(work, "linphone")?;
-    let mut cmd = Command::new(binary);
+    let mut cmd = Command::new("dbus-run-session");
+    cmd.arg("--").arg(binary);
     home_env(&mut cmd, work, "linphone", &screen.display)?;
     cmd.env("QT_QPA_PLATFORM", "xcb");
     let launched = Instant::now();
@@ -256,7 +264,7 @@ fn measure_linphone(work: &Path, binary: &Path, settle: Duration) -> Result<Meas
             let err = std::fs::read_to_string(work.join("linphone.err")).unwrap_or_default();
             bail!("linphone exited at start: {}", tail(&err));
         }
-        let (now, _) = tree_pss(app.pid(), &[])?;
+        let (now, _) = tree_pss(app.pid(), PLUMBING)?;
         if now > 0 && now.abs_diff(last) * 50 < now {
             if stable_since.elapsed() >= Duration::from_secs(1) {
                 break;
@@ -272,7 +280,7 @@ fn measure_linphone(work: &Path, binary: &Path, settle: Duration) -> Result<Meas
     }
     let ready_ms = launched.elapsed().as_millis();
     std::thread::sleep(settle);
-    let (pss_kib, processes) = median_pss(app.pid(), &[])?;
+    let (pss_kib, processes) = median_pss(app.pid(), PLUMBING)?;
     drop(app);
     drop(screen);
     Ok(Measured {
