@@ -1439,6 +1439,16 @@ mod tests {
         let src = exchange(&sa, &sb, &[0x80, 0, 0, 1]).await;
         assert_eq!(src, pa.local);
         exchange(&sb, &sa, &[0x80, 0, 0, 2]).await;
+        // Media from an address no check validated is dropped (RFC 8445 §11).
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for _ in 0..5 {
+            stranger.send_to(&[0x80, 0, 9, 9], pa.local).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = sa.try_recv_from(&mut buf) {
+            assert_ne!(from, stranger.local_addr().unwrap(), "{:?}", &buf[..n]);
+        }
         // STUN never reaches the media socket: consent checks keep flowing underneath.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let mut buf = [0u8; 64];
