@@ -525,3 +525,278 @@ async fn tls_expired_certificate_explained() {
         tls_expired().await;
     }
 }
+
+/// A lab on loopback (UDP) with the media server, a static room `team` with PIN 4321, and
+/// the users erin, fay and gus (password = name + "-pw").
+async fn pin_lab(dir: &std::path::Path) -> tandem_labserver::server::LabServer {
+    use tandem_labserver::config::LabConfig;
+    use tandem_labserver::mediasrv::conference::RoomConfig;
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut config = LabConfig {
+        domain: "pin.lab".into(),
+        data_dir: dir.to_path_buf(),
+        demo_users: false,
+        ..LabConfig::default()
+    };
+    config.listen.udp = vec![std::net::SocketAddr::new(ip, 0)];
+    config.listen.tcp = vec![std::net::SocketAddr::new(ip, 0)];
+    config.listen.tls = Vec::new();
+    config.mediasrv.enabled = true;
+    config.conference.rooms = vec![RoomConfig {
+        name: "team".into(),
+        pin: Some("4321".into()),
+        ..RoomConfig::default()
+    }];
+    let mut config = tandem_app::lab::ephemeral_services(config).unwrap();
+    config.normalize();
+    config.validate().unwrap();
+    let store = tandem_labserver::store::Store::open_in(dir).await.unwrap();
+    for user in ["erin", "fay", "gus"] {
+        store
+            .add_user_in_realm(user, "pin.lab", config.realm(), &format!("{user}-pw"))
+            .await
+            .unwrap();
+    }
+    let ca =
+        tandem_labserver::ca::LabCa::load_or_create(dir, &config.certificate_hostnames()).unwrap();
+    tandem_labserver::server::LabServer::start(config, store, ca)
+        .await
+        .unwrap()
+}
+
+async fn add_pin_lab_account(app: &AppState, user: &str, udp: std::net::SocketAddr) -> String {
+    let info = app
+        .add_account(NewAccount {
+            settings: AccountSettings {
+                user: user.into(),
+                domain: "pin.lab".into(),
+                auth_user: None,
+                display_name: None,
+                proxy: Some(udp.to_string()),
+                transport: TransportKind::Udp,
+                srtp: SrtpMode::Off,
+                expires: 600,
+                lab: false,
+            },
+            password: Some(format!("{user}-pw")),
+        })
+        .await
+        .unwrap();
+    app.register(&info.id).await.unwrap();
+    info.id
+}
+
+async fn files_pin_typing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = pin_lab(&dir.path().join("lab")).await;
+    let udp = lab
+        .local_addr(tandem_client_core::types::Transport::Udp)
+        .unwrap();
+    let app = open(&dir.path().join("app"));
+    let mut rx = app.subscribe();
+    let erin = add_pin_lab_account(&app, "erin", udp).await;
+    let fay = add_pin_lab_account(&app, "fay", udp).await;
+
+    // A file from erin to fay: offered to fay, accepted, received whole; progress on the way.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let path = dir.path().join("report.bin");
+    std::fs::write(&path, &body).unwrap();
+    let sent = app
+        .send_file(SendFile {
+            account_id: erin.clone(),
+            to: "fay".into(),
+            path: Some(path.display().to_string()),
+            name: None,
+            data_base64: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(sent.state, TransferState::Transferring);
+    assert_eq!(sent.size, 300_000.0);
+    let offer = wait_for(&mut rx, "fay is offered the file", |e| match e {
+        AppEvent::FileTransfer { transfer }
+            if transfer.account_id == fay && transfer.state == TransferState::Offered =>
+        {
+            Some(transfer.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(offer.name, "report.bin");
+    assert_eq!(offer.size, 300_000.0);
+    assert!(offer.peer.contains("erin@pin.lab"), "{}", offer.peer);
+    app.accept_file(FileArg {
+        transfer_id: offer.id.clone(),
+    })
+    .await
+    .unwrap();
+    let mut done = (None, false);
+    while done.0.is_none() || !done.1 {
+        let t = wait_for(&mut rx, "both ends of the transfer finish", |e| match e {
+            AppEvent::FileTransfer { transfer } => Some(transfer.clone()),
+            _ => None,
+        })
+        .await;
+        assert_ne!(t.state, TransferState::Failed, "{t:?}");
+        if t.state == TransferState::Done && t.id == offer.id {
+            done.0 = t.path.clone();
+        }
+        if t.state == TransferState::Done && t.id == sent.id {
+            assert_eq!(t.bytes, 300_000.0);
+            done.1 = true;
+        }
+    }
+    let received = std::path::PathBuf::from(done.0.unwrap());
+    assert!(received.starts_with(app.received_dir()), "{received:?}");
+    assert_eq!(std::fs::read(&received).unwrap(), body);
+    assert_eq!(app.list_transfers().len(), 2);
+
+    // A file fay declines: 603 to erin, shown as declined on both sides.
+    let again = app
+        .send_file(SendFile {
+            account_id: erin.clone(),
+            to: "fay".into(),
+            path: None,
+            name: Some("../../sneaky name.txt".into()),
+            data_base64: Some("aGVsbG8=".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.name, "sneaky name.txt");
+    let offer = wait_for(&mut rx, "fay is offered the second file", |e| match e {
+        AppEvent::FileTransfer { transfer }
+            if transfer.account_id == fay && transfer.state == TransferState::Offered =>
+        {
+            Some(transfer.clone())
+        }
+        _ => None,
+    })
+    .await;
+    app.decline_file(FileArg {
+        transfer_id: offer.id.clone(),
+    })
+    .unwrap();
+    wait_for(&mut rx, "erin sees the file declined", |e| match e {
+        AppEvent::FileTransfer { transfer }
+            if transfer.id == again.id && transfer.state == TransferState::Declined =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert!(
+        app.accept_file(FileArg {
+            transfer_id: offer.id
+        })
+        .await
+        .is_err()
+    );
+
+    // Conference with a PIN: fay calls the room without one and waits at the PIN prompt;
+    // erin joins with the PIN and is admitted: the roster shows her, not fay.
+    let fay_call = app
+        .call(CallRequest {
+            account_id: fay.clone(),
+            target: "conf-team".into(),
+        })
+        .await
+        .unwrap();
+    wait_call(&app, &fay_call.id, "the room answers fay", |c| {
+        c.phase == CallPhase::Active
+    })
+    .await;
+    assert!(
+        app.join_conference(JoinConference {
+            account_id: erin.clone(),
+            room: "bad room!".into(),
+            pin: None,
+        })
+        .await
+        .is_err()
+    );
+    let joined = app
+        .join_conference(JoinConference {
+            account_id: erin.clone(),
+            room: "team".into(),
+            pin: Some("4321".into()),
+        })
+        .await
+        .unwrap();
+    assert!(
+        joined.remote.contains("conf-team@pin.lab"),
+        "{}",
+        joined.remote
+    );
+    let roster = wait_for(&mut rx, "erin admitted to the room", |e| match e {
+        AppEvent::Roster {
+            call_id,
+            participants,
+        } if *call_id == joined.id && participants.iter().any(|p| p.uri.contains("erin")) => {
+            Some(participants.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert!(
+        !roster.iter().any(|p| p.uri.contains("fay")),
+        "fay entered no PIN yet is in the room: {roster:?}"
+    );
+    app.hangup(&joined.id).unwrap();
+    app.hangup(&fay_call.id).unwrap();
+
+    // Typing: gus (a plain client-core phone) says he types with a 1 s refresh interval and
+    // then goes quiet: erin sees the indication lapse after about a second.
+    let (ua, _events) = tandem_client_core::UserAgent::new(tandem_client_core::UaConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..tandem_client_core::UaConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut gus = tandem_client_core::Account::new("gus", "pin.lab");
+    gus.password = Some("gus-pw".into());
+    gus.proxy = Some(tandem_client_core::parse_proxy(&udp.to_string()).unwrap());
+    let _reg = ua.register(&gus).await.unwrap();
+    ua.send_composing(
+        &gus,
+        gus.target_uri("erin").unwrap(),
+        tandem_client_core::types::simple::iscomposing::ComposingState::Active,
+        Some(1),
+    )
+    .await
+    .unwrap();
+    wait_for(&mut rx, "erin sees gus typing", |e| match e {
+        AppEvent::Composing {
+            account_id,
+            peer,
+            active: true,
+        } if *account_id == erin && peer.contains("gus") => Some(()),
+        _ => None,
+    })
+    .await;
+    let typing_seen = std::time::Instant::now();
+    wait_for(&mut rx, "gus's typing lapses", |e| match e {
+        AppEvent::Composing {
+            account_id,
+            peer,
+            active: false,
+        } if *account_id == erin && peer.contains("gus") => Some(()),
+        _ => None,
+    })
+    .await;
+    let lapsed = typing_seen.elapsed();
+    assert!(
+        lapsed >= Duration::from_millis(800) && lapsed < Duration::from_secs(5),
+        "{lapsed:?}"
+    );
+    ua.shutdown().await;
+    app.shutdown().await;
+    lab.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_conference_pin_and_typing_lapse() {
+    if in_keyring_session("files_conference_pin_and_typing_lapse") {
+        files_pin_typing().await;
+    }
+}
