@@ -366,6 +366,17 @@ impl CallMedia {
                 None
             }
         });
+        // RFC 8839 §5.4: a default address outside the candidates (an SBC rewrote c=/m=
+        // but left the ICE lines) makes the peer's ICE unusable.
+        let description = description.filter(|d| {
+            let usable = remote_rtp
+                .filter(|a| !a.ip().is_unspecified())
+                .is_none_or(|a| d.has_default_candidate(a));
+            if !usable {
+                tracing::info!("ICE mismatch: the peer's c=/m= is none of its candidates");
+            }
+            usable
+        });
         if let Some(d) = description {
             match ice.start(&d, controlling) {
                 Ok(_) => return true,
@@ -1001,6 +1012,66 @@ mod tests {
 
     fn audio(sdp: &SessionDescription) -> &sdp::MediaDescription {
         sdp.media.first().unwrap()
+    }
+
+    async fn ice_media() -> CallMedia {
+        let account = Account::new("alice", "127.0.0.1");
+        CallMedia::new(
+            "127.0.0.1".parse().unwrap(),
+            None,
+            &account,
+            MediaOptions::default(),
+            7,
+            "cname@test".into(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn notices(m: &mut CallMedia) -> Vec<CallEvent> {
+        m.ice_notices.drain(..).collect()
+    }
+
+    #[tokio::test]
+    async fn ice_offers_carry_candidates_and_answers_follow_the_peer() {
+        let mut a = ice_media().await;
+        let mut b = ice_media().await;
+        let offer = a.create_offer().unwrap();
+        let ice = MediaIce::from_sdp(&offer, 0)
+            .unwrap()
+            .expect("ICE in the offer");
+        let default = offer.media_remote_addr(0).unwrap();
+        assert!(ice.has_default_candidate(default), "{offer}");
+        assert_eq!(a.info().local_rtp, default);
+        assert!(ice.end_of_candidates);
+        assert!(!audio(&offer).attributes.iter().any(|x| x.name == "rtcp"));
+
+        // An ICE offer gets an ICE answer.
+        let answer = b.answer_offer(offer.to_string().as_bytes()).unwrap();
+        assert!(MediaIce::from_sdp(&answer, 0).unwrap().is_some());
+        assert!(notices(&mut b).is_empty());
+        a.take_answer(answer.to_string().as_bytes(), false).unwrap();
+        assert!(notices(&mut a).is_empty());
+
+        // A default address outside the candidates (an SBC rewrote c=): no ICE, plain RTP.
+        let mut c = ice_media().await;
+        let mut rewritten = a.create_offer().unwrap();
+        rewritten.connection = Some(sdp::Connection::from_ip("192.0.2.7".parse().unwrap()));
+        rewritten.media[0].connection = None;
+        let answer = c.answer_offer(rewritten.to_string().as_bytes()).unwrap();
+        assert_eq!(MediaIce::from_sdp(&answer, 0).unwrap(), None);
+        assert_eq!(
+            notices(&mut c),
+            vec![CallEvent::IceOff("peer-without-ice".into())]
+        );
+
+        // A peer without ICE at all.
+        let mut d = ice_media().await;
+        let mut plain = a.create_offer().unwrap();
+        tandem_proto::sdp::ice::strip_ice(&mut plain);
+        let answer = d.answer_offer(plain.to_string().as_bytes()).unwrap();
+        assert_eq!(MediaIce::from_sdp(&answer, 0).unwrap(), None);
+        assert_eq!(notices(&mut d).len(), 1);
     }
 
     #[tokio::test]
