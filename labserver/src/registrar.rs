@@ -363,9 +363,7 @@ impl Registrar {
                 self.settings.flow_timer.to_string(),
             );
         }
-        response
-            .headers
-            .push(HeaderName::Supported, "outbound, path");
+        response.headers.push(HeaderName::Supported, "outbound");
         let mut current = self.location.lookup(&aor, now);
         crate::location::sort_by_preference(&mut current);
         for b in &current {
@@ -443,18 +441,10 @@ pub fn has_option_tag(request: &Request, name: &HeaderName, tag: &str) -> bool {
     })
 }
 
-/// RFC 5626 §6: we are the UA's first hop when the REGISTER has one Via, or when the edge proxy
-/// in front of us put an `ob` Path (the first Path value).
+/// RFC 5626 §6: we are the UA's first hop when the REGISTER has exactly one Via. (Path,
+/// RFC 3327, is not supported: an edge proxy between the UA and us means no outbound flow.)
 fn first_hop(request: &Request) -> bool {
-    if request.headers.vias().is_ok_and(|v| v.len() == 1) {
-        return true;
-    }
-    request
-        .headers
-        .get_str(&HeaderName::Other("Path".into()))
-        .and_then(|p| p.split(',').next())
-        .and_then(|first| tandem_proto::msg::NameAddr::parse(first.trim()).ok())
-        .is_some_and(|na| na.uri.has_param("ob"))
+    request.headers.vias().is_ok_and(|v| v.len() == 1)
 }
 
 /// Step 1 of RFC 3261 §10.3: a 403 unless the Request-URI names one of our domains.
