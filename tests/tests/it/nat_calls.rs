@@ -103,6 +103,40 @@ impl NatLab {
             .unwrap_or_default()
     }
 
+    /// Asserts the lab's log shows `calls` calls anchored on its media relay and, once their sessions ended, that
+    /// each forwarded packets (the `media relay: call anchored` and `session ended … packets=N` lines).
+    #[track_caller]
+    pub fn assert_relayed_calls(&mut self, calls: usize) {
+        let Some(lab) = self.lab.process() else {
+            panic!("the lab is not running");
+        };
+        let anchored = lab
+            .matching_lines(Stream::Stderr, "media relay: call anchored")
+            .len();
+        assert_eq!(
+            anchored,
+            calls,
+            "calls anchored on the relay:\n{}",
+            lab.tails()
+        );
+        ok(lab.wait_for_nth_line(
+            Stream::Stderr,
+            "media relay: session ended",
+            calls,
+            secs(10),
+        ));
+        for line in lab.matching_lines(Stream::Stderr, "media relay: session ended") {
+            let packets: u64 = field(&line, "packets")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no packets=N in {line:?}"));
+            // Both directions for several seconds of 20 ms packets.
+            assert!(
+                packets >= 200,
+                "the relay forwarded only {packets} packets: {line}"
+            );
+        }
+    }
+
     /// `user`'s account on `host`: registering at the lab's UDP listener of the host's family, bound to the
     /// host's address, run inside its namespace.
     pub fn phone(&self, host: &Node, user: &str) -> CliAccount {

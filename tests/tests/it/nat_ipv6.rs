@@ -65,4 +65,5 @@ fn nat_ipv6_only_calls_ipv4_behind_nat_through_relay() {
         &bob_heard,
         "IPv6-only ↔ IPv4-only through the relay",
     );
+    nat.assert_relayed_calls(1);
 }

@@ -72,7 +72,7 @@ fn assert_relayed(stdout: &str, who: &str) {
 
 #[test]
 fn nat_relay_cli_calls_baresip() {
-    let (nat, mut bob) = setup("nat-relay-cli-calls", true);
+    let (mut nat, mut bob) = setup("nat-relay-cli-calls", true);
     let alice = nat.phone(nat.topo.host(0, 0), "alice");
     let stun = format!("--stun={}", nat.turn());
     let (call, heard) = place_call(&nat, &alice, &format!("sip:bob@{DOMAIN}"), &[&stun], "1");
@@ -84,12 +84,13 @@ fn nat_relay_cli_calls_baresip() {
         &bob_heard,
         "tandem-cli calls baresip through the relay",
     );
+    nat.assert_relayed_calls(1);
     assert!(bob.is_running());
 }
 
 #[test]
 fn nat_relay_baresip_calls_cli() {
-    let (nat, mut bob) = setup("nat-relay-baresip-calls", false);
+    let (mut nat, mut bob) = setup("nat-relay-baresip-calls", false);
     let alice = nat.phone(nat.topo.host(0, 0), "alice");
     let stun = format!("--stun={}", nat.turn());
     let mut callee = Callee::start(&nat, &alice, 1, &[&stun]);
@@ -107,4 +108,5 @@ fn nat_relay_baresip_calls_cli() {
         &alice_heard,
         "baresip calls tandem-cli through the relay",
     );
+    nat.assert_relayed_calls(1);
 }
