@@ -2,8 +2,11 @@
 //! driven through WebKitWebDriver (W3C WebDriver). First-run wizard with the bundled lab
 //! server; a call to tandem-cli (auto-answer) with the call timer running; a call from baresip
 //! answered in the app; a chat message each way with tandem-cli; a watcher request allowed in
-//! the app; a buddy's presence change appearing; hang up. A screenshot of every step is kept in
-//! `target/e2e/` (`E2E_SHOTS` overrides the folder).
+//! the app; a buddy's presence change appearing; hang up; a file each way over MSRP; failures
+//! in the account form's connection test (untrusted lab CA with "trust this lab CA", wrong
+//! password, unreachable server, expired certificate) and a TLS account signing in; joining a
+//! conference room with its roster. A screenshot of every step is kept in `target/e2e/`
+//! (`E2E_SHOTS` overrides the folder).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -362,6 +365,23 @@ fn desktop_app_end_to_end() {
 
     // 7. Failures explained in words, and the app keeps working.
     failures(app, dir.path(), &shots, &mut n);
+
+    // 8. Join a conference room from the dialer: the call screen shows the room's roster.
+    let summary = must(
+        app,
+        app.wait("[data-testid=join-conference] summary", secs(5)),
+    );
+    must(app, app.click(&summary));
+    must(app, app.fill("[data-testid=conf-room]", "e2e\n", secs(5)));
+    must(
+        app,
+        app.wait_for("[data-testid=roster]", secs(20), |t| t.contains("alice"))
+            .map(|_| ()),
+    );
+    must(app, app.scroll_to("[data-testid=roster]", secs(5)));
+    shot(app, &shots, &mut n, "conference");
+    must(app, app.click_button("Hang up", secs(5)));
+    must(app, wait_gone(app, "[data-testid=call-timer]", secs(10)));
 }
 
 /// Step 6: a file each way between the app and tandem-cli (bob, whose `answer` runs).
