@@ -285,4 +285,55 @@ mod tests {
         a.user = Some("bob@x".into());
         assert!(build(&a, true).is_err());
     }
+
+    #[test]
+    fn ice_flags() {
+        use tandem_client_core::nat::ice::IcePolicy;
+        let s = build(&args(), true).unwrap();
+        assert!(s.account.ice, "ICE is on by default");
+        assert_eq!(s.account.ice_policy, IcePolicy::All);
+        assert!(s.account.turn.is_none() && s.account.stun.is_none());
+
+        let mut a = args();
+        a.password = Some("pw".into());
+        a.auth_user = Some("alice-auth".into());
+        a.turn = Some("turn:192.0.2.1:3478?transport=tcp".into());
+        a.stun = Some("192.0.2.2:3478".into());
+        a.ice_policy = Some("relay".into());
+        let s = build(&a, true).unwrap();
+        let turn = s.account.turn.expect("a TURN server");
+        assert_eq!(turn.username, "alice-auth", "default: the auth user");
+        assert_eq!(turn.password, "pw", "default: the account password");
+        assert_eq!(turn.uri.port, 3478);
+        assert_eq!(s.account.stun.as_deref(), Some("192.0.2.2:3478"));
+        assert_eq!(s.account.ice_policy, IcePolicy::Relay);
+
+        a.turn_user = Some("t".into());
+        a.turn_password = Some("tp".into());
+        let turn = build(&a, true).unwrap().account.turn.unwrap();
+        assert_eq!(
+            (turn.username.as_str(), turn.password.as_str()),
+            ("t", "tp")
+        );
+
+        let mut a = args();
+        a.ice = Some("off".into());
+        assert!(!build(&a, true).unwrap().account.ice);
+        for (flag, bad) in [
+            ("ice", "maybe"),
+            ("ice-policy", "some"),
+            ("turn", "http://x"),
+        ] {
+            let mut a = args();
+            match flag {
+                "ice" => a.ice = Some(bad.into()),
+                "ice-policy" => a.ice_policy = Some(bad.into()),
+                _ => a.turn = Some(bad.into()),
+            }
+            assert!(build(&a, true).is_err(), "--{flag} {bad} accepted");
+        }
+        let mut a = args();
+        a.ice_policy = Some("relay".into());
+        assert!(build(&a, true).is_err(), "relay-only needs --turn");
+    }
 }
