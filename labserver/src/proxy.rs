@@ -828,15 +828,10 @@ impl Proxy {
                 *slot = self.relay_request(&mut branch, t);
             }
             if dialog_creating && self.settings.record_route {
-                // RFC 5658: two Record-Routes when the two sides use different transports.
-                branch.headers.push_front(
-                    HeaderName::RecordRoute,
-                    self.record_route_uri(in_flow.transport),
-                );
-                if t.transport != in_flow.transport {
-                    branch
-                        .headers
-                        .push_front(HeaderName::RecordRoute, self.record_route_uri(t.transport));
+                // RFC 5658: two Record-Routes when the two sides use different transports
+                // or IP families (each side must reach the one facing it).
+                for rr in self.record_routes(in_flow, t) {
+                    branch.headers.push_front(HeaderName::RecordRoute, rr);
                 }
             }
             let sent = match (
@@ -1105,6 +1100,48 @@ fn host_ip(host: &tandem_proto::msg::Host) -> Option<std::net::IpAddr> {
         tandem_proto::msg::Host::V4(ip) => Some(std::net::IpAddr::V4(*ip)),
         tandem_proto::msg::Host::V6(ip) => Some(std::net::IpAddr::V6(*ip)),
         tandem_proto::msg::Host::Domain(_) => None,
+    }
+}
+
+/// Record-Route across IP families (the IPv4 <-> IPv6 calls the media relay carries).
+impl Proxy {
+    /// The Record-Route values for a request from `in_flow` leaving on branch `t`, in the order
+    /// they are pushed (the caller's side first): one, or two when the sides differ in
+    /// transport or IP family (RFC 5658).
+    fn record_routes(&self, in_flow: Flow, t: &BranchTarget) -> Vec<String> {
+        let in_family = in_flow.remote.ip().is_ipv4();
+        let out_ip = match &t.target {
+            Target::Flow(f) => Some(f.remote.ip()),
+            Target::Uri(u) => host_ip(&u.host),
+        };
+        let out_family = out_ip.map_or(in_family, |ip| ip.is_ipv4());
+        let mut out = vec![self.record_route_uri_in(in_flow.transport, in_family)];
+        if t.transport != in_flow.transport || out_family != in_family {
+            out.push(self.record_route_uri_in(t.transport, out_family));
+        }
+        out
+    }
+
+    /// [`Self::record_route_uri`] on a listener of the given family (`true` = IPv4) when the
+    /// default one is an address of the other family and such a listener exists.
+    fn record_route_uri_in(&self, transport: Transport, ipv4: bool) -> String {
+        let default = self.endpoint.contact_uri(transport, None);
+        let wrong_family = host_ip(&default.host).is_some_and(|ip| ip.is_ipv4() != ipv4);
+        let listener = self
+            .endpoint
+            .local_addrs()
+            .into_iter()
+            .find(|(t, a)| *t == transport && a.is_ipv4() == ipv4 && !a.ip().is_unspecified())
+            .map(|(_, a)| a);
+        match listener {
+            Some(a) if wrong_family => {
+                let mut uri = Uri::sip(None, tandem_proto::msg::Host::from(a.ip()), Some(a.port()));
+                uri.set_param("transport", Some(transport.uri_param()));
+                uri.set_param("lr", None);
+                format!("<{uri}>")
+            }
+            _ => self.record_route_uri(transport),
+        }
     }
 }
 

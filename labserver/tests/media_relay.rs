@@ -406,6 +406,10 @@ async fn ipv6_caller_reaches_ipv4_callee_through_the_relay() {
     let relay_a = media_addr(&ok.body);
     assert_eq!(relay_a.ip(), alice_ip, "alice must get an IPv6 address");
     assert!(parse_sdp(&ok.body).connection.unwrap().addr_type == "IP6");
+    // RFC 5658 across families: the Record-Route facing alice is an IPv6 one, bob's IPv4.
+    let rr = ok.headers.values(&HeaderName::RecordRoute);
+    assert_eq!(rr.len(), 2, "{rr:?}");
+    assert!(rr[1].contains("[::1]") && rr[0].contains("127.0.0.1"), "{rr:?}");
     let ack = alice.in_dialog(Method::Ack, &invite, &ok);
     alice.send(&Message::Request(ack)).await;
 

@@ -577,3 +577,50 @@ async fn forward(out: &RelaySocket, dest: Option<SocketAddr>, data: &[u8], share
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn latching_rules() {
+        let std = super::super::port::bind(addr("127.0.0.1:0")).unwrap();
+        let sock = RelaySocket::new(std, "127.0.0.1".parse().unwrap()).unwrap();
+        let stats = Stats::default();
+        let (first, second) = (addr("192.0.2.1:4000"), addr("192.0.2.1:4002"));
+        assert_eq!(sock.destination(), None);
+        sock.set_expected(Some(addr("198.51.100.1:5000")));
+        assert_eq!(sock.destination(), Some(addr("198.51.100.1:5000")));
+
+        let t0 = Instant::now();
+        assert!(sock.accept(first, t0, &stats));
+        assert_eq!(
+            sock.destination(),
+            Some(first),
+            "latched onto the first source"
+        );
+        // Another source while the first still talks: dropped.
+        assert!(!sock.accept(second, t0 + Duration::from_secs(1), &stats));
+        assert!(sock.accept(first, t0 + Duration::from_secs(2), &stats));
+        assert!(!sock.accept(second, t0 + Duration::from_millis(4900), &stats));
+        assert_eq!(stats.dropped_foreign.load(Ordering::Relaxed), 2);
+        // After 3 s of silence from the first, the second takes over.
+        assert!(sock.accept(second, t0 + Duration::from_secs(5), &stats));
+        assert_eq!(sock.destination(), Some(second));
+        assert_eq!(stats.relatches.load(Ordering::Relaxed), 1);
+        assert!(!sock.accept(first, t0 + Duration::from_secs(6), &stats));
+
+        // The same SDP address again keeps the latch; a new one drops it.
+        sock.set_expected(Some(addr("198.51.100.1:5000")));
+        assert_eq!(sock.destination(), Some(second));
+        sock.set_expected(Some(addr("198.51.100.1:6000")));
+        assert_eq!(sock.destination(), Some(addr("198.51.100.1:6000")));
+        assert!(sock.accept(first, t0 + Duration::from_secs(6), &stats));
+        assert_eq!(sock.destination(), Some(first));
+    }
+}
