@@ -510,8 +510,6 @@ fn ice_setup(lab_bin: &Path, dir: &Path) -> Result<()> {
                 "udp",
                 "--listen",
                 listen,
-                "--device",
-                "tone:440",
             ]
             .iter()
             .map(|s| (*s).to_owned())
@@ -520,7 +518,7 @@ fn ice_setup(lab_bin: &Path, dir: &Path) -> Result<()> {
             v
         };
         let mut callee_args = account("bob", &format!("127.0.0.1:{port}"));
-        callee_args.extend(["answer".into(), "--no-register".into()]);
+        callee_args.extend(["answer", "--no-register", "--device", "tone:440"].map(String::from));
         let mut callee_cmd = Command::new(&cli);
         callee_cmd.args(&callee_args);
         let mut callee = Guard::spawn(&format!("callee-{m}"), callee_cmd, &dir)?;
@@ -538,6 +536,8 @@ fn ice_setup(lab_bin: &Path, dir: &Path) -> Result<()> {
                 format!("sip:bob@127.0.0.1:{port}"),
                 "--duration".into(),
                 "3".into(),
+                "--device".into(),
+                "tone:440".into(),
             ]);
             let s = one_call(&cli, &args, &dir.join(format!("caller-{m}-{i}.out")))?;
             answered.push(s.answered.as_secs_f64() * 1000.0);

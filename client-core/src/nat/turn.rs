@@ -9,9 +9,9 @@
 //!   channels every 480 s) and answers 401/438 challenges with the long-term credentials.
 //! - [`TurnClient`]: the async client. It either owns its transport ([`TurnClient::allocate`]:
 //!   a UDP socket, a TCP connection or a TLS connection) and reads it in a task, or runs on a
-//!   UDP socket the caller reads ([`TurnClient::allocate_on`], for an ICE agent that
-//!   demultiplexes STUN, TURN and media on one socket: it feeds every datagram from the TURN
-//!   server to [`TurnClient::handle_incoming`]).
+//!   UDP socket the caller reads ([`TurnClient::with_socket`], then [`TurnClient::start`]), for
+//!   an ICE agent that demultiplexes STUN, TURN and media on one socket: it feeds every datagram
+//!   from the TURN server to [`TurnClient::handle_incoming`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -1365,21 +1365,21 @@ impl TurnClient {
         }
     }
 
-    /// Allocates over `socket`, a UDP socket the caller reads: every datagram from
-    /// [`Self::server_addr`] must be given to [`Self::handle_incoming`] (also while this call
-    /// runs). `cfg.uri.transport` must be UDP; received data is returned by `handle_incoming`,
-    /// not by [`Self::recv_from`].
-    pub async fn allocate_on(
+    /// A client on `socket`, a UDP socket the caller reads (an ICE agent's socket shared by
+    /// STUN, TURN and media): nothing is sent yet. Make it reachable from your reader (which
+    /// must give every datagram from [`Self::server_addr`] to [`Self::handle_incoming`]), then
+    /// call [`Self::start`] to allocate. `cfg.uri.transport` must be UDP; received data is
+    /// returned by `handle_incoming`, not by [`Self::recv_from`].
+    pub async fn with_socket(
         socket: Arc<UdpSocket>,
         cfg: &TurnConfig,
         opts: TurnOptions,
     ) -> Result<TurnClient, NatError> {
         if cfg.uri.transport != TurnTransport::Udp {
             return Err(NatError::Invalid(
-                "allocate_on needs a turn: URI over UDP (TCP/TLS use allocate)",
+                "a caller-read socket needs a turn: URI over UDP (TCP/TLS use allocate)",
             ));
         }
-        let deadline = tokio::time::Instant::now() + opts.timeout;
         let local = socket.local_addr()?;
         let server = resolve_server(&cfg.uri, Some(local)).await?;
         let (client, _shared) = TurnClient::build(
@@ -1391,8 +1391,14 @@ impl TurnClient {
             None,
             local,
         );
-        client.finish_allocate(deadline).await?;
         Ok(client)
+    }
+
+    /// Allocates (a [`Self::with_socket`] client) and waits until the relayed address is
+    /// granted, within the options' timeout.
+    pub async fn start(&self) -> Result<(), NatError> {
+        self.finish_allocate(tokio::time::Instant::now() + self.timeout)
+            .await
     }
 
     fn build(
@@ -1431,10 +1437,12 @@ impl TurnClient {
     }
 
     async fn finish_allocate(&self, deadline: tokio::time::Instant) -> Result<(), NatError> {
-        let rx = self.request(Wait::Allocate, |s, now| {
-            s.allocate(now);
-            Ok(())
-        })?;
+        let rx = self
+            .request(Wait::Allocate, |s, now| {
+                s.allocate(now);
+                Ok(())
+            })
+            .await?;
         let server = self.shared.server;
         let after = self.timeout;
         match tokio::time::timeout_at(deadline, self.wait(rx)).await {
@@ -1443,8 +1451,9 @@ impl TurnClient {
         }
     }
 
-    /// Runs `op` on the session, registers a waiter, sends what it produced.
-    fn request(
+    /// Runs `op` on the session, registers a waiter, sends what it produced (waiting for the
+    /// socket: a fresh tokio socket refuses `try_send` until the reactor saw it writable).
+    async fn request(
         &self,
         wait: Wait,
         op: impl FnOnce(&mut TurnSession, Instant) -> Result<(), NatError>,
@@ -1456,8 +1465,8 @@ impl TurnClient {
             inner.waiters.push((wait, tx));
             self.shared.pump(&mut inner)
         };
-        self.shared.flush_now(out);
         self.shared.timer.notify_one();
+        self.shared.flush(out).await?;
         Ok(rx)
     }
 
@@ -1538,13 +1547,15 @@ impl TurnClient {
     /// automatically every 240 s afterwards).
     pub async fn create_permission(&self, ip: IpAddr) -> Result<(), NatError> {
         let ip = canonical_ip(ip);
-        let rx = self.request(Wait::Permission(ip), |s, now| s.create_permission(ip, now))?;
+        let rx = self
+            .request(Wait::Permission(ip), |s, now| s.create_permission(ip, now))
+            .await?;
         self.wait_bounded(rx).await
     }
 
     /// Refreshes the allocation now and waits for the answer; returns the granted lifetime.
     pub async fn refresh(&self) -> Result<Duration, NatError> {
-        let rx = self.request(Wait::Refresh, |s, now| s.refresh(now))?;
+        let rx = self.request(Wait::Refresh, |s, now| s.refresh(now)).await?;
         self.wait_bounded(rx).await?;
         Ok(self.lifetime())
     }
@@ -1554,10 +1565,12 @@ impl TurnClient {
     pub async fn channel_bind(&self, peer: SocketAddr) -> Result<u16, NatError> {
         let peer = canonical(peer);
         let mut number = 0;
-        let rx = self.request(Wait::Channel(peer), |s, now| {
-            number = s.channel_bind(peer, now)?;
-            Ok(())
-        })?;
+        let rx = self
+            .request(Wait::Channel(peer), |s, now| {
+                number = s.channel_bind(peer, now)?;
+                Ok(())
+            })
+            .await?;
         self.wait_bounded(rx).await?;
         Ok(number)
     }
@@ -1581,12 +1594,12 @@ impl TurnClient {
     /// Sends `data` to `peer` through the relay: ChannelData when a channel is bound, else a
     /// Send indication (a permission is requested first if there is none).
     pub async fn send_to(&self, data: &[u8], peer: SocketAddr) -> Result<(), NatError> {
-        let (msg, extra) = self.encode(data, peer)?;
+        let (msg, mut extra) = self.encode(data, peer)?;
         if !extra.is_empty() {
-            self.shared.flush_now(extra);
             self.shared.timer.notify_one();
         }
-        self.shared.flush(vec![msg]).await
+        extra.push(msg);
+        self.shared.flush(extra).await
     }
 
     /// Like [`Self::send_to`] without waiting: drops the message when the socket buffer or
@@ -1610,7 +1623,7 @@ impl TurnClient {
     }
 
     /// The next data received through the relay, with its peer (clients from
-    /// [`Self::allocate`]; an `allocate_on` client returns data from `handle_incoming`).
+    /// [`Self::allocate`]; a `with_socket` client returns data from `handle_incoming`).
     pub async fn recv_from(&self) -> Result<(Bytes, SocketAddr), NatError> {
         let Some(rx) = &self.data_rx else {
             return Err(NatError::Invalid(
@@ -1635,7 +1648,7 @@ impl TurnClient {
         }
     }
 
-    /// Feeds a datagram the caller read from the shared socket (`allocate_on`). Datagrams not
+    /// Feeds a datagram the caller read from the shared socket (`with_socket`). Datagrams not
     /// from the server are ignored (`None`); data relayed from a peer is returned.
     pub fn handle_incoming(&self, buf: &[u8], from: SocketAddr) -> Option<(Bytes, SocketAddr)> {
         if canonical(from) != canonical(self.shared.server) {

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure here is a test failure
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_client_core::nat::NatError;
@@ -159,6 +160,97 @@ async fn relay_to_relay(cfg: &TurnConfig, opts: TurnOptions) {
     b.close().await.unwrap();
 }
 
+/// The ICE-agent way: the caller owns a UDP socket, reads it, answers its own traffic (here: a
+/// STUN Binding discovery on the same socket, run sans-IO) and feeds the TURN server's
+/// datagrams to the client.
+async fn shared_socket(cfg: &TurnConfig, peer: SocketAddr) {
+    let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let server = cfg.uri.host.parse::<std::net::IpAddr>().unwrap();
+    let server = SocketAddr::new(server, cfg.uri.port);
+    let slot: Arc<std::sync::OnceLock<Arc<TurnClient>>> = Arc::new(std::sync::OnceLock::new());
+    let (data_tx, mut data_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, SocketAddr)>(64);
+    let (stun_tx, mut stun_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, SocketAddr)>(64);
+    let reader = {
+        let (sock, slot) = (sock.clone(), slot.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let d = &buf[..n];
+                // Demultiplex: TURN traffic to the client once it exists, the rest (here: the
+                // STUN Binding answer) to the STUN side.
+                match slot.get() {
+                    Some(c) if c.is_for_me(d, from) => {
+                        if let Some((data, peer)) = c.handle_incoming(d, from) {
+                            let _ = data_tx.try_send((data.to_vec(), peer));
+                        }
+                    }
+                    _ => {
+                        let _ = stun_tx.try_send((d.to_vec(), from));
+                    }
+                }
+            }
+        })
+    };
+    // STUN Binding on the shared socket, sans-IO.
+    let mut tx = stun::BindingTransaction::with_rto(
+        server,
+        Duration::from_millis(100),
+        std::time::Instant::now(),
+    );
+    let mapped = loop {
+        let now = std::time::Instant::now();
+        assert!(tx.handle_timeout(now).is_none(), "STUN binding timed out");
+        if let Some(req) = tx.poll_transmit(now) {
+            sock.send_to(req, server).await.unwrap();
+        }
+        let wait = tx
+            .poll_timeout()
+            .unwrap()
+            .saturating_duration_since(std::time::Instant::now());
+        if let Ok(Some((d, from))) = tokio::time::timeout(wait, stun_rx.recv()).await {
+            match tx.handle_response(&d, from) {
+                stun::BindingOutcome::Mapped(a) => break a,
+                stun::BindingOutcome::NotMine => {}
+                stun::BindingOutcome::Failed(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert_eq!(mapped, sock.local_addr().unwrap());
+    // The client on the shared socket: made reachable from the reader, then started.
+    let client = Arc::new(
+        TurnClient::with_socket(sock.clone(), cfg, options())
+            .await
+            .unwrap(),
+    );
+    assert!(slot.set(client.clone()).is_ok());
+    client.start().await.unwrap();
+    assert!(client.is_allocated());
+    assert_eq!(client.mapped_addr(), Some(mapped));
+    assert!(
+        client.recv_from().await.is_err(),
+        "data comes from handle_incoming"
+    );
+    client.channel_bind(peer).await.unwrap();
+    for i in 0..3 {
+        let msg = format!("shared socket {i}");
+        let mut got = false;
+        for _ in 0..5 {
+            client.send_to(msg.as_bytes(), peer).await.unwrap();
+            if let Ok(Some((d, from))) = tokio::time::timeout(ECHO_WAIT, data_rx.recv()).await {
+                assert_eq!((d.as_slice(), from), (msg.as_bytes(), peer));
+                got = true;
+                break;
+            }
+        }
+        assert!(got, "no echo through the shared socket");
+    }
+    client.close().await.unwrap();
+    reader.abort();
+}
+
 async fn stun_binding(server: SocketAddr) {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mapped = stun::binding(&sock, server, Duration::from_secs(10))
@@ -203,6 +295,7 @@ fn turn_client_against_coturn() {
         wrong_password(&tcp, options()).await;
         wrong_password(&tls, tls_opts).await;
         relay_to_relay(&udp, options()).await;
+        shared_socket(&udp, peer.addr()).await;
     });
     drop(coturn);
 }
@@ -242,15 +335,15 @@ fn turn_client_against_lab_turn() {
             };
             scenario(&tls, opts, peer.addr()).await;
         }
-        // Nonces live 1 s: after 1.5 s idle every request is answered 438 first, and the
+        // Nonces live 1 s: after 2.1 s idle every request is answered 438 first, and the
         // client re-signs with the new nonce.
         let client = TurnClient::allocate(&udp, options()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(2100)).await;
         client.create_permission(peer.addr().ip()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(2100)).await;
         client.channel_bind(peer.addr()).await.unwrap();
         echo(&client, peer.addr(), b"after stale nonces").await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(2100)).await;
         client.close().await.unwrap();
         wrong_password(&udp, options()).await;
         wrong_password(&tcp, options()).await;
