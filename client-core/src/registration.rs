@@ -203,6 +203,8 @@ impl Registration {
         let flow_events = shared.endpoint.flow_events();
         let network = shared.network_changes();
         let granted = register_once(&shared, &mut state, expires).await?;
+        // A 439 may have dropped outbound (and the `;ob`) from the contact.
+        let contact = state.contact.clone();
         let info = Arc::new(std::sync::Mutex::new(FlowInfo {
             flow: state.flow,
             mapped: state.mapped,
@@ -696,6 +698,17 @@ async fn register_once(shared: &Arc<Shared>, st: &mut RegState, expires: u32) ->
                     .and_then(|v| v.trim().parse::<u32>().ok())
                     .filter(|v| *v > 0);
                 return Ok(granted);
+            }
+            439 if st.outbound => {
+                // RFC 5626 §4.2.1: a hop before the registrar lacks outbound: register
+                // without it (no reg-id, no `;ob`), like an RFC 3261 UA.
+                tracing::info!(
+                    "439 First Hop Lacks Outbound Support: registering without outbound"
+                );
+                st.outbound = false;
+                st.contact.remove_param("ob");
+                st.contact_value =
+                    contact_header(&st.contact, &st.account, false, shared.config.seed);
             }
             423 if expires != 0 && too_brief < MAX_423 => {
                 too_brief += 1;

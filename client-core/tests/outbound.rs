@@ -103,6 +103,8 @@ struct UdpNat {
     client: Arc<Mutex<Option<SocketAddr>>>,
     outside: Arc<Mutex<Arc<UdpSocket>>>,
     drop_stun: Arc<AtomicBool>,
+    /// Add a Via below the client's to requests, as a proxy without outbound support would.
+    extra_via: Arc<AtomicBool>,
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -117,6 +119,7 @@ impl UdpNat {
             client: client.clone(),
             outside: Arc::new(Mutex::new(outside.clone())),
             drop_stun: Arc::new(AtomicBool::new(false)),
+            extra_via: Arc::new(AtomicBool::new(false)),
             tasks: Arc::new(std::sync::Mutex::new(Vec::new())),
         };
         let out_task = Self::outside_loop(
@@ -126,6 +129,7 @@ impl UdpNat {
             nat.drop_stun.clone(),
         );
         let (current, drop_stun) = (nat.outside.clone(), nat.drop_stun.clone());
+        let extra_via = nat.extra_via.clone();
         let in_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 65_535];
             loop {
@@ -136,8 +140,12 @@ impl UdpNat {
                 if drop_stun.load(Ordering::Relaxed) && tandem_proto::stun::is_stun(&buf[..n]) {
                     continue;
                 }
+                let mut data = buf[..n].to_vec();
+                if extra_via.load(Ordering::Relaxed) {
+                    data = with_second_via(&data);
+                }
                 let out = current.lock().await.clone();
-                let _ = out.send_to(&buf[..n], upstream).await;
+                let _ = out.send_to(&data, upstream).await;
             }
         });
         nat.tasks.lock().unwrap().extend([in_task, out_task]);
@@ -160,7 +168,16 @@ impl UdpNat {
                     continue;
                 }
                 if let Some(c) = *client.lock().await {
-                    let _ = inside.send_to(&buf[..n], c).await;
+                    // The "proxy" takes its Via off responses again.
+                    let data = String::from_utf8_lossy(&buf[..n])
+                        .replace(PROXY_VIA, "")
+                        .into_bytes();
+                    let data = if tandem_proto::stun::is_stun(&buf[..n]) {
+                        buf[..n].to_vec()
+                    } else {
+                        data
+                    };
+                    let _ = inside.send_to(&data, c).await;
                 }
             }
         })
@@ -177,6 +194,28 @@ impl Drop for UdpNat {
             t.abort();
         }
     }
+}
+
+/// The Via the UDP NAT's "proxy" mode adds under the client's.
+const PROXY_VIA: &str = "Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKproxy\r\n";
+
+/// A SIP request with one more Via under the first (a proxy's); other data unchanged.
+fn with_second_via(data: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(data);
+    if text.starts_with("SIP/2.0") || tandem_proto::stun::is_stun(data) {
+        return data.to_vec();
+    }
+    let Some(start) = text.find("\r\nVia:") else {
+        return data.to_vec();
+    };
+    let Some(end) = text[start + 2..].find("\r\n") else {
+        return data.to_vec();
+    };
+    let at = start + 2 + end + 2;
+    let mut out = text[..at].to_string();
+    out.push_str(PROXY_VIA);
+    out.push_str(&text[at..]);
+    out.into_bytes()
 }
 
 async fn next_event(reg: &mut Registration, secs: u64) -> RegEvent {
@@ -387,4 +426,22 @@ async fn a_network_change_reregisters() {
         }
     };
     assert_eq!(reason, RegReason::AddressChanged);
+}
+
+#[tokio::test]
+async fn a_439_from_the_registrar_falls_back_to_a_plain_registration() {
+    let lab = Lab::start().await;
+    let nat = UdpNat::start(lab.udp).await;
+    nat.extra_via.store(true, Ordering::Relaxed);
+    let (bob, _bob_events) = UserAgent::new(ua_config(Transport::Udp)).await.unwrap();
+    let reg = bob
+        .register(&lab.account("bob", &nat.inside.to_string()))
+        .await
+        .unwrap();
+    assert!(!reg.contact().has_param("ob"), "{}", reg.contact());
+    let b = lab.binding("bob");
+    assert_eq!(b.reg_id, None);
+    assert!(!b.contact.contains(";ob"));
+    // Still ICE-capable.
+    assert!(b.has_feature("+sip.ice"));
 }
