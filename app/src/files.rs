@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use tandem_client_core::msrp::{self, MsrpEvent, MsrpOffer, MsrpOptions, MsrpSession};
 use tandem_client_core::{IncomingCall, UserAgent};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::explain::failure;
 use crate::state::{AppState, lock, now_ms};
@@ -36,11 +36,17 @@ enum Decision {
     Decline,
 }
 
-/// The app's file transfers and the offers waiting for the user.
+/// A text for an open MSRP chat session, and where to say whether it went out.
+type ChatSend = (String, oneshot::Sender<Result<(), String>>);
+
+/// The app's file transfers, the offers waiting for the user, and the open chat sessions.
 #[derive(Default)]
 pub(crate) struct Files {
     transfers: Mutex<Vec<FileTransfer>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Decision>>>,
+    /// Open session-mode chats by conversation (account and peer): our messages to that peer
+    /// go through them.
+    chats: Mutex<HashMap<String, mpsc::UnboundedSender<ChatSend>>>,
     next: AtomicU64,
 }
 
@@ -488,15 +494,42 @@ impl AppState {
                 return;
             }
         };
-        while let Some(event) = session.next_event().await {
-            match event {
-                MsrpEvent::ChatMessage { from, text, .. } => {
-                    self.chat_session_message(&account_id, from, text);
+        let key = crate::social::typing_key(&account_id, session.peer());
+        let (tx, mut outgoing) = mpsc::unbounded_channel::<ChatSend>();
+        lock(&self.files().chats).insert(key.clone(), tx.clone());
+        loop {
+            tokio::select! {
+                event = session.next_event() => match event {
+                    Some(MsrpEvent::ChatMessage { from, text, .. }) => {
+                        self.chat_session_message(&account_id, from, text);
+                    }
+                    Some(MsrpEvent::Closed) | None => break,
+                    Some(_) => {}
+                },
+                Some((text, reply)) = outgoing.recv() => {
+                    let _ = reply.send(session.send_text(&text).map_err(|e| e.to_string()));
                 }
-                MsrpEvent::Closed => break,
-                _ => {}
             }
         }
+        let mut chats = lock(&self.files().chats);
+        if chats.get(&key).is_some_and(|t| t.same_channel(&tx)) {
+            chats.remove(&key);
+        }
+    }
+
+    /// Sends `text` through the open MSRP chat session with `peer`, when there is one: `None`
+    /// when there is none (page mode then), else whether the session took it.
+    pub(crate) async fn send_in_session(
+        &self,
+        account_id: &str,
+        peer: &str,
+        text: &str,
+    ) -> Option<Result<(), String>> {
+        let key = crate::social::typing_key(account_id, peer);
+        let tx = lock(&self.files().chats).get(&key).cloned()?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tx.send((text.to_owned(), reply_tx)).ok()?;
+        reply_rx.await.ok()
     }
 }
 

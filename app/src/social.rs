@@ -193,7 +193,7 @@ fn roster_of(info: &ConferenceInfo) -> Vec<RosterEntry> {
 
 /// The key of a conversation's typing state: the account and the peer as [`same_peer`]
 /// compares it.
-fn typing_key(account_id: &str, peer: &str) -> String {
+pub(crate) fn typing_key(account_id: &str, peer: &str) -> String {
     format!("{account_id}|{}", peer_key(peer))
 }
 
@@ -315,6 +315,23 @@ impl AppState {
             error: None,
         };
         self.put_message(message);
+        // A session-mode chat the peer opened carries our replies (RFC 4975); page mode
+        // otherwise, or when the session is gone.
+        if let Some(Ok(())) = self
+            .send_in_session(&request.account_id, &to.to_string(), &text)
+            .await
+        {
+            self.update_message(&id, |m| {
+                if m.status == MessageStatus::Sending {
+                    m.status = MessageStatus::Sent;
+                }
+            });
+            return lock(&self.social().messages)
+                .iter()
+                .find(|m| m.id == id)
+                .cloned()
+                .ok_or_else(|| failure(FailureKind::Other, "The message was dropped.", id));
+        }
         let outgoing = OutgoingMessage::cpim_text(
             text,
             &[Disposition::PositiveDelivery, Disposition::Display],

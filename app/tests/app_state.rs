@@ -789,14 +789,71 @@ async fn files_pin_typing() {
         lapsed >= Duration::from_millis(800) && lapsed < Duration::from_secs(5),
         "{lapsed:?}"
     );
+
+    // Session-mode chat (MSRP) opened by gus: erin's app takes it, shows his messages in the
+    // conversation, and her reply goes back through the session.
+    let mut chat = tandem_client_core::msrp::start_chat(
+        &ua,
+        &gus,
+        gus.target_uri("erin").unwrap(),
+        tandem_client_core::msrp::MsrpOptions {
+            save_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = chat.next_event().await {
+            if e == tandem_client_core::msrp::MsrpEvent::Connected {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(connected);
+    chat.send_text("hello erin, over MSRP").unwrap();
+    let incoming = wait_for(&mut rx, "erin gets gus's session message", |e| match e {
+        AppEvent::Message { message }
+            if message.account_id == erin && message.text == "hello erin, over MSRP" =>
+        {
+            Some(message.clone())
+        }
+        _ => None,
+    })
+    .await;
+    let reply = app
+        .send_message(SendMessage {
+            account_id: erin.clone(),
+            to: incoming.peer.clone(),
+            text: "hi gus, same session".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.status, MessageStatus::Sent);
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = chat.next_event().await {
+            if let tandem_client_core::msrp::MsrpEvent::ChatMessage { text, .. } = e {
+                return Some(text);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.as_deref(), Some("hi gus, same session"));
+    chat.close();
+
     ua.shutdown().await;
     app.shutdown().await;
     lab.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn files_conference_pin_and_typing_lapse() {
-    if in_keyring_session("files_conference_pin_and_typing_lapse") {
+async fn files_conference_pin_typing_lapse_and_session_chat() {
+    if in_keyring_session("files_conference_pin_typing_lapse_and_session_chat") {
         files_pin_typing().await;
     }
 }
