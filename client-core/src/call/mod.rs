@@ -201,7 +201,7 @@ pub enum CallEvent {
     /// ICE found no working path, or consent on the selected one was lost (`no-valid-pair`,
     /// `consent-lost`, ...).
     IceFailed(String),
-    /// An ICE restart started (`requested`, `network-changed`, `ice-failed`).
+    /// An ICE restart started (`requested`, `network-changed`).
     IceRestart(String),
     /// The peer does no ICE: plain RTP to its SDP address (`peer-without-ice`).
     IceOff(String),

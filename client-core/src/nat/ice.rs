@@ -739,7 +739,12 @@ impl IceSession {
             disconnected_timeout: Some(config.disconnected_timeout),
             failed_timeout: Some(config.failed_timeout),
             keepalive_interval: Some(config.keepalive_interval),
-            check_interval: Duration::from_millis(50),
+            // The agent re-sends a pair's check on every tick and gives the pair up after
+            // `max_binding_requests`: 40 × 100 ms keeps a pair alive for 4 s, enough for the
+            // peer to get our description (the offerer starts only when the answer arrives)
+            // on a loaded machine or a slow path.
+            check_interval: Duration::from_millis(100),
+            max_binding_requests: Some(40),
             multicast_dns_mode: rtc_ice::mdns::MulticastDnsMode::Disabled,
             // Gathering is ours; acceptance waits stay the library's (host 0, srflx 0.5 s,
             // prflx 1 s, relay 2 s) so better pairs get a chance before nomination.
@@ -1087,9 +1092,16 @@ impl SessionTask {
                     *self.selected.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 }
                 if let Some(relay) = &self.relay {
-                    for c in &candidates {
-                        if let Err(e) = relay.create_permission(c.addr().ip()).await {
-                            debug!(peer = %c.addr(), error = %e, "TURN permission refused");
+                    let mut ips: Vec<IpAddr> = candidates
+                        .iter()
+                        .map(|c| c.addr().ip())
+                        .filter(|ip| ip.is_ipv4() == relay.relayed_addr().is_ipv4())
+                        .collect();
+                    ips.sort();
+                    ips.dedup();
+                    for ip in ips {
+                        if let Err(e) = relay.create_permission(ip).await {
+                            debug!(peer = %ip, error = %e, "TURN permission refused");
                         }
                     }
                 }
