@@ -292,6 +292,7 @@ impl Registrar {
                 .get_str(&HeaderName::UserAgent)
                 .map(str::to_string);
             let flow_text = flow.to_string();
+            let direct_udp = sent_from_own_address(request, flow);
             let max_contacts = self.settings.max_contacts;
             self.location.update(&aor, now, |bindings| {
                 for c in &new {
@@ -327,7 +328,15 @@ impl Registrar {
                         q: c.q,
                         call_id: call_id.clone(),
                         cseq: cseq.seq,
-                        flow: Some(flow_text.clone()),
+                        // A UA that is not behind a NAT registering another address (a
+                        // third-party registration, or a listener on another port) is reached
+                        // at its Contact, not over the REGISTER's flow.
+                        flow: (!(direct_udp
+                            && c.reg_id.is_none()
+                            && !c.uri.has_param("ob")
+                            && crate::location::contact_differs_from_flow(&c.uri, flow)
+                            && reachable_beside(&c.uri, flow)))
+                        .then(|| flow_text.clone()),
                         user_agent: user_agent.clone(),
                         instance: c.instance.clone(),
                         reg_id: c.reg_id,
@@ -443,6 +452,32 @@ pub fn has_option_tag(request: &Request, name: &HeaderName, tag: &str) -> bool {
 
 /// RFC 5626 §6: we are the UA's first hop when the REGISTER has exactly one Via. (Path,
 /// RFC 3327, is not supported: an edge proxy between the UA and us means no outbound flow.)
+/// True when a UDP REGISTER came straight from its sender's own address: one Via whose
+/// sent-by (port 5060 when absent) is the flow's source, so the UA is not behind a NAT.
+fn sent_from_own_address(request: &Request, flow: Flow) -> bool {
+    if flow.transport != Transport::Udp {
+        return false;
+    }
+    let Ok(vias) = request.headers.vias() else {
+        return false;
+    };
+    let [via] = vias.as_slice() else {
+        return false;
+    };
+    via.host == Host::from(flow.remote.ip()) && via.port.unwrap_or(5060) == flow.remote.port()
+}
+
+/// True when a Contact other than `flow` can be reached as registered: on the flow's own host
+/// (another port) or at a public address; a private address elsewhere cannot.
+fn reachable_beside(contact: &Uri, flow: Flow) -> bool {
+    let ip = match &contact.host {
+        Host::V4(ip) => IpAddr::V4(*ip),
+        Host::V6(ip) => IpAddr::V6(*ip),
+        Host::Domain(_) => return true,
+    };
+    ip == flow.remote.ip() || !crate::nat::is_private_ip(ip)
+}
+
 fn first_hop(request: &Request) -> bool {
     request.headers.vias().is_ok_and(|v| v.len() == 1)
 }
