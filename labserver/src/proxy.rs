@@ -1234,7 +1234,14 @@ impl Proxy {
             .iter()
             .map(|t| self.relay_party(request, t).0)
             .collect();
-        if !should_anchor(relay.mode(), caller, &callees, sdp::has_ice(&offer)) {
+        // ICE can only join the two ends when the offer has candidates in every callee's
+        // family (an IPv6-only caller cannot reach an IPv4-only callee without the relay).
+        let ice_usable = sdp::has_ice(&offer)
+            && callees
+                .iter()
+                .filter_map(|c| c.family)
+                .all(|f| offer_has_candidates_in(&offer, f));
+        if !should_anchor(relay.mode(), caller, &callees, ice_usable) {
             return;
         }
         let id = DialogId {
@@ -1594,6 +1601,24 @@ fn cause_for(status: u16, caller_cancelled: bool) -> String {
 }
 
 /// Decrements Max-Forwards (inserting 70 when absent); false when it was already 0.
+/// True when some m-line of `offer` has an ICE candidate with an address of `family`.
+fn offer_has_candidates_in(
+    offer: &tandem_proto::sdp::SessionDescription,
+    family: crate::media_relay::Family,
+) -> bool {
+    (0..offer.media.len()).any(|i| {
+        tandem_proto::sdp::ice::MediaIce::from_sdp(offer, i)
+            .ok()
+            .flatten()
+            .is_some_and(|ice| {
+                ice.candidates.iter().any(|c| {
+                    c.socket_addr()
+                        .is_some_and(|a| crate::media_relay::Family::of(a.ip()) == family)
+                })
+            })
+    })
+}
+
 fn decrement_max_forwards(request: &mut Request) -> bool {
     let mf = request.headers.max_forwards().ok().flatten().unwrap_or(70);
     if mf == 0 {

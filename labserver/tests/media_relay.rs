@@ -409,7 +409,10 @@ async fn ipv6_caller_reaches_ipv4_callee_through_the_relay() {
     // RFC 5658 across families: the Record-Route facing alice is an IPv6 one, bob's IPv4.
     let rr = ok.headers.values(&HeaderName::RecordRoute);
     assert_eq!(rr.len(), 2, "{rr:?}");
-    assert!(rr[1].contains("[::1]") && rr[0].contains("127.0.0.1"), "{rr:?}");
+    assert!(
+        rr[1].contains("[::1]") && rr[0].contains("127.0.0.1"),
+        "{rr:?}"
+    );
     let ack = alice.in_dialog(Method::Ack, &invite, &ok);
     alice.send(&Message::Request(ack)).await;
 
