@@ -8,56 +8,15 @@ use tandem_proto::sdp::{Attribute, Connection, SessionDescription};
 
 /// The ICE attributes (RFC 8839) removed from an anchored call's SDP, so both ends do plain
 /// RTP to the relay.
-pub const ICE_ATTRIBUTES: &[&str] = &[
-    "candidate",
-    "ice-ufrag",
-    "ice-pwd",
-    "ice-options",
-    "ice-lite",
-    "ice-mismatch",
-    "ice-pacing",
-    "end-of-candidates",
-    "remote-candidates",
-];
+pub use tandem_proto::sdp::ice::{ICE_ATTRIBUTES, strip_ice};
 
-/// True for an address a NAT would hide: RFC 1918/6598 (CGN), unique-local, loopback,
-/// link-local (v4 and v6).
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
+/// True for an address a NAT would hide (see [`crate::nat::is_private_ip`]).
+pub use crate::nat::is_private_ip as is_private;
 
 /// True when the SDP carries ICE (an `ice-ufrag` at session or media level, or candidates).
 pub fn has_ice(sdp: &SessionDescription) -> bool {
     let ice = |a: &Attribute| a.name.eq_ignore_ascii_case("ice-ufrag") || a.name == "candidate";
     sdp.attributes.iter().any(ice) || sdp.media.iter().any(|m| m.attributes.iter().any(ice))
-}
-
-/// Removes every ICE attribute from the session and all media sections.
-pub fn strip_ice(sdp: &mut SessionDescription) {
-    let keep = |a: &Attribute| {
-        !ICE_ATTRIBUTES
-            .iter()
-            .any(|n| a.name.eq_ignore_ascii_case(n))
-    };
-    sdp.attributes.retain(keep);
-    for m in &mut sdp.media {
-        m.attributes.retain(keep);
-    }
 }
 
 /// True for a media protocol carried over UDP (RTP/AVP, RTP/SAVP(F), UDP/TLS/RTP/SAVP(F),
@@ -81,7 +40,10 @@ pub fn is_relayed(sdp: &SessionDescription, index: usize) -> bool {
 pub fn corrected(addr: SocketAddr, flow_ip: Option<IpAddr>) -> SocketAddr {
     match flow_ip {
         Some(flow)
-            if flow.is_ipv4() == addr.is_ipv4() && addr.ip() != flow && is_private(addr.ip()) =>
+            if flow.is_ipv4() == addr.is_ipv4()
+                && addr.ip() != flow
+                && !addr.ip().is_unspecified()
+                && is_private(addr.ip()) =>
         {
             SocketAddr::new(flow, addr.port())
         }
