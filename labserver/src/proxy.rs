@@ -1235,12 +1235,15 @@ impl Proxy {
             .map(|t| self.relay_party(request, t).0)
             .collect();
         // ICE can only join the two ends when the offer has candidates in every callee's
-        // family (an IPv6-only caller cannot reach an IPv4-only callee without the relay).
+        // family (an IPv6-only caller cannot reach an IPv4-only callee without the relay), and,
+        // for a NATed caller, a candidate beyond its private host addresses (a client with no
+        // STUN or TURN server configured offers only those).
         let ice_usable = sdp::has_ice(&offer)
             && callees
                 .iter()
                 .filter_map(|c| c.family)
-                .all(|f| offer_has_candidates_in(&offer, f));
+                .all(|f| offer_has_candidates_in(&offer, f, false))
+            && (!caller.nated || offer_has_candidates_in(&offer, Family::of(source), true));
         if !should_anchor(relay.mode(), caller, &callees, ice_usable) {
             return;
         }
@@ -1601,19 +1604,23 @@ fn cause_for(status: u16, caller_cancelled: bool) -> String {
 }
 
 /// Decrements Max-Forwards (inserting 70 when absent); false when it was already 0.
-/// True when some m-line of `offer` has an ICE candidate with an address of `family`.
+/// True when some m-line of `offer` has an ICE candidate with an address of `family` (only
+/// server-reflexive or relayed ones when `beyond_host`).
 fn offer_has_candidates_in(
     offer: &tandem_proto::sdp::SessionDescription,
     family: crate::media_relay::Family,
+    beyond_host: bool,
 ) -> bool {
+    use tandem_proto::sdp::ice::{CandidateType, MediaIce};
     (0..offer.media.len()).any(|i| {
-        tandem_proto::sdp::ice::MediaIce::from_sdp(offer, i)
+        MediaIce::from_sdp(offer, i)
             .ok()
             .flatten()
             .is_some_and(|ice| {
                 ice.candidates.iter().any(|c| {
-                    c.socket_addr()
-                        .is_some_and(|a| crate::media_relay::Family::of(a.ip()) == family)
+                    (!beyond_host || matches!(c.typ, CandidateType::Srflx | CandidateType::Relay))
+                        && c.socket_addr()
+                            .is_some_and(|a| crate::media_relay::Family::of(a.ip()) == family)
                 })
             })
     })
