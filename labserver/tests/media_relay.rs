@@ -29,8 +29,15 @@ fn sdp(ip: IpAddr, port: u16, ice: bool) -> String {
     if ice {
         s.push_str(&format!(
             "a=ice-ufrag:Fx2r\r\na=ice-pwd:a7Qb5kPzW9sTt1vY3uX8mN0q\r\n\
-             a=candidate:1 1 UDP 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n"
+             a=candidate:1 1 UDP 2130706431 {ip} {port} typ host\r\n"
         ));
+        if ip.is_ipv4() {
+            // What a STUN server told the NATed phone (the tests' phones send from loopback).
+            s.push_str(&format!(
+                "a=candidate:2 1 UDP 1694498815 127.0.0.1 {port} typ srflx raddr {ip} rport {port}\r\n"
+            ));
+        }
+        s.push_str("a=end-of-candidates\r\n");
     }
     s.push_str("a=sendrecv\r\n");
     s
@@ -523,6 +530,24 @@ async fn ice_callee_and_ice_offer_are_not_anchored_but_plain_ones_are() {
     };
     assert_ne!(media_addr(&got.body).port(), 40002);
     assert_eq!(stats(&lab).sessions, 1);
+
+    // An ICE offer from a NATed caller with nothing but its private host candidate (no STUN
+    // or TURN server configured): ICE could not get through, so the relay anchors it.
+    let host_only = sdp(private_v4(), 40004, true).replace(
+        "a=candidate:2 1 UDP 1694498815 127.0.0.1 40004 typ srflx raddr 192.168.77.10 rport 40004\r\n",
+        "",
+    );
+    assert!(!host_only.contains("srflx"));
+    invite_with(&mut alice, &format!("sip:bob@{DOMAIN}"), &host_only).await;
+    let got = loop {
+        let r = incoming_invite(&bob).await;
+        if r.headers.call_id().unwrap() == alice.call_id {
+            break r;
+        }
+    };
+    assert_ne!(media_addr(&got.body).port(), 40004);
+    assert!(!String::from_utf8_lossy(&got.body).contains("a=candidate"));
+    assert_eq!(stats(&lab).sessions, 2);
 }
 
 #[tokio::test]
