@@ -2,9 +2,8 @@
 //! a NAT through the lab: the families differ, so the lab anchors the media on its relay, which faces the caller
 //! over IPv6 and the callee over IPv4. Tone both ways.
 //!
-//! The caller runs with `--ice off`: with ICE on both ends and `+sip.ice` on the callee's binding the contract's
-//! relay rule does not anchor, and ICE alone cannot join an IPv6-only and an IPv4-only host (the lab's TURN
-//! listens on IPv4 only).
+//! Both ends run ICE (the default): the IPv6-only caller's offer has no IPv4 candidate, so the lab anchors the
+//! call even though the callee registered `+sip.ice`, and strips ICE so both ends send plain RTP to the relay.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure here is a test failure
 
@@ -43,7 +42,7 @@ fn nat_ipv6_only_calls_ipv4_behind_nat_through_relay() {
         &nat,
         &alice,
         &format!("sip:bob@{DOMAIN}"),
-        &["--ice", "off"],
+        &[],
         "v6",
     );
     let bob_heard = callee.call_done(1);
