@@ -38,13 +38,7 @@ fn nat_ipv6_only_calls_ipv4_behind_nat_through_relay() {
     let bob = nat.phone(nat.topo.host(0, 0), "bob");
     let stun = format!("--stun={}", nat.turn());
     let mut callee = Callee::start(&nat, &bob, 1, &[&stun]);
-    let (call, heard) = place_call(
-        &nat,
-        &alice,
-        &format!("sip:bob@{DOMAIN}"),
-        &[],
-        "v6",
-    );
+    let (call, heard) = place_call(&nat, &alice, &format!("sip:bob@{DOMAIN}"), &[], "v6");
     let bob_heard = callee.call_done(1);
     assert_exits_ok(&mut callee.child, secs(15), "tandem-cli answer (IPv4)");
     let bob_out = callee.child.stdout();
