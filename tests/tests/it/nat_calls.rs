@@ -414,3 +414,41 @@ fn nat_calls_two_symmetric_nats_relay() {
         &expect,
     );
 }
+
+/// Two phones behind symmetric NATs with no STUN or TURN server configured offer only their private host
+/// candidates: the lab anchors the call on its media relay (and strips ICE), so audio still flows both ways.
+#[test]
+fn nat_calls_without_stun_or_turn_use_the_lab_relay() {
+    let mut nat = NatLab::start(
+        "nat-calls-bare",
+        Topology::builder()
+            .router(NatKind::Symmetric, 1)
+            .router(NatKind::Symmetric, 1),
+        &["alice", "bob"],
+        "",
+        false,
+    );
+    let alice = nat.phone(nat.topo.host(0, 0), "alice");
+    let bob = nat.phone(nat.topo.host(1, 0), "bob");
+    let mut callee = Callee::start(&nat, &bob, 1, &[]);
+    let (call, heard) = place_call(&nat, &alice, &format!("sip:bob@{DOMAIN}"), &[], "1");
+    let bob_heard = callee.call_done(1);
+    assert_exits_ok(&mut callee.child, secs(15), "bob (answer)");
+    let bob_out = callee.child.stdout();
+    for (who, out) in [
+        ("caller", call.stdout.as_str()),
+        ("callee", bob_out.as_str()),
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ice off")),
+            "{who}: the relay stripped ICE, so ICE is off:\n{out}"
+        );
+        assert_eq!(
+            media_remote(out, who),
+            IpAddr::V4(LAB_V4),
+            "{who}'s media goes to the lab's relay:\n{out}"
+        );
+    }
+    assert_heard(&heard, &bob_heard, "no STUN/TURN: through the lab relay");
+    nat.assert_relayed_calls(1);
+}
