@@ -95,6 +95,8 @@ pub fn app(args: &[String]) -> Result<()> {
         linphone.processes,
         linphone.ready_ms
     );
+    println!("  tandem processes: {}", breakdown(&tandem.by_process));
+    println!("  linphone processes: {}", breakdown(&linphone.by_process));
     if linphone.pss_kib > 0 {
         println!(
             "  tandem / linphone-desktop: {:.2}",
@@ -109,6 +111,17 @@ struct Measured {
     pss_kib: u64,
     processes: usize,
     ready_ms: u128,
+    /// PSS (KiB) by process name, from the last sample.
+    by_process: Vec<(String, u64)>,
+}
+
+/// `name 12.3 MiB, other 4.5 MiB`.
+fn breakdown(by_process: &[(String, u64)]) -> String {
+    by_process
+        .iter()
+        .map(|(name, kib)| format!("{name} {:.1} MiB", mib(*kib)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn mib(kib: u64) -> f64 {
@@ -235,6 +248,7 @@ fn measure_tandem(work: &Path, binary: &Path, settle: Duration) -> Result<Measur
     let ready_ms = launched.elapsed().as_millis();
     std::thread::sleep(settle);
     let (pss_kib, processes) = median_pss(app.pid(), PLUMBING)?;
+    let by_process = per_process(app.pid(), PLUMBING)?;
     if !app.running() {
         bail!("tandem exited while idle");
     }
@@ -244,6 +258,7 @@ fn measure_tandem(work: &Path, binary: &Path, settle: Duration) -> Result<Measur
         pss_kib,
         processes,
         ready_ms,
+        by_process,
     })
 }
 
@@ -281,12 +296,14 @@ fn measure_linphone(work: &Path, binary: &Path, settle: Duration) -> Result<Meas
     let ready_ms = launched.elapsed().as_millis();
     std::thread::sleep(settle);
     let (pss_kib, processes) = median_pss(app.pid(), PLUMBING)?;
+    let by_process = per_process(app.pid(), PLUMBING)?;
     drop(app);
     drop(screen);
     Ok(Measured {
         pss_kib,
         processes,
         ready_ms,
+        by_process,
     })
 }
 
@@ -312,6 +329,13 @@ fn median_pss(root: u32, skip: &[&str]) -> Result<(u64, usize)> {
 /// The PSS (KiB) summed over `root` and its descendants (processes named in `skip` are not
 /// counted, their children are), and how many processes counted.
 fn tree_pss(root: u32, skip: &[&str]) -> Result<(u64, usize)> {
+    let each = per_process(root, skip)?;
+    Ok((each.iter().map(|(_, kib)| kib).sum(), each.len()))
+}
+
+/// The PSS (KiB) of `root` and each of its descendants by process name (processes named in
+/// `skip` are left out, their children are not).
+fn per_process(root: u32, skip: &[&str]) -> Result<Vec<(String, u64)>> {
     let mut procs: Vec<(u32, u32, String)> = Vec::new();
     for entry in std::fs::read_dir("/proc")
         .context("reading /proc")?
@@ -345,10 +369,10 @@ fn tree_pss(root: u32, skip: &[&str]) -> Result<(u64, usize)> {
         }
         i += 1;
     }
-    let mut total = 0;
-    let mut counted = 0;
+    let mut each = Vec::new();
     for (pid, _, comm) in procs.iter().filter(|(pid, ..)| tree.contains(pid)) {
-        if skip.contains(&comm.as_str()) {
+        // The kernel keeps 15 bytes of a process name.
+        if skip.iter().any(|s| s.get(..15).unwrap_or(s) == comm) {
             continue;
         }
         let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
@@ -359,9 +383,8 @@ fn tree_pss(root: u32, skip: &[&str]) -> Result<(u64, usize)> {
             .find_map(|l| l.strip_prefix("Pss:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         {
-            total += kib;
-            counted += 1;
+            each.push((comm.clone(), kib));
         }
     }
-    Ok((total, counted))
+    Ok(each)
 }
