@@ -208,6 +208,9 @@ impl LabServer {
             }
             None => None,
         };
+        if let (Some(a), Some(t)) = (&api, &turn) {
+            a.set_turn_servers(t.ready_fields());
+        }
         let location_tasks = location.spawn_tasks();
         let core = Arc::new(Core {
             endpoint: endpoint.clone(),

@@ -120,7 +120,9 @@ fn test(extra: &[String]) -> Result<()> {
         "--test-threads={}",
         std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
     );
-    let mut it_args = vec!["test", "-p", "tandem-tests", "--no-fail-fast"];
+    // The `it` binary alone (its own test-thread count); its feature resolution differs from
+    // the whole workspace's, so a few dependencies are compiled once more for it.
+    let mut it_args = vec!["test", "--workspace", "--test", "it", "--no-fail-fast"];
     it_args.extend(extra.iter().copied());
     if !extra.iter().any(|a| a.starts_with("--test-threads")) {
         if !extra.contains(&"--") {

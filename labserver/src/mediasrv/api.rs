@@ -99,6 +99,8 @@ pub struct ApiConfig {
     pub ring_timeout_secs: u64,
     /// How long B may take to answer once A has answered (A retransmits its 200 for 32 s).
     pub answer_timeout_secs: u64,
+    /// Lifetime of the TURN REST credentials `GET /api/turn-credentials` hands out.
+    pub turn_ttl_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -111,6 +113,7 @@ impl Default for ApiConfig {
             max_calls: 100,
             ring_timeout_secs: 60,
             answer_timeout_secs: 25,
+            turn_ttl_secs: 86_400,
         }
     }
 }
@@ -125,6 +128,9 @@ impl ApiConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.max_calls == 0 {
             return Err("api.max_calls must be at least 1".into());
+        }
+        if !(60..=604_800).contains(&self.turn_ttl_secs) {
+            return Err("api.turn_ttl_secs must be 60..=604800".into());
         }
         if self.ring_timeout_secs == 0 || self.ring_timeout_secs > 600 {
             return Err("api.ring_timeout_secs must be 1..=600".into());
@@ -306,6 +312,8 @@ struct ApiState {
     calls: Mutex<HashMap<String, Arc<CallEntry>>>,
     conferences: Mutex<HashMap<String, ConferenceEntry>>,
     events: broadcast::Sender<(Principal, CallInfo)>,
+    /// The lab's TURN listeners (`turn`/`turns` ready fields), once the TURN server runs.
+    turn: std::sync::OnceLock<Vec<(String, SocketAddr)>>,
 }
 
 /// A running API server.
@@ -354,6 +362,7 @@ impl ApiServer {
             .route("/api/conferences", axum::routing::post(create_conference))
             .route("/api/conferences/{id}", get(get_conference))
             .route("/api/events", get(events))
+            .route("/api/turn-credentials", get(turn_credentials))
             .fallback(|| async {
                 json_error(StatusCode::NOT_FOUND, "no such resource").into_response()
             })
@@ -369,6 +378,12 @@ impl ApiServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Tells the API where the lab's TURN server listens (its `turn`/`turns` ready fields),
+    /// for the URIs `GET /api/turn-credentials` returns.
+    pub fn set_turn_servers(&self, fields: Vec<(String, SocketAddr)>) {
+        let _ = self.state.turn.set(fields);
     }
 
     /// `(key, address)` for the ready line: `("api", addr)`.
@@ -415,6 +430,7 @@ impl ApiState {
             calls: Mutex::new(HashMap::new()),
             conferences: Mutex::new(HashMap::new()),
             events: broadcast::channel(256).0,
+            turn: std::sync::OnceLock::new(),
             config,
             ctx,
         })
@@ -774,6 +790,99 @@ fn parse_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) 
                 &format!("invalid JSON: {}", e.body_text()),
             )
         })
+}
+
+/// Time-limited TURN credentials (the TURN REST API of draft-uberti-behave-turn-rest):
+/// `expiry:user` and `base64(HMAC-SHA1([turn] rest_secret, username))`.
+#[derive(Debug, Serialize)]
+struct TurnCredentials {
+    username: String,
+    password: String,
+    ttl: u64,
+    uris: Vec<String>,
+}
+
+/// The `turn:`/`turns:` URIs (RFC 7065) of the lab's TURN listeners.
+fn turn_uris(fields: &[(String, SocketAddr)]) -> Vec<String> {
+    let mut uris = Vec::new();
+    for (key, addr) in fields {
+        match key.as_str() {
+            "turn" => {
+                uris.push(format!("turn:{addr}?transport=udp"));
+                uris.push(format!("turn:{addr}?transport=tcp"));
+            }
+            "turns" => uris.push(format!("turns:{addr}?transport=tcp")),
+            _ => {}
+        }
+    }
+    uris
+}
+
+/// True for a user name that can stand in a REST username (`expiry:user`).
+fn valid_rest_user(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+}
+
+async fn turn_credentials(
+    State(state): State<Arc<ApiState>>,
+    method: HttpMethod,
+    uri: HttpUri,
+    headers: HeaderMap,
+) -> ApiResult {
+    let who = auth(&state, &method, &uri, &headers, &[]).await?;
+    let asked = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("user=").map(str::to_owned))
+    });
+    let user = match (&who, asked) {
+        (Principal::User(me), None) => me.clone(),
+        (Principal::User(me), Some(u)) if &u == me => u,
+        (Principal::User(_), Some(_)) => {
+            return Err(json_error(
+                StatusCode::FORBIDDEN,
+                "a user may only ask for their own TURN credentials",
+            ));
+        }
+        (Principal::Operator, Some(u)) => u,
+        (Principal::Operator, None) => {
+            return Err(json_error(
+                StatusCode::BAD_REQUEST,
+                "an operator token must name the user: ?user=NAME",
+            ));
+        }
+    };
+    if !valid_rest_user(&user) {
+        return Err(json_error(StatusCode::BAD_REQUEST, "invalid user name"));
+    }
+    let Some(secret) = state.ctx.config().turn.rest_secret.as_deref() else {
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            "TURN REST credentials are off: set [turn] rest_secret",
+        ));
+    };
+    let Some(fields) = state.turn.get().filter(|f| !f.is_empty()) else {
+        return Err(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the lab's TURN server is not running",
+        ));
+    };
+    let ttl = state.config.turn_ttl_secs;
+    let username = format!("{}:{user}", now().saturating_add(ttl));
+    let password = tandem_proto::stun::credentials::rest_password(secret.as_bytes(), &username);
+    let body = TurnCredentials {
+        username,
+        password,
+        ttl,
+        uris: turn_uris(fields),
+    };
+    let mut r = axum::Json(&body).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
 }
 
 async fn create_call(

@@ -425,3 +425,98 @@ fn lab_turn_bad_input() {
     );
     assert_eq!(bad_channel.error_code().map(|e| e.0), Some(400));
 }
+
+/// `GET /api/turn-credentials` (curl, bearer token naming the user) hands out REST credentials that coturn's
+/// `turnutils_uclient` then allocates with on the lab's TURN server; a tampered password is refused, and a lab
+/// without `rest_secret` says so.
+#[test]
+fn rest_credentials_from_the_api_work_with_uclient() {
+    const TOKEN: &str = "nat-turn-operator-token-0123456789";
+    let dir = ok(TestDir::new("nat-turn-rest-api"));
+    let start = |rest: &str| {
+        let opts = LabOptions {
+            domain: "tandem.lab".into(),
+            tls: false,
+            extra_toml: format!(
+                "\n[turn]\nport = 0\ntls_port = 0\nallow_loopback_peers = true\n{rest}\
+                 \n[api]\nport = 0\ntokens = [\"{TOKEN}\"]\nturn_ttl_secs = 600\n"
+            ),
+            ..LabOptions::default()
+        }
+        .user("alice", "secret");
+        ok(LabServer::start(opts, dir.path()))
+    };
+    let get = |lab: &LabServer, query: &str| -> (u16, serde_json::Value) {
+        let api = lab.service("api").expect("the ready line has api=");
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {TOKEN}"))
+            .arg(format!("https://{api}/api/turn-credentials{query}"))
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, status) = text.rsplit_once('\n').expect("curl printed the status");
+        (
+            status.trim().parse().expect("a status code"),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    };
+
+    let lab = start("rest_secret = \"nat-turn-rest-secret\"\n");
+    let turn = lab.service("turn").expect("the ready line has turn=");
+    let (status, creds) = get(&lab, "?user=alice");
+    assert_eq!(status, 200, "{creds}");
+    let username = creds["username"].as_str().expect("a username").to_owned();
+    let password = creds["password"].as_str().expect("a password").to_owned();
+    let (expiry, user) = username.split_once(':').expect("expiry:user");
+    assert_eq!(user, "alice");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().expect("a Unix time");
+    assert!((now + 590..=now + 610).contains(&expiry), "{username}");
+    assert_eq!(creds["ttl"], 600);
+    let uris: Vec<&str> = creds["uris"]
+        .as_array()
+        .expect("uris")
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
+    assert!(
+        uris.contains(&format!("turn:{turn}?transport=udp").as_str()),
+        "{uris:?}"
+    );
+
+    let peer = ok(TurnPeer::start(dir.path()));
+    let mut opts = UclientOptions::new(turn, peer.addr());
+    opts.user = username.clone();
+    opts.password = password.clone();
+    assert_clean_run(
+        "uclient with REST credentials",
+        &ok(run_uclient(&opts, dir.path(), TIMEOUT)),
+    );
+    let mut wrong = UclientOptions::new(turn, peer.addr());
+    wrong.user = username;
+    wrong.password = format!("x{password}");
+    let run = ok(run_uclient(&wrong, dir.path(), TIMEOUT));
+    assert!(
+        !run.success,
+        "a tampered password was accepted:\n{}",
+        run.output
+    );
+
+    // An operator must name the user; a bad name is refused.
+    assert_eq!(get(&lab, "").0, 400);
+    assert_eq!(get(&lab, "?user=a%20b").0, 400);
+    drop(lab);
+
+    // Without rest_secret the API says the feature is off.
+    let lab = start("");
+    let (status, body) = get(&lab, "?user=alice");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("rest_secret"),
+        "{body}"
+    );
+}
