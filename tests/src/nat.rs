@@ -246,30 +246,8 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn pid_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Deletes `tandem-<pid>-…` namespaces whose process is gone.
-pub fn sweep_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        if !pid_alive(pid) {
-            let _ = ip(&["netns", "del", name]);
-        }
-    }
-}
+/// Deletes `tandem-<pid>-…` namespaces whose process is gone (shared with [`crate::netns`]).
+pub use crate::netns::sweep_stale;
 
 /// Runs `f` on a new thread that entered network namespace `ns` (`/run/netns/<ns>`), and returns its result.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {

@@ -60,8 +60,8 @@ fn pid_alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Removes `tandem-<pid>-…` namespaces whose process is gone.
-fn sweep_stale() {
+/// Removes `tandem-<pid>-…` namespaces (this harness's and [`crate::nat`]'s) whose process is gone.
+pub fn sweep_stale() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
