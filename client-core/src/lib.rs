@@ -37,6 +37,7 @@ mod request;
 mod subscription;
 mod transfer;
 mod ua;
+mod video;
 pub mod xcap;
 
 pub use account::{Account, DEFAULT_EXPIRES, SrtpKeying, parse_proxy, parse_uri};

@@ -49,6 +49,11 @@ pub const TEST_PACKAGES: &[Need] = &[
     (Probe::Bin("cc"), "build-essential"),
     (Probe::Bin("pkg-config"), "pkg-config"),
     (Probe::Bin("cmake"), "cmake"),
+    // VP8 through the system libvpx (tandem-video links it; found with pkg-config).
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/pkgconfig/vpx.pc"),
+        "libvpx-dev",
+    ),
     (
         Probe::File("/usr/lib/x86_64-linux-gnu/pkgconfig/alsa.pc"),
         "libasound2-dev",

@@ -19,6 +19,7 @@ pub mod audio;
 mod codec;
 pub mod ice;
 mod legacy;
+pub mod video;
 
 pub use audio::{
     AnswerSecurity, MediaOffer, NegotiatedAudio, NegotiatedCodec, OfferChange, OfferedStream,

@@ -37,3 +37,5 @@ mod simple_msrp;
 mod simple_presence;
 mod simple_presence_interop;
 mod sipp_lab;
+mod video_baresip;
+mod video_loss;

@@ -1,0 +1,1 @@
+//! Video stream of a call (work in progress, see ARCHITECTURE.md).
