@@ -56,6 +56,137 @@ pub struct BaresipOptions {
     pub netns: Option<String>,
     /// The address its SIP listener binds (default 127.0.0.1), e.g. a NAT topology host's LAN address.
     pub listen_ip: Option<std::net::IpAddr>,
+    /// Video calls (the `vp8`, `avcodec` and `fakevideo` modules; see [`BaresipVideo`]); none: audio only.
+    pub video: Option<BaresipVideo>,
+}
+
+/// baresip's video configuration: the codec modules `vp8.so` (VP8) and `avcodec.so` (H.264), the `fakevideo`
+/// display (decodes and discards; [`Baresip::video_debug`] counts the frames), and a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaresipVideo {
+    /// `video_size` width (what baresip encodes; a file source should have this size).
+    pub width: u32,
+    /// `video_size` height.
+    pub height: u32,
+    /// `video_fps`.
+    pub fps: u32,
+    /// `video_bitrate` in bit/s.
+    pub bitrate_bps: u32,
+    /// What baresip sends.
+    pub source: BaresipVideoSource,
+    /// The account's `video_codecs` (e.g. `VP8` or `H264`); none: every loaded video codec.
+    pub codecs: Option<String>,
+}
+
+/// baresip's video source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BaresipVideoSource {
+    /// `fakevideo`: three static vertical colour bars (red, green, blue), every frame the same.
+    Fake,
+    /// `avformat`: a video file (e.g. Y4M) played at its own frame rate, rewound at its end (after a 1 s pause).
+    File(PathBuf),
+}
+
+impl BaresipVideo {
+    /// VP8 at `width`x`height`, 15 fps, 500 kbit/s, from `source`.
+    pub fn vp8(width: u32, height: u32, source: BaresipVideoSource) -> Self {
+        BaresipVideo {
+            width,
+            height,
+            fps: 15,
+            bitrate_bps: 500_000,
+            source,
+            codecs: Some("VP8".into()),
+        }
+    }
+
+    /// The modules and configuration lines this video setup adds to baresip's `config`.
+    fn config_lines(&self) -> (Vec<&'static str>, String) {
+        let mut modules = vec![
+            "module\t\t\tvp8.so",
+            "module\t\t\tavcodec.so",
+            "module\t\t\tfakevideo.so",
+        ];
+        let source = match &self.source {
+            BaresipVideoSource::Fake => "fakevideo,nil".to_string(),
+            BaresipVideoSource::File(path) => {
+                modules.push("module\t\t\tavformat.so");
+                format!("avformat,{}", path.display())
+            }
+        };
+        let keys = format!(
+            "video_source\t\t{source}\nvideo_display\t\tfakevideo,nil\nvideo_size\t\t{}x{}\nvideo_fps\t\t{}\nvideo_bitrate\t\t{}\n",
+            self.width, self.height, self.fps, self.bitrate_bps
+        );
+        (modules, keys)
+    }
+}
+
+/// baresip's view of the current call's video stream (its `video_debug` command).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaresipVideoStats {
+    /// The encoder's codec name (`VP8`, `H264`; `none` before one is set).
+    pub encoder: String,
+    /// Frames its source produced.
+    pub source_frames: u64,
+    /// The decoder's codec name.
+    pub decoder: String,
+    /// The size of the last decoded frame (0x0 before the first).
+    pub decoded_width: u32,
+    /// See `decoded_width`.
+    pub decoded_height: u32,
+    /// Frames decoded and handed to the display.
+    pub decoded_frames: u64,
+    /// Keyframes (intra frames) decoded.
+    pub keyframes: u64,
+    /// Picture updates (PLI/FIR) it requested.
+    pub picture_updates: u64,
+    /// The whole report, for assertion messages.
+    pub raw: String,
+}
+
+impl BaresipVideoStats {
+    /// Parses the text of `video_debug` (`tx: encode: VP8 …`, `source: NAME W x H, fps=F frames=N`,
+    /// `rx: decode: VP8 …`, `vidisp: NAME W x H frames=N`, `n_keyframes=N, n_picup=N`); `None` when there is no
+    /// video stream in it.
+    pub fn parse(text: &str) -> Option<Self> {
+        if !text.contains("--- Video stream ---") {
+            return None;
+        }
+        let mut stats = BaresipVideoStats {
+            raw: text.to_string(),
+            ..Default::default()
+        };
+        let field = |line: &str, key: &str| -> Option<u64> {
+            let at = line.find(key)? + key.len();
+            let digits: String = line[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        };
+        for line in text.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("tx: encode:") {
+                stats.encoder = rest.split_whitespace().next().unwrap_or("").to_string();
+            } else if let Some(rest) = line.strip_prefix("rx: decode:") {
+                stats.decoder = rest.split_whitespace().next().unwrap_or("").to_string();
+            } else if line.starts_with("source:") {
+                stats.source_frames = field(line, "frames=").unwrap_or(0);
+            } else if line.starts_with("vidisp:") {
+                stats.decoded_frames = field(line, "frames=").unwrap_or(0);
+                // `vidisp: NAME W x H frames=N`
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let [_, _, w, "x", h, ..] = words.as_slice() {
+                    stats.decoded_width = w.parse().unwrap_or(0);
+                    stats.decoded_height = h.parse().unwrap_or(0);
+                }
+            } else if line.starts_with("n_keyframes=") {
+                stats.keyframes = field(line, "n_keyframes=").unwrap_or(0);
+                stats.picture_updates = field(line, "n_picup=").unwrap_or(0);
+            }
+        }
+        Some(stats)
+    }
 }
 
 /// baresip's audio source.
@@ -86,6 +217,7 @@ impl BaresipOptions {
             publish_interval: None,
             netns: None,
             listen_ip: None,
+            video: None,
         }
     }
 }
@@ -184,28 +316,33 @@ impl Baresip {
         if opts.record {
             modules.push("module\t\t\tsndfile.so");
         }
+        let video = opts.video.as_ref().map(BaresipVideo::config_lines);
+        if let Some((video_modules, _)) = &video {
+            modules.extend(video_modules.iter().copied());
+        }
         // The presence module walks the contacts and accounts when it loads: after contact.so and account.so.
         let app_modules = if opts.presence_contacts.is_empty() && opts.publish_interval.is_none() {
             ""
         } else {
             "module_app\t\tpresence.so"
         };
-        write(
-            &conf.join("config"),
-            render(
-                "baresip-config.in",
-                &[
-                    ("SIP_LISTEN", sip_addr.to_string()),
-                    ("CTRL_LISTEN", ctrl_addr.to_string()),
-                    ("RTP_PORTS", format!("{rtp}-{}", rtp + 7)),
-                    ("AUDIO_SOURCE", source),
-                    ("AUSRC_CHANNELS", channels.to_string()),
-                    ("SND_PATH", snd_dir.display().to_string()),
-                    ("EXTRA_MODULES", modules.join("\n")),
-                    ("APP_MODULES", app_modules.to_string()),
-                ],
-            )?,
+        let mut config = render(
+            "baresip-config.in",
+            &[
+                ("SIP_LISTEN", sip_addr.to_string()),
+                ("CTRL_LISTEN", ctrl_addr.to_string()),
+                ("RTP_PORTS", format!("{rtp}-{}", rtp + 7)),
+                ("AUDIO_SOURCE", source),
+                ("AUSRC_CHANNELS", channels.to_string()),
+                ("SND_PATH", snd_dir.display().to_string()),
+                ("EXTRA_MODULES", modules.join("\n")),
+                ("APP_MODULES", app_modules.to_string()),
+            ],
         )?;
+        if let Some((_, keys)) = &video {
+            config.push_str(keys);
+        }
+        write(&conf.join("config"), config)?;
         let mut account = format!("<sip:{}@{}>", opts.user, opts.domain);
         if let Some(pw) = &opts.password {
             account.push_str(&format!(";auth_pass={pw}"));
@@ -225,6 +362,9 @@ impl Baresip {
         }
         if let Some(codecs) = &opts.audio_codecs {
             account.push_str(&format!(";audio_codecs={codecs}"));
+        }
+        if let Some(codecs) = opts.video.as_ref().and_then(|v| v.codecs.as_ref()) {
+            account.push_str(&format!(";video_codecs={codecs}"));
         }
         if let Some(pubint) = opts.publish_interval {
             account.push_str(&format!(";pubint={pubint}"));
@@ -500,6 +640,15 @@ impl Baresip {
         }
     }
 
+    /// The current call's video stream as baresip sees it (`video_debug`); `None` when the call has no video.
+    pub fn video_debug(&mut self, timeout: Duration) -> Result<Option<BaresipVideoStats>> {
+        Ok(BaresipVideoStats::parse(&self.command(
+            "video_debug",
+            "",
+            timeout,
+        )?))
+    }
+
     /// The events received so far and not consumed by a wait.
     pub fn pending_events(&self) -> &[Value] {
         &self.events
@@ -531,5 +680,26 @@ mod tests {
         assert_eq!(read_netstring(&mut r).unwrap(), b"hi".to_vec());
         assert!(read_netstring(&mut &b"x:,"[..]).is_err());
         assert!(read_netstring(&mut &b"3:abc;"[..]).is_err());
+    }
+
+    #[test]
+    fn video_debug_parses() {
+        // baresip 1.0's `video_debug` during a VP8 call with fakevideo.
+        let text = "\n--- Video stream ---\n started: yes\n tx: encode: VP8 yuv420p\n     source: fakevideo 352 x 288, fps=15.00 frames=95\n     skipc=0 sendq=0\n     time = 6.266 sec\n rx: decode: VP8 yuv420p\n     vidisp: fakevideo 352 x 288 frames=92\n     n_keyframes=1, n_picup=3\n     time = 6.133 sec\n video dir=sendrecv pt_enc=96\n";
+        let s = BaresipVideoStats::parse(text).unwrap();
+        assert_eq!(s.encoder, "VP8");
+        assert_eq!(s.decoder, "VP8");
+        assert_eq!(s.source_frames, 95);
+        assert_eq!(s.decoded_frames, 92);
+        assert_eq!((s.decoded_width, s.decoded_height), (352, 288));
+        assert_eq!((s.keyframes, s.picture_updates), (1, 3));
+        assert_eq!(BaresipVideoStats::parse("no call"), None);
+        let before =
+            "--- Video stream ---\n rx: decode: none (null)\n     vidisp: none 0 x 0 frames=0\n";
+        let s = BaresipVideoStats::parse(before).unwrap();
+        assert_eq!(
+            (s.decoder.as_str(), s.decoded_frames, s.decoded_width),
+            ("none", 0, 0)
+        );
     }
 }

@@ -25,7 +25,9 @@ pub mod process;
 pub mod sip;
 pub mod sipp;
 
-pub use baresip::{Baresip, BaresipOptions, BaresipSource};
+pub use baresip::{
+    Baresip, BaresipOptions, BaresipSource, BaresipVideo, BaresipVideoSource, BaresipVideoStats,
+};
 pub use cli::{CliAccount, CliOutput};
 pub use error::{HarnessError, Result};
 pub use kamailio::{Kamailio, KamailioOptions};
