@@ -13,6 +13,7 @@ mod bench_mixer;
 mod bench_msrp;
 mod bench_relay;
 mod bench_simple;
+mod bench_video;
 mod cmd;
 mod packages;
 
@@ -43,7 +44,9 @@ commands:
                   SIMPLE: MESSAGE relay rate and presence NOTIFY fan-out (1 PUBLISH, 1,000 watchers), the lab against
                   Kamailio with the same SIPp load; MSRP relay throughput
   bench app [--debug] [--settle SECS]
-                  idle PSS of the desktop app (signed in to the bundled lab) vs Debian's linphone-desktop";
+                  idle PSS of the desktop app (signed in to the bundled lab) vs Debian's linphone-desktop
+  bench video [--secs N]
+                  VP8/H.264 encode+decode ms per frame, loopback video latency, CPU of a tandem-cli video call vs baresip";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -79,7 +82,8 @@ fn dispatch(args: &[String]) -> Result<()> {
             Some("media-relay") => bench_media_relay::media_relay(&rest[1..]),
             Some("simple") => bench_simple::simple(&rest[1..]),
             Some("app") => bench_app::app(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench sip|media|msrp|mixer|relay|simple|app"),
+            Some("video") => bench_video::video(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench sip|media|msrp|mixer|relay|simple|app|video"),
         },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
