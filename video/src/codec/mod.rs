@@ -2,7 +2,12 @@
 
 use thiserror::Error;
 
-use crate::frame::VideoFrame;
+use crate::frame::{MAX_HEIGHT, MAX_WIDTH, VideoFrame};
+
+#[cfg(not(target_os = "android"))]
+pub mod h264;
+#[cfg(not(target_os = "android"))]
+pub mod vp8;
 
 /// A video codec Tandem speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,4 +121,84 @@ pub trait VideoDecoder: Send {
     /// no picture came out. Never panics on garbage; sizes beyond the maximum are
     /// [`CodecError::TooLarge`].
     fn decode(&mut self, data: &[u8]) -> Result<Option<VideoFrame>, CodecError>;
+}
+
+/// Lowest bitrate an encoder is configured with (lower requests are raised to it).
+pub const MIN_BITRATE_BPS: u32 = 30_000;
+/// Highest bitrate an encoder is configured with (higher requests are lowered to it).
+pub const MAX_BITRATE_BPS: u32 = 20_000_000;
+/// Highest frame rate an encoder is configured with.
+pub const MAX_FPS: u32 = 120;
+
+impl EncoderConfig {
+    /// Checks the size against [`MAX_WIDTH`] x [`MAX_HEIGHT`] and clamps fps and bitrate to usable ranges.
+    pub fn validated(&self) -> Result<EncoderConfig, CodecError> {
+        check_dimensions(self.width, self.height)?;
+        Ok(EncoderConfig {
+            width: self.width,
+            height: self.height,
+            fps: self.fps.clamp(1, MAX_FPS),
+            bitrate_bps: self.bitrate_bps.clamp(MIN_BITRATE_BPS, MAX_BITRATE_BPS),
+        })
+    }
+}
+
+/// `Ok` for a usable frame size, [`CodecError::TooLarge`] beyond the maximum, [`CodecError::Config`] for zero.
+pub fn check_dimensions(width: u32, height: u32) -> Result<(), CodecError> {
+    if width == 0 || height == 0 {
+        return Err(CodecError::Config(format!(
+            "empty frame size {width}x{height}"
+        )));
+    }
+    if width > MAX_WIDTH || height > MAX_HEIGHT {
+        return Err(CodecError::TooLarge { width, height });
+    }
+    Ok(())
+}
+
+/// A new encoder of `kind` set up with `config` ([`CodecError::Unavailable`] on Android).
+pub fn new_encoder(
+    kind: VideoCodecKind,
+    config: EncoderConfig,
+) -> Result<Box<dyn VideoEncoder>, CodecError> {
+    #[cfg(not(target_os = "android"))]
+    {
+        match kind {
+            VideoCodecKind::Vp8 => Ok(Box::new(vp8::Vp8Encoder::new(config)?)),
+            VideoCodecKind::H264 => Ok(Box::new(h264::H264Encoder::new(config)?)),
+        }
+    }
+    #[cfg(target_os = "android")]
+    {
+        let _ = config;
+        Err(CodecError::Unavailable(format!(
+            "{kind} is not built for Android"
+        )))
+    }
+}
+
+/// A new decoder of `kind` ([`CodecError::Unavailable`] on Android).
+pub fn new_decoder(kind: VideoCodecKind) -> Result<Box<dyn VideoDecoder>, CodecError> {
+    #[cfg(not(target_os = "android"))]
+    {
+        match kind {
+            VideoCodecKind::Vp8 => Ok(Box::new(vp8::Vp8Decoder::new()?)),
+            VideoCodecKind::H264 => Ok(Box::new(h264::H264Decoder::new()?)),
+        }
+    }
+    #[cfg(target_os = "android")]
+    {
+        Err(CodecError::Unavailable(format!(
+            "{kind} is not built for Android"
+        )))
+    }
+}
+
+/// The codecs this build can encode and decode, in preference order (`[Vp8, H264]` on desktop, `[]` on Android).
+pub fn available() -> Vec<VideoCodecKind> {
+    if cfg!(target_os = "android") {
+        Vec::new()
+    } else {
+        vec![VideoCodecKind::Vp8, VideoCodecKind::H264]
+    }
 }
