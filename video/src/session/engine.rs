@@ -1,0 +1,1417 @@
+//! The session task: one select loop over the control channel, the media sockets, the encoder
+//! and decoder threads and a housekeeping tick (NACKs, keyframe requests, RTCP, DTLS, timeouts).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+use tandem_media::rtcp::{self, Bye, ReceiverReport, ReportBlock, RtcpPacket, Sdes, SenderReport};
+use tandem_media::rtp::{PacketKind, RtpHeader, RtpPacket, classify, duration_to_units};
+use tandem_media::session::{MediaSecurity, MediaSocket};
+use tandem_media::srtp::{DtlsRole, DtlsSrtp, SdesCrypto, SrtpContext};
+use tandem_media::stats::{ReceiverStats, SeqOutcome};
+use tandem_proto::sdp::Direction;
+use tandem_proto::sdp::video::VideoFeedback;
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, trace, warn};
+
+use super::decoder::{self, DecoderHandle, DecoderJob, DecoderResult};
+use super::encoder::{self, EncoderCommand, EncoderHandle, EncoderNotice, EncoderOutput};
+use super::{
+    Control, KEYFRAME_MIN_INTERVAL, KEYFRAME_REQUEST_INTERVAL, LOW_BITRATE_BPS, NACK_INTERVAL,
+    RESTORE_BITRATE_BPS, VideoConfig, VideoError, VideoEvent, VideoRecvCodec, VideoStats,
+    VideoUpdate,
+};
+use crate::assembler::{AssemblerConfig, AssemblerStats, FrameAssembler};
+use crate::codec::VideoCodecKind;
+use crate::feedback::{Feedback, parse_feedback, write_feedback};
+use crate::history::SendHistory;
+use crate::rate::{RateController, ReceiveRate};
+use crate::rtp::{Packetizer, packetizer};
+
+/// Largest datagram we read; media packets are far smaller, DTLS flights are fragmented.
+const RECV_BUFFER: usize = 4096;
+/// The RTP clock of every video codec.
+const CLOCK: u32 = VideoCodecKind::CLOCK_RATE;
+/// How many sent packets are kept for retransmission, and for how long.
+const HISTORY_PACKETS: usize = 1024;
+const HISTORY_AGE: Duration = Duration::from_secs(2);
+/// A packet is not sent again sooner than this after its last retransmission.
+const RETRANSMIT_GUARD: Duration = Duration::from_millis(20);
+/// At most this many sequence numbers of one NACK message are served.
+const MAX_NACKED_PER_MESSAGE: usize = 256;
+/// Retransmissions may use at most this share of the bitrate target on top of it, with a floor.
+const RETRANSMIT_BUDGET_FLOOR_BPS: u32 = 300_000;
+/// Round trip assumed until one is measured.
+const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// The lowest REMB we send: our estimate is only the received rate (an encoder that
+/// undershoots its target must not talk the sender down); loss reports carry real congestion.
+const REMB_FLOOR_BPS: u32 = RESTORE_BITRATE_BPS;
+/// The lowest bitrate the rate controller goes down to.
+const MIN_BITRATE_BPS: u32 = 50_000;
+
+/// Which socket a datagram goes out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Rtp,
+    Rtcp,
+}
+
+fn sends(direction: Direction) -> bool {
+    matches!(direction, Direction::SendRecv | Direction::SendOnly)
+}
+
+fn receives(direction: Direction) -> bool {
+    matches!(direction, Direction::SendRecv | Direction::RecvOnly)
+}
+
+/// A randomised report interval around `mean` (RFC 3550 §6.3.1: 0.5–1.5 ×).
+fn randomized(mean: Duration) -> Duration {
+    mean.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// Keys and handshake state of the stream (as in the audio engine).
+struct Security {
+    secure: bool,
+    srtp: Option<SrtpContext>,
+    sdes: Option<(SdesCrypto, SdesCrypto)>,
+    dtls: Option<DtlsSrtp>,
+    dtls_key: Option<(DtlsRole, String)>,
+    dtls_deadline: Option<Instant>,
+    failed: bool,
+    old_auth_failures: u64,
+}
+
+impl Security {
+    fn plain() -> Self {
+        Security {
+            secure: false,
+            srtp: None,
+            sdes: None,
+            dtls: None,
+            dtls_key: None,
+            dtls_deadline: None,
+            failed: false,
+            old_auth_failures: 0,
+        }
+    }
+
+    /// Media may flow: plain, or secure with keys.
+    fn ready(&self) -> bool {
+        !self.secure || self.srtp.is_some()
+    }
+
+    fn auth_failures(&self) -> u64 {
+        self.old_auth_failures + self.srtp.as_ref().map_or(0, SrtpContext::auth_failures)
+    }
+
+    fn replace_context(&mut self, ctx: Option<SrtpContext>) {
+        if let Some(old) = self.srtp.take() {
+            self.old_auth_failures += old.auth_failures();
+        }
+        self.srtp = ctx;
+    }
+}
+
+/// A token bucket bounding retransmission bytes.
+#[derive(Debug)]
+struct Budget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Budget {
+    /// Takes `bytes` when available at a refill rate of `bps` (at most one second's worth kept).
+    fn take(&mut self, now: Instant, bytes: usize, bps: u32) -> bool {
+        let rate = f64::from(bps) / 8.0;
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Our outgoing stream.
+struct Sender {
+    payload_type: u8,
+    packetizer: Box<dyn Packetizer>,
+    encoder: Option<EncoderHandle>,
+    history: SendHistory,
+    sequence: u16,
+    /// RTP timestamp of `epoch`.
+    ts_base: u32,
+    epoch: Instant,
+    packets: u32,
+    octets: u32,
+    sent_since_report: bool,
+    sent_in_previous_interval: bool,
+    rate: RateController,
+    bitrate: u32,
+    halved: bool,
+    /// When a keyframe was last forced for a request.
+    last_forced: Option<Instant>,
+    /// A request arrived inside the rate limit: force one when it ends.
+    keyframe_pending: bool,
+    retransmitted: HashMap<u16, Instant>,
+    budget: Budget,
+}
+
+impl Sender {
+    fn timestamp_at(&self, at: Instant) -> u32 {
+        self.ts_base.wrapping_add(duration_to_units(
+            at.saturating_duration_since(self.epoch),
+            CLOCK,
+        ))
+    }
+}
+
+/// The peer's stream.
+struct Receiver {
+    stats: ReceiverStats,
+    assembler: Option<(VideoCodecKind, FrameAssembler)>,
+    /// Counters of assemblers already replaced.
+    old_assembler: AssemblerStats,
+    rate: ReceiveRate,
+    decoder: DecoderHandle,
+    /// A keyframe request is due (receiving resumed, a local request).
+    want_keyframe: bool,
+    last_request: Option<Instant>,
+    fir_seq: u8,
+    got_rtp: bool,
+    last_rtp: Instant,
+    timed_out: bool,
+}
+
+/// The state of one video stream, driven by [`Engine::run`].
+pub(super) struct Engine {
+    socket: MediaSocket,
+    rtcp_socket: Option<MediaSocket>,
+    remote_rtp: SocketAddr,
+    remote_rtcp: Option<SocketAddr>,
+    rtcp_mux: bool,
+    recv_codecs: Vec<VideoRecvCodec>,
+    feedback: VideoFeedback,
+    direction: Direction,
+    cname: String,
+    rtp_timeout: Duration,
+    report_interval: Duration,
+    stats_interval: Duration,
+    dtls_timeout: Duration,
+    mtu_payload: usize,
+    events: mpsc::UnboundedSender<VideoEvent>,
+    snapshot: Arc<Mutex<VideoStats>>,
+
+    ssrc: u32,
+    security: Security,
+    sender: Option<Sender>,
+    receiver: Receiver,
+    stats: VideoStats,
+    rtt: Option<Duration>,
+    encoder_active: bool,
+    next_report: Instant,
+    next_stats: Instant,
+    next_nack: Instant,
+    outbox: Vec<(Via, SocketAddr, Vec<u8>)>,
+}
+
+impl Engine {
+    /// Builds the engine: codec threads, SDES context or DTLS endpoint.
+    pub(super) fn new(
+        config: VideoConfig,
+        events: mpsc::UnboundedSender<VideoEvent>,
+        snapshot: Arc<Mutex<VideoStats>>,
+    ) -> Result<Self, VideoError> {
+        if config.mtu_payload < 64 || config.mtu_payload > 65_000 {
+            return Err(VideoError::Config(format!(
+                "RTP payload size {} is outside 64..=65000",
+                config.mtu_payload
+            )));
+        }
+        if let Some(send) = config.send.as_ref() {
+            if send.payload_type > 127 {
+                return Err(VideoError::Config(format!(
+                    "payload type {} is not 0..=127",
+                    send.payload_type
+                )));
+            }
+            if send.max_fps == 0 || send.max_width == 0 || send.max_height == 0 {
+                return Err(VideoError::Config(
+                    "send limits need a frame rate and a size".into(),
+                ));
+            }
+        }
+        let now = Instant::now();
+        let kinds: Vec<VideoCodecKind> = config.recv.iter().map(|c| c.kind).collect();
+        let decoder = decoder::spawn(&kinds, config.sink)?;
+        let active = sends(config.direction) && !config.security.is_secure();
+        let sender = match config.send {
+            Some(send) => {
+                let max_bps = send.max_bitrate_bps.max(MIN_BITRATE_BPS);
+                let start_bps = send.start_bitrate_bps.clamp(MIN_BITRATE_BPS, max_bps);
+                let encoder = encoder::spawn(encoder::EncoderSetup {
+                    kind: send.kind,
+                    source: send.source,
+                    max_width: send.max_width,
+                    max_height: send.max_height,
+                    max_fps: send.max_fps,
+                    bitrate_bps: start_bps,
+                    active,
+                    preview: config.preview,
+                })?;
+                Some(Sender {
+                    payload_type: send.payload_type,
+                    packetizer: packetizer(send.kind),
+                    encoder: Some(encoder),
+                    history: SendHistory::new(HISTORY_PACKETS, HISTORY_AGE),
+                    sequence: rand::random(),
+                    ts_base: rand::random(),
+                    epoch: now,
+                    packets: 0,
+                    octets: 0,
+                    sent_since_report: false,
+                    sent_in_previous_interval: false,
+                    rate: RateController::new(MIN_BITRATE_BPS, start_bps, max_bps),
+                    bitrate: start_bps,
+                    halved: false,
+                    last_forced: None,
+                    keyframe_pending: false,
+                    retransmitted: HashMap::new(),
+                    budget: Budget {
+                        tokens: 0.0,
+                        at: now,
+                    },
+                })
+            }
+            None => None,
+        };
+        let mut engine = Engine {
+            socket: config.socket,
+            rtcp_socket: config.rtcp_socket,
+            remote_rtp: config.remote_rtp,
+            remote_rtcp: config.remote_rtcp,
+            rtcp_mux: config.rtcp_mux,
+            recv_codecs: config.recv,
+            feedback: config.feedback,
+            direction: config.direction,
+            cname: config.cname,
+            rtp_timeout: config.rtp_timeout,
+            report_interval: config.report_interval.max(Duration::from_millis(100)),
+            stats_interval: config.stats_interval.max(Duration::from_millis(100)),
+            dtls_timeout: config.dtls_timeout,
+            mtu_payload: config.mtu_payload,
+            events,
+            snapshot,
+            ssrc: rand::random(),
+            security: Security::plain(),
+            receiver: Receiver {
+                stats: ReceiverStats::new(),
+                assembler: None,
+                old_assembler: AssemblerStats::default(),
+                rate: ReceiveRate::with_window(Duration::from_secs(1), u64::from(REMB_FLOOR_BPS)),
+                decoder,
+                want_keyframe: false,
+                last_request: None,
+                fir_seq: 0,
+                got_rtp: false,
+                last_rtp: now,
+                timed_out: false,
+            },
+            stats: VideoStats {
+                target_bitrate_bps: sender.as_ref().map_or(0, |s| s.bitrate),
+                ..VideoStats::default()
+            },
+            sender,
+            rtt: None,
+            encoder_active: active,
+            // RFC 3550 §6.2: the first report goes out after half the interval.
+            next_report: now + randomized(config.report_interval / 2),
+            next_stats: now + config.stats_interval,
+            next_nack: now + NACK_INTERVAL,
+            outbox: Vec::new(),
+        };
+        if !config.security.is_secure() {
+            engine.emit(VideoEvent::Secure(false));
+        }
+        engine
+            .apply_security(now, config.security)
+            .map_err(VideoError::Srtp)?;
+        Ok(engine)
+    }
+
+    fn emit(&self, event: VideoEvent) {
+        // The receiver may have been dropped by a caller not interested in events.
+        let _ = self.events.send(event);
+    }
+
+    /// Installs new security: SDES keys at once, DTLS by starting a handshake.
+    fn apply_security(&mut self, now: Instant, security: MediaSecurity) -> Result<(), String> {
+        match security {
+            MediaSecurity::Plain => {
+                self.security.replace_context(None);
+                self.security.secure = false;
+                self.security.sdes = None;
+                self.security.dtls = None;
+                self.security.dtls_key = None;
+                self.security.dtls_deadline = None;
+                self.security.failed = false;
+            }
+            MediaSecurity::Sdes { local, remote } => {
+                let same = self
+                    .security
+                    .sdes
+                    .as_ref()
+                    .is_some_and(|(l, r)| *l == local && *r == remote);
+                self.security.secure = true;
+                if !same || self.security.srtp.is_none() {
+                    let ctx = SrtpContext::from_sdes(&local, &remote).map_err(|e| e.to_string())?;
+                    self.security.replace_context(Some(ctx));
+                    self.security.sdes = Some((local, remote));
+                    self.security.dtls = None;
+                    self.security.dtls_key = None;
+                    self.security.dtls_deadline = None;
+                    self.security.failed = false;
+                    self.emit(VideoEvent::Secure(true));
+                    self.media_became_ready(now);
+                }
+            }
+            MediaSecurity::Dtls {
+                role,
+                cert,
+                remote_fingerprint,
+            } => {
+                let key = (role, remote_fingerprint.clone());
+                self.security.secure = true;
+                if self.security.dtls_key.as_ref() == Some(&key) && !self.security.failed {
+                    return Ok(());
+                }
+                let dtls =
+                    DtlsSrtp::new(role, cert, remote_fingerprint).map_err(|e| e.to_string())?;
+                self.security.replace_context(None);
+                self.security.sdes = None;
+                self.security.dtls = Some(dtls);
+                self.security.dtls_key = Some(key);
+                self.security.dtls_deadline = Some(now + self.dtls_timeout);
+                self.security.failed = false;
+                self.drive_dtls(now);
+            }
+        }
+        self.update_encoder_active();
+        Ok(())
+    }
+
+    /// Drains the DTLS endpoint: datagrams to send, a finished handshake, a failure.
+    fn drive_dtls(&mut self, now: Instant) {
+        let Some(dtls) = self.security.dtls.as_mut() else {
+            return;
+        };
+        while let Some(datagram) = dtls.poll_transmit() {
+            self.outbox.push((Via::Rtp, self.remote_rtp, datagram));
+        }
+        match dtls.poll_result() {
+            Some(Ok(ctx)) => {
+                debug!("video DTLS-SRTP handshake complete");
+                self.security.dtls_deadline = None;
+                self.security.replace_context(Some(ctx));
+                self.emit(VideoEvent::Secure(true));
+                self.media_became_ready(now);
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "video DTLS-SRTP handshake failed");
+                self.security_failed(e.to_string());
+            }
+            None => {}
+        }
+    }
+
+    fn security_failed(&mut self, reason: String) {
+        self.security.failed = true;
+        self.security.dtls = None;
+        self.security.dtls_deadline = None;
+        self.security.replace_context(None);
+        self.update_encoder_active();
+        self.emit(VideoEvent::SecurityFailed(reason));
+    }
+
+    /// Keys just became available: restart the RTP timeout, start with a keyframe.
+    fn media_became_ready(&mut self, now: Instant) {
+        self.receiver.last_rtp = now;
+        self.receiver.timed_out = false;
+        self.update_encoder_active();
+        self.encoder_command(EncoderCommand::Keyframe);
+    }
+
+    /// Tells the encoder thread whether frames are wanted now.
+    fn update_encoder_active(&mut self) {
+        let active = sends(self.direction) && self.security.ready();
+        if active != self.encoder_active {
+            self.encoder_active = active;
+            self.encoder_command(EncoderCommand::Active(active));
+        }
+    }
+
+    fn encoder_command(&self, command: EncoderCommand) {
+        if let Some(encoder) = self.sender.as_ref().and_then(|s| s.encoder.as_ref()) {
+            encoder.send(command);
+        }
+    }
+
+    /// The task body: runs until stopped, then reports the final counters.
+    pub(super) async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+        let socket = self.socket.clone();
+        let rtcp_socket = self.rtcp_socket.clone();
+        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut rtcp_buf = vec![0u8; RECV_BUFFER];
+        let mut encoded = self
+            .sender
+            .as_mut()
+            .and_then(|s| s.encoder.as_mut())
+            .map(|e| std::mem::replace(&mut e.output, mpsc::channel(1).1));
+        let mut decoded = std::mem::replace(
+            &mut self.receiver.decoder.results,
+            mpsc::unbounded_channel().1,
+        );
+        let mut tick = tokio::time::interval(NACK_INTERVAL / 2);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        self.flush().await;
+        let reply = loop {
+            tokio::select! {
+                command = control.recv() => match command {
+                    None => break None,
+                    Some(Control::Stop(reply)) => break reply,
+                    Some(command) => self.on_control(command),
+                },
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => {
+                        let data = buf.get(..len).unwrap_or_default();
+                        self.on_datagram(Instant::now(), data, from, Via::Rtp);
+                    }
+                    Err(e) => debug!(error = %e, "video RTP socket receive error"),
+                },
+                received = recv_optional(rtcp_socket.as_ref(), &mut rtcp_buf) => match received {
+                    Ok((len, from)) => {
+                        let data = rtcp_buf.get(..len).unwrap_or_default();
+                        self.on_datagram(Instant::now(), data, from, Via::Rtcp);
+                    }
+                    Err(e) => debug!(error = %e, "video RTCP socket receive error"),
+                },
+                notice = recv_encoder(encoded.as_mut()) => match notice {
+                    Some(notice) => self.on_encoder(Instant::now(), notice),
+                    // The thread has ended (it only does so when told): stop listening.
+                    None => encoded = None,
+                },
+                result = decoded.recv() => if let Some(result) = result {
+                    self.on_decoded(result);
+                },
+                _ = tick.tick() => self.on_timers(Instant::now()),
+            }
+            self.flush().await;
+        };
+        let stats = self.finish(&mut decoded).await;
+        if let Some(reply) = reply {
+            let _ = reply.send(stats);
+        }
+    }
+
+    /// Stop: RTCP BYE, codec threads joined (the sink is finished), final counters.
+    async fn finish(&mut self, decoded: &mut mpsc::UnboundedReceiver<DecoderResult>) -> VideoStats {
+        let now = Instant::now();
+        self.queue_report(now, Some("call ended"));
+        self.flush().await;
+        let encoder = self
+            .sender
+            .as_mut()
+            .and_then(|s| s.encoder.take())
+            .and_then(EncoderHandle::stop);
+        let decoder = self.receiver.decoder.stop();
+        let joined = tokio::task::spawn_blocking(move || {
+            // A codec thread that panicked has nothing more to give; its sink is gone.
+            if let Some(thread) = encoder {
+                let _ = thread.join();
+            }
+            if let Some(thread) = decoder {
+                let _ = thread.join();
+            }
+        })
+        .await;
+        if joined.is_err() {
+            warn!("joining the video codec threads failed");
+        }
+        while let Ok(result) = decoded.try_recv() {
+            self.on_decoded(result);
+        }
+        self.publish();
+        self.stats.clone()
+    }
+
+    /// Sends everything queued; UDP send errors are logged (media is loss tolerant).
+    async fn flush(&mut self) {
+        for (via, to, datagram) in std::mem::take(&mut self.outbox) {
+            if to.ip().is_unspecified() || to.port() == 0 {
+                continue;
+            }
+            let socket = match via {
+                Via::Rtcp => self.rtcp_socket.as_ref().unwrap_or(&self.socket),
+                Via::Rtp => &self.socket,
+            };
+            if let Err(e) = socket.send_to(&datagram, to).await {
+                debug!(error = %e, %to, "video send failed");
+            }
+        }
+    }
+
+    fn on_control(&mut self, command: Control) {
+        let now = Instant::now();
+        match command {
+            Control::SetSource(source) => {
+                if self.sender.is_some() {
+                    self.encoder_command(EncoderCommand::Source(source));
+                } else if source.is_some() {
+                    self.emit(VideoEvent::Error(
+                        "no video is sent in this session; the source is ignored".into(),
+                    ));
+                }
+            }
+            Control::RequestKeyframe => self.keyframe_requested(now),
+            Control::SetDirection(direction) => self.set_direction(now, direction),
+            Control::Update(update) => self.on_update(now, *update),
+            // Handled by the loop.
+            Control::Stop(_) => {}
+        }
+    }
+
+    fn set_direction(&mut self, now: Instant, direction: Direction) {
+        if direction == self.direction {
+            return;
+        }
+        if receives(direction) && !receives(self.direction) {
+            self.receiver.last_rtp = now;
+            self.receiver.timed_out = false;
+            self.receiver.want_keyframe = true;
+        }
+        self.direction = direction;
+        self.update_encoder_active();
+    }
+
+    fn on_update(&mut self, now: Instant, update: VideoUpdate) {
+        if let Some(addr) = update.remote_rtp {
+            self.remote_rtp = addr;
+        }
+        if let Some(addr) = update.remote_rtcp {
+            self.remote_rtcp = Some(addr);
+        }
+        if let Some(mux) = update.rtcp_mux {
+            self.rtcp_mux = mux;
+        }
+        if let Some(feedback) = update.feedback {
+            self.feedback = feedback;
+        }
+        if let Some(direction) = update.direction {
+            self.set_direction(now, direction);
+        }
+        if let Some(security) = update.security
+            && let Err(e) = self.apply_security(now, security)
+        {
+            self.security_failed(e);
+        }
+    }
+
+    // ----- sending -----
+
+    fn on_encoder(&mut self, now: Instant, notice: EncoderNotice) {
+        match notice {
+            EncoderNotice::Frame(output) => self.send_frame(now, output),
+            EncoderNotice::SourceEnded => self.emit(VideoEvent::SourceEnded),
+            EncoderNotice::Error(message) => self.emit(VideoEvent::Error(message)),
+        }
+    }
+
+    /// Packetizes one encoded frame and sends it (all packets carry the capture timestamp, the
+    /// last one the marker bit); every datagram is kept for retransmission.
+    fn send_frame(&mut self, now: Instant, output: EncoderOutput) {
+        if !(sends(self.direction) && self.security.ready()) {
+            return;
+        }
+        let ssrc = self.ssrc;
+        let mtu = self.mtu_payload;
+        let Some(sender) = self.sender.as_mut() else {
+            return;
+        };
+        let payloads = match sender.packetizer.packetize(&output.frame, mtu) {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) => return,
+            Err(e) => {
+                debug!(error = %e, "packetizing an encoded frame failed");
+                self.stats.encode_errors += 1;
+                self.encoder_command(EncoderCommand::Keyframe);
+                return;
+            }
+        };
+        let timestamp = sender.timestamp_at(output.captured);
+        let last = payloads.len() - 1;
+        let mut protect_failed = false;
+        for (i, payload) in payloads.into_iter().enumerate() {
+            let len = payload.len();
+            let packet = RtpPacket {
+                header: RtpHeader {
+                    marker: i == last,
+                    payload_type: sender.payload_type,
+                    sequence: sender.sequence,
+                    timestamp,
+                    ssrc,
+                    csrc: Vec::new(),
+                },
+                payload: Bytes::from(payload),
+            };
+            let bytes = packet.to_bytes();
+            let datagram = match self.security.srtp.as_mut() {
+                Some(ctx) => match ctx.protect_rtp(&bytes) {
+                    Ok(protected) => protected,
+                    Err(e) => {
+                        warn!(error = %e, "SRTP protect failed; video packet dropped");
+                        protect_failed = true;
+                        sender.sequence = sender.sequence.wrapping_add(1);
+                        continue;
+                    }
+                },
+                None if self.security.secure => return,
+                None => bytes,
+            };
+            sender.history.push(now, sender.sequence, datagram.clone());
+            sender.retransmitted.remove(&sender.sequence);
+            sender.sequence = sender.sequence.wrapping_add(1);
+            sender.packets = sender.packets.wrapping_add(1);
+            sender.octets = sender
+                .octets
+                .wrapping_add(u32::try_from(len).unwrap_or(u32::MAX));
+            sender.sent_since_report = true;
+            self.stats.packets_sent += 1;
+            self.stats.bytes_sent += len as u64;
+            self.outbox.push((Via::Rtp, self.remote_rtp, datagram));
+        }
+        if protect_failed {
+            self.encoder_command(EncoderCommand::Keyframe);
+        }
+        self.stats.frames_sent += 1;
+        if output.frame.keyframe {
+            self.stats.keyframes_sent += 1;
+        }
+        self.stats.send_width = output.width;
+        self.stats.send_height = output.height;
+    }
+
+    /// A PLI, FIR or local request: a keyframe now, or when the rate limit allows.
+    fn keyframe_requested(&mut self, now: Instant) {
+        let Some(sender) = self.sender.as_mut() else {
+            return;
+        };
+        let allowed = sender
+            .last_forced
+            .is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_MIN_INTERVAL);
+        if allowed {
+            sender.last_forced = Some(now);
+            sender.keyframe_pending = false;
+            self.encoder_command(EncoderCommand::Keyframe);
+        } else {
+            sender.keyframe_pending = true;
+            self.stats.keyframe_requests_coalesced += 1;
+        }
+    }
+
+    /// Sends NACKed packets again, as they were first sent (same sequence number, RFC 4585).
+    fn retransmit(&mut self, now: Instant, seqs: &[u16]) {
+        let Some(sender) = self.sender.as_mut() else {
+            return;
+        };
+        let budget_bps = sender.bitrate.max(RETRANSMIT_BUDGET_FLOOR_BPS);
+        for &seq in seqs.iter().take(MAX_NACKED_PER_MESSAGE) {
+            if sender
+                .retransmitted
+                .get(&seq)
+                .is_some_and(|at| now.saturating_duration_since(*at) < RETRANSMIT_GUARD)
+            {
+                continue;
+            }
+            let Some(datagram) = sender.history.get(seq) else {
+                self.stats.retransmissions_missed += 1;
+                continue;
+            };
+            if !sender.budget.take(now, datagram.len(), budget_bps) {
+                self.stats.retransmissions_missed += 1;
+                continue;
+            }
+            sender.retransmitted.insert(seq, now);
+            self.stats.retransmissions += 1;
+            self.outbox
+                .push((Via::Rtp, self.remote_rtp, datagram.to_vec()));
+        }
+    }
+
+    /// A new bitrate target: the encoder follows it, and a large source is halved below
+    /// [`LOW_BITRATE_BPS`] until the target reaches [`RESTORE_BITRATE_BPS`] again.
+    fn apply_target(&mut self, target: u32) {
+        let Some(sender) = self.sender.as_mut() else {
+            return;
+        };
+        self.stats.target_bitrate_bps = target;
+        if target == sender.bitrate {
+            return;
+        }
+        sender.bitrate = target;
+        let large =
+            u64::from(self.stats.send_width) * u64::from(self.stats.send_height) >= 640 * 480;
+        let mut halve = None;
+        if !sender.halved && target < LOW_BITRATE_BPS && large {
+            sender.halved = true;
+            halve = Some(true);
+            self.stats.downscales += 1;
+        } else if sender.halved && target >= RESTORE_BITRATE_BPS {
+            sender.halved = false;
+            halve = Some(false);
+        }
+        self.encoder_command(EncoderCommand::Bitrate(target));
+        if let Some(halve) = halve {
+            self.encoder_command(EncoderCommand::Halve(halve));
+        }
+    }
+
+    // ----- receiving -----
+
+    /// Demultiplexes one received datagram (RFC 7983).
+    fn on_datagram(&mut self, now: Instant, data: &[u8], from: SocketAddr, via: Via) {
+        match classify(data) {
+            PacketKind::Rtp if via == Via::Rtp => self.on_rtp(now, data),
+            PacketKind::Rtp | PacketKind::Rtcp => self.on_rtcp(now, data),
+            PacketKind::Dtls if via == Via::Rtcp => {
+                debug!(%from, "DTLS datagram on the separate RTCP port ignored");
+            }
+            PacketKind::Dtls => {
+                if let Some(dtls) = self.security.dtls.as_mut() {
+                    dtls.handle_datagram(now, data);
+                    self.drive_dtls(now);
+                } else {
+                    trace!(%from, "DTLS datagram without a DTLS association dropped");
+                }
+            }
+            PacketKind::Stun => trace!(%from, "STUN datagram ignored"),
+            PacketKind::Unknown => {
+                self.stats.malformed_dropped += 1;
+                trace!(%from, len = data.len(), "unknown datagram dropped");
+            }
+        }
+    }
+
+    fn on_rtp(&mut self, now: Instant, data: &[u8]) {
+        let plain;
+        let data = if self.security.secure {
+            let Some(ctx) = self.security.srtp.as_mut() else {
+                return;
+            };
+            match ctx.unprotect_rtp(data) {
+                Ok(p) => {
+                    plain = p;
+                    plain.as_slice()
+                }
+                Err(e) => {
+                    // Counted by the context (bad tag, replay, plain RTP in a secure call).
+                    trace!(error = %e, "SRTP packet dropped");
+                    return;
+                }
+            }
+        } else {
+            data
+        };
+        let packet = match RtpPacket::parse(data) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.malformed_dropped += 1;
+                trace!(error = %e, "malformed RTP dropped");
+                return;
+            }
+        };
+        if !receives(self.direction) {
+            return;
+        }
+        let Some(codec) = self
+            .recv_codecs
+            .iter()
+            .find(|c| c.payload_type == packet.header.payload_type)
+            .copied()
+        else {
+            self.stats.unknown_pt_dropped += 1;
+            return;
+        };
+        let outcome = self.receiver.stats.on_packet(&packet.header, now, CLOCK);
+        match outcome {
+            SeqOutcome::SsrcChanged { old, new } => {
+                debug!(old, new, "peer video SSRC changed");
+                self.stats.ssrc_changes += 1;
+                self.reset_receive_stream();
+                self.emit(VideoEvent::SsrcChanged { old, new });
+            }
+            SeqOutcome::Restarted => self.reset_receive_stream(),
+            _ => {}
+        }
+        if !outcome.is_accepted() {
+            // A stray source, an unconfirmed jump or the newest packet again.
+            return;
+        }
+        self.stats.packets_received += 1;
+        self.stats.bytes_received += packet.payload.len() as u64;
+        let receiver = &mut self.receiver;
+        receiver.got_rtp = true;
+        receiver.last_rtp = now;
+        if receiver.timed_out {
+            receiver.timed_out = false;
+            self.emit(VideoEvent::RtpResumed);
+        }
+        let receiver = &mut self.receiver;
+        receiver.rate.on_packet(now, packet.payload.len());
+        if receiver
+            .assembler
+            .as_ref()
+            .is_none_or(|(kind, _)| *kind != codec.kind)
+        {
+            self.new_assembler(codec.kind);
+        }
+        if let Some((_, assembler)) = self.receiver.assembler.as_mut() {
+            assembler.insert(now, &packet);
+        }
+        self.pop_frames(now);
+    }
+
+    /// A new source or a restarted one: fresh assembler and decoders.
+    fn reset_receive_stream(&mut self) {
+        if let Some((kind, _)) = self.receiver.assembler {
+            self.new_assembler(kind);
+        }
+        self.receiver.decoder.submit(DecoderJob::Reset);
+    }
+
+    fn new_assembler(&mut self, kind: VideoCodecKind) {
+        let fresh = FrameAssembler::new(kind, AssemblerConfig::default());
+        if let Some((_, old)) = self.receiver.assembler.replace((kind, fresh)) {
+            add_assembler_stats(&mut self.receiver.old_assembler, &old.stats());
+        }
+    }
+
+    /// Hands every complete frame to the decoder thread.
+    fn pop_frames(&mut self, now: Instant) {
+        loop {
+            let receiver = &mut self.receiver;
+            let Some((kind, assembler)) = receiver.assembler.as_mut() else {
+                return;
+            };
+            let kind = *kind;
+            let Some(frame) = assembler.pop_frame(now) else {
+                return;
+            };
+            self.stats.frames_received += 1;
+            if frame.keyframe {
+                self.stats.keyframes_received += 1;
+            }
+            let submitted = receiver.decoder.submit(DecoderJob::Frame {
+                kind,
+                data: frame.data,
+                keyframe: frame.keyframe,
+            });
+            if !submitted {
+                // The decoder is behind: the references are broken until a keyframe, which
+                // the assembler waits for (and asks for).
+                self.stats.frames_dropped_decoder += 1;
+                assembler.decoder_failed();
+            }
+        }
+    }
+
+    fn on_decoded(&mut self, result: DecoderResult) {
+        match result {
+            DecoderResult::Decoded { width, height } => {
+                self.stats.frames_decoded += 1;
+                if self.stats.frames_decoded == 1 {
+                    self.emit(VideoEvent::FirstFrame { width, height });
+                } else if (width, height) != (self.stats.recv_width, self.stats.recv_height) {
+                    self.emit(VideoEvent::SizeChanged { width, height });
+                }
+                self.stats.recv_width = width;
+                self.stats.recv_height = height;
+            }
+            DecoderResult::NoPicture | DecoderResult::Skipped => {}
+            DecoderResult::Failed(message) => {
+                trace!(%message, "video frame not decodable");
+                self.stats.decode_errors += 1;
+                self.decoder_failed();
+            }
+            DecoderResult::Oversized { width, height } => {
+                debug!(width, height, "oversized video frame dropped");
+                self.stats.oversized_dropped += 1;
+                self.decoder_failed();
+            }
+        }
+    }
+
+    /// Drops frames until a keyframe and asks for one (through the assembler's request).
+    fn decoder_failed(&mut self) {
+        match self.receiver.assembler.as_mut() {
+            Some((_, assembler)) => assembler.decoder_failed(),
+            None => self.receiver.want_keyframe = true,
+        }
+    }
+
+    fn on_rtcp(&mut self, now: Instant, data: &[u8]) {
+        let plain;
+        let data = if self.security.secure {
+            let Some(ctx) = self.security.srtp.as_mut() else {
+                return;
+            };
+            match ctx.unprotect_rtcp(data) {
+                Ok(p) => {
+                    plain = p;
+                    plain.as_slice()
+                }
+                Err(e) => {
+                    trace!(error = %e, "SRTCP packet dropped");
+                    return;
+                }
+            }
+        } else {
+            data
+        };
+        match rtcp::parse_compound(data) {
+            Ok(packets) => {
+                for packet in packets {
+                    let blocks = match packet {
+                        RtcpPacket::SenderReport(sr) => {
+                            self.receiver.stats.on_sender_report(&sr, now);
+                            sr.reports
+                        }
+                        RtcpPacket::ReceiverReport(rr) => rr.reports,
+                        RtcpPacket::Bye(bye) => {
+                            debug!(sources = ?bye.sources, reason = ?bye.reason, "video RTCP BYE");
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let ours = self.ssrc;
+                    for block in blocks.iter().filter(|b| b.ssrc == ours) {
+                        self.on_report_block(now, block);
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.malformed_dropped += 1;
+                trace!(error = %e, "malformed RTCP");
+            }
+        }
+        for feedback in parse_feedback(data) {
+            self.on_feedback(now, feedback);
+        }
+    }
+
+    fn on_report_block(&mut self, now: Instant, block: &ReportBlock) {
+        if let Some(rtt) = self.receiver.stats.rtt_from_report(block, now) {
+            self.rtt = Some(rtt);
+        }
+        self.stats.remote_loss_percent = Some(block.fraction_lost_percent());
+        let target = match self.sender.as_mut() {
+            Some(sender) => sender
+                .rate
+                .on_loss_report(now, f32::from(block.fraction_lost) / 256.0),
+            None => return,
+        };
+        self.apply_target(target);
+    }
+
+    /// Feedback is about our stream when it names our SSRC (0: peers that leave it unset).
+    fn about_us(&self, media_ssrc: u32) -> bool {
+        media_ssrc == self.ssrc || media_ssrc == 0
+    }
+
+    fn on_feedback(&mut self, now: Instant, feedback: Feedback) {
+        match feedback {
+            Feedback::Nack {
+                media_ssrc, seqs, ..
+            } if self.about_us(media_ssrc) => {
+                self.stats.nacks_received += 1;
+                self.retransmit(now, &seqs);
+            }
+            Feedback::Pli { media_ssrc, .. } if self.about_us(media_ssrc) => {
+                self.stats.plis_received += 1;
+                self.keyframe_requested(now);
+            }
+            Feedback::Fir { media_ssrc, .. } if self.about_us(media_ssrc) => {
+                self.stats.firs_received += 1;
+                self.keyframe_requested(now);
+            }
+            Feedback::Remb {
+                bitrate_bps, ssrcs, ..
+            } if ssrcs.is_empty() || ssrcs.contains(&self.ssrc) => {
+                self.stats.remb_received_bps = bitrate_bps;
+                let target = match self.sender.as_mut() {
+                    Some(sender) => sender.rate.on_remb(bitrate_bps),
+                    None => return,
+                };
+                self.apply_target(target);
+            }
+            other => trace!(?other, "feedback about another source ignored"),
+        }
+    }
+
+    // ----- timers -----
+
+    fn on_timers(&mut self, now: Instant) {
+        if let Some(dtls) = self.security.dtls.as_mut()
+            && dtls.poll_timeout().is_some_and(|t| t <= now)
+        {
+            dtls.handle_timeout(now);
+            self.drive_dtls(now);
+        }
+        if let Some(deadline) = self.security.dtls_deadline
+            && deadline <= now
+            && self.security.srtp.is_none()
+        {
+            self.security_failed("DTLS handshake timed out".into());
+        }
+        self.pop_frames(now);
+        if self.next_nack <= now {
+            self.next_nack = now + NACK_INTERVAL;
+            self.send_nacks(now);
+        }
+        self.request_keyframe_if_needed(now);
+        self.release_pending_keyframe(now);
+        let receiver = &mut self.receiver;
+        if receives(self.direction)
+            && !self.recv_codecs.is_empty()
+            && self.security.ready()
+            && !receiver.timed_out
+            && now.saturating_duration_since(receiver.last_rtp) >= self.rtp_timeout
+        {
+            receiver.timed_out = true;
+            self.emit(VideoEvent::RtpTimeout);
+        }
+        if self.next_report <= now {
+            self.queue_report(now, None);
+            self.next_report = now + randomized(self.report_interval);
+            if let Some(sender) = self.sender.as_mut() {
+                sender
+                    .retransmitted
+                    .retain(|_, at| now.saturating_duration_since(*at) < HISTORY_AGE);
+            }
+        }
+        self.publish();
+        if self.next_stats <= now {
+            self.next_stats = now + self.stats_interval;
+            self.emit(VideoEvent::Stats(self.stats.clone()));
+        }
+    }
+
+    fn send_nacks(&mut self, now: Instant) {
+        if !self.feedback.nack || !receives(self.direction) {
+            return;
+        }
+        let rtt = self.rtt.unwrap_or(DEFAULT_RTT);
+        let Some((_, assembler)) = self.receiver.assembler.as_mut() else {
+            return;
+        };
+        let seqs = assembler.nacks(now, rtt);
+        let Some(media_ssrc) = self.receiver.stats.ssrc() else {
+            return;
+        };
+        if seqs.is_empty() {
+            return;
+        }
+        self.stats.nacks_sent += 1;
+        self.stats.nacked_packets += seqs.len() as u64;
+        let feedback = Feedback::Nack {
+            sender_ssrc: self.ssrc,
+            media_ssrc,
+            seqs,
+        };
+        self.queue_feedback(&feedback);
+    }
+
+    fn request_keyframe_if_needed(&mut self, now: Instant) {
+        let receiver = &mut self.receiver;
+        if let Some((_, assembler)) = receiver.assembler.as_mut()
+            && assembler.take_keyframe_request()
+        {
+            receiver.want_keyframe = true;
+        }
+        if !receiver.want_keyframe || !receives(self.direction) {
+            return;
+        }
+        if receiver
+            .last_request
+            .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        let Some(media_ssrc) = receiver.stats.ssrc() else {
+            return;
+        };
+        let feedback = if self.feedback.pli {
+            self.stats.plis_sent += 1;
+            Feedback::Pli {
+                sender_ssrc: self.ssrc,
+                media_ssrc,
+            }
+        } else if self.feedback.fir {
+            receiver.fir_seq = receiver.fir_seq.wrapping_add(1);
+            self.stats.firs_sent += 1;
+            Feedback::Fir {
+                sender_ssrc: self.ssrc,
+                media_ssrc,
+                seq_nr: receiver.fir_seq,
+            }
+        } else {
+            // The peer takes no keyframe requests: wait for its periodic keyframes.
+            receiver.want_keyframe = false;
+            return;
+        };
+        receiver.want_keyframe = false;
+        receiver.last_request = Some(now);
+        self.queue_feedback(&feedback);
+    }
+
+    fn release_pending_keyframe(&mut self, now: Instant) {
+        let due = self.sender.as_ref().is_some_and(|s| {
+            s.keyframe_pending
+                && s.last_forced
+                    .is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_MIN_INTERVAL)
+        });
+        if due && let Some(sender) = self.sender.as_mut() {
+            sender.keyframe_pending = false;
+            sender.last_forced = Some(now);
+            self.encoder_command(EncoderCommand::Keyframe);
+        }
+    }
+
+    // ----- RTCP out -----
+
+    /// Where RTCP goes: the RTCP socket's peer when not muxed, else the RTP address.
+    fn rtcp_destination(&self) -> (Via, SocketAddr) {
+        if self.rtcp_mux {
+            return (Via::Rtp, self.remote_rtp);
+        }
+        let to = self.remote_rtcp.unwrap_or_else(|| {
+            let mut addr = self.remote_rtp;
+            addr.set_port(addr.port().wrapping_add(1));
+            addr
+        });
+        let via = if self.rtcp_socket.is_some() {
+            Via::Rtcp
+        } else {
+            Via::Rtp
+        };
+        (via, to)
+    }
+
+    /// Protects and queues an RTCP compound.
+    fn queue_rtcp(&mut self, compound: Vec<u8>) {
+        if !self.security.ready() {
+            return;
+        }
+        let datagram = match self.security.srtp.as_mut() {
+            Some(ctx) => match ctx.protect_rtcp(&compound) {
+                Ok(protected) => protected,
+                Err(e) => {
+                    warn!(error = %e, "SRTCP protect failed; video RTCP dropped");
+                    return;
+                }
+            },
+            None => compound,
+        };
+        let (via, to) = self.rtcp_destination();
+        self.outbox.push((via, to, datagram));
+    }
+
+    /// Feedback goes out at once in a minimal compound: an empty RR and the SDES CNAME first
+    /// (RFC 4585 §3.1: no reduced-size RTCP), the report blocks stay with the regular reports.
+    fn queue_feedback(&mut self, feedback: &Feedback) {
+        let mut compound = rtcp::build_compound(&[
+            RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc: self.ssrc,
+                reports: Vec::new(),
+            }),
+            RtcpPacket::Sdes(Sdes::cname(self.ssrc, &self.cname)),
+        ]);
+        write_feedback(&mut compound, feedback);
+        self.queue_rtcp(compound);
+    }
+
+    /// The regular report: SR (we sent in the last two intervals) or RR with the block about the
+    /// peer's stream, SDES CNAME, REMB when negotiated, BYE when `bye` gives a reason.
+    fn queue_report(&mut self, now: Instant, bye: Option<&str>) {
+        if !self.security.ready() {
+            return;
+        }
+        let mut reports = Vec::new();
+        if let Some(block) = self.receiver.stats.report_block(now) {
+            reports.push(block);
+        }
+        let ssrc = self.ssrc;
+        let report = match self.sender.as_mut() {
+            Some(sender) if sender.sent_since_report || sender.sent_in_previous_interval => {
+                sender.sent_in_previous_interval = std::mem::take(&mut sender.sent_since_report);
+                let ntp = rtcp::ntp_now();
+                self.receiver.stats.on_report_sent(ntp, now);
+                RtcpPacket::SenderReport(SenderReport {
+                    ssrc,
+                    ntp_timestamp: ntp,
+                    rtp_timestamp: sender.timestamp_at(now),
+                    packet_count: sender.packets,
+                    octet_count: sender.octets,
+                    reports,
+                })
+            }
+            _ => RtcpPacket::ReceiverReport(ReceiverReport { ssrc, reports }),
+        };
+        let mut compound =
+            rtcp::build_compound(&[report, RtcpPacket::Sdes(Sdes::cname(ssrc, &self.cname))]);
+        if self.feedback.remb
+            && receives(self.direction)
+            && let Some(media) = self.receiver.stats.ssrc()
+            && self.receiver.got_rtp
+        {
+            let loss = f32::from(self.receiver.stats.last_fraction_lost()) / 256.0;
+            let bitrate_bps = self.receiver.rate.estimate(now, loss);
+            if bitrate_bps > 0 {
+                self.stats.remb_sent_bps = bitrate_bps;
+                write_feedback(
+                    &mut compound,
+                    &Feedback::Remb {
+                        sender_ssrc: ssrc,
+                        bitrate_bps,
+                        ssrcs: vec![media],
+                    },
+                );
+            }
+        }
+        if let Some(reason) = bye {
+            rtcp::write_packet(
+                &mut compound,
+                &RtcpPacket::Bye(Bye {
+                    sources: vec![ssrc],
+                    reason: Some(reason.to_owned()),
+                }),
+            );
+        }
+        self.queue_rtcp(compound);
+    }
+
+    /// Refreshes the counters the handles read.
+    fn publish(&mut self) {
+        let rx = &self.receiver.stats;
+        self.stats.packets_lost = rx.cumulative_lost();
+        self.stats.loss_percent = rx.loss_percent();
+        self.stats.rtt_ms = self.rtt.map(|d| d.as_secs_f32() * 1000.0);
+        self.stats.srtp = self.security.secure && self.security.srtp.is_some();
+        self.stats.srtp_auth_failures = self.security.auth_failures();
+        let mut assembled = self.receiver.old_assembler;
+        if let Some((_, assembler)) = self.receiver.assembler.as_ref() {
+            add_assembler_stats(&mut assembled, &assembler.stats());
+        }
+        self.stats.frames_dropped_assembler = assembled.frames_dropped;
+        self.stats.packets_dropped =
+            assembled.packets_late + assembled.packets_duplicate + assembled.packets_dropped;
+        self.stats.malformed_dropped = self
+            .stats
+            .malformed_dropped
+            .max(assembled.packets_malformed);
+        if let Some(encoder) = self.sender.as_ref().and_then(|s| s.encoder.as_ref()) {
+            self.stats.frames_skipped = encoder.counters.skipped.load(Ordering::Relaxed);
+            self.stats.encode_errors = self
+                .stats
+                .encode_errors
+                .max(encoder.counters.errors.load(Ordering::Relaxed));
+        }
+        let mut shared = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.clone_from(&self.stats);
+    }
+}
+
+/// Adds the counters of `more` to `total`.
+fn add_assembler_stats(total: &mut AssemblerStats, more: &AssemblerStats) {
+    total.packets_accepted += more.packets_accepted;
+    total.keyframes_complete += more.keyframes_complete;
+    total.packets_lost += more.packets_lost;
+    total.packets_recovered += more.packets_recovered;
+    total.frames_complete += more.frames_complete;
+    total.frames_dropped += more.frames_dropped;
+    total.packets_late += more.packets_late;
+    total.packets_duplicate += more.packets_duplicate;
+    total.packets_malformed += more.packets_malformed;
+    total.packets_dropped += more.packets_dropped;
+    total.nacked += more.nacked;
+    total.keyframe_requests += more.keyframe_requests;
+}
+
+/// The next notice of the encoder thread, or never when there is none.
+async fn recv_encoder(rx: Option<&mut mpsc::Receiver<EncoderNotice>>) -> Option<EncoderNotice> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `recv_from` on the RTCP socket, or never when RTCP is multiplexed.
+async fn recv_optional(
+    socket: Option<&MediaSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directions() {
+        assert!(sends(Direction::SendRecv) && receives(Direction::SendRecv));
+        assert!(sends(Direction::SendOnly) && !receives(Direction::SendOnly));
+        assert!(!sends(Direction::RecvOnly) && receives(Direction::RecvOnly));
+        assert!(!sends(Direction::Inactive) && !receives(Direction::Inactive));
+    }
+
+    #[test]
+    fn retransmission_budget_refills_at_its_rate() {
+        let start = Instant::now();
+        let mut budget = Budget {
+            tokens: 0.0,
+            at: start,
+        };
+        // 80 kbit/s = 10 000 bytes/s.
+        assert!(!budget.take(start, 1000, 80_000));
+        let later = start + Duration::from_millis(100);
+        assert!(budget.take(later, 1000, 80_000));
+        assert!(!budget.take(later, 1000, 80_000));
+        // Never more than one second's worth, however long it idled.
+        let much_later = later + Duration::from_secs(60);
+        let mut taken = 0;
+        while budget.take(much_later, 1000, 80_000) {
+            taken += 1;
+        }
+        assert_eq!(taken, 10);
+    }
+
+    #[test]
+    fn report_intervals_are_randomized() {
+        let mean = Duration::from_secs(1);
+        let draws: Vec<Duration> = (0..100).map(|_| randomized(mean)).collect();
+        assert!(draws.iter().all(|d| *d >= mean / 2 && *d < mean * 3 / 2));
+        assert!(draws.iter().any(|d| *d != draws[0]));
+    }
+}

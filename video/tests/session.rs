@@ -1,0 +1,257 @@
+//! Two video sessions over loopback UDP: VP8 and H.264 both ways, a Y4M recording, SDES-SRTP
+//! and DTLS-SRTP, camera off/on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
+mod session_support;
+
+use std::time::Duration;
+
+use session_support::*;
+use tandem_media::session::MediaSecurity;
+use tandem_media::srtp::{CryptoSuite, DtlsCertificate, DtlsRole, SdesCrypto};
+use tandem_video::codec::VideoCodecKind;
+use tandem_video::session::{VideoEvent, VideoStats};
+use tandem_video::y4m::{create_y4m, open_y4m};
+use tokio::sync::Mutex;
+
+/// The tests of this file run one at a time: each runs four codec threads on a shared machine.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+const SIZE: (u32, u32, u32) = (320, 240, 15);
+
+/// Checks what one side received from a clean path.
+fn check_clean(side: &str, seen: &[Seen], stats: &VideoStats, min_frames: usize) {
+    assert!(
+        seen.len() >= min_frames,
+        "{side}: {} frames decoded, stats {stats:?}",
+        seen.len()
+    );
+    assert!(
+        seen.iter().all(|s| (s.width, s.height) == (SIZE.0, SIZE.1)),
+        "{side}: wrong sizes"
+    );
+    let counters = counters(seen);
+    // Lossy coding may blur a frame's stamp now and then, not most of them.
+    assert!(
+        counters.len() * 10 >= seen.len() * 9,
+        "{side}: only {} of {} counters readable",
+        counters.len(),
+        seen.len()
+    );
+    assert_increasing(&counters);
+    let span = counters.last().unwrap() - counters.first().unwrap();
+    assert!(
+        span as usize + 1 >= min_frames,
+        "{side}: counter advanced by {span}"
+    );
+    assert_eq!(stats.decode_errors, 0, "{side}: {stats:?}");
+    assert!(stats.keyframes_received >= 1, "{side}: {stats:?}");
+    assert!(stats.frames_decoded as usize >= seen.len());
+    assert_eq!((stats.recv_width, stats.recv_height), (SIZE.0, SIZE.1));
+    assert_eq!((stats.send_width, stats.send_height), (SIZE.0, SIZE.1));
+    assert!(stats.frames_sent >= min_frames as u64, "{side}: {stats:?}");
+    assert!(stats.packets_sent >= stats.frames_sent);
+    assert!(stats.bytes_sent > 0 && stats.packets_received > 0);
+    assert_eq!(stats.unknown_pt_dropped, 0);
+}
+
+async fn clean_call(kind: VideoCodecKind, security: (MediaSecurity, MediaSecurity)) {
+    let (sa, addr_a) = bind().await;
+    let (sb, addr_b) = bind().await;
+    let (cfg_a, seen_a) = config(sa, addr_b, kind, SIZE, security.0);
+    let (cfg_b, seen_b) = config(sb, addr_a, kind, SIZE, security.1);
+    let mut b = start(cfg_b, seen_b);
+    let mut a = start(cfg_a, seen_a);
+    let enough = wait_until(Duration::from_secs(15), || {
+        a.seen.len() >= 30 && b.seen.len() >= 30
+    })
+    .await;
+    let events_a = a.drain_events();
+    let events_b = b.drain_events();
+    let stats_a = a.session.stop().await;
+    let stats_b = b.session.stop().await;
+    assert!(enough, "A saw {}, B saw {}", a.seen.len(), b.seen.len());
+    check_clean("A", &a.seen.snapshot(), &stats_a, 30);
+    check_clean("B", &b.seen.snapshot(), &stats_b, 30);
+    for events in [&events_a, &events_b] {
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                VideoEvent::FirstFrame {
+                    width: 320,
+                    height: 240
+                }
+            )),
+            "{events:?}"
+        );
+        assert!(!events.iter().any(|e| matches!(e, VideoEvent::RtpTimeout)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_both_ways_on_a_clean_path() {
+    let _serial = SERIAL.lock().await;
+    clean_call(
+        VideoCodecKind::Vp8,
+        (MediaSecurity::Plain, MediaSecurity::Plain),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_both_ways_on_a_clean_path() {
+    let _serial = SERIAL.lock().await;
+    clean_call(
+        VideoCodecKind::H264,
+        (MediaSecurity::Plain, MediaSecurity::Plain),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_over_sdes_srtp() {
+    let _serial = SERIAL.lock().await;
+    let ka = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
+    let kb = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
+    let sec_a = MediaSecurity::Sdes {
+        local: ka.clone(),
+        remote: kb.clone(),
+    };
+    let sec_b = MediaSecurity::Sdes {
+        local: kb,
+        remote: ka,
+    };
+    clean_call(VideoCodecKind::Vp8, (sec_a, sec_b)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_over_dtls_srtp() {
+    let _serial = SERIAL.lock().await;
+    let cert_a = DtlsCertificate::generate().unwrap();
+    let cert_b = DtlsCertificate::generate().unwrap();
+    let sec_a = MediaSecurity::Dtls {
+        role: DtlsRole::Client,
+        remote_fingerprint: cert_b.fingerprint(),
+        cert: cert_a.clone(),
+    };
+    let sec_b = MediaSecurity::Dtls {
+        role: DtlsRole::Server,
+        remote_fingerprint: cert_a.fingerprint(),
+        cert: cert_b,
+    };
+    clean_call(VideoCodecKind::H264, (sec_a, sec_b)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_session_refuses_plain_rtp_and_wrong_keys() {
+    let _serial = SERIAL.lock().await;
+    // A sends with keys B does not have: B decodes nothing and counts the failures.
+    let (sa, addr_a) = bind().await;
+    let (sb, addr_b) = bind().await;
+    let ka = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
+    let kb = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
+    let other = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
+    let (cfg_a, seen_a) = config(
+        sa,
+        addr_b,
+        VideoCodecKind::Vp8,
+        SIZE,
+        MediaSecurity::Sdes {
+            local: ka,
+            remote: kb.clone(),
+        },
+    );
+    let (cfg_b, seen_b) = config(
+        sb,
+        addr_a,
+        VideoCodecKind::Vp8,
+        SIZE,
+        MediaSecurity::Sdes {
+            local: kb,
+            remote: other,
+        },
+    );
+    let b = start(cfg_b, seen_b);
+    let a = start(cfg_a, seen_a);
+    // Plain RTP of the right payload type on top.
+    let (raw, _) = bind().await;
+    for seq in 0..50u16 {
+        let mut pkt = vec![
+            0x80, 96, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4, 0x90, 0x80, 0x00, 0x00,
+        ];
+        pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+        raw.send_to(&pkt, addr_b).await.unwrap();
+    }
+    let failing = wait_until(Duration::from_secs(10), || {
+        b.session.stats().srtp_auth_failures >= 40
+    })
+    .await;
+    let stats_b = b.session.stop().await;
+    let stats_a = a.session.stop().await;
+    assert!(failing, "{stats_b:?}");
+    assert_eq!(stats_b.frames_decoded, 0);
+    assert_eq!(stats_b.packets_received, 0);
+    assert!(stats_b.srtp);
+    // A gets B's video fine: B's sending key is the one A expects.
+    assert!(stats_a.frames_decoded > 0, "{stats_a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_is_complete_after_stop_and_camera_off_stops_frames() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rx.y4m");
+    let (sa, addr_a) = bind().await;
+    let (sb, addr_b) = bind().await;
+    let (cfg_a, seen_a) = config(sa, addr_b, VideoCodecKind::Vp8, SIZE, MediaSecurity::Plain);
+    let (mut cfg_b, seen_b) = config(sb, addr_a, VideoCodecKind::Vp8, SIZE, MediaSecurity::Plain);
+    // B records instead of collecting, and sends nothing.
+    cfg_b.sink = Some(Box::new(create_y4m(&path, 15).unwrap()));
+    cfg_b.send = None;
+    let b = start(cfg_b, seen_b);
+    let a = start(cfg_a, seen_a);
+    assert!(
+        wait_until(Duration::from_secs(15), || b.session.stats().frames_decoded
+            >= 20)
+        .await,
+        "{:?}",
+        b.session.stats()
+    );
+    // Camera off: A stops sending frames (RTCP goes on).
+    a.session.control().set_source(None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = a.session.stats().frames_sent;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        a.session.stats().frames_sent,
+        sent,
+        "frames after camera off"
+    );
+    // Camera on again at another size: the receiver follows.
+    a.session.control().set_source(Some(Box::new(
+        tandem_video::source::PatternSource::new(160, 120, 15).unwrap(),
+    )));
+    assert!(
+        wait_until(Duration::from_secs(10), || b.session.stats().recv_width
+            == 160)
+        .await,
+        "{:?}",
+        b.session.stats()
+    );
+    let stats_b = b.session.stop().await;
+    a.session.stop().await;
+    let mut reader = open_y4m(&path).unwrap();
+    assert_eq!((reader.header().width, reader.header().height), (320, 240));
+    let mut frames = 0u64;
+    let mut readable = Vec::new();
+    while let Some(frame) = reader.read_frame().unwrap() {
+        frames += 1;
+        if let Some(n) = tandem_video::counter::read_counter(&frame) {
+            readable.push(n);
+        }
+    }
+    assert_eq!(frames, stats_b.frames_decoded, "{stats_b:?}");
+    assert!(readable.len() >= 20);
+    assert_eq!(stats_b.frames_sent, 0);
+}
