@@ -64,6 +64,9 @@ pub enum DropReason {
     Malformed,
     /// The payload alone is larger than the largest frame.
     TooLarge,
+    /// The sequence number is further from the others than the buffer holds (a second
+    /// consecutive one restarts the buffer there).
+    OutOfRange,
 }
 
 /// What happened to an inserted packet.
@@ -157,6 +160,8 @@ pub struct FrameAssembler {
     last_dropped_ts: Option<u32>,
     /// The latest time passed in by the caller.
     last_now: Option<Instant>,
+    /// A packet far outside the buffer, remembered to detect a real sequence jump.
+    jump_candidate: Option<u64>,
     stats: AssemblerStats,
 }
 
@@ -187,6 +192,7 @@ impl FrameAssembler {
             last_request: None,
             last_dropped_ts: None,
             last_now: None,
+            jump_candidate: None,
             stats: AssemblerStats::default(),
         }
     }
@@ -236,34 +242,38 @@ impl FrameAssembler {
             return InsertOutcome::Dropped(DropReason::TooLarge);
         }
         let ext = self.extend(packet.header.sequence);
-        if let Some(h) = self.highest
-            && h > ext
-            && h - ext > self.config.max_buffered_packets as u64
-        {
-            // A jump back larger than the buffer: the sender restarted its sequence.
-            self.restart(now, ext);
+        let bound = self.config.max_buffered_packets as u64;
+        let far = self.highest.is_some_and(|h| ext.abs_diff(h) > bound);
+        if far {
+            // A jump beyond the buffer: one stray packet is dropped, but two in a row mean the
+            // sender really moved (a long outage, a restarted sequence): start over there.
+            if self
+                .jump_candidate
+                .is_some_and(|c| c.wrapping_add(1) == ext)
+            {
+                self.restart(now, ext);
+            } else {
+                self.jump_candidate = Some(ext);
+                self.stats.packets_dropped += 1;
+                return InsertOutcome::Dropped(DropReason::OutOfRange);
+            }
         }
+        self.jump_candidate = None;
         match self.highest {
             None => {
                 self.highest = Some(ext);
                 self.next = ext;
             }
             Some(h) if ext > h => {
-                let gap = ext - h - 1;
-                if gap >= self.config.max_buffered_packets as u64 {
-                    // A jump larger than the buffer: start over from this packet.
-                    self.restart(now, ext);
-                } else {
-                    for s in h + 1..ext {
-                        self.missing.insert(
-                            s,
-                            Missing {
-                                detected: now,
-                                last_nack: None,
-                                nacks: 0,
-                            },
-                        );
-                    }
+                for s in h + 1..ext {
+                    self.missing.insert(
+                        s,
+                        Missing {
+                            detected: now,
+                            last_nack: None,
+                            nacks: 0,
+                        },
+                    );
                 }
                 self.highest = Some(ext);
             }
@@ -325,7 +335,12 @@ impl FrameAssembler {
     /// Before anything was released, a head packet that does not start a frame means its
     /// predecessors are still to come: wait (and NACK) for the one before it.
     fn mark_unknown_start(&mut self, now: Instant, ext: u64, payload: &[u8]) {
-        if !self.head_moved && !rtp::is_frame_start(self.kind, payload) {
+        // An H.264 IDR without its SPS is likely preceded by the parameter sets of its frame.
+        let unsure = !rtp::is_frame_start(self.kind, payload)
+            || (self.kind == VideoCodecKind::H264
+                && rtp::is_keyframe(self.kind, payload)
+                && !rtp::h264::has_sps(payload));
+        if !self.head_moved && unsure {
             self.missing.insert(
                 ext - 1,
                 Missing {
@@ -480,6 +495,15 @@ impl FrameAssembler {
                     .find(|&k| self.is_keyframe_start(k));
                 if let Some(k) = target {
                     self.drop_range(k);
+                    continue;
+                }
+                // A head that does not start a frame (its start was given up) cannot be used.
+                if self
+                    .packets
+                    .get(&self.next)
+                    .is_some_and(|s| !rtp::is_frame_start(self.kind, &s.payload))
+                {
+                    self.drop_range(self.next + 1);
                     continue;
                 }
             }
