@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = None,
     after_help = "Events go to stdout, one line each: `event key=value ...` (registered, unregistered, \
 trying, ringing, answered, media, dtmf, held, resumed, transferred, quality, ended, incoming, rejected, \
-failed, options, message, imdn, published, presence, msrp, chat, file, buddy). Diagnostics go to stderr.\n\
+failed, options, message, imdn, published, presence, msrp, chat, file, buddy, video). Diagnostics go to stderr.\n\
 Exit codes: 0 success, 1 refused by the peer (3xx-6xx), 2 usage/config error, 3 authentication \
 failed, 4 timeout or network error, 5 interrupted (SIGINT/SIGTERM).\n\
 During a call, stdin takes one command a line: hold, resume, mute, unmute, dtmf DIGITS, transfer URI, \
@@ -343,6 +343,39 @@ pub struct MediaArgs {
     /// Seconds after the answer before --transfer-to.
     #[arg(long = "transfer-after", value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     pub transfer_after: Duration,
+    /// Offer and accept video, sending `pattern` (moving colour bars with a frame counter), a YUV4MPEG2
+    /// file (looped) or `none` (receive only). Prints `video started codec=VP8 pt=96 send=320x240@15 recv=yes`,
+    /// `video first-frame WxH`, and at hang-up `video stats sent=N received=N decoded=N keyframes=N
+    /// nacks_sent=N nacks_received=N plis_sent=N plis_received=N retransmitted=N decode_errors=N lost=N`
+    /// (sent: frames we encoded; received/decoded/keyframes: frames from the peer; lost: RTP packets never received).
+    #[arg(long, value_name = "pattern|FILE.y4m|none")]
+    pub video: Option<String>,
+    /// Size of the --video pattern, WIDTHxHEIGHT.
+    #[arg(long = "video-size", value_name = "WxH", default_value = "320x240", value_parser = parse_video_size)]
+    pub video_size: (u32, u32),
+    /// Frame rate of the --video pattern.
+    #[arg(long = "video-fps", value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub video_fps: u32,
+    /// Video codecs to offer and accept, in order of preference (comma-separated: vp8, h264; default vp8,h264).
+    #[arg(long = "video-codec", value_name = "vp8|h264", value_delimiter = ',', value_parser = parse_video_codec)]
+    pub video_codec: Vec<String>,
+    /// Write the received video to this YUV4MPEG2 file (also without --video: then we only receive).
+    #[arg(long = "record-video", value_name = "OUT.y4m")]
+    pub record_video: Option<PathBuf>,
+}
+
+/// Parses `--video-size` (`WIDTHxHEIGHT`).
+pub fn parse_video_size(text: &str) -> Result<(u32, u32), String> {
+    tandem_client_core::parse_video_size(text)
+}
+
+/// Checks a video codec name (case-insensitive) and returns its SDP name (`VP8`, `H264`).
+pub fn parse_video_codec(text: &str) -> Result<String, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "vp8" => Ok("VP8".into()),
+        "h264" | "h.264" | "avc" => Ok("H264".into()),
+        _ => Err(format!("unknown video codec {text:?} (vp8, h264)")),
+    }
 }
 
 /// Parses a number of seconds (fractions allowed) into a duration.
@@ -449,6 +482,51 @@ mod tests {
     }
 
     #[test]
+    fn video_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tandem-cli",
+            "answer",
+            "--video",
+            "pattern",
+            "--video-size",
+            "640x480",
+            "--video-fps",
+            "30",
+            "--video-codec",
+            "h264,VP8",
+            "--record-video",
+            "out.y4m",
+        ])
+        .unwrap();
+        let Some(Command::Answer { media, .. }) = cli.command else {
+            panic!("not answer");
+        };
+        assert_eq!(media.video.as_deref(), Some("pattern"));
+        assert_eq!(media.video_size, (640, 480));
+        assert_eq!(media.video_fps, 30);
+        assert_eq!(
+            media.video_codec,
+            vec!["H264".to_string(), "VP8".to_string()]
+        );
+        assert_eq!(
+            media.record_video.as_deref(),
+            Some(std::path::Path::new("out.y4m"))
+        );
+        for bad in [
+            ["--video-size", "640"],
+            ["--video-size", "0x0"],
+            ["--video-fps", "0"],
+            ["--video-fps", "500"],
+            ["--video-codec", "theora"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["tandem-cli", "call", "x", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn media_flags_parse() {
         let cli = Cli::try_parse_from([
             "tandem-cli",
@@ -491,6 +569,8 @@ mod tests {
         assert!(Cli::try_parse_from(["tandem-cli", "call", "x", "--play-once"]).is_err());
         assert!(Cli::try_parse_from(["tandem-cli", "call", "x", "--resume-after", "2"]).is_err());
         assert!(Cli::try_parse_from(["tandem-cli", "list-devices"]).is_ok());
+        assert!(media.video.is_none() && media.record_video.is_none());
+        assert_eq!((media.video_size, media.video_fps), ((320, 240), 15));
         let cli = Cli::try_parse_from(["tandem-cli", "--list-devices"]).unwrap();
         assert!(cli.list_devices && cli.command.is_none());
     }

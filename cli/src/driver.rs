@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use tandem_client_core::types::CallQuality;
-use tandem_client_core::{Account, Call, CallEvent, EndReason, EndedBy, UaError};
+use tandem_client_core::{
+    Account, Call, CallEvent, EndReason, EndedBy, UaError, VideoNotice, VideoStats,
+};
 use tandem_proto::sdp::SecurityKind;
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -131,6 +133,58 @@ pub fn quality_event(q: &CallQuality, report: Report) -> Event {
         .kv("srtp", if q.srtp { "yes" } else { "no" })
         .kv("srtp_auth_failures", q.srtp_auth_failures)
         .kv("report", report.as_str())
+}
+
+/// The `video stats …` line printed at hang-up: frames we sent, frames from the peer
+/// (received, decoded, keyframes among them), feedback both ways, retransmissions, decoder
+/// errors and RTP packets lost.
+pub fn video_stats_event(s: &VideoStats) -> Event {
+    Event::new("video stats")
+        .kv("sent", s.frames_sent)
+        .kv("received", s.frames_received)
+        .kv("decoded", s.frames_decoded)
+        .kv("keyframes", s.keyframes_received)
+        .kv("nacks_sent", s.nacks_sent)
+        .kv("nacks_received", s.nacks_received)
+        .kv("plis_sent", s.plis_sent)
+        .kv("plis_received", s.plis_received)
+        .kv("retransmitted", s.retransmissions)
+        .kv("decode_errors", s.decode_errors)
+        .kv("lost", s.packets_lost)
+}
+
+/// The line for a video notice (`None`: not printed, e.g. periodic counters).
+pub fn video_event(n: &VideoNotice) -> Option<Event> {
+    Some(match n {
+        VideoNotice::Started {
+            codec,
+            payload_type,
+            send,
+            recv,
+            ..
+        } => Event::new("video started")
+            .kv("codec", codec)
+            .kv("pt", payload_type)
+            .kv(
+                "send",
+                match send {
+                    Some((w, h, fps)) => format!("{w}x{h}@{fps}"),
+                    None => "no".into(),
+                },
+            )
+            .kv("recv", if *recv { "yes" } else { "no" }),
+        VideoNotice::FirstFrame { width, height } => {
+            Event::new(&format!("video first-frame {width}x{height}"))
+        }
+        VideoNotice::SizeChanged { width, height } => {
+            Event::new(&format!("video size {width}x{height}"))
+        }
+        VideoNotice::Stopped(_) => Event::new("video stopped"),
+        VideoNotice::Rejected(reason) => Event::new("video rejected").kv("reason", reason),
+        VideoNotice::RtpTimeout => Event::new("video rtp-timeout"),
+        VideoNotice::Warning(reason) => Event::new("video warning").kv("reason", reason),
+        _ => return None,
+    })
 }
 
 /// Prints `media codec=… secure=no|sdes|dtls local=IP:PORT remote=IP:PORT` (and `early=yes` for early media).
@@ -264,9 +318,20 @@ pub async fn drive(mut call: Call, mut ctx: DriveContext<'_>) -> Outcome {
                     CallEvent::IceFailed(r) => Event::new("ice failed").kv("reason", r).emit(),
                     CallEvent::IceRestart(r) => Event::new("ice restart").kv("reason", r).emit(),
                     CallEvent::IceOff(r) => Event::new("ice off").kv("reason", r).emit(),
+                    CallEvent::Video(n) => {
+                        if let VideoNotice::Warning(m) = &n {
+                            eprintln!("tandem-cli: video: {m}");
+                        }
+                        if let Some(ev) = video_event(&n) {
+                            ev.emit();
+                        }
+                    }
                     CallEvent::Ended { by, reason } => {
                         if media_started {
                             emit_quality(&call.quality(), Report::Final);
+                        }
+                        if let Some(v) = call.video_stats() {
+                            video_stats_event(&v).emit();
                         }
                         Event::new("ended").kv("by", by).kv("reason", reason).emit();
                         return Outcome::Ended { by, reason };
@@ -347,6 +412,61 @@ async fn apply(call: &Call, account: &Account, cmd: Control, hung_up: &mut bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn video_lines() {
+        let started = VideoNotice::Started {
+            codec: "VP8".into(),
+            payload_type: 96,
+            send: Some((320, 240, 15)),
+            recv: true,
+            secure: false,
+        };
+        assert_eq!(
+            video_event(&started).unwrap().as_str(),
+            "video started codec=VP8 pt=96 send=320x240@15 recv=yes"
+        );
+        let recv_only = VideoNotice::Started {
+            codec: "H264".into(),
+            payload_type: 97,
+            send: None,
+            recv: true,
+            secure: true,
+        };
+        assert_eq!(
+            video_event(&recv_only).unwrap().as_str(),
+            "video started codec=H264 pt=97 send=no recv=yes"
+        );
+        assert_eq!(
+            video_event(&VideoNotice::FirstFrame {
+                width: 320,
+                height: 240
+            })
+            .unwrap()
+            .as_str(),
+            "video first-frame 320x240"
+        );
+        assert!(video_event(&VideoNotice::Stats(VideoStats::default())).is_none());
+        let s = VideoStats {
+            frames_sent: 90,
+            frames_received: 88,
+            frames_decoded: 87,
+            keyframes_received: 2,
+            nacks_sent: 3,
+            nacks_received: 4,
+            plis_sent: 1,
+            plis_received: 2,
+            retransmissions: 5,
+            decode_errors: 0,
+            packets_lost: 6,
+            ..VideoStats::default()
+        };
+        assert_eq!(
+            video_stats_event(&s).as_str(),
+            "video stats sent=90 received=88 decoded=87 keyframes=2 nacks_sent=3 nacks_received=4 \
+             plis_sent=1 plis_received=2 retransmitted=5 decode_errors=0 lost=6"
+        );
+    }
 
     #[test]
     fn quality_line() {

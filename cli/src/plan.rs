@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tandem_client_core::types::Uri;
-use tandem_client_core::{Account, MediaOptions};
+use tandem_client_core::{Account, MediaOptions, VideoOptions, VideoSourceSpec};
 use tandem_media::device::DeviceSpec;
 
 use crate::args::MediaArgs;
@@ -74,6 +74,7 @@ pub fn build(args: &MediaArgs, account: &mut Account) -> Result<CallPlan> {
         capture,
         playback,
         loop_capture: !args.play_once,
+        video: video_options(args)?,
         ..MediaOptions::default()
     };
     if !args.codec.is_empty() {
@@ -102,6 +103,48 @@ pub fn build(args: &MediaArgs, account: &mut Account) -> Result<CallPlan> {
     })
 }
 
+/// The video options of `--video`, `--video-size`, `--video-fps`, `--video-codec` and
+/// `--record-video` (`None` without `--video` and `--record-video`: an audio-only call).
+pub fn video_options(args: &MediaArgs) -> Result<Option<VideoOptions>> {
+    if args.video.is_none() && args.record_video.is_none() {
+        if !args.video_codec.is_empty() {
+            bail!("--video-codec needs --video or --record-video");
+        }
+        return Ok(None);
+    }
+    let source = match args.video.as_deref().map(str::trim) {
+        None => VideoSourceSpec::None,
+        Some(v) if v.eq_ignore_ascii_case("pattern") => {
+            let (width, height) = args.video_size;
+            VideoSourceSpec::Pattern {
+                width,
+                height,
+                fps: args.video_fps,
+            }
+        }
+        Some(v) => {
+            let spec: VideoSourceSpec = v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--video {v}: {e}"))?;
+            if let VideoSourceSpec::File(path) = &spec
+                && !path.is_file()
+            {
+                bail!("--video {}: no such file", path.display());
+            }
+            spec
+        }
+    };
+    let mut video = VideoOptions {
+        source,
+        record: args.record_video.clone(),
+        ..VideoOptions::default()
+    };
+    if !args.video_codec.is_empty() {
+        video.codecs = args.video_codec.clone();
+    }
+    Ok(Some(video))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,8 +153,46 @@ mod tests {
         MediaArgs {
             dtmf_delay: Duration::from_secs(1),
             transfer_after: Duration::from_secs(1),
+            video_size: (320, 240),
+            video_fps: 15,
             ..MediaArgs::default()
         }
+    }
+
+    #[test]
+    fn video_plans() {
+        let mut account = Account::new("a", "127.0.0.1");
+        assert!(build(&args(), &mut account).unwrap().media.video.is_none());
+        let mut a = args();
+        a.video = Some("pattern".into());
+        a.video_size = (640, 480);
+        a.video_fps = 30;
+        a.video_codec = vec!["H264".into()];
+        let v = build(&a, &mut account).unwrap().media.video.unwrap();
+        assert_eq!(
+            v.source,
+            VideoSourceSpec::Pattern {
+                width: 640,
+                height: 480,
+                fps: 30
+            }
+        );
+        assert_eq!(v.codecs, vec!["H264".to_string()]);
+        assert!(v.record.is_none());
+        // Recording alone receives only.
+        let mut a = args();
+        a.record_video = Some("out.y4m".into());
+        let v = build(&a, &mut account).unwrap().media.video.unwrap();
+        assert_eq!(v.source, VideoSourceSpec::None);
+        assert_eq!(v.record.as_deref(), Some(std::path::Path::new("out.y4m")));
+        assert_eq!(v.codecs, vec!["VP8".to_string(), "H264".to_string()]);
+        // A file source must exist.
+        let mut a = args();
+        a.video = Some("/nonexistent/clip.y4m".into());
+        assert!(build(&a, &mut account).is_err());
+        let mut a = args();
+        a.video_codec = vec!["VP8".into()];
+        assert!(build(&a, &mut account).is_err());
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub use presence::{
 pub use registration::{RegEvent, RegReason, RegisterOptions, Registration, default_instance};
 pub use transfer::ReplacesTarget;
 pub use ua::{NetworkState, UaEvent, UaEvents, UserAgent, interface_addresses};
+pub use video::{
+    DEFAULT_MAX_BITRATE_BPS, DEFAULT_PATTERN, FrameReceiver, VideoNotice, VideoOptions,
+    VideoSourceSpec, VideoStats, parse_video_size,
+};
 pub use xcap::{XcapClient, XcapDocument, XcapError};
 
 /// Re-exports of the protocol and network types that appear in this crate's API.
@@ -68,8 +72,11 @@ pub mod types {
     pub use tandem_media::stats::CallQuality;
     pub use tandem_net::DnsConfig;
     pub use tandem_proto::msg::{Request, Response, Uri};
+    /// The video types in this crate's API (decoded frames, SDP limits and negotiation).
+    pub use tandem_proto::sdp::video::{NegotiatedVideo, VideoLimits};
     /// The SIMPLE formats used in this crate's API (PIDF, IMDN, is-composing, …).
     pub use tandem_proto::simple;
     pub use tandem_proto::transaction::TxConfig;
     pub use tandem_proto::{Flow, Transport};
+    pub use tandem_video::frame::VideoFrame;
 }

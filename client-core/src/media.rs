@@ -23,6 +23,7 @@ use tandem_media::srtp::{
 };
 use tandem_media::stats::CallQuality;
 use tandem_proto::sdp::ice::MediaIce;
+use tandem_proto::sdp::video::{NegotiatedVideo, video_index};
 use tandem_proto::sdp::{
     self, AnswerSecurity, Codec, Direction, MediaOffer, NegotiatedAudio, OfferChange,
     OfferedStream, SecurityKind, SessionDescription, TransportProfile,
@@ -34,6 +35,7 @@ use crate::account::{Account, SrtpKeying};
 use crate::call::CallEvent;
 use crate::error::{Result, UaError};
 use crate::nat::ice::{IceConfig, IceEvent, IcePolicy, IceSession, stun_server};
+use crate::video::{CallVideo, VideoOptions, VideoStats};
 
 /// How many binds we try to get an even RTP port with a free odd port above it (RFC 3550 §11).
 const PORT_PAIR_TRIES: usize = 16;
@@ -125,6 +127,9 @@ pub struct MediaOptions {
     /// A non-audio session (MSRP): this SDP is our offer or answer verbatim (its version bumped on
     /// re-offers), no RTP session runs, and the peer's SDP is in [`MediaInfo::remote_sdp`].
     pub session_sdp: Option<SessionDescription>,
+    /// Video: offered and accepted when set (`None`: an audio-only call; an offered
+    /// `m=video` is declined with port 0).
+    pub video: Option<VideoOptions>,
 }
 
 impl Default for MediaOptions {
@@ -138,6 +143,7 @@ impl Default for MediaOptions {
             report_interval: Duration::from_secs(5),
             dtmf_duration: Duration::from_millis(100),
             session_sdp: None,
+            video: None,
         }
     }
 }
@@ -153,6 +159,8 @@ pub struct MediaInfo {
     pub remote_sdp: Option<SessionDescription>,
     /// The negotiated audio stream (codecs, payload types, addresses, security).
     pub negotiated: Option<NegotiatedAudio>,
+    /// The negotiated video stream, when the call has video.
+    pub video: Option<NegotiatedVideo>,
 }
 
 /// Why an SDP offer could not be answered: the status to send (400 or 488) and a reason.
@@ -208,6 +216,8 @@ pub(crate) struct CallMedia {
     ice_config: Option<IceConfig>,
     /// ICE notices for the call (path chosen, failure, restart, peer without ICE).
     ice_notices: VecDeque<CallEvent>,
+    /// The video stream (its socket or ICE session, SDP state and session).
+    pub video: CallVideo,
 }
 
 impl std::fmt::Debug for CallMedia {
@@ -265,7 +275,17 @@ impl CallMedia {
         } else {
             Vec::new()
         };
-        Ok(CallMedia {
+        let wants_video = opts.enabled && opts.session_sdp.is_none() && opts.video.is_some();
+        let video = CallVideo::new(
+            ip,
+            account.srtp,
+            account.srtp_keying,
+            cname.clone(),
+            opts.video.clone().filter(|_| wants_video),
+            opts.rtp_timeout,
+            opts.report_interval,
+        );
+        let mut media = CallMedia {
             ip,
             rtp,
             rtcp,
@@ -293,7 +313,47 @@ impl CallMedia {
             ice,
             ice_config,
             ice_notices: VecDeque::new(),
-        })
+            video,
+        };
+        if wants_video {
+            media.prepare_video().await?;
+        }
+        Ok(media)
+    }
+
+    /// Binds the video socket (or gathers its ICE session like the audio's) unless done.
+    pub async fn prepare_video(&mut self) -> Result<()> {
+        if self.video.has_transport() {
+            return Ok(());
+        }
+        if let Some(config) = &self.ice_config {
+            match IceSession::gather(config).await {
+                Ok(ice) => {
+                    self.video.set_ice(ice);
+                    return Ok(());
+                }
+                Err(e) if config.policy == IcePolicy::Relay => {
+                    return Err(UaError::Media(format!(
+                        "ICE relay-only policy without a relay candidate for video: {e}"
+                    )));
+                }
+                Err(e) => tracing::warn!(error = %e, "video ICE gathering failed: plain RTP"),
+            }
+        }
+        let (rtp, rtcp) = bind_rtp_pair(self.ip).await?;
+        self.video.set_udp(rtp, rtcp);
+        Ok(())
+    }
+
+    /// Makes video possible in this call (options and socket) before an upgrade.
+    pub async fn ready_video(&mut self) -> Result<()> {
+        if !self.opts.enabled || self.opts.session_sdp.is_some() {
+            return Err(UaError::Config("this call has no RTP media".into()));
+        }
+        if self.video.opts.is_none() {
+            self.video.opts = Some(self.opts.video.clone().unwrap_or_default());
+        }
+        self.prepare_video().await
     }
 
     /// Gathers the ICE candidates again after the host's addresses changed and starts an ICE
@@ -308,6 +368,12 @@ impl CallMedia {
         }
         match ice.regather(config).await {
             Ok(()) => {
+                if let Some(vice) = self.video.ice_mut()
+                    && vice.is_started()
+                    && let Err(e) = vice.regather(config).await
+                {
+                    tracing::warn!(error = %e, "video ICE candidates not gathered again");
+                }
                 self.ice_notices
                     .push_back(CallEvent::IceRestart(reason.to_owned()));
                 true
@@ -325,6 +391,11 @@ impl CallMedia {
         match self.ice.as_mut() {
             Some(ice) if ice.is_started() => {
                 ice.restart();
+                if let Some(vice) = self.video.ice_mut()
+                    && vice.is_started()
+                {
+                    vice.restart();
+                }
                 self.ice_notices
                     .push_back(CallEvent::IceRestart(reason.to_owned()));
                 true
@@ -340,9 +411,11 @@ impl CallMedia {
         }
         let events = &mut self.events;
         let ice = &mut self.ice;
+        let video = &mut self.video;
         tokio::select! {
             ev = next_media_event(events) => MediaNotice::Media(ev),
             ev = next_ice_event(ice) => MediaNotice::Call(ev),
+            n = video.next_notice() => MediaNotice::Call(CallEvent::Video(n)),
         }
     }
 
@@ -359,41 +432,27 @@ impl CallMedia {
             return false;
         };
         let index = remote.media.iter().position(|m| m.media == "audio");
-        let description = index.and_then(|i| match MediaIce::from_sdp(remote, i) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "unusable ICE attributes in the peer's SDP");
-                None
-            }
-        });
-        // RFC 8839 §5.4: a default address outside the candidates (an SBC rewrote c=/m=
-        // but left the ICE lines) makes the peer's ICE unusable.
-        let description = description.filter(|d| {
-            let usable = remote_rtp
-                .filter(|a| !a.ip().is_unspecified())
-                .is_none_or(|a| d.has_default_candidate(a));
-            if !usable {
-                tracing::info!("ICE mismatch: the peer's c=/m= is none of its candidates");
-            }
-            usable
-        });
-        if let Some(d) = description {
-            match ice.start(&d, controlling) {
-                Ok(_) => return true,
-                Err(e) => tracing::warn!(error = %e, "ICE cannot start with the peer"),
-            }
+        let outcome = ice_with_peer(ice, remote, index, controlling, remote_rtp);
+        if outcome == IceOutcome::FellBack {
+            self.ice_notices
+                .push_back(CallEvent::IceOff("peer-without-ice".to_owned()));
         }
-        if let Some(rtp) = remote_rtp.filter(|a| !a.ip().is_unspecified()) {
-            let first = !ice.is_fixed();
-            match ice.fall_back(rtp) {
-                Ok(()) if first => self
-                    .ice_notices
-                    .push_back(CallEvent::IceOff("peer-without-ice".to_owned())),
-                Ok(()) => {}
-                Err(e) => tracing::warn!(error = %e, "no media path to the peer"),
-            }
-        }
-        false
+        outcome == IceOutcome::Ice
+    }
+
+    /// [`Self::ice_on_remote`] for the video line at `index` of the peer's SDP, on the video's
+    /// own ICE session; returns whether our answer's video line carries ICE attributes.
+    fn video_ice_on_remote(
+        &mut self,
+        remote: &SessionDescription,
+        index: usize,
+        controlling: bool,
+        remote_rtp: Option<SocketAddr>,
+    ) -> bool {
+        let Some(ice) = self.video.ice_mut() else {
+            return false;
+        };
+        ice_with_peer(ice, remote, Some(index), controlling, remote_rtp) == IceOutcome::Ice
     }
 
     /// Our SDP's address and port: the ICE default candidate, or the RTP socket.
@@ -437,6 +496,7 @@ impl CallMedia {
             local_sdp: self.local.clone(),
             remote_sdp: self.remote.clone(),
             negotiated: self.negotiated.clone(),
+            video: self.video.negotiated().cloned(),
         }
     }
 
@@ -517,6 +577,12 @@ impl CallMedia {
         let (ip, port) = self.sdp_address()?;
         let mut sdp = sdp::build_offer(self.session_id, self.next_version(), ip, port, &offer);
         self.add_ice(&mut sdp);
+        if let Some(line) = self
+            .video
+            .offer_line(self.local_hold, ip, self.cert.as_ref())?
+        {
+            sdp.media.push(line);
+        }
         self.pending_offer = Some(sdp.clone());
         self.local = Some(sdp.clone());
         Ok(sdp)
@@ -532,6 +598,7 @@ impl CallMedia {
     /// Forgets our pending offer (its transaction failed).
     pub fn offer_failed(&mut self) {
         self.pending_offer = None;
+        self.video.offer_failed();
     }
 
     /// Takes the peer's answer to our pending offer. With `keep_offer` the offer stays
@@ -594,6 +661,12 @@ impl CallMedia {
             _ => return Err(UaError::Media("unsupported media security".into())),
         }
         self.ice_on_remote(&answer, true, neg.remote_rtp);
+        self.video.take_answer(&offer, &answer, keep_offer);
+        if let Some(remote_rtp) = self.video.negotiated().map(|v| v.remote_rtp)
+            && let Some(index) = video_index(&answer)
+        {
+            self.video_ice_on_remote(&answer, index, true, remote_rtp);
+        }
         self.remote = Some(answer);
         self.negotiated = Some(neg);
         Ok(())
@@ -694,6 +767,18 @@ impl CallMedia {
         if self.ice_on_remote(&offer, false, neg.remote_rtp) {
             self.add_ice(&mut answer);
         }
+        let cert = self.cert.clone();
+        if let Some(index) =
+            self.video
+                .answer(&offer, &mut answer, self.local_hold, cert.as_ref(), false)
+        {
+            let remote_rtp = self.video.negotiated().and_then(|v| v.remote_rtp);
+            if self.video_ice_on_remote(&offer, index, false, remote_rtp)
+                && let Some(line) = answer.media.get_mut(index)
+            {
+                self.video.add_ice(line);
+            }
+        }
         // RFC 3264 §8: an unchanged description keeps its version.
         let unchanged = self.local.as_ref().is_some_and(|prev| {
             let mut same = answer.clone();
@@ -746,8 +831,22 @@ impl CallMedia {
         })
     }
 
-    /// Starts the media session on the negotiated SDP, or updates the running one.
+    /// Starts the media sessions (audio, and video when negotiated) on the negotiated SDP, or
+    /// updates the running ones. A video failure is a warning: the audio goes on.
     pub fn apply(&mut self) -> Result<MediaChange> {
+        let change = self.apply_audio()?;
+        if self.opts.enabled && self.opts.session_sdp.is_none() {
+            let cert = self.cert.clone();
+            if let Err(e) = self.video.apply(cert.as_ref()) {
+                tracing::warn!(error = %e, "video not started");
+                self.video.warn(e.to_string());
+            }
+        }
+        Ok(change)
+    }
+
+    /// Starts the audio session on the negotiated SDP, or updates the running one.
+    fn apply_audio(&mut self) -> Result<MediaChange> {
         if !self.opts.enabled || self.opts.session_sdp.is_some() {
             return Ok(MediaChange::None);
         }
@@ -887,8 +986,16 @@ impl CallMedia {
         self.session.as_ref().map(MediaSession::control)
     }
 
-    /// Stops the session (RTCP BYE, playback finished); returns the final quality.
+    /// Stops the video session (RTCP BYE, recording finished); returns the call's final video
+    /// counters (`None` when it never had video).
+    pub async fn stop_video(&mut self) -> Option<VideoStats> {
+        self.video.stop().await
+    }
+
+    /// Stops the sessions (RTCP BYE, playback and recordings finished); returns the final
+    /// audio quality.
     pub async fn stop(&mut self) -> Option<CallQuality> {
+        self.video.stop().await;
         let session = self.session.take()?;
         self.events = None;
         let q = session.stop().await;
@@ -932,6 +1039,61 @@ async fn next_ice_event(ice: &mut Option<IceSession>) -> CallEvent {
         // The session task is gone (or a future event kind): nothing more to report.
         _ => std::future::pending().await,
     }
+}
+
+/// What [`ice_with_peer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IceOutcome {
+    /// ICE runs with the peer (our SDP carries ICE attributes).
+    Ice,
+    /// The peer does no ICE: plain RTP to its address, for the first time.
+    FellBack,
+    /// No ICE with the peer (already fallen back, or nothing to send to).
+    Off,
+}
+
+/// Starts or restarts `ice` with the peer's ICE description of m-line `index`, or falls back
+/// to plain RTP to its `c=`/`m=` (`remote_rtp`) when it does no ICE there.
+fn ice_with_peer(
+    ice: &mut IceSession,
+    remote: &SessionDescription,
+    index: Option<usize>,
+    controlling: bool,
+    remote_rtp: Option<SocketAddr>,
+) -> IceOutcome {
+    let description = index.and_then(|i| match MediaIce::from_sdp(remote, i) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "unusable ICE attributes in the peer's SDP");
+            None
+        }
+    });
+    // RFC 8839 §5.4: a default address outside the candidates (an SBC rewrote c=/m=
+    // but left the ICE lines) makes the peer's ICE unusable.
+    let description = description.filter(|d| {
+        let usable = remote_rtp
+            .filter(|a| !a.ip().is_unspecified())
+            .is_none_or(|a| d.has_default_candidate(a));
+        if !usable {
+            tracing::info!("ICE mismatch: the peer's c=/m= is none of its candidates");
+        }
+        usable
+    });
+    if let Some(d) = description {
+        match ice.start(&d, controlling) {
+            Ok(_) => return IceOutcome::Ice,
+            Err(e) => tracing::warn!(error = %e, "ICE cannot start with the peer"),
+        }
+    }
+    if let Some(rtp) = remote_rtp.filter(|a| !a.ip().is_unspecified()) {
+        let first = !ice.is_fixed();
+        match ice.fall_back(rtp) {
+            Ok(()) if first => return IceOutcome::FellBack,
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "no media path to the peer"),
+        }
+    }
+    IceOutcome::Off
 }
 
 /// Gathers the ICE candidates of a call of `account` (STUN and TURN from the account).

@@ -40,11 +40,35 @@ struct Goal {
     hold: bool,
     /// An ICE restart: the re-offer is sent even when the hold state does not change.
     ice_restart: bool,
+    /// Video on or off (`None`: as it is).
+    video: Option<bool>,
+    /// Re-offer even when nothing else changes (a camera turned on in a receive-only video).
+    reoffer: bool,
+    /// Whether we wanted video before this goal's offer (restored when it fails).
+    prev_video: bool,
     method: OfferMethod,
     reply: Option<oneshot::Sender<Result<()>>>,
 }
 
 impl Goal {
+    /// A hold/resume/ICE-restart goal that leaves the video as it is.
+    fn new(
+        hold: bool,
+        ice_restart: bool,
+        method: OfferMethod,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    ) -> Goal {
+        Goal {
+            hold,
+            ice_restart,
+            video: None,
+            reoffer: false,
+            prev_video: false,
+            method,
+            reply,
+        }
+    }
+
     fn answer(&mut self, result: Result<()>) {
         if let Some(r) = self.reply.take() {
             let _ = r.send(result);
@@ -217,6 +241,10 @@ impl CallTask {
                         self.bye(&mut live.dialog, None).await;
                         Some(CallEvent::Ended { by: EndedBy::Local, reason: EndReason::Bye })
                     }
+                    Some(CallCommand::SetVideo(on, reply)) => {
+                        self.set_video(&mut live, on, reply).await;
+                        None
+                    }
                     Some(c) => {
                         self.command(&mut live, c);
                         None
@@ -226,12 +254,12 @@ impl CallTask {
                     if changed.is_err() {
                         network_open = false;
                     } else if self.media.ice_regather("network-changed").await {
-                        live.goals.push_back(Goal {
-                            hold: self.media.local_hold,
-                            ice_restart: true,
-                            method: OfferMethod::Invite,
-                            reply: None,
-                        });
+                        live.goals.push_back(Goal::new(
+                            self.media.local_hold,
+                            true,
+                            OfferMethod::Invite,
+                            None,
+                        ));
                     }
                     None
                 }
@@ -291,7 +319,10 @@ impl CallTask {
             || live.uas_2xx.as_ref().is_some_and(|p| p.answer_in_ack)
             || self.media.offer_pending();
         if !offer_busy && let Some(mut goal) = live.goals.pop_front() {
-            if goal.hold == self.media.local_hold && !goal.ice_restart {
+            let video_same = goal
+                .video
+                .is_none_or(|v| self.media.video.is_as_wanted(v) && !goal.reoffer);
+            if goal.hold == self.media.local_hold && !goal.ice_restart && video_same {
                 goal.answer(Ok(()));
             } else if goal.method == OfferMethod::Update {
                 live.update_offer = true;
@@ -313,28 +344,55 @@ impl CallTask {
             CallCommand::Hangup => {}
             CallCommand::IceRestart(reply) => {
                 if self.media.ice_restart("requested") {
-                    live.goals.push_back(Goal {
-                        hold: self.media.local_hold,
-                        ice_restart: true,
-                        method: OfferMethod::Invite,
-                        reply: Some(reply),
-                    });
+                    live.goals.push_back(Goal::new(
+                        self.media.local_hold,
+                        true,
+                        OfferMethod::Invite,
+                        Some(reply),
+                    ));
                 } else {
                     let _ = reply.send(Err(UaError::Protocol("this call does not do ICE".into())));
                 }
             }
-            CallCommand::Hold(method, reply) => live.goals.push_back(Goal {
-                hold: true,
-                ice_restart: false,
-                method,
-                reply: Some(reply),
-            }),
-            CallCommand::Resume(method, reply) => live.goals.push_back(Goal {
-                hold: false,
-                ice_restart: false,
-                method,
-                reply: Some(reply),
-            }),
+            CallCommand::Hold(method, reply) => {
+                live.goals
+                    .push_back(Goal::new(true, false, method, Some(reply)))
+            }
+            CallCommand::Resume(method, reply) => {
+                live.goals
+                    .push_back(Goal::new(false, false, method, Some(reply)))
+            }
+            CallCommand::SetVideo(on, reply) => {
+                // Enabling video is handled in `set_video` (it binds sockets first).
+                live.goals.push_back(Goal {
+                    video: Some(on),
+                    ..Goal::new(
+                        self.media.local_hold,
+                        false,
+                        OfferMethod::Invite,
+                        Some(reply),
+                    )
+                });
+            }
+            CallCommand::SetCamera(source, reply) => match self.media.video.set_camera(source) {
+                Ok(true) => live.goals.push_back(Goal {
+                    video: Some(true),
+                    reoffer: true,
+                    ..Goal::new(
+                        self.media.local_hold,
+                        false,
+                        OfferMethod::Invite,
+                        Some(reply),
+                    )
+                }),
+                Ok(false) => {
+                    self.publish_media();
+                    let _ = reply.send(Ok(()));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             CallCommand::Dtmf(digits, reply) => {
                 if self.media.peer_has_telephone_event() && self.media.send_dtmf(&digits) {
                     let _ = reply.send(Ok(()));
@@ -412,10 +470,12 @@ impl CallTask {
     fn start_reinvite(&mut self, live: &mut Live, mut goal: Goal) {
         let prev_hold = self.media.local_hold;
         self.media.local_hold = goal.hold;
+        self.want_video(&mut goal);
         let offer = match self.media.create_offer() {
             Ok(o) => o,
             Err(e) => {
                 self.media.local_hold = prev_hold;
+                self.media.video.set_wanted(goal.prev_video);
                 goal.answer(Err(e));
                 return;
             }
@@ -544,10 +604,12 @@ impl CallTask {
     /// Sends an UPDATE carrying a new offer for `goal`.
     fn send_update_offer(&mut self, live: &mut Live, mut goal: Goal, prev_hold: bool) {
         self.media.local_hold = goal.hold;
+        self.want_video(&mut goal);
         let offer = match self.media.create_offer() {
             Ok(o) => o,
             Err(e) => {
                 self.media.local_hold = prev_hold;
+                self.media.video.set_wanted(goal.prev_video);
                 live.update_offer = false;
                 goal.answer(Err(e));
                 return;
@@ -616,6 +678,7 @@ impl CallTask {
                 let mut out = live.reinvite.take()?;
                 self.media.offer_failed();
                 self.media.local_hold = out.prev_hold;
+                self.media.video.set_wanted(out.goal.prev_video);
                 out.goal.answer(Err(UaError::Timeout));
                 // RFC 3261 §14.1: a re-INVITE timeout ends the dialog.
                 self.bye(&mut live.dialog, None).await;
@@ -678,6 +741,7 @@ impl CallTask {
                 // Glare (RFC 3261 §14.1): retry after a random wait.
                 self.media.offer_failed();
                 self.media.local_hold = out.prev_hold;
+                self.media.video.set_wanted(out.goal.prev_video);
                 let delay = glare_delay(self.call_id_owner, self.shared.random_u32());
                 tracing::debug!(?delay, "re-INVITE glare: retrying later");
                 live.retry_at = Some(Instant::now() + delay);
@@ -734,13 +798,36 @@ impl CallTask {
                 CallEvent::Resumed
             });
         }
-        goal.answer(Ok(()));
+        if goal.video == Some(true) && self.media.video.negotiated().is_none() {
+            goal.answer(Err(UaError::Media("the peer declined the video".into())));
+        } else {
+            goal.answer(Ok(()));
+        }
         None
+    }
+
+    /// Applies a goal's video wish before its offer, remembering the previous one.
+    fn want_video(&mut self, goal: &mut Goal) {
+        goal.prev_video = self.media.video.wanted();
+        if let Some(on) = goal.video {
+            self.media.video.set_wanted(on);
+        }
+    }
+
+    /// `Call::set_video`: enabling binds the video socket (or gathers its ICE candidates)
+    /// first; then a re-INVITE carries the change.
+    async fn set_video(&mut self, live: &mut Live, on: bool, reply: oneshot::Sender<Result<()>>) {
+        if on && let Err(e) = self.media.ready_video().await {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.command(live, CallCommand::SetVideo(on, reply));
     }
 
     fn fail_reinvite(&mut self, mut out: OutInvite, error: UaError) {
         self.media.offer_failed();
         self.media.local_hold = out.prev_hold;
+        self.media.video.set_wanted(out.goal.prev_video);
         self.publish_media();
         out.goal.answer(Err(error));
     }
@@ -803,6 +890,7 @@ impl CallTask {
                     Ok(r) if r.status == 491 => {
                         self.media.offer_failed();
                         self.media.local_hold = prev_hold;
+                        self.media.video.set_wanted(goal.prev_video);
                         let delay = glare_delay(self.call_id_owner, self.shared.random_u32());
                         live.retry_at = Some(Instant::now() + delay);
                         live.goals.push_front(goal);
@@ -811,6 +899,7 @@ impl CallTask {
                     other => {
                         self.media.offer_failed();
                         self.media.local_hold = prev_hold;
+                        self.media.video.set_wanted(goal.prev_video);
                         self.publish_media();
                         let ends = matches!(&other, Ok(r) if r.status == 481);
                         goal.answer(other.and_then(|r| Err(UaError::rejected(r.status, r.reason))));

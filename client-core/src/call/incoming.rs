@@ -361,11 +361,16 @@ impl IncomingCall {
         shared.respond(self.tx, ok.clone());
 
         let rtp = media.rtp_socket();
+        let frames = media.video.frames();
+        let local_frames = media.video.local_frames();
+        let (video_stats, video_control) = media.video.stats_parts();
         let state = Arc::new(Mutex::new(CallState {
             media: media.info(),
             dialog: None,
             control: media.control(),
             quality: Default::default(),
+            video_control,
+            video_stats,
         }));
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
@@ -394,6 +399,8 @@ impl IncomingCall {
             events: ev_rx,
             state,
             rtp,
+            frames,
+            local_frames,
         })
     }
 

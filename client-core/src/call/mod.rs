@@ -24,6 +24,9 @@ use crate::account::Account;
 use crate::error::{Result, UaError};
 use crate::media::{MediaInfo, MediaOptions};
 use crate::transfer::{ReplacesTarget, escape_header_value};
+use crate::video::{
+    FrameReceiver, FrameSender, VideoHandle, VideoNotice, VideoSourceSpec, VideoStats,
+};
 
 pub(crate) use incoming::IncState;
 pub use incoming::IncomingCall;
@@ -205,6 +208,8 @@ pub enum CallEvent {
     IceRestart(String),
     /// The peer does no ICE: plain RTP to its SDP address (`peer-without-ice`).
     IceOff(String),
+    /// Video started, stopped, was declined, its first frame, counters, warnings.
+    Video(VideoNotice),
     /// The call ended after it was set up, or was cancelled.
     Ended {
         /// Who ended it.
@@ -235,6 +240,8 @@ pub(crate) enum CallCommand {
         playback: Option<DeviceSpec>,
         reply: oneshot::Sender<Result<()>>,
     },
+    SetVideo(bool, oneshot::Sender<Result<()>>),
+    SetCamera(Option<VideoSourceSpec>, oneshot::Sender<Result<()>>),
 }
 
 /// The dialog of a call as seen from outside its task (for attended transfer).
@@ -252,6 +259,10 @@ pub(crate) struct CallState {
     pub dialog: Option<DialogSnapshot>,
     pub control: Option<MediaControl>,
     pub quality: CallQuality,
+    /// The running video session's control.
+    pub video_control: Option<VideoHandle>,
+    /// Video counters of stopped sessions (final at the end); `None` before any video.
+    pub video_stats: Option<VideoStats>,
 }
 
 /// Shared call state.
@@ -272,6 +283,8 @@ pub struct Call {
     events: mpsc::UnboundedReceiver<CallEvent>,
     state: SharedState,
     rtp: Arc<UdpSocket>,
+    frames: FrameSender,
+    local_frames: FrameSender,
 }
 
 impl fmt::Debug for CallCommand {
@@ -285,6 +298,8 @@ impl fmt::Debug for CallCommand {
             CallCommand::Mute(_) => "Mute",
             CallCommand::Transfer { .. } => "Transfer",
             CallCommand::SwitchDevices { .. } => "SwitchDevices",
+            CallCommand::SetVideo(..) => "SetVideo",
+            CallCommand::SetCamera(..) => "SetCamera",
         })
     }
 }
@@ -328,6 +343,47 @@ impl Call {
             Some(c) if c.is_running() => c.quality(),
             _ => st.quality.clone(),
         }
+    }
+
+    /// The latest decoded frame of the peer's video (`None` before the first one); the
+    /// receiver sees every new frame as it is decoded (older ones are skipped).
+    pub fn video_frames(&self) -> FrameReceiver {
+        self.frames.subscribe()
+    }
+
+    /// The latest frame we send (self view; `None` before the first one or without a camera).
+    pub fn local_video_frames(&self) -> FrameReceiver {
+        self.local_frames.subscribe()
+    }
+
+    /// The call's video counters (live, summed over its video sessions; final after the
+    /// end); `None` when the call has had no video.
+    pub fn video_stats(&self) -> Option<VideoStats> {
+        let st = lock(&self.state);
+        match &st.video_control {
+            Some(VideoHandle(c)) => Some(
+                st.video_stats
+                    .clone()
+                    .unwrap_or_default()
+                    .plus(&VideoStats::from_session(&c.stats())),
+            ),
+            None => st.video_stats.clone(),
+        }
+    }
+
+    /// Adds video to the call (`true`: re-INVITE with an `m=video` line, using the call's
+    /// video options or the defaults) or removes it (`false`: the video line gets port 0).
+    /// Returns once the peer answered; an error when it declined the video (the call goes on
+    /// with audio and a [`VideoNotice::Rejected`] is reported).
+    pub async fn set_video(&self, on: bool) -> Result<()> {
+        self.request(|tx| CallCommand::SetVideo(on, tx)).await
+    }
+
+    /// Switches what we send: another source, or `None` to stop sending frames (the video
+    /// stream stays). Turning a camera on in a call where we did not send re-offers the video
+    /// with us sending.
+    pub async fn set_camera(&self, source: Option<VideoSourceSpec>) -> Result<()> {
+        self.request(|tx| CallCommand::SetCamera(source, tx)).await
     }
 
     async fn request(

@@ -25,6 +25,7 @@ use crate::error::{Result, UaError};
 use crate::media::{CallMedia, MediaChange, MediaNotice};
 use crate::request::{AuthSession, bump_cseq, initial_request, net_error};
 use crate::ua::{ALLOW, DialogInput, DialogKey, SUPPORTED, Shared};
+use crate::video::VideoNotice;
 
 /// How many challenges an INVITE may get answered before we give up.
 const MAX_INVITE_CHALLENGES: u32 = 6;
@@ -148,11 +149,15 @@ async fn place_inner(
     }
     invite.body = Bytes::from(offer.to_string());
     let rtp = media.rtp_socket();
+    let frames = media.video.frames();
+    let local_frames = media.video.local_frames();
     let state = Arc::new(Mutex::new(CallState {
         media: media.info(),
         dialog: None,
         control: None,
         quality: Default::default(),
+        video_control: None,
+        video_stats: None,
     }));
     let key = DialogKey {
         call_id: call_id.clone(),
@@ -187,6 +192,8 @@ async fn place_inner(
         events: ev_rx,
         state,
         rtp,
+        frames,
+        local_frames,
     })
 }
 
@@ -209,11 +216,14 @@ impl CallTask {
     pub fn publish_media(&self) {
         let info = self.media.info();
         let control = self.media.control();
+        let (video_stats, video_control) = self.media.video.stats_parts();
         let mut st = lock(&self.state);
         st.media = info;
         if control.is_some() {
             st.control = control;
         }
+        st.video_control = video_control;
+        st.video_stats = video_stats;
     }
 
     /// Publishes the dialog to the handle (for attended transfer).
@@ -244,6 +254,15 @@ impl CallTask {
 
     /// Stops the media and keeps its final quality for [`Call::quality`].
     pub async fn stop_media(&mut self) {
+        let video = self.media.stop_video().await;
+        {
+            let mut st = lock(&self.state);
+            st.video_control = None;
+            st.video_stats = self.media.video.totals();
+        }
+        if let Some(stats) = video {
+            self.emit(CallEvent::Video(VideoNotice::Stopped(stats)));
+        }
         if let Some(q) = self.media.stop().await {
             let mut st = lock(&self.state);
             st.quality = q;
@@ -300,6 +319,15 @@ impl CallTask {
                 reply,
             } => {
                 let _ = reply.send(self.media.switch_devices(capture, playback));
+            }
+            CallCommand::SetVideo(_, r) => {
+                let _ = r.send(not_yet());
+            }
+            CallCommand::SetCamera(source, r) => {
+                // Before the answer the new source only applies to the session started later
+                // (or switches the running early one); no re-offer.
+                let _ = r.send(self.media.video.set_camera(source).map(|_| ()));
+                self.publish_media();
             }
         }
         false
