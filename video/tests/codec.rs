@@ -51,10 +51,12 @@ fn round_trip(
     let mut out = Vec::new();
     for n in 0..frames {
         let raw = src.next_frame().unwrap();
-        let encoded = enc
-            .encode(&raw, false)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{kind} {width}x{height} dropped frame {n}"));
+        // The encoder may skip a frame to hold the bitrate (H.264 at 720p and 150 kbit/s does),
+        // never the first one.
+        let Some(encoded) = enc.encode(&raw, false).unwrap() else {
+            assert!(n > 0, "{kind} {width}x{height} skipped the first frame");
+            continue;
+        };
         if n == 0 {
             assert!(encoded.keyframe, "{kind}: first frame must be a keyframe");
         }
@@ -76,6 +78,11 @@ fn round_trip(
         );
         out.push(encoded);
     }
+    assert!(
+        out.len() as u32 * 2 >= frames,
+        "{kind} {width}x{height} @ {bps}: only {} of {frames} frames encoded",
+        out.len()
+    );
     out
 }
 
@@ -103,7 +110,8 @@ fn round_trip_small_and_medium_sizes() {
 fn round_trip_720p_at_low_bitrate() {
     for kind in KINDS {
         round_trip(kind, 1280, 720, 150_000, 8);
-        round_trip(kind, 1280, 720, 1_500_000, 8);
+        let all = round_trip(kind, 1280, 720, 1_500_000, 8);
+        assert_eq!(all.len(), 8, "{kind} skipped frames at 1.5 Mbit/s");
     }
 }
 

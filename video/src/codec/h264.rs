@@ -287,7 +287,7 @@ impl H264Encoder {
             .rate_control_mode(RateControlMode::Bitrate)
             .bitrate(BitRate::from_bps(c.bitrate_bps))
             .max_frame_rate(FrameRate::from_hz(c.fps as f32))
-            .skip_frames(false)
+            .skip_frames(true)
             .complexity(Complexity::Low)
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)
             .intra_frame_period(IntraFramePeriod::from_num_frames(
