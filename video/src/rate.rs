@@ -92,7 +92,7 @@ impl RateController {
         } else {
             current * (1.0 - 0.5 * f64::from(loss))
         };
-        self.target_bps = self.cap(next as u64);
+        self.target_bps = self.cap(next.round() as u64);
         self.target_bps
     }
 
@@ -171,7 +171,7 @@ impl ReceiveRate {
         } else if loss <= LOSS_HIGH {
             rate
         } else {
-            (rate as f64 * (1.0 - 0.5 * f64::from(loss))) as u64
+            (rate as f64 * (1.0 - 0.5 * f64::from(loss))).round() as u64
         };
         Some(estimate.max(self.floor_bps))
     }
@@ -185,5 +185,81 @@ impl ReceiveRate {
 impl Default for ReceiveRate {
     fn default() -> Self {
         Self::new(DEFAULT_REMB_FLOOR_BPS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_controller_grows_holds_and_backs_off() {
+        let t0 = Instant::now();
+        let mut r = RateController::new(100_000, 500_000, 2_000_000);
+        assert_eq!(r.target_bps(), 500_000);
+        // No loss for 1 s: +8 %.
+        assert_eq!(r.on_loss_report(t0, 0.0), 540_000);
+        let after = r.on_loss_report(t0 + Duration::from_secs(1), 0.01);
+        assert_eq!(after, 583_200);
+        // 5 % holds.
+        assert_eq!(r.on_loss_report(t0 + Duration::from_secs(2), 0.05), 583_200);
+        // 20 % loss: x0.9.
+        assert_eq!(r.on_loss_report(t0 + Duration::from_secs(3), 0.2), 524_880);
+        // Total loss: halves, but never below the minimum.
+        for i in 4..20 {
+            r.on_loss_report(t0 + Duration::from_secs(i), 1.0);
+        }
+        assert_eq!(r.target_bps(), 100_000);
+        // NaN and nonsense are treated as no loss / clamped.
+        assert!(r.on_loss_report(t0 + Duration::from_secs(21), f32::NAN) > 100_000);
+        assert!(r.on_loss_report(t0 + Duration::from_secs(22), -3.0) > 100_000);
+        // Growth stops at the maximum.
+        for i in 23..200 {
+            r.on_loss_report(t0 + Duration::from_secs(i), 0.0);
+        }
+        assert_eq!(r.target_bps(), 2_000_000);
+    }
+
+    #[test]
+    fn remb_caps_the_target() {
+        let t0 = Instant::now();
+        let mut r = RateController::new(50_000, 800_000, 2_000_000);
+        assert_eq!(r.on_remb(300_000), 300_000);
+        assert_eq!(r.on_loss_report(t0, 0.0), 300_000);
+        // A REMB below the minimum: the minimum wins.
+        assert_eq!(r.on_remb(10_000), 50_000);
+        assert_eq!(r.on_remb(u64::MAX), 50_000);
+        assert_eq!(r.on_loss_report(t0 + Duration::from_secs(1), 0.0), 54_000);
+        r.set_limits(60_000, 70_000);
+        assert_eq!(r.target_bps(), 60_000);
+        // Start outside the limits is clamped; max below min is raised.
+        assert_eq!(RateController::new(100, 5, 50).target_bps(), 100);
+    }
+
+    #[test]
+    fn receive_rate_over_a_window() {
+        let t0 = Instant::now();
+        let mut r = ReceiveRate::new(10_000);
+        assert_eq!(r.estimate_bps(t0, 0.0), None);
+        assert_eq!(r.estimate(t0, 0.0), 0);
+        // 100 packets of 1250 bytes over one second: 1 Mbit/s.
+        for i in 0..100u64 {
+            r.on_packet(t0 + Duration::from_millis(i * 10), 1250);
+        }
+        let now = t0 + Duration::from_millis(990);
+        assert_eq!(r.bitrate_bps(now), 1_000_000);
+        assert_eq!(r.estimate_bps(now, 0.0), Some(1_500_000));
+        assert_eq!(r.estimate_bps(now, 0.05), Some(1_000_000));
+        assert_eq!(r.estimate_bps(now, 0.5), Some(750_000));
+        // Half a second later half the window has slid out.
+        assert_eq!(r.bitrate_bps(now + Duration::from_millis(505)), 500_000);
+        // Long silence: nothing in the window.
+        assert_eq!(r.estimate_bps(now + Duration::from_secs(5), 0.0), None);
+        // The floor holds for tiny rates.
+        r.on_packet(now + Duration::from_secs(6), 10);
+        assert_eq!(
+            r.estimate_bps(now + Duration::from_secs(6), 0.0),
+            Some(10_000)
+        );
     }
 }
