@@ -24,6 +24,7 @@ pub mod ports;
 pub mod process;
 pub mod sip;
 pub mod sipp;
+pub mod video;
 
 pub use baresip::{
     Baresip, BaresipOptions, BaresipSource, BaresipVideo, BaresipVideoSource, BaresipVideoStats,
