@@ -476,10 +476,10 @@ impl Engine {
             .as_mut()
             .and_then(|s| s.encoder.as_mut())
             .map(|e| std::mem::replace(&mut e.output, mpsc::channel(1).1));
-        let mut decoded = std::mem::replace(
+        let mut decoded = Some(std::mem::replace(
             &mut self.receiver.decoder.results,
             mpsc::unbounded_channel().1,
-        );
+        ));
         let mut tick = tokio::time::interval(NACK_INTERVAL / 2);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         self.flush().await;
@@ -509,21 +509,30 @@ impl Engine {
                     // The thread has ended (it only does so when told): stop listening.
                     None => encoded = None,
                 },
-                result = decoded.recv() => if let Some(result) = result {
-                    self.on_decoded(result);
+                result = recv_decoder(decoded.as_mut()) => match result {
+                    Some(result) => self.on_decoded(result),
+                    // The decoder thread is gone (it only ends when told, or by a panic in a
+                    // codec library): stop listening rather than spin on the closed channel.
+                    None => {
+                        warn!("the video decoder thread ended");
+                        decoded = None;
+                    }
                 },
                 _ = tick.tick() => self.on_timers(Instant::now()),
             }
             self.flush().await;
         };
-        let stats = self.finish(&mut decoded).await;
+        let stats = self.finish(decoded.as_mut()).await;
         if let Some(reply) = reply {
             let _ = reply.send(stats);
         }
     }
 
     /// Stop: RTCP BYE, codec threads joined (the sink is finished), final counters.
-    async fn finish(&mut self, decoded: &mut mpsc::UnboundedReceiver<DecoderResult>) -> VideoStats {
+    async fn finish(
+        &mut self,
+        decoded: Option<&mut mpsc::UnboundedReceiver<DecoderResult>>,
+    ) -> VideoStats {
         let now = Instant::now();
         self.queue_report(now, Some("call ended"));
         self.flush().await;
@@ -546,8 +555,10 @@ impl Engine {
         if joined.is_err() {
             warn!("joining the video codec threads failed");
         }
-        while let Ok(result) = decoded.try_recv() {
-            self.on_decoded(result);
+        if let Some(decoded) = decoded {
+            while let Ok(result) = decoded.try_recv() {
+                self.on_decoded(result);
+            }
         }
         self.publish();
         self.stats.clone()
@@ -1357,6 +1368,16 @@ fn add_assembler_stats(total: &mut AssemblerStats, more: &AssemblerStats) {
 
 /// The next notice of the encoder thread, or never when there is none.
 async fn recv_encoder(rx: Option<&mut mpsc::Receiver<EncoderNotice>>) -> Option<EncoderNotice> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next result of the decoder thread, or never when it is gone.
+async fn recv_decoder(
+    rx: Option<&mut mpsc::UnboundedReceiver<DecoderResult>>,
+) -> Option<DecoderResult> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
