@@ -291,19 +291,93 @@ impl VideoLimits {
     }
 }
 
-/// A partial constraint (each part optional) collected from one SDP source.
+/// What one SDP source says about the video a receiver takes (each part optional).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Constraint {
+    /// An explicit largest size in pixels (`a=imageattr`).
     size: Option<(u32, u32)>,
+    /// Largest frame in macroblocks (`max-fs`, H.264 level).
+    max_fs: Option<u64>,
+    /// Largest macroblock rate (`max-mbps`, H.264 level).
+    max_mbps: Option<u64>,
+    /// Largest frame rate (`max-fr`, `a=framerate`).
     fps: Option<u32>,
 }
 
 impl Constraint {
-    /// Applies the constraint to `limits` (the tighter of both).
-    fn apply(self, limits: VideoLimits) -> VideoLimits {
-        let (w, h) = self.size.unwrap_or((MAX_WIDTH, MAX_HEIGHT));
-        limits.intersect(VideoLimits::new(w, h, self.fps.unwrap_or(MAX_FPS)))
+    /// Both constraints at once (the tighter value of each part).
+    fn and(self, other: Constraint) -> Constraint {
+        fn min<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        let size = match (self.size, other.size) {
+            (Some((w1, h1)), Some((w2, h2))) => Some((w1.min(w2), h1.min(h2))),
+            (a, b) => a.or(b),
+        };
+        Constraint {
+            size,
+            max_fs: min(self.max_fs, other.max_fs),
+            max_mbps: min(self.max_mbps, other.max_mbps),
+            fps: min(self.fps, other.fps),
+        }
     }
+
+    /// The limits this amounts to: the explicit size (else the 16:9 box of `max_fs`, else
+    /// the 1280x720 default) shrunk to `max_fs` keeping its aspect; the explicit frame rate
+    /// (else 30) lowered to what `max_mbps` allows at that size; all clamped.
+    fn resolve(self) -> VideoLimits {
+        let default = VideoLimits::default();
+        let (w, h) = match (self.size, self.max_fs) {
+            (Some(size), _) => size,
+            (None, Some(fs)) => VideoLimits::box_for_macroblocks(fs)
+                .unwrap_or((default.max_width, default.max_height)),
+            (None, None) => (default.max_width, default.max_height),
+        };
+        let (mut w, mut h) = (w.clamp(MB, MAX_WIDTH), h.clamp(MB, MAX_HEIGHT));
+        if let Some(fs) = self.max_fs {
+            (w, h) = fit_area(w, h, fs);
+        }
+        let mut fps = self.fps.unwrap_or(default.max_fps);
+        if let Some(mbps) = self.max_mbps {
+            let frame = u64::from(w.div_ceil(MB)) * u64::from(h.div_ceil(MB));
+            fps = fps.min(sat_u32(mbps / frame.max(1)));
+        }
+        VideoLimits::new(w, h, fps)
+    }
+}
+
+/// Macroblocks of a `w` x `h` frame.
+fn macroblocks(w: u32, h: u32) -> u64 {
+    u64::from(w.div_ceil(MB)) * u64::from(h.div_ceil(MB))
+}
+
+/// Shrinks `w` x `h` (already within the maximum) to at most `max_fs` macroblocks, keeping the
+/// aspect ratio, and each side to `sqrt(8 * max_fs)` macroblocks (RFC 7741 §6.1, RFC 6184 §8.1).
+fn fit_area(w: u32, h: u32, max_fs: u64) -> (u32, u32) {
+    let fs = max_fs.clamp(1, MAX_FS);
+    let (mut w, mut h) = (w.max(MB), h.max(MB));
+    let area = macroblocks(w, h);
+    if area > fs {
+        // Both sides are at most 4096 and fs/area < 1: the float results are small and exact enough.
+        let scale = (fs as f64 / area as f64).sqrt();
+        let shrink = |v: u32| ((f64::from(v) * scale / f64::from(MB)).floor() as u32).max(1) * MB;
+        (w, h) = (shrink(w), shrink(h));
+        // Rounding may leave it a macroblock row or column too large: trim (bounded by the sizes).
+        while macroblocks(w, h) > fs && (w > MB || h > MB) {
+            if w >= h {
+                w -= MB;
+            } else {
+                h -= MB;
+            }
+        }
+    }
+    let side = u32::try_from((8 * fs).isqrt())
+        .unwrap_or(u32::MAX)
+        .saturating_mul(MB);
+    (w.min(side), h.min(side))
 }
 
 /// Parses a decimal number, saturating at `u64::MAX` for absurdly long digit strings.
@@ -334,19 +408,20 @@ fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
     fmtp_params(fmtp).find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-/// VP8 `max-fs`/`max-fr` (RFC 7741 §6.1).
+/// VP8 `max-fs`/`max-fr` (RFC 7741 §6.1); 0 is ignored.
 fn vp8_constraint(fmtp: Option<&str>) -> Constraint {
     let Some(fmtp) = fmtp else {
         return Constraint::default();
     };
     Constraint {
-        size: fmtp_param(fmtp, "max-fs")
+        max_fs: fmtp_param(fmtp, "max-fs")
             .and_then(parse_saturating)
-            .and_then(VideoLimits::box_for_macroblocks),
+            .filter(|&f| f > 0),
         fps: fmtp_param(fmtp, "max-fr")
             .and_then(parse_saturating)
             .filter(|&f| f > 0)
             .map(sat_u32),
+        ..Constraint::default()
     }
 }
 
@@ -406,9 +481,19 @@ impl H264ProfileLevel {
         let iop = self.profile_iop;
         match self.profile_idc {
             0x42 => true,
-            // Main or extended with the flags that make them constrained baseline.
+            // Main with constraint_set0, extended with constraint_set0: decodable as baseline.
+            0x4d | 0x58 => iop & 0x80 != 0,
+            _ => false,
+        }
+    }
+
+    /// Whether the profile is constrained baseline proper (`42e0xx`, `42c0xx`, `4d8xxx`, `58cxxx`).
+    pub fn is_constrained_baseline(self) -> bool {
+        let iop = self.profile_iop;
+        match self.profile_idc {
+            0x42 => iop & 0x40 != 0,
             0x4d => iop & 0x80 != 0,
-            0x58 => iop & 0x80 != 0,
+            0x58 => iop & 0xc0 == 0xc0,
             _ => false,
         }
     }
@@ -507,36 +592,29 @@ impl H264Params {
                 .is_none_or(H264ProfileLevel::accepts_constrained_baseline)
     }
 
+    /// Whether this is exactly our kind of stream: mode 1, constrained baseline.
+    fn is_constrained_baseline(&self) -> bool {
+        self.compatible()
+            && self
+                .profile
+                .is_some_and(H264ProfileLevel::is_constrained_baseline)
+    }
+
     /// The size/rate the receiver of these parameters can take. Without a
     /// `profile-level-id` only `max-fs`/`max-mbps` constrain (lenient: RFC 6184's
     /// default would be level 1, which no real peer means).
     fn constraint(&self) -> Constraint {
         let level = self.profile.map(H264ProfileLevel::level_limits);
         // max-fs / max-mbps only raise what the level allows (RFC 6184 §8.1).
-        let fs = match (level, self.max_fs) {
-            (Some((_, lfs)), Some(fs)) => Some(lfs.max(fs)),
-            (Some((_, lfs)), None) => Some(lfs),
-            (None, fs) => fs,
+        let raise = |level: Option<u64>, param: Option<u64>| match (level, param) {
+            (Some(l), Some(p)) => Some(l.max(p)),
+            (l, p) => l.or(p),
         };
-        let mbps = match (level, self.max_mbps) {
-            (Some((lm, _)), Some(m)) => Some(lm.max(m)),
-            (Some((lm, _)), None) => Some(lm),
-            (None, m) => m,
-        };
-        let size = fs.and_then(VideoLimits::box_for_macroblocks);
-        let fps = match (size, mbps) {
-            (Some((w, h)), Some(mbps)) => {
-                let frame = u64::from(w / MB) * u64::from(h / MB);
-                Some(sat_u32(mbps / frame.max(1)).max(1))
-            }
-            (None, Some(mbps)) => {
-                // Rate bound only: frames per second at our default 720p size.
-                let frame = u64::from(VideoLimits::default().frame_macroblocks());
-                Some(sat_u32(mbps / frame.max(1)).max(1))
-            }
-            _ => None,
-        };
-        Constraint { size, fps }
+        Constraint {
+            max_fs: raise(level.map(|(_, fs)| fs), self.max_fs).filter(|&f| f > 0),
+            max_mbps: raise(level.map(|(mbps, _)| mbps), self.max_mbps).filter(|&m| m > 0),
+            ..Constraint::default()
+        }
     }
 }
 
@@ -722,7 +800,10 @@ fn imageattr_constraint(media: &MediaDescription, pt: u8) -> Constraint {
         .iter()
         .map(|&(w, h)| (w.min(MAX_WIDTH), h.min(MAX_HEIGHT)))
         .max_by_key(|&(w, h)| u64::from(w) * u64::from(h));
-    Constraint { size, fps: None }
+    Constraint {
+        size,
+        ..Constraint::default()
+    }
 }
 
 /// `a=framerate` (RFC 8866 §6.8), a recommendation for the sender; integer or decimal.
@@ -736,7 +817,10 @@ fn framerate_constraint(media: &MediaDescription) -> Constraint {
         .filter(|f| f.is_finite() && *f >= 0.5)
         // Clamped first: the cast is exact and cannot saturate.
         .map(|f| f.round().min(f64::from(MAX_FPS)) as u32);
-    Constraint { size: None, fps }
+    Constraint {
+        fps,
+        ..Constraint::default()
+    }
 }
 
 /// What the side that wrote `media` lets us send with format `pt` of `family` (fmtp `fmtp`).
@@ -745,31 +829,17 @@ fn peer_limits(
     family: Family,
     pt: u8,
     fmtp: Option<&str>,
+    extra: Constraint,
 ) -> VideoLimits {
     let codec = match family {
         Family::Vp8 => vp8_constraint(fmtp),
         Family::H264 => H264Params::parse(fmtp).constraint(),
     };
-    let image = imageattr_constraint(media, pt);
-    let rate = framerate_constraint(media);
-    // Explicit statements may exceed our default; without any, the default applies.
-    let mut limits = VideoLimits::MAX;
-    let mut any_size = false;
-    let mut any_fps = false;
-    for c in [codec, image, rate] {
-        any_size |= c.size.is_some();
-        any_fps |= c.fps.is_some();
-        limits = c.apply(limits);
-    }
-    let default = VideoLimits::default();
-    if !any_size {
-        limits.max_width = limits.max_width.min(default.max_width);
-        limits.max_height = limits.max_height.min(default.max_height);
-    }
-    if !any_fps {
-        limits.max_fps = limits.max_fps.min(default.max_fps);
-    }
-    limits.clamped()
+    codec
+        .and(imageattr_constraint(media, pt))
+        .and(framerate_constraint(media))
+        .and(extra)
+        .resolve()
 }
 
 /// What we put in a video offer (and, for codecs/direction/feedback/limits, in answers).
@@ -996,6 +1066,8 @@ struct VideoStream<'a> {
     remote_rtp: Option<SocketAddr>,
     rtcp_attr: Option<(u16, Option<IpAddr>)>,
     max_bitrate_bps: Option<u32>,
+    /// Whether the description does ICE (`a=ice-ufrag`): addresses then come from ICE.
+    ice: bool,
 }
 
 impl<'a> VideoStream<'a> {
@@ -1033,15 +1105,19 @@ impl<'a> VideoStream<'a> {
             .or_else(|| explicit(session_attrs))
             .unwrap_or_default();
         let conn = media.connection.as_ref().or(session_conn);
+        // With ICE, `c=0.0.0.0` + port 9 only says "no candidate yet" (RFC 8840 §4.2), not hold.
+        let ice = attr("ice-ufrag").is_some();
         let mut remote_rtp = None;
         if media.port != 0 {
             let conn = conn.ok_or(SdpError::MissingConnection { index })?;
             match conn.ip() {
-                Some(ip) if ip.is_unspecified() => {
+                Some(ip) if ip.is_unspecified() && !ice => {
                     direction = Direction::from_flags(direction.sends(), false);
                 }
-                Some(ip) => remote_rtp = Some(SocketAddr::new(ip, media.port)),
-                None => {}
+                Some(ip) if !ip.is_unspecified() => {
+                    remote_rtp = Some(SocketAddr::new(ip, media.port));
+                }
+                _ => {}
             }
         }
         let rtcp_attr = media
@@ -1065,6 +1141,7 @@ impl<'a> VideoStream<'a> {
             remote_rtp,
             rtcp_attr,
             max_bitrate_bps: parse_bandwidth(&media.bandwidths),
+            ice,
         })
     }
 
@@ -1307,11 +1384,22 @@ fn answer_stream(
         let Some(family) = codec.family() else {
             continue;
         };
-        let found = stream.formats.iter().find(|(f, pt, fmtp)| {
-            *f == family
-                && !common.iter().any(|c| c.pt == *pt)
-                && (family != Family::H264 || H264Params::parse(*fmtp).compatible())
-        });
+        let candidates = stream
+            .formats
+            .iter()
+            .filter(|(f, pt, _)| *f == family && !common.iter().any(|c| c.pt == *pt));
+        // H.264: the first constrained-baseline format, else the first compatible one.
+        let found = match family {
+            Family::Vp8 => candidates.clone().next(),
+            Family::H264 => candidates
+                .clone()
+                .find(|(_, _, fmtp)| H264Params::parse(*fmtp).is_constrained_baseline())
+                .or_else(|| {
+                    candidates
+                        .clone()
+                        .find(|(_, _, fmtp)| H264Params::parse(*fmtp).compatible())
+                }),
+        };
         let Some(&(_, pt, offered_fmtp)) = found else {
             continue;
         };
@@ -1335,7 +1423,7 @@ fn answer_stream(
 
     let remote_direction = stream.direction;
     let mut direction = remote_direction.reverse().intersect(ours.direction);
-    if stream.remote_rtp.is_none() {
+    if stream.remote_rtp.is_none() && !stream.ice {
         direction = Direction::from_flags(false, direction.receives());
     }
     let rtcp_mux = stream.rtcp_mux && ours.rtcp_mux;
@@ -1379,13 +1467,25 @@ fn answer_stream(
             fmtp: c.answer_fmtp.clone().or_else(|| c.ours.fmtp.clone()),
         })
         .collect();
-    let mut peer = peer_limits(offered, first.family, first.pt, first.offered_fmtp);
-    if first.family == Family::H264 {
-        // Without level asymmetry the answered level binds both directions.
-        peer = H264Params::parse(first.answer_fmtp.as_deref())
-            .constraint()
-            .apply(peer);
-    }
+    // Without level asymmetry the answered H.264 level binds both directions.
+    let answered = match first.family {
+        Family::H264 => {
+            let ours = H264Params::parse(first.answer_fmtp.as_deref());
+            if ours.level_asymmetry {
+                Constraint::default()
+            } else {
+                ours.constraint()
+            }
+        }
+        Family::Vp8 => Constraint::default(),
+    };
+    let peer = peer_limits(
+        offered,
+        first.family,
+        first.pt,
+        first.offered_fmtp,
+        answered,
+    );
     let negotiated = NegotiatedVideo {
         send,
         recv,
@@ -1519,7 +1619,7 @@ fn accept_stream(
     let our_direction = our_offer.direction();
     let remote_direction = theirs.direction;
     let mut direction = our_direction.intersect(remote_direction.reverse());
-    if theirs.remote_rtp.is_none() {
+    if theirs.remote_rtp.is_none() && !theirs.ice {
         direction = Direction::from_flags(false, direction.receives());
     }
     let our_mux = our_offer
@@ -1578,7 +1678,13 @@ fn accept_stream(
         direction,
         remote_direction,
         feedback,
-        peer_limits: peer_limits(answer, send_family, send_pt, send_fmtp),
+        peer_limits: peer_limits(
+            answer,
+            send_family,
+            send_pt,
+            send_fmtp,
+            Constraint::default(),
+        ),
         peer_max_bitrate_bps: theirs.max_bitrate_bps,
         profile,
         security,
