@@ -255,3 +255,49 @@ async fn recording_is_complete_after_stop_and_camera_off_stops_frames() {
     assert!(readable.len() >= 20);
     assert_eq!(stats_b.frames_sent, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_times_out_and_resume_brings_video_back() {
+    let _serial = SERIAL.lock().await;
+    let (sa, addr_a) = bind().await;
+    let (sb, addr_b) = bind().await;
+    let (cfg_a, seen_a) = config(sa, addr_b, VideoCodecKind::Vp8, SIZE, MediaSecurity::Plain);
+    let (mut cfg_b, seen_b) = config(sb, addr_a, VideoCodecKind::Vp8, SIZE, MediaSecurity::Plain);
+    cfg_b.send = None;
+    cfg_b.rtp_timeout = Duration::from_millis(1500);
+    let mut b = start(cfg_b, seen_b);
+    let a = start(cfg_a, seen_a);
+    assert!(wait_until(Duration::from_secs(15), || b.seen.len() >= 10).await);
+    // A puts the video on hold: no more RTP, B notices.
+    a.session
+        .control()
+        .set_direction(tandem_proto::sdp::Direction::Inactive);
+    let mut timed_out = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !timed_out {
+        match tokio::time::timeout_at(deadline, b.events.recv()).await {
+            Ok(Some(VideoEvent::RtpTimeout)) => timed_out = true,
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    assert!(timed_out, "no RTP timeout: {:?}", b.session.stats());
+    let held = b.seen.len();
+    // Resume: RTP resumes with a keyframe and the counter continues.
+    a.session
+        .control()
+        .set_direction(tandem_proto::sdp::Direction::SendRecv);
+    assert!(wait_until(Duration::from_secs(10), || b.seen.len() >= held + 10).await);
+    let events = b.drain_events();
+    let stats_a = a.session.stop().await;
+    let stats_b = b.session.stop().await;
+    assert!(
+        events.iter().any(|e| matches!(e, VideoEvent::RtpResumed)),
+        "{events:?}"
+    );
+    assert!(stats_a.keyframes_sent >= 2, "{stats_a:?}");
+    let seen = b.seen.snapshot();
+    let counters = counters(&seen);
+    assert_increasing(&counters);
+    assert_eq!(stats_b.decode_errors, 0);
+}

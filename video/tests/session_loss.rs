@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use session_support::*;
 use tandem_media::session::MediaSecurity;
+use tandem_proto::sdp::video::VideoFeedback;
 use tandem_video::codec::VideoCodecKind;
 use tandem_video::session::VideoStats;
 use tokio::sync::Mutex;
@@ -136,4 +137,63 @@ async fn heavy_loss_lowers_the_bitrate_and_halves_a_large_picture() {
     assert!(halved, "{stats_a:?}");
     assert!(stats_a.target_bitrate_bps < 150_000, "{stats_a:?}");
     assert_eq!(stats_a.send_height, 240);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fir_only_peer_gets_fir_and_no_nacks() {
+    let _serial = SERIAL.lock().await;
+    let (sa, addr_a) = bind().await;
+    let (sb, addr_b) = bind().await;
+    // No random loss, a one-second blackout: only a keyframe request repairs it.
+    let fwd = Forwarder::start(addr_a, addr_b, 0.0, 5, Some(BLACKOUT)).await;
+    let fir_only = VideoFeedback {
+        nack: false,
+        pli: false,
+        fir: true,
+        remb: false,
+    };
+    let (mut cfg_a, seen_a) = config(
+        sa,
+        fwd.for_a,
+        VideoCodecKind::Vp8,
+        SIZE,
+        MediaSecurity::Plain,
+    );
+    cfg_a.feedback = fir_only;
+    let (mut cfg_b, seen_b) = config(
+        sb,
+        fwd.for_b,
+        VideoCodecKind::Vp8,
+        SIZE,
+        MediaSecurity::Plain,
+    );
+    cfg_b.feedback = fir_only;
+    cfg_b.send = None;
+    let start = Instant::now();
+    let b = session_support::start(cfg_b, seen_b);
+    let a = session_support::start(cfg_a, seen_a);
+    let back = wait_until(RUN, || {
+        b.seen
+            .snapshot()
+            .iter()
+            .filter(|s| s.at >= start + BLACKOUT.1)
+            .count()
+            >= 15
+    })
+    .await;
+    let stats_a = a.session.stop().await;
+    let stats_b = b.session.stop().await;
+    assert!(back, "{stats_b:?}");
+    assert!(
+        stats_b.firs_sent > 0 && stats_b.plis_sent == 0,
+        "{stats_b:?}"
+    );
+    assert_eq!(stats_b.nacks_sent, 0);
+    assert_eq!(stats_b.remb_sent_bps, 0);
+    assert!(
+        stats_a.firs_received > 0 && stats_a.plis_received == 0,
+        "{stats_a:?}"
+    );
+    assert!(stats_a.keyframes_sent >= 2);
+    assert_increasing(&counters(&b.seen.snapshot()));
 }
