@@ -301,3 +301,51 @@ async fn hold_times_out_and_resume_brings_video_back() {
     assert_increasing(&counters);
     assert_eq!(stats_b.decode_errors, 0);
 }
+
+/// A pattern source that takes 150 ms per frame while claiming 30 fps.
+struct SlowSource(tandem_video::source::PatternSource);
+
+impl tandem_video::source::VideoSource for SlowSource {
+    fn next_frame(
+        &mut self,
+    ) -> Result<tandem_video::frame::VideoFrame, tandem_video::source::SourceError> {
+        std::thread::sleep(Duration::from_millis(150));
+        self.0.next_frame()
+    }
+
+    fn size(&self) -> (u32, u32) {
+        self.0.size()
+    }
+
+    fn fps(&self) -> u32 {
+        30
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_source_skips_frames_instead_of_queueing_them() {
+    let _serial = SERIAL.lock().await;
+    let (sa, addr_a) = bind().await;
+    let (sb, addr_b) = bind().await;
+    let (mut cfg_a, seen_a) = config(sa, addr_b, VideoCodecKind::Vp8, SIZE, MediaSecurity::Plain);
+    cfg_a.send.as_mut().unwrap().source = Box::new(SlowSource(
+        tandem_video::source::PatternSource::new(320, 240, 30).unwrap(),
+    ));
+    let (mut cfg_b, seen_b) = config(sb, addr_a, VideoCodecKind::Vp8, SIZE, MediaSecurity::Plain);
+    cfg_b.send = None;
+    let b = start(cfg_b, seen_b);
+    let a = start(cfg_a, seen_a);
+    let started = std::time::Instant::now();
+    assert!(wait_until(Duration::from_secs(15), || b.seen.len() >= 12).await);
+    let elapsed = started.elapsed();
+    let stats_a = a.session.stop().await;
+    b.session.stop().await;
+    // About 6-7 frames a second get through; the ticks in between are skipped, not queued.
+    assert!(stats_a.frames_skipped >= stats_a.frames_sent, "{stats_a:?}");
+    let max_frames = (elapsed.as_secs_f64() * 7.0).ceil() as u64 + 2;
+    assert!(
+        stats_a.frames_sent <= max_frames,
+        "{stats_a:?} in {elapsed:?}"
+    );
+    assert_increasing(&counters(&b.seen.snapshot()));
+}

@@ -310,7 +310,8 @@ impl Worker {
                 return;
             }
         };
-        let captured = now;
+        // A camera blocks in `next_frame` until its frame exists: that is the capture instant.
+        let captured = Instant::now();
         if let Some(preview) = self.preview.as_mut() {
             preview.frame(&frame);
         }
