@@ -7,7 +7,8 @@
 //! bit (or to the last packet before the timestamp changes); it is complete when every sequence
 //! number in that run is present. Frames are released strictly in order. A missing packet is
 //! NACKed after a short reorder delay, then again every round-trip time up to
-//! [`AssemblerConfig::nack_retries`] times, and given up after [`AssemblerConfig::max_wait`]:
+//! [`AssemblerConfig::nack_retries`] times, and given up after [`AssemblerConfig::max_wait`]
+//! (or two round trips after its last unanswered NACK):
 //! from then on frames are dropped until a keyframe arrives, and a keyframe request is raised.
 //!
 //! Memory is bounded by [`AssemblerConfig::max_buffered_packets`] and by twice
@@ -33,7 +34,8 @@ pub struct AssemblerConfig {
     pub max_frame_bytes: usize,
     /// Most packets held at once; overflow drops the oldest.
     pub max_buffered_packets: usize,
-    /// How long a missing packet is waited for before the frame is given up.
+    /// How long a missing packet is waited for before the frame is given up (sooner when all
+    /// its NACKs went unanswered for two round trips).
     pub max_wait: Duration,
     /// How many times a missing packet is NACKed.
     pub nack_retries: u32,
@@ -162,6 +164,8 @@ pub struct FrameAssembler {
     last_now: Option<Instant>,
     /// A packet far outside the buffer, remembered to detect a real sequence jump.
     jump_candidate: Option<u64>,
+    /// The round-trip time of the latest [`FrameAssembler::nacks`] call.
+    last_rtt: Option<Duration>,
     stats: AssemblerStats,
 }
 
@@ -193,6 +197,7 @@ impl FrameAssembler {
             last_dropped_ts: None,
             last_now: None,
             jump_candidate: None,
+            last_rtt: None,
             stats: AssemblerStats::default(),
         }
     }
@@ -551,7 +556,7 @@ impl FrameAssembler {
                 Head::Incomplete | Head::Empty => {
                     // Give up on the first missing packet once it has waited long enough.
                     let (&m, info) = self.missing.first_key_value()?;
-                    if now.saturating_duration_since(info.detected) < self.config.max_wait {
+                    if !self.gave_up_on(now, info) {
                         return None;
                     }
                     self.stats.packets_lost += 1;
@@ -559,6 +564,21 @@ impl FrameAssembler {
                     self.enter_keyframe_wait(now);
                 }
             }
+        }
+    }
+
+    /// True when a missing packet is hopeless: waited `max_wait`, or NACKed `nack_retries`
+    /// times with the last request unanswered for two round trips.
+    fn gave_up_on(&self, now: Instant, m: &Missing) -> bool {
+        if now.saturating_duration_since(m.detected) >= self.config.max_wait {
+            return true;
+        }
+        match (m.last_nack, self.last_rtt) {
+            (Some(last), Some(rtt)) if m.nacks >= self.config.nack_retries => {
+                let grace = (rtt * 2).max(self.config.reorder_delay);
+                now.saturating_duration_since(last) >= grace
+            }
+            _ => false,
         }
     }
 
@@ -581,6 +601,7 @@ impl FrameAssembler {
     /// delay, then every `rtt` (at least 5 ms), at most `nack_retries` times each; at most
     /// [`MAX_NACKS_PER_CALL`] per call, oldest first.
     pub fn nacks(&mut self, now: Instant, rtt: Duration) -> Vec<u16> {
+        self.last_rtt = Some(rtt);
         let interval = rtt.max(Duration::from_millis(5));
         let mut out = Vec::new();
         for (&seq, m) in self.missing.iter_mut() {

@@ -641,3 +641,31 @@ proptest! {
         prop_assert!(!a.take_keyframe_request());
     }
 }
+
+#[test]
+fn unanswered_nacks_give_up_before_max_wait() {
+    let t0 = Instant::now();
+    let mut src = Source::new(VideoCodecKind::Vp8, 9);
+    let cfg = AssemblerConfig {
+        max_wait: Duration::from_secs(5),
+        ..config()
+    };
+    let mut a = FrameAssembler::new(VideoCodecKind::Vp8, cfg);
+    assert_eq!(feed(&mut a, t0, &src.frame(true, 300)).len(), 1);
+    let f = src.frame(false, 1200);
+    a.insert(t0, &f[0]);
+    a.insert(t0, &f[2]);
+    let rtt = 30 * MS;
+    let mut sent = 0;
+    let mut now = t0;
+    while now < t0 + 200 * MS {
+        now += 5 * MS;
+        sent += a.nacks(now, rtt).len();
+        assert!(a.pop_frame(now).is_none());
+    }
+    assert_eq!(sent, 3);
+    // Last NACK at 10 + 2 * 30 = 70 ms; two round trips later (130 ms) it was given up.
+    assert_eq!(a.stats().packets_lost, 1);
+    assert!(a.take_keyframe_request());
+    assert_eq!(a.insert(now, &f[1]), InsertOutcome::Late);
+}
