@@ -60,8 +60,8 @@ pub(crate) fn frame_channel() -> FrameSender {
 pub const DEFAULT_PATTERN: (u32, u32, u32) = (320, 240, 15);
 /// Default upper bound of our sending bitrate.
 pub const DEFAULT_MAX_BITRATE_BPS: u32 = 1_500_000;
-/// Lowest start bitrate we give the encoder.
-const MIN_START_BITRATE_BPS: u32 = 100_000;
+/// Lowest start bitrate we give the encoder (the pattern's frame counter survives from here).
+const MIN_START_BITRATE_BPS: u32 = 150_000;
 /// Payload bytes per RTP packet (leaves room for IP/UDP/RTP/SRTP headers and ICE/TURN).
 const MTU_PAYLOAD: usize = 1200;
 /// The frame rate written into a recording's header when nothing better is known.
@@ -512,11 +512,12 @@ pub(crate) fn video_codecs(names: &[String]) -> Result<Vec<VideoCodec>> {
     Ok(out)
 }
 
-/// A start bitrate for a picture size and rate: about 0.15 bit per pixel, within the limits.
+/// A start bitrate for a picture size and rate: about 0.15 bit per pixel, at least
+/// [`MIN_START_BITRATE_BPS`], never above `max` (the user's or the peer's cap wins).
 fn start_bitrate(width: u32, height: u32, fps: u32, max: u32) -> u32 {
     let bits = u64::from(width) * u64::from(height) * u64::from(fps.max(1)) * 3 / 20;
     let bits = u32::try_from(bits).unwrap_or(u32::MAX);
-    bits.clamp(MIN_START_BITRATE_BPS, max.max(MIN_START_BITRATE_BPS))
+    bits.max(MIN_START_BITRATE_BPS).min(max.max(1))
 }
 
 fn key_security(security: &MediaSecurity) -> String {
@@ -1206,6 +1207,11 @@ impl CallVideo {
                     let fps = source.fps();
                     send_desc = Some((w, h, fps));
                     let max_fps = neg.peer_limits.max_fps.max(1);
+                    // The peer's b=TIAS/b=AS caps what we send too.
+                    let max_bitrate = neg
+                        .peer_max_bitrate_bps
+                        .map_or(opts.max_bitrate_bps, |p| p.min(opts.max_bitrate_bps))
+                        .max(1);
                     Some(VideoSendConfig {
                         kind,
                         payload_type,
@@ -1213,13 +1219,8 @@ impl CallVideo {
                         max_width: neg.peer_limits.max_width,
                         max_height: neg.peer_limits.max_height,
                         max_fps,
-                        start_bitrate_bps: start_bitrate(
-                            w,
-                            h,
-                            fps.min(max_fps),
-                            opts.max_bitrate_bps,
-                        ),
-                        max_bitrate_bps: opts.max_bitrate_bps,
+                        start_bitrate_bps: start_bitrate(w, h, fps.min(max_fps), max_bitrate),
+                        max_bitrate_bps: max_bitrate,
                     })
                 }
                 Ok(None) => None,
@@ -1475,6 +1476,7 @@ mod tests {
     #[test]
     fn start_bitrates_are_bounded() {
         assert_eq!(start_bitrate(320, 240, 15, 1_500_000), 172_800);
+        assert_eq!(start_bitrate(320, 240, 15, 100_000), 100_000);
         assert_eq!(start_bitrate(160, 120, 5, 1_500_000), MIN_START_BITRATE_BPS);
         assert_eq!(start_bitrate(1280, 720, 30, 1_500_000), 1_500_000);
         assert_eq!(start_bitrate(4096, 2304, 60, u32::MAX), 84_934_656);

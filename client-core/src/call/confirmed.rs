@@ -34,6 +34,22 @@ const TRANSFER_BYE_WAIT: Duration = Duration::from_secs(2);
 const KEPT_ACKS: usize = 4;
 /// A transfer whose subscription never reports a final status is given up after this long.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often an offer answered 500 with Retry-After is sent again.
+const MAX_BUSY_RETRIES: u32 = 3;
+/// The longest Retry-After we wait for before re-sending an offer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(4);
+
+/// The Retry-After of a response (RFC 3261 §20.33), when it is at most [`MAX_RETRY_AFTER`].
+fn retry_after(r: &Response) -> Option<Duration> {
+    let value = r.headers.get_str(&HeaderName::RetryAfter)?;
+    let secs: u64 = value
+        .split(|c: char| c == ';' || c == '(' || c.is_whitespace())
+        .find(|t| !t.is_empty())?
+        .parse()
+        .ok()?;
+    let delay = Duration::from_secs(secs);
+    (delay <= MAX_RETRY_AFTER).then_some(delay.max(Duration::from_millis(200)))
+}
 
 /// A hold or resume wanted by the application.
 struct Goal {
@@ -46,6 +62,8 @@ struct Goal {
     reoffer: bool,
     /// Whether we wanted video before this goal's offer (restored when it fails).
     prev_video: bool,
+    /// Retries after a 500 with Retry-After (the peer was still busy with an offer).
+    retries: u32,
     method: OfferMethod,
     reply: Option<oneshot::Sender<Result<()>>>,
 }
@@ -64,6 +82,7 @@ impl Goal {
             video: None,
             reoffer: false,
             prev_video: false,
+            retries: 0,
             method,
             reply,
         }
@@ -748,6 +767,22 @@ impl CallTask {
                 live.goals.push_front(out.goal);
                 None
             }
+            500 if out.goal.retries < MAX_BUSY_RETRIES && retry_after(&r).is_some() => {
+                // The peer still waits for the ACK of its last 2xx (RFC 3261 §14.2): retry
+                // after its Retry-After.
+                self.media.offer_failed();
+                self.media.local_hold = out.prev_hold;
+                self.media.video.set_wanted(out.goal.prev_video);
+                let delay = retry_after(&r).unwrap_or(MAX_RETRY_AFTER);
+                tracing::debug!(
+                    ?delay,
+                    "re-INVITE answered 500 with Retry-After: retrying later"
+                );
+                live.retry_at = Some(Instant::now() + delay);
+                out.goal.retries += 1;
+                live.goals.push_front(out.goal);
+                None
+            }
             status => {
                 let ends = matches!(status, 481 | 408);
                 self.fail_reinvite(out, UaError::rejected(status, r.reason.clone()));
@@ -893,6 +928,20 @@ impl CallTask {
                         self.media.video.set_wanted(goal.prev_video);
                         let delay = glare_delay(self.call_id_owner, self.shared.random_u32());
                         live.retry_at = Some(Instant::now() + delay);
+                        live.goals.push_front(goal);
+                        return None;
+                    }
+                    Ok(r)
+                        if r.status == 500
+                            && goal.retries < MAX_BUSY_RETRIES
+                            && retry_after(&r).is_some() =>
+                    {
+                        self.media.offer_failed();
+                        self.media.local_hold = prev_hold;
+                        self.media.video.set_wanted(goal.prev_video);
+                        let delay = retry_after(&r).unwrap_or(MAX_RETRY_AFTER);
+                        live.retry_at = Some(Instant::now() + delay);
+                        goal.retries += 1;
                         live.goals.push_front(goal);
                         return None;
                     }
