@@ -87,14 +87,19 @@ const AUDIO_RATE: u32 = 48_000;
 /// Loop length of the moving-bars Y4M stream, in frames.
 const BARS_LOOP_FRAMES: u32 = 60;
 
+/// tandem-cli's video bitrate ceiling (`tandem_client_core::video::DEFAULT_MAX_BITRATE_BPS`).
+const TANDEM_MAX_BITRATE_BPS: u32 = 1_500_000;
+
 /// One call shape of the real-binary part.
 #[derive(Debug, Clone, Copy)]
 struct Shape {
     width: u32,
     height: u32,
     fps: u32,
-    /// Video bitrate both implementations are configured for (baresip's `video_bitrate`; tandem-cli's
-    /// `--video-bitrate` when it has one, else its own default, which the report then names).
+    /// Video bitrate both implementations are configured for: baresip's `video_bitrate`, and tandem-cli's
+    /// `--video-bitrate` when it has one. Without it tandem-cli's rate controller starts near
+    /// width x height x fps x 0.15 bit and rises (no loss on loopback) to its default ceiling,
+    /// `TANDEM_MAX_BITRATE_BPS`, which is therefore what baresip is given.
     bitrate_bps: u32,
 }
 
@@ -113,13 +118,13 @@ const SHAPES: &[Shape] = &[
         width: 320,
         height: 240,
         fps: 15,
-        bitrate_bps: 300_000,
+        bitrate_bps: TANDEM_MAX_BITRATE_BPS,
     },
     Shape {
         width: 640,
         height: 480,
         fps: 30,
-        bitrate_bps: 1_000_000,
+        bitrate_bps: TANDEM_MAX_BITRATE_BPS,
     },
 ];
 
@@ -689,6 +694,7 @@ fn start_baresip(
     video_source: &str,
     audio: &Path,
     dial: Option<(SocketAddr, u64)>,
+    gid: Option<u32>,
     dir: &Path,
 ) -> Result<(Proc, SocketAddr)> {
     let conf = dir.join(name);
@@ -737,6 +743,9 @@ fn start_baresip(
             .arg(format!("/dial sip:peer@{target}"))
             .arg("-t")
             .arg(quit_after.to_string());
+    }
+    if let Some(gid) = gid {
+        cmd.gid(gid);
     }
     let proc = Proc::spawn(name, cmd, dir)?;
     Ok((proc, sip))
@@ -881,6 +890,122 @@ fn baresip_flow(stdout: &str) -> Result<VideoFlow> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Bytes on the wire
+
+/// Group ids the endpoints run under, so nftables can count each one's UDP output (`meta skgid`).
+const CALLER_GID: u32 = 47_301;
+const CALLEE_GID: u32 = 47_302;
+
+/// An nftables table counting the UDP bytes sent by the sockets of each endpoint's group (all its RTP, RTCP and
+/// SIP: audio + video on the wire, IP and UDP headers included). Named after this process and deleted on drop;
+/// tables left by dead runs are removed first.
+struct WireCounters {
+    table: String,
+}
+
+impl WireCounters {
+    fn start() -> Result<WireCounters> {
+        Self::sweep_stale();
+        let table = format!("tandem-vbench-{}", std::process::id());
+        let counters = WireCounters { table };
+        let t = counters.table.as_str();
+        nft(&["add", "table", "inet", t])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            t,
+            "out",
+            "{ type filter hook output priority 0; policy accept; }",
+        ])?;
+        for gid in [CALLER_GID, CALLEE_GID] {
+            nft(&[
+                "add",
+                "rule",
+                "inet",
+                t,
+                "out",
+                "meta",
+                "skgid",
+                &gid.to_string(),
+                "meta",
+                "l4proto",
+                "udp",
+                "counter",
+            ])?;
+        }
+        Ok(counters)
+    }
+
+    /// UDP bytes sent so far by the caller's and the callee's group.
+    fn bytes(&self) -> Result<(u64, u64)> {
+        let out = Command::new("nft")
+            .args(["list", "table", "inet", &self.table])
+            .output()
+            .context("running nft list")?;
+        if !out.status.success() {
+            bail!("nft list table {} failed", self.table);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let of = |gid: u32| -> Result<u64> {
+            let tag = format!("skgid {gid} ");
+            let line = text
+                .lines()
+                .find(|l| l.contains(&tag))
+                .with_context(|| format!("no counter for gid {gid} in {}", self.table))?;
+            let mut words = line.split_whitespace();
+            words
+                .by_ref()
+                .find(|w| *w == "bytes")
+                .and_then(|_| words.next())
+                .and_then(|b| b.parse().ok())
+                .with_context(|| format!("no byte count in {line:?}"))
+        };
+        Ok((of(CALLER_GID)?, of(CALLEE_GID)?))
+    }
+
+    /// Deletes the tables of earlier runs whose process is gone.
+    fn sweep_stale() {
+        let Ok(out) = Command::new("nft").args(["list", "tables"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(name) = line.strip_prefix("table inet ") else {
+                continue;
+            };
+            let dead = name
+                .strip_prefix("tandem-vbench-")
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if dead {
+                let _ = nft(&["delete", "table", "inet", name]);
+            }
+        }
+    }
+}
+
+impl Drop for WireCounters {
+    fn drop(&mut self) {
+        let _ = nft(&["delete", "table", "inet", &self.table]);
+    }
+}
+
+fn nft(args: &[&str]) -> Result<()> {
+    let out = Command::new("nft")
+        .args(args)
+        .output()
+        .context("running nft")?;
+    if !out.status.success() {
+        bail!(
+            "nft {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // One call pair
 
 /// CPU of one endpoint over the measured window, and what it reported.
@@ -890,6 +1015,8 @@ struct Endpoint {
     cpu: Duration,
     wall: Duration,
     flow: VideoFlow,
+    /// UDP sent over the CPU window (audio + video + RTCP + SIP), kbit/s; None without nftables.
+    out_kbps: Option<f64>,
 }
 
 impl Endpoint {
@@ -925,17 +1052,41 @@ fn measure_cpu(
     callee: &Proc,
     started: Instant,
     call_secs: u64,
-    ticks: f64,
-) -> Result<(Duration, Duration, Duration)> {
+    setup: &CallSetup<'_>,
+) -> Result<Window> {
     sleep(CPU_SETTLE.saturating_sub(started.elapsed()));
+    let ticks = setup.ticks;
     let t0 = Instant::now();
+    let w0 = setup.wire.and_then(|w| w.bytes().ok());
     let c0 = process_cpu(caller.pid(), ticks).context("the caller ended early")?;
     let e0 = process_cpu(callee.pid(), ticks).context("the callee ended early")?;
     let end = started + Duration::from_secs(call_secs) - CPU_TAIL;
     sleep(end.saturating_duration_since(Instant::now()));
     let c1 = process_cpu(caller.pid(), ticks).context("the caller ended early")?;
     let e1 = process_cpu(callee.pid(), ticks).context("the callee ended early")?;
-    Ok((c1.saturating_sub(c0), e1.saturating_sub(e0), t0.elapsed()))
+    let w1 = setup.wire.and_then(|w| w.bytes().ok());
+    let wall = t0.elapsed();
+    let kbps = |a: u64, b: u64| (b.saturating_sub(a)) as f64 * 8.0 / wall.as_secs_f64() / 1000.0;
+    let (caller_kbps, callee_kbps) = match (w0, w1) {
+        (Some((a0, b0)), Some((a1, b1))) => (Some(kbps(a0, a1)), Some(kbps(b0, b1))),
+        _ => (None, None),
+    };
+    Ok(Window {
+        caller_cpu: c1.saturating_sub(c0),
+        callee_cpu: e1.saturating_sub(e0),
+        wall,
+        caller_kbps,
+        callee_kbps,
+    })
+}
+
+/// What was measured over a call's steady middle.
+struct Window {
+    caller_cpu: Duration,
+    callee_cpu: Duration,
+    wall: Duration,
+    caller_kbps: Option<f64>,
+    callee_kbps: Option<f64>,
 }
 
 /// Checks that an endpoint decoded (or received) enough video for its CPU figure to mean something.
@@ -989,6 +1140,8 @@ struct CallSetup<'a> {
     dir: &'a Path,
     /// Clock ticks per second of /proc times.
     ticks: f64,
+    /// Per-endpoint UDP byte counters (None when nftables is unusable here).
+    wire: Option<&'a WireCounters>,
 }
 
 /// Runs one tandem-cli -> tandem-cli call and measures it.
@@ -999,7 +1152,7 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
         audio,
         bitrate_flag,
         dir,
-        ticks,
+        ..
     } = *setup;
     let tag = format!("tandem-{}-{}", shape.label(), content_tag(content));
     let dir = dir.join(&tag);
@@ -1034,11 +1187,11 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
         s(audio),
     ];
     callee_args.extend(cli_video_args(shape, &callee_video, bitrate_flag));
-    let mut callee = Proc::spawn(
-        "callee",
-        cli_command(bin, "bob", callee_addr, &callee_args),
-        &dir,
-    )?;
+    let mut callee_cmd = cli_command(bin, "bob", callee_addr, &callee_args);
+    if setup.wire.is_some() {
+        callee_cmd.gid(CALLEE_GID);
+    }
+    let mut callee = Proc::spawn("callee", callee_cmd, &dir)?;
     wait_sip_ready(callee_addr, &mut callee, Duration::from_secs(10))?;
 
     let mut caller_args = vec![
@@ -1053,19 +1206,18 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
     ];
     caller_args.extend(cli_video_args(shape, &caller_video, bitrate_flag));
     let started = Instant::now();
-    let mut caller = Proc::spawn(
-        "caller",
-        cli_command(
-            bin,
-            "alice",
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            &caller_args,
-        ),
-        &dir,
-    )?;
-    let (caller_cpu, callee_cpu, wall) =
-        measure_cpu(&caller, &callee, started, call_secs, ticks)
-            .map_err(|e| anyhow::anyhow!("{e:#}\n{}\n{}", caller.tails(), callee.tails()))?;
+    let mut caller_cmd = cli_command(
+        bin,
+        "alice",
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &caller_args,
+    );
+    if setup.wire.is_some() {
+        caller_cmd.gid(CALLER_GID);
+    }
+    let mut caller = Proc::spawn("caller", caller_cmd, &dir)?;
+    let window = measure_cpu(&caller, &callee, started, call_secs, setup)
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}\n{}", caller.tails(), callee.tails()))?;
 
     let deadline = started + Duration::from_secs(call_secs + 12);
     match caller.wait_until(deadline)? {
@@ -1087,9 +1239,9 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
     }
     drop(feeds);
     let mut endpoints = Vec::new();
-    for (who, proc, cpu) in [
-        ("caller", &caller, caller_cpu),
-        ("callee", &callee, callee_cpu),
+    for (who, proc, cpu, out_kbps) in [
+        ("caller", &caller, window.caller_cpu, window.caller_kbps),
+        ("callee", &callee, window.callee_cpu, window.callee_kbps),
     ] {
         let flow = tandem_flow(&proc.stdout_text())
             .and_then(|f| check_flow(Peer::Tandem, who, &f, shape, call_secs).map(|()| f))
@@ -1097,8 +1249,9 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
         endpoints.push(Endpoint {
             who,
             cpu,
-            wall,
+            wall: window.wall,
             flow,
+            out_kbps,
         });
     }
     Ok(PairRun {
@@ -1115,7 +1268,6 @@ fn run_baresip_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> R
         call_secs,
         audio,
         dir,
-        ticks,
         ..
     } = *setup;
     let tag = format!("baresip-{}-{}", shape.label(), content_tag(content));
@@ -1139,8 +1291,15 @@ fn run_baresip_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> R
     };
     let callee_source = source_for("callee")?;
     let caller_source = source_for("caller")?;
-    let (mut callee, callee_addr) =
-        start_baresip("callee", shape, &callee_source, audio, None, &dir)?;
+    let (mut callee, callee_addr) = start_baresip(
+        "callee",
+        shape,
+        &callee_source,
+        audio,
+        None,
+        setup.wire.map(|_| CALLEE_GID),
+        &dir,
+    )?;
     wait_sip_ready(callee_addr, &mut callee, Duration::from_secs(10))?;
     let started = Instant::now();
     let (mut caller, _) = start_baresip(
@@ -1149,11 +1308,11 @@ fn run_baresip_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> R
         &caller_source,
         audio,
         Some((callee_addr, call_secs)),
+        setup.wire.map(|_| CALLER_GID),
         &dir,
     )?;
-    let (caller_cpu, callee_cpu, wall) =
-        measure_cpu(&caller, &callee, started, call_secs, ticks)
-            .map_err(|e| anyhow::anyhow!("{e:#}\n{}\n{}", caller.tails(), callee.tails()))?;
+    let window = measure_cpu(&caller, &callee, started, call_secs, setup)
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}\n{}", caller.tails(), callee.tails()))?;
     // The caller quits after -t seconds (BYE); the callee prints its statistics when the call closes.
     if caller
         .wait_until(started + Duration::from_secs(call_secs + 10))?
@@ -1168,9 +1327,9 @@ fn run_baresip_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> R
     callee.stop();
     drop(feeds);
     let mut endpoints = Vec::new();
-    for (who, proc, cpu) in [
-        ("caller", &caller, caller_cpu),
-        ("callee", &callee, callee_cpu),
+    for (who, proc, cpu, out_kbps) in [
+        ("caller", &caller, window.caller_cpu, window.caller_kbps),
+        ("callee", &callee, window.callee_cpu, window.callee_kbps),
     ] {
         let flow = baresip_flow(&proc.all_output())
             .and_then(|f| check_flow(Peer::Baresip, who, &f, shape, call_secs).map(|()| f))
@@ -1178,8 +1337,9 @@ fn run_baresip_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> R
         endpoints.push(Endpoint {
             who,
             cpu,
-            wall,
+            wall: window.wall,
             flow,
+            out_kbps,
         });
     }
     Ok(PairRun {
@@ -1202,6 +1362,10 @@ fn content_tag(content: Content) -> &'static str {
 
 fn pct(v: f64) -> String {
     format!("{v:.1} %")
+}
+
+fn kbps_cell(k: Option<f64>) -> String {
+    k.map_or_else(|| "n/a".into(), |k| format!("{k:.0} kbit/s"))
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -1235,17 +1399,18 @@ fn build_report(
         Some(Ok(lines)) => {
             let _ = writeln!(
                 md,
-                "| codec | size | bitrate | encode mean | encode p95 | decode mean | decode p95 | bytes/frame |"
+                "| codec | size | target | produced | encode mean | encode p95 | decode mean | decode p95 | bytes/frame |"
             );
-            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
             for l in lines.iter().filter(|l| l.get("codec").is_some()) {
                 let g = |k: &str| l.get(k).unwrap_or("?").to_string();
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} kbit/s | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} kbit/s | {} kbit/s | {} | {} | {} | {} | {} |",
                     g("codec"),
                     g("size"),
                     g("bitrate_kbps"),
+                    g("kbps"),
                     g("encode_ms_mean"),
                     g("encode_ms_p95"),
                     g("decode_ms_mean"),
@@ -1304,9 +1469,9 @@ fn build_report(
     );
     let _ = writeln!(
         md,
-        "| shape | source | tandem-cli caller | tandem-cli callee | baresip caller | baresip callee | tandem-cli / baresip |"
+        "| shape | source | tandem-cli caller | tandem-cli callee | baresip caller | baresip callee | tandem-cli / baresip CPU | UDP out per endpoint tandem-cli / baresip |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     for shape in SHAPES {
         for content in [Content::Bars, Content::Own] {
             let find = |peer: Peer| {
@@ -1334,9 +1499,15 @@ fn build_report(
                 (Some(t), Some(b)) => ratio(t.mean_percent(), b.mean_percent()),
                 _ => "n/a".into(),
             };
+            let mean_kbps = |r: Option<&PairRun>| {
+                let k: Vec<f64> = r
+                    .map(|r| r.endpoints.iter().filter_map(|e| e.out_kbps).collect())
+                    .unwrap_or_default();
+                (!k.is_empty()).then(|| k.iter().sum::<f64>() / k.len() as f64)
+            };
             let _ = writeln!(
                 md,
-                "| {} | {source} | {} | {} | {} | {} | {r}{} |",
+                "| {} | {source} | {} | {} | {} | {} | {r}{} | {} / {} |",
                 shape.label(),
                 cell(t, "caller"),
                 cell(t, "callee"),
@@ -1347,6 +1518,8 @@ fn build_report(
                 } else {
                     ""
                 },
+                kbps_cell(mean_kbps(t)),
+                kbps_cell(mean_kbps(b)),
             );
         }
     }
@@ -1355,12 +1528,13 @@ fn build_report(
         for e in &r.endpoints {
             let _ = writeln!(
                 md,
-                "- {} {} {} {}: {} — {}",
+                "- {} {} {} {}: {} CPU, {} UDP out — {}",
                 r.peer.name(),
                 r.shape.label(),
                 r.peer.source_name(r.content),
                 e.who,
                 pct(e.percent()),
+                kbps_cell(e.out_kbps),
                 e.flow.summary(r.peer)
             );
         }
@@ -1377,14 +1551,16 @@ fn build_report(
          discarded (tandem-cli: no --record-video; baresip: fakevideo display). Video bitrate: baresip \
          video_bitrate {}; tandem-cli {}. baresip's fakevideo source is a still frame (its encoder has almost \
          nothing to do), so the like-for-like ratio is the bars row, where both read the same moving Y4M stream \
-         from a FIFO (tandem-cli --video FILE, baresip's avformat source).",
+         from a FIFO (tandem-cli --video FILE, baresip's avformat source). UDP out: every UDP byte an endpoint \
+         sent over the same window (audio + video + RTCP, IP/UDP headers included), counted by nftables per \
+         endpoint (each runs under its own group id) — compare CPU only together with it.",
         CPU_SETTLE.as_secs(),
         CPU_TAIL.as_secs(),
         bitrates.join(", "),
         if bitrate_flag {
             "the same (--video-bitrate)"
         } else {
-            "its own default (it has no --video-bitrate option)"
+            "no --video-bitrate option: its rate controller ramps up to its 1500 kbit/s ceiling"
         }
     );
     md
@@ -1504,6 +1680,13 @@ pub fn video(args: &[String]) -> Result<()> {
     let bitrate_flag = cli_has_video_bitrate(&bin);
     let audio = log_dir.join("speech.wav");
     write_speech_wav(&audio, call_secs as f64 + 10.0)?;
+    let wire = match WireCounters::start() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!("xtask bench video: no per-endpoint byte counts ({e:#})");
+            None
+        }
+    };
     let setup = CallSetup {
         bin: &bin,
         call_secs,
@@ -1511,6 +1694,7 @@ pub fn video(args: &[String]) -> Result<()> {
         bitrate_flag,
         dir: &log_dir,
         ticks,
+        wire: wire.as_ref(),
     };
     let mut runs = Vec::new();
     for shape in SHAPES {
