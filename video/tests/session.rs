@@ -349,3 +349,32 @@ async fn a_slow_source_skips_frames_instead_of_queueing_them() {
     );
     assert_increasing(&counters(&b.seen.snapshot()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_feedback_gets_periodic_keyframes_and_no_feedback() {
+    let _serial = SERIAL.lock().await;
+    let none = tandem_proto::sdp::video::VideoFeedback::default();
+    let (sa, addr_a) = bind().await;
+    let (sb, addr_b) = bind().await;
+    let (mut cfg_a, seen_a) = config(sa, addr_b, VideoCodecKind::H264, SIZE, MediaSecurity::Plain);
+    cfg_a.feedback = none;
+    let (mut cfg_b, seen_b) = config(sb, addr_a, VideoCodecKind::H264, SIZE, MediaSecurity::Plain);
+    cfg_b.feedback = none;
+    cfg_b.send = None;
+    let b = start(cfg_b, seen_b);
+    let a = start(cfg_a, seen_a);
+    let periodic = wait_until(Duration::from_secs(12), || {
+        a.session.stats().keyframes_sent >= 3
+    })
+    .await;
+    let stats_a = a.session.stop().await;
+    let stats_b = b.session.stop().await;
+    assert!(periodic, "{stats_a:?}");
+    assert!(stats_b.keyframes_received >= 2, "{stats_b:?}");
+    assert_eq!(
+        stats_b.nacks_sent + stats_b.plis_sent + stats_b.firs_sent,
+        0
+    );
+    assert_eq!(stats_b.remb_sent_bps, 0);
+    assert_eq!(stats_a.plis_received + stats_a.nacks_received, 0);
+}

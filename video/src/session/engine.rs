@@ -49,6 +49,9 @@ const MAX_NACKED_PER_MESSAGE: usize = 256;
 const RETRANSMIT_BUDGET_FLOOR_BPS: u32 = 300_000;
 /// Round trip assumed until one is measured.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// A peer that takes no keyframe requests (neither PLI nor FIR negotiated) gets a keyframe this
+/// often, its only way to recover from loss.
+const KEYFRAME_INTERVAL_WITHOUT_FEEDBACK: Duration = Duration::from_secs(3);
 /// The lowest REMB we send: our estimate is only the received rate (an encoder that
 /// undershoots its target must not talk the sender down); loss reports carry real congestion.
 const REMB_FLOOR_BPS: u32 = RESTORE_BITRATE_BPS;
@@ -162,6 +165,8 @@ struct Sender {
     last_forced: Option<Instant>,
     /// A request arrived inside the rate limit: force one when it ends.
     keyframe_pending: bool,
+    /// When the last periodic keyframe was asked for (peers without keyframe requests).
+    last_periodic: Instant,
     retransmitted: HashMap<u16, Instant>,
     budget: Budget,
 }
@@ -285,6 +290,7 @@ impl Engine {
                     halved: false,
                     last_forced: None,
                     keyframe_pending: false,
+                    last_periodic: now,
                     retransmitted: HashMap::new(),
                     budget: Budget {
                         tokens: 0.0,
@@ -1099,6 +1105,7 @@ impl Engine {
         }
         self.request_keyframe_if_needed(now);
         self.release_pending_keyframe(now);
+        self.periodic_keyframe(now);
         let receiver = &mut self.receiver;
         if receives(self.direction)
             && !self.recv_codecs.is_empty()
@@ -1202,6 +1209,24 @@ impl Engine {
         if due && let Some(sender) = self.sender.as_mut() {
             sender.keyframe_pending = false;
             sender.last_forced = Some(now);
+            self.encoder_command(EncoderCommand::Keyframe);
+        }
+    }
+
+    /// Without PLI/FIR the peer cannot ask for a keyframe after a loss: send one regularly.
+    fn periodic_keyframe(&mut self, now: Instant) {
+        if self.feedback.pli || self.feedback.fir {
+            return;
+        }
+        let due = self.sender.as_mut().is_some_and(|s| {
+            let due = now.saturating_duration_since(s.last_periodic)
+                >= KEYFRAME_INTERVAL_WITHOUT_FEEDBACK;
+            if due {
+                s.last_periodic = now;
+            }
+            due
+        });
+        if due {
             self.encoder_command(EncoderCommand::Keyframe);
         }
     }
