@@ -1333,7 +1333,8 @@ fn h264_answer_fmtp(ours: &VideoCodec, offered: &H264Params) -> String {
 /// profile, or no codec in common (VP8; H.264 only with packetization-mode 1 and a
 /// constrained-baseline-compatible profile). Otherwise our line on `ours.port` with the
 /// offered profile, the common codecs in OUR preference order under the offered payload
-/// types, the feedback both declared, `ours.attributes` verbatim, `rtcp-mux` when both,
+/// types, the feedback both declared, `a=imageattr` when the offer had one, `ours.attributes`
+/// verbatim, `rtcp-mux` when both,
 /// and our direction (the offered one reversed, limited by `ours.direction`).
 /// `ours.profile` is not used. The security `ours.attributes` carry must fit the offered
 /// profile ([`security_fits`]), else [`SdpError::Unacceptable`]. Session-level
@@ -1431,6 +1432,11 @@ fn answer_stream(
     let mut m = empty_video(ours.port, &offered.protocol);
     push_bandwidth(&mut m, ours.max_recv_bitrate_bps);
     let limits = ours.recv_limits.clamped();
+    // a=imageattr only in answer to an offer that used it (others may not parse it).
+    let image_negotiated = offered
+        .attributes
+        .iter()
+        .any(|a| a.name.eq_ignore_ascii_case("imageattr"));
     for c in &common {
         let pt = c.pt.to_string();
         m.formats.push(pt.clone());
@@ -1446,8 +1452,10 @@ fn answer_stream(
             .feedback
             .intersect(VideoFeedback::from_media(offered, c.pt));
         m.attributes.extend(fb.attributes(&pt));
-        m.attributes
-            .push(Attribute::new("imageattr", limits.imageattr_recv(&pt)));
+        if image_negotiated {
+            m.attributes
+                .push(Attribute::new("imageattr", limits.imageattr_recv(&pt)));
+        }
     }
     push_tail(&mut m, ours, rtcp_mux, direction, false);
 
