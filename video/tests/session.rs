@@ -378,3 +378,66 @@ async fn a_peer_without_feedback_gets_periodic_keyframes_and_no_feedback() {
     assert_eq!(stats_b.remb_sent_bps, 0);
     assert_eq!(stats_a.plis_received + stats_a.nacks_received, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtls_with_a_wrong_fingerprint_fails_and_sends_no_media() {
+    let _serial = SERIAL.lock().await;
+    let cert_a = DtlsCertificate::generate().unwrap();
+    let cert_b = DtlsCertificate::generate().unwrap();
+    let stranger = DtlsCertificate::generate().unwrap();
+    let (sa, addr_a) = bind().await;
+    let (sb, addr_b) = bind().await;
+    let (mut cfg_a, seen_a) = config(
+        sa,
+        addr_b,
+        VideoCodecKind::Vp8,
+        SIZE,
+        MediaSecurity::Dtls {
+            role: DtlsRole::Client,
+            remote_fingerprint: cert_b.fingerprint(),
+            cert: cert_a,
+        },
+    );
+    let (mut cfg_b, seen_b) = config(
+        sb,
+        addr_a,
+        VideoCodecKind::Vp8,
+        SIZE,
+        MediaSecurity::Dtls {
+            role: DtlsRole::Server,
+            // B expects someone else: it must refuse A.
+            remote_fingerprint: stranger.fingerprint(),
+            cert: cert_b,
+        },
+    );
+    cfg_a.dtls_timeout = Duration::from_secs(3);
+    cfg_b.dtls_timeout = Duration::from_secs(3);
+    let mut b = start(cfg_b, seen_b);
+    let mut a = start(cfg_a, seen_a);
+    let mut failed = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !failed {
+        match tokio::time::timeout_at(deadline, b.events.recv()).await {
+            Ok(Some(VideoEvent::SecurityFailed(_))) => failed = true,
+            Ok(Some(VideoEvent::Secure(true))) => panic!("B accepted the wrong certificate"),
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events_a = a.drain_events();
+    let stats_a = a.session.stop().await;
+    let stats_b = b.session.stop().await;
+    assert!(failed, "{stats_b:?}");
+    for stats in [&stats_a, &stats_b] {
+        assert_eq!(stats.packets_sent, 0, "{stats:?}");
+        assert_eq!(stats.frames_decoded, 0);
+        assert!(!stats.srtp);
+    }
+    assert!(
+        !events_a
+            .iter()
+            .any(|e| matches!(e, VideoEvent::Secure(false))),
+        "{events_a:?}"
+    );
+}
