@@ -276,11 +276,6 @@ impl H264Encoder {
 
     fn create(&mut self) -> Result<(), CodecError> {
         let c = &self.config;
-        let threads = if c.width * c.height >= 640 * 480 {
-            2
-        } else {
-            1
-        };
         let cfg = H264Config::new()
             .usage_type(UsageType::CameraVideoRealTime)
             .profile(Profile::Baseline)
@@ -296,7 +291,9 @@ impl H264Encoder {
             .scene_change_detect(false)
             .background_detection(false)
             .long_term_reference(false)
-            .num_threads(threads);
+            // openh264 threads work per slice; with one slice (RFC 6184 FU-A friendly) a
+            // second thread would idle.
+            .num_threads(1);
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), cfg)
             .map_err(|e| CodecError::Unavailable(format!("openh264 encoder: {e}")))?;
         self.encoder = Some(encoder);

@@ -138,11 +138,9 @@ impl Vp8Encoder {
     fn fill_cfg(&mut self) {
         let c = &self.config;
         let cfg = &mut *self.cfg;
-        let pixels = c.width * c.height;
         cfg.g_w = c.width;
         cfg.g_h = c.height;
-        // Two threads only pay off from VGA up (and the machine budget is ~2 cores).
-        cfg.g_threads = if pixels >= 640 * 480 { 2 } else { 1 };
+        cfg.g_threads = super::encoder_threads(c.width, c.height);
         cfg.g_timebase.num = 1;
         cfg.g_timebase.den = c.fps as c_int;
         cfg.g_error_resilient = VPX_ERROR_RESILIENT_DEFAULT;
