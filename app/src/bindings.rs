@@ -69,6 +69,16 @@ pub fn generate() -> Result<Vec<(String, String)>, ts_rs::ExportError> {
     one::<SendFile>(&cfg, &mut out)?;
     one::<FileArg>(&cfg, &mut out)?;
     one::<JoinConference>(&cfg, &mut out)?;
+    one::<VideoSize>(&cfg, &mut out)?;
+    one::<VideoInfo>(&cfg, &mut out)?;
+    one::<CameraKind>(&cfg, &mut out)?;
+    one::<Camera>(&cfg, &mut out)?;
+    one::<Cameras>(&cfg, &mut out)?;
+    one::<CameraChoice>(&cfg, &mut out)?;
+    one::<VideoArg>(&cfg, &mut out)?;
+    one::<CameraArg>(&cfg, &mut out)?;
+    one::<AnswerArg>(&cfg, &mut out)?;
+    one::<VideoFigures>(&cfg, &mut out)?;
     one::<AppEvent>(&cfg, &mut out)?;
     one::<AccountArg>(&cfg, &mut out)?;
     one::<CallArg>(&cfg, &mut out)?;

@@ -100,6 +100,10 @@ pub const COMMANDS: &[&str] = &[
     "decline_file",
     "open_folder",
     "join_conference",
+    "list_cameras",
+    "choose_camera",
+    "set_video",
+    "set_camera",
 ];
 
 fn args<T: DeserializeOwned>(command: &str, value: Value) -> Result<T, Failure> {
@@ -142,8 +146,12 @@ pub async fn dispatch(state: &AppState, command: &str, arguments: Value) -> Resu
         "test_connection" => json(state.test_connection(args(command, arguments)?).await?),
         "call" => json(state.call(args(command, arguments)?).await?),
         "answer" => {
-            let a: CallArg = args(command, arguments)?;
-            json(state.answer(&a.call_id).await?)
+            let a: AnswerArg = args(command, arguments)?;
+            json(
+                state
+                    .answer_with(&a.call_id, a.video.unwrap_or(false))
+                    .await?,
+            )
         }
         "decline" => {
             let a: CallArg = args(command, arguments)?;
@@ -210,6 +218,19 @@ pub async fn dispatch(state: &AppState, command: &str, arguments: Value) -> Resu
         "decline_file" => json(state.decline_file(args(command, arguments)?)?),
         "open_folder" => json(state.open_folder(args(command, arguments)?)?),
         "join_conference" => json(state.join_conference(args(command, arguments)?).await?),
+        "list_cameras" => json(state.list_cameras()),
+        "choose_camera" => {
+            let a: CameraChoice = args(command, arguments)?;
+            json(state.choose_camera(a.camera.as_deref())?)
+        }
+        "set_video" => {
+            let a: VideoArg = args(command, arguments)?;
+            json(state.set_video(&a.call_id, a.on).await?)
+        }
+        "set_camera" => {
+            let a: CameraArg = args(command, arguments)?;
+            json(state.set_camera(&a.call_id, a.camera.as_deref()).await?)
+        }
         other => Err(failure(
             FailureKind::Other,
             format!("Unknown command {other}."),

@@ -19,6 +19,7 @@ pub mod social;
 pub mod state;
 pub mod trust;
 pub mod types;
+pub mod video;
 
 pub use commands::dispatch;
 pub use secrets::Secrets;

@@ -1,7 +1,8 @@
 //! The HTTP face of the commands and events, for the ui in a plain browser: `POST
 //! /api/COMMAND` with JSON arguments answers JSON (HTTP 422 with a [`Failure`] on error),
-//! `GET /api/events` is a server-sent event stream of [`AppEvent`]s, and everything else is
-//! served from the built ui folder.
+//! `GET /api/events` is a server-sent event stream of [`AppEvent`]s, `GET
+//! /api/video/{call}/{remote|self}?after=N&maxw=W&maxh=H` answers the next picture of a call's
+//! video ([`crate::video::serve_frame`]), and everything else is served from the built ui folder.
 
 use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
@@ -31,6 +32,7 @@ pub fn router(state: AppState, ui_dir: PathBuf) -> Router {
     let served = Arc::new(Served { state, ui_dir });
     Router::new()
         .route("/api/events", get(events))
+        .route("/api/video/{call}/{stream}", get(video_frame))
         .route("/api/{command}", post(command))
         .fallback(get(file))
         .with_state(served)
@@ -50,6 +52,21 @@ async fn command(
         )
             .into_response(),
     }
+}
+
+async fn video_frame(State(served): State<Arc<Served>>, uri: Uri) -> Response {
+    let path = uri.path().strip_prefix("/api/video").unwrap_or_default();
+    let reply = served.state.video_frame(path, uri.query()).await;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, reply.content_type()),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from(reply.body),
+    )
+        .into_response()
 }
 
 async fn events(State(served): State<Arc<Served>>) -> impl IntoResponse {

@@ -11,7 +11,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tandem_client_core::types::{DeviceSpec, SrtpPolicy, Transport, Uri};
 use tandem_client_core::{
     Account, AnswerOptions, Call, CallEvent, CallOptions, EndReason, IncomingCall, MediaOptions,
-    RegEvent, Registration, UaConfig, UaError, UaEvent, UaEvents, UserAgent, parse_proxy,
+    RegEvent, Registration, UaConfig, UaError, UaEvent, UaEvents, UserAgent, VideoNotice,
+    VideoSourceSpec, parse_proxy,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -52,7 +53,12 @@ pub struct AppOptions {
 type Reply<T> = oneshot::Sender<Result<T, Failure>>;
 
 enum CallCtl {
-    Answer(Reply<()>),
+    /// Answer, with video (true) or audio only.
+    Answer(bool, Reply<()>),
+    /// Upgrade to video (true) or take the video away.
+    Video(bool, Reply<()>),
+    /// Send from another camera (its id), or stop sending pictures (none).
+    Camera(Option<String>, Reply<()>),
     Decline,
     Hangup,
     Hold(bool, Reply<()>),
@@ -90,6 +96,10 @@ pub(crate) struct Inner {
     pub(crate) social: crate::social::Social,
     pub(crate) trust: Arc<TrustStore>,
     pub(crate) files: crate::files::Files,
+    /// The latest pictures of every call's video streams, for the ui.
+    pub(crate) video: crate::video::VideoHub,
+    /// The camera new video calls send from (none: receive-only video).
+    camera: Mutex<Option<String>>,
 }
 
 /// The app: accounts with one client-core [`UserAgent`] each, calls, history, the bundled lab
@@ -223,6 +233,9 @@ impl AppState {
             .collect();
         let social = crate::social::Social::load(&options.data_dir)?;
         let trust = Arc::new(TrustStore::open(&options.data_dir)?);
+        let camera = load_json::<CameraChoice>(&options.data_dir.join("video.json"))?
+            .map(|c| c.camera)
+            .unwrap_or_else(|| Some(crate::video::PATTERN_CAMERA.to_owned()));
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         Ok(AppState {
             inner: Arc::new(Inner {
@@ -237,6 +250,8 @@ impl AppState {
                 social,
                 trust,
                 files: crate::files::Files::default(),
+                video: crate::video::VideoHub::default(),
+                camera: Mutex::new(camera),
             }),
         })
     }
@@ -568,13 +583,33 @@ impl AppState {
         outcome
     }
 
-    fn media_options(&self) -> Result<MediaOptions, Failure> {
+    /// The media of a new call (or answer): the chosen audio devices, and with `video` the
+    /// chosen camera (or receive-only video when there is none). Also returns the camera.
+    fn media_options(&self, video: bool) -> Result<(MediaOptions, Option<String>), Failure> {
         let devices = lock(&self.inner.devices).clone();
-        Ok(MediaOptions {
-            capture: parse_device(&devices.capture)?,
-            playback: parse_device(&devices.playback)?,
-            ..MediaOptions::default()
-        })
+        let camera = if video {
+            lock(&self.inner.camera).clone()
+        } else {
+            None
+        };
+        let video = if video {
+            let source = match &camera {
+                Some(id) => crate::video::camera_spec(id)?,
+                None => VideoSourceSpec::None,
+            };
+            Some(crate::video::video_options(source))
+        } else {
+            None
+        };
+        Ok((
+            MediaOptions {
+                capture: parse_device(&devices.capture)?,
+                playback: parse_device(&devices.playback)?,
+                video,
+                ..MediaOptions::default()
+            },
+            camera,
+        ))
     }
 
     /// Command `call`: calls `target` from the account. Returns the call (phase `Dialing`);
@@ -592,7 +627,7 @@ impl AppState {
                 "\"{target_text}\" is not something we can call: {e}"
             ))
         })?;
-        let media = self.media_options()?;
+        let (media, camera) = self.media_options(request.video.unwrap_or(false))?;
         let ua = self.ua_for(&request.account_id).await?;
         let call = ua
             .call(
@@ -605,12 +640,16 @@ impl AppState {
             )
             .await
             .map_err(|e| explain_call(&e))?;
-        Ok(self.spawn_call(
+        let info = self.spawn_call(
             &request.account_id,
             call,
             Direction::Outgoing,
             CallPhase::Dialing,
-        ))
+        );
+        if request.video == Some(true) {
+            self.video_camera(&info.id, camera);
+        }
+        Ok(info)
     }
 
     /// Command `join_conference`: calls the room `conf-<room>@<domain>` (or the address given)
@@ -632,6 +671,7 @@ impl AppState {
             .call(CallRequest {
                 account_id: join.account_id,
                 target,
+                video: None,
             })
             .await?;
         if !pin.is_empty() {
@@ -695,6 +735,7 @@ impl AppState {
             secure: false,
             end_reason: None,
             media_path: None,
+            video: None,
         }
     }
 
@@ -737,13 +778,17 @@ impl AppState {
             .from()
             .map(|u| u.to_string())
             .unwrap_or_else(|| "unknown caller".to_owned());
-        let info = self.new_info(
+        let mut info = self.new_info(
             incoming.call_id(),
             account_id,
             remote,
             Direction::Incoming,
             CallPhase::Incoming,
         );
+        if offers_video(&incoming.request().body) {
+            // Not answered yet: the ui offers "answer with video".
+            info.video = Some(Box::default());
+        }
         if let Err(e) = incoming.ring() {
             tracing::debug!(error = %e, "180 Ringing not sent");
         }
@@ -774,9 +819,9 @@ impl AppState {
                     return;
                 }
                 cmd = ctl.recv() => match cmd {
-                    Some(CallCtl::Answer(reply)) => {
-                        let options = match (self.account_of(&info.account_id), self.media_options()) {
-                            (Ok(account), Ok(media)) => AnswerOptions { account: Some(account), media },
+                    Some(CallCtl::Answer(video, reply)) => {
+                        let (options, camera) = match (self.account_of(&info.account_id), self.media_options(video)) {
+                            (Ok(account), Ok((media, camera))) => (AnswerOptions { account: Some(account), media }, camera),
                             (Err(f), _) | (_, Err(f)) => {
                                 let _ = reply.send(Err(f));
                                 continue;
@@ -788,7 +833,13 @@ impl AppState {
                                 self.update(&info.id, |i| {
                                     i.phase = CallPhase::Active;
                                     i.answered_at_ms = Some(now_ms());
+                                    if !video {
+                                        i.video = None;
+                                    }
                                 });
+                                if video {
+                                    self.video_camera(&info.id, camera);
+                                }
                                 self.run_call(info.id.clone(), call, ctl, started_ms, Instant::now()).await;
                             }
                             Err(e) => {
@@ -836,6 +887,7 @@ impl AppState {
         let Some(slot) = lock(&self.inner.calls).remove(call_id) else {
             return;
         };
+        self.inner.video.detach_call(call_id);
         let mut info = slot.info;
         info.phase = CallPhase::Ended;
         info.end_reason = Some(reason.clone());
@@ -869,6 +921,12 @@ impl AppState {
         created: Instant,
     ) {
         let mut roster = None;
+        self.inner
+            .video
+            .attach(&id, crate::video::Stream::Remote, call.video_frames());
+        self.inner
+            .video
+            .attach(&id, crate::video::Stream::Local, call.local_video_frames());
         let mut answered: Option<Instant> = lock(&self.inner.calls)
             .get(&id)
             .and_then(|s| s.info.answered_at_ms)
@@ -915,6 +973,7 @@ impl AppState {
                         CallEvent::RemoteHold => self.update(&id, |i| i.remote_held = true),
                         CallEvent::RemoteResumed => self.update(&id, |i| i.remote_held = false),
                         CallEvent::Quality(q) => self.emit(AppEvent::Quality { call_id: id.clone(), quality: quality_of(&q) }),
+                        CallEvent::Video(notice) => self.on_video(&id, notice),
                         CallEvent::Dtmf(d) => self.emit(AppEvent::Dtmf { call_id: id.clone(), digit: d.to_string() }),
                         CallEvent::TransferFailed { status, reason } => self.emit(AppEvent::Notice {
                             call_id: Some(id.clone()),
@@ -971,8 +1030,17 @@ impl AppState {
                 }
                 cmd = ctl.recv() => match cmd {
                     None | Some(CallCtl::Hangup) | Some(CallCtl::Decline) => call.hangup(),
-                    Some(CallCtl::Answer(reply)) => {
+                    Some(CallCtl::Answer(_, reply)) => {
                         let _ = reply.send(Err(invalid("This call is already answered.")));
+                    }
+                    Some(CallCtl::Video(on, reply)) => {
+                        let camera = if on { lock(&self.inner.camera).clone() } else { None };
+                        let r = self.switch_video(&id, &mut call, on, camera).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(CallCtl::Camera(camera, reply)) => {
+                        let r = self.switch_camera(&id, &mut call, camera).await;
+                        let _ = reply.send(r);
                     }
                     Some(CallCtl::Hold(on, reply)) => {
                         let mut r = if on { call.hold().await } else { call.resume().await };
@@ -1021,7 +1089,13 @@ impl AppState {
 
     /// Command `answer`: answers an incoming call.
     pub async fn answer(&self, call_id: &str) -> Result<(), Failure> {
-        self.ask(call_id, CallCtl::Answer).await
+        self.answer_with(call_id, false).await
+    }
+
+    /// Command `answer` with its `video` flag: answers with video (when the caller offered
+    /// it, sending from the chosen camera) or audio only.
+    pub async fn answer_with(&self, call_id: &str, video: bool) -> Result<(), Failure> {
+        self.ask(call_id, |r| CallCtl::Answer(video, r)).await
     }
 
     /// Command `decline`: declines an incoming call (603 Decline).
@@ -1119,6 +1193,170 @@ impl AppState {
             let (c, p) = (capture.clone(), playback.clone());
             self.ask(&id, |r| CallCtl::Devices(c, p, r)).await?;
         }
+        Ok(())
+    }
+
+    /// Command `list_cameras`: the video sources (the test pattern and the `.y4m` files of the
+    /// videos folder) and the one new video calls use.
+    pub fn list_cameras(&self) -> Cameras {
+        let folder = crate::video::videos_folder(&self.inner.options.data_dir);
+        let mut available = crate::video::list_cameras(&folder);
+        let current = lock(&self.inner.camera).clone();
+        // A file chosen from elsewhere stays listed.
+        if let Some(id) = &current
+            && !available.iter().any(|c| &c.id == id)
+            && let Some(path) = id.strip_prefix(crate::video::FILE_CAMERA_PREFIX)
+            && let Ok(camera) = crate::video::file_camera(std::path::Path::new(path))
+        {
+            available.push(camera);
+        }
+        Cameras {
+            available,
+            current,
+            folder: folder.display().to_string(),
+        }
+    }
+
+    /// Command `choose_camera`: the camera new video calls send from (none: they only
+    /// receive video). Checked (a file must be a readable `.y4m`) and remembered.
+    pub fn choose_camera(&self, camera: Option<&str>) -> Result<(), Failure> {
+        if let Some(id) = camera {
+            crate::video::camera_spec(id)?;
+        }
+        let choice = CameraChoice {
+            camera: camera.map(str::to_owned),
+        };
+        save_json(&self.inner.options.data_dir.join("video.json"), &choice)?;
+        *lock(&self.inner.camera) = choice.camera;
+        Ok(())
+    }
+
+    /// Command `set_video`: upgrades an answered call to video (re-INVITE, sending from the
+    /// chosen camera) or takes its video away.
+    pub async fn set_video(&self, call_id: &str, on: bool) -> Result<(), Failure> {
+        self.ask(call_id, |r| CallCtl::Video(on, r)).await
+    }
+
+    /// Command `set_camera`: sends a call's video from another camera, or stops sending
+    /// pictures (none) while the peer's video keeps coming.
+    pub async fn set_camera(&self, call_id: &str, camera: Option<&str>) -> Result<(), Failure> {
+        if let Some(id) = camera {
+            crate::video::camera_spec(id)?;
+        }
+        let camera = camera.map(str::to_owned);
+        self.ask(call_id, |r| CallCtl::Camera(camera, r)).await
+    }
+
+    /// Marks call `call_id` as a video call sending from `camera` (none: camera off).
+    fn video_camera(&self, call_id: &str, camera: Option<String>) {
+        self.update(call_id, |i| {
+            i.video.get_or_insert_with(Box::default).camera = camera;
+        });
+    }
+
+    /// Follows a video notice of call `id`.
+    fn on_video(&self, id: &str, notice: VideoNotice) {
+        match notice {
+            VideoNotice::Started {
+                codec, send, recv, ..
+            } => self.update(id, |i| {
+                let video = i.video.get_or_insert_with(Box::default);
+                video.codec = Some(codec);
+                video.sending = send.map(|(width, height, fps)| VideoSize {
+                    width,
+                    height,
+                    fps: Some(fps),
+                });
+                video.receiving = recv;
+            }),
+            VideoNotice::FirstFrame { width, height }
+            | VideoNotice::SizeChanged { width, height } => self.update(id, |i| {
+                if let Some(video) = i.video.as_mut() {
+                    video.remote_size = Some(VideoSize {
+                        width,
+                        height,
+                        fps: None,
+                    });
+                }
+            }),
+            VideoNotice::Stats(s) => self.emit(AppEvent::Video {
+                call_id: id.to_owned(),
+                figures: VideoFigures {
+                    frames_sent: s.frames_sent,
+                    frames_received: s.frames_received,
+                    frames_decoded: s.frames_decoded,
+                    keyframes_sent: s.keyframes_sent,
+                    nacks_sent: s.nacks_sent,
+                    plis_sent: s.plis_sent,
+                    packets_lost: s.packets_lost,
+                    target_bitrate_bps: s.target_bitrate_bps,
+                },
+            }),
+            VideoNotice::Stopped(_) => self.update(id, |i| i.video = None),
+            VideoNotice::Rejected(why) => {
+                self.update(id, |i| i.video = None);
+                self.emit(AppEvent::Notice {
+                    call_id: Some(id.to_owned()),
+                    message: format!(
+                        "The other side takes no video ({why}); the call goes on with audio."
+                    ),
+                });
+            }
+            VideoNotice::RtpTimeout => self.emit(AppEvent::Notice {
+                call_id: Some(id.to_owned()),
+                message: "No video has arrived from the other party for a while.".to_owned(),
+            }),
+            VideoNotice::Warning(w) => self.emit(AppEvent::Notice {
+                call_id: Some(id.to_owned()),
+                message: format!("Video: {w}"),
+            }),
+            _ => {}
+        }
+    }
+
+    /// Upgrades call `id` to video sending from `camera`, or downgrades it.
+    async fn switch_video(
+        &self,
+        id: &str,
+        call: &mut Call,
+        on: bool,
+        camera: Option<String>,
+    ) -> Result<(), Failure> {
+        if !on {
+            call.set_video(false).await.map_err(|e| explain_call(&e))?;
+            self.update(id, |i| i.video = None);
+            return Ok(());
+        }
+        let spec = match &camera {
+            Some(c) => crate::video::camera_spec(c)?,
+            None => VideoSourceSpec::None,
+        };
+        call.set_camera(Some(spec))
+            .await
+            .map_err(|e| explain_call(&e))?;
+        let mut r = call.set_video(true).await;
+        if matches!(r, Err(UaError::Rejected { status: 500, .. })) {
+            tokio::time::sleep(RETRY_AFTER_500).await;
+            r = call.set_video(true).await;
+        }
+        r.map_err(|e| explain_call(&e))?;
+        self.video_camera(id, camera);
+        Ok(())
+    }
+
+    /// Sends call `id`'s video from `camera`, or stops sending pictures.
+    async fn switch_camera(
+        &self,
+        id: &str,
+        call: &mut Call,
+        camera: Option<String>,
+    ) -> Result<(), Failure> {
+        let spec = camera
+            .as_deref()
+            .map(crate::video::camera_spec)
+            .transpose()?;
+        call.set_camera(spec).await.map_err(|e| explain_call(&e))?;
+        self.video_camera(id, camera);
         Ok(())
     }
 
@@ -1281,7 +1519,9 @@ pub fn conference_target(room: &str, domain: &str) -> Result<String, Failure> {
 fn reply_not_yet(ctl: CallCtl) {
     let not_yet = || invalid("Answer the call first.");
     match ctl {
-        CallCtl::Answer(r)
+        CallCtl::Answer(_, r)
+        | CallCtl::Video(_, r)
+        | CallCtl::Camera(_, r)
         | CallCtl::Hold(_, r)
         | CallCtl::Dtmf(_, r)
         | CallCtl::Transfer(_, r)
@@ -1290,6 +1530,17 @@ fn reply_not_yet(ctl: CallCtl) {
         }
         CallCtl::Decline | CallCtl::Hangup | CallCtl::Mute(_) => {}
     }
+}
+
+/// True when an INVITE body is an SDP offer with an enabled `m=video` line (a call may be
+/// answered with video).
+fn offers_video(body: &[u8]) -> bool {
+    let Ok(sdp) = tandem_proto::sdp::SessionDescription::parse_bytes(body) else {
+        return false;
+    };
+    tandem_proto::sdp::video::video_index(&sdp)
+        .and_then(|i| sdp.media.get(i))
+        .is_some_and(|m| m.port != 0)
 }
 
 /// Signs an account's user agent out and shuts it down.

@@ -373,6 +373,9 @@ pub struct CallInfo {
     /// The path the media takes (ICE's choice), once known.
     #[serde(default)]
     pub media_path: Option<MediaPath>,
+    /// The call's video, while it has a video stream (absent for audio-only calls).
+    #[serde(default)]
+    pub video: Option<Box<VideoInfo>>,
 }
 
 /// Which way a call's media goes.
@@ -525,6 +528,10 @@ pub struct CallRequest {
     pub account_id: String,
     /// Who to call: a SIP URI, `user`, `user@domain` or a `tel:` number.
     pub target: String,
+    /// Offer video too (sending from the chosen camera); absent or false: an audio call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub video: Option<bool>,
 }
 
 /// Where a chat message is in its life.
@@ -832,6 +839,15 @@ pub enum AppEvent {
         /// The transfer now.
         transfer: FileTransfer,
     },
+    /// Video figures of a call (every few seconds while it has video).
+    Video {
+        /// The call.
+        #[serde(rename = "callId")]
+        #[ts(rename = "callId")]
+        call_id: String,
+        /// The figures.
+        figures: VideoFigures,
+    },
     /// Something the user should know that belongs to no command (a media warning, a failed transfer).
     Notice {
         /// The call it concerns, if any.
@@ -841,6 +857,133 @@ pub enum AppEvent {
         /// The message.
         message: String,
     },
+}
+
+/// A frame size, with the frame rate when it is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoSize {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames per second, when known.
+    pub fps: Option<u32>,
+}
+
+/// A call's video as the ui shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoInfo {
+    /// The video codec negotiated (`VP8`, `H264`), once the stream runs.
+    pub codec: Option<String>,
+    /// What we send (size and rate), or none when our camera is off or the peer takes no video.
+    pub sending: Option<VideoSize>,
+    /// The peer sends us video (the negotiated direction allows it).
+    pub receiving: bool,
+    /// The size of the peer's pictures, once the first one was decoded.
+    pub remote_size: Option<VideoSize>,
+    /// The camera we send from (a camera id from `list_cameras`), none when it is off.
+    pub camera: Option<String>,
+}
+
+/// What kind of video source a camera is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum CameraKind {
+    /// The built-in moving test pattern with a frame counter.
+    Pattern,
+    /// A YUV4MPEG2 (`.y4m`) video file, played in a loop.
+    File,
+}
+
+/// A video source the user can send from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Camera {
+    /// The id to pass to `choose_camera` / `set_camera`: `pattern` or `file:PATH`.
+    pub id: String,
+    /// The name shown to the user.
+    pub label: String,
+    /// Pattern or file.
+    pub kind: CameraKind,
+    /// Its picture size and rate, when known.
+    pub size: Option<VideoSize>,
+}
+
+/// What `list_cameras` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Cameras {
+    /// The sources available now.
+    pub available: Vec<Camera>,
+    /// The camera new video calls send from (none: receive-only video).
+    pub current: Option<String>,
+    /// The folder searched for `.y4m` files.
+    pub folder: String,
+}
+
+/// The arguments of `choose_camera`: the camera of new video calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct CameraChoice {
+    /// A camera id (`pattern`, `file:PATH`), or none for no camera.
+    pub camera: Option<String>,
+}
+
+/// The arguments of `set_video`: upgrade a call to video or take its video away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoArg {
+    /// The call id.
+    pub call_id: String,
+    /// Video on (true) or off (false).
+    pub on: bool,
+}
+
+/// The arguments of `set_camera`: switch a call's camera, or turn it off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct CameraArg {
+    /// The call id.
+    pub call_id: String,
+    /// A camera id (`pattern`, `file:PATH`), or none to stop sending pictures (the peer's
+    /// video keeps coming).
+    pub camera: Option<String>,
+}
+
+/// The arguments of `answer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerArg {
+    /// The call id.
+    pub call_id: String,
+    /// Answer with video (when the caller offered it); absent or false: audio only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub video: Option<bool>,
+}
+
+/// Video figures of a call in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoFigures {
+    /// Frames we sent.
+    pub frames_sent: u64,
+    /// Frames the peer sent that arrived complete.
+    pub frames_received: u64,
+    /// Frames decoded.
+    pub frames_decoded: u64,
+    /// Keyframes we sent.
+    pub keyframes_sent: u64,
+    /// Retransmission requests (NACK) we sent.
+    pub nacks_sent: u64,
+    /// Keyframe requests (PLI) we sent.
+    pub plis_sent: u64,
+    /// Packets of the peer's stream lost.
+    pub packets_lost: u64,
+    /// What our sender aims for, in bits per second.
+    pub target_bitrate_bps: u64,
 }
 
 /// The error every command returns: a failure explained in words.

@@ -127,6 +127,7 @@ async fn call_flow() {
         .call(CallRequest {
             account_id: "alice@tandem.lab".into(),
             target: "bob".into(),
+            video: None,
         })
         .await
         .unwrap();
@@ -195,6 +196,7 @@ async fn call_flow() {
         .call(CallRequest {
             account_id: "carol@tandem.lab".into(),
             target: "sip:bob@tandem.lab".into(),
+            video: None,
         })
         .await
         .unwrap();
@@ -699,6 +701,7 @@ async fn files_pin_typing() {
         .call(CallRequest {
             account_id: fay.clone(),
             target: "conf-team".into(),
+            video: None,
         })
         .await
         .unwrap();

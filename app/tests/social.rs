@@ -272,6 +272,7 @@ async fn chat_and_presence() {
         .call(CallRequest {
             account_id: ALICE.into(),
             target: "conf-lab".into(),
+            video: None,
         })
         .await
         .unwrap();
@@ -279,6 +280,7 @@ async fn chat_and_presence() {
         .call(CallRequest {
             account_id: BOB.into(),
             target: "conf-lab".into(),
+            video: None,
         })
         .await
         .unwrap();

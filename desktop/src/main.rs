@@ -1,7 +1,8 @@
 //! `tandem`: the Tandem desktop app. A thin Tauri 2 shell over `tandem-app`: one `api` command
 //! forwards every command to [`tandem_app::dispatch`], every [`AppEvent`] is emitted to the ui
-//! as `app-event`, plus a tray icon, a single running instance and a system notification for
-//! incoming calls.
+//! as `app-event`, the `tandem-video:` URI scheme answers the ui's requests for the pictures of
+//! a call's video ([`AppState::video_frame`]), plus a tray icon, a single running instance and a
+//! system notification for incoming calls.
 //!
 //! Environment (for tests and kiosks): `TANDEM_KEYRING_SERVICE` (keyring service name of the
 //! passwords), `TANDEM_CAPTURE` / `TANDEM_PLAYBACK` (device specs of new calls: `default`, a
@@ -31,6 +32,39 @@ async fn api(
     tandem_app::dispatch(&state, &command, args).await
 }
 
+/// Answers one `tandem-video:` request from the ui (asynchronously: it may wait for the next
+/// picture). Any origin may read the answer: the page and the scheme are different origins.
+fn video_request<R: tauri::Runtime>(
+    ctx: tauri::UriSchemeContext<'_, R>,
+    request: tauri::http::Request<Vec<u8>>,
+    responder: tauri::UriSchemeResponder,
+) {
+    let state = ctx
+        .app_handle()
+        .try_state::<AppState>()
+        .map(|s| s.inner().clone());
+    let uri = request.uri().clone();
+    tauri::async_runtime::spawn(async move {
+        let reply = match state {
+            Some(state) => state.video_frame(uri.path(), uri.query()).await,
+            None => tandem_app::video::FrameReply {
+                status: 503,
+                body: b"the app is starting".to_vec(),
+            },
+        };
+        let response = tauri::http::Response::builder()
+            .status(reply.status)
+            .header("Content-Type", reply.content_type())
+            .header("Cache-Control", "no-store")
+            .header("Access-Control-Allow-Origin", "*")
+            .body(reply.body);
+        match response {
+            Ok(r) => responder.respond(r),
+            Err(e) => tracing::warn!(error = %e, "video answer not built"),
+        }
+    });
+}
+
 fn show_main(app: &tauri::AppHandle) {
     if let Some(w) = app.get_webview_window("main") {
         let _ = w.unminimize();
@@ -49,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         }))
         .plugin(tauri_plugin_notification::init())
         .invoke_handler(tauri::generate_handler![api])
+        .register_asynchronous_uri_scheme_protocol(tandem_app::video::URI_SCHEME, video_request)
         .setup(|app| {
             let data_dir = app.path().app_data_dir()?;
             let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());

@@ -38,10 +38,25 @@ const contacts = [
 
 const watchers = [{ accountId: alice.id, uri: "sip:erin@tandem.lab", name: null, status: "pending" }];
 
+const cameras = {
+  available: [
+    { id: "pattern", label: "Test pattern (moving colour bars)", kind: "pattern", size: { width: 640, height: 480, fps: 15 } },
+    { id: "file:/home/alice/.local/share/tandem/videos/foreman.y4m", label: "foreman.y4m", kind: "file", size: { width: 352, height: 288, fps: 30 } },
+  ],
+  current: "pattern",
+  folder: "/home/alice/.local/share/tandem/videos",
+};
+
 const base = {
   list_accounts: [alice], list_calls: [], history, list_messages: messages, list_contacts: contacts,
   list_watchers: watchers, my_presence: [{ accountId: alice.id, status: "available", note: "at the lab" }],
+  list_cameras: cameras,
 };
+
+const video = (partial) => ({
+  codec: "VP8", sending: { width: 640, height: 480, fps: 15 }, receiving: true,
+  remoteSize: { width: 640, height: 480, fps: null }, camera: "pattern", ...partial,
+});
 
 const transfers = [
   { id: "file-1", accountId: alice.id, peer: "sip:bob@tandem.lab", direction: "incoming", name: "lab-report.pdf", size: 1_482_000, bytes: 0, state: "offered", path: null, error: null, atMs: now - 50_000 },
@@ -94,6 +109,23 @@ export const screens = {
         { uri: "sip:carol@tandem.lab", name: null, speaking: false, muted: true },
       ],
     }],
+  },
+  // Pictures come from phone.mjs's /api/video route (a synthetic frame).
+  "video-call": {
+    answers: { ...base, list_calls: [call({ id: "call-3", video: video({}) })] },
+    tab: null,
+    steps: async (page) => {
+      await page.waitForSelector("[data-testid=remote-video]:not([data-frames='0'])");
+      await page.waitForSelector("[data-testid=self-view]:not([data-frames='0'])");
+    },
+  },
+  "video-camera-off": {
+    answers: { ...base, list_calls: [call({ id: "call-4", video: video({ camera: null, sending: null }) })] },
+    tab: null,
+  },
+  "incoming-video": {
+    answers: { ...base, list_calls: [call({ direction: "incoming", phase: "incoming", answeredAtMs: null, remote: "sip:carol@tandem.lab", video: video({ codec: null, sending: null, receiving: false, remoteSize: null }) })] },
+    tab: null,
   },
   incoming: { answers: { ...base, list_calls: [call({ direction: "incoming", phase: "incoming", answeredAtMs: null, remote: "sip:carol@tandem.lab" })] }, tab: null },
   chat: { answers: base, tab: "Chat", open: "sip:bob@tandem.lab" },

@@ -34,6 +34,27 @@ const server = createServer(async (req, res) => {
     for (const e of events) res.write(`data: ${JSON.stringify(e)}\n\n`);
     return;
   }
+  if (url.pathname.startsWith("/api/video/")) {
+    // A picture as app/src/video.rs answers it: "TVF1", seven little-endian u32 (width, height,
+    // seq, source width, source height, conversion µs, format 0 = RGBA), then RGBA: colour bars.
+    const self = url.pathname.endsWith("/self");
+    const [w, h] = self ? [160, 120] : [320, 240];
+    const body = Buffer.alloc(32 + w * h * 4);
+    body.write("TVF1", 0, "latin1");
+    [w, h, Number(url.searchParams.get("after") ?? 0) + 1, w, h, 0, 0].forEach((v, i) => body.writeUInt32LE(v, 4 + i * 4));
+    const bars = [[235, 235, 235], [235, 235, 16], [16, 235, 235], [16, 235, 16], [235, 16, 235], [235, 16, 16], [16, 16, 235]];
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const [r, g, b] = bars[Math.floor((x * bars.length) / w)];
+        body.set([r, g, b, 255], 32 + (y * w + x) * 4);
+      }
+    }
+    // One picture a second is plenty for a layout check.
+    if (url.searchParams.get("after") !== "0") await new Promise((ok) => setTimeout(ok, 1000));
+    res.writeHead(200, { "content-type": "application/octet-stream" });
+    res.end(body);
+    return;
+  }
   if (url.pathname.startsWith("/api/")) {
     const command = url.pathname.slice(5);
     const answer = answers[command] ?? null;

@@ -20,6 +20,8 @@ import type { NewAccount } from "./bindings/NewAccount";
 import type { Quality } from "./bindings/Quality";
 import type { CertificateDetails } from "./bindings/CertificateDetails";
 import type { FileTransfer } from "./bindings/FileTransfer";
+import type { Cameras } from "./bindings/Cameras";
+import type { VideoFigures } from "./bindings/VideoFigures";
 import type { Transport } from "./transport";
 
 /** The key of a conversation: account and peer address (scheme, user, host; lowercased). */
@@ -63,6 +65,10 @@ export class AppModel {
   roster = $state<Record<string, RosterEntry[]>>({});
   /** Files sent and received, oldest first. */
   transfers = $state<FileTransfer[]>([]);
+  /** The video sources and the one new video calls use (loaded on demand). */
+  cameras = $state<Cameras | null>(null);
+  /** Video figures by call id. */
+  videoFigures = $state<Record<string, VideoFigures>>({});
   private stop: (() => void) | null = null;
 
   constructor(readonly transport: Transport) {}
@@ -115,6 +121,7 @@ export class AppModel {
           this.calls = this.calls.filter((c) => c.id !== call.id);
           delete this.quality[call.id];
           delete this.roster[call.id];
+          delete this.videoFigures[call.id];
           void this.refreshHistory();
         } else if (this.calls.some((c) => c.id === call.id)) {
           this.calls = this.calls.map((c) => (c.id === call.id ? call : c));
@@ -130,6 +137,9 @@ export class AppModel {
         this.notices = [...this.notices.slice(-4), event.message];
         break;
       case "dtmf":
+        break;
+      case "video":
+        this.videoFigures = { ...this.videoFigures, [event.callId]: event.figures };
         break;
       case "message": {
         const m = event.message;
@@ -264,9 +274,29 @@ export class AppModel {
   register = (accountId: string) => this.run(this.transport.invoke<number>("register", { accountId }));
   unregister = (accountId: string) => this.run(this.transport.invoke<null>("unregister", { accountId }));
   removeAccount = (accountId: string) => this.run(this.transport.invoke<null>("remove_account", { accountId }));
-  call = (accountId: string, target: string) =>
-    this.run(this.transport.invoke<CallInfo>("call", { accountId, target }));
-  answer = (callId: string) => this.run(this.transport.invoke<null>("answer", { callId }));
+  call = (accountId: string, target: string, video = false) =>
+    this.run(this.transport.invoke<CallInfo>("call", video ? { accountId, target, video } : { accountId, target }));
+  answer = (callId: string, video = false) =>
+    this.run(this.transport.invoke<null>("answer", video ? { callId, video } : { callId }));
+  /** Upgrades a call to video or takes its video away (a re-INVITE). */
+  setVideo = (callId: string, on: boolean) => this.run(this.transport.invoke<null>("set_video", { callId, on }));
+  /** Sends a call's video from another camera, or stops sending pictures (null). */
+  setCamera = (callId: string, camera: string | null) =>
+    this.run(this.transport.invoke<null>("set_camera", { callId, camera }));
+  /** Loads the cameras into `cameras`. */
+  async loadCameras(): Promise<Cameras | undefined> {
+    const c = await this.run(this.transport.invoke<Cameras>("list_cameras"));
+    if (c && Array.isArray(c.available)) {
+      this.cameras = c;
+      return c;
+    }
+    return undefined;
+  }
+  /** The camera of new video calls (null: receive video only). */
+  async chooseCamera(camera: string | null): Promise<void> {
+    const done = await this.run(this.transport.invoke<null>("choose_camera", { camera }).then(() => true));
+    if (done && this.cameras) this.cameras = { ...this.cameras, current: camera };
+  }
   decline = (callId: string) => this.run(this.transport.invoke<null>("decline", { callId }));
   hangup = (callId: string) => this.run(this.transport.invoke<null>("hangup", { callId }));
   hold = (callId: string) => this.run(this.transport.invoke<null>("hold", { callId }));

@@ -26,6 +26,10 @@ export class TestTransport implements Transport {
     return () => (this.handlers = this.handlers.filter((h) => h !== handler));
   }
 
+  videoUrl(callId: string, stream: string): string | null {
+    return `test-video:/${callId}/${stream}`;
+  }
+
   emit(event: AppEvent): void {
     for (const h of this.handlers) h(event);
   }

@@ -5,6 +5,7 @@
 import type { AppEvent } from "./bindings/AppEvent";
 import type { Command } from "./bindings/commands";
 import type { Failure } from "./bindings/Failure";
+import type { VideoStream } from "./video";
 
 /** A channel to the Rust side. */
 export interface Transport {
@@ -12,11 +13,15 @@ export interface Transport {
   invoke<T>(command: Command, args?: Record<string, unknown>): Promise<T>;
   /** Calls `handler` for every event from now on; returns a function that stops it. */
   listen(handler: (event: AppEvent) => void): () => void;
+  /** The URL of a call's pictures (see lib/video.ts), or null where there are none. */
+  videoUrl(callId: string, stream: VideoStream): string | null;
 }
 
 /** The name of the Tauri command and event the shells register. */
 export const TAURI_COMMAND = "api";
 export const TAURI_EVENT = "app-event";
+/** The URI scheme the shells serve a call's pictures on (app/src/video.rs). */
+export const VIDEO_SCHEME = "tandem-video";
 
 function asFailure(e: unknown): Failure {
   if (e && typeof e === "object" && "kind" in e && "message" in e) return e as Failure;
@@ -47,6 +52,10 @@ export async function tauriTransport(): Promise<Transport> {
         stop?.();
       };
     },
+    videoUrl(callId, stream) {
+      // tandem-video://localhost/… on Linux and macOS, http://tandem-video.localhost/… elsewhere.
+      return core.convertFileSrc(`${callId}/${stream}`, VIDEO_SCHEME);
+    },
   };
 }
 
@@ -72,6 +81,9 @@ export function httpTransport(base = ""): Transport {
       const source = new EventSource(`${base}/api/events`);
       source.onmessage = (m) => handler(JSON.parse(m.data) as AppEvent);
       return () => source.close();
+    },
+    videoUrl(callId, stream) {
+      return `${base}/api/video/${encodeURIComponent(callId)}/${stream}`;
     },
   };
 }

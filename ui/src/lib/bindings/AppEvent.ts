@@ -9,6 +9,7 @@ import type { MyPresence } from "./MyPresence";
 import type { Quality } from "./Quality";
 import type { RegistrationState } from "./RegistrationState";
 import type { RosterEntry } from "./RosterEntry";
+import type { VideoFigures } from "./VideoFigures";
 import type { Voicemail } from "./Voicemail";
 import type { Watcher } from "./Watcher";
 
@@ -103,7 +104,15 @@ participants: Array<RosterEntry>, } | { "type": "fileTransfer",
 /**
  * The transfer now.
  */
-transfer: FileTransfer, } | { "type": "notice", 
+transfer: FileTransfer, } | { "type": "video", 
+/**
+ * The call.
+ */
+callId: string, 
+/**
+ * The figures.
+ */
+figures: VideoFigures, } | { "type": "notice", 
 /**
  * The call it concerns, if any.
  */

@@ -3,6 +3,7 @@
 import type { CallPhase } from "./CallPhase";
 import type { Direction } from "./Direction";
 import type { MediaPath } from "./MediaPath";
+import type { VideoInfo } from "./VideoInfo";
 
 /**
  * One call as the ui shows it.
@@ -63,4 +64,8 @@ endReason: string | null,
 /**
  * The path the media takes (ICE's choice), once known.
  */
-mediaPath: MediaPath | null, };
+mediaPath: MediaPath | null, 
+/**
+ * The call's video, while it has a video stream (absent for audio-only calls).
+ */
+video: VideoInfo | null, };

@@ -12,4 +12,8 @@ accountId: string,
 /**
  * Who to call: a SIP URI, `user`, `user@domain` or a `tel:` number.
  */
-target: string, };
+target: string, 
+/**
+ * Offer video too (sending from the chosen camera); absent or false: an audio call.
+ */
+video?: boolean, };

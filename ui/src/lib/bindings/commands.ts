@@ -42,4 +42,8 @@ export type Command =
   | "accept_file"
   | "decline_file"
   | "open_folder"
-  | "join_conference";
+  | "join_conference"
+  | "list_cameras"
+  | "choose_camera"
+  | "set_video"
+  | "set_camera";
