@@ -27,6 +27,12 @@ use crate::rtp::{self, MAX_FRAME_BYTES};
 /// Most sequence numbers one [`FrameAssembler::nacks`] call returns.
 pub const MAX_NACKS_PER_CALL: usize = 256;
 
+/// Least [`AssemblerConfig::max_buffered_packets`] (smaller values are raised to it).
+pub const MIN_BUFFERED_PACKETS: usize = 8;
+/// Most [`AssemblerConfig::max_buffered_packets`]: a quarter of the sequence space, so that
+/// distances between buffered numbers are never ambiguous.
+pub const MAX_BUFFERED_PACKETS: usize = 1 << 14;
+
 /// Tuning of a [`FrameAssembler`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AssemblerConfig {
@@ -182,6 +188,13 @@ enum Head {
 impl FrameAssembler {
     /// A new assembler for one RTP source; it waits for a keyframe before releasing frames.
     pub fn new(kind: VideoCodecKind, config: AssemblerConfig) -> Self {
+        let config = AssemblerConfig {
+            max_buffered_packets: config
+                .max_buffered_packets
+                .clamp(MIN_BUFFERED_PACKETS, MAX_BUFFERED_PACKETS),
+            max_frame_bytes: config.max_frame_bytes.max(1),
+            ..config
+        };
         FrameAssembler {
             kind,
             config,
@@ -246,7 +259,7 @@ impl FrameAssembler {
             self.stats.packets_dropped += 1;
             return InsertOutcome::Dropped(DropReason::TooLarge);
         }
-        let ext = self.extend(packet.header.sequence);
+        let mut ext = self.extend(packet.header.sequence);
         let bound = self.config.max_buffered_packets as u64;
         let far = self.highest.is_some_and(|h| ext.abs_diff(h) > bound);
         if far {
@@ -256,7 +269,8 @@ impl FrameAssembler {
                 .jump_candidate
                 .is_some_and(|c| c.wrapping_add(1) == ext)
             {
-                self.restart(now, ext);
+                self.restart(now);
+                ext = self.extend(packet.header.sequence);
             } else {
                 self.jump_candidate = Some(ext);
                 self.stats.packets_dropped += 1;
@@ -327,12 +341,12 @@ impl FrameAssembler {
         InsertOutcome::Accepted
     }
 
-    /// Forgets everything and restarts the buffer at `ext` (huge sequence jumps).
-    fn restart(&mut self, now: Instant, ext: u64) {
+    /// Forgets everything; the next packet starts the buffer again (huge sequence jumps).
+    /// The extended numbers are rebased, so that no number of restarts can run them down.
+    fn restart(&mut self, now: Instant) {
         self.drop_range(u64::MAX);
         self.missing.clear();
-        self.highest = Some(ext);
-        self.next = ext;
+        self.highest = None;
         self.head_moved = true;
         self.enter_keyframe_wait(now);
     }

@@ -669,3 +669,34 @@ fn unanswered_nacks_give_up_before_max_wait() {
     assert!(a.take_keyframe_request());
     assert_eq!(a.insert(now, &f[1]), InsertOutcome::Late);
 }
+
+#[test]
+fn endless_backward_restarts_never_run_the_numbers_down() {
+    let t0 = Instant::now();
+    // A zero-sized buffer is raised to the minimum rather than making every packet "far".
+    let cfg = AssemblerConfig {
+        max_buffered_packets: 0,
+        ..config()
+    };
+    let mut a = FrameAssembler::new(VideoCodecKind::Vp8, cfg);
+    let key = [&[0x90, 0x80, 0x80, 0x01][..], &vp8_frame(true, 0, 20)].concat();
+    let mut seq = 0u16;
+    // Each round jumps back by 30000 with two consecutive packets (a "restart"): without
+    // rebasing, 2^32 / 30000 rounds would run the unrolled numbers into zero.
+    for round in 0..150_000u32 {
+        seq = seq.wrapping_sub(30_000);
+        a.insert(t0, &packet(seq, round, true, key.clone()));
+        a.insert(t0, &packet(seq.wrapping_add(1), round, true, key.clone()));
+        seq = seq.wrapping_add(1);
+        if round % 10_000 == 0 {
+            drain(&mut a, t0);
+        }
+    }
+    assert!(a.buffered_packets() <= 8);
+    let out = feed(
+        &mut a,
+        t0,
+        &[packet(seq.wrapping_add(1), 7, true, key.clone())],
+    );
+    assert_eq!(out.last().map(|f| f.rtp_timestamp), Some(7));
+}
