@@ -207,15 +207,44 @@ impl VideoFrame {
     /// RGBA pixels (BT.601 limited range), `width * height * 4` bytes, alpha 255.
     /// An inconsistent frame (planes shorter than its size) yields black for missing samples.
     pub fn to_rgba(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.to_rgba_into(&mut out);
+        out
+    }
+
+    /// Like [`VideoFrame::to_rgba`], into a reused buffer (resized to `width * height * 4`).
+    pub fn to_rgba_into(&self, out: &mut Vec<u8>) {
         let (w, h) = (self.width as usize, self.height as usize);
+        out.clear();
+        out.resize(w * h * 4, 0);
+        if w == 0 || h == 0 {
+            return;
+        }
+        if !self.is_consistent() {
+            let Ok(black) = VideoFrame::black(self.width, self.height) else {
+                return;
+            };
+            let mut fixed = black;
+            for (dst, src) in [
+                (&mut fixed.y, &self.y),
+                (&mut fixed.u, &self.u),
+                (&mut fixed.v, &self.v),
+            ] {
+                let n = dst.len().min(src.len());
+                dst[..n].copy_from_slice(&src[..n]);
+            }
+            fixed.to_rgba_into(out);
+            return;
+        }
         let cw = self.chroma_width() as usize;
-        let mut out = vec![0u8; w * h * 4];
         for (row, line) in out.chunks_exact_mut(w * 4).enumerate() {
-            for (col, px) in line.chunks_exact_mut(4).enumerate() {
-                let ci = (row / 2) * cw + col / 2;
-                let y = i32::from(self.y.get(row * w + col).copied().unwrap_or(BLACK_Y)) - 16;
-                let u = i32::from(self.u.get(ci).copied().unwrap_or(NEUTRAL_UV)) - 128;
-                let v = i32::from(self.v.get(ci).copied().unwrap_or(NEUTRAL_UV)) - 128;
+            let ys = &self.y[row * w..row * w + w];
+            let us = &self.u[(row / 2) * cw..(row / 2) * cw + cw];
+            let vs = &self.v[(row / 2) * cw..(row / 2) * cw + cw];
+            for (col, (px, &y)) in line.chunks_exact_mut(4).zip(ys).enumerate() {
+                let y = i32::from(y) - 16;
+                let u = i32::from(us[col / 2]) - 128;
+                let v = i32::from(vs[col / 2]) - 128;
                 // Fixed point (x256) BT.601 limited range coefficients.
                 let c = 298 * y + 128;
                 px[0] = clamp_u8((c + 409 * v) >> 8);
@@ -224,7 +253,6 @@ impl VideoFrame {
                 px[3] = 255;
             }
         }
-        out
     }
 
     /// Mean absolute luma difference to `other` (0 = identical, 255 = opposite); `None` when the sizes differ.
@@ -387,6 +415,14 @@ mod tests {
         let red = VideoFrame::filled(2, 2, 81, 90, 240).unwrap().to_rgba();
         assert!(red[0] > 250 && red[1] < 5 && red[2] < 5, "{:?}", &red[..4]);
         assert_eq!(white.len(), 16);
+        // Missing samples render black instead of panicking.
+        let mut short = VideoFrame::filled(4, 2, 235, 128, 128).unwrap();
+        short.y.truncate(3);
+        short.v.clear();
+        let rgba = short.to_rgba();
+        assert_eq!(rgba.len(), 32);
+        assert_eq!(&rgba[..3], &[255, 255, 255]);
+        assert!(rgba[12..15].iter().all(|&c| c < 20), "{:?}", &rgba[12..16]);
     }
 
     #[test]
