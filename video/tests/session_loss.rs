@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use session_support::*;
 use tandem_media::session::MediaSecurity;
+use tandem_media::srtp::{CryptoSuite, SdesCrypto};
 use tandem_proto::sdp::video::VideoFeedback;
 use tandem_video::codec::VideoCodecKind;
 use tandem_video::session::VideoStats;
@@ -62,12 +63,12 @@ fn check_side(side: &str, seen: &[Seen], start: Instant, end: Instant, rx: &Vide
     assert!(rx.packets_lost >= 0);
 }
 
-async fn lossy_call(kind: VideoCodecKind, seed: u64) {
+async fn lossy_call(kind: VideoCodecKind, seed: u64, security: (MediaSecurity, MediaSecurity)) {
     let (sa, addr_a) = bind().await;
     let (sb, addr_b) = bind().await;
     let fwd = Forwarder::start(addr_a, addr_b, 0.04, seed, Some(BLACKOUT)).await;
-    let (cfg_a, seen_a) = config(sa, fwd.for_a, kind, SIZE, MediaSecurity::Plain);
-    let (cfg_b, seen_b) = config(sb, fwd.for_b, kind, SIZE, MediaSecurity::Plain);
+    let (cfg_a, seen_a) = config(sa, fwd.for_a, kind, SIZE, security.0);
+    let (cfg_b, seen_b) = config(sb, fwd.for_b, kind, SIZE, security.1);
     let start = Instant::now();
     let b = session_support::start(cfg_b, seen_b);
     let a = session_support::start(cfg_a, seen_a);
@@ -91,13 +92,39 @@ async fn lossy_call(kind: VideoCodecKind, seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vp8_recovers_from_loss_and_a_blackout() {
     let _serial = SERIAL.lock().await;
-    lossy_call(VideoCodecKind::Vp8, 7).await;
+    lossy_call(
+        VideoCodecKind::Vp8,
+        7,
+        (MediaSecurity::Plain, MediaSecurity::Plain),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_recovers_from_loss_and_a_blackout() {
     let _serial = SERIAL.lock().await;
-    lossy_call(VideoCodecKind::H264, 11).await;
+    lossy_call(
+        VideoCodecKind::H264,
+        11,
+        (MediaSecurity::Plain, MediaSecurity::Plain),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_over_srtp_recovers_with_retransmitted_srtp_packets() {
+    let _serial = SERIAL.lock().await;
+    let ka = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
+    let kb = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
+    let sec_a = MediaSecurity::Sdes {
+        local: ka.clone(),
+        remote: kb.clone(),
+    };
+    let sec_b = MediaSecurity::Sdes {
+        local: kb,
+        remote: ka,
+    };
+    lossy_call(VideoCodecKind::Vp8, 13, (sec_a, sec_b)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
