@@ -125,6 +125,8 @@ impl BaresipVideo {
 /// baresip's view of the current call's video stream (its `video_debug` command).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BaresipVideoStats {
+    /// Whether the stream started (`started: yes`; no when its m-line was declined or not yet negotiated).
+    pub started: bool,
     /// The encoder's codec name (`VP8`, `H264`; `none` before one is set).
     pub encoder: String,
     /// Frames its source produced.
@@ -166,7 +168,9 @@ impl BaresipVideoStats {
             digits.parse().ok()
         };
         for line in text.lines().map(str::trim) {
-            if let Some(rest) = line.strip_prefix("tx: encode:") {
+            if let Some(rest) = line.strip_prefix("started:") {
+                stats.started = rest.trim() == "yes";
+            } else if let Some(rest) = line.strip_prefix("tx: encode:") {
                 stats.encoder = rest.split_whitespace().next().unwrap_or("").to_string();
             } else if let Some(rest) = line.strip_prefix("rx: decode:") {
                 stats.decoder = rest.split_whitespace().next().unwrap_or("").to_string();
@@ -687,6 +691,7 @@ mod tests {
         // baresip 1.0's `video_debug` during a VP8 call with fakevideo.
         let text = "\n--- Video stream ---\n started: yes\n tx: encode: VP8 yuv420p\n     source: fakevideo 352 x 288, fps=15.00 frames=95\n     skipc=0 sendq=0\n     time = 6.266 sec\n rx: decode: VP8 yuv420p\n     vidisp: fakevideo 352 x 288 frames=92\n     n_keyframes=1, n_picup=3\n     time = 6.133 sec\n video dir=sendrecv pt_enc=96\n";
         let s = BaresipVideoStats::parse(text).unwrap();
+        assert!(s.started);
         assert_eq!(s.encoder, "VP8");
         assert_eq!(s.decoder, "VP8");
         assert_eq!(s.source_frames, 95);

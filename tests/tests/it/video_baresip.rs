@@ -1,4 +1,5 @@
-//! Video calls between `tandem-cli` and baresip 1.0 through the lab server, VP8 both ways.
+//! Video calls between `tandem-cli` and baresip 1.0 through the lab server: VP8 both ways (plain and SDES-SRTP),
+//! H.264 (baresip's `avcodec`), and an H.264 offer tandem-cli cannot take (packetization-mode 0 only).
 //!
 //! baresip runs with the `vp8` codec module, the `fakevideo` display (decodes and discards; its `video_debug`
 //! command counts the decoded frames and shows their size) and one of two sources: `fakevideo`'s own, which is
@@ -44,16 +45,44 @@ fn lab(dir: &TestDir) -> LabServer {
     ))
 }
 
-/// Starts baresip `bob` registered at `lab` with VP8 video from `source`.
+/// One scenario's media: the codec both sides use, and the security.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    /// `VP8` or `H264` (baresip's `video_codecs`, tandem-cli's `--video-codec`).
+    codec: &'static str,
+    /// baresip's `mediaenc` and tandem-cli's `--srtp-keying` (both mandatory): `None` for plain RTP.
+    keying: Option<(&'static str, &'static str)>,
+    /// baresip's source: our pattern from a file (true) or fakevideo's static bars.
+    pattern: bool,
+}
+
+impl Setup {
+    /// The test directory name.
+    fn name(&self, direction: &str) -> String {
+        format!(
+            "video-baresip-{direction}-{}-{}-{}",
+            self.codec.to_ascii_lowercase(),
+            self.keying.map_or("plain", |k| k.1),
+            if self.pattern { "pattern" } else { "fake" }
+        )
+    }
+}
+
+/// Starts baresip `bob` registered at `lab` with video as `setup` says, from `source`.
 fn baresip(
     lab: &LabServer,
     dir: &TestDir,
+    setup: Setup,
     source: BaresipVideoSource,
     auto_answer: bool,
 ) -> Baresip {
     let mut opts = BaresipOptions::new("bob", lab.domain(), "bobpw", lab.udp());
     opts.auto_answer = auto_answer;
+    opts.media_enc = setup.keying.map(|k| k.0.to_string());
     let mut video = BaresipVideo::vp8(BARESIP_SIZE.0, BARESIP_SIZE.1, source);
+    // baresip resolves `video_codecs` names to the first codec of that name: for H.264 that is avcodec's
+    // packetization-mode 0 variant, which we do not do; without the list it also has the mode 1 variant.
+    video.codecs = (setup.codec != "H264").then(|| setup.codec.to_string());
     video.fps = FPS;
     // Ample for 320x240: baresip skips source frames while its paced send queue is not empty.
     video.bitrate_bps = 800_000;
@@ -78,9 +107,10 @@ fn pattern_file(dir: &TestDir) -> std::path::PathBuf {
     path
 }
 
-/// tandem-cli's video arguments: our pattern, VP8, recording into `record`.
-fn video_args(record: &Path) -> Vec<String> {
-    [
+/// tandem-cli's video (and security) arguments: our pattern in `setup`'s codec, recording into `record`.
+fn video_args(setup: Setup, record: &Path) -> Vec<String> {
+    let codec = setup.codec.to_ascii_lowercase();
+    let mut args: Vec<String> = [
         "--video",
         "pattern",
         "--video-size",
@@ -88,13 +118,17 @@ fn video_args(record: &Path) -> Vec<String> {
         "--video-fps",
         &FPS.to_string(),
         "--video-codec",
-        "vp8",
+        &codec,
         "--record-video",
         &record.display().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    if let Some((_, keying)) = setup.keying {
+        args.extend(["--srtp", "mandatory", "--srtp-keying", keying].map(String::from));
+    }
+    args
 }
 
 /// Polls baresip's `video_debug` until it has decoded `min_frames` of ours (or `timeout`); returns the last view.
@@ -120,11 +154,28 @@ fn wait_baresip_decoded(
     }
 }
 
-/// Asserts baresip decoded tandem-cli's VP8 at tandem-cli's size.
+/// Asserts baresip decoded tandem-cli's video in `setup`'s codec at tandem-cli's size (over SRTP when `setup`
+/// says so).
 #[track_caller]
-fn assert_baresip_decoded(stats: &BaresipVideoStats, min_frames: u64) {
-    assert_eq!(stats.decoder, "VP8", "baresip's decoder:\n{}", stats.raw);
-    assert_eq!(stats.encoder, "VP8", "baresip's encoder:\n{}", stats.raw);
+fn assert_baresip_decoded(stats: &BaresipVideoStats, setup: Setup, min_frames: u64) {
+    assert!(stats.started, "baresip's video:\n{}", stats.raw);
+    assert_eq!(
+        stats.decoder, setup.codec,
+        "baresip's decoder:\n{}",
+        stats.raw
+    );
+    assert_eq!(
+        stats.encoder, setup.codec,
+        "baresip's encoder:\n{}",
+        stats.raw
+    );
+    let secure = stats.raw.contains("secure=yes");
+    assert_eq!(
+        secure,
+        setup.keying.is_some(),
+        "baresip's video security:\n{}",
+        stats.raw
+    );
     assert_eq!(
         (stats.decoded_width, stats.decoded_height),
         CLI_SIZE,
@@ -143,11 +194,11 @@ fn assert_baresip_decoded(stats: &BaresipVideoStats, min_frames: u64) {
 /// Asserts tandem-cli's video lines: VP8 started sending our size and receiving, first frame at baresip's size,
 /// and stats at hang-up showing frames both ways without decode errors.
 #[track_caller]
-fn assert_cli_video(stdout: &str, min_decoded: u64) -> CliVideoStats {
+fn assert_cli_video(stdout: &str, setup: Setup, min_decoded: u64) -> CliVideoStats {
     let started = last_line(stdout, "video started")
         .unwrap_or_else(|| panic!("no `video started` line from tandem-cli:\n{stdout}"));
     let f = line_fields(started);
-    assert_eq!(f.get("codec"), Some(&"VP8"), "{started}");
+    assert_eq!(f.get("codec"), Some(&setup.codec), "{started}");
     assert_eq!(
         f.get("send").copied(),
         Some(format!("{CLI_SIZE_ARG}@{FPS}").as_str()),
@@ -240,19 +291,15 @@ fn wait_first_frame(cli: &mut ChildGuard) {
     }
 }
 
-fn cli_calls_baresip(pattern: bool) {
-    let dir = ok(TestDir::new(if pattern {
-        "video-baresip-cli-calls-pattern"
-    } else {
-        "video-baresip-cli-calls-fake"
-    }));
-    let source = if pattern {
+fn cli_calls_baresip(setup: Setup) {
+    let dir = ok(TestDir::new(&setup.name("cli-calls")));
+    let source = if setup.pattern {
         BaresipVideoSource::File(pattern_file(&dir))
     } else {
         BaresipVideoSource::Fake
     };
     let mut lab = lab(&dir);
-    let mut bob = baresip(&lab, &dir, source, true);
+    let mut bob = baresip(&lab, &dir, setup, source, true);
     let alice = CliAccount::new("alice", lab.domain(), "alicepw", lab.udp(), Transport::Udp);
     let rec_path = dir.path().join("alice-saw.y4m");
     let talk = TALK.to_string();
@@ -264,7 +311,7 @@ fn cli_calls_baresip(pattern: bool) {
         "--timeout",
         "15",
     ];
-    let video = video_args(&rec_path);
+    let video = video_args(setup, &rec_path);
     args.extend(video.iter().map(String::as_str));
     let mut call = ok(alice.spawn("cli-call", &args, dir.path()));
     ok(bob.wait_event_type("CALL_ESTABLISHED", secs(15)));
@@ -274,9 +321,9 @@ fn cli_calls_baresip(pattern: bool) {
     eprintln!("baresip: {}", bob_stats.raw);
     let out = assert_exits_ok_verbose(&mut call, secs(TALK + 20));
     ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
-    assert_baresip_decoded(&bob_stats, min_frames());
-    assert_cli_video(&out, min_frames());
-    if pattern {
+    assert_baresip_decoded(&bob_stats, setup, min_frames());
+    assert_cli_video(&out, setup, min_frames());
+    if setup.pattern {
         assert_pattern_recording(&ok(check_recording(&rec_path)));
     } else {
         assert_bars_recording(&rec_path);
@@ -285,23 +332,19 @@ fn cli_calls_baresip(pattern: bool) {
     assert!(bob.is_running());
 }
 
-fn baresip_calls_cli(pattern: bool) {
-    let dir = ok(TestDir::new(if pattern {
-        "video-baresip-calls-cli-pattern"
-    } else {
-        "video-baresip-calls-cli-fake"
-    }));
-    let source = if pattern {
+fn baresip_calls_cli(setup: Setup) {
+    let dir = ok(TestDir::new(&setup.name("calls-cli")));
+    let source = if setup.pattern {
         BaresipVideoSource::File(pattern_file(&dir))
     } else {
         BaresipVideoSource::Fake
     };
     let mut lab = lab(&dir);
-    let mut bob = baresip(&lab, &dir, source, false);
+    let mut bob = baresip(&lab, &dir, setup, source, false);
     let alice = CliAccount::new("alice", lab.domain(), "alicepw", lab.udp(), Transport::Udp);
     let rec_path = dir.path().join("alice-saw.y4m");
     let mut args = vec!["answer", "--count", "1"];
-    let video = video_args(&rec_path);
+    let video = video_args(setup, &rec_path);
     args.extend(video.iter().map(String::as_str));
     let mut answer = ok(alice.spawn("cli-answer", &args, dir.path()));
     ok(answer.wait_for_line(Stream::Stdout, "registered", secs(10)));
@@ -315,9 +358,9 @@ fn baresip_calls_cli(pattern: bool) {
     ok(bob.command("hangup", "", secs(5)));
     ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
     let out = assert_exits_ok_verbose(&mut answer, secs(15));
-    assert_baresip_decoded(&bob_stats, min_frames());
-    assert_cli_video(&out, min_frames());
-    if pattern {
+    assert_baresip_decoded(&bob_stats, setup, min_frames());
+    assert_cli_video(&out, setup, min_frames());
+    if setup.pattern {
         assert_pattern_recording(&ok(check_recording(&rec_path)));
     } else {
         assert_bars_recording(&rec_path);
@@ -330,12 +373,98 @@ fn baresip_calls_cli(pattern: bool) {
 /// advances; baresip decoded ours.
 #[test]
 fn video_cli_calls_baresip_vp8_pattern() {
-    cli_calls_baresip(true);
+    cli_calls_baresip(Setup {
+        codec: "VP8",
+        keying: None,
+        pattern: true,
+    });
 }
 
 /// baresip calls tandem-cli and sends fakevideo's static bars: tandem-cli's recording shows the bars; baresip
 /// decoded ours.
 #[test]
 fn video_baresip_calls_cli_vp8_fakevideo() {
-    baresip_calls_cli(false);
+    baresip_calls_cli(Setup {
+        codec: "VP8",
+        keying: None,
+        pattern: false,
+    });
+}
+
+/// Like [`video_cli_calls_baresip_vp8_pattern`] with H.264 (baresip's `avcodec`: libx264 and FFmpeg's decoder).
+#[test]
+fn video_cli_calls_baresip_h264_pattern() {
+    cli_calls_baresip(Setup {
+        codec: "H264",
+        keying: None,
+        pattern: true,
+    });
+}
+
+/// baresip calls tandem-cli with VP8 over SDES-SRTP (mandatory on both sides): the video m-line is encrypted too.
+#[test]
+fn video_baresip_calls_cli_vp8_sdes() {
+    baresip_calls_cli(Setup {
+        codec: "VP8",
+        keying: Some(("srtp-mand", "sdes")),
+        pattern: true,
+    });
+}
+
+/// baresip calls with H.264 in packetization-mode 0 only (what its account's `video_codecs=H264` selects), which
+/// tandem-cli does not do: tandem-cli declines the video m-line (port 0) and the call goes on with audio.
+#[test]
+fn video_baresip_h264_mode0_only_is_declined() {
+    let dir = ok(TestDir::new("video-baresip-h264-mode0"));
+    let mut lab = lab(&dir);
+    let mut opts = BaresipOptions::new("bob", lab.domain(), "bobpw", lab.udp());
+    let mut video = BaresipVideo::vp8(BARESIP_SIZE.0, BARESIP_SIZE.1, BaresipVideoSource::Fake);
+    video.codecs = Some("H264".into());
+    opts.video = Some(video);
+    let mut bob = ok(Baresip::start(opts, dir.path()));
+    ok(bob.wait_registered(secs(10)));
+    let alice = CliAccount::new("alice", lab.domain(), "alicepw", lab.udp(), Transport::Udp);
+    let rec_path = dir.path().join("alice-saw.y4m");
+    let video = video_args(
+        Setup {
+            codec: "H264",
+            keying: None,
+            pattern: false,
+        },
+        &rec_path,
+    );
+    let mut args = vec!["answer", "--count", "1"];
+    args.extend(video.iter().map(String::as_str));
+    let mut answer = ok(alice.spawn("cli-answer", &args, dir.path()));
+    ok(answer.wait_for_line(Stream::Stdout, "registered", secs(10)));
+    ok(bob.command("dial", "sip:alice@127.0.0.1", secs(5)));
+    ok(bob.wait_event_type("CALL_ESTABLISHED", secs(10)));
+    if let Err(e) = answer.wait_for_line(Stream::Stdout, "answered", secs(5)) {
+        panic!("{e}\n{}", answer.tails());
+    }
+    std::thread::sleep(secs(2));
+    // baresip has no video stream in the call (or one that never started).
+    let stats = ok(bob.video_debug(secs(5)));
+    eprintln!("baresip: {stats:?}");
+    assert!(
+        stats
+            .as_ref()
+            .is_none_or(|s| !s.started && s.decoded_frames == 0 && s.source_frames == 0),
+        "baresip has a running video stream: {stats:#?}"
+    );
+    ok(bob.command("hangup", "", secs(5)));
+    ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
+    let out = assert_exits_ok_verbose(&mut answer, secs(15));
+    assert!(
+        last_line(&out, "video started").is_none()
+            && CliVideoStats::parse(&out).is_none_or(|s| s.get("decoded") == 0),
+        "tandem-cli started video although it declined it:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("media ") && l.contains("codec=")),
+        "the call lost its audio:\n{out}"
+    );
+    assert!(!rec_path.exists() || ok(check_recording(&rec_path)).frames == 0);
+    assert!(lab.is_running());
 }
