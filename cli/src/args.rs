@@ -19,7 +19,7 @@ failed, options, message, imdn, published, presence, msrp, chat, file, buddy, vi
 Exit codes: 0 success, 1 refused by the peer (3xx-6xx), 2 usage/config error, 3 authentication \
 failed, 4 timeout or network error, 5 interrupted (SIGINT/SIGTERM).\n\
 During a call, stdin takes one command a line: hold, resume, mute, unmute, dtmf DIGITS, transfer URI, \
-quality, hangup."
+quality, hangup, video on|off, camera pattern|FILE.y4m|none."
 )]
 pub struct Cli {
     /// Account and transport options (each may also come from `--profile`).

@@ -1,5 +1,6 @@
 //! The stdin control channel: one command a line (`hold`, `resume`, `mute`, `unmute`, `dtmf 12#`,
-//! `transfer URI`, `quality`, `hangup`), so that tests and scripts can drive a running call.
+//! `transfer URI`, `quality`, `hangup`, `video on|off`, `camera pattern|FILE.y4m|none`), so that
+//! tests and scripts can drive a running call.
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
@@ -31,6 +32,10 @@ pub enum Control {
     Quality,
     /// Hang up.
     Hangup,
+    /// Add video to the call (re-INVITE) or remove it (port 0).
+    Video(bool),
+    /// Switch what we send: `pattern`, `pattern:WxH@FPS`, a Y4M file, or `none`.
+    Camera(tandem_client_core::VideoSourceSpec),
 }
 
 /// Why a control line was not understood.
@@ -39,7 +44,7 @@ pub enum Control {
 pub enum ControlError {
     /// The first word is not a command.
     #[error(
-        "unknown command {0:?} (hold, resume, mute, unmute, dtmf DIGITS, transfer URI, quality, hangup)"
+        "unknown command {0:?} (hold, resume, mute, unmute, dtmf DIGITS, transfer URI, quality, hangup, video on|off, camera SOURCE)"
     )]
     Unknown(String),
     /// The command needs an argument.
@@ -103,6 +108,22 @@ impl Control {
                 }
                 Ok(Some(Control::Transfer(rest.to_string())))
             }
+            "video" => match rest.to_ascii_lowercase().as_str() {
+                "on" => Ok(Some(Control::Video(true))),
+                "off" => Ok(Some(Control::Video(false))),
+                "" => Err(ControlError::MissingArgument("video")),
+                _ => Err(ControlError::Invalid(format!(
+                    "video takes on or off, not {rest:?}"
+                ))),
+            },
+            "camera" => {
+                if rest.is_empty() {
+                    return Err(ControlError::MissingArgument("camera"));
+                }
+                rest.parse()
+                    .map(|s| Some(Control::Camera(s)))
+                    .map_err(ControlError::Invalid)
+            }
             _ => Err(ControlError::Unknown(word.to_string())),
         }
     }
@@ -162,6 +183,48 @@ mod tests {
         );
         assert_eq!(Control::parse("").unwrap(), None);
         assert_eq!(Control::parse("# a comment").unwrap(), None);
+    }
+
+    #[test]
+    fn video_commands() {
+        assert_eq!(
+            Control::parse("video on").unwrap(),
+            Some(Control::Video(true))
+        );
+        assert_eq!(
+            Control::parse("VIDEO Off").unwrap(),
+            Some(Control::Video(false))
+        );
+        assert_eq!(
+            Control::parse("camera none").unwrap(),
+            Some(Control::Camera(tandem_client_core::VideoSourceSpec::None))
+        );
+        assert_eq!(
+            Control::parse("camera pattern:640x480@30").unwrap(),
+            Some(Control::Camera(
+                tandem_client_core::VideoSourceSpec::Pattern {
+                    width: 640,
+                    height: 480,
+                    fps: 30
+                }
+            ))
+        );
+        assert!(matches!(
+            Control::parse("video"),
+            Err(ControlError::MissingArgument("video"))
+        ));
+        assert!(matches!(
+            Control::parse("video maybe"),
+            Err(ControlError::Invalid(_))
+        ));
+        assert!(matches!(
+            Control::parse("camera"),
+            Err(ControlError::MissingArgument("camera"))
+        ));
+        assert!(matches!(
+            Control::parse("camera pattern:1x1"),
+            Err(ControlError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -400,6 +400,11 @@ async fn apply(call: &Call, account: &Account, cmd: Control, hung_up: &mut bool)
             Err(e) => emit_action_error("transfer", &e),
         },
         Control::Quality => emit_quality(&call.quality(), Report::Query),
+        Control::Video(on) => act("video", call.set_video(on)).await,
+        Control::Camera(source) => {
+            let source = (!source.is_none()).then_some(source);
+            act("camera", call.set_camera(source)).await;
+        }
         Control::Hangup => {
             if !*hung_up {
                 *hung_up = true;

@@ -264,3 +264,90 @@ fn video_usage_errors_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{case:?}");
     }
 }
+
+/// Reads a child's stdout lines on a thread.
+fn line_reader(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line starting with `prefix`; returns it.
+fn wait_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    prefix: &str,
+    seen: &mut Vec<String>,
+) -> String {
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(15))
+            .unwrap_or_else(|_| panic!("no {prefix:?} line; saw {seen:?}"));
+        seen.push(line.clone());
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn stdin_turns_video_on_and_off() {
+    use std::io::Write;
+    let (alice, target) = answerer(&["--video", "pattern", "--video-size", "160x120"]);
+    let mut child = Command::new(BIN)
+        .args([
+            "--user",
+            "bob",
+            "--domain",
+            "127.0.0.1",
+            "--listen",
+            "127.0.0.1:0",
+            "call",
+            &target,
+            "--duration",
+            "30",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = line_reader(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    let bob = Guard(Some(child));
+    let mut seen = Vec::new();
+    wait_line(&rx, "answered", &mut seen);
+    assert!(seen.iter().all(|l| !l.starts_with("video")), "{seen:?}");
+    writeln!(stdin, "camera pattern:160x120@15").unwrap();
+    writeln!(stdin, "video on").unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(
+        wait_line(&rx, "video started", &mut seen),
+        "video started codec=VP8 pt=96 send=160x120@15 recv=yes"
+    );
+    assert_eq!(
+        wait_line(&rx, "video first-frame", &mut seen),
+        "video first-frame 160x120"
+    );
+    writeln!(stdin, "video off").unwrap();
+    stdin.flush().unwrap();
+    wait_line(&rx, "video stopped", &mut seen);
+    writeln!(stdin, "hangup").unwrap();
+    stdin.flush().unwrap();
+    let stats = wait_line(&rx, "video stats", &mut seen);
+    assert!(field(&stats, "decoded") >= 1, "{stats}");
+    wait_line(&rx, "ended", &mut seen);
+    assert!(seen.iter().all(|l| !l.starts_with("error")), "{seen:?}");
+    drop(bob.finish(10));
+    let alice = lines(&alice.finish(10));
+    assert!(line(&alice, "video started").is_some(), "{alice:?}");
+    assert!(line(&alice, "video stopped").is_some(), "{alice:?}");
+}
