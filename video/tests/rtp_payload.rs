@@ -447,3 +447,27 @@ proptest! {
         let _ = h264::split_annex_b(&payloads.concat());
     }
 }
+
+#[test]
+fn vp8_multi_partition_frames_as_baresip_and_linphone_send_them() {
+    // libvpx with VPX_CODEC_USE_OUTPUT_PARTITION: each partition starts with S=1 and its
+    // index in PID; continuation packets have S=0 and the PID of their partition.
+    let frame = vp8_frame(true, &[0x33; 40]);
+    let (part0, part1) = frame.split_at(20);
+    let pic = [0x80, 0x80 | 0x12, 0x34];
+    let p1 = [&[0x90][..], &pic, &part0[..12]].concat();
+    let p2 = [&[0x80][..], &pic, &part0[12..]].concat();
+    let p3 = [&[0x91][..], &pic, &part1[..10]].concat();
+    let p4 = [&[0x81][..], &pic, &part1[10..]].concat();
+    let kind = VideoCodecKind::Vp8;
+    assert!(is_frame_start(kind, &p1) && is_keyframe(kind, &p1));
+    for p in [&p2, &p3, &p4] {
+        assert!(!is_frame_start(kind, p));
+        assert!(check_payload(kind, p).is_ok());
+    }
+    let out = depayload_frame(kind, &[&p1, &p2, &p3, &p4]).unwrap();
+    assert_eq!(out.data, frame);
+    assert!(out.keyframe);
+    // Without the first partition's start the frame is refused.
+    assert!(depayload_frame(kind, &[&p3, &p4]).is_err());
+}
