@@ -501,6 +501,21 @@ fn baresip_offer_answered_with_vp8() {
     assert_eq!(m.direction(), Direction::SendRecv);
     // baresip offered no a=imageattr: none in the answer.
     assert!(!m.has_attribute("imageattr"));
+    // Exactly the line baresip 1.0 accepted in a live call (it logged
+    // `Set video encoder: VP8 (500000 bit/s, 30.00 fps)`, taking the rate from our a=framerate).
+    let (ours_m, _) = answer_in(&offer, &ours(47002));
+    assert_eq!(
+        ours_m.to_string(),
+        "m=video 47002 RTP/AVP 96 98\r\n\
+         a=rtpmap:96 VP8/90000\r\n\
+         a=fmtp:96 max-fs=3600;max-fr=30\r\n\
+         a=rtcp-fb:96 nack pli\r\n\
+         a=rtpmap:98 H264/90000\r\n\
+         a=fmtp:98 profile-level-id=42e01f;packetization-mode=1\r\n\
+         a=rtcp-fb:98 nack pli\r\n\
+         a=framerate:30\r\n\
+         a=sendrecv\r\n"
+    );
 }
 
 #[test]
@@ -702,6 +717,18 @@ fn linphone_offer_without_packetization_mode_gets_vp8() {
     // H.264 only: rejected.
     let h264_only = VideoOfferParams::new(vec![VideoCodec::h264(97)], 40000);
     assert_eq!(answer_video_in(&offer, 1, &h264_only).unwrap(), None);
+    // Exactly the line linphonec 5.1 accepted in a live call ("Media streams established ... (video)").
+    let (m, _) = answer_in(&offer, &ours(47002));
+    assert_eq!(
+        m.to_string(),
+        "m=video 47002 RTP/AVP 96\r\n\
+         a=rtpmap:96 VP8/90000\r\n\
+         a=fmtp:96 max-fs=3600;max-fr=30\r\n\
+         a=rtcp-fb:96 nack pli\r\n\
+         a=rtcp-fb:96 ccm fir\r\n\
+         a=framerate:30\r\n\
+         a=sendrecv\r\n"
+    );
 }
 
 #[test]
