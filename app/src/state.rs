@@ -82,6 +82,8 @@ struct CallSlot {
     ctl: mpsc::UnboundedSender<CallCtl>,
     /// A conference PIN to send as DTMF once the room answers.
     pin: Option<String>,
+    /// The camera the call sends video from, when it has video (or gets it later).
+    camera: Option<String>,
 }
 
 pub(crate) struct Inner {
@@ -647,7 +649,7 @@ impl AppState {
             CallPhase::Dialing,
         );
         if request.video == Some(true) {
-            self.video_camera(&info.id, camera);
+            self.video_camera(&info.id, camera, true);
         }
         Ok(info)
     }
@@ -760,6 +762,7 @@ impl AppState {
                 info: info.clone(),
                 ctl: ctl_tx,
                 pin: None,
+                camera: None,
             },
         );
         self.emit(AppEvent::Call { call: info.clone() });
@@ -799,6 +802,7 @@ impl AppState {
                 info: info.clone(),
                 ctl: ctl_tx,
                 pin: None,
+                camera: None,
             },
         );
         self.emit(AppEvent::Call { call: info.clone() });
@@ -838,7 +842,8 @@ impl AppState {
                                     }
                                 });
                                 if video {
-                                    self.video_camera(&info.id, camera);
+                                    // Shown as video only when the caller offered it.
+                                    self.video_camera(&info.id, camera, info.video.is_some());
                                 }
                                 self.run_call(info.id.clone(), call, ctl, started_ms, Instant::now()).await;
                             }
@@ -1247,10 +1252,18 @@ impl AppState {
         self.ask(call_id, |r| CallCtl::Camera(camera, r)).await
     }
 
-    /// Marks call `call_id` as a video call sending from `camera` (none: camera off).
-    fn video_camera(&self, call_id: &str, camera: Option<String>) {
+    /// Remembers that call `call_id` sends video from `camera` (none: camera off); with `show`
+    /// the call is shown as a video call from now on (else only once its video starts).
+    fn video_camera(&self, call_id: &str, camera: Option<String>, show: bool) {
+        if let Some(slot) = lock(&self.inner.calls).get_mut(call_id) {
+            slot.camera = camera.clone();
+        }
         self.update(call_id, |i| {
-            i.video.get_or_insert_with(Box::default).camera = camera;
+            if show {
+                i.video.get_or_insert_with(Box::default).camera = camera;
+            } else if let Some(video) = i.video.as_mut() {
+                video.camera = camera;
+            }
         });
     }
 
@@ -1259,16 +1272,22 @@ impl AppState {
         match notice {
             VideoNotice::Started {
                 codec, send, recv, ..
-            } => self.update(id, |i| {
-                let video = i.video.get_or_insert_with(Box::default);
-                video.codec = Some(codec);
-                video.sending = send.map(|(width, height, fps)| VideoSize {
-                    width,
-                    height,
-                    fps: Some(fps),
+            } => {
+                let camera = lock(&self.inner.calls)
+                    .get(id)
+                    .and_then(|s| s.camera.clone());
+                self.update(id, |i| {
+                    let video = i.video.get_or_insert_with(Box::default);
+                    video.codec = Some(codec);
+                    video.sending = send.map(|(width, height, fps)| VideoSize {
+                        width,
+                        height,
+                        fps: Some(fps),
+                    });
+                    video.receiving = recv;
+                    video.camera = camera;
                 });
-                video.receiving = recv;
-            }),
+            }
             VideoNotice::FirstFrame { width, height }
             | VideoNotice::SizeChanged { width, height } => self.update(id, |i| {
                 if let Some(video) = i.video.as_mut() {
@@ -1340,7 +1359,7 @@ impl AppState {
             r = call.set_video(true).await;
         }
         r.map_err(|e| explain_call(&e))?;
-        self.video_camera(id, camera);
+        self.video_camera(id, camera, true);
         Ok(())
     }
 
@@ -1356,7 +1375,7 @@ impl AppState {
             .map(crate::video::camera_spec)
             .transpose()?;
         call.set_camera(spec).await.map_err(|e| explain_call(&e))?;
-        self.video_camera(id, camera);
+        self.video_camera(id, camera, false);
         Ok(())
     }
 

@@ -1,0 +1,342 @@
+//! Video calls through the app API, between two accounts of one app on its bundled lab server:
+//! cameras (the test pattern and `.y4m` files), a video call answered with video, the pictures
+//! served to the ui (both ends, peer and self view), camera off, downgrade and upgrade.
+//! Runs inside a private kernel keyring session (`keyctl session`), like `app_state`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::time::Duration;
+
+use tandem_app::types::*;
+use tandem_app::video::{FrameHeader, PixelFormat};
+use tandem_app::{AppOptions, AppState, Secrets};
+use tandem_video::source::{PatternSource, VideoSource};
+use tokio::sync::broadcast;
+
+const IN_SESSION: &str = "TANDEM_APP_TEST_IN_KEYCTL_SESSION";
+
+fn in_keyring_session(name: &str) -> bool {
+    if std::env::var_os(IN_SESSION).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("keyctl")
+        .args(["session", "-"])
+        .arg(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_SESSION, "1")
+        .status()
+        .expect("keyctl (package keyutils) is needed to run the keyring tests");
+    assert!(status.success(), "{name} failed inside keyctl session");
+    false
+}
+
+fn service() -> String {
+    format!("tandem-video-test-{}", std::process::id())
+}
+
+fn forget_secrets() {
+    let secrets = Secrets::os_with_service(&service()).unwrap();
+    for user in ["alice", "bob", "carol"] {
+        secrets.delete(&format!("{user}@tandem.lab")).unwrap();
+        secrets.delete(&format!("lab:{user}@tandem.lab")).unwrap();
+    }
+}
+
+fn open(dir: &std::path::Path) -> AppState {
+    AppState::open(AppOptions {
+        data_dir: dir.to_path_buf(),
+        secrets: Secrets::os_with_service(&service()).unwrap(),
+        devices: DeviceChoice {
+            capture: "tone:440".into(),
+            playback: "null".into(),
+        },
+        listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    })
+    .unwrap()
+}
+
+async fn wait_for<T>(
+    rx: &mut broadcast::Receiver<AppEvent>,
+    what: &str,
+    mut pick: impl FnMut(&AppEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let event = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap();
+        if let Some(v) = pick(&event) {
+            return v;
+        }
+    }
+}
+
+async fn wait_call(app: &AppState, id: &str, what: &str, pred: impl Fn(&CallInfo) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !app.list_calls().iter().any(|c| c.id == id && pred(c)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            app.list_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asks for pictures of `call`'s `stream` until one comes (as the ui does); its header.
+async fn picture(app: &AppState, call: &str, stream: &str) -> FrameHeader {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = app
+            .video_frame(&format!("/{call}/{stream}"), Some("after=0&format=i420"))
+            .await;
+        if reply.status == 200 {
+            let header = FrameHeader::parse(&reply.body).unwrap();
+            assert_eq!(header.format, PixelFormat::I420);
+            return header;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {stream} picture for {call}: {} {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for the next incoming call of `account`.
+async fn incoming(rx: &mut broadcast::Receiver<AppEvent>, account: &str) -> CallInfo {
+    wait_for(rx, "an incoming call", |e| match e {
+        AppEvent::Call { call }
+            if call.account_id == account && call.phase == CallPhase::Incoming =>
+        {
+            Some(call.clone())
+        }
+        _ => None,
+    })
+    .await
+}
+
+async fn all_ended(app: &AppState) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !app.list_calls().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "calls did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn video_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = open(dir.path());
+    let mut rx = app.subscribe();
+    app.start_bundled_lab().await.unwrap();
+    app.register("bob@tandem.lab").await.unwrap();
+    const ALICE: &str = "alice@tandem.lab";
+    const BOB: &str = "bob@tandem.lab";
+
+    // Cameras: the pattern, and the .y4m files of the videos folder (a bad one is left out).
+    let cameras = app.list_cameras();
+    assert_eq!(cameras.current.as_deref(), Some("pattern"));
+    assert_eq!(cameras.available[0].id, "pattern");
+    let videos = dir.path().join("videos");
+    std::fs::create_dir_all(&videos).unwrap();
+    let clip = videos.join("clip.y4m");
+    let mut source = PatternSource::new(176, 144, 10).unwrap();
+    let mut writer = tandem_video::y4m::create_y4m(&clip, 10).unwrap();
+    for _ in 0..5 {
+        writer.write_frame(&source.next_frame().unwrap()).unwrap();
+    }
+    writer.finish().unwrap();
+    std::fs::write(videos.join("broken.y4m"), b"not a video").unwrap();
+    let cameras = app.list_cameras();
+    assert_eq!(cameras.folder, videos.display().to_string());
+    let ids: Vec<&str> = cameras.available.iter().map(|c| c.id.as_str()).collect();
+    let clip_id = format!("file:{}", clip.display());
+    assert_eq!(ids, ["pattern", clip_id.as_str()]);
+    let file = &cameras.available[1];
+    assert_eq!(file.kind, CameraKind::File);
+    assert_eq!(
+        file.size,
+        Some(VideoSize {
+            width: 176,
+            height: 144,
+            fps: Some(10)
+        })
+    );
+    let bad = app.choose_camera(Some(&format!(
+        "file:{}",
+        videos.join("broken.y4m").display()
+    )));
+    assert_eq!(bad.unwrap_err().kind, FailureKind::Settings);
+    assert!(app.choose_camera(Some("v4l2:/dev/video0")).is_err());
+    // The choice is remembered across restarts of the app state.
+    app.choose_camera(Some(&clip_id)).unwrap();
+    assert_eq!(
+        open(dir.path()).list_cameras().current.as_deref(),
+        Some(clip_id.as_str())
+    );
+
+    // alice video-calls bob (sending the clip); bob answers with video (the pattern).
+    let placed = app
+        .call(CallRequest {
+            account_id: ALICE.into(),
+            target: "bob".into(),
+            video: Some(true),
+        })
+        .await
+        .unwrap();
+    let ringing = incoming(&mut rx, BOB).await;
+    assert!(
+        ringing.video.is_some(),
+        "bob is not told the call has video"
+    );
+    app.choose_camera(Some("pattern")).unwrap();
+    app.answer_with(&ringing.id, true).await.unwrap();
+    let vp8 = |c: &CallInfo| {
+        c.video.as_ref().is_some_and(|v| {
+            v.codec.as_deref() == Some("VP8") && v.receiving && v.sending.is_some()
+        })
+    };
+    wait_call(&app, &placed.id, "alice's video", vp8).await;
+    wait_call(&app, &ringing.id, "bob's video", vp8).await;
+    let alice_call = app
+        .list_calls()
+        .into_iter()
+        .find(|c| c.id == placed.id)
+        .unwrap();
+    let alice_video = alice_call.video.unwrap();
+    assert_eq!(alice_video.camera.as_deref(), Some(clip_id.as_str()));
+    assert_eq!(
+        alice_video.sending,
+        Some(VideoSize {
+            width: 176,
+            height: 144,
+            fps: Some(10)
+        })
+    );
+
+    // Pictures for the ui: each end sees the other's source, and its own as the self view.
+    let at_alice = picture(&app, &placed.id, "remote").await;
+    assert_eq!((at_alice.source_width, at_alice.source_height), (640, 480));
+    let at_bob = picture(&app, &ringing.id, "remote").await;
+    assert_eq!((at_bob.source_width, at_bob.source_height), (176, 144));
+    let own = picture(&app, &placed.id, "self").await;
+    assert_eq!((own.width, own.height), (176, 144));
+    wait_call(&app, &placed.id, "the peer's picture size", |c| {
+        c.video
+            .as_ref()
+            .and_then(|v| v.remote_size)
+            .map(|s| (s.width, s.height))
+            == Some((640, 480))
+    })
+    .await;
+    // Scaled down for a small canvas, aspect kept.
+    let small = app
+        .video_frame(
+            &format!("/{}/remote", placed.id),
+            Some("maxw=320&maxh=320&format=rgba"),
+        )
+        .await;
+    assert_eq!(small.status, 200);
+    let h = FrameHeader::parse(&small.body).unwrap();
+    assert_eq!((h.width, h.height, h.format), (320, 240, PixelFormat::Rgba));
+    assert_eq!(
+        small.body.len(),
+        tandem_app::video::FRAME_HEADER_LEN + 320 * 240 * 4
+    );
+    // Bad requests are answered, not served.
+    assert_eq!(app.video_frame("/nope/remote", None).await.status, 404);
+    assert_eq!(app.video_frame("/x/sideways", None).await.status, 400);
+
+    // Video figures arrive for the ui.
+    let figures = wait_for(&mut rx, "video figures", |e| match e {
+        AppEvent::Video { call_id, figures }
+            if *call_id == placed.id && figures.frames_decoded > 0 =>
+        {
+            Some(figures.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert!(figures.frames_sent > 0, "{figures:?}");
+
+    // Camera off: alice sends no more pictures, bob's video to alice goes on.
+    app.set_camera(&placed.id, None).await.unwrap();
+    wait_call(&app, &placed.id, "camera off", |c| {
+        c.video.as_ref().is_some_and(|v| v.camera.is_none())
+    })
+    .await;
+    let before = picture(&app, &placed.id, "remote").await.seq;
+    let next = app
+        .video_frame(
+            &format!("/{}/remote", placed.id),
+            Some(&format!("after={before}&format=i420")),
+        )
+        .await;
+    assert_eq!(next.status, 200, "bob's video stopped with alice's camera");
+    // An unknown camera is refused in words.
+    assert!(app.set_camera(&placed.id, Some("nothing")).await.is_err());
+
+    // Downgrade: the video goes from both ends, the call goes on.
+    app.set_video(&placed.id, false).await.unwrap();
+    wait_call(&app, &placed.id, "alice's video gone", |c| {
+        c.video.is_none()
+    })
+    .await;
+    wait_call(&app, &ringing.id, "bob's video gone", |c| c.video.is_none()).await;
+    wait_call(&app, &placed.id, "the call goes on", |c| {
+        c.phase == CallPhase::Active
+    })
+    .await;
+    app.hangup(&placed.id).unwrap();
+    all_ended(&app).await;
+
+    // An audio call answered by a video-capable phone, upgraded to video by the caller.
+    let placed = app
+        .call(CallRequest {
+            account_id: ALICE.into(),
+            target: "bob".into(),
+            video: None,
+        })
+        .await
+        .unwrap();
+    let ringing = incoming(&mut rx, BOB).await;
+    assert!(ringing.video.is_none(), "an audio call announced as video");
+    app.answer_with(&ringing.id, true).await.unwrap();
+    wait_call(&app, &placed.id, "answered", |c| {
+        c.phase == CallPhase::Active
+    })
+    .await;
+    assert!(
+        app.list_calls()
+            .iter()
+            .all(|c| c.video.as_ref().is_none_or(|v| v.codec.is_none()))
+    );
+    app.set_video(&placed.id, true).await.unwrap();
+    wait_call(&app, &placed.id, "upgraded", vp8).await;
+    let at_alice = picture(&app, &placed.id, "remote").await;
+    assert_eq!((at_alice.source_width, at_alice.source_height), (640, 480));
+    app.hangup(&placed.id).unwrap();
+    all_ended(&app).await;
+    // Everything of the calls' video is gone with them.
+    assert_eq!(
+        app.video_frame(&format!("/{}/remote", placed.id), None)
+            .await
+            .status,
+        404
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_call_cameras_pictures_downgrade_upgrade() {
+    if in_keyring_session("video_call_cameras_pictures_downgrade_upgrade") {
+        video_flow().await;
+        forget_secrets();
+    }
+}
