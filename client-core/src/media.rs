@@ -1236,6 +1236,144 @@ mod tests {
         assert_eq!(notices(&mut d).len(), 1);
     }
 
+    async fn video_media(video: bool) -> CallMedia {
+        let mut account = Account::new("alice", "127.0.0.1");
+        account.ice = false;
+        let opts = MediaOptions {
+            video: video.then(VideoOptions::default),
+            ..MediaOptions::default()
+        };
+        CallMedia::new(
+            "127.0.0.1".parse().unwrap(),
+            None,
+            &account,
+            opts,
+            9,
+            "cname@test".into(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn video_of(sdp: &SessionDescription) -> &sdp::MediaDescription {
+        sdp.media.iter().find(|m| m.media == "video").unwrap()
+    }
+
+    #[tokio::test]
+    async fn video_offers_answers_and_reoffers_keep_the_line() {
+        let mut a = video_media(true).await;
+        let mut b = video_media(true).await;
+        let offer = a.create_offer().unwrap();
+        assert_eq!(offer.media.len(), 2, "{offer}");
+        assert_eq!(offer.media[0].media, "audio");
+        let v = video_of(&offer);
+        assert_ne!(v.port, 0);
+        assert_ne!(v.port, offer.media[0].port, "a socket of its own");
+        let text = offer.to_string();
+        for needle in ["VP8/90000", "H264/90000", "a=rtcp-fb:96 nack", "a=rtcp-mux"] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let answer = b.answer_offer(text.as_bytes()).unwrap();
+        assert_eq!(answer.media.len(), 2);
+        assert_ne!(video_of(&answer).port, 0, "{answer}");
+        assert!(b.video.negotiated().is_some());
+        a.take_answer(answer.to_string().as_bytes(), false).unwrap();
+        let neg = a.video.negotiated().unwrap();
+        assert_eq!(neg.send.as_ref().unwrap().kind_name, "VP8");
+        assert_eq!(neg.remote_rtp.unwrap().port(), video_of(&answer).port);
+        // Hold: the video line stays and goes inactive with the audio on hold.
+        a.local_hold = true;
+        let hold = a.create_offer().unwrap();
+        assert_eq!(hold.media.len(), 2);
+        assert!(
+            video_of(&hold)
+                .attributes
+                .iter()
+                .any(|x| x.name == "inactive")
+        );
+        a.offer_failed();
+        a.local_hold = false;
+        // Downgrade: port 0, the line kept (RFC 3264 §8.2).
+        a.video.set_wanted(false);
+        let off = a.create_offer().unwrap();
+        assert_eq!(off.media.len(), 2);
+        assert_eq!(video_of(&off).port, 0);
+        let answer = b.answer_offer(off.to_string().as_bytes()).unwrap();
+        assert_eq!(video_of(&answer).port, 0, "{answer}");
+        assert!(b.video.negotiated().is_none());
+        a.take_answer(answer.to_string().as_bytes(), false).unwrap();
+        assert!(a.video.negotiated().is_none());
+        // The peer's later offers keep the disabled line too.
+        let again = b.create_offer().unwrap();
+        assert_eq!(again.media.len(), 2);
+        assert_eq!(video_of(&again).port, 0, "{again}");
+    }
+
+    #[tokio::test]
+    async fn hostile_or_unwanted_video_is_declined_and_audio_goes_on() {
+        let mut a = video_media(true).await;
+        let good = a.create_offer().unwrap();
+        // An audio-only answerer declines the video with port 0.
+        let mut plain = video_media(false).await;
+        let answer = plain.answer_offer(good.to_string().as_bytes()).unwrap();
+        assert_eq!(answer.media.len(), 2);
+        assert_eq!(video_of(&answer).port, 0);
+        assert!(answer.media[0].port != 0);
+        a.take_answer(answer.to_string().as_bytes(), false).unwrap();
+        assert!(a.negotiated().is_some() && a.video.negotiated().is_none());
+
+        let mutate = |f: &dyn Fn(&mut sdp::MediaDescription)| {
+            let mut sdp = good.clone();
+            let i = sdp.media.iter().position(|m| m.media == "video").unwrap();
+            f(&mut sdp.media[i]);
+            sdp.to_string()
+        };
+        let cases = [
+            // Only codecs we do not have.
+            mutate(&|m| {
+                m.formats = vec!["31".into()];
+                m.attributes
+                    .retain(|x| x.name != "rtpmap" && x.name != "fmtp");
+            }),
+            // H.264 in packetization-mode 0 only.
+            mutate(&|m| {
+                m.formats = vec!["97".into()];
+                m.attributes.retain(|x| {
+                    !(x.name == "fmtp" && x.value.as_deref().is_some_and(|v| v.starts_with("97")))
+                });
+                m.attributes.push(sdp::Attribute::new(
+                    "fmtp",
+                    "97 profile-level-id=42e01f;packetization-mode=0",
+                ));
+            }),
+            // Not an RTP profile.
+            mutate(&|m| m.protocol = "TCP/MSRP".into()),
+        ];
+        for offer in cases {
+            let mut b = video_media(true).await;
+            let answer = b.answer_offer(offer.as_bytes()).unwrap();
+            assert_eq!(video_of(&answer).port, 0, "{offer}\n{answer}");
+            assert_ne!(answer.media[0].port, 0);
+            assert!(b.video.negotiated().is_none());
+        }
+        // Absurd limits are clamped, not refused.
+        let huge = mutate(&|m| {
+            m.attributes.retain(|x| x.name != "imageattr");
+            m.attributes.push(sdp::Attribute::new(
+                "imageattr",
+                "96 recv [x=99999999,y=99999999] send [x=99999999,y=99999999]",
+            ));
+        });
+        let mut b = video_media(true).await;
+        let answer = b.answer_offer(huge.as_bytes()).unwrap();
+        assert_ne!(video_of(&answer).port, 0);
+        let limits = b.video.negotiated().unwrap().peer_limits;
+        assert!(
+            limits.max_width <= 4096 && limits.max_height <= 2304,
+            "{limits:?}"
+        );
+    }
+
     #[tokio::test]
     async fn offers_follow_the_srtp_policy() {
         let cases = [
