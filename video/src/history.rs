@@ -145,6 +145,42 @@ mod tests {
     }
 
     #[test]
+    fn long_runs_keep_exactly_the_newest_packets() {
+        let t0 = Instant::now();
+        let mut h = SendHistory::new(500, Duration::from_secs(60));
+        let start = 65_000u16;
+        for i in 0..3000u32 {
+            let seq = start.wrapping_add(i as u16);
+            h.push(
+                t0 + Duration::from_millis(u64::from(i)),
+                seq,
+                i.to_be_bytes().to_vec(),
+            );
+        }
+        assert_eq!(h.len(), 500);
+        for i in 0..3000u32 {
+            let seq = start.wrapping_add(i as u16);
+            let got = h.get(seq);
+            if i >= 2500 {
+                assert_eq!(got, Some(&i.to_be_bytes()[..]), "seq {seq}");
+            } else {
+                assert!(got.is_none(), "seq {seq} should be gone");
+            }
+        }
+        // Oversized limits are capped at half the sequence space.
+        let mut big = SendHistory::new(usize::MAX, Duration::from_secs(3600));
+        for i in 0..70_000u32 {
+            big.push(t0, i as u16, vec![1]);
+        }
+        assert_eq!(big.len(), MAX_HISTORY_PACKETS);
+        assert!(big.get(69_999u32 as u16).is_some());
+        assert!(
+            big.get((70_000u32 - MAX_HISTORY_PACKETS as u32 - 1) as u16)
+                .is_none()
+        );
+    }
+
+    #[test]
     fn replacing_a_sequence_number() {
         let t0 = Instant::now();
         let mut h = SendHistory::new(2, Duration::from_secs(10));
