@@ -1071,6 +1071,19 @@ struct VideoStream<'a> {
 }
 
 impl<'a> VideoStream<'a> {
+    /// The known video formats of `media` (family, payload type, fmtp), in m= order.
+    fn formats_of(media: &MediaDescription) -> Vec<(Family, u8, Option<&str>)> {
+        media
+            .rtpmaps()
+            .into_iter()
+            .filter(|m| m.clock_rate == VIDEO_CLOCK_RATE)
+            .filter_map(|m| {
+                let family = Family::from_name(&m.encoding)?;
+                Some((family, m.payload_type, media.fmtp(m.payload_type)))
+            })
+            .collect()
+    }
+
     fn new(
         index: usize,
         media: &'a MediaDescription,
@@ -1700,19 +1713,4 @@ fn accept_stream(
         fingerprint: theirs.fingerprint.map(str::to_owned),
         setup: theirs.setup.map(str::to_owned),
     }))
-}
-
-impl VideoStream<'_> {
-    /// The known video formats of `media` (family, payload type, fmtp), in m= order.
-    fn formats_of(media: &MediaDescription) -> Vec<(Family, u8, Option<&str>)> {
-        media
-            .rtpmaps()
-            .into_iter()
-            .filter(|m| m.clock_rate == VIDEO_CLOCK_RATE)
-            .filter_map(|m| {
-                let family = Family::from_name(&m.encoding)?;
-                Some((family, m.payload_type, media.fmtp(m.payload_type)))
-            })
-            .collect()
-    }
 }
