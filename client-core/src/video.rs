@@ -1345,6 +1345,10 @@ impl CallVideo {
             VideoEvent::SecurityFailed(e) => {
                 Some(VideoNotice::Warning(format!("video SRTP failed: {e}")))
             }
+            VideoEvent::Error(e) => Some(VideoNotice::Warning(format!("video: {e}"))),
+            VideoEvent::SourceEnded => Some(VideoNotice::Warning(
+                "the video source ended: no more frames are sent".into(),
+            )),
             other => {
                 tracing::debug!(event = ?other, "video event");
                 None
