@@ -440,4 +440,25 @@ mod tests {
         assert!(c.is_consistent());
         assert_eq!(c.y[0], 80);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        #[test]
+        fn resampling_any_size_is_consistent(
+            w in 1u32..200, h in 1u32..200, w2 in 1u32..200, h2 in 1u32..200, seed: u8,
+        ) {
+            let mut f = VideoFrame::filled(w, h, seed, seed.wrapping_add(1), seed.wrapping_add(2)).unwrap();
+            for (i, p) in f.y.iter_mut().enumerate() {
+                *p = (i as u8).wrapping_mul(seed);
+            }
+            let s = f.scaled(w2, h2).unwrap();
+            proptest::prop_assert!(s.is_consistent());
+            proptest::prop_assert_eq!((s.width, s.height), (w2, h2));
+            let c = f.cropped(w.div_ceil(2), h.div_ceil(2)).unwrap();
+            proptest::prop_assert!(c.is_consistent());
+            proptest::prop_assert_eq!(f.to_rgba().len(), (w * h * 4) as usize);
+            proptest::prop_assert!(f.cropped(w + 1, h).is_err());
+        }
+    }
 }
