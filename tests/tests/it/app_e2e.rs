@@ -402,7 +402,8 @@ for (let i = 0; i < d.length; i += 4 * 7) {
 }
 return { width: c.width, height: c.height, lit: lit / n, sum, frames: Number(c.dataset.frames),
   fps: Number(c.dataset.fps), fetchMs: Number(c.dataset.fetchMs), paintMs: Number(c.dataset.paintMs),
-  convertMs: Number(c.dataset.convertMs), bytes: Number(c.dataset.bytes) };
+  convertMs: Number(c.dataset.convertMs), yuvMs: Number(c.dataset.yuvMs),
+  bytes: Number(c.dataset.bytes) };
 "#;
 
 /// Step 9 (see above). `audio_call_pss` is the app's PSS in the audio call of step 2, in KiB.
@@ -466,19 +467,25 @@ fn video_call(
         app.wait("[data-testid=self-view]:not([data-frames='0'])", secs(10))
             .map(|_| ()),
     );
-    // Let the painter's rate settle over a few seconds, then take the figures.
+    // Let the painter's rate settle over a few seconds, then take the figures; memory again
+    // later: one picture per stream is kept, so it must not keep growing.
+    let early_pss = must(app, app.app_pss_kib());
     std::thread::sleep(Duration::from_secs(3));
     let settled = probe();
+    std::thread::sleep(Duration::from_secs(5));
     let pss = must(app, app.app_pss_kib());
     eprintln!(
         "app-e2e: video delivery: {:.1} pictures/s painted (bob sends 15), {:.0} bytes a picture, \
-         request-to-paint {:.1} ms (includes waiting for the picture), I420-to-RGBA and paint \
-         {:.2} ms, Rust side {:.2} ms; PSS in the video call {} MiB (audio call {} MiB)",
+         request-to-paint {:.1} ms (includes waiting for the picture), paint {:.2} ms of which \
+         I420-to-RGBA {:.2} ms, Rust side {:.2} ms; PSS in the video call {} MiB after 2 s, \
+         {} MiB after 10 s (audio call {} MiB)",
         num(&settled, "fps"),
         num(&settled, "bytes"),
         num(&settled, "fetchMs"),
         num(&settled, "paintMs"),
+        num(&settled, "yuvMs"),
         num(&settled, "convertMs"),
+        early_pss / 1024,
         pss / 1024,
         audio_call_pss / 1024
     );

@@ -98,8 +98,10 @@ export interface PainterStats {
   sourceHeight: number;
   /** Mean time from request to painted picture, in ms (includes waiting for it). */
   meanFetchMs: number;
-  /** Mean time to paint one picture into the canvas, in ms. */
+  /** Mean time to paint one picture into the canvas (conversion included), in ms. */
   meanPaintMs: number;
+  /** Of which the I420-to-RGBA conversion here, in ms. */
+  meanYuvMs: number;
   /** Mean Rust-side conversion time, in ms. */
   meanConvertMs: number;
   /** Mean bytes an answer. */
@@ -120,6 +122,7 @@ export class FramePainter {
     sourceHeight: 0,
     meanFetchMs: 0,
     meanPaintMs: 0,
+    meanYuvMs: 0,
     meanConvertMs: 0,
     meanBytes: 0,
   };
@@ -128,7 +131,7 @@ export class FramePainter {
   private seq = 0;
   private image: ImageData | null = null;
   private recent: number[] = [];
-  private totals = { fetch: 0, paint: 0, convert: 0, bytes: 0 };
+  private totals = { fetch: 0, paint: 0, yuv: 0, convert: 0, bytes: 0 };
 
   constructor(
     private readonly url: string,
@@ -200,8 +203,10 @@ export class FramePainter {
       if (!this.image || this.image.width !== p.width || this.image.height !== p.height) {
         this.image = ctx.createImageData(p.width, p.height);
       }
+      const before = performance.now();
       if (p.format === "i420") i420ToRgba(p.pixels, p.width, p.height, this.image.data);
       else this.image.data.set(p.pixels);
+      this.totals.yuv += performance.now() - before;
       ctx.putImageData(this.image, 0, 0);
     }
     const painted = performance.now();
@@ -221,6 +226,7 @@ export class FramePainter {
       sourceHeight: p.sourceHeight,
       meanFetchMs: this.totals.fetch / n,
       meanPaintMs: this.totals.paint / n,
+      meanYuvMs: this.totals.yuv / n,
       meanConvertMs: this.totals.convert / n,
       meanBytes: this.totals.bytes / n,
     };
