@@ -1443,3 +1443,88 @@ fn offer_skips_unknown_and_duplicate_codecs() {
     assert_eq!(video::VP8, "VP8");
     assert_eq!(video::H264, "H264");
 }
+
+#[test]
+fn best_effort_sdes_and_rtcp_attribute() {
+    // An RTP/AVP offer carrying a=crypto (best-effort SRTP) and a=rtcp with an address, no mux.
+    let text = "v=0
+o=- 1 1 IN IP4 203.0.113.5
+s=-
+c=IN IP4 203.0.113.5
+t=0 0
+m=video 5004 RTP/AVP 100
+a=rtpmap:100 VP8/90000
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:GS1zs9m3v/tMXoF2ZCJkzqGtLj6z1N+cLVMZin7p
+a=rtcp:53020 IN IP4 198.51.100.77
+";
+    let offer = parse(text);
+    let offered = offered_video_security(&offer, 0).unwrap();
+    assert_eq!(offered.profile, TransportProfile::RtpAvp);
+    // Plain fits RTP/AVP, and so do SDES keys.
+    assert!(security_fits(&AnswerSecurity::Plain, &offered));
+    let sdes = AnswerSecurity::Sdes(
+        "1 AES_CM_128_HMAC_SHA1_80 inline:d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj".to_owned(),
+    );
+    let mut params = ours(6000);
+    params.attributes = security_attributes(&sdes);
+    params.rtcp_port = Some(6001);
+    let (m, n) = answer_in(&offer, &params);
+    assert_eq!(n.security, SecurityKind::Sdes);
+    assert_eq!(m.protocol, "RTP/AVP");
+    assert!(!n.rtcp_mux);
+    assert_eq!(n.remote_rtp, Some(addr("203.0.113.5:5004")));
+    assert_eq!(n.remote_rtcp, Some(addr("198.51.100.77:53020")));
+    // Not muxed: our a=rtcp is in the answer.
+    assert_eq!(m.attribute("rtcp"), Some("6001"));
+    let (_, plain) = answer_in(&offer, &ours(6000));
+    assert_eq!(plain.security, SecurityKind::Plain);
+    // As the offerer: our RTP/AVP offer with keys, answered with or without a=crypto.
+    let mut mine = ours(7000);
+    mine.attributes = security_attributes(&sdes);
+    let our_offer = video_offer(&mine);
+    let conn = Connection::from_ip("203.0.113.5".parse().unwrap());
+    let mut answer = media(&offer).clone();
+    answer.formats = vec!["96".to_owned()];
+    answer.attributes = vec![
+        Attribute::new("rtpmap", "96 VP8/90000"),
+        Attribute::new(
+            "crypto",
+            "1 AES_CM_128_HMAC_SHA1_80 inline:GS1zs9m3v/tMXoF2ZCJkzqGtLj6z1N+cLVMZin7p",
+        ),
+        Attribute::flag("rtcp-mux"),
+    ];
+    let n = accept_video_answer(&our_offer, &answer, Some(&conn))
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.security, SecurityKind::Sdes);
+    assert!(n.rtcp_mux);
+    assert_eq!(n.remote_rtcp, n.remote_rtp);
+    answer.attributes.retain(|a| a.name != "crypto");
+    let n = accept_video_answer(&our_offer, &answer, Some(&conn))
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.security, SecurityKind::Plain);
+    // A DTLS answer to our RTP/AVP offer changed the profile.
+    answer.protocol = "UDP/TLS/RTP/SAVPF".to_owned();
+    assert!(matches!(
+        accept_video_answer(&our_offer, &answer, Some(&conn)),
+        Err(SdpError::Unacceptable { .. })
+    ));
+}
+
+#[test]
+fn bandwidth_lines() {
+    let with = |b: &str| {
+        let text = BARESIP_OFFER.replace(
+            "m=video 46000 RTP/AVP 96 97 98 34 99 100\n",
+            &format!("m=video 46000 RTP/AVP 96 97 98 34 99 100\n{b}"),
+        );
+        answer_in(&parse(&text), &ours(1)).1.peer_max_bitrate_bps
+    };
+    assert_eq!(with(""), None);
+    assert_eq!(with("b=AS:512\n"), Some(512_000));
+    assert_eq!(with("b=AS:512\nb=TIAS:480000\n"), Some(480_000));
+    assert_eq!(with("b=TIAS:0\nb=AS:0\n"), None);
+    assert_eq!(with("b=AS:99999999999999999999\n"), Some(u32::MAX));
+    assert_eq!(with("b=CT:1000\nb=AS:x\n"), None);
+}
