@@ -146,6 +146,7 @@ impl EncoderConfig {
 /// Encoder threads for a frame size: two only above VGA and only with at least four CPUs.
 /// On a busy two-core machine a second libvpx thread spin-waits against the first and made
 /// 720p encodes 5-20x slower (measured: 36-157 ms vs 6-14 ms per frame).
+#[cfg(not(target_os = "android"))]
 pub(crate) fn encoder_threads(width: u32, height: u32) -> u32 {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if u64::from(width) * u64::from(height) > 640 * 480 && cpus >= 4 {
