@@ -13,8 +13,9 @@ use super::{VideoError, VideoSink};
 use crate::codec::{CodecError, VideoCodecKind, VideoDecoder, new_decoder};
 use crate::frame::{MAX_HEIGHT, MAX_WIDTH};
 
-/// Assembled frames waiting for the decoder.
-const INPUT_QUEUE: usize = 4;
+/// Assembled frames waiting for the decoder (slack for a loaded machine; a decoder slower than
+/// the frame rate for longer than this drops frames).
+const INPUT_QUEUE: usize = 6;
 
 /// Work for the thread.
 pub(super) enum DecoderJob {

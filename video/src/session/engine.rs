@@ -17,7 +17,6 @@ use tandem_media::stats::{ReceiverStats, SeqOutcome};
 use tandem_proto::sdp::Direction;
 use tandem_proto::sdp::video::VideoFeedback;
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
 use tracing::{debug, trace, warn};
 
 use super::decoder::{self, DecoderHandle, DecoderJob, DecoderResult};
@@ -49,6 +48,12 @@ const MAX_NACKED_PER_MESSAGE: usize = 256;
 const RETRANSMIT_BUDGET_FLOOR_BPS: u32 = 300_000;
 /// Round trip assumed until one is measured.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// Timer period while frames are being assembled (NACKs go out every [`NACK_INTERVAL`]).
+const BUSY_TICK: Duration = Duration::from_millis(10);
+/// Longest sleep of the timers when nothing is pending.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+/// Shortest sleep of the timers.
+const TIMER_FLOOR: Duration = Duration::from_millis(5);
 /// A peer that takes no keyframe requests (neither PLI nor FIR negotiated) gets a keyframe this
 /// often, its only way to recover from loss.
 const KEYFRAME_INTERVAL_WITHOUT_FEEDBACK: Duration = Duration::from_secs(3);
@@ -486,10 +491,9 @@ impl Engine {
             &mut self.receiver.decoder.results,
             mpsc::unbounded_channel().1,
         ));
-        let mut tick = tokio::time::interval(NACK_INTERVAL / 2);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         self.flush().await;
         let reply = loop {
+            let wake = tokio::time::Instant::from_std(self.next_wake(Instant::now()));
             tokio::select! {
                 command = control.recv() => match command {
                     None => break None,
@@ -524,7 +528,7 @@ impl Engine {
                         decoded = None;
                     }
                 },
-                _ = tick.tick() => self.on_timers(Instant::now()),
+                () = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
             }
             self.flush().await;
         };
@@ -1085,6 +1089,42 @@ impl Engine {
 
     // ----- timers -----
 
+    /// RTP is expected from the peer and has not timed out yet.
+    fn rtp_timeout_armed(&self) -> bool {
+        receives(self.direction)
+            && !self.recv_codecs.is_empty()
+            && self.security.ready()
+            && !self.receiver.timed_out
+    }
+
+    /// When the timers must run next: every [`BUSY_TICK`] while frames are being assembled or a
+    /// keyframe is awaited (NACKs, give-ups, requests), else at the next report, statistics,
+    /// DTLS or timeout deadline, at most [`IDLE_TICK`] away.
+    fn next_wake(&self, now: Instant) -> Instant {
+        let busy = self.receiver.want_keyframe
+            || self.sender.as_ref().is_some_and(|s| s.keyframe_pending)
+            || self
+                .receiver
+                .assembler
+                .as_ref()
+                .is_some_and(|(_, a)| a.buffered_packets() > 0 || a.waiting_for_keyframe());
+        let mut next = now + if busy { BUSY_TICK } else { IDLE_TICK };
+        next = next.min(self.next_report).min(self.next_stats);
+        if let Some(dtls) = self.security.dtls.as_ref()
+            && let Some(t) = dtls.poll_timeout()
+        {
+            next = next.min(t);
+        }
+        if let Some(deadline) = self.security.dtls_deadline {
+            next = next.min(deadline);
+        }
+        if self.rtp_timeout_armed() {
+            next = next.min(self.receiver.last_rtp + self.rtp_timeout);
+        }
+        // A deadline that stays due (a DTLS timer the endpoint did not move) must not spin.
+        next.max(now + TIMER_FLOOR)
+    }
+
     fn on_timers(&mut self, now: Instant) {
         if let Some(dtls) = self.security.dtls.as_mut()
             && dtls.poll_timeout().is_some_and(|t| t <= now)
@@ -1106,14 +1146,10 @@ impl Engine {
         self.request_keyframe_if_needed(now);
         self.release_pending_keyframe(now);
         self.periodic_keyframe(now);
-        let receiver = &mut self.receiver;
-        if receives(self.direction)
-            && !self.recv_codecs.is_empty()
-            && self.security.ready()
-            && !receiver.timed_out
-            && now.saturating_duration_since(receiver.last_rtp) >= self.rtp_timeout
+        if self.rtp_timeout_armed()
+            && now.saturating_duration_since(self.receiver.last_rtp) >= self.rtp_timeout
         {
-            receiver.timed_out = true;
+            self.receiver.timed_out = true;
             self.emit(VideoEvent::RtpTimeout);
         }
         if self.next_report <= now {
