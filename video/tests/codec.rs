@@ -110,6 +110,7 @@ fn round_trip_small_and_medium_sizes() {
 fn round_trip_720p_at_low_bitrate() {
     for kind in KINDS {
         round_trip(kind, 1280, 720, 150_000, 8);
+        round_trip(kind, 640, 480, 150_000, 15);
         let all = round_trip(kind, 1280, 720, 1_500_000, 8);
         assert_eq!(all.len(), 8, "{kind} skipped frames at 1.5 Mbit/s");
     }

@@ -238,6 +238,50 @@ fn pattern_source_moves_and_counts() {
     assert!(tiny.next_frame().unwrap().is_consistent());
 }
 
+#[test]
+fn file_to_codec_to_file_keeps_the_counter() {
+    use tandem_video::codec::{EncoderConfig, VideoCodecKind, new_decoder, new_encoder};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.y4m");
+    let mut w = create_y4m(&input, 15).unwrap();
+    let mut pattern = PatternSource::new(320, 240, 15).unwrap();
+    for _ in 0..10 {
+        w.write_frame(&pattern.next_frame().unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+    for kind in [VideoCodecKind::Vp8, VideoCodecKind::H264] {
+        let output = dir.path().join(format!("out-{kind}.y4m"));
+        let mut src = Y4mSource::open(&input, true).unwrap();
+        let config = EncoderConfig {
+            width: 320,
+            height: 240,
+            fps: src.fps(),
+            bitrate_bps: 300_000,
+        };
+        let mut enc = new_encoder(kind, config).unwrap();
+        let mut dec = new_decoder(kind).unwrap();
+        let mut rec = create_y4m(&output, 15).unwrap();
+        // Two passes through the looped file.
+        for _ in 0..20 {
+            let e = enc
+                .encode(&src.next_frame().unwrap(), false)
+                .unwrap()
+                .unwrap();
+            rec.write_frame(&dec.decode(&e.data).unwrap().unwrap())
+                .unwrap();
+        }
+        assert_eq!(rec.frames(), 20);
+        rec.finish().unwrap();
+        let mut back = open_y4m(&output).unwrap();
+        let mut counters = Vec::new();
+        while let Some(f) = back.read_frame().unwrap() {
+            counters.push(read_counter(&f));
+        }
+        let expect: Vec<Option<u32>> = (0..20).map(|i| Some(i % 10)).collect();
+        assert_eq!(counters, expect, "{kind}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
