@@ -48,6 +48,8 @@ const MAX_NACKED_PER_MESSAGE: usize = 256;
 const RETRANSMIT_BUDGET_FLOOR_BPS: u32 = 300_000;
 /// Round trip assumed until one is measured.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// Pause after a socket receive error (ICMP errors are transient; a closed transport is not).
+const SOCKET_ERROR_PAUSE: Duration = Duration::from_millis(5);
 /// Timer period while frames are being assembled (NACKs go out every [`NACK_INTERVAL`]).
 const BUSY_TICK: Duration = Duration::from_millis(10);
 /// Longest sleep of the timers when nothing is pending.
@@ -505,14 +507,21 @@ impl Engine {
                         let data = buf.get(..len).unwrap_or_default();
                         self.on_datagram(Instant::now(), data, from, Via::Rtp);
                     }
-                    Err(e) => debug!(error = %e, "video RTP socket receive error"),
+                    Err(e) => {
+                        debug!(error = %e, "video RTP socket receive error");
+                        // A transport that keeps failing must not spin the task.
+                        tokio::time::sleep(SOCKET_ERROR_PAUSE).await;
+                    }
                 },
                 received = recv_optional(rtcp_socket.as_ref(), &mut rtcp_buf) => match received {
                     Ok((len, from)) => {
                         let data = rtcp_buf.get(..len).unwrap_or_default();
                         self.on_datagram(Instant::now(), data, from, Via::Rtcp);
                     }
-                    Err(e) => debug!(error = %e, "video RTCP socket receive error"),
+                    Err(e) => {
+                        debug!(error = %e, "video RTCP socket receive error");
+                        tokio::time::sleep(SOCKET_ERROR_PAUSE).await;
+                    }
                 },
                 notice = recv_encoder(encoded.as_mut()) => match notice {
                     Some(notice) => self.on_encoder(Instant::now(), notice),
@@ -762,7 +771,10 @@ impl Engine {
             {
                 continue;
             }
-            let Some(datagram) = sender.history.get(seq) else {
+            // The history holds the datagrams as sent (SRTP-protected in a secure call): a
+            // retransmission is the same packet again, which the peer's replay window accepts
+            // because it never got the original.
+            let Some(datagram) = sender.history.get_fresh(now, seq) else {
                 self.stats.retransmissions_missed += 1;
                 continue;
             };
