@@ -223,6 +223,37 @@ fn truncated_frames_never_panic_and_decoding_recovers() {
 }
 
 #[test]
+fn a_truncated_interframe_is_reported_until_the_next_keyframe() {
+    for kind in KINDS {
+        let frames = stream(kind, 12, &[8]);
+        let mut dec = new_decoder(kind).unwrap();
+        for f in &frames[..3] {
+            dec.decode(&f.data).unwrap().unwrap();
+        }
+        let cut = &frames[3].data[..frames[3].data.len() / 2];
+        let mut shown_wrong = 0;
+        let mut errors = 0;
+        for (n, data) in [(3, cut)]
+            .into_iter()
+            .chain((4..8).map(|n| (n, frames[n].data.as_slice())))
+        {
+            match dec.decode(data) {
+                Ok(Some(d)) if read_counter(&d) != Some(n as u32) => shown_wrong += 1,
+                Ok(_) => {}
+                Err(_) => errors += 1,
+            }
+        }
+        assert!(errors >= 1, "{kind}: the damage went unreported");
+        assert_eq!(shown_wrong, 0, "{kind}: showed damaged pictures");
+        // The keyframe at 8 brings back exact pictures.
+        for (n, f) in frames.iter().enumerate().skip(8) {
+            let d = dec.decode(&f.data).unwrap().unwrap();
+            assert_eq!(read_counter(&d), Some(n as u32), "{kind}");
+        }
+    }
+}
+
+#[test]
 fn bit_flipped_frames_never_panic() {
     for kind in KINDS {
         let frames = stream(kind, 10, &[]);

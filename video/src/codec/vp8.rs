@@ -9,10 +9,10 @@ use std::ptr;
 
 use vpx_sys::{
     VPX_CODEC_OK, VPX_DECODER_ABI_VERSION, VPX_DL_REALTIME, VPX_EFLAG_FORCE_KF,
-    VPX_ENCODER_ABI_VERSION, VPX_ERROR_RESILIENT_DEFAULT, VPX_FRAME_IS_KEY, vp8e_enc_control_id,
-    vpx_codec_ctx_t, vpx_codec_cx_pkt_kind, vpx_codec_dec_cfg_t, vpx_codec_enc_cfg_t,
-    vpx_codec_err_t, vpx_codec_iter_t, vpx_enc_pass, vpx_image_t, vpx_img_fmt, vpx_kf_mode,
-    vpx_rc_mode,
+    VPX_ENCODER_ABI_VERSION, VPX_ERROR_RESILIENT_DEFAULT, VPX_FRAME_IS_KEY, vp8_dec_control_id,
+    vp8e_enc_control_id, vpx_codec_ctx_t, vpx_codec_cx_pkt_kind, vpx_codec_dec_cfg_t,
+    vpx_codec_enc_cfg_t, vpx_codec_err_t, vpx_codec_iter_t, vpx_enc_pass, vpx_image_t, vpx_img_fmt,
+    vpx_kf_mode, vpx_rc_mode,
 };
 
 use super::{CodecError, EncodedFrame, EncoderConfig, VideoCodecKind, VideoDecoder, VideoEncoder};
@@ -458,6 +458,23 @@ impl VideoDecoder for Vp8Decoder {
         }
         if keyframe {
             self.have_keyframe = true;
+        }
+        let mut corrupted: c_int = 0;
+        // SAFETY: initialised VP8 decoder; VP8D_GET_FRAME_CORRUPTED writes one int through
+        // the pointer, which points at a live local.
+        let err = unsafe {
+            vpx_sys::vpx_codec_control_(
+                &mut *self.ctx.ctx,
+                vp8_dec_control_id::VP8D_GET_FRAME_CORRUPTED as c_int,
+                &mut corrupted as *mut c_int,
+            )
+        };
+        if err == VPX_CODEC_OK && corrupted != 0 {
+            // Missing data in this frame or in a frame it references: showing it would show
+            // garbage until the next keyframe, so report it (the session asks for a keyframe).
+            return Err(CodecError::Decode(
+                "VP8 frame corrupted (missing data or references)".into(),
+            ));
         }
         let mut picture = None;
         let mut iter: vpx_codec_iter_t = ptr::null();
