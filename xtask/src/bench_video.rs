@@ -8,8 +8,9 @@
 //!    normal call: `tandem-cli call` -> `tandem-cli answer --no-register` and `baresip` -> `baresip` (auto answer)
 //!    at the same size, frame rate and bitrate. CPU is user + system time from `/proc/PID/stat` over the steady
 //!    middle of each call, per endpoint, as a share of one core. Two sources:
-//!    * the same content for both: a Y4M stream of moving bars written by this bench into a FIFO per endpoint,
-//!      read by `tandem-cli --video FIFO` and by baresip's `avformat` video source — the fair comparison;
+//!    * the same content for both: a loop of moving bars made by this bench, read by `tandem-cli --video FILE`
+//!      from a regular Y4M file (which it loops) and by baresip's `avformat` video source from a FIFO the bench
+//!      keeps feeding (avformat stops at the end of a file) — the fair comparison;
 //!    * each one's own synthetic source: tandem-cli's `--video pattern` and baresip's `fakevideo` (a still frame,
 //!      which costs its encoder almost nothing — shown for reference, not as a like-for-like ratio).
 //!
@@ -154,7 +155,7 @@ impl Peer {
 
     fn source_name(self, content: Content) -> &'static str {
         match (self, content) {
-            (_, Content::Bars) => "bars (Y4M FIFO)",
+            (_, Content::Bars) => "bars (Y4M)",
             (Peer::Tandem, Content::Own) => "pattern",
             (Peer::Baresip, Content::Own) => "fakevideo (still)",
         }
@@ -430,6 +431,28 @@ fn bars_frame(width: u32, height: u32, n: u32) -> Vec<u8> {
         }
     }
     frame
+}
+
+/// Writes one loop of the moving bars as a regular Y4M file.
+fn write_bars_file(path: &Path, width: u32, height: u32, fps: u32) -> Result<()> {
+    let mut out = std::io::BufWriter::new(
+        fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    out.write_all(format!("YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n").as_bytes())?;
+    for n in 0..BARS_LOOP_FRAMES {
+        out.write_all(&bars_frame(width, height, n))?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A file removed when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 /// The moving bars as a Y4M stream written into a FIFO, looped, at whatever pace its reader takes frames. The
@@ -1157,24 +1180,20 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
     let tag = format!("tandem-{}-{}", shape.label(), content_tag(content));
     let dir = dir.join(&tag);
     fs::create_dir_all(&dir)?;
-    let mut feeds = Vec::new();
-    let mut video_for = |who: &str| -> Result<String> {
-        Ok(match content {
-            Content::Own => "pattern".to_string(),
-            Content::Bars => {
-                let fifo = dir.join(format!("{who}.y4m"));
-                feeds.push(BarsFeed::start(
-                    &fifo,
-                    shape.width,
-                    shape.height,
-                    shape.fps,
-                )?);
-                fifo.display().to_string()
-            }
-        })
+    // tandem-cli loops a regular Y4M file (its --video wants one); it holds the same frames the FIFOs feed
+    // baresip, and is read from the page cache like a pipe would be.
+    let bars_file = match content {
+        Content::Own => None,
+        Content::Bars => {
+            let path = dir.join("bars.y4m");
+            write_bars_file(&path, shape.width, shape.height, shape.fps)?;
+            Some(RemoveOnDrop(path))
+        }
     };
-    let callee_video = video_for("callee")?;
-    let caller_video = video_for("caller")?;
+    let video = bars_file
+        .as_ref()
+        .map_or_else(|| "pattern".to_string(), |f| f.0.display().to_string());
+    let (callee_video, caller_video) = (video.clone(), video);
     let s = |p: &Path| p.display().to_string();
 
     let callee_addr = SocketAddr::from(([127, 0, 0, 1], free_block(1)?));
@@ -1237,7 +1256,7 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
             callee.tails()
         );
     }
-    drop(feeds);
+    drop(bars_file);
     let mut endpoints = Vec::new();
     for (who, proc, cpu, out_kbps) in [
         ("caller", &caller, window.caller_cpu, window.caller_kbps),
@@ -1488,7 +1507,7 @@ fn build_report(
                     .map_or_else(|| "n/a".into(), |e| pct(e.percent()))
             };
             let source = match content {
-                Content::Bars => "same bars (Y4M FIFO) both".to_string(),
+                Content::Bars => "same bars (Y4M) both".to_string(),
                 Content::Own => format!(
                     "{} vs {}",
                     Peer::Tandem.source_name(content),
@@ -1523,6 +1542,30 @@ fn build_report(
             );
         }
     }
+    // A side that rendered far fewer frames than it was sent did less decoding work: say so next to its CPU.
+    let mut notes = Vec::new();
+    for r in runs.iter().filter(|r| r.peer == Peer::Baresip) {
+        for e in &r.endpoints {
+            if let Some((_, rx)) = e.flow.efps
+                && rx < 0.8 * f64::from(r.shape.fps)
+            {
+                notes.push(format!(
+                    "baresip {} {} {} decoded only {rx:.1} of {} frames per second (its efps): its CPU figure \
+                     covers less decoding than the others'",
+                    r.shape.label(),
+                    r.peer.source_name(r.content),
+                    e.who,
+                    r.shape.fps
+                ));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(md);
+        for n in &notes {
+            let _ = writeln!(md, "- note: {n}");
+        }
+    }
     let _ = writeln!(md, "\n### What each endpoint reported\n");
     for r in runs {
         for e in &r.endpoints {
@@ -1551,7 +1594,7 @@ fn build_report(
          discarded (tandem-cli: no --record-video; baresip: fakevideo display). Video bitrate: baresip \
          video_bitrate {}; tandem-cli {}. baresip's fakevideo source is a still frame (its encoder has almost \
          nothing to do), so the like-for-like ratio is the bars row, where both read the same moving Y4M stream \
-         from a FIFO (tandem-cli --video FILE, baresip's avformat source). UDP out: every UDP byte an endpoint \
+         (tandem-cli --video FILE looping a Y4M file, baresip's avformat source reading a FIFO fed with the same frames). UDP out: every UDP byte an endpoint \
          sent over the same window (audio + video + RTCP, IP/UDP headers included), counted by nftables per \
          endpoint (each runs under its own group id) — compare CPU only together with it.",
         CPU_SETTLE.as_secs(),
@@ -1797,6 +1840,46 @@ mod tests {
             ("video_latency", Some("40"))
         );
         assert!(BenchLine::parse("just some log text").is_none());
+    }
+
+    #[test]
+    fn report_has_ratios_and_flags_a_peer_that_decoded_little() {
+        let shape = SHAPES[1];
+        let endpoint = |who, percent: f64, efps| Endpoint {
+            who,
+            cpu: Duration::from_secs_f64(percent / 100.0 * 10.0),
+            wall: Duration::from_secs(10),
+            flow: VideoFlow {
+                efps,
+                ..VideoFlow::default()
+            },
+            out_kbps: Some(1000.0),
+        };
+        let run = |peer, percent, efps| PairRun {
+            shape,
+            peer,
+            content: Content::Bars,
+            endpoints: vec![
+                endpoint("caller", percent, efps),
+                endpoint("callee", percent, efps),
+            ],
+        };
+        let runs = [
+            run(Peer::Tandem, 12.0, None),
+            run(Peer::Baresip, 10.0, Some((30.0, 9.0))),
+        ];
+        let md = build_report(&BTreeMap::new(), &runs, 12, false, (None, None));
+        assert!(md.contains("| 1.20x |"), "{md}");
+        assert!(
+            md.contains("decoded only 9.0 of 30 frames per second"),
+            "{md}"
+        );
+        let runs = [
+            run(Peer::Tandem, 12.0, None),
+            run(Peer::Baresip, 10.0, Some((30.0, 29.0))),
+        ];
+        let md = build_report(&BTreeMap::new(), &runs, 12, false, (None, None));
+        assert!(!md.contains("decoded only"), "{md}");
     }
 
     #[test]
