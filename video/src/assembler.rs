@@ -172,6 +172,8 @@ pub struct FrameAssembler {
     jump_candidate: Option<u64>,
     /// The round-trip time of the latest [`FrameAssembler::nacks`] call.
     last_rtt: Option<Duration>,
+    /// While waiting for a keyframe: no packet in `next + 1..scanned_to` starts one.
+    scanned_to: u64,
     stats: AssemblerStats,
 }
 
@@ -211,6 +213,7 @@ impl FrameAssembler {
             last_now: None,
             jump_candidate: None,
             last_rtt: None,
+            scanned_to: 0,
             stats: AssemblerStats::default(),
         }
     }
@@ -324,6 +327,8 @@ impl FrameAssembler {
                 }
             }
         }
+        // This packet may start a keyframe, or make the one after it a start.
+        self.scanned_to = self.scanned_to.min(ext);
         self.buffered_bytes += payload.len();
         self.packets.insert(
             ext,
@@ -347,6 +352,7 @@ impl FrameAssembler {
         self.drop_range(u64::MAX);
         self.missing.clear();
         self.highest = None;
+        self.scanned_to = 0;
         self.head_moved = true;
         self.enter_keyframe_wait(now);
     }
@@ -507,15 +513,18 @@ impl FrameAssembler {
         loop {
             if self.waiting_for_keyframe && !self.is_keyframe_start(self.next) {
                 // Skip to the first keyframe start in the buffer, if there is one.
+                // Packets below `scanned_to` were found wanting and have not changed since.
+                let from = self.scanned_to.max(self.next + 1);
                 let target = self
                     .packets
-                    .range(self.next..)
+                    .range(from..)
                     .map(|(&k, _)| k)
                     .find(|&k| self.is_keyframe_start(k));
                 if let Some(k) = target {
                     self.drop_range(k);
                     continue;
                 }
+                self.scanned_to = self.highest.map_or(0, |h| h + 1);
                 // A head that does not start a frame (its start was given up) cannot be used.
                 if self
                     .packets

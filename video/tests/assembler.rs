@@ -700,3 +700,40 @@ fn endless_backward_restarts_never_run_the_numbers_down() {
     );
     assert_eq!(out.last().map(|f| f.rtp_timestamp), Some(7));
 }
+
+#[test]
+fn keyframe_search_finds_late_starts_in_a_long_buffer() {
+    let t0 = Instant::now();
+    let mut src = Source::new(VideoCodecKind::Vp8, 60_000);
+    let mut a = FrameAssembler::new(VideoCodecKind::Vp8, AssemblerConfig::default());
+    assert_eq!(feed(&mut a, t0, &src.frame(true, 300)).len(), 1);
+    a.decoder_failed();
+    // A lost packet blocks the head; 1500 packets of deltas pile up behind it, each insert
+    // followed by a pop (the keyframe search must stay cheap and find nothing).
+    let blocked = src.frame(false, 1200);
+    a.insert(t0, &blocked[0]);
+    let started = std::time::Instant::now();
+    for _ in 0..500 {
+        for p in src.frame(false, 1200) {
+            a.insert(t0, &p);
+            assert!(a.pop_frame(t0).is_none());
+        }
+    }
+    assert!(a.buffered_packets() > 1400);
+    // The keyframe's start arrives after its other packets, below the searched range.
+    let key = src.frame(true, 1500);
+    for p in &key[1..] {
+        a.insert(t0, p);
+        assert!(a.pop_frame(t0).is_none());
+    }
+    a.insert(t0, &key[0]);
+    let out = drain(&mut a, t0);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].keyframe);
+    assert_eq!(a.buffered_packets(), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "keyframe search too slow: {:?}",
+        started.elapsed()
+    );
+}
