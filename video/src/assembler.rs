@@ -38,7 +38,8 @@ pub const MAX_BUFFERED_PACKETS: usize = 1 << 14;
 pub struct AssemblerConfig {
     /// Largest frame accepted, in bytes of RTP payload.
     pub max_frame_bytes: usize,
-    /// Most packets held at once; overflow drops the oldest.
+    /// Most packets held at once (clamped to [`MIN_BUFFERED_PACKETS`]..=
+    /// [`MAX_BUFFERED_PACKETS`]); overflow drops the oldest.
     pub max_buffered_packets: usize,
     /// How long a missing packet is waited for before the frame is given up (sooner when all
     /// its NACKs went unanswered for two round trips).
