@@ -139,12 +139,15 @@ fn keyframes_on_request_only() {
         let mut src = PatternSource::new(320, 240, 15).unwrap();
         let mut enc = encoder(kind, 320, 240, 15, 300_000);
         let mut dec = new_decoder(kind).unwrap();
+        let mut dropped = 0;
         for n in 0..40u32 {
             let force = n == 17 || n == 29;
-            let e = enc
-                .encode(&src.next_frame().unwrap(), force)
-                .unwrap()
-                .unwrap();
+            // Rate control may drop a frame right after a keyframe's burst, never a keyframe.
+            let Some(e) = enc.encode(&src.next_frame().unwrap(), force).unwrap() else {
+                assert!(n != 0 && !force, "{kind} dropped keyframe {n}");
+                dropped += 1;
+                continue;
+            };
             let expect_key = n == 0 || force;
             assert_eq!(e.keyframe, expect_key, "{kind} frame {n}");
             if kind == VideoCodecKind::H264 {
@@ -170,6 +173,7 @@ fn keyframes_on_request_only() {
             let d = dec.decode(&e.data).unwrap().unwrap();
             assert_eq!(read_counter(&d), Some(n));
         }
+        assert!(dropped <= 4, "{kind} dropped {dropped} of 40 frames");
     }
 }
 

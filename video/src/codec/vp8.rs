@@ -155,7 +155,8 @@ impl Vp8Encoder {
         cfg.rc_buf_initial_sz = 500;
         cfg.rc_buf_optimal_sz = 600;
         cfg.rc_buf_sz = 1000;
-        cfg.rc_dropframe_thresh = 0;
+        // Drop frames rather than overshoot when the rate cannot be held (as WebRTC does).
+        cfg.rc_dropframe_thresh = 30;
         cfg.rc_resize_allowed = 0;
         cfg.kf_mode = vpx_kf_mode::VPX_KF_AUTO;
         cfg.kf_min_dist = 0;
