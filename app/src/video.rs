@@ -9,8 +9,9 @@
 //! /api/video/{call}/{remote|self}`. The request names the last picture the ui painted
 //! (`after=SEQ`) and waits (long poll, at most [`MAX_WAIT`]) until a newer one exists, so the
 //! ui paints at the rate the pictures come or at the rate it can follow, whichever is lower,
-//! and never queues. Only the latest picture of each stream is kept ([`VideoHub`]): memory is
-//! one picture per stream plus one per request in flight, whatever the frame rate. The answer
+//! and never queues (it asks for the next picture while painting one: at most two requests per
+//! canvas). Only the latest picture of each stream is kept ([`VideoHub`]): memory is one
+//! picture per stream plus one per request in flight, whatever the frame rate. The answer
 //! is [`FRAME_HEADER_LEN`] bytes of header ([`FrameHeader`]) and the picture, scaled down
 //! (aspect kept) to the size the ui asks for, as RGBA or as the decoder's I420 planes
 //! (`format=i420`: 1.5 instead of 4 bytes a pixel, converted by the ui).
@@ -395,9 +396,12 @@ pub fn parse_request(path: &str, query: Option<&str>) -> Result<FrameRequest, St
 }
 
 /// The size `width` x `height` scaled down to fit `max_width` x `max_height` (aspect kept,
-/// even sizes, at least 2x2); unchanged when it fits.
+/// even sizes, at least 2x2); unchanged when it is at most 1.5 times as large as the box in
+/// either direction: then the canvas scales it (cheaper than scaling here, and no second
+/// resampling), and only a picture far larger than its canvas is made smaller to save copying.
 pub fn fit(width: u32, height: u32, max_width: u32, max_height: u32) -> (u32, u32) {
-    if width <= max_width && height <= max_height {
+    let slack = |max: u32| u64::from(max) * 3 / 2;
+    if u64::from(width) <= slack(max_width) && u64::from(height) <= slack(max_height) {
         return (width, height);
     }
     let scale = f64::min(
@@ -671,6 +675,9 @@ mod tests {
     #[test]
     fn fit_keeps_aspect_and_never_grows() {
         assert_eq!(fit(640, 480, 1000, 1000), (640, 480));
+        // Slightly larger than the canvas: the canvas scales it.
+        assert_eq!(fit(640, 480, 576, 432), (640, 480));
+        assert_eq!(fit(640, 480, 400, 400), (400, 300));
         assert_eq!(fit(640, 480, 320, 480), (320, 240));
         assert_eq!(fit(1280, 720, 640, 640), (640, 360));
         assert_eq!(fit(4096, 2, 16, 16), (16, 2));

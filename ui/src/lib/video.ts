@@ -5,8 +5,9 @@
 // 32-byte header ("TVF1", then little-endian u32 width, height, seq, source width, source
 // height, conversion µs, format: 0 RGBA, 1 I420) followed by the pixels. The painter asks for
 // I420 (1.5 bytes a pixel, the decoder's own planes: no conversion on the Rust side) and
-// converts it here. With one request in flight per canvas, the canvas shows pictures at the
-// rate they come or at the rate it can paint, never queueing.
+// converts it here. The next request leaves as soon as a picture's number is known (while it
+// is painted), so at most two pictures are under way per canvas: the canvas shows pictures at
+// the rate they come or at the rate it can paint, never queueing.
 
 /** Which stream of a call: the peer's video or our own camera. */
 export type VideoStream = "remote" | "self";
@@ -162,20 +163,34 @@ export class FramePainter {
     return [Math.max(16, w), Math.max(16, h)];
   }
 
+  /** Asks for the picture after `this.seq`; resolves to the answer and when it was asked. */
+  private request(): Promise<{ response: Response; asked: number }> {
+    const [maxw, maxh] = this.wanted();
+    const sep = this.url.includes("?") ? "&" : "?";
+    const url = `${this.url}${sep}after=${this.seq}&maxw=${maxw}&maxh=${maxh}&format=${this.format}`;
+    const asked = performance.now();
+    return this.fetcher(url, { signal: this.abort?.signal, cache: "no-store" }).then((response) => ({ response, asked }));
+  }
+
   private async loop(): Promise<void> {
     let failures = 0;
+    this.abort = new AbortController();
+    // The next picture is asked for as soon as this one's number is known, before it is
+    // painted: fetching overlaps painting. At most two pictures are under way per canvas.
+    let next: Promise<{ response: Response; asked: number }> | null = null;
     while (this.running) {
-      const [maxw, maxh] = this.wanted();
-      const sep = this.url.includes("?") ? "&" : "?";
-      const url = `${this.url}${sep}after=${this.seq}&maxw=${maxw}&maxh=${maxh}&format=${this.format}`;
-      this.abort = new AbortController();
-      const asked = performance.now();
       try {
-        const response = await this.fetcher(url, { signal: this.abort.signal, cache: "no-store" });
+        const pending = next ?? this.request();
+        next = null;
+        const { response, asked } = await pending;
         if (!this.running) return;
         if (response.status === 200) {
           const picture = parseFrame(await response.arrayBuffer());
-          if (picture) {
+          if (picture && this.running) {
+            this.seq = picture.seq;
+            next = this.request();
+            // A failed prefetch is seen when it is awaited; never as an unhandled rejection.
+            next.catch(() => {});
             this.paint(picture, asked);
             failures = 0;
             continue;
@@ -210,7 +225,6 @@ export class FramePainter {
       ctx.putImageData(this.image, 0, 0);
     }
     const painted = performance.now();
-    this.seq = p.seq;
     this.recent.push(painted);
     while (this.recent.length > 0 && painted - this.recent[0] > 2000) this.recent.shift();
     const n = this.stats.frames + 1;
