@@ -97,10 +97,9 @@ struct Shape {
     width: u32,
     height: u32,
     fps: u32,
-    /// Video bitrate both implementations are configured for: baresip's `video_bitrate`, and tandem-cli's
-    /// `--video-bitrate` when it has one. Without it tandem-cli's rate controller starts near
-    /// width x height x fps x 0.15 bit and rises (no loss on loopback) to its default ceiling,
-    /// `TANDEM_MAX_BITRATE_BPS`, which is therefore what baresip is given.
+    /// tandem-cli's `--video-bitrate` when it has one (it has not: its rate controller starts near
+    /// width x height x fps x 0.15 bit/s and rises towards `TANDEM_MAX_BITRATE_BPS`), and baresip's VP8 target
+    /// when tandem-cli's real output could not be counted (else baresip gets what tandem-cli sent).
     bitrate_bps: u32,
 }
 
@@ -710,11 +709,12 @@ fn cli_video_args(shape: &Shape, video: &str, bitrate_flag: bool) -> Vec<String>
 }
 
 /// Writes a baresip config directory for one endpoint and starts it; returns the process and its SIP address.
-/// `dial`: the caller's target and how long to stay (it quits after that, hanging up).
+/// `video`: its video source and the value of `video_bitrate`; `dial`: the caller's target and how long to stay
+/// (it quits after that, hanging up); `gid`: the group it runs under (for the byte counters).
 fn start_baresip(
     name: &str,
     shape: &Shape,
-    video_source: &str,
+    (video_source, video_bitrate): (&str, u32),
     audio: &Path,
     dial: Option<(SocketAddr, u64)>,
     gid: Option<u32>,
@@ -737,7 +737,7 @@ fn start_baresip(
         audio.display(),
         rtp + 7,
         shape.size(),
-        shape.bitrate_bps,
+        video_bitrate,
         shape.fps,
     );
     for m in [
@@ -915,6 +915,15 @@ fn baresip_flow(stdout: &str) -> Result<VideoFlow> {
 // ---------------------------------------------------------------------------------------------------------------
 // Bytes on the wire
 
+/// What the audio half of a call puts on the wire, kbit/s: Opus at about 28 kbit/s in 50 packets a second
+/// plus their IP, UDP and RTP headers (40 bytes each), and RTCP.
+const AUDIO_WIRE_KBPS: f64 = 46.0;
+
+/// The video share of an endpoint's UDP output, as a VP8 target in kbit/s (at least 100).
+fn video_share_kbps(udp_out_kbps: f64) -> u32 {
+    (udp_out_kbps - AUDIO_WIRE_KBPS).max(100.0).round() as u32
+}
+
 /// Group ids the endpoints run under, so nftables can count each one's UDP output (`meta skgid`).
 const CALLER_GID: u32 = 47_301;
 const CALLEE_GID: u32 = 47_302;
@@ -1056,9 +1065,17 @@ struct PairRun {
     peer: Peer,
     content: Content,
     endpoints: Vec<Endpoint>,
+    /// baresip: the VP8 target it was given, kbit/s.
+    target_kbps: Option<u32>,
 }
 
 impl PairRun {
+    /// Mean UDP output per endpoint, kbit/s (None without byte counts).
+    fn mean_out_kbps(&self) -> Option<f64> {
+        let k: Vec<f64> = self.endpoints.iter().filter_map(|e| e.out_kbps).collect();
+        (!k.is_empty()).then(|| k.iter().sum::<f64>() / k.len() as f64)
+    }
+
     /// Mean CPU per endpoint, percent of a core.
     fn mean_percent(&self) -> f64 {
         if self.endpoints.is_empty() {
@@ -1278,11 +1295,20 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
         peer: Peer::Tandem,
         content,
         endpoints,
+        target_kbps: None,
     })
 }
 
-/// Runs one baresip -> baresip call and measures it.
-fn run_baresip_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Result<PairRun> {
+/// Runs one baresip -> baresip call with a VP8 target of `target_kbps` and measures it.
+fn run_baresip_pair(
+    setup: &CallSetup<'_>,
+    shape: &Shape,
+    content: Content,
+    target_kbps: u32,
+) -> Result<PairRun> {
+    // baresip 1.0's vp8 module hands `video_bitrate` (bit/s) to libvpx's rc_target_bitrate, which is in kbit/s:
+    // 1500000 there means no limit at all. The value is therefore written in kbit/s, which is what libvpx reads.
+    let video_bitrate = target_kbps;
     let CallSetup {
         call_secs,
         audio,
@@ -1313,7 +1339,7 @@ fn run_baresip_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> R
     let (mut callee, callee_addr) = start_baresip(
         "callee",
         shape,
-        &callee_source,
+        (&callee_source, video_bitrate),
         audio,
         None,
         setup.wire.map(|_| CALLEE_GID),
@@ -1324,7 +1350,7 @@ fn run_baresip_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> R
     let (mut caller, _) = start_baresip(
         "caller",
         shape,
-        &caller_source,
+        (&caller_source, video_bitrate),
         audio,
         Some((callee_addr, call_secs)),
         setup.wire.map(|_| CALLER_GID),
@@ -1366,6 +1392,7 @@ fn run_baresip_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> R
         peer: Peer::Baresip,
         content,
         endpoints,
+        target_kbps: Some(target_kbps),
     })
 }
 
@@ -1518,12 +1545,7 @@ fn build_report(
                 (Some(t), Some(b)) => ratio(t.mean_percent(), b.mean_percent()),
                 _ => "n/a".into(),
             };
-            let mean_kbps = |r: Option<&PairRun>| {
-                let k: Vec<f64> = r
-                    .map(|r| r.endpoints.iter().filter_map(|e| e.out_kbps).collect())
-                    .unwrap_or_default();
-                (!k.is_empty()).then(|| k.iter().sum::<f64>() / k.len() as f64)
-            };
+            let mean_kbps = |r: Option<&PairRun>| r.and_then(PairRun::mean_out_kbps);
             let _ = writeln!(
                 md,
                 "| {} | {source} | {} | {} | {} | {} | {r}{} | {} / {} |",
@@ -1582,29 +1604,41 @@ fn build_report(
             );
         }
     }
-    let bitrates: Vec<String> = SHAPES
+    let targets: Vec<String> = runs
         .iter()
-        .map(|s| format!("{} {} kbit/s", s.label(), s.bitrate_bps / 1000))
+        .filter(|r| r.peer == Peer::Baresip && r.content == Content::Bars)
+        .filter_map(|r| Some(format!("{} {} kbit/s", r.shape.label(), r.target_kbps?)))
         .collect();
     let _ = writeln!(
         md,
         "\nMethod. Each endpoint's utime+stime from /proc/PID/stat over the call's steady middle ({} s after the \
          caller starts until {} s before it hangs up), divided by the wall time. Both implementations: VP8, Opus \
          audio from the same WAV, plain RTP, direct on 127.0.0.1 without a registrar, received video decoded and \
-         discarded (tandem-cli: no --record-video; baresip: fakevideo display). Video bitrate: baresip \
-         video_bitrate {}; tandem-cli {}. baresip's fakevideo source is a still frame (its encoder has almost \
-         nothing to do), so the like-for-like ratio is the bars row, where both read the same moving Y4M stream \
-         (tandem-cli --video FILE looping a Y4M file, baresip's avformat source reading a FIFO fed with the same frames). UDP out: every UDP byte an endpoint \
-         sent over the same window (audio + video + RTCP, IP/UDP headers included), counted by nftables per \
-         endpoint (each runs under its own group id) — compare CPU only together with it.",
+         discarded (tandem-cli: no --record-video; baresip: fakevideo display). The like-for-like row is `same \
+         bars`: both read the same moving Y4M frames (tandem-cli --video FILE looping a Y4M file, baresip's \
+         avformat source reading a FIFO fed with the same frames). baresip's fakevideo source is a still frame \
+         (its encoder has almost nothing to do), so that row is for reference only. UDP out: every UDP byte an \
+         endpoint sent over the same window (audio + video + RTCP, IP/UDP headers included), counted by \
+         nftables per endpoint (each runs under its own group id). Bitrate: tandem-cli {}; baresip's VP8 target \
+         is what tandem-cli sent with the bars in the same run minus about {AUDIO_WIRE_KBPS:.0} kbit/s of audio \
+         ({}), written to video_bitrate in kbit/s because baresip 1.0's vp8 module passes that setting unscaled \
+         to libvpx's rc_target_bitrate (kbit/s): the usual bit/s value would mean no limit at all.",
         CPU_SETTLE.as_secs(),
         CPU_TAIL.as_secs(),
-        bitrates.join(", "),
         if bitrate_flag {
-            "the same (--video-bitrate)"
+            "--video-bitrate as configured".to_string()
         } else {
-            "no --video-bitrate option: its rate controller ramps up to its 1500 kbit/s ceiling"
-        }
+            format!(
+                "has no --video-bitrate option: its rate controller starts near width x height x fps x 0.15 bit/s \
+                 and rises towards its {} kbit/s ceiling",
+                TANDEM_MAX_BITRATE_BPS / 1000
+            )
+        },
+        if targets.is_empty() {
+            "n/a".to_string()
+        } else {
+            targets.join(", ")
+        },
     );
     md
 }
@@ -1741,6 +1775,8 @@ pub fn video(args: &[String]) -> Result<()> {
     };
     let mut runs = Vec::new();
     for shape in SHAPES {
+        // tandem-cli first: baresip's VP8 target is what tandem-cli really sent with the same content.
+        let mut target_kbps = shape.bitrate_bps / 1000;
         for content in [Content::Bars, Content::Own] {
             let t = Instant::now();
             let run = run_tandem_pair(&setup, shape, content)
@@ -1752,12 +1788,19 @@ pub fn video(args: &[String]) -> Result<()> {
                 run.mean_percent(),
                 t.elapsed().as_secs_f64()
             );
+            if content == Content::Bars
+                && let Some(kbps) = run.mean_out_kbps()
+            {
+                target_kbps = video_share_kbps(kbps);
+            }
             runs.push(run);
+        }
+        for content in [Content::Bars, Content::Own] {
             let t = Instant::now();
-            let run = run_baresip_pair(&setup, shape, content)
+            let run = run_baresip_pair(&setup, shape, content, target_kbps)
                 .with_context(|| format!("baresip call {} {content:?}", shape.label()))?;
             println!(
-                "  baresip {} {}: {:.1} % per endpoint ({:.0}s)",
+                "  baresip {} {} (VP8 target {target_kbps} kbit/s): {:.1} % per endpoint ({:.0}s)",
                 shape.label(),
                 Peer::Baresip.source_name(content),
                 run.mean_percent(),
@@ -1840,6 +1883,8 @@ mod tests {
             ("video_latency", Some("40"))
         );
         assert!(BenchLine::parse("just some log text").is_none());
+        assert_eq!(video_share_kbps(446.0), 400);
+        assert_eq!(video_share_kbps(50.0), 100);
     }
 
     #[test]
@@ -1863,6 +1908,7 @@ mod tests {
                 endpoint("caller", percent, efps),
                 endpoint("callee", percent, efps),
             ],
+            target_kbps: None,
         };
         let runs = [
             run(Peer::Tandem, 12.0, None),
