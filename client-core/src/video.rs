@@ -225,6 +225,8 @@ pub struct VideoStats {
     pub packets_sent: u64,
     /// Packets retransmitted on NACK.
     pub retransmissions: u64,
+    /// Source frames not sent (the encoder was behind, or dropped them for the bitrate).
+    pub frames_skipped: u64,
     /// Complete frames received.
     pub frames_received: u64,
     /// Frames decoded.
@@ -265,6 +267,7 @@ impl VideoStats {
             bytes_sent: s.bytes_sent,
             packets_sent: s.packets_sent,
             retransmissions: s.retransmissions,
+            frames_skipped: s.frames_skipped,
             frames_received: s.frames_received,
             frames_decoded: s.frames_decoded,
             keyframes_received: s.keyframes_received,
@@ -292,6 +295,7 @@ impl VideoStats {
             bytes_sent: self.bytes_sent + later.bytes_sent,
             packets_sent: self.packets_sent + later.packets_sent,
             retransmissions: self.retransmissions + later.retransmissions,
+            frames_skipped: self.frames_skipped + later.frames_skipped,
             frames_received: self.frames_received + later.frames_received,
             frames_decoded: self.frames_decoded + later.frames_decoded,
             keyframes_received: self.keyframes_received + later.keyframes_received,
