@@ -8,9 +8,9 @@
 //! round trip; a PLI and a keyframe repair the rest) and still advances in the last second of the call; each side
 //! sent NACKs and the other retransmitted. Skipped, with the reason printed, when not running as root.
 //!
-//! Clean (320x240 at 15 fps, loopback): exact checks: every frame decoded is recorded, the counter steps by one
-//! (nothing lost, repeated or reordered), no loss, NACK or decode error, at most one start-up keyframe request,
-//! and the frame counts match fps × talk time.
+//! Clean (320x240 at 15 fps, loopback): exact checks: every frame decoded is recorded, every frame sent is
+//! decoded (but for those in flight at hang-up), the counter never repeats or goes back, no loss, NACK or decode
+//! error, at most one start-up keyframe request, and the frame counts match fps × talk time.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,9 +20,12 @@ use tandem_tests::impair::Impairment;
 use tandem_tests::netns::is_root;
 use tandem_tests::process::Stream;
 use tandem_tests::video::{
-    CliVideoStats, RecordingReport, check_recording, last_line, line_fields,
+    CliVideoStats, RecordingReport, check_recording, last_line, line_fields, write_pattern_y4m,
 };
-use tandem_tests::{CliAccount, NetnsPair, TestDir, free_port};
+use tandem_tests::{
+    Baresip, BaresipOptions, BaresipVideo, BaresipVideoSource, CliAccount, NetnsPair, TestDir,
+    free_port,
+};
 
 use crate::common::{assert_exit, assert_exits_ok_verbose, ok, secs};
 
@@ -298,11 +301,14 @@ fn clean_call(codec: &str) {
             "{who}: keyframes on a clean path: {}",
             s.line
         );
-        // The counter steps by exactly one: no frame lost, repeated or reordered; readable on every frame; and
-        // it starts within the first half second of the peer's pattern (see the start-up race above).
+        // The counter is readable on every frame, never repeats or goes back, and starts within the first half
+        // second of the peer's pattern (see the start-up race above). It steps by one but where the sender's
+        // real-time source skipped a frame its encoder had no time for (a loaded machine): such frames were never
+        // sent, so the check above (decoded against sent) is what says nothing was lost; the step bound of 3 says
+        // the sender never stalled.
         let counter = side
             .rec
-            .assert_counter_advances(1.0, fps * TALK * 3 / 4, 1, 1, who);
+            .assert_counter_advances(1.0, fps * TALK * 3 / 4, 3, 1, who);
         assert!(
             counter.first.is_some_and(|f| f <= fps / 2),
             "{who}: the first frame recorded is the peer's #{:?}\n{}",
@@ -337,4 +343,116 @@ fn video_clean_vp8() {
 #[test]
 fn video_clean_h264() {
     clean_call("h264");
+}
+
+/// tandem-cli calls baresip (VP8, our pattern from a file) across the impairment bridge at 3 % loss. baresip 1.0
+/// does not NACK: on a frame it cannot decode it asks for a picture update (PLI), so this checks that we answer
+/// baresip's PLIs with keyframes (baresip keeps decoding to the end) and that we recover baresip's stream with
+/// our own NACK/PLI (our recording's counter keeps advancing).
+#[test]
+#[ignore = "tandem-cli never reads baresip's RTCP: its video socket comes from ICE (component 1, rtcp-mux) and \
+            nothing listens on RTP + 1 when the peer does not mux, so baresip's PLIs are lost (plis_received=0)"]
+fn video_loss_vp8_baresip() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED video_loss (baresip): network namespaces and the impairment bridge need root (run the tests as root)"
+        );
+        return;
+    }
+    let shape = LOSSY;
+    let dir = ok(TestDir::new("video-loss-baresip"));
+    let net = ok(NetnsPair::create());
+    let source = dir.path().join("bob-source.y4m");
+    ok(write_pattern_y4m(
+        &source,
+        shape.width,
+        shape.height,
+        shape.fps,
+        TALK + 10,
+    ));
+    let mut opts = BaresipOptions::new(
+        "bob",
+        &net.addr_b().to_string(),
+        "",
+        ([0, 0, 0, 0], 9).into(),
+    );
+    opts.password = None;
+    opts.registrar = None;
+    opts.auto_answer = true;
+    opts.netns = Some(net.b().to_string());
+    opts.listen_ip = Some(net.addr_b());
+    let mut video = BaresipVideo::vp8(shape.width, shape.height, BaresipVideoSource::File(source));
+    video.fps = shape.fps;
+    video.bitrate_bps = 800_000;
+    opts.video = Some(video);
+    let mut bob = ok(Baresip::start(opts, dir.path()));
+    let mode = ok(net.impair(Impairment {
+        loss_percent: 3.0,
+        delay: Duration::from_millis(20),
+        jitter: Duration::from_millis(5),
+    }));
+    eprintln!("video_loss (baresip): impairment by {mode:?}");
+
+    let mut alice = CliAccount::direct("alice", SocketAddr::new(net.addr_a(), 0));
+    alice.netns = Some(net.a().to_string());
+    let rec_path = dir.path().join("alice-saw.y4m");
+    let target = format!("sip:bob@{}", bob.sip_addr());
+    let talk = TALK.to_string();
+    let mut args = vec![
+        "call",
+        target.as_str(),
+        "--duration",
+        &talk,
+        "--timeout",
+        "15",
+    ];
+    let video = video_args(shape, "vp8", &rec_path);
+    args.extend(video.iter().map(String::as_str));
+    let mut call = ok(alice.spawn("cli-call", &args, dir.path()));
+    ok(bob.wait_event_type("CALL_ESTABLISHED", secs(15)));
+    // baresip's counters live as long as the call: the last view shortly before tandem-cli hangs up.
+    std::thread::sleep(secs(u64::from(TALK) - 2));
+    let seen = ok(bob.video_debug(secs(5)));
+    let out = assert_exits_ok_verbose(&mut call, secs(30));
+    ok(bob.wait_event_type("CALL_CLOSED", secs(10)));
+    let stats = CliVideoStats::of(&out, "tandem-cli");
+    let rec = ok(check_recording(&rec_path));
+    eprintln!("tandem-cli: {}\n{}", stats.line, rec.summary());
+    let bob_stats = seen.unwrap_or_else(|| panic!("baresip has no video stream\n{out}"));
+    eprintln!("baresip: {}", bob_stats.raw);
+    if let Some(bridge) = net.bridge_stats() {
+        eprintln!("video_loss (baresip): bridge {bridge:?}");
+    }
+
+    // baresip kept decoding ours: about (TALK - 2) seconds of it, at least half.
+    let expected = u64::from(shape.fps * (TALK - 2));
+    assert!(
+        bob_stats.started && bob_stats.decoded_frames >= expected / 2,
+        "baresip decoded {} of our frames (expected ≥ {} over {} s); tandem-cli: {}\n{}",
+        bob_stats.decoded_frames,
+        expected / 2,
+        TALK - 2,
+        stats.line,
+        bob_stats.raw
+    );
+    // Whenever baresip asked for a picture update we counted it (its PLI reached us).
+    if bob_stats.picture_updates > 0 {
+        assert!(
+            stats.get("plis_received") > 0,
+            "baresip sent {} picture updates, tandem-cli received none: {}",
+            bob_stats.picture_updates,
+            stats.line
+        );
+    }
+    // We recovered baresip's stream: the counter advances to the end without a long freeze.
+    rec.assert_size(shape.width, shape.height, "tandem-cli's recording");
+    rec.assert_counter_advances(
+        0.9,
+        shape.fps * TALK / 2,
+        shape.fps * 3 / 2,
+        shape.fps as usize,
+        "tandem-cli's recording",
+    );
+    assert_eq!(stats.get("decode_errors"), 0, "{}", stats.line);
+    assert!(bob.is_running());
 }
