@@ -122,6 +122,44 @@ async fn incoming(rx: &mut broadcast::Receiver<AppEvent>, account: &str) -> Call
     .await
 }
 
+/// `GET path` against the dev server at `addr`: (status, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let mut body = answer[split + 4..].to_vec();
+    if chunked {
+        // Undo the chunked coding: size line, data, CRLF, … up to the 0-size chunk.
+        let mut plain = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                    .unwrap();
+            if size == 0 {
+                break;
+            }
+            plain.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = &rest[line_end + 2 + size + 2..];
+        }
+        body = plain;
+    }
+    (status, body)
+}
+
 async fn all_ended(app: &AppState) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !app.list_calls().is_empty() {
@@ -252,6 +290,33 @@ async fn video_flow() {
     // Bad requests are answered, not served.
     assert_eq!(app.video_frame("/nope/remote", None).await.status, 404);
     assert_eq!(app.video_frame("/x/sideways", None).await.status, 400);
+
+    // The same through tandem-app-server's route, as the ui in a browser asks.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = tandem_app::server::router(app.clone(), dir.path().join("no-ui"));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (status, body) = http_get(
+        addr,
+        &format!(
+            "/api/video/{}/remote?format=i420&maxw=640&maxh=480",
+            placed.id
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let h = FrameHeader::parse(&body).unwrap();
+    assert_eq!((h.width, h.height, h.format), (640, 480, PixelFormat::I420));
+    assert_eq!(
+        body.len(),
+        tandem_app::video::FRAME_HEADER_LEN + 640 * 480 * 3 / 2
+    );
+    assert_eq!(http_get(addr, "/api/video/nope/self").await.0, 404);
+    assert_eq!(
+        http_get(addr, "/api/video/nope/self?format=png").await.0,
+        400
+    );
+    server.abort();
 
     // Video figures arrive for the ui.
     let figures = wait_for(&mut rx, "video figures", |e| match e {
