@@ -470,6 +470,10 @@ pub(crate) struct CallVideo {
     notices: VecDeque<VideoNotice>,
     /// A video session ran in this call.
     ever_started: bool,
+    /// Sessions stopping in the background, and their final counters.
+    stopping: Vec<tokio::task::JoinHandle<()>>,
+    stopped_tx: mpsc::UnboundedSender<VideoStats>,
+    stopped_rx: mpsc::UnboundedReceiver<VideoStats>,
 }
 
 impl fmt::Debug for CallVideo {
@@ -558,6 +562,7 @@ impl CallVideo {
         } else {
             Vec::new()
         };
+        let (stopped_tx, stopped_rx) = mpsc::unbounded_channel();
         CallVideo {
             ip,
             policy,
@@ -584,6 +589,9 @@ impl CallVideo {
             totals: VideoStats::default(),
             notices: VecDeque::new(),
             ever_started: false,
+            stopping: Vec::new(),
+            stopped_tx,
+            stopped_rx,
         }
     }
 
@@ -1093,16 +1101,23 @@ impl CallVideo {
         }
     }
 
+    /// Stops the running session in the background; its final counters arrive through
+    /// `stopped_rx` (a [`VideoNotice::Stopped`] then), or are collected by [`Self::stop`].
     fn stop_running_now(&mut self) {
         if let Some(r) = self.running.take() {
-            let stats = VideoStats::from_session(&r.control.stats());
-            self.totals = self.totals.plus(&stats);
-            tokio::spawn(async move {
-                r.session.stop().await;
-            });
-            self.notices
-                .push_back(VideoNotice::Stopped(self.totals.clone()));
+            let tx = self.stopped_tx.clone();
+            self.stopping.retain(|h| !h.is_finished());
+            self.stopping.push(tokio::spawn(async move {
+                let stats = r.session.stop().await;
+                let _ = tx.send(VideoStats::from_session(&stats));
+            }));
         }
+    }
+
+    /// Adds the final counters of a session stopped in the background.
+    fn add_stopped(&mut self, stats: &VideoStats) -> VideoStats {
+        self.totals = self.totals.plus(stats);
+        self.totals.clone()
     }
 
     fn recorder(&mut self) -> Option<Recorder> {
@@ -1309,11 +1324,14 @@ impl CallVideo {
             }
             let running = &mut self.running;
             let transport = &mut self.transport;
+            let stopped = &mut self.stopped_rx;
             let got = tokio::select! {
                 ev = next_session_event(running) => Got::Session(ev.map(Box::new)),
                 ev = next_ice_event(transport) => Got::Ice(ev),
+                Some(s) = stopped.recv() => Got::Stopped(s),
             };
             match got {
+                Got::Stopped(s) => return VideoNotice::Stopped(self.add_stopped(&s)),
                 Got::Session(Some(ev)) => {
                     if let Some(n) = self.on_event(*ev) {
                         return n;
@@ -1369,6 +1387,12 @@ impl CallVideo {
     /// a session was running.
     pub async fn stop(&mut self) -> Option<VideoStats> {
         let mut stopped = None;
+        for h in std::mem::take(&mut self.stopping) {
+            let _ = h.await;
+        }
+        while let Ok(s) = self.stopped_rx.try_recv() {
+            stopped = Some(self.add_stopped(&s));
+        }
         if let Some(r) = self.running.take() {
             let stats = r.session.stop().await;
             self.totals = self.totals.plus(&VideoStats::from_session(&stats));
@@ -1393,6 +1417,7 @@ impl CallVideo {
 enum Got {
     Session(Option<Box<VideoEvent>>),
     Ice(IceEvent),
+    Stopped(VideoStats),
 }
 
 async fn next_session_event(running: &mut Option<Running>) -> Option<VideoEvent> {
