@@ -329,7 +329,15 @@ impl CallMedia {
         if let Some(config) = &self.ice_config {
             match IceSession::gather(config).await {
                 Ok(ice) => {
-                    self.video.set_ice(ice);
+                    // RTCP from a peer without ICE nor rtcp-mux goes to our a=rtcp port.
+                    let rtcp = match UdpSocket::bind(SocketAddr::new(self.ip, 0)).await {
+                        Ok(s) => Some(Arc::new(s)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no video RTCP socket beside ICE");
+                            None
+                        }
+                    };
+                    self.video.set_ice(ice, rtcp);
                     return Ok(());
                 }
                 Err(e) if config.policy == IcePolicy::Relay => {

@@ -369,8 +369,9 @@ enum Transport {
         rtp: Arc<UdpSocket>,
         rtcp: Option<Arc<UdpSocket>>,
     },
-    /// An ICE session of its own (rtcp-mux).
-    Ice(Box<IceSession>),
+    /// An ICE session of its own (rtcp-mux), plus an RTCP socket named in `a=rtcp` for a
+    /// peer without ICE that does not multiplex (baresip sends its RTCP there).
+    Ice(Box<IceSession>, Option<Arc<UdpSocket>>),
 }
 
 /// The recording shared by every video session of a call; finished at the end of the call.
@@ -628,14 +629,14 @@ impl CallVideo {
     }
 
     /// Uses this ICE session for the video.
-    pub fn set_ice(&mut self, ice: IceSession) {
-        self.transport = Some(Transport::Ice(Box::new(ice)));
+    pub fn set_ice(&mut self, ice: IceSession, rtcp: Option<Arc<UdpSocket>>) {
+        self.transport = Some(Transport::Ice(Box::new(ice), rtcp));
     }
 
     /// The video ICE session, if any.
     pub fn ice_mut(&mut self) -> Option<&mut IceSession> {
         match self.transport.as_mut() {
-            Some(Transport::Ice(ice)) => Some(ice),
+            Some(Transport::Ice(ice, _)) => Some(ice),
             _ => None,
         }
     }
@@ -680,11 +681,12 @@ impl CallVideo {
     fn address(&self) -> Option<SocketAddr> {
         match self.transport.as_ref()? {
             Transport::Udp { rtp, .. } => rtp.local_addr().ok(),
-            Transport::Ice(ice) => Some(ice.default_addr()),
+            Transport::Ice(ice, _) => Some(ice.default_addr()),
         }
     }
 
-    /// The `a=rtcp` port when RTCP is on a socket of its own not at RTP + 1.
+    /// The `a=rtcp` port when RTCP is on a socket of its own not at RTP + 1 (with ICE: when
+    /// the default candidate is a host address of that socket's IP).
     fn rtcp_port(&self) -> Option<u16> {
         match self.transport.as_ref()? {
             Transport::Udp {
@@ -694,6 +696,10 @@ impl CallVideo {
                 let rtp = rtp.local_addr().ok()?.port();
                 let p = rtcp.local_addr().ok()?.port();
                 (p != rtp.wrapping_add(1)).then_some(p)
+            }
+            Transport::Ice(ice, Some(rtcp)) => {
+                let local = rtcp.local_addr().ok()?;
+                (ice.default_addr().ip() == local.ip()).then_some(local.port())
             }
             _ => None,
         }
@@ -741,7 +747,7 @@ impl CallVideo {
 
     /// Puts our ICE attributes and, when it differs from the session's, our address on `m`.
     fn finish_line(&self, m: &mut MediaDescription, session_ip: IpAddr, with_ice: bool) {
-        if with_ice && let Some(Transport::Ice(ice)) = &self.transport {
+        if with_ice && let Some(Transport::Ice(ice, _)) = &self.transport {
             ice.local_ice().apply_to(m);
         }
         if let Some(addr) = self.address()
@@ -1082,7 +1088,7 @@ impl CallVideo {
 
     /// Writes our video ICE attributes onto `m` (our answer's video line).
     pub fn add_ice(&self, m: &mut MediaDescription) {
-        if let Some(Transport::Ice(ice)) = &self.transport {
+        if let Some(Transport::Ice(ice, _)) = &self.transport {
             ice.local_ice().apply_to(m);
         }
     }
@@ -1097,7 +1103,7 @@ impl CallVideo {
             Transport::Udp { rtp, rtcp } => {
                 Some((rtp.clone().into(), rtcp.clone().map(MediaSocket::from)))
             }
-            Transport::Ice(ice) => Some((ice.socket(), None)),
+            Transport::Ice(ice, rtcp) => Some((ice.socket(), rtcp.clone().map(MediaSocket::from))),
         }
     }
 
@@ -1429,7 +1435,7 @@ async fn next_session_event(running: &mut Option<Running>) -> Option<VideoEvent>
 
 async fn next_ice_event(transport: &mut Option<Transport>) -> IceEvent {
     match transport {
-        Some(Transport::Ice(ice)) => match ice.next_event().await {
+        Some(Transport::Ice(ice, _)) => match ice.next_event().await {
             Some(ev) => ev,
             // The ICE task has ended: nothing more from it.
             None => std::future::pending().await,
