@@ -1093,6 +1093,14 @@ impl CallVideo {
         }
     }
 
+    /// Asks the running session for a keyframe (the peer may have dropped our first one
+    /// while it was still setting up its SRTP context, e.g. before our 2xx reached it).
+    pub fn request_keyframe(&self) {
+        if let Some(r) = &self.running {
+            r.control.request_keyframe();
+        }
+    }
+
     /// Queues a warning for the application.
     pub fn warn(&mut self, message: String) {
         self.notices.push_back(VideoNotice::Warning(message));

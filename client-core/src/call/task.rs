@@ -780,6 +780,9 @@ impl CallTask {
             }
         }
         self.emit(CallEvent::Answered { status: 200 });
+        // The caller has our answer now: a fresh keyframe for a peer that could not decrypt
+        // or use what we sent before it.
+        self.media.video.request_keyframe();
         if hangup {
             self.bye(&mut dialog, None).await;
             return CallEvent::Ended {
