@@ -350,8 +350,6 @@ fn video_clean_h264() {
 /// baresip's PLIs with keyframes (baresip keeps decoding to the end) and that we recover baresip's stream with
 /// our own NACK/PLI (our recording's counter keeps advancing).
 #[test]
-#[ignore = "tandem-cli never reads baresip's RTCP: its video socket comes from ICE (component 1, rtcp-mux) and \
-            nothing listens on RTP + 1 when the peer does not mux, so baresip's PLIs are lost (plis_received=0)"]
 fn video_loss_vp8_baresip() {
     if !is_root() {
         eprintln!(
