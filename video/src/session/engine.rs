@@ -1468,6 +1468,28 @@ async fn recv_optional(
     }
 }
 
+/// How long a missing packet is waited for when the peer takes no NACKs: only reordering can
+/// still bring it, so the frame is given up (and a keyframe asked for) after this.
+const NO_NACK_MAX_WAIT: Duration = Duration::from_millis(80);
+
+/// The assembler's settings for a stream: without NACK a gap cannot be repaired by
+/// retransmission, so it is given up after a short reordering allowance instead of the full
+/// NACK window, and keyframe requests repeat sooner (a PLI-only peer like baresip 1.0 recovers
+/// in one round trip instead of freezing for the NACK window).
+fn assembler_config(nack: bool) -> AssemblerConfig {
+    let default = AssemblerConfig::default();
+    if nack {
+        default
+    } else {
+        AssemblerConfig {
+            max_wait: NO_NACK_MAX_WAIT,
+            nack_retries: 0,
+            keyframe_retry: Duration::from_millis(500),
+            ..default
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1507,27 +1529,5 @@ mod tests {
         let draws: Vec<Duration> = (0..100).map(|_| randomized(mean)).collect();
         assert!(draws.iter().all(|d| *d >= mean / 2 && *d < mean * 3 / 2));
         assert!(draws.iter().any(|d| *d != draws[0]));
-    }
-}
-
-/// How long a missing packet is waited for when the peer takes no NACKs: only reordering can
-/// still bring it, so the frame is given up (and a keyframe asked for) after this.
-const NO_NACK_MAX_WAIT: Duration = Duration::from_millis(80);
-
-/// The assembler's settings for a stream: without NACK a gap cannot be repaired by
-/// retransmission, so it is given up after a short reordering allowance instead of the full
-/// NACK window, and keyframe requests repeat sooner (a PLI-only peer like baresip 1.0 recovers
-/// in one round trip instead of freezing for the NACK window).
-fn assembler_config(nack: bool) -> AssemblerConfig {
-    let default = AssemblerConfig::default();
-    if nack {
-        default
-    } else {
-        AssemblerConfig {
-            max_wait: NO_NACK_MAX_WAIT,
-            nack_retries: 0,
-            keyframe_retry: Duration::from_millis(500),
-            ..default
-        }
     }
 }
