@@ -4,33 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::time::Duration;
 
 use tandem_app::types::*;
-use tandem_app::{AppOptions, AppState, Secrets};
-use tokio::sync::broadcast;
+use tandem_app::{AppState, Secrets};
 
-const IN_SESSION: &str = "TANDEM_APP_TEST_IN_KEYCTL_SESSION";
-
-/// True when this process is the one to run the test body; otherwise runs `name` again inside
-/// a fresh session keyring and asserts that it passed.
-fn in_keyring_session(name: &str) -> bool {
-    if std::env::var_os(IN_SESSION).is_some() {
-        return true;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("keyctl")
-        .args(["session", "-"])
-        .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(IN_SESSION, "1")
-        .status()
-        .expect("keyctl (package keyutils) is needed to run the keyring tests");
-    assert!(status.success(), "{name} failed inside keyctl session");
-    false
-}
+use common::in_keyring_session;
 
 /// A keyring service name of this test process alone: the kernel's persistent keyring is
 /// shared by every session of the user, so tests running side by side must not share names.
@@ -40,54 +22,11 @@ fn service() -> String {
 
 /// Removes every password a test may have stored.
 fn forget_secrets() {
-    let secrets = Secrets::os_with_service(&service()).unwrap();
-    for user in ["alice", "bob", "carol"] {
-        secrets.delete(&format!("{user}@tandem.lab")).unwrap();
-        secrets.delete(&format!("lab:{user}@tandem.lab")).unwrap();
-    }
+    common::forget_secrets(&service())
 }
 
 fn open(dir: &std::path::Path) -> AppState {
-    AppState::open(AppOptions {
-        data_dir: dir.to_path_buf(),
-        secrets: Secrets::os_with_service(&service()).unwrap(),
-        devices: DeviceChoice {
-            capture: "tone:440".into(),
-            playback: "null".into(),
-        },
-        listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-    })
-    .unwrap()
-}
-
-/// Waits (up to 10 s) for an event that `pick` accepts.
-async fn wait_for<T>(
-    rx: &mut broadcast::Receiver<AppEvent>,
-    what: &str,
-    mut pick: impl FnMut(&AppEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let event = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .unwrap();
-        if let Some(v) = pick(&event) {
-            return v;
-        }
-    }
-}
-
-/// Waits (up to 10 s) until the call `id` in progress satisfies `pred`.
-async fn wait_call(app: &AppState, id: &str, what: &str, pred: impl Fn(&CallInfo) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !app.list_calls().iter().any(|c| c.id == id && pred(c)) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::open(dir, &service(), "tone:440")
 }
 
 fn call_event(account: &str, phase: CallPhase) -> impl FnMut(&AppEvent) -> Option<CallInfo> {
@@ -133,7 +72,8 @@ async fn call_flow() {
         .unwrap();
     assert_eq!(placed.phase, CallPhase::Dialing);
     assert_eq!(placed.remote, "sip:bob@tandem.lab");
-    let incoming = wait_for(
+    let incoming = common::wait_for(
+        Duration::from_secs(10),
         &mut rx,
         "bob's incoming call",
         call_event("bob@tandem.lab", CallPhase::Incoming),
@@ -145,12 +85,17 @@ async fn call_flow() {
         incoming.remote
     );
     app.answer(&incoming.id).await.unwrap();
-    let active = wait_for(&mut rx, "alice's call answered", |e| match e {
-        AppEvent::Call { call } if call.id == placed.id && call.phase == CallPhase::Active => {
-            Some(call.clone())
-        }
-        _ => None,
-    })
+    let active = common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "alice's call answered",
+        |e| match e {
+            AppEvent::Call { call } if call.id == placed.id && call.phase == CallPhase::Active => {
+                Some(call.clone())
+            }
+            _ => None,
+        },
+    )
     .await;
     let started = active.answered_at_ms.expect("timer start");
     assert!(started > 1.0e12);
@@ -158,18 +103,46 @@ async fn call_flow() {
 
     // Mute, hold and resume, DTMF.
     app.mute(&placed.id, true).unwrap();
-    wait_call(&app, &placed.id, "muted", |c| c.muted).await;
-    app.hold(&placed.id).await.unwrap();
-    wait_call(&app, &placed.id, "held", |c| c.held).await;
-    wait_call(&app, &incoming.id, "bob sees hold", |c| c.remote_held).await;
-    app.resume(&placed.id).await.unwrap();
-    wait_call(&app, &placed.id, "resumed", |c| !c.held).await;
-    wait_call(&app, &incoming.id, "bob sees resume", |c| !c.remote_held).await;
-    app.send_dtmf(&placed.id, "1#").await.unwrap();
-    let digit = wait_for(&mut rx, "bob gets DTMF", |e| match e {
-        AppEvent::Dtmf { call_id, digit } if *call_id == incoming.id => Some(digit.clone()),
-        _ => None,
+    common::wait_call(Duration::from_secs(10), &app, &placed.id, "muted", |c| {
+        c.muted
     })
+    .await;
+    app.hold(&placed.id).await.unwrap();
+    common::wait_call(Duration::from_secs(10), &app, &placed.id, "held", |c| {
+        c.held
+    })
+    .await;
+    common::wait_call(
+        Duration::from_secs(10),
+        &app,
+        &incoming.id,
+        "bob sees hold",
+        |c| c.remote_held,
+    )
+    .await;
+    app.resume(&placed.id).await.unwrap();
+    common::wait_call(Duration::from_secs(10), &app, &placed.id, "resumed", |c| {
+        !c.held
+    })
+    .await;
+    common::wait_call(
+        Duration::from_secs(10),
+        &app,
+        &incoming.id,
+        "bob sees resume",
+        |c| !c.remote_held,
+    )
+    .await;
+    app.send_dtmf(&placed.id, "1#").await.unwrap();
+    let digit = common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "bob gets DTMF",
+        |e| match e {
+            AppEvent::Dtmf { call_id, digit } if *call_id == incoming.id => Some(digit.clone()),
+            _ => None,
+        },
+    )
     .await;
     assert_eq!(digit, "1");
     assert!(app.send_dtmf(&placed.id, "x").await.is_err());
@@ -200,19 +173,25 @@ async fn call_flow() {
         })
         .await
         .unwrap();
-    let incoming = wait_for(
+    let incoming = common::wait_for(
+        Duration::from_secs(10),
         &mut rx,
         "bob's second call",
         call_event("bob@tandem.lab", CallPhase::Incoming),
     )
     .await;
     app.decline(&incoming.id).unwrap();
-    let ended = wait_for(&mut rx, "carol's call ended", |e| match e {
-        AppEvent::Call { call } if call.id == placed.id && call.phase == CallPhase::Ended => {
-            Some(call.clone())
-        }
-        _ => None,
-    })
+    let ended = common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "carol's call ended",
+        |e| match e {
+            AppEvent::Call { call } if call.id == placed.id && call.phase == CallPhase::Ended => {
+                Some(call.clone())
+            }
+            _ => None,
+        },
+    )
     .await;
     assert_eq!(
         ended.end_reason.as_deref(),
@@ -615,14 +594,19 @@ async fn files_pin_typing() {
         .unwrap();
     assert_eq!(sent.state, TransferState::Transferring);
     assert_eq!(sent.size, 300_000.0);
-    let offer = wait_for(&mut rx, "fay is offered the file", |e| match e {
-        AppEvent::FileTransfer { transfer }
-            if transfer.account_id == fay && transfer.state == TransferState::Offered =>
-        {
-            Some(transfer.clone())
-        }
-        _ => None,
-    })
+    let offer = common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "fay is offered the file",
+        |e| match e {
+            AppEvent::FileTransfer { transfer }
+                if transfer.account_id == fay && transfer.state == TransferState::Offered =>
+            {
+                Some(transfer.clone())
+            }
+            _ => None,
+        },
+    )
     .await;
     assert_eq!(offer.name, "report.bin");
     assert_eq!(offer.size, 300_000.0);
@@ -634,10 +618,15 @@ async fn files_pin_typing() {
     .unwrap();
     let mut done = (None, false);
     while done.0.is_none() || !done.1 {
-        let t = wait_for(&mut rx, "both ends of the transfer finish", |e| match e {
-            AppEvent::FileTransfer { transfer } => Some(transfer.clone()),
-            _ => None,
-        })
+        let t = common::wait_for(
+            Duration::from_secs(10),
+            &mut rx,
+            "both ends of the transfer finish",
+            |e| match e {
+                AppEvent::FileTransfer { transfer } => Some(transfer.clone()),
+                _ => None,
+            },
+        )
         .await;
         assert_ne!(t.state, TransferState::Failed, "{t:?}");
         if t.state == TransferState::Done && t.id == offer.id {
@@ -665,27 +654,37 @@ async fn files_pin_typing() {
         .await
         .unwrap();
     assert_eq!(again.name, "sneaky name.txt");
-    let offer = wait_for(&mut rx, "fay is offered the second file", |e| match e {
-        AppEvent::FileTransfer { transfer }
-            if transfer.account_id == fay && transfer.state == TransferState::Offered =>
-        {
-            Some(transfer.clone())
-        }
-        _ => None,
-    })
+    let offer = common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "fay is offered the second file",
+        |e| match e {
+            AppEvent::FileTransfer { transfer }
+                if transfer.account_id == fay && transfer.state == TransferState::Offered =>
+            {
+                Some(transfer.clone())
+            }
+            _ => None,
+        },
+    )
     .await;
     app.decline_file(FileArg {
         transfer_id: offer.id.clone(),
     })
     .unwrap();
-    wait_for(&mut rx, "erin sees the file declined", |e| match e {
-        AppEvent::FileTransfer { transfer }
-            if transfer.id == again.id && transfer.state == TransferState::Declined =>
-        {
-            Some(())
-        }
-        _ => None,
-    })
+    common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "erin sees the file declined",
+        |e| match e {
+            AppEvent::FileTransfer { transfer }
+                if transfer.id == again.id && transfer.state == TransferState::Declined =>
+            {
+                Some(())
+            }
+            _ => None,
+        },
+    )
     .await;
     assert!(
         app.accept_file(FileArg {
@@ -705,9 +704,13 @@ async fn files_pin_typing() {
         })
         .await
         .unwrap();
-    wait_call(&app, &fay_call.id, "the room answers fay", |c| {
-        c.phase == CallPhase::Active
-    })
+    common::wait_call(
+        Duration::from_secs(10),
+        &app,
+        &fay_call.id,
+        "the room answers fay",
+        |c| c.phase == CallPhase::Active,
+    )
     .await;
     assert!(
         app.join_conference(JoinConference {
@@ -731,15 +734,20 @@ async fn files_pin_typing() {
         "{}",
         joined.remote
     );
-    let roster = wait_for(&mut rx, "erin admitted to the room", |e| match e {
-        AppEvent::Roster {
-            call_id,
-            participants,
-        } if *call_id == joined.id && participants.iter().any(|p| p.uri.contains("erin")) => {
-            Some(participants.clone())
-        }
-        _ => None,
-    })
+    let roster = common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "erin admitted to the room",
+        |e| match e {
+            AppEvent::Roster {
+                call_id,
+                participants,
+            } if *call_id == joined.id && participants.iter().any(|p| p.uri.contains("erin")) => {
+                Some(participants.clone())
+            }
+            _ => None,
+        },
+    )
     .await;
     assert!(
         !roster.iter().any(|p| p.uri.contains("fay")),
@@ -768,24 +776,34 @@ async fn files_pin_typing() {
     )
     .await
     .unwrap();
-    wait_for(&mut rx, "erin sees gus typing", |e| match e {
-        AppEvent::Composing {
-            account_id,
-            peer,
-            active: true,
-        } if *account_id == erin && peer.contains("gus") => Some(()),
-        _ => None,
-    })
+    common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "erin sees gus typing",
+        |e| match e {
+            AppEvent::Composing {
+                account_id,
+                peer,
+                active: true,
+            } if *account_id == erin && peer.contains("gus") => Some(()),
+            _ => None,
+        },
+    )
     .await;
     let typing_seen = std::time::Instant::now();
-    wait_for(&mut rx, "gus's typing lapses", |e| match e {
-        AppEvent::Composing {
-            account_id,
-            peer,
-            active: false,
-        } if *account_id == erin && peer.contains("gus") => Some(()),
-        _ => None,
-    })
+    common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "gus's typing lapses",
+        |e| match e {
+            AppEvent::Composing {
+                account_id,
+                peer,
+                active: false,
+            } if *account_id == erin && peer.contains("gus") => Some(()),
+            _ => None,
+        },
+    )
     .await;
     let lapsed = typing_seen.elapsed();
     assert!(
@@ -818,14 +836,19 @@ async fn files_pin_typing() {
     .unwrap();
     assert!(connected);
     chat.send_text("hello erin, over MSRP").unwrap();
-    let incoming = wait_for(&mut rx, "erin gets gus's session message", |e| match e {
-        AppEvent::Message { message }
-            if message.account_id == erin && message.text == "hello erin, over MSRP" =>
-        {
-            Some(message.clone())
-        }
-        _ => None,
-    })
+    let incoming = common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "erin gets gus's session message",
+        |e| match e {
+            AppEvent::Message { message }
+                if message.account_id == erin && message.text == "hello erin, over MSRP" =>
+            {
+                Some(message.clone())
+            }
+            _ => None,
+        },
+    )
     .await;
     let reply = app
         .send_message(SendMessage {

@@ -5,57 +5,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
+use tandem_app::AppState;
 use tandem_app::types::*;
-use tandem_app::{AppOptions, AppState, Secrets};
 use tokio::sync::broadcast;
 
-const IN_SESSION: &str = "TANDEM_APP_TEST_IN_KEYCTL_SESSION";
+use common::in_keyring_session;
+
 const ALICE: &str = "alice@tandem.lab";
 const BOB: &str = "bob@tandem.lab";
 
-fn in_keyring_session(name: &str) -> bool {
-    if std::env::var_os(IN_SESSION).is_some() {
-        return true;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("keyctl")
-        .args(["session", "-"])
-        .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(IN_SESSION, "1")
-        .status()
-        .expect("keyctl (package keyutils) is needed to run the keyring tests");
-    assert!(status.success(), "{name} failed inside keyctl session");
-    false
-}
-
+/// A keyring service name of this test process alone: the kernel's persistent keyring is
+/// shared by every session of the user, so tests running side by side must not share names.
 fn service() -> String {
     format!("tandem-social-test-{}", std::process::id())
 }
 
+/// Removes every password a test may have stored.
 fn forget_secrets() {
-    let secrets = Secrets::os_with_service(&service()).unwrap();
-    for user in ["alice", "bob", "carol"] {
-        secrets.delete(&format!("{user}@tandem.lab")).unwrap();
-        secrets.delete(&format!("lab:{user}@tandem.lab")).unwrap();
-    }
+    common::forget_secrets(&service())
 }
 
 fn open(dir: &std::path::Path) -> AppState {
-    AppState::open(AppOptions {
-        data_dir: dir.to_path_buf(),
-        secrets: Secrets::os_with_service(&service()).unwrap(),
-        devices: DeviceChoice {
-            capture: "null".into(),
-            playback: "null".into(),
-        },
-        listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-    })
-    .unwrap()
+    common::open(dir, &service(), "null")
 }
 
 /// Waits (up to 15 s) for an event that `pick` accepts.

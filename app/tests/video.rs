@@ -5,86 +5,31 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
+use tandem_app::AppState;
 use tandem_app::types::*;
 use tandem_app::video::{FrameHeader, PixelFormat};
-use tandem_app::{AppOptions, AppState, Secrets};
 use tandem_video::source::{PatternSource, VideoSource};
 use tokio::sync::broadcast;
 
-const IN_SESSION: &str = "TANDEM_APP_TEST_IN_KEYCTL_SESSION";
+use common::in_keyring_session;
 
-fn in_keyring_session(name: &str) -> bool {
-    if std::env::var_os(IN_SESSION).is_some() {
-        return true;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("keyctl")
-        .args(["session", "-"])
-        .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(IN_SESSION, "1")
-        .status()
-        .expect("keyctl (package keyutils) is needed to run the keyring tests");
-    assert!(status.success(), "{name} failed inside keyctl session");
-    false
-}
-
+/// A keyring service name of this test process alone: the kernel's persistent keyring is
+/// shared by every session of the user, so tests running side by side must not share names.
 fn service() -> String {
     format!("tandem-video-test-{}", std::process::id())
 }
 
+/// Removes every password a test may have stored.
 fn forget_secrets() {
-    let secrets = Secrets::os_with_service(&service()).unwrap();
-    for user in ["alice", "bob", "carol"] {
-        secrets.delete(&format!("{user}@tandem.lab")).unwrap();
-        secrets.delete(&format!("lab:{user}@tandem.lab")).unwrap();
-    }
+    common::forget_secrets(&service())
 }
 
 fn open(dir: &std::path::Path) -> AppState {
-    AppState::open(AppOptions {
-        data_dir: dir.to_path_buf(),
-        secrets: Secrets::os_with_service(&service()).unwrap(),
-        devices: DeviceChoice {
-            capture: "tone:440".into(),
-            playback: "null".into(),
-        },
-        listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-    })
-    .unwrap()
-}
-
-async fn wait_for<T>(
-    rx: &mut broadcast::Receiver<AppEvent>,
-    what: &str,
-    mut pick: impl FnMut(&AppEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let event = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .unwrap();
-        if let Some(v) = pick(&event) {
-            return v;
-        }
-    }
-}
-
-async fn wait_call(app: &AppState, id: &str, what: &str, pred: impl Fn(&CallInfo) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !app.list_calls().iter().any(|c| c.id == id && pred(c)) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            app.list_calls()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::open(dir, &service(), "tone:440")
 }
 
 /// Asks for pictures of `call`'s `stream` until one comes (as the ui does); its header.
@@ -111,14 +56,19 @@ async fn picture(app: &AppState, call: &str, stream: &str) -> FrameHeader {
 
 /// Waits for the next incoming call of `account`.
 async fn incoming(rx: &mut broadcast::Receiver<AppEvent>, account: &str) -> CallInfo {
-    wait_for(rx, "an incoming call", |e| match e {
-        AppEvent::Call { call }
-            if call.account_id == account && call.phase == CallPhase::Incoming =>
-        {
-            Some(call.clone())
-        }
-        _ => None,
-    })
+    common::wait_for(
+        Duration::from_secs(15),
+        rx,
+        "an incoming call",
+        |e| match e {
+            AppEvent::Call { call }
+                if call.account_id == account && call.phase == CallPhase::Incoming =>
+            {
+                Some(call.clone())
+            }
+            _ => None,
+        },
+    )
     .await
 }
 
@@ -240,8 +190,22 @@ async fn video_flow() {
             v.codec.as_deref() == Some("VP8") && v.receiving && v.sending.is_some()
         })
     };
-    wait_call(&app, &placed.id, "alice's video", vp8).await;
-    wait_call(&app, &ringing.id, "bob's video", vp8).await;
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &placed.id,
+        "alice's video",
+        vp8,
+    )
+    .await;
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &ringing.id,
+        "bob's video",
+        vp8,
+    )
+    .await;
     let alice_call = app
         .list_calls()
         .into_iter()
@@ -265,13 +229,19 @@ async fn video_flow() {
     assert_eq!((at_bob.source_width, at_bob.source_height), (176, 144));
     let own = picture(&app, &placed.id, "self").await;
     assert_eq!((own.width, own.height), (176, 144));
-    wait_call(&app, &placed.id, "the peer's picture size", |c| {
-        c.video
-            .as_ref()
-            .and_then(|v| v.remote_size)
-            .map(|s| (s.width, s.height))
-            == Some((640, 480))
-    })
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &placed.id,
+        "the peer's picture size",
+        |c| {
+            c.video
+                .as_ref()
+                .and_then(|v| v.remote_size)
+                .map(|s| (s.width, s.height))
+                == Some((640, 480))
+        },
+    )
     .await;
     // Scaled down for a small canvas, aspect kept.
     let small = app
@@ -319,22 +289,31 @@ async fn video_flow() {
     server.abort();
 
     // Video figures arrive for the ui.
-    let figures = wait_for(&mut rx, "video figures", |e| match e {
-        AppEvent::Video { call_id, figures }
-            if *call_id == placed.id && figures.frames_decoded > 0 =>
-        {
-            Some(figures.clone())
-        }
-        _ => None,
-    })
+    let figures = common::wait_for(
+        Duration::from_secs(15),
+        &mut rx,
+        "video figures",
+        |e| match e {
+            AppEvent::Video { call_id, figures }
+                if *call_id == placed.id && figures.frames_decoded > 0 =>
+            {
+                Some(figures.clone())
+            }
+            _ => None,
+        },
+    )
     .await;
     assert!(figures.frames_sent > 0, "{figures:?}");
 
     // Camera off: alice sends no more pictures, bob's video to alice goes on.
     app.set_camera(&placed.id, None).await.unwrap();
-    wait_call(&app, &placed.id, "camera off", |c| {
-        c.video.as_ref().is_some_and(|v| v.camera.is_none())
-    })
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &placed.id,
+        "camera off",
+        |c| c.video.as_ref().is_some_and(|v| v.camera.is_none()),
+    )
     .await;
     let before = picture(&app, &placed.id, "remote").await.seq;
     let next = app
@@ -349,14 +328,29 @@ async fn video_flow() {
 
     // Downgrade: the video goes from both ends, the call goes on.
     app.set_video(&placed.id, false).await.unwrap();
-    wait_call(&app, &placed.id, "alice's video gone", |c| {
-        c.video.is_none()
-    })
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &placed.id,
+        "alice's video gone",
+        |c| c.video.is_none(),
+    )
     .await;
-    wait_call(&app, &ringing.id, "bob's video gone", |c| c.video.is_none()).await;
-    wait_call(&app, &placed.id, "the call goes on", |c| {
-        c.phase == CallPhase::Active
-    })
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &ringing.id,
+        "bob's video gone",
+        |c| c.video.is_none(),
+    )
+    .await;
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &placed.id,
+        "the call goes on",
+        |c| c.phase == CallPhase::Active,
+    )
     .await;
     app.hangup(&placed.id).unwrap();
     all_ended(&app).await;
@@ -373,7 +367,7 @@ async fn video_flow() {
     let ringing = incoming(&mut rx, BOB).await;
     assert!(ringing.video.is_none(), "an audio call announced as video");
     app.answer_with(&ringing.id, true).await.unwrap();
-    wait_call(&app, &placed.id, "answered", |c| {
+    common::wait_call(Duration::from_secs(15), &app, &placed.id, "answered", |c| {
         c.phase == CallPhase::Active
     })
     .await;
@@ -383,7 +377,7 @@ async fn video_flow() {
             .all(|c| c.video.as_ref().is_none_or(|v| v.codec.is_none()))
     );
     app.set_video(&placed.id, true).await.unwrap();
-    wait_call(&app, &placed.id, "upgraded", vp8).await;
+    common::wait_call(Duration::from_secs(15), &app, &placed.id, "upgraded", vp8).await;
     let at_alice = picture(&app, &placed.id, "remote").await;
     assert_eq!((at_alice.source_width, at_alice.source_height), (640, 480));
     app.hangup(&placed.id).unwrap();
