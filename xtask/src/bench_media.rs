@@ -21,10 +21,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -34,7 +33,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::cmd::{Step, cargo, target_dir};
+use crate::bench_common::{
+    Proc, Tails, build_cli, clock_ticks, free_block, loadavg, process_cpu, wait_sip_ready,
+};
+use crate::cmd::{cargo, target_dir};
 use crate::packages::{Need, Probe};
 
 /// What the real-binary part needs besides Rust: the reference peer, and the native build dependencies.
@@ -99,180 +101,6 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(1);
 
 /// The codecs of the real calls: our name, baresip's `audio_codecs` name.
 const CODECS: &[(&str, &str)] = &[("opus", "opus/48000/2"), ("pcmu", "PCMU/8000/1")];
-
-// ---------------------------------------------------------------------------------------------------------------
-// Processes
-
-/// A child in its own process group, killed (group-wide) on drop.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Proc> {
-        let stdout = log_dir.join(format!("{name}.out"));
-        let stderr = log_dir.join(format!("{name}.err"));
-        cmd.stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout)?)
-            .stderr(fs::File::create(&stderr)?)
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
-        Ok(Proc {
-            name: name.to_string(),
-            child,
-            stdout,
-            stderr,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits for the process to exit by itself; `Ok(None)` when the deadline passed first.
-    fn wait_until(&mut self, deadline: Instant) -> Result<Option<std::process::ExitStatus>> {
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stdout_text(&self) -> String {
-        fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    /// The last lines of stdout and stderr, for error messages.
-    fn tails(&self) -> String {
-        let tail = |p: &Path| {
-            let text = fs::read_to_string(p).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(12);
-            lines.get(from..).unwrap_or(&[]).join("\n")
-        };
-        format!(
-            "--- {} stdout ({}):\n{}\n--- {} stderr ({}):\n{}",
-            self.name,
-            self.stdout.display(),
-            tail(&self.stdout),
-            self.name,
-            self.stderr.display(),
-            tail(&self.stderr)
-        )
-    }
-
-    /// SIGTERM to the group, SIGKILL after a grace period.
-    fn stop(&mut self) {
-        crate::cmd::stop_group(&mut self.child);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// User + system CPU time of a process so far (`/proc/PID/stat` fields 14 and 15).
-fn process_cpu(pid: u32, ticks_per_sec: f64) -> Result<Duration> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat (process gone?)"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("no field {i} in /proc/{pid}/stat"))
-    };
-    let ticks = field(11)? + field(12)?;
-    Ok(Duration::from_secs_f64(ticks as f64 / ticks_per_sec))
-}
-
-/// Clock ticks per second of `/proc` times.
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Ports and SIP readiness
-
-/// A UDP port on 127.0.0.1 whose `n` consecutive ports are free for UDP and TCP.
-fn free_block(n: u16) -> Result<u16> {
-    for _ in 0..200 {
-        let base = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
-        if base.checked_add(n).is_none() {
-            continue;
-        }
-        let all_free = (base..base + n).all(|p| {
-            UdpSocket::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if all_free {
-            return Ok(base);
-        }
-    }
-    bail!("no block of {n} free ports found on 127.0.0.1")
-}
-
-/// Waits until something answers a SIP OPTIONS on UDP `addr` (any response counts).
-fn wait_sip_ready(addr: SocketAddr, proc: &mut Proc, timeout: Duration) -> Result<()> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
-    let local = socket.local_addr()?;
-    socket.set_read_timeout(Some(Duration::from_millis(150)))?;
-    let start = Instant::now();
-    let mut n = 0u32;
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < timeout {
-        if !proc.running() {
-            bail!(
-                "{} exited before answering SIP\n{}",
-                proc.name,
-                proc.tails()
-            );
-        }
-        n += 1;
-        let request = format!(
-            "OPTIONS sip:probe@{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-bench-{n};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:bench@{local}>;tag=bench{n}\r\nTo: <sip:probe@{addr}>\r\n\
-             Call-ID: bench-{n}-{}@127.0.0.1\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            std::process::id()
-        );
-        socket.send_to(request.as_bytes(), addr)?;
-        if let Ok((len, _)) = socket.recv_from(&mut buf)
-            && buf.get(..len).is_some_and(|b| b.starts_with(b"SIP/2.0 "))
-        {
-            return Ok(());
-        }
-    }
-    bail!(
-        "{} did not answer SIP OPTIONS on {addr} within {timeout:?}\n{}",
-        proc.name,
-        proc.tails()
-    )
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // WAV files and onsets
@@ -739,7 +567,7 @@ fn run_media_bench(name: &str, exe: &Path, log_dir: &Path) -> Result<Vec<BenchLi
     cmd.arg("--bench")
         .current_dir(crate::cmd::workspace_root().join("media"))
         .env("TANDEM_BENCH_SECS", CRATE_BENCH_SECS.to_string());
-    let mut proc = Proc::spawn(&format!("bench-{name}"), cmd, log_dir)?;
+    let mut proc = Proc::spawn(&format!("bench-{name}"), cmd, log_dir, Tails::Plain)?;
     let started = Instant::now();
     match proc.wait_until(started + CRATE_BENCH_TIMEOUT)? {
         Some(status) if status.success() => {}
@@ -874,7 +702,7 @@ fn start_baresip(
             .arg("-t")
             .arg(quit_after.to_string());
     }
-    let proc = Proc::spawn(name, cmd, dir)?;
+    let proc = Proc::spawn(name, cmd, dir, Tails::Plain)?;
     Ok((proc, sip))
 }
 
@@ -1034,6 +862,7 @@ fn run_codec(
             ],
         ),
         &dir,
+        Tails::Plain,
     )?;
     let (mut b_callee, b_callee_addr) = start_baresip(
         "baresip-callee",
@@ -1064,11 +893,11 @@ fn run_codec(
         &dir,
     )?;
     let ready = Duration::from_secs(10);
-    wait_sip_ready(echo_lean_addr, &mut echo_lean, ready)?;
-    wait_sip_ready(t_callee_addr, &mut t_callee, ready)?;
-    wait_sip_ready(b_callee_addr, &mut b_callee, ready)?;
-    wait_sip_ready(echo_t_addr, &mut echo_t, ready)?;
-    wait_sip_ready(echo_b_addr, &mut echo_b, ready)?;
+    wait_sip_ready(echo_lean_addr, &mut echo_lean, ready, "bench")?;
+    wait_sip_ready(t_callee_addr, &mut t_callee, ready, "bench")?;
+    wait_sip_ready(b_callee_addr, &mut b_callee, ready, "bench")?;
+    wait_sip_ready(echo_t_addr, &mut echo_t, ready, "bench")?;
+    wait_sip_ready(echo_b_addr, &mut echo_b, ready, "bench")?;
 
     // Callers.
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -1095,6 +924,7 @@ fn run_codec(
             ],
         ),
         &dir,
+        Tails::Plain,
     )?;
     let t_echo_rec = dir.join("tandem-echo-returned.wav");
     let mut t_prober = Proc::spawn(
@@ -1119,6 +949,7 @@ fn run_codec(
             ],
         ),
         &dir,
+        Tails::Plain,
     )?;
     let (mut b_caller, _) = start_baresip(
         "baresip-caller",
@@ -1305,16 +1136,6 @@ fn fmt_spread(s: Option<&Spread>) -> String {
             )
         },
     )
-}
-
-/// The 1-minute load average (other work on the machine skews every number here).
-fn loadavg() -> Option<f64> {
-    fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// What the machine was doing while the bench ran.
@@ -1598,23 +1419,8 @@ pub fn media(args: &[String]) -> Result<()> {
     check_baresip()?;
 
     // Builds (not part of the bounded run).
-    Step::new(
-        "build tandem-cli (release)",
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "tandem-cli",
-            "--bin",
-            "tandem-cli",
-        ]),
-    )
-    .run()?;
+    let bin = build_cli()?;
     let target = target_dir()?;
-    let bin = target.join("release").join("tandem-cli");
-    if !bin.is_file() {
-        bail!("{} was not built", bin.display());
-    }
     let benches = media_bench_targets()?;
     if benches.is_empty() {
         bail!("tandem-media has no [[bench]] targets (expected codec and pipeline)");

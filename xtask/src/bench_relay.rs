@@ -441,30 +441,9 @@ fn median_p95(mut v: Vec<f64>) -> (f64, f64) {
     (rank(0.5), rank(0.95))
 }
 
-/// Builds `tandem-cli` (release) and returns its path.
-fn build_cli() -> Result<PathBuf> {
-    crate::cmd::Step::new(
-        "build tandem-cli (release)",
-        crate::cmd::cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "tandem-cli",
-            "--bin",
-            "tandem-cli",
-        ]),
-    )
-    .run()?;
-    let bin = crate::cmd::target_dir()?.join("release").join("tandem-cli");
-    if !bin.is_file() {
-        bail!("{} was not built", bin.display());
-    }
-    Ok(bin)
-}
-
 /// The ICE call setup section: caller start → answered → first audio, per mode.
 fn ice_setup(lab_bin: &Path, dir: &Path) -> Result<()> {
-    let cli = build_cli()?;
+    let cli = crate::bench_common::build_cli()?;
     let dir = dir.join("ice-setup");
     fs::create_dir_all(&dir)?;
     // The lab only as TURN server (the calls go directly between the two tandem-cli).

@@ -24,11 +24,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{JoinHandle, sleep};
@@ -37,7 +37,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::cmd::{Step, cargo, target_dir};
+use crate::bench_common::{
+    Proc, Tails, build_cli, clock_ticks, free_block, loadavg, process_cpu, wait_sip_ready,
+};
+use crate::cmd::{cargo, target_dir};
 use crate::packages::{Need, Probe};
 
 /// What this bench needs besides Rust: the reference peer and the native build dependencies of the codecs.
@@ -159,200 +162,6 @@ impl Peer {
             (Peer::Baresip, Content::Own) => "fakevideo (still)",
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Processes
-
-/// A child in its own process group, stopped (group-wide) on drop.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Proc> {
-        let stdout = log_dir.join(format!("{name}.out"));
-        let stderr = log_dir.join(format!("{name}.err"));
-        cmd.stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout)?)
-            .stderr(fs::File::create(&stderr)?)
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
-        Ok(Proc {
-            name: name.to_string(),
-            child,
-            stdout,
-            stderr,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits for the process to exit by itself; `Ok(None)` when the deadline passed first.
-    fn wait_until(&mut self, deadline: Instant) -> Result<Option<ExitStatus>> {
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stdout_text(&self) -> String {
-        fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    /// stdout followed by stderr (baresip writes its status line to stderr).
-    fn all_output(&self) -> String {
-        let mut text = self.stdout_text();
-        text.push('\n');
-        text.push_str(&fs::read_to_string(&self.stderr).unwrap_or_default());
-        text
-    }
-
-    /// The last lines of stdout and stderr, for error messages.
-    fn tails(&self) -> String {
-        let tail = |p: &Path| {
-            let text = fs::read_to_string(p).unwrap_or_default();
-            // baresip redraws its status line with carriage returns: one per line here.
-            let text = text.replace('\r', "\n");
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let from = lines.len().saturating_sub(15);
-            lines.get(from..).unwrap_or(&[]).join("\n")
-        };
-        format!(
-            "--- {} stdout ({}):\n{}\n--- {} stderr ({}):\n{}",
-            self.name,
-            self.stdout.display(),
-            tail(&self.stdout),
-            self.name,
-            self.stderr.display(),
-            tail(&self.stderr)
-        )
-    }
-
-    /// SIGTERM to the group, SIGKILL after a grace period.
-    fn stop(&mut self) {
-        crate::cmd::stop_group(&mut self.child);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// User + system CPU time of a process so far (`/proc/PID/stat` fields 14 and 15).
-fn process_cpu(pid: u32, ticks_per_sec: f64) -> Result<Duration> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat (process gone?)"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("no field {i} in /proc/{pid}/stat"))
-    };
-    let ticks = field(11)? + field(12)?;
-    Ok(Duration::from_secs_f64(ticks as f64 / ticks_per_sec))
-}
-
-/// Clock ticks per second of `/proc` times.
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// The 1-minute load average (other work on the machine skews every number here).
-fn loadavg() -> Option<f64> {
-    fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Ports and SIP readiness
-
-/// A port on 127.0.0.1 whose `n` consecutive ports are free for UDP and TCP.
-fn free_block(n: u16) -> Result<u16> {
-    for _ in 0..200 {
-        let base = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
-        if base.checked_add(n).is_none() {
-            continue;
-        }
-        let all_free = (base..base + n).all(|p| {
-            UdpSocket::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if all_free {
-            return Ok(base);
-        }
-    }
-    bail!("no block of {n} free ports found on 127.0.0.1")
-}
-
-/// Waits until something answers a SIP OPTIONS on UDP `addr` (any response counts).
-fn wait_sip_ready(addr: SocketAddr, proc: &mut Proc, timeout: Duration) -> Result<()> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
-    let local = socket.local_addr()?;
-    socket.set_read_timeout(Some(Duration::from_millis(150)))?;
-    let start = Instant::now();
-    let mut n = 0u32;
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < timeout {
-        if !proc.running() {
-            bail!(
-                "{} exited before answering SIP\n{}",
-                proc.name,
-                proc.tails()
-            );
-        }
-        n += 1;
-        let request = format!(
-            "OPTIONS sip:probe@{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-vbench-{n};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:bench@{local}>;tag=vbench{n}\r\nTo: <sip:probe@{addr}>\r\n\
-             Call-ID: vbench-{n}-{}@127.0.0.1\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            std::process::id()
-        );
-        socket.send_to(request.as_bytes(), addr)?;
-        if let Ok((len, _)) = socket.recv_from(&mut buf)
-            && buf.get(..len).is_some_and(|b| b.starts_with(b"SIP/2.0 "))
-        {
-            return Ok(());
-        }
-    }
-    bail!(
-        "{} did not answer SIP OPTIONS on {addr} within {timeout:?}\n{}",
-        proc.name,
-        proc.tails()
-    )
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -628,7 +437,7 @@ fn run_video_bench(
     let mut cmd = Command::new(exe);
     cmd.arg("--bench")
         .current_dir(crate::cmd::workspace_root().join("video"));
-    let mut proc = Proc::spawn(&format!("bench-{name}"), cmd, log_dir)?;
+    let mut proc = Proc::spawn(&format!("bench-{name}"), cmd, log_dir, Tails::Redrawn)?;
     let started = Instant::now();
     match proc.wait_until(started + timeout)? {
         Some(status) if status.success() => {}
@@ -770,7 +579,7 @@ fn start_baresip(
     if let Some(gid) = gid {
         cmd.gid(gid);
     }
-    let proc = Proc::spawn(name, cmd, dir)?;
+    let proc = Proc::spawn(name, cmd, dir, Tails::Redrawn)?;
     Ok((proc, sip))
 }
 
@@ -1227,8 +1036,8 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
     if setup.wire.is_some() {
         callee_cmd.gid(CALLEE_GID);
     }
-    let mut callee = Proc::spawn("callee", callee_cmd, &dir)?;
-    wait_sip_ready(callee_addr, &mut callee, Duration::from_secs(10))?;
+    let mut callee = Proc::spawn("callee", callee_cmd, &dir, Tails::Redrawn)?;
+    wait_sip_ready(callee_addr, &mut callee, Duration::from_secs(10), "vbench")?;
 
     let mut caller_args = vec![
         "call".to_string(),
@@ -1251,7 +1060,7 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
     if setup.wire.is_some() {
         caller_cmd.gid(CALLER_GID);
     }
-    let mut caller = Proc::spawn("caller", caller_cmd, &dir)?;
+    let mut caller = Proc::spawn("caller", caller_cmd, &dir, Tails::Redrawn)?;
     let window = measure_cpu(&caller, &callee, started, call_secs, setup)
         .map_err(|e| anyhow::anyhow!("{e:#}\n{}\n{}", caller.tails(), callee.tails()))?;
 
@@ -1345,7 +1154,7 @@ fn run_baresip_pair(
         setup.wire.map(|_| CALLEE_GID),
         &dir,
     )?;
-    wait_sip_ready(callee_addr, &mut callee, Duration::from_secs(10))?;
+    wait_sip_ready(callee_addr, &mut callee, Duration::from_secs(10), "vbench")?;
     let started = Instant::now();
     let (mut caller, _) = start_baresip(
         "caller",
@@ -1694,23 +1503,8 @@ pub fn video(args: &[String]) -> Result<()> {
     check_baresip()?;
 
     // Builds (not part of the bounded run).
-    Step::new(
-        "build tandem-cli (release)",
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "tandem-cli",
-            "--bin",
-            "tandem-cli",
-        ]),
-    )
-    .run()?;
+    let bin = build_cli()?;
     let target = target_dir()?;
-    let bin = target.join("release").join("tandem-cli");
-    if !bin.is_file() {
-        bail!("{} was not built", bin.display());
-    }
     println!("xtask: == build tandem-video benches (codec, latency) ==");
     let codec_exe = build_video_bench("codec")?;
     let latency_exe = build_video_bench("latency")?;

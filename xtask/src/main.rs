@@ -7,6 +7,7 @@
 mod app;
 mod bench;
 mod bench_app;
+mod bench_common;
 mod bench_media;
 mod bench_media_relay;
 mod bench_mixer;

@@ -1,0 +1,295 @@
+//! What the peer benches share: child processes in their own process group (stopped on drop), CPU time and
+//! load from `/proc`, blocks of free loopback ports, and waiting until a SIP endpoint answers.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Processes
+
+/// Builds `tandem-cli` (release) and returns its path.
+pub(crate) fn build_cli() -> Result<PathBuf> {
+    crate::cmd::Step::new(
+        "build tandem-cli (release)",
+        crate::cmd::cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "tandem-cli",
+            "--bin",
+            "tandem-cli",
+        ]),
+    )
+    .run()?;
+    let bin = crate::cmd::target_dir()?.join("release").join("tandem-cli");
+    if !bin.is_file() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+/// How [`Proc::tails`] cuts a log for an error message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tails {
+    /// The last 12 lines as written.
+    Plain,
+    /// The last 15 non-empty lines, carriage returns read as line breaks (baresip redraws its status line).
+    Redrawn,
+}
+
+/// A child in its own process group, stopped (group-wide) on drop.
+pub(crate) struct Proc {
+    pub(crate) name: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    tails: Tails,
+}
+
+impl Proc {
+    /// Starts `cmd` in its own process group, stdout and stderr to `<log_dir>/<name>.out|.err`.
+    pub(crate) fn spawn(
+        name: &str,
+        mut cmd: Command,
+        log_dir: &Path,
+        tails: Tails,
+    ) -> Result<Proc> {
+        let stdout = log_dir.join(format!("{name}.out"));
+        let stderr = log_dir.join(format!("{name}.err"));
+        cmd.stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout)?)
+            .stderr(fs::File::create(&stderr)?)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            stdout,
+            stderr,
+            tails,
+        })
+    }
+
+    /// The child's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the child has not exited yet.
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the child to exit until `deadline`; `None` if it is still running then.
+    pub(crate) fn wait_until(&mut self, deadline: Instant) -> Result<Option<ExitStatus>> {
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the child wrote to stdout so far.
+    pub(crate) fn stdout_text(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// stdout followed by stderr (baresip writes its status line to stderr).
+    pub(crate) fn all_output(&self) -> String {
+        let mut text = self.stdout_text();
+        text.push('\n');
+        text.push_str(&fs::read_to_string(&self.stderr).unwrap_or_default());
+        text
+    }
+
+    /// The last lines of stdout and stderr, for error messages.
+    pub(crate) fn tails(&self) -> String {
+        let tail = |p: &Path| {
+            let text = fs::read_to_string(p).unwrap_or_default();
+            match self.tails {
+                Tails::Plain => last_lines(text.lines(), 12),
+                Tails::Redrawn => {
+                    let text = text.replace('\r', "\n");
+                    last_lines(text.lines().filter(|l| !l.trim().is_empty()), 15)
+                }
+            }
+        };
+        format!(
+            "--- {} stdout ({}):\n{}\n--- {} stderr ({}):\n{}",
+            self.name,
+            self.stdout.display(),
+            tail(&self.stdout),
+            self.name,
+            self.stderr.display(),
+            tail(&self.stderr)
+        )
+    }
+
+    /// SIGTERM to the group, SIGKILL after a grace period.
+    pub(crate) fn stop(&mut self) {
+        crate::cmd::stop_group(&mut self.child);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The last `keep` of `lines`, joined with newlines.
+fn last_lines<'a>(lines: impl Iterator<Item = &'a str>, keep: usize) -> String {
+    let lines: Vec<&str> = lines.collect();
+    let from = lines.len().saturating_sub(keep);
+    lines.get(from..).unwrap_or(&[]).join("\n")
+}
+
+/// User + system CPU time of a process so far (`/proc/PID/stat` fields 14 and 15).
+pub(crate) fn process_cpu(pid: u32, ticks_per_sec: f64) -> Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat (process gone?)"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("no field {i} in /proc/{pid}/stat"))
+    };
+    let ticks = field(11)? + field(12)?;
+    Ok(Duration::from_secs_f64(ticks as f64 / ticks_per_sec))
+}
+
+/// Clock ticks per second of `/proc` times.
+pub(crate) fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// The 1-minute load average (other work on the machine skews every number here).
+pub(crate) fn loadavg() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Ports and SIP readiness
+
+/// A port on 127.0.0.1 whose `n` consecutive ports are free for UDP and TCP.
+pub(crate) fn free_block(n: u16) -> Result<u16> {
+    for _ in 0..200 {
+        let base = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let all_free = (base..base + n).all(|p| {
+            UdpSocket::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("no block of {n} free ports found on 127.0.0.1")
+}
+
+/// Waits until something answers a SIP OPTIONS on UDP `addr` (any response counts); `tag` names the probe in
+/// its branch, From tag and Call-ID.
+pub(crate) fn wait_sip_ready(
+    addr: SocketAddr,
+    proc: &mut Proc,
+    timeout: Duration,
+    tag: &str,
+) -> Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let local = socket.local_addr()?;
+    socket.set_read_timeout(Some(Duration::from_millis(150)))?;
+    let start = Instant::now();
+    let mut n = 0u32;
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < timeout {
+        if !proc.running() {
+            bail!(
+                "{} exited before answering SIP\n{}",
+                proc.name,
+                proc.tails()
+            );
+        }
+        n += 1;
+        let request = format!(
+            "OPTIONS sip:probe@{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{tag}-{n};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bench@{local}>;tag={tag}{n}\r\nTo: <sip:probe@{addr}>\r\n\
+             Call-ID: {tag}-{n}-{}@127.0.0.1\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            std::process::id()
+        );
+        socket.send_to(request.as_bytes(), addr)?;
+        if let Ok((len, _)) = socket.recv_from(&mut buf)
+            && buf.get(..len).is_some_and(|b| b.starts_with(b"SIP/2.0 "))
+        {
+            return Ok(());
+        }
+    }
+    bail!(
+        "{} did not answer SIP OPTIONS on {addr} within {timeout:?}\n{}",
+        proc.name,
+        proc.tails()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_keep_the_last_lines_and_read_redraws_as_lines() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-common-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "for i in $(seq 1 20); do echo line$i; done; printf 'a\\rb\\r\\rc\\n' >&2",
+        ]);
+        let mut plain = Proc::spawn("plain", cmd, &dir, Tails::Plain).unwrap();
+        assert!(
+            plain
+                .wait_until(Instant::now() + Duration::from_secs(10))
+                .unwrap()
+                .is_some()
+        );
+        let text = plain.tails();
+        assert!(text.contains("line9\nline10") && !text.contains("line8\n"));
+        assert!(text.contains("a\rb\r\rc"));
+        plain.tails = Tails::Redrawn;
+        let text = plain.tails();
+        assert!(text.contains("line6\nline7") && !text.contains("line5\n"));
+        assert!(text.contains("a\nb\nc"));
+        assert!(plain.all_output().starts_with("line1\n"));
+        drop(plain);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
