@@ -10,6 +10,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::cmd::cargo;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Processes
@@ -259,6 +262,71 @@ pub(crate) fn wait_sip_ready(
         proc.name,
         proc.tails()
     )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Builds and the reference peer
+
+/// baresip's module directory (Debian's baresip packages).
+pub(crate) const BARESIP_MODULES: &str = "/usr/lib/baresip/modules";
+
+/// Fails with a clear message when baresip or one of its modules is missing.
+pub(crate) fn check_baresip(modules: &[&str]) -> Result<()> {
+    if !crate::cmd::on_path("baresip") {
+        bail!(
+            "baresip is not installed (apt-get install baresip); it is the reference peer of this bench"
+        );
+    }
+    let missing: Vec<&str> = modules
+        .iter()
+        .copied()
+        .filter(|m| !Path::new(BARESIP_MODULES).join(m).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "baresip modules missing in {BARESIP_MODULES}: {} (the Debian baresip packages ship them)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Builds one bench of `package` (`cargo bench --no-run`) and returns the path of its executable.
+pub(crate) fn build_bench(package: &str, name: &str) -> Result<PathBuf> {
+    let out = cargo(&[
+        "bench",
+        "-p",
+        package,
+        "--bench",
+        name,
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ])
+    .stderr(Stdio::inherit())
+    .output()
+    .with_context(|| format!("building the {name} bench"))?;
+    if !out.status.success() {
+        bail!(
+            "building the {package} {name} bench failed ({})",
+            out.status
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m.get("reason").and_then(Value::as_str) == Some("compiler-artifact"))
+        .filter(|m| {
+            m.pointer("/target/name").and_then(Value::as_str) == Some(name)
+                && m.pointer("/target/kind")
+                    .and_then(Value::as_array)
+                    .is_some_and(|k| k.iter().any(|k| k.as_str() == Some("bench")))
+        })
+        .find_map(|m| {
+            m.get("executable")
+                .and_then(Value::as_str)
+                .map(PathBuf::from)
+        })
+        .with_context(|| format!("cargo reported no executable for the {name} bench"))
 }
 
 #[cfg(test)]

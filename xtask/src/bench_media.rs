@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -34,7 +34,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::bench_common::{
-    Proc, Tails, build_cli, clock_ticks, free_block, loadavg, process_cpu, wait_sip_ready,
+    BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
+    loadavg, process_cpu, wait_sip_ready,
 };
 use crate::cmd::{cargo, target_dir};
 use crate::packages::{Need, Probe};
@@ -51,8 +52,7 @@ const MEDIA_PACKAGES: &[Need] = &[
     ),
 ];
 
-/// baresip's module directory and the modules the bench loads.
-const BARESIP_MODULES: &str = "/usr/lib/baresip/modules";
+/// The baresip modules the bench loads (from [`BARESIP_MODULES`]).
 const NEEDED_MODULES: &[&str] = &[
     "opus.so",
     "g711.so",
@@ -524,41 +524,6 @@ fn media_bench_targets() -> Result<Vec<String>> {
         .unwrap_or_default();
     benches.sort();
     Ok(benches)
-}
-
-/// Builds one media bench (`cargo bench --no-run`) and returns the path of its executable.
-fn build_media_bench(name: &str) -> Result<PathBuf> {
-    let out = cargo(&[
-        "bench",
-        "-p",
-        "tandem-media",
-        "--bench",
-        name,
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ])
-    .stderr(Stdio::inherit())
-    .output()
-    .with_context(|| format!("building the {name} bench"))?;
-    if !out.status.success() {
-        bail!("building the {name} bench failed ({})", out.status);
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m.get("reason").and_then(Value::as_str) == Some("compiler-artifact"))
-        .filter(|m| {
-            m.pointer("/target/name").and_then(Value::as_str) == Some(name)
-                && m.pointer("/target/kind")
-                    .and_then(Value::as_array)
-                    .is_some_and(|k| k.iter().any(|k| k.as_str() == Some("bench")))
-        })
-        .find_map(|m| {
-            m.get("executable")
-                .and_then(Value::as_str)
-                .map(PathBuf::from)
-        })
-        .with_context(|| format!("cargo reported no executable for the {name} bench"))
 }
 
 /// Runs one built media bench executable (as `cargo bench` would) with a deadline; returns its parsed lines.
@@ -1391,32 +1356,11 @@ fn parse_args(args: &[String]) -> Result<u64> {
     Ok(call_secs)
 }
 
-/// Fails with a clear message when baresip or one of its modules is missing.
-fn check_baresip() -> Result<()> {
-    if !crate::cmd::on_path("baresip") {
-        bail!(
-            "baresip is not installed (apt-get install baresip); it is the reference peer of this bench"
-        );
-    }
-    let missing: Vec<&str> = NEEDED_MODULES
-        .iter()
-        .copied()
-        .filter(|m| !Path::new(BARESIP_MODULES).join(m).is_file())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "baresip modules missing in {BARESIP_MODULES}: {} (the Debian baresip packages ship them)",
-            missing.join(", ")
-        );
-    }
-    Ok(())
-}
-
 /// `cargo xtask bench media`.
 pub fn media(args: &[String]) -> Result<()> {
     let call_secs = parse_args(args)?;
     crate::packages::ensure(MEDIA_PACKAGES)?;
-    check_baresip()?;
+    check_baresip(NEEDED_MODULES)?;
 
     // Builds (not part of the bounded run).
     let bin = build_cli()?;
@@ -1433,7 +1377,7 @@ pub fn media(args: &[String]) -> Result<()> {
     for name in &benches {
         executables.insert(
             name.clone(),
-            build_media_bench(name).map_err(|e| format!("{e:#}")),
+            build_bench("tandem-media", name).map_err(|e| format!("{e:#}")),
         );
     }
 

@@ -28,19 +28,19 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
 
 use crate::bench_common::{
-    Proc, Tails, build_cli, clock_ticks, free_block, loadavg, process_cpu, wait_sip_ready,
+    BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
+    loadavg, process_cpu, wait_sip_ready,
 };
-use crate::cmd::{cargo, target_dir};
+use crate::cmd::target_dir;
 use crate::packages::{Need, Probe};
 
 /// What this bench needs besides Rust: the reference peer and the native build dependencies of the codecs.
@@ -59,8 +59,7 @@ const VIDEO_PACKAGES: &[Need] = &[
     ),
 ];
 
-/// baresip's module directory and the modules the bench loads.
-const BARESIP_MODULES: &str = "/usr/lib/baresip/modules";
+/// The baresip modules the bench loads (from [`BARESIP_MODULES`]).
 const NEEDED_MODULES: &[&str] = &[
     "opus.so",
     "aufile.so",
@@ -387,44 +386,6 @@ impl BenchLine {
             format!("{} {}", self.name, fields.join(" "))
         }
     }
-}
-
-/// Builds one bench of `tandem-video` (`cargo bench --no-run`) and returns the path of its executable.
-fn build_video_bench(name: &str) -> Result<PathBuf> {
-    let out = cargo(&[
-        "bench",
-        "-p",
-        "tandem-video",
-        "--bench",
-        name,
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ])
-    .stderr(Stdio::inherit())
-    .output()
-    .with_context(|| format!("building the {name} bench"))?;
-    if !out.status.success() {
-        bail!(
-            "building the tandem-video {name} bench failed ({})",
-            out.status
-        );
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m.get("reason").and_then(Value::as_str) == Some("compiler-artifact"))
-        .filter(|m| {
-            m.pointer("/target/name").and_then(Value::as_str) == Some(name)
-                && m.pointer("/target/kind")
-                    .and_then(Value::as_array)
-                    .is_some_and(|k| k.iter().any(|k| k.as_str() == Some("bench")))
-        })
-        .find_map(|m| {
-            m.get("executable")
-                .and_then(Value::as_str)
-                .map(PathBuf::from)
-        })
-        .with_context(|| format!("cargo reported no executable for the {name} bench"))
 }
 
 /// Runs one built bench executable (as `cargo bench` would) with a deadline; returns its parsed lines.
@@ -1475,39 +1436,18 @@ fn parse_args(args: &[String]) -> Result<u64> {
     Ok(call_secs)
 }
 
-/// Fails with a clear message when baresip or one of its modules is missing.
-fn check_baresip() -> Result<()> {
-    if !crate::cmd::on_path("baresip") {
-        bail!(
-            "baresip is not installed (apt-get install baresip); it is the reference peer of this bench"
-        );
-    }
-    let missing: Vec<&str> = NEEDED_MODULES
-        .iter()
-        .copied()
-        .filter(|m| !Path::new(BARESIP_MODULES).join(m).is_file())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "baresip modules missing in {BARESIP_MODULES}: {} (the Debian baresip packages ship them)",
-            missing.join(", ")
-        );
-    }
-    Ok(())
-}
-
 /// `cargo xtask bench video`.
 pub fn video(args: &[String]) -> Result<()> {
     let call_secs = parse_args(args)?;
     crate::packages::ensure(VIDEO_PACKAGES)?;
-    check_baresip()?;
+    check_baresip(NEEDED_MODULES)?;
 
     // Builds (not part of the bounded run).
     let bin = build_cli()?;
     let target = target_dir()?;
     println!("xtask: == build tandem-video benches (codec, latency) ==");
-    let codec_exe = build_video_bench("codec")?;
-    let latency_exe = build_video_bench("latency")?;
+    let codec_exe = build_bench("tandem-video", "codec")?;
+    let latency_exe = build_bench("tandem-video", "latency")?;
 
     let out_dir = target.join("bench-video");
     // Each run keeps its logs until the next run replaces them.
