@@ -1044,29 +1044,14 @@ fn run_tandem_pair(setup: &CallSetup<'_>, shape: &Shape, content: Content) -> Re
         );
     }
     drop(bars_file);
-    let mut endpoints = Vec::new();
-    for (who, proc, cpu, out_kbps) in [
-        ("caller", &caller, window.caller_cpu, window.caller_kbps),
-        ("callee", &callee, window.callee_cpu, window.callee_kbps),
-    ] {
-        let flow = tandem_flow(&proc.stdout_text())
-            .and_then(|f| check_flow(Peer::Tandem, who, &f, shape, call_secs).map(|()| f))
-            .with_context(|| format!("tandem-cli {who} ({tag})\n{}", proc.tails()))?;
-        endpoints.push(Endpoint {
-            who,
-            cpu,
-            wall: window.wall,
-            flow,
-            out_kbps,
-        });
-    }
-    Ok(PairRun {
-        shape: *shape,
+    let pair = Pair {
         peer: Peer::Tandem,
+        shape,
         content,
-        endpoints,
-        target_kbps: None,
-    })
+        call_secs,
+        tag: &tag,
+    };
+    pair.run(&window, &caller, &callee, None)
 }
 
 /// Runs one baresip -> baresip call with a VP8 target of `target_kbps` and measures it.
@@ -1141,29 +1126,70 @@ fn run_baresip_pair(
     }
     callee.stop();
     drop(feeds);
-    let mut endpoints = Vec::new();
-    for (who, proc, cpu, out_kbps) in [
-        ("caller", &caller, window.caller_cpu, window.caller_kbps),
-        ("callee", &callee, window.callee_cpu, window.callee_kbps),
-    ] {
-        let flow = baresip_flow(&proc.all_output())
-            .and_then(|f| check_flow(Peer::Baresip, who, &f, shape, call_secs).map(|()| f))
-            .with_context(|| format!("baresip {who} ({tag})\n{}", proc.tails()))?;
-        endpoints.push(Endpoint {
-            who,
-            cpu,
-            wall: window.wall,
-            flow,
-            out_kbps,
-        });
-    }
-    Ok(PairRun {
-        shape: *shape,
+    let pair = Pair {
         peer: Peer::Baresip,
+        shape,
         content,
-        endpoints,
-        target_kbps: Some(target_kbps),
-    })
+        call_secs,
+        tag: &tag,
+    };
+    pair.run(&window, &caller, &callee, Some(target_kbps))
+}
+
+/// One measured call of a pair of the same implementation, for reading its endpoints' results.
+struct Pair<'a> {
+    peer: Peer,
+    shape: &'a Shape,
+    content: Content,
+    call_secs: u64,
+    /// Names the call in error messages.
+    tag: &'a str,
+}
+
+impl Pair<'_> {
+    /// Reads and checks the video flow of both endpoints (tandem-cli's stdout, baresip's stdout and stderr)
+    /// and puts them together with their CPU `window`; `target_kbps` is baresip's VP8 target.
+    fn run(
+        &self,
+        window: &Window,
+        caller: &Proc,
+        callee: &Proc,
+        target_kbps: Option<u32>,
+    ) -> Result<PairRun> {
+        let mut endpoints = Vec::new();
+        for (who, proc, cpu, out_kbps) in [
+            ("caller", caller, window.caller_cpu, window.caller_kbps),
+            ("callee", callee, window.callee_cpu, window.callee_kbps),
+        ] {
+            let flow = match self.peer {
+                Peer::Tandem => tandem_flow(&proc.stdout_text()),
+                Peer::Baresip => baresip_flow(&proc.all_output()),
+            }
+            .and_then(|f| check_flow(self.peer, who, &f, self.shape, self.call_secs).map(|()| f))
+            .with_context(|| {
+                format!(
+                    "{} {who} ({})\n{}",
+                    self.peer.name(),
+                    self.tag,
+                    proc.tails()
+                )
+            })?;
+            endpoints.push(Endpoint {
+                who,
+                cpu,
+                wall: window.wall,
+                flow,
+                out_kbps,
+            });
+        }
+        Ok(PairRun {
+            shape: *self.shape,
+            peer: self.peer,
+            content: self.content,
+            endpoints,
+            target_kbps,
+        })
+    }
 }
 
 fn content_tag(content: Content) -> &'static str {
