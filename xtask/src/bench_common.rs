@@ -329,6 +329,39 @@ pub(crate) fn build_bench(package: &str, name: &str) -> Result<PathBuf> {
         .with_context(|| format!("cargo reported no executable for the {name} bench"))
 }
 
+/// Runs one built bench executable `cmd` (as `cargo bench` would) with a deadline and returns its stdout lines
+/// that `parse` reads (`format` names them in the error when there are none).
+pub(crate) fn run_bench<T>(
+    name: &str,
+    cmd: Command,
+    timeout: Duration,
+    log_dir: &Path,
+    tails: Tails,
+    parse: impl Fn(&str) -> Option<T>,
+    format: &str,
+) -> Result<Vec<T>> {
+    let mut proc = Proc::spawn(&format!("bench-{name}"), cmd, log_dir, tails)?;
+    let started = Instant::now();
+    match proc.wait_until(started + timeout)? {
+        Some(status) if status.success() => {}
+        Some(status) => bail!("bench {name} failed ({status})\n{}", proc.tails()),
+        None => bail!(
+            "bench {name} did not finish within {timeout:?}\n{}",
+            proc.tails()
+        ),
+    }
+    let lines: Vec<T> = proc.stdout_text().lines().filter_map(parse).collect();
+    if lines.is_empty() {
+        bail!("bench {name} printed no {format} lines\n{}", proc.tails());
+    }
+    println!(
+        "  bench {name}: {} result lines in {:.0}s",
+        lines.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 use crate::bench_common::{
     BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
-    loadavg, process_cpu, wait_sip_ready,
+    loadavg, process_cpu, run_bench, wait_sip_ready,
 };
 use crate::cmd::{cargo, target_dir};
 use crate::packages::{Need, Probe};
@@ -532,33 +532,15 @@ fn run_media_bench(name: &str, exe: &Path, log_dir: &Path) -> Result<Vec<BenchLi
     cmd.arg("--bench")
         .current_dir(crate::cmd::workspace_root().join("media"))
         .env("TANDEM_BENCH_SECS", CRATE_BENCH_SECS.to_string());
-    let mut proc = Proc::spawn(&format!("bench-{name}"), cmd, log_dir, Tails::Plain)?;
-    let started = Instant::now();
-    match proc.wait_until(started + CRATE_BENCH_TIMEOUT)? {
-        Some(status) if status.success() => {}
-        Some(status) => bail!("bench {name} failed ({status})\n{}", proc.tails()),
-        None => bail!(
-            "bench {name} did not finish within {CRATE_BENCH_TIMEOUT:?}\n{}",
-            proc.tails()
-        ),
-    }
-    let lines: Vec<BenchLine> = proc
-        .stdout_text()
-        .lines()
-        .filter_map(BenchLine::parse)
-        .collect();
-    if lines.is_empty() {
-        bail!(
-            "bench {name} printed no `name key=value` lines\n{}",
-            proc.tails()
-        );
-    }
-    println!(
-        "  bench {name}: {} result lines in {:.0}s",
-        lines.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(lines)
+    run_bench(
+        name,
+        cmd,
+        CRATE_BENCH_TIMEOUT,
+        log_dir,
+        Tails::Plain,
+        BenchLine::parse,
+        "`name key=value`",
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------------------

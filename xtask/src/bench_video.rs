@@ -38,7 +38,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench_common::{
     BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
-    loadavg, process_cpu, wait_sip_ready,
+    loadavg, process_cpu, run_bench, wait_sip_ready,
 };
 use crate::cmd::target_dir;
 use crate::packages::{Need, Probe};
@@ -398,33 +398,15 @@ fn run_video_bench(
     let mut cmd = Command::new(exe);
     cmd.arg("--bench")
         .current_dir(crate::cmd::workspace_root().join("video"));
-    let mut proc = Proc::spawn(&format!("bench-{name}"), cmd, log_dir, Tails::Redrawn)?;
-    let started = Instant::now();
-    match proc.wait_until(started + timeout)? {
-        Some(status) if status.success() => {}
-        Some(status) => bail!("bench {name} failed ({status})\n{}", proc.tails()),
-        None => bail!(
-            "bench {name} did not finish within {timeout:?}\n{}",
-            proc.tails()
-        ),
-    }
-    let lines: Vec<BenchLine> = proc
-        .stdout_text()
-        .lines()
-        .filter_map(BenchLine::parse)
-        .collect();
-    if lines.is_empty() {
-        bail!(
-            "bench {name} printed no `key=value` lines\n{}",
-            proc.tails()
-        );
-    }
-    println!(
-        "  bench {name}: {} result lines in {:.0}s",
-        lines.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(lines)
+    run_bench(
+        name,
+        cmd,
+        timeout,
+        log_dir,
+        Tails::Redrawn,
+        BenchLine::parse,
+        "`key=value`",
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------------------
