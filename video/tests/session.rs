@@ -13,12 +13,6 @@ use tandem_media::srtp::{CryptoSuite, DtlsCertificate, DtlsRole, SdesCrypto};
 use tandem_video::codec::VideoCodecKind;
 use tandem_video::session::{VideoEvent, VideoStats};
 use tandem_video::y4m::{create_y4m, open_y4m};
-use tokio::sync::Mutex;
-
-/// The tests of this file run one at a time: each runs four codec threads on a shared machine.
-static SERIAL: Mutex<()> = Mutex::const_new(());
-
-const SIZE: (u32, u32, u32) = (320, 240, 15);
 
 /// Checks what one side received from a clean path.
 fn check_clean(side: &str, seen: &[Seen], stats: &VideoStats, min_frames: usize) {
@@ -112,16 +106,7 @@ async fn h264_both_ways_on_a_clean_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vp8_over_sdes_srtp() {
     let _serial = SERIAL.lock().await;
-    let ka = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
-    let kb = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
-    let sec_a = MediaSecurity::Sdes {
-        local: ka.clone(),
-        remote: kb.clone(),
-    };
-    let sec_b = MediaSecurity::Sdes {
-        local: kb,
-        remote: ka,
-    };
+    let (sec_a, sec_b) = sdes_pair();
     clean_call(VideoCodecKind::Vp8, (sec_a, sec_b)).await;
 }
 

@@ -11,15 +11,10 @@ use std::time::{Duration, Instant};
 
 use session_support::*;
 use tandem_media::session::MediaSecurity;
-use tandem_media::srtp::{CryptoSuite, SdesCrypto};
 use tandem_proto::sdp::video::VideoFeedback;
 use tandem_video::codec::VideoCodecKind;
 use tandem_video::session::VideoStats;
-use tokio::sync::Mutex;
 
-static SERIAL: Mutex<()> = Mutex::const_new(());
-
-const SIZE: (u32, u32, u32) = (320, 240, 15);
 const RUN: Duration = Duration::from_secs(11);
 /// Longer than the sender keeps packets for retransmission (2 s): only a keyframe repairs it.
 const BLACKOUT: (Duration, Duration) = (Duration::from_secs(4), Duration::from_millis(6500));
@@ -115,16 +110,7 @@ async fn h264_recovers_from_loss_and_a_blackout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vp8_over_srtp_recovers_with_retransmitted_srtp_packets() {
     let _serial = SERIAL.lock().await;
-    let ka = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
-    let kb = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
-    let sec_a = MediaSecurity::Sdes {
-        local: ka.clone(),
-        remote: kb.clone(),
-    };
-    let sec_b = MediaSecurity::Sdes {
-        local: kb,
-        remote: ka,
-    };
+    let (sec_a, sec_b) = sdes_pair();
     lossy_call(VideoCodecKind::Vp8, 13, (sec_a, sec_b)).await;
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tandem_media::session::MediaSecurity;
+use tandem_media::srtp::{CryptoSuite, SdesCrypto};
 use tandem_video::codec::VideoCodecKind;
 use tandem_video::counter::read_counter;
 use tandem_video::frame::VideoFrame;
@@ -73,6 +74,28 @@ impl Peer {
         }
         out
     }
+}
+
+/// The session tests of one file run one at a time: each runs four codec threads on a shared
+/// machine.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The picture size and frame rate (width, height, fps) the session tests send.
+pub const SIZE: (u32, u32, u32) = (320, 240, 15);
+
+/// Fresh SDES-SRTP keys for a call: side A's and side B's security, each the other's mirror.
+pub fn sdes_pair() -> (MediaSecurity, MediaSecurity) {
+    let ka = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
+    let kb = SdesCrypto::generate(1, CryptoSuite::AesCm128HmacSha1_80);
+    let sec_a = MediaSecurity::Sdes {
+        local: ka.clone(),
+        remote: kb.clone(),
+    };
+    let sec_b = MediaSecurity::Sdes {
+        local: kb,
+        remote: ka,
+    };
+    (sec_a, sec_b)
 }
 
 pub const PT_VP8: u8 = 96;
