@@ -329,6 +329,24 @@ pub(crate) fn build_bench(package: &str, name: &str) -> Result<PathBuf> {
         .with_context(|| format!("cargo reported no executable for the {name} bench"))
 }
 
+/// Removes the `run-*` directories of earlier runs in `out_dir` and creates this run's `run-<pid>` there.
+pub(crate) fn fresh_run_dir(out_dir: &Path) -> Result<PathBuf> {
+    if let Ok(entries) = fs::read_dir(out_dir) {
+        for e in entries.filter_map(|e| e.ok()) {
+            let old_run = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("run-"));
+            if old_run && e.path().is_dir() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let log_dir = out_dir.join(format!("run-{}", std::process::id()));
+    fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    Ok(log_dir)
+}
+
 /// Runs one built bench executable `cmd` (as `cargo bench` would) with a deadline and returns its stdout lines
 /// that `parse` reads (`format` names them in the error when there are none).
 pub(crate) fn run_bench<T>(

@@ -38,7 +38,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench_common::{
     BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
-    loadavg, process_cpu, run_bench, wait_sip_ready,
+    fresh_run_dir, loadavg, process_cpu, run_bench, wait_sip_ready,
 };
 use crate::cmd::target_dir;
 use crate::packages::{Need, Probe};
@@ -1459,19 +1459,7 @@ pub fn video(args: &[String]) -> Result<()> {
 
     let out_dir = target.join("bench-video");
     // Each run keeps its logs until the next run replaces them.
-    if let Ok(entries) = fs::read_dir(&out_dir) {
-        for e in entries.filter_map(|e| e.ok()) {
-            let old_run = e
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with("run-"));
-            if old_run && e.path().is_dir() {
-                let _ = fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    let log_dir = out_dir.join(format!("run-{}", std::process::id()));
-    fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let log_dir = fresh_run_dir(&out_dir)?;
     println!("xtask bench video: logs in {}", log_dir.display());
     let started = Instant::now();
     let load_before = loadavg();
