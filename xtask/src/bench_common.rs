@@ -291,6 +291,34 @@ pub(crate) fn check_baresip(modules: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Starts baresip on the config directory `conf` (its `config` already written) with the one account line
+/// `account`; with `dial` it calls `sip:peer@<target>` at start-up and quits after the given seconds. `gid`
+/// runs it under that group id; logs go to `log_dir`.
+pub(crate) fn launch_baresip(
+    name: &str,
+    conf: &Path,
+    account: &str,
+    dial: Option<(SocketAddr, u64)>,
+    gid: Option<u32>,
+    log_dir: &Path,
+    tails: Tails,
+) -> Result<Proc> {
+    fs::write(conf.join("accounts"), format!("{account}\n"))?;
+    fs::write(conf.join("contacts"), "")?;
+    let mut cmd = Command::new("baresip");
+    cmd.arg("-f").arg(conf);
+    if let Some((target, quit_after)) = dial {
+        cmd.arg("-e")
+            .arg(format!("/dial sip:peer@{target}"))
+            .arg("-t")
+            .arg(quit_after.to_string());
+    }
+    if let Some(gid) = gid {
+        cmd.gid(gid);
+    }
+    Proc::spawn(name, cmd, log_dir, tails)
+}
+
 /// Builds one bench of `package` (`cargo bench --no-run`) and returns the path of its executable.
 pub(crate) fn build_bench(package: &str, name: &str) -> Result<PathBuf> {
     let out = cargo(&[

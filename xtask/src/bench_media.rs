@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 use crate::bench_common::{
     BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
-    fresh_run_dir, loadavg, process_cpu, run_bench, wait_sip_ready,
+    fresh_run_dir, launch_baresip, loadavg, process_cpu, run_bench, wait_sip_ready,
 };
 use crate::cmd::{cargo, target_dir};
 use crate::packages::{Need, Probe};
@@ -636,20 +636,13 @@ fn start_baresip(
     if matches!(role, BaresipRole::Callee { .. }) {
         account.push_str(";answermode=auto");
     }
-    fs::write(conf.join("accounts"), format!("{account}\n"))?;
-    fs::write(conf.join("contacts"), "")?;
-    let mut cmd = Command::new("baresip");
-    cmd.arg("-f").arg(&conf);
-    if let BaresipRole::Caller {
-        target, quit_after, ..
-    } = role
-    {
-        cmd.arg("-e")
-            .arg(format!("/dial sip:peer@{target}"))
-            .arg("-t")
-            .arg(quit_after.to_string());
-    }
-    let proc = Proc::spawn(name, cmd, dir, Tails::Plain)?;
+    let dial = match role {
+        BaresipRole::Caller {
+            target, quit_after, ..
+        } => Some((*target, *quit_after)),
+        BaresipRole::Callee { .. } | BaresipRole::Echo => None,
+    };
+    let proc = launch_baresip(name, &conf, &account, dial, None, dir, Tails::Plain)?;
     Ok((proc, sip))
 }
 

@@ -38,7 +38,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench_common::{
     BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
-    fresh_run_dir, loadavg, process_cpu, run_bench, wait_sip_ready,
+    fresh_run_dir, launch_baresip, loadavg, process_cpu, run_bench, wait_sip_ready,
 };
 use crate::cmd::target_dir;
 use crate::packages::{Need, Probe};
@@ -508,21 +508,8 @@ fn start_baresip(
         Some(_) => format!("<sip:{name}@127.0.0.1>;regint=0;audio_codecs=opus/48000/2"),
         None => "<sip:peer@127.0.0.1>;regint=0;audio_codecs=opus/48000/2;answermode=auto".into(),
     };
-    fs::write(conf.join("accounts"), format!("{account}\n"))?;
-    fs::write(conf.join("contacts"), "")?;
-    let mut cmd = Command::new("baresip");
-    cmd.arg("-f").arg(&conf);
-    if let Some((target, quit_after)) = dial {
-        // `/dial` places an audio + video call when a video source, display and codec are configured.
-        cmd.arg("-e")
-            .arg(format!("/dial sip:peer@{target}"))
-            .arg("-t")
-            .arg(quit_after.to_string());
-    }
-    if let Some(gid) = gid {
-        cmd.gid(gid);
-    }
-    let proc = Proc::spawn(name, cmd, dir, Tails::Redrawn)?;
+    // `/dial` places an audio + video call when a video source, display and codec are configured.
+    let proc = launch_baresip(name, &conf, &account, dial, gid, dir, Tails::Redrawn)?;
     Ok((proc, sip))
 }
 
