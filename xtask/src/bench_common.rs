@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::ops::RangeInclusive;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,6 +14,39 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::cmd::cargo;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Arguments
+
+/// Reads the one option of a peer bench, `<flag> N` (seconds of each call, `default` when absent, within
+/// `range`); `bench` names the bench in the usage line.
+pub(crate) fn parse_secs(
+    args: &[String],
+    flag: &str,
+    default: u64,
+    range: RangeInclusive<u64>,
+    bench: &str,
+) -> Result<u64> {
+    let mut secs = default;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a != flag {
+            bail!("unknown option {a:?}\nusage: cargo xtask bench {bench} [{flag} N]");
+        }
+        let v = it.next().with_context(|| format!("{flag} needs a value"))?;
+        secs = v
+            .parse()
+            .with_context(|| format!("{flag} {v:?} is not a number"))?;
+        if !range.contains(&secs) {
+            bail!(
+                "{flag} must be between {} and {}",
+                range.start(),
+                range.end()
+            );
+        }
+    }
+    Ok(secs)
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Processes
@@ -411,6 +445,26 @@ pub(crate) fn run_bench<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn the_seconds_option_is_read_and_checked() {
+        let parse = |args: &[&str]| parse_secs(&strings(args), "--secs", 12, 6..=30, "video");
+        assert_eq!(parse(&[]).unwrap(), 12);
+        assert_eq!(parse(&["--secs", "20"]).unwrap(), 20);
+        assert_eq!(parse(&["--secs", "6", "--secs", "30"]).unwrap(), 30);
+        let err = |args: &[&str]| format!("{:#}", parse(args).unwrap_err());
+        assert_eq!(err(&["--secs", "5"]), "--secs must be between 6 and 30");
+        assert_eq!(err(&["--secs"]), "--secs needs a value");
+        assert!(err(&["--secs", "x"]).starts_with("--secs \"x\" is not a number"));
+        assert_eq!(
+            err(&["--call-secs", "10"]),
+            "unknown option \"--call-secs\"\nusage: cargo xtask bench video [--secs N]"
+        );
+    }
 
     #[test]
     fn tails_keep_the_last_lines_and_read_redraws_as_lines() {

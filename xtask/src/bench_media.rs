@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 use crate::bench_common::{
     BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
-    fresh_run_dir, launch_baresip, loadavg, process_cpu, run_bench, wait_sip_ready,
+    fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench, wait_sip_ready,
 };
 use crate::cmd::{cargo, target_dir};
 use crate::packages::{Need, Probe};
@@ -1309,31 +1309,15 @@ fn build_report(
 // ---------------------------------------------------------------------------------------------------------------
 // Entry point
 
-fn parse_args(args: &[String]) -> Result<u64> {
-    let mut call_secs = DEFAULT_CALL_SECS;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--call-secs" => {
-                let v = it.next().context("--call-secs needs a value")?;
-                call_secs = v
-                    .parse()
-                    .with_context(|| format!("--call-secs {v:?} is not a number"))?;
-                if !(MIN_CALL_SECS..=MAX_CALL_SECS).contains(&call_secs) {
-                    bail!("--call-secs must be between {MIN_CALL_SECS} and {MAX_CALL_SECS}");
-                }
-            }
-            other => {
-                bail!("unknown option {other:?}\nusage: cargo xtask bench media [--call-secs N]")
-            }
-        }
-    }
-    Ok(call_secs)
-}
-
 /// `cargo xtask bench media`.
 pub fn media(args: &[String]) -> Result<()> {
-    let call_secs = parse_args(args)?;
+    let call_secs = parse_secs(
+        args,
+        "--call-secs",
+        DEFAULT_CALL_SECS,
+        MIN_CALL_SECS..=MAX_CALL_SECS,
+        "media",
+    )?;
     crate::packages::ensure(MEDIA_PACKAGES)?;
     check_baresip(NEEDED_MODULES)?;
 

@@ -38,7 +38,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench_common::{
     BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
-    fresh_run_dir, launch_baresip, loadavg, process_cpu, run_bench, wait_sip_ready,
+    fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench, wait_sip_ready,
 };
 use crate::cmd::target_dir;
 use crate::packages::{Need, Probe};
@@ -1411,29 +1411,15 @@ fn build_report(
 // ---------------------------------------------------------------------------------------------------------------
 // Entry point
 
-fn parse_args(args: &[String]) -> Result<u64> {
-    let mut call_secs = DEFAULT_CALL_SECS;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--secs" => {
-                let v = it.next().context("--secs needs a value")?;
-                call_secs = v
-                    .parse()
-                    .with_context(|| format!("--secs {v:?} is not a number"))?;
-                if !(MIN_CALL_SECS..=MAX_CALL_SECS).contains(&call_secs) {
-                    bail!("--secs must be between {MIN_CALL_SECS} and {MAX_CALL_SECS}");
-                }
-            }
-            other => bail!("unknown option {other:?}\nusage: cargo xtask bench video [--secs N]"),
-        }
-    }
-    Ok(call_secs)
-}
-
 /// `cargo xtask bench video`.
 pub fn video(args: &[String]) -> Result<()> {
-    let call_secs = parse_args(args)?;
+    let call_secs = parse_secs(
+        args,
+        "--secs",
+        DEFAULT_CALL_SECS,
+        MIN_CALL_SECS..=MAX_CALL_SECS,
+        "video",
+    )?;
     crate::packages::ensure(VIDEO_PACKAGES)?;
     check_baresip(NEEDED_MODULES)?;
 
