@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::UdpSocket;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tandem-cli");
+use common::{BIN, free_udp_port};
 
 /// Kills the child on drop (also when a test fails).
 struct Guard {
@@ -108,14 +109,6 @@ impl Guard {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn run(args: &[&str]) -> Output {
@@ -324,14 +317,6 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn media_usage_errors_exit_2() {
-    let base = [
-        "--user",
-        "a",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        "127.0.0.1:0",
-    ];
     let cases: &[&[&str]] = &[
         &["call", "b", "--play", "/nonexistent/tone.wav"],
         &["call", "b", "--hold-after", "2", "--resume-after", "1"],
@@ -345,11 +330,7 @@ fn media_usage_errors_exit_2() {
         &["--srtp-keying", "zrtp", "call", "b"],
         &["answer", "--transfer-to", "sip:"],
     ];
-    for case in cases {
-        let mut args = base.to_vec();
-        args.extend_from_slice(case);
-        assert_eq!(run(&args).status.code(), Some(2), "{case:?}");
-    }
+    common::assert_usage_errors(cases);
 }
 
 #[test]

@@ -3,15 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tandem-cli");
+use common::{BIN, free_udp_port};
 
 /// A tandem-cli process, killed on drop (also when a test fails).
 struct Cli {
@@ -95,14 +96,6 @@ impl Cli {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {

@@ -4,12 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::UdpSocket;
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tandem-cli");
+use common::{BIN, free_udp_port};
 
 /// Kills the child on drop (also when a test fails).
 struct Guard(Option<Child>);
@@ -37,14 +38,6 @@ impl Guard {
         }
         child.wait_with_output().unwrap()
     }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn lines(out: &Output) -> Vec<String> {
@@ -85,7 +78,14 @@ fn answerer(extra: &[&str]) -> (Guard, String) {
 
 /// bob calls `target` for `secs` seconds with `extra` options.
 fn call(target: &str, secs: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
+    let mut args = call_args(target, secs);
+    args.extend_from_slice(extra);
+    Command::new(BIN).args(&args).output().unwrap()
+}
+
+/// The arguments for bob to call `target` for `secs` seconds (on loopback, no registrar).
+fn call_args<'a>(target: &'a str, secs: &'a str) -> Vec<&'a str> {
+    vec![
         "--user",
         "bob",
         "--domain",
@@ -96,9 +96,7 @@ fn call(target: &str, secs: &str, extra: &[&str]) -> Output {
         target,
         "--duration",
         secs,
-    ];
-    args.extend_from_slice(extra);
-    Command::new(BIN).args(&args).output().unwrap()
+    ]
 }
 
 fn line<'a>(lines: &'a [String], prefix: &str) -> Option<&'a str> {
@@ -241,14 +239,6 @@ fn receive_only_recording_and_audio_only_caller() {
 
 #[test]
 fn video_usage_errors_exit_2() {
-    let base = [
-        "--user",
-        "a",
-        "--domain",
-        "127.0.0.1",
-        "--listen",
-        "127.0.0.1:0",
-    ];
     let cases: &[&[&str]] = &[
         &["call", "b", "--video", "/nonexistent/clip.y4m"],
         &["call", "b", "--video-codec", "vp8"],
@@ -257,12 +247,7 @@ fn video_usage_errors_exit_2() {
         &["call", "b", "--video", "pattern", "--video-fps", "0"],
         &["answer", "--video", "pattern", "--video-size", "640"],
     ];
-    for case in cases {
-        let mut args = base.to_vec();
-        args.extend_from_slice(case);
-        let out = Command::new(BIN).args(&args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{case:?}");
-    }
+    common::assert_usage_errors(cases);
 }
 
 /// Reads a child's stdout lines on a thread.
@@ -303,18 +288,7 @@ fn stdin_turns_video_on_and_off() {
     use std::io::Write;
     let (alice, target) = answerer(&["--video", "pattern", "--video-size", "160x120"]);
     let mut child = Command::new(BIN)
-        .args([
-            "--user",
-            "bob",
-            "--domain",
-            "127.0.0.1",
-            "--listen",
-            "127.0.0.1:0",
-            "call",
-            &target,
-            "--duration",
-            "30",
-        ])
+        .args(call_args(&target, "30"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
