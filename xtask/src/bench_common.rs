@@ -1,5 +1,7 @@
-//! What the peer benches share: child processes in their own process group (stopped on drop), CPU time and
-//! load from `/proc`, blocks of free loopback ports, and waiting until a SIP endpoint answers.
+//! What the peer benches (`bench media`, `bench video`, `bench relay`) share: their call-seconds option, child
+//! processes in their own process group (stopped on drop), CPU time and load from `/proc`, blocks of free
+//! loopback ports, waiting until a SIP endpoint answers, the tandem-cli and crate-bench builds, running a built
+//! bench with a deadline, checking and launching baresip, each run's log directory, and WAV writing.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -407,6 +409,28 @@ pub(crate) fn fresh_run_dir(out_dir: &Path) -> Result<PathBuf> {
     let log_dir = out_dir.join(format!("run-{}", std::process::id()));
     fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     Ok(log_dir)
+}
+
+/// Writes mono 16-bit PCM as a WAV file.
+pub(crate) fn write_wav(path: &Path, rate: u32, pcm: &[i16]) -> Result<()> {
+    let data_len = u32::try_from(pcm.len() * 2).context("WAV too long")?;
+    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in pcm {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Runs one built bench executable `cmd` (as `cargo bench` would) with a deadline and returns its stdout lines

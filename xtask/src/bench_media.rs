@@ -36,6 +36,7 @@ use serde_json::{Value, json};
 use crate::bench_common::{
     BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
     fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench, wait_sip_ready,
+    write_wav,
 };
 use crate::cmd::{cargo, target_dir};
 use crate::packages::{Need, Probe};
@@ -194,28 +195,6 @@ fn read_wav(path: &Path) -> Result<Audio> {
         at = body.saturating_add(size).saturating_add(size & 1);
     }
     Err(bad("no data chunk"))
-}
-
-/// Writes mono 16-bit PCM as a WAV file.
-fn write_wav(path: &Path, rate: u32, pcm: &[i16]) -> Result<()> {
-    let data_len = u32::try_from(pcm.len() * 2).context("WAV too long")?;
-    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in pcm {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
 fn samples(d: Duration) -> usize {

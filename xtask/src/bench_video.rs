@@ -39,6 +39,7 @@ use anyhow::{Context, Result, bail};
 use crate::bench_common::{
     BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
     fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench, wait_sip_ready,
+    write_wav,
 };
 use crate::cmd::target_dir;
 use crate::packages::{Need, Probe};
@@ -184,24 +185,7 @@ fn write_speech_wav(path: &Path, secs: f64) -> Result<()> {
             (0.15 * envelope * voice * f64::from(i16::MAX)) as i16
         })
         .collect();
-    let data_len = u32::try_from(pcm.len() * 2).context("WAV too long")?;
-    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&AUDIO_RATE.to_le_bytes());
-    out.extend_from_slice(&(AUDIO_RATE * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in &pcm {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+    write_wav(path, AUDIO_RATE, &pcm)
 }
 
 /// One `FRAME` of the moving-bars stream (I420): diagonal luma bars drifting right, a soft vertical gradient,
