@@ -9,6 +9,9 @@ use std::ops::RangeInclusive;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -194,6 +197,40 @@ fn last_lines<'a>(lines: impl Iterator<Item = &'a str>, keep: usize) -> String {
     let lines: Vec<&str> = lines.collect();
     let from = lines.len().saturating_sub(keep);
     lines.get(from..).unwrap_or(&[]).join("\n")
+}
+
+/// A background thread that runs until its stop flag is set; stopped and joined on drop.
+pub(crate) struct StopThread<T> {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> StopThread<T> {
+    /// Starts `work` on a thread; it should return soon after the flag it is given turns true.
+    pub(crate) fn spawn(work: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static) -> StopThread<T> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || work(flag));
+        StopThread {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the thread and returns what it returned (`None` if it panicked).
+    pub(crate) fn finish(mut self) -> Option<T> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().and_then(|h| h.join().ok())
+    }
+}
+
+impl<T> Drop for StopThread<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// User + system CPU time of a process so far (`/proc/PID/stat` fields 14 and 15).

@@ -24,9 +24,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -34,9 +32,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::bench_common::{
-    BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
-    fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench, wait_sip_ready,
-    write_wav,
+    BARESIP_MODULES, Proc, StopThread, Tails, build_bench, build_cli, check_baresip, clock_ticks,
+    free_block, fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench,
+    wait_sip_ready, write_wav,
 };
 use crate::cmd::{cargo, target_dir};
 use crate::packages::{Need, Probe};
@@ -287,16 +285,11 @@ type Growth = Vec<(Duration, u64)>;
 
 /// Watches a directory's `dump-*.wav` files (baresip's `sndfile` writes every 20 ms frame as it passes) and
 /// records when each grew, so every sample gets the wall-clock time it was written.
-struct DumpWatcher {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<BTreeMap<PathBuf, Growth>>>,
-}
+struct DumpWatcher(StopThread<BTreeMap<PathBuf, Growth>>);
 
 impl DumpWatcher {
     fn start(dir: PathBuf, epoch: Instant) -> DumpWatcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || {
+        DumpWatcher(StopThread::spawn(move |flag| {
             let mut seen: BTreeMap<PathBuf, Growth> = BTreeMap::new();
             while !flag.load(Ordering::Relaxed) {
                 if let Ok(entries) = fs::read_dir(&dir) {
@@ -322,29 +315,12 @@ impl DumpWatcher {
                 sleep(WATCH_INTERVAL);
             }
             seen
-        });
-        DumpWatcher {
-            stop,
-            handle: Some(handle),
-        }
+        }))
     }
 
     /// Stops watching and returns the growth of every dump file seen.
-    fn finish(mut self) -> BTreeMap<PathBuf, Growth> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for DumpWatcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+    fn finish(self) -> BTreeMap<PathBuf, Growth> {
+        self.0.finish().unwrap_or_default()
     }
 }
 

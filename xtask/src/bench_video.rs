@@ -29,17 +29,16 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{JoinHandle, sleep};
+use std::sync::atomic::Ordering;
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::bench_common::{
-    BARESIP_MODULES, Proc, Tails, build_bench, build_cli, check_baresip, clock_ticks, free_block,
-    fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench, wait_sip_ready,
-    write_wav,
+    BARESIP_MODULES, Proc, StopThread, Tails, build_bench, build_cli, check_baresip, clock_ticks,
+    free_block, fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench,
+    wait_sip_ready, write_wav,
 };
 use crate::cmd::target_dir;
 use crate::packages::{Need, Probe};
@@ -250,8 +249,8 @@ impl Drop for RemoveOnDrop {
 /// FIFO is held open read-write and written non-blocking, so the writer never blocks on a reader that has not
 /// opened it yet or went away, and stops when dropped.
 struct BarsFeed {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Result<u64>>>,
+    /// The writing thread: stopped and joined when the feed is dropped.
+    _writer: StopThread<Result<u64>>,
 }
 
 /// `O_NONBLOCK` on Linux (x86-64 and AArch64, the platforms xtask runs on).
@@ -278,9 +277,7 @@ impl BarsFeed {
         let frames: Vec<Vec<u8>> = (0..BARS_LOOP_FRAMES)
             .map(|n| bars_frame(width, height, n))
             .collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || -> Result<u64> {
+        let writer = StopThread::spawn(move |flag| -> Result<u64> {
             let mut written = 0u64;
             let chunks = std::iter::once(header.as_bytes()).chain(
                 (0..).map(|i: usize| frames.get(i % frames.len()).map_or(&[][..], Vec::as_slice)),
@@ -304,19 +301,7 @@ impl BarsFeed {
             }
             Ok(written)
         });
-        Ok(BarsFeed {
-            stop,
-            handle: Some(handle),
-        })
-    }
-}
-
-impl Drop for BarsFeed {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        Ok(BarsFeed { _writer: writer })
     }
 }
 
