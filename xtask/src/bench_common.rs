@@ -528,6 +528,34 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_thread_runs_until_finished_or_dropped() {
+        let worker = StopThread::spawn(|flag| {
+            let mut turns = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                turns += 1;
+                sleep(Duration::from_millis(1));
+            }
+            turns
+        });
+        sleep(Duration::from_millis(30));
+        assert!(worker.finish().is_some_and(|turns| turns > 0));
+
+        let done = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&done);
+        let worker = StopThread::spawn(move |flag| {
+            while !flag.load(Ordering::Relaxed) {
+                sleep(Duration::from_millis(1));
+            }
+            seen.store(true, Ordering::Relaxed);
+        });
+        drop(worker);
+        assert!(
+            done.load(Ordering::Relaxed),
+            "drop joins the thread after stopping it"
+        );
+    }
+
+    #[test]
     fn tails_keep_the_last_lines_and_read_redraws_as_lines() {
         let dir = std::env::temp_dir().join(format!("xtask-bench-common-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
