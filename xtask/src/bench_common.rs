@@ -252,6 +252,11 @@ pub(crate) fn process_cpu(pid: u32, ticks_per_sec: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(ticks as f64 / ticks_per_sec))
 }
 
+/// `cpu` time over `wall` time as a share of one core, in percent.
+pub(crate) fn core_percent(cpu: Duration, wall: Duration) -> f64 {
+    100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+}
+
 /// Clock ticks per second of `/proc` times.
 pub(crate) fn clock_ticks() -> f64 {
     Command::new("getconf")

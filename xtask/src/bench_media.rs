@@ -33,8 +33,8 @@ use serde_json::{Value, json};
 
 use crate::bench_common::{
     BARESIP_MODULES, Proc, StopThread, Tails, build_bench, build_cli, check_baresip, clock_ticks,
-    free_block, fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench,
-    wait_sip_ready, write_wav,
+    core_percent, free_block, fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu,
+    run_bench, wait_sip_ready, write_wav,
 };
 use crate::cmd::{cargo, target_dir};
 use crate::packages::{Need, Probe};
@@ -663,7 +663,7 @@ struct EndpointCpu {
 impl EndpointCpu {
     /// Share of one core, in percent.
     fn percent(&self) -> f64 {
-        100.0 * self.cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+        core_percent(self.cpu, self.wall)
     }
 }
 

@@ -37,8 +37,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench_common::{
     BARESIP_MODULES, Proc, StopThread, Tails, build_bench, build_cli, check_baresip, clock_ticks,
-    free_block, fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu, run_bench,
-    wait_sip_ready, write_wav,
+    core_percent, free_block, fresh_run_dir, launch_baresip, loadavg, parse_secs, process_cpu,
+    run_bench, wait_sip_ready, write_wav,
 };
 use crate::cmd::target_dir;
 use crate::packages::{Need, Probe};
@@ -762,7 +762,7 @@ struct Endpoint {
 impl Endpoint {
     /// Share of one core, in percent.
     fn percent(&self) -> f64 {
-        100.0 * self.cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+        core_percent(self.cpu, self.wall)
     }
 }
 
