@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod peer;
 
 use std::time::Duration;
@@ -86,31 +87,16 @@ fn tone(hz: f32) -> MediaOptions {
     }
 }
 
-/// Waits for the first event matching `pred`, returning it and what came before.
-async fn wait_for(
-    call: &mut Call,
-    pred: impl Fn(&CallEvent) -> bool,
-) -> (CallEvent, Vec<CallEvent>) {
-    let mut seen = Vec::new();
-    loop {
-        let ev = timeout(Duration::from_secs(15), call.next_event())
-            .await
-            .unwrap_or_else(|_| panic!("timed out; events so far: {seen:?}"))
-            .unwrap_or_else(|| panic!("call events ended; events so far: {seen:?}"));
-        if pred(&ev) {
-            return (ev, seen);
-        }
-        seen.push(ev);
-    }
-}
-
 async fn answered(call: &mut Call) -> Vec<CallEvent> {
-    let (_, seen) = wait_for(call, |e| matches!(e, CallEvent::Answered { .. })).await;
+    let (_, seen) = common::wait_for(Duration::from_secs(15), call, |e| {
+        matches!(e, CallEvent::Answered { .. })
+    })
+    .await;
     seen
 }
 
 async fn ended(call: &mut Call) -> CallEvent {
-    wait_for(call, |e| {
+    common::wait_for(Duration::from_secs(15), call, |e| {
         matches!(e, CallEvent::Ended { .. } | CallEvent::Failed(_))
     })
     .await
@@ -165,8 +151,11 @@ async fn tone_call_with_hold_resume_and_quality() {
     assert!(out.quality().packets_sent > 20, "{:?}", out.quality());
 
     out.hold().await.unwrap();
-    wait_for(&mut out, |e| *e == CallEvent::Held).await;
-    wait_for(&mut inn, |e| *e == CallEvent::RemoteHold).await;
+    common::wait_for(Duration::from_secs(15), &mut out, |e| *e == CallEvent::Held).await;
+    common::wait_for(Duration::from_secs(15), &mut inn, |e| {
+        *e == CallEvent::RemoteHold
+    })
+    .await;
     let held = out.media().negotiated.unwrap();
     assert_eq!(held.direction, Direction::SendOnly);
     assert_eq!(
@@ -177,8 +166,14 @@ async fn tone_call_with_hold_resume_and_quality() {
     out.hold().await.unwrap();
 
     out.resume().await.unwrap();
-    wait_for(&mut out, |e| *e == CallEvent::Resumed).await;
-    wait_for(&mut inn, |e| *e == CallEvent::RemoteResumed).await;
+    common::wait_for(Duration::from_secs(15), &mut out, |e| {
+        *e == CallEvent::Resumed
+    })
+    .await;
+    common::wait_for(Duration::from_secs(15), &mut inn, |e| {
+        *e == CallEvent::RemoteResumed
+    })
+    .await;
     assert_eq!(
         out.media().negotiated.unwrap().direction,
         Direction::SendRecv
@@ -220,7 +215,7 @@ async fn srtp_call(
     let mut out = alice.call(&bob, tone(440.0)).await;
     let inc = bob.incoming().await;
     let accepted = inc.accept_with(bob.answer_options(tone(880.0))).await;
-    let result = match wait_for(&mut out, |e| {
+    let result = match common::wait_for(Duration::from_secs(15), &mut out, |e| {
         matches!(e, CallEvent::Answered { .. } | CallEvent::Failed(_))
     })
     .await
@@ -288,7 +283,10 @@ async fn dtmf_rfc4733_and_sip_info_fallback() {
     let (out, mut inn) = connect(&alice, &mut bob, tone(440.0), tone(880.0)).await;
     out.send_dtmf("12#").await.unwrap();
     for d in ['1', '2', '#'] {
-        wait_for(&mut inn, |e| *e == CallEvent::Dtmf(d)).await;
+        common::wait_for(Duration::from_secs(15), &mut inn, |e| {
+            *e == CallEvent::Dtmf(d)
+        })
+        .await;
     }
     assert!(out.send_dtmf("x").await.is_err());
     drop(out);
@@ -301,8 +299,14 @@ async fn dtmf_rfc4733_and_sip_info_fallback() {
     };
     let (out, mut inn) = connect(&alice, &mut bob, no_media, tone(880.0)).await;
     out.send_dtmf("5*").await.unwrap();
-    wait_for(&mut inn, |e| *e == CallEvent::Dtmf('5')).await;
-    wait_for(&mut inn, |e| *e == CallEvent::Dtmf('*')).await;
+    common::wait_for(Duration::from_secs(15), &mut inn, |e| {
+        *e == CallEvent::Dtmf('5')
+    })
+    .await;
+    common::wait_for(Duration::from_secs(15), &mut inn, |e| {
+        *e == CallEvent::Dtmf('*')
+    })
+    .await;
     drop(out);
     ended(&mut inn).await;
     alice.ua.shutdown().await;
@@ -319,7 +323,7 @@ async fn blind_transfer_a_to_b_to_c() {
     b_call.hold().await.unwrap();
     b_call.transfer_blind(carol.uri()).await.unwrap();
 
-    let (ev, _) = wait_for(&mut a_call, |e| {
+    let (ev, _) = common::wait_for(Duration::from_secs(15), &mut a_call, |e| {
         matches!(e, CallEvent::ReferRequested { .. })
     })
     .await;
@@ -353,7 +357,10 @@ async fn blind_transfer_a_to_b_to_c() {
     answered(&mut new_call).await;
     answered(&mut c_call).await;
 
-    let (ev, seen) = wait_for(&mut b_call, |e| matches!(e, CallEvent::Transferred { .. })).await;
+    let (ev, seen) = common::wait_for(Duration::from_secs(15), &mut b_call, |e| {
+        matches!(e, CallEvent::Transferred { .. })
+    })
+    .await;
     assert!(
         seen.iter()
             .any(|e| matches!(e, CallEvent::TransferProgress { status: 100, .. })),
@@ -402,7 +409,7 @@ async fn attended_transfer_with_replaces() {
     let mut a_bob = a_bob;
     a_bob.transfer_attended(&a_carol).await.unwrap();
 
-    wait_for(&mut b_call, |e| {
+    common::wait_for(Duration::from_secs(15), &mut b_call, |e| {
         matches!(e, CallEvent::ReferRequested { .. })
     })
     .await;
@@ -430,7 +437,10 @@ async fn attended_transfer_with_replaces() {
             reason: EndReason::Replaced
         }
     );
-    let (ev, _) = wait_for(&mut a_bob, |e| matches!(e, CallEvent::Transferred { .. })).await;
+    let (ev, _) = common::wait_for(Duration::from_secs(15), &mut a_bob, |e| {
+        matches!(e, CallEvent::Transferred { .. })
+    })
+    .await;
     assert!(matches!(ev, CallEvent::Transferred { status: 200, .. }));
     assert!(matches!(
         ended(&mut a_bob).await,
@@ -473,8 +483,8 @@ async fn reinvite_glare_is_retried_until_both_holds_succeed() {
     );
     a.unwrap().unwrap();
     b.unwrap().unwrap();
-    wait_for(&mut out, |e| *e == CallEvent::Held).await;
-    wait_for(&mut inn, |e| *e == CallEvent::Held).await;
+    common::wait_for(Duration::from_secs(15), &mut out, |e| *e == CallEvent::Held).await;
+    common::wait_for(Duration::from_secs(15), &mut inn, |e| *e == CallEvent::Held).await;
     // Both hold: whoever re-offered last sees inactive.
     let da = out.media().negotiated.unwrap().direction;
     let db = inn.media().negotiated.unwrap().direction;
@@ -706,7 +716,10 @@ async fn early_media_then_reinvite_2xx_retransmitted_until_ack() {
     };
     // 183 with SDP: early media flows before any 200.
     raw.send(&with_tag(183, Some(&answer)), ua_addr).await;
-    let (ev, seen) = wait_for(&mut call, |e| matches!(e, CallEvent::MediaStarted { .. })).await;
+    let (ev, seen) = common::wait_for(Duration::from_secs(15), &mut call, |e| {
+        matches!(e, CallEvent::MediaStarted { .. })
+    })
+    .await;
     assert!(
         matches!(ev, CallEvent::MediaStarted { early: true, .. }),
         "{ev:?}"
@@ -747,7 +760,10 @@ async fn early_media_then_reinvite_2xx_retransmitted_until_ack() {
             }
         };
         assert_eq!(status, 200);
-        wait_for(&mut call, |e| *e == CallEvent::Dtmf('4')).await;
+        common::wait_for(Duration::from_secs(15), &mut call, |e| {
+            *e == CallEvent::Dtmf('4')
+        })
+        .await;
     }
     raw.send(&with_tag(200, Some(&answer)), ua_addr).await;
     answered(&mut call).await;
@@ -801,7 +817,10 @@ async fn early_media_then_reinvite_2xx_retransmitted_until_ack() {
     assert!(oks >= 3, "the 2xx to the re-INVITE was sent {oks} times");
     let body = String::from_utf8(answer_body.unwrap().to_vec()).unwrap();
     assert!(body.contains("a=recvonly"), "{body}");
-    wait_for(&mut call, |e| *e == CallEvent::RemoteHold).await;
+    common::wait_for(Duration::from_secs(15), &mut call, |e| {
+        *e == CallEvent::RemoteHold
+    })
+    .await;
     let ack = format!(
         "ACK {alice_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKreack1\r\n\
          Max-Forwards: 70\r\nFrom: <sip:bob@{me}>;tag=rawtag\r\nTo: <sip:alice@127.0.0.1>;tag={from_tag}\r\n\
@@ -846,7 +865,10 @@ async fn uas_early_media_before_the_answer() {
     inc.early_media(bob.answer_options(tone(880.0)))
         .await
         .unwrap();
-    let (ev, seen) = wait_for(&mut out, |e| matches!(e, CallEvent::MediaStarted { .. })).await;
+    let (ev, seen) = common::wait_for(Duration::from_secs(15), &mut out, |e| {
+        matches!(e, CallEvent::MediaStarted { .. })
+    })
+    .await;
     assert!(
         matches!(ev, CallEvent::MediaStarted { early: true, .. }),
         "{ev:?}"
@@ -860,7 +882,10 @@ async fn uas_early_media_before_the_answer() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(out.quality().packets_received > 10, "{:?}", out.quality());
     let mut inn = inc.accept().await.unwrap();
-    let (ev, _) = wait_for(&mut inn, |e| matches!(e, CallEvent::MediaStarted { .. })).await;
+    let (ev, _) = common::wait_for(Duration::from_secs(15), &mut inn, |e| {
+        matches!(e, CallEvent::MediaStarted { .. })
+    })
+    .await;
     assert!(matches!(ev, CallEvent::MediaStarted { early: true, .. }));
     answered(&mut inn).await;
     let seen = answered(&mut out).await;
@@ -881,8 +906,11 @@ async fn hold_and_resume_with_update() {
     let version = |c: &Call| c.media().local_sdp.unwrap().origin.session_version;
     let before = version(&out);
     out.hold_with(OfferMethod::Update).await.unwrap();
-    wait_for(&mut out, |e| *e == CallEvent::Held).await;
-    wait_for(&mut inn, |e| *e == CallEvent::RemoteHold).await;
+    common::wait_for(Duration::from_secs(15), &mut out, |e| *e == CallEvent::Held).await;
+    common::wait_for(Duration::from_secs(15), &mut inn, |e| {
+        *e == CallEvent::RemoteHold
+    })
+    .await;
     assert_eq!(
         out.media().negotiated.unwrap().direction,
         Direction::SendOnly
@@ -890,10 +918,19 @@ async fn hold_and_resume_with_update() {
     assert_eq!(version(&out), before + 1);
     // Alice resumes with an UPDATE, then Bob holds with a re-INVITE: both methods interleave.
     out.resume_with(OfferMethod::Update).await.unwrap();
-    wait_for(&mut out, |e| *e == CallEvent::Resumed).await;
-    wait_for(&mut inn, |e| *e == CallEvent::RemoteResumed).await;
+    common::wait_for(Duration::from_secs(15), &mut out, |e| {
+        *e == CallEvent::Resumed
+    })
+    .await;
+    common::wait_for(Duration::from_secs(15), &mut inn, |e| {
+        *e == CallEvent::RemoteResumed
+    })
+    .await;
     inn.hold().await.unwrap();
-    wait_for(&mut out, |e| *e == CallEvent::RemoteHold).await;
+    common::wait_for(Duration::from_secs(15), &mut out, |e| {
+        *e == CallEvent::RemoteHold
+    })
+    .await;
     assert_eq!(
         out.media().negotiated.unwrap().direction,
         Direction::RecvOnly
@@ -922,7 +959,7 @@ async fn failed_blind_transfer_keeps_the_call() {
         CallEvent::Failed(e) => assert_eq!(e.rejection(), Some(Rejection::Busy)),
         other => panic!("{other:?}"),
     }
-    let (ev, _) = wait_for(&mut b_call, |e| {
+    let (ev, _) = common::wait_for(Duration::from_secs(15), &mut b_call, |e| {
         matches!(e, CallEvent::TransferFailed { .. })
     })
     .await;
@@ -933,13 +970,16 @@ async fn failed_blind_transfer_keeps_the_call() {
             reason: "Busy Here".into()
         }
     );
-    wait_for(&mut a_call, |e| {
+    common::wait_for(Duration::from_secs(15), &mut a_call, |e| {
         matches!(e, CallEvent::TransferFailed { status: 486, .. })
     })
     .await;
     // The original call is still up: DTMF still gets through.
     b_call.send_dtmf("7").await.unwrap();
-    wait_for(&mut a_call, |e| *e == CallEvent::Dtmf('7')).await;
+    common::wait_for(Duration::from_secs(15), &mut a_call, |e| {
+        *e == CallEvent::Dtmf('7')
+    })
+    .await;
     b_call.hangup();
     assert_eq!(
         ended(&mut a_call).await,
@@ -1294,7 +1334,10 @@ async fn late_offer_answered_in_ack_and_hostile_reoffers_refused() {
     );
     raw.send(info.as_bytes(), bob_addr).await;
     assert_eq!(raw_response(&raw, 11).await.status, 200);
-    wait_for(&mut call, |e| *e == CallEvent::Dtmf('9')).await;
+    common::wait_for(Duration::from_secs(15), &mut call, |e| {
+        *e == CallEvent::Dtmf('9')
+    })
+    .await;
     // Still talking.
     timeout(Duration::from_secs(3), media.recv_from(&mut buf))
         .await
@@ -1333,7 +1376,10 @@ async fn transfers_can_be_refused() {
     // Refused cleanly: a new transfer attempt is possible and the call goes on.
     assert!(inn.transfer_blind(carol.uri()).await.is_err());
     out.send_dtmf("3").await.unwrap();
-    wait_for(&mut inn, |e| *e == CallEvent::Dtmf('3')).await;
+    common::wait_for(Duration::from_secs(15), &mut inn, |e| {
+        *e == CallEvent::Dtmf('3')
+    })
+    .await;
     drop(out);
     ended(&mut inn).await;
     for p in [&alice, &bob, &carol] {

@@ -5,127 +5,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tandem_client_core::types::{DeviceSpec, DnsConfig, SrtpPolicy, Transport};
+use tandem_client_core::types::{DeviceSpec, SrtpPolicy};
 use tandem_client_core::{
-    Account, AnswerOptions, Call, CallEvent, CallOptions, MediaOptions, Registration, SrtpKeying,
-    UaConfig, UaEvent, UaEvents, UserAgent, VideoNotice, VideoOptions, VideoSourceSpec, VideoStats,
-    parse_uri,
+    Call, CallEvent, MediaOptions, SrtpKeying, VideoNotice, VideoOptions, VideoSourceSpec,
+    VideoStats,
 };
-use tandem_labserver::ca::LabCa;
-use tandem_labserver::server::LabServer;
-use tandem_labserver::store::Store;
 use tandem_proto::sdp::SessionDescription;
 use tandem_video::counter::read_counter;
 use tandem_video::y4m::open_y4m;
-use tokio::time::timeout;
 
-#[path = "../../labserver/tests/lab_fixture/mod.rs"]
-mod lab_fixture;
+mod common;
 
-use lab_fixture::{DOMAIN, loopback_config};
+use common::{Lab, Phone};
 
 /// The pattern both sides send: the smallest size whose frame counter survives coding.
 const W: u32 = 160;
 const H: u32 = 120;
 const FPS: u32 = 15;
-
-/// An in-process lab (SIP on loopback UDP); stopped on drop.
-struct Lab {
-    server: Option<LabServer>,
-    udp: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Lab {
-    async fn start() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let config = loopback_config(dir.path(), false);
-        let store = Store::open_in(dir.path()).await.unwrap();
-        for u in ["alice", "bob"] {
-            store.add_user(u, DOMAIN, &format!("{u}pw")).await.unwrap();
-        }
-        let ca = LabCa::load_or_create(dir.path(), &[DOMAIN.to_string()]).unwrap();
-        let server = LabServer::start(config, store, ca).await.unwrap();
-        let udp = server.local_addr(Transport::Udp).unwrap();
-        Lab {
-            server: Some(server),
-            udp,
-            _dir: dir,
-        }
-    }
-
-    fn account(&self, user: &str) -> Account {
-        let mut a = Account::new(user, DOMAIN);
-        a.password = Some(format!("{user}pw"));
-        a.proxy = Some(parse_uri(&format!("sip:{}", self.udp)).unwrap());
-        a
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.server.take();
-    }
-}
-
-struct Phone {
-    ua: UserAgent,
-    events: UaEvents,
-    account: Account,
-    _registration: Registration,
-}
-
-impl Phone {
-    async fn new(account: Account) -> Phone {
-        let config = UaConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            transport: Transport::Udp,
-            dns: DnsConfig::Disabled,
-            ..UaConfig::default()
-        };
-        let (ua, events) = UserAgent::new(config).await.unwrap();
-        let registration = ua.register(&account).await.unwrap();
-        Phone {
-            ua,
-            events,
-            account,
-            _registration: registration,
-        }
-    }
-
-    async fn call(&self, user: &str, media: MediaOptions) -> Call {
-        let target = parse_uri(&format!("sip:{user}@{DOMAIN}")).unwrap();
-        let options = CallOptions {
-            media,
-            ..CallOptions::default()
-        };
-        self.ua.call(&self.account, target, options).await.unwrap()
-    }
-
-    async fn answer(&mut self, media: MediaOptions) -> Call {
-        let incoming = loop {
-            match timeout(Duration::from_secs(10), self.events.next())
-                .await
-                .expect("no incoming call")
-                .expect("UA events ended")
-            {
-                UaEvent::IncomingCall(c) => break c,
-                _ => continue,
-            }
-        };
-        incoming
-            .accept_with(AnswerOptions {
-                account: Some(self.account.clone()),
-                media,
-            })
-            .await
-            .unwrap()
-    }
-}
 
 fn audio() -> MediaOptions {
     MediaOptions {
@@ -155,28 +54,14 @@ fn with_video(v: VideoOptions) -> MediaOptions {
     }
 }
 
-/// Waits for the first event matching `pred`, returning it and what came before.
-async fn wait_for(
-    call: &mut Call,
-    pred: impl Fn(&CallEvent) -> bool,
-) -> (CallEvent, Vec<CallEvent>) {
-    let mut seen = Vec::new();
-    loop {
-        let ev = timeout(Duration::from_secs(20), call.next_event())
-            .await
-            .unwrap_or_else(|_| panic!("timed out; events so far: {seen:?}"))
-            .unwrap_or_else(|| panic!("call events ended; events so far: {seen:?}"));
-        if pred(&ev) {
-            return (ev, seen);
-        }
-        seen.push(ev);
-    }
-}
-
 async fn video_notice(call: &mut Call, pred: impl Fn(&VideoNotice) -> bool) -> VideoNotice {
-    match wait_for(call, |e| matches!(e, CallEvent::Video(n) if pred(n)))
-        .await
-        .0
+    match common::wait_for(
+        Duration::from_secs(20),
+        call,
+        |e| matches!(e, CallEvent::Video(n) if pred(n)),
+    )
+    .await
+    .0
     {
         CallEvent::Video(n) => n,
         _ => unreachable!(),
@@ -205,7 +90,10 @@ async fn stopped(call: &mut Call) -> VideoStats {
 async fn hang_up(a: &mut Call, b: &mut Call) {
     a.hangup();
     for c in [a, b] {
-        wait_for(c, |e| matches!(e, CallEvent::Ended { .. })).await;
+        common::wait_for(Duration::from_secs(20), c, |e| {
+            matches!(e, CallEvent::Ended { .. })
+        })
+        .await;
     }
 }
 
@@ -256,7 +144,7 @@ fn video_line(sdp: &SessionDescription) -> &tandem_proto::sdp::MediaDescription 
 }
 
 async fn two_way_video(codec: &str) {
-    let lab = Lab::start().await;
+    let lab = Lab::start_with(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let alice_rec = dir.path().join("alice.y4m");
     let bob_rec = dir.path().join("bob.y4m");
@@ -325,13 +213,16 @@ async fn h264_video_both_ways_through_the_lab() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_call_upgraded_to_video_and_back() {
-    let lab = Lab::start().await;
+    let lab = Lab::start_with(|_| {}).await;
     let alice = Phone::new(lab.account("alice")).await;
     let mut bob = Phone::new(lab.account("bob")).await;
     // Alice calls without video; Bob would take video (his options have it).
     let mut a = alice.call("bob", audio()).await;
     let mut b = bob.answer(with_video(video("VP8", None))).await;
-    wait_for(&mut a, |e| matches!(e, CallEvent::Answered { .. })).await;
+    common::wait_for(Duration::from_secs(20), &mut a, |e| {
+        matches!(e, CallEvent::Answered { .. })
+    })
+    .await;
     let offer = a.media().local_sdp.unwrap();
     assert_eq!(offer.media.len(), 1, "no video offered: {offer}");
     assert!(a.video_stats().is_none());
@@ -402,7 +293,7 @@ async fn audio_call_upgraded_to_video_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_video_declines_it_and_audio_goes_on() {
-    let lab = Lab::start().await;
+    let lab = Lab::start_with(|_| {}).await;
     let alice = Phone::new(lab.account("alice")).await;
     let mut bob = Phone::new(lab.account("bob")).await;
     let mut a = alice.call("bob", with_video(video("VP8", None))).await;
@@ -413,7 +304,8 @@ async fn a_peer_without_video_declines_it_and_audio_goes_on() {
     assert_eq!(answer.media.len(), 2, "{answer}");
     assert_eq!(video_line(&answer).port, 0, "{answer}");
     assert!(a.media().video.is_none());
-    wait_for(
+    common::wait_for(
+        Duration::from_secs(20),
         &mut a,
         |e| matches!(e, CallEvent::Quality(q) if q.packets_received > 20),
     )
@@ -421,7 +313,7 @@ async fn a_peer_without_video_declines_it_and_audio_goes_on() {
     // Asking again: the peer declines again, the call goes on.
     let err = a.set_video(true).await.unwrap_err();
     assert!(err.to_string().contains("declined"), "{err}");
-    wait_for(&mut a, |e| {
+    common::wait_for(Duration::from_secs(20), &mut a, |e| {
         matches!(e, CallEvent::Video(VideoNotice::Rejected(_)))
     })
     .await;
@@ -433,7 +325,7 @@ async fn a_peer_without_video_declines_it_and_audio_goes_on() {
 }
 
 async fn secure_video(keying: SrtpKeying) {
-    let lab = Lab::start().await;
+    let lab = Lab::start_with(|_| {}).await;
     let mut alice_acc = lab.account("alice");
     let mut bob_acc = lab.account("bob");
     for acc in [&mut alice_acc, &mut bob_acc] {
