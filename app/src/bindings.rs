@@ -79,6 +79,8 @@ pub fn generate() -> Result<Vec<(String, String)>, ts_rs::ExportError> {
     one::<CameraArg>(&cfg, &mut out)?;
     one::<AnswerArg>(&cfg, &mut out)?;
     one::<VideoFigures>(&cfg, &mut out)?;
+    one::<crate::links::CallLink>(&cfg, &mut out)?;
+    one::<crate::links::LinkArg>(&cfg, &mut out)?;
     one::<AppEvent>(&cfg, &mut out)?;
     one::<AccountArg>(&cfg, &mut out)?;
     one::<CallArg>(&cfg, &mut out)?;

@@ -104,6 +104,8 @@ pub const COMMANDS: &[&str] = &[
     "choose_camera",
     "set_video",
     "set_camera",
+    "open_link",
+    "take_link",
 ];
 
 fn args<T: DeserializeOwned>(command: &str, value: Value) -> Result<T, Failure> {
@@ -231,6 +233,8 @@ pub async fn dispatch(state: &AppState, command: &str, arguments: Value) -> Resu
             let a: CameraArg = args(command, arguments)?;
             json(state.set_camera(&a.call_id, a.camera.as_deref()).await?)
         }
+        "open_link" => json(state.open_link(args(command, arguments)?)?),
+        "take_link" => json(state.take_link()),
         other => Err(failure(
             FailureKind::Other,
             format!("Unknown command {other}."),

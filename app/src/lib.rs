@@ -12,6 +12,7 @@ pub mod commands;
 pub mod explain;
 pub mod files;
 pub mod lab;
+pub mod links;
 pub mod persist;
 pub mod secrets;
 pub mod server;

@@ -102,6 +102,8 @@ pub(crate) struct Inner {
     pub(crate) video: crate::video::VideoHub,
     /// The camera new video calls send from (none: receive-only video).
     camera: Mutex<Option<String>>,
+    /// A link waiting for the ui.
+    pub(crate) links: crate::links::PendingLink,
 }
 
 /// The app: accounts with one client-core [`UserAgent`] each, calls, history, the bundled lab
@@ -254,6 +256,7 @@ impl AppState {
                 files: crate::files::Files::default(),
                 video: crate::video::VideoHub::default(),
                 camera: Mutex::new(camera),
+                links: crate::links::PendingLink::default(),
             }),
         })
     }

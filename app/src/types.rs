@@ -797,6 +797,11 @@ pub enum AppEvent {
         /// The contact now.
         contact: Contact,
     },
+    /// A `sip:`/`tel:` link asks for a call, for the user to confirm.
+    CallLink {
+        /// The call the link asks for.
+        link: crate::links::CallLink,
+    },
     /// A contact was removed.
     ContactRemoved {
         /// The account.

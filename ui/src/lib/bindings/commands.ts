@@ -46,4 +46,6 @@ export type Command =
   | "list_cameras"
   | "choose_camera"
   | "set_video"
-  | "set_camera";
+  | "set_camera"
+  | "open_link"
+  | "take_link";
