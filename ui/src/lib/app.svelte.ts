@@ -22,6 +22,7 @@ import type { CertificateDetails } from "./bindings/CertificateDetails";
 import type { FileTransfer } from "./bindings/FileTransfer";
 import type { Cameras } from "./bindings/Cameras";
 import type { VideoFigures } from "./bindings/VideoFigures";
+import type { CallLink } from "./bindings/CallLink";
 import type { Transport } from "./transport";
 
 /** The key of a conversation: account and peer address (scheme, user, host; lowercased). */
@@ -69,6 +70,8 @@ export class AppModel {
   cameras = $state<Cameras | null>(null);
   /** Video figures by call id. */
   videoFigures = $state<Record<string, VideoFigures>>({});
+  /** A call a sip:/tel: link asks for, waiting for the user to confirm it. */
+  callLink = $state<CallLink | null>(null);
   private stop: (() => void) | null = null;
 
   constructor(readonly transport: Transport) {}
@@ -96,6 +99,9 @@ export class AppModel {
     this.transfers = transfers ?? [];
     for (const p of presence ?? []) this.myPresence[p.accountId] = p;
     for (const v of voicemail ?? []) this.voicemail[v.accountId] = v;
+    // A link that opened the app arrived before we listened.
+    const link = await this.transport.invoke<CallLink | null>("take_link");
+    if (link) this.callLink = link;
     this.loaded = true;
   }
 
@@ -181,6 +187,9 @@ export class AppModel {
       case "voicemail":
         this.voicemail = { ...this.voicemail, [event.voicemail.accountId]: event.voicemail };
         break;
+      case "callLink":
+        this.callLink = event.link;
+        break;
     }
   }
 
@@ -216,6 +225,12 @@ export class AppModel {
   /** The file transfers of a conversation. */
   transfersWith(key: string): FileTransfer[] {
     return this.transfers.filter((f) => peerKey(f.accountId, f.peer) === key);
+  }
+
+  /** Forgets the link's call (placed or dismissed), here and on the Rust side. */
+  dismissLink(): void {
+    this.callLink = null;
+    void this.transport.invoke("take_link").catch(() => undefined);
   }
 
   /** Watchers waiting for us to allow or block them. */
