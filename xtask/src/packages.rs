@@ -119,6 +119,8 @@ pub const TEST_PACKAGES: &[Need] = &[
     // The desktop app's end-to-end test: Xvfb, WebKitWebDriver; the phone layout in Chromium.
     (Probe::Bin("Xvfb"), "xvfb"),
     (Probe::Bin("WebKitWebDriver"), "webkit2gtk-driver"),
+    // The desktop E2E's private session bus (single instance, notifications).
+    (Probe::Bin("dbus-daemon"), "dbus-daemon"),
     (Probe::Bin("chromium"), "chromium"),
     // Media server tests decode the Ogg Opus recordings with opusdec.
     (Probe::Bin("opusdec"), "opus-tools"),
