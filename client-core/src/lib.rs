@@ -61,7 +61,7 @@ pub use transfer::ReplacesTarget;
 pub use ua::{NetworkState, UaEvent, UaEvents, UserAgent, interface_addresses};
 pub use video::{
     DEFAULT_MAX_BITRATE_BPS, DEFAULT_PATTERN, FrameReceiver, VideoNotice, VideoOptions,
-    VideoSourceSpec, VideoStats, parse_video_size,
+    VideoPolicy, VideoSourceSpec, VideoStats, parse_video_size,
 };
 pub use xcap::{XcapClient, XcapDocument, XcapError};
 

@@ -275,13 +275,14 @@ impl CallMedia {
         } else {
             Vec::new()
         };
-        let wants_video = opts.enabled && opts.session_sdp.is_none() && opts.video.is_some();
+        let has_rtp = opts.enabled && opts.session_sdp.is_none();
+        let wants_video = has_rtp && opts.video.as_ref().is_some_and(|v| v.offer);
         let video = CallVideo::new(
             ip,
             account.srtp,
             account.srtp_keying,
             cname.clone(),
-            opts.video.clone().filter(|_| wants_video),
+            opts.video.clone().filter(|_| has_rtp),
             opts.rtp_timeout,
             opts.report_interval,
         );

@@ -181,9 +181,64 @@ impl FromStr for VideoSourceSpec {
     }
 }
 
-/// Video options of a call (`MediaOptions::video`); `None` there means an audio-only call.
+/// What a call does when the peer adds video to it (its re-INVITE or UPDATE offers an
+/// `m=video` line while the call has none). The offer is always answered at once, never held
+/// waiting for a human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum VideoPolicy {
+    /// Receive the peer's video (answer `recvonly`) when we can show it, without asking the
+    /// user whether to send their camera too.
+    Receive,
+    /// Receive the peer's video (answer `recvonly`) when we can show it, and ask the user
+    /// whether to turn their camera on ([`VideoNotice::PeerOffered`] with `ask`).
+    #[default]
+    Ask,
+    /// Decline the peer's video (port 0); the call goes on with audio.
+    Never,
+}
+
+impl VideoPolicy {
+    /// The policy's name (`receive`, `ask`, `never`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoPolicy::Receive => "receive",
+            VideoPolicy::Ask => "ask",
+            VideoPolicy::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for VideoPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for VideoPolicy {
+    type Err = String;
+
+    /// `receive` (or `accept`), `ask`, `never` (or `decline`), any case.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "receive" | "accept" => Ok(VideoPolicy::Receive),
+            "ask" => Ok(VideoPolicy::Ask),
+            "never" | "decline" => Ok(VideoPolicy::Never),
+            _ => Err(format!("{s:?} is not a video policy (receive, ask, never)")),
+        }
+    }
+}
+
+/// Video options of a call (`MediaOptions::video`); `None` there means an audio-only call
+/// whose peer's video follows the default [`VideoPolicy`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoOptions {
+    /// Offer (and accept) video from the start of the call. False: the call starts with
+    /// audio only, and these options apply once the peer adds video (per `policy`) or
+    /// [`Call::set_video`](crate::Call::set_video) turns it on.
+    pub offer: bool,
+    /// What to do when the peer adds video to the call while it has none.
+    pub policy: VideoPolicy,
     /// What we send (default: the 320x240@15 test pattern).
     pub source: VideoSourceSpec,
     /// Write the received video to this Y4M file (frames of another size are scaled to the first).
@@ -199,6 +254,8 @@ pub struct VideoOptions {
 impl Default for VideoOptions {
     fn default() -> Self {
         VideoOptions {
+            offer: true,
+            policy: VideoPolicy::default(),
             source: VideoSourceSpec::default(),
             record: None,
             codecs: vec!["VP8".into(), "H264".into()],
@@ -356,6 +413,18 @@ pub enum VideoNotice {
     Stopped(VideoStats),
     /// The peer declined our video (port 0 or no common codec): the call goes on with audio.
     Rejected(String),
+    /// The peer added video to the call; its offer is already answered per the call's
+    /// [`VideoPolicy`]. Turning our camera on ([`Call::set_video`](crate::Call::set_video)
+    /// `(true)` or [`Call::set_camera`](crate::Call::set_camera)) re-offers the video with us
+    /// sending; doing nothing leaves it as answered.
+    PeerOffered {
+        /// We receive the peer's video (answered `recvonly`): its picture shows at once
+        /// ([`VideoNotice::Started`] follows). False: declined (policy `never`, or nothing
+        /// can show video: no frame receiver and no recording).
+        receiving: bool,
+        /// The policy asks the user whether to send their camera too.
+        ask: bool,
+    },
     /// No video RTP from the peer for the call's RTP timeout.
     RtpTimeout,
     /// A non-fatal video problem (source, recording, SRTP, ICE).
@@ -450,6 +519,9 @@ pub(crate) struct CallVideo {
     /// The peer declined our last video offer: our re-offers carry port 0 until asked again
     /// (its own video offers are still accepted).
     declined: bool,
+    /// We took the peer's video without sending (the policy answered its offer `recvonly`):
+    /// our offers stay receive-only until the user turns the camera on.
+    recv_only: bool,
     transport: Option<Transport>,
     offered_crypto: Vec<SdesCrypto>,
     /// The session description has an `m=video` line (kept, maybe with port 0, in re-offers).
@@ -571,8 +643,9 @@ impl CallVideo {
             cname,
             rtp_timeout,
             report_interval,
-            wanted: opts.is_some(),
+            wanted: opts.as_ref().is_some_and(|o| o.offer),
             declined: false,
+            recv_only: false,
             opts,
             transport: None,
             offered_crypto,
@@ -609,8 +682,54 @@ impl CallVideo {
             if self.opts.is_none() {
                 self.opts = Some(VideoOptions::default());
             }
+        } else {
+            self.recv_only = false;
         }
         std::mem::replace(&mut self.wanted, on)
+    }
+
+    /// Whether we take the peer's video without sending until the user turns the camera on.
+    pub fn recv_only(&self) -> bool {
+        self.recv_only
+    }
+
+    /// Restores the video wish and receive-only state from before a failed offer.
+    pub fn restore(&mut self, wanted: bool, recv_only: bool) {
+        self.set_wanted(wanted);
+        self.recv_only = recv_only && wanted;
+    }
+
+    /// The user turns the camera on: our offers send again. Returns whether we were
+    /// receive-only (a re-offer is then needed).
+    pub fn send_again(&mut self) -> bool {
+        std::mem::replace(&mut self.recv_only, false)
+    }
+
+    /// What the call does when the peer adds video.
+    pub fn policy(&self) -> VideoPolicy {
+        self.opts.as_ref().map(|o| o.policy).unwrap_or_default()
+    }
+
+    /// Whether we can show the peer's video: someone watches the decoded frames
+    /// ([`Call::video_frames`](crate::Call::video_frames)) or they are recorded.
+    pub fn can_show(&self) -> bool {
+        self.frames.receiver_count() > 0 || self.opts.as_ref().is_some_and(|o| o.record.is_some())
+    }
+
+    /// Whether the peer's `offer` adds video the call does not have: an active `m=video`
+    /// line while no video is negotiated and we do not want any.
+    pub fn peer_adds(&self, offer: &SessionDescription) -> bool {
+        let active = sdpv::video_index(offer)
+            .and_then(|i| offer.media.get(i))
+            .is_some_and(|m| m.port != 0);
+        active && self.negotiated.is_none() && !self.wanted
+    }
+
+    /// Takes the peer's video receive-only (before answering its offer): video is wanted,
+    /// and our direction does not send until [`Self::send_again`].
+    pub fn receive_only(&mut self) {
+        self.set_wanted(true);
+        self.recv_only = true;
     }
 
     /// Whether the call already is as `on` asks (video negotiated or not, as wanted).
@@ -710,7 +829,7 @@ impl CallVideo {
         if hold {
             return Direction::Inactive;
         }
-        let sends = self.opts.as_ref().is_some_and(|o| !o.source.is_none());
+        let sends = !self.recv_only && self.opts.as_ref().is_some_and(|o| !o.source.is_none());
         Direction::from_flags(sends, true)
     }
 
@@ -1314,6 +1433,9 @@ impl CallVideo {
     /// once). Returns true when the negotiated direction must change (a re-offer is needed).
     pub fn set_camera(&mut self, source: Option<VideoSourceSpec>) -> Result<bool> {
         let spec = source.unwrap_or(VideoSourceSpec::None);
+        if !spec.is_none() {
+            self.recv_only = false;
+        }
         let opened = match &self.running {
             Some(_) => spec.open()?,
             None => None,

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tandem_net::{ClientTx, Target, TxOutcome};
 use tandem_proto::dialog::Dialog;
 use tandem_proto::msg::{HeaderName, Method, NameAddr, Request, Response, Scheme};
+use tandem_proto::sdp::SessionDescription;
 use tandem_proto::transaction::TxId;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -25,6 +26,7 @@ use crate::media::MediaNotice;
 use crate::request::log_outcome;
 use crate::transfer::{ReplacesTarget, SIPFRAG, parse_sipfrag, sipfrag, unescape};
 use crate::ua::{ALLOW, DialogInput, SUPPORTED, UaEvent};
+use crate::video::{VideoNotice, VideoPolicy};
 
 /// How many challenges a re-INVITE may get answered.
 const MAX_REINVITE_CHALLENGES: u32 = 3;
@@ -62,6 +64,8 @@ struct Goal {
     reoffer: bool,
     /// Whether we wanted video before this goal's offer (restored when it fails).
     prev_video: bool,
+    /// Whether we took the peer's video receive-only before this goal's offer (restored too).
+    prev_recv_only: bool,
     /// Retries after a 500 with Retry-After (the peer was still busy with an offer).
     retries: u32,
     method: OfferMethod,
@@ -82,6 +86,7 @@ impl Goal {
             video: None,
             reoffer: false,
             prev_video: false,
+            prev_recv_only: false,
             retries: 0,
             method,
             reply,
@@ -494,7 +499,9 @@ impl CallTask {
             Ok(o) => o,
             Err(e) => {
                 self.media.local_hold = prev_hold;
-                self.media.video.set_wanted(goal.prev_video);
+                self.media
+                    .video
+                    .restore(goal.prev_video, goal.prev_recv_only);
                 goal.answer(Err(e));
                 return;
             }
@@ -628,7 +635,9 @@ impl CallTask {
             Ok(o) => o,
             Err(e) => {
                 self.media.local_hold = prev_hold;
-                self.media.video.set_wanted(goal.prev_video);
+                self.media
+                    .video
+                    .restore(goal.prev_video, goal.prev_recv_only);
                 live.update_offer = false;
                 goal.answer(Err(e));
                 return;
@@ -697,7 +706,9 @@ impl CallTask {
                 let mut out = live.reinvite.take()?;
                 self.media.offer_failed();
                 self.media.local_hold = out.prev_hold;
-                self.media.video.set_wanted(out.goal.prev_video);
+                self.media
+                    .video
+                    .restore(out.goal.prev_video, out.goal.prev_recv_only);
                 out.goal.answer(Err(UaError::Timeout));
                 // RFC 3261 §14.1: a re-INVITE timeout ends the dialog.
                 self.bye(&mut live.dialog, None).await;
@@ -760,7 +771,9 @@ impl CallTask {
                 // Glare (RFC 3261 §14.1): retry after a random wait.
                 self.media.offer_failed();
                 self.media.local_hold = out.prev_hold;
-                self.media.video.set_wanted(out.goal.prev_video);
+                self.media
+                    .video
+                    .restore(out.goal.prev_video, out.goal.prev_recv_only);
                 let delay = glare_delay(self.call_id_owner, self.shared.random_u32());
                 tracing::debug!(?delay, "re-INVITE glare: retrying later");
                 live.retry_at = Some(Instant::now() + delay);
@@ -772,7 +785,9 @@ impl CallTask {
                 // after its Retry-After.
                 self.media.offer_failed();
                 self.media.local_hold = out.prev_hold;
-                self.media.video.set_wanted(out.goal.prev_video);
+                self.media
+                    .video
+                    .restore(out.goal.prev_video, out.goal.prev_recv_only);
                 let delay = retry_after(&r).unwrap_or(MAX_RETRY_AFTER);
                 tracing::debug!(
                     ?delay,
@@ -844,25 +859,60 @@ impl CallTask {
     /// Applies a goal's video wish before its offer, remembering the previous one.
     fn want_video(&mut self, goal: &mut Goal) {
         goal.prev_video = self.media.video.wanted();
+        goal.prev_recv_only = self.media.video.recv_only();
         if let Some(on) = goal.video {
             self.media.video.set_wanted(on);
         }
     }
 
     /// `Call::set_video`: enabling binds the video socket (or gathers its ICE candidates)
-    /// first; then a re-INVITE carries the change.
+    /// first, and turns our camera on when we only received the peer's video; then a
+    /// re-INVITE carries the change.
     async fn set_video(&mut self, live: &mut Live, on: bool, reply: oneshot::Sender<Result<()>>) {
         if on && let Err(e) = self.media.ready_video().await {
             let _ = reply.send(Err(e));
             return;
         }
-        self.command(live, CallCommand::SetVideo(on, reply));
+        let prev_recv_only = self.media.video.recv_only();
+        let reoffer = on && self.media.video.send_again();
+        live.goals.push_back(Goal {
+            video: Some(on),
+            reoffer,
+            prev_recv_only,
+            ..Goal::new(
+                self.media.local_hold,
+                false,
+                OfferMethod::Invite,
+                Some(reply),
+            )
+        });
+    }
+
+    /// Before answering a re-offer: when the peer adds video and the call's policy lets us
+    /// receive it and something can show it, binds the video socket (or gathers its ICE
+    /// candidates) so that the answer can take it at once.
+    async fn prepare_peer_video(&mut self, request: &Request) {
+        if request.body.is_empty() || !is_sdp(request.headers.content_type()) {
+            return;
+        }
+        let Ok(offer) = SessionDescription::parse_bytes(&request.body) else {
+            return;
+        };
+        let video = &self.media.video;
+        if !video.peer_adds(&offer) || video.policy() == VideoPolicy::Never || !video.can_show() {
+            return;
+        }
+        if let Err(e) = self.media.ready_video().await {
+            tracing::warn!(error = %e, "no socket for the peer's video: declining it");
+        }
     }
 
     fn fail_reinvite(&mut self, mut out: OutInvite, error: UaError) {
         self.media.offer_failed();
         self.media.local_hold = out.prev_hold;
-        self.media.video.set_wanted(out.goal.prev_video);
+        self.media
+            .video
+            .restore(out.goal.prev_video, out.goal.prev_recv_only);
         self.publish_media();
         out.goal.answer(Err(error));
     }
@@ -925,7 +975,9 @@ impl CallTask {
                     Ok(r) if r.status == 491 => {
                         self.media.offer_failed();
                         self.media.local_hold = prev_hold;
-                        self.media.video.set_wanted(goal.prev_video);
+                        self.media
+                            .video
+                            .restore(goal.prev_video, goal.prev_recv_only);
                         let delay = glare_delay(self.call_id_owner, self.shared.random_u32());
                         live.retry_at = Some(Instant::now() + delay);
                         live.goals.push_front(goal);
@@ -938,7 +990,9 @@ impl CallTask {
                     {
                         self.media.offer_failed();
                         self.media.local_hold = prev_hold;
-                        self.media.video.set_wanted(goal.prev_video);
+                        self.media
+                            .video
+                            .restore(goal.prev_video, goal.prev_recv_only);
                         let delay = retry_after(&r).unwrap_or(MAX_RETRY_AFTER);
                         live.retry_at = Some(Instant::now() + delay);
                         goal.retries += 1;
@@ -948,7 +1002,9 @@ impl CallTask {
                     other => {
                         self.media.offer_failed();
                         self.media.local_hold = prev_hold;
-                        self.media.video.set_wanted(goal.prev_video);
+                        self.media
+                            .video
+                            .restore(goal.prev_video, goal.prev_recv_only);
                         self.publish_media();
                         let ends = matches!(&other, Ok(r) if r.status == 481);
                         goal.answer(other.and_then(|r| Err(UaError::rejected(r.status, r.reason))));
@@ -1105,10 +1161,12 @@ impl CallTask {
                 })
             }
             Method::Invite => {
+                self.prepare_peer_video(&request).await;
                 self.reinvite_in(live, tx, &request);
                 None
             }
             Method::Update => {
+                self.prepare_peer_video(&request).await;
                 self.update_in(live, tx, &request);
                 None
             }
@@ -1158,8 +1216,21 @@ impl CallTask {
     }
 
     /// Answers an offer in a re-INVITE/UPDATE: the answer, or the 400/488 to send.
+    /// When the peer adds video, the call's [`VideoPolicy`] decides: receive-only when we can
+    /// show it (never held for the user), else port 0; a [`VideoNotice::PeerOffered`] tells
+    /// the application.
     fn answer_reoffer(&mut self, request: &Request) -> std::result::Result<String, Response> {
         let was_remote_hold = self.media.remote_hold();
+        let adds = SessionDescription::parse_bytes(&request.body)
+            .is_ok_and(|offer| self.media.video.peer_adds(&offer));
+        let policy = self.media.video.policy();
+        let receive = adds
+            && policy != VideoPolicy::Never
+            && self.media.video.can_show()
+            && self.media.video.has_transport();
+        if receive {
+            self.media.video.receive_only();
+        }
         match self.media.answer_offer(&request.body) {
             Ok(answer) => {
                 if let Err(e) = self.apply_media(false) {
@@ -1167,9 +1238,24 @@ impl CallTask {
                     self.emit(CallEvent::MediaWarning(e.to_string()));
                 }
                 self.hold_events(was_remote_hold);
+                if adds {
+                    let receiving = self.media.video.negotiated().is_some();
+                    if receive && !receiving {
+                        // Offered video we cannot take (codec, security): nothing wanted.
+                        self.media.video.set_wanted(false);
+                    }
+                    tracing::info!(receiving, %policy, "the peer added video");
+                    self.emit(CallEvent::Video(VideoNotice::PeerOffered {
+                        receiving,
+                        ask: policy == VideoPolicy::Ask,
+                    }));
+                }
                 Ok(answer.to_string())
             }
             Err(rej) => {
+                if receive {
+                    self.media.video.set_wanted(false);
+                }
                 tracing::warn!(status = rej.status, reason = %rej.reason, "refusing a re-offer");
                 let mut r = response(request, rej.status);
                 r.headers.push(
