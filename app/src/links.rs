@@ -1,7 +1,7 @@
 //! `sip:`, `sips:`, `tel:` and `callto:` links handed to the app by the system (a click in a
 //! browser, `tandem sip:bob@example.com` on a command line, a second launch forwarded to the
-//! running instance): checked, cleaned and offered to the ui as a call to confirm — a link
-//! never places a call by itself.
+//! running instance, an Apple Event on macOS): checked, cleaned and offered to the ui as a call
+//! to confirm — a link never places a call by itself.
 
 use std::sync::Mutex;
 
@@ -199,22 +199,6 @@ fn sip_target(scheme: &str, address: &str, raw: &str) -> Result<String, Failure>
         return Err(bad_link("The link's address has no host.", raw));
     }
     Ok(target)
-}
-
-/// The links among a command line's arguments (the first argument, the program, excluded).
-pub fn links_in_args<I, S>(args: I) -> Vec<String>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    args.into_iter()
-        .skip(1)
-        .map(|a| a.as_ref().trim().to_owned())
-        .filter(|a| {
-            a.split_once(':')
-                .is_some_and(|(s, _)| LINK_SCHEMES.contains(&s.to_ascii_lowercase().as_str()))
-        })
-        .collect()
 }
 
 impl AppState {

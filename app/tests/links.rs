@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use serde_json::json;
-use tandem_app::links::{CallLink, links_in_args, parse_link};
+use tandem_app::links::{CallLink, parse_link};
 use tandem_app::types::AppEvent;
 
 fn target(link: &str) -> String {
@@ -90,24 +90,6 @@ fn bad_links_are_refused_with_a_reason() {
             let _ = parse_link(prefix);
         }
     }
-}
-
-#[test]
-fn links_are_found_among_command_line_arguments() {
-    let args = [
-        "/usr/bin/tandem",
-        "--minimized",
-        "sip:bob@example.com",
-        "TEL:+15550100",
-        "https://example.com",
-        "notes.txt",
-    ];
-    assert_eq!(
-        links_in_args(args),
-        vec!["sip:bob@example.com".to_owned(), "TEL:+15550100".to_owned()]
-    );
-    // The program name is never a link, even when it looks like one.
-    assert!(links_in_args(["sip:x@y"]).is_empty());
 }
 
 #[tokio::test]
