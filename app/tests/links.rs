@@ -20,7 +20,10 @@ fn target(link: &str) -> String {
 #[test]
 fn sip_links_keep_the_address_and_drop_what_could_change_the_request() {
     assert_eq!(target("sip:bob@example.com"), "sip:bob@example.com");
-    assert_eq!(target("SIP:bob@example.com:5070"), "sip:bob@example.com:5070");
+    assert_eq!(
+        target("SIP:bob@example.com:5070"),
+        "sip:bob@example.com:5070"
+    );
     assert_eq!(target("sips:bob@example.com"), "sips:bob@example.com");
     assert_eq!(target("sip://bob@example.com"), "sip:bob@example.com");
     assert_eq!(target("sip:bob%40example.com"), "sip:bob@example.com");
@@ -56,7 +59,10 @@ fn tel_and_callto_links_become_numbers() {
     );
     assert_eq!(target("tel:*97#"), "tel:*97#");
     assert_eq!(target("callto:+15550100"), "tel:+15550100");
-    assert_eq!(target("callto://alice@example.com"), "sip:alice@example.com");
+    assert_eq!(
+        target("callto://alice@example.com"),
+        "sip:alice@example.com"
+    );
 }
 
 #[test]
@@ -112,10 +118,15 @@ async fn an_opened_link_reaches_the_ui_once_and_places_no_call() {
     .unwrap();
     let link: CallLink = serde_json::from_value(opened).unwrap();
     assert_eq!(link.target, "sip:carol@tandem.lab");
-    let seen = common::wait_for(Duration::from_secs(2), &mut events, "CallLink", |e| match e {
-        AppEvent::CallLink { link } => Some(link.clone()),
-        _ => None,
-    })
+    let seen = common::wait_for(
+        Duration::from_secs(2),
+        &mut events,
+        "CallLink",
+        |e| match e {
+            AppEvent::CallLink { link } => Some(link.clone()),
+            _ => None,
+        },
+    )
     .await;
     assert_eq!(seen, link);
     // The ui that starts later takes it, once.
