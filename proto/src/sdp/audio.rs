@@ -15,92 +15,17 @@
 //! RFC 5761 mux), packetization time and the peer's SRTP parameters (RFC 4568
 //! `a=crypto`, RFC 5763 `a=fingerprint`/`a=setup`) as plain strings.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use super::line::{RtcpLine, empty_media, push_rtcp_and_direction};
+pub use super::security::{
+    AnswerSecurity, OfferedStream, SecurityKind, TransportProfile, plain_only, setup_answer,
+};
+use super::security::{LineKeys, line_attr};
 use super::{
     Attribute, Codec, Connection, Direction, MediaDescription, Origin, RtpMap, SdpError,
     SessionDescription,
 };
-
-/// An RTP transport profile of an `m=` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransportProfile {
-    /// `RTP/AVP` (RFC 3551).
-    RtpAvp,
-    /// `RTP/AVPF` (RFC 4585).
-    RtpAvpf,
-    /// `RTP/SAVP` (RFC 3711, keys by SDES).
-    RtpSavp,
-    /// `RTP/SAVPF` (RFC 5124, keys by SDES).
-    RtpSavpf,
-    /// `UDP/TLS/RTP/SAVP` (RFC 5764, DTLS-SRTP).
-    UdpTlsRtpSavp,
-    /// `UDP/TLS/RTP/SAVPF` (RFC 5764, DTLS-SRTP with feedback).
-    UdpTlsRtpSavpf,
-}
-
-impl TransportProfile {
-    /// The protocol token as written on the `m=` line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportProfile::RtpAvp => "RTP/AVP",
-            TransportProfile::RtpAvpf => "RTP/AVPF",
-            TransportProfile::RtpSavp => "RTP/SAVP",
-            TransportProfile::RtpSavpf => "RTP/SAVPF",
-            TransportProfile::UdpTlsRtpSavp => "UDP/TLS/RTP/SAVP",
-            TransportProfile::UdpTlsRtpSavpf => "UDP/TLS/RTP/SAVPF",
-        }
-    }
-
-    /// Parses a protocol token (case-insensitive); `None` for non-RTP or unknown protocols.
-    pub fn parse(token: &str) -> Option<Self> {
-        [
-            TransportProfile::RtpAvp,
-            TransportProfile::RtpAvpf,
-            TransportProfile::RtpSavp,
-            TransportProfile::RtpSavpf,
-            TransportProfile::UdpTlsRtpSavp,
-            TransportProfile::UdpTlsRtpSavpf,
-        ]
-        .into_iter()
-        .find(|p| p.as_str().eq_ignore_ascii_case(token))
-    }
-
-    /// Plain RTP (`RTP/AVP`, `RTP/AVPF`); SDES keys may still ride along (best-effort SRTP).
-    pub fn is_plain(self) -> bool {
-        matches!(self, TransportProfile::RtpAvp | TransportProfile::RtpAvpf)
-    }
-
-    /// SRTP keyed by SDES `a=crypto` (`RTP/SAVP`, `RTP/SAVPF`).
-    pub fn is_savp(self) -> bool {
-        matches!(self, TransportProfile::RtpSavp | TransportProfile::RtpSavpf)
-    }
-
-    /// DTLS-SRTP (`UDP/TLS/RTP/SAVP`, `UDP/TLS/RTP/SAVPF`).
-    pub fn is_dtls(self) -> bool {
-        matches!(
-            self,
-            TransportProfile::UdpTlsRtpSavp | TransportProfile::UdpTlsRtpSavpf
-        )
-    }
-
-    /// Whether the profile carries RTCP feedback (the `F` variants).
-    pub fn has_feedback(self) -> bool {
-        matches!(
-            self,
-            TransportProfile::RtpAvpf
-                | TransportProfile::RtpSavpf
-                | TransportProfile::UdpTlsRtpSavpf
-        )
-    }
-}
-
-impl fmt::Display for TransportProfile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What we put in an audio offer (and, for codecs/direction/ptime/RTCP, in answers).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,49 +69,6 @@ impl MediaOffer {
             setup: None,
         }
     }
-}
-
-/// The security parameters of one offered audio m-line, shown to the answer's security chooser.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OfferedStream<'a> {
-    /// 0-based m-line index.
-    pub index: usize,
-    /// Offered transport profile.
-    pub profile: TransportProfile,
-    /// Offered `a=crypto` values in order (possibly on `RTP/AVP`: best-effort SRTP).
-    pub crypto: Vec<&'a str>,
-    /// Offered `a=fingerprint` (media level, else session level).
-    pub fingerprint: Option<&'a str>,
-    /// Offered `a=setup` (media level, else session level).
-    pub setup: Option<&'a str>,
-}
-
-/// How we secure the stream we answer (returned by the answer's security chooser).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AnswerSecurity {
-    /// Plain RTP (only valid for `RTP/AVP(F)`).
-    Plain,
-    /// SDES: our `a=crypto` value (same tag and suite as the offered line we picked).
-    Sdes(String),
-    /// DTLS-SRTP: our certificate fingerprint and `a=setup` (`active` or `passive`).
-    Dtls {
-        /// `a=fingerprint` value.
-        fingerprint: String,
-        /// `a=setup` value.
-        setup: String,
-    },
-}
-
-/// Which kind of security was agreed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SecurityKind {
-    /// Plain RTP.
-    #[default]
-    Plain,
-    /// SRTP keyed by SDES (RFC 4568).
-    Sdes,
-    /// DTLS-SRTP (RFC 5763/5764).
-    Dtls,
 }
 
 /// One agreed codec with the payload type it travels under.
@@ -311,19 +193,6 @@ pub fn classify_offer(previous: &SessionDescription, new: &SessionDescription) -
     }
 }
 
-/// The `a=setup` to answer with (RFC 5763 §5): `active` for `actpass` or none, `passive` for `active`.
-pub fn setup_answer(offered: Option<&str>) -> &'static str {
-    match offered.map(str::trim) {
-        Some(s) if s.eq_ignore_ascii_case("active") => "passive",
-        _ => "active",
-    }
-}
-
-/// A security chooser that accepts plain `RTP/AVP(F)` only (SRTP off), ignoring offered keys.
-pub fn plain_only(stream: &OfferedStream<'_>) -> Option<AnswerSecurity> {
-    stream.profile.is_plain().then_some(AnswerSecurity::Plain)
-}
-
 fn session(
     session_id: u64,
     version: u64,
@@ -350,20 +219,6 @@ fn session(
     }
 }
 
-fn empty_media(media: &str, port: u16, protocol: &str) -> MediaDescription {
-    MediaDescription {
-        media: media.to_owned(),
-        port,
-        num_ports: None,
-        protocol: protocol.to_owned(),
-        formats: Vec::new(),
-        connection: None,
-        bandwidths: Vec::new(),
-        attributes: Vec::new(),
-        other_fields: Vec::new(),
-    }
-}
-
 fn push_format(m: &mut MediaDescription, codec: &Codec, pt: u8) {
     let token = pt.to_string();
     if m.formats.contains(&token) {
@@ -380,11 +235,8 @@ fn push_format(m: &mut MediaDescription, codec: &Codec, pt: u8) {
     }
 }
 
-/// Writes ptime, maxptime, RTCP and direction attributes shared by offers and answers.
-///
-/// An offer carries `a=rtcp` (when set) next to `a=rtcp-mux`, so a peer that does not
-/// multiplex knows where our RTCP goes (RFC 5761 §5.1.3); an answer that agreed to
-/// multiplexing carries only `a=rtcp-mux`.
+/// Writes ptime, maxptime, RTCP and direction attributes shared by offers and answers
+/// (`a=rtcp` as [`push_rtcp_and_direction`] decides).
 fn push_common(
     m: &mut MediaDescription,
     local: &MediaOffer,
@@ -398,15 +250,7 @@ fn push_common(
     if let Some(p) = local.maxptime {
         m.attributes.push(Attribute::new("maxptime", p.to_string()));
     }
-    if let Some(port) = local.rtcp_port
-        && (offering || !rtcp_mux)
-    {
-        m.attributes.push(Attribute::new("rtcp", port.to_string()));
-    }
-    if rtcp_mux {
-        m.attributes.push(Attribute::flag("rtcp-mux"));
-    }
-    m.attributes.push(Attribute::flag(direction.as_str()));
+    push_rtcp_and_direction(m, local.rtcp_port, rtcp_mux, direction, offering);
 }
 
 /// Our audio offer: one m-line on `port` with `offer`'s codecs, attributes and
@@ -443,35 +287,17 @@ struct Stream<'a> {
     profile: Option<TransportProfile>,
     /// (rtpmap, fmtp) in format order.
     formats: Vec<(RtpMap, Option<&'a str>)>,
-    crypto: Vec<&'a str>,
-    fingerprint: Option<&'a str>,
-    setup: Option<&'a str>,
-    rtcp_mux: bool,
+    keys: LineKeys<'a>,
     ptime: Option<u32>,
     maxptime: Option<u32>,
     /// Declared direction with `c=0.0.0.0` applied (not receiving).
     direction: Direction,
     remote_rtp: Option<SocketAddr>,
-    /// `a=rtcp` port and optional address.
-    rtcp_attr: Option<(u16, Option<IpAddr>)>,
+    rtcp: RtcpLine,
 }
 
 impl<'a> Stream<'a> {
     fn new(sdp: &'a SessionDescription, index: usize, media: &'a MediaDescription) -> Self {
-        let attr = |name: &str| {
-            media
-                .attributes
-                .iter()
-                .find(|a| a.name.eq_ignore_ascii_case(name))
-                .and_then(|a| a.value.as_deref())
-                .or_else(|| {
-                    sdp.attributes
-                        .iter()
-                        .find(|a| a.name.eq_ignore_ascii_case(name))
-                        .and_then(|a| a.value.as_deref())
-                })
-                .map(str::trim)
-        };
         let formats = media
             .rtpmaps()
             .into_iter()
@@ -479,13 +305,6 @@ impl<'a> Stream<'a> {
                 let fmtp = media.fmtp(map.payload_type);
                 (map, fmtp)
             })
-            .collect();
-        let crypto = media
-            .attributes
-            .iter()
-            .filter(|a| a.name.eq_ignore_ascii_case("crypto"))
-            .filter_map(|a| a.value.as_deref())
-            .map(str::trim)
             .collect();
         let unspecified = sdp
             .media_connection(index)
@@ -495,30 +314,20 @@ impl<'a> Stream<'a> {
         if unspecified {
             direction = Direction::from_flags(direction.sends(), false);
         }
-        let number = |name: &str| attr(name).and_then(parse_packet_time);
-        let rtcp_attr = media
-            .attributes
-            .iter()
-            .find(|a| a.name.eq_ignore_ascii_case("rtcp"))
-            .and_then(|a| a.value.as_deref())
-            .and_then(parse_rtcp_attr);
+        let number = |name: &str| {
+            line_attr(&media.attributes, &sdp.attributes, name).and_then(parse_packet_time)
+        };
         Stream {
             index,
             media,
             profile: TransportProfile::parse(&media.protocol),
             formats,
-            crypto,
-            fingerprint: attr("fingerprint"),
-            setup: attr("setup"),
-            rtcp_mux: media
-                .attributes
-                .iter()
-                .any(|a| a.name.eq_ignore_ascii_case("rtcp-mux")),
+            keys: LineKeys::read(&media.attributes, &sdp.attributes),
             ptime: number("ptime"),
             maxptime: number("maxptime"),
             direction,
             remote_rtp: sdp.media_remote_addr(index),
-            rtcp_attr,
+            rtcp: RtcpLine::read(&media.attributes),
         }
     }
 
@@ -535,33 +344,6 @@ impl<'a> Stream<'a> {
             .iter()
             .map(|(m, _)| m)
             .filter(|m| m.is_telephone_event())
-    }
-
-    fn remote_rtcp(&self, rtcp_mux: bool) -> Option<SocketAddr> {
-        let rtp = self.remote_rtp?;
-        if rtcp_mux {
-            return Some(rtp);
-        }
-        match self.rtcp_attr {
-            Some((port, ip)) => {
-                let ip = ip.filter(|ip| !ip.is_unspecified()).unwrap_or(rtp.ip());
-                Some(SocketAddr::new(ip, port))
-            }
-            None => rtp
-                .port()
-                .checked_add(1)
-                .map(|p| SocketAddr::new(rtp.ip(), p)),
-        }
-    }
-
-    fn offered_security(&self, profile: TransportProfile) -> OfferedStream<'a> {
-        OfferedStream {
-            index: self.index,
-            profile,
-            crypto: self.crypto.clone(),
-            fingerprint: self.fingerprint,
-            setup: self.setup,
-        }
     }
 }
 
@@ -586,17 +368,6 @@ fn parse_packet_time(value: &str) -> Option<u32> {
     (1..=MAX_PACKET_TIME_MS).contains(&ms).then_some(ms)
 }
 
-/// `a=rtcp:port [nettype addrtype address]` (RFC 3605 §2.1).
-fn parse_rtcp_attr(value: &str) -> Option<(u16, Option<IpAddr>)> {
-    let mut f = value.split_ascii_whitespace();
-    let port = f.next()?.parse().ok()?;
-    let ip = match (f.next(), f.next(), f.next()) {
-        (Some(_), Some(_), Some(addr)) => addr.parse().ok(),
-        _ => None,
-    };
-    Some((port, ip))
-}
-
 /// Pushes `codec` unless its payload type is already taken.
 fn push_unique(list: &mut Vec<NegotiatedCodec>, codec: NegotiatedCodec) {
     if !list.iter().any(|c| c.payload_type == codec.payload_type) {
@@ -617,24 +388,6 @@ fn pick_dtmf<'m>(candidates: &[&'m RtpMap], rate: u32) -> Option<&'m RtpMap> {
         .find(|m| m.clock_rate == rate)
         .or_else(|| candidates.first())
         .copied()
-}
-
-/// Whether `security` is a valid answer for `offered` (profile and keys present).
-fn security_fits(security: &AnswerSecurity, offered: &OfferedStream<'_>) -> bool {
-    match security {
-        AnswerSecurity::Plain => offered.profile.is_plain(),
-        AnswerSecurity::Sdes(value) => {
-            !value.trim().is_empty()
-                && !offered.crypto.is_empty()
-                && (offered.profile.is_savp() || offered.profile.is_plain())
-        }
-        AnswerSecurity::Dtls { fingerprint, setup } => {
-            offered.profile.is_dtls()
-                && offered.fingerprint.is_some()
-                && !fingerprint.trim().is_empty()
-                && !setup.trim().is_empty()
-        }
-    }
 }
 
 /// Answers `offer` (RFC 3264 §6) with one audio stream on `port`.
@@ -705,9 +458,9 @@ where
         })
         .collect();
     let (_, first_map, first_fmtp) = *common.first()?;
-    let offered = stream.offered_security(profile);
+    let offered = stream.keys.offered(stream.index, profile);
     let chosen = security(&offered)?;
-    if !security_fits(&chosen, &offered) {
+    if !chosen.fits(&offered) {
         return None;
     }
     let dtmf_supported = |m: &&RtpMap| {
@@ -723,7 +476,7 @@ where
     if stream.remote_rtp.is_none() {
         direction = Direction::from_flags(false, direction.receives());
     }
-    let rtcp_mux = stream.rtcp_mux && local.rtcp_mux;
+    let rtcp_mux = stream.rtcp.mux && local.rtcp_mux;
 
     let mut m = empty_media(&stream.media.media, port, &stream.media.protocol);
     for (codec, map, _) in &common {
@@ -739,19 +492,7 @@ where
     if let Some((codec, map)) = dtmf_codec {
         push_format(&mut m, codec, map.payload_type);
     }
-    let kind = match &chosen {
-        AnswerSecurity::Plain => SecurityKind::Plain,
-        AnswerSecurity::Sdes(value) => {
-            m.attributes.push(Attribute::new("crypto", value.trim()));
-            SecurityKind::Sdes
-        }
-        AnswerSecurity::Dtls { fingerprint, setup } => {
-            m.attributes
-                .push(Attribute::new("fingerprint", fingerprint.trim()));
-            m.attributes.push(Attribute::new("setup", setup.trim()));
-            SecurityKind::Dtls
-        }
-    };
+    m.attributes.extend(chosen.attributes());
     push_common(&mut m, local, rtcp_mux, direction, false);
 
     let mut recv_codecs = Vec::new();
@@ -790,10 +531,11 @@ where
             push_unique_dtmf(&mut recv_dtmf, codec.payload_type, codec.clock_rate);
         }
     }
+    let (crypto, fingerprint, setup) = stream.keys.to_owned_parts();
     let negotiated = NegotiatedAudio {
         index: stream.index,
         profile,
-        security: kind,
+        security: chosen.kind(),
         send_codec: NegotiatedCodec::from_map(first_map, first_fmtp),
         recv_codecs,
         send_dtmf: dtmf_codec.map(|(_, m)| (m.payload_type, m.clock_rate)),
@@ -801,13 +543,13 @@ where
         direction,
         remote_direction,
         remote_rtp: stream.remote_rtp,
-        remote_rtcp: stream.remote_rtcp(rtcp_mux),
+        remote_rtcp: stream.rtcp.remote(stream.remote_rtp, rtcp_mux),
         rtcp_mux,
         ptime: stream.ptime,
         maxptime: stream.maxptime,
-        crypto: stream.crypto.iter().map(|s| (*s).to_owned()).collect(),
-        fingerprint: stream.fingerprint.map(str::to_owned),
-        setup: stream.setup.map(str::to_owned),
+        crypto,
+        fingerprint,
+        setup,
     };
     Some((m, negotiated))
 }
@@ -873,21 +615,10 @@ fn accept_stream(ours: &Stream<'_>, theirs: &Stream<'_>) -> Result<NegotiatedAud
         .filter_map(|(t, tf)| ours_for(t).map(|(o, of)| (t, *tf, o, *of)))
         .collect();
     let (send_map, send_fmtp, ..) = *common.first().ok_or(SdpError::MediaMismatch { index })?;
-    let security = if profile.is_dtls() {
-        if theirs.fingerprint.is_none() {
-            return Err(unacceptable("DTLS-SRTP answer without a=fingerprint"));
-        }
-        SecurityKind::Dtls
-    } else if profile.is_savp() {
-        if theirs.crypto.is_empty() {
-            return Err(unacceptable("SRTP answer without a=crypto"));
-        }
-        SecurityKind::Sdes
-    } else if !ours.crypto.is_empty() && !theirs.crypto.is_empty() {
-        SecurityKind::Sdes
-    } else {
-        SecurityKind::Plain
-    };
+    let security = theirs
+        .keys
+        .answered_kind(profile, !ours.keys.crypto.is_empty())
+        .map_err(unacceptable)?;
     let mut recv_codecs = Vec::new();
     for (t, _, o, of) in &common {
         push_unique(&mut recv_codecs, NegotiatedCodec::from_map(o, *of));
@@ -926,7 +657,8 @@ fn accept_stream(ours: &Stream<'_>, theirs: &Stream<'_>) -> Result<NegotiatedAud
     if theirs.remote_rtp.is_none() {
         direction = Direction::from_flags(false, direction.receives());
     }
-    let rtcp_mux = ours.rtcp_mux && theirs.rtcp_mux;
+    let rtcp_mux = ours.rtcp.mux && theirs.rtcp.mux;
+    let (crypto, fingerprint, setup) = theirs.keys.to_owned_parts();
     Ok(NegotiatedAudio {
         index,
         profile,
@@ -938,12 +670,12 @@ fn accept_stream(ours: &Stream<'_>, theirs: &Stream<'_>) -> Result<NegotiatedAud
         direction,
         remote_direction,
         remote_rtp: theirs.remote_rtp,
-        remote_rtcp: theirs.remote_rtcp(rtcp_mux),
+        remote_rtcp: theirs.rtcp.remote(theirs.remote_rtp, rtcp_mux),
         rtcp_mux,
         ptime: theirs.ptime,
         maxptime: theirs.maxptime,
-        crypto: theirs.crypto.iter().map(|s| (*s).to_owned()).collect(),
-        fingerprint: theirs.fingerprint.map(str::to_owned),
-        setup: theirs.setup.map(str::to_owned),
+        crypto,
+        fingerprint,
+        setup,
     })
 }

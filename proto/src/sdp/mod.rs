@@ -19,15 +19,20 @@ pub mod audio;
 mod codec;
 pub mod ice;
 mod legacy;
+mod line;
+pub mod security;
 pub mod video;
 
 pub use audio::{
-    AnswerSecurity, MediaOffer, NegotiatedAudio, NegotiatedCodec, OfferChange, OfferedStream,
-    SecurityKind, TransportProfile, accept_answer, answer_offer, build_offer, classify_offer,
-    plain_only, setup_answer,
+    MediaOffer, NegotiatedAudio, NegotiatedCodec, OfferChange, accept_answer, answer_offer,
+    build_offer, classify_offer,
 };
 pub use codec::{Codec, default_audio_codecs};
 pub use legacy::{NegotiatedMedia, audio_offer, negotiate_answer, negotiated_from_answer};
+pub use security::{
+    AnswerSecurity, OfferedStream, SecurityKind, TransportProfile, plain_only, security_attributes,
+    security_fits, setup_answer,
+};
 
 /// Largest SDP body accepted, in bytes.
 pub const MAX_SDP_LEN: usize = 64 * 1024;

@@ -19,9 +19,12 @@
 //! [`VideoLimits::MAX`] with saturating arithmetic, so absurd values cannot
 //! overflow.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use super::audio::{AnswerSecurity, OfferedStream, SecurityKind, TransportProfile};
+use super::line::{RtcpLine, empty_media, push_rtcp_and_direction};
+use super::security::{AnswerSecurity, OfferedStream, SecurityKind, TransportProfile};
+use super::security::{LineKeys, line_attr};
+pub use super::security::{security_attributes, security_fits};
 use super::{Attribute, Connection, Direction, MediaDescription, SdpError, SessionDescription};
 
 /// RTP clock rate of every video payload format.
@@ -966,20 +969,6 @@ fn offer_fmtp(codec: &VideoCodec, family: Family, limits: VideoLimits) -> Option
     }
 }
 
-fn empty_video(port: u16, protocol: &str) -> MediaDescription {
-    MediaDescription {
-        media: "video".to_owned(),
-        port,
-        num_ports: None,
-        protocol: protocol.to_owned(),
-        formats: Vec::new(),
-        connection: None,
-        bandwidths: Vec::new(),
-        attributes: Vec::new(),
-        other_fields: Vec::new(),
-    }
-}
-
 fn push_bandwidth(m: &mut MediaDescription, bps: Option<u32>) {
     if let Some(bps) = bps.filter(|b| *b > 0) {
         m.bandwidths.push(format!("AS:{}", bps.div_ceil(1000)));
@@ -1000,15 +989,7 @@ fn push_tail(
         params.recv_limits.clamped().max_fps.to_string(),
     ));
     m.attributes.extend(params.attributes.iter().cloned());
-    if let Some(port) = params.rtcp_port
-        && (offering || !rtcp_mux)
-    {
-        m.attributes.push(Attribute::new("rtcp", port.to_string()));
-    }
-    if rtcp_mux {
-        m.attributes.push(Attribute::flag("rtcp-mux"));
-    }
-    m.attributes.push(Attribute::flag(direction.as_str()));
+    push_rtcp_and_direction(m, params.rtcp_port, rtcp_mux, direction, offering);
 }
 
 /// Our `m=video` offer: formats with rtpmap/fmtp/rtcp-fb/imageattr, `a=framerate`,
@@ -1016,7 +997,7 @@ fn push_tail(
 ///
 /// Codecs other than VP8/H264 and repeated payload types are left out.
 pub fn video_offer(params: &VideoOfferParams) -> MediaDescription {
-    let mut m = empty_video(params.port, params.profile.as_str());
+    let mut m = empty_media("video", params.port, params.profile.as_str());
     push_bandwidth(&mut m, params.max_recv_bitrate_bps);
     let limits = params.recv_limits.clamped();
     for codec in &params.codecs {
@@ -1046,25 +1027,20 @@ pub fn video_offer(params: &VideoOfferParams) -> MediaDescription {
 
 /// The port-0 answer rejecting an offered m-line (formats echoed, RFC 3264 §6).
 pub fn rejected_video(offered: &MediaDescription) -> MediaDescription {
-    let mut m = empty_video(0, &offered.protocol);
-    m.media = offered.media.clone();
+    let mut m = empty_media(&offered.media, 0, &offered.protocol);
     m.formats = offered.formats.clone();
     m
 }
 
 /// The interpreted view of one m=video line.
 struct VideoStream<'a> {
-    index: usize,
     profile: Option<TransportProfile>,
     /// Known video formats: (family, payload type, fmtp), in m= order.
     formats: Vec<(Family, u8, Option<&'a str>)>,
-    crypto: Vec<&'a str>,
-    fingerprint: Option<&'a str>,
-    setup: Option<&'a str>,
-    rtcp_mux: bool,
+    keys: LineKeys<'a>,
     direction: Direction,
     remote_rtp: Option<SocketAddr>,
-    rtcp_attr: Option<(u16, Option<IpAddr>)>,
+    rtcp: RtcpLine,
     max_bitrate_bps: Option<u32>,
     /// Whether the description does ICE (`a=ice-ufrag`): addresses then come from ICE.
     ice: bool,
@@ -1090,24 +1066,7 @@ impl<'a> VideoStream<'a> {
         session_conn: Option<&'a Connection>,
         session_attrs: &'a [Attribute],
     ) -> Result<Self, SdpError> {
-        let attr = |name: &str| {
-            let find = |attrs: &'a [Attribute]| {
-                attrs
-                    .iter()
-                    .find(|a| a.name.eq_ignore_ascii_case(name))
-                    .and_then(|a| a.value.as_deref())
-                    .map(str::trim)
-            };
-            find(&media.attributes).or_else(|| find(session_attrs))
-        };
         let formats = Self::formats_of(media);
-        let crypto = media
-            .attributes
-            .iter()
-            .filter(|a| a.name.eq_ignore_ascii_case("crypto"))
-            .filter_map(|a| a.value.as_deref())
-            .map(str::trim)
-            .collect();
         let explicit = |attrs: &[Attribute]| {
             attrs
                 .iter()
@@ -1119,7 +1078,7 @@ impl<'a> VideoStream<'a> {
             .unwrap_or_default();
         let conn = media.connection.as_ref().or(session_conn);
         // With ICE, `c=0.0.0.0` + port 9 only says "no candidate yet" (RFC 8840 §4.2), not hold.
-        let ice = attr("ice-ufrag").is_some();
+        let ice = line_attr(&media.attributes, session_attrs, "ice-ufrag").is_some();
         let mut remote_rtp = None;
         if media.port != 0 {
             let conn = conn.ok_or(SdpError::MissingConnection { index })?;
@@ -1133,68 +1092,21 @@ impl<'a> VideoStream<'a> {
                 _ => {}
             }
         }
-        let rtcp_attr = media
-            .attributes
-            .iter()
-            .find(|a| a.name.eq_ignore_ascii_case("rtcp"))
-            .and_then(|a| a.value.as_deref())
-            .and_then(parse_rtcp_attr);
         Ok(VideoStream {
-            index,
             profile: TransportProfile::parse(&media.protocol),
             formats,
-            crypto,
-            fingerprint: attr("fingerprint"),
-            setup: attr("setup"),
-            rtcp_mux: media
-                .attributes
-                .iter()
-                .any(|a| a.name.eq_ignore_ascii_case("rtcp-mux")),
+            keys: LineKeys::read(&media.attributes, session_attrs),
             direction,
             remote_rtp,
-            rtcp_attr,
+            rtcp: RtcpLine::read(&media.attributes),
             max_bitrate_bps: parse_bandwidth(&media.bandwidths),
             ice,
         })
     }
 
     fn remote_rtcp(&self, rtcp_mux: bool) -> Option<SocketAddr> {
-        let rtp = self.remote_rtp?;
-        if rtcp_mux {
-            return Some(rtp);
-        }
-        match self.rtcp_attr {
-            Some((port, ip)) => {
-                let ip = ip.filter(|ip| !ip.is_unspecified()).unwrap_or(rtp.ip());
-                Some(SocketAddr::new(ip, port))
-            }
-            None => rtp
-                .port()
-                .checked_add(1)
-                .map(|p| SocketAddr::new(rtp.ip(), p)),
-        }
+        self.rtcp.remote(self.remote_rtp, rtcp_mux)
     }
-
-    fn offered_security(&self, profile: TransportProfile) -> OfferedStream<'a> {
-        OfferedStream {
-            index: self.index,
-            profile,
-            crypto: self.crypto.clone(),
-            fingerprint: self.fingerprint,
-            setup: self.setup,
-        }
-    }
-}
-
-/// `a=rtcp:port [nettype addrtype address]` (RFC 3605 §2.1).
-fn parse_rtcp_attr(value: &str) -> Option<(u16, Option<IpAddr>)> {
-    let mut f = value.split_ascii_whitespace();
-    let port = f.next()?.parse().ok()?;
-    let ip = match (f.next(), f.next(), f.next()) {
-        (Some(_), Some(_), Some(addr)) => addr.parse().ok(),
-        _ => None,
-    };
-    Some((port, ip))
 }
 
 /// `b=TIAS:bps` (RFC 3890), else `b=AS:kbps`; 0 and malformed values ignored.
@@ -1222,74 +1134,23 @@ pub fn offered_video_security(sdp: &SessionDescription, index: usize) -> Option<
     let media = sdp.media.get(index)?;
     let stream = VideoStream::new(index, media, sdp.connection.as_ref(), &sdp.attributes).ok()?;
     let profile = stream.profile?;
-    Some(stream.offered_security(profile))
+    Some(stream.keys.offered(index, profile))
 }
 
-/// The attributes that carry `security` in our answer (`a=crypto`, or `a=fingerprint` + `a=setup`).
-pub fn security_attributes(security: &AnswerSecurity) -> Vec<Attribute> {
-    match security {
-        AnswerSecurity::Plain => Vec::new(),
-        AnswerSecurity::Sdes(value) => vec![Attribute::new("crypto", value.trim())],
-        AnswerSecurity::Dtls { fingerprint, setup } => vec![
-            Attribute::new("fingerprint", fingerprint.trim()),
-            Attribute::new("setup", setup.trim()),
-        ],
-    }
-}
-
-/// Whether `security` is a valid answer to `offered` (its profile and keys): plain only for
-/// `RTP/AVP(F)`, SDES for `RTP/SAVP(F)` or best-effort on `RTP/AVP(F)` with offered keys,
-/// DTLS only for `UDP/TLS/RTP/SAVP(F)` with an offered fingerprint.
-pub fn security_fits(security: &AnswerSecurity, offered: &OfferedStream<'_>) -> bool {
-    match security {
-        AnswerSecurity::Plain => offered.profile.is_plain(),
-        AnswerSecurity::Sdes(value) => {
-            !value.trim().is_empty()
-                && !offered.crypto.is_empty()
-                && (offered.profile.is_savp() || offered.profile.is_plain())
-        }
-        AnswerSecurity::Dtls { fingerprint, setup } => {
-            offered.profile.is_dtls()
-                && offered.fingerprint.is_some()
-                && !fingerprint.trim().is_empty()
-                && !setup.trim().is_empty()
-        }
-    }
-}
-
-/// The security our own attributes declare on `profile` (checked against what was offered).
+/// The security our own attributes declare (checked against what was offered).
 fn our_security(
     attrs: &[Attribute],
     offered: &OfferedStream<'_>,
     index: usize,
 ) -> Result<SecurityKind, SdpError> {
-    let value = |name: &str| {
-        attrs
-            .iter()
-            .find(|a| a.name.eq_ignore_ascii_case(name))
-            .and_then(|a| a.value.clone())
-    };
-    let chosen = if let Some(fp) = value("fingerprint") {
-        AnswerSecurity::Dtls {
-            fingerprint: fp,
-            setup: value("setup").unwrap_or_default(),
-        }
-    } else if let Some(c) = value("crypto") {
-        AnswerSecurity::Sdes(c)
-    } else {
-        AnswerSecurity::Plain
-    };
-    if !security_fits(&chosen, offered) {
+    let chosen = AnswerSecurity::declared_by(attrs);
+    if !chosen.fits(offered) {
         return Err(SdpError::Unacceptable {
             index,
             reason: "our video security attributes do not fit the offered profile",
         });
     }
-    Ok(match chosen {
-        AnswerSecurity::Dtls { .. } => SecurityKind::Dtls,
-        AnswerSecurity::Sdes(_) => SecurityKind::Sdes,
-        AnswerSecurity::Plain => SecurityKind::Plain,
-    })
+    Ok(chosen.kind())
 }
 
 /// An answered format we offered.
@@ -1432,7 +1293,7 @@ fn answer_stream(
     let Some(first) = common.first() else {
         return Ok(None);
     };
-    let offered_security = stream.offered_security(profile);
+    let offered_security = stream.keys.offered(index, profile);
     let security = our_security(&ours.attributes, &offered_security, index)?;
 
     let remote_direction = stream.direction;
@@ -1440,9 +1301,9 @@ fn answer_stream(
     if stream.remote_rtp.is_none() && !stream.ice {
         direction = Direction::from_flags(false, direction.receives());
     }
-    let rtcp_mux = stream.rtcp_mux && ours.rtcp_mux;
+    let rtcp_mux = stream.rtcp.mux && ours.rtcp_mux;
 
-    let mut m = empty_video(ours.port, &offered.protocol);
+    let mut m = empty_media("video", ours.port, &offered.protocol);
     push_bandwidth(&mut m, ours.max_recv_bitrate_bps);
     let limits = ours.recv_limits.clamped();
     // a=imageattr only in answer to an offer that used it (others may not parse it).
@@ -1507,6 +1368,7 @@ fn answer_stream(
         first.offered_fmtp,
         answered,
     );
+    let (crypto, fingerprint, setup) = stream.keys.to_owned_parts();
     let negotiated = NegotiatedVideo {
         send,
         recv,
@@ -1520,9 +1382,9 @@ fn answer_stream(
         peer_max_bitrate_bps: stream.max_bitrate_bps,
         profile,
         security,
-        crypto: stream.crypto.iter().map(|s| (*s).to_owned()).collect(),
-        fingerprint: stream.fingerprint.map(str::to_owned),
-        setup: stream.setup.map(str::to_owned),
+        crypto,
+        fingerprint,
+        setup,
     };
     Ok(Some((m, negotiated)))
 }
@@ -1622,32 +1484,18 @@ fn accept_stream(
         .attributes
         .iter()
         .any(|a| a.name.eq_ignore_ascii_case("crypto"));
-    let security = if profile.is_dtls() {
-        if theirs.fingerprint.is_none() {
-            return Err(unacceptable("DTLS-SRTP answer without a=fingerprint"));
-        }
-        SecurityKind::Dtls
-    } else if profile.is_savp() {
-        if theirs.crypto.is_empty() {
-            return Err(unacceptable("SRTP answer without a=crypto"));
-        }
-        SecurityKind::Sdes
-    } else if our_crypto && !theirs.crypto.is_empty() {
-        SecurityKind::Sdes
-    } else {
-        SecurityKind::Plain
-    };
+    let security = theirs
+        .keys
+        .answered_kind(profile, our_crypto)
+        .map_err(unacceptable)?;
     let our_direction = our_offer.direction();
     let remote_direction = theirs.direction;
     let mut direction = our_direction.intersect(remote_direction.reverse());
     if theirs.remote_rtp.is_none() && !theirs.ice {
         direction = Direction::from_flags(false, direction.receives());
     }
-    let our_mux = our_offer
-        .attributes
-        .iter()
-        .any(|a| a.name.eq_ignore_ascii_case("rtcp-mux"));
-    let rtcp_mux = our_mux && theirs.rtcp_mux;
+    let rtcp_mux = RtcpLine::read(&our_offer.attributes).mux && theirs.rtcp.mux;
+    let (crypto, fingerprint, setup) = theirs.keys.to_owned_parts();
     let mut recv: Vec<NegotiatedVideoCodec> = Vec::new();
     let mut push = |codec: NegotiatedVideoCodec| {
         if !recv.iter().any(|c| c.payload_type == codec.payload_type) {
@@ -1709,8 +1557,8 @@ fn accept_stream(
         peer_max_bitrate_bps: theirs.max_bitrate_bps,
         profile,
         security,
-        crypto: theirs.crypto.iter().map(|s| (*s).to_owned()).collect(),
-        fingerprint: theirs.fingerprint.map(str::to_owned),
-        setup: theirs.setup.map(str::to_owned),
+        crypto,
+        fingerprint,
+        setup,
     }))
 }
