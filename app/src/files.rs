@@ -48,6 +48,8 @@ pub(crate) struct Files {
     /// go through them.
     chats: Mutex<HashMap<String, mpsc::UnboundedSender<ChatSend>>>,
     next: AtomicU64,
+    /// Where received files are saved, when the shell named a folder (the user's Downloads).
+    downloads: Mutex<Option<PathBuf>>,
 }
 
 fn file_failure(message: impl Into<String>, detail: impl std::fmt::Display) -> Failure {
@@ -80,9 +82,19 @@ impl AppState {
         &self.inner.files
     }
 
-    /// Where received files go.
+    /// Where received files go: the folder the shell named (the user's Downloads folder on
+    /// the desktop), else `received` in the data folder. A name already taken there gets a
+    /// ` (1)`, ` (2)`… suffix: nothing is overwritten.
     pub fn received_dir(&self) -> PathBuf {
-        self.inner.options.data_dir.join("received")
+        lock(&self.files().downloads)
+            .clone()
+            .unwrap_or_else(|| self.inner.options.data_dir.join("received"))
+    }
+
+    /// Saves received files in `dir` from now on (the shell calls it with the platform's
+    /// Downloads folder; `None` goes back to the data folder).
+    pub fn set_received_dir(&self, dir: Option<PathBuf>) {
+        *lock(&self.files().downloads) = dir;
     }
 
     fn msrp_options(&self, save_dir: PathBuf) -> Result<MsrpOptions, Failure> {

@@ -577,6 +577,14 @@ async fn files_pin_typing() {
     let mut rx = app.subscribe();
     let erin = add_pin_lab_account(&app, "erin", udp).await;
     let fay = add_pin_lab_account(&app, "fay", udp).await;
+    // Received files go to the folder the shell names (the desktop's Downloads), where a file
+    // of the same name is kept: the new one gets a suffix.
+    assert_eq!(app.received_dir(), dir.path().join("app").join("received"));
+    let downloads = dir.path().join("Downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::write(downloads.join("report.bin"), b"an older report").unwrap();
+    app.set_received_dir(Some(downloads.clone()));
+    assert_eq!(app.received_dir(), downloads);
 
     // A file from erin to fay: offered to fay, accepted, received whole; progress on the way.
     let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -638,8 +646,12 @@ async fn files_pin_typing() {
         }
     }
     let received = std::path::PathBuf::from(done.0.unwrap());
-    assert!(received.starts_with(app.received_dir()), "{received:?}");
+    assert_eq!(received, downloads.join("report (1).bin"));
     assert_eq!(std::fs::read(&received).unwrap(), body);
+    assert_eq!(
+        std::fs::read(downloads.join("report.bin")).unwrap(),
+        b"an older report"
+    );
     assert_eq!(app.list_transfers().len(), 2);
 
     // A file fay declines: 603 to erin, shown as declined on both sides.
