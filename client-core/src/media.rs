@@ -185,8 +185,9 @@ pub(crate) enum MediaChange {
 pub(crate) struct CallMedia {
     ip: IpAddr,
     rtp: Arc<UdpSocket>,
+    /// Our RTCP socket when RTCP does not share the RTP port: beside plain RTP, or beside ICE
+    /// for a peer without ICE that does not multiplex (named in `a=rtcp`).
     rtcp: Option<Arc<UdpSocket>>,
-    rtcp_port: Option<u16>,
     session_id: u64,
     version: u64,
     policy: SrtpPolicy,
@@ -249,17 +250,10 @@ impl CallMedia {
             (None, None)
         };
         let (rtp, rtcp) = match ice.as_ref().and_then(IceSession::primary_socket) {
-            // The ICE session reads its sockets: no separate RTCP socket (rtcp-mux).
-            Some(primary) => (primary, None),
+            // The ICE session reads its sockets (rtcp-mux); RTCP from a peer without ICE
+            // nor rtcp-mux goes to a socket of its own, named in a=rtcp.
+            Some(primary) => (primary, bind_rtcp_beside_ice(ip).await),
             None => bind_rtp_pair(ip).await?,
-        };
-        let rtp_port = local_port(&rtp)?;
-        let rtcp_port = match &rtcp {
-            Some(s) => {
-                let p = local_port(s)?;
-                (p != rtp_port.wrapping_add(1)).then_some(p)
-            }
-            None => None,
         };
         let secure = account.srtp != SrtpPolicy::Off;
         let cert =
@@ -290,7 +284,6 @@ impl CallMedia {
             ip,
             rtp,
             rtcp,
-            rtcp_port,
             session_id,
             version: 0,
             policy: account.srtp,
@@ -331,13 +324,7 @@ impl CallMedia {
             match IceSession::gather(config).await {
                 Ok(ice) => {
                     // RTCP from a peer without ICE nor rtcp-mux goes to our a=rtcp port.
-                    let rtcp = match UdpSocket::bind(SocketAddr::new(self.ip, 0)).await {
-                        Ok(s) => Some(Arc::new(s)),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "no video RTCP socket beside ICE");
-                            None
-                        }
-                    };
+                    let rtcp = bind_rtcp_beside_ice(self.ip).await;
                     self.video.set_ice(ice, rtcp);
                     return Ok(());
                 }
@@ -475,6 +462,33 @@ impl CallMedia {
         }
     }
 
+    /// The `a=rtcp` port of our audio line: the RTCP socket's when it is not RTP port + 1;
+    /// with ICE only while the default candidate is a host address of that socket's IP (a
+    /// bare port names the `c=` address).
+    fn rtcp_port(&self) -> Option<u16> {
+        let rtcp = self.rtcp.as_ref()?.local_addr().ok()?;
+        match &self.ice {
+            Some(ice) => (ice.default_addr().ip() == rtcp.ip()).then_some(rtcp.port()),
+            None => {
+                let rtp = self.rtp.local_addr().ok()?.port();
+                (rtcp.port() != rtp.wrapping_add(1)).then_some(rtcp.port())
+            }
+        }
+    }
+
+    /// The socket the audio session sends and reads RTCP on apart from RTP: none when RTCP
+    /// is multiplexed; with ICE only for a peer without ICE, and only when our SDP named it
+    /// (never beside a relay or reflexive default, which would reveal the host address).
+    fn rtcp_socket(&self, rtcp_mux: bool) -> Option<Arc<UdpSocket>> {
+        if rtcp_mux {
+            return None;
+        }
+        match &self.ice {
+            Some(ice) if ice.is_started() || self.rtcp_port().is_none() => None,
+            _ => self.rtcp.clone(),
+        }
+    }
+
     /// Writes our ICE attributes onto the audio section of `sdp`.
     fn add_ice(&self, sdp: &mut SessionDescription) {
         if let Some(ice) = &self.ice
@@ -536,11 +550,7 @@ impl CallMedia {
     fn local_offer(&self) -> MediaOffer {
         let mut offer = MediaOffer::new(self.codecs.clone());
         offer.ptime = Some(DEFAULT_PTIME_MS);
-        offer.rtcp_port = if self.ice.is_some() {
-            None
-        } else {
-            self.rtcp_port
-        };
+        offer.rtcp_port = self.rtcp_port();
         offer.direction = if self.local_hold {
             Direction::SendRecv.hold()
         } else {
@@ -905,11 +915,7 @@ impl CallMedia {
             None => self.rtp.clone().into(),
         };
         let mut config = MediaConfig::new(socket, remote_rtp, send_codec, capture, playback);
-        config.rtcp_socket = if neg.rtcp_mux || self.ice.is_some() {
-            None
-        } else {
-            self.rtcp.clone().map(Into::into)
-        };
+        config.rtcp_socket = self.rtcp_socket(neg.rtcp_mux).map(Into::into);
         config.remote_rtcp = neg.remote_rtcp;
         config.rtcp_mux = neg.rtcp_mux;
         config.recv_codecs = recv_codecs;
@@ -1135,6 +1141,18 @@ fn local_port(sock: &UdpSocket) -> Result<u16> {
         .map_err(|e| UaError::Network(format!("RTP socket address: {e}")))
 }
 
+/// An RTCP socket on `ip` beside an ICE session (none when binding fails: RTCP then only
+/// travels multiplexed).
+async fn bind_rtcp_beside_ice(ip: IpAddr) -> Option<Arc<UdpSocket>> {
+    match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::debug!(error = %e, "no RTCP socket beside ICE");
+            None
+        }
+    }
+}
+
 /// Binds RTP on an even port with RTCP on the next one when possible (RFC 3550 §11), else
 /// any two ports (the RTCP port then goes into `a=rtcp`, RFC 3605).
 pub(crate) async fn bind_rtp_pair(ip: IpAddr) -> Result<(Arc<UdpSocket>, Option<Arc<UdpSocket>>)> {
@@ -1215,7 +1233,6 @@ mod tests {
         assert!(ice.has_default_candidate(default), "{offer}");
         assert_eq!(a.info().local_rtp, default);
         assert!(ice.end_of_candidates);
-        assert!(!audio(&offer).attributes.iter().any(|x| x.name == "rtcp"));
 
         // An ICE offer gets an ICE answer.
         let answer = b.answer_offer(offer.to_string().as_bytes()).unwrap();
@@ -1243,6 +1260,160 @@ mod tests {
         let answer = d.answer_offer(plain.to_string().as_bytes()).unwrap();
         assert_eq!(MediaIce::from_sdp(&answer, 0).unwrap(), None);
         assert_eq!(notices(&mut d).len(), 1);
+    }
+
+    /// The value of attribute `name` on `m`.
+    fn attr<'a>(m: &'a sdp::MediaDescription, name: &str) -> Option<&'a str> {
+        m.attributes
+            .iter()
+            .find(|x| x.name == name)
+            .and_then(|x| x.value.as_deref())
+    }
+
+    /// Two loopback sockets whose ports are not consecutive (RTP, RTCP), as a peer that
+    /// must name its RTCP port in `a=rtcp`.
+    async fn peer_sockets() -> (UdpSocket, UdpSocket) {
+        loop {
+            let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let (p, q) = (
+                rtp.local_addr().unwrap().port(),
+                rtcp.local_addr().unwrap().port(),
+            );
+            if q != p.wrapping_add(1) {
+                return (rtp, rtcp);
+            }
+        }
+    }
+
+    /// The first RTCP compound on `sock` from `from_port`: (its sender SSRC, its source).
+    async fn first_rtcp(sock: &UdpSocket, from_port: u16) -> (u32, SocketAddr) {
+        use tandem_media::rtcp::{RtcpPacket, parse_compound};
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+            if from.port() != from_port {
+                continue;
+            }
+            let Ok(packets) = parse_compound(&buf[..n]) else {
+                continue;
+            };
+            let ssrc = packets.iter().find_map(|p| match p {
+                RtcpPacket::SenderReport(sr) => Some(sr.ssrc),
+                RtcpPacket::ReceiverReport(rr) => Some(rr.ssrc),
+                _ => None,
+            });
+            if let Some(ssrc) = ssrc {
+                return (ssrc, from);
+            }
+        }
+    }
+
+    /// A peer without ICE and without rtcp-mux (baresip's way) still exchanges RTCP with our
+    /// ICE audio line: our offer names an RTCP socket in a=rtcp, our reports come from it to
+    /// the peer's a=rtcp port, and the peer's reports sent there reach the session.
+    #[tokio::test]
+    async fn ice_audio_line_keeps_rtcp_for_a_peer_without_ice_or_mux() {
+        let account = Account::new("alice", "127.0.0.1");
+        let opts = MediaOptions {
+            report_interval: Duration::from_millis(200),
+            ..MediaOptions::default()
+        };
+        let mut a = CallMedia::new(
+            "127.0.0.1".parse().unwrap(),
+            None,
+            &account,
+            opts,
+            11,
+            "cname@test".into(),
+        )
+        .await
+        .unwrap();
+        let offer = a.create_offer().unwrap();
+        assert!(MediaIce::from_sdp(&offer, 0).unwrap().is_some(), "{offer}");
+        let m = audio(&offer);
+        assert!(m.attributes.iter().any(|x| x.name == "rtcp-mux"), "{offer}");
+        let our_rtcp: u16 = attr(m, "rtcp").expect("a=rtcp beside ICE").parse().unwrap();
+        assert_ne!(our_rtcp, m.port);
+
+        // The peer answers plain RTP/AVP: no ICE, no rtcp-mux, RTCP on a port of its own.
+        let (peer_rtp, peer_rtcp) = peer_sockets().await;
+        let peer_rtcp_port = peer_rtcp.local_addr().unwrap().port();
+        let mut local = MediaOffer::new(sdp::default_audio_codecs());
+        local.rtcp_mux = false;
+        local.rtcp_port = Some(peer_rtcp_port);
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let peer_port = peer_rtp.local_addr().unwrap().port();
+        let (answer, _) =
+            sdp::answer_offer(&offer, &local, 5, 1, loopback, peer_port, sdp::plain_only).unwrap();
+        assert_eq!(
+            attr(audio(&answer), "rtcp"),
+            Some(&*peer_rtcp_port.to_string())
+        );
+        a.take_answer(answer.to_string().as_bytes(), false).unwrap();
+        let neg = a.negotiated().unwrap();
+        assert!(!neg.rtcp_mux);
+        assert_eq!(
+            neg.remote_rtcp,
+            Some(SocketAddr::new(loopback, peer_rtcp_port))
+        );
+        assert!(matches!(a.apply().unwrap(), MediaChange::Started { .. }));
+
+        // Our RTCP reaches the peer's a=rtcp port from our a=rtcp port.
+        let wait = Duration::from_secs(10);
+        let (ssrc, from) = tokio::time::timeout(wait, first_rtcp(&peer_rtcp, our_rtcp))
+            .await
+            .expect("no RTCP from our a=rtcp port at the peer's a=rtcp port");
+        assert_eq!(from.ip(), loopback);
+
+        // The peer's receiver reports (25 % loss of our stream) sent to our a=rtcp port
+        // reach the session.
+        use tandem_media::rtcp::{ReceiverReport, ReportBlock, RtcpPacket, build_compound};
+        let rr = build_compound(&[RtcpPacket::ReceiverReport(ReceiverReport {
+            ssrc: 0x5eed_0001,
+            reports: vec![ReportBlock {
+                ssrc,
+                fraction_lost: 64,
+                ..ReportBlock::default()
+            }],
+        })]);
+        let control = a.control().expect("a running session");
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            peer_rtcp
+                .send_to(&rr, SocketAddr::new(loopback, our_rtcp))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let loss = control.quality().remote_loss_percent;
+            if loss.is_some_and(|l| (l - 25.0).abs() < 0.5) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the peer's RTCP on our a=rtcp port never reached the session: {loss:?}"
+            );
+        }
+        a.stop().await;
+
+        // Answering such a peer's offer: our answer names the same RTCP socket, no rtcp-mux.
+        let mut b = ice_media().await;
+        let mut plain = MediaOffer::new(sdp::default_audio_codecs());
+        plain.rtcp_mux = false;
+        plain.rtcp_port = Some(peer_rtcp_port);
+        let offer = sdp::build_offer(3, 1, loopback, peer_port, &plain);
+        let answer = b.answer_offer(offer.to_string().as_bytes()).unwrap();
+        let m = audio(&answer);
+        assert!(
+            !m.attributes.iter().any(|x| x.name == "rtcp-mux"),
+            "{answer}"
+        );
+        let b_rtcp = b.rtcp.as_ref().unwrap().local_addr().unwrap().port();
+        assert_eq!(attr(m, "rtcp"), Some(&*b_rtcp.to_string()), "{answer}");
+        assert_eq!(
+            b.rtcp_socket(false).map(|s| s.local_addr().unwrap().port()),
+            Some(b_rtcp)
+        );
     }
 
     async fn video_media(video: bool) -> CallMedia {
