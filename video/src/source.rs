@@ -29,6 +29,9 @@ pub enum SourceError {
     /// The source has no more frames.
     #[error("video source ended")]
     Ended,
+    /// The capture device failed, vanished or stopped delivering pictures.
+    #[error("video device: {0}")]
+    Device(String),
 }
 
 /// Something that produces raw frames at a nominal rate (camera, file, test pattern).
