@@ -362,6 +362,21 @@ pub struct MediaArgs {
     /// Write the received video to this YUV4MPEG2 file (also without --video: then we only receive).
     #[arg(long = "record-video", value_name = "OUT.y4m")]
     pub record_video: Option<PathBuf>,
+    /// When the peer adds video to the call (prints `video offered by peer receiving=yes|no ask=yes|no`):
+    /// `receive` takes it receive-only when --record-video shows it, `ask` does the same and waits for
+    /// `video on`/`camera SOURCE` on stdin (or --accept-video) to send ours, `never` declines it (port 0).
+    /// Without --video the call starts audio-only. Default: ask.
+    #[arg(long = "video-policy", value_name = "receive|ask|never", value_parser = parse_video_policy)]
+    pub video_policy: Option<tandem_client_core::VideoPolicy>,
+    /// When the peer adds video, turn our camera on at once (re-INVITE, two-way video), sending
+    /// `pattern` (the default, at --video-size/--video-fps) or a YUV4MPEG2 file.
+    #[arg(long = "accept-video", value_name = "pattern|FILE.y4m", num_args = 0..=1, default_missing_value = "pattern")]
+    pub accept_video: Option<String>,
+}
+
+/// Parses `--video-policy`.
+pub fn parse_video_policy(text: &str) -> Result<tandem_client_core::VideoPolicy, String> {
+    text.parse()
 }
 
 /// Parses `--video-size` (`WIDTHxHEIGHT`).

@@ -183,6 +183,9 @@ pub fn video_event(n: &VideoNotice) -> Option<Event> {
         VideoNotice::Rejected(reason) => Event::new("video rejected").kv("reason", reason),
         VideoNotice::RtpTimeout => Event::new("video rtp-timeout"),
         VideoNotice::Warning(reason) => Event::new("video warning").kv("reason", reason),
+        VideoNotice::PeerOffered { receiving, ask } => Event::new("video offered by peer")
+            .kv("receiving", if *receiving { "yes" } else { "no" })
+            .kv("ask", if *ask { "yes" } else { "no" }),
         _ => return None,
     })
 }
@@ -325,6 +328,13 @@ pub async fn drive(mut call: Call, mut ctx: DriveContext<'_>) -> Outcome {
                         if let Some(ev) = video_event(&n) {
                             ev.emit();
                         }
+                        // --accept-video: the user's "yes" to the peer's video, unless declined by policy.
+                        if let (VideoNotice::PeerOffered { receiving, ask }, Some(source)) =
+                            (&n, &ctx.plan.accept_video)
+                            && (*receiving || *ask)
+                        {
+                            act("camera", call.set_camera(Some(source.clone()))).await;
+                        }
                     }
                     CallEvent::Ended { by, reason } => {
                         if media_started {
@@ -450,6 +460,15 @@ mod tests {
             .unwrap()
             .as_str(),
             "video first-frame 320x240"
+        );
+        assert_eq!(
+            video_event(&VideoNotice::PeerOffered {
+                receiving: true,
+                ask: false
+            })
+            .unwrap()
+            .as_str(),
+            "video offered by peer receiving=yes ask=no"
         );
         assert!(video_event(&VideoNotice::Stats(VideoStats::default())).is_none());
         let s = VideoStats {

@@ -24,6 +24,8 @@ pub struct CallPlan {
     pub resume_after: Option<Duration>,
     /// Blind-transfer to this target, this long after the answer.
     pub transfer: Option<(Uri, Duration)>,
+    /// `--accept-video`: when the peer adds video, turn our camera on sending this.
+    pub accept_video: Option<VideoSourceSpec>,
 }
 
 impl CallPlan {
@@ -35,6 +37,7 @@ impl CallPlan {
             hold_after: None,
             resume_after: None,
             transfer: None,
+            accept_video: None,
         }
     }
 
@@ -42,6 +45,7 @@ impl CallPlan {
     pub fn devices_only(&self) -> Self {
         CallPlan {
             media: self.media.clone(),
+            accept_video: self.accept_video.clone(),
             ..CallPlan::plain()
         }
     }
@@ -100,41 +104,36 @@ pub fn build(args: &MediaArgs, account: &mut Account) -> Result<CallPlan> {
         hold_after: args.hold_after,
         resume_after: args.resume_after,
         transfer,
+        accept_video: args
+            .accept_video
+            .as_deref()
+            .map(|v| source_spec("--accept-video", v, args))
+            .transpose()?,
     })
 }
 
-/// The video options of `--video`, `--video-size`, `--video-fps`, `--video-codec` and
-/// `--record-video` (`None` without `--video` and `--record-video`: an audio-only call).
+/// The video options of `--video`, `--video-size`, `--video-fps`, `--video-codec`,
+/// `--record-video`, `--video-policy` and `--accept-video` (`None` without any of them: an
+/// audio-only call whose peer's video is declined, as nothing shows it). With only
+/// `--video-policy`/`--accept-video` (no `--video`) the call starts audio-only and the options
+/// apply when the peer adds video.
 pub fn video_options(args: &MediaArgs) -> Result<Option<VideoOptions>> {
-    if args.video.is_none() && args.record_video.is_none() {
+    let later =
+        args.video.is_none() && (args.video_policy.is_some() || args.accept_video.is_some());
+    if args.video.is_none() && args.record_video.is_none() && !later {
         if !args.video_codec.is_empty() {
             bail!("--video-codec needs --video or --record-video");
         }
         return Ok(None);
     }
-    let source = match args.video.as_deref().map(str::trim) {
-        None => VideoSourceSpec::None,
-        Some(v) if v.eq_ignore_ascii_case("pattern") => {
-            let (width, height) = args.video_size;
-            VideoSourceSpec::Pattern {
-                width,
-                height,
-                fps: args.video_fps,
-            }
-        }
-        Some(v) => {
-            let spec: VideoSourceSpec = v
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("--video {v}: {e}"))?;
-            if let VideoSourceSpec::File(path) = &spec
-                && !path.is_file()
-            {
-                bail!("--video {}: no such file", path.display());
-            }
-            spec
-        }
+    let source = match (args.video.as_deref(), args.accept_video.as_deref()) {
+        (Some(v), _) => source_spec("--video", v, args)?,
+        (None, Some(v)) if later => source_spec("--accept-video", v, args)?,
+        (None, _) => VideoSourceSpec::None,
     };
     let mut video = VideoOptions {
+        offer: !later,
+        policy: args.video_policy.unwrap_or_default(),
         source,
         record: args.record_video.clone(),
         ..VideoOptions::default()
@@ -143,6 +142,29 @@ pub fn video_options(args: &MediaArgs) -> Result<Option<VideoOptions>> {
         video.codecs = args.video_codec.clone();
     }
     Ok(Some(video))
+}
+
+/// Parses the video source `value` of `flag` (`pattern` at `--video-size`/`--video-fps`,
+/// a `.y4m` file, `none`, …).
+fn source_spec(flag: &str, value: &str, args: &MediaArgs) -> Result<VideoSourceSpec> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("pattern") {
+        let (width, height) = args.video_size;
+        return Ok(VideoSourceSpec::Pattern {
+            width,
+            height,
+            fps: args.video_fps,
+        });
+    }
+    let spec: VideoSourceSpec = v
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("{flag} {v}: {e}"))?;
+    if let VideoSourceSpec::File(path) = &spec
+        && !path.is_file()
+    {
+        bail!("{flag} {}: no such file", path.display());
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -192,6 +214,45 @@ mod tests {
         assert!(build(&a, &mut account).is_err());
         let mut a = args();
         a.video_codec = vec!["VP8".into()];
+        assert!(build(&a, &mut account).is_err());
+    }
+
+    #[test]
+    fn peer_video_plans() {
+        use tandem_client_core::VideoPolicy;
+        let mut account = Account::new("a", "127.0.0.1");
+        // A policy alone: audio first, the peer's video recorded, nothing sent until asked.
+        let mut a = args();
+        a.video_policy = Some(VideoPolicy::Receive);
+        a.record_video = Some("in.y4m".into());
+        let plan = build(&a, &mut account).unwrap();
+        let v = plan.media.video.unwrap();
+        assert!(!v.offer);
+        assert_eq!(v.policy, VideoPolicy::Receive);
+        assert!(plan.accept_video.is_none());
+        // --accept-video: audio first, our pattern sent once the peer adds video.
+        let mut a = args();
+        a.accept_video = Some("pattern".into());
+        let plan = build(&a, &mut account).unwrap();
+        let v = plan.media.video.unwrap();
+        assert!(!v.offer);
+        assert_eq!(v.policy, VideoPolicy::Ask);
+        let pattern = VideoSourceSpec::Pattern {
+            width: 320,
+            height: 240,
+            fps: 15,
+        };
+        assert_eq!(v.source, pattern);
+        assert_eq!(plan.accept_video, Some(pattern));
+        // With --video the call offers video from the start; the policy still applies later.
+        let mut a = args();
+        a.video = Some("pattern".into());
+        a.video_policy = Some(VideoPolicy::Never);
+        let v = build(&a, &mut account).unwrap().media.video.unwrap();
+        assert!(v.offer);
+        assert_eq!(v.policy, VideoPolicy::Never);
+        let mut a = args();
+        a.accept_video = Some("/nonexistent/clip.y4m".into());
         assert!(build(&a, &mut account).is_err());
     }
 

@@ -39,3 +39,4 @@ mod simple_presence_interop;
 mod sipp_lab;
 mod video_baresip;
 mod video_loss;
+mod video_peer_added;
