@@ -57,11 +57,13 @@ pub use presence::{
     WinfoEvent, WinfoSubscription, parse_list_body,
 };
 pub use registration::{RegEvent, RegReason, RegisterOptions, Registration, default_instance};
+/// Camera listing and capture (tandem-video's), for the apps' camera pickers.
+pub use tandem_video::camera;
 pub use transfer::ReplacesTarget;
 pub use ua::{NetworkState, UaEvent, UaEvents, UserAgent, interface_addresses};
 pub use video::{
-    DEFAULT_MAX_BITRATE_BPS, DEFAULT_PATTERN, FrameReceiver, VideoNotice, VideoOptions,
-    VideoPolicy, VideoSourceSpec, VideoStats, parse_video_size,
+    DEFAULT_CAMERA, DEFAULT_MAX_BITRATE_BPS, DEFAULT_PATTERN, FrameReceiver, VideoNotice,
+    VideoOptions, VideoPolicy, VideoSourceSpec, VideoStats, parse_video_size,
 };
 pub use xcap::{XcapClient, XcapDocument, XcapError};
 

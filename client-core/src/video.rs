@@ -30,6 +30,7 @@ use tandem_proto::sdp::{
     AnswerSecurity, Attribute, Connection, Direction, MediaDescription, SecurityKind,
     SessionDescription, TransportProfile, setup_answer,
 };
+use tandem_video::camera::CameraSource;
 use tandem_video::codec::VideoCodecKind;
 use tandem_video::frame::VideoFrame;
 use tandem_video::session::{
@@ -58,6 +59,8 @@ pub(crate) fn frame_channel() -> FrameSender {
 
 /// Default size and rate of the test pattern (`pattern`).
 pub const DEFAULT_PATTERN: (u32, u32, u32) = (320, 240, 15);
+/// Default capture size and rate of a camera (`camera`, `camera:<id>`).
+pub const DEFAULT_CAMERA: (u32, u32, u32) = (640, 480, 15);
 /// Default upper bound of our sending bitrate.
 pub const DEFAULT_MAX_BITRATE_BPS: u32 = 1_500_000;
 /// Lowest start bitrate we give the encoder (the pattern's frame counter survives from here).
@@ -81,6 +84,17 @@ pub enum VideoSourceSpec {
     },
     /// A YUV4MPEG2 file, looped.
     File(PathBuf),
+    /// A camera of this machine (`tandem_video::camera`), captured and scaled to this size.
+    Camera {
+        /// The camera's id, its name or a fragment of either; `None`: the first camera.
+        id: Option<String>,
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Frames per second.
+        fps: u32,
+    },
     /// Nothing: we only receive video.
     None,
 }
@@ -98,7 +112,19 @@ impl VideoSourceSpec {
         matches!(self, VideoSourceSpec::None)
     }
 
-    /// Opens the source (`None` for [`VideoSourceSpec::None`]); reading a file's header blocks briefly.
+    /// The first camera at [`DEFAULT_CAMERA`]'s size and rate, or the camera `id` names.
+    pub fn camera(id: Option<&str>) -> VideoSourceSpec {
+        let (width, height, fps) = DEFAULT_CAMERA;
+        VideoSourceSpec::Camera {
+            id: id.map(str::to_owned),
+            width,
+            height,
+            fps,
+        }
+    }
+
+    /// Opens the source (`None` for [`VideoSourceSpec::None`]); reading a file's header or
+    /// finding and starting a camera blocks briefly (the first camera use initialises GStreamer).
     pub fn open(&self) -> Result<Option<Box<dyn VideoSource>>> {
         match self {
             VideoSourceSpec::Pattern { width, height, fps } => {
@@ -110,6 +136,16 @@ impl VideoSourceSpec {
             VideoSourceSpec::File(path) => {
                 let source = Y4mSource::open(path, true)
                     .map_err(|e| UaError::Config(format!("video file {}: {e}", path.display())))?;
+                Ok(Some(Box::new(source)))
+            }
+            VideoSourceSpec::Camera {
+                id,
+                width,
+                height,
+                fps,
+            } => {
+                let source = CameraSource::open(id.as_deref(), *width, *height, *fps)
+                    .map_err(|e| UaError::Media(format!("camera: {e}")))?;
                 Ok(Some(Box::new(source)))
             }
             VideoSourceSpec::None => Ok(None),
@@ -124,6 +160,8 @@ impl fmt::Display for VideoSourceSpec {
                 write!(f, "pattern:{width}x{height}@{fps}")
             }
             VideoSourceSpec::File(p) => write!(f, "{}", p.display()),
+            VideoSourceSpec::Camera { id: None, .. } => f.write_str("camera"),
+            VideoSourceSpec::Camera { id: Some(id), .. } => write!(f, "camera:{id}"),
             VideoSourceSpec::None => f.write_str("none"),
         }
     }
@@ -154,7 +192,8 @@ pub fn parse_video_size(text: &str) -> std::result::Result<(u32, u32), String> {
 impl FromStr for VideoSourceSpec {
     type Err = String;
 
-    /// `pattern` (320x240@15), `pattern:WxH@FPS`, `none`, or the path of a `.y4m` file.
+    /// `pattern` (320x240@15), `pattern:WxH@FPS`, `camera` (the first camera, 640x480@15),
+    /// `camera:<id or name>`, `none`, or the path of a `.y4m` file.
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         let t = s.trim();
         if t.eq_ignore_ascii_case("none") {
@@ -162,6 +201,16 @@ impl FromStr for VideoSourceSpec {
         }
         if t.eq_ignore_ascii_case("pattern") {
             return Ok(VideoSourceSpec::default());
+        }
+        if t.eq_ignore_ascii_case("camera") {
+            return Ok(VideoSourceSpec::camera(None));
+        }
+        if let Some(id) = t.strip_prefix("camera:") {
+            let id = id.trim();
+            if id.is_empty() {
+                return Err(format!("{s:?}: camera: needs a camera id or name"));
+            }
+            return Ok(VideoSourceSpec::camera(Some(id)));
         }
         if let Some(rest) = t.strip_prefix("pattern:") {
             let (size, fps) = rest.split_once('@').unwrap_or((rest, "15"));
@@ -1623,6 +1672,20 @@ mod tests {
             "clip.y4m".parse::<VideoSourceSpec>().unwrap(),
             VideoSourceSpec::File("clip.y4m".into())
         );
+        assert_eq!(
+            "camera".parse::<VideoSourceSpec>().unwrap(),
+            VideoSourceSpec::Camera {
+                id: None,
+                width: 640,
+                height: 480,
+                fps: 15
+            }
+        );
+        let spec = "camera: USB Cam ".parse::<VideoSourceSpec>().unwrap();
+        assert_eq!(spec, VideoSourceSpec::camera(Some("USB Cam")));
+        assert_eq!(spec.to_string(), "camera:USB Cam");
+        assert_eq!(VideoSourceSpec::camera(None).to_string(), "camera");
+        assert!("camera:".parse::<VideoSourceSpec>().is_err());
         assert!("pattern:9x9".parse::<VideoSourceSpec>().is_err());
         assert!("pattern:640x480@0".parse::<VideoSourceSpec>().is_err());
         assert!("".parse::<VideoSourceSpec>().is_err());
