@@ -311,3 +311,88 @@ impl<'a> LineKeys<'a> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRYPTO: &str =
+        "1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+    #[test]
+    fn keys_fall_back_to_session_level_and_show_as_offered() {
+        let media = vec![
+            Attribute::new("crypto", format!(" {CRYPTO} ")),
+            Attribute::new("setup", "actpass"),
+        ];
+        let session = vec![
+            Attribute::new("fingerprint", "sha-256 AB:CD"),
+            Attribute::new("setup", "active"),
+            Attribute::new("crypto", "2 AES_CM_128_HMAC_SHA1_32 inline:x"),
+        ];
+        let keys = LineKeys::read(&media, &session);
+        assert_eq!(keys.crypto, vec![CRYPTO], "a=crypto is media-level only");
+        assert_eq!(keys.fingerprint, Some("sha-256 AB:CD"));
+        assert_eq!(keys.setup, Some("actpass"));
+        let offered = keys.offered(2, TransportProfile::RtpAvp);
+        assert_eq!(offered.index, 2);
+        assert!(AnswerSecurity::Sdes(CRYPTO.into()).fits(&offered));
+        assert!(AnswerSecurity::Plain.fits(&offered));
+        assert!(!AnswerSecurity::Sdes("  ".into()).fits(&offered));
+        let dtls = AnswerSecurity::Dtls {
+            fingerprint: "sha-256 01:02".into(),
+            setup: setup_answer(offered.setup).into(),
+        };
+        assert!(!dtls.fits(&offered), "DTLS needs a DTLS profile");
+        assert!(dtls.fits(&keys.offered(0, TransportProfile::UdpTlsRtpSavpf)));
+        assert!(!AnswerSecurity::Plain.fits(&keys.offered(0, TransportProfile::RtpSavp)));
+    }
+
+    #[test]
+    fn declared_security_round_trips_through_attributes() {
+        for chosen in [
+            AnswerSecurity::Plain,
+            AnswerSecurity::Sdes(CRYPTO.into()),
+            AnswerSecurity::Dtls {
+                fingerprint: "sha-256 01:02".into(),
+                setup: "passive".into(),
+            },
+        ] {
+            let attrs = chosen.attributes();
+            assert_eq!(AnswerSecurity::declared_by(&attrs), chosen);
+            assert_eq!(AnswerSecurity::declared_by(&attrs).kind(), chosen.kind());
+        }
+    }
+
+    #[test]
+    fn answered_security_needs_the_profile_keys() {
+        let none = LineKeys::default();
+        let sdes = LineKeys {
+            crypto: vec![CRYPTO],
+            ..LineKeys::default()
+        };
+        let dtls = LineKeys {
+            fingerprint: Some("sha-256 01:02"),
+            ..LineKeys::default()
+        };
+        use TransportProfile as P;
+        assert!(none.answered_kind(P::UdpTlsRtpSavp, false).is_err());
+        assert_eq!(
+            dtls.answered_kind(P::UdpTlsRtpSavp, false),
+            Ok(SecurityKind::Dtls)
+        );
+        assert!(none.answered_kind(P::RtpSavpf, true).is_err());
+        assert_eq!(sdes.answered_kind(P::RtpSavp, true), Ok(SecurityKind::Sdes));
+        // Best-effort SDES on RTP/AVP: only when we offered keys.
+        assert_eq!(sdes.answered_kind(P::RtpAvp, true), Ok(SecurityKind::Sdes));
+        assert_eq!(
+            sdes.answered_kind(P::RtpAvp, false),
+            Ok(SecurityKind::Plain)
+        );
+        assert_eq!(
+            none.answered_kind(P::RtpAvpf, true),
+            Ok(SecurityKind::Plain)
+        );
+        assert_eq!(sdes.to_owned_parts(), (vec![CRYPTO.to_owned()], None, None));
+    }
+}
