@@ -15,9 +15,16 @@
 //! playback device and returns the final quality); [`MediaControl`] is a cloneable handle for
 //! the other controls. Events (first RTP, DTMF digits, SSRC changes, RTP timeout, security
 //! outcome, quality reports) arrive on the receiver returned by [`MediaSession::start`].
+//!
+//! The parts every RTP engine needs are public building blocks, also used by the video
+//! session: [`transport`] (sockets, keys and the DTLS-SRTP handshake, RFC 7983 demux,
+//! protect/unprotect, where RTCP goes) and [`reports`] (SR/RR with SDES CNAME built from the
+//! stream's counters, BYE, reading the peer's report blocks, the randomised interval).
 
 mod engine;
+pub mod reports;
 mod socket;
+pub mod transport;
 
 pub use socket::{MediaSocket, MediaTransport, SendFuture};
 

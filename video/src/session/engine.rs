@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand::Rng;
-use tandem_media::rtcp::{self, Bye, ReceiverReport, ReportBlock, RtcpPacket, Sdes, SenderReport};
-use tandem_media::rtp::{PacketKind, RtpHeader, RtpPacket, classify, duration_to_units};
-use tandem_media::session::{MediaSecurity, MediaSocket};
-use tandem_media::srtp::{DtlsRole, DtlsSrtp, SdesCrypto, SrtpContext};
+use tandem_media::rtcp::{self, ReceiverReport, RtcpPacket, Sdes};
+use tandem_media::rtp::{RtpHeader, RtpPacket, SenderCounters, duration_to_units};
+use tandem_media::session::MediaSecurity;
+use tandem_media::session::reports::{self, PeerReport, SenderRole, randomized_interval};
+use tandem_media::session::transport::{Inbound, RtpTransport, SecurityEvent, Via};
+use tandem_media::srtp::SrtpError;
 use tandem_media::stats::{ReceiverStats, SeqOutcome};
 use tandem_proto::sdp::Direction;
 use tandem_proto::sdp::video::VideoFeedback;
@@ -33,8 +34,6 @@ use crate::history::SendHistory;
 use crate::rate::{RateController, ReceiveRate};
 use crate::rtp::{Packetizer, packetizer};
 
-/// Largest datagram we read; media packets are far smaller, DTLS flights are fragmented.
-const RECV_BUFFER: usize = 4096;
 /// The RTP clock of every video codec.
 const CLOCK: u32 = VideoCodecKind::CLOCK_RATE;
 /// How many sent packets are kept for retransmission, and for how long.
@@ -48,8 +47,6 @@ const MAX_NACKED_PER_MESSAGE: usize = 256;
 const RETRANSMIT_BUDGET_FLOOR_BPS: u32 = 300_000;
 /// Round trip assumed until one is measured.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
-/// Pause after a socket receive error (ICMP errors are transient; a closed transport is not).
-const SOCKET_ERROR_PAUSE: Duration = Duration::from_millis(5);
 /// Timer period while frames are being assembled (NACKs go out every [`NACK_INTERVAL`]).
 const BUSY_TICK: Duration = Duration::from_millis(10);
 /// Longest sleep of the timers when nothing is pending.
@@ -64,69 +61,6 @@ const KEYFRAME_INTERVAL_WITHOUT_FEEDBACK: Duration = Duration::from_secs(3);
 const REMB_FLOOR_BPS: u32 = RESTORE_BITRATE_BPS;
 /// The lowest bitrate the rate controller goes down to.
 const MIN_BITRATE_BPS: u32 = 50_000;
-
-/// Which socket a datagram goes out of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
-    Rtp,
-    Rtcp,
-}
-
-fn sends(direction: Direction) -> bool {
-    matches!(direction, Direction::SendRecv | Direction::SendOnly)
-}
-
-fn receives(direction: Direction) -> bool {
-    matches!(direction, Direction::SendRecv | Direction::RecvOnly)
-}
-
-/// A randomised report interval around `mean` (RFC 3550 §6.3.1: 0.5–1.5 ×).
-fn randomized(mean: Duration) -> Duration {
-    mean.mul_f64(rand::rng().random_range(0.5..1.5))
-}
-
-/// Keys and handshake state of the stream (as in the audio engine).
-struct Security {
-    secure: bool,
-    srtp: Option<SrtpContext>,
-    sdes: Option<(SdesCrypto, SdesCrypto)>,
-    dtls: Option<DtlsSrtp>,
-    dtls_key: Option<(DtlsRole, String)>,
-    dtls_deadline: Option<Instant>,
-    failed: bool,
-    old_auth_failures: u64,
-}
-
-impl Security {
-    fn plain() -> Self {
-        Security {
-            secure: false,
-            srtp: None,
-            sdes: None,
-            dtls: None,
-            dtls_key: None,
-            dtls_deadline: None,
-            failed: false,
-            old_auth_failures: 0,
-        }
-    }
-
-    /// Media may flow: plain, or secure with keys.
-    fn ready(&self) -> bool {
-        !self.secure || self.srtp.is_some()
-    }
-
-    fn auth_failures(&self) -> u64 {
-        self.old_auth_failures + self.srtp.as_ref().map_or(0, SrtpContext::auth_failures)
-    }
-
-    fn replace_context(&mut self, ctx: Option<SrtpContext>) {
-        if let Some(old) = self.srtp.take() {
-            self.old_auth_failures += old.auth_failures();
-        }
-        self.srtp = ctx;
-    }
-}
 
 /// A token bucket bounding retransmission bytes.
 #[derive(Debug)]
@@ -164,7 +98,8 @@ struct Sender {
     packets: u32,
     octets: u32,
     sent_since_report: bool,
-    sent_in_previous_interval: bool,
+    /// SR or RR (RFC 3550 §6.4).
+    role: SenderRole,
     rate: RateController,
     bitrate: u32,
     halved: bool,
@@ -206,11 +141,8 @@ struct Receiver {
 
 /// The state of one video stream, driven by [`Engine::run`].
 pub(super) struct Engine {
-    socket: MediaSocket,
-    rtcp_socket: Option<MediaSocket>,
-    remote_rtp: SocketAddr,
-    remote_rtcp: Option<SocketAddr>,
-    rtcp_mux: bool,
+    /// Sockets, keys, demux and the outgoing queue.
+    transport: RtpTransport,
     recv_codecs: Vec<VideoRecvCodec>,
     feedback: VideoFeedback,
     direction: Direction,
@@ -218,13 +150,11 @@ pub(super) struct Engine {
     rtp_timeout: Duration,
     report_interval: Duration,
     stats_interval: Duration,
-    dtls_timeout: Duration,
     mtu_payload: usize,
     events: mpsc::UnboundedSender<VideoEvent>,
     snapshot: Arc<Mutex<VideoStats>>,
 
     ssrc: u32,
-    security: Security,
     sender: Option<Sender>,
     receiver: Receiver,
     stats: VideoStats,
@@ -233,7 +163,6 @@ pub(super) struct Engine {
     next_report: Instant,
     next_stats: Instant,
     next_nack: Instant,
-    outbox: Vec<(Via, SocketAddr, Vec<u8>)>,
 }
 
 impl Engine {
@@ -265,7 +194,7 @@ impl Engine {
         let now = Instant::now();
         let kinds: Vec<VideoCodecKind> = config.recv.iter().map(|c| c.kind).collect();
         let decoder = decoder::spawn(&kinds, config.sink)?;
-        let active = sends(config.direction) && !config.security.is_secure();
+        let active = config.direction.sends() && !config.security.is_secure();
         let sender = match config.send {
             Some(send) => {
                 let max_bps = send.max_bitrate_bps.max(MIN_BITRATE_BPS);
@@ -291,7 +220,7 @@ impl Engine {
                     packets: 0,
                     octets: 0,
                     sent_since_report: false,
-                    sent_in_previous_interval: false,
+                    role: SenderRole::new(),
                     rate: RateController::new(MIN_BITRATE_BPS, start_bps, max_bps),
                     bitrate: start_bps,
                     halved: false,
@@ -308,11 +237,9 @@ impl Engine {
             None => None,
         };
         let mut engine = Engine {
-            socket: config.socket,
-            rtcp_socket: config.rtcp_socket,
-            remote_rtp: config.remote_rtp,
-            remote_rtcp: config.remote_rtcp,
-            rtcp_mux: config.rtcp_mux,
+            transport: RtpTransport::new(config.socket, config.remote_rtp, "video")
+                .with_rtcp(config.rtcp_socket, config.remote_rtcp, config.rtcp_mux)
+                .with_dtls_timeout(config.dtls_timeout),
             recv_codecs: config.recv,
             feedback: config.feedback,
             direction: config.direction,
@@ -320,12 +247,10 @@ impl Engine {
             rtp_timeout: config.rtp_timeout,
             report_interval: config.report_interval.max(Duration::from_millis(100)),
             stats_interval: config.stats_interval.max(Duration::from_millis(100)),
-            dtls_timeout: config.dtls_timeout,
             mtu_payload: config.mtu_payload,
             events,
             snapshot,
             ssrc: rand::random(),
-            security: Security::plain(),
             receiver: Receiver {
                 stats: ReceiverStats::new(),
                 assembler: None,
@@ -347,17 +272,16 @@ impl Engine {
             rtt: None,
             encoder_active: active,
             // RFC 3550 §6.2: the first report goes out after half the interval.
-            next_report: now + randomized(config.report_interval / 2),
+            next_report: now + randomized_interval(config.report_interval / 2),
             next_stats: now + config.stats_interval,
             next_nack: now + NACK_INTERVAL,
-            outbox: Vec::new(),
         };
         if !config.security.is_secure() {
             engine.emit(VideoEvent::Secure(false));
         }
         engine
             .apply_security(now, config.security)
-            .map_err(VideoError::Srtp)?;
+            .map_err(|e| VideoError::Srtp(e.to_string()))?;
         Ok(engine)
     }
 
@@ -366,93 +290,27 @@ impl Engine {
         let _ = self.events.send(event);
     }
 
-    /// Installs new security: SDES keys at once, DTLS by starting a handshake.
-    fn apply_security(&mut self, now: Instant, security: MediaSecurity) -> Result<(), String> {
-        match security {
-            MediaSecurity::Plain => {
-                self.security.replace_context(None);
-                self.security.secure = false;
-                self.security.sdes = None;
-                self.security.dtls = None;
-                self.security.dtls_key = None;
-                self.security.dtls_deadline = None;
-                self.security.failed = false;
-            }
-            MediaSecurity::Sdes { local, remote } => {
-                let same = self
-                    .security
-                    .sdes
-                    .as_ref()
-                    .is_some_and(|(l, r)| *l == local && *r == remote);
-                self.security.secure = true;
-                if !same || self.security.srtp.is_none() {
-                    let ctx = SrtpContext::from_sdes(&local, &remote).map_err(|e| e.to_string())?;
-                    self.security.replace_context(Some(ctx));
-                    self.security.sdes = Some((local, remote));
-                    self.security.dtls = None;
-                    self.security.dtls_key = None;
-                    self.security.dtls_deadline = None;
-                    self.security.failed = false;
-                    self.emit(VideoEvent::Secure(true));
-                    self.media_became_ready(now);
-                }
-            }
-            MediaSecurity::Dtls {
-                role,
-                cert,
-                remote_fingerprint,
-            } => {
-                let key = (role, remote_fingerprint.clone());
-                self.security.secure = true;
-                if self.security.dtls_key.as_ref() == Some(&key) && !self.security.failed {
-                    return Ok(());
-                }
-                let dtls =
-                    DtlsSrtp::new(role, cert, remote_fingerprint).map_err(|e| e.to_string())?;
-                self.security.replace_context(None);
-                self.security.sdes = None;
-                self.security.dtls = Some(dtls);
-                self.security.dtls_key = Some(key);
-                self.security.dtls_deadline = Some(now + self.dtls_timeout);
-                self.security.failed = false;
-                self.drive_dtls(now);
-            }
+    /// Installs new security (see [`RtpTransport::apply_security`]); the encoder runs only
+    /// when media may flow.
+    fn apply_security(&mut self, now: Instant, security: MediaSecurity) -> Result<(), SrtpError> {
+        let applied = self.transport.apply_security(now, security);
+        if let Ok(Some(event)) = &applied {
+            self.on_security(now, event.clone());
         }
         self.update_encoder_active();
-        Ok(())
+        applied.map(|_| ())
     }
 
-    /// Drains the DTLS endpoint: datagrams to send, a finished handshake, a failure.
-    fn drive_dtls(&mut self, now: Instant) {
-        let Some(dtls) = self.security.dtls.as_mut() else {
-            return;
-        };
-        while let Some(datagram) = dtls.poll_transmit() {
-            self.outbox.push((Via::Rtp, self.remote_rtp, datagram));
+    /// Reports a keying outcome of the transport: keys start the media with a keyframe, a
+    /// failure stops the encoder.
+    fn on_security(&mut self, now: Instant, event: SecurityEvent) {
+        if let SecurityEvent::Failed(reason) = event {
+            self.update_encoder_active();
+            self.emit(VideoEvent::SecurityFailed(reason));
+        } else {
+            self.emit(VideoEvent::Secure(true));
+            self.media_became_ready(now);
         }
-        match dtls.poll_result() {
-            Some(Ok(ctx)) => {
-                debug!("video DTLS-SRTP handshake complete");
-                self.security.dtls_deadline = None;
-                self.security.replace_context(Some(ctx));
-                self.emit(VideoEvent::Secure(true));
-                self.media_became_ready(now);
-            }
-            Some(Err(e)) => {
-                warn!(error = %e, "video DTLS-SRTP handshake failed");
-                self.security_failed(e.to_string());
-            }
-            None => {}
-        }
-    }
-
-    fn security_failed(&mut self, reason: String) {
-        self.security.failed = true;
-        self.security.dtls = None;
-        self.security.dtls_deadline = None;
-        self.security.replace_context(None);
-        self.update_encoder_active();
-        self.emit(VideoEvent::SecurityFailed(reason));
     }
 
     /// Keys just became available: restart the RTP timeout, start with a keyframe.
@@ -465,7 +323,7 @@ impl Engine {
 
     /// Tells the encoder thread whether frames are wanted now.
     fn update_encoder_active(&mut self) {
-        let active = sends(self.direction) && self.security.ready();
+        let active = self.direction.sends() && self.transport.media_ready();
         if active != self.encoder_active {
             self.encoder_active = active;
             self.encoder_command(EncoderCommand::Active(active));
@@ -480,10 +338,7 @@ impl Engine {
 
     /// The task body: runs until stopped, then reports the final counters.
     pub(super) async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
-        let socket = self.socket.clone();
-        let rtcp_socket = self.rtcp_socket.clone();
-        let mut buf = vec![0u8; RECV_BUFFER];
-        let mut rtcp_buf = vec![0u8; RECV_BUFFER];
+        let mut reader = self.transport.reader();
         let mut encoded = self
             .sender
             .as_mut()
@@ -493,7 +348,7 @@ impl Engine {
             &mut self.receiver.decoder.results,
             mpsc::unbounded_channel().1,
         ));
-        self.flush().await;
+        self.transport.flush().await;
         let reply = loop {
             let wake = tokio::time::Instant::from_std(self.next_wake(Instant::now()));
             tokio::select! {
@@ -502,27 +357,7 @@ impl Engine {
                     Some(Control::Stop(reply)) => break reply,
                     Some(command) => self.on_control(command),
                 },
-                received = socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => {
-                        let data = buf.get(..len).unwrap_or_default();
-                        self.on_datagram(Instant::now(), data, from, Via::Rtp);
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "video RTP socket receive error");
-                        // A transport that keeps failing must not spin the task.
-                        tokio::time::sleep(SOCKET_ERROR_PAUSE).await;
-                    }
-                },
-                received = recv_optional(rtcp_socket.as_ref(), &mut rtcp_buf) => match received {
-                    Ok((len, from)) => {
-                        let data = rtcp_buf.get(..len).unwrap_or_default();
-                        self.on_datagram(Instant::now(), data, from, Via::Rtcp);
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "video RTCP socket receive error");
-                        tokio::time::sleep(SOCKET_ERROR_PAUSE).await;
-                    }
-                },
+                (via, data, from) = reader.recv() => self.on_datagram(Instant::now(), data, from, via),
                 notice = recv_encoder(encoded.as_mut()) => match notice {
                     Some(notice) => self.on_encoder(Instant::now(), notice),
                     // The thread has ended (it only does so when told): stop listening.
@@ -539,7 +374,7 @@ impl Engine {
                 },
                 () = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
             }
-            self.flush().await;
+            self.transport.flush().await;
         };
         let stats = self.finish(decoded.as_mut()).await;
         if let Some(reply) = reply {
@@ -554,7 +389,7 @@ impl Engine {
     ) -> VideoStats {
         let now = Instant::now();
         self.queue_report(now, Some("call ended"));
-        self.flush().await;
+        self.transport.flush().await;
         let encoder = self
             .sender
             .as_mut()
@@ -583,22 +418,6 @@ impl Engine {
         self.stats.clone()
     }
 
-    /// Sends everything queued; UDP send errors are logged (media is loss tolerant).
-    async fn flush(&mut self) {
-        for (via, to, datagram) in std::mem::take(&mut self.outbox) {
-            if to.ip().is_unspecified() || to.port() == 0 {
-                continue;
-            }
-            let socket = match via {
-                Via::Rtcp => self.rtcp_socket.as_ref().unwrap_or(&self.socket),
-                Via::Rtp => &self.socket,
-            };
-            if let Err(e) = socket.send_to(&datagram, to).await {
-                debug!(error = %e, %to, "video send failed");
-            }
-        }
-    }
-
     fn on_control(&mut self, command: Control) {
         let now = Instant::now();
         match command {
@@ -623,7 +442,7 @@ impl Engine {
         if direction == self.direction {
             return;
         }
-        if receives(direction) && !receives(self.direction) {
+        if direction.receives() && !self.direction.receives() {
             self.receiver.last_rtp = now;
             self.receiver.timed_out = false;
             self.receiver.want_keyframe = true;
@@ -633,15 +452,8 @@ impl Engine {
     }
 
     fn on_update(&mut self, now: Instant, update: VideoUpdate) {
-        if let Some(addr) = update.remote_rtp {
-            self.remote_rtp = addr;
-        }
-        if let Some(addr) = update.remote_rtcp {
-            self.remote_rtcp = Some(addr);
-        }
-        if let Some(mux) = update.rtcp_mux {
-            self.rtcp_mux = mux;
-        }
+        self.transport
+            .update_remote(update.remote_rtp, update.remote_rtcp, update.rtcp_mux);
         if let Some(feedback) = update.feedback {
             self.feedback = feedback;
         }
@@ -651,7 +463,8 @@ impl Engine {
         if let Some(security) = update.security
             && let Err(e) = self.apply_security(now, security)
         {
-            self.security_failed(e);
+            // The transport is left failed: no media until new keys.
+            self.on_security(now, SecurityEvent::Failed(e.to_string()));
         }
     }
 
@@ -668,7 +481,7 @@ impl Engine {
     /// Packetizes one encoded frame and sends it (all packets carry the capture timestamp, the
     /// last one the marker bit); every datagram is kept for retransmission.
     fn send_frame(&mut self, now: Instant, output: EncoderOutput) {
-        if !(sends(self.direction) && self.security.ready()) {
+        if !(self.direction.sends() && self.transport.media_ready()) {
             return;
         }
         let ssrc = self.ssrc;
@@ -702,19 +515,16 @@ impl Engine {
                 },
                 payload: Bytes::from(payload),
             };
-            let bytes = packet.to_bytes();
-            let datagram = match self.security.srtp.as_mut() {
-                Some(ctx) => match ctx.protect_rtp(&bytes) {
-                    Ok(protected) => protected,
-                    Err(e) => {
-                        warn!(error = %e, "SRTP protect failed; video packet dropped");
-                        protect_failed = true;
-                        sender.sequence = sender.sequence.wrapping_add(1);
-                        continue;
-                    }
-                },
-                None if self.security.secure => return,
-                None => bytes,
+            let datagram = match self.transport.protect_rtp(packet.to_bytes()) {
+                Ok(Some(datagram)) => datagram,
+                // Keys went away (a failed re-keying) while the frame was encoded.
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(error = %e, "SRTP protect failed; video packet dropped");
+                    protect_failed = true;
+                    sender.sequence = sender.sequence.wrapping_add(1);
+                    continue;
+                }
             };
             sender.history.push(now, sender.sequence, datagram.clone());
             sender.retransmitted.remove(&sender.sequence);
@@ -726,7 +536,7 @@ impl Engine {
             sender.sent_since_report = true;
             self.stats.packets_sent += 1;
             self.stats.bytes_sent += len as u64;
-            self.outbox.push((Via::Rtp, self.remote_rtp, datagram));
+            self.transport.queue_rtp(datagram);
         }
         if protect_failed {
             self.encoder_command(EncoderCommand::Keyframe);
@@ -784,8 +594,7 @@ impl Engine {
             }
             sender.retransmitted.insert(seq, now);
             self.stats.retransmissions += 1;
-            self.outbox
-                .push((Via::Rtp, self.remote_rtp, datagram.to_vec()));
+            self.transport.queue_rtp(datagram.to_vec());
         }
     }
 
@@ -821,57 +630,17 @@ impl Engine {
 
     /// Demultiplexes one received datagram (RFC 7983).
     fn on_datagram(&mut self, now: Instant, data: &[u8], from: SocketAddr, via: Via) {
-        match classify(data) {
-            PacketKind::Rtp if via == Via::Rtp => self.on_rtp(now, data),
-            PacketKind::Rtp | PacketKind::Rtcp => self.on_rtcp(now, data),
-            PacketKind::Dtls if via == Via::Rtcp => {
-                debug!(%from, "DTLS datagram on the separate RTCP port ignored");
-            }
-            PacketKind::Dtls => {
-                if let Some(dtls) = self.security.dtls.as_mut() {
-                    dtls.handle_datagram(now, data);
-                    self.drive_dtls(now);
-                } else {
-                    trace!(%from, "DTLS datagram without a DTLS association dropped");
-                }
-            }
-            PacketKind::Stun => trace!(%from, "STUN datagram ignored"),
-            PacketKind::Unknown => {
-                self.stats.malformed_dropped += 1;
-                trace!(%from, len = data.len(), "unknown datagram dropped");
-            }
+        match self.transport.receive(now, data, from, via) {
+            Inbound::Rtp(packet) => self.on_rtp(now, &packet),
+            Inbound::Rtcp(compound) => self.on_rtcp(now, &compound),
+            Inbound::Security(event) => self.on_security(now, event),
+            Inbound::Malformed => self.stats.malformed_dropped += 1,
+            Inbound::Dropped => {}
         }
     }
 
-    fn on_rtp(&mut self, now: Instant, data: &[u8]) {
-        let plain;
-        let data = if self.security.secure {
-            let Some(ctx) = self.security.srtp.as_mut() else {
-                return;
-            };
-            match ctx.unprotect_rtp(data) {
-                Ok(p) => {
-                    plain = p;
-                    plain.as_slice()
-                }
-                Err(e) => {
-                    // Counted by the context (bad tag, replay, plain RTP in a secure call).
-                    trace!(error = %e, "SRTP packet dropped");
-                    return;
-                }
-            }
-        } else {
-            data
-        };
-        let packet = match RtpPacket::parse(data) {
-            Ok(p) => p,
-            Err(e) => {
-                self.stats.malformed_dropped += 1;
-                trace!(error = %e, "malformed RTP dropped");
-                return;
-            }
-        };
-        if !receives(self.direction) {
+    fn on_rtp(&mut self, now: Instant, packet: &RtpPacket) {
+        if !self.direction.receives() {
             return;
         }
         let Some(codec) = self
@@ -917,7 +686,7 @@ impl Engine {
             self.new_assembler(codec.kind);
         }
         if let Some((_, assembler)) = self.receiver.assembler.as_mut() {
-            assembler.insert(now, &packet);
+            assembler.insert(now, packet);
         }
         self.pop_frames(now);
     }
@@ -1001,43 +770,10 @@ impl Engine {
     }
 
     fn on_rtcp(&mut self, now: Instant, data: &[u8]) {
-        let plain;
-        let data = if self.security.secure {
-            let Some(ctx) = self.security.srtp.as_mut() else {
-                return;
-            };
-            match ctx.unprotect_rtcp(data) {
-                Ok(p) => {
-                    plain = p;
-                    plain.as_slice()
-                }
-                Err(e) => {
-                    trace!(error = %e, "SRTCP packet dropped");
-                    return;
-                }
-            }
-        } else {
-            data
-        };
-        match rtcp::parse_compound(data) {
-            Ok(packets) => {
-                for packet in packets {
-                    let blocks = match packet {
-                        RtcpPacket::SenderReport(sr) => {
-                            self.receiver.stats.on_sender_report(&sr, now);
-                            sr.reports
-                        }
-                        RtcpPacket::ReceiverReport(rr) => rr.reports,
-                        RtcpPacket::Bye(bye) => {
-                            debug!(sources = ?bye.sources, reason = ?bye.reason, "video RTCP BYE");
-                            continue;
-                        }
-                        _ => continue,
-                    };
-                    let ours = self.ssrc;
-                    for block in blocks.iter().filter(|b| b.ssrc == ours) {
-                        self.on_report_block(now, block);
-                    }
+        match reports::read_reports(data, now, self.ssrc, &mut self.receiver.stats) {
+            Ok(peer_reports) => {
+                for report in &peer_reports {
+                    self.on_peer_report(now, report);
                 }
             }
             Err(e) => {
@@ -1045,20 +781,19 @@ impl Engine {
                 trace!(error = %e, "malformed RTCP");
             }
         }
+        // Feedback (RTPFB/PSFB) is read from the compound as it came.
         for feedback in parse_feedback(data) {
             self.on_feedback(now, feedback);
         }
     }
 
-    fn on_report_block(&mut self, now: Instant, block: &ReportBlock) {
-        if let Some(rtt) = self.receiver.stats.rtt_from_report(block, now) {
-            self.rtt = Some(rtt);
+    fn on_peer_report(&mut self, now: Instant, report: &PeerReport) {
+        if report.rtt.is_some() {
+            self.rtt = report.rtt;
         }
-        self.stats.remote_loss_percent = Some(block.fraction_lost_percent());
+        self.stats.remote_loss_percent = Some(report.block.fraction_lost_percent());
         let target = match self.sender.as_mut() {
-            Some(sender) => sender
-                .rate
-                .on_loss_report(now, f32::from(block.fraction_lost) / 256.0),
+            Some(sender) => sender.rate.on_loss_report(now, report.fraction_lost()),
             None => return,
         };
         self.apply_target(target);
@@ -1103,9 +838,9 @@ impl Engine {
 
     /// RTP is expected from the peer and has not timed out yet.
     fn rtp_timeout_armed(&self) -> bool {
-        receives(self.direction)
+        self.direction.receives()
             && !self.recv_codecs.is_empty()
-            && self.security.ready()
+            && self.transport.media_ready()
             && !self.receiver.timed_out
     }
 
@@ -1122,13 +857,8 @@ impl Engine {
                 .is_some_and(|(_, a)| a.buffered_packets() > 0 || a.waiting_for_keyframe());
         let mut next = now + if busy { BUSY_TICK } else { IDLE_TICK };
         next = next.min(self.next_report).min(self.next_stats);
-        if let Some(dtls) = self.security.dtls.as_ref()
-            && let Some(t) = dtls.poll_timeout()
-        {
+        if let Some(t) = self.transport.next_timeout() {
             next = next.min(t);
-        }
-        if let Some(deadline) = self.security.dtls_deadline {
-            next = next.min(deadline);
         }
         if self.rtp_timeout_armed() {
             next = next.min(self.receiver.last_rtp + self.rtp_timeout);
@@ -1138,17 +868,8 @@ impl Engine {
     }
 
     fn on_timers(&mut self, now: Instant) {
-        if let Some(dtls) = self.security.dtls.as_mut()
-            && dtls.poll_timeout().is_some_and(|t| t <= now)
-        {
-            dtls.handle_timeout(now);
-            self.drive_dtls(now);
-        }
-        if let Some(deadline) = self.security.dtls_deadline
-            && deadline <= now
-            && self.security.srtp.is_none()
-        {
-            self.security_failed("DTLS handshake timed out".into());
+        if let Some(event) = self.transport.on_timeout(now) {
+            self.on_security(now, event);
         }
         self.pop_frames(now);
         if self.next_nack <= now {
@@ -1166,7 +887,7 @@ impl Engine {
         }
         if self.next_report <= now {
             self.queue_report(now, None);
-            self.next_report = now + randomized(self.report_interval);
+            self.next_report = now + randomized_interval(self.report_interval);
             if let Some(sender) = self.sender.as_mut() {
                 sender
                     .retransmitted
@@ -1181,7 +902,7 @@ impl Engine {
     }
 
     fn send_nacks(&mut self, now: Instant) {
-        if !self.feedback.nack || !receives(self.direction) {
+        if !self.feedback.nack || !self.direction.receives() {
             return;
         }
         let rtt = self.rtt.unwrap_or(DEFAULT_RTT);
@@ -1212,7 +933,7 @@ impl Engine {
         {
             receiver.want_keyframe = true;
         }
-        if !receiver.want_keyframe || !receives(self.direction) {
+        if !receiver.want_keyframe || !self.direction.receives() {
             return;
         }
         if receiver
@@ -1281,41 +1002,9 @@ impl Engine {
 
     // ----- RTCP out -----
 
-    /// Where RTCP goes: the RTCP socket's peer when not muxed, else the RTP address.
-    fn rtcp_destination(&self) -> (Via, SocketAddr) {
-        if self.rtcp_mux {
-            return (Via::Rtp, self.remote_rtp);
-        }
-        let to = self.remote_rtcp.unwrap_or_else(|| {
-            let mut addr = self.remote_rtp;
-            addr.set_port(addr.port().wrapping_add(1));
-            addr
-        });
-        let via = if self.rtcp_socket.is_some() {
-            Via::Rtcp
-        } else {
-            Via::Rtp
-        };
-        (via, to)
-    }
-
-    /// Protects and queues an RTCP compound.
+    /// Protects and queues an RTCP compound (nothing before the keys exist).
     fn queue_rtcp(&mut self, compound: Vec<u8>) {
-        if !self.security.ready() {
-            return;
-        }
-        let datagram = match self.security.srtp.as_mut() {
-            Some(ctx) => match ctx.protect_rtcp(&compound) {
-                Ok(protected) => protected,
-                Err(e) => {
-                    warn!(error = %e, "SRTCP protect failed; video RTCP dropped");
-                    return;
-                }
-            },
-            None => compound,
-        };
-        let (via, to) = self.rtcp_destination();
-        self.outbox.push((via, to, datagram));
+        self.transport.send_rtcp(compound);
     }
 
     /// Feedback goes out at once in a minimal compound: an empty RR and the SDES CNAME first
@@ -1335,34 +1024,22 @@ impl Engine {
     /// The regular report: SR (we sent in the last two intervals) or RR with the block about the
     /// peer's stream, SDES CNAME, REMB when negotiated, BYE when `bye` gives a reason.
     fn queue_report(&mut self, now: Instant, bye: Option<&str>) {
-        if !self.security.ready() {
+        if !self.transport.media_ready() {
             return;
         }
-        let mut reports = Vec::new();
-        if let Some(block) = self.receiver.stats.report_block(now) {
-            reports.push(block);
-        }
         let ssrc = self.ssrc;
-        let report = match self.sender.as_mut() {
-            Some(sender) if sender.sent_since_report || sender.sent_in_previous_interval => {
-                sender.sent_in_previous_interval = std::mem::take(&mut sender.sent_since_report);
-                let ntp = rtcp::ntp_now();
-                self.receiver.stats.on_report_sent(ntp, now);
-                RtcpPacket::SenderReport(SenderReport {
-                    ssrc,
-                    ntp_timestamp: ntp,
-                    rtp_timestamp: sender.timestamp_at(now),
-                    packet_count: sender.packets,
-                    octet_count: sender.octets,
-                    reports,
-                })
-            }
-            _ => RtcpPacket::ReceiverReport(ReceiverReport { ssrc, reports }),
-        };
+        let counters = self.sender.as_mut().and_then(|sender| {
+            let sent = std::mem::take(&mut sender.sent_since_report);
+            sender.role.is_sender(sent).then(|| SenderCounters {
+                rtp_timestamp: sender.timestamp_at(now),
+                packet_count: sender.packets,
+                octet_count: sender.octets,
+            })
+        });
         let mut compound =
-            rtcp::build_compound(&[report, RtcpPacket::Sdes(Sdes::cname(ssrc, &self.cname))]);
+            reports::build_report(now, ssrc, &self.cname, &mut self.receiver.stats, counters);
         if self.feedback.remb
-            && receives(self.direction)
+            && self.direction.receives()
             && let Some(media) = self.receiver.stats.ssrc()
             && self.receiver.got_rtp
         {
@@ -1381,13 +1058,7 @@ impl Engine {
             }
         }
         if let Some(reason) = bye {
-            rtcp::write_packet(
-                &mut compound,
-                &RtcpPacket::Bye(Bye {
-                    sources: vec![ssrc],
-                    reason: Some(reason.to_owned()),
-                }),
-            );
+            reports::append_bye(&mut compound, ssrc, reason);
         }
         self.queue_rtcp(compound);
     }
@@ -1398,8 +1069,8 @@ impl Engine {
         self.stats.packets_lost = rx.cumulative_lost();
         self.stats.loss_percent = rx.loss_percent();
         self.stats.rtt_ms = self.rtt.map(|d| d.as_secs_f32() * 1000.0);
-        self.stats.srtp = self.security.secure && self.security.srtp.is_some();
-        self.stats.srtp_auth_failures = self.security.auth_failures();
+        self.stats.srtp = self.transport.srtp_active();
+        self.stats.srtp_auth_failures = self.transport.auth_failures();
         let mut assembled = self.receiver.old_assembler;
         if let Some((_, assembler)) = self.receiver.assembler.as_ref() {
             add_assembler_stats(&mut assembled, &assembler.stats());
@@ -1457,17 +1128,6 @@ async fn recv_decoder(
     }
 }
 
-/// `recv_from` on the RTCP socket, or never when RTCP is multiplexed.
-async fn recv_optional(
-    socket: Option<&MediaSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(socket) => socket.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// How long a missing packet is waited for when the peer takes no NACKs: only reordering can
 /// still bring it, so the frame is given up (and a keyframe asked for) after this.
 const NO_NACK_MAX_WAIT: Duration = Duration::from_millis(80);
@@ -1495,14 +1155,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn directions() {
-        assert!(sends(Direction::SendRecv) && receives(Direction::SendRecv));
-        assert!(sends(Direction::SendOnly) && !receives(Direction::SendOnly));
-        assert!(!sends(Direction::RecvOnly) && receives(Direction::RecvOnly));
-        assert!(!sends(Direction::Inactive) && !receives(Direction::Inactive));
-    }
-
-    #[test]
     fn retransmission_budget_refills_at_its_rate() {
         let start = Instant::now();
         let mut budget = Budget {
@@ -1521,13 +1173,5 @@ mod tests {
             taken += 1;
         }
         assert_eq!(taken, 10);
-    }
-
-    #[test]
-    fn report_intervals_are_randomized() {
-        let mean = Duration::from_secs(1);
-        let draws: Vec<Duration> = (0..100).map(|_| randomized(mean)).collect();
-        assert!(draws.iter().all(|d| *d >= mean / 2 && *d < mean * 3 / 2));
-        assert!(draws.iter().any(|d| *d != draws[0]));
     }
 }
