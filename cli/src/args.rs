@@ -275,6 +275,8 @@ pub enum Command {
     /// List the audio devices (capture and playback) and exit.
     #[command(visible_alias = "list-devices")]
     Devices,
+    /// List the cameras (id, name, formats), or record a few seconds from one with --record.
+    Cameras(crate::cameras::CamerasArgs),
     /// Send OPTIONS and print the status.
     Options {
         /// The URI to probe.
@@ -344,11 +346,12 @@ pub struct MediaArgs {
     #[arg(long = "transfer-after", value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     pub transfer_after: Duration,
     /// Offer and accept video, sending `pattern` (moving colour bars with a frame counter), a YUV4MPEG2
-    /// file (looped) or `none` (receive only). Prints `video started codec=VP8 pt=96 send=320x240@15 recv=yes`,
+    /// file (looped), `camera` (the first camera) or `camera:ID` (a camera's id, name or a fragment of
+    /// either, see `tandem-cli cameras`; captured at --video-size/--video-fps) or `none` (receive only). Prints `video started codec=VP8 pt=96 send=320x240@15 recv=yes`,
     /// `video first-frame WxH`, and at hang-up `video stats sent=N received=N decoded=N keyframes=N
     /// nacks_sent=N nacks_received=N plis_sent=N plis_received=N retransmitted=N decode_errors=N lost=N`
     /// (sent: frames we encoded; received/decoded/keyframes: frames from the peer; lost: RTP packets never received).
-    #[arg(long, value_name = "pattern|FILE.y4m|none")]
+    #[arg(long, value_name = "pattern|FILE.y4m|camera[:ID]|none")]
     pub video: Option<String>,
     /// Size of the --video pattern, WIDTHxHEIGHT.
     #[arg(long = "video-size", value_name = "WxH", default_value = "320x240", value_parser = parse_video_size)]

@@ -197,7 +197,7 @@ pub async fn run(settings: Settings, command: Command) -> Exit {
         // Handled above without a user agent.
         Command::Buddy { .. } => Exit::Usage,
         // Handled in main before any user agent exists.
-        Command::Devices => Exit::Usage,
+        Command::Devices | Command::Cameras(_) => Exit::Usage,
     };
     agent.shutdown().await;
     exit

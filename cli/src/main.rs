@@ -6,6 +6,7 @@
 
 mod args;
 mod buddy;
+mod cameras;
 mod commands;
 mod conference;
 mod control;
@@ -47,6 +48,10 @@ fn main() {
             std::process::exit(Exit::Usage.code());
         }
     };
+    if let Command::Cameras(args) = &command {
+        init_logging(cli.account.verbose);
+        std::process::exit(cameras::run(args).code());
+    }
     if matches!(command, Command::Devices) {
         init_logging(cli.account.verbose);
         std::process::exit(devices::list().code());

@@ -156,9 +156,17 @@ fn source_spec(flag: &str, value: &str, args: &MediaArgs) -> Result<VideoSourceS
             fps: args.video_fps,
         });
     }
-    let spec: VideoSourceSpec = v
+    let mut spec: VideoSourceSpec = v
         .parse()
         .map_err(|e: String| anyhow::anyhow!("{flag} {v}: {e}"))?;
+    // A camera is captured at --video-size and --video-fps.
+    if let VideoSourceSpec::Camera {
+        width, height, fps, ..
+    } = &mut spec
+    {
+        (*width, *height) = args.video_size;
+        *fps = args.video_fps;
+    }
     if let VideoSourceSpec::File(path) = &spec
         && !path.is_file()
     {
@@ -185,6 +193,20 @@ mod tests {
     fn video_plans() {
         let mut account = Account::new("a", "127.0.0.1");
         assert!(build(&args(), &mut account).unwrap().media.video.is_none());
+        // A camera takes --video-size and --video-fps.
+        let mut a = args();
+        a.video = Some("camera:USB".into());
+        a.video_size = (352, 288);
+        let v = build(&a, &mut account).unwrap().media.video.unwrap();
+        assert_eq!(
+            v.source,
+            VideoSourceSpec::Camera {
+                id: Some("USB".into()),
+                width: 352,
+                height: 288,
+                fps: 15
+            }
+        );
         let mut a = args();
         a.video = Some("pattern".into());
         a.video_size = (640, 480);
