@@ -14,6 +14,7 @@ pub mod files;
 pub mod lab;
 pub mod links;
 pub mod persist;
+pub mod scheme;
 pub mod secrets;
 pub mod server;
 pub mod social;
