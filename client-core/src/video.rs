@@ -551,6 +551,8 @@ struct Running {
     events: Option<mpsc::UnboundedReceiver<VideoEvent>>,
     key: SessionKey,
     send_codec: Option<NegotiatedVideoCodec>,
+    /// The [`VideoNotice::Started`] it was started with (told again when its direction changes).
+    started: VideoNotice,
 }
 
 /// The video part of a call's media (owned by `CallMedia`).
@@ -1378,6 +1380,24 @@ impl CallVideo {
                     feedback: (old.feedback != key.feedback).then_some(key.feedback),
                     security: (old.security != key.security).then_some(security),
                 });
+                if old.direction != key.direction
+                    && let VideoNotice::Started {
+                        codec,
+                        payload_type,
+                        send,
+                        secure,
+                        ..
+                    } = &r.started
+                {
+                    // The same session now sends or receives otherwise: tell it like a start.
+                    self.notices.push_back(VideoNotice::Started {
+                        codec: codec.clone(),
+                        payload_type: *payload_type,
+                        send: send.filter(|_| key.direction.sends()),
+                        recv: key.direction.receives(),
+                        secure: *secure,
+                    });
+                }
                 r.key = key;
             }
             return Ok(());
@@ -1461,7 +1481,7 @@ impl CallVideo {
             None => (String::new(), 0),
         };
         self.notices.push_back(VideoNotice::Started {
-            codec,
+            codec: codec.clone(),
             payload_type,
             send: send_desc.filter(|_| neg.direction.sends()),
             recv: neg.direction.receives(),
@@ -1474,6 +1494,13 @@ impl CallVideo {
             events: Some(events),
             key,
             send_codec,
+            started: VideoNotice::Started {
+                codec,
+                payload_type,
+                send: send_desc,
+                recv: true,
+                secure,
+            },
         });
         Ok(())
     }
@@ -1516,7 +1543,13 @@ impl CallVideo {
                 Some(s) = stopped.recv() => Got::Stopped(s),
             };
             match got {
-                Got::Stopped(s) => return VideoNotice::Stopped(self.add_stopped(&s)),
+                Got::Stopped(s) => {
+                    let totals = self.add_stopped(&s);
+                    // A session replaced by another (new codecs, camera turned on) is no stop.
+                    if self.running.is_none() {
+                        return VideoNotice::Stopped(totals);
+                    }
+                }
                 Got::Session(Some(ev)) => {
                     if let Some(n) = self.on_event(*ev) {
                         return n;
@@ -1692,6 +1725,25 @@ mod tests {
         assert_eq!(parse_video_size("1280X720").unwrap(), (1280, 720));
         assert!(parse_video_size("99999x10").is_err());
         assert!(parse_video_size("640").is_err());
+    }
+
+    #[test]
+    fn video_policies_parse_and_print() {
+        assert_eq!(VideoPolicy::default(), VideoPolicy::Ask);
+        for (text, policy) in [
+            ("receive", VideoPolicy::Receive),
+            ("Accept", VideoPolicy::Receive),
+            (" ask ", VideoPolicy::Ask),
+            ("NEVER", VideoPolicy::Never),
+            ("decline", VideoPolicy::Never),
+        ] {
+            assert_eq!(text.parse::<VideoPolicy>().unwrap(), policy, "{text}");
+        }
+        for policy in [VideoPolicy::Receive, VideoPolicy::Ask, VideoPolicy::Never] {
+            assert_eq!(policy.to_string().parse::<VideoPolicy>().unwrap(), policy);
+        }
+        assert!("maybe".parse::<VideoPolicy>().is_err());
+        assert!("".parse::<VideoPolicy>().is_err());
     }
 
     #[test]
