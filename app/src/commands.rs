@@ -104,6 +104,7 @@ pub const COMMANDS: &[&str] = &[
     "choose_camera",
     "set_video",
     "set_camera",
+    "dismiss_video_offer",
     "open_link",
     "take_link",
 ];
@@ -228,6 +229,10 @@ pub async fn dispatch(state: &AppState, command: &str, arguments: Value) -> Resu
         "set_video" => {
             let a: VideoArg = args(command, arguments)?;
             json(state.set_video(&a.call_id, a.on).await?)
+        }
+        "dismiss_video_offer" => {
+            let a: CallArg = args(command, arguments)?;
+            json(state.dismiss_video_offer(&a.call_id)?)
         }
         "set_camera" => {
             let a: CameraArg = args(command, arguments)?;

@@ -1240,9 +1240,30 @@ impl AppState {
     }
 
     /// Command `set_video`: upgrades an answered call to video (re-INVITE, sending from the
-    /// chosen camera) or takes its video away.
+    /// chosen camera) or takes its video away. When the peer turned its video on, "on" is the
+    /// user's "Show my camera": the video becomes two-way.
     pub async fn set_video(&self, call_id: &str, on: bool) -> Result<(), Failure> {
-        self.ask(call_id, |r| CallCtl::Video(on, r)).await
+        self.ask(call_id, |r| CallCtl::Video(on, r)).await?;
+        self.update(call_id, |i| {
+            if let Some(v) = i.video.as_mut() {
+                v.peer_offered = false;
+            }
+        });
+        Ok(())
+    }
+
+    /// Command `dismiss_video_offer`: "Not now" to the peer's video: we keep showing it and
+    /// send nothing; the question goes away.
+    pub fn dismiss_video_offer(&self, call_id: &str) -> Result<(), Failure> {
+        if !lock(&self.inner.calls).contains_key(call_id) {
+            return Err(no_such_call(call_id));
+        }
+        self.update(call_id, |i| {
+            if let Some(v) = i.video.as_mut() {
+                v.peer_offered = false;
+            }
+        });
+        Ok(())
     }
 
     /// Command `set_camera`: sends a call's video from another camera, or stops sending
@@ -1328,6 +1349,20 @@ impl AppState {
                 call_id: Some(id.to_owned()),
                 message: "No video has arrived from the other party for a while.".to_owned(),
             }),
+            VideoNotice::PeerOffered { receiving, ask } => {
+                if receiving {
+                    // The picture shows at once; the banner asks about our camera.
+                    self.update(id, |i| {
+                        i.video.get_or_insert_with(Box::default).peer_offered = ask;
+                    });
+                } else {
+                    self.emit(AppEvent::Notice {
+                        call_id: Some(id.to_owned()),
+                        message: "The other side turned on video, but this call takes none."
+                            .to_owned(),
+                    });
+                }
+            }
             VideoNotice::Warning(w) => self.emit(AppEvent::Notice {
                 call_id: Some(id.to_owned()),
                 message: format!("Video: {w}"),

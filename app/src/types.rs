@@ -890,6 +890,9 @@ pub struct VideoInfo {
     pub remote_size: Option<VideoSize>,
     /// The camera we send from (a camera id from `list_cameras`), none when it is off.
     pub camera: Option<String>,
+    /// The peer turned its video on (we show it at once, receive-only): ask whether to send our
+    /// camera too. "Show my camera" is `set_video` on; "Not now" is `dismiss_video_offer`.
+    pub peer_offered: bool,
 }
 
 /// What kind of video source a camera is.

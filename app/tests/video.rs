@@ -399,3 +399,92 @@ async fn video_call_cameras_pictures_downgrade_upgrade() {
         forget_secrets();
     }
 }
+
+/// "Bob turned on video": alice's audio call to bob gets video from alice; bob's side shows
+/// it at once (receive-only) and asks; "Not now" keeps it receive-only, "Show my camera"
+/// makes it two-way.
+async fn peer_added_video_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = open(dir.path());
+    let mut rx = app.subscribe();
+    app.start_bundled_lab().await.unwrap();
+    app.register("bob@tandem.lab").await.unwrap();
+    const ALICE: &str = "alice@tandem.lab";
+    const BOB: &str = "bob@tandem.lab";
+    app.choose_camera(Some("pattern")).unwrap();
+    let placed = app
+        .call(CallRequest {
+            account_id: ALICE.into(),
+            target: "bob".into(),
+            video: None,
+        })
+        .await
+        .unwrap();
+    let ringing = incoming(&mut rx, BOB).await;
+    assert!(ringing.video.is_none());
+    app.answer_with(&ringing.id, false).await.unwrap();
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &placed.id,
+        "alice answered",
+        |c| c.phase == CallPhase::Active,
+    )
+    .await;
+    // Alice turns her camera on: bob sees her at once and is asked about his.
+    app.set_video(&placed.id, true).await.unwrap();
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &ringing.id,
+        "bob asked about his camera",
+        |c| {
+            c.video
+                .as_ref()
+                .is_some_and(|v| v.peer_offered && v.receiving && v.codec.is_some())
+        },
+    )
+    .await;
+    let bob_video = |app: &AppState| {
+        app.list_calls()
+            .into_iter()
+            .find(|c| c.id == ringing.id)
+            .and_then(|c| c.video)
+            .unwrap()
+    };
+    assert!(bob_video(&app).sending.is_none(), "bob sends nothing yet");
+    let header = picture(&app, &ringing.id, "remote").await;
+    assert_eq!((header.source_width, header.source_height), (640, 480));
+    // "Not now": the question goes, the picture stays.
+    app.dismiss_video_offer(&ringing.id).unwrap();
+    let shown = bob_video(&app);
+    assert!(!shown.peer_offered && shown.receiving);
+    assert!(app.dismiss_video_offer("no-such-call").is_err());
+    // "Show my camera": two-way video.
+    app.set_video(&ringing.id, true).await.unwrap();
+    common::wait_call(
+        Duration::from_secs(15),
+        &app,
+        &placed.id,
+        "alice receives bob",
+        |c| {
+            c.video
+                .as_ref()
+                .is_some_and(|v| v.receiving && v.sending.is_some())
+        },
+    )
+    .await;
+    let header = picture(&app, &placed.id, "remote").await;
+    assert_eq!((header.source_width, header.source_height), (640, 480));
+    assert!(!bob_video(&app).peer_offered);
+    app.hangup(&placed.id).unwrap();
+    all_ended(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_added_video_is_shown_and_asks_for_the_camera() {
+    if in_keyring_session("peer_added_video_is_shown_and_asks_for_the_camera") {
+        peer_added_video_flow().await;
+        forget_secrets();
+    }
+}

@@ -36,7 +36,7 @@ const cameras: Cameras = {
 };
 
 function videoInfo(partial: Partial<VideoInfo> = {}): VideoInfo {
-  return { codec: "VP8", sending: { width: 640, height: 480, fps: 15 }, receiving: true, remoteSize: null, camera: "pattern", ...partial };
+  return { codec: "VP8", sending: { width: 640, height: 480, fps: 15 }, receiving: true, remoteSize: null, camera: "pattern", peerOffered: false, ...partial };
 }
 
 function call(partial: Partial<CallInfo>): CallInfo {
@@ -201,6 +201,25 @@ describe("FramePainter", () => {
 });
 
 describe("video calls", () => {
+  it("shows the peer's video at once and asks about our camera (buttons, Escape, focus)", async () => {
+    const offered = call({ video: videoInfo({ sending: null, camera: null, peerOffered: true }) });
+    const transport = new TestTransport({ list_accounts: [alice], list_cameras: cameras, list_calls: [offered] });
+    await setup(transport);
+    const banner = await screen.findByRole("alertdialog", { name: "sip:bob@tandem.lab turned on video" });
+    expect(screen.getByTestId("video-stage")).toBeTruthy();
+    const show = screen.getByRole("button", { name: "Show my camera" });
+    await waitFor(() => expect(document.activeElement).toBe(show));
+    await fireEvent.click(show);
+    expect(transport.sent.find((s) => s.command === "set_video")?.args).toEqual({ callId: "call-1", on: true });
+    await fireEvent.click(screen.getByRole("button", { name: "Not now" }));
+    expect(transport.sent.filter((s) => s.command === "dismiss_video_offer")).toHaveLength(1);
+    await fireEvent.keyDown(banner, { key: "Escape" });
+    expect(transport.sent.filter((s) => s.command === "dismiss_video_offer").at(-1)?.args).toEqual({ callId: "call-1" });
+    // Answered: the next call state has no question.
+    transport.emit({ type: "call", call: { ...offered, video: videoInfo({ sending: null, camera: null }) } } as never);
+    await waitFor(() => expect(screen.queryByTestId("peer-video-banner")).toBeNull());
+  });
+
   it("places a video call from the dialer", async () => {
     const transport = new TestTransport({ list_accounts: [alice], list_cameras: cameras });
     await setup(transport);

@@ -295,6 +295,8 @@ export class AppModel {
     this.run(this.transport.invoke<null>("answer", video ? { callId, video } : { callId }));
   /** Upgrades a call to video or takes its video away (a re-INVITE). */
   setVideo = (callId: string, on: boolean) => this.run(this.transport.invoke<null>("set_video", { callId, on }));
+  /** "Not now" to the peer's video: it keeps showing, we send nothing, the question goes. */
+  dismissVideoOffer = (callId: string) => this.run(this.transport.invoke<null>("dismiss_video_offer", { callId }));
   /** Sends a call's video from another camera, or stops sending pictures (null). */
   setCamera = (callId: string, camera: string | null) =>
     this.run(this.transport.invoke<null>("set_camera", { callId, camera }));

@@ -25,4 +25,9 @@ remoteSize: VideoSize | null,
 /**
  * The camera we send from (a camera id from `list_cameras`), none when it is off.
  */
-camera: string | null, };
+camera: string | null, 
+/**
+ * The peer turned its video on (we show it at once, receive-only): ask whether to send our
+ * camera too. "Show my camera" is `set_video` on; "Not now" is `dismiss_video_offer`.
+ */
+peerOffered: boolean, };

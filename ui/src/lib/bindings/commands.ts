@@ -47,5 +47,6 @@ export type Command =
   | "choose_camera"
   | "set_video"
   | "set_camera"
+  | "dismiss_video_offer"
   | "open_link"
   | "take_link";
