@@ -2,7 +2,12 @@
 //! forwards every command to [`tandem_app::dispatch`], every [`AppEvent`] is emitted to the ui
 //! as `app-event`, the `tandem-video:` URI scheme answers the ui's requests for the pictures of
 //! a call's video ([`AppState::video_frame`]), plus a tray icon, a single running instance and a
-//! system notification for incoming calls.
+//! system notification for incoming calls, and `sip:`/`sips:`/`tel:`/`callto:` links (the
+//! deep-link plugin: a link on the command line, a second launch forwarded to the running
+//! instance over the session bus, an Apple Event on macOS) offered as a call to confirm.
+//!
+//! Flags: `--minimized` (start hidden in the tray; also `TANDEM_START_MINIMIZED=1`),
+//! `--register-links` (make Tandem the system's handler for those links, then run).
 //!
 //! Environment (for tests and kiosks): `TANDEM_KEYRING_SERVICE` (keyring service name of the
 //! passwords), `TANDEM_CAPTURE` / `TANDEM_PLAYBACK` (device specs of new calls: `default`, a
@@ -13,14 +18,17 @@
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod tray;
+
 use anyhow::Context;
 use serde_json::Value;
 use tandem_app::types::{AppEvent, CallPhase, DeviceChoice, Failure};
 use tandem_app::{AppOptions, AppState, Secrets};
-use tauri::menu::{Menu, MenuItem};
-use tauri::tray::TrayIconBuilder;
+use tandem_app::links::LinkArg;
 use tauri::{Emitter, Manager};
+use tauri_plugin_deep_link::DeepLinkExt;
 use tauri_plugin_notification::NotificationExt;
+use tray::show_main;
 
 /// The one command the ui calls: `invoke("api", { command, args })`.
 #[tauri::command]
@@ -65,11 +73,12 @@ fn video_request<R: tauri::Runtime>(
     });
 }
 
-fn show_main(app: &tauri::AppHandle) {
-    if let Some(w) = app.get_webview_window("main") {
-        let _ = w.unminimize();
-        let _ = w.show();
-        let _ = w.set_focus();
+/// Offers the call a link asks for (the ui asks the user to confirm it).
+fn open_link(state: &AppState, link: &str) {
+    if let Err(f) = state.open_link(LinkArg {
+        link: link.to_owned(),
+    }) {
+        tracing::warn!(link, problem = %f.message, "link refused");
     }
 }
 
@@ -78,9 +87,12 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     tauri::Builder::default()
+        // A second launch hands its arguments to this instance (a link among them goes to the
+        // deep-link plugin first) and exits.
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             show_main(app)
         }))
+        .plugin(tauri_plugin_deep_link::init())
         .plugin(tauri_plugin_notification::init())
         .invoke_handler(tauri::generate_handler![api])
         .register_asynchronous_uri_scheme_protocol(tandem_app::video::URI_SCHEME, video_request)
@@ -149,30 +161,32 @@ fn main() -> anyhow::Result<()> {
                     }
                 });
             }
+            // Received files go to the user's Downloads folder.
+            state.set_received_dir(app.path().download_dir().ok());
+            // Links: the one this launch was started with, and the ones that come later.
+            let links = app.deep_link();
+            if std::env::args().any(|a| a == "--register-links")
+                && let Err(e) = links.register_all()
+            {
+                eprintln!("tandem: could not register as the handler of sip: and tel: links: {e}");
+            }
+            for url in links.get_current().ok().flatten().unwrap_or_default() {
+                open_link(&state, url.as_str());
+            }
+            let link_state = state.clone();
+            links.on_open_url(move |event| {
+                for url in event.urls() {
+                    open_link(&link_state, url.as_str());
+                }
+            });
+            tray::build(app, &state)?;
+            if tray::start_minimized(std::env::args(), env("TANDEM_START_MINIMIZED"))
+                && let Some(window) = app.get_webview_window("main")
+            {
+                let _ = window.hide();
+            }
             app.manage(state);
 
-            let show = MenuItem::with_id(app, "show", "Show Tandem", true, None::<&str>)?;
-            let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
-            let menu = Menu::with_items(app, &[&show, &quit])?;
-            let mut tray = TrayIconBuilder::with_id("tray")
-                .tooltip("Tandem")
-                .menu(&menu);
-            if let Some(icon) = app.default_window_icon() {
-                tray = tray.icon(icon.clone());
-            }
-            tray.on_menu_event(|app, event| match event.id.as_ref() {
-                "show" => show_main(app),
-                "quit" => {
-                    let state = app.state::<AppState>().inner().clone();
-                    let app = app.clone();
-                    tauri::async_runtime::spawn(async move {
-                        state.shutdown().await;
-                        app.exit(0);
-                    });
-                }
-                _ => {}
-            })
-            .build(app)?;
             Ok(())
         })
         .run(tauri::generate_context!())

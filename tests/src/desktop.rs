@@ -122,9 +122,15 @@ pub struct Element(pub String);
 pub struct DesktopSession {
     driver: ChildGuard,
     xvfb: Xvfb,
+    /// The private D-Bus session bus (single-instance and notifications talk over it).
+    bus: ChildGuard,
     addr: SocketAddr,
     session: Option<String>,
     home: PathBuf,
+    /// The app binary and the environment it was started with (for a second launch).
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
 }
 
 impl DesktopSession {
@@ -147,25 +153,70 @@ impl DesktopSession {
             std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700))
                 .ctx(|| "chmod runtime dir".into())?;
         }
+        // A session bus of its own, as a desktop session has: the app's single-instance guard
+        // lives on it.
+        let bus_path = runtime.join("bus");
+        let bus_address = format!("unix:path={}", bus_path.display());
+        // No service activation: nothing (portals, the accessibility bus) is started behind the
+        // test's back; the app's own names are all it needs.
+        let bus_config = runtime.join("bus.conf");
+        std::fs::write(
+            &bus_config,
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                 <busconfig><type>session</type><listen>{bus_address}</listen>\
+                 <auth>EXTERNAL</auth><policy context=\"default\">\
+                 <allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/>\
+                 <allow own=\"*\"/></policy></busconfig>\n"
+            ),
+        )
+        .ctx(|| format!("writing {}", bus_config.display()))?;
+        let mut b = Command::new("dbus-daemon");
+        b.args(["--nofork", "--nopidfile"])
+            .arg(format!("--config-file={}", bus_config.display()));
+        let mut bus = ChildGuard::spawn("dbus-session", b, dir)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !bus_path.exists() {
+            if Instant::now() > deadline || !bus.is_running() {
+                return Err(HarnessError::Timeout {
+                    what: format!("dbus-daemon at {bus_address}\n{}", bus.tails()),
+                    waited: Duration::from_secs(10),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut env: Vec<(String, String)> = vec![
+            ("DISPLAY".into(), xvfb.display()),
+            ("HOME".into(), home.display().to_string()),
+            (
+                "XDG_DATA_HOME".into(),
+                home.join(".local/share").display().to_string(),
+            ),
+            (
+                "XDG_CONFIG_HOME".into(),
+                home.join(".config").display().to_string(),
+            ),
+            (
+                "XDG_CACHE_HOME".into(),
+                home.join(".cache").display().to_string(),
+            ),
+            ("XDG_RUNTIME_DIR".into(), runtime.display().to_string()),
+            ("DBUS_SESSION_BUS_ADDRESS".into(), bus_address),
+            ("TAURI_WEBVIEW_AUTOMATION".into(), "true".into()),
+            ("TAURI_AUTOMATION".into(), "true".into()),
+            ("NO_AT_BRIDGE".into(), "1".into()),
+            ("GDK_BACKEND".into(), "x11".into()),
+        ];
+        env.extend(options.env.iter().cloned());
         let port = free_port();
         // A session keyring of its own (keyctl, package keyutils): the app keeps passwords in
         // the kernel keyring, which needs a session keyring to link into.
         let mut c = Command::new("keyctl");
         c.args(["session", "-", "WebKitWebDriver"])
             .arg(format!("--port={port}"))
-            .env("DISPLAY", xvfb.display())
-            .env("HOME", &home)
-            .env("XDG_DATA_HOME", home.join(".local/share"))
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("XDG_CACHE_HOME", home.join(".cache"))
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env("TAURI_WEBVIEW_AUTOMATION", "true")
-            .env("TAURI_AUTOMATION", "true")
-            .env("NO_AT_BRIDGE", "1")
-            .env("GDK_BACKEND", "x11")
-            .env_remove("WAYLAND_DISPLAY")
-            .env_remove("DBUS_SESSION_BUS_ADDRESS");
-        for (k, v) in &options.env {
+            .env_remove("WAYLAND_DISPLAY");
+        for (k, v) in &env {
             c.env(k, v);
         }
         let driver = ChildGuard::spawn("webkitwebdriver", c, dir)?;
@@ -173,9 +224,13 @@ impl DesktopSession {
         let mut s = DesktopSession {
             driver,
             xvfb,
+            bus,
             addr,
             session: None,
             home,
+            binary: binary.clone(),
+            env,
+            dir: dir.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -207,6 +262,45 @@ impl DesktopSession {
             .ok_or_else(|| protocol(format!("no sessionId in {created}")))?;
         s.session = Some(id.to_owned());
         Ok(s)
+    }
+
+    /// Launches the app binary a second time in the same desktop session with `args` (as a
+    /// browser does for a `sip:` link) and waits for it to exit: the running instance takes
+    /// over. An error if it is still running after `timeout` (it is then stopped).
+    pub fn launch_again(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus> {
+        let mut c = Command::new("keyctl");
+        c.args(["session", "-"]).arg(&self.binary).args(args);
+        c.env_remove("WAYLAND_DISPLAY");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        let mut second = ChildGuard::spawn("tandem-second", c, &self.dir)?;
+        match second.wait_exit(timeout) {
+            Ok(status) => Ok(status),
+            Err(e) => {
+                second.stop();
+                Err(HarnessError::Protocol {
+                    what: "the second launch of the app".into(),
+                    detail: format!(
+                        "it did not hand over to the running instance: {e}\n{}",
+                        second.tails()
+                    ),
+                })
+            }
+        }
+    }
+
+    /// How many windows the WebDriver session sees.
+    pub fn window_count(&self) -> Result<usize> {
+        let handles = self.request("GET", &self.session_path("/window/handles")?, None)?;
+        handles
+            .as_array()
+            .map(Vec::len)
+            .ok_or_else(|| protocol(format!("window handles: {handles}")))
     }
 
     /// The app's home folder (its data is under `.local/share/org.tandem.app`).
@@ -503,6 +597,7 @@ impl Drop for DesktopSession {
     fn drop(&mut self) {
         self.close();
         self.driver.stop();
+        self.bus.stop();
     }
 }
 

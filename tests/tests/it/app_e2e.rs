@@ -37,14 +37,21 @@ fn shots_dir() -> PathBuf {
 /// True when the tools of this test are installed (xtask installs them; a bare machine skips
 /// with a message instead of failing on something unrelated to the app).
 fn tools_present() -> bool {
-    ["Xvfb", "WebKitWebDriver", "keyctl", "baresip", "curl"]
-        .iter()
-        .all(|t| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
+    [
+        "Xvfb",
+        "WebKitWebDriver",
+        "keyctl",
+        "baresip",
+        "curl",
+        "dbus-daemon",
+    ]
+    .iter()
+    .all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 /// Saves the next numbered screenshot into `dir`.
@@ -110,7 +117,7 @@ fn find_ca(data_dir: &Path) -> PathBuf {
 fn desktop_app_end_to_end() {
     if !tools_present() {
         eprintln!(
-            "skipped: Xvfb, WebKitWebDriver, keyctl, baresip or curl missing (cargo xtask test installs them)"
+            "skipped: Xvfb, WebKitWebDriver, keyctl, baresip, curl or dbus-daemon missing (cargo xtask test installs them)"
         );
         return;
     }
@@ -220,6 +227,37 @@ fn desktop_app_end_to_end() {
     must(app, app.click_button("Hang up", secs(5)));
     must(app, wait_gone(app, "[data-testid=call-timer]", secs(10)));
     ok(bob.wait_for_line(Stream::Stdout, "ended", secs(10)));
+
+    // 2b. A sip: link, as a browser opens it: a second `tandem sip:…` hands the link to the
+    // running app over the session bus (single instance) and exits; the app asks before
+    // calling, and calls once confirmed.
+    let second = must(
+        app,
+        app.launch_again(&["sip:bob@tandem.lab?subject=From%20a%20link"], secs(30)),
+    );
+    assert!(second.success(), "the second launch failed: {second}");
+    must(
+        app,
+        app.wait_for("[data-testid=link-offer]", secs(10), |t| {
+            t.contains("sip:bob@tandem.lab") && t.contains("From a link")
+        })
+        .map(|_| ()),
+    );
+    // Exactly one window: the second launch opened none of its own.
+    assert_eq!(must(app, app.window_count()), 1);
+    shot(app, &shots, &mut n, "link-offer");
+    must(app, app.click_button("Call now", secs(5)));
+    must(
+        app,
+        app.wait_for("[data-testid=call-timer]", secs(20), |t| {
+            timer_secs(t).is_some_and(|s| s >= 1)
+        })
+        .map(|_| ()),
+    );
+    ok(bob.wait_for_nth_line(Stream::Stdout, "answered", 2, secs(5)));
+    must(app, app.click_button("Hang up", secs(5)));
+    must(app, wait_gone(app, "[data-testid=call-timer]", secs(10)));
+    ok(bob.wait_for_nth_line(Stream::Stdout, "ended", 2, secs(10)));
 
     // 3. baresip (carol) calls alice; the app rings; answer; the timer runs; hang up.
     ok(carol.wait_registered(secs(20)));
