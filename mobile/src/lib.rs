@@ -52,8 +52,9 @@ fn forward_events(handle: tauri::AppHandle, state: &AppState) {
     });
 }
 
-/// Answers one `tandem-video:` picture request of the ui, as the desktop shell does (see
-/// `tandem_app::video`); on phones without video codecs no call has pictures and it answers 404.
+/// Answers one `tandem-video:` picture request of the ui as the desktop shell does
+/// ([`tandem_app::scheme`]); on phones without video codecs no call has pictures and it answers
+/// 404.
 fn video_request<R: tauri::Runtime>(
     ctx: tauri::UriSchemeContext<'_, R>,
     request: tauri::http::Request<Vec<u8>>,
@@ -63,25 +64,8 @@ fn video_request<R: tauri::Runtime>(
         .app_handle()
         .try_state::<AppState>()
         .map(|s| s.inner().clone());
-    let uri = request.uri().clone();
     tauri::async_runtime::spawn(async move {
-        let reply = match state {
-            Some(state) => state.video_frame(uri.path(), uri.query()).await,
-            None => tandem_app::video::FrameReply {
-                status: 503,
-                body: b"the app is starting".to_vec(),
-            },
-        };
-        let response = tauri::http::Response::builder()
-            .status(reply.status)
-            .header("Content-Type", reply.content_type())
-            .header("Cache-Control", "no-store")
-            .header("Access-Control-Allow-Origin", "*")
-            .body(reply.body);
-        match response {
-            Ok(r) => responder.respond(r),
-            Err(e) => tracing::warn!(error = %e, "video answer not built"),
-        }
+        responder.respond(tandem_app::scheme::video_response(state, request.uri()).await);
     });
 }
 
