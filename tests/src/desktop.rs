@@ -571,18 +571,41 @@ impl DesktopSession {
                 "args": [],
             })),
         )?;
-        let v = self.session_request("GET", "/screenshot", None)?;
-        let b64 = v
-            .as_str()
-            .ok_or_else(|| protocol("screenshot is not a string"))?;
-        let png = base64_decode(b64).ok_or_else(|| protocol("screenshot is not base64"))?;
-        if png.get(1..4) != Some(b"PNG") {
-            return Err(protocol("screenshot is not a PNG"));
-        }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::write(path, png).ctx(|| format!("writing {}", path.display()))
+        // The X server's pixels of the window, as the user sees them. (WebKitWebDriver's own
+        // screenshot never answers when WebKit draws without accelerated compositing, which
+        // the app chooses on machines without a GPU.)
+        let rect = self.session_request("GET", "/window/rect", None)?;
+        let dim = |k: &str| rect.get(k).and_then(Value::as_i64).unwrap_or(0).max(0);
+        let (x, y, w, h) = (dim("x"), dim("y"), dim("width"), dim("height"));
+        if w == 0 || h == 0 {
+            return Err(protocol(format!("window rect {rect}")));
+        }
+        let mut c = Command::new("gst-launch-1.0");
+        c.arg("-q")
+            .arg("ximagesrc")
+            .arg(format!("display-name={}", self.xvfb.display()))
+            .args(["use-damage=false", "show-pointer=false", "num-buffers=1"])
+            .arg(format!("startx={x}"))
+            .arg(format!("starty={y}"))
+            .arg(format!("endx={}", x + w - 1))
+            .arg(format!("endy={}", y + h - 1))
+            .args(["!", "videoconvert", "!", "pngenc", "!", "filesink"])
+            .arg(format!("location={}", path.display()));
+        let out = c
+            .output()
+            .ctx(|| "gst-launch-1.0 ximagesrc (package gstreamer1.0-tools)".into())?;
+        let png = std::fs::read(path).unwrap_or_default();
+        if !out.status.success() || png.get(1..4) != Some(b"PNG") {
+            return Err(protocol(format!(
+                "screen grab of the window failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
     }
 
     /// Ends the session (the driver closes the app).
@@ -692,50 +715,9 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Decodes standard base64 (whitespace ignored).
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        })
-    }
-    let clean: Vec<u8> = text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-        .collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= val(c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        match chunk.len() {
-            4 => out.extend_from_slice(&bytes[1..4]),
-            3 => out.extend_from_slice(&bytes[1..3]),
-            2 => out.push(bytes[1]),
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips_known_values() {
-        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
-        assert_eq!(base64_decode("aGVsbG8h").as_deref(), Some(&b"hello!"[..]));
-        assert_eq!(base64_decode("aGk=").as_deref(), Some(&b"hi"[..]));
-        assert_eq!(base64_decode("a$=="), None);
-    }
 
     #[test]
     fn chunked_bodies_decode() {

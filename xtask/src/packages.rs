@@ -121,6 +121,12 @@ pub const TEST_PACKAGES: &[Need] = &[
     (Probe::Bin("WebKitWebDriver"), "webkit2gtk-driver"),
     // The desktop E2E's private session bus (single instance, notifications).
     (Probe::Bin("dbus-daemon"), "dbus-daemon"),
+    // Its screenshots: the X server's pixels of the window through GStreamer's ximagesrc.
+    (Probe::Bin("gst-launch-1.0"), "gstreamer1.0-tools"),
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstximagesrc.so"),
+        "gstreamer1.0-plugins-good",
+    ),
     (Probe::Bin("chromium"), "chromium"),
     // Media server tests decode the Ogg Opus recordings with opusdec.
     (Probe::Bin("opusdec"), "opus-tools"),

@@ -44,6 +44,7 @@ fn tools_present() -> bool {
         "baresip",
         "curl",
         "dbus-daemon",
+        "gst-launch-1.0",
     ]
     .iter()
     .all(|t| {
@@ -117,7 +118,7 @@ fn find_ca(data_dir: &Path) -> PathBuf {
 fn desktop_app_end_to_end() {
     if !tools_present() {
         eprintln!(
-            "skipped: Xvfb, WebKitWebDriver, keyctl, baresip, curl or dbus-daemon missing (cargo xtask test installs them)"
+            "skipped: Xvfb, WebKitWebDriver, keyctl, baresip, curl, dbus-daemon or gst-launch-1.0 missing (cargo xtask test installs them)"
         );
         return;
     }
