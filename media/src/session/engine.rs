@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, trace, warn};
 
-use super::reports::{self, SenderRole, randomized_interval};
+use super::reports::{self, Reporter, randomized_interval};
 use super::transport::{Inbound, RtpTransport, SecurityEvent, SocketReader, Via};
 use super::{
     Control, MediaConfig, MediaError, MediaEvent, MediaSecurity, MediaUpdate, SessionTuning,
@@ -33,8 +33,8 @@ const STALL_SLACK: Duration = Duration::from_millis(30);
 pub(super) struct Engine {
     /// Sockets, keys, demux and the outgoing queue.
     transport: RtpTransport,
-    /// SR or RR (RFC 3550 §6.4: an SR covers two intervals).
-    role: SenderRole,
+    /// CNAME, SR or RR (RFC 3550 §6.4: an SR covers two intervals).
+    reporter: Reporter,
     send_codec: CodecSpec,
     recv_codecs: Vec<CodecSpec>,
     send_dtmf: Option<(u8, u32)>,
@@ -43,7 +43,6 @@ pub(super) struct Engine {
     direction: Direction,
     capture: Box<dyn CaptureDevice>,
     playback: Box<dyn PlaybackDevice>,
-    cname: String,
     rtp_timeout: Duration,
     tuning: SessionTuning,
     events: mpsc::UnboundedSender<MediaEvent>,
@@ -124,7 +123,7 @@ impl Engine {
             transport: RtpTransport::new(config.socket, config.remote_rtp, "audio")
                 .with_rtcp(config.rtcp_socket, config.remote_rtcp, config.rtcp_mux)
                 .with_dtls_timeout(tuning.dtls_timeout),
-            role: SenderRole::new(),
+            reporter: Reporter::new(config.cname),
             rx_clock: config.send_codec.clock_rate,
             dtmf_sender: config.send_dtmf.map(|(_, clock)| DtmfSender::new(clock)),
             send_codec: config.send_codec,
@@ -135,7 +134,6 @@ impl Engine {
             direction: config.direction,
             capture: config.capture,
             playback: config.playback,
-            cname: config.cname,
             rtp_timeout: config.rtp_timeout,
             tuning,
             events,
@@ -209,13 +207,8 @@ impl Engine {
                 ticker = new_ticker(self.ptime);
             }
             let wake = tokio::time::Instant::from_std(self.next_timer());
+            // Branches are polled in random order (tokio's fairness): none starves the others.
             tokio::select! {
-                command = control.recv() => match command {
-                    None => break None,
-                    Some(Control::Stop(reply)) => break reply,
-                    Some(command) => self.on_control(command),
-                },
-                (via, data, from) = reader.recv() => self.on_datagram(Instant::now(), data, from, via),
                 _ = ticker.tick() => {
                     // Take in everything that has arrived before playing out this frame, so a
                     // task woken late does not conceal frames whose packets are waiting.
@@ -223,6 +216,12 @@ impl Engine {
                     self.drain(&mut reader, Via::Rtcp);
                     self.on_tick(Instant::now());
                 }
+                (via, data, from) = reader.recv() => self.on_datagram(Instant::now(), data, from, via),
+                command = control.recv() => match command {
+                    None => break None,
+                    Some(Control::Stop(reply)) => break reply,
+                    Some(command) => self.on_control(command),
+                },
                 () = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
             }
             self.transport.flush().await;
@@ -519,12 +518,12 @@ impl Engine {
         }
         let ssrc = self.stream.ssrc();
         let sent = self.stream.take_sent_since_report();
-        let counters = self
-            .role
-            .is_sender(sent)
-            .then(|| self.stream.sender_counters(now));
-        let mut compound =
-            reports::build_report(now, ssrc, &self.cname, &mut self.rx_stats, counters);
+        let stream = &self.stream;
+        let mut compound = self
+            .reporter
+            .next_report(now, ssrc, &mut self.rx_stats, sent, || {
+                Some(stream.sender_counters(now))
+            });
         if let Some(reason) = bye {
             reports::append_bye(&mut compound, ssrc, reason);
         }

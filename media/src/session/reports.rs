@@ -41,6 +41,47 @@ impl SenderRole {
     }
 }
 
+/// Our side of a stream's regular RTCP reports: the CNAME, and whether we report as a sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reporter {
+    cname: String,
+    role: SenderRole,
+}
+
+impl Reporter {
+    /// Reports under `cname` (RFC 3550 §6.5.1), for a stream that has not sent yet.
+    pub fn new(cname: String) -> Self {
+        Reporter {
+            cname,
+            role: SenderRole::new(),
+        }
+    }
+
+    /// Our CNAME (also for the SDES of feedback-only compounds).
+    pub fn cname(&self) -> &str {
+        &self.cname
+    }
+
+    /// The start of the next regular compound (see [`build_report`]): an SR when RTP went out
+    /// since the previous report or in the interval before it and `counters` gives our
+    /// counters (asked only then), else an RR.
+    pub fn next_report(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        receiver: &mut ReceiverStats,
+        sent_since_last_report: bool,
+        counters: impl FnOnce() -> Option<SenderCounters>,
+    ) -> Vec<u8> {
+        let sender = if self.role.is_sender(sent_since_last_report) {
+            counters()
+        } else {
+            None
+        };
+        build_report(now, ssrc, &self.cname, receiver, sender)
+    }
+}
+
 /// The start of a regular compound: an SR when `sender` gives our counters (else an RR) with
 /// the block about the peer's stream, then our SDES CNAME. Marks the SR as sent in `receiver`
 /// for the round-trip time of the peer's answer. Append feedback or [`append_bye`] after it.
@@ -161,6 +202,39 @@ mod tests {
             ssrc: 0xBEEF,
             csrc: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_reporter_sends_an_sr_only_while_it_sends() {
+        let now = Instant::now();
+        let mut rx = ReceiverStats::new();
+        let mut reporter = Reporter::new("me@tandem".into());
+        assert_eq!(reporter.cname(), "me@tandem");
+        let counters = || {
+            Some(SenderCounters {
+                rtp_timestamp: 1,
+                packet_count: 2,
+                octet_count: 3,
+            })
+        };
+        let kinds: Vec<bool> = [false, true, false, false]
+            .into_iter()
+            .map(|sent| {
+                let compound = reporter.next_report(now, 9, &mut rx, sent, counters);
+                let packets = rtcp::parse_compound(&compound).unwrap();
+                assert!(
+                    matches!(&packets[1], RtcpPacket::Sdes(s) if s.cname_of(9) == Some("me@tandem"))
+                );
+                matches!(packets[0], RtcpPacket::SenderReport(_))
+            })
+            .collect();
+        assert_eq!(kinds, [false, true, true, false]);
+        // A sender without counters to give reports as a receiver.
+        let compound = reporter.next_report(now, 9, &mut rx, true, || None);
+        assert!(matches!(
+            rtcp::parse_compound(&compound).unwrap()[0],
+            RtcpPacket::ReceiverReport(_)
+        ));
     }
 
     #[test]

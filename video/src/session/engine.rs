@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tandem_media::rtcp::{self, ReceiverReport, RtcpPacket, Sdes};
 use tandem_media::rtp::{RtpHeader, RtpPacket, SenderCounters, duration_to_units};
 use tandem_media::session::MediaSecurity;
-use tandem_media::session::reports::{self, PeerReport, SenderRole, randomized_interval};
+use tandem_media::session::reports::{self, PeerReport, Reporter, randomized_interval};
 use tandem_media::session::transport::{Inbound, RtpTransport, SecurityEvent, Via};
 use tandem_media::srtp::SrtpError;
 use tandem_media::stats::{ReceiverStats, SeqOutcome};
@@ -98,8 +98,6 @@ struct Sender {
     packets: u32,
     octets: u32,
     sent_since_report: bool,
-    /// SR or RR (RFC 3550 §6.4).
-    role: SenderRole,
     rate: RateController,
     bitrate: u32,
     halved: bool,
@@ -146,7 +144,8 @@ pub(super) struct Engine {
     recv_codecs: Vec<VideoRecvCodec>,
     feedback: VideoFeedback,
     direction: Direction,
-    cname: String,
+    /// CNAME, SR or RR (RFC 3550 §6.4).
+    reporter: Reporter,
     rtp_timeout: Duration,
     report_interval: Duration,
     stats_interval: Duration,
@@ -220,7 +219,6 @@ impl Engine {
                     packets: 0,
                     octets: 0,
                     sent_since_report: false,
-                    role: SenderRole::new(),
                     rate: RateController::new(MIN_BITRATE_BPS, start_bps, max_bps),
                     bitrate: start_bps,
                     halved: false,
@@ -243,7 +241,7 @@ impl Engine {
             recv_codecs: config.recv,
             feedback: config.feedback,
             direction: config.direction,
-            cname: config.cname,
+            reporter: Reporter::new(config.cname),
             rtp_timeout: config.rtp_timeout,
             report_interval: config.report_interval.max(Duration::from_millis(100)),
             stats_interval: config.stats_interval.max(Duration::from_millis(100)),
@@ -1015,7 +1013,7 @@ impl Engine {
                 ssrc: self.ssrc,
                 reports: Vec::new(),
             }),
-            RtcpPacket::Sdes(Sdes::cname(self.ssrc, &self.cname)),
+            RtcpPacket::Sdes(Sdes::cname(self.ssrc, self.reporter.cname())),
         ]);
         write_feedback(&mut compound, feedback);
         self.queue_rtcp(compound);
@@ -1028,16 +1026,20 @@ impl Engine {
             return;
         }
         let ssrc = self.ssrc;
-        let counters = self.sender.as_mut().and_then(|sender| {
-            let sent = std::mem::take(&mut sender.sent_since_report);
-            sender.role.is_sender(sent).then(|| SenderCounters {
-                rtp_timestamp: sender.timestamp_at(now),
-                packet_count: sender.packets,
-                octet_count: sender.octets,
-            })
-        });
+        let sent = self
+            .sender
+            .as_mut()
+            .is_some_and(|sender| std::mem::take(&mut sender.sent_since_report));
+        let sender = self.sender.as_ref();
         let mut compound =
-            reports::build_report(now, ssrc, &self.cname, &mut self.receiver.stats, counters);
+            self.reporter
+                .next_report(now, ssrc, &mut self.receiver.stats, sent, || {
+                    sender.map(|sender| SenderCounters {
+                        rtp_timestamp: sender.timestamp_at(now),
+                        packet_count: sender.packets,
+                        octet_count: sender.octets,
+                    })
+                });
         if self.feedback.remb
             && self.direction.receives()
             && let Some(media) = self.receiver.stats.ssrc()
