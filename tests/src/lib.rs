@@ -20,6 +20,7 @@ pub mod linphone;
 pub mod nat;
 pub mod netns;
 pub mod paths;
+pub mod pipewire;
 pub mod ports;
 pub mod process;
 pub mod sip;

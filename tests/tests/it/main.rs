@@ -38,5 +38,6 @@ mod simple_presence;
 mod simple_presence_interop;
 mod sipp_lab;
 mod video_baresip;
+mod video_camera;
 mod video_loss;
 mod video_peer_added;
