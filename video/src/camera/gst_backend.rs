@@ -105,6 +105,18 @@ fn property(props: &gst::StructureRef, key: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// The capture API from a device's GObject type (`GstPipeWireDevice` → `pipewire`,
+/// `GstV4l2Device` → `v4l2`, `GstAvfDevice` → `avf`, `GstMFDevice` → `mf`).
+fn api_of_type(type_name: &str) -> String {
+    let core = type_name.strip_prefix("Gst").unwrap_or(type_name);
+    let core = core.strip_suffix("Device").unwrap_or(core);
+    if core.is_empty() {
+        "camera".to_owned()
+    } else {
+        core.to_ascii_lowercase()
+    }
+}
+
 /// The id, name and formats of a device.
 fn describe(device: &gst::Device) -> CameraInfo {
     let name = device.display_name().to_string();
@@ -112,7 +124,7 @@ fn describe(device: &gst::Device) -> CameraInfo {
     let api = props
         .as_ref()
         .and_then(|p| property(p, "device.api"))
-        .unwrap_or_else(|| "camera".to_owned());
+        .unwrap_or_else(|| api_of_type(device.type_().name()));
     let key = props
         .as_ref()
         .and_then(|p| ID_PROPERTIES.iter().find_map(|k| property(p, k)))
@@ -505,5 +517,18 @@ impl Drop for Capture {
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             debug!(error = %e, "stopping the camera pipeline");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_names_from_device_types() {
+        assert_eq!(api_of_type("GstPipeWireDevice"), "pipewire");
+        assert_eq!(api_of_type("GstV4l2Device"), "v4l2");
+        assert_eq!(api_of_type("GstMFDevice"), "mf");
+        assert_eq!(api_of_type("GstDevice"), "camera");
     }
 }
