@@ -39,6 +39,9 @@ enum Decision {
 /// A text for an open MSRP chat session, and where to say whether it went out.
 type ChatSend = (String, oneshot::Sender<Result<(), String>>);
 
+/// How long the peer has to take a chat session we open.
+const CHAT_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The app's file transfers, the offers waiting for the user, and the open chat sessions.
 #[derive(Default)]
 pub(crate) struct Files {
@@ -499,16 +502,97 @@ impl AppState {
                 return;
             }
         };
-        let mut session = match msrp::accept(&ua, incoming, &account, options).await {
+        let session = match msrp::accept(&ua, incoming, &account, options).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "MSRP chat not accepted");
                 return;
             }
         };
-        let key = crate::social::typing_key(&account_id, session.peer());
-        let (tx, mut outgoing) = mpsc::unbounded_channel::<ChatSend>();
+        self.run_chat(account_id, session).await;
+    }
+
+    /// Opens a session-mode chat (MSRP, RFC 4975) with `to` from the account and keeps it for
+    /// the conversation: our next messages to that peer go through it. Returns once the
+    /// session is up (or with why it is not).
+    pub(crate) async fn open_chat(
+        &self,
+        account_id: &str,
+        to: tandem_client_core::types::Uri,
+    ) -> Result<(), Failure> {
+        let (ua, account, options) = self.msrp_parts(account_id).await?;
+        let mut session = msrp::start_chat(&ua, &account, to, options)
+            .await
+            .map_err(|e| file_failure("The chat session could not be opened.", e))?;
+        let deadline = tokio::time::Instant::now() + CHAT_SETUP_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, session.next_event()).await {
+                Ok(Some(MsrpEvent::Connected)) => break,
+                Ok(Some(MsrpEvent::ChatMessage { from, text, .. })) => {
+                    self.chat_session_message(account_id, from, text);
+                }
+                Ok(Some(MsrpEvent::Failed { reason, .. })) => {
+                    return Err(file_failure(
+                        "The peer did not take a chat session.",
+                        reason,
+                    ));
+                }
+                Ok(Some(MsrpEvent::Closed) | None) => {
+                    return Err(file_failure(
+                        "The peer did not take a chat session.",
+                        "closed",
+                    ));
+                }
+                Ok(Some(_)) => {}
+                Err(_) => {
+                    session.close();
+                    return Err(file_failure(
+                        "The peer did not take a chat session.",
+                        format!("no answer within {} s", CHAT_SETUP_TIMEOUT.as_secs()),
+                    ));
+                }
+            }
+        }
+        let app = self.clone();
+        let account_id = account_id.to_owned();
+        let (key, tx, outgoing) = self.register_chat(&account_id, session.peer());
+        tokio::spawn(async move {
+            app.chat_loop(account_id, session, key, tx, outgoing).await;
+        });
+        Ok(())
+    }
+
+    /// Makes `peer`'s conversation send through a new session: its key, sender and queue.
+    fn register_chat(
+        &self,
+        account_id: &str,
+        peer: &str,
+    ) -> (
+        String,
+        mpsc::UnboundedSender<ChatSend>,
+        mpsc::UnboundedReceiver<ChatSend>,
+    ) {
+        let key = crate::social::typing_key(account_id, peer);
+        let (tx, outgoing) = mpsc::unbounded_channel::<ChatSend>();
         lock(&self.files().chats).insert(key.clone(), tx.clone());
+        (key, tx, outgoing)
+    }
+
+    /// Runs a chat session (ours or the peer's) until it closes: its messages join the
+    /// conversation, the conversation's messages go out through it.
+    async fn run_chat(self, account_id: String, session: MsrpSession) {
+        let (key, tx, outgoing) = self.register_chat(&account_id, session.peer());
+        self.chat_loop(account_id, session, key, tx, outgoing).await;
+    }
+
+    async fn chat_loop(
+        self,
+        account_id: String,
+        mut session: MsrpSession,
+        key: String,
+        tx: mpsc::UnboundedSender<ChatSend>,
+        mut outgoing: mpsc::UnboundedReceiver<ChatSend>,
+    ) {
         loop {
             tokio::select! {
                 event = session.next_event() => match event {
@@ -527,6 +611,15 @@ impl AppState {
         if chats.get(&key).is_some_and(|t| t.same_channel(&tx)) {
             chats.remove(&key);
         }
+    }
+
+    /// Whether the conversation of the account with `peer` goes through an open MSRP chat
+    /// session (ours or the peer's) rather than page mode.
+    pub fn in_chat_session(&self, account_id: &str, peer: &str) -> bool {
+        let key = crate::social::typing_key(account_id, peer);
+        lock(&self.files().chats)
+            .get(&key)
+            .is_some_and(|tx| !tx.is_closed())
     }
 
     /// Sends `text` through the open MSRP chat session with `peer`, when there is one: `None`

@@ -193,6 +193,9 @@ fn roster_of(info: &ConferenceInfo) -> Vec<RosterEntry> {
 
 /// The key of a conversation's typing state: the account and the peer as [`same_peer`]
 /// compares it.
+/// The longest message sent in page mode (RFC 3428 §9); longer ones go through a chat session.
+pub const PAGE_MODE_LIMIT: usize = 1300;
+
 pub(crate) fn typing_key(account_id: &str, peer: &str) -> String {
     format!("{account_id}|{}", peer_key(peer))
 }
@@ -315,12 +318,25 @@ impl AppState {
             error: None,
         };
         self.put_message(message);
-        // A session-mode chat the peer opened carries our replies (RFC 4975); page mode
-        // otherwise, or when the session is gone.
-        if let Some(Ok(())) = self
+        // A session-mode chat open with the peer carries our messages (RFC 4975). A message
+        // too long for page mode (RFC 3428 §9: 1300 bytes) opens one; page mode otherwise, and
+        // when the session is gone or the peer takes none.
+        let mut in_session = self
             .send_in_session(&request.account_id, &to.to_string(), &text)
-            .await
-        {
+            .await;
+        if in_session.is_none() && text.len() > PAGE_MODE_LIMIT {
+            match self.open_chat(&request.account_id, to.clone()).await {
+                Ok(()) => {
+                    in_session = self
+                        .send_in_session(&request.account_id, &to.to_string(), &text)
+                        .await;
+                }
+                Err(f) => {
+                    tracing::debug!(problem = %f.message, detail = %f.detail, "no chat session: page mode");
+                }
+            }
+        }
+        if let Some(Ok(())) = in_session {
             self.update_message(&id, |m| {
                 if m.status == MessageStatus::Sending {
                     m.status = MessageStatus::Sent;

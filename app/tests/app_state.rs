@@ -884,6 +884,65 @@ async fn files_pin_typing() {
     assert_eq!(got.as_deref(), Some("hi gus, same session"));
     chat.close();
 
+    // A message too long for page mode (RFC 3428: 1300 bytes) opens a chat session of ours:
+    // erin to fay. fay's app takes it; her short reply goes back through the same session.
+    let fay_uri = "sip:fay@pin.lab";
+    let erin_uri = "sip:erin@pin.lab";
+    assert!(!app.in_chat_session(&erin, fay_uri));
+    let long: String = (0..3000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let sent = app
+        .send_message(SendMessage {
+            account_id: erin.clone(),
+            to: "fay".into(),
+            text: long.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(sent.status, MessageStatus::Sent, "{sent:?}");
+    assert!(app.in_chat_session(&erin, fay_uri));
+    let at_fay = common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "fay gets erin's long message",
+        |e| match e {
+            AppEvent::Message { message }
+                if message.account_id == fay && message.direction == Direction::Incoming =>
+            {
+                Some(message.clone())
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(at_fay.text, long);
+    assert!(at_fay.peer.contains("erin@pin.lab"), "{}", at_fay.peer);
+    assert!(app.in_chat_session(&fay, erin_uri));
+    let back = app
+        .send_message(SendMessage {
+            account_id: fay.clone(),
+            to: at_fay.peer.clone(),
+            text: "got it all".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(back.status, MessageStatus::Sent);
+    common::wait_for(
+        Duration::from_secs(10),
+        &mut rx,
+        "erin gets fay's reply",
+        |e| match e {
+            AppEvent::Message { message }
+                if message.account_id == erin && message.text == "got it all" =>
+            {
+                Some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
+
     ua.shutdown().await;
     app.shutdown().await;
     lab.shutdown().await.unwrap();
