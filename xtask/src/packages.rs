@@ -128,6 +128,35 @@ pub const TEST_PACKAGES: &[Need] = &[
         "gstreamer1.0-plugins-good",
     ),
     (Probe::Bin("chromium"), "chromium"),
+    // Camera capture (tandem-video builds against GStreamer; jpegdec for MJPEG webcams) and its tests: a private
+    // PipeWire session (pipewire, wireplumber, pw-cli) with virtual cameras from gst-launch (y4mdec is in -bad).
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/pkgconfig/gstreamer-1.0.pc"),
+        "libgstreamer1.0-dev",
+    ),
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/pkgconfig/gstreamer-video-1.0.pc"),
+        "libgstreamer-plugins-base1.0-dev",
+    ),
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstvideoconvertscale.so"),
+        "gstreamer1.0-plugins-base",
+    ),
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstjpeg.so"),
+        "gstreamer1.0-plugins-good",
+    ),
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgsty4mdec.so"),
+        "gstreamer1.0-plugins-bad",
+    ),
+    (
+        Probe::File("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstpipewire.so"),
+        "gstreamer1.0-pipewire",
+    ),
+    (Probe::Bin("pipewire"), "pipewire"),
+    (Probe::Bin("pw-cli"), "pipewire-bin"),
+    (Probe::Bin("wireplumber"), "wireplumber"),
     // Media server tests decode the Ogg Opus recordings with opusdec.
     (Probe::Bin("opusdec"), "opus-tools"),
 ];
