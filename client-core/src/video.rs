@@ -1120,8 +1120,15 @@ impl CallVideo {
         self.remember_line(offered);
         let rejected = sdpv::rejected_video(offered);
         if offered.port == 0 && self.wanted {
-            // The peer turned video off: our re-offers keep it off until asked again.
-            self.declined = true;
+            if self.recv_only {
+                // The peer's video we only watched is gone: its next one goes through the
+                // policy again.
+                self.wanted = false;
+                self.recv_only = false;
+            } else {
+                // The peer turned video off: our re-offers keep it off until asked again.
+                self.declined = true;
+            }
         }
         let (Some(addr), true, true) = (self.address(), self.wanted, offered.port != 0) else {
             self.negotiated = None;

@@ -161,6 +161,14 @@ async fn peer_video_is_received_at_once_then_the_camera_is_turned_on() {
         "Bob sends nothing yet"
     );
 
+    // Alice turns her video off and on again: Bob is asked again.
+    a.set_video(false).await.unwrap();
+    video_notice(&mut b, |n| matches!(n, VideoNotice::Stopped(_))).await;
+    assert!(b.media().video.is_none());
+    a.set_video(true).await.unwrap();
+    assert_eq!(peer_offered(&mut b).await, (true, true));
+    assert_eq!(first_frame(&mut b).await, (W, H));
+
     // Bob turns his camera on: his re-INVITE makes the video two-way.
     b.set_camera(Some(pattern())).await.unwrap();
     let offer = b.media().local_sdp.unwrap();
