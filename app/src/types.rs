@@ -903,17 +903,19 @@ pub enum CameraKind {
     Pattern,
     /// A YUV4MPEG2 (`.y4m`) video file, played in a loop.
     File,
+    /// A camera of this machine (webcam, PipeWire camera), captured through GStreamer.
+    Device,
 }
 
 /// A video source the user can send from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct Camera {
-    /// The id to pass to `choose_camera` / `set_camera`: `pattern` or `file:PATH`.
+    /// The id to pass to `choose_camera` / `set_camera`: `pattern`, `file:PATH` or `device:ID`.
     pub id: String,
     /// The name shown to the user.
     pub label: String,
-    /// Pattern or file.
+    /// Pattern, file or device.
     pub kind: CameraKind,
     /// Its picture size and rate, when known.
     pub size: Option<VideoSize>,

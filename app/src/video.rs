@@ -34,6 +34,8 @@ use crate::types::{Camera, CameraKind, Failure, FailureKind, VideoSize};
 pub const PATTERN_CAMERA: &str = "pattern";
 /// The prefix of file camera ids (`file:/path/to/clip.y4m`).
 pub const FILE_CAMERA_PREFIX: &str = "file:";
+/// The id prefix of a camera of this machine (`device:` + tandem-video's camera id).
+pub const DEVICE_CAMERA_PREFIX: &str = "device:";
 /// The size and rate of the test pattern the app sends.
 pub const PATTERN_SIZE: VideoSize = VideoSize {
     width: 640,
@@ -581,7 +583,39 @@ pub fn file_camera(path: &Path) -> Result<Camera, Failure> {
     })
 }
 
-/// Every camera: the test pattern, then the `.y4m` files of `folder` by name.
+/// The size and rate a device camera is captured at (the picture is scaled to it).
+fn device_size() -> VideoSize {
+    let (width, height, fps) = tandem_client_core::DEFAULT_CAMERA;
+    VideoSize {
+        width,
+        height,
+        fps: Some(fps),
+    }
+}
+
+/// The cameras of this machine now (none when there is none, or GStreamer cannot start: then
+/// the reason is logged). The first call initialises GStreamer (a plugin scan): the app pays
+/// for it only once cameras are listed.
+pub fn device_cameras() -> Vec<Camera> {
+    match tandem_video::camera::list_cameras() {
+        Ok(cameras) => cameras
+            .into_iter()
+            .map(|c| Camera {
+                id: format!("{DEVICE_CAMERA_PREFIX}{}", c.id),
+                label: c.name,
+                kind: CameraKind::Device,
+                size: Some(device_size()),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the cameras");
+            Vec::new()
+        }
+    }
+}
+
+/// Every camera: the test pattern, the cameras of this machine, then the `.y4m` files of
+/// `folder` by name.
 pub fn list_cameras(folder: &Path) -> Vec<Camera> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
         .map(|entries| {
@@ -599,6 +633,7 @@ pub fn list_cameras(folder: &Path) -> Vec<Camera> {
     files.sort();
     files.truncate(MAX_FILES);
     let mut out = vec![pattern_camera()];
+    out.extend(device_cameras());
     out.extend(files.iter().filter_map(|p| file_camera(p).ok()));
     out
 }
@@ -617,8 +652,31 @@ pub fn camera_spec(id: &str) -> Result<VideoSourceSpec, Failure> {
         file_camera(&path)?;
         return Ok(VideoSourceSpec::File(path));
     }
+    if let Some(device) = id.strip_prefix(DEVICE_CAMERA_PREFIX) {
+        let cameras = tandem_video::camera::list_cameras().map_err(|e| {
+            bad_camera(
+                "The cameras of this computer cannot be used.",
+                e.to_string(),
+            )
+        })?;
+        if !cameras.iter().any(|c| c.id == device) {
+            return Err(bad_camera(
+                format!("The camera \"{device}\" is not connected."),
+                "",
+            ));
+        }
+        let size = device_size();
+        return Ok(VideoSourceSpec::Camera {
+            id: Some(device.to_owned()),
+            width: size.width,
+            height: size.height,
+            fps: size.fps.unwrap_or(15),
+        });
+    }
     Err(bad_camera(
-        format!("There is no camera \"{id}\". The app sends a test pattern or a .y4m file."),
+        format!(
+            "There is no camera \"{id}\". The app sends from a connected camera, a test pattern or a .y4m file."
+        ),
         "",
     ))
 }
@@ -810,5 +868,24 @@ mod tests {
         let mut bad = bytes;
         bad[28] = 7;
         assert_eq!(FrameHeader::parse(&bad), None);
+    }
+
+    #[test]
+    fn device_cameras_are_listed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cameras = list_cameras(dir.path());
+        assert_eq!(cameras[0].id, PATTERN_CAMERA);
+        // Whatever this machine has is listed as devices with the size they are sent at.
+        let devices = device_cameras();
+        for d in &devices {
+            assert!(d.id.starts_with(DEVICE_CAMERA_PREFIX), "{d:?}");
+            assert_eq!(d.kind, CameraKind::Device);
+            assert!(cameras.contains(d), "{d:?} not in {cameras:?}");
+            let spec = camera_spec(&d.id).unwrap();
+            assert!(matches!(spec, VideoSourceSpec::Camera { id: Some(_), .. }));
+        }
+        // A camera that is not connected is refused in words.
+        let err = camera_spec("device:v4l2:/dev/video-not-here").unwrap_err();
+        assert!(err.message.contains("is not connected"), "{err:?}");
     }
 }

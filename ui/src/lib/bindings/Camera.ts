@@ -8,7 +8,7 @@ import type { VideoSize } from "./VideoSize";
  */
 export type Camera = { 
 /**
- * The id to pass to `choose_camera` / `set_camera`: `pattern` or `file:PATH`.
+ * The id to pass to `choose_camera` / `set_camera`: `pattern`, `file:PATH` or `device:ID`.
  */
 id: string, 
 /**
@@ -16,7 +16,7 @@ id: string,
  */
 label: string, 
 /**
- * Pattern or file.
+ * Pattern, file or device.
  */
 kind: CameraKind, 
 /**

@@ -4,4 +4,4 @@
 /**
  * What kind of video source a camera is.
  */
-export type CameraKind = "pattern" | "file";
+export type CameraKind = "pattern" | "file" | "device";
