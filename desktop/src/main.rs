@@ -18,13 +18,14 @@
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod memory;
 mod tray;
 
 use anyhow::Context;
 use serde_json::Value;
+use tandem_app::links::LinkArg;
 use tandem_app::types::{AppEvent, CallPhase, DeviceChoice, Failure};
 use tandem_app::{AppOptions, AppState, Secrets};
-use tandem_app::links::LinkArg;
 use tauri::{Emitter, Manager};
 use tauri_plugin_deep_link::DeepLinkExt;
 use tauri_plugin_notification::NotificationExt;
@@ -40,8 +41,8 @@ async fn api(
     tandem_app::dispatch(&state, &command, args).await
 }
 
-/// Answers one `tandem-video:` request from the ui (asynchronously: it may wait for the next
-/// picture). Any origin may read the answer: the page and the scheme are different origins.
+/// Answers one `tandem-video:` request from the ui ([`tandem_app::scheme`]), asynchronously: it
+/// may wait for the next picture.
 fn video_request<R: tauri::Runtime>(
     ctx: tauri::UriSchemeContext<'_, R>,
     request: tauri::http::Request<Vec<u8>>,
@@ -51,25 +52,8 @@ fn video_request<R: tauri::Runtime>(
         .app_handle()
         .try_state::<AppState>()
         .map(|s| s.inner().clone());
-    let uri = request.uri().clone();
     tauri::async_runtime::spawn(async move {
-        let reply = match state {
-            Some(state) => state.video_frame(uri.path(), uri.query()).await,
-            None => tandem_app::video::FrameReply {
-                status: 503,
-                body: b"the app is starting".to_vec(),
-            },
-        };
-        let response = tauri::http::Response::builder()
-            .status(reply.status)
-            .header("Content-Type", reply.content_type())
-            .header("Cache-Control", "no-store")
-            .header("Access-Control-Allow-Origin", "*")
-            .body(reply.body);
-        match response {
-            Ok(r) => responder.respond(r),
-            Err(e) => tracing::warn!(error = %e, "video answer not built"),
-        }
+        responder.respond(tandem_app::scheme::video_response(state, request.uri()).await);
     });
 }
 
@@ -83,9 +67,12 @@ fn open_link(state: &AppState, link: &str) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // First: it sets the environment WebKit reads, which is sound only before any thread exists.
+    let memory_choices = memory::prepare();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
+    tracing::info!(?memory_choices, "start-up memory choices");
     tauri::Builder::default()
         // A second launch hands its arguments to this instance (a link among them goes to the
         // deep-link plugin first) and exits.
@@ -186,6 +173,12 @@ fn main() -> anyhow::Result<()> {
                 let _ = window.hide();
             }
             app.manage(state);
+            tauri::async_runtime::spawn(async {
+                tokio::time::sleep(memory::TRIM_AFTER).await;
+                if let Ok(trimmed) = tokio::task::spawn_blocking(memory::trim_heap).await {
+                    tracing::debug!(trimmed, "heap trimmed after start-up");
+                }
+            });
 
             Ok(())
         })

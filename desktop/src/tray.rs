@@ -19,14 +19,20 @@ pub fn start_minimized<I: IntoIterator<Item = String>>(args: I, env: Option<Stri
 /// The tray's status line for these accounts and calls, most urgent first: someone calling,
 /// calls in progress, then how the accounts are signed in.
 pub fn status_line(accounts: &[AccountInfo], calls: &[CallInfo]) -> String {
-    let live: Vec<&CallInfo> = calls.iter().filter(|c| c.phase != CallPhase::Ended).collect();
+    let live: Vec<&CallInfo> = calls
+        .iter()
+        .filter(|c| c.phase != CallPhase::Ended)
+        .collect();
     if let Some(ringing) = live.iter().find(|c| c.phase == CallPhase::Incoming) {
         return format!("{} is calling", display_name(&ringing.remote));
     }
     match live.len() {
         0 => {}
         1 => {
-            let c = live.first().map(|c| display_name(&c.remote)).unwrap_or_default();
+            let c = live
+                .first()
+                .map(|c| display_name(&c.remote))
+                .unwrap_or_default();
             return format!("In a call with {c}");
         }
         n => return format!("{n} calls in progress"),
@@ -205,10 +211,7 @@ mod tests {
             "Signed in as alice@tandem.lab"
         );
         assert_eq!(
-            status_line(
-                &[account("bob@x", RegistrationState::Unregistered)],
-                &[]
-            ),
+            status_line(&[account("bob@x", RegistrationState::Unregistered)], &[]),
             "Not signed in"
         );
         assert_eq!(
