@@ -339,7 +339,9 @@ describe("camera settings", () => {
       "clip.y4m — 352×288 @ 30 fps",
       "No camera (receive video only)",
     ]);
-    expect(screen.getByText(/Real cameras \(V4L2\) are not supported yet/)).toHaveTextContent(cameras.folder);
+    expect(screen.getByText(/Besides the cameras of this computer/)).toHaveTextContent(cameras.folder);
+    // No device among the sources: said in words.
+    expect(screen.getByTestId("no-camera-connected")).toHaveTextContent("No camera is connected");
     await fireEvent.change(select, { target: { value: "" } });
     expect(transport.sent.find((s) => s.command === "choose_camera")?.args).toEqual({ camera: null });
     await waitFor(() => expect(model.cameras?.current).toBeNull());

@@ -185,7 +185,9 @@ const en = {
   "video.settings": "Video",
   "video.defaultCamera": "Camera for video calls",
   "video.noCamera": "No camera (receive video only)",
-  "video.camerasNote": "Tandem can send a moving test pattern or a .y4m video file (YUV4MPEG2) placed in {folder}. Real cameras (V4L2) are not supported yet.",
+  "video.camerasNote": "Besides the cameras of this computer, Tandem can send a moving test pattern or a .y4m video file (YUV4MPEG2) placed in {folder}.",
+  "video.noCameraConnected": "No camera is connected to this computer. Plug one in and it appears here.",
+  "video.refreshCameras": "Look for cameras again",
   "video.pattern": "Test pattern {size}",
 } as const;
 
