@@ -444,21 +444,10 @@ impl RtpTransport {
     }
 
     fn receive_rtp(&mut self, data: &[u8]) -> Inbound<'static> {
-        let parsed = if self.keys.secure {
-            let Some(ctx) = self.keys.srtp.as_mut() else {
-                self.keys.early_dropped += 1;
-                return Inbound::Dropped;
-            };
-            match ctx.unprotect_rtp(data) {
-                Ok(plain) => RtpPacket::parse_bytes(Bytes::from(plain)),
-                Err(e) => {
-                    // Counted by the context (bad tag, replay, plain RTP in a secure call).
-                    trace!(stream = self.label, error = %e, "SRTP packet dropped");
-                    return Inbound::Dropped;
-                }
-            }
-        } else {
-            RtpPacket::parse(data)
+        let parsed = match self.unprotect(data, SrtpContext::unprotect_rtp) {
+            Some(Cow::Borrowed(plain)) => RtpPacket::parse(plain),
+            Some(Cow::Owned(plain)) => RtpPacket::parse_bytes(Bytes::from(plain)),
+            None => return Inbound::Dropped,
         };
         match parsed {
             Ok(packet) => Inbound::Rtp(packet),
@@ -470,18 +459,30 @@ impl RtpTransport {
     }
 
     fn receive_rtcp<'a>(&mut self, data: &'a [u8]) -> Inbound<'a> {
+        self.unprotect(data, SrtpContext::unprotect_rtcp)
+            .map_or(Inbound::Dropped, Inbound::Rtcp)
+    }
+
+    /// The plain packet: `data` itself in a plain call, else what `unprotect` (SRTP or SRTCP)
+    /// gives; `None` when it must be dropped (no keys yet: counted here; authentication or
+    /// replay failures, plain packets in a secure call: counted by the context).
+    fn unprotect<'a>(
+        &mut self,
+        data: &'a [u8],
+        unprotect: fn(&mut SrtpContext, &[u8]) -> Result<Vec<u8>, SrtpError>,
+    ) -> Option<Cow<'a, [u8]>> {
         if !self.keys.secure {
-            return Inbound::Rtcp(Cow::Borrowed(data));
+            return Some(Cow::Borrowed(data));
         }
         let Some(ctx) = self.keys.srtp.as_mut() else {
             self.keys.early_dropped += 1;
-            return Inbound::Dropped;
+            return None;
         };
-        match ctx.unprotect_rtcp(data) {
-            Ok(plain) => Inbound::Rtcp(Cow::Owned(plain)),
+        match unprotect(ctx, data) {
+            Ok(plain) => Some(Cow::Owned(plain)),
             Err(e) => {
-                trace!(stream = self.label, error = %e, "SRTCP packet dropped");
-                Inbound::Dropped
+                trace!(stream = self.label, error = %e, "SRTP/SRTCP packet dropped");
+                None
             }
         }
     }
