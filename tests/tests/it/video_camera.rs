@@ -164,9 +164,9 @@ fn video_camera_capture() {
     eprintln!("{}", report.summary());
     report.assert_size(352, 288, "capture");
     report.assert_min_frames(60, "capture");
-    // Scaled from YUY2 320x240: the counter survives; the camera runs in real time, so at most a few frames are
-    // skipped between two captured ones on a loaded machine, and none repeated more than videorate pads.
-    report.assert_counter_advances(0.95, 40, 8, 2, "capture");
+    // Scaled from 320x240 to 352x288: the counter survives. The camera runs in real time and the capture keeps at
+    // most two pictures, so a loaded machine may skip some, but never freezes for a second (15 frames).
+    report.assert_counter_advances(0.95, 40, 15, 2, "capture");
     report.assert_frames_change(0.8, 0.0, "capture");
 }
 
@@ -247,7 +247,7 @@ fn video_camera_call() {
     report.assert_size(320, 240, "bob");
     report.assert_min_frames(u64::from(FPS * talk / 2), "bob");
     // The camera's pictures, in order, to the end of the call.
-    report.assert_counter_advances(0.9, FPS * talk / 2, 8, FPS as usize, "bob");
+    report.assert_counter_advances(0.9, FPS * talk / 2, FPS, FPS as usize, "bob");
 }
 
 #[test]
