@@ -12,26 +12,40 @@ function cameras(available: Cameras["available"]): Cameras {
   return { available, current: "pattern", folder: "/home/alice/.local/share/tandem/videos" };
 }
 
+/** Opens the card as a click on its summary does. */
+async function openCameraSettings(): Promise<void> {
+  const card = screen.getByTestId("camera-settings") as HTMLDetailsElement;
+  card.open = true;
+  await fireEvent(card, new Event("toggle"));
+}
+
+const listed = (t: TestTransport) => t.sent.filter((s) => s.command === "list_cameras").length;
+
 describe("camera settings", () => {
-  it("says in words when no camera is connected, and looks again on request", async () => {
+  it("looks for cameras only once opened, says in words when none is connected, and looks again", async () => {
     let answer = cameras([pattern]);
     const transport = new TestTransport({ list_cameras: () => answer });
     render(CameraSettings, { props: { model: new AppModel(transport) } });
+    // Closed: nothing asked (listing cameras starts GStreamer in the app).
+    expect(listed(transport)).toBe(0);
+    await openCameraSettings();
     const status = await screen.findByTestId("no-camera-connected");
     expect(status.textContent).toContain("No camera is connected");
     expect(screen.getByTestId("camera-settings").textContent).not.toContain("not supported");
     // A camera plugged in: the next look lists it and the notice goes away.
     answer = cameras([pattern, webcam]);
+    const before = listed(transport);
     await fireEvent.click(screen.getByRole("button", { name: "Look for cameras again" }));
     await waitFor(() => expect(screen.queryByTestId("no-camera-connected")).toBeNull());
+    expect(listed(transport)).toBe(before + 1);
     const options = Array.from(screen.getByTestId("default-camera").querySelectorAll("option")).map((o) => o.textContent ?? "");
     expect(options.some((o) => o.startsWith("Integrated Camera"))).toBe(true);
-    expect(transport.sent.filter((s) => s.command === "list_cameras")).toHaveLength(2);
   });
 
   it("chooses a connected camera", async () => {
     const transport = new TestTransport({ list_cameras: cameras([pattern, webcam]) });
     render(CameraSettings, { props: { model: new AppModel(transport) } });
+    await openCameraSettings();
     const select = (await screen.findByTestId("default-camera")) as HTMLSelectElement;
     await fireEvent.change(select, { target: { value: webcam.id } });
     await waitFor(() =>

@@ -331,6 +331,10 @@ describe("camera settings", () => {
   it("lists the sources honestly and remembers the choice", async () => {
     const transport = new TestTransport({ list_accounts: [alice], list_cameras: cameras });
     const model = await setup(transport);
+    // The card is closed until opened (listing cameras starts GStreamer in the app).
+    const card = screen.getByTestId("camera-settings") as HTMLDetailsElement;
+    card.open = true;
+    await fireEvent(card, new Event("toggle"));
     const select = await screen.findByLabelText("Camera for video calls");
     expect(select).toHaveValue("pattern");
     const options = [...(select as HTMLSelectElement).options].map((o) => o.textContent?.trim());
