@@ -94,6 +94,29 @@ pub fn ui_steps() -> Vec<Step> {
     steps
 }
 
+/// Builds the ui (installing its locked dependencies when they changed) and the desktop app
+/// (`tandem`, release or debug), installing the system packages both need; returns the binary.
+pub fn build_desktop(release: bool) -> Result<PathBuf> {
+    crate::packages::ensure(UI_PACKAGES)?;
+    crate::packages::ensure(DESKTOP_PACKAGES)?;
+    if !node_modules_current() {
+        Step::new("ui install", npm(&["ci", "--no-audit", "--no-fund"])).run()?;
+    }
+    Step::new("ui build", npm(&["run", "build"])).run()?;
+    let mut args = vec!["build", "-p", "tandem-desktop", "--bin", "tandem"];
+    if release {
+        args.push("--release");
+    }
+    Step::new("build tandem", cargo(&args)).run()?;
+    let binary = target_dir()?
+        .join(if release { "release" } else { "debug" })
+        .join("tandem");
+    if !binary.is_file() {
+        anyhow::bail!("{} was not built", binary.display());
+    }
+    Ok(binary)
+}
+
 /// `cargo xtask mobile-check`: `cargo check -p tandem-mobile --target aarch64-linux-android`.
 /// Without the NDK, the C dependencies are compiled with Debian's aarch64 cross gcc against
 /// glibc headers (`mobile/android-check.cmake` for CMake-built libopus): enough to type-check

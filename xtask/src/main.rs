@@ -29,7 +29,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test            install missing system packages, then fmt --check, clippy -D warnings, build, test (what CI runs)
-  run [ARGS..]    build the lab server (release) and run `tandem-lab serve ARGS..` in the foreground
+  run [ARGS..]    build the ui and the desktop app (release) and open it signed in to its bundled lab server;
+                  without a graphical session, or as `run lab [ARGS..]`: `tandem-lab serve ARGS..` in the foreground
   lab [--] ARGS.. build the lab server (release) and run `tandem-lab ARGS..`
   bench sip       SIPp REGISTER/INVITE load against Kamailio and the lab server; prints the clean rates and ratios
   bench msrp [--pairs N] [--mb N] [--chunk BYTES]
@@ -249,12 +250,39 @@ fn build_lab() -> Result<std::path::PathBuf> {
     Ok(bin)
 }
 
-/// `cargo xtask run`: the lab server in the foreground.
+/// `cargo xtask run`: the desktop app, built with its ui, signed in to its bundled lab server
+/// (demo accounts alice, bob and carol). Without a graphical session (no `DISPLAY` nor
+/// `WAYLAND_DISPLAY`: a server, an SSH login) and with `cargo xtask run lab [ARGS]`: the lab
+/// server in the foreground.
 fn run(extra: &[String]) -> Result<()> {
-    let bin = build_lab()?;
-    let mut args = vec!["serve".to_string()];
-    args.extend(strip_separator(extra).iter().cloned());
-    cmd::exec(&bin, &args).context("running tandem-lab serve")
+    let extra = strip_separator(extra);
+    let lab_only = extra.first().map(String::as_str) == Some("lab");
+    let graphical = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|d| !d.is_empty()));
+    if lab_only || !graphical {
+        if !lab_only {
+            println!(
+                "xtask: no graphical session (DISPLAY/WAYLAND_DISPLAY unset): starting the lab server \
+                 alone; the desktop app opens with `cargo xtask run` from a desktop session"
+            );
+        }
+        let bin = build_lab()?;
+        let mut args = vec!["serve".to_string()];
+        args.extend(extra.iter().skip(usize::from(lab_only)).cloned());
+        return cmd::exec(&bin, &args).context("running tandem-lab serve");
+    }
+    let binary = app::build_desktop(true)?;
+    println!("xtask: starting the desktop app signed in to its bundled lab server");
+    let mut c = std::process::Command::new(&binary);
+    c.args(extra).env("TANDEM_START_LAB", "1");
+    let status = c
+        .status()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    if !status.success() {
+        bail!("the desktop app exited with {status}");
+    }
+    Ok(())
 }
 
 /// `cargo xtask lab -- ARGS`: any `tandem-lab` command.
