@@ -1,29 +1,10 @@
-import { fireEvent, render, screen } from "@testing-library/svelte";
+import { fireEvent, screen } from "@testing-library/svelte";
 import { flushSync } from "svelte";
 import { describe, expect, it } from "vitest";
-import App from "../App.svelte";
-import { AppModel } from "../lib/app.svelte";
-import type { AccountInfo } from "../lib/bindings/AccountInfo";
 import type { CallInfo } from "../lib/bindings/CallInfo";
 import { formatDuration, splitAddress } from "../lib/format";
 import { fail, TestTransport } from "../lib/test-transport";
-
-const alice: AccountInfo = {
-  id: "alice@tandem.lab",
-  settings: {
-    user: "alice",
-    domain: "tandem.lab",
-    authUser: null,
-    displayName: null,
-    proxy: "127.0.0.1:5060",
-    transport: "udp",
-    srtp: "off",
-    expires: 600,
-    lab: true,
-  },
-  hasPassword: true,
-  registration: { state: "registered", expires: 600 },
-};
+import { alice, setup } from "./test-support";
 
 function call(partial: Partial<CallInfo>): CallInfo {
   return {
@@ -43,13 +24,6 @@ function call(partial: Partial<CallInfo>): CallInfo {
     mediaPath: null,
     ...partial,
   };
-}
-
-async function setup(transport: TestTransport) {
-  const model = new AppModel(transport);
-  await model.start();
-  render(App, { props: { model } });
-  return model;
 }
 
 describe("format", () => {

@@ -1,36 +1,10 @@
-import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
+import { fireEvent, screen, waitFor } from "@testing-library/svelte";
 import { describe, expect, it } from "vitest";
-import App from "../App.svelte";
-import { AppModel } from "../lib/app.svelte";
-import type { AccountInfo } from "../lib/bindings/AccountInfo";
 import type { CallLink } from "../lib/bindings/CallLink";
 import { TestTransport } from "../lib/test-transport";
-
-const alice: AccountInfo = {
-  id: "alice@tandem.lab",
-  settings: {
-    user: "alice",
-    domain: "tandem.lab",
-    authUser: null,
-    displayName: null,
-    proxy: "127.0.0.1:5060",
-    transport: "udp",
-    srtp: "off",
-    expires: 600,
-    lab: true,
-  },
-  hasPassword: true,
-  registration: { state: "registered", expires: 600 },
-};
+import { alice, setup } from "./test-support";
 
 const carol: CallLink = { target: "sip:carol@tandem.lab", subject: "Lab 3", link: "sip:carol@tandem.lab?subject=Lab%203" };
-
-async function setup(transport: TestTransport) {
-  const model = new AppModel(transport);
-  await model.start();
-  render(App, { props: { model } });
-  return model;
-}
 
 describe("sip: and tel: links", () => {
   it("a link that opened the app asks before calling, then calls its target", async () => {

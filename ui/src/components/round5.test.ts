@@ -1,30 +1,11 @@
-import { fireEvent, render, screen } from "@testing-library/svelte";
+import { fireEvent, screen } from "@testing-library/svelte";
 import { flushSync } from "svelte";
 import { describe, expect, it, vi } from "vitest";
-import App from "../App.svelte";
-import { AppModel } from "../lib/app.svelte";
-import type { AccountInfo } from "../lib/bindings/AccountInfo";
 import type { CertificateDetails } from "../lib/bindings/CertificateDetails";
 import type { FileTransfer } from "../lib/bindings/FileTransfer";
 import { formatBytes } from "../lib/format";
 import { TestTransport } from "../lib/test-transport";
-
-const alice: AccountInfo = {
-  id: "alice@tandem.lab",
-  settings: {
-    user: "alice",
-    domain: "tandem.lab",
-    authUser: null,
-    displayName: null,
-    proxy: "127.0.0.1:5060",
-    transport: "udp",
-    srtp: "off",
-    expires: 600,
-    lab: true,
-  },
-  hasPassword: true,
-  registration: { state: "registered", expires: 600 },
-};
+import { alice, setup } from "./test-support";
 
 function cert(partial: Partial<CertificateDetails>): CertificateDetails {
   return {
@@ -55,13 +36,6 @@ function transfer(partial: Partial<FileTransfer>): FileTransfer {
     atMs: Date.now(),
     ...partial,
   };
-}
-
-async function setup(transport: TestTransport) {
-  const model = new AppModel(transport);
-  await model.start();
-  render(App, { props: { model } });
-  return model;
 }
 
 describe("format", () => {

@@ -1,12 +1,12 @@
-import { fireEvent, render, screen, within } from "@testing-library/svelte";
+import { fireEvent, screen, within } from "@testing-library/svelte";
 import { flushSync } from "svelte";
 import { describe, expect, it } from "vitest";
-import App from "../App.svelte";
 import { AppModel, peerKey } from "../lib/app.svelte";
 import type { AccountInfo } from "../lib/bindings/AccountInfo";
 import type { ChatMessage } from "../lib/bindings/ChatMessage";
 import type { Contact } from "../lib/bindings/Contact";
 import { TestTransport } from "../lib/test-transport";
+import { setup } from "./test-support";
 
 const alice: AccountInfo = {
   id: "alice@tandem.lab",
@@ -30,13 +30,6 @@ function contact(partial: Partial<Contact>): Contact {
     accountId: alice.id, uri: "sip:bob@tandem.lab", name: "Bob", status: "unknown", note: null,
     watch: "subscribing", ...partial,
   };
-}
-
-async function setup(transport: TestTransport) {
-  const model = new AppModel(transport);
-  await model.start();
-  render(App, { props: { model } });
-  return model;
 }
 
 describe("conversations", () => {

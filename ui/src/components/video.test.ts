@@ -1,30 +1,11 @@
-import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
+import { fireEvent, screen, waitFor } from "@testing-library/svelte";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import App from "../App.svelte";
-import { AppModel } from "../lib/app.svelte";
-import type { AccountInfo } from "../lib/bindings/AccountInfo";
 import type { CallInfo } from "../lib/bindings/CallInfo";
 import type { Cameras } from "../lib/bindings/Cameras";
 import type { VideoInfo } from "../lib/bindings/VideoInfo";
 import { TestTransport } from "../lib/test-transport";
+import { alice, setup } from "./test-support";
 import { FRAME_HEADER_LEN, FramePainter, i420ToRgba, parseFrame } from "../lib/video";
-
-const alice: AccountInfo = {
-  id: "alice@tandem.lab",
-  settings: {
-    user: "alice",
-    domain: "tandem.lab",
-    authUser: null,
-    displayName: null,
-    proxy: "127.0.0.1:5060",
-    transport: "udp",
-    srtp: "off",
-    expires: 600,
-    lab: true,
-  },
-  hasPassword: true,
-  registration: { state: "registered", expires: 600 },
-};
 
 const cameras: Cameras = {
   available: [
@@ -87,13 +68,6 @@ afterEach(() => {
   vi.restoreAllMocks();
   vi.unstubAllGlobals();
 });
-
-async function setup(transport: TestTransport) {
-  const model = new AppModel(transport);
-  await model.start();
-  render(App, { props: { model } });
-  return model;
-}
 
 describe("frame answers", () => {
   it("parses the header and the pixels", () => {
