@@ -74,7 +74,7 @@ pub fn app(args: &[String]) -> Result<()> {
     let result = measure_both(&work, &binary, &linphone, settle);
     // Test folders are removed whatever happened.
     let _ = std::fs::remove_dir_all(&work);
-    let (tandem, linphone) = result?;
+    let (tandem, wizard, linphone) = result?;
 
     println!();
     println!(
@@ -90,17 +90,29 @@ pub fn app(args: &[String]) -> Result<()> {
         tandem.ready_ms
     );
     println!(
+        "  tandem ({}, first-run wizard):             {:.1} MiB over {} processes; launch to window {} ms",
+        if debug { "debug" } else { "release" },
+        mib(wizard.pss_kib),
+        wizard.processes,
+        wizard.ready_ms
+    );
+    println!(
         "  linphone-desktop (first-run assistant):    {:.1} MiB over {} processes; launch to window {} ms",
         mib(linphone.pss_kib),
         linphone.processes,
         linphone.ready_ms
     );
     println!("  tandem processes: {}", breakdown(&tandem.by_process));
+    println!(
+        "  tandem processes at the wizard: {}",
+        breakdown(&wizard.by_process)
+    );
     println!("  linphone processes: {}", breakdown(&linphone.by_process));
     if linphone.pss_kib > 0 {
         println!(
-            "  tandem / linphone-desktop: {:.2}",
-            tandem.pss_kib as f64 / linphone.pss_kib as f64
+            "  tandem / linphone-desktop: {:.2} signed in (with the lab server inside), {:.2} at first run (like for like)",
+            tandem.pss_kib as f64 / linphone.pss_kib as f64,
+            wizard.pss_kib as f64 / linphone.pss_kib as f64
         );
     }
     Ok(())
@@ -143,10 +155,11 @@ fn measure_both(
     tandem: &Path,
     linphone: &Path,
     settle: Duration,
-) -> Result<(Measured, Measured)> {
-    let t = measure_tandem(work, tandem, settle).context("measuring tandem")?;
+) -> Result<(Measured, Measured, Measured)> {
+    let t = measure_tandem(work, tandem, settle, true).context("measuring tandem")?;
+    let w = measure_tandem(work, tandem, settle, false).context("measuring tandem's wizard")?;
     let l = measure_linphone(work, linphone, settle).context("measuring linphone-desktop")?;
-    Ok((t, l))
+    Ok((t, w, l))
 }
 
 /// A running Xvfb on a display of its own.
@@ -206,27 +219,60 @@ fn home_env(cmd: &mut Command, work: &Path, name: &str, display: &str) -> Result
     Ok(())
 }
 
-fn measure_tandem(work: &Path, binary: &Path, settle: Duration) -> Result<Measured> {
-    let screen = start_screen(work, "tandem")?;
+/// Tandem signed in to its bundled lab (`signed_in`), or at its first-run wizard (no account,
+/// no lab: what Linphone's first-run assistant is compared with, like for like).
+fn measure_tandem(
+    work: &Path,
+    binary: &Path,
+    settle: Duration,
+    signed_in: bool,
+) -> Result<Measured> {
+    let name = if signed_in { "tandem" } else { "tandem-wizard" };
+    let screen = start_screen(work, name)?;
     let mut cmd = Command::new("dbus-run-session");
     cmd.args(["--", "keyctl", "session", "-"]).arg(binary);
-    home_env(&mut cmd, work, "tandem", &screen.display)?;
-    cmd.env("TANDEM_START_LAB", "1")
-        .env(
-            "TANDEM_KEYRING_SERVICE",
-            format!("tandem-bench-{}", std::process::id()),
-        )
-        .env("TANDEM_CAPTURE", "null")
-        .env("TANDEM_PLAYBACK", "null")
-        .env("TANDEM_SIP_IP", "127.0.0.1")
-        .env("GDK_BACKEND", "x11");
+    home_env(&mut cmd, work, name, &screen.display)?;
+    cmd.env(
+        "TANDEM_KEYRING_SERVICE",
+        format!("{name}-bench-{}", std::process::id()),
+    )
+    .env("TANDEM_CAPTURE", "null")
+    .env("TANDEM_PLAYBACK", "null")
+    .env("TANDEM_SIP_IP", "127.0.0.1")
+    .env("GDK_BACKEND", "x11");
+    if signed_in {
+        cmd.env("TANDEM_START_LAB", "1");
+    }
     let launched = Instant::now();
-    let mut app = Guard::spawn("tandem", cmd, work)?;
+    let mut app = Guard::spawn(name, cmd, work)?;
+    let ready_ms = if signed_in {
+        wait_signed_in(&mut app, work, launched)?
+    } else {
+        wait_settled(&mut app, work, name, launched)?
+    };
+    std::thread::sleep(settle);
+    let (pss_kib, processes) = median_pss(app.pid(), PLUMBING)?;
+    let by_process = per_process(app.pid(), PLUMBING)?;
+    if !app.running() {
+        bail!("{name} exited while idle");
+    }
+    drop(app);
+    drop(screen);
+    Ok(Measured {
+        pss_kib,
+        processes,
+        ready_ms,
+        by_process,
+    })
+}
+
+/// Waits for the app's "signed in" line; the milliseconds since `launched`.
+fn wait_signed_in(app: &mut Guard, work: &Path, launched: Instant) -> Result<u128> {
     let log = work.join("tandem.err");
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains("tandem: signed in as") {
-            break;
+            return Ok(launched.elapsed().as_millis());
         }
         if let Some(line) = text
             .lines()
@@ -245,21 +291,32 @@ fn measure_tandem(work: &Path, binary: &Path, settle: Duration) -> Result<Measur
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let ready_ms = launched.elapsed().as_millis();
-    std::thread::sleep(settle);
-    let (pss_kib, processes) = median_pss(app.pid(), PLUMBING)?;
-    let by_process = per_process(app.pid(), PLUMBING)?;
-    if !app.running() {
-        bail!("tandem exited while idle");
+}
+
+/// Waits until the app's window is up, which is when its process tree's memory stops growing
+/// for a second; the milliseconds since `launched`.
+fn wait_settled(app: &mut Guard, work: &Path, name: &str, launched: Instant) -> Result<u128> {
+    let mut last = 0;
+    let mut stable_since = Instant::now();
+    loop {
+        if !app.running() {
+            let err = std::fs::read_to_string(work.join(format!("{name}.err"))).unwrap_or_default();
+            bail!("{name} exited at start: {}", tail(&err));
+        }
+        let (now, _) = tree_pss(app.pid(), PLUMBING)?;
+        if now > 0 && now.abs_diff(last) * 50 < now {
+            if stable_since.elapsed() >= Duration::from_secs(1) {
+                return Ok(launched.elapsed().as_millis());
+            }
+        } else {
+            stable_since = Instant::now();
+        }
+        last = now;
+        if launched.elapsed() > START_LIMIT {
+            bail!("{name} did not settle within {START_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    drop(app);
-    drop(screen);
-    Ok(Measured {
-        pss_kib,
-        processes,
-        ready_ms,
-        by_process,
-    })
 }
 
 fn measure_linphone(work: &Path, binary: &Path, settle: Duration) -> Result<Measured> {
@@ -270,30 +327,8 @@ fn measure_linphone(work: &Path, binary: &Path, settle: Duration) -> Result<Meas
     cmd.env("QT_QPA_PLATFORM", "xcb");
     let launched = Instant::now();
     let mut app = Guard::spawn("linphone", cmd, work)?;
-    // Linphone prints nothing reliable when its window is up: its window is there once the
-    // process tree's memory stops growing for a second.
-    let mut last = 0;
-    let mut stable_since = Instant::now();
-    loop {
-        if !app.running() {
-            let err = std::fs::read_to_string(work.join("linphone.err")).unwrap_or_default();
-            bail!("linphone exited at start: {}", tail(&err));
-        }
-        let (now, _) = tree_pss(app.pid(), PLUMBING)?;
-        if now > 0 && now.abs_diff(last) * 50 < now {
-            if stable_since.elapsed() >= Duration::from_secs(1) {
-                break;
-            }
-        } else {
-            stable_since = Instant::now();
-        }
-        last = now;
-        if launched.elapsed() > START_LIMIT {
-            bail!("linphone did not settle within {START_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let ready_ms = launched.elapsed().as_millis();
+    // Linphone prints nothing reliable when its window is up.
+    let ready_ms = wait_settled(&mut app, work, "linphone", launched)?;
     std::thread::sleep(settle);
     let (pss_kib, processes) = median_pss(app.pid(), PLUMBING)?;
     let by_process = per_process(app.pid(), PLUMBING)?;
