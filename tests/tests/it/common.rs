@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tandem_tests::process::ChildGuard;
-use tandem_tests::{CliOutput, HarnessError};
+use tandem_tests::{CliOutput, HarnessError, LabOptions, LabServer, TestDir};
 
 /// `n` seconds.
 pub fn secs(n: u64) -> Duration {
@@ -49,4 +49,18 @@ pub fn assert_exits_ok_verbose(child: &mut ChildGuard, limit: Duration) -> Strin
     let out = child.stdout();
     assert_eq!(status.code(), Some(0), "{out}\n{}", child.tails());
     out
+}
+
+/// A lab server with users alice/alicepw and bob/bobpw that offers only MD5 digest,
+/// the one algorithm baresip 1.0 (libre) knows.
+pub fn baresip_lab(dir: &TestDir) -> LabServer {
+    ok(LabServer::start(
+        LabOptions {
+            auth_algorithms: vec!["MD5".into()],
+            ..LabOptions::default()
+                .user("alice", "alicepw")
+                .user("bob", "bobpw")
+        },
+        dir.path(),
+    ))
 }

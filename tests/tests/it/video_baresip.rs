@@ -17,10 +17,10 @@ use tandem_tests::video::{
 };
 use tandem_tests::{
     Baresip, BaresipOptions, BaresipVideo, BaresipVideoSource, BaresipVideoStats, CliAccount,
-    LabOptions, LabServer, TestDir, Transport,
+    LabServer, TestDir, Transport,
 };
 
-use crate::common::{assert_exits_ok_verbose, ok, secs};
+use crate::common::{assert_exits_ok_verbose, baresip_lab, ok, secs};
 
 /// baresip's `video_size` (what tandem-cli must record).
 const BARESIP_SIZE: (u32, u32) = (320, 240);
@@ -31,19 +31,6 @@ const CLI_SIZE_ARG: &str = "352x288";
 const FPS: u32 = 15;
 /// Seconds of the call after it is answered.
 const TALK: u64 = 6;
-
-fn lab(dir: &TestDir) -> LabServer {
-    ok(LabServer::start(
-        LabOptions {
-            // baresip 1.0 (libre) knows only MD5 digest.
-            auth_algorithms: vec!["MD5".into()],
-            ..LabOptions::default()
-                .user("alice", "alicepw")
-                .user("bob", "bobpw")
-        },
-        dir.path(),
-    ))
-}
 
 /// One scenario's media: the codec both sides use, and the security.
 #[derive(Debug, Clone, Copy)]
@@ -298,7 +285,7 @@ fn cli_calls_baresip(setup: Setup) {
     } else {
         BaresipVideoSource::Fake
     };
-    let mut lab = lab(&dir);
+    let mut lab = baresip_lab(&dir);
     let mut bob = baresip(&lab, &dir, setup, source, true);
     let alice = CliAccount::new("alice", lab.domain(), "alicepw", lab.udp(), Transport::Udp);
     let rec_path = dir.path().join("alice-saw.y4m");
@@ -339,7 +326,7 @@ fn baresip_calls_cli(setup: Setup) {
     } else {
         BaresipVideoSource::Fake
     };
-    let mut lab = lab(&dir);
+    let mut lab = baresip_lab(&dir);
     let mut bob = baresip(&lab, &dir, setup, source, false);
     let alice = CliAccount::new("alice", lab.domain(), "alicepw", lab.udp(), Transport::Udp);
     let rec_path = dir.path().join("alice-saw.y4m");
@@ -420,7 +407,7 @@ fn video_cli_calls_baresip_vp8_sdes() {
 #[test]
 fn video_baresip_h264_mode0_only_is_declined() {
     let dir = ok(TestDir::new("video-baresip-h264-mode0"));
-    let mut lab = lab(&dir);
+    let mut lab = baresip_lab(&dir);
     let mut opts = BaresipOptions::new("bob", lab.domain(), "bobpw", lab.udp());
     let mut video = BaresipVideo::vp8(BARESIP_SIZE.0, BARESIP_SIZE.1, BaresipVideoSource::Fake);
     video.codecs = Some("H264".into());

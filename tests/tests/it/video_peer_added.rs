@@ -17,26 +17,13 @@ use tandem_tests::{
     TestDir, Transport,
 };
 
-use crate::common::{assert_exits_ok_verbose, ok, secs};
+use crate::common::{assert_exits_ok_verbose, baresip_lab, ok, secs};
 
 /// baresip's picture size.
 const BARESIP_SIZE: (u32, u32) = (320, 240);
 /// tandem-cli's pattern size (so each side's decoded size proves it decoded the other's stream).
 const CLI_SIZE: (u32, u32) = (352, 288);
 const FPS: u32 = 15;
-
-fn lab(dir: &TestDir) -> LabServer {
-    ok(LabServer::start(
-        LabOptions {
-            // baresip 1.0 (libre) knows only MD5 digest.
-            auth_algorithms: vec!["MD5".into()],
-            ..LabOptions::default()
-                .user("alice", "alicepw")
-                .user("bob", "bobpw")
-        },
-        dir.path(),
-    ))
-}
 
 fn wait_line(child: &mut ChildGuard, prefix: &str, within: Duration) -> String {
     match child.wait_for_line(Stream::Stdout, prefix, within) {
@@ -75,7 +62,7 @@ fn video_baresip_adds_video_mid_call() {
         FPS,
         40,
     ));
-    let mut lab = lab(&dir);
+    let mut lab = baresip_lab(&dir);
     let mut opts = BaresipOptions::new("bob", lab.domain(), "bobpw", lab.udp());
     opts.auto_answer = true;
     let mut video = BaresipVideo::vp8(
