@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tandem_client_core::types::{DeviceSpec, SrtpPolicy};
+use tandem_client_core::types::SrtpPolicy;
 use tandem_client_core::{
     Call, CallEvent, MediaOptions, SrtpKeying, VideoNotice, VideoOptions, VideoSourceSpec,
     VideoStats,
@@ -19,20 +19,12 @@ use tandem_video::y4m::open_y4m;
 
 mod common;
 
-use common::{Lab, Phone};
+use common::{Lab, Phone, audio, first_frame, hang_up, video_notice};
 
 /// The pattern both sides send: the smallest size whose frame counter survives coding.
 const W: u32 = 160;
 const H: u32 = 120;
 const FPS: u32 = 15;
-
-fn audio() -> MediaOptions {
-    MediaOptions {
-        capture: DeviceSpec::Tone(440.0),
-        report_interval: Duration::from_millis(500),
-        ..MediaOptions::default()
-    }
-}
 
 fn video(codec: &str, record: Option<PathBuf>) -> VideoOptions {
     VideoOptions {
@@ -54,46 +46,14 @@ fn with_video(v: VideoOptions) -> MediaOptions {
     }
 }
 
-async fn video_notice(call: &mut Call, pred: impl Fn(&VideoNotice) -> bool) -> VideoNotice {
-    match common::wait_for(
-        Duration::from_secs(20),
-        call,
-        |e| matches!(e, CallEvent::Video(n) if pred(n)),
-    )
-    .await
-    .0
-    {
-        CallEvent::Video(n) => n,
-        _ => unreachable!(),
-    }
-}
-
 async fn started(call: &mut Call) -> VideoNotice {
     video_notice(call, |n| matches!(n, VideoNotice::Started { .. })).await
-}
-
-async fn first_frame(call: &mut Call) -> (u32, u32) {
-    match video_notice(call, |n| matches!(n, VideoNotice::FirstFrame { .. })).await {
-        VideoNotice::FirstFrame { width, height } => (width, height),
-        _ => unreachable!(),
-    }
 }
 
 async fn stopped(call: &mut Call) -> VideoStats {
     match video_notice(call, |n| matches!(n, VideoNotice::Stopped(_))).await {
         VideoNotice::Stopped(s) => s,
         _ => unreachable!(),
-    }
-}
-
-/// Hangs up `a`, waits for both ends (their media stopped, recordings finished).
-async fn hang_up(a: &mut Call, b: &mut Call) {
-    a.hangup();
-    for c in [a, b] {
-        common::wait_for(Duration::from_secs(20), c, |e| {
-            matches!(e, CallEvent::Ended { .. })
-        })
-        .await;
     }
 }
 

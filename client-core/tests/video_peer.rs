@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tandem_client_core::types::DeviceSpec;
 use tandem_client_core::{
     Call, CallEvent, MediaOptions, VideoNotice, VideoOptions, VideoPolicy, VideoSourceSpec,
 };
@@ -19,7 +18,7 @@ use tandem_video::y4m::open_y4m;
 
 mod common;
 
-use common::{Lab, Phone};
+use common::{Lab, Phone, audio, first_frame, hang_up, video_notice};
 
 const W: u32 = 160;
 const H: u32 = 120;
@@ -30,14 +29,6 @@ fn pattern() -> VideoSourceSpec {
         width: W,
         height: H,
         fps: FPS,
-    }
-}
-
-fn audio() -> MediaOptions {
-    MediaOptions {
-        capture: DeviceSpec::Tone(440.0),
-        report_interval: Duration::from_millis(500),
-        ..MediaOptions::default()
     }
 }
 
@@ -56,30 +47,9 @@ fn later_video(policy: VideoPolicy, record: Option<&Path>) -> MediaOptions {
     }
 }
 
-async fn video_notice(call: &mut Call, pred: impl Fn(&VideoNotice) -> bool) -> VideoNotice {
-    match common::wait_for(
-        Duration::from_secs(20),
-        call,
-        |e| matches!(e, CallEvent::Video(n) if pred(n)),
-    )
-    .await
-    .0
-    {
-        CallEvent::Video(n) => n,
-        _ => unreachable!(),
-    }
-}
-
 async fn peer_offered(call: &mut Call) -> (bool, bool) {
     match video_notice(call, |n| matches!(n, VideoNotice::PeerOffered { .. })).await {
         VideoNotice::PeerOffered { receiving, ask } => (receiving, ask),
-        _ => unreachable!(),
-    }
-}
-
-async fn first_frame(call: &mut Call) -> (u32, u32) {
-    match video_notice(call, |n| matches!(n, VideoNotice::FirstFrame { .. })).await {
-        VideoNotice::FirstFrame { width, height } => (width, height),
         _ => unreachable!(),
     }
 }
@@ -89,16 +59,6 @@ async fn answered(call: &mut Call) {
         matches!(e, CallEvent::Answered { .. })
     })
     .await;
-}
-
-async fn hang_up(a: &mut Call, b: &mut Call) {
-    a.hangup();
-    for c in [a, b] {
-        common::wait_for(Duration::from_secs(20), c, |e| {
-            matches!(e, CallEvent::Ended { .. })
-        })
-        .await;
-    }
 }
 
 fn video_line(sdp: &SessionDescription) -> &MediaDescription {

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tandem_client_core::nat::turn::TurnConfig;
-use tandem_client_core::types::{DnsConfig, Transport};
+use tandem_client_core::types::{DeviceSpec, DnsConfig, Transport};
 use tandem_client_core::{
     Account, AnswerOptions, Call, CallEvent, CallOptions, MediaOptions, Registration, UaConfig,
-    UaEvent, UaEvents, UserAgent, parse_uri,
+    UaEvent, UaEvents, UserAgent, VideoNotice, parse_uri,
 };
 use tandem_labserver::ca::LabCa;
 use tandem_labserver::config::LabConfig;
@@ -165,5 +165,48 @@ pub async fn wait_for(
             return (ev, seen);
         }
         seen.push(ev);
+    }
+}
+
+/// Audio-only media options: a 440 Hz tone, quality reported every 500 ms.
+pub fn audio() -> MediaOptions {
+    MediaOptions {
+        capture: DeviceSpec::Tone(440.0),
+        report_interval: Duration::from_millis(500),
+        ..MediaOptions::default()
+    }
+}
+
+/// Waits up to 20 s for the first video notice on `call` that `pred` accepts.
+pub async fn video_notice(call: &mut Call, pred: impl Fn(&VideoNotice) -> bool) -> VideoNotice {
+    match wait_for(
+        Duration::from_secs(20),
+        call,
+        |e| matches!(e, CallEvent::Video(n) if pred(n)),
+    )
+    .await
+    .0
+    {
+        CallEvent::Video(n) => n,
+        _ => unreachable!(),
+    }
+}
+
+/// Waits for the first decoded video frame on `call`; its size.
+pub async fn first_frame(call: &mut Call) -> (u32, u32) {
+    match video_notice(call, |n| matches!(n, VideoNotice::FirstFrame { .. })).await {
+        VideoNotice::FirstFrame { width, height } => (width, height),
+        _ => unreachable!(),
+    }
+}
+
+/// Hangs up `a`, waits for both ends (their media stopped, recordings finished).
+pub async fn hang_up(a: &mut Call, b: &mut Call) {
+    a.hangup();
+    for c in [a, b] {
+        wait_for(Duration::from_secs(20), c, |e| {
+            matches!(e, CallEvent::Ended { .. })
+        })
+        .await;
     }
 }
