@@ -110,6 +110,32 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+const ALICE: &str = "alice@tandem.lab";
+const BOB: &str = "bob@tandem.lab";
+
+/// Alice calls bob (with `video` as asked): the call at alice's end and the one ringing at bob's.
+async fn alice_calls_bob(
+    app: &AppState,
+    rx: &mut broadcast::Receiver<AppEvent>,
+    video: Option<bool>,
+) -> (CallInfo, CallInfo) {
+    let placed = app
+        .call(CallRequest {
+            account_id: ALICE.into(),
+            target: "bob".into(),
+            video,
+        })
+        .await
+        .unwrap();
+    let ringing = incoming(rx, BOB).await;
+    (placed, ringing)
+}
+
+/// Waits up to 15 s until the call `id` is as `pred` wants (`what` names it on a time-out).
+async fn until(app: &AppState, id: &str, what: &str, pred: impl Fn(&CallInfo) -> bool) {
+    common::wait_call(Duration::from_secs(15), app, id, what, pred).await;
+}
+
 async fn all_ended(app: &AppState) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !app.list_calls().is_empty() {
@@ -124,8 +150,6 @@ async fn video_flow() {
     let mut rx = app.subscribe();
     app.start_bundled_lab().await.unwrap();
     app.register("bob@tandem.lab").await.unwrap();
-    const ALICE: &str = "alice@tandem.lab";
-    const BOB: &str = "bob@tandem.lab";
 
     // Cameras: the pattern, and the .y4m files of the videos folder (a bad one is left out).
     let cameras = app.list_cameras();
@@ -176,15 +200,7 @@ async fn video_flow() {
     );
 
     // alice video-calls bob (sending the clip); bob answers with video (the pattern).
-    let placed = app
-        .call(CallRequest {
-            account_id: ALICE.into(),
-            target: "bob".into(),
-            video: Some(true),
-        })
-        .await
-        .unwrap();
-    let ringing = incoming(&mut rx, BOB).await;
+    let (placed, ringing) = alice_calls_bob(&app, &mut rx, Some(true)).await;
     assert!(
         ringing.video.is_some(),
         "bob is not told the call has video"
@@ -196,22 +212,8 @@ async fn video_flow() {
             v.codec.as_deref() == Some("VP8") && v.receiving && v.sending.is_some()
         })
     };
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &placed.id,
-        "alice's video",
-        vp8,
-    )
-    .await;
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &ringing.id,
-        "bob's video",
-        vp8,
-    )
-    .await;
+    until(&app, &placed.id, "alice's video", vp8).await;
+    until(&app, &ringing.id, "bob's video", vp8).await;
     let alice_call = app
         .list_calls()
         .into_iter()
@@ -235,19 +237,13 @@ async fn video_flow() {
     assert_eq!((at_bob.source_width, at_bob.source_height), (176, 144));
     let own = picture(&app, &placed.id, "self").await;
     assert_eq!((own.width, own.height), (176, 144));
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &placed.id,
-        "the peer's picture size",
-        |c| {
-            c.video
-                .as_ref()
-                .and_then(|v| v.remote_size)
-                .map(|s| (s.width, s.height))
-                == Some((640, 480))
-        },
-    )
+    until(&app, &placed.id, "the peer's picture size", |c| {
+        c.video
+            .as_ref()
+            .and_then(|v| v.remote_size)
+            .map(|s| (s.width, s.height))
+            == Some((640, 480))
+    })
     .await;
     // Scaled down for a small canvas, aspect kept.
     let small = app
@@ -313,13 +309,9 @@ async fn video_flow() {
 
     // Camera off: alice sends no more pictures, bob's video to alice goes on.
     app.set_camera(&placed.id, None).await.unwrap();
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &placed.id,
-        "camera off",
-        |c| c.video.as_ref().is_some_and(|v| v.camera.is_none()),
-    )
+    until(&app, &placed.id, "camera off", |c| {
+        c.video.as_ref().is_some_and(|v| v.camera.is_none())
+    })
     .await;
     let before = picture(&app, &placed.id, "remote").await.seq;
     let next = app
@@ -334,46 +326,23 @@ async fn video_flow() {
 
     // Downgrade: the video goes from both ends, the call goes on.
     app.set_video(&placed.id, false).await.unwrap();
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &placed.id,
-        "alice's video gone",
-        |c| c.video.is_none(),
-    )
+    until(&app, &placed.id, "alice's video gone", |c| {
+        c.video.is_none()
+    })
     .await;
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &ringing.id,
-        "bob's video gone",
-        |c| c.video.is_none(),
-    )
-    .await;
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &placed.id,
-        "the call goes on",
-        |c| c.phase == CallPhase::Active,
-    )
+    until(&app, &ringing.id, "bob's video gone", |c| c.video.is_none()).await;
+    until(&app, &placed.id, "the call goes on", |c| {
+        c.phase == CallPhase::Active
+    })
     .await;
     app.hangup(&placed.id).unwrap();
     all_ended(&app).await;
 
     // An audio call answered by a video-capable phone, upgraded to video by the caller.
-    let placed = app
-        .call(CallRequest {
-            account_id: ALICE.into(),
-            target: "bob".into(),
-            video: None,
-        })
-        .await
-        .unwrap();
-    let ringing = incoming(&mut rx, BOB).await;
+    let (placed, ringing) = alice_calls_bob(&app, &mut rx, None).await;
     assert!(ringing.video.is_none(), "an audio call announced as video");
     app.answer_with(&ringing.id, true).await.unwrap();
-    common::wait_call(Duration::from_secs(15), &app, &placed.id, "answered", |c| {
+    until(&app, &placed.id, "answered", |c| {
         c.phase == CallPhase::Active
     })
     .await;
@@ -383,7 +352,7 @@ async fn video_flow() {
             .all(|c| c.video.as_ref().is_none_or(|v| v.codec.is_none()))
     );
     app.set_video(&placed.id, true).await.unwrap();
-    common::wait_call(Duration::from_secs(15), &app, &placed.id, "upgraded", vp8).await;
+    until(&app, &placed.id, "upgraded", vp8).await;
     let at_alice = picture(&app, &placed.id, "remote").await;
     assert_eq!((at_alice.source_width, at_alice.source_height), (640, 480));
     app.hangup(&placed.id).unwrap();
@@ -415,41 +384,21 @@ async fn peer_added_video_flow() {
     let mut rx = app.subscribe();
     app.start_bundled_lab().await.unwrap();
     app.register("bob@tandem.lab").await.unwrap();
-    const ALICE: &str = "alice@tandem.lab";
-    const BOB: &str = "bob@tandem.lab";
     app.choose_camera(Some("pattern")).unwrap();
-    let placed = app
-        .call(CallRequest {
-            account_id: ALICE.into(),
-            target: "bob".into(),
-            video: None,
-        })
-        .await
-        .unwrap();
-    let ringing = incoming(&mut rx, BOB).await;
+    let (placed, ringing) = alice_calls_bob(&app, &mut rx, None).await;
     assert!(ringing.video.is_none());
     app.answer_with(&ringing.id, false).await.unwrap();
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &placed.id,
-        "alice answered",
-        |c| c.phase == CallPhase::Active,
-    )
+    until(&app, &placed.id, "alice answered", |c| {
+        c.phase == CallPhase::Active
+    })
     .await;
     // Alice turns her camera on: bob sees her at once and is asked about his.
     app.set_video(&placed.id, true).await.unwrap();
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &ringing.id,
-        "bob asked about his camera",
-        |c| {
-            c.video
-                .as_ref()
-                .is_some_and(|v| v.peer_offered && v.receiving && v.codec.is_some())
-        },
-    )
+    until(&app, &ringing.id, "bob asked about his camera", |c| {
+        c.video
+            .as_ref()
+            .is_some_and(|v| v.peer_offered && v.receiving && v.codec.is_some())
+    })
     .await;
     let bob_video = |app: &AppState| {
         app.list_calls()
@@ -468,17 +417,11 @@ async fn peer_added_video_flow() {
     assert!(app.dismiss_video_offer("no-such-call").is_err());
     // "Show my camera": two-way video.
     app.set_video(&ringing.id, true).await.unwrap();
-    common::wait_call(
-        Duration::from_secs(15),
-        &app,
-        &placed.id,
-        "alice receives bob",
-        |c| {
-            c.video
-                .as_ref()
-                .is_some_and(|v| v.receiving && v.sending.is_some())
-        },
-    )
+    until(&app, &placed.id, "alice receives bob", |c| {
+        c.video
+            .as_ref()
+            .is_some_and(|v| v.receiving && v.sending.is_some())
+    })
     .await;
     let header = picture(&app, &placed.id, "remote").await;
     assert_eq!((header.source_width, header.source_height), (640, 480));
