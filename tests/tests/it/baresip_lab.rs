@@ -1,24 +1,9 @@
 //! baresip (a real softphone) and `tandem-cli` calling each other through the lab server.
 
 use tandem_tests::process::Stream;
-use tandem_tests::{
-    Baresip, BaresipOptions, CliAccount, LabOptions, LabServer, TestDir, Transport,
-};
+use tandem_tests::{Baresip, BaresipOptions, CliAccount, TestDir, Transport};
 
-use crate::common::{assert_event, assert_exit, ok, secs};
-
-fn lab(dir: &TestDir) -> LabServer {
-    ok(LabServer::start(
-        LabOptions {
-            // baresip 1.0 (libre) knows only MD5 digest.
-            auth_algorithms: vec!["MD5".into()],
-            ..LabOptions::default()
-                .user("alice", "alicepw")
-                .user("bob", "bobpw")
-        },
-        dir.path(),
-    ))
-}
+use crate::common::{assert_event, assert_exit, baresip_lab as lab, ok, secs};
 
 #[test]
 fn baresip_calls_cli_through_lab() {
